@@ -1,0 +1,42 @@
+# Thin wrappers: the real logic lives in Python (agentops/launcher.py, tests/, bench/).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench chaos stop clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m agentops.launcher
+
+test: $(STAMP)
+	$(BIN)/python -m agentops.testing.browser_deps
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	DEBUG=1 $(BIN)/mypy agentops tracing tools memory
+
+bench: $(STAMP)
+	$(BIN)/python bench/step_overhead.py
+	$(BIN)/python bench/trace_ingest.py
+	$(BIN)/python bench/recall.py
+
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py --kills 200
+
+stop: $(STAMP)
+	DEBUG=1 $(BIN)/python manage.py stop_services
+	DEBUG=1 AGENTOPS_VAR_DIR=$(CURDIR)/var/test $(BIN)/python manage.py stop_services
+
+clean: stop
+	rm -rf var

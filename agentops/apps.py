@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class AgentOpsConfig(AppConfig):
+    name = "agentops"
+    verbose_name = "AgentOps"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)

@@ -1,0 +1,98 @@
+"""Roles, login enforcement and personal API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+ROLES = ("viewer", "operator", "admin")
+API_KEY_PREFIX = "ao_"
+
+
+def user_role(user: Any) -> str | None:
+    """The user's highest role, or None. Superusers are admins."""
+    if not user or not user.is_authenticated or not user.is_active:
+        return None
+    if user.is_superuser:
+        return "admin"
+    cached = getattr(user, "_agentops_role", False)
+    if cached is not False:
+        return cached
+    names = set(user.groups.values_list("name", flat=True))
+    role = next((r for r in reversed(ROLES) if r in names), None)
+    user._agentops_role = role
+    return role
+
+
+def has_role(user: Any, minimum: str) -> bool:
+    role = user_role(user)
+    return role is not None and ROLES.index(role) >= ROLES.index(minimum)
+
+
+def role_required(minimum: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """View decorator: the user must hold `minimum` or a higher role (403 otherwise)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not has_role(request.user, minimum):
+                raise PermissionDenied(f"This page needs the {minimum} role.")
+            return view(request, *args, **kwargs)
+
+        wrapped.agentops_min_role = minimum  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator
+
+
+class LoginRequiredMiddleware(DjangoLoginRequired):
+    """Every page needs a login; the JSON API and /metrics answer 401 themselves."""
+
+    open_prefixes = ("/api/", "/metrics", "/static/", "/healthz")
+
+    def process_view(self, request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
+        if request.path.startswith(self.open_prefixes):
+            return None
+        return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+def roles_context(request: HttpRequest) -> dict[str, Any]:
+    role = user_role(getattr(request, "user", None))
+    return {
+        "role": role,
+        "is_operator": role in ("operator", "admin"),
+        "is_admin": role == "admin",
+    }
+
+
+def hash_api_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_create(*, user: Any, name: str) -> tuple[Any, str]:
+    """Create a personal API key; returns (row, raw key). The raw key is never stored."""
+    from agentops.models import ApiKey
+
+    raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey.objects.create(user=user, name=name, prefix=raw[:10], key_hash=hash_api_key(raw))
+    return row, raw
+
+
+def api_key_user(raw: str) -> Any | None:
+    from agentops.models import ApiKey
+
+    if not raw.startswith(API_KEY_PREFIX):
+        return None
+    key = ApiKey.objects.select_related("user").filter(key_hash=hash_api_key(raw)).first()
+    if key is None or not key.user.is_active:
+        return None
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    return key.user

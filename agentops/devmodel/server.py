@@ -1,0 +1,324 @@
+"""A development model server speaking the OpenAI chat-completions protocol over real HTTP.
+
+Deterministic, scripted behaviour (driven by the latest user message):
+
+- ``call NAME {json}``      -> a tool call to NAME with those arguments (any name, any JSON)
+- ``remember TEXT``         -> ``remember(text=TEXT, kind="fact")``
+- ``recall QUERY``          -> ``recall(query=QUERY, k=5)``
+- ``handoff REASON`` / a message asking for a human -> ``handoff_to_human(reason=...)``
+- ``loop``                  -> calls ``echo`` with the same arguments forever
+- a summarisation request (system prompt starting "Summarize") -> a deterministic summary
+- after tool results        -> an answer quoting the tool results
+- anything else             -> "You said: ..." streamed word by word
+
+Fault injection, per model name (tests use a unique model name each) through
+``POST /_control/script`` ``{"model": m, "faults": [...], "context_limit": n, "api_key": k}``;
+each request for m pops the next fault: ``{"status": 429, "retry_after": 1}``,
+``{"status": 500}``, ``{"status": 401}``, ``{"status": 400, "code": "context_length_exceeded"}``,
+``{"delay": seconds}``, ``{"stream_delay": seconds}``, ``{"malformed_tool_json": true}``,
+``{"unknown_tool": true}``, ``{"drop_connection": true}``. A message containing
+``[[fault:429]]`` (or 500, slow, malformed) injects one fault by hand.
+``GET /_control/requests?model=m`` lists what the server received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+_lock = threading.Lock()
+_scripts: dict[str, dict[str, Any]] = {}
+_requests: dict[str, list[dict[str, Any]]] = {}
+
+CALL_RE = re.compile(r"^\s*call\s+([^\s{]+)\s*(.*)$", re.S | re.I)
+HANDOFF_RE = re.compile(r"\b(handoff|hand off|human|operator|agent please)\b", re.I)
+INLINE_FAULT_RE = re.compile(r"\[\[fault:(\w+)\]\]")
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*", text)
+
+
+def _approx_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(len(json.dumps(m)) for m in messages) // 4
+
+
+def _content_text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def embed_text(text: str, dimensions: int) -> list[float]:
+    """Deterministic bag-of-words hashing embedding, L2-normalised."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+def plan_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]], fault: dict[str, Any]) -> dict:
+    """Decide the assistant's reply: {"content": str} or {"tool_calls": [...]}."""
+    system = _content_text(messages[0]) if messages and messages[0].get("role") == "system" else ""
+    if system.startswith("Summarize"):
+        body = [f"{m['role']}: {_content_text(m)[:60]}" for m in messages[1:] if _content_text(m)]
+        return {"content": "Summary: " + " | ".join(body)[:1500]}
+    last = messages[-1] if messages else {"role": "user", "content": ""}
+    if last.get("role") == "tool":
+        results = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.append(_content_text(m))
+        return {"content": "Tool results: " + " ; ".join(reversed(results))}
+    user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    tool_names = {t.get("function", {}).get("name") for t in tools}
+
+    def call(name: str, arguments: str) -> dict:
+        if fault.get("unknown_tool"):
+            name = "no_such_tool"
+        if fault.get("malformed_tool_json"):
+            arguments = arguments[:-1] + ',"oops": }'
+        return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": name, "arguments": arguments}]}
+
+    match = CALL_RE.match(user_text)
+    if match:
+        args = match.group(2).strip() or "{}"
+        return call(match.group(1), args)
+    lowered = user_text.lower().strip()
+    if lowered == "loop":
+        return call("echo", json.dumps({"text": "again"}))
+    if lowered.startswith("remember ") and "remember" in tool_names:
+        return call("remember", json.dumps({"text": user_text.strip()[9:], "kind": "fact"}))
+    if lowered.startswith("recall ") and "recall" in tool_names:
+        return call("recall", json.dumps({"query": user_text.strip()[7:], "k": 5}))
+    if HANDOFF_RE.search(user_text) and "handoff_to_human" in tool_names:
+        return call("handoff_to_human", json.dumps({"reason": f"The user asked: {user_text[:200]}"}))
+    context_bits = [
+        _content_text(m)
+        for m in messages
+        if m.get("role") == "system" and "Relevant memories" in _content_text(m)
+    ]
+    reply = f"You said: {user_text}"
+    if context_bits:
+        reply += " (I remember: " + context_bits[0].split("\n", 1)[-1][:300] + ")"
+    return {"content": reply}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "AgentOpsDevModel/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, code: str | None = None, **headers: str) -> None:
+        kind = {401: "authentication_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
+        if status >= 500:
+            kind = "server_error"
+        self._json(status, {"error": {"message": message, "type": kind, "code": code}}, headers)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        return json.loads(raw or b"{}")
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/_control/requests":
+            model = parse_qs(url.query).get("model", [""])[0]
+            with _lock:
+                self._json(200, {"requests": _requests.get(model, [])})
+        elif url.path in ("/v1/models", "/models"):
+            self._json(200, {"object": "list", "data": [{"id": "devmodel", "object": "model"}]})
+        elif url.path == "/healthz":
+            self._json(200, {"ok": True})
+        else:
+            self._error(404, f"No route {url.path}")
+
+    def do_POST(self) -> None:
+        url = urlparse(self.path)
+        try:
+            body = self._body()
+        except json.JSONDecodeError:
+            self._error(400, "Body is not JSON")
+            return
+        if url.path == "/_control/script":
+            with _lock:
+                _scripts[body["model"]] = {
+                    "faults": list(body.get("faults", [])),
+                    "context_limit": body.get("context_limit"),
+                    "api_key": body.get("api_key"),
+                }
+                _requests.pop(body["model"], None)
+            self._json(200, {"ok": True})
+        elif url.path in ("/v1/chat/completions", "/chat/completions"):
+            self._chat(body)
+        elif url.path in ("/v1/embeddings", "/embeddings"):
+            inputs = body.get("input")
+            inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+            dims = int(body.get("dimensions") or 256)
+            data = [
+                {"object": "embedding", "index": i, "embedding": embed_text(str(text), dims)}
+                for i, text in enumerate(inputs)
+            ]
+            tokens = sum(len(str(t).split()) for t in inputs)
+            self._json(200, {"object": "list", "data": data, "model": body.get("model", "devmodel"),
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        else:
+            self._error(404, f"No route {url.path}")
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        model = str(body.get("model", "devmodel"))
+        messages = body.get("messages") or []
+        tools = body.get("tools") or []
+        with _lock:
+            script = _scripts.get(model, {})
+            fault = script["faults"].pop(0) if script.get("faults") else {}
+            _requests.setdefault(model, []).append(
+                {"messages": len(messages), "fault": fault, "at": time.time(), "last": messages[-1] if messages else None}
+            )
+        user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        inline = INLINE_FAULT_RE.search(user_text) if messages and messages[-1].get("role") == "user" else None
+        if inline and not fault:
+            fault = {
+                "429": {"status": 429, "retry_after": 1},
+                "500": {"status": 500},
+                "slow": {"stream_delay": 0.2},
+                "malformed": {"malformed_tool_json": True},
+            }.get(inline.group(1), {})
+        expected_key = script.get("api_key")
+        auth = self.headers.get("Authorization", "")
+        if expected_key and auth != f"Bearer {expected_key}":
+            self._error(401, "Incorrect API key provided.", "invalid_api_key")
+            return
+        if fault.get("delay"):
+            time.sleep(float(fault["delay"]))
+        if fault.get("drop_connection"):
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        status = fault.get("status")
+        if status:
+            headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+            code = fault.get("code")
+            message = "maximum context length exceeded" if code == "context_length_exceeded" else f"Injected {status}"
+            self._error(int(status), message, code, **headers)
+            return
+        limit = script.get("context_limit")
+        prompt_tokens = _approx_tokens(messages)
+        if limit and prompt_tokens > limit:
+            self._error(
+                400,
+                f"This model's maximum context length is {limit} tokens; your messages were {prompt_tokens}.",
+                "context_length_exceeded",
+            )
+            return
+        reply = plan_reply(messages, tools, fault)
+        completion_tokens = max(1, len(_words(reply.get("content", ""))) + 5 * len(reply.get("tool_calls", [])))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+        created = int(time.time())
+        if body.get("stream"):
+            self._stream(cid, created, model, reply, usage, float(fault.get("stream_delay") or 0),
+                         bool((body.get("stream_options") or {}).get("include_usage")))
+            return
+        message: dict[str, Any] = {"role": "assistant", "content": reply.get("content")}
+        if reply.get("tool_calls"):
+            message["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in reply["tool_calls"]
+            ]
+        finish = "tool_calls" if reply.get("tool_calls") else "stop"
+        self._json(200, {"id": cid, "object": "chat.completion", "created": created, "model": model,
+                         "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
+
+    def _stream(self, cid: str, created: int, model: str, reply: dict, usage: dict, delay: float,
+                include_usage: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def chunk(delta: dict, finish: str | None = None, with_usage: bool = False) -> None:
+            payload: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if with_usage:
+                payload["choices"] = []
+                payload["usage"] = usage
+            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+            self.wfile.flush()
+
+        try:
+            chunk({"role": "assistant", "content": ""})
+            if reply.get("tool_calls"):
+                for index, call in enumerate(reply["tool_calls"]):
+                    chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                           "function": {"name": call["name"], "arguments": ""}}]})
+                    args = call["arguments"]
+                    for start in range(0, len(args), 16):
+                        if delay:
+                            time.sleep(delay)
+                        chunk({"tool_calls": [{"index": index, "function": {"arguments": args[start:start + 16]}}]})
+                chunk({}, "tool_calls")
+            else:
+                for word in _words(reply.get("content") or ""):
+                    if delay:
+                        time.sleep(delay)
+                    chunk({"content": word})
+                chunk({}, "stop")
+            if include_usage:
+                chunk({}, None, with_usage=True)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="AgentOps development model server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    server = serve(args.host, args.port)
+    print(f"devmodel listening on http://{args.host}:{server.server_address[1]}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

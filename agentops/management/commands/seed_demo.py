@@ -1,0 +1,48 @@
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from agentops.models import Agent
+from agentops.services import endpoint_ensure_default, roles_ensure
+from tools.services import python_tools_sync
+
+DEMO_PROMPT = (
+    "You are the AgentOps demo agent. Answer briefly. Use tools when they help; "
+    "hand off to a human when the user asks for one or you cannot help."
+)
+
+
+class Command(BaseCommand):
+    help = "Create the roles, an admin user (password printed once), the default endpoint and the demo agent."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--username", default="admin")
+
+    @transaction.atomic
+    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        roles_ensure()
+        User = get_user_model()
+        username = options["username"]
+        if not User.objects.filter(username=username).exists():
+            password = secrets.token_urlsafe(12)
+            user = User.objects.create_superuser(username=username, email="", password=password)
+            user.groups.add(Group.objects.get(name="admin"))
+            self.stdout.write(self.style.SUCCESS(
+                f"Created admin user '{username}' with password: {password}  (shown once; change it in Account)"
+            ))
+        else:
+            self.stdout.write(f"Admin user '{username}' exists; its password is unchanged.")
+        endpoint = endpoint_ensure_default()
+        tools = python_tools_sync()
+        agent, created = Agent.objects.get_or_create(
+            slug="demo",
+            defaults={"name": "Demo agent", "endpoint": endpoint, "system_prompt": DEMO_PROMPT},
+        )
+        agent.tools.add(*tools)
+        self.stdout.write(
+            f"Demo agent 'demo' {'created' if created else 'ready'} on {endpoint.base_url} "
+            f"({agent.model_name}) with tools: {', '.join(sorted(t.name for t in tools))}"
+        )

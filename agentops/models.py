@@ -1,0 +1,358 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+from tools.secrets import decrypt_text, encrypt_text
+
+slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "Use lowercase letters, digits and dashes.")
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class ModelEndpoint(models.Model):
+    """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp, LiteLLM, the dev model)."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[slug_validator])
+    base_url = models.URLField(max_length=500)
+    api_key_ciphertext = models.TextField(blank=True, default="", editable=False)
+    default_model = models.CharField(max_length=200)
+    timeout_seconds = models.FloatField(default=60, validators=[MinValueValidator(0.1)])
+    breaker_threshold = models.PositiveIntegerField(
+        default=5, help_text="Consecutive failures that open the circuit breaker."
+    )
+    breaker_cooldown_seconds = models.FloatField(
+        default=30, help_text="How long the breaker stays open before a half-open probe."
+    )
+    breaker_state = models.CharField(
+        max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED
+    )
+    breaker_failures = models.PositiveIntegerField(default=0)
+    breaker_opened_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        return decrypt_text(self.api_key_ciphertext) if self.api_key_ciphertext else ""
+
+    def set_api_key(self, value: str) -> None:
+        self.api_key_ciphertext = encrypt_text(value) if value else ""
+
+
+class Agent(models.Model):
+    slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="agents")
+    model = models.CharField(max_length=200, blank=True, help_text="Empty: the endpoint's default model.")
+    system_prompt = models.TextField(blank=True, default="")
+    temperature = models.FloatField(null=True, blank=True)
+    tools = models.ManyToManyField("tools.ToolDefinition", blank=True, related_name="agents")
+    max_steps = models.PositiveIntegerField(default=12, validators=[MinValueValidator(1)])
+    # Memory settings.
+    context_token_budget = models.PositiveIntegerField(default=8000, validators=[MinValueValidator(256)])
+    memory_enabled = models.BooleanField(default=True)
+    recall_k = models.PositiveIntegerField(default=5)
+    # Retry policy for model calls (tools carry their own).
+    retry_max_attempts = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
+    retry_base_seconds = models.FloatField(default=0.5, validators=[MinValueValidator(0)])
+    retry_cap_seconds = models.FloatField(default=30, validators=[MinValueValidator(0)])
+    handoff_team = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.endpoint.default_model
+
+
+class AgentFallback(models.Model):
+    """An ordered fallback model: takes the same step when the ones before it fail."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="fallbacks")
+    position = models.PositiveIntegerField(default=0)
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="+")
+    model = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name}:{self.model_name}"
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.endpoint.default_model
+
+
+class SessionStatus(models.TextChoices):
+    ACTIVE = "active"
+    HANDED_OFF = "handed_off"
+    CLOSED = "closed"
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    external_user = models.CharField(max_length=200, blank=True, default="")
+    title = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=12, choices=SessionStatus.choices, default=SessionStatus.ACTIVE)
+    operator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Working memory: the running summary covers every message with seq <= summary_upto_seq.
+    summary = models.TextField(blank=True, default="")
+    summary_upto_seq = models.PositiveIntegerField(default=0)
+    scratchpad = models.JSONField(default=dict, blank=True)
+    last_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["agent", "-updated_at"]),
+            models.Index(fields=["external_user"]),
+            models.Index(fields=["status", "-updated_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}/{self.id}"
+
+
+class Role(models.TextChoices):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+    OPERATOR = "operator"
+
+
+class Message(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    tool_calls = models.JSONField(default=list, blank=True)
+    tool_call_id = models.CharField(max_length=100, blank=True, default="")
+    name = models.CharField(max_length=100, blank=True, default="")
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
+    step = models.PositiveIntegerField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.role}#{self.seq}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    HANDED_OFF = "handed_off"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+FINISHED_RUN_STATUSES = (
+    RunStatus.HANDED_OFF,
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+)
+
+
+class Run(models.Model):
+    """One agent turn: from a user message to an answer, a handoff or a failure.
+
+    The run row is the checkpoint's head: each step appends its messages/tool calls and
+    advances `step` in one transaction, fenced by `epoch` so a stale worker cannot write.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    epoch = models.PositiveIntegerField(default=0)
+    jobs_started = models.PositiveIntegerField(default=0)
+    step = models.PositiveIntegerField(default=0)
+    state = models.JSONField(default=dict, blank=True)
+    wait_reason = models.CharField(max_length=200, blank=True, default="")
+    wake_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error_class = models.CharField(max_length=40, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+    model_used = models.CharField(max_length=200, blank=True, default="")
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    model_calls = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    fallbacks = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["agent", "-created_at"]),
+            models.Index(fields=["session", "-created_at"]),
+            models.Index(fields=["error_class", "-created_at"]),
+            models.Index(
+                fields=["heartbeat_at"], name="run_active_heartbeat",
+                condition=models.Q(status__in=["queued", "running", "waiting"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES
+
+
+class ToolCallStatus(models.TextChoices):
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+class ToolCall(models.Model):
+    """A tool call the model asked for; its idempotency key is (run, step, call id)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tool_calls")
+    step = models.PositiveIntegerField()
+    call_id = models.CharField(max_length=100)
+    tool_name = models.CharField(max_length=100)
+    tool_version = models.PositiveIntegerField(null=True, blank=True)
+    arguments = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=ToolCallStatus.choices)
+    idempotent = models.BooleanField(default=True)
+    result = models.TextField(blank=True, default="")
+    error_class = models.CharField(max_length=40, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step", "call_id"], name="toolcall_idempotency_key")
+        ]
+        indexes = [
+            models.Index(
+                fields=["started_at"], name="toolcall_awaiting_approval",
+                condition=models.Q(status="awaiting_approval"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name}({self.call_id})"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.step}:{self.call_id}"
+
+
+class HandoffStatus(models.TextChoices):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    RESOLVED = "resolved"
+
+
+class HandoffResolution(models.TextChoices):
+    HANDED_BACK = "handed_back"
+    CLOSED = "closed"
+
+
+class Handoff(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="handoffs")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoffs")
+    reason = models.TextField()
+    team = models.CharField(max_length=64, blank=True, default="")
+    priority = models.PositiveSmallIntegerField(default=2, help_text="1 is most urgent.")
+    status = models.CharField(max_length=10, choices=HandoffStatus.choices, default=HandoffStatus.OPEN)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=12, choices=HandoffResolution.choices, blank=True, default="")
+    summary = models.TextField(blank=True, default="")
+    last_tool_calls = models.JSONField(default=list, blank=True)
+    suggested_reply = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "priority", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"handoff {self.pk} ({self.status})"
+
+
+class AuditEntry(models.Model):
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    session = models.ForeignKey(Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target = models.CharField(max_length=200, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["-created_at"]), models.Index(fields=["session", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_id} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ApiKey(models.Model):
+    """A personal API key; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

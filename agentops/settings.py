@@ -1,0 +1,244 @@
+"""AgentOps settings: everything comes from the environment (see README, "Configuration").
+
+A missing or malformed variable stops the process with one sentence naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from csp.constants import NONCE
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _fail(message: str) -> None:
+    raise SystemExit(f"AgentOps configuration error: {message}")
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    _fail(f"{name} must be a boolean (1/0, true/false, yes/no), not {raw!r}.")
+    return default
+
+
+def envint(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        _fail(f"{name} must be a whole number, not {raw!r}.")
+    if value < minimum:
+        _fail(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def envurl(name: str, schemes: set[str], default: str = "") -> str:
+    raw = os.environ.get(name, default).strip()
+    if raw:
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+            _fail(f"{name} must be a URL starting with {' or '.join(sorted(schemes))}://, not {raw!r}.")
+    return raw
+
+
+DEBUG = envbool("DEBUG", False)
+VAR_DIR = Path(os.environ.get("AGENTOPS_VAR_DIR") or BASE_DIR / "var").resolve()
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        _fail("SECRET_KEY is not set; set it to a long random string (or set DEBUG=1 for development).")
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+elif len(SECRET_KEY) < 50 and not DEBUG:
+    _fail("SECRET_KEY must be at least 50 characters long when DEBUG is off.")
+
+# Embedded services are started by `agentops.embedded.ensure_services()` (manage.py, asgi.py,
+# the launcher) when these are unset; here they are only read.
+DATABASE_URL = envurl("DATABASE_URL", {"postgres", "postgresql"})
+REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"})
+if not DATABASE_URL:
+    _fail("DATABASE_URL is not set; start AgentOps with `make run` or point it at Postgres.")
+if not REDIS_URL:
+    _fail("REDIS_URL is not set; start AgentOps with `make run` or point it at Redis.")
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        _fail(f"CSRF_TRUSTED_ORIGINS entries must start with http:// or https://, not {_origin!r}.")
+
+OPENAI_BASE_URL = envurl("OPENAI_BASE_URL", {"http", "https"})
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+DEFAULT_MODEL = os.environ.get("DEFAULT_MODEL", "").strip()
+DEVMODEL_PORT = envint("DEVMODEL_PORT", 8765, minimum=1)
+DEVMODEL_URL = f"http://127.0.0.1:{DEVMODEL_PORT}/v1"
+
+# Fernet key(s) for credentials at rest: the first encrypts, all decrypt (rotation).
+CREDENTIALS_KEYS = envlist("CREDENTIALS_KEY", "")
+if not CREDENTIALS_KEYS:
+    if not DEBUG:
+        _fail("CREDENTIALS_KEY is not set; generate one with `python manage.py generate_credentials_key`.")
+    _cred_file = VAR_DIR / "credentials_key"
+    if not _cred_file.exists():
+        import base64
+
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        _cred_file.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        _cred_file.chmod(0o600)
+    CREDENTIALS_KEYS = [_cred_file.read_text().strip()]
+
+# Addresses HTTP tools may reach although they are private/loopback (CIDRs, comma separated).
+TOOL_EGRESS_ALLOWLIST = envlist("TOOL_EGRESS_ALLOWLIST", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "django_htmx",
+    "template_partials",
+    "csp",
+    "django_structlog",
+    "tracing",
+    "tools",
+    "memory",
+    "agentops",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+    "agentops.auth.LoginRequiredMiddleware",
+]
+
+ROOT_URLCONF = "agentops.urls"
+ASGI_APPLICATION = "agentops.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
+                "agentops.auth.roles_context",
+            ],
+        },
+    }
+]
+
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+
+RUN_JOB_TIMEOUT = envint("RUN_JOB_TIMEOUT", 900, minimum=10)
+RQ_QUEUES = {
+    "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
+    "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+}
+RQ_SHOW_ADMIN_LINK = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# Security: HTTPS defaults on in production (DEBUG off); set HTTPS=0 behind plain HTTP.
+HTTPS = envbool("HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if envbool("BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'", "ws:", "wss:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "console" if DEBUG else "json")
+if LOG_FORMAT not in {"console", "json"}:
+    _fail(f"LOG_FORMAT must be 'console' or 'json', not {LOG_FORMAT!r}.")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+    _fail(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {LOG_LEVEL!r}.")
+
+from tracing.logs import logging_config  # noqa: E402
+
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+DJANGO_STRUCTLOG_CELERY_ENABLED = False

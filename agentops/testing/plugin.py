@@ -1,0 +1,14 @@
+"""pytest plugin (loaded with `-p agentops.testing.plugin`, before pytest-django reads the
+settings): points the suite at the embedded Postgres and Redis of a test data folder."""
+
+import os
+
+os.environ.setdefault("AGENTOPS_VAR_DIR", os.path.abspath("var/test"))
+os.environ.setdefault("DEBUG", "1")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
+os.environ.setdefault("LOG_FORMAT", "console")
+os.environ.setdefault("TOOL_EGRESS_ALLOWLIST", "")
+
+from agentops.embedded import ensure_services  # noqa: E402
+
+ensure_services()

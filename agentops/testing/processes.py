@@ -1,0 +1,146 @@
+"""Real processes for the test suite and benchmarks: web server, workers, dev model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from django.db import connection
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url_for_current_db() -> str:
+    """DATABASE_URL pointing at the database this process uses now (the test database)."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_for_current_db()
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+                return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {seconds} s: {last}")
+
+
+class Proc:
+    """A child process we started; stopped by pid, never by name."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str, new_group: bool = True) -> None:
+        self.name = name
+        self.log_path = Path(os.environ["AGENTOPS_VAR_DIR"]) / "logs" / f"{name}-{time.time_ns()}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            args, env=env, cwd=PROJECT_DIR, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=new_group,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+        self.log.close()
+
+    def kill_group(self, sig: int = 9) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(10)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = False) -> Proc:
+    args = [PYTHON, "manage.py", "rqworker", "maintenance", "runs", "--name", f"{name}-{time.time_ns()}"]
+    if simple:
+        args += ["--worker-class", "rq.worker.SimpleWorker"]
+    return Proc(args, env, name)
+
+
+def start_web(env: dict[str, str], port: int) -> Proc:
+    proc = Proc(
+        [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--ws", "websockets"],
+        env, f"web-{port}",
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return proc
+
+
+def start_scheduler(env: dict[str, str]) -> Proc:
+    return Proc([PYTHON, "manage.py", "rqcron", "agentops.cron"], env, "scheduler")
+
+
+class DevModel:
+    """The development model server, in a thread of this process, on a free port."""
+
+    def __init__(self) -> None:
+        from agentops.devmodel.server import serve
+
+        self.server = serve("127.0.0.1", 0)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def script(self, model: str, faults: list[dict] | None = None, **options: object) -> None:
+        import json
+
+        body = json.dumps({"model": model, "faults": faults or [], **options}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/_control/script", data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - loopback only
+
+    def requests(self, model: str) -> list[dict]:
+        import json
+
+        url = f"http://127.0.0.1:{self.port}/_control/requests?model={model}"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+            return json.loads(response.read())["requests"]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

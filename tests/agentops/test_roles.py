@@ -1,0 +1,67 @@
+import pytest
+from django.urls import reverse
+
+from agentops.auth import api_key_create, api_key_user, hash_api_key
+from agentops.models import ApiKey
+
+PAGES = ["home", "account"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_it_sends_anonymous_visitors_to_login(client, db, page):
+    response = client.get(reverse(page))
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+
+
+def test_it_shows_home_to_a_viewer(client, charlie):
+    client.force_login(charlie)
+    response = client.get(reverse("home"))
+    assert response.status_code == 200
+    assert b"Services" in response.content
+
+
+def test_it_refuses_home_to_a_user_without_role(client, db):
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="dave"))
+    assert client.get(reverse("home")).status_code == 403
+
+
+def test_it_keeps_the_admin_for_admins(client, alice, bob):
+    client.force_login(bob)
+    assert client.get("/admin/").status_code == 302
+    alice.is_staff = True
+    alice.save()
+    client.force_login(alice)
+    assert client.get("/admin/").status_code == 200
+
+
+def test_it_logs_in_with_a_password(client, alice):
+    response = client.post(reverse("login"), {"username": "alice", "password": "correct horse battery staple"})
+    assert response.status_code == 302
+    assert client.get(reverse("home")).status_code == 200
+
+
+def test_it_stores_only_the_hash_of_an_api_key(alice):
+    row, raw = api_key_create(user=alice, name="ci")
+    assert raw not in str(ApiKey.objects.values_list("key_hash", "prefix", "name").get())
+    assert row.key_hash == hash_api_key(raw)
+    assert api_key_user(raw) == alice
+    assert api_key_user(raw + "x") is None
+
+
+def test_it_creates_an_api_key_on_the_account_page(client, charlie):
+    client.force_login(charlie)
+    response = client.post(reverse("account"), {"name": "laptop"})
+    assert response.status_code == 200
+    raw = response.context["new_key"]
+    assert raw.startswith("ao_") and api_key_user(raw) == charlie
+    again = client.get(reverse("account"))
+    assert raw not in again.content.decode()
+
+
+def test_it_sets_a_nonce_based_csp(client, charlie):
+    client.force_login(charlie)
+    header = client.get(reverse("home"))["Content-Security-Policy"]
+    assert "'nonce-" in header and "unsafe-inline" not in header

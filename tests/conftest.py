@@ -1,0 +1,70 @@
+"""Fixtures over real parts: embedded Postgres/Redis (see agentops.testing.plugin), the dev
+model server over HTTP, real RQ worker and ASGI server processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import django_rq
+import pytest
+
+from agentops.testing.processes import DevModel, Proc, child_env, free_port, start_web, start_worker
+from tests.factories import AgentFactory, EndpointFactory, UserFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis() -> None:
+    django_rq.get_connection("runs").flushdb()
+
+
+@pytest.fixture(scope="session")
+def devmodel() -> Iterator[DevModel]:
+    server = DevModel()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def alice(db):  # type: ignore[no-untyped-def]
+    """An admin."""
+    return UserFactory(username="alice", role="admin")
+
+
+@pytest.fixture
+def bob(db):  # type: ignore[no-untyped-def]
+    """An operator."""
+    return UserFactory(username="bob", role="operator")
+
+
+@pytest.fixture
+def charlie(db):  # type: ignore[no-untyped-def]
+    """A viewer."""
+    return UserFactory(username="charlie", role="viewer")
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model name of its own, so scripted faults never leak between tests."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def dev_agent(db, devmodel, model_name):  # type: ignore[no-untyped-def]
+    endpoint = EndpointFactory(base_url=devmodel.url, default_model=model_name)
+    return AgentFactory(endpoint=endpoint)
+
+
+@pytest.fixture
+def worker(transactional_db) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
+    proc = start_worker(child_env())
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def web(transactional_db) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    port = free_port()
+    proc = start_web(child_env(), port)
+    yield f"127.0.0.1:{port}"
+    proc.stop()

@@ -1,0 +1,108 @@
+"""One executor interface for every kind of tool. The runtime calls `tool_execute`.
+
+An executor makes exactly one attempt: it returns a `ToolResult` or raises a
+`tracing.failures.Failure` saying what failed (timeout, connection, rate limit with
+Retry-After, server error, client error, bad response) and whether the request may
+have reached the server. Retries and fallbacks belong to the runtime's retry owner.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jsonschema import Draft202012Validator
+
+from tools.models import ToolDefinition, ToolKind
+from tools.registry import get_python_tool
+from tracing.failures import Failure, FailureClass
+
+MAX_RESULT_CHARS = 8000
+
+
+@dataclass
+class ToolContext:
+    """What a tool may know about the call. Never carries credentials."""
+
+    call_id: str = ""
+    run_id: uuid.UUID | None = None
+    step: int | None = None
+    agent_id: int | None = None
+    agent_slug: str = ""
+    session_id: uuid.UUID | None = None
+    user_key: str = ""
+    tracer: Any = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.step}:{self.call_id}"
+
+
+@dataclass
+class ToolResult:
+    content: str
+    data: Any = None
+    status_code: int | None = None
+    # Set by a tool that ends the run's turn (e.g. handoff_to_human).
+    control: dict[str, Any] | None = None
+
+
+class ToolExecutor(Protocol):
+    def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext) -> ToolResult: ...
+
+
+def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
+    """Why these arguments do not fit the tool's schema (empty when they do)."""
+    if not isinstance(arguments, dict):
+        return ["arguments must be a JSON object"]
+    validator = Draft202012Validator(tool.parameters or {"type": "object"})
+    errors = []
+    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.path)):
+        where = "/".join(str(p) for p in error.path) or "(arguments)"
+        errors.append(f"{where}: {error.message}")
+    return errors
+
+
+def as_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + f"… [truncated {len(text) - MAX_RESULT_CHARS} chars]"
+    return text
+
+
+class PythonExecutor:
+    def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        registered = get_python_tool(tool.python_function or tool.name)
+        if registered is None:
+            raise Failure(FailureClass.TOOL_ERROR, f"Python tool {tool.name!r} is not registered in code.",
+                          may_have_reached_server=False)
+        kwargs = dict(arguments)
+        if registered.takes_context:
+            kwargs["context"] = context
+        try:
+            value = registered.func(**kwargs)
+        except Failure:
+            raise
+        except Exception as exc:
+            raise Failure(FailureClass.TOOL_ERROR, f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(value, ToolResult):
+            return value
+        return ToolResult(content=as_text(value), data=value)
+
+
+_executors: dict[str, ToolExecutor] = {ToolKind.PYTHON: PythonExecutor()}
+
+
+def register_executor(kind: str, executor: ToolExecutor) -> None:
+    _executors[kind] = executor
+
+
+def tool_execute(*, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+    executor = _executors.get(tool.kind)
+    if executor is None:
+        raise Failure(FailureClass.TOOL_ERROR, f"No executor for tools of kind {tool.kind!r}.",
+                      may_have_reached_server=False)
+    return executor.execute(tool, arguments, context)

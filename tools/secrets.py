@@ -1,0 +1,40 @@
+"""Encryption at rest for credentials and endpoint keys (Fernet; MultiFernet for rotation)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+
+class SecretUnreadable(Exception):
+    """A stored secret cannot be decrypted with the configured CREDENTIALS_KEY values."""
+
+
+@cache
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    return MultiFernet([Fernet(key.encode()) for key in keys])
+
+
+def fernet() -> MultiFernet:
+    return _fernet(tuple(settings.CREDENTIALS_KEYS))
+
+
+def encrypt_text(value: str) -> str:
+    return fernet().encrypt(value.encode()).decode()
+
+
+def decrypt_text(token: str) -> str:
+    try:
+        return fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable(
+            "A stored secret cannot be decrypted: CREDENTIALS_KEY does not hold the key it was "
+            "encrypted with."
+        ) from exc
+
+
+def rotate_text(token: str) -> str:
+    """Re-encrypt under the first (newest) key."""
+    return fernet().rotate(token.encode()).decode()

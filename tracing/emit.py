@@ -1,0 +1,196 @@
+"""The emission API: a Tracer per run records nested spans and point events.
+
+Records are buffered in memory and written in one INSERT by `flush()`, which the
+runtime calls inside each step's checkpoint transaction; they are broadcast to the
+run's live stream after that transaction commits. Span and attribute names follow the
+OpenTelemetry GenAI conventions where one exists (`gen_ai.request.model`, ...).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+
+from tracing.failures import failure_class_of
+from tracing.live import OPS_GROUP, broadcast, run_group, send_now
+from tracing.models import Span, SpanStatus
+
+MAX_ATTRIBUTE_CHARS = 2000
+REDACTED = "[REDACTED]"
+_SECRET_KEY_RE = re.compile(r"(authorization|api[_-]?key|password|secret|token|cookie)", re.I)
+
+
+def truncate(value: str, limit: int = MAX_ATTRIBUTE_CHARS) -> str:
+    return value if len(value) <= limit else value[:limit] + f"… [{len(value) - limit} more chars]"
+
+
+class SpanRecord:
+    """A span while it is open; `set(...)` adds attributes, `fail(...)` marks an error."""
+
+    __slots__ = ("attributes", "error_class", "error_message", "name", "parent_id", "span_id",
+                 "start_mono", "start_time", "status")
+
+    def __init__(self, name: str, parent_id: str, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self.span_id = secrets.token_hex(8)
+        self.parent_id = parent_id
+        self.attributes = attributes
+        self.start_time = datetime.now(UTC)
+        self.start_mono = time.perf_counter()
+        self.status = SpanStatus.OK
+        self.error_class = ""
+        self.error_message = ""
+
+    def set(self, **attributes: Any) -> None:
+        self.attributes.update(attributes)
+
+    def fail(self, error_class: str, message: str) -> None:
+        self.status = SpanStatus.ERROR
+        self.error_class = error_class
+        self.error_message = message
+
+
+class Tracer:
+    def __init__(
+        self,
+        trace_id: uuid.UUID,
+        *,
+        session_id: uuid.UUID | None = None,
+        agent: str = "",
+        secrets_to_redact: list[str] | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.session_id = session_id
+        self.agent = agent
+        self._secrets = [s for s in (secrets_to_redact or []) if s and len(s) >= 4]
+        self._stack: list[SpanRecord] = []
+        self._buffer: list[Span] = []
+        self._seq: int | None = None
+
+    # -- redaction ---------------------------------------------------------------------
+    def add_secret(self, value: str) -> None:
+        if value and len(value) >= 4 and value not in self._secrets:
+            self._secrets.append(value)
+
+    def redact(self, value: Any, key: str = "") -> Any:
+        if key and _SECRET_KEY_RE.search(key) and not key.startswith("gen_ai.usage"):
+            return REDACTED if value not in (None, "", 0) else value
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return truncate(value)
+        if isinstance(value, dict):
+            return {k: self.redact(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact(v) for v in value][:100]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        return self.redact(str(value))
+
+    # -- recording ---------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        if self._seq is None:
+            last = Span.objects.filter(trace_id=self.trace_id).aggregate(m=Max("seq"))["m"]
+            self._seq = last or 0
+        self._seq += 1
+        return self._seq
+
+    @property
+    def current_span_id(self) -> str:
+        return self._stack[-1].span_id if self._stack else ""
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[SpanRecord]:
+        record = SpanRecord(name, self.current_span_id, attributes)
+        self._stack.append(record)
+        send_now(run_group(self.trace_id), {"kind": "span.start", "name": name, "span_id": record.span_id,
+                                            "parent_span_id": record.parent_id,
+                                            "start_time": record.start_time.isoformat()})
+        try:
+            yield record
+        except BaseException as exc:
+            if record.status != SpanStatus.ERROR:
+                record.fail(failure_class_of(exc), str(exc) or type(exc).__name__)
+                if record.error_class == "bug":
+                    record.attributes["exception.stacktrace"] = "".join(
+                        traceback.format_exception(exc)
+                    )[-4000:]
+            raise
+        finally:
+            self._stack.pop()
+            self._record(record, is_event=False)
+
+    def event(self, name: str, *, status: str = SpanStatus.OK, error_class: str = "",
+              error_message: str = "", **attributes: Any) -> None:
+        record = SpanRecord(name, self.current_span_id, attributes)
+        if status == SpanStatus.ERROR:
+            record.fail(error_class, error_message)
+        self._record(record, is_event=True)
+
+    def _record(self, record: SpanRecord, *, is_event: bool) -> None:
+        duration = 0.0 if is_event else (time.perf_counter() - record.start_mono) * 1000
+        end_time = datetime.now(UTC) if not is_event else record.start_time
+        self._buffer.append(
+            Span(
+                trace_id=self.trace_id,
+                seq=self._next_seq(),
+                span_id=record.span_id,
+                parent_span_id=record.parent_id,
+                name=record.name,
+                is_event=is_event,
+                status=record.status,
+                error_class=record.error_class,
+                error_message=self.redact(record.error_message),
+                start_time=record.start_time,
+                end_time=end_time,
+                duration_ms=round(duration, 3),
+                session_id=self.session_id,
+                agent=self.agent,
+                attributes=self.redact(record.attributes),
+            )
+        )
+
+    def flush(self) -> list[Span]:
+        """Write buffered records (one INSERT) and broadcast them after commit."""
+        if not self._buffer:
+            return []
+        batch, self._buffer = self._buffer, []
+        Span.objects.bulk_create(batch)
+        group = run_group(self.trace_id)
+        payload = [span_to_event(s) for s in batch]
+        broadcast(group, {"kind": "spans", "spans": payload})
+        failures = [p for p in payload if p["status"] == SpanStatus.ERROR and p["name"] == "run"]
+        if failures:
+            broadcast(OPS_GROUP, {"kind": "run.failed", "run_id": str(self.trace_id), "spans": failures})
+        return batch
+
+    def flush_now(self) -> list[Span]:
+        """Flush in a transaction of its own (for records made outside a step)."""
+        with transaction.atomic():
+            return self.flush()
+
+
+def span_to_event(span: Span) -> dict[str, Any]:
+    return {
+        "seq": span.seq,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "is_event": span.is_event,
+        "status": span.status,
+        "error_class": span.error_class,
+        "error_message": span.error_message,
+        "start_time": span.start_time.isoformat(),
+        "duration_ms": span.duration_ms,
+        "attributes": span.attributes,
+    }
