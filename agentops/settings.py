@@ -109,6 +109,18 @@ if not CREDENTIALS_KEYS:
         _cred_file.chmod(0o600)
     CREDENTIALS_KEYS = [_cred_file.read_text().strip()]
 
+# Long-term memory (README, "Memory"): the embedder, and the thresholds bench/recall.py chose.
+MEMORY_EMBEDDER = os.environ.get("MEMORY_EMBEDDER", "").strip().lower() or "wordllama"
+if MEMORY_EMBEDDER not in {"wordllama", "openai"}:
+    _fail(f"MEMORY_EMBEDDER must be 'wordllama' or 'openai', not {MEMORY_EMBEDDER!r}.")
+MEMORY_EMBEDDING_BASE_URL = envurl("MEMORY_EMBEDDING_BASE_URL", {"http", "https"}, OPENAI_BASE_URL)
+MEMORY_EMBEDDING_API_KEY = os.environ.get("MEMORY_EMBEDDING_API_KEY", "") or OPENAI_API_KEY
+MEMORY_EMBEDDING_MODEL = os.environ.get("MEMORY_EMBEDDING_MODEL", "").strip() or "text-embedding-3-small"
+if MEMORY_EMBEDDER == "openai" and not (MEMORY_EMBEDDING_BASE_URL or MEMORY_EMBEDDING_API_KEY):
+    _fail("MEMORY_EMBEDDER=openai needs MEMORY_EMBEDDING_BASE_URL or MEMORY_EMBEDDING_API_KEY.")
+MEMORY_EXACT_SEARCH_MAX = envint("MEMORY_EXACT_SEARCH_MAX", 20000)
+MEMORY_AUTO_PIN_RECALLS = envint("MEMORY_AUTO_PIN_RECALLS", 25)
+
 # Addresses HTTP tools may reach although they are private/loopback (CIDRs, comma separated).
 TOOL_EGRESS_ALLOWLIST = envlist("TOOL_EGRESS_ALLOWLIST", "")
 
