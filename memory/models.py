@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
 EMBEDDING_DIMENSIONS = 256
@@ -52,6 +53,11 @@ class Memory(models.Model):
             ),
             models.Index(fields=["agent_id", "user_key"]),
             models.Index(fields=["agent_id", "pinned"]),
+            models.Index(
+                fields=["expires_at"],
+                name="memory_expires_idx",
+                condition=Q(expires_at__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -76,6 +82,8 @@ class MemoryRevision(models.Model):
 
 
 class MemoryRecall(models.Model):
+    """A run's recall returned this memory (provenance for the memory pages)."""
+
     memory = models.ForeignKey(Memory, on_delete=models.CASCADE, related_name="recalls")
     run_id = models.UUIDField()
     score = models.FloatField()
@@ -86,3 +94,46 @@ class MemoryRecall(models.Model):
 
     def __str__(self) -> str:
         return f"recall of {self.memory_id} by {self.run_id}"
+
+
+class MemoryAction(models.TextChoices):
+    CREATED = "created"
+    MERGED = "merged"
+    UPDATED = "updated"
+    PINNED = "pinned"
+    UNPINNED = "unpinned"
+    AUTO_PINNED = "auto_pinned"
+    DELETED = "deleted"
+    EXPIRED = "expired"
+
+
+class MemoryEvent(models.Model):
+    """The audit trail: who (person, run or the system) changed which memory, when, and how.
+
+    It outlives the memory: `memory` goes NULL on delete while `memory_ref`, the scope and
+    `changes` (a snapshot for deletions) stay.
+    """
+
+    memory = models.ForeignKey(
+        Memory, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    memory_ref = models.BigIntegerField()
+    agent_id = models.BigIntegerField()
+    user_key = models.CharField(max_length=200, blank=True, default="")
+    action = models.CharField(max_length=12, choices=MemoryAction.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True, default="")
+    run_id = models.UUIDField(null=True, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["agent_id", "-created_at"]),
+            models.Index(fields=["memory_ref", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.memory_ref} by {self.actor_label}"

@@ -1,0 +1,403 @@
+"""Reads of long-term memory: scoped vector search, recall for the runtime, pinned memories,
+and the queries behind the memory pages.
+
+Scope: an agent's memories with `user_key == ''` (agent-wide) or equal to the
+conversation's user. Another user's memories are never candidates: the filter is part of
+the SQL, not applied to results afterwards.
+
+Search strategy (the filtered-HNSW pitfall): an HNSW scan applies the WHERE clause after
+the index walk, so a scope that is a small part of the table either comes back short
+(pgvector < 0.8, or iterative scans off) or walks most of the graph. `memory_search`
+therefore counts the scope first (capped, on the (agent_id, user_key) index) and
+- searches it exactly when it holds at most MEMORY_EXACT_SEARCH_MAX rows (always right,
+  and faster than the index for such sets: see bench/recall.py and docs/memory.md);
+- otherwise uses the HNSW index with pgvector 0.8's iterative scan (relaxed order,
+  re-sorted here), which keeps walking until enough rows pass the filter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, QuerySet
+from django.utils import timezone
+from pgvector import Vector
+
+from memory.embedders import get_embedder
+from memory.models import Memory, MemoryEvent, MemoryRecall, MemoryRevision
+from tracing.failures import Failure, FailureClass
+
+MAX_RECALL_K = 50
+PINNED_LIMIT = 20
+# Re-ranking: similarity dominates; importance and recency break near-ties.
+WEIGHT_SIMILARITY = 0.8
+WEIGHT_IMPORTANCE = 0.1
+WEIGHT_RECENCY = 0.1
+RECENCY_HALF_LIFE_DAYS = 30.0
+HNSW_EF_SEARCH = 100
+
+_COLUMNS = (
+    "id, agent_id, user_key, text, kind, importance, metadata, pinned, content_hash, embedder, "
+    "source_run_id, source_step, edited_by_id, created_at, last_accessed_at, access_count, expires_at"
+)
+
+
+class MemoryInputError(Failure):
+    """Bad input to a memory function; `field` names what was wrong (message is model-readable)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(FailureClass.INVALID_REQUEST, message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class RecalledMemory:
+    memory: Memory
+    id: int
+    text: str
+    kind: str
+    score: float
+    similarity: float
+
+
+@dataclass
+class SearchResult:
+    memories: list[Memory]  # each with `.similarity`, best first
+    strategy: str  # "exact", "hnsw" or "empty"
+    scope_size: int  # rows in scope, counted up to MEMORY_EXACT_SEARCH_MAX + 1
+
+
+class _NullSpan:
+    def set(self, **attributes: Any) -> None:
+        pass
+
+    def fail(self, error_class: str, message: str) -> None:
+        pass
+
+
+class _NullContext:
+    def __enter__(self) -> _NullSpan:
+        return _NullSpan()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def traced(tracer: Any, name: str, **attributes: Any) -> Any:
+    """`tracer.span(...)` when a tracer is given, else a context that records nothing."""
+    return tracer.span(name, **attributes) if tracer is not None else _NullContext()
+
+
+def scope_user_keys(user_key: str) -> list[str]:
+    return [""] if not user_key else ["", user_key]
+
+
+def _vector_text(embedding: Any) -> str:
+    return Vector._to_db(np.asarray(embedding, dtype=np.float32))
+
+
+def _where(
+    *,
+    agent_id: int,
+    embedder_name: str,
+    user_keys: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    pinned: bool | None,
+    now: datetime | None,
+) -> tuple[str, dict[str, Any]]:
+    clauses = ["agent_id = %(agent_id)s", "embedding IS NOT NULL", "embedder = %(embedder)s"]
+    params: dict[str, Any] = {"agent_id": agent_id, "embedder": embedder_name}
+    if user_keys is not None:
+        names = []
+        for i, key in enumerate(dict.fromkeys(user_keys)):
+            params[f"user_{i}"] = key
+            names.append(f"%(user_{i})s")
+        clauses.append(f"user_key IN ({', '.join(names)})")
+    if kinds:
+        names = []
+        for i, kind in enumerate(dict.fromkeys(kinds)):
+            params[f"kind_{i}"] = kind
+            names.append(f"%(kind_{i})s")
+        clauses.append(f"kind IN ({', '.join(names)})")
+    if pinned is not None:
+        clauses.append("pinned" if pinned else "NOT pinned")
+    if now is not None:
+        clauses.append("(expires_at IS NULL OR expires_at > %(now)s)")
+        params["now"] = now
+    return " AND ".join(clauses), params
+
+
+def memory_search(
+    *,
+    agent_id: int,
+    embedding: Any,
+    limit: int,
+    user_keys: Sequence[str] | None,
+    kinds: Sequence[str] | None = None,
+    pinned: bool | None = None,
+    now: datetime | None = None,
+    embedder_name: str | None = None,
+    strategy: str = "auto",
+) -> SearchResult:
+    """The `limit` memories nearest to `embedding` (cosine) within a scope.
+
+    `user_keys=None` means every user of the agent (memory pages only); `now` excludes
+    memories expired at that time; `strategy` is "auto", or "exact"/"hnsw" to force one
+    (the benchmark compares them).
+    """
+    table = Memory._meta.db_table
+    where, params = _where(
+        agent_id=agent_id,
+        embedder_name=embedder_name or get_embedder().name,
+        user_keys=user_keys,
+        kinds=kinds,
+        pinned=pinned,
+        now=now,
+    )
+    exact_max = settings.MEMORY_EXACT_SEARCH_MAX
+    scope_size = -1
+    with transaction.atomic(), connection.cursor() as cursor:
+        if strategy == "auto":
+            cursor.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT %(cap)s) s",  # noqa: S608
+                {**params, "cap": exact_max + 1},
+            )
+            scope_size = cursor.fetchone()[0]
+            if scope_size == 0:
+                return SearchResult([], "empty", 0)
+            strategy = "exact" if scope_size <= exact_max else "hnsw"
+        params.update(query=_vector_text(embedding), limit=limit)
+        if strategy == "exact":
+            # "+ 0" keeps the planner off the HNSW index: sorting the scope is exact and,
+            # for scopes this small, faster than a filtered graph walk.
+            sql = (
+                f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
+                f"WHERE {where} ORDER BY (embedding <=> %(query)s::vector) + 0 LIMIT %(limit)s"
+            )
+        elif strategy == "hnsw":
+            cursor.execute(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                "set_config('hnsw.ef_search', %s, true)",
+                [str(max(HNSW_EF_SEARCH, limit))],
+            )
+            sql = (
+                f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
+                f"WHERE {where} ORDER BY embedding <=> %(query)s::vector LIMIT %(limit)s"
+            )
+        else:
+            raise ValueError(f"Unknown search strategy {strategy!r}.")
+        rows = list(Memory.objects.raw(sql, params))
+    for row in rows:
+        row.similarity = 1.0 - float(row.distance)
+    rows.sort(key=lambda m: -m.similarity)  # relaxed order is only nearly sorted
+    return SearchResult(rows, strategy, scope_size)
+
+
+def rerank_score(
+    *, similarity: float, importance: float, last_used: datetime, now: datetime
+) -> float:
+    age_days = max(0.0, (now - last_used).total_seconds() / 86400)
+    recency = math.pow(0.5, age_days / RECENCY_HALF_LIFE_DAYS)
+    return (
+        WEIGHT_SIMILARITY * similarity
+        + WEIGHT_IMPORTANCE * max(0.0, min(1.0, importance))
+        + WEIGHT_RECENCY * recency
+    )
+
+
+def memory_recall(
+    *,
+    agent_id: int,
+    user_key: str,
+    query: str,
+    k: int = 5,
+    run_id: Any = None,
+    tracer: Any = None,
+) -> list[RecalledMemory]:
+    """The k memories most useful for `query` in this agent+user scope, best first.
+
+    Candidates are the 3k (at least 20) most similar unexpired, unpinned memories (pinned
+    ones are always in context through `memory_pinned`); they are re-ranked by similarity,
+    importance and recency (`rerank_score`). Returned memories get access_count + 1 and
+    last_accessed_at = now (one UPDATE), a MemoryRecall row when `run_id` is given, and may
+    be auto-pinned (see `memory.services.memory_auto_pin`).
+    """
+    from memory.services import memory_auto_pin
+
+    with traced(tracer, "memory.recall", **{"memory.k": k, "agent_id": agent_id}) as span:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise MemoryInputError("k", f"k must be a whole number from 1 to {MAX_RECALL_K}.")
+        k = min(k, MAX_RECALL_K)
+        if not isinstance(query, str) or not query.strip():
+            span.set(**{"memory.returned": 0})
+            return []
+        now = timezone.now()
+        embedder = get_embedder()
+        vector = embedder.embed([query.strip()[:4000]])[0]
+        result = memory_search(
+            agent_id=agent_id,
+            embedding=vector,
+            limit=max(3 * k, 20),
+            user_keys=scope_user_keys(user_key),
+            pinned=False,
+            now=now,
+            embedder_name=embedder.name,
+        )
+        ranked = sorted(
+            result.memories,
+            key=lambda m: (
+                -rerank_score(
+                    similarity=m.similarity,
+                    importance=m.importance,
+                    last_used=m.last_accessed_at or m.created_at,
+                    now=now,
+                )
+            ),
+        )[:k]
+        recalled = [
+            RecalledMemory(
+                memory=m,
+                id=m.id,
+                text=m.text,
+                kind=m.kind,
+                score=round(
+                    rerank_score(
+                        similarity=m.similarity,
+                        importance=m.importance,
+                        last_used=m.last_accessed_at or m.created_at,
+                        now=now,
+                    ),
+                    4,
+                ),
+                similarity=round(m.similarity, 4),
+            )
+            for m in ranked
+        ]
+        if recalled:
+            ids = [r.id for r in recalled]
+            with transaction.atomic():
+                Memory.objects.filter(id__in=ids).update(
+                    access_count=F("access_count") + 1, last_accessed_at=now
+                )
+                if run_id is not None:
+                    MemoryRecall.objects.bulk_create(
+                        [
+                            MemoryRecall(memory_id=r.id, run_id=run_id, score=r.score)
+                            for r in recalled
+                        ]
+                    )
+            for r in recalled:
+                r.memory.access_count += 1
+                r.memory.last_accessed_at = now
+            memory_auto_pin(memories=[r.memory for r in recalled], run_id=run_id)
+        span.set(
+            **{
+                "memory.strategy": result.strategy,
+                "memory.scope_size": result.scope_size,
+                "memory.candidates": len(result.memories),
+                "memory.returned": len(recalled),
+                "memory.ids": [r.id for r in recalled],
+                "memory.embedder": embedder.name,
+            }
+        )
+        return recalled
+
+
+def _scope_q(*, agent_id: int, user_key: str) -> Q:
+    return Q(agent_id=agent_id, user_key__in=scope_user_keys(user_key))
+
+
+def _unexpired_q(now: datetime) -> Q:
+    return Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+
+
+def memory_pinned(*, agent_id: int, user_key: str) -> list[Memory]:
+    """Pinned, unexpired memories in scope (always placed in context): the PINNED_LIMIT most
+    important, newest first among equals."""
+    return list(
+        Memory.objects.filter(_scope_q(agent_id=agent_id, user_key=user_key), pinned=True)
+        .filter(_unexpired_q(timezone.now()))
+        .defer("embedding")
+        .order_by("-importance", "-created_at")[:PINNED_LIMIT]
+    )
+
+
+# -- memory pages -------------------------------------------------------------------------
+
+
+def memory_agent_counts() -> dict[int, int]:
+    return dict(
+        Memory.objects.values("agent_id").annotate(n=Count("id")).values_list("agent_id", "n")
+    )
+
+
+def memory_browse(
+    *,
+    agent_id: int,
+    query: str = "",
+    kind: str = "",
+    user_key: str | None = None,
+    pinned: bool | None = None,
+    limit: int = 50,
+) -> QuerySet[Memory] | list[Memory]:
+    """Memories of an agent for the pages. With `query`, the `limit` most similar (each with
+    `.similarity`), expired ones included; without, a queryset newest first.
+    `user_key=None` means all users, '' agent-wide only."""
+    if query.strip():
+        embedder = get_embedder()
+        vector = embedder.embed([query.strip()[:4000]])[0]
+        return memory_search(
+            agent_id=agent_id,
+            embedding=vector,
+            limit=limit,
+            user_keys=None if user_key is None else [user_key],
+            kinds=[kind] if kind else None,
+            pinned=pinned,
+            embedder_name=embedder.name,
+        ).memories
+    rows = Memory.objects.filter(agent_id=agent_id).defer("embedding")
+    if kind:
+        rows = rows.filter(kind=kind)
+    if user_key is not None:
+        rows = rows.filter(user_key=user_key)
+    if pinned is not None:
+        rows = rows.filter(pinned=pinned)
+    return rows.order_by("-created_at", "-id")
+
+
+def memory_get(*, memory_id: int) -> Memory | None:
+    return Memory.objects.defer("embedding").filter(pk=memory_id).first()
+
+
+def memory_recalls(*, memory: Memory, limit: int = 50) -> list[MemoryRecall]:
+    return list(memory.recalls.order_by("-created_at")[:limit])
+
+
+def memory_revisions(*, memory: Memory) -> list[MemoryRevision]:
+    return list(memory.revisions.select_related("edited_by").order_by("-created_at"))
+
+
+def memory_events(
+    *, agent_id: int | None = None, memory_ref: int | None = None, limit: int = 100
+) -> list[MemoryEvent]:
+    rows = MemoryEvent.objects.select_related("actor")
+    if agent_id is not None:
+        rows = rows.filter(agent_id=agent_id)
+    if memory_ref is not None:
+        rows = rows.filter(memory_ref=memory_ref)
+    return list(rows.order_by("-created_at", "-id")[:limit])
+
+
+def memory_unembedded_count(*, agent_id: int | None = None) -> int:
+    """Memories recall cannot see yet: no vector, or one from another embedder."""
+    rows = Memory.objects.filter(Q(embedding__isnull=True) | ~Q(embedder=get_embedder().name))
+    if agent_id is not None:
+        rows = rows.filter(agent_id=agent_id)
+    return rows.count()

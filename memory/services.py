@@ -1,0 +1,536 @@
+"""Writes to long-term memory. Every change leaves a MemoryEvent (who, when, what).
+
+Duplicates are merged, not stored twice: a memory whose normalised text already exists in
+the same scope (agent + user_key), or whose vector is at least DEDUPE_SIMILARITY similar
+to one there and states the same numbers, bumps that memory instead.
+
+Auto-pin rule: a memory that recall has returned MEMORY_AUTO_PIN_RECALLS times (its
+access_count; merges count too) is pinned by "system", unless a person unpinned it
+before, and only while its own scope has fewer than AUTO_PIN_MAX_PER_SCOPE pinned
+memories. MEMORY_AUTO_PIN_RECALLS=0 turns the rule off.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest, Least
+from django.utils import timezone
+from pgvector import Vector
+
+from memory.embedders import get_embedder
+from memory.models import (
+    Memory,
+    MemoryAction,
+    MemoryEvent,
+    MemoryKind,
+    MemoryRevision,
+)
+from memory.selectors import MemoryInputError, memory_search, traced
+from memory.text import content_hash, numbers_in
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
+
+MAX_TEXT_CHARS = 2000
+MAX_USER_KEY_CHARS = 200
+MAX_TTL_SECONDS = 10 * 365 * 86400
+DEDUPE_SIMILARITY = 0.95
+MERGE_IMPORTANCE_BUMP = 0.1
+AUTO_PIN_MAX_PER_SCOPE = 10
+EXPIRE_BATCH = 1000
+
+_UNSET: Any = object()
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def _clean_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise MemoryInputError("text", "text must be a non-empty string.")
+    text = text.strip()
+    if len(text) > MAX_TEXT_CHARS:
+        raise MemoryInputError(
+            "text", f"text is {len(text)} characters; a memory holds at most {MAX_TEXT_CHARS}."
+        )
+    return text
+
+
+def _clean_importance(importance: Any) -> float:
+    if isinstance(importance, bool) or not isinstance(importance, int | float):
+        raise MemoryInputError("importance", "importance must be a number from 0 to 1.")
+    value = float(importance)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise MemoryInputError("importance", "importance must be a number from 0 to 1.")
+    return value
+
+
+def _clean_kind(kind: Any) -> str:
+    if kind not in MemoryKind.values:
+        raise MemoryInputError("kind", f"kind must be one of {', '.join(MemoryKind.values)}.")
+    return str(kind)
+
+
+def _clean_ttl(ttl_seconds: Any) -> int | None:
+    if ttl_seconds is None:
+        return None
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
+        raise MemoryInputError("ttl_seconds", "ttl_seconds must be a whole number of seconds.")
+    if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise MemoryInputError(
+            "ttl_seconds", f"ttl_seconds must be from 1 to {MAX_TTL_SECONDS} (ten years)."
+        )
+    return ttl_seconds
+
+
+def _clean_user_key(user_key: Any) -> str:
+    if not isinstance(user_key, str) or len(user_key) > MAX_USER_KEY_CHARS:
+        raise MemoryInputError(
+            "user_key", f"user_key must be a string of at most {MAX_USER_KEY_CHARS} characters."
+        )
+    return user_key
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+def _actor_label(actor: Any, run_id: Any) -> str:
+    if actor is not None:
+        return actor.get_username()
+    if run_id is not None:
+        return f"run {run_id}"
+    return "system"
+
+
+def _event(
+    memory: Memory,
+    action: str,
+    *,
+    actor: Any = None,
+    run_id: Any = None,
+    changes: dict[str, Any] | None = None,
+) -> MemoryEvent:
+    return MemoryEvent.objects.create(
+        memory=memory,
+        memory_ref=memory.pk,
+        agent_id=memory.agent_id,
+        user_key=memory.user_key,
+        action=action,
+        actor=actor,
+        actor_label=_actor_label(actor, run_id),
+        run_id=run_id,
+        changes=changes or {},
+    )
+
+
+def _snapshot(memory: Memory) -> dict[str, Any]:
+    return {
+        "text": memory.text,
+        "kind": memory.kind,
+        "importance": memory.importance,
+        "pinned": memory.pinned,
+        "access_count": memory.access_count,
+        "source_run_id": str(memory.source_run_id) if memory.source_run_id else None,
+        "source_step": memory.source_step,
+        "created_at": memory.created_at.isoformat() if memory.created_at else None,
+        "expires_at": memory.expires_at.isoformat() if memory.expires_at else None,
+    }
+
+
+# -- remember ---------------------------------------------------------------------------
+
+
+def _merged_expiry(old: datetime | None, new: datetime | None) -> datetime | None:
+    # Permanent wins; otherwise the later expiry.
+    if old is None or new is None:
+        return None
+    return max(old, new)
+
+
+def _merge(
+    memory: Memory,
+    *,
+    importance: float,
+    expires_at: datetime | None,
+    run_id: Any,
+    step: Any,
+    reason: str,
+    incoming_text: str,
+    similarity: float | None = None,
+) -> Memory:
+    now = timezone.now()
+    Memory.objects.filter(pk=memory.pk).update(
+        importance=Least(Greatest(F("importance"), importance) + MERGE_IMPORTANCE_BUMP, 1.0),
+        access_count=F("access_count") + 1,
+        last_accessed_at=now,
+        expires_at=_merged_expiry(memory.expires_at, expires_at),
+    )
+    memory.refresh_from_db()
+    changes: dict[str, Any] = {"reason": reason, "text": incoming_text, "step": step}
+    if similarity is not None:
+        changes["similarity"] = round(similarity, 4)
+    _event(memory, MemoryAction.MERGED, run_id=run_id, changes=changes)
+    return memory
+
+
+def memory_remember(
+    *,
+    agent_id: int,
+    user_key: str,
+    text: str,
+    kind: str = "fact",
+    importance: float = 0.5,
+    source_run_id: Any = None,
+    source_step: Any = None,
+    ttl_seconds: int | None = None,
+    tracer: Any = None,
+) -> Memory:
+    """Store a memory in the scope (agent, user_key; '' = agent-wide), embedding it inline
+    (this runs in the worker), or merge it into a duplicate. Bad input raises
+    MemoryInputError naming the field, with a message the model can read."""
+    with traced(tracer, "memory.write", agent_id=agent_id) as span:
+        text = _clean_text(text)
+        kind = _clean_kind(kind)
+        importance = _clean_importance(importance)
+        ttl_seconds = _clean_ttl(ttl_seconds)
+        user_key = _clean_user_key(user_key)
+        digest = content_hash(text)
+        expires_at = timezone.now() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
+        span.set(
+            **{
+                "memory.kind": kind,
+                "memory.text": text[:200],
+                "memory.scoped_to_user": bool(user_key),
+            }
+        )
+        merge_args = {
+            "importance": importance,
+            "expires_at": expires_at,
+            "run_id": source_run_id,
+            "step": source_step,
+            "incoming_text": text,
+        }
+
+        with transaction.atomic():
+            same = (
+                Memory.objects.select_for_update()
+                .defer("embedding")
+                .filter(agent_id=agent_id, user_key=user_key, content_hash=digest)
+                .first()
+            )
+            if same is not None:
+                memory = _merge(same, reason="same_text", **merge_args)
+                span.set(**{"memory.id": memory.pk, "memory.merged": "same_text"})
+                return memory
+
+        embedder = get_embedder()
+        vector = embedder.embed([text])[0]
+        with transaction.atomic():
+            nearest = memory_search(
+                agent_id=agent_id,
+                embedding=vector,
+                limit=1,
+                user_keys=[user_key],
+                now=timezone.now(),
+                embedder_name=embedder.name,
+            ).memories
+            if (
+                nearest
+                and nearest[0].similarity >= DEDUPE_SIMILARITY
+                and numbers_in(nearest[0].text) == numbers_in(text)
+            ):
+                memory = _merge(
+                    nearest[0], reason="similar", similarity=nearest[0].similarity, **merge_args
+                )
+                span.set(**{"memory.id": memory.pk, "memory.merged": "similar"})
+                return memory
+            try:
+                with transaction.atomic():
+                    memory = Memory.objects.create(
+                        agent_id=agent_id,
+                        user_key=user_key,
+                        text=text,
+                        kind=kind,
+                        importance=importance,
+                        content_hash=digest,
+                        embedding=vector,
+                        embedder=embedder.name,
+                        source_run_id=source_run_id,
+                        source_step=source_step,
+                        expires_at=expires_at,
+                    )
+            except IntegrityError:
+                # Another worker stored the same text a moment ago.
+                same = Memory.objects.defer("embedding").get(
+                    agent_id=agent_id, user_key=user_key, content_hash=digest
+                )
+                memory = _merge(same, reason="same_text", **merge_args)
+                span.set(**{"memory.id": memory.pk, "memory.merged": "same_text"})
+                return memory
+            _event(
+                memory,
+                MemoryAction.CREATED,
+                run_id=source_run_id,
+                changes={"text": text, "kind": kind, "importance": importance, "step": source_step},
+            )
+        span.set(**{"memory.id": memory.pk, "memory.merged": ""})
+        return memory
+
+
+# -- edits from people --------------------------------------------------------------------
+
+
+def memory_create(
+    *,
+    agent_id: int,
+    user_key: str,
+    text: str,
+    kind: str = "fact",
+    importance: float = 0.5,
+    actor: Any,
+) -> Memory:
+    """A memory written by a person on the memory pages; embedded by a job after commit."""
+    text = _clean_text(text)
+    kind = _clean_kind(kind)
+    importance = _clean_importance(importance)
+    user_key = _clean_user_key(user_key)
+    digest = content_hash(text)
+    with transaction.atomic():
+        if Memory.objects.filter(
+            agent_id=agent_id, user_key=user_key, content_hash=digest
+        ).exists():
+            raise MemoryInputError("text", "Another memory in this scope already says this.")
+        memory = Memory.objects.create(
+            agent_id=agent_id,
+            user_key=user_key,
+            text=text,
+            kind=kind,
+            importance=importance,
+            content_hash=digest,
+            edited_by=actor,
+        )
+        _event(
+            memory,
+            MemoryAction.CREATED,
+            actor=actor,
+            changes={"text": text, "kind": kind, "importance": importance},
+        )
+        transaction.on_commit(lambda: enqueue_embedding(memory_ids=[memory.pk]))
+    return memory
+
+
+def memory_update(
+    *,
+    memory: Memory,
+    text: Any = _UNSET,
+    pinned: Any = _UNSET,
+    importance: Any = _UNSET,
+    actor: Any,
+) -> Memory:
+    """Change a memory's text, pin or importance. A new text keeps the previous one as a
+    MemoryRevision and is embedded by a job after commit (recall skips it meanwhile)."""
+    with transaction.atomic():
+        current = Memory.objects.select_for_update().defer("embedding").get(pk=memory.pk)
+        changes: dict[str, Any] = {}
+        update: dict[str, Any] = {}
+        if text is not _UNSET:
+            new_text = _clean_text(text)
+            if new_text != current.text:
+                digest = content_hash(new_text)
+                clash = (
+                    Memory.objects.filter(
+                        agent_id=current.agent_id, user_key=current.user_key, content_hash=digest
+                    )
+                    .exclude(pk=current.pk)
+                    .first()
+                )
+                if clash is not None:
+                    raise MemoryInputError(
+                        "text", f"Another memory in this scope (#{clash.pk}) already says this."
+                    )
+                MemoryRevision.objects.create(memory=current, text=current.text, edited_by=actor)
+                changes["text"] = [current.text, new_text]
+                update.update(text=new_text, content_hash=digest, embedding=None, embedder="")
+        if importance is not _UNSET:
+            value = _clean_importance(importance)
+            if value != current.importance:
+                changes["importance"] = [current.importance, value]
+                update["importance"] = value
+        pin_action = None
+        if pinned is not _UNSET and bool(pinned) != current.pinned:
+            pin_action = MemoryAction.PINNED if pinned else MemoryAction.UNPINNED
+            metadata = dict(current.metadata)
+            if pinned:
+                metadata.pop("auto_pin_blocked", None)
+            else:
+                metadata["auto_pin_blocked"] = True
+            update.update(pinned=bool(pinned), metadata=metadata)
+        if not update:
+            return current
+        update["edited_by"] = actor
+        Memory.objects.filter(pk=current.pk).update(**update)
+        current.refresh_from_db()
+        if changes:
+            _event(current, MemoryAction.UPDATED, actor=actor, changes=changes)
+        if pin_action:
+            _event(current, pin_action, actor=actor)
+        if "text" in changes:
+            transaction.on_commit(lambda: enqueue_embedding(memory_ids=[current.pk]))
+    return current
+
+
+def memory_delete(*, memory: Memory, actor: Any) -> None:
+    """Delete a memory; the audit trail keeps a snapshot, including earlier texts."""
+    with transaction.atomic():
+        current = Memory.objects.select_for_update().defer("embedding").filter(pk=memory.pk).first()
+        if current is None:
+            return
+        snapshot = _snapshot(current)
+        snapshot["revisions"] = list(
+            current.revisions.order_by("created_at").values_list("text", flat=True)
+        )
+        MemoryEvent.objects.create(
+            memory=None,
+            memory_ref=current.pk,
+            agent_id=current.agent_id,
+            user_key=current.user_key,
+            action=MemoryAction.DELETED,
+            actor=actor,
+            actor_label=_actor_label(actor, None),
+            changes=snapshot,
+        )
+        current.delete()
+
+
+def memory_auto_pin(*, memories: list[Memory], run_id: Any = None) -> list[Memory]:
+    """Apply the auto-pin rule (module docstring) to memories a recall just returned."""
+    threshold = settings.MEMORY_AUTO_PIN_RECALLS
+    if threshold <= 0:
+        return []
+    pinned = []
+    for memory in memories:
+        if memory.pinned or memory.access_count < threshold:
+            continue
+        if (memory.metadata or {}).get("auto_pin_blocked"):
+            continue
+        with transaction.atomic():
+            in_scope = Memory.objects.filter(
+                agent_id=memory.agent_id, user_key=memory.user_key, pinned=True
+            ).count()
+            if in_scope >= AUTO_PIN_MAX_PER_SCOPE:
+                continue
+            if Memory.objects.filter(pk=memory.pk, pinned=False).update(pinned=True):
+                memory.pinned = True
+                _event(
+                    memory,
+                    MemoryAction.AUTO_PINNED,
+                    run_id=run_id,
+                    changes={"access_count": memory.access_count, "threshold": threshold},
+                )
+                pinned.append(memory)
+    return pinned
+
+
+# -- lifetime ---------------------------------------------------------------------------
+
+
+def memory_expire(*, now: datetime | None = None, batch_size: int = EXPIRE_BATCH) -> int:
+    """Delete memories whose time-to-live has passed, in batches (one transaction each),
+    leaving an `expired` audit event with a snapshot for each. Returns how many."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Memory.objects.filter(expires_at__lte=now)
+                .defer("embedding")
+                .order_by("expires_at", "id")
+                .select_for_update(skip_locked=True)[:batch_size]
+            )
+            if not batch:
+                return total
+            ids = [m.pk for m in batch]
+            MemoryEvent.objects.bulk_create(
+                [
+                    MemoryEvent(
+                        memory=None,
+                        memory_ref=m.pk,
+                        agent_id=m.agent_id,
+                        user_key=m.user_key,
+                        action=MemoryAction.EXPIRED,
+                        actor_label="system",
+                        changes=_snapshot(m),
+                    )
+                    for m in batch
+                ]
+            )
+            Memory.objects.filter(pk__in=ids).delete()
+            total += len(batch)
+        if len(batch) < batch_size:
+            return total
+
+
+# -- embedding ----------------------------------------------------------------------------
+
+
+def enqueue_embedding(*, memory_ids: list[int]) -> None:
+    """Queue `memory.jobs.memory_embed_job` on "maintenance". A failure to queue is logged,
+    not raised: the memory is saved, shows "not embedded" and `reembed_memories` catches up."""
+    import django_rq
+
+    try:
+        django_rq.get_queue("maintenance").enqueue("memory.jobs.memory_embed_job", memory_ids)
+    except Exception as exc:
+        log.error("memory.embed_enqueue_failed", memory_ids=memory_ids, error=str(exc))
+
+
+def memory_embed(
+    *,
+    memory_ids: list[int] | None = None,
+    everything: bool = False,
+    batch_size: int = 256,
+    progress: Any = None,
+) -> int:
+    """Embed memories with the current embedder: those without a vector or with another
+    embedder's (all of them with `everything`), optionally only `memory_ids`. Rows whose
+    text changed meanwhile are left for the job that change queued. Returns how many.
+    `progress(n)` is called after each batch."""
+    embedder = get_embedder()
+    rows = Memory.objects.all()
+    if memory_ids is not None:
+        rows = rows.filter(pk__in=memory_ids)
+    if not everything:
+        rows = rows.filter(Q(embedding__isnull=True) | ~Q(embedder=embedder.name))
+    done = 0
+    last_id = 0
+    while True:
+        batch = list(
+            rows.filter(pk__gt=last_id)
+            .order_by("pk")
+            .values_list("pk", "text", "content_hash")[:batch_size]
+        )
+        if not batch:
+            return done
+        last_id = batch[-1][0]
+        vectors = embedder.embed([text for _, text, _ in batch])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Memory._meta.db_table} AS m SET embedding = v.e::vector, embedder = %s "  # noqa: S608
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, h, e) "
+                "WHERE m.id = v.id AND m.content_hash = v.h",
+                [
+                    embedder.name,
+                    [pk for pk, _, _ in batch],
+                    [digest for _, _, digest in batch],
+                    [Vector._to_db(vector) for vector in vectors],
+                ],
+            )
+            done += cursor.rowcount
+        if progress is not None:
+            progress(len(batch))
