@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
+from tracing.emit import REDACTED
 from tracing.failures import Failure, FailureClass
 
 MAX_RESULT_CHARS = 8000
@@ -35,6 +36,8 @@ class ToolContext:
     user_key: str = ""
     tracer: Any = None
     services: dict[str, Any] = field(default_factory=dict)
+    # When a list, executors append what they sent and received (secrets redacted): "Try it".
+    exchanges: list[dict[str, Any]] | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -51,7 +54,9 @@ class ToolResult:
 
 
 class ToolExecutor(Protocol):
-    def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext) -> ToolResult: ...
+    def execute(
+        self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext
+    ) -> ToolResult: ...
 
 
 def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
@@ -74,11 +79,16 @@ def as_text(value: Any) -> str:
 
 
 class PythonExecutor:
-    def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+    def execute(
+        self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext
+    ) -> ToolResult:
         registered = get_python_tool(tool.python_function or tool.name)
         if registered is None:
-            raise Failure(FailureClass.TOOL_ERROR, f"Python tool {tool.name!r} is not registered in code.",
-                          may_have_reached_server=False)
+            raise Failure(
+                FailureClass.TOOL_ERROR,
+                f"Python tool {tool.name!r} is not registered in code.",
+                may_have_reached_server=False,
+            )
         kwargs = dict(arguments)
         if registered.takes_context:
             kwargs["context"] = context
@@ -100,9 +110,65 @@ def register_executor(kind: str, executor: ToolExecutor) -> None:
     _executors[kind] = executor
 
 
-def tool_execute(*, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+def tool_secret_values(tool: ToolDefinition) -> list[str]:
+    """The secrets a call of this tool may use (its credential's, its MCP server's)."""
+    from tools.credentials import credential_secret_values
+
+    values = credential_secret_values(tool.credential) if tool.credential_id else []
+    if tool.mcp_server_id and tool.mcp_server.credential_id:
+        values += credential_secret_values(tool.mcp_server.credential)
+    return values
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def tool_execute(
+    *, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext
+) -> ToolResult:
+    """Run one attempt of a tool call. Arguments that fail the schema never reach the tool;
+    credential values never appear in the result or in the failure's message."""
     executor = _executors.get(tool.kind)
     if executor is None:
-        raise Failure(FailureClass.TOOL_ERROR, f"No executor for tools of kind {tool.kind!r}.",
-                      may_have_reached_server=False)
-    return executor.execute(tool, arguments, context)
+        raise Failure(
+            FailureClass.TOOL_ERROR,
+            f"No executor for tools of kind {tool.kind!r}.",
+            may_have_reached_server=False,
+        )
+    errors = arguments_errors(tool, arguments)
+    if errors:
+        raise Failure(
+            FailureClass.INVALID_REQUEST,
+            f"Arguments for {tool.name} do not fit its schema: " + "; ".join(errors),
+            may_have_reached_server=False,
+        )
+    secrets = _secrets_of(tool, context)
+    try:
+        result = executor.execute(tool, arguments, context)
+    except Failure as failure:
+        secrets = _secrets_of(tool, context)
+        failure.args = tuple(_scrub(a, secrets) for a in failure.args)
+        raise
+    secrets = _secrets_of(tool, context)
+    result.content = _scrub(result.content, secrets)
+    result.data = _scrub(result.data, secrets)
+    return result
+
+
+def _secrets_of(tool: ToolDefinition, context: ToolContext) -> list[str]:
+    """Read fresh (a call may have fetched a new token) and hand them to the tracer."""
+    secrets = sorted(set(tool_secret_values(tool)), key=len, reverse=True)
+    secrets = [s for s in secrets if len(s) >= 4]
+    if context.tracer is not None:
+        for secret in secrets:
+            context.tracer.add_secret(secret)
+    return secrets

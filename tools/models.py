@@ -39,11 +39,18 @@ class Credential(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=CredentialKind.choices)
-    header_name = models.CharField(max_length=100, blank=True, default="", help_text="For API keys.")
+    header_name = models.CharField(
+        max_length=100, blank=True, default="", help_text="For API keys."
+    )
     username = models.CharField(max_length=200, blank=True, default="")
     token_url = models.URLField(blank=True, default="")
     client_id = models.CharField(max_length=200, blank=True, default="")
     scope = models.CharField(max_length=500, blank=True, default="")
+    test_url = models.URLField(
+        blank=True,
+        default="",
+        help_text="Optional: a URL that answers below 400 when the credential works.",
+    )
     secret_ciphertext = models.TextField(blank=True, default="", editable=False)
     access_token_ciphertext = models.TextField(blank=True, default="", editable=False)
     token_expires_at = models.DateTimeField(null=True, blank=True)
@@ -135,7 +142,9 @@ class ToolVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tool", "version"], name="tool_version_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["tool", "version"], name="tool_version_unique")
+        ]
         ordering = ["tool", "-version"]
 
     def __str__(self) -> str:

@@ -59,7 +59,11 @@ def schema_from_signature(func: Callable[..., Any]) -> dict[str, Any]:
             required.append(name)
         else:
             properties[name]["default"] = param.default
-    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
     if required:
         schema["required"] = required
     return schema

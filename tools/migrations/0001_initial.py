@@ -2,95 +2,225 @@
 
 import django.core.validators
 import django.db.models.deletion
-import tools.models
 from django.db import migrations, models
+
+import tools.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Credential',
+            name="Credential",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('kind', models.CharField(choices=[('api_key', 'API key (header)'), ('bearer', 'Bearer token'), ('basic', 'Basic auth'), ('oauth2', 'OAuth2 client credentials')], max_length=10)),
-                ('header_name', models.CharField(blank=True, default='', help_text='For API keys.', max_length=100)),
-                ('username', models.CharField(blank=True, default='', max_length=200)),
-                ('token_url', models.URLField(blank=True, default='')),
-                ('client_id', models.CharField(blank=True, default='', max_length=200)),
-                ('scope', models.CharField(blank=True, default='', max_length=500)),
-                ('secret_ciphertext', models.TextField(blank=True, default='', editable=False)),
-                ('access_token_ciphertext', models.TextField(blank=True, default='', editable=False)),
-                ('token_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('last_failure_at', models.DateTimeField(blank=True, null=True)),
-                ('last_failure', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("api_key", "API key (header)"),
+                            ("bearer", "Bearer token"),
+                            ("basic", "Basic auth"),
+                            ("oauth2", "OAuth2 client credentials"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "header_name",
+                    models.CharField(
+                        blank=True, default="", help_text="For API keys.", max_length=100
+                    ),
+                ),
+                ("username", models.CharField(blank=True, default="", max_length=200)),
+                ("token_url", models.URLField(blank=True, default="")),
+                ("client_id", models.CharField(blank=True, default="", max_length=200)),
+                ("scope", models.CharField(blank=True, default="", max_length=500)),
+                ("secret_ciphertext", models.TextField(blank=True, default="", editable=False)),
+                (
+                    "access_token_ciphertext",
+                    models.TextField(blank=True, default="", editable=False),
+                ),
+                ("token_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("last_failure_at", models.DateTimeField(blank=True, null=True)),
+                ("last_failure", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='McpServer',
+            name="McpServer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('transport', models.CharField(choices=[('http', 'Streamable HTTP'), ('stdio', 'stdio command')], max_length=10)),
-                ('url', models.URLField(blank=True, default='')),
-                ('command', models.CharField(blank=True, default='', max_length=500)),
-                ('args', models.JSONField(blank=True, default=list)),
-                ('enabled', models.BooleanField(default=True)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('credential', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='tools.credential')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[("http", "Streamable HTTP"), ("stdio", "stdio command")],
+                        max_length=10,
+                    ),
+                ),
+                ("url", models.URLField(blank=True, default="")),
+                ("command", models.CharField(blank=True, default="", max_length=500)),
+                ("args", models.JSONField(blank=True, default=list)),
+                ("enabled", models.BooleanField(default=True)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "credential",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="tools.credential",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ToolDefinition',
+            name="ToolDefinition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[a-zA-Z_][a-zA-Z0-9_]{0,63}$', 'A tool name is a function name: letters, digits and underscores, not starting with a digit.')])),
-                ('description', models.TextField()),
-                ('kind', models.CharField(choices=[('python', 'Python function'), ('http', 'HTTP request'), ('mcp', 'MCP server tool')], max_length=10)),
-                ('parameters', models.JSONField(default=dict, validators=[tools.models.validate_json_schema])),
-                ('timeout_seconds', models.FloatField(default=10, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('retry_max_attempts', models.PositiveIntegerField(default=3, validators=[django.core.validators.MinValueValidator(1)])),
-                ('retry_base_seconds', models.FloatField(default=0.2, validators=[django.core.validators.MinValueValidator(0)])),
-                ('retry_cap_seconds', models.FloatField(default=5, validators=[django.core.validators.MinValueValidator(0)])),
-                ('idempotent', models.BooleanField(default=True)),
-                ('requires_approval', models.BooleanField(default=False)),
-                ('enabled', models.BooleanField(default=True)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('python_function', models.CharField(blank=True, default='', max_length=200)),
-                ('http_config', models.JSONField(blank=True, default=dict)),
-                ('mcp_tool_name', models.CharField(blank=True, default='', max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('credential', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='tools.credential')),
-                ('fallback', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='tools.tooldefinition')),
-                ('mcp_server', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to='tools.mcpserver')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-zA-Z_][a-zA-Z0-9_]{0,63}$",
+                                "A tool name is a function name: letters, digits and underscores, not starting with a digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("python", "Python function"),
+                            ("http", "HTTP request"),
+                            ("mcp", "MCP server tool"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "parameters",
+                    models.JSONField(default=dict, validators=[tools.models.validate_json_schema]),
+                ),
+                (
+                    "timeout_seconds",
+                    models.FloatField(
+                        default=10, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "retry_max_attempts",
+                    models.PositiveIntegerField(
+                        default=3, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "retry_base_seconds",
+                    models.FloatField(
+                        default=0.2, validators=[django.core.validators.MinValueValidator(0)]
+                    ),
+                ),
+                (
+                    "retry_cap_seconds",
+                    models.FloatField(
+                        default=5, validators=[django.core.validators.MinValueValidator(0)]
+                    ),
+                ),
+                ("idempotent", models.BooleanField(default=True)),
+                ("requires_approval", models.BooleanField(default=False)),
+                ("enabled", models.BooleanField(default=True)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("python_function", models.CharField(blank=True, default="", max_length=200)),
+                ("http_config", models.JSONField(blank=True, default=dict)),
+                ("mcp_tool_name", models.CharField(blank=True, default="", max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "credential",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="tools.credential",
+                    ),
+                ),
+                (
+                    "fallback",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="tools.tooldefinition",
+                    ),
+                ),
+                (
+                    "mcp_server",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="tools.mcpserver",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ToolVersion',
+            name="ToolVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('snapshot', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('tool', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='tools.tooldefinition')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("snapshot", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "tool",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="tools.tooldefinition",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tool', '-version'],
-                'constraints': [models.UniqueConstraint(fields=('tool', 'version'), name='tool_version_unique')],
+                "ordering": ["tool", "-version"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("tool", "version"), name="tool_version_unique")
+                ],
             },
         ),
     ]
