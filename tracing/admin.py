@@ -13,3 +13,40 @@ class SpanAdmin(admin.ModelAdmin):
 @admin.register(models.ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = ["model", "input_per_million", "output_per_million"]
+
+
+@admin.register(models.AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "metric",
+        "agent",
+        "window_minutes",
+        "threshold",
+        "enabled",
+        "firing",
+        "last_value",
+        "last_evaluated_at",
+    ]
+    list_filter = ["metric", "enabled", "firing"]
+    readonly_fields = ["firing", "last_value", "last_evaluated_at"]
+
+
+@admin.register(models.AlertEvent)
+class AlertEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "rule",
+        "state",
+        "value",
+        "threshold",
+        "created_at",
+        "webhook_status",
+        "webhook_error",
+    ]
+    list_filter = ["state"]
+    readonly_fields = [f.name for f in models.AlertEvent._meta.fields]
+
+
+@admin.register(models.RetentionOverride)
+class RetentionOverrideAdmin(admin.ModelAdmin):
+    list_display = ["agent", "days"]

@@ -21,6 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
+from tracing import otlp
 from tracing.failures import failure_class_of
 from tracing.live import OPS_GROUP, broadcast, run_group, send_now
 from tracing.models import Span, SpanStatus
@@ -37,8 +38,17 @@ def truncate(value: str, limit: int = MAX_ATTRIBUTE_CHARS) -> str:
 class SpanRecord:
     """A span while it is open; `set(...)` adds attributes, `fail(...)` marks an error."""
 
-    __slots__ = ("attributes", "error_class", "error_message", "name", "parent_id", "span_id",
-                 "start_mono", "start_time", "status")
+    __slots__ = (
+        "attributes",
+        "error_class",
+        "error_message",
+        "name",
+        "parent_id",
+        "span_id",
+        "start_mono",
+        "start_time",
+        "status",
+    )
 
     def __init__(self, name: str, parent_id: str, attributes: dict[str, Any]) -> None:
         self.name = name
@@ -113,9 +123,16 @@ class Tracer:
     def span(self, name: str, **attributes: Any) -> Iterator[SpanRecord]:
         record = SpanRecord(name, self.current_span_id, attributes)
         self._stack.append(record)
-        send_now(run_group(self.trace_id), {"kind": "span.start", "name": name, "span_id": record.span_id,
-                                            "parent_span_id": record.parent_id,
-                                            "start_time": record.start_time.isoformat()})
+        send_now(
+            run_group(self.trace_id),
+            {
+                "kind": "span.start",
+                "name": name,
+                "span_id": record.span_id,
+                "parent_span_id": record.parent_id,
+                "start_time": record.start_time.isoformat(),
+            },
+        )
         try:
             yield record
         except BaseException as exc:
@@ -130,8 +147,15 @@ class Tracer:
             self._stack.pop()
             self._record(record, is_event=False)
 
-    def event(self, name: str, *, status: str = SpanStatus.OK, error_class: str = "",
-              error_message: str = "", **attributes: Any) -> None:
+    def event(
+        self,
+        name: str,
+        *,
+        status: str = SpanStatus.OK,
+        error_class: str = "",
+        error_message: str = "",
+        **attributes: Any,
+    ) -> None:
         record = SpanRecord(name, self.current_span_id, attributes)
         if status == SpanStatus.ERROR:
             record.fail(error_class, error_message)
@@ -171,7 +195,11 @@ class Tracer:
         broadcast(group, {"kind": "spans", "spans": payload})
         failures = [p for p in payload if p["status"] == SpanStatus.ERROR and p["name"] == "run"]
         if failures:
-            broadcast(OPS_GROUP, {"kind": "run.failed", "run_id": str(self.trace_id), "spans": failures})
+            broadcast(
+                OPS_GROUP, {"kind": "run.failed", "run_id": str(self.trace_id), "spans": failures}
+            )
+        if otlp.enabled():
+            transaction.on_commit(lambda: otlp.export(batch))
         return batch
 
     def flush_now(self) -> list[Span]:

@@ -24,7 +24,12 @@ class FailureClass(StrEnum):
 
 
 TRANSIENT = frozenset(
-    {FailureClass.RATE_LIMIT, FailureClass.TIMEOUT, FailureClass.CONNECTION, FailureClass.SERVER_ERROR}
+    {
+        FailureClass.RATE_LIMIT,
+        FailureClass.TIMEOUT,
+        FailureClass.CONNECTION,
+        FailureClass.SERVER_ERROR,
+    }
 )
 
 

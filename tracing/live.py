@@ -56,13 +56,20 @@ class _Sender:
         layer = get_channel_layer()
         loop = asyncio.get_running_loop()
         while True:
-            group, message = await loop.run_in_executor(None, self.queue.get)
-            try:
-                await layer.group_send(group, message)
-            except Exception:
-                log.exception("live.broadcast_failed", group=group)
+            items = [await loop.run_in_executor(None, self.queue.get)]
+            # Drain what else is waiting without another thread hop per message.
+            while True:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            for group, message in items:
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    log.exception("live.broadcast_failed", group=group)
             with self.progress:
-                self.sent += 1
+                self.sent += len(items)
                 self.progress.notify_all()
 
     def flush(self, timeout: float) -> bool:

@@ -6,7 +6,6 @@ django-structlog; trace_id, run_id, session_id and agent from the runtime).
 
 from __future__ import annotations
 
-import logging.config
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any

@@ -51,3 +51,149 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return self.model
+
+
+class RollupKind(models.TextChoices):
+    RUN = "run"
+    MODEL = "model"
+    TOOL = "tool"
+
+
+class MetricRollup(models.Model):
+    """Aggregates of spans per time bucket (a minute, an hour, or all time), agent and model/tool.
+
+    Kept current by `tracing.jobs.rollup_metrics`; the metrics page, alerts and the
+    Prometheus endpoint read only these rows. `latency_hist` counts durations in the fixed
+    log-scale buckets of `tracing.metrics.LATENCY_BOUNDS_MS`, so percentiles of any window
+    come from summed histograms.
+
+    bucket_seconds 0 is one all-time row per (kind, agent, key), start 1970-01-01: monotonic
+    totals for Prometheus counters that retention never deletes.
+
+    kind=run: count = finished runs (succeeded + failed + handed_off + cancelled), `errors`
+    = failed, plus run starts, retries, fallbacks and handoffs seen in the bucket. A run
+    retried after failing is counted once per ending.
+    kind=model / kind=tool: count = calls, `errors` = failed calls, key = model / tool name.
+    """
+
+    bucket_seconds = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    kind = models.CharField(max_length=8, choices=RollupKind.choices)
+    agent = models.CharField(max_length=64, blank=True, default="")
+    key = models.CharField(max_length=200, blank=True, default="")
+    count = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    handed_off = models.PositiveBigIntegerField(default=0)
+    cancelled = models.PositiveBigIntegerField(default=0)
+    started = models.PositiveBigIntegerField(default=0)
+    retries = models.PositiveBigIntegerField(default=0)
+    fallbacks = models.PositiveBigIntegerField(default=0)
+    handoffs = models.PositiveBigIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    latency_hist = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bucket_seconds", "start", "kind", "agent", "key"], name="rollup_bucket"
+            )
+        ]
+        indexes = [models.Index(fields=["bucket_seconds", "kind", "start"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.agent}:{self.key}@{self.start:%Y-%m-%d %H:%M}"
+
+
+class RollupState(models.Model):
+    """Where the rollup job got to in the Span table (one row).
+
+    A span is rolled up once its id is at most `done_upto`. Ids seen at one run become
+    eligible at a later run (`candidate_upto`, after the settle time), so a transaction
+    that took an id before committing is not skipped.
+    """
+
+    done_upto = models.BigIntegerField(default=0)
+    candidate_upto = models.BigIntegerField(default=0)
+    candidate_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_spans = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"rolled up to span {self.done_upto}"
+
+
+class AlertMetric(models.TextChoices):
+    ERROR_RATE = "error_rate", "Run error rate (failed / finished)"
+    P95_LATENCY = "p95_latency", "Run latency p95 (ms)"
+    COST = "cost", "Estimated cost in the window"
+    HANDOFF_RATE = "handoff_rate", "Handoff rate (handed off / finished)"
+    NO_RUNS = "no_runs", "No runs at all in the window"
+
+
+class AlertRule(models.Model):
+    """Fires when `metric` over the last `window_minutes` is above `threshold`.
+
+    `no_runs` fires when no run started or finished in the window (threshold unused).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    metric = models.CharField(max_length=20, choices=AlertMetric.choices)
+    agent = models.CharField(
+        max_length=64, blank=True, default="", help_text="Agent slug; empty for all agents."
+    )
+    window_minutes = models.PositiveIntegerField(default=15)
+    threshold = models.FloatField(default=0)
+    min_runs = models.PositiveIntegerField(
+        default=1, help_text="Rates are not judged on fewer finished runs than this."
+    )
+    webhook_url = models.URLField(max_length=500, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    firing = models.BooleanField(default=False)
+    last_value = models.FloatField(null=True, blank=True)
+    last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertState(models.TextChoices):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertEvent(models.Model):
+    """A rule firing or resolving; `webhook_*` records what the webhook said."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    state = models.CharField(max_length=10, choices=AlertState.choices)
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField()
+    message = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    webhook_status = models.PositiveIntegerField(null=True, blank=True)
+    webhook_error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["rule", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.rule.name} {self.state}"
+
+
+class RetentionOverride(models.Model):
+    """Keep an agent's traces for a different number of days than TRACE_RETENTION_DAYS."""
+
+    agent = models.CharField(max_length=64, unique=True, help_text="Agent slug.")
+    days = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.agent}: {self.days} days"

@@ -1,0 +1,262 @@
+"""WebSocket stream machinery: a group to listen on, a bounded outbox per connection, and
+for traces a replay of what is stored merged with what arrives live.
+
+Authorisation lives in the app that knows users and roles: subclasses override
+`authorize()` (the base refuses everyone). See agentops/observe/consumers.py.
+
+Replay without gaps or duplicates (`TraceStreamConsumer`):
+1. join the run's group, then publish a marker to it; events arriving before the marker
+   comes back are buffered. The marker's return proves the subscription is live, so any
+   flush published before it had committed before we read the database;
+2. read the stored spans (by seq) and send them;
+3. send the buffered and later live spans whose seq is above the last one sent.
+
+A browser that cannot keep up: queued messages are coalesced (consecutive span batches
+merged into one message, `span.start` of spans that already ended dropped). When more
+than `max_pending_spans` wait, they are dropped and re-read from the database once the
+browser catches up, so memory stays bounded and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from tracing.emit import span_to_event
+from tracing.live import run_group
+from tracing.logs import get_logger
+from tracing.models import Span
+
+log = get_logger(__name__)
+
+REFUSED = 4403
+NOT_FOUND = 4404
+
+
+def coalesce(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge adjacent span batches; drop `span.start` of spans whose end is also queued."""
+    ended = {s["span_id"] for m in messages if m.get("kind") == "spans" for s in m["spans"]}
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        kind = message.get("kind")
+        if kind == "span.start" and message.get("span_id") in ended:
+            continue
+        if kind == "spans" and out and out[-1].get("kind") == "spans":
+            previous = out[-1]
+            out[-1] = {
+                **previous,
+                "spans": previous["spans"] + message["spans"],
+                "replay": bool(previous.get("replay") and message.get("replay")),
+            }
+            continue
+        out.append(message)
+    return out
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Listens on one channel group and forwards its `live.event` messages to the client."""
+
+    max_pending = 500
+
+    async def authorize(self) -> bool:
+        return False
+
+    def group_name(self) -> str:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        self.group: str | None = None
+        self._outbox: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        if not await self.authorize():
+            await self.close(code=REFUSED)
+            return
+        self.group = self.group_name()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        self._writer = asyncio.create_task(self._write_loop())
+        await self.started()
+
+    async def started(self) -> None:
+        """Hook: the connection is accepted and the group joined."""
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("kind") == "ping":
+            await self.send_json({"kind": "pong"})
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        self.enqueue(message["event"])
+
+    async def live_sync(self, message: dict[str, Any]) -> None:
+        """A marker another connection published on a shared group: not for us."""
+
+    def enqueue(self, event: dict[str, Any]) -> None:
+        self._outbox.append(event)
+        if len(self._outbox) > self.max_pending:
+            self._outbox = self.squeeze(self._outbox)
+        self._wake.set()
+
+    def squeeze(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Shrink a backlog the client cannot take: keep the latest event per subject."""
+        latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for m in messages:
+            subject = (
+                m.get("kind"),
+                m.get("run_id"),
+                m.get("handoff_id"),
+                m.get("tool_call_id"),
+                m.get("rule_id"),
+            )
+            latest.pop(subject, None)
+            latest[subject] = m
+        dropped = len(messages) - len(latest)
+        return [{"kind": "coalesced", "dropped": dropped}, *latest.values()]
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self.before_write()
+                batch, self._outbox = self._outbox, []
+                for message in self.prepare(coalesce(batch)):
+                    await self.send_json(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("live.write_failed", group=self.group)
+            await self.close()
+
+    async def before_write(self) -> None:
+        """Hook: runs in the writer before each batch is taken from the outbox."""
+
+    def prepare(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return messages
+
+
+class TraceStreamConsumer(LiveConsumer):
+    """One trace (a run) as it grows: stored spans first, then live ones, each seq once."""
+
+    max_pending_spans = 5000
+    replay_chunk = 500
+    sync_timeout = 2.0
+
+    def trace_id(self) -> uuid.UUID:
+        return self.scope["url_route"]["kwargs"]["run_id"]
+
+    def group_name(self) -> str:
+        return run_group(self.trace_id())
+
+    async def started(self) -> None:
+        self._replayed = False
+        self._replaying = False
+        self._buffer: list[dict[str, Any]] = []
+        self._last_seq = 0  # highest seq queued for the client
+        self._sent_seq = 0  # highest seq written to the client
+        self._pending_spans = 0
+        self._catch_up = False
+        self._nonce = secrets.token_hex(8)
+        await self.channel_layer.group_send(self.group, {"type": "live.sync", "nonce": self._nonce})
+        self._sync_fallback = asyncio.get_running_loop().call_later(
+            self.sync_timeout, lambda: asyncio.ensure_future(self._replay())
+        )
+
+    async def disconnect(self, code: int) -> None:
+        fallback = getattr(self, "_sync_fallback", None)
+        if fallback is not None:
+            fallback.cancel()
+        await super().disconnect(code)
+
+    async def live_sync(self, message: dict[str, Any]) -> None:
+        if message.get("nonce") == getattr(self, "_nonce", None):
+            await self._replay()
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        if not getattr(self, "_replayed", False):
+            if hasattr(self, "_buffer"):
+                self._buffer.append(message["event"])
+            return
+        self.enqueue(message["event"])
+
+    async def _replay(self) -> None:
+        if self._replayed or self._replaying:
+            return
+        self._replaying = True
+        self._sync_fallback.cancel()
+        stored = await self._stored_after(0)
+        ended = {s["span_id"] for s in stored}
+        for i in range(0, len(stored), self.replay_chunk):
+            self.enqueue(
+                {"kind": "spans", "spans": stored[i : i + self.replay_chunk], "replay": True}
+            )
+        self.enqueue({"kind": "replay.done", "last_seq": self._last_seq})
+        self._replayed = True
+        buffered, self._buffer = self._buffer, []
+        for event in buffered:
+            if event.get("kind") == "span.start" and event.get("span_id") in ended:
+                continue
+            self.enqueue(event)
+
+    @database_sync_to_async
+    def _stored_after(self, seq: int, limit: int | None = None) -> list[dict[str, Any]]:
+        qs = Span.objects.filter(trace_id=self.trace_id(), seq__gt=seq).order_by("seq")
+        return [span_to_event(s) for s in (qs[:limit] if limit else qs)]
+
+    def enqueue(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "spans":
+            fresh = [s for s in event.get("spans", []) if s["seq"] > self._last_seq]
+            if not fresh:
+                return
+            self._last_seq = max(s["seq"] for s in fresh)
+            event = {**event, "spans": fresh}
+            self._pending_spans += len(fresh)
+            if self._pending_spans > self.max_pending_spans:
+                # The client is far behind: forget the queued spans, re-read them later.
+                self._outbox = [
+                    m for m in self._outbox if m.get("kind") not in ("spans", "span.start")
+                ]
+                self._pending_spans = 0
+                self._catch_up = True
+                self._wake.set()
+                return
+        self._outbox.append(event)
+        if len(self._outbox) > self.max_pending:
+            spans = [m for m in self._outbox if m.get("kind") == "spans"]
+            others = self.squeeze([m for m in self._outbox if m.get("kind") != "spans"])
+            self._outbox = coalesce(spans) + others
+        self._wake.set()
+
+    async def before_write(self) -> None:
+        while self._catch_up:
+            self._catch_up = False
+            while True:
+                chunk = await self._stored_after(self._sent_seq, limit=self.replay_chunk)
+                if not chunk:
+                    break
+                await self.send_json({"kind": "spans", "spans": chunk, "catch_up": True})
+                self._sent_seq = chunk[-1]["seq"]
+
+    def prepare(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for message in messages:
+            if message.get("kind") == "spans":
+                fresh = [s for s in message["spans"] if s["seq"] > self._sent_seq]
+                self._pending_spans = max(self._pending_spans - len(message["spans"]), 0)
+                if not fresh:
+                    continue
+                self._sent_seq = fresh[-1]["seq"]
+                message = {**message, "spans": fresh}
+            out.append(message)
+        return out

@@ -1,0 +1,24 @@
+"""RQ entry points of the tracing app (scheduled in agentops/cron.py)."""
+
+from __future__ import annotations
+
+from tracing import services
+from tracing.logs import bind_context
+
+
+def rollup_metrics() -> int:
+    """Fold new spans into the rollups, then judge the alert rules on them."""
+    with bind_context(job="tracing.rollup_metrics"):
+        spans = services.rollup_metrics()
+        services.alerts_evaluate()
+        return spans
+
+
+def alerts_evaluate() -> int:
+    with bind_context(job="tracing.alerts_evaluate"):
+        return len(services.alerts_evaluate())
+
+
+def retention_purge() -> dict[str, int]:
+    with bind_context(job="tracing.retention_purge"):
+        return services.retention_purge()

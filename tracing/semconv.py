@@ -1,0 +1,43 @@
+"""Names of spans, events and attributes shared by the emitters and the readers.
+
+Attribute names follow the OpenTelemetry GenAI semantic conventions where one exists.
+"""
+
+from __future__ import annotations
+
+# Spans
+STEP = "step"
+MODEL_CALL = "model.call"
+TOOL_CALL = "tool.call"
+MEMORY_RECALL = "memory.recall"
+MEMORY_WRITE = "memory.write"
+MEMORY_SUMMARIZE = "memory.summarize"
+CONTEXT_ASSEMBLE = "context.assemble"
+RETRY_WAIT = "retry.wait"
+CHECKPOINT = "checkpoint"
+HANDOFF = "handoff"
+# Point events
+FALLBACK = "fallback"
+TOOL_REJECTED = "tool.rejected"
+RUN_STATUS = "run.status"
+
+# Attributes
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_CALL_ID = "gen_ai.tool.call.id"
+ERROR_TYPE = "error.type"
+
+# Run statuses as the runtime reports them on `run.status` events (attribute `status`).
+RUN_STARTED = frozenset({"running"})
+RUN_SUCCEEDED = "succeeded"
+RUN_FAILED = "failed"
+RUN_HANDED_OFF = "handed_off"
+RUN_CANCELLED = "cancelled"
+RUN_TERMINAL = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_HANDED_OFF, RUN_CANCELLED})
+
+
+def run_status_of(attributes: dict) -> str:
+    return str(attributes.get("status") or attributes.get("run.status") or "")

@@ -1,0 +1,555 @@
+"""Writes of the tracing app: metric rollups, alert evaluation, retention.
+
+All three run as scheduled jobs (see tracing/jobs.py); each is safe to run twice at
+once (the rollup takes an advisory lock, alerts lock their rule rows, retention deletes
+in small independent batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from django.db import connection, transaction
+from django.db.models import Max, Min, Q
+from django.db.models.fields.json import KeyTextTransform
+from django.utils import timezone
+
+from tracing import conf, semconv
+from tracing.live import OPS_GROUP, broadcast
+from tracing.logs import get_logger
+from tracing.metrics import bucket_index, hist_add, hist_new
+from tracing.models import (
+    AlertEvent,
+    AlertMetric,
+    AlertRule,
+    AlertState,
+    MetricRollup,
+    ModelPrice,
+    RetentionOverride,
+    RollupKind,
+    RollupState,
+    Span,
+    SpanStatus,
+)
+
+log = get_logger(__name__)
+
+# Minute and hour buckets, and one all-time bucket (seconds 0) for the Prometheus counters.
+BUCKETS = (60, 3600, 0)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROLLUP_LOCK_KEY = 0x74726163  # pg advisory lock id of the rollup job
+_ROLLED_NAMES = (
+    semconv.MODEL_CALL,
+    semconv.TOOL_CALL,
+    semconv.RETRY_WAIT,
+    semconv.FALLBACK,
+    semconv.HANDOFF,
+    semconv.RUN_STATUS,
+    semconv.TOOL_REJECTED,
+)
+_COUNTERS = (
+    "count",
+    "errors",
+    "succeeded",
+    "handed_off",
+    "cancelled",
+    "started",
+    "retries",
+    "fallbacks",
+    "handoffs",
+    "tokens_in",
+    "tokens_out",
+)
+
+
+# --- rollups --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Acc:
+    count: int = 0
+    errors: int = 0
+    succeeded: int = 0
+    handed_off: int = 0
+    cancelled: int = 0
+    started: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    handoffs: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: Decimal = Decimal(0)
+    latency_sum_ms: float = 0.0
+    hist: list[int] = field(default_factory=hist_new)
+
+    def observe(self, duration_ms: float) -> None:
+        self.latency_sum_ms += duration_ms
+        self.hist[bucket_index(duration_ms)] += 1
+
+
+class PriceBook:
+    """Model prices: an exact name match, else the longest price name the model starts with."""
+
+    def __init__(self) -> None:
+        rows = list(ModelPrice.objects.all())
+        self.exact = {p.model: p for p in rows}
+        self.by_length = sorted(rows, key=lambda p: len(p.model), reverse=True)
+
+    def price(self, model: str) -> ModelPrice | None:
+        if model in self.exact:
+            return self.exact[model]
+        return next((p for p in self.by_length if model.startswith(p.model)), None)
+
+    def cost(self, model: str, tokens_in: int, tokens_out: int) -> Decimal:
+        price = self.price(model)
+        if price is None:
+            return Decimal(0)
+        return (
+            price.input_per_million * tokens_in + price.output_per_million * tokens_out
+        ) / 1_000_000
+
+
+def _floor(moment: datetime, seconds: int) -> datetime:
+    if seconds == 0:
+        return EPOCH
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(int(float(value)), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _eligible_upto(
+    state: RollupState, current_max: int, now: datetime, settle_seconds: float
+) -> int:
+    """The highest span id old enough to have committed (see RollupState)."""
+    if settle_seconds <= 0:
+        return current_max
+    settled = state.candidate_at is not None and state.candidate_at <= now - timedelta(
+        seconds=settle_seconds
+    )
+    if settled:
+        upto = max(state.candidate_upto, state.done_upto)
+        state.candidate_upto, state.candidate_at = current_max, now
+        return upto
+    if state.candidate_at is None:
+        state.candidate_upto, state.candidate_at = current_max, now
+    return state.done_upto
+
+
+def rollup_metrics(
+    *,
+    settle_seconds: float = 5.0,
+    now: datetime | None = None,
+    batch_size: int = 5000,
+    max_spans: int = 500_000,
+) -> int:
+    """Fold spans written since the last run into the minute and hour rollups.
+
+    Returns how many spans were read. Each span is counted exactly once.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_ROLLUP_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                return 0
+        state = RollupState.objects.select_for_update().order_by("pk").first()
+        if state is None:
+            state = RollupState.objects.create()
+        current_max = Span.objects.aggregate(m=Max("id"))["m"] or 0
+        upto = _eligible_upto(state, current_max, now, settle_seconds)
+        accs: dict[tuple[int, datetime, str, str, str], _Acc] = {}
+        prices = PriceBook()
+        cursor_id, read = state.done_upto, 0
+        while cursor_id < upto and read < max_spans:
+            rows = list(_span_rows(cursor_id, upto, batch_size))
+            _fold(rows, accs, prices)
+            read += len(rows)
+            cursor_id = rows[-1][0] if len(rows) == batch_size else upto
+        _write(accs)
+        state.done_upto = cursor_id
+        state.last_run_at = now
+        state.last_spans = read
+        state.save()
+    if read:
+        log.info("tracing.rollup", spans=read, buckets=len(accs), upto=cursor_id)
+    return read
+
+
+def _span_rows(after: int, upto: int, limit: int) -> Any:
+    return (
+        Span.objects.filter(id__gt=after, id__lte=upto, name__in=_ROLLED_NAMES)
+        .order_by("id")
+        .annotate(
+            a_model=KeyTextTransform(semconv.RESPONSE_MODEL, "attributes"),
+            a_req_model=KeyTextTransform(semconv.REQUEST_MODEL, "attributes"),
+            a_in=KeyTextTransform(semconv.INPUT_TOKENS, "attributes"),
+            a_out=KeyTextTransform(semconv.OUTPUT_TOKENS, "attributes"),
+            a_tool=KeyTextTransform(semconv.TOOL_NAME, "attributes"),
+            a_status=KeyTextTransform("status", "attributes"),
+            a_run_status=KeyTextTransform("run.status", "attributes"),
+        )
+        .values_list(
+            "id",
+            "trace_id",
+            "name",
+            "status",
+            "end_time",
+            "duration_ms",
+            "agent",
+            "a_model",
+            "a_req_model",
+            "a_in",
+            "a_out",
+            "a_tool",
+            "a_status",
+            "a_run_status",
+        )[:limit]
+    )
+
+
+def _fold(rows: list[tuple], accs: dict, prices: PriceBook) -> None:
+    def acc(kind: str, agent: str, key: str, moment: datetime) -> list[_Acc]:
+        out = []
+        for seconds in BUCKETS:
+            k = (seconds, _floor(moment, seconds), kind, agent, key[:200])
+            if k not in accs:
+                accs[k] = _Acc()
+            out.append(accs[k])
+        return out
+
+    terminal: list[tuple[Any, datetime, str, str]] = []
+    for (
+        _id,
+        trace_id,
+        name,
+        status,
+        end,
+        duration,
+        agent,
+        model,
+        req_model,
+        tin,
+        tout,
+        tool,
+        a_status,
+        a_run_status,
+    ) in rows:
+        failed = status == SpanStatus.ERROR
+        if name == semconv.MODEL_CALL:
+            model = model or req_model or "unknown"
+            tokens_in, tokens_out = _int(tin), _int(tout)
+            cost = prices.cost(model, tokens_in, tokens_out)
+            for a in acc(RollupKind.MODEL, agent, model, end):
+                a.count += 1
+                a.errors += failed
+                a.tokens_in += tokens_in
+                a.tokens_out += tokens_out
+                a.cost += cost
+                a.observe(duration)
+        elif name == semconv.TOOL_CALL:
+            for a in acc(RollupKind.TOOL, agent, tool or "unknown", end):
+                a.count += 1
+                a.errors += failed
+                a.observe(duration)
+        elif name == semconv.RETRY_WAIT:
+            for a in acc(RollupKind.RUN, agent, "", end):
+                a.retries += 1
+        elif name == semconv.FALLBACK:
+            for a in acc(RollupKind.RUN, agent, "", end):
+                a.fallbacks += 1
+        elif name == semconv.HANDOFF:
+            # A handoff ends its run: the run's handed_off outcome is counted from this span.
+            for a in acc(RollupKind.RUN, agent, "", end):
+                a.handoffs += 1
+            if not failed:
+                terminal.append((trace_id, end, agent, semconv.RUN_HANDED_OFF))
+        elif name == semconv.TOOL_REJECTED:
+            for a in acc(RollupKind.TOOL, agent, tool or "unknown", end):
+                a.count += 1
+                a.errors += 1
+        elif name == semconv.RUN_STATUS:
+            run_status = a_status or a_run_status or ""
+            if run_status in semconv.RUN_STARTED:
+                for a in acc(RollupKind.RUN, agent, "", end):
+                    a.started += 1
+            elif run_status in semconv.RUN_TERMINAL and run_status != semconv.RUN_HANDED_OFF:
+                terminal.append((trace_id, end, agent, run_status))
+    if not terminal:
+        return
+    firsts = dict(
+        Span.objects.filter(trace_id__in={t[0] for t in terminal})
+        .values("trace_id")
+        .annotate(first=Min("start_time"))
+        .values_list("trace_id", "first")
+    )
+    for trace_id, end, agent, run_status in terminal:
+        duration = max((end - firsts.get(trace_id, end)).total_seconds() * 1000, 0.0)
+        for a in acc(RollupKind.RUN, agent, "", end):
+            a.count += 1
+            a.errors += run_status == semconv.RUN_FAILED
+            a.succeeded += run_status == semconv.RUN_SUCCEEDED
+            a.handed_off += run_status == semconv.RUN_HANDED_OFF
+            a.cancelled += run_status == semconv.RUN_CANCELLED
+            a.observe(duration)
+
+
+def _write(accs: dict[tuple[int, datetime, str, str, str], _Acc]) -> None:
+    if not accs:
+        return
+    starts = {k[1] for k in accs}
+    existing = {
+        (r.bucket_seconds, r.start, r.kind, r.agent, r.key): r
+        for r in MetricRollup.objects.filter(start__in=starts)
+    }
+    to_create, to_update = [], []
+    for key, a in accs.items():
+        row = existing.get(key)
+        if row is None:
+            seconds, start, kind, agent, name = key
+            row = MetricRollup(
+                bucket_seconds=seconds,
+                start=start,
+                kind=kind,
+                agent=agent,
+                key=name,
+                latency_hist=hist_new(),
+            )
+            to_create.append(row)
+        else:
+            to_update.append(row)
+        for counter in _COUNTERS:
+            setattr(row, counter, getattr(row, counter) + getattr(a, counter))
+        row.cost = Decimal(row.cost) + a.cost
+        row.latency_sum_ms += a.latency_sum_ms
+        row.latency_hist = hist_add(list(row.latency_hist or []), a.hist)
+    MetricRollup.objects.bulk_create(to_create, batch_size=500)
+    MetricRollup.objects.bulk_update(
+        to_update, [*_COUNTERS, "cost", "latency_sum_ms", "latency_hist"], batch_size=500
+    )
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+def alert_value(*, rule: AlertRule, now: datetime | None = None) -> float | None:
+    """The rule's metric over its window from the rollups (None: not enough data to judge)."""
+    from tracing.selectors import metrics_totals
+
+    now = now or timezone.now()
+    totals = metrics_totals(
+        since=now - timedelta(minutes=rule.window_minutes), until=now, agent=rule.agent
+    )
+    runs = totals["run"]
+    if rule.metric == AlertMetric.NO_RUNS:
+        return float(runs.count + runs.started)
+    if rule.metric == AlertMetric.COST:
+        return float(totals["cost"])
+    if runs.count < max(rule.min_runs, 1):
+        return None
+    if rule.metric == AlertMetric.ERROR_RATE:
+        return runs.errors / runs.count
+    if rule.metric == AlertMetric.HANDOFF_RATE:
+        return runs.handed_off / runs.count
+    if rule.metric == AlertMetric.P95_LATENCY:
+        return runs.p95
+    return None
+
+
+def _breached(rule: AlertRule, value: float | None) -> bool:
+    if not rule.enabled or value is None:
+        return False
+    if rule.metric == AlertMetric.NO_RUNS:
+        return value == 0
+    return value > rule.threshold
+
+
+def _describe(rule: AlertRule, state: str, value: float | None) -> str:
+    scope = f"agent {rule.agent}" if rule.agent else "all agents"
+    if rule.metric == AlertMetric.NO_RUNS:
+        what = (
+            f"no runs in the last {rule.window_minutes} min"
+            if state == AlertState.FIRING
+            else "runs again"
+        )
+    else:
+        shown = "n/a" if value is None else f"{value:.4g}"
+        what = f"{rule.get_metric_display()} is {shown} (threshold {rule.threshold:g}, {rule.window_minutes} min)"
+    return f"{rule.name} {state}: {what} [{scope}]"[:500]
+
+
+def alerts_evaluate(*, now: datetime | None = None) -> list[AlertEvent]:
+    """Evaluate every rule; record, announce and post a webhook for each change of state."""
+    now = now or timezone.now()
+    changes: list[AlertEvent] = []
+    rule_ids = AlertRule.objects.filter(Q(enabled=True) | Q(firing=True)).values_list(
+        "id", flat=True
+    )
+    for rule_id in list(rule_ids):
+        with transaction.atomic():
+            rule = AlertRule.objects.select_for_update().get(pk=rule_id)
+            value = alert_value(rule=rule, now=now) if rule.enabled else None
+            firing = _breached(rule, value)
+            rule.last_value = value
+            rule.last_evaluated_at = now
+            if firing != rule.firing:
+                rule.firing = firing
+                state = AlertState.FIRING if firing else AlertState.RESOLVED
+                event = AlertEvent.objects.create(
+                    rule=rule,
+                    state=state,
+                    value=value,
+                    threshold=rule.threshold,
+                    message=_describe(rule, state, value),
+                )
+                changes.append(event)
+                broadcast(OPS_GROUP, alert_event_payload(event))
+            rule.save()
+    for event in changes:
+        log.warning(
+            "alert." + event.state,
+            rule=event.rule.name,
+            value=event.value,
+            threshold=event.threshold,
+        )
+        if event.rule.webhook_url:
+            alert_webhook_send(event=event)
+    return changes
+
+
+def alert_event_payload(event: AlertEvent) -> dict[str, Any]:
+    rule = event.rule
+    return {
+        "kind": f"alert.{event.state}",
+        "alert": rule.name,
+        "rule_id": rule.pk,
+        "state": event.state,
+        "metric": rule.metric,
+        "agent": rule.agent,
+        "value": event.value,
+        "threshold": event.threshold,
+        "window_minutes": rule.window_minutes,
+        "message": event.message,
+        "at": event.created_at.isoformat(),
+    }
+
+
+def alert_webhook_send(*, event: AlertEvent, timeout: float = 5.0) -> AlertEvent:
+    """POST the event to the rule's webhook; the answer (or the failure) is kept on the event."""
+    try:
+        response = httpx.post(
+            event.rule.webhook_url, json=alert_event_payload(event), timeout=timeout
+        )
+        event.webhook_status = response.status_code
+        event.webhook_error = "" if response.is_success else f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        event.webhook_error = f"{type(exc).__name__}: {exc}"[:500]
+    if event.webhook_error:
+        log.error("alert.webhook_failed", rule=event.rule.name, error=event.webhook_error)
+    event.save(update_fields=["webhook_status", "webhook_error"])
+    return event
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+@dataclass
+class RetentionPolicy:
+    """Cut-off times: rows older than `cutoff_for(agent)` may be deleted."""
+
+    default_cutoff: datetime
+    agent_cutoffs: dict[str, datetime]
+    batch_size: int
+
+    def cutoff_for(self, agent: str) -> datetime:
+        return self.agent_cutoffs.get(agent, self.default_cutoff)
+
+
+RetentionHook = Callable[[RetentionPolicy], int]
+_retention_hooks: dict[str, RetentionHook] = {}
+
+
+def retention_hook_register(*, name: str, hook: RetentionHook) -> None:
+    """Let another app delete its own old rows (tool calls, checkpoints) in the retention job.
+
+    `hook(policy)` deletes in batches of `policy.batch_size` and returns how many rows went.
+    """
+    _retention_hooks[name] = hook
+
+
+def retention_policy(*, now: datetime | None = None) -> RetentionPolicy:
+    now = now or timezone.now()
+    return RetentionPolicy(
+        default_cutoff=now - timedelta(days=conf.trace_retention_days()),
+        agent_cutoffs={
+            o.agent: now - timedelta(days=o.days) for o in RetentionOverride.objects.all()
+        },
+        batch_size=conf.retention_batch_size(),
+    )
+
+
+def delete_in_batches(*, table: str, where: str, params: list[Any], batch_size: int) -> int:
+    """DELETE matching rows `batch_size` at a time, each batch its own short transaction."""
+    total = 0
+    sql = f'DELETE FROM "{table}" WHERE id IN (SELECT id FROM "{table}" WHERE {where} LIMIT %s)'  # noqa: S608
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [*params, batch_size])
+            deleted = cursor.rowcount
+        total += deleted
+        if deleted < batch_size:
+            return total
+
+
+def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete spans and rollups past their retention, then run the other apps' hooks."""
+    now = now or timezone.now()
+    policy = retention_policy(now=now)
+    table = Span._meta.db_table
+    spans = 0
+    for agent, cutoff in policy.agent_cutoffs.items():
+        spans += delete_in_batches(
+            table=table,
+            where="start_time < %s AND agent = %s",
+            params=[cutoff, agent],
+            batch_size=policy.batch_size,
+        )
+    spans += delete_in_batches(
+        table=table,
+        where="start_time < %s AND NOT (agent = ANY(%s))",
+        params=[policy.default_cutoff, list(policy.agent_cutoffs)],
+        batch_size=policy.batch_size,
+    )
+    rollups = delete_in_batches(
+        table=MetricRollup._meta.db_table,
+        where="bucket_seconds = 60 AND start < %s",
+        params=[now - timedelta(days=conf.minute_rollup_retention_days())],
+        batch_size=policy.batch_size,
+    ) + delete_in_batches(
+        table=MetricRollup._meta.db_table,
+        where="bucket_seconds = 3600 AND start < %s",
+        params=[now - timedelta(days=conf.hour_rollup_retention_days())],
+        batch_size=policy.batch_size,
+    )
+    result = {"spans": spans, "rollups": rollups}
+    failed = []
+    for name, hook in _retention_hooks.items():
+        try:
+            result[name] = hook(policy)
+        except Exception:
+            log.exception("retention.hook_failed", hook=name)
+            failed.append(name)
+    log.info("tracing.retention", **result)
+    if failed:
+        raise RuntimeError(f"retention hooks failed: {', '.join(failed)} (see the log)")
+    return result
