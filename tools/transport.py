@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from django.utils import timezone
 
-from tools.egress import EgressDenied, Resolver, guarded_client
+from tools.egress import Resolver, guarded_client
 from tracing.emit import REDACTED
 from tracing.failures import Failure, FailureClass
 
@@ -154,6 +154,7 @@ def http_send(
     current = httpx.URL(url)
     first_origin = _origin(current)
     headers = {"User-Agent": USER_AGENT, **headers}
+    answered = False
     try:
         with guarded_client(timeout=timeout, resolver=resolver) as client:
             for hop in range(max_redirects + 1):
@@ -194,6 +195,7 @@ def http_send(
                     timeout=httpx.Timeout(remaining),
                 )
                 response = client.send(request, stream=True)
+                answered = True
                 try:
                     is_redirect = (
                         response.status_code in REDIRECT_STATUSES and "location" in response.headers
@@ -237,9 +239,15 @@ def http_send(
             )
     except Exception as exc:
         failure = classify_transport_error(exc, current.host or url)
-        if isinstance(exc, EgressDenied) and exchanges:
-            # A refused redirect hop: the earlier hops did reach their server.
-            failure = Failure(failure.failure_class, str(failure), may_have_reached_server=True)
+        if answered and not failure.may_have_reached_server:
+            # A later hop failed (refused, unreachable): an earlier one did reach its server.
+            failure = Failure(
+                failure.failure_class,
+                str(failure),
+                may_have_reached_server=True,
+                retry_after=failure.retry_after,
+                status_code=failure.status_code,
+            )
         failure.exchanges = exchanges  # type: ignore[attr-defined]
         if failure is exc:
             raise

@@ -1,0 +1,318 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from agentops.auth import role_required
+from tools.forms import CredentialForm, McpServerForm, ToolForm, TryForm
+from tools.models import Credential, McpServer, ToolDefinition, ToolKind
+from tools.selectors import (
+    credential_list,
+    credential_users,
+    mcp_server_list,
+    mcp_server_tools,
+    tool_list,
+    tool_stats,
+    tool_stats_by_name,
+    tool_versions,
+)
+from tools.services import (
+    credential_save,
+    credential_test,
+    mcp_server_save,
+    mcp_server_sync,
+    tool_save,
+    tool_set_agents,
+    tool_set_enabled,
+    tool_try,
+)
+from tracing.failures import Failure
+
+
+def _apply_errors(form: object, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.error_dict.items():
+            target = field if field in form.fields else None  # type: ignore[attr-defined]
+            for error in errors:
+                form.add_error(target, error)  # type: ignore[attr-defined]
+    else:
+        for message in exc.messages:
+            form.add_error(None, message)  # type: ignore[attr-defined]
+
+
+# -- tools --------------------------------------------------------------------------------
+
+
+@role_required("admin")
+def tools_index(request: HttpRequest) -> HttpResponse:
+    tools = list(tool_list())
+    stats = tool_stats_by_name()
+    for tool in tools:
+        tool.stats = stats.get(tool.name)  # type: ignore[attr-defined]
+    return render(request, "tools/tool_list.html", {"tools": tools})
+
+
+def _save_tool_form(request: HttpRequest, form: ToolForm) -> ToolDefinition | None:
+    if not form.is_valid():
+        return None
+    tool = form.save()
+    try:
+        with transaction.atomic():
+            tool = tool_save(tool=tool)
+            tool_set_agents(tool=tool, agents=form.cleaned_data["agents"])
+    except ValidationError as exc:
+        _apply_errors(form, exc)
+        return None
+    return tool
+
+
+@role_required("admin")
+def tool_create(request: HttpRequest) -> HttpResponse:
+    form = ToolForm(request.POST or None)
+    if request.method == "POST":
+        tool = _save_tool_form(request, form)
+        if tool is not None:
+            messages.success(request, f"Tool {tool.name} created (version {tool.version}).")
+            return redirect("tools:detail", pk=tool.pk)
+    return render(request, "tools/tool_form.html", {"form": form, "tool": None})
+
+
+@role_required("admin")
+def tool_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    tool = get_object_or_404(ToolDefinition, pk=pk)
+    form = ToolForm(request.POST or None, instance=tool)
+    if request.method == "POST":
+        before = tool.version
+        saved = _save_tool_form(request, form)
+        if saved is not None:
+            if saved.version != before:
+                messages.success(
+                    request, f"Saved as version {saved.version}; version {before} is kept."
+                )
+            else:
+                messages.info(request, "Saved; the definition did not change, so no new version.")
+            return redirect("tools:detail", pk=saved.pk)
+        tool.refresh_from_db()
+    return render(request, "tools/tool_form.html", {"form": form, "tool": tool})
+
+
+def _detail_context(
+    tool: ToolDefinition, try_form: TryForm, trial: object = None
+) -> dict[str, object]:
+    return {
+        "tool": tool,
+        "agents": tool.agents.order_by("slug"),
+        "stats": tool_stats(tool=tool),
+        "versions": tool_versions(tool=tool),
+        "try_form": try_form,
+        "trial": trial,
+        "ToolKind": ToolKind,
+    }
+
+
+@role_required("admin")
+def tool_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    tool = get_object_or_404(
+        ToolDefinition.objects.select_related("credential", "mcp_server", "fallback"), pk=pk
+    )
+    example = {name: None for name in (tool.parameters.get("properties") or {})}
+    try_form = TryForm(initial={"arguments": example})
+    return render(request, "tools/tool_detail.html", _detail_context(tool, try_form))
+
+
+@role_required("admin")
+@require_POST
+def tool_try_view(request: HttpRequest, pk: int) -> HttpResponse:
+    tool = get_object_or_404(
+        ToolDefinition.objects.select_related("credential", "mcp_server"), pk=pk
+    )
+    form = TryForm(request.POST)
+    trial = (
+        tool_try(tool=tool, arguments=form.cleaned_data["arguments"]) if form.is_valid() else None
+    )
+    context = _detail_context(tool, form, trial)
+    if request.htmx:
+        return render(request, "tools/tool_detail.html#try-result", context)
+    return render(request, "tools/tool_detail.html", context)
+
+
+@role_required("admin")
+@require_POST
+def tool_toggle(request: HttpRequest, pk: int) -> HttpResponse:
+    tool = get_object_or_404(ToolDefinition, pk=pk)
+    enable = request.POST.get("enabled") == "1"
+    try:
+        tool = tool_set_enabled(tool=tool, enabled=enable)
+    except ValidationError as exc:
+        messages.error(
+            request,
+            f"Cannot {'enable' if enable else 'disable'} {tool.name}: {'; '.join(exc.messages)}",
+        )
+    else:
+        messages.success(
+            request,
+            f"{tool.name} {'enabled' if tool.enabled else 'disabled'} (version {tool.version}).",
+        )
+    if request.POST.get("next"):
+        return redirect(_safe_next(request))
+    return redirect("tools:detail", pk=tool.pk)
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next", "")
+    return target if target.startswith("/tools/") and "//" not in target else "/tools/"
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+@role_required("admin")
+def credentials_index(request: HttpRequest) -> HttpResponse:
+    return render(request, "tools/credential_list.html", {"credentials": credential_list()})
+
+
+def _save_credential_form(form: CredentialForm) -> Credential | None:
+    if not form.is_valid():
+        return None
+    credential = form.save(commit=False)
+    try:
+        return credential_save(
+            credential=credential, secret=form.cleaned_data.get("secret") or None
+        )
+    except ValidationError as exc:
+        _apply_errors(form, exc)
+        return None
+
+
+@role_required("admin")
+def credential_create(request: HttpRequest) -> HttpResponse:
+    form = CredentialForm(request.POST or None)
+    if request.method == "POST":
+        credential = _save_credential_form(form)
+        if credential is not None:
+            messages.success(
+                request, f"Credential {credential.name} saved. Its secret is stored encrypted."
+            )
+            return redirect("tools:credential", pk=credential.pk)
+    return render(request, "tools/credential_form.html", {"form": form, "credential": None})
+
+
+@role_required("admin")
+def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    credential = get_object_or_404(Credential, pk=pk)
+    form = CredentialForm(request.POST or None, instance=credential)
+    if request.method == "POST":
+        saved = _save_credential_form(form)
+        if saved is not None:
+            messages.success(request, f"Credential {saved.name} saved.")
+            return redirect("tools:credential", pk=saved.pk)
+        credential = Credential.objects.get(pk=pk)
+    return render(
+        request,
+        "tools/credential_form.html",
+        {
+            "form": form,
+            "credential": credential,
+            "users": credential_users(credential=credential),
+        },
+    )
+
+
+@role_required("admin")
+@require_POST
+def credential_test_view(request: HttpRequest, pk: int) -> HttpResponse:
+    credential = get_object_or_404(Credential, pk=pk)
+    check = credential_test(credential=credential)
+    credential.refresh_from_db()
+    context = {
+        "credential": credential,
+        "check": check,
+        "form": CredentialForm(instance=credential),
+        "users": credential_users(credential=credential),
+    }
+    if request.htmx:
+        return render(request, "tools/credential_form.html#health", context)
+    return render(request, "tools/credential_form.html", context)
+
+
+# -- MCP servers ----------------------------------------------------------------------------
+
+
+@role_required("admin")
+def mcp_index(request: HttpRequest) -> HttpResponse:
+    return render(request, "tools/mcp_list.html", {"servers": mcp_server_list()})
+
+
+def _save_mcp_form(form: McpServerForm) -> McpServer | None:
+    if not form.is_valid():
+        return None
+    try:
+        return mcp_server_save(server=form.save(commit=False))
+    except ValidationError as exc:
+        _apply_errors(form, exc)
+        return None
+
+
+@role_required("admin")
+def mcp_create(request: HttpRequest) -> HttpResponse:
+    form = McpServerForm(request.POST or None)
+    if request.method == "POST":
+        server = _save_mcp_form(form)
+        if server is not None:
+            messages.success(
+                request, f"MCP server {server.name} saved. Sync it to import its tools."
+            )
+            return redirect("tools:mcp", pk=server.pk)
+    return render(request, "tools/mcp_form.html", {"form": form, "server": None})
+
+
+@role_required("admin")
+def mcp_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    server = get_object_or_404(McpServer, pk=pk)
+    form = McpServerForm(request.POST or None, instance=server)
+    if request.method == "POST":
+        saved = _save_mcp_form(form)
+        if saved is not None:
+            messages.success(request, f"MCP server {saved.name} saved.")
+            return redirect("tools:mcp", pk=saved.pk)
+        server = McpServer.objects.get(pk=pk)
+    return render(
+        request,
+        "tools/mcp_form.html",
+        {
+            "form": form,
+            "server": server,
+            "tools": mcp_server_tools(server=server),
+        },
+    )
+
+
+@role_required("admin")
+@require_POST
+def mcp_sync_view(request: HttpRequest, pk: int) -> HttpResponse:
+    server = get_object_or_404(McpServer, pk=pk)
+    try:
+        report = mcp_server_sync(server=server)
+    except Failure as failure:
+        messages.error(
+            request,
+            f"Could not list the tools of {server.name} ({failure.failure_class}): {failure}",
+        )
+        return redirect("tools:mcp", pk=server.pk)
+    parts = [
+        f"{len(report.created)} new (disabled until you enable them)",
+        f"{len(report.updated)} updated",
+        f"{len(report.unchanged)} unchanged",
+    ]
+    if report.missing:
+        parts.append(
+            f"{len(report.missing)} no longer offered (disabled): {', '.join(report.missing)}"
+        )
+    messages.success(request, f"Synced {server.name}: " + "; ".join(parts) + ".")
+    for skipped in report.skipped:
+        messages.warning(request, f"Skipped {skipped}")
+    return redirect("tools:mcp", pk=server.pk)
