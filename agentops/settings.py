@@ -118,7 +118,7 @@ MEMORY_EMBEDDING_API_KEY = os.environ.get("MEMORY_EMBEDDING_API_KEY", "") or OPE
 MEMORY_EMBEDDING_MODEL = os.environ.get("MEMORY_EMBEDDING_MODEL", "").strip() or "text-embedding-3-small"
 if MEMORY_EMBEDDER == "openai" and not (MEMORY_EMBEDDING_BASE_URL or MEMORY_EMBEDDING_API_KEY):
     _fail("MEMORY_EMBEDDER=openai needs MEMORY_EMBEDDING_BASE_URL or MEMORY_EMBEDDING_API_KEY.")
-MEMORY_EXACT_SEARCH_MAX = envint("MEMORY_EXACT_SEARCH_MAX", 20000)
+MEMORY_EXACT_SEARCH_MAX = envint("MEMORY_EXACT_SEARCH_MAX", 1000)
 MEMORY_AUTO_PIN_RECALLS = envint("MEMORY_AUTO_PIN_RECALLS", 25)
 
 # Addresses HTTP tools may reach although they are private/loopback (CIDRs, comma separated).

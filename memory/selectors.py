@@ -28,7 +28,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
-from pgvector import Vector
 
 from memory.embedders import get_embedder
 from memory.models import Memory, MemoryEvent, MemoryRecall, MemoryRevision
@@ -41,7 +40,8 @@ WEIGHT_SIMILARITY = 0.8
 WEIGHT_IMPORTANCE = 0.1
 WEIGHT_RECENCY = 0.1
 RECENCY_HALF_LIFE_DAYS = 30.0
-HNSW_EF_SEARCH = 100
+HNSW_EF_SEARCH = 200
+HNSW_ITERATIVE_SCAN = "relaxed_order"
 
 _COLUMNS = (
     "id, agent_id, user_key, text, kind, importance, metadata, pinned, content_hash, embedder, "
@@ -99,21 +99,26 @@ def scope_user_keys(user_key: str) -> list[str]:
     return [""] if not user_key else ["", user_key]
 
 
-def _vector_text(embedding: Any) -> str:
-    return Vector._to_db(np.asarray(embedding, dtype=np.float32))
+def vector_text(embedding: Any) -> str:
+    """pgvector's text form; 7 significant digits keep float32 precision and parse fast."""
+    values = np.asarray(embedding, dtype=np.float32).tolist()
+    return "[" + ",".join(map("{:.7g}".format, values)) + "]"
 
 
 def _where(
     *,
     agent_id: int,
-    embedder_name: str,
+    embedder_name: str | None,
     user_keys: Sequence[str] | None,
     kinds: Sequence[str] | None,
     pinned: bool | None,
     now: datetime | None,
 ) -> tuple[str, dict[str, Any]]:
-    clauses = ["agent_id = %(agent_id)s", "embedding IS NOT NULL", "embedder = %(embedder)s"]
-    params: dict[str, Any] = {"agent_id": agent_id, "embedder": embedder_name}
+    clauses = ["agent_id = %(agent_id)s"]
+    params: dict[str, Any] = {"agent_id": agent_id}
+    if embedder_name is not None:
+        clauses += ["embedding IS NOT NULL", "embedder = %(embedder)s"]
+        params["embedder"] = embedder_name
     if user_keys is not None:
         names = []
         for i, key in enumerate(dict.fromkeys(user_keys)):
@@ -145,12 +150,16 @@ def memory_search(
     now: datetime | None = None,
     embedder_name: str | None = None,
     strategy: str = "auto",
+    iterative_scan: str = HNSW_ITERATIVE_SCAN,
+    ef_search: int = HNSW_EF_SEARCH,
 ) -> SearchResult:
     """The `limit` memories nearest to `embedding` (cosine) within a scope.
 
     `user_keys=None` means every user of the agent (memory pages only); `now` excludes
-    memories expired at that time; `strategy` is "auto", or "exact"/"hnsw" to force one
-    (the benchmark compares them).
+    memories expired at that time; `strategy` is "auto", or "exact"/"hnsw" to force one;
+    "planner" sends the HNSW-shaped query and lets Postgres pick the plan (iterative scan
+    on, no count); `iterative_scan` ("relaxed_order", "strict_order", "off") and `ef_search`
+    tune the HNSW path. The benchmark compares them all.
     """
     table = Memory._meta.db_table
     where, params = _where(
@@ -163,37 +172,55 @@ def memory_search(
     )
     exact_max = settings.MEMORY_EXACT_SEARCH_MAX
     scope_size = -1
-    with transaction.atomic(), connection.cursor() as cursor:
-        if strategy == "auto":
+    if strategy == "auto":
+        # Counted on the btree's own columns (an index-only scan): an upper bound of the
+        # scope, which the other conditions can only shrink.
+        count_where, count_params = _where(
+            agent_id=agent_id,
+            embedder_name=None,
+            user_keys=user_keys,
+            kinds=None,
+            pinned=None,
+            now=None,
+        )
+        with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT %(cap)s) s",  # noqa: S608
-                {**params, "cap": exact_max + 1},
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {count_where} LIMIT %(cap)s) s",  # noqa: S608
+                {**count_params, "cap": exact_max + 1},
             )
             scope_size = cursor.fetchone()[0]
-            if scope_size == 0:
-                return SearchResult([], "empty", 0)
-            strategy = "exact" if scope_size <= exact_max else "hnsw"
-        params.update(query=_vector_text(embedding), limit=limit)
-        if strategy == "exact":
-            # "+ 0" keeps the planner off the HNSW index: sorting the scope is exact and,
-            # for scopes this small, faster than a filtered graph walk.
-            sql = (
-                f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
-                f"WHERE {where} ORDER BY (embedding <=> %(query)s::vector) + 0 LIMIT %(limit)s"
-            )
-        elif strategy == "hnsw":
-            cursor.execute(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                "set_config('hnsw.ef_search', %s, true)",
-                [str(max(HNSW_EF_SEARCH, limit))],
-            )
-            sql = (
-                f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
-                f"WHERE {where} ORDER BY embedding <=> %(query)s::vector LIMIT %(limit)s"
-            )
-        else:
-            raise ValueError(f"Unknown search strategy {strategy!r}.")
+        if scope_size == 0:
+            return SearchResult([], "empty", 0)
+        strategy = "exact" if scope_size <= exact_max else "hnsw"
+    params.update(query=vector_text(embedding), limit=limit)
+    if strategy == "exact":
+        # "+ 0" keeps the planner off the HNSW index: it sorts the scope, found through the
+        # (agent_id, user_key) btree. Exact, and for small scopes faster than the graph.
+        sql = (
+            f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
+            f"WHERE {where} ORDER BY (embedding <=> %(query)s::vector) + 0 LIMIT %(limit)s"
+        )
         rows = list(Memory.objects.raw(sql, params))
+    elif strategy in ("hnsw", "planner"):
+        settings_sql = (
+            "SELECT set_config('hnsw.iterative_scan', %s, true), "
+            "set_config('hnsw.ef_search', %s, true)"
+        )
+        if strategy == "hnsw":
+            # Sorting priced out: the ordered HNSW scan is the only plan left.
+            settings_sql += ", set_config('enable_sort', 'off', true)"
+        sql = (
+            f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
+            f"WHERE {where} ORDER BY embedding <=> %(query)s::vector LIMIT %(limit)s"
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(settings_sql, [iterative_scan, str(max(ef_search, limit))])
+            rows = list(Memory.objects.raw(sql, params))
+            # Read-only: rolling back (a savepoint when nested) undoes the set_config()s,
+            # which would otherwise last until the caller's transaction ends.
+            transaction.set_rollback(True)
+    else:
+        raise ValueError(f"Unknown search strategy {strategy!r}.")
     for row in rows:
         row.similarity = 1.0 - float(row.distance)
     rows.sort(key=lambda m: -m.similarity)  # relaxed order is only nearly sorted
@@ -282,7 +309,13 @@ def memory_recall(
         ]
         if recalled:
             ids = [r.id for r in recalled]
+            outer_transaction = connection.in_atomic_block
             with transaction.atomic():
+                if not outer_transaction:
+                    # Bookkeeping only (access counts, provenance): a crash may lose the last
+                    # few hundred ms of it, and recall does not wait for a WAL flush.
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
                 Memory.objects.filter(id__in=ids).update(
                     access_count=F("access_count") + 1, last_accessed_at=now
                 )

@@ -21,7 +21,6 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
-from pgvector import Vector
 
 from memory.embedders import get_embedder
 from memory.models import (
@@ -31,7 +30,7 @@ from memory.models import (
     MemoryKind,
     MemoryRevision,
 )
-from memory.selectors import MemoryInputError, memory_search, traced
+from memory.selectors import MemoryInputError, memory_search, traced, vector_text
 from memory.text import content_hash, numbers_in
 from tracing.logs import get_logger
 
@@ -528,7 +527,7 @@ def memory_embed(
                     embedder.name,
                     [pk for pk, _, _ in batch],
                     [digest for _, _, digest in batch],
-                    [Vector._to_db(vector) for vector in vectors],
+                    [vector_text(vector) for vector in vectors],
                 ],
             )
             done += cursor.rowcount
