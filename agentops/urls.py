@@ -12,6 +12,7 @@ urlpatterns = [
     path("account/", views.account, name="account"),
     path("account/keys/<int:key_id>/delete", views.api_key_delete, name="api_key_delete"),
     path("tools/", include("tools.urls")),
+    path("memory/", include("memory.urls")),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
 ]

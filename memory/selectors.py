@@ -434,3 +434,27 @@ def memory_unembedded_count(*, agent_id: int | None = None) -> int:
     if agent_id is not None:
         rows = rows.filter(agent_id=agent_id)
     return rows.count()
+
+
+def _agent_model() -> Any:
+    # memory imports no app of ours; the agent table is reached through the app registry.
+    from django.apps import apps
+
+    return apps.get_model("agentops", "Agent")
+
+
+def memory_agents() -> list[Any]:
+    """Agents, each with `.memory_count`, by slug."""
+    counts = memory_agent_counts()
+    agents = list(_agent_model().objects.order_by("slug"))
+    for agent in agents:
+        agent.memory_count = counts.get(agent.pk, 0)
+    return agents
+
+
+def memory_agent(*, slug: str) -> Any | None:
+    return _agent_model().objects.filter(slug=slug).first()
+
+
+def memory_agent_of(*, memory: Memory) -> Any | None:
+    return _agent_model().objects.filter(pk=memory.agent_id).first()
