@@ -15,8 +15,12 @@ class ModelEndpointForm(forms.ModelForm):
     class Meta:
         model = models.ModelEndpoint
         fields = [
-            "name", "base_url", "default_model", "timeout_seconds",
-            "breaker_threshold", "breaker_cooldown_seconds",
+            "name",
+            "base_url",
+            "default_model",
+            "timeout_seconds",
+            "breaker_threshold",
+            "breaker_cooldown_seconds",
         ]
 
     def save(self, commit: bool = True) -> models.ModelEndpoint:
@@ -33,7 +37,14 @@ class ModelEndpointForm(forms.ModelForm):
 @admin.register(models.ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
     form = ModelEndpointForm
-    list_display = ["name", "base_url", "default_model", "breaker_state", "breaker_failures", "breaker_opened_at"]
+    list_display = [
+        "name",
+        "base_url",
+        "default_model",
+        "breaker_state",
+        "breaker_failures",
+        "breaker_opened_at",
+    ]
     readonly_fields = ["breaker_state", "breaker_failures", "breaker_opened_at", "has_api_key"]
 
     @admin.display(boolean=True)

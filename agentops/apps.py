@@ -8,3 +8,4 @@ class AgentOpsConfig(AppConfig):
 
     def ready(self) -> None:
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
+        from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)

@@ -37,7 +37,9 @@ def has_role(user: Any, minimum: str) -> bool:
     return role is not None and ROLES.index(role) >= ROLES.index(minimum)
 
 
-def role_required(minimum: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def role_required(
+    minimum: str,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """View decorator: the user must hold `minimum` or a higher role (403 otherwise)."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

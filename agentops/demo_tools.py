@@ -18,7 +18,9 @@ def get_time(timezone: str = "UTC") -> str:
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"Unknown time zone {timezone!r}; use an IANA name like Europe/Paris.") from None
+        raise ValueError(
+            f"Unknown time zone {timezone!r}; use an IANA name like Europe/Paris."
+        ) from None
     return datetime.now(UTC).astimezone(zone).isoformat(timespec="seconds")
 
 

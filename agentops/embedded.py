@@ -190,7 +190,11 @@ def start_redis() -> str:
         if _redis_answers(sock):
             return redis_url()
         time.sleep(0.02)
-    log = (folder / "redis.log").read_text(errors="replace")[-300:] if (folder / "redis.log").exists() else ""
+    log = (
+        (folder / "redis.log").read_text(errors="replace")[-300:]
+        if (folder / "redis.log").exists()
+        else ""
+    )
     detail = (result.stderr or log or "no output").strip().splitlines()
     raise EmbeddedServiceError(
         f"The embedded Redis in {folder} did not start: {detail[-1] if detail else 'no output'}."

@@ -23,7 +23,9 @@ def services_status() -> list[ServiceStatus]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             row = cursor.fetchone()
-        statuses.append(ServiceStatus("Postgres", True, f"pgvector {row[0]}" if row else "no pgvector"))
+        statuses.append(
+            ServiceStatus("Postgres", True, f"pgvector {row[0]}" if row else "no pgvector")
+        )
     except Exception as exc:
         statuses.append(ServiceStatus("Postgres", False, type(exc).__name__))
     try:
@@ -32,12 +34,16 @@ def services_status() -> list[ServiceStatus]:
         statuses.append(ServiceStatus("Redis", True, "answering"))
         workers = Worker.all(connection=redis)
         statuses.append(
-            ServiceStatus("Worker", bool(workers), f"{len(workers)} running" if workers else "none running")
+            ServiceStatus(
+                "Worker", bool(workers), f"{len(workers)} running" if workers else "none running"
+            )
         )
         schedulers = cron_scheduler_keys(redis)
         statuses.append(
             ServiceStatus(
-                "Scheduler", bool(schedulers), f"{len(schedulers)} running" if schedulers else "not running"
+                "Scheduler",
+                bool(schedulers),
+                f"{len(schedulers)} running" if schedulers else "not running",
             )
         )
     except Exception as exc:

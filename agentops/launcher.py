@@ -15,8 +15,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agentops.embedded import EmbeddedServiceError, postgres_dir, redis_socket, start_postgres, start_redis
-from agentops.embedded import stop_postgres, stop_redis
+from agentops.embedded import (
+    EmbeddedServiceError,
+    postgres_dir,
+    redis_socket,
+    start_postgres,
+    start_redis,
+    stop_postgres,
+    stop_redis,
+)
 
 PYTHON = sys.executable
 MANAGE = [PYTHON, str(Path(__file__).resolve().parent.parent / "manage.py")]
@@ -82,8 +89,20 @@ def main() -> int:
             _say(f"development model server on http://127.0.0.1:{devport}/v1")
         children.append(
             subprocess.Popen(
-                [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1",
-                 "--port", port, "--log-level", "warning", "--ws", "websockets"]
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "agentops.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    port,
+                    "--log-level",
+                    "warning",
+                    "--ws",
+                    "websockets",
+                ]
             )
         )
         children.append(subprocess.Popen([*MANAGE, "rqworker", "maintenance", "runs"]))
@@ -95,7 +114,9 @@ def main() -> int:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         dead = next(child for child in children if child.poll() is not None)
-        _say(f"process {' '.join(map(str, dead.args))[:80]} exited with {dead.returncode}; stopping")
+        _say(
+            f"process {' '.join(map(str, dead.args))[:80]} exited with {dead.returncode}; stopping"
+        )
         return 1
     except KeyboardInterrupt:
         _say("stopping…")

@@ -8,7 +8,9 @@ from django.db import models
 
 from tools.secrets import decrypt_text, encrypt_text
 
-slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "Use lowercase letters, digits and dashes.")
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9-]{0,62}$", "Use lowercase letters, digits and dashes."
+)
 
 
 class BreakerState(models.TextChoices):
@@ -53,13 +55,17 @@ class Agent(models.Model):
     slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="agents")
-    model = models.CharField(max_length=200, blank=True, help_text="Empty: the endpoint's default model.")
+    model = models.CharField(
+        max_length=200, blank=True, help_text="Empty: the endpoint's default model."
+    )
     system_prompt = models.TextField(blank=True, default="")
     temperature = models.FloatField(null=True, blank=True)
     tools = models.ManyToManyField("tools.ToolDefinition", blank=True, related_name="agents")
     max_steps = models.PositiveIntegerField(default=12, validators=[MinValueValidator(1)])
     # Memory settings.
-    context_token_budget = models.PositiveIntegerField(default=8000, validators=[MinValueValidator(256)])
+    context_token_budget = models.PositiveIntegerField(
+        default=8000, validators=[MinValueValidator(256)]
+    )
     memory_enabled = models.BooleanField(default=True)
     recall_k = models.PositiveIntegerField(default=5)
     # Retry policy for model calls (tools carry their own).
@@ -108,7 +114,9 @@ class Session(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
     external_user = models.CharField(max_length=200, blank=True, default="")
     title = models.CharField(max_length=200, blank=True, default="")
-    status = models.CharField(max_length=12, choices=SessionStatus.choices, default=SessionStatus.ACTIVE)
+    status = models.CharField(
+        max_length=12, choices=SessionStatus.choices, default=SessionStatus.ACTIVE
+    )
     operator = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -150,7 +158,9 @@ class Message(models.Model):
     tool_calls = models.JSONField(default=list, blank=True)
     tool_call_id = models.CharField(max_length=100, blank=True, default="")
     name = models.CharField(max_length=100, blank=True, default="")
-    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
+    run = models.ForeignKey(
+        "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
     step = models.PositiveIntegerField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
     author = models.ForeignKey(
@@ -160,7 +170,9 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["session", "seq"]
-        constraints = [models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq")]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq")
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}#{self.seq}"
@@ -196,7 +208,9 @@ class Run(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    trigger = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    trigger = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     epoch = models.PositiveIntegerField(default=0)
     jobs_started = models.PositiveIntegerField(default=0)
     step = models.PositiveIntegerField(default=0)
@@ -204,6 +218,7 @@ class Run(models.Model):
     wait_reason = models.CharField(max_length=200, blank=True, default="")
     wake_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, default="")
+    job_id = models.CharField(max_length=100, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -226,7 +241,8 @@ class Run(models.Model):
             models.Index(fields=["session", "-created_at"]),
             models.Index(fields=["error_class", "-created_at"]),
             models.Index(
-                fields=["heartbeat_at"], name="run_active_heartbeat",
+                fields=["heartbeat_at"],
+                name="run_active_heartbeat",
                 condition=models.Q(status__in=["queued", "running", "waiting"]),
             ),
         ]
@@ -273,11 +289,14 @@ class ToolCall(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["run", "step", "call_id"], name="toolcall_idempotency_key")
+            models.UniqueConstraint(
+                fields=["run", "step", "call_id"], name="toolcall_idempotency_key"
+            )
         ]
         indexes = [
             models.Index(
-                fields=["started_at"], name="toolcall_awaiting_approval",
+                fields=["started_at"],
+                name="toolcall_awaiting_approval",
                 condition=models.Q(status="awaiting_approval"),
             )
         ]
@@ -303,17 +322,23 @@ class HandoffResolution(models.TextChoices):
 
 class Handoff(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="handoffs")
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoffs")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoffs"
+    )
     reason = models.TextField()
     team = models.CharField(max_length=64, blank=True, default="")
     priority = models.PositiveSmallIntegerField(default=2, help_text="1 is most urgent.")
-    status = models.CharField(max_length=10, choices=HandoffStatus.choices, default=HandoffStatus.OPEN)
+    status = models.CharField(
+        max_length=10, choices=HandoffStatus.choices, default=HandoffStatus.OPEN
+    )
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
-    resolution = models.CharField(max_length=12, choices=HandoffResolution.choices, blank=True, default="")
+    resolution = models.CharField(
+        max_length=12, choices=HandoffResolution.choices, blank=True, default=""
+    )
     summary = models.TextField(blank=True, default="")
     last_tool_calls = models.JSONField(default=list, blank=True)
     suggested_reply = models.TextField(blank=True, default="")
@@ -331,14 +356,19 @@ class AuditEntry(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     action = models.CharField(max_length=40)
-    session = models.ForeignKey(Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    session = models.ForeignKey(
+        Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     target = models.CharField(max_length=200, blank=True, default="")
     detail = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["-created_at"]), models.Index(fields=["session", "-created_at"])]
+        indexes = [
+            models.Index(fields=["-created_at"]),
+            models.Index(fields=["session", "-created_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor_id} at {self.created_at:%Y-%m-%d %H:%M}"
@@ -347,7 +377,9 @@ class AuditEntry(models.Model):
 class ApiKey(models.Model):
     """A personal API key; only its SHA-256 is stored."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12)
     key_hash = models.CharField(max_length=64, unique=True)

@@ -1,3 +1,13 @@
 """WebSocket routes of the whole deployment (each app keeps its own consumers)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from agentops.consumers import SessionConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi()),
+]
+
+from agentops.observe.routing import websocket_urlpatterns as _observe_routes  # noqa: E402
+
+websocket_urlpatterns += _observe_routes

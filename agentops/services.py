@@ -20,9 +20,15 @@ def roles_ensure() -> None:
 def default_endpoint_config() -> dict[str, str]:
     """Where the default endpoint points: OPENAI_BASE_URL, OpenAI itself, or the dev model."""
     if settings.OPENAI_BASE_URL:
-        return {"base_url": settings.OPENAI_BASE_URL, "model": settings.DEFAULT_MODEL or "gpt-4o-mini"}
+        return {
+            "base_url": settings.OPENAI_BASE_URL,
+            "model": settings.DEFAULT_MODEL or "gpt-4o-mini",
+        }
     if settings.OPENAI_API_KEY:
-        return {"base_url": "https://api.openai.com/v1", "model": settings.DEFAULT_MODEL or "gpt-4o-mini"}
+        return {
+            "base_url": "https://api.openai.com/v1",
+            "model": settings.DEFAULT_MODEL or "gpt-4o-mini",
+        }
     return {"base_url": settings.DEVMODEL_URL, "model": settings.DEFAULT_MODEL or "devmodel"}
 
 
@@ -38,7 +44,9 @@ def endpoint_ensure_default() -> ModelEndpoint:
     return endpoint
 
 
-def audit_record(*, actor: Any, action: str, session: Any = None, target: str = "", **detail: Any) -> AuditEntry:
+def audit_record(
+    *, actor: Any, action: str, session: Any = None, target: str = "", **detail: Any
+) -> AuditEntry:
     return AuditEntry.objects.create(
         actor=actor if actor is not None and actor.is_authenticated else None,
         action=action,

@@ -54,7 +54,9 @@ def envurl(name: str, schemes: set[str], default: str = "") -> str:
     if raw:
         parsed = urlparse(raw)
         if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
-            _fail(f"{name} must be a URL starting with {' or '.join(sorted(schemes))}://, not {raw!r}.")
+            _fail(
+                f"{name} must be a URL starting with {' or '.join(sorted(schemes))}://, not {raw!r}."
+            )
     return raw
 
 
@@ -64,7 +66,9 @@ VAR_DIR = Path(os.environ.get("AGENTOPS_VAR_DIR") or BASE_DIR / "var").resolve()
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        _fail("SECRET_KEY is not set; set it to a long random string (or set DEBUG=1 for development).")
+        _fail(
+            "SECRET_KEY is not set; set it to a long random string (or set DEBUG=1 for development)."
+        )
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -99,7 +103,9 @@ DEVMODEL_URL = f"http://127.0.0.1:{DEVMODEL_PORT}/v1"
 CREDENTIALS_KEYS = envlist("CREDENTIALS_KEY", "")
 if not CREDENTIALS_KEYS:
     if not DEBUG:
-        _fail("CREDENTIALS_KEY is not set; generate one with `python manage.py generate_credentials_key`.")
+        _fail(
+            "CREDENTIALS_KEY is not set; generate one with `python manage.py generate_credentials_key`."
+        )
     _cred_file = VAR_DIR / "credentials_key"
     if not _cred_file.exists():
         import base64
@@ -115,7 +121,9 @@ if MEMORY_EMBEDDER not in {"wordllama", "openai"}:
     _fail(f"MEMORY_EMBEDDER must be 'wordllama' or 'openai', not {MEMORY_EMBEDDER!r}.")
 MEMORY_EMBEDDING_BASE_URL = envurl("MEMORY_EMBEDDING_BASE_URL", {"http", "https"}, OPENAI_BASE_URL)
 MEMORY_EMBEDDING_API_KEY = os.environ.get("MEMORY_EMBEDDING_API_KEY", "") or OPENAI_API_KEY
-MEMORY_EMBEDDING_MODEL = os.environ.get("MEMORY_EMBEDDING_MODEL", "").strip() or "text-embedding-3-small"
+MEMORY_EMBEDDING_MODEL = (
+    os.environ.get("MEMORY_EMBEDDING_MODEL", "").strip() or "text-embedding-3-small"
+)
 if MEMORY_EMBEDDER == "openai" and not (MEMORY_EMBEDDING_BASE_URL or MEMORY_EMBEDDING_API_KEY):
     _fail("MEMORY_EMBEDDER=openai needs MEMORY_EMBEDDING_BASE_URL or MEMORY_EMBEDDING_API_KEY.")
 MEMORY_EXACT_SEARCH_MAX = envint("MEMORY_EXACT_SEARCH_MAX", 1000)
@@ -178,10 +186,14 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+}
 
 CHANNEL_LAYERS = {
     "default": {

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from agentops import views
+from agentops.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", views.account, name="account"),
     path("account/keys/<int:key_id>/delete", views.api_key_delete, name="api_key_delete"),
+    path("api/", api.urls),
     path("tools/", include("tools.urls")),
     path("memory/", include("memory.urls")),
     path("admin/django-rq/", include("django_rq.urls")),

@@ -25,7 +25,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     statuses = services_status()
     core_up = all(s.up for s in statuses if s.name in {"Postgres", "Redis"})
     return JsonResponse(
-        {s.name.lower(): {"up": s.up, "detail": s.detail} for s in statuses}, status=200 if core_up else 503
+        {s.name.lower(): {"up": s.up, "detail": s.detail} for s in statuses},
+        status=200 if core_up else 503,
     )
 
 

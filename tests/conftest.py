@@ -55,8 +55,9 @@ def dev_agent(db, devmodel, model_name):  # type: ignore[no-untyped-def]
     return AgentFactory(endpoint=endpoint)
 
 
-@pytest.fixture
-def worker(transactional_db) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="session")
+def worker(django_db_setup) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
+    """One RQ worker process for the session, on the test database (tests must be transactional)."""
     proc = start_worker(child_env())
     yield proc
     proc.stop()

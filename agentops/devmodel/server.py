@@ -70,13 +70,19 @@ def embed_text(text: str, dimensions: int) -> list[float]:
     return [v / norm for v in vector]
 
 
-def plan_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]], fault: dict[str, Any]) -> dict:
+def plan_reply(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], fault: dict[str, Any]
+) -> dict:
     """Decide the assistant's reply: {"content": str} or {"tool_calls": [...]}."""
     system = _content_text(messages[0]) if messages and messages[0].get("role") == "system" else ""
     if system.startswith("Summarize"):
         body = [f"{m['role']}: {_content_text(m)[:60]}" for m in messages[1:] if _content_text(m)]
         return {"content": "Summary: " + " | ".join(body)[:1500]}
     last = messages[-1] if messages else {"role": "user", "content": ""}
+    user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    if user_text.strip().lower() == "loop":
+        return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": "echo",
+                                "arguments": json.dumps({"text": "again"})}]}
     if last.get("role") == "tool":
         results = []
         for m in reversed(messages):
@@ -84,7 +90,6 @@ def plan_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]], faul
                 break
             results.append(_content_text(m))
         return {"content": "Tool results: " + " ; ".join(reversed(results))}
-    user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
     tool_names = {t.get("function", {}).get("name") for t in tools}
 
     def call(name: str, arguments: str) -> dict:
@@ -92,21 +97,25 @@ def plan_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]], faul
             name = "no_such_tool"
         if fault.get("malformed_tool_json"):
             arguments = arguments[:-1] + ',"oops": }'
-        return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": name, "arguments": arguments}]}
+        return {
+            "tool_calls": [
+                {"id": f"call_{uuid.uuid4().hex[:12]}", "name": name, "arguments": arguments}
+            ]
+        }
 
     match = CALL_RE.match(user_text)
     if match:
         args = match.group(2).strip() or "{}"
         return call(match.group(1), args)
     lowered = user_text.lower().strip()
-    if lowered == "loop":
-        return call("echo", json.dumps({"text": "again"}))
     if lowered.startswith("remember ") and "remember" in tool_names:
         return call("remember", json.dumps({"text": user_text.strip()[9:], "kind": "fact"}))
     if lowered.startswith("recall ") and "recall" in tool_names:
         return call("recall", json.dumps({"query": user_text.strip()[7:], "k": 5}))
     if HANDOFF_RE.search(user_text) and "handoff_to_human" in tool_names:
-        return call("handoff_to_human", json.dumps({"reason": f"The user asked: {user_text[:200]}"}))
+        return call(
+            "handoff_to_human", json.dumps({"reason": f"The user asked: {user_text[:200]}"})
+        )
     context_bits = [
         _content_text(m)
         for m in messages
@@ -136,7 +145,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _error(self, status: int, message: str, code: str | None = None, **headers: str) -> None:
-        kind = {401: "authentication_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
+        kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
+            status, "invalid_request_error"
+        )
         if status >= 500:
             kind = "server_error"
         self._json(status, {"error": {"message": message, "type": kind, "code": code}}, headers)
@@ -186,8 +197,15 @@ class Handler(BaseHTTPRequestHandler):
                 for i, text in enumerate(inputs)
             ]
             tokens = sum(len(str(t).split()) for t in inputs)
-            self._json(200, {"object": "list", "data": data, "model": body.get("model", "devmodel"),
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model", "devmodel"),
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                },
+            )
         else:
             self._error(404, f"No route {url.path}")
 
@@ -199,10 +217,21 @@ class Handler(BaseHTTPRequestHandler):
             script = _scripts.get(model, {})
             fault = script["faults"].pop(0) if script.get("faults") else {}
             _requests.setdefault(model, []).append(
-                {"messages": len(messages), "fault": fault, "at": time.time(), "last": messages[-1] if messages else None}
+                {
+                    "messages": len(messages),
+                    "fault": fault,
+                    "at": time.time(),
+                    "last": messages[-1] if messages else None,
+                }
             )
-        user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
-        inline = INLINE_FAULT_RE.search(user_text) if messages and messages[-1].get("role") == "user" else None
+        user_text = next(
+            (_content_text(m) for m in reversed(messages) if m.get("role") == "user"), ""
+        )
+        inline = (
+            INLINE_FAULT_RE.search(user_text)
+            if messages and messages[-1].get("role") == "user"
+            else None
+        )
         if inline and not fault:
             fault = {
                 "429": {"status": 429, "retry_after": 1},
@@ -225,7 +254,11 @@ class Handler(BaseHTTPRequestHandler):
         if status:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
             code = fault.get("code")
-            message = "maximum context length exceeded" if code == "context_length_exceeded" else f"Injected {status}"
+            message = (
+                "maximum context length exceeded"
+                if code == "context_length_exceeded"
+                else f"Injected {status}"
+            )
             self._error(int(status), message, code, **headers)
             return
         limit = script.get("context_limit")
@@ -238,27 +271,60 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         reply = plan_reply(messages, tools, fault)
-        completion_tokens = max(1, len(_words(reply.get("content", ""))) + 5 * len(reply.get("tool_calls", [])))
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        completion_tokens = max(
+            1, len(_words(reply.get("content", ""))) + 5 * len(reply.get("tool_calls", []))
+        )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
         created = int(time.time())
         if body.get("stream"):
-            self._stream(cid, created, model, reply, usage, float(fault.get("stream_delay") or 0),
-                         bool((body.get("stream_options") or {}).get("include_usage")))
+            self._stream(
+                cid,
+                created,
+                model,
+                reply,
+                usage,
+                float(fault.get("stream_delay") or 0),
+                bool((body.get("stream_options") or {}).get("include_usage")),
+            )
             return
         message: dict[str, Any] = {"role": "assistant", "content": reply.get("content")}
         if reply.get("tool_calls"):
             message["tool_calls"] = [
-                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
                 for c in reply["tool_calls"]
             ]
         finish = "tool_calls" if reply.get("tool_calls") else "stop"
-        self._json(200, {"id": cid, "object": "chat.completion", "created": created, "model": model,
-                         "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
+        self._json(
+            200,
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            },
+        )
 
-    def _stream(self, cid: str, created: int, model: str, reply: dict, usage: dict, delay: float,
-                include_usage: bool) -> None:
+    def _stream(
+        self,
+        cid: str,
+        created: int,
+        model: str,
+        reply: dict,
+        usage: dict,
+        delay: float,
+        include_usage: bool,
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -267,8 +333,13 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
         def chunk(delta: dict, finish: str | None = None, with_usage: bool = False) -> None:
-            payload: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            payload: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             if with_usage:
                 payload["choices"] = []
                 payload["usage"] = usage
@@ -279,13 +350,32 @@ class Handler(BaseHTTPRequestHandler):
             chunk({"role": "assistant", "content": ""})
             if reply.get("tool_calls"):
                 for index, call in enumerate(reply["tool_calls"]):
-                    chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                           "function": {"name": call["name"], "arguments": ""}}]})
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
                     args = call["arguments"]
                     for start in range(0, len(args), 16):
                         if delay:
                             time.sleep(delay)
-                        chunk({"tool_calls": [{"index": index, "function": {"arguments": args[start:start + 16]}}]})
+                        chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": index,
+                                        "function": {"arguments": args[start : start + 16]},
+                                    }
+                                ]
+                            }
+                        )
                 chunk({}, "tool_calls")
             else:
                 for word in _words(reply.get("content") or ""):

@@ -9,6 +9,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 os.environ.setdefault("LOG_FORMAT", "console")
 os.environ.setdefault("TOOL_EGRESS_ALLOWLIST", "")
 
-from agentops.embedded import ensure_services  # noqa: E402
+from agentops.embedded import ensure_services
 
 ensure_services()

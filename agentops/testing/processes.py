@@ -53,13 +53,21 @@ def wait_http(url: str, seconds: float = 30) -> None:
 class Proc:
     """A child process we started; stopped by pid, never by name."""
 
-    def __init__(self, args: list[str], env: dict[str, str], name: str, new_group: bool = True) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], name: str, new_group: bool = True
+    ) -> None:
         self.name = name
-        self.log_path = Path(os.environ["AGENTOPS_VAR_DIR"]) / "logs" / f"{name}-{time.time_ns()}.log"
+        self.log_path = (
+            Path(os.environ["AGENTOPS_VAR_DIR"]) / "logs" / f"{name}-{time.time_ns()}.log"
+        )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            args, env=env, cwd=PROJECT_DIR, stdout=self.log, stderr=subprocess.STDOUT,
+            args,
+            env=env,
+            cwd=PROJECT_DIR,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=new_group,
         )
 
@@ -92,7 +100,15 @@ class Proc:
 
 
 def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = False) -> Proc:
-    args = [PYTHON, "manage.py", "rqworker", "maintenance", "runs", "--name", f"{name}-{time.time_ns()}"]
+    args = [
+        PYTHON,
+        "manage.py",
+        "rqworker",
+        "maintenance",
+        "runs",
+        "--name",
+        f"{name}-{time.time_ns()}",
+    ]
     if simple:
         args += ["--worker-class", "rq.worker.SimpleWorker"]
     return Proc(args, env, name)
@@ -100,9 +116,22 @@ def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = Fa
 
 def start_web(env: dict[str, str], port: int) -> Proc:
     proc = Proc(
-        [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--ws", "websockets"],
-        env, f"web-{port}",
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "agentops.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--ws",
+            "websockets",
+        ],
+        env,
+        f"web-{port}",
     )
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return proc
@@ -129,7 +158,8 @@ class DevModel:
 
         body = json.dumps({"model": model, "faults": faults or [], **options}).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/_control/script", data=body,
+            f"http://127.0.0.1:{self.port}/_control/script",
+            data=body,
             headers={"Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - loopback only
@@ -138,7 +168,7 @@ class DevModel:
         import json
 
         url = f"http://127.0.0.1:{self.port}/_control/requests?model={model}"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read())["requests"]
 
     def stop(self) -> None:

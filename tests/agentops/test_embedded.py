@@ -18,7 +18,11 @@ def test_it_explains_an_unusable_data_folder(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["AGENTOPS_VAR_DIR"] = str(blocker / "var")
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+        [sys.executable, "manage.py", "check"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert result.returncode != 0

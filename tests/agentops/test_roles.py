@@ -38,7 +38,9 @@ def test_it_keeps_the_admin_for_admins(client, alice, bob):
 
 
 def test_it_logs_in_with_a_password(client, alice):
-    response = client.post(reverse("login"), {"username": "alice", "password": "correct horse battery staple"})
+    response = client.post(
+        reverse("login"), {"username": "alice", "password": "correct horse battery staple"}
+    )
     assert response.status_code == 302
     assert client.get(reverse("home")).status_code == 200
 

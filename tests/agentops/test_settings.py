@@ -15,8 +15,12 @@ def run_check(env_changes: dict[str, str | None], *args: str) -> subprocess.Comp
         else:
             env[key] = value
     return subprocess.run(
-        [sys.executable, "manage.py", "check", *args], cwd=PROJECT_DIR, env=env,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", "check", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -51,9 +55,14 @@ def test_it_passes_deploy_checks_in_production():
     from cryptography.fernet import Fernet
 
     result = run_check(
-        {"DEBUG": "0", "SECRET_KEY": "k" * 20 + "-Zq7#x9!mP2$vL8^tR4&wN6*yB3@cF5" + "j" * 10,
-         "CREDENTIALS_KEY": Fernet.generate_key().decode()},
-        "--deploy", "--fail-level", "WARNING",
+        {
+            "DEBUG": "0",
+            "SECRET_KEY": "k" * 20 + "-Zq7#x9!mP2$vL8^tR4&wN6*yB3@cF5" + "j" * 10,
+            "CREDENTIALS_KEY": Fernet.generate_key().decode(),
+        },
+        "--deploy",
+        "--fail-level",
+        "WARNING",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

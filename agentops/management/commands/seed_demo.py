@@ -30,9 +30,11 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(12)
             user = User.objects.create_superuser(username=username, email="", password=password)
             user.groups.add(Group.objects.get(name="admin"))
-            self.stdout.write(self.style.SUCCESS(
-                f"Created admin user '{username}' with password: {password}  (shown once; change it in Account)"
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Created admin user '{username}' with password: {password}  (shown once; change it in Account)"
+                )
+            )
         else:
             self.stdout.write(f"Admin user '{username}' exists; its password is unchanged.")
         endpoint = endpoint_ensure_default()

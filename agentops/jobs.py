@@ -1,0 +1,17 @@
+"""RQ entry points: thin, take ids, call one service."""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from agentops.runtime.loop import run_execute
+from agentops.runtime.services import runs_reconcile as reconcile
+
+
+def run_job(run_id: str) -> str:
+    job = get_current_job()
+    return run_execute(run_id=run_id, job_id=job.id if job else "")
+
+
+def runs_reconcile() -> dict[str, int]:
+    return reconcile()

@@ -1,0 +1,83 @@
+"""A circuit breaker per model endpoint, kept in Postgres so every worker shares it.
+
+Transitions are conditional UPDATEs: many workers may race, one wins each transition.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agentops.models import BreakerState, ModelEndpoint
+from tracing.emit import Tracer
+from tracing.failures import Failure, FailureClass
+
+COUNTED = {
+    FailureClass.RATE_LIMIT,
+    FailureClass.TIMEOUT,
+    FailureClass.CONNECTION,
+    FailureClass.SERVER_ERROR,
+}
+
+
+def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer) -> bool:
+    """May a call go to this endpoint now? Takes the half-open probe when the cooldown is over."""
+    endpoint.refresh_from_db(fields=["breaker_state", "breaker_failures", "breaker_opened_at"])
+    if endpoint.breaker_state == BreakerState.CLOSED:
+        return True
+    now = timezone.now()
+    cooled = now - timedelta(seconds=endpoint.breaker_cooldown_seconds)
+    took_probe = ModelEndpoint.objects.filter(
+        Q(pk=endpoint.pk, breaker_opened_at__lte=cooled)
+        & Q(breaker_state__in=[BreakerState.OPEN, BreakerState.HALF_OPEN])
+    ).update(breaker_state=BreakerState.HALF_OPEN, breaker_opened_at=now)
+    if took_probe:
+        tracer.event("breaker.half_open", endpoint=endpoint.name)
+        return True
+    return False
+
+
+def breaker_reopens_in(*, endpoint: ModelEndpoint) -> float:
+    if endpoint.breaker_opened_at is None:
+        return 0.0
+    remaining = (
+        endpoint.breaker_opened_at - timezone.now()
+    ).total_seconds() + endpoint.breaker_cooldown_seconds
+    return max(0.0, remaining)
+
+
+def breaker_record_success(*, endpoint: ModelEndpoint, tracer: Tracer) -> None:
+    if endpoint.breaker_state == BreakerState.CLOSED and endpoint.breaker_failures == 0:
+        return
+    closed = (
+        ModelEndpoint.objects.filter(pk=endpoint.pk)
+        .exclude(breaker_state=BreakerState.CLOSED, breaker_failures=0)
+        .update(breaker_state=BreakerState.CLOSED, breaker_failures=0, breaker_opened_at=None)
+    )
+    if closed and endpoint.breaker_state != BreakerState.CLOSED:
+        tracer.event("breaker.closed", endpoint=endpoint.name)
+    endpoint.breaker_state, endpoint.breaker_failures = BreakerState.CLOSED, 0
+
+
+def breaker_record_failure(*, endpoint: ModelEndpoint, failure: Failure, tracer: Tracer) -> None:
+    if failure.failure_class not in COUNTED:
+        return
+    ModelEndpoint.objects.filter(pk=endpoint.pk).update(breaker_failures=F("breaker_failures") + 1)
+    endpoint.refresh_from_db(fields=["breaker_state", "breaker_failures", "breaker_opened_at"])
+    should_open = endpoint.breaker_state == BreakerState.HALF_OPEN or (
+        endpoint.breaker_state == BreakerState.CLOSED
+        and endpoint.breaker_failures >= endpoint.breaker_threshold
+    )
+    if should_open:
+        opened = ModelEndpoint.objects.filter(
+            pk=endpoint.pk, breaker_state=endpoint.breaker_state
+        ).update(breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now())
+        if opened:
+            tracer.event(
+                "breaker.open",
+                endpoint=endpoint.name,
+                failures=endpoint.breaker_failures,
+                **{"error.type": failure.failure_class.value},
+            )

@@ -1,0 +1,92 @@
+"""Classify whatever a model call raised into a FailureClass (tracing.failures)."""
+
+from __future__ import annotations
+
+import openai
+
+from tracing.failures import Failure, FailureClass
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "too many tokens",
+)
+
+
+class WaitRequired(Exception):
+    """The run must wait (backoff, approval) without holding a worker."""
+
+    def __init__(self, delay: float | None, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
+class LeaseLost(Exception):
+    """Another worker took the run over, or it was cancelled: stop writing at once."""
+
+
+class HandoffRequired(Exception):
+    def __init__(self, reason: str, *, team: str = "", priority: int = 2) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.team = team
+        self.priority = priority
+
+
+def _retry_after(response: object) -> float | None:
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    for name in ("retry-after-ms", "retry-after"):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        return value / 1000 if name.endswith("ms") else value
+    return None
+
+
+def classify_model_error(exc: BaseException) -> Failure:
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return Failure(FailureClass.TIMEOUT, f"The model did not answer in time: {exc}")
+    if isinstance(exc, openai.APIConnectionError):
+        return Failure(
+            FailureClass.CONNECTION,
+            f"Cannot reach the model endpoint: {exc}",
+            may_have_reached_server=False,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = f"HTTP {status}: {exc.message}"
+        body_text = str(getattr(exc, "body", "") or "") + " " + str(exc.message)
+        if status == 429:
+            return Failure(
+                FailureClass.RATE_LIMIT,
+                message,
+                retry_after=_retry_after(exc.response),
+                status_code=status,
+            )
+        if status in (401, 403):
+            return Failure(FailureClass.AUTH, message, status_code=status)
+        if any(marker in body_text.lower() for marker in _CONTEXT_MARKERS):
+            return Failure(FailureClass.CONTEXT_OVERFLOW, message, status_code=status)
+        if status >= 500 or status == 408:
+            return Failure(
+                FailureClass.SERVER_ERROR,
+                message,
+                retry_after=_retry_after(exc.response),
+                status_code=status,
+            )
+        return Failure(FailureClass.INVALID_REQUEST, message, status_code=status)
+    if isinstance(exc, openai.APIError):
+        return Failure(
+            FailureClass.BAD_RESPONSE, f"The model endpoint sent something unusable: {exc}"
+        )
+    return Failure(FailureClass.BUG, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,635 @@
+"""The agent loop: context → model → tool calls → results → model … until an answer,
+a handoff, a wait or a limit. One RQ job drives one run; every step is checkpointed
+before the next starts, so a run whose worker died resumes where it stopped.
+
+Nothing here knows about HTTP or templates.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
+from django.utils import timezone
+
+from agentops.models import (
+    Agent,
+    Handoff,
+    Message,
+    Role,
+    Run,
+    RunStatus,
+    SessionStatus,
+    ToolCall,
+)
+from agentops.runtime import breaker
+from agentops.runtime.checkpoint import (
+    fenced_update,
+    heartbeat,
+    messages_append,
+    run_claim,
+    status_broadcast,
+)
+from agentops.runtime.context import (
+    SUMMARY_PROMPT,
+    ContextParts,
+    Transcript,
+    context_assemble,
+    count_tokens,
+    message_tokens,
+    to_openai,
+    transcript_load,
+)
+from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
+from agentops.runtime.model_client import ModelReply, model_complete, tool_specs
+from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
+from agentops.runtime.tooling import ToolRunner
+from tracing.emit import Tracer
+from tracing.failures import Failure, FailureClass
+from tracing.live import OPS_GROUP, broadcast, send_now, session_group, wait_sent
+from tracing.logs import bind_context, get_logger
+
+log = get_logger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+HANDOFF_SUMMARY_PROMPT = (
+    "Summarize this conversation for the human operator who takes it over, in 3 sentences."
+)
+SUGGEST_REPLY_PROMPT = (
+    "Draft a short, friendly reply the human operator could send to the user next."
+)
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the run's heartbeat; notices when the run was taken over or cancelled."""
+
+    def __init__(self, run_id: Any, epoch: int) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.run_id = run_id
+        self.epoch = epoch
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(HEARTBEAT_SECONDS):
+                try:
+                    if not heartbeat(run_id=self.run_id, epoch=self.epoch):
+                        self.lost.set()
+                        return
+                except DatabaseError:
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_execute(*, run_id: Any, job_id: str = "") -> str:
+    """Drive a run from its last checkpoint. Returns the status it ended this job in."""
+    close_old_connections()
+    epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
+    if epoch is None:
+        return "not-claimed"
+    run = Run.objects.select_related("agent__endpoint", "session").get(pk=run_id)
+    beat = Heartbeat(run.pk, epoch)
+    beat.start()
+    with bind_context(
+        trace_id=str(run.pk),
+        run_id=str(run.pk),
+        session_id=str(run.session_id),
+        agent=run.agent.slug,
+    ):
+        driver = RunDriver(run, epoch, beat)
+        try:
+            driver.start()
+            driver.drive()
+        except LeaseLost:
+            log.warning("run.lease_lost", epoch=epoch)
+        except WaitRequired as wait:
+            driver.wait(wait)
+        except HandoffRequired as handoff:
+            driver.hand_off(handoff.reason, team=handoff.team, priority=handoff.priority)
+        except (OperationalError, InterfaceError):
+            # Postgres went away: nothing more can be stored. The run stays `running` without a
+            # heartbeat, so the scheduler re-enqueues it and it resumes from its last checkpoint.
+            log.exception("run.database_unavailable")
+        except Exception as exc:
+            driver.fail(exc)
+        finally:
+            beat.stop()
+            try:
+                driver.tracer.flush_now()
+            except Exception:
+                log.exception("run.trace_flush_failed")
+            wait_sent()
+    run.refresh_from_db(fields=["status"])
+    return run.status
+
+
+class RunDriver:
+    def __init__(self, run: Run, epoch: int, beat: Heartbeat) -> None:
+        self.run = run
+        self.agent: Agent = run.agent
+        self.session = run.session
+        self.epoch = epoch
+        self.beat = beat
+        endpoints = [
+            self.agent.endpoint,
+            *[f.endpoint for f in self.agent.fallbacks.select_related("endpoint")],
+        ]
+        self.tracer = Tracer(
+            run.pk,
+            session_id=run.session_id,
+            agent=self.agent.slug,
+            secrets_to_redact=[e.api_key for e in endpoints],
+        )
+        self.candidates = [(self.agent.endpoint, self.agent.model_name)] + [
+            (f.endpoint, f.model_name) for f in self.agent.fallbacks.select_related("endpoint")
+        ]
+        self.policy = RetryPolicy(
+            self.agent.retry_max_attempts,
+            self.agent.retry_base_seconds,
+            self.agent.retry_cap_seconds,
+        )
+        self.transcript = Transcript()
+        self.parts = ContextParts(self.agent.system_prompt, [], "", {}, [])
+        self.tools = ToolRunner(self)
+        self.budget = self.agent.context_token_budget
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def check_alive(self) -> None:
+        if self.beat.lost.is_set():
+            raise LeaseLost("heartbeat lost")
+
+    def start(self) -> None:
+        self.tracer.event(
+            "run.status",
+            status=RunStatus.RUNNING,
+            epoch=self.epoch,
+            step=self.run.step,
+            resumed=self.run.step > 0,
+        )
+        self.run.status = RunStatus.RUNNING
+        status_broadcast(self.run)
+        self.transcript = transcript_load(
+            session_id=self.session.pk, after_seq=self.session.summary_upto_seq
+        )
+        self.parts.summary = self.session.summary
+        self.parts.notes = dict(self.session.scratchpad or {})
+        if self.agent.memory_enabled:
+            self.recall_memories()
+
+    def recall_memories(self) -> None:
+        from memory.selectors import memory_pinned, memory_recall
+
+        query = next(
+            (m.content for m in reversed(self.transcript.messages) if m.role == Role.USER), ""
+        )
+        self.parts.pinned = [
+            m.text
+            for m in memory_pinned(agent_id=self.agent.pk, user_key=self.session.external_user)
+        ]
+        if query and self.agent.recall_k:
+            recalled = memory_recall(
+                agent_id=self.agent.pk,
+                user_key=self.session.external_user,
+                query=query,
+                k=self.agent.recall_k,
+                run_id=self.run.pk,
+                tracer=self.tracer,
+            )
+            pinned = set(self.parts.pinned)
+            self.parts.recalled = [r.text for r in recalled if r.text not in pinned]
+
+    def drive(self) -> None:
+        while True:
+            self.check_alive()
+            pending = self.pending_tool_calls()
+            if pending:
+                for call in pending:
+                    self.tools.run_call(call)
+                continue
+            last = self.transcript.messages[-1] if self.transcript.messages else None
+            if last is not None and last.role == Role.ASSISTANT and last.run_id == self.run.pk:
+                self.finish()
+                return
+            if self.run.model_calls >= self.agent.max_steps:
+                raise HandoffRequired(f"max_steps reached ({self.agent.max_steps} model calls)")
+            self.model_step()
+
+    def pending_tool_calls(self) -> list[dict[str, Any]]:
+        answered = set()
+        for message in reversed(self.transcript.messages):
+            if message.role == Role.TOOL:
+                answered.add(message.tool_call_id)
+                continue
+            if (
+                message.role == Role.ASSISTANT
+                and message.tool_calls
+                and message.run_id == self.run.pk
+            ):
+                return [c for c in message.tool_calls if c.get("id") not in answered]
+            return []
+        return []
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint(
+        self, *, messages: list[Message], status: str | None = None, **fields: Any
+    ) -> None:
+        """Commit one step: new messages, run counters, trace records — all or nothing."""
+        self.run.step += 1
+        fields["step"] = self.run.step
+        if status:
+            fields["status"] = status
+            if status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HANDED_OFF):
+                fields["finished_at"] = timezone.now()
+        with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
+            with transaction.atomic():
+                fenced_update(run_id=self.run.pk, epoch=self.epoch, **fields)
+                for message in messages:
+                    message.run_id = self.run.pk
+                    message.step = self.run.step
+                created = messages_append(session_id=self.session.pk, messages=messages)
+                self.tracer.flush()
+        for key, value in fields.items():
+            setattr(self.run, key, value)
+        for message in created:
+            self.transcript.add(message)
+        if status:
+            status_broadcast(self.run)
+
+    def finish(self) -> None:
+        with transaction.atomic():
+            fenced_update(
+                run_id=self.run.pk,
+                epoch=self.epoch,
+                status=RunStatus.SUCCEEDED,
+                finished_at=timezone.now(),
+                state={},
+            )
+            self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
+            self.tracer.flush()
+        self.run.status = RunStatus.SUCCEEDED
+        status_broadcast(self.run)
+
+    # -- model steps ---------------------------------------------------------------------
+    def model_step(self) -> None:
+        tools = self.tools.available()
+        specs = tool_specs(tools)
+        tools_tokens = count_tokens(str(specs)) if specs else 0
+        with self.tracer.span("step", step=self.run.step + 1, kind="model") as step_span:
+            with self.tracer.span("context.assemble") as assemble:
+                messages, used, older = context_assemble(
+                    parts=self.parts,
+                    transcript=self.transcript,
+                    budget=self.budget,
+                    tools_tokens=tools_tokens,
+                )
+                assemble.set(tokens=used, messages=len(messages), folded=len(older))
+            if older:
+                self.fold_into_summary(older)
+                messages, used, _ = context_assemble(
+                    parts=self.parts,
+                    transcript=self.transcript,
+                    budget=self.budget,
+                    tools_tokens=tools_tokens,
+                )
+            reply = self.call_model(messages, specs)
+            step_span.set(
+                **{
+                    "gen_ai.usage.input_tokens": reply.input_tokens,
+                    "gen_ai.usage.output_tokens": reply.output_tokens,
+                }
+            )
+        message = Message(
+            role=Role.ASSISTANT,
+            content=reply.content,
+            tool_calls=reply.tool_calls,
+            token_count=message_tokens(content=reply.content, tool_calls=reply.tool_calls),
+        )
+        self.checkpoint(
+            messages=[message],
+            model_calls=self.run.model_calls + 1,
+            tokens_in=self.run.tokens_in + reply.input_tokens,
+            tokens_out=self.run.tokens_out + reply.output_tokens,
+            model_used=reply.model[:200],
+            state={},
+        )
+
+    def call_model(
+        self, messages: list[dict[str, Any]], specs: list[dict[str, Any]], *, purpose: str = "chat"
+    ) -> ModelReply:
+        """The retry owner for model calls: backoff, Retry-After, breaker, auth refresh, fallbacks."""
+        saved = (self.run.state or {}).get("model_retry") or {}
+        index = saved.get("candidate", 0) if purpose == "chat" else 0
+        attempt = saved.get("attempt", 0) if purpose == "chat" else 0
+        refreshed = compacted = False
+        last_failure: Failure | None = None
+        waits: list[float] = []
+        while index < len(self.candidates):
+            self.check_alive()
+            endpoint, model = self.candidates[index]
+            if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer):
+                waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
+                last_failure = Failure(
+                    FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}"
+                )
+                index, attempt = self.fall_back(index, "breaker_open")
+                continue
+            attempt += 1
+            try:
+                with self.tracer.span(
+                    "model.call",
+                    **{
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.system": "openai",
+                        "gen_ai.request.model": model,
+                        "server.address": endpoint.base_url,
+                        "endpoint": endpoint.name,
+                        "attempt": attempt,
+                        "purpose": purpose,
+                        "messages": len(messages),
+                    },
+                ) as span:
+                    reply = model_complete(
+                        endpoint=endpoint,
+                        model=model,
+                        messages=messages,
+                        tools=specs,
+                        temperature=self.agent.temperature,
+                        on_text=self.stream_text if purpose == "chat" else None,
+                        should_stop=self.beat.lost.is_set,
+                    )
+                    span.set(
+                        **{
+                            "gen_ai.response.model": reply.model,
+                            "gen_ai.usage.input_tokens": reply.input_tokens,
+                            "gen_ai.usage.output_tokens": reply.output_tokens,
+                            "gen_ai.response.finish_reasons": [reply.finish_reason],
+                            "tool_calls": len(reply.tool_calls),
+                        }
+                    )
+            except Failure as failure:
+                last_failure = failure
+                breaker.breaker_record_failure(
+                    endpoint=endpoint, failure=failure, tracer=self.tracer
+                )
+                kind = failure.failure_class
+                if kind == FailureClass.BUG:
+                    raise
+                if kind == FailureClass.AUTH and not refreshed:
+                    refreshed = True
+                    endpoint.refresh_from_db()
+                    self.tracer.event("credential.refresh", endpoint=endpoint.name)
+                    continue
+                if kind == FailureClass.CONTEXT_OVERFLOW and not compacted and purpose == "chat":
+                    compacted = True
+                    messages = self.compact(messages)
+                    continue
+                if failure.transient and attempt < self.policy.max_attempts:
+                    delay = self.policy.delay(attempt, failure.retry_after)
+                    self.run.retries += 1
+                    Run.objects.filter(pk=self.run.pk).update(retries=self.run.retries)
+                    if delay > INLINE_WAIT_MAX and purpose == "chat":
+                        self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
+                        raise WaitRequired(
+                            delay, f"backoff after {kind.value} (attempt {attempt})"
+                        ) from failure
+                    wait_inline(
+                        self.tracer,
+                        delay=delay,
+                        attempt=attempt,
+                        error_class=kind.value,
+                        what=f"model {model}",
+                    )
+                    continue
+                index, attempt = self.fall_back(index, kind.value)
+                continue
+            breaker.breaker_record_success(endpoint=endpoint, tracer=self.tracer)
+            if index:
+                self.run.fallbacks += 1
+                Run.objects.filter(pk=self.run.pk).update(fallbacks=self.run.fallbacks)
+            return reply
+        assert last_failure is not None
+        if (
+            waits
+            and all(w > 0 for w in waits)
+            and purpose == "chat"
+            and attempt < self.policy.max_attempts
+        ):
+            self.run.state = {"model_retry": {"candidate": 0, "attempt": attempt + 1}}
+            raise WaitRequired(min(waits), "every model endpoint's circuit breaker is open")
+        raise last_failure
+
+    def fall_back(self, index: int, reason: str) -> tuple[int, int]:
+        if index + 1 < len(self.candidates):
+            endpoint, model = self.candidates[index + 1]
+            self.tracer.event(
+                "fallback",
+                reason=reason,
+                to_endpoint=endpoint.name,
+                **{"gen_ai.request.model": model},
+            )
+        return index + 1, 0
+
+    def stream_text(self, text: str) -> None:
+        send_now(
+            session_group(self.session.pk),
+            {"kind": "token", "run_id": str(self.run.pk), "text": text},
+        )
+
+    def compact(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Context overflow: fold more of the conversation into the summary and reassemble."""
+        self.budget = max(256, self.budget // 2)
+        older, _ = self.transcript.window(self.budget)
+        if older:
+            self.fold_into_summary(older)
+        specs = tool_specs(self.tools.available())
+        rebuilt, _, _ = context_assemble(
+            parts=self.parts,
+            transcript=self.transcript,
+            budget=self.budget,
+            tools_tokens=count_tokens(str(specs)) if specs else 0,
+        )
+        return rebuilt
+
+    def fold_into_summary(self, older: list[Message]) -> None:
+        """Older messages no longer fit: the model folds them into the running summary."""
+        with self.tracer.span("memory.summarize", messages=len(older)) as span:
+            chunk_budget = max(512, self.budget // 2)
+            remaining = list(older)
+            summary = self.parts.summary
+            while remaining:
+                chunk: list[Message] = []
+                used = 0
+                while remaining and (not chunk or used + remaining[0].token_count <= chunk_budget):
+                    used += remaining[0].token_count
+                    chunk.append(remaining.pop(0))
+                prompt = [{"role": "system", "content": SUMMARY_PROMPT}]
+                if summary:
+                    prompt.append({"role": "user", "content": "Summary so far:\n" + summary})
+                prompt.append(
+                    {
+                        "role": "user",
+                        "content": "\n".join(
+                            f"{m.role}: {m.content or to_openai(m).get('tool_calls', '')}"
+                            for m in chunk
+                        ),
+                    }
+                )
+                summary = self.call_model(prompt, [], purpose="summary").content.strip()
+            upto = older[-1].seq
+            span.set(upto_seq=upto, summary_tokens=count_tokens(summary))
+        from agentops.models import Session
+
+        Session.objects.filter(pk=self.session.pk).update(summary=summary, summary_upto_seq=upto)
+        self.session.summary, self.session.summary_upto_seq = summary, upto
+        self.parts.summary = summary
+        self.transcript.messages = [m for m in self.transcript.messages if m.seq > upto]
+
+    # -- endings -------------------------------------------------------------------------
+    def wait(self, wait: WaitRequired) -> None:
+        wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None
+        with transaction.atomic():
+            fenced_update(
+                run_id=self.run.pk,
+                epoch=self.epoch,
+                status=RunStatus.WAITING,
+                wake_at=wake_at,
+                wait_reason=wait.reason[:200],
+                state=self.run.state or {},
+            )
+            self.tracer.event(
+                "run.status", status=RunStatus.WAITING, reason=wait.reason, wake_in_s=wait.delay
+            )
+            self.tracer.flush()
+        self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
+        status_broadcast(self.run)
+
+    def hand_off(self, reason: str, *, team: str = "", priority: int = 2) -> None:
+        package = self.handoff_package()
+        with transaction.atomic():
+            with self.tracer.span("handoff", reason=reason, team=team or self.agent.handoff_team):
+                fenced_update(
+                    run_id=self.run.pk,
+                    epoch=self.epoch,
+                    status=RunStatus.HANDED_OFF,
+                    finished_at=timezone.now(),
+                    wait_reason=reason[:200],
+                )
+                handoff = Handoff.objects.create(
+                    session_id=self.session.pk,
+                    run_id=self.run.pk,
+                    reason=reason,
+                    team=team or self.agent.handoff_team,
+                    priority=priority,
+                    **package,
+                )
+                from agentops.models import Session
+
+                Session.objects.filter(pk=self.session.pk).update(status=SessionStatus.HANDED_OFF)
+            self.tracer.flush()
+            broadcast(
+                OPS_GROUP,
+                {
+                    "kind": "handoff.created",
+                    "handoff_id": handoff.pk,
+                    "session_id": str(self.session.pk),
+                    "agent": self.agent.slug,
+                    "reason": reason,
+                    "team": handoff.team,
+                    "priority": priority,
+                },
+            )
+        self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
+        status_broadcast(self.run)
+
+    def handoff_package(self) -> dict[str, Any]:
+        """What the operator sees first: a summary, the last tool calls, a suggested reply."""
+        calls = list(
+            ToolCall.objects.filter(run__session_id=self.session.pk).order_by("-started_at")[:5]
+        )
+        package: dict[str, Any] = {
+            "last_tool_calls": [
+                {
+                    "tool": c.tool_name,
+                    "arguments": self.tracer.redact(c.arguments),
+                    "status": c.status,
+                    "result": self.tracer.redact(c.result[:500]),
+                }
+                for c in reversed(calls)
+            ],
+        }
+        conversation = [to_openai(m) for m in self.transcript.messages[-30:] if m.content]
+        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in conversation)[-6000:]
+        for key, prompt in (
+            ("summary", HANDOFF_SUMMARY_PROMPT),
+            ("suggested_reply", SUGGEST_REPLY_PROMPT),
+        ):
+            try:
+                reply = self.call_model(
+                    [
+                        {"role": "system", "content": prompt},
+                        {"role": "user", "content": transcript or "(empty)"},
+                    ],
+                    [],
+                    purpose="handoff",
+                )
+                package[key] = reply.content.strip()
+            except Failure as failure:
+                package[key] = (
+                    ""
+                    if key == "suggested_reply"
+                    else (f"(No summary: the model failed with {failure.failure_class.value}.)")
+                )
+        return package
+
+    def fail(self, exc: BaseException) -> None:
+        failure_class = getattr(exc, "failure_class", FailureClass.BUG)
+        detail = "".join(traceback.format_exception(exc))
+        log.error("run.failed", error_class=str(failure_class), exc_info=exc)
+        message = self.tracer.redact(str(exc) or type(exc).__name__)
+        try:
+            with transaction.atomic():
+                fenced_update(
+                    run_id=self.run.pk,
+                    epoch=self.epoch,
+                    status=RunStatus.FAILED,
+                    finished_at=timezone.now(),
+                    error_class=str(failure_class),
+                    error_message=message[:2000],
+                    error_traceback=self.tracer.redact(detail)[:20000],
+                )
+                self.tracer.event(
+                    "run.status",
+                    status=RunStatus.FAILED,
+                    error_class=str(failure_class),
+                    error_message=message,
+                )
+                self.tracer.flush()
+        except LeaseLost:
+            return
+        self.run.status, self.run.error_class, self.run.error_message = (
+            RunStatus.FAILED,
+            str(failure_class),
+            message[:2000],
+        )
+        status_broadcast(self.run)

@@ -1,0 +1,152 @@
+"""Model calls through the official `openai` client, streamed, with the client's own
+hidden retries turned off (max_retries=0): retries are ours, in runtime/retry.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from agentops.models import ModelEndpoint
+from agentops.runtime.errors import classify_model_error
+
+_clients: dict[tuple[int, str, str, float], openai.OpenAI] = {}
+
+
+def client_for(endpoint: ModelEndpoint) -> openai.OpenAI:
+    api_key = endpoint.api_key or "none"
+    key = (endpoint.pk, endpoint.base_url, api_key, endpoint.timeout_seconds)
+    client = _clients.get(key)
+    if client is None:
+        client = openai.OpenAI(
+            base_url=endpoint.base_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=endpoint.timeout_seconds,
+        )
+        _clients[key] = client
+    return client
+
+
+@dataclass
+class ModelReply:
+    content: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str = ""
+    finish_reason: str = ""
+
+
+class TokenSink:
+    """Coalesces streamed text into at most one live event per `interval` seconds."""
+
+    def __init__(self, send: Callable[[str], None], interval: float = 0.05) -> None:
+        self.send = send
+        self.interval = interval
+        self.pending: list[str] = []
+        self.last = 0.0
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.flush()
+            self.last = now
+
+    def flush(self) -> None:
+        if self.pending:
+            self.send("".join(self.pending))
+            self.pending = []
+
+
+def model_complete(
+    *,
+    endpoint: ModelEndpoint,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    temperature: float | None,
+    on_text: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ModelReply:
+    """One streamed chat completion. Raises tracing.failures.Failure on any error."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if tools:
+        kwargs["tools"] = tools
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    sink = TokenSink(on_text) if on_text else None
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    reply = ModelReply(content="", model=model)
+    try:
+        stream = client_for(endpoint).chat.completions.create(**kwargs)
+        with stream:
+            for chunk in stream:
+                if should_stop and should_stop():
+                    break
+                if chunk.usage:
+                    reply.input_tokens = chunk.usage.prompt_tokens or 0
+                    reply.output_tokens = chunk.usage.completion_tokens or 0
+                if chunk.model:
+                    reply.model = chunk.model
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        content.append(delta.content)
+                        if sink:
+                            sink.add(delta.content)
+                    for call in delta.tool_calls or []:
+                        slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                        if call.id:
+                            slot["id"] = call.id
+                        if call.function and call.function.name:
+                            slot["name"] += call.function.name
+                        if call.function and call.function.arguments:
+                            slot["arguments"] += call.function.arguments
+                    if choice.finish_reason:
+                        reply.finish_reason = choice.finish_reason
+    except Exception as exc:
+        raise classify_model_error(exc) from exc
+    finally:
+        if sink:
+            sink.flush()
+    reply.content = "".join(content)
+    reply.tool_calls = [
+        {
+            "id": slot["id"] or f"call_{index}",
+            "type": "function",
+            "function": {"name": slot["name"], "arguments": slot["arguments"]},
+        }
+        for index, slot in sorted(calls.items())
+    ]
+    return reply
+
+
+def tool_specs(tools: list[Any]) -> list[dict[str, Any]]:
+    """OpenAI `tools` parameter for ToolDefinition-like objects (name, description, parameters)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for t in tools
+    ]
+
+
+def parse_arguments(raw: str) -> Any:
+    return json.loads(raw) if raw.strip() else {}

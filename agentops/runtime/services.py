@@ -1,0 +1,248 @@
+"""Entry points into the runtime for the API, the console and the operators' pages.
+
+Postgres is the source of truth; Redis is only a queue. Every state change is a
+conditional UPDATE, so any number of web processes, workers and schedulers may race.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from agentops.models import (
+    ACTIVE_RUN_STATUSES,
+    Agent,
+    Message,
+    Role,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    ToolCall,
+    ToolCallStatus,
+)
+from agentops.runtime.checkpoint import messages_append, status_broadcast
+from agentops.runtime.context import message_tokens
+from agentops.services import audit_record
+from tracing.live import OPS_GROUP, broadcast, session_group
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
+
+STALE_AFTER = timedelta(seconds=10)
+LOST_JOB_AFTER = timedelta(seconds=15)
+MAX_MESSAGE_CHARS = 32_000
+
+
+class RuntimeConflict(Exception):
+    """The request cannot be done in the run's or session's current state."""
+
+
+def run_enqueue(*, run: Run) -> None:
+    """Queue the run's job after the transaction commits (the run must be `queued`)."""
+    job_id = f"run-{run.pk}-{time.time_ns()}"
+    Run.objects.filter(pk=run.pk).update(enqueued_at=timezone.now(), job_id=job_id)
+
+    def send() -> None:
+        django_rq.get_queue("runs").enqueue(
+            "agentops.jobs.run_job",
+            str(run.pk),
+            job_id=job_id,
+            job_timeout=settings.RUN_JOB_TIMEOUT,
+            result_ttl=300,
+            failure_ttl=86400,
+        )
+
+    transaction.on_commit(send)
+
+
+def session_create(
+    *, agent: Agent, external_user: str = "", created_by: Any = None, title: str = ""
+) -> Session:
+    return Session.objects.create(
+        agent=agent,
+        external_user=external_user[:200],
+        title=title[:200],
+        created_by=created_by if created_by and created_by.is_authenticated else None,
+    )
+
+
+@transaction.atomic
+def session_post_message(*, session: Session, content: str, author: Any = None) -> Run | None:
+    """Add the end user's message and start a run for it."""
+    if not content.strip():
+        raise ValueError("content must not be empty")
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"content is longer than {MAX_MESSAGE_CHARS} characters")
+    session = Session.objects.select_for_update().get(pk=session.pk)
+    if session.status == SessionStatus.CLOSED:
+        raise RuntimeConflict("the session is closed")
+    active = Run.objects.filter(session=session, status__in=ACTIVE_RUN_STATUSES).first()
+    if active is not None:
+        raise RuntimeConflict(f"run {active.pk} is still {active.status}; wait for it or cancel it")
+    message = Message(
+        role=Role.USER,
+        content=content,
+        token_count=message_tokens(content=content),
+        author=author if author and author.is_authenticated else None,
+    )
+    (message,) = messages_append(session_id=session.pk, messages=[message])
+    if session.status == SessionStatus.HANDED_OFF:
+        # A human has the conversation: the message waits for the operator, no run starts.
+        broadcast(OPS_GROUP, {"kind": "session.message", "session_id": str(session.pk)})
+        return None
+    run = Run.objects.create(session=session, agent=session.agent, trigger=message)
+    run_enqueue(run=run)
+    status_broadcast(run)
+    return run
+
+
+def run_start(*, session: Session) -> Run:
+    """Start a run on the session's existing messages (hand-back after a takeover)."""
+    run = Run.objects.create(session=session, agent=session.agent)
+    run_enqueue(run=run)
+    status_broadcast(run)
+    return run
+
+
+@transaction.atomic
+def run_cancel(*, run: Run, actor: Any = None) -> Run:
+    cancelled = Run.objects.filter(pk=run.pk, status__in=ACTIVE_RUN_STATUSES).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now(), wake_at=None
+    )
+    run.refresh_from_db()
+    if not cancelled:
+        raise RuntimeConflict(f"run {run.pk} is already {run.status}")
+    audit_record(actor=actor, action="run.cancel", session=run.session, target=str(run.pk))
+    status_broadcast(run)
+    return run
+
+
+@transaction.atomic
+def run_retry(*, run: Run, actor: Any = None) -> Run:
+    """Resume a failed (or cancelled) run from its last checkpoint."""
+    retried = Run.objects.filter(
+        pk=run.pk, status__in=[RunStatus.FAILED, RunStatus.CANCELLED]
+    ).update(
+        status=RunStatus.QUEUED,
+        finished_at=None,
+        error_class="",
+        error_message="",
+        error_traceback="",
+        state={},
+    )
+    run.refresh_from_db()
+    if not retried:
+        raise RuntimeConflict(
+            f"only failed or cancelled runs can be retried; run {run.pk} is {run.status}"
+        )
+    if (
+        Run.objects.filter(session_id=run.session_id, status__in=ACTIVE_RUN_STATUSES)
+        .exclude(pk=run.pk)
+        .exists()
+    ):
+        raise RuntimeConflict("another run of this session is in progress")
+    audit_record(actor=actor, action="run.retry", session=run.session, target=str(run.pk))
+    run_enqueue(run=run)
+    status_broadcast(run)
+    return run
+
+
+@transaction.atomic
+def toolcall_decide(*, tool_call: ToolCall, approve: bool, actor: Any, note: str = "") -> ToolCall:
+    """An operator approves or rejects a call waiting for approval; the run resumes."""
+    status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
+    decided = ToolCall.objects.filter(
+        pk=tool_call.pk, status=ToolCallStatus.AWAITING_APPROVAL
+    ).update(status=status, decided_by=actor, decided_at=timezone.now(), decision_note=note[:2000])
+    tool_call.refresh_from_db()
+    if not decided:
+        raise RuntimeConflict(f"this call was already {tool_call.status}")
+    run = Run.objects.select_related("session", "agent").get(pk=tool_call.run_id)
+    audit_record(
+        actor=actor,
+        action="tool.approve" if approve else "tool.reject",
+        session=run.session,
+        target=tool_call.tool_name,
+        tool_call=tool_call.pk,
+        note=note[:500],
+    )
+    woke = Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(
+        status=RunStatus.QUEUED, wake_at=None, wait_reason=""
+    )
+    if woke:
+        run.refresh_from_db()
+        run_enqueue(run=run)
+        status_broadcast(run)
+    broadcast(
+        OPS_GROUP, {"kind": "approval.decided", "tool_call_id": tool_call.pk, "approved": approve}
+    )
+    broadcast(
+        session_group(run.session_id),
+        {
+            "kind": "approval.decided",
+            "tool_call_id": tool_call.pk,
+            "approved": approve,
+            "tool": tool_call.tool_name,
+        },
+    )
+    return tool_call
+
+
+def _job_alive(job_id: str) -> bool:
+    if not job_id:
+        return False
+    try:
+        job = Job.fetch(job_id, connection=django_rq.get_connection("runs"))
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) in (
+        JobStatus.QUEUED,
+        JobStatus.STARTED,
+        JobStatus.SCHEDULED,
+        JobStatus.DEFERRED,
+    )
+
+
+def runs_reconcile(*, now: Any = None) -> dict[str, int]:
+    """The scheduler's sweep: wake due waits, recover runs whose worker died, and re-enqueue
+    queued runs whose job Redis lost. Safe to run anywhere, any number of times."""
+    now = now or timezone.now()
+    counts = {"woken": 0, "recovered": 0, "requeued": 0}
+    for run in Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).only(
+        "pk", "session_id"
+    ):
+        with transaction.atomic():
+            if Run.objects.filter(pk=run.pk, status=RunStatus.WAITING, wake_at__lte=now).update(
+                status=RunStatus.QUEUED, wake_at=None
+            ):
+                counts["woken"] += 1
+                run_enqueue(run=run)
+    stale = Run.objects.filter(status=RunStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=now - STALE_AFTER) | Q(heartbeat_at__isnull=True)
+    )
+    for run in stale.only("pk", "heartbeat_at", "worker"):
+        with transaction.atomic():
+            if Run.objects.filter(
+                pk=run.pk, status=RunStatus.RUNNING, heartbeat_at=run.heartbeat_at
+            ).update(status=RunStatus.QUEUED):
+                counts["recovered"] += 1
+                log.warning("run.recovered", run_id=str(run.pk), worker=run.worker)
+                run_enqueue(run=run)
+    lost = Run.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - LOST_JOB_AFTER)
+    for run in lost.only("pk", "job_id"):
+        if not _job_alive(run.job_id):
+            with transaction.atomic():
+                counts["requeued"] += 1
+                log.warning("run.requeued", run_id=str(run.pk), job_id=run.job_id)
+                run_enqueue(run=run)
+    return counts

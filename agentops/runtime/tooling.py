@@ -1,0 +1,380 @@
+"""Tool calls inside a run: validation, approval, idempotent execution with retries and
+fallback tools, and the tool message the model reads back. Model output is untrusted:
+unknown tools, malformed JSON and failing arguments become tool messages, not crashes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agentops.models import Message, Role, ToolCall, ToolCallStatus
+from agentops.runtime.checkpoint import fenced_update
+from agentops.runtime.context import message_tokens
+from agentops.runtime.errors import HandoffRequired, WaitRequired
+from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
+from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
+from tools.models import ToolDefinition
+from tracing.failures import Failure, FailureClass
+from tracing.live import OPS_GROUP, broadcast, session_group
+
+if TYPE_CHECKING:
+    from agentops.runtime.loop import RunDriver
+
+BUILTIN_TOOLS = ("handoff_to_human", "remember", "recall", "note")
+MEMORY_TOOLS = ("remember", "recall")
+MAX_IDENTICAL_CALLS = 2
+MAX_TOOL_FAILURES = 3
+
+
+def canonical(arguments: Any) -> str:
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"))
+
+
+class ToolRunner:
+    def __init__(self, driver: RunDriver) -> None:
+        self.driver = driver
+        self._tools: dict[str, ToolDefinition] | None = None
+        self.calls_made = Counter(
+            (c.tool_name, canonical(c.arguments))
+            for c in ToolCall.objects.filter(run_id=driver.run.pk).only("tool_name", "arguments")
+        )
+
+    def available(self) -> list[ToolDefinition]:
+        if self._tools is None:
+            agent = self.driver.agent
+            builtins = [n for n in BUILTIN_TOOLS if agent.memory_enabled or n not in MEMORY_TOOLS]
+            rows = ToolDefinition.objects.filter(
+                Q(agents=agent) | Q(name__in=builtins), enabled=True
+            )
+            self._tools = {t.name: t for t in rows.select_related("fallback").distinct()}
+        return list(self._tools.values())
+
+    def get(self, name: str) -> ToolDefinition | None:
+        self.available()
+        assert self._tools is not None
+        return self._tools.get(name)
+
+    # -- one call ------------------------------------------------------------------------
+    def run_call(self, call: dict[str, Any]) -> None:
+        driver = self.driver
+        call_id = str(call.get("id") or "")
+        function = call.get("function") or {}
+        name = str(function.get("name") or "")
+        raw = function.get("arguments") or ""
+        control: dict[str, Any] | None = None
+        with driver.tracer.span(
+            "step", step=driver.run.step + 1, kind="tool", **{"gen_ai.tool.name": name}
+        ):
+            text, control = self.resolve(call_id, name, raw)
+        message = Message(
+            role=Role.TOOL,
+            tool_call_id=call_id,
+            name=name[:100],
+            content=text,
+            token_count=message_tokens(content=text),
+        )
+        extra: dict[str, Any] = {}
+        if control and control.get("scratchpad"):
+            notes = {**(driver.session.scratchpad or {}), **control["scratchpad"]}
+            driver.session.scratchpad = notes
+            driver.parts.notes = notes
+            from agentops.models import Session
+
+            with transaction.atomic():
+                Session.objects.filter(pk=driver.session.pk).update(scratchpad=notes)
+                driver.checkpoint(messages=[message], **extra)
+        else:
+            driver.checkpoint(messages=[message], **extra)
+        broadcast(
+            session_group(driver.session.pk),
+            {
+                "kind": "tool.result",
+                "run_id": str(driver.run.pk),
+                "call_id": call_id,
+                "tool": name,
+                "content": text[:2000],
+            },
+        )
+        if control and control.get("handoff"):
+            handoff = control["handoff"]
+            raise HandoffRequired(
+                handoff["reason"], team=handoff.get("team", ""), priority=handoff.get("priority", 2)
+            )
+        failures = sum(
+            1
+            for m in driver.transcript.messages
+            if m.run_id == driver.run.pk and m.role == Role.TOOL and m.content.startswith("Error")
+        )
+        if failures >= MAX_TOOL_FAILURES:
+            raise HandoffRequired(
+                f"repeated tool failure ({failures} failed tool calls in this run)"
+            )
+
+    def resolve(self, call_id: str, name: str, raw: str) -> tuple[str, dict[str, Any] | None]:
+        """The text the model will read for this call, and any control request from the tool."""
+        tracer = self.driver.tracer
+        tool = self.get(name)
+        if tool is None:
+            names = ", ".join(sorted(t.name for t in self.available())) or "none"
+            tracer.event(
+                "tool.rejected",
+                status="error",
+                error_class=FailureClass.INVALID_REQUEST,
+                error_message=f"unknown tool {name!r}",
+                **{"gen_ai.tool.name": name},
+            )
+            return f"Error: there is no tool named {name[:100]!r}. Available tools: {names}.", None
+        try:
+            arguments = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            tracer.event(
+                "tool.rejected",
+                status="error",
+                error_class=FailureClass.INVALID_REQUEST,
+                error_message=f"malformed JSON: {exc}",
+                **{"gen_ai.tool.name": name},
+            )
+            return (
+                f"Error: the arguments for {name} are not valid JSON ({exc.msg} at position {exc.pos}). "
+                "Send a JSON object matching the tool's schema."
+            ), None
+        problems = arguments_errors(tool, arguments)
+        if problems:
+            tracer.event(
+                "tool.rejected",
+                status="error",
+                error_class=FailureClass.INVALID_REQUEST,
+                error_message="; ".join(problems),
+                **{"gen_ai.tool.name": name},
+            )
+            return f"Error: the arguments for {name} do not fit its schema: " + "; ".join(
+                problems
+            ), None
+        key = (name, canonical(arguments))
+        if self.calls_made[key] >= MAX_IDENTICAL_CALLS:
+            raise HandoffRequired(
+                f"repeated identical tool call: {name} with the same arguments "
+                f"{self.calls_made[key] + 1} times"
+            )
+        row = self.existing_row(call_id)
+        if row is not None and row.status == ToolCallStatus.SUCCEEDED:
+            return row.result, None  # completed before a crash: never executed twice
+        if row is not None and row.status == ToolCallStatus.FAILED:
+            return f"Error: the tool {name} failed ({row.error_class}): {row.result[:500]}", None
+        if row is not None and row.status == ToolCallStatus.REJECTED:
+            return (
+                f"Error: a human operator rejected this call to {name}. Note: {row.decision_note or '(none)'}",
+                None,
+            )
+        if row is not None and row.status == ToolCallStatus.STARTED and not row.idempotent:
+            return self.unknown_outcome(row)
+        if tool.requires_approval and (
+            row is None or row.status == ToolCallStatus.AWAITING_APPROVAL
+        ):
+            self.ask_approval(row, call_id, tool, arguments)
+        self.calls_made[key] += 1
+        row = row or self.mark(None, call_id, tool, arguments, ToolCallStatus.STARTED)
+        try:
+            result = self.execute(row, tool, arguments)
+        except Failure as failure:
+            result = None
+            if tool.fallback_id and tool.fallback and tool.fallback.enabled:
+                result = self.try_fallback(row, tool, arguments, failure)
+            if result is None:
+                return (
+                    f"Error: the tool {name} failed ({failure.failure_class.value}): "
+                    f"{tracer.redact(str(failure))[:500]}. Try another approach or tell the user."
+                ), None
+        return as_text(result.content), result.control
+
+    def existing_row(self, call_id: str) -> ToolCall | None:
+        return ToolCall.objects.filter(
+            run_id=self.driver.run.pk, step=self.driver.run.step + 1, call_id=call_id
+        ).first()
+
+    def mark(
+        self,
+        row: ToolCall | None,
+        call_id: str,
+        tool: ToolDefinition,
+        arguments: Any,
+        status: str,
+        **fields: Any,
+    ) -> ToolCall:
+        """Commit the call's state before acting on it, fenced like every checkpoint."""
+        driver = self.driver
+        with transaction.atomic():
+            fenced_update(run_id=driver.run.pk, epoch=driver.epoch)
+            if row is None:
+                row = ToolCall.objects.create(
+                    run_id=driver.run.pk,
+                    step=driver.run.step + 1,
+                    call_id=call_id,
+                    tool_name=tool.name,
+                    tool_version=tool.version,
+                    arguments=arguments,
+                    status=status,
+                    idempotent=tool.idempotent,
+                    **fields,
+                )
+            else:
+                for key, value in {"status": status, **fields}.items():
+                    setattr(row, key, value)
+                row.save(update_fields=["status", *fields.keys()])
+        return row
+
+    def ask_approval(
+        self, row: ToolCall | None, call_id: str, tool: ToolDefinition, arguments: Any
+    ) -> None:
+        driver = self.driver
+        if row is None:
+            row = self.mark(None, call_id, tool, arguments, ToolCallStatus.AWAITING_APPROVAL)
+            event = {
+                "kind": "approval.requested",
+                "tool_call_id": row.pk,
+                "tool": tool.name,
+                "run_id": str(driver.run.pk),
+                "session_id": str(driver.session.pk),
+                "agent": driver.agent.slug,
+            }
+            broadcast(OPS_GROUP, event)
+            broadcast(session_group(driver.session.pk), event)
+        raise WaitRequired(None, f"approval needed for {tool.name}")
+
+    def unknown_outcome(self, row: ToolCall) -> tuple[str, dict[str, Any] | None]:
+        """A non-idempotent call was in flight when its worker died: never repeat it."""
+        self.mark(
+            row,
+            row.call_id,
+            self.get(row.tool_name) or ToolDefinition(name=row.tool_name),
+            row.arguments,
+            ToolCallStatus.UNKNOWN,
+            finished_at=timezone.now(),
+        )
+        return (
+            f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran); "
+            "it was not repeated. A human will check.",
+            {"handoff": {"reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id})"}},
+        )
+
+    def execute(self, row: ToolCall, tool: ToolDefinition, arguments: dict[str, Any]) -> ToolResult:
+        """The retry owner for tool calls, under the tool's own policy. Each attempt is a span."""
+        driver = self.driver
+        policy = RetryPolicy(
+            tool.retry_max_attempts, tool.retry_base_seconds, tool.retry_cap_seconds
+        )
+        context = ToolContext(
+            call_id=row.call_id,
+            run_id=driver.run.pk,
+            step=row.step,
+            agent_id=driver.agent.pk,
+            agent_slug=driver.agent.slug,
+            session_id=driver.session.pk,
+            user_key=driver.session.external_user,
+            tracer=driver.tracer,
+        )
+        attempt = row.attempts
+        broadcast(
+            session_group(driver.session.pk),
+            {
+                "kind": "tool.call",
+                "run_id": str(driver.run.pk),
+                "call_id": row.call_id,
+                "tool": tool.name,
+                "arguments": driver.tracer.redact(arguments),
+            },
+        )
+        while True:
+            attempt += 1
+            self.mark(row, row.call_id, tool, arguments, ToolCallStatus.STARTED, attempts=attempt)
+            try:
+                with driver.tracer.span(
+                    "tool.call",
+                    **{
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": tool.name,
+                        "gen_ai.tool.call.id": row.call_id,
+                        "gen_ai.tool.call.arguments": arguments,
+                        "tool.kind": tool.kind,
+                        "tool.version": tool.version,
+                        "attempt": attempt,
+                        "idempotency_key": row.idempotency_key,
+                    },
+                ) as span:
+                    try:
+                        result = tool_execute(tool=tool, arguments=arguments, context=context)
+                    except Failure:
+                        raise
+                    except Exception as exc:
+                        raise Failure(
+                            FailureClass.BUG, f"{type(exc).__name__} in the tool executor: {exc}"
+                        ) from exc
+                    span.set(**{"gen_ai.tool.call.result": result.content})
+            except Failure as failure:
+                retryable = failure.transient and (
+                    tool.idempotent or not failure.may_have_reached_server
+                )
+                if retryable and attempt < policy.max_attempts:
+                    delay = policy.delay(attempt, failure.retry_after)
+                    if delay <= INLINE_WAIT_MAX:
+                        wait_inline(
+                            driver.tracer,
+                            delay=delay,
+                            attempt=attempt,
+                            error_class=failure.failure_class.value,
+                            what=f"tool {tool.name}",
+                        )
+                        continue
+                self.mark(
+                    row,
+                    row.call_id,
+                    tool,
+                    arguments,
+                    ToolCallStatus.FAILED,
+                    finished_at=timezone.now(),
+                    error_class=failure.failure_class.value,
+                    result=driver.tracer.redact(str(failure))[:4000],
+                )
+                raise
+            self.mark(
+                row,
+                row.call_id,
+                tool,
+                arguments,
+                ToolCallStatus.SUCCEEDED,
+                finished_at=timezone.now(),
+                result=driver.tracer.redact(result.content)[:20000],
+            )
+            return result
+
+    def try_fallback(
+        self, row: ToolCall, tool: ToolDefinition, arguments: dict[str, Any], failure: Failure
+    ) -> ToolResult | None:
+        fallback = tool.fallback
+        assert fallback is not None
+        tracer = self.driver.tracer
+        tracer.event(
+            "fallback",
+            reason=failure.failure_class.value,
+            **{"gen_ai.tool.name": tool.name},
+            to_tool=fallback.name,
+        )
+        if arguments_errors(fallback, arguments):
+            tracer.event(
+                "fallback.skipped",
+                reason="arguments do not fit the fallback tool's schema",
+                to_tool=fallback.name,
+            )
+            return None
+        fallback_row = self.mark(
+            None, f"{row.call_id}~fallback"[:100], fallback, arguments, ToolCallStatus.STARTED
+        )
+        try:
+            return self.execute(fallback_row, fallback, arguments)
+        except Failure:
+            return None

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import time
+
+from agentops.models import Run, RunStatus
+from tracing.models import Span
+
+DONE = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HANDED_OFF, RunStatus.CANCELLED}
+
+
+def wait_for_run(run_id, statuses=DONE, timeout: float = 60.0) -> Run:
+    deadline = time.monotonic() + timeout
+    run = Run.objects.get(pk=run_id)
+    while time.monotonic() < deadline:
+        run = Run.objects.get(pk=run_id)
+        if run.status in statuses:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {run.status} after {timeout} s ({run.error_class}: {run.error_message})")
+
+
+def span_names(run_id) -> list[str]:
+    return list(Span.objects.filter(trace_id=run_id).order_by("seq").values_list("name", flat=True))
+
+
+def spans(run_id, name: str) -> list[Span]:
+    return list(Span.objects.filter(trace_id=run_id, name=name).order_by("seq"))

@@ -1,0 +1,100 @@
+"""The agent loop end to end: real worker process, real openai client, dev model over HTTP."""
+
+import json
+
+import pytest
+
+from agentops.models import Handoff, Message, Role, RunStatus, SessionStatus, ToolCall
+from agentops.runtime.services import session_create, session_post_message
+from tests.agentops.runtime.helpers import span_names, spans, wait_for_run
+from tools.services import python_tools_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def session(dev_agent):
+    dev_agent.tools.add(*python_tools_sync())
+    return session_create(agent=dev_agent, external_user="erin")
+
+
+def test_it_answers_a_message(worker, session):
+    run = session_post_message(session=session, content="hello there")
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    answer = Message.objects.get(session=session, role=Role.ASSISTANT)
+    assert answer.content == "You said: hello there"
+    assert run.model_calls == 1 and run.tokens_in > 0 and run.tokens_out > 0
+    names = span_names(run.pk)
+    assert "model.call" in names and "step" in names and "checkpoint" in names
+    call = spans(run.pk, "model.call")[0]
+    assert call.attributes["gen_ai.request.model"] == session.agent.model_name
+    assert call.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_it_calls_a_tool_and_feeds_back_the_result(worker, session):
+    run = session_post_message(session=session, content='call echo {"text": "ping"}')
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    roles = list(Message.objects.filter(session=session).order_by("seq").values_list("role", "content"))
+    assert [r for r, _ in roles] == ["user", "assistant", "tool", "assistant"]
+    assert roles[2][1] == "ping"
+    assert roles[3][1] == "Tool results: ping"
+    call = ToolCall.objects.get(run=run)
+    assert call.status == "succeeded" and call.attempts == 1
+    tool_span = spans(run.pk, "tool.call")[0]
+    assert tool_span.attributes["gen_ai.tool.name"] == "echo"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('call no_such_tool {"a": 1}', "there is no tool named 'no_such_tool'"),
+        ('call echo {"text": ', "not valid JSON"),
+        ('call echo {"text": 5}', "do not fit its schema"),
+    ],
+)
+def test_it_tells_the_model_about_bad_tool_calls(worker, session, content, expected):
+    run = session_post_message(session=session, content=content)
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    tool_message = Message.objects.get(session=session, role=Role.TOOL)
+    assert expected in tool_message.content
+    assert not ToolCall.objects.filter(run=run).exists()
+
+
+def test_it_hands_off_when_the_model_asks(worker, session):
+    run = session_post_message(session=session, content="I want a human please")
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.HANDED_OFF
+    handoff = Handoff.objects.get(session=session)
+    assert "The user asked" in handoff.reason
+    assert handoff.summary.startswith("Summary:")
+    session.refresh_from_db()
+    assert session.status == SessionStatus.HANDED_OFF
+    assert "handoff" in span_names(run.pk)
+
+
+def test_it_stops_a_repeated_identical_call(worker, session):
+    run = session_post_message(session=session, content="loop")
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.HANDED_OFF
+    assert "repeated identical tool call" in Handoff.objects.get(session=session).reason
+    assert ToolCall.objects.filter(run=run).count() == 2
+
+
+def test_it_hands_off_at_max_steps(worker, session):
+    agent = session.agent
+    agent.max_steps = 1
+    agent.save()
+    run = session_post_message(session=session, content='call echo {"text": "x"}')
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.HANDED_OFF
+    assert "max_steps" in Handoff.objects.get(session=session).reason
+
+
+def test_it_keeps_arguments_json_in_the_stored_assistant_message(worker, session):
+    run = session_post_message(session=session, content='call echo {"text": "a"}')
+    wait_for_run(run.pk)
+    assistant = Message.objects.filter(session=session, role=Role.ASSISTANT).first()
+    assert json.loads(assistant.tool_calls[0]["function"]["arguments"]) == {"text": "a"}
