@@ -172,6 +172,10 @@ class ToolForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["python_function"].choices = [("", "—"), *python_function_choices()]
+        self.fields["description"].required = False
+        self.fields[
+            "description"
+        ].help_text = "What the tool does, for the model. Python tools default to their docstring."
         agent_model = ToolDefinition._meta.get_field("agents").related_model
         self.fields["agents"].queryset = agent_model.objects.order_by("slug")
         fallback = self.fields["fallback"]
@@ -231,6 +235,10 @@ class ToolForm(forms.ModelForm):
                 self.add_error("mcp_server", "Pick the MCP server.")
             if not data.get("mcp_tool_name"):
                 self.add_error("mcp_tool_name", "Give the tool's name on the MCP server.")
+        if not data.get("description") and "description" not in self.errors:
+            self.add_error(
+                "description", "Describe the tool: the model reads this to decide when to call it."
+            )
         if "parameters" in data and not data["parameters"]:
             data["parameters"] = {"type": "object", "properties": {}}
         return data

@@ -37,4 +37,10 @@ def decrypt_text(token: str) -> str:
 
 def rotate_text(token: str) -> str:
     """Re-encrypt under the first (newest) key."""
-    return fernet().rotate(token.encode()).decode()
+    try:
+        return fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable(
+            "A stored secret cannot be decrypted: CREDENTIALS_KEY does not hold the key it was "
+            "encrypted with."
+        ) from exc

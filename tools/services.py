@@ -24,7 +24,7 @@ from tools.models import (
     ToolVersion,
 )
 from tools.registry import registered_tools
-from tools.secrets import rotate_text
+from tools.secrets import SecretUnreadable, rotate_text
 from tools.transport import Redactor, failure_for_status, http_send
 from tracing.failures import Failure, FailureClass
 from tracing.logs import get_logger
@@ -390,16 +390,29 @@ def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
+def _rotate(token: str, what: str) -> str:
+    try:
+        return rotate_text(token)
+    except SecretUnreadable as exc:
+        raise SecretUnreadable(
+            f"The {what} cannot be decrypted with any key in CREDENTIALS_KEY."
+        ) from exc
+
+
 def credentials_rotate_key() -> dict[str, int]:
     """Re-encrypt every stored secret under the first CREDENTIALS_KEY."""
     counts = {"credential secrets": 0, "access tokens": 0, "endpoint keys": 0}
     with transaction.atomic():
         for credential in Credential.objects.select_for_update():
             if credential.secret_ciphertext:
-                credential.secret_ciphertext = rotate_text(credential.secret_ciphertext)
+                credential.secret_ciphertext = _rotate(
+                    credential.secret_ciphertext, f"secret of {credential.name}"
+                )
                 counts["credential secrets"] += 1
             if credential.access_token_ciphertext:
-                credential.access_token_ciphertext = rotate_text(credential.access_token_ciphertext)
+                credential.access_token_ciphertext = _rotate(
+                    credential.access_token_ciphertext, f"access token of {credential.name}"
+                )
                 counts["access tokens"] += 1
             Credential.objects.filter(pk=credential.pk).update(
                 secret_ciphertext=credential.secret_ciphertext,
@@ -408,7 +421,9 @@ def credentials_rotate_key() -> dict[str, int]:
         endpoint_model = apps.get_model("agentops", "ModelEndpoint")
         for endpoint in endpoint_model.objects.select_for_update().exclude(api_key_ciphertext=""):
             endpoint_model.objects.filter(pk=endpoint.pk).update(
-                api_key_ciphertext=rotate_text(endpoint.api_key_ciphertext)
+                api_key_ciphertext=_rotate(
+                    endpoint.api_key_ciphertext, f"API key of endpoint {endpoint}"
+                )
             )
             counts["endpoint keys"] += 1
     return counts

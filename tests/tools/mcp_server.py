@@ -6,6 +6,8 @@ python tests/tools/mcp_server.py http PORT [REQUIRED_BEARER_TOKEN]
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 
 import anyio
@@ -27,6 +29,11 @@ def shout(text: str) -> str:
 @server.tool(description="Always fails with the given message.")
 def explode(message: str) -> str:
     raise ValueError(message)
+
+
+@server.tool(description="A digest of the MCP_API_KEY environment variable (never the value).")
+def key_digest() -> str:
+    return hashlib.sha256(os.environ.get("MCP_API_KEY", "").encode()).hexdigest()
 
 
 @server.tool(description="Sleep, then answer.")

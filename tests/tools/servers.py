@@ -85,7 +85,9 @@ class LoopbackServer:
         self.httpd.owner = self
         self.host = host
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def url(self, path: str = "/") -> str:
@@ -197,6 +199,10 @@ def add_standard_routes(server: LoopbackServer) -> None:
     def hangup(h: Handler) -> None:
         h.close_connection = True
         h.connection.shutdown(socket.SHUT_RDWR)
+
+    @server.route("/loop")
+    def loop(h: Handler) -> None:
+        h.send_bytes(302, b"", headers={"Location": "/loop"})
 
     @server.route("/redirect")
     def redirect(h: Handler) -> None:
