@@ -1,0 +1,225 @@
+"""The /ws/runs/ and /ws/ops/ streams through the real ASGI application and Redis layer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from agentops.observe.consumers import RunConsumer
+from tests.factories import UserFactory
+from tests.observe.conftest import communicator, receive_until, run_async, session_cookie, span_seqs
+from tracing.consumers import coalesce
+from tracing.emit import Tracer
+from tracing.live import OPS_GROUP, broadcast, send_now, wait_sent
+
+
+def emit(run, count: int, *, tracer: Tracer | None = None, name: str = "tool.call") -> Tracer:
+    tracer = tracer or Tracer(run.pk, session_id=run.session_id, agent=run.agent.slug)
+    for i in range(count):
+        with tracer.span(name, index=i):
+            pass
+    tracer.flush_now()
+    wait_sent()
+    return tracer
+
+
+@pytest.mark.parametrize("who", ["anonymous", "no role"])
+def test_it_refuses_streams_to_anonymous_and_roleless_users(run, who):
+    cookie = "" if who == "anonymous" else session_cookie(UserFactory(username="dave"))
+
+    async def main():
+        for path in (f"/ws/runs/{run.pk}/", "/ws/ops/"):
+            comm = communicator(path, cookie)
+            connected, _ = await comm.connect()
+            assert not connected, path
+            await comm.disconnect()
+
+    run_async(main)
+
+
+def test_it_refuses_a_foreign_origin_and_an_unknown_run(run, charlie):
+    cookie = session_cookie(charlie)
+
+    async def main():
+        comm = communicator(f"/ws/runs/{run.pk}/", cookie, origin="http://evil.example")
+        assert not (await comm.connect())[0]
+        await comm.disconnect()
+        comm = communicator("/ws/runs/00000000-0000-0000-0000-000000000000/", cookie)
+        assert not (await comm.connect())[0]
+        await comm.disconnect()
+
+    run_async(main)
+
+
+def test_it_replays_stored_spans_then_streams_live_ones(run, charlie):
+    cookie = session_cookie(charlie)
+    tracer = emit(run, 3)
+
+    async def main():
+        comm = communicator(f"/ws/runs/{run.pk}/", cookie)
+        assert (await comm.connect())[0]
+        first = await receive_until(comm, lambda ms: ms and ms[-1]["kind"] == "replay.done")
+        assert span_seqs(first) == [1, 2, 3]
+        assert all(m.get("replay") for m in first if m["kind"] == "spans")
+        await sync_to_async(emit)(run, 2, tracer=tracer)
+        live = await receive_until(comm, lambda ms: span_seqs(ms)[-1:] == [5])
+        assert span_seqs(live) == [4, 5]
+        assert [m["kind"] for m in live if m["kind"] == "span.start"]  # live "span opened" events
+        await comm.disconnect()
+
+    run_async(main)
+
+
+def test_it_joins_mid_run_with_nothing_missing_or_duplicated(run, charlie):
+    cookie = session_cookie(charlie)
+    total = 400
+
+    def writer():
+        tracer = Tracer(run.pk, session_id=run.session_id, agent="a")
+        for i in range(total // 4):
+            for _ in range(4):
+                with tracer.span("tool.call", index=i):
+                    pass
+            tracer.flush_now()
+            time.sleep(0.002)
+        wait_sent()
+        connections.close_all()
+
+    async def main():
+        thread = threading.Thread(target=writer)
+        thread.start()
+        await asyncio.sleep(0.1)  # connect while the writer is busy
+        comm = communicator(f"/ws/runs/{run.pk}/", cookie)
+        assert (await comm.connect())[0]
+        messages = await receive_until(comm, lambda ms: span_seqs(ms)[-1:] == [total], timeout=30)
+        await asyncio.to_thread(thread.join)
+        await comm.disconnect()
+        return messages
+
+    messages = run_async(main)
+    seqs = span_seqs(messages)
+    assert seqs == list(range(1, total + 1))
+    replayed = [m for m in messages if m.get("replay")]
+    assert replayed, "the client joined mid-run: part of the trace came from the database"
+
+
+def test_it_streams_ops_events_to_viewers(run, charlie):
+    cookie = session_cookie(charlie)
+
+    async def main():
+        comm = communicator("/ws/ops/", cookie)
+        assert (await comm.connect())[0]
+        await asyncio.sleep(0.1)
+
+        def announce():
+            send_now(OPS_GROUP, {"kind": "run.status", "run_id": str(run.pk), "status": "running"})
+            wait_sent()
+
+        await sync_to_async(announce)()
+        (message,) = await receive_until(comm, lambda ms: len(ms) == 1)
+        assert message == {"kind": "run.status", "run_id": str(run.pk), "status": "running"}
+        await comm.disconnect()
+
+    run_async(main)
+
+
+def test_it_sends_nothing_that_a_rollback_undid(run, charlie):
+    cookie = session_cookie(charlie)
+    from django.db import transaction
+
+    async def main():
+        comm = communicator("/ws/ops/", cookie)
+        assert (await comm.connect())[0]
+        await asyncio.sleep(0.1)
+
+        def announce():
+            try:
+                with transaction.atomic():
+                    broadcast(OPS_GROUP, {"kind": "run.status", "status": "undone"})
+                    raise RuntimeError("roll back")
+            except RuntimeError:
+                pass
+            broadcast(OPS_GROUP, {"kind": "run.status", "status": "kept"})
+            wait_sent()
+
+        await sync_to_async(announce)()
+        (message,) = await receive_until(comm, lambda ms: len(ms) == 1)
+        assert message["status"] == "kept"
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+
+    run_async(main)
+
+
+def test_it_coalesces_span_batches_and_drops_finished_span_starts():
+    messages = [
+        {"kind": "span.start", "span_id": "a"},
+        {"kind": "spans", "spans": [{"seq": 1, "span_id": "a"}]},
+        {"kind": "spans", "spans": [{"seq": 2, "span_id": "b"}]},
+        {"kind": "span.start", "span_id": "c"},
+        {"kind": "run.status", "status": "running"},
+        {"kind": "spans", "spans": [{"seq": 3, "span_id": "d"}]},
+    ]
+    assert coalesce(messages) == [
+        {
+            "kind": "spans",
+            "spans": [{"seq": 1, "span_id": "a"}, {"seq": 2, "span_id": "b"}],
+            "replay": False,
+        },
+        {"kind": "span.start", "span_id": "c"},
+        {"kind": "run.status", "status": "running"},
+        {"kind": "spans", "spans": [{"seq": 3, "span_id": "d"}]},
+    ]
+
+
+class SlowBrowserRunConsumer(RunConsumer):
+    """A browser that takes nothing until `gate` opens (sends wait on it)."""
+
+    max_pending_spans = 40
+    gate: asyncio.Event
+
+    async def send_json(self, content, close=False):
+        await self.gate.wait()
+        await super().send_json(content, close)
+
+
+def test_it_bounds_what_waits_for_a_slow_browser_and_still_delivers_everything(run, charlie):
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import URLRouter
+    from channels.testing.websocket import WebsocketCommunicator
+    from django.urls import path
+
+    cookie = session_cookie(charlie)
+    app = AuthMiddlewareStack(
+        URLRouter([path("ws/runs/<uuid:run_id>/", SlowBrowserRunConsumer.as_asgi())])
+    )
+
+    async def main():
+        SlowBrowserRunConsumer.gate = asyncio.Event()
+        comm = WebsocketCommunicator(
+            app, f"/ws/runs/{run.pk}/", headers=[(b"cookie", f"sessionid={cookie}".encode())]
+        )
+        assert (await comm.connect())[0]
+        await asyncio.sleep(0.2)
+        tracer = None
+        for _ in range(30):
+            tracer = await sync_to_async(emit)(run, 5, tracer=tracer)
+        await asyncio.sleep(0.3)
+        SlowBrowserRunConsumer.gate.set()
+        messages = await receive_until(comm, lambda ms: span_seqs(ms)[-1:] == [150])
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+        return messages
+
+    messages = run_async(main)
+    assert span_seqs(messages) == list(range(1, 151))
+    batches = [m for m in messages if m["kind"] == "spans"]
+    assert any(m.get("catch_up") for m in batches), (
+        "the backlog was dropped and re-read from the database"
+    )
+    assert len(batches) < 30
