@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("tools/", include("tools.urls")),
     path("memory/", include("memory.urls")),
+    path("", include("agentops.observe.urls")),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
 ]

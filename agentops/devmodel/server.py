@@ -16,7 +16,7 @@ Fault injection, per model name (tests use a unique model name each) through
 each request for m pops the next fault: ``{"status": 429, "retry_after": 1}``,
 ``{"status": 500}``, ``{"status": 401}``, ``{"status": 400, "code": "context_length_exceeded"}``,
 ``{"delay": seconds}``, ``{"stream_delay": seconds}``, ``{"malformed_tool_json": true}``,
-``{"unknown_tool": true}``, ``{"drop_connection": true}``. A message containing
+``{"unknown_tool": true}``, ``{"drop_connection": true}``, ``{"garbage_stream": true}``. A message containing
 ``[[fault:429]]`` (or 500, slow, malformed) injects one fault by hand.
 ``GET /_control/requests?model=m`` lists what the server received.
 """
@@ -269,6 +269,15 @@ class Handler(BaseHTTPRequestHandler):
                 f"This model's maximum context length is {limit} tokens; your messages were {prompt_tokens}.",
                 "context_length_exceeded",
             )
+            return
+        if fault.get("garbage_stream") and body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            self.wfile.write(b"data: {this is not json\n\n")
+            self.wfile.flush()
             return
         reply = plan_reply(messages, tools, fault)
         completion_tokens = max(

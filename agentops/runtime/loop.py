@@ -127,6 +127,12 @@ def run_execute(*, run_id: Any, job_id: str = "") -> str:
             driver.wait(wait)
         except HandoffRequired as handoff:
             driver.hand_off(handoff.reason, team=handoff.team, priority=handoff.priority)
+        except Failure as failure:
+            if failure.transient:
+                driver.hand_off(f"model unavailable after retries and fallbacks: "
+                                f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}")
+            else:
+                driver.fail(failure)
         except (OperationalError, InterfaceError):
             # Postgres went away: nothing more can be stored. The run stays `running` without a
             # heartbeat, so the scheduler re-enqueues it and it resumes from its last checkpoint.

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django import forms
+from django.utils import timezone
+
+from agentops.models import RunStatus
+from tracing.failures import FailureClass
+
+WINDOWS = {
+    "15m": ("last 15 minutes", timedelta(minutes=15)),
+    "1h": ("last hour", timedelta(hours=1)),
+    "6h": ("last 6 hours", timedelta(hours=6)),
+    "24h": ("last 24 hours", timedelta(days=1)),
+    "7d": ("last 7 days", timedelta(days=7)),
+    "30d": ("last 30 days", timedelta(days=30)),
+}
+
+
+def window_since(key: str, now: datetime | None = None) -> datetime | None:
+    window = WINDOWS.get(key)
+    return (now or timezone.now()) - window[1] if window else None
+
+
+def _agent_choices(slugs: list[str]) -> list[tuple[str, str]]:
+    return [("", "all agents"), *[(s, s) for s in slugs]]
+
+
+class RunFilterForm(forms.Form):
+    q = forms.CharField(
+        required=False, max_length=200, label="Search",
+        widget=forms.TextInput(attrs={"placeholder": "session or run id, or end user", "type": "search"}),
+    )
+    agent = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "any status"), *RunStatus.choices])
+    error_class = forms.ChoiceField(
+        required=False, label="Error class", choices=[("", "any error"), *[(c.value, c.value) for c in FailureClass]]
+    )
+    window = forms.ChoiceField(
+        required=False, label="Created", choices=[("", "any time"), *[(k, v[0]) for k, v in WINDOWS.items()]]
+    )
+
+    def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].choices = _agent_choices(agents)
+
+
+class FailureFilterForm(forms.Form):
+    agent = forms.ChoiceField(required=False)
+    window = forms.ChoiceField(
+        required=False, label="Created", initial="7d",
+        choices=[*[(k, v[0]) for k, v in WINDOWS.items()], ("all", "any time")],
+    )
+
+    def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].choices = _agent_choices(agents)
+
+
+class MetricsFilterForm(forms.Form):
+    window = forms.ChoiceField(required=False, initial="24h", choices=[(k, v[0]) for k, v in WINDOWS.items()])
+    agent = forms.ChoiceField(required=False)
+
+    def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].choices = _agent_choices(agents)

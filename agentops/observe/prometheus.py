@@ -1,0 +1,41 @@
+"""The /metrics endpoint's registry: rollups (tracing) plus live counts from the core tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.db.models import Count
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+
+from agentops.models import ACTIVE_RUN_STATUSES, Handoff, HandoffStatus, Run
+from tracing.prometheus import RollupCollector
+
+
+class RuntimeCollector:
+    def collect(self) -> Iterator[Any]:
+        active = GaugeMetricFamily("agentops_runs_active", "Runs queued, running or waiting.", labels=["status"])
+        counts = dict(
+            Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).values("status").annotate(n=Count("pk"))
+            .values_list("status", "n")
+        )
+        for status in ACTIVE_RUN_STATUSES:
+            active.add_metric([str(status)], counts.get(status, 0))
+        yield active
+        handoffs = GaugeMetricFamily("agentops_handoffs_open", "Handoffs waiting for or held by an operator.",
+                                     labels=["status"])
+        counts = dict(
+            Handoff.objects.exclude(status=HandoffStatus.RESOLVED).values("status").annotate(n=Count("pk"))
+            .values_list("status", "n")
+        )
+        for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
+            handoffs.add_metric([str(status)], counts.get(status, 0))
+        yield handoffs
+
+
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(RollupCollector())
+    reg.register(RuntimeCollector())
+    return reg

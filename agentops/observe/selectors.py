@@ -1,0 +1,191 @@
+"""Reads for the observability pages (runs, run detail, failures)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Max, Q, QuerySet
+
+from agentops.models import ACTIVE_RUN_STATUSES, Agent, Handoff, Message, Run, RunStatus, ToolCall
+from tracing import semconv
+from tracing.models import Span, SpanStatus
+from tracing.selectors import SpanNode, span_waterfall
+from tracing.services import PriceBook
+
+MAX_DEPTH_CLASS = 9
+
+
+def agent_slugs() -> list[str]:
+    return list(Agent.objects.order_by("slug").values_list("slug", flat=True))
+
+
+def runs_filtered(
+    *, agent: str = "", status: str = "", error_class: str = "", since: datetime | None = None,
+    until: datetime | None = None, query: str = "",
+) -> QuerySet[Run]:
+    qs = Run.objects.select_related("agent", "session").order_by("-created_at", "-pk")
+    if agent:
+        qs = qs.filter(agent__slug=agent)
+    if status:
+        qs = qs.filter(status=status)
+    if error_class:
+        qs = qs.filter(error_class=error_class)
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    if until:
+        qs = qs.filter(created_at__lt=until)
+    query = query.strip()
+    if query:
+        try:
+            key = uuid.UUID(query)
+        except ValueError:
+            qs = qs.filter(session__external_user__icontains=query)
+        else:
+            qs = qs.filter(Q(pk=key) | Q(session_id=key))
+    return qs
+
+
+def run_costs(*, runs: list[Run]) -> dict[Any, Decimal]:
+    """Estimated cost per run from its model calls' tokens and today's price table."""
+    prices = PriceBook()
+    out: dict[Any, Decimal] = {}
+    rows = Span.objects.filter(trace_id__in=[r.pk for r in runs], name=semconv.MODEL_CALL).values_list(
+        "trace_id", "attributes"
+    )
+    for trace_id, attributes in rows:
+        model = attributes.get(semconv.RESPONSE_MODEL) or attributes.get(semconv.REQUEST_MODEL) or ""
+        cost = prices.cost(
+            model, int(attributes.get(semconv.INPUT_TOKENS) or 0), int(attributes.get(semconv.OUTPUT_TOKENS) or 0)
+        )
+        out[trace_id] = out.get(trace_id, Decimal(0)) + cost
+    return out
+
+
+@dataclass
+class WaterfallRow:
+    node: SpanNode
+    x: float
+    w: float
+    depth_class: int
+    cost: Decimal | None
+
+    @property
+    def span(self) -> Span:
+        return self.node.span
+
+
+@dataclass
+class RunTrace:
+    rows: list[WaterfallRow]
+    total_ms: float
+    spans: int
+    events: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
+    cost: Decimal
+    last_seq: int
+    stages: dict[str, int] = field(default_factory=dict)
+
+
+def run_trace(*, run: Run) -> RunTrace:
+    spans = list(Span.objects.filter(trace_id=run.pk).order_by("seq"))
+    waterfall = span_waterfall(spans=spans)
+    prices = PriceBook()
+    rows, cost, tokens_in, tokens_out = [], Decimal(0), 0, 0
+    for node in waterfall.rows:
+        span = node.span
+        span_cost = None
+        if span.name == semconv.MODEL_CALL:
+            model = span.attributes.get(semconv.RESPONSE_MODEL) or span.attributes.get(semconv.REQUEST_MODEL) or ""
+            span_cost = prices.cost(model, node.tokens_in, node.tokens_out)
+            cost += span_cost
+            tokens_in += node.tokens_in
+            tokens_out += node.tokens_out
+        x = node.offset_ms / waterfall.total_ms * 1000
+        w = max(span.duration_ms / waterfall.total_ms * 1000, 2.0)
+        rows.append(WaterfallRow(node, round(min(x, 998), 2), round(min(w, 1000 - x), 2),
+                                 min(node.depth, MAX_DEPTH_CLASS), span_cost))
+    stages: dict[str, int] = {}
+    for span in spans:
+        stages[span.name] = stages.get(span.name, 0) + 1
+    return RunTrace(
+        rows=rows, total_ms=waterfall.total_ms if spans else 0.0,
+        spans=sum(1 for s in spans if not s.is_event), events=sum(1 for s in spans if s.is_event),
+        errors=sum(1 for s in spans if s.status == SpanStatus.ERROR), tokens_in=tokens_in,
+        tokens_out=tokens_out, cost=cost, last_seq=spans[-1].seq if spans else 0, stages=stages,
+    )
+
+
+def run_messages(*, run: Run) -> QuerySet[Message]:
+    condition = Q(run=run)
+    if run.trigger_id:
+        condition |= Q(pk=run.trigger_id)
+    return Message.objects.filter(condition).select_related("author").order_by("seq")
+
+
+def run_tool_calls(*, run: Run) -> QuerySet[ToolCall]:
+    return ToolCall.objects.filter(run=run).select_related("decided_by").order_by("step", "started_at", "pk")
+
+
+def run_handoffs(*, run: Run) -> QuerySet[Handoff]:
+    return Handoff.objects.filter(run=run).order_by("-created_at")
+
+
+def run_is_live(*, run: Run) -> bool:
+    return run.status in ACTIVE_RUN_STATUSES
+
+
+# --- failures -------------------------------------------------------------------------------
+
+FAILURE_STATUSES = (RunStatus.FAILED, RunStatus.HANDED_OFF)
+
+
+@dataclass
+class FailureGroup:
+    error_class: str
+    agent: str
+    status: str
+    count: int
+    last_at: datetime
+    runs: list[Run]
+
+
+def failures_grouped(
+    *, since: datetime | None, agent: str = "", per_group: int = 5
+) -> list[FailureGroup]:
+    """Failed and handed-off runs grouped by (error class, agent, status), biggest group first."""
+    qs = Run.objects.filter(status__in=FAILURE_STATUSES)
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    if agent:
+        qs = qs.filter(agent__slug=agent)
+    groups = (
+        qs.values("error_class", "agent__slug", "status")
+        .annotate(count=Count("pk"), last_at=Max("created_at"))
+        .order_by("-count", "-last_at")[:50]
+    )
+    out = []
+    for g in groups:
+        runs = list(
+            qs.filter(error_class=g["error_class"], agent__slug=g["agent__slug"], status=g["status"])
+            .select_related("agent", "session")
+            .order_by("-created_at")[:per_group]
+        )
+        out.append(FailureGroup(g["error_class"], g["agent__slug"], g["status"], g["count"], g["last_at"], runs))
+    return out
+
+
+def failing_spans(*, run_ids: list[Any]) -> dict[Any, Span]:
+    """The last span that ended in error per run (where the run broke)."""
+    spans = (
+        Span.objects.filter(trace_id__in=run_ids, status=SpanStatus.ERROR)
+        .exclude(name=semconv.RUN_STATUS)
+        .order_by("trace_id", "-seq")
+        .distinct("trace_id")
+    )
+    return {s.trace_id: s for s in spans}

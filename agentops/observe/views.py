@@ -1,0 +1,258 @@
+"""Observability pages: runs, run detail, failures, metrics, alerts, storage; /metrics."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agentops.auth import api_key_user, has_role, role_required
+from agentops.models import Run
+from agentops.observe import selectors
+from agentops.observe.forms import (
+    WINDOWS,
+    FailureFilterForm,
+    MetricsFilterForm,
+    RunFilterForm,
+    window_since,
+)
+from agentops.observe.prometheus import registry
+from tracing import charts, conf
+from tracing.models import RetentionOverride, RollupState
+from tracing.selectors import (
+    alert_events_recent,
+    metrics_overview,
+    metrics_series,
+    rollup_agents,
+    storage_tables,
+)
+from tracing.models import AlertRule
+
+PAGE_SIZE = 50
+
+
+def _run_or_404(run_id: Any) -> Run:
+    run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such run.")
+    return run
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@role_required("viewer")
+@require_GET
+def runs(request: HttpRequest) -> HttpResponse:
+    form = RunFilterForm(request.GET or None, agents=selectors.agent_slugs())
+    page = None
+    costs: dict[Any, Any] = {}
+    status = 200
+    if form.is_bound and not form.is_valid():
+        status = 200 if request.htmx else 400  # htmx swaps only 2xx answers
+    else:
+        data = form.cleaned_data if form.is_bound else {}
+        qs = selectors.runs_filtered(
+            agent=data.get("agent", ""), status=data.get("status", ""),
+            error_class=data.get("error_class", ""), since=window_since(data.get("window", "")),
+            query=data.get("q", ""),
+        )
+        page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+        costs = selectors.run_costs(runs=list(page.object_list))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": page, "costs": costs, "query": query.urlencode(),
+               "filtered": bool(query)}
+    template = "observe/runs.html#results" if request.htmx else "observe/runs.html"
+    return render(request, template, context, status=status)
+
+
+@role_required("viewer")
+@require_GET
+def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = _run_or_404(run_id)
+    context = {
+        "run": run,
+        "trace": selectors.run_trace(run=run),
+        "messages_list": selectors.run_messages(run=run),
+        "tool_calls": selectors.run_tool_calls(run=run),
+        "handoffs": selectors.run_handoffs(run=run),
+        "live": selectors.run_is_live(run=run),
+    }
+    template = "observe/run_detail.html#live" if request.htmx else "observe/run_detail.html"
+    return render(request, template, context)
+
+
+@role_required("operator")
+@require_POST
+def run_retry(request: HttpRequest, run_id: Any) -> HttpResponse:
+    from agentops.runtime.services import RuntimeConflict
+    from agentops.runtime.services import run_retry as retry
+
+    run = _run_or_404(run_id)
+    try:
+        retry(run=run, actor=request.user)
+    except RuntimeConflict as exc:
+        messages.error(request, f"Not retried: {exc}")
+    else:
+        messages.success(request, f"Run {run.pk} resumes from its last checkpoint (step {run.step}).")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = reverse("observe:run", args=[run.pk])
+    return redirect(target)
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+@role_required("viewer")
+@require_GET
+def failures(request: HttpRequest) -> HttpResponse:
+    form = FailureFilterForm(request.GET or None, agents=selectors.agent_slugs())
+    groups: list[selectors.FailureGroup] = []
+    status = 200
+    if form.is_bound and not form.is_valid():
+        status = 200 if request.htmx else 400
+    else:
+        data = form.cleaned_data if form.is_bound else {}
+        window = data.get("window") or "7d"
+        groups = selectors.failures_grouped(
+            since=None if window == "all" else window_since(window), agent=data.get("agent", "")
+        )
+    run_ids = [r.pk for g in groups for r in g.runs]
+    context = {"form": form, "groups": groups, "failing": selectors.failing_spans(run_ids=run_ids)}
+    template = "observe/failures.html#groups" if request.htmx else "observe/failures.html"
+    return render(request, template, context, status=status)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def _slot_label(moment: Any, bucket_seconds: int, window: timedelta) -> str:
+    local = timezone.localtime(moment)
+    return local.strftime("%H:%M") if window <= timedelta(days=1) else local.strftime("%m-%d %H:%M")
+
+
+def _charts(series: list[Any], bucket_seconds: int, window: timedelta) -> list[charts.Chart]:
+    labels = [_slot_label(p.start, bucket_seconds, window) for p in series]
+    return [
+        charts.stacked_bars(
+            title="Runs finished", labels=labels,
+            series=[("c-ok", "succeeded", [p.runs.succeeded for p in series]),
+                    ("c-bad", "failed", [p.runs.errors for p in series]),
+                    ("c-handoff", "handed off", [p.runs.handed_off for p in series]),
+                    ("c-muted", "cancelled", [p.runs.cancelled for p in series])],
+        ),
+        charts.line_chart(
+            title="Latency p95", labels=labels, unit="ms",
+            series=[("c-run", "run", [p.runs.p95 for p in series]),
+                    ("c-model", "model call", [p.models.p95 for p in series]),
+                    ("c-tool", "tool call", [p.tools.p95 for p in series])],
+        ),
+        charts.stacked_bars(
+            title="Tokens", labels=labels,
+            series=[("c-in", "input", [p.models.tokens_in for p in series]),
+                    ("c-out", "output", [p.models.tokens_out for p in series])],
+        ),
+        charts.stacked_bars(
+            title="Estimated cost", labels=labels, unit="$",
+            series=[("c-cost", "cost", [float(p.models.cost) for p in series])],
+        ),
+        charts.stacked_bars(
+            title="Tool calls", labels=labels,
+            series=[("c-ok", "ok", [p.tools.count - p.tools.errors for p in series]),
+                    ("c-bad", "error", [p.tools.errors for p in series])],
+        ),
+    ]
+
+
+@role_required("viewer")
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    agents = sorted(set(selectors.agent_slugs()) | set(rollup_agents()))
+    form = MetricsFilterForm(request.GET or None, agents=agents)
+    status = 200
+    data = {"window": "24h", "agent": ""}
+    if form.is_bound:
+        if form.is_valid():
+            data = {"window": form.cleaned_data["window"] or "24h", "agent": form.cleaned_data["agent"]}
+        else:
+            status = 200 if request.htmx else 400
+    now = timezone.now()
+    window = WINDOWS[data["window"]][1]
+    since = now - window
+    overview = metrics_overview(since=since, until=now, agent=data["agent"])
+    series = metrics_series(since=since, until=now, agent=data["agent"], points=48)
+    context = {
+        "form": form, "overview": overview, "charts": _charts(series, overview.bucket_seconds, window),
+        "window_label": WINDOWS[data["window"]][0], "agent": data["agent"],
+        "rollup": RollupState.objects.order_by("pk").first(),
+    }
+    template = "observe/metrics.html#body" if request.htmx else "observe/metrics.html"
+    return render(request, template, context, status=status)
+
+
+@role_required("viewer")
+@require_GET
+def alerts(request: HttpRequest) -> HttpResponse:
+    context = {"rules": AlertRule.objects.order_by("-firing", "name"), "events": alert_events_recent(limit=100)}
+    return render(request, "observe/alerts.html", context)
+
+
+@role_required("viewer")
+@require_GET
+def alert_banner(request: HttpRequest) -> HttpResponse:
+    return render(request, "observe/alert_banner.html")
+
+
+@role_required("viewer")
+@require_GET
+def storage(request: HttpRequest) -> HttpResponse:
+    tables = storage_tables()
+    context = {
+        "tables": tables,
+        "total_bytes": sum(t.total_bytes for t in tables),
+        "retention_days": conf.trace_retention_days(),
+        "overrides": RetentionOverride.objects.order_by("agent"),
+        "minute_days": conf.minute_rollup_retention_days(),
+        "hour_days": conf.hour_rollup_retention_days(),
+    }
+    return render(request, "observe/storage.html", context)
+
+
+# --- Prometheus -----------------------------------------------------------------------------
+
+
+def _metrics_authorized(request: HttpRequest) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    raw = header[len("Bearer "):].strip()
+    token = conf.metrics_token()
+    if token and hmac.compare_digest(raw.encode(), token.encode()):
+        return True
+    user = api_key_user(raw)
+    return user is not None and has_role(user, "viewer")
+
+
+@require_GET
+def prometheus(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format. `Authorization: Bearer <METRICS_TOKEN or a viewer's API key>`."""
+    if not _metrics_authorized(request):
+        response = JsonResponse(
+            {"detail": "Send Authorization: Bearer <METRICS_TOKEN or an API key of a viewer>."}, status=401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
