@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
+from tools.secrets import SecretUnreadable
 from tracing.emit import REDACTED
 from tracing.failures import Failure, FailureClass
 
@@ -151,9 +152,15 @@ def tool_execute(
             f"Arguments for {tool.name} do not fit its schema: " + "; ".join(errors),
             may_have_reached_server=False,
         )
-    secrets = _secrets_of(tool, context)
     try:
+        secrets = _secrets_of(tool, context)
         result = executor.execute(tool, arguments, context)
+    except SecretUnreadable as exc:
+        raise Failure(
+            FailureClass.AUTH,
+            f"The credential of {tool.name} cannot be used: {exc}",
+            may_have_reached_server=False,
+        ) from exc
     except Failure as failure:
         secrets = _secrets_of(tool, context)
         failure.args = tuple(_scrub(a, secrets) for a in failure.args)

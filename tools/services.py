@@ -142,7 +142,14 @@ def tool_try(*, tool: ToolDefinition, arguments: Any) -> ToolTrial:
     started = time.monotonic()
     try:
         result = tool_execute(tool=tool, arguments=arguments, context=context)
-    except Failure as failure:
+    except Exception as exc:
+        failure = (
+            exc
+            if isinstance(exc, Failure)
+            else Failure(FailureClass.BUG, f"{type(exc).__name__}: {exc}")
+        )
+        if not isinstance(exc, Failure):
+            logger.exception("tool.try.bug", tool=tool.name)
         elapsed = round((time.monotonic() - started) * 1000, 1)
         logger.info("tool.try.failed", tool=tool.name, error_class=str(failure.failure_class))
         return ToolTrial(
@@ -336,9 +343,10 @@ class CredentialCheck:
 def credential_test(*, credential: Credential, resolver: Resolver | None = None) -> CredentialCheck:
     """Check a credential: fetch a token (OAuth2) and GET its test URL, if it has one."""
     started = time.monotonic()
-    redactor = Redactor(credential_secret_values(credential))
+    redactor = Redactor()
     steps = []
     try:
+        redactor = Redactor(credential_secret_values(credential))
         headers = credential_auth_headers(
             credential=credential,
             force_refresh=credential.kind == CredentialKind.OAUTH2,
@@ -378,6 +386,8 @@ def credential_test(*, credential: Credential, resolver: Resolver | None = None)
             elapsed_ms=_ms(started),
             status_code=status,
         )
+    except SecretUnreadable as exc:
+        return CredentialCheck(ok=False, message=str(exc), elapsed_ms=_ms(started))
     except Failure as failure:
         message = redactor.text(str(failure))
         credential_record_failure(credential=credential, message=message)

@@ -199,3 +199,28 @@ def test_it_generates_a_usable_key():  # type: ignore[no-untyped-def]
     call_command("generate_credentials_key", stdout=out)
     key = out.getvalue().strip()
     assert Fernet(key.encode()).decrypt(Fernet(key.encode()).encrypt(b"x")) == b"x"
+
+
+def test_it_reports_a_credential_it_cannot_decrypt_instead_of_crashing(  # type: ignore[no-untyped-def]
+    db, settings, client, alice, api_server, allow_loopback
+):
+    settings.CREDENTIALS_KEYS = [Fernet.generate_key().decode()]
+    credential = make_credential("lost_key", "bearer", "lost-bearer-777")
+    tool = make_http_tool("lost_tool", api_server.url("/echo"), credential=credential)
+    settings.CREDENTIALS_KEYS = [Fernet.generate_key().decode()]
+    before = len(api_server.requests)
+    with pytest.raises(Failure) as caught:
+        tool_execute(tool=tool, arguments={}, context=ToolContext())
+    assert caught.value.failure_class == "auth"
+    assert caught.value.may_have_reached_server is False
+    assert "CREDENTIALS_KEY" in str(caught.value)
+    assert len(api_server.requests) == before
+    client.force_login(alice)
+    health = client.post(
+        reverse("tools:credential_test", args=[credential.pk]), HTTP_HX_REQUEST="true"
+    )
+    assert health.status_code == 200 and "cannot be decrypted" in health.content.decode()
+    trial = client.post(
+        reverse("tools:try", args=[tool.pk]), {"arguments": "{}"}, HTTP_HX_REQUEST="true"
+    )
+    assert 'data-outcome="failed"' in trial.content.decode() and "auth" in trial.content.decode()
