@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/", api.urls),
     path("tools/", include("tools.urls")),
     path("memory/", include("memory.urls")),
+    path("console/", include("agentops.console.urls")),
+    path("operators/", include("agentops.operators.urls")),
     path("", include("agentops.observe.urls")),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

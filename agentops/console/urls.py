@@ -1,0 +1,13 @@
+from django.urls import path
+
+from agentops.console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("sessions/new", views.session_new, name="session_new"),
+    path("sessions/<uuid:session_id>/", views.session_detail, name="session"),
+    path("sessions/<uuid:session_id>/send", views.session_send, name="session_send"),
+    path("sessions/<uuid:session_id>/tool-calls", views.session_tool_calls, name="tool_calls"),
+]

@@ -1,0 +1,149 @@
+"""The browser console: pick an agent, open a session, talk to it and watch it work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from agentops.auth import role_required
+from agentops.console import selectors
+from agentops.models import Agent, Session
+from agentops.runtime.services import (
+    MAX_MESSAGE_CHARS,
+    RuntimeConflict,
+    session_create,
+    session_post_message,
+)
+
+
+class SessionForm(forms.Form):
+    agent = forms.ModelChoiceField(
+        queryset=Agent.objects.none(), to_field_name="slug", empty_label=None
+    )
+    external_user = forms.CharField(
+        max_length=200, required=False, help_text="Who the end user is (e.g. a customer id)."
+    )
+    title = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].queryset = selectors.agents_list()
+
+
+class MessageForm(forms.Form):
+    content = forms.CharField(
+        max_length=MAX_MESSAGE_CHARS,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Write a message…"}),
+    )
+
+    def clean_content(self) -> str:
+        content = self.cleaned_data["content"]
+        if not content.strip():
+            raise forms.ValidationError("Write something first.")
+        return content
+
+
+def _session_or_404(session_id: Any) -> Session:
+    session = selectors.session_get(session_id=session_id)
+    if session is None:
+        raise Http404("No such session.")
+    return session
+
+
+@role_required("viewer")
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "")
+    agent = request.GET.get("agent", "")
+    context = {
+        "agents": selectors.agents_list(),
+        "sessions": selectors.sessions_search(query=query, agent=agent),
+        "q": query,
+        "agent_filter": agent,
+        "form": SessionForm(initial={"external_user": request.user.get_username()}),
+    }
+    template = "console/index.html#sessions" if request.htmx else "console/index.html"
+    return render(request, template, context)
+
+
+@role_required("operator")
+@require_POST
+def session_new(request: HttpRequest) -> HttpResponse:
+    form = SessionForm(request.POST)
+    if not form.is_valid():
+        context = {
+            "agents": selectors.agents_list(),
+            "sessions": selectors.sessions_search(),
+            "q": "",
+            "agent_filter": "",
+            "form": form,
+        }
+        return render(request, "console/index.html", context, status=400)
+    session = session_create(
+        agent=form.cleaned_data["agent"],
+        external_user=form.cleaned_data["external_user"],
+        title=form.cleaned_data["title"],
+        created_by=request.user,
+    )
+    return redirect("console:session", session_id=session.pk)
+
+
+def _session_context(session: Session, form: MessageForm | None = None) -> dict[str, Any]:
+    return {
+        "session": session,
+        "items": selectors.conversation_items(session=session),
+        "run": selectors.session_latest_run(session=session),
+        "form": form or MessageForm(),
+    }
+
+
+@role_required("viewer")
+@require_GET
+def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
+    session = _session_or_404(session_id)
+    return render(request, "console/session.html", _session_context(session))
+
+
+@role_required("operator")
+@require_POST
+def session_send(request: HttpRequest, session_id: Any) -> HttpResponse:
+    session = _session_or_404(session_id)
+    form = MessageForm(request.POST)
+    status = 200
+    notice = ""
+    if form.is_valid():
+        try:
+            run = session_post_message(
+                session=session, content=form.cleaned_data["content"], author=request.user
+            )
+        except (RuntimeConflict, ValueError) as exc:
+            form.add_error("content", str(exc))
+            status = 409 if isinstance(exc, RuntimeConflict) else 400
+        else:
+            if run is None:
+                notice = "A human operator has this conversation; your message was passed on."
+            form = MessageForm()
+    else:
+        status = 400
+    if not request.htmx:
+        if status != 200:
+            messages.error(request, " ".join(form.errors.get("content", [])))
+        return redirect("console:session", session_id=session.pk)
+    # htmx only swaps 2xx answers: errors come back as 200 with the form's error shown.
+    context = {"session": session, "form": form, "notice": notice}
+    response = render(request, "console/session.html#composer", context)
+    response["X-Send-Status"] = str(status)
+    return response
+
+
+@role_required("viewer")
+@require_GET
+def session_tool_calls(request: HttpRequest, session_id: Any) -> JsonResponse:
+    session = _session_or_404(session_id)
+    return JsonResponse({"tool_calls": selectors.tool_call_states(session=session)})

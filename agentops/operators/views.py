@@ -1,0 +1,227 @@
+"""The takeover queue: handed-off conversations, approvals, the claimed view, audit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from agentops.auth import has_role, role_required
+from agentops.console.selectors import conversation_items, session_latest_run
+from agentops.models import Handoff, HandoffStatus, ToolCall
+from agentops.operators import selectors, services
+from agentops.operators.services import HandoffConflict
+from agentops.runtime.services import RuntimeConflict, toolcall_decide
+
+FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+def _handoff_or_404(handoff_id: int) -> Handoff:
+    handoff = selectors.handoff_get(handoff_id=handoff_id)
+    if handoff is None:
+        raise Http404("No such handoff.")
+    return handoff
+
+
+def _queue_context(request: HttpRequest) -> dict[str, Any]:
+    window = request.GET.get("window", "7d")
+    if window not in FIGURE_WINDOWS:
+        window = "7d"
+    return {
+        "open": list(selectors.handoffs_open()),
+        "claimed": list(selectors.handoffs_claimed(user=request.user)),
+        "approvals": list(selectors.approvals_pending()),
+        "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
+        "window": window,
+        "windows": list(FIGURE_WINDOWS),
+        "now": timezone.now(),
+    }
+
+
+@role_required("viewer")
+@require_GET
+def queue(request: HttpRequest) -> HttpResponse:
+    template = "operators/queue.html#live" if request.htmx else "operators/queue.html"
+    return render(request, template, _queue_context(request))
+
+
+@role_required("operator")
+@require_POST
+def claim(request: HttpRequest, handoff_id: int) -> HttpResponse:
+    _handoff_or_404(handoff_id)
+    try:
+        services.handoff_claim(handoff_id=handoff_id, user=request.user)
+    except HandoffConflict as exc:
+        if request.htmx:
+            context = {**_queue_context(request), "claim_error": f"Not claimed: {exc}."}
+            return render(request, "operators/queue.html#live", context)
+        messages.error(request, f"Not claimed: {exc}.")
+        return redirect("operators:queue")
+    url = reverse("operators:handoff", kwargs={"handoff_id": handoff_id})
+    draft = request.POST.get("draft", "")
+    if draft:
+        url += "?" + urlencode({"draft": draft[:4000]})
+    if request.htmx:
+        return HttpResponse(status=204, headers={"HX-Redirect": url})
+    return redirect(url)
+
+
+def _may_see(request: HttpRequest, handoff: Handoff) -> bool:
+    """Operators see open handoffs, their own and resolved ones; admins see all."""
+    if has_role(request.user, "admin") or handoff.status != HandoffStatus.CLAIMED:
+        return True
+    return handoff.claimed_by_id == request.user.pk
+
+
+@role_required("operator")
+@require_GET
+def handoff_detail(request: HttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _handoff_or_404(handoff_id)
+    if not _may_see(request, handoff):
+        raise PermissionDenied(
+            f"{handoff.claimed_by.get_username()} has this conversation; an admin can reassign it."
+        )
+    session = handoff.session
+    mine = handoff.status == HandoffStatus.CLAIMED and (
+        handoff.claimed_by_id == request.user.pk or has_role(request.user, "admin")
+    )
+    context = {
+        "handoff": handoff,
+        "session": session,
+        "items": conversation_items(session=session),
+        "run": session_latest_run(session=session),
+        "memories": selectors.user_memories(session=session),
+        "mine": mine,
+        "operators": selectors.operators_list() if has_role(request.user, "admin") else [],
+        "draft": request.GET.get("draft", handoff.suggested_reply),
+    }
+    return render(request, "operators/handoff.html", context)
+
+
+@role_required("operator")
+@require_POST
+def reply(request: HttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _handoff_or_404(handoff_id)
+    content = request.POST.get("content", "")
+    error = ""
+    try:
+        services.handoff_reply(handoff=handoff, user=request.user, content=content)
+        content = ""
+    except (HandoffConflict, ValueError) as exc:
+        error = str(exc)
+    if request.htmx:
+        context = {"handoff": handoff, "mine": True, "draft": content, "reply_error": error}
+        return render(request, "operators/handoff.html#reply", context)
+    if error:
+        messages.error(request, f"Not sent: {error}.")
+    return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+@role_required("operator")
+@require_POST
+def hand_back(request: HttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _handoff_or_404(handoff_id)
+    try:
+        services.handoff_hand_back(handoff=handoff, user=request.user)
+    except HandoffConflict as exc:
+        messages.error(request, f"Not handed back: {exc}.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    messages.success(request, "Handed back to the agent; it is answering now.")
+    return redirect("operators:queue")
+
+
+@role_required("operator")
+@require_POST
+def close(request: HttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _handoff_or_404(handoff_id)
+    try:
+        services.handoff_close(handoff=handoff, user=request.user)
+    except HandoffConflict as exc:
+        messages.error(request, f"Not closed: {exc}.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    messages.success(request, "Conversation closed.")
+    return redirect("operators:queue")
+
+
+@role_required("admin")
+@require_POST
+def reassign(request: HttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _handoff_or_404(handoff_id)
+    to = request.POST.get("operator", "")
+    try:
+        services.handoff_reassign(handoff=handoff, user=request.user, to_username=to)
+    except (HandoffConflict, ValueError) as exc:
+        messages.error(request, f"Not reassigned: {exc}.")
+    else:
+        messages.success(request, f"Reassigned to {to}.")
+    return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+@role_required("operator")
+@require_POST
+def decide(request: HttpRequest, tool_call_id: int) -> HttpResponse:
+    tool_call = ToolCall.objects.filter(pk=tool_call_id).first()
+    if tool_call is None:
+        raise Http404("No such tool call.")
+    verdict = request.POST.get("decision", "")
+    if verdict not in ("approve", "reject"):
+        messages.error(request, "decision: choose approve or reject.")
+        return redirect("operators:queue")
+    try:
+        toolcall_decide(
+            tool_call=tool_call,
+            approve=verdict == "approve",
+            actor=request.user,
+            note=request.POST.get("note", ""),
+        )
+    except RuntimeConflict as exc:
+        messages.error(request, f"Not decided: {exc}.")
+    else:
+        messages.success(
+            request, f"{tool_call.tool_name}: {'approved' if verdict == 'approve' else 'rejected'}."
+        )
+    if request.htmx:
+        return render(request, "operators/queue.html#live", _queue_context(request))
+    return redirect("operators:queue")
+
+
+@role_required("admin")
+@require_GET
+def audit(request: HttpRequest) -> HttpResponse:
+    action = request.GET.get("action", "")
+    actor = request.GET.get("actor", "").strip()
+    session_id = request.GET.get("session", "").strip()
+    error = ""
+    if session_id:
+        import uuid
+
+        try:
+            session_id = str(uuid.UUID(session_id))
+        except ValueError:
+            error = "session: not a session id (a UUID)."
+            session_id = ""
+    entries = selectors.audit_entries(action=action, actor=actor, session_id=session_id or None)
+    page = Paginator(entries, 100).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "actions": selectors.audit_actions(),
+        "action": action,
+        "actor": actor,
+        "session_filter": request.GET.get("session", ""),
+        "error": error,
+        "query": query.urlencode(),
+        "filtered": bool(action or actor or session_id),
+    }
+    template = "operators/audit.html#entries" if request.htmx else "operators/audit.html"
+    return render(request, template, context, status=400 if error and not request.htmx else 200)
