@@ -116,8 +116,9 @@ def tool_secret_values(tool: ToolDefinition) -> list[str]:
     from tools.credentials import credential_secret_values
 
     values = credential_secret_values(tool.credential) if tool.credential_id else []
-    if tool.mcp_server_id and tool.mcp_server.credential_id:
-        values += credential_secret_values(tool.mcp_server.credential)
+    server = tool.mcp_server if tool.mcp_server_id else None
+    if server is not None and server.credential_id:
+        values += credential_secret_values(server.credential)
     return values
 
 

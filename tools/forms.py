@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -44,7 +44,7 @@ class JsonTextField(forms.CharField):
         return value
 
     def to_python(self, value: Any) -> Any:
-        text = super().to_python(value).strip()
+        text = (super().to_python(value) or "").strip()
         if not text:
             return self.expect()
         parsed = parse_json_text(text, what=self.what)
@@ -65,7 +65,7 @@ class ToolForm(forms.ModelForm):
     python_function = forms.ChoiceField(
         required=False, help_text="Functions registered in code with @python_tool."
     )
-    agents = forms.ModelMultipleChoiceField(
+    agents: forms.ModelMultipleChoiceField = forms.ModelMultipleChoiceField(
         queryset=None,
         required=False,
         widget=forms.CheckboxSelectMultiple,
@@ -171,17 +171,21 @@ class ToolForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["python_function"].choices = [("", "—"), *python_function_choices()]
-        self.fields["description"].required = False
-        self.fields[
-            "description"
-        ].help_text = "What the tool does, for the model. Python tools default to their docstring."
-        agent_model = ToolDefinition._meta.get_field("agents").related_model
-        self.fields["agents"].queryset = agent_model.objects.order_by("slug")
-        fallback = self.fields["fallback"]
+        cast(forms.ChoiceField, self.fields["python_function"]).choices = [
+            ("", "—"),
+            *python_function_choices(),
+        ]
+        description = self.fields["description"]
+        description.required = False
+        description.help_text = (
+            "What the tool does, for the model. Python tools default to their docstring."
+        )
+        agent_model = cast(Any, ToolDefinition._meta.get_field("agents").related_model)
+        cast(Any, self.fields["agents"]).queryset = agent_model._default_manager.order_by("slug")
+        fallback = cast(forms.ModelChoiceField, self.fields["fallback"])
         fallback.queryset = ToolDefinition.objects.order_by("name")
         if self.instance.pk:
-            fallback.queryset = fallback.queryset.exclude(pk=self.instance.pk)
+            fallback.queryset = ToolDefinition.objects.exclude(pk=self.instance.pk).order_by("name")
             self.fields["agents"].initial = list(self.instance.agents.values_list("pk", flat=True))
         config = self.instance.http_config or {}
         response = config.get("response") or {}
@@ -218,7 +222,8 @@ class ToolForm(forms.ModelForm):
     }
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         kind = data.get("kind")
         if kind == ToolKind.PYTHON:
             registered = get_python_tool(data.get("python_function") or "")

@@ -65,7 +65,7 @@ def build_http_request(config: dict[str, Any], arguments: dict[str, Any]) -> Bui
         raise TemplateError(f"The URL must be an http(s) URL with a host, not {url!r}.")
     query = render_query(dict(config.get("query") or {}), arguments)
     if query:
-        parsed = parsed.copy_merge_params(query)
+        parsed = parsed.copy_merge_params(list[tuple[str, Any]](query))
     headers = {
         str(k): render_header(str(v), arguments) for k, v in (config.get("headers") or {}).items()
     }
@@ -250,11 +250,11 @@ class HttpExecutor:
                 request, {**headers, **auth}, tool, config, context, credential, record
             )
         redactor = Redactor(credential_secret_values(credential))
-        failure = failure_for_status(outcome, redactor=redactor, where=where)
-        if failure is not None:
+        status_failure = failure_for_status(outcome, redactor=redactor, where=where)
+        if status_failure is not None:
             if credential is not None and outcome.status_code in (401, 403):
-                credential_record_failure(credential=credential, message=str(failure))
-            raise failure
+                credential_record_failure(credential=credential, message=str(status_failure))
+            raise status_failure
         if credential is not None:
             credential_record_use(credential=credential)
         content, data = map_response(config, outcome.status_code, outcome.body, where)

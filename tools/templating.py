@@ -72,7 +72,7 @@ def render_header(template: str, arguments: dict[str, Any]) -> str:
 
 def render_query(mapping: dict[str, str], arguments: dict[str, Any]) -> list[tuple[str, str]]:
     """Query parameters; one that is only a placeholder for a missing argument is left out."""
-    params = []
+    params: list[tuple[str, str]] = []
     for key, template in mapping.items():
         template = str(template)
         whole = PLACEHOLDER_RE.fullmatch(template.strip())

@@ -33,6 +33,10 @@ from tools.services import (
 from tracing.failures import Failure
 
 
+def _is_htmx(request: HttpRequest) -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
 def _apply_errors(form: object, exc: ValidationError) -> None:
     if hasattr(exc, "error_dict"):
         for field, errors in exc.error_dict.items():
@@ -135,7 +139,7 @@ def tool_try_view(request: HttpRequest, pk: int) -> HttpResponse:
         tool_try(tool=tool, arguments=form.cleaned_data["arguments"]) if form.is_valid() else None
     )
     context = _detail_context(tool, form, trial)
-    if request.htmx:
+    if _is_htmx(request):
         return render(request, "tools/tool_detail.html#try-result", context)
     return render(request, "tools/tool_detail.html", context)
 
@@ -234,7 +238,7 @@ def credential_test_view(request: HttpRequest, pk: int) -> HttpResponse:
         "form": CredentialForm(instance=credential),
         "users": credential_users(credential=credential),
     }
-    if request.htmx:
+    if _is_htmx(request):
         return render(request, "tools/credential_form.html#health", context)
     return render(request, "tools/credential_form.html", context)
 
