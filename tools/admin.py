@@ -1,6 +1,9 @@
+from typing import Any
+
 from django.contrib import admin
 
 from tools import models
+from tools.services import credential_save, tool_save
 
 
 @admin.register(models.ToolDefinition)
@@ -8,17 +11,32 @@ class ToolDefinitionAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "version", "enabled", "requires_approval", "idempotent"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "description"]
+    readonly_fields = ["version"]
+
+    def save_model(self, request: Any, obj: models.ToolDefinition, form: Any, change: bool) -> None:
+        # The one write path: a changed definition becomes a new version.
+        tool_save(tool=obj)
 
 
 @admin.register(models.ToolVersion)
 class ToolVersionAdmin(admin.ModelAdmin):
     list_display = ["tool", "version", "created_at"]
 
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
 
 @admin.register(models.Credential)
 class CredentialAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "last_used_at", "last_failure_at", "token_expires_at"]
     exclude = ["secret_ciphertext", "access_token_ciphertext"]
+    readonly_fields = ["last_used_at", "last_failure_at", "last_failure", "token_expires_at"]
+
+    def save_model(self, request: Any, obj: models.Credential, form: Any, change: bool) -> None:
+        credential_save(credential=obj)
 
 
 @admin.register(models.McpServer)

@@ -14,6 +14,7 @@ from tests.factories import AgentFactory
 from tests.tools.conftest import make_credential, make_http_tool
 from tools.models import ToolDefinition, ToolVersion
 from tools.registry import python_tool
+from tools.selectors import tool_at_version
 from tracing.models import Span
 
 
@@ -178,6 +179,36 @@ def test_it_creates_edits_and_versions_a_tool(client, alice):  # type: ignore[no
     page = client.get(reverse("tools:detail", args=[tool.pk])).content.decode()
     assert "v2" in page and "v1" in page
     assert "description, timeout_seconds" in page
+    old = tool_at_version(tool=tool, version=1)
+    assert (old.version, old.description, old.timeout_seconds) == (1, "Look up an order.", 5)
+    assert old.http_config == tool.http_config
+    assert (
+        tool_at_version(tool=tool, version=2) is tool
+        and tool_at_version(tool=tool, version=9) is None
+    )
+
+
+def test_it_versions_edits_made_in_the_django_admin_too(client, alice):  # type: ignore[no-untyped-def]
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    tool = make_http_tool("admin_edit", "https://api.example.com/a")
+    client.force_login(alice)
+    url = reverse("admin:tools_tooldefinition_change", args=[tool.pk])
+    form = client.get(url).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None}
+    data.update(
+        description="Changed in the admin.",
+        parameters=json.dumps(tool.parameters),
+        http_config=json.dumps(tool.http_config),
+        idempotent="on",
+        enabled="on",
+    )
+    data.pop("requires_approval", None)
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    tool.refresh_from_db()
+    assert tool.version == 2 and tool.description == "Changed in the admin."
+    assert ToolVersion.objects.filter(tool=tool).count() == 2
 
 
 def test_it_refuses_a_fallback_loop(client, alice):  # type: ignore[no-untyped-def]
