@@ -228,6 +228,34 @@ def _call(
     resolver: Resolver | None,
     work: Callable[[Client, Callable[[], None]], Awaitable[T]],
 ) -> T:
+    """One session; with an OAuth2 credential, a 401 before the call was sent fetches a new
+    token and tries once more."""
+    try:
+        return _call_once(server, timeout, resolver, work)
+    except Failure as failure:
+        credential = server.credential
+        if not (
+            failure.status_code == 401
+            and not failure.may_have_reached_server
+            and credential is not None
+            and credential.kind == CredentialKind.OAUTH2
+            and server.transport == McpTransport.HTTP
+        ):
+            raise
+        from tools.services import credential_access_token
+
+        credential_access_token(
+            credential=credential, stale_token=credential.access_token, resolver=resolver
+        )
+        return _call_once(server, timeout, resolver, work)
+
+
+def _call_once(
+    server: McpServer,
+    timeout: float,
+    resolver: Resolver | None,
+    work: Callable[[Client, Callable[[], None]], Awaitable[T]],
+) -> T:
     connection = _prepare(server, resolver=resolver)
     state = {"call_sent": False}
 

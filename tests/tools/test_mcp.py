@@ -152,3 +152,37 @@ def test_it_syncs_and_enables_from_the_mcp_page(client, alice, http_server):  # 
     add.refresh_from_db()
     assert add.enabled is True and add.version == 2
     assert MCP_TOKEN not in client.get(reverse("tools:mcp", args=[http_server.pk])).content.decode()
+
+
+def test_it_refreshes_an_oauth2_token_the_mcp_server_refuses(db, mcp_http_url, allow_loopback):  # type: ignore[no-untyped-def]
+    """The first token the endpoint issues is stale to the MCP server: 401, one refresh, done."""
+    tokens = LoopbackServer()
+    issued: list[str] = []
+
+    @tokens.route("/token")
+    def token(h):  # type: ignore[no-untyped-def]
+        issued.append("stale-token-0001" if not issued else MCP_TOKEN)
+        h.send_json(200, {"access_token": issued[-1], "expires_in": 3600})
+
+    try:
+        credential = make_credential(
+            "mcp_oauth",
+            "oauth2",
+            "mcp-client-secret",
+            token_url=tokens.url("/token"),
+            client_id="mcp-client",
+        )
+        server = mcp_server_save(
+            server=McpServer(
+                name="oauthmcp", transport="http", url=mcp_http_url, credential=credential
+            )
+        )
+        report = mcp_server_sync(server=server)
+        assert "oauthmcp_add" in report.created
+        assert issued == ["stale-token-0001", MCP_TOKEN]
+        assert (
+            call(ToolDefinition.objects.get(name="oauthmcp_add"), {"a": 1, "b": 1}).content == "2"
+        )
+        assert len(issued) == 2
+    finally:
+        tokens.stop()
