@@ -1,0 +1,166 @@
+import pytest
+
+from memory.embedders import get_embedder
+from memory.models import Memory, MemoryAction, MemoryEvent, MemoryRevision
+from memory.selectors import MemoryInputError, memory_recall
+from memory.services import memory_delete, memory_embed, memory_remember, memory_update
+
+
+def test_it_merges_the_same_text_instead_of_storing_it_twice(agent):
+    first = memory_remember(
+        agent_id=agent.pk, user_key="u", text="The user likes green tea", importance=0.4
+    )
+    again = memory_remember(
+        agent_id=agent.pk, user_key="u", text="  the user LIKES green   tea. ", importance=0.6
+    )
+    assert again.pk == first.pk
+    assert Memory.objects.filter(agent_id=agent.pk).count() == 1
+    assert again.importance == pytest.approx(0.7) and again.access_count == 1
+    assert again.text == "The user likes green tea"
+    merged = MemoryEvent.objects.get(memory=first, action=MemoryAction.MERGED)
+    assert (
+        merged.changes["reason"] == "same_text"
+        and merged.changes["text"] == "the user LIKES green   tea."
+    )
+
+
+def test_it_merges_a_near_duplicate(agent):
+    first = memory_remember(
+        agent_id=agent.pk, user_key="u", text="The customer prefers to be contacted by email."
+    )
+    again = memory_remember(
+        agent_id=agent.pk, user_key="u", text="The customer prefers being contacted by email."
+    )
+    assert again.pk == first.pk and Memory.objects.filter(agent_id=agent.pk).count() == 1
+    event = MemoryEvent.objects.get(memory=first, action=MemoryAction.MERGED)
+    assert event.changes["reason"] == "similar" and event.changes["similarity"] >= 0.95
+    # Nothing said is lost: the merged wording is in the audit trail.
+    assert event.changes["text"] == "The customer prefers being contacted by email."
+
+
+def test_it_keeps_near_duplicates_that_state_different_numbers(agent):
+    # 0.96 similar with wordllama, yet a different address.
+    first = memory_remember(agent_id=agent.pk, user_key="u", text="Ship to 12 Baker Street")
+    second = memory_remember(agent_id=agent.pk, user_key="u", text="Ship to 14 Baker Street")
+    assert first.pk != second.pk
+
+
+def test_it_merges_only_within_one_scope(agent, other_agent):
+    a = memory_remember(
+        agent_id=agent.pk, user_key="ana", text="Prefers the morning delivery slot."
+    )
+    b = memory_remember(
+        agent_id=agent.pk, user_key="ben", text="Prefers the morning delivery slot."
+    )
+    c = memory_remember(agent_id=agent.pk, user_key="", text="Prefers the morning delivery slot.")
+    d = memory_remember(
+        agent_id=other_agent.pk, user_key="ana", text="Prefers the morning delivery slot."
+    )
+    assert len({a.pk, b.pk, c.pk, d.pk}) == 4
+
+
+def test_it_keeps_the_longest_lifetime_when_merging(agent):
+    first = memory_remember(
+        agent_id=agent.pk, user_key="u", text="Sale ends Friday.", ttl_seconds=60
+    )
+    longer = memory_remember(
+        agent_id=agent.pk, user_key="u", text="Sale ends Friday.", ttl_seconds=3600
+    )
+    assert longer.expires_at > first.expires_at
+    forever = memory_remember(agent_id=agent.pk, user_key="u", text="Sale ends Friday.")
+    assert forever.expires_at is None
+
+
+def test_it_records_provenance(agent):
+    import uuid
+
+    run = uuid.uuid4()
+    memory = memory_remember(
+        agent_id=agent.pk,
+        user_key="u",
+        text="Owns a red bicycle.",
+        kind="fact",
+        source_run_id=run,
+        source_step=3,
+    )
+    assert (memory.source_run_id, memory.source_step) == (run, 3)
+    assert memory.embedder == get_embedder().name and len(memory.embedding) == 256
+    created = MemoryEvent.objects.get(memory=memory, action=MemoryAction.CREATED)
+    assert (
+        created.run_id == run
+        and created.actor_label == f"run {run}"
+        and created.changes["step"] == 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("text", {"text": "   "}),
+        ("text", {"text": "x" * 2001}),
+        ("text", {"text": None}),
+        ("kind", {"kind": "opinion"}),
+        ("importance", {"importance": 1.5}),
+        ("importance", {"importance": float("nan")}),
+        ("importance", {"importance": "high"}),
+        ("ttl_seconds", {"ttl_seconds": 0}),
+        ("ttl_seconds", {"ttl_seconds": "1 day"}),
+        ("user_key", {"user_key": "u" * 201}),
+    ],
+)
+def test_it_rejects_bad_input_naming_the_field(agent, field, kwargs):
+    args = {"agent_id": agent.pk, "user_key": "u", "text": "A fine memory.", **kwargs}
+    with pytest.raises(MemoryInputError) as caught:
+        memory_remember(**args)
+    assert caught.value.field == field and field.split("_")[0] in str(caught.value)
+    assert not Memory.objects.exists()
+
+
+def test_it_keeps_the_previous_text_when_edited(agent, bob):
+    memory = memory_remember(agent_id=agent.pk, user_key="u", text="Lives in Lyon.")
+    updated = memory_update(memory=memory, text="Lives in Grenoble.", importance=0.8, actor=bob)
+    assert (
+        updated.text == "Lives in Grenoble."
+        and updated.importance == 0.8
+        and updated.edited_by == bob
+    )
+    assert list(MemoryRevision.objects.filter(memory=memory).values_list("text", "edited_by")) == [
+        ("Lives in Lyon.", bob.pk)
+    ]
+    event = MemoryEvent.objects.get(memory=memory, action=MemoryAction.UPDATED)
+    assert event.actor == bob and event.changes == {
+        "text": ["Lives in Lyon.", "Lives in Grenoble."],
+        "importance": [0.5, 0.8],
+    }
+    # Recall skips it until the new text is embedded (by a job; here directly).
+    assert updated.embedding is None and updated.embedder == ""
+    assert memory_recall(agent_id=agent.pk, user_key="u", query="Grenoble", k=5) == []
+    assert memory_embed(memory_ids=[memory.pk]) == 1
+    assert [
+        r.id for r in memory_recall(agent_id=agent.pk, user_key="u", query="Grenoble", k=5)
+    ] == [memory.pk]
+
+
+def test_it_refuses_an_edit_that_would_duplicate_another_memory(agent, bob):
+    memory_remember(agent_id=agent.pk, user_key="u", text="Lives in Lyon.")
+    other = memory_remember(agent_id=agent.pk, user_key="u", text="Works in Lyon.")
+    with pytest.raises(MemoryInputError) as caught:
+        memory_update(memory=other, text="lives in lyon", actor=bob)
+    assert caught.value.field == "text"
+    other.refresh_from_db()
+    assert other.text == "Works in Lyon." and not MemoryRevision.objects.exists()
+
+
+def test_it_audits_pins_and_deletions(agent, bob):
+    memory = memory_remember(agent_id=agent.pk, user_key="u", text="Lives in Lyon.")
+    memory_update(memory=memory, text="Lives in Paris.", actor=bob)
+    memory_update(memory=memory, pinned=True, actor=bob)
+    memory_update(memory=memory, pinned=True, actor=bob)  # no change, no event
+    memory_delete(memory=memory, actor=bob)
+    assert not Memory.objects.filter(pk=memory.pk).exists()
+    events = list(MemoryEvent.objects.filter(memory_ref=memory.pk).order_by("id"))
+    assert [e.action for e in events] == ["created", "updated", "pinned", "deleted"]
+    assert all(e.memory_id is None for e in events)
+    deleted = events[-1]
+    assert deleted.actor == bob and deleted.changes["text"] == "Lives in Paris."
+    assert deleted.changes["revisions"] == ["Lives in Lyon."] and deleted.changes["pinned"] is True
