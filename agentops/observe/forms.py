@@ -29,16 +29,24 @@ def _agent_choices(slugs: list[str]) -> list[tuple[str, str]]:
 
 class RunFilterForm(forms.Form):
     q = forms.CharField(
-        required=False, max_length=200, label="Search",
-        widget=forms.TextInput(attrs={"placeholder": "session or run id, or end user", "type": "search"}),
+        required=False,
+        max_length=200,
+        label="Search",
+        widget=forms.TextInput(
+            attrs={"placeholder": "session or run id, or end user", "type": "search"}
+        ),
     )
     agent = forms.ChoiceField(required=False)
     status = forms.ChoiceField(required=False, choices=[("", "any status"), *RunStatus.choices])
     error_class = forms.ChoiceField(
-        required=False, label="Error class", choices=[("", "any error"), *[(c.value, c.value) for c in FailureClass]]
+        required=False,
+        label="Error class",
+        choices=[("", "any error"), *[(c.value, c.value) for c in FailureClass]],
     )
     window = forms.ChoiceField(
-        required=False, label="Created", choices=[("", "any time"), *[(k, v[0]) for k, v in WINDOWS.items()]]
+        required=False,
+        label="Created",
+        choices=[("", "any time"), *[(k, v[0]) for k, v in WINDOWS.items()]],
     )
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +57,9 @@ class RunFilterForm(forms.Form):
 class FailureFilterForm(forms.Form):
     agent = forms.ChoiceField(required=False)
     window = forms.ChoiceField(
-        required=False, label="Created", initial="7d",
+        required=False,
+        label="Created",
+        initial="7d",
         choices=[*[(k, v[0]) for k, v in WINDOWS.items()], ("all", "any time")],
     )
 
@@ -59,7 +69,9 @@ class FailureFilterForm(forms.Form):
 
 
 class MetricsFilterForm(forms.Form):
-    window = forms.ChoiceField(required=False, initial="24h", choices=[(k, v[0]) for k, v in WINDOWS.items()])
+    window = forms.ChoiceField(
+        required=False, initial="24h", choices=[(k, v[0]) for k, v in WINDOWS.items()]
+    )
     agent = forms.ChoiceField(required=False)
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -15,18 +15,27 @@ from tracing.prometheus import RollupCollector
 
 class RuntimeCollector:
     def collect(self) -> Iterator[Any]:
-        active = GaugeMetricFamily("agentops_runs_active", "Runs queued, running or waiting.", labels=["status"])
+        active = GaugeMetricFamily(
+            "agentops_runs_active", "Runs queued, running or waiting.", labels=["status"]
+        )
         counts = dict(
-            Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).values("status").annotate(n=Count("pk"))
+            Run.objects.filter(status__in=ACTIVE_RUN_STATUSES)
+            .values("status")
+            .annotate(n=Count("pk"))
             .values_list("status", "n")
         )
         for status in ACTIVE_RUN_STATUSES:
             active.add_metric([str(status)], counts.get(status, 0))
         yield active
-        handoffs = GaugeMetricFamily("agentops_handoffs_open", "Handoffs waiting for or held by an operator.",
-                                     labels=["status"])
+        handoffs = GaugeMetricFamily(
+            "agentops_handoffs_open",
+            "Handoffs waiting for or held by an operator.",
+            labels=["status"],
+        )
         counts = dict(
-            Handoff.objects.exclude(status=HandoffStatus.RESOLVED).values("status").annotate(n=Count("pk"))
+            Handoff.objects.exclude(status=HandoffStatus.RESOLVED)
+            .values("status")
+            .annotate(n=Count("pk"))
             .values_list("status", "n")
         )
         for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):

@@ -24,8 +24,13 @@ def agent_slugs() -> list[str]:
 
 
 def runs_filtered(
-    *, agent: str = "", status: str = "", error_class: str = "", since: datetime | None = None,
-    until: datetime | None = None, query: str = "",
+    *,
+    agent: str = "",
+    status: str = "",
+    error_class: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    query: str = "",
 ) -> QuerySet[Run]:
     qs = Run.objects.select_related("agent", "session").order_by("-created_at", "-pk")
     if agent:
@@ -53,13 +58,17 @@ def run_costs(*, runs: list[Run]) -> dict[Any, Decimal]:
     """Estimated cost per run from its model calls' tokens and today's price table."""
     prices = PriceBook()
     out: dict[Any, Decimal] = {}
-    rows = Span.objects.filter(trace_id__in=[r.pk for r in runs], name=semconv.MODEL_CALL).values_list(
-        "trace_id", "attributes"
-    )
+    rows = Span.objects.filter(
+        trace_id__in=[r.pk for r in runs], name=semconv.MODEL_CALL
+    ).values_list("trace_id", "attributes")
     for trace_id, attributes in rows:
-        model = attributes.get(semconv.RESPONSE_MODEL) or attributes.get(semconv.REQUEST_MODEL) or ""
+        model = (
+            attributes.get(semconv.RESPONSE_MODEL) or attributes.get(semconv.REQUEST_MODEL) or ""
+        )
         cost = prices.cost(
-            model, int(attributes.get(semconv.INPUT_TOKENS) or 0), int(attributes.get(semconv.OUTPUT_TOKENS) or 0)
+            model,
+            int(attributes.get(semconv.INPUT_TOKENS) or 0),
+            int(attributes.get(semconv.OUTPUT_TOKENS) or 0),
         )
         out[trace_id] = out.get(trace_id, Decimal(0)) + cost
     return out
@@ -101,23 +110,40 @@ def run_trace(*, run: Run) -> RunTrace:
         span = node.span
         span_cost = None
         if span.name == semconv.MODEL_CALL:
-            model = span.attributes.get(semconv.RESPONSE_MODEL) or span.attributes.get(semconv.REQUEST_MODEL) or ""
+            model = (
+                span.attributes.get(semconv.RESPONSE_MODEL)
+                or span.attributes.get(semconv.REQUEST_MODEL)
+                or ""
+            )
             span_cost = prices.cost(model, node.tokens_in, node.tokens_out)
             cost += span_cost
             tokens_in += node.tokens_in
             tokens_out += node.tokens_out
         x = node.offset_ms / waterfall.total_ms * 1000
         w = max(span.duration_ms / waterfall.total_ms * 1000, 2.0)
-        rows.append(WaterfallRow(node, round(min(x, 998), 2), round(min(w, 1000 - x), 2),
-                                 min(node.depth, MAX_DEPTH_CLASS), span_cost))
+        rows.append(
+            WaterfallRow(
+                node,
+                round(min(x, 998), 2),
+                round(min(w, 1000 - x), 2),
+                min(node.depth, MAX_DEPTH_CLASS),
+                span_cost,
+            )
+        )
     stages: dict[str, int] = {}
     for span in spans:
         stages[span.name] = stages.get(span.name, 0) + 1
     return RunTrace(
-        rows=rows, total_ms=waterfall.total_ms if spans else 0.0,
-        spans=sum(1 for s in spans if not s.is_event), events=sum(1 for s in spans if s.is_event),
-        errors=sum(1 for s in spans if s.status == SpanStatus.ERROR), tokens_in=tokens_in,
-        tokens_out=tokens_out, cost=cost, last_seq=spans[-1].seq if spans else 0, stages=stages,
+        rows=rows,
+        total_ms=waterfall.total_ms if spans else 0.0,
+        spans=sum(1 for s in spans if not s.is_event),
+        events=sum(1 for s in spans if s.is_event),
+        errors=sum(1 for s in spans if s.status == SpanStatus.ERROR),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=cost,
+        last_seq=spans[-1].seq if spans else 0,
+        stages=stages,
     )
 
 
@@ -129,7 +155,11 @@ def run_messages(*, run: Run) -> QuerySet[Message]:
 
 
 def run_tool_calls(*, run: Run) -> QuerySet[ToolCall]:
-    return ToolCall.objects.filter(run=run).select_related("decided_by").order_by("step", "started_at", "pk")
+    return (
+        ToolCall.objects.filter(run=run)
+        .select_related("decided_by")
+        .order_by("step", "started_at", "pk")
+    )
 
 
 def run_handoffs(*, run: Run) -> QuerySet[Handoff]:
@@ -172,11 +202,17 @@ def failures_grouped(
     out = []
     for g in groups:
         runs = list(
-            qs.filter(error_class=g["error_class"], agent__slug=g["agent__slug"], status=g["status"])
+            qs.filter(
+                error_class=g["error_class"], agent__slug=g["agent__slug"], status=g["status"]
+            )
             .select_related("agent", "session")
             .order_by("-created_at")[:per_group]
         )
-        out.append(FailureGroup(g["error_class"], g["agent__slug"], g["status"], g["count"], g["last_at"], runs))
+        out.append(
+            FailureGroup(
+                g["error_class"], g["agent__slug"], g["status"], g["count"], g["last_at"], runs
+            )
+        )
     return out
 
 

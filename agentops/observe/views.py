@@ -28,7 +28,7 @@ from agentops.observe.forms import (
 )
 from agentops.observe.prometheus import registry
 from tracing import charts, conf
-from tracing.models import RetentionOverride, RollupState
+from tracing.models import AlertRule, RetentionOverride, RollupState
 from tracing.selectors import (
     alert_events_recent,
     metrics_overview,
@@ -36,7 +36,6 @@ from tracing.selectors import (
     rollup_agents,
     storage_tables,
 )
-from tracing.models import AlertRule
 
 PAGE_SIZE = 50
 
@@ -63,16 +62,23 @@ def runs(request: HttpRequest) -> HttpResponse:
     else:
         data = form.cleaned_data if form.is_bound else {}
         qs = selectors.runs_filtered(
-            agent=data.get("agent", ""), status=data.get("status", ""),
-            error_class=data.get("error_class", ""), since=window_since(data.get("window", "")),
+            agent=data.get("agent", ""),
+            status=data.get("status", ""),
+            error_class=data.get("error_class", ""),
+            since=window_since(data.get("window", "")),
             query=data.get("q", ""),
         )
         page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
         costs = selectors.run_costs(runs=list(page.object_list))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "costs": costs, "query": query.urlencode(),
-               "filtered": bool(query)}
+    context = {
+        "form": form,
+        "page": page,
+        "costs": costs,
+        "query": query.urlencode(),
+        "filtered": bool(query),
+    }
     template = "observe/runs.html#results" if request.htmx else "observe/runs.html"
     return render(request, template, context, status=status)
 
@@ -105,10 +111,13 @@ def run_retry(request: HttpRequest, run_id: Any) -> HttpResponse:
     except RuntimeConflict as exc:
         messages.error(request, f"Not retried: {exc}")
     else:
-        messages.success(request, f"Run {run.pk} resumes from its last checkpoint (step {run.step}).")
+        messages.success(
+            request, f"Run {run.pk} resumes from its last checkpoint (step {run.step})."
+        )
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("observe:run", args=[run.pk])
     return redirect(target)
 
@@ -148,31 +157,46 @@ def _charts(series: list[Any], bucket_seconds: int, window: timedelta) -> list[c
     labels = [_slot_label(p.start, bucket_seconds, window) for p in series]
     return [
         charts.stacked_bars(
-            title="Runs finished", labels=labels,
-            series=[("c-ok", "succeeded", [p.runs.succeeded for p in series]),
-                    ("c-bad", "failed", [p.runs.errors for p in series]),
-                    ("c-handoff", "handed off", [p.runs.handed_off for p in series]),
-                    ("c-muted", "cancelled", [p.runs.cancelled for p in series])],
+            title="Runs finished",
+            labels=labels,
+            series=[
+                ("c-ok", "succeeded", [p.runs.succeeded for p in series]),
+                ("c-bad", "failed", [p.runs.errors for p in series]),
+                ("c-handoff", "handed off", [p.runs.handed_off for p in series]),
+                ("c-muted", "cancelled", [p.runs.cancelled for p in series]),
+            ],
         ),
         charts.line_chart(
-            title="Latency p95", labels=labels, unit="ms",
-            series=[("c-run", "run", [p.runs.p95 for p in series]),
-                    ("c-model", "model call", [p.models.p95 for p in series]),
-                    ("c-tool", "tool call", [p.tools.p95 for p in series])],
+            title="Latency p95",
+            labels=labels,
+            unit="ms",
+            series=[
+                ("c-run", "run", [p.runs.p95 for p in series]),
+                ("c-model", "model call", [p.models.p95 for p in series]),
+                ("c-tool", "tool call", [p.tools.p95 for p in series]),
+            ],
         ),
         charts.stacked_bars(
-            title="Tokens", labels=labels,
-            series=[("c-in", "input", [p.models.tokens_in for p in series]),
-                    ("c-out", "output", [p.models.tokens_out for p in series])],
+            title="Tokens",
+            labels=labels,
+            series=[
+                ("c-in", "input", [p.models.tokens_in for p in series]),
+                ("c-out", "output", [p.models.tokens_out for p in series]),
+            ],
         ),
         charts.stacked_bars(
-            title="Estimated cost", labels=labels, unit="$",
+            title="Estimated cost",
+            labels=labels,
+            unit="$",
             series=[("c-cost", "cost", [float(p.models.cost) for p in series])],
         ),
         charts.stacked_bars(
-            title="Tool calls", labels=labels,
-            series=[("c-ok", "ok", [p.tools.count - p.tools.errors for p in series]),
-                    ("c-bad", "error", [p.tools.errors for p in series])],
+            title="Tool calls",
+            labels=labels,
+            series=[
+                ("c-ok", "ok", [p.tools.count - p.tools.errors for p in series]),
+                ("c-bad", "error", [p.tools.errors for p in series]),
+            ],
         ),
     ]
 
@@ -186,7 +210,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     data = {"window": "24h", "agent": ""}
     if form.is_bound:
         if form.is_valid():
-            data = {"window": form.cleaned_data["window"] or "24h", "agent": form.cleaned_data["agent"]}
+            data = {
+                "window": form.cleaned_data["window"] or "24h",
+                "agent": form.cleaned_data["agent"],
+            }
         else:
             status = 200 if request.htmx else 400
     now = timezone.now()
@@ -195,8 +222,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     overview = metrics_overview(since=since, until=now, agent=data["agent"])
     series = metrics_series(since=since, until=now, agent=data["agent"], points=48)
     context = {
-        "form": form, "overview": overview, "charts": _charts(series, overview.bucket_seconds, window),
-        "window_label": WINDOWS[data["window"]][0], "agent": data["agent"],
+        "form": form,
+        "overview": overview,
+        "charts": _charts(series, overview.bucket_seconds, window),
+        "window_label": WINDOWS[data["window"]][0],
+        "agent": data["agent"],
         "rollup": RollupState.objects.order_by("pk").first(),
     }
     template = "observe/metrics.html#body" if request.htmx else "observe/metrics.html"
@@ -206,7 +236,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
 @role_required("viewer")
 @require_GET
 def alerts(request: HttpRequest) -> HttpResponse:
-    context = {"rules": AlertRule.objects.order_by("-firing", "name"), "events": alert_events_recent(limit=100)}
+    context = {
+        "rules": AlertRule.objects.order_by("-firing", "name"),
+        "events": alert_events_recent(limit=100),
+    }
     return render(request, "observe/alerts.html", context)
 
 
@@ -238,7 +271,7 @@ def _metrics_authorized(request: HttpRequest) -> bool:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return False
-    raw = header[len("Bearer "):].strip()
+    raw = header[len("Bearer ") :].strip()
     token = conf.metrics_token()
     if token and hmac.compare_digest(raw.encode(), token.encode()):
         return True
@@ -251,7 +284,8 @@ def prometheus(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. `Authorization: Bearer <METRICS_TOKEN or a viewer's API key>`."""
     if not _metrics_authorized(request):
         response = JsonResponse(
-            {"detail": "Send Authorization: Bearer <METRICS_TOKEN or an API key of a viewer>."}, status=401
+            {"detail": "Send Authorization: Bearer <METRICS_TOKEN or an API key of a viewer>."},
+            status=401,
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
