@@ -14,3 +14,21 @@ class MemoryAdmin(admin.ModelAdmin):
 @admin.register(models.MemoryRevision)
 class MemoryRevisionAdmin(admin.ModelAdmin):
     list_display = ["memory", "edited_by", "created_at"]
+
+
+@admin.register(models.MemoryEvent)
+class MemoryEventAdmin(admin.ModelAdmin):
+    """The audit trail is read-only, here as everywhere."""
+
+    list_display = ["created_at", "action", "memory_ref", "agent_id", "user_key", "actor_label"]
+    list_filter = ["action"]
+    search_fields = ["user_key", "actor_label"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

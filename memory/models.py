@@ -43,6 +43,10 @@ class Memory(models.Model):
     access_count = models.PositiveIntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
 
+    # Set on rows a vector search returns (memory.selectors.memory_search); not columns.
+    distance: float
+    similarity: float
+
     class Meta:
         indexes = [
             HnswIndex(

@@ -10,6 +10,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from django_htmx.middleware import HtmxDetails
 
 from agentops.auth import role_required
 from memory.forms import MemoryCreateForm, MemoryEditForm, MemoryFilterForm
@@ -30,6 +31,10 @@ from memory.services import memory_create, memory_delete, memory_update
 from tracing.failures import Failure
 
 PAGE_SIZE = 50
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 def _agent_or_404(slug: str) -> Any:
@@ -56,7 +61,7 @@ def memory_index(request: HttpRequest) -> HttpResponse:
 
 
 @role_required("viewer")
-def agent_memories(request: HttpRequest, slug: str) -> HttpResponse:
+def agent_memories(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     agent = _agent_or_404(slug)
     form = MemoryFilterForm(request.GET or None)
     context: dict[str, Any] = {"agent": agent, "form": form, "searching": False}
