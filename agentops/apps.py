@@ -1,3 +1,5 @@
+import os
+
 from django.apps import AppConfig
 
 
@@ -9,3 +11,6 @@ class AgentOpsConfig(AppConfig):
     def ready(self) -> None:
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
+
+        if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
+            from agentops.testing import tools  # noqa: F401

@@ -106,7 +106,7 @@ def main() -> int:
             )
         )
         children.append(subprocess.Popen([*MANAGE, "rqworker", "maintenance", "runs"]))
-        children.append(subprocess.Popen([*MANAGE, "rqcron", "agentops.cron"]))
+        children.append(subprocess.Popen([*MANAGE, "scheduler"]))
         if not _wait_http(f"http://127.0.0.1:{port}/healthz", 30):
             _say("the web server did not answer within 30 s; see the output above")
         _say(f"AgentOps is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")

@@ -203,6 +203,10 @@ CHANNEL_LAYERS = {
 }
 
 RUN_JOB_TIMEOUT = envint("RUN_JOB_TIMEOUT", 900, minimum=10)
+# A running run whose heartbeat (every 2 s) is older than this is taken over by the scheduler.
+RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
+# A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.
+RUN_LOST_JOB_SECONDS = envint("RUN_LOST_JOB_SECONDS", 15, minimum=2)
 RQ_QUEUES = {
     "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
     "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},

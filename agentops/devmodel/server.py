@@ -7,6 +7,7 @@ Deterministic, scripted behaviour (driven by the latest user message):
 - ``recall QUERY``          -> ``recall(query=QUERY, k=5)``
 - ``handoff REASON`` / a message asking for a human -> ``handoff_to_human(reason=...)``
 - ``loop``                  -> calls ``echo`` with the same arguments forever
+- ``chain N TOOL [SECONDS]`` -> calls TOOL N times in a row ({"label": k, "seconds": ...}), then answers
 - a summarisation request (system prompt starting "Summarize") -> a deterministic summary
 - after tool results        -> an answer quoting the tool results
 - anything else             -> "You said: ..." streamed word by word
@@ -39,6 +40,7 @@ _lock = threading.Lock()
 _scripts: dict[str, dict[str, Any]] = {}
 _requests: dict[str, list[dict[str, Any]]] = {}
 
+CHAIN_RE = re.compile(r"^chain (\d+) (\w+)(?: ([0-9.]+))?$", re.I)
 CALL_RE = re.compile(r"^\s*call\s+([^\s{]+)\s*(.*)$", re.S | re.I)
 HANDOFF_RE = re.compile(r"\b(handoff|hand off|human|operator|agent please)\b", re.I)
 INLINE_FAULT_RE = re.compile(r"\[\[fault:(\w+)\]\]")
@@ -83,6 +85,18 @@ def plan_reply(
     if user_text.strip().lower() == "loop":
         return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": "echo",
                                 "arguments": json.dumps({"text": "again"})}]}
+    chain = CHAIN_RE.match(user_text.strip())
+    if chain:
+        done = 0
+        for m in reversed(messages):
+            if m.get("role") == "user":
+                break
+            done += m.get("role") == "tool"
+        if done < int(chain.group(1)):
+            args = {"label": str(done + 1), "seconds": float(chain.group(3) or 0.2)}
+            return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": chain.group(2),
+                                    "arguments": json.dumps(args)}]}
+        return {"content": f"Chain of {done} done."}
     if last.get("role") == "tool":
         results = []
         for m in reversed(messages):

@@ -129,8 +129,10 @@ def run_execute(*, run_id: Any, job_id: str = "") -> str:
             driver.hand_off(handoff.reason, team=handoff.team, priority=handoff.priority)
         except Failure as failure:
             if failure.transient:
-                driver.hand_off(f"model unavailable after retries and fallbacks: "
-                                f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}")
+                driver.hand_off(
+                    f"model unavailable after retries and fallbacks: "
+                    f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}"
+                )
             else:
                 driver.fail(failure)
         except (OperationalError, InterfaceError):

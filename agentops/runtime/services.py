@@ -38,8 +38,6 @@ from tracing.logs import get_logger
 
 log = get_logger(__name__)
 
-STALE_AFTER = timedelta(seconds=10)
-LOST_JOB_AFTER = timedelta(seconds=15)
 MAX_MESSAGE_CHARS = 32_000
 
 
@@ -217,6 +215,8 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
     """The scheduler's sweep: wake due waits, recover runs whose worker died, and re-enqueue
     queued runs whose job Redis lost. Safe to run anywhere, any number of times."""
     now = now or timezone.now()
+    stale_after = timedelta(seconds=settings.RUN_STALE_SECONDS)
+    lost_job_after = timedelta(seconds=settings.RUN_LOST_JOB_SECONDS)
     counts = {"woken": 0, "recovered": 0, "requeued": 0}
     for run in Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).only(
         "pk", "session_id"
@@ -228,7 +228,7 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
                 counts["woken"] += 1
                 run_enqueue(run=run)
     stale = Run.objects.filter(status=RunStatus.RUNNING).filter(
-        Q(heartbeat_at__lt=now - STALE_AFTER) | Q(heartbeat_at__isnull=True)
+        Q(heartbeat_at__lt=now - stale_after) | Q(heartbeat_at__isnull=True)
     )
     for run in stale.only("pk", "heartbeat_at", "worker"):
         with transaction.atomic():
@@ -238,7 +238,7 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
                 counts["recovered"] += 1
                 log.warning("run.recovered", run_id=str(run.pk), worker=run.worker)
                 run_enqueue(run=run)
-    lost = Run.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - LOST_JOB_AFTER)
+    lost = Run.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - lost_job_after)
     for run in lost.only("pk", "job_id"):
         if not _job_alive(run.job_id):
             with transaction.atomic():

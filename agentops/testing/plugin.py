@@ -8,6 +8,7 @@ os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 os.environ.setdefault("LOG_FORMAT", "console")
 os.environ.setdefault("TOOL_EGRESS_ALLOWLIST", "")
+os.environ.setdefault("AGENTOPS_TESTING_TOOLS", "1")
 
 from agentops.embedded import ensure_services
 

@@ -138,7 +138,7 @@ def start_web(env: dict[str, str], port: int) -> Proc:
 
 
 def start_scheduler(env: dict[str, str]) -> Proc:
-    return Proc([PYTHON, "manage.py", "rqcron", "agentops.cron"], env, "scheduler")
+    return Proc([PYTHON, "manage.py", "scheduler"], env, "scheduler")
 
 
 class DevModel:

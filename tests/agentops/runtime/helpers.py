@@ -16,7 +16,9 @@ def wait_for_run(run_id, statuses=DONE, timeout: float = 60.0) -> Run:
         if run.status in statuses:
             return run
         time.sleep(0.05)
-    raise AssertionError(f"run {run_id} still {run.status} after {timeout} s ({run.error_class}: {run.error_message})")
+    raise AssertionError(
+        f"run {run_id} still {run.status} after {timeout} s ({run.error_class}: {run.error_message})"
+    )
 
 
 def span_names(run_id) -> list[str]:

@@ -28,7 +28,9 @@ def attempts(run_id):
 
 
 def test_it_retries_a_rate_limit_honouring_retry_after(worker, session, devmodel, model_name):
-    devmodel.script(model_name, [{"status": 429, "retry_after": 0.3}, {"status": 429, "retry_after": 0.3}])
+    devmodel.script(
+        model_name, [{"status": 429, "retry_after": 0.3}, {"status": 429, "retry_after": 0.3}]
+    )
     run = wait_for_run(session_post_message(session=session, content="hi").pk)
     assert run.status == RunStatus.SUCCEEDED
     assert attempts(run.pk) == [(1, "rate_limit"), (2, "rate_limit"), (3, "")]
@@ -37,7 +39,9 @@ def test_it_retries_a_rate_limit_honouring_retry_after(worker, session, devmodel
     assert run.retries == 2
 
 
-def test_it_hands_off_after_exhausting_retries_on_server_errors(worker, session, devmodel, model_name):
+def test_it_hands_off_after_exhausting_retries_on_server_errors(
+    worker, session, devmodel, model_name
+):
     devmodel.script(model_name, [{"status": 500}] * 3 + [{"status": 500}] * 2)
     run = wait_for_run(session_post_message(session=session, content="hi").pk)
     assert run.status == RunStatus.HANDED_OFF
@@ -53,7 +57,10 @@ def test_it_falls_back_to_the_next_model(worker, session, devmodel, model_name):
     assert run.status == RunStatus.SUCCEEDED
     assert run.fallbacks == 1 and run.model_used == model_name + "-b"
     (event,) = spans(run.pk, "fallback")
-    assert event.attributes["to_endpoint"] == fallback.name and event.attributes["reason"] == "server_error"
+    assert (
+        event.attributes["to_endpoint"] == fallback.name
+        and event.attributes["reason"] == "server_error"
+    )
 
 
 def test_it_times_out_slow_responses_and_retries(worker, session, devmodel, model_name):
@@ -75,7 +82,9 @@ def test_it_classifies_an_unreachable_endpoint_as_connection(worker, session):
     assert {cls for _, cls in attempts(run.pk)} == {"connection"}
 
 
-def test_it_refreshes_credentials_once_then_fails_clearly_on_auth(worker, session, devmodel, model_name):
+def test_it_refreshes_credentials_once_then_fails_clearly_on_auth(
+    worker, session, devmodel, model_name
+):
     devmodel.script(model_name, api_key="the-right-key")
     endpoint = session.agent.endpoint
     endpoint.set_api_key("a-wrong-key-1234")
@@ -105,8 +114,13 @@ def test_it_compacts_the_context_once_on_overflow(worker, session, devmodel, mod
     history = []
     for index in range(30):
         text = f"message {index}: " + "lorem ipsum dolor sit amet " * 8
-        history.append(Message(role=Role.USER if index % 2 == 0 else Role.ASSISTANT, content=text,
-                               token_count=message_tokens(content=text)))
+        history.append(
+            Message(
+                role=Role.USER if index % 2 == 0 else Role.ASSISTANT,
+                content=text,
+                token_count=message_tokens(content=text),
+            )
+        )
     messages_append(session_id=session.pk, messages=history)
     devmodel.script(model_name, context_limit=1500)
     run = wait_for_run(session_post_message(session=session, content="and now?").pk)
@@ -117,7 +131,9 @@ def test_it_compacts_the_context_once_on_overflow(worker, session, devmodel, mod
     assert Message.objects.filter(session=session).count() == 32  # nothing deleted
 
 
-def test_it_fails_context_overflow_that_compaction_cannot_fix(worker, session, devmodel, model_name):
+def test_it_fails_context_overflow_that_compaction_cannot_fix(
+    worker, session, devmodel, model_name
+):
     devmodel.script(model_name, context_limit=5)
     run = wait_for_run(session_post_message(session=session, content="hi").pk)
     assert run.status == RunStatus.FAILED and run.error_class == "context_overflow"
@@ -133,15 +149,21 @@ def test_it_fails_a_bug_with_its_traceback_and_no_retry(worker, session, devmode
 
 
 def test_it_feeds_a_tool_error_back_to_the_model(worker, session):
-    run = wait_for_run(session_post_message(session=session, content='call get_time {"timezone": "Mars/Base"}').pk)
+    run = wait_for_run(
+        session_post_message(session=session, content='call get_time {"timezone": "Mars/Base"}').pk
+    )
     assert run.status == RunStatus.SUCCEEDED
     tool = Message.objects.get(session=session, role=Role.TOOL)
     assert "tool_error" in tool.content and "Unknown time zone" in tool.content
 
 
-def test_it_releases_the_worker_for_a_long_backoff_and_resumes(worker, session, devmodel, model_name):
+def test_it_releases_the_worker_for_a_long_backoff_and_resumes(
+    worker, session, devmodel, model_name
+):
     devmodel.script(model_name, [{"status": 429, "retry_after": 30}])
-    run = wait_for_run(session_post_message(session=session, content="hi").pk, statuses={RunStatus.WAITING})
+    run = wait_for_run(
+        session_post_message(session=session, content="hi").pk, statuses={RunStatus.WAITING}
+    )
     assert "rate_limit" in run.wait_reason and run.wake_at > timezone.now() + timedelta(seconds=20)
     assert run.state["model_retry"] == {"candidate": 0, "attempt": 1}
     assert runs_reconcile()["woken"] == 0

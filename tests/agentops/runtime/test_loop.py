@@ -36,7 +36,9 @@ def test_it_calls_a_tool_and_feeds_back_the_result(worker, session):
     run = session_post_message(session=session, content='call echo {"text": "ping"}')
     run = wait_for_run(run.pk)
     assert run.status == RunStatus.SUCCEEDED, run.error_message
-    roles = list(Message.objects.filter(session=session).order_by("seq").values_list("role", "content"))
+    roles = list(
+        Message.objects.filter(session=session).order_by("seq").values_list("role", "content")
+    )
     assert [r for r, _ in roles] == ["user", "assistant", "tool", "assistant"]
     assert roles[2][1] == "ping"
     assert roles[3][1] == "Tool results: ping"

@@ -1,0 +1,28 @@
+"""Shared setup for benchmarks: their own data folder (var/bench), migrated, Django ready."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def django_setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    os.environ.setdefault("AGENTOPS_VAR_DIR", str(ROOT / "var" / "bench"))
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("AGENTOPS_TESTING_TOOLS", "1")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
+    from agentops.embedded import ensure_services
+
+    ensure_services()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)

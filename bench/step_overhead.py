@@ -1,0 +1,171 @@
+"""Infrastructure time per agent step (everything but the model's own latency) with a
+zero-latency model, on the embedded services, through real RQ workers. Prints JSON.
+
+Per step: the `step` span minus its `model.call` spans, plus the step's `checkpoint`
+span (the committed write of messages, counters and trace records). Context assembly,
+token counting, tool validation and tracing are all on. Compared: a short conversation
+and one of 2,000 messages; RQ's forking Worker and its non-forking SimpleWorker; steps/s
+with 1 and 2 workers.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+from _setup import django_setup
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    django_setup()
+    import os
+
+    from agentops.models import Message, Role, Run
+    from agentops.runtime.checkpoint import messages_append
+    from agentops.runtime.context import message_tokens
+    from agentops.runtime.services import session_create, session_post_message
+    from agentops.testing.processes import DevModel, start_worker
+    from tests.factories import AgentFactory, EndpointFactory
+    from tools.services import python_tools_sync
+    from tracing.models import Span
+
+    devmodel = DevModel()
+    env = dict(os.environ)
+    tools = python_tools_sync()
+
+    def make_agent():
+        endpoint = EndpointFactory(
+            base_url=devmodel.url, default_model=f"bench-{uuid.uuid4().hex[:8]}"
+        )
+        agent = AgentFactory(endpoint=endpoint, max_steps=10, memory_enabled=False)
+        agent.tools.add(*tools)
+        return agent
+
+    def long_session(agent):
+        session = session_create(agent=agent, external_user="long")
+        history = []
+        for index in range(2000):
+            text = f"message {index}: the user and the agent talk about order #{index} and its delivery"
+            history.append(
+                Message(
+                    role=Role.USER if index % 2 == 0 else Role.ASSISTANT,
+                    content=text,
+                    token_count=message_tokens(content=text),
+                )
+            )
+        messages_append(session_id=session.pk, messages=history)
+        warm = session_post_message(session=session, content="hello")  # folds history once
+        wait([warm.pk])
+        return session
+
+    def wait(run_ids, timeout=600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not Run.objects.filter(
+                pk__in=run_ids, status__in=["queued", "running", "waiting"]
+            ).exists():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("runs did not finish")
+
+    def step_infra_ms(run_ids):
+        spans = Span.objects.filter(
+            trace_id__in=run_ids, name__in=["step", "model.call", "checkpoint"]
+        )
+        by_trace = defaultdict(list)
+        for span in spans:
+            by_trace[span.trace_id].append(span)
+        values = []
+        for trace in by_trace.values():
+            model = defaultdict(float)
+            for s in trace:
+                if s.name == "model.call":
+                    model[s.parent_span_id] += s.duration_ms
+            checkpoints = {
+                s.attributes.get("step"): s.duration_ms for s in trace if s.name == "checkpoint"
+            }
+            for s in trace:
+                if s.name == "step":
+                    values.append(
+                        s.duration_ms
+                        - model[s.span_id]
+                        + checkpoints.get(s.attributes.get("step"), 0)
+                    )
+        return values
+
+    def scenario(*, long: bool, workers: int, simple: bool, runs: int):
+        agent = make_agent()
+        procs = [start_worker(env, name="bench", simple=simple) for _ in range(workers)]
+        try:
+            sessions = [long_session(agent)] if long else []
+            run_ids = []
+            started = time.monotonic()
+            for index in range(runs):
+                if long:
+                    session = sessions[0]
+                    run = session_post_message(
+                        session=session, content=f'call echo {{"text": "{index}"}}'
+                    )
+                    wait([run.pk])
+                else:
+                    session = session_create(agent=agent, external_user=f"u{index}")
+                    run = session_post_message(
+                        session=session, content=f'call echo {{"text": "{index}"}}'
+                    )
+                run_ids.append(run.pk)
+            wait(run_ids)
+            elapsed = time.monotonic() - started
+        finally:
+            for proc in procs:
+                proc.stop()
+        steps = sum(Run.objects.filter(pk__in=run_ids).values_list("step", flat=True))
+        infra = step_infra_ms(run_ids)
+        model = list(
+            Span.objects.filter(trace_id__in=run_ids, name="model.call").values_list(
+                "duration_ms", flat=True
+            )
+        )
+        return {
+            "conversation": "2000 messages" if long else "short",
+            "workers": workers,
+            "worker_class": "SimpleWorker" if simple else "Worker (forking)",
+            "runs": runs,
+            "steps": steps,
+            "step_infra_ms_p50": round(statistics.median(infra), 2),
+            "step_infra_ms_p95": round(percentile(infra, 95), 2),
+            "model_call_ms_p50": round(statistics.median(model), 2),
+            "steps_per_s": round(steps / elapsed, 1),
+        }
+
+    results = [
+        scenario(long=False, workers=1, simple=False, runs=40),
+        scenario(long=False, workers=1, simple=True, runs=40),
+        scenario(long=True, workers=1, simple=True, runs=20),
+        scenario(long=False, workers=2, simple=False, runs=60),
+        scenario(long=False, workers=2, simple=True, runs=60),
+    ]
+    devmodel.stop()
+    print(
+        json.dumps(
+            {
+                "benchmark": "step_overhead",
+                "targets": {"p50_ms": 5, "p95_ms": 15},
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
