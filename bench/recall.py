@@ -400,9 +400,19 @@ def main() -> None:
             )
             entry["recall_e2e_typical"] = recall_e2e(data, sets["typical"])
             entry["recall_e2e_large"] = recall_e2e(data, sets["large"])
+            entry["headline"] = {
+                f"{set_name}_{key}": entry[set_name]["auto"][key]
+                for set_name in ("typical", "large")
+                for key in ("p50_ms", "p95_ms", "recall_at_10")
+            }
             report["sizes"][str(n)] = entry
             print(f"done {n}", file=sys.stderr)
         report["writes"] = remember_throughput()
+        biggest = report["sizes"][str(max(int(k) for k in report["sizes"]))]["headline"]
+        report["targets_met"] = all(
+            biggest[f"{set_name}_p95_ms"] < 10 and biggest[f"{set_name}_recall_at_10"] >= 0.95
+            for set_name in ("typical", "large")
+        )
     finally:
         drop_database(admin_url)
     print(json.dumps(report, indent=2))
