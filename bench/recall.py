@@ -126,8 +126,13 @@ class Dataset:
 
 
 def setup_database() -> tuple[str, str]:
-    from agentops.embedded import ensure_services
+    """Create the bench database; returns the admin URL and whether this script started the
+    embedded servers (and so should stop them)."""
+    from agentops.embedded import ensure_services, postgres_dir
 
+    started_here = (
+        not os.environ.get("DATABASE_URL") and not (postgres_dir() / "postmaster.pid").exists()
+    )
     ensure_services()
     import psycopg
 
@@ -137,7 +142,7 @@ def setup_database() -> tuple[str, str]:
         conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
     parts = urlsplit(admin_url)
     os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + BENCH_DB))
-    return admin_url, os.environ["DATABASE_URL"]
+    return admin_url, started_here
 
 
 def drop_database(admin_url: str) -> None:
@@ -343,7 +348,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
 
-    admin_url, _ = setup_database()
+    admin_url, started_here = setup_database()
     import django
 
     django.setup()
@@ -415,6 +420,10 @@ def main() -> None:
         )
     finally:
         drop_database(admin_url)
+        if started_here:
+            from agentops.embedded import stop_services
+
+            stop_services()
     print(json.dumps(report, indent=2))
 
 
