@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from agentops.auth import role_required
@@ -193,6 +194,7 @@ def _save_credential_form(form: CredentialForm) -> Credential | None:
 
 
 @role_required("admin")
+@sensitive_post_parameters("secret")
 def credential_create(request: HttpRequest) -> HttpResponse:
     form = CredentialForm(request.POST or None)
     if request.method == "POST":
@@ -206,6 +208,7 @@ def credential_create(request: HttpRequest) -> HttpResponse:
 
 
 @role_required("admin")
+@sensitive_post_parameters("secret")
 def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
     credential = get_object_or_404(Credential, pk=pk)
     form = CredentialForm(request.POST or None, instance=credential)
