@@ -48,28 +48,20 @@ class _Sender:
         self.queue.put((group, message))
 
     def _run(self) -> None:
-        asyncio.run(self._loop())
-
-    async def _loop(self) -> None:
+        # One event loop for the thread's life: the channel layer keeps its Redis connections
+        # per loop. A daemon thread blocked in queue.get() never holds up interpreter exit.
         from channels.layers import get_channel_layer
 
+        loop = asyncio.new_event_loop()
         layer = get_channel_layer()
-        loop = asyncio.get_running_loop()
         while True:
-            items = [await loop.run_in_executor(None, self.queue.get)]
-            # Drain what else is waiting without another thread hop per message.
-            while True:
-                try:
-                    items.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            for group, message in items:
-                try:
-                    await layer.group_send(group, message)
-                except Exception:
-                    log.exception("live.broadcast_failed", group=group)
+            group, message = self.queue.get()
+            try:
+                loop.run_until_complete(layer.group_send(group, message))
+            except Exception:
+                log.exception("live.broadcast_failed", group=group)
             with self.progress:
-                self.sent += len(items)
+                self.sent += 1
                 self.progress.notify_all()
 
     def flush(self, timeout: float) -> bool:
