@@ -6,11 +6,18 @@ The run reconciler is not here: the scheduler runs it inline every second.
 
 from rq import cron
 
-from tracing import jobs as tracing_jobs  # noqa: E402
+from memory import jobs as memory_jobs
+from tracing import jobs as tracing_jobs
 
 cron.register(
     tracing_jobs.rollup_metrics, queue_name="maintenance", interval=30, job_timeout=300, ttl=60
 )
 cron.register(
     tracing_jobs.retention_purge, queue_name="maintenance", interval=3600, job_timeout=3000, ttl=600
+)
+cron.register(
+    tracing_jobs.alerts_evaluate, queue_name="maintenance", interval=60, job_timeout=120, ttl=60
+)
+cron.register(
+    memory_jobs.memory_expire_job, queue_name="maintenance", interval=600, job_timeout=600, ttl=600
 )
