@@ -90,7 +90,11 @@ def handoff_reply(*, handoff: Handoff, user: Any, content: str) -> Message:
         raise ValueError("the reply must not be empty")
     if len(content) > MAX_MESSAGE_CHARS:
         raise ValueError(f"the reply is longer than {MAX_MESSAGE_CHARS} characters")
-    handoff = Handoff.objects.select_for_update().select_related("claimed_by").get(pk=handoff.pk)
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .get(pk=handoff.pk)
+    )
     _may_act(handoff=handoff, user=user)
     message = Message(
         role=Role.OPERATOR,
@@ -111,7 +115,11 @@ def handoff_reply(*, handoff: Handoff, user: Any, content: str) -> Message:
 
 
 def _resolve(*, handoff: Handoff, user: Any, resolution: str) -> Handoff:
-    handoff = Handoff.objects.select_for_update().select_related("claimed_by").get(pk=handoff.pk)
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .get(pk=handoff.pk)
+    )
     _may_act(handoff=handoff, user=user)
     now = timezone.now()
     done = Handoff.objects.filter(pk=handoff.pk, status=HandoffStatus.CLAIMED).update(
@@ -179,7 +187,11 @@ def handoff_reassign(*, handoff: Handoff, user: Any, to_username: str) -> Handof
     target = get_user_model().objects.filter(username=to_username, is_active=True).first()
     if target is None or not has_role(target, "operator"):
         raise ValueError(f"{to_username!r} is not an active operator")
-    handoff = Handoff.objects.select_for_update().select_related("claimed_by").get(pk=handoff.pk)
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .get(pk=handoff.pk)
+    )
     if handoff.status == HandoffStatus.RESOLVED:
         raise HandoffConflict("this handoff is already resolved")
     previous = _username(handoff.claimed_by) if handoff.claimed_by_id else ""
