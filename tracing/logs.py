@@ -12,20 +12,58 @@ from typing import Any
 
 import structlog
 
+REQUEST_ID_ATTRIBUTE = "_structlog_request_id"
+
+
+def remember_request_id(sender: Any, request: Any, **kwargs: Any) -> None:
+    """django-structlog signal receiver: keep the request id on the request itself."""
+    setattr(
+        request, REQUEST_ID_ATTRIBUTE, structlog.contextvars.get_contextvars().get("request_id")
+    )
+
+
+def add_request_id_of_record(
+    logger: Any, method: str, event_dict: dict[str, Any]
+) -> dict[str, Any]:
+    """Django logs some lines (e.g. "Not Found") after django-structlog's middleware has
+    cleared the context; those records carry the request, which carries its id."""
+    if "request_id" not in event_dict:
+        request = getattr(event_dict.get("_record"), "request", None)
+        request_id = getattr(request, REQUEST_ID_ATTRIBUTE, None)
+        if request_id:
+            event_dict["request_id"] = request_id
+    return event_dict
+
+
 _SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    add_request_id_of_record,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
 
-def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+def renderer_for(fmt: str) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=False)
+
+
+def formatter(fmt: str) -> structlog.stdlib.ProcessorFormatter:
+    """The formatter every handler uses: structlog's and the standard library's lines alike,
+    with the context bound by `bind_context` / django-structlog merged in."""
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer_for(fmt),
+        ],
+        foreign_pre_chain=_SHARED_PROCESSORS,
     )
+
+
+def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
     structlog.configure(
         processors=[
             *_SHARED_PROCESSORS,
@@ -40,17 +78,7 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {
-            "structured": {
-                "()": structlog.stdlib.ProcessorFormatter,
-                "processors": [
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    renderer,
-                ],
-                "foreign_pre_chain": _SHARED_PROCESSORS,
-            }
-        },
+        "formatters": {"structured": {"()": "tracing.logs.formatter", "fmt": fmt}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level},
         "loggers": {

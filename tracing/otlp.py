@@ -162,3 +162,12 @@ def force_flush(timeout: float = 10.0) -> bool:
     """Export what is queued now (tests, shutdown)."""
     exporter = _exporter
     return exporter.flush(timeout) if exporter is not None and exporter.pid == os.getpid() else True
+
+
+def shutdown() -> None:
+    """Export what is queued and stop the exporter (tests, process exit)."""
+    global _exporter
+    with _lock:
+        if _exporter is not None and _exporter.pid == os.getpid():
+            _exporter.shutdown()
+        _exporter = None
