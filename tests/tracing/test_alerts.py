@@ -92,7 +92,7 @@ def test_it_fires_then_resolves_calling_the_webhook_each_time(rolled, receiver):
 
 
 def test_it_fires_when_no_runs_happen(db, receiver):
-    rule = AlertRule.objects.create(name="silence", metric="no_runs", window_minutes=5)
+    AlertRule.objects.create(name="silence", metric="no_runs", window_minutes=5)
     (event,) = alerts_evaluate()
     assert (
         event.state == "firing"
