@@ -33,6 +33,7 @@ class SessionForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["agent"].queryset = selectors.agents_list()
+        self.fields["agent"].label_from_instance = lambda agent: f"{agent.name} ({agent.slug})"
 
 
 class MessageForm(forms.Form):

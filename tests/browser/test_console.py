@@ -1,0 +1,111 @@
+"""The console in a real browser: streamed answers, inline tool calls, reload, escaping."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from agentops.models import Session, ToolCall
+from tests.browser.conftest import login, screenshot
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def start_session(page, agent, end_user: str) -> None:  # type: ignore[no-untyped-def]
+    page.select_option("#id_agent", value=agent.slug)
+    page.fill("input[name=external_user]", end_user)
+    page.click("text=Start session")
+    page.wait_for_url("**/console/sessions/**")
+    expect(page.locator("[data-convo]")).to_have_attribute("data-connected", "1")
+
+
+def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    page.fill("#composer textarea", text)
+    page.click("#composer button[type=submit]")
+
+
+def test_it_streams_the_answer_and_shows_tool_calls_inline(
+    browser, base_url, chat_agent, devmodel, model_name, bob
+):
+    devmodel.script(model_name, faults=[{"stream_delay": 0.15}])
+    page = login(browser, base_url, "bob")
+    expect(page.locator("text=No sessions yet")).to_be_visible()
+    start_session(page, chat_agent, "erin")
+
+    send(page, "hello there from the browser")
+    streaming = page.locator("[data-stream-body]")
+    expect(streaming).to_contain_text("You said:")  # partial text while tokens arrive
+    answer = page.locator(
+        "li.msg-assistant .msg-body", has_text="You said: hello there from the browser"
+    )
+    expect(answer).to_be_visible()
+    expect(streaming).to_have_count(0)
+    expect(page.locator("[data-run-badge]")).to_have_text("Succeeded")
+    run_link = page.locator("[data-run-link]")
+    expect(run_link).to_have_attribute("href", __import__("re").compile(r"^/runs/[0-9a-f-]{36}/$"))
+
+    send(page, 'call echo {"text": "ping"}')
+    call = page.locator("details.toolcall", has=page.locator(".tool-name", has_text="echo"))
+    expect(call).to_have_count(1)
+    expect(call.locator("[data-tc-status]")).to_have_text("succeeded")
+    expect(call.locator("[data-tc-duration]")).to_contain_text(" ms")
+    call.locator("summary").click()
+    expect(call.locator("[data-tc-result]")).to_have_text("ping")
+    expect(
+        page.locator("li.msg-assistant .msg-body", has_text="Tool results: ping")
+    ).to_be_visible()
+    stored = ToolCall.objects.get(tool_name="echo")
+    stored_ms = int((stored.finished_at - stored.started_at).total_seconds() * 1000)
+    expect(call.locator("[data-tc-duration]")).to_have_text(
+        f"{stored_ms} ms"
+    )  # the stored figure wins
+    screenshot(page, "console")
+
+    # A reload re-renders from the database and re-syncs from the stream: nothing twice.
+    count = page.locator("li.msg[data-seq]").count()
+    page.reload()
+    expect(page.locator("[data-convo]")).to_have_attribute("data-synced", "1")
+    assert page.locator("li.msg[data-seq]").count() == count
+    seqs = page.locator("li.msg[data-seq]").evaluate_all("els => els.map(e => e.dataset.seq)")
+    assert len(seqs) == len(set(seqs))
+
+    phone = login(
+        browser,
+        base_url,
+        "bob",
+        f"/console/sessions/{Session.objects.get().pk}/",
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+    )
+    expect(
+        phone.locator("li.msg-assistant .msg-body", has_text="Tool results: ping")
+    ).to_be_visible()
+    expect(phone.locator("[data-convo]")).to_have_attribute("data-connected", "1")
+    screenshot(phone, "console-phone")
+
+
+def test_it_renders_markup_from_people_and_the_model_as_text(browser, base_url, chat_agent, bob):
+    payload = "<img src=x onerror=alert(1)> and <script>alert(1)</script>"
+    page = login(browser, base_url, "bob")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    start_session(page, chat_agent, "<b>mallory</b>")
+    send(page, payload)
+    echoed = page.locator("li.msg-assistant .msg-body", has_text="You said: <img src=x")
+    expect(echoed).to_have_text(f"You said: {payload}")
+    expect(page.locator("li.msg-user .msg-body")).to_have_text(payload)
+    assert page.locator(".messages img, .messages script, .messages b").count() == 0
+    page.reload()
+    expect(page.locator("li.msg-assistant .msg-body")).to_have_text(f"You said: {payload}")
+    assert page.locator(".messages img, .messages script, .messages b").count() == 0
+    expect(page.locator("li.msg-user .msg-role").first).to_have_text("<b>mallory</b>")
+    page.wait_for_timeout(300)
+    assert dialogs == []
+
+
+def test_it_keeps_viewers_from_writing(browser, base_url, chat_agent, bob):
+    UserFactory(username="victor", role="viewer")
+    page = login(browser, base_url, "victor")
+    expect(page.locator("text=You can read sessions")).to_be_visible()
+    assert page.locator("text=Start session").count() == 0
