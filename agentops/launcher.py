@@ -105,7 +105,18 @@ def main() -> int:
                 ]
             )
         )
-        children.append(subprocess.Popen([*MANAGE, "rqworker", "maintenance", "runs"]))
+        children.append(
+            subprocess.Popen(
+                [
+                    *MANAGE,
+                    "rqworker",
+                    "maintenance",
+                    "runs",
+                    "--worker-class",
+                    "agentops.worker.Worker",
+                ]
+            )
+        )
         children.append(subprocess.Popen([*MANAGE, "scheduler"]))
         if not _wait_http(f"http://127.0.0.1:{port}/healthz", 30):
             _say("the web server did not answer within 30 s; see the output above")

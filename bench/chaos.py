@@ -29,8 +29,12 @@ def main() -> int:
     from tools.services import python_tools_sync
 
     devmodel = DevModel()
-    endpoint = EndpointFactory(base_url=devmodel.url, default_model=f"chaos-{uuid.uuid4().hex[:8]}")
-    agent = AgentFactory(endpoint=endpoint, max_steps=10)
+    endpoint = EndpointFactory(
+        name=f"bench-{uuid.uuid4().hex[:8]}",
+        base_url=devmodel.url,
+        default_model=f"chaos-{uuid.uuid4().hex[:8]}",
+    )
+    agent = AgentFactory(slug=f"bench-{uuid.uuid4().hex[:8]}", endpoint=endpoint, max_steps=10)
     agent.tools.add(*python_tools_sync())
     env = dict(os.environ, RUN_STALE_SECONDS=args.stale_seconds, RUN_LOST_JOB_SECONDS="15")
     report = chaos_run(agent=agent, env=env, kills=args.kills, workers=args.workers, timeout=3600)

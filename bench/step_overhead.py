@@ -44,9 +44,16 @@ def main() -> int:
 
     def make_agent():
         endpoint = EndpointFactory(
-            base_url=devmodel.url, default_model=f"bench-{uuid.uuid4().hex[:8]}"
+            name=f"bench-{uuid.uuid4().hex[:8]}",
+            base_url=devmodel.url,
+            default_model=f"bench-{uuid.uuid4().hex[:8]}",
         )
-        agent = AgentFactory(endpoint=endpoint, max_steps=10, memory_enabled=False)
+        agent = AgentFactory(
+            slug=f"bench-{uuid.uuid4().hex[:8]}",
+            endpoint=endpoint,
+            max_steps=10,
+            memory_enabled=False,
+        )
         agent.tools.add(*tools)
         return agent
 
@@ -86,10 +93,15 @@ def main() -> int:
             by_trace[span.trace_id].append(span)
         values = []
         for trace in by_trace.values():
+            parents = {s.span_id: s.parent_span_id for s in trace}
+            steps = {s.span_id for s in trace if s.name == "step"}
             model = defaultdict(float)
             for s in trace:
-                if s.name == "model.call":
-                    model[s.parent_span_id] += s.duration_ms
+                if s.name == "model.call":  # the model's own time, wherever it sits under a step
+                    ancestor = s.parent_span_id
+                    while ancestor and ancestor not in steps:
+                        ancestor = parents.get(ancestor, "")
+                    model[ancestor] += s.duration_ms
             checkpoints = {
                 s.attributes.get("step"): s.duration_ms for s in trace if s.name == "checkpoint"
             }

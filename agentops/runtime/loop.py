@@ -313,6 +313,9 @@ class RunDriver:
                 )
                 assemble.set(tokens=used, messages=len(messages), folded=len(older))
             if older:
+                # Fold down to 60% of the budget, so the next turns fit without folding again.
+                fixed = used - sum(m.token_count for m in self.transcript.messages[len(older) :])
+                older, _ = self.transcript.window(max(0, int(self.budget * 0.6) - fixed))
                 self.fold_into_summary(older)
                 messages, used, _ = context_assemble(
                     parts=self.parts,
@@ -467,7 +470,7 @@ class RunDriver:
     def compact(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Context overflow: fold more of the conversation into the summary and reassemble."""
         self.budget = max(256, self.budget // 2)
-        older, _ = self.transcript.window(self.budget)
+        older, _ = self.transcript.window(int(self.budget * 0.6))
         if older:
             self.fold_into_summary(older)
         specs = tool_specs(self.tools.available())

@@ -110,8 +110,7 @@ def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = Fa
         "--name",
         f"{name}-{time.time_ns()}",
     ]
-    if simple:
-        args += ["--worker-class", "rq.worker.SimpleWorker"]
+    args += ["--worker-class", "rq.worker.SimpleWorker" if simple else "agentops.worker.Worker"]
     return Proc(args, env, name)
 
 

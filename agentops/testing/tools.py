@@ -46,3 +46,8 @@ def slow_lookup(label: str, seconds: float = 0.2, *, context: ToolContext) -> st
     _record(label, True, context)
     time.sleep(seconds)
     return f"found {label}"
+
+
+@python_tool(description="Always fails (test tool for fallbacks).")
+def broken_lookup(label: str, seconds: float = 0.0) -> str:
+    raise RuntimeError(f"the lookup service for {label} is down")

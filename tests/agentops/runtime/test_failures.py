@@ -109,7 +109,7 @@ def test_it_compacts_the_context_once_on_overflow(worker, session, devmodel, mod
     from agentops.runtime.context import message_tokens
 
     agent = session.agent
-    agent.context_token_budget = 2000
+    agent.context_token_budget = 4000
     agent.save()
     history = []
     for index in range(30):

@@ -1,0 +1,133 @@
+"""Circuit breaker, fallback tools, approvals and fencing, end to end through real workers."""
+
+import os
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from agentops.models import AgentFallback, Message, Role, Run, RunStatus, ToolCall
+from agentops.runtime.services import (
+    runs_reconcile,
+    session_create,
+    session_post_message,
+    toolcall_decide,
+)
+from agentops.testing.processes import child_env, start_worker
+from tests.agentops.runtime.helpers import spans, wait_for_run
+from tests.factories import EndpointFactory
+from tools.models import ToolDefinition
+from tools.services import python_tools_sync, tool_save
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def agent(dev_agent):
+    dev_agent.tools.add(*python_tools_sync())
+    dev_agent.retry_max_attempts = 1
+    dev_agent.save()
+    return dev_agent
+
+
+def ask(agent, content):
+    session = session_create(agent=agent, external_user="erin")
+    return session, session_post_message(session=session, content=content)
+
+
+def test_it_opens_the_breaker_and_sends_steps_to_the_fallback(worker, agent, devmodel, model_name):
+    primary = agent.endpoint
+    primary.breaker_threshold, primary.breaker_cooldown_seconds = 2, 2.0
+    primary.save()
+    AgentFallback.objects.create(
+        agent=agent,
+        position=1,
+        endpoint=EndpointFactory(base_url=devmodel.url, default_model=model_name + "-fb"),
+    )
+    devmodel.script(model_name, [{"status": 500}, {"status": 500}])
+    for _ in range(2):
+        assert wait_for_run(ask(agent, "hi")[1].pk).status == RunStatus.SUCCEEDED
+    primary.refresh_from_db()
+    assert primary.breaker_state == "open"
+    _, run = ask(agent, "hi")
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED and run.model_used == model_name + "-fb"
+    assert len(devmodel.requests(model_name)) == 2  # the open breaker kept the primary out
+    assert spans(run.pk, "fallback")[0].attributes["reason"] == "breaker_open"
+    time.sleep(2.1)
+    _, run = ask(agent, "hi")
+    run = wait_for_run(run.pk)
+    assert run.model_used == model_name
+    assert [
+        s.name for s in spans(run.pk, "breaker.half_open") + spans(run.pk, "breaker.closed")
+    ] == ["breaker.half_open", "breaker.closed"]
+    primary.refresh_from_db()
+    assert primary.breaker_state == "closed" and primary.breaker_failures == 0
+
+
+def test_it_uses_the_fallback_tool_when_a_tool_fails(worker, agent):
+    broken = ToolDefinition.objects.get(name="broken_lookup")
+    broken.fallback = ToolDefinition.objects.get(name="slow_lookup")
+    tool_save(tool=broken)
+    session, run = ask(agent, 'call broken_lookup {"label": "order-7", "seconds": 0}')
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert Message.objects.get(session=session, role=Role.TOOL).content == "found order-7"
+    statuses = dict(ToolCall.objects.filter(run=run).values_list("tool_name", "status"))
+    assert statuses == {"broken_lookup": "failed", "slow_lookup": "succeeded"}
+    assert spans(run.pk, "fallback")[0].attributes["to_tool"] == "slow_lookup"
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, approve):
+    echo = ToolDefinition.objects.get(name="echo")
+    echo.requires_approval = True
+    tool_save(tool=echo)
+    session, run = ask(agent, 'call echo {"text": "transfer 100 EUR"}')
+    run = wait_for_run(run.pk, statuses={RunStatus.WAITING})
+    assert run.wait_reason == "approval needed for echo" and run.wake_at is None
+    call = ToolCall.objects.get(run=run, status="awaiting_approval")
+    assert call.arguments == {"text": "transfer 100 EUR"}
+    toolcall_decide(tool_call=call, approve=approve, actor=bob, note="checked with finance")
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED
+    tool_message = Message.objects.get(session=session, role=Role.TOOL).content
+    if approve:
+        assert tool_message == "transfer 100 EUR"
+    else:
+        assert "rejected" in tool_message and "checked with finance" in tool_message
+    from agentops.models import AuditEntry
+
+    assert AuditEntry.objects.filter(
+        action="tool.approve" if approve else "tool.reject", actor=bob
+    ).exists()
+
+
+def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
+    env = child_env()
+    first = start_worker(env, name="first")
+    rescuer = None
+    try:
+        session, run = ask(agent, "chain 1 slow_lookup 2")
+        deadline = time.monotonic() + 30
+        while not ToolCall.objects.filter(run=run).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.refresh_from_db()
+        job_pid = int(run.worker.rsplit(":", 1)[1])
+        os.kill(job_pid, signal.SIGSTOP)  # the job process freezes mid-tool; its heartbeat stops
+        assert runs_reconcile(now=timezone.now() + timedelta(seconds=60))["recovered"] == 1
+        rescuer = start_worker(env, name="rescuer")
+        run = wait_for_run(run.pk)
+        assert run.status == RunStatus.SUCCEEDED and run.epoch == 2
+        before = list(Message.objects.filter(session=session).values_list("seq", "role", "run_id"))
+        os.kill(job_pid, signal.SIGCONT)  # the orphan wakes up and tries to write its step
+        time.sleep(3)
+        after = list(Message.objects.filter(session=session).values_list("seq", "role", "run_id"))
+        assert after == before
+        assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+    finally:
+        first.stop()
+        if rescuer:
+            rescuer.stop()
