@@ -156,6 +156,11 @@ class Tracer:
         error_message: str = "",
         **attributes: Any,
     ) -> None:
+        if status not in SpanStatus.values:
+            # A status of something else (`run.status` events: "running", "failed", ...) is
+            # an attribute; the event is an error when it names an error class.
+            attributes["status"] = status
+            status = SpanStatus.ERROR if error_class else SpanStatus.OK
         record = SpanRecord(name, self.current_span_id, attributes)
         if status == SpanStatus.ERROR:
             record.fail(error_class, error_message)
