@@ -23,8 +23,8 @@ def user_role(user: Any) -> str | None:
         return None
     if user.is_superuser:
         return "admin"
-    cached = getattr(user, "_agentops_role", False)
-    if cached is not False:
+    if hasattr(user, "_agentops_role"):
+        cached: str | None = user._agentops_role
         return cached
     names = set(user.groups.values_list("name", flat=True))
     role = next((r for r in reversed(ROLES) if r in names), None)

@@ -125,9 +125,7 @@ def main() -> int:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         dead = next(child for child in children if child.poll() is not None)
-        _say(
-            f"process {' '.join(map(str, dead.args))[:80]} exited with {dead.returncode}; stopping"
-        )
+        _say(f"process {str(dead.args)[:80]} exited with {dead.returncode}; stopping")
         return 1
     except KeyboardInterrupt:
         _say("stopping…")

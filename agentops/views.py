@@ -39,7 +39,7 @@ def account(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Give the key a name of 1 to 100 characters.")
         else:
             _, new_key = api_key_create(user=request.user, name=name)
-    keys = ApiKey.objects.filter(user=request.user).order_by("-created_at")
+    keys = ApiKey.objects.filter(user_id=request.user.pk or 0).order_by("-created_at")
     return render(request, "agentops/account.html", {"keys": keys, "new_key": new_key})
 
 

@@ -83,8 +83,15 @@ def plan_reply(
     last = messages[-1] if messages else {"role": "user", "content": ""}
     user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
     if user_text.strip().lower() == "loop":
-        return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": "echo",
-                                "arguments": json.dumps({"text": "again"})}]}
+        return {
+            "tool_calls": [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:12]}",
+                    "name": "echo",
+                    "arguments": json.dumps({"text": "again"}),
+                }
+            ]
+        }
     chain = CHAIN_RE.match(user_text.strip())
     if chain:
         done = 0
@@ -94,8 +101,15 @@ def plan_reply(
             done += m.get("role") == "tool"
         if done < int(chain.group(1)):
             args = {"label": str(done + 1), "seconds": float(chain.group(3) or 0.2)}
-            return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "name": chain.group(2),
-                                    "arguments": json.dumps(args)}]}
+            return {
+                "tool_calls": [
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:12]}",
+                        "name": chain.group(2),
+                        "arguments": json.dumps(args),
+                    }
+                ]
+            }
         return {"content": f"Chain of {done} done."}
     if last.get("role") == "tool":
         results = []
@@ -117,10 +131,9 @@ def plan_reply(
             ]
         }
 
-    match = CALL_RE.match(user_text)
-    if match:
-        args = match.group(2).strip() or "{}"
-        return call(match.group(1), args)
+    call_match = CALL_RE.match(user_text)
+    if call_match:
+        return call(call_match.group(1), call_match.group(2).strip() or "{}")
     lowered = user_text.lower().strip()
     if lowered.startswith("remember ") and "remember" in tool_names:
         return call("remember", json.dumps({"text": user_text.strip()[9:], "kind": "fact"}))
@@ -268,12 +281,12 @@ class Handler(BaseHTTPRequestHandler):
         if status:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
             code = fault.get("code")
-            message = (
+            error_text = (
                 "maximum context length exceeded"
                 if code == "context_length_exceeded"
                 else f"Injected {status}"
             )
-            self._error(int(status), message, code, **headers)
+            self._error(int(status), error_text, code, **headers)
             return
         limit = script.get("context_limit")
         prompt_tokens = _approx_tokens(messages)

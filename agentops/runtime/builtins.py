@@ -8,6 +8,12 @@ from tools.executors import ToolContext, ToolResult
 from tools.registry import python_tool
 
 
+def _agent_id(context: ToolContext) -> int:
+    if context.agent_id is None:
+        raise ValueError("memory tools run only inside an agent run")
+    return context.agent_id
+
+
 @python_tool(
     description="Hand the conversation to a human operator. Give the reason; optionally a team "
     "and a priority from 1 (most urgent) to 3."
@@ -35,7 +41,7 @@ def remember(
     from memory.services import memory_remember
 
     memory = memory_remember(
-        agent_id=context.agent_id,
+        agent_id=_agent_id(context),
         user_key=context.user_key,
         text=text,
         kind=kind,
@@ -51,7 +57,7 @@ def recall(query: str, k: int = 5, *, context: ToolContext) -> str:
     from memory.selectors import memory_recall
 
     found = memory_recall(
-        agent_id=context.agent_id,
+        agent_id=_agent_id(context),
         user_key=context.user_key,
         query=query,
         k=max(1, min(k, 20)),

@@ -182,14 +182,15 @@ class ToolRunner:
         try:
             result = self.execute(row, tool, arguments)
         except Failure as failure:
-            result = None
+            fallback_result: ToolResult | None = None
             if tool.fallback_id and tool.fallback and tool.fallback.enabled:
-                result = self.try_fallback(row, tool, arguments, failure)
-            if result is None:
+                fallback_result = self.try_fallback(row, tool, arguments, failure)
+            if fallback_result is None:
                 return (
                     f"Error: the tool {name} failed ({failure.failure_class.value}): "
                     f"{tracer.redact(str(failure))[:500]}. Try another approach or tell the user."
                 ), None
+            result = fallback_result
         return as_text(result.content), result.control
 
     def existing_row(self, call_id: str) -> ToolCall | None:

@@ -87,7 +87,9 @@ def start_runs(agent: Agent, count: int, rng: random.Random, steps: int) -> list
     for _ in range(count):
         session = session_create(agent=agent, external_user=f"chaos-{rng.randrange(10**6)}")
         tool = rng.choice(["side_effect", "slow_lookup"])
-        runs.append(session_post_message(session=session, content=f"chain {steps} {tool} 0.6").pk)
+        run = session_post_message(session=session, content=f"chain {steps} {tool} 0.6")
+        assert run is not None
+        runs.append(run.pk)
     return runs
 
 
