@@ -1,8 +1,13 @@
-"""WebSocket stream machinery: a group to listen on, a bounded outbox per connection, and
-for traces a replay of what is stored merged with what arrives live.
+"""WebSocket stream machinery: a per-process hub joining each channel group once, a bounded
+outbox per connection, and for traces a replay of what is stored merged with what arrives.
 
 Authorisation lives in the app that knows users and roles: subclasses override
 `authorize()` (the base refuses everyone). See agentops/observe/consumers.py.
+
+Fan-out (`GroupHub`): the channel layer would hand every connection its own copy of each
+event (one Redis delivery, one deserialisation and one JSON encoding per connection). The
+hub is a single member of each group per process and event loop; it passes each event to
+the connections in memory, encoded to JSON once.
 
 Replay without gaps or duplicates (`TraceStreamConsumer`):
 1. join the run's group, then publish a marker to it; events arriving before the marker
@@ -11,17 +16,20 @@ Replay without gaps or duplicates (`TraceStreamConsumer`):
 2. read the stored spans (by seq) and send them;
 3. send the buffered and later live spans whose seq is above the last one sent.
 
-A browser that cannot keep up: queued messages are coalesced (consecutive span batches
-merged into one message, `span.start` of spans that already ended dropped). When more
-than `max_pending_spans` wait, they are dropped and re-read from the database once the
-browser catches up, so memory stays bounded and nothing is lost.
+A browser (or a server) that cannot keep up: whatever queued while the previous write was
+in progress goes out as one coalesced write (span batches merged, `span.start` of spans
+that already ended dropped). When more than `max_pending_spans` wait, they are dropped
+and re-read from the database once the browser catches up, so memory stays bounded and
+nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import uuid
+import weakref
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -35,7 +43,24 @@ from tracing.models import Span
 log = get_logger(__name__)
 
 REFUSED = 4403
-NOT_FOUND = 4404
+
+
+class LiveEvent(dict):
+    """An event shared by every connection of the process, JSON-encoded at most once."""
+
+    __slots__ = ("_text",)
+
+    @property
+    def text(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text = json.dumps(self)
+            return self._text
+
+
+def encode(message: dict[str, Any]) -> str:
+    return message.text if isinstance(message, LiveEvent) else json.dumps(message)
 
 
 def coalesce(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,8 +83,73 @@ def coalesce(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class GroupHub:
+    """This process's (and event loop's) one membership of each group, shared in memory."""
+
+    _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupHub] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.members: dict[str, set[LiveConsumer]] = {}
+        self.lock = asyncio.Lock()
+        self.pump: asyncio.Task[None] | None = None
+
+    @classmethod
+    def current(cls, layer: Any) -> GroupHub:
+        loop = asyncio.get_running_loop()
+        hub = cls._hubs.get(loop)
+        if hub is None:
+            hub = cls._hubs[loop] = cls(layer)
+        return hub
+
+    async def join(self, group: str, member: LiveConsumer) -> None:
+        async with self.lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel("hub.")
+                self.pump = asyncio.create_task(self._pump())
+            members = self.members.setdefault(group, set())
+            members.add(member)
+            if len(members) == 1:
+                await self.layer.group_add(group, self.channel)
+
+    async def leave(self, group: str, member: LiveConsumer) -> None:
+        async with self.lock:
+            members = self.members.get(group)
+            if not members:
+                return
+            members.discard(member)
+            if not members:
+                del self.members[group]
+                await self.layer.group_discard(group, self.channel)
+
+    async def _pump(self) -> None:
+        assert self.channel is not None
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("live.hub_receive_failed")
+                await asyncio.sleep(0.5)
+                continue
+            members = self.members.get(message.get("group", ""))
+            if not members:
+                continue
+            if message.get("type") == "live.event":
+                event = LiveEvent(message["event"])
+                for member in list(members):
+                    member.hub_event(event)
+            elif message.get("type") == "live.sync":
+                for member in list(members):
+                    member.hub_sync(message.get("nonce", ""))
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
-    """Listens on one channel group and forwards its `live.event` messages to the client."""
+    """Forwards one channel group's events to the client through a bounded outbox."""
 
     max_pending = 500
 
@@ -71,6 +161,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.group: str | None = None
+        self._hub: GroupHub | None = None
         self._outbox: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -78,29 +169,34 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=REFUSED)
             return
         self.group = self.group_name()
-        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self._writer = asyncio.create_task(self._write_loop())
         await self.started()
+        self._hub = GroupHub.current(self.channel_layer)
+        await self._hub.join(self.group, self)
+        await self.joined()
 
     async def started(self) -> None:
-        """Hook: the connection is accepted and the group joined."""
+        """Hook: accepted, not yet listening."""
+
+    async def joined(self) -> None:
+        """Hook: the group is joined."""
 
     async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self._hub is not None and self.group:
+            await self._hub.leave(self.group, self)
         if self._writer is not None:
             self._writer.cancel()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("kind") == "ping":
-            await self.send_json({"kind": "pong"})
+            self.enqueue({"kind": "pong"})
 
-    async def live_event(self, message: dict[str, Any]) -> None:
-        self.enqueue(message["event"])
+    def hub_event(self, event: LiveEvent) -> None:
+        self.enqueue(event)
 
-    async def live_sync(self, message: dict[str, Any]) -> None:
-        """A marker another connection published on a shared group: not for us."""
+    def hub_sync(self, nonce: str) -> None:
+        """A marker published on the group by a connection: only the trace stream waits for one."""
 
     def enqueue(self, event: dict[str, Any]) -> None:
         self._outbox.append(event)
@@ -132,7 +228,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 await self.before_write()
                 batch, self._outbox = self._outbox, []
                 for message in self.prepare(coalesce(batch)):
-                    await self.send_json(message)
+                    await self.send(text_data=encode(message))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -168,34 +264,46 @@ class TraceStreamConsumer(LiveConsumer):
         self._pending_spans = 0
         self._catch_up = False
         self._nonce = secrets.token_hex(8)
-        await self.channel_layer.group_send(self.group, {"type": "live.sync", "nonce": self._nonce})
+        self._sync_fallback: asyncio.TimerHandle | None = None
+
+    async def joined(self) -> None:
+        await self.channel_layer.group_send(
+            self.group, {"type": "live.sync", "group": self.group, "nonce": self._nonce}
+        )
         self._sync_fallback = asyncio.get_running_loop().call_later(
-            self.sync_timeout, lambda: asyncio.ensure_future(self._replay())
+            self.sync_timeout, self._start_replay
         )
 
     async def disconnect(self, code: int) -> None:
-        fallback = getattr(self, "_sync_fallback", None)
-        if fallback is not None:
-            fallback.cancel()
+        if getattr(self, "_sync_fallback", None) is not None:
+            self._sync_fallback.cancel()
         await super().disconnect(code)
 
-    async def live_sync(self, message: dict[str, Any]) -> None:
-        if message.get("nonce") == getattr(self, "_nonce", None):
-            await self._replay()
+    def hub_sync(self, nonce: str) -> None:
+        if nonce == self._nonce:
+            self._start_replay()
 
-    async def live_event(self, message: dict[str, Any]) -> None:
+    def _start_replay(self) -> None:
+        if not (self._replayed or self._replaying):
+            self._replaying = True
+            if self._sync_fallback is not None:
+                self._sync_fallback.cancel()
+            self._replay_task = asyncio.ensure_future(self._replay())
+
+    def hub_event(self, event: LiveEvent) -> None:
         if not getattr(self, "_replayed", False):
             if hasattr(self, "_buffer"):
-                self._buffer.append(message["event"])
+                self._buffer.append(event)
             return
-        self.enqueue(message["event"])
+        self.enqueue(event)
 
     async def _replay(self) -> None:
-        if self._replayed or self._replaying:
+        try:
+            stored = await self._stored_after(0)
+        except Exception:
+            log.exception("live.replay_failed", group=self.group)
+            await self.close()
             return
-        self._replaying = True
-        self._sync_fallback.cancel()
-        stored = await self._stored_after(0)
         ended = {s["span_id"] for s in stored}
         for i in range(0, len(stored), self.replay_chunk):
             self.enqueue(
@@ -216,11 +324,13 @@ class TraceStreamConsumer(LiveConsumer):
 
     def enqueue(self, event: dict[str, Any]) -> None:
         if event.get("kind") == "spans":
-            fresh = [s for s in event.get("spans", []) if s["seq"] > self._last_seq]
+            spans = event.get("spans", [])
+            fresh = [s for s in spans if s["seq"] > self._last_seq]
             if not fresh:
                 return
             self._last_seq = max(s["seq"] for s in fresh)
-            event = {**event, "spans": fresh}
+            if len(fresh) != len(spans):
+                event = {**event, "spans": fresh}
             self._pending_spans += len(fresh)
             if self._pending_spans > self.max_pending_spans:
                 # The client is far behind: forget the queued spans, re-read them later.
@@ -245,18 +355,22 @@ class TraceStreamConsumer(LiveConsumer):
                 chunk = await self._stored_after(self._sent_seq, limit=self.replay_chunk)
                 if not chunk:
                     break
-                await self.send_json({"kind": "spans", "spans": chunk, "catch_up": True})
+                await self.send(
+                    text_data=json.dumps({"kind": "spans", "spans": chunk, "catch_up": True})
+                )
                 self._sent_seq = chunk[-1]["seq"]
 
     def prepare(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for message in messages:
             if message.get("kind") == "spans":
-                fresh = [s for s in message["spans"] if s["seq"] > self._sent_seq]
-                self._pending_spans = max(self._pending_spans - len(message["spans"]), 0)
+                spans = message["spans"]
+                fresh = [s for s in spans if s["seq"] > self._sent_seq]
+                self._pending_spans = max(self._pending_spans - len(spans), 0)
                 if not fresh:
                     continue
-                self._sent_seq = fresh[-1]["seq"]
-                message = {**message, "spans": fresh}
+                self._sent_seq = max(s["seq"] for s in fresh)
+                if len(fresh) != len(spans):
+                    message = {**message, "spans": fresh}
             out.append(message)
         return out

@@ -23,10 +23,11 @@ from django.db.models import Max
 
 from tracing import otlp
 from tracing.failures import failure_class_of
-from tracing.live import OPS_GROUP, broadcast, run_group, send_now
+from tracing.live import OPS_GROUP, broadcast, cancel_soon, run_group, send_soon
 from tracing.models import Span, SpanStatus
 
 MAX_ATTRIBUTE_CHARS = 2000
+SPAN_START_NOTICE_DELAY = 0.05  # seconds a span must stay open before "span.start" is sent
 REDACTED = "[REDACTED]"
 _SECRET_KEY_RE = re.compile(r"(authorization|api[_-]?key|password|secret|token|cookie)", re.I)
 
@@ -123,7 +124,10 @@ class Tracer:
     def span(self, name: str, **attributes: Any) -> Iterator[SpanRecord]:
         record = SpanRecord(name, self.current_span_id, attributes)
         self._stack.append(record)
-        send_now(
+        # Announced only if still open after a moment: most spans end sooner, and a
+        # browser gains nothing from a start notice that arrives with the span itself.
+        send_soon(
+            record.span_id,
             run_group(self.trace_id),
             {
                 "kind": "span.start",
@@ -132,6 +136,7 @@ class Tracer:
                 "parent_span_id": record.parent_id,
                 "start_time": record.start_time.isoformat(),
             },
+            delay=SPAN_START_NOTICE_DELAY,
         )
         try:
             yield record
@@ -144,6 +149,7 @@ class Tracer:
                     )[-4000:]
             raise
         finally:
+            cancel_soon(record.span_id)
             self._stack.pop()
             self._record(record, is_event=False)
 

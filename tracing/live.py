@@ -11,6 +11,7 @@ import asyncio
 import os
 import queue
 import threading
+import time
 from typing import Any
 
 from django.db import transaction
@@ -31,14 +32,20 @@ def session_group(session_id: Any) -> str:
 
 
 class _Sender:
-    """A daemon thread draining a queue of (group, message) into the channel layer."""
+    """A daemon thread draining a queue of (group, message) into the channel layer.
+
+    Deferred messages (`send_soon`) wait `delay` seconds and are dropped if cancelled
+    first: a span's "started" notice is only worth sending for a span still open by then.
+    """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self.queued = 0
         self.sent = 0
         self.progress = threading.Condition()
+        self.deferred: dict[str, tuple[float, str, dict[str, Any]]] = {}
+        self.deferred_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="agentops-live", daemon=True)
         self.thread.start()
 
@@ -46,6 +53,27 @@ class _Sender:
         with self.progress:
             self.queued += 1
         self.queue.put((group, message))
+
+    def put_deferred(self, key: str, group: str, message: dict[str, Any], delay: float) -> None:
+        with self.deferred_lock:
+            wake = not self.deferred
+            self.deferred[key] = (time.monotonic() + delay, group, message)
+        if wake:
+            self.queue.put(None)  # the thread may be waiting without a timeout
+
+    def cancel_deferred(self, key: str) -> None:
+        if self.deferred:
+            with self.deferred_lock:
+                self.deferred.pop(key, None)
+
+    def _due(self) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
+        """Deferred messages whose time has come, and how long until the next one."""
+        now = time.monotonic()
+        with self.deferred_lock:
+            due = [k for k, (at, _, _) in self.deferred.items() if at <= now]
+            ready = [self.deferred.pop(k)[1:] for k in due]
+            wait = min((at for at, _, _ in self.deferred.values()), default=None)
+        return ready, None if wait is None else max(wait - now, 0.0)
 
     def _run(self) -> None:
         # One event loop for the thread's life: the channel layer keeps its Redis connections
@@ -55,14 +83,34 @@ class _Sender:
         loop = asyncio.new_event_loop()
         layer = get_channel_layer()
         while True:
-            group, message = self.queue.get()
+            ready, wait = self._due()
+            items: list[tuple[str, dict[str, Any]]] = []
+            if not ready:
+                try:
+                    first = self.queue.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if first is not None:
+                    items.append(first)
+            while True:  # drain what else waits: one loop entry for the lot
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    items.append(more)
+            loop.run_until_complete(self._send(layer, [*ready, *items]))
+            with self.progress:
+                self.sent += len(items)
+                self.progress.notify_all()
+
+    @staticmethod
+    async def _send(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+        for group, message in items:
             try:
-                loop.run_until_complete(layer.group_send(group, message))
+                await layer.group_send(group, message)
             except Exception:
                 log.exception("live.broadcast_failed", group=group)
-            with self.progress:
-                self.sent += 1
-                self.progress.notify_all()
 
     def flush(self, timeout: float) -> bool:
         with self.progress:
@@ -85,7 +133,19 @@ def _get_sender() -> _Sender:
 
 def send_now(group: str, event: dict[str, Any]) -> None:
     """Queue an event for the group right away (no transaction to wait for)."""
-    _get_sender().put(group, {"type": "live.event", "event": event})
+    _get_sender().put(group, {"type": "live.event", "group": group, "event": event})
+
+
+def send_soon(key: str, group: str, event: dict[str, Any], *, delay: float) -> None:
+    """Send `event` in `delay` seconds unless `cancel_soon(key)` is called first."""
+    _get_sender().put_deferred(
+        key, group, {"type": "live.event", "group": group, "event": event}, delay
+    )
+
+
+def cancel_soon(key: str) -> None:
+    if _sender is not None and _sender.pid == os.getpid():
+        _sender.cancel_deferred(key)
 
 
 def broadcast(group: str, event: dict[str, Any]) -> None:
