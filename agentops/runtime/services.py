@@ -197,18 +197,23 @@ def toolcall_decide(*, tool_call: ToolCall, approve: bool, actor: Any, note: str
 
 
 def _job_alive(job_id: str) -> bool:
+    """Will this job still run? Only if it waits in its queue (or is scheduled/deferred).
+
+    A job marked queued but missing from the queue list — its worker was killed between
+    taking it and starting it, or Redis lost the list — never runs; nor does a job marked
+    started for a run that is still unclaimed long after.
+    """
     if not job_id:
         return False
+    queue = django_rq.get_queue("runs")
     try:
-        job = Job.fetch(job_id, connection=django_rq.get_connection("runs"))
+        job = Job.fetch(job_id, connection=queue.connection)
     except NoSuchJobError:
         return False
-    return job.get_status(refresh=False) in (
-        JobStatus.QUEUED,
-        JobStatus.STARTED,
-        JobStatus.SCHEDULED,
-        JobStatus.DEFERRED,
-    )
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return queue.get_job_position(job_id) is not None
+    return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 def runs_reconcile(*, now: Any = None) -> dict[str, int]:

@@ -131,3 +131,38 @@ def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
         first.stop()
         if rescuer:
             rescuer.stop()
+
+
+@pytest.mark.parametrize("lost", ["flushed", "taken-but-never-started"])
+def test_it_requeues_a_run_whose_job_redis_lost(worker, agent, lost):
+    import django_rq
+    from rq.job import Job, JobStatus
+
+    from agentops.models import Message as StoredMessage
+    from agentops.runtime.checkpoint import messages_append
+
+    session = session_create(agent=agent, external_user="erin")
+    (trigger,) = messages_append(
+        session_id=session.pk, messages=[StoredMessage(role="user", content="hi")]
+    )
+    job_id = f"run-lost-{lost}"
+    if lost == "taken-but-never-started":
+        job = Job.create(
+            "agentops.jobs.run_job",
+            args=["x"],
+            id=job_id,
+            connection=django_rq.get_connection("runs"),
+            origin="runs",
+        )
+        job.set_status(JobStatus.QUEUED)
+        job.save()
+    run = Run.objects.create(
+        session=session,
+        agent=agent,
+        trigger=trigger,
+        job_id=job_id,
+        enqueued_at=timezone.now() - timedelta(minutes=5),
+    )
+    assert runs_reconcile()["requeued"] == 1
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED and run.job_id != job_id
