@@ -115,8 +115,9 @@ def run_trace(*, run: Run) -> RunTrace:
                 or span.attributes.get(semconv.REQUEST_MODEL)
                 or ""
             )
-            span_cost = prices.cost(model, node.tokens_in, node.tokens_out)
-            cost += span_cost
+            if prices.price(model) is not None:
+                span_cost = prices.cost(model, node.tokens_in, node.tokens_out)
+                cost += span_cost
             tokens_in += node.tokens_in
             tokens_out += node.tokens_out
         x = node.offset_ms / waterfall.total_ms * 1000

@@ -16,6 +16,15 @@
     let backoff = 1000;
     let received = 0;
 
+    // The page was rendered with spans up to data-last-seq: a replayed span above it
+    // (stored between the page load and the socket opening) still needs a refresh.
+    function hasUnseen(spans) {
+      const target = document.querySelector(el.dataset.liveRefresh);
+      const last = Number((target && target.dataset.lastSeq) || -1);
+      if (last < 0) { return true; }
+      return (spans || []).some(function (s) { return s.seq > last; });
+    }
+
     function say(text) { if (status) { status.textContent = text; } }
 
     function refresh() {
@@ -42,7 +51,8 @@
         if (typeof message.kind === "string" && message.kind.indexOf("alert.") === 0) {
           document.body.dispatchEvent(new CustomEvent("alerts-changed"));
         }
-        if (message.replay || message.kind === "replay.done") { return; }
+        if (message.kind === "replay.done") { return; }
+        if (message.kind === "spans" && !hasUnseen(message.spans)) { return; }
         if (!kinds.length || kinds.indexOf(message.kind) !== -1) {
           say("● live · " + received + " event" + (received === 1 ? "" : "s"));
           refresh();

@@ -40,6 +40,8 @@ def money(value: Any) -> str:
     if value is None or value == "":
         return DASH
     value = Decimal(value)
+    if 0 < value < Decimal("0.0001"):
+        return "<$0.0001"
     return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
 
 
