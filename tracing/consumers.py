@@ -49,6 +49,7 @@ class LiveEvent(dict):
     """An event shared by every connection of the process, JSON-encoded at most once."""
 
     __slots__ = ("_text",)
+    _text: str
 
     @property
     def text(self) -> str:
@@ -275,8 +276,9 @@ class TraceStreamConsumer(LiveConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "_sync_fallback", None) is not None:
-            self._sync_fallback.cancel()
+        fallback = getattr(self, "_sync_fallback", None)
+        if fallback is not None:
+            fallback.cancel()
         await super().disconnect(code)
 
     def hub_sync(self, nonce: str) -> None:
@@ -286,8 +288,9 @@ class TraceStreamConsumer(LiveConsumer):
     def _start_replay(self) -> None:
         if not (self._replayed or self._replaying):
             self._replaying = True
-            if self._sync_fallback is not None:
-                self._sync_fallback.cancel()
+            fallback = self._sync_fallback
+            if fallback is not None:
+                fallback.cancel()
             self._replay_task = asyncio.ensure_future(self._replay())
 
     def hub_event(self, event: LiveEvent) -> None:

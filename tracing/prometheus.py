@@ -53,7 +53,7 @@ class RollupCollector:
         tool_calls = CounterMetricFamily(
             "agentops_tool_calls", "Tool calls.", labels=["agent", "tool", "status"]
         )
-        durations = {
+        durations: dict[str, HistogramMetricFamily] = {
             RollupKind.RUN: HistogramMetricFamily(
                 "agentops_run_duration_seconds", "Run wall time.", labels=["agent"]
             ),

@@ -233,10 +233,10 @@ class MetricsOverview:
 def metrics_overview(*, since: datetime, until: datetime, agent: str = "") -> MetricsOverview:
     groups: dict[tuple[str, str, str], Stats] = {}
     for row in _rollups(since=since, until=until, agent=agent):
-        key = (row.kind, row.agent, row.key)
-        if key not in groups:
-            groups[key] = Stats(kind=row.kind, agent=row.agent, key=row.key)
-        groups[key].add(row)
+        group = (row.kind, row.agent, row.key)
+        if group not in groups:
+            groups[group] = Stats(kind=row.kind, agent=row.agent, key=row.key)
+        groups[group].add(row)
     by_agent: dict[str, dict[str, Any]] = {}
     by_model: dict[str, Stats] = {}
     by_tool: dict[str, Stats] = {}

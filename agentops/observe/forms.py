@@ -38,7 +38,7 @@ class RunFilterForm(forms.Form):
     )
     agent = forms.ChoiceField(required=False)
     status = forms.ChoiceField(required=False, choices=[("", "any status"), *RunStatus.choices])
-    error_class = forms.ChoiceField(
+    error = forms.ChoiceField(
         required=False,
         label="Error class",
         choices=[("", "any error"), *[(c.value, c.value) for c in FailureClass]],
@@ -51,7 +51,7 @@ class RunFilterForm(forms.Form):
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = _agent_choices(agents)
+        self.fields["agent"].choices = _agent_choices(agents)  # type: ignore[attr-defined]
 
 
 class FailureFilterForm(forms.Form):
@@ -65,7 +65,7 @@ class FailureFilterForm(forms.Form):
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = _agent_choices(agents)
+        self.fields["agent"].choices = _agent_choices(agents)  # type: ignore[attr-defined]
 
 
 class MetricsFilterForm(forms.Form):
@@ -76,4 +76,4 @@ class MetricsFilterForm(forms.Form):
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = _agent_choices(agents)
+        self.fields["agent"].choices = _agent_choices(agents)  # type: ignore[attr-defined]

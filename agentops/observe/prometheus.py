@@ -32,14 +32,14 @@ class RuntimeCollector:
             "Handoffs waiting for or held by an operator.",
             labels=["status"],
         )
-        counts = dict(
+        open_counts = dict(
             Handoff.objects.exclude(status=HandoffStatus.RESOLVED)
             .values("status")
             .annotate(n=Count("pk"))
             .values_list("status", "n")
         )
-        for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
-            handoffs.add_metric([str(status)], counts.get(status, 0))
+        for handoff_status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
+            handoffs.add_metric([str(handoff_status)], open_counts.get(handoff_status, 0))
         yield handoffs
 
 

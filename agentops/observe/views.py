@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentops.auth import api_key_user, has_role, role_required
@@ -40,6 +41,10 @@ from tracing.selectors import (
 PAGE_SIZE = 50
 
 
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
 def _run_or_404(run_id: Any) -> Run:
     run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
     if run is None:
@@ -52,7 +57,7 @@ def _run_or_404(run_id: Any) -> Run:
 
 @role_required("viewer")
 @require_GET
-def runs(request: HttpRequest) -> HttpResponse:
+def runs(request: HtmxHttpRequest) -> HttpResponse:
     form = RunFilterForm(request.GET or None, agents=selectors.agent_slugs())
     page = None
     costs: dict[Any, Any] = {}
@@ -64,7 +69,7 @@ def runs(request: HttpRequest) -> HttpResponse:
         qs = selectors.runs_filtered(
             agent=data.get("agent", ""),
             status=data.get("status", ""),
-            error_class=data.get("error_class", ""),
+            error_class=data.get("error", ""),
             since=window_since(data.get("window", "")),
             query=data.get("q", ""),
         )
@@ -85,7 +90,7 @@ def runs(request: HttpRequest) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
+def run_detail(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
     run = _run_or_404(run_id)
     context = {
         "run": run,
@@ -101,7 +106,7 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def run_retry(request: HttpRequest, run_id: Any) -> HttpResponse:
+def run_retry(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
     from agentops.runtime.services import RuntimeConflict
     from agentops.runtime.services import run_retry as retry
 
@@ -127,7 +132,7 @@ def run_retry(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def failures(request: HttpRequest) -> HttpResponse:
+def failures(request: HtmxHttpRequest) -> HttpResponse:
     form = FailureFilterForm(request.GET or None, agents=selectors.agent_slugs())
     groups: list[selectors.FailureGroup] = []
     status = 200
@@ -203,7 +208,7 @@ def _charts(series: list[Any], bucket_seconds: int, window: timedelta) -> list[c
 
 @role_required("viewer")
 @require_GET
-def metrics(request: HttpRequest) -> HttpResponse:
+def metrics(request: HtmxHttpRequest) -> HttpResponse:
     agents = sorted(set(selectors.agent_slugs()) | set(rollup_agents()))
     form = MetricsFilterForm(request.GET or None, agents=agents)
     status = 200
@@ -235,7 +240,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def alerts(request: HttpRequest) -> HttpResponse:
+def alerts(request: HtmxHttpRequest) -> HttpResponse:
     context = {
         "rules": AlertRule.objects.order_by("-firing", "name"),
         "events": alert_events_recent(limit=100),
@@ -245,13 +250,13 @@ def alerts(request: HttpRequest) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def alert_banner(request: HttpRequest) -> HttpResponse:
+def alert_banner(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "observe/alert_banner.html")
 
 
 @role_required("viewer")
 @require_GET
-def storage(request: HttpRequest) -> HttpResponse:
+def storage(request: HtmxHttpRequest) -> HttpResponse:
     tables = storage_tables()
     context = {
         "tables": tables,
@@ -267,7 +272,7 @@ def storage(request: HttpRequest) -> HttpResponse:
 # --- Prometheus -----------------------------------------------------------------------------
 
 
-def _metrics_authorized(request: HttpRequest) -> bool:
+def _metrics_authorized(request: HtmxHttpRequest) -> bool:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return False
@@ -280,7 +285,7 @@ def _metrics_authorized(request: HttpRequest) -> bool:
 
 
 @require_GET
-def prometheus(request: HttpRequest) -> HttpResponse:
+def prometheus(request: HtmxHttpRequest) -> HttpResponse:
     """Prometheus text format. `Authorization: Bearer <METRICS_TOKEN or a viewer's API key>`."""
     if not _metrics_authorized(request):
         response = JsonResponse(

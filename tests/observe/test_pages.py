@@ -65,7 +65,7 @@ def test_it_lists_runs_with_filters_and_search(client, charlie):
     assert listed() == {ok.pk, failed.pk, other.pk}
     assert listed(agent="alpha") == {ok.pk, failed.pk}
     assert listed(status="handed_off") == {other.pk}
-    assert listed(error_class="timeout") == {failed.pk}
+    assert listed(error="timeout") == {failed.pk}
     assert listed(q="ANN@") == {ok.pk}
     assert listed(q=str(other.session_id)) == {other.pk}
     assert listed(q=str(failed.pk)) == {failed.pk}
