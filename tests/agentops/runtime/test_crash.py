@@ -17,9 +17,10 @@ def chaos_agent(dev_agent):
     return dev_agent
 
 
+@pytest.mark.timeout(600)
 def test_it_survives_twenty_kills_without_losing_or_repeating_work(chaos_agent):
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
-    report = chaos_run(agent=chaos_agent, env=env, kills=21, workers=3, steps=4, timeout=300)
+    report = chaos_run(agent=chaos_agent, env=env, kills=21, workers=3, steps=4, timeout=240)
     figures = report.figures()
     print(figures)
     assert figures["kills"] >= 20
