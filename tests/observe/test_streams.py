@@ -90,16 +90,23 @@ def test_it_replays_stored_spans_then_streams_live_ones(run, charlie):
 
 
 def test_it_joins_mid_run_with_nothing_missing_or_duplicated(run, charlie):
+    """The writer flushes without pause from before the client connects until well after its
+    replay, so spans are committed and published while the client joins and reads."""
     cookie = session_cookie(charlie)
-    total = 400
+    started, connected = threading.Event(), threading.Event()
+    last: list[int] = []
 
     def writer():
         tracer = Tracer(run.pk, session_id=run.session_id, agent="a")
-        for i in range(total // 4):
+        after_connect = 0
+        while after_connect < 20:
             for _ in range(4):
-                with tracer.span("tool.call", index=i):
+                with tracer.span("tool.call"):
                     pass
-            tracer.flush_now()
+            last[:] = [s.seq for s in tracer.flush_now()][-1:]
+            started.set()
+            if connected.is_set():
+                after_connect += 1
             time.sleep(0.002)
         wait_sent()
         connections.close_all()
@@ -107,19 +114,21 @@ def test_it_joins_mid_run_with_nothing_missing_or_duplicated(run, charlie):
     async def main():
         thread = threading.Thread(target=writer)
         thread.start()
-        await asyncio.sleep(0.1)  # connect while the writer is busy
+        await asyncio.to_thread(started.wait, 10)
         comm = communicator(f"/ws/runs/{run.pk}/", cookie)
         assert (await comm.connect())[0]
-        messages = await receive_until(comm, lambda ms: span_seqs(ms)[-1:] == [total], timeout=30)
+        head = await receive_until(comm, lambda ms: any(m["kind"] == "replay.done" for m in ms))
+        connected.set()
         await asyncio.to_thread(thread.join)
+        tail = await receive_until(comm, lambda ms: span_seqs(ms)[-1:] == last, timeout=30)
         await comm.disconnect()
-        return messages
+        return head + tail
 
     messages = run_async(main)
-    seqs = span_seqs(messages)
-    assert seqs == list(range(1, total + 1))
-    replayed = [m for m in messages if m.get("replay")]
-    assert replayed, "the client joined mid-run: part of the trace came from the database"
+    assert span_seqs(messages) == list(range(1, last[0] + 1))
+    assert [m for m in messages if m.get("replay")], "part of the trace came from the database"
+    live = [m for m in messages if m["kind"] == "spans" and not m.get("replay")]
+    assert len(span_seqs(live)) >= 80, "and part of it live, after the replay"
 
 
 def test_it_streams_ops_events_to_viewers(run, charlie):
