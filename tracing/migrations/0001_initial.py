@@ -4,45 +4,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ModelPrice',
+            name="ModelPrice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(max_length=200, unique=True)),
-                ('input_per_million', models.DecimalField(decimal_places=4, default=0, max_digits=10)),
-                ('output_per_million', models.DecimalField(decimal_places=4, default=0, max_digits=10)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model", models.CharField(max_length=200, unique=True)),
+                (
+                    "input_per_million",
+                    models.DecimalField(decimal_places=4, default=0, max_digits=10),
+                ),
+                (
+                    "output_per_million",
+                    models.DecimalField(decimal_places=4, default=0, max_digits=10),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Span',
+            name="Span",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trace_id', models.UUIDField()),
-                ('seq', models.PositiveIntegerField()),
-                ('span_id', models.CharField(max_length=16)),
-                ('parent_span_id', models.CharField(blank=True, default='', max_length=16)),
-                ('name', models.CharField(max_length=64)),
-                ('is_event', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('ok', 'Ok'), ('error', 'Error')], default='ok', max_length=5)),
-                ('error_class', models.CharField(blank=True, default='', max_length=40)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('start_time', models.DateTimeField()),
-                ('end_time', models.DateTimeField()),
-                ('duration_ms', models.FloatField(default=0)),
-                ('session_id', models.UUIDField(blank=True, null=True)),
-                ('agent', models.CharField(blank=True, default='', max_length=64)),
-                ('attributes', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("trace_id", models.UUIDField()),
+                ("seq", models.PositiveIntegerField()),
+                ("span_id", models.CharField(max_length=16)),
+                ("parent_span_id", models.CharField(blank=True, default="", max_length=16)),
+                ("name", models.CharField(max_length=64)),
+                ("is_event", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("ok", "Ok"), ("error", "Error")], default="ok", max_length=5
+                    ),
+                ),
+                ("error_class", models.CharField(blank=True, default="", max_length=40)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("start_time", models.DateTimeField()),
+                ("end_time", models.DateTimeField()),
+                ("duration_ms", models.FloatField(default=0)),
+                ("session_id", models.UUIDField(blank=True, null=True)),
+                ("agent", models.CharField(blank=True, default="", max_length=64)),
+                ("attributes", models.JSONField(blank=True, default=dict)),
             ],
             options={
-                'indexes': [models.Index(fields=['name', 'start_time'], name='tracing_spa_name_3b0bc6_idx'), models.Index(fields=['start_time'], name='tracing_spa_start_t_f709b0_idx')],
-                'constraints': [models.UniqueConstraint(fields=('trace_id', 'seq'), name='span_trace_seq')],
+                "indexes": [
+                    models.Index(fields=["name", "start_time"], name="tracing_spa_name_3b0bc6_idx"),
+                    models.Index(fields=["start_time"], name="tracing_spa_start_t_f709b0_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("trace_id", "seq"), name="span_trace_seq")
+                ],
             },
         ),
     ]
