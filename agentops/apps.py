@@ -12,5 +12,10 @@ class AgentOpsConfig(AppConfig):
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
 
+        from agentops.runtime.retention import toolcalls_purge
+        from tracing.services import retention_hook_register
+
+        retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
+
         if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
             from agentops.testing import tools  # noqa: F401
