@@ -24,7 +24,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	DEBUG=1 $(BIN)/mypy agentops tracing tools memory
+	DEBUG=1 DATABASE_URL=postgresql://localhost/typecheck REDIS_URL=redis://localhost:6379/0 \
+		$(BIN)/mypy agentops tracing tools memory
 
 bench: $(STAMP)
 	$(BIN)/python bench/step_overhead.py

@@ -11,7 +11,6 @@ class AgentOpsConfig(AppConfig):
     def ready(self) -> None:
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
-
         from agentops.runtime.retention import toolcalls_purge
         from tracing.services import retention_hook_register
 

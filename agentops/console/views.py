@@ -6,12 +6,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
 from agentops.console import selectors
+from agentops.http import HtmxHttpRequest
 from agentops.models import Agent, Session
 from agentops.runtime.services import (
     MAX_MESSAGE_CHARS,
@@ -32,8 +33,10 @@ class SessionForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["agent"].queryset = selectors.agents_list()
-        self.fields["agent"].label_from_instance = lambda agent: f"{agent.name} ({agent.slug})"
+        agent_field = self.fields["agent"]
+        assert isinstance(agent_field, forms.ModelChoiceField)
+        agent_field.queryset = selectors.agents_list()
+        agent_field.label_from_instance = lambda agent: f"{agent.name} ({agent.slug})"  # type: ignore[method-assign,assignment]
 
 
 class MessageForm(forms.Form):
@@ -59,7 +62,7 @@ def _session_or_404(session_id: Any) -> Session:
 
 @role_required("viewer")
 @require_GET
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "")
     agent = request.GET.get("agent", "")
     context = {
@@ -75,7 +78,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def session_new(request: HttpRequest) -> HttpResponse:
+def session_new(request: HtmxHttpRequest) -> HttpResponse:
     form = SessionForm(request.POST)
     if not form.is_valid():
         context = {
@@ -106,14 +109,14 @@ def _session_context(session: Session, form: MessageForm | None = None) -> dict[
 
 @role_required("viewer")
 @require_GET
-def session_detail(request: HttpRequest, session_id: Any) -> HttpResponse:
+def session_detail(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
     session = _session_or_404(session_id)
     return render(request, "console/session.html", _session_context(session))
 
 
 @role_required("operator")
 @require_POST
-def session_send(request: HttpRequest, session_id: Any) -> HttpResponse:
+def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
     session = _session_or_404(session_id)
     form = MessageForm(request.POST)
     status = 200
@@ -134,7 +137,7 @@ def session_send(request: HttpRequest, session_id: Any) -> HttpResponse:
         status = 400
     if not request.htmx:
         if status != 200:
-            messages.error(request, " ".join(form.errors.get("content", [])))
+            messages.error(request, " ".join(str(e) for e in form.errors.get("content", [])))
         return redirect("console:session", session_id=session.pk)
     # htmx only swaps 2xx answers: errors come back as 200 with the form's error shown.
     context = {"session": session, "form": form, "notice": notice}
@@ -145,6 +148,6 @@ def session_send(request: HttpRequest, session_id: Any) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def session_tool_calls(request: HttpRequest, session_id: Any) -> JsonResponse:
+def session_tool_calls(request: HtmxHttpRequest, session_id: Any) -> JsonResponse:
     session = _session_or_404(session_id)
     return JsonResponse({"tool_calls": selectors.tool_call_states(session=session)})

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
 from agentops.console.selectors import conversation_items, session_latest_run
+from agentops.http import HtmxHttpRequest
 from agentops.models import Handoff, HandoffStatus, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.services import HandoffConflict
@@ -32,7 +33,7 @@ def _handoff_or_404(handoff_id: int) -> Handoff:
     return handoff
 
 
-def _queue_context(request: HttpRequest) -> dict[str, Any]:
+def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
     window = request.GET.get("window", "7d")
     if window not in FIGURE_WINDOWS:
         window = "7d"
@@ -49,14 +50,14 @@ def _queue_context(request: HttpRequest) -> dict[str, Any]:
 
 @role_required("viewer")
 @require_GET
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: HtmxHttpRequest) -> HttpResponse:
     template = "operators/queue.html#live" if request.htmx else "operators/queue.html"
     return render(request, template, _queue_context(request))
 
 
 @role_required("operator")
 @require_POST
-def claim(request: HttpRequest, handoff_id: int) -> HttpResponse:
+def claim(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     _handoff_or_404(handoff_id)
     try:
         services.handoff_claim(handoff_id=handoff_id, user=request.user)
@@ -75,7 +76,7 @@ def claim(request: HttpRequest, handoff_id: int) -> HttpResponse:
     return redirect(url)
 
 
-def _may_see(request: HttpRequest, handoff: Handoff) -> bool:
+def _may_see(request: HtmxHttpRequest, handoff: Handoff) -> bool:
     """Operators see open handoffs, their own and resolved ones; admins see all."""
     if has_role(request.user, "admin") or handoff.status != HandoffStatus.CLAIMED:
         return True
@@ -84,11 +85,12 @@ def _may_see(request: HttpRequest, handoff: Handoff) -> bool:
 
 @role_required("operator")
 @require_GET
-def handoff_detail(request: HttpRequest, handoff_id: int) -> HttpResponse:
+def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _handoff_or_404(handoff_id)
     if not _may_see(request, handoff):
         raise PermissionDenied(
-            f"{handoff.claimed_by.get_username()} has this conversation; an admin can reassign it."
+            f"{handoff.claimed_by.get_username() if handoff.claimed_by else 'Another operator'} "
+            "has this conversation; an admin can reassign it."
         )
     session = handoff.session
     mine = handoff.status == HandoffStatus.CLAIMED and (
@@ -109,7 +111,7 @@ def handoff_detail(request: HttpRequest, handoff_id: int) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def reply(request: HttpRequest, handoff_id: int) -> HttpResponse:
+def reply(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _handoff_or_404(handoff_id)
     content = request.POST.get("content", "")
     error = ""
@@ -128,7 +130,7 @@ def reply(request: HttpRequest, handoff_id: int) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def hand_back(request: HttpRequest, handoff_id: int) -> HttpResponse:
+def hand_back(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _handoff_or_404(handoff_id)
     try:
         services.handoff_hand_back(handoff=handoff, user=request.user)
@@ -141,7 +143,7 @@ def hand_back(request: HttpRequest, handoff_id: int) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def close(request: HttpRequest, handoff_id: int) -> HttpResponse:
+def close(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _handoff_or_404(handoff_id)
     try:
         services.handoff_close(handoff=handoff, user=request.user)
@@ -154,7 +156,7 @@ def close(request: HttpRequest, handoff_id: int) -> HttpResponse:
 
 @role_required("admin")
 @require_POST
-def reassign(request: HttpRequest, handoff_id: int) -> HttpResponse:
+def reassign(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _handoff_or_404(handoff_id)
     to = request.POST.get("operator", "")
     try:
@@ -168,7 +170,7 @@ def reassign(request: HttpRequest, handoff_id: int) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def decide(request: HttpRequest, tool_call_id: int) -> HttpResponse:
+def decide(request: HtmxHttpRequest, tool_call_id: int) -> HttpResponse:
     tool_call = ToolCall.objects.filter(pk=tool_call_id).first()
     if tool_call is None:
         raise Http404("No such tool call.")
@@ -196,7 +198,7 @@ def decide(request: HttpRequest, tool_call_id: int) -> HttpResponse:
 
 @role_required("admin")
 @require_GET
-def audit(request: HttpRequest) -> HttpResponse:
+def audit(request: HtmxHttpRequest) -> HttpResponse:
     action = request.GET.get("action", "")
     actor = request.GET.get("actor", "").strip()
     session_id = request.GET.get("session", "").strip()

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,66 +17,140 @@ class Migration(migrations.Migration):
     operations = [
         pgvector.django.VectorExtension(),
         migrations.CreateModel(
-            name='Memory',
+            name="Memory",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent_id', models.BigIntegerField()),
-                ('user_key', models.CharField(blank=True, default='', max_length=200)),
-                ('text', models.TextField()),
-                ('kind', models.CharField(choices=[('fact', 'Fact'), ('preference', 'Preference'), ('episode', 'Episode'), ('summary', 'Summary')], default='fact', max_length=12)),
-                ('importance', models.FloatField(default=0.5)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('pinned', models.BooleanField(default=False)),
-                ('content_hash', models.CharField(max_length=64)),
-                ('embedding', pgvector.django.vector.VectorField(blank=True, dimensions=256, null=True)),
-                ('embedder', models.CharField(blank=True, default='', max_length=100)),
-                ('source_run_id', models.UUIDField(blank=True, null=True)),
-                ('source_step', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_accessed_at', models.DateTimeField(blank=True, null=True)),
-                ('access_count', models.PositiveIntegerField(default=0)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('edited_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("agent_id", models.BigIntegerField()),
+                ("user_key", models.CharField(blank=True, default="", max_length=200)),
+                ("text", models.TextField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("fact", "Fact"),
+                            ("preference", "Preference"),
+                            ("episode", "Episode"),
+                            ("summary", "Summary"),
+                        ],
+                        default="fact",
+                        max_length=12,
+                    ),
+                ),
+                ("importance", models.FloatField(default=0.5)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("pinned", models.BooleanField(default=False)),
+                ("content_hash", models.CharField(max_length=64)),
+                (
+                    "embedding",
+                    pgvector.django.vector.VectorField(blank=True, dimensions=256, null=True),
+                ),
+                ("embedder", models.CharField(blank=True, default="", max_length=100)),
+                ("source_run_id", models.UUIDField(blank=True, null=True)),
+                ("source_step", models.PositiveIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_accessed_at", models.DateTimeField(blank=True, null=True)),
+                ("access_count", models.PositiveIntegerField(default=0)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "edited_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='MemoryRecall',
+            name="MemoryRecall",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('run_id', models.UUIDField()),
-                ('score', models.FloatField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('memory', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='recalls', to='memory.memory')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("run_id", models.UUIDField()),
+                ("score", models.FloatField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "memory",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="recalls",
+                        to="memory.memory",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='MemoryRevision',
+            name="MemoryRevision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('edited_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('memory', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='revisions', to='memory.memory')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("text", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "edited_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "memory",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="revisions",
+                        to="memory.memory",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='memory',
-            index=pgvector.django.indexes.HnswIndex(ef_construction=64, fields=['embedding'], m=16, name='memory_embedding_hnsw', opclasses=['vector_cosine_ops']),
+            model_name="memory",
+            index=pgvector.django.indexes.HnswIndex(
+                ef_construction=64,
+                fields=["embedding"],
+                m=16,
+                name="memory_embedding_hnsw",
+                opclasses=["vector_cosine_ops"],
+            ),
         ),
         migrations.AddIndex(
-            model_name='memory',
-            index=models.Index(fields=['agent_id', 'user_key'], name='memory_memo_agent_i_62a9c3_idx'),
+            model_name="memory",
+            index=models.Index(
+                fields=["agent_id", "user_key"], name="memory_memo_agent_i_62a9c3_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='memory',
-            index=models.Index(fields=['agent_id', 'pinned'], name='memory_memo_agent_i_f26826_idx'),
+            model_name="memory",
+            index=models.Index(
+                fields=["agent_id", "pinned"], name="memory_memo_agent_i_f26826_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='memory',
-            constraint=models.UniqueConstraint(fields=('agent_id', 'user_key', 'content_hash'), name='memory_unique_content'),
+            model_name="memory",
+            constraint=models.UniqueConstraint(
+                fields=("agent_id", "user_key", "content_hash"), name="memory_unique_content"
+            ),
         ),
         migrations.AddIndex(
-            model_name='memoryrecall',
-            index=models.Index(fields=['run_id'], name='memory_memo_run_id_0f1a4a_idx'),
+            model_name="memoryrecall",
+            index=models.Index(fields=["run_id"], name="memory_memo_run_id_0f1a4a_idx"),
         ),
     ]
