@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from agentops.models import Message, Role
@@ -38,6 +38,12 @@ def message_tokens(*, content: str, tool_calls: list[dict[str, Any]] | None = No
     if tool_calls:
         total += count_tokens(json.dumps(tool_calls))
     return total
+
+
+@lru_cache(maxsize=64)
+def _system_tokens(content: str) -> int:
+    """The system block changes rarely within a run: count it once per distinct text."""
+    return message_tokens(content=content)
 
 
 def to_openai(message: Message) -> dict[str, Any]:
@@ -119,7 +125,7 @@ class ContextParts:
         return [{"role": "system", "content": "\n\n".join(parts)}] if parts else []
 
     def tokens(self) -> int:
-        return sum(message_tokens(content=m["content"]) for m in self.system_messages())
+        return sum(_system_tokens(m["content"]) for m in self.system_messages())
 
 
 def context_assemble(

@@ -181,6 +181,7 @@ class RunDriver:
         self.parts = ContextParts(self.agent.system_prompt, [], "", {}, [])
         self.tools = ToolRunner(self)
         self.budget = self.agent.context_token_budget
+        self._specs: tuple[list[dict[str, Any]], int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def check_alive(self) -> None:
@@ -260,7 +261,12 @@ class RunDriver:
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint(
-        self, *, messages: list[Message], status: str | None = None, **fields: Any
+        self,
+        *,
+        messages: list[Message],
+        records: list[ToolCall] | None = None,
+        status: str | None = None,
+        **fields: Any,
     ) -> None:
         """Commit one step: new messages, run counters, trace records — all or nothing."""
         self.run.step += 1
@@ -272,6 +278,8 @@ class RunDriver:
         with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
             with transaction.atomic():
                 fenced_update(run_id=self.run.pk, epoch=self.epoch, **fields)
+                for record in records or []:
+                    record.save()
                 for message in messages:
                     message.run_id = self.run.pk
                     message.step = self.run.step
@@ -300,9 +308,7 @@ class RunDriver:
 
     # -- model steps ---------------------------------------------------------------------
     def model_step(self) -> None:
-        tools = self.tools.available()
-        specs = tool_specs(tools)
-        tools_tokens = count_tokens(str(specs)) if specs else 0
+        specs, tools_tokens = self.tool_specs()
         with self.tracer.span("step", step=self.run.step + 1, kind="model") as step_span:
             with self.tracer.span("context.assemble") as assemble:
                 messages, used, older = context_assemble(
@@ -344,6 +350,13 @@ class RunDriver:
             model_used=reply.model[:200],
             state={},
         )
+
+    def tool_specs(self) -> tuple[list[dict[str, Any]], int]:
+        """The run's tools as the model sees them, and their token cost (fixed for a run)."""
+        if self._specs is None:
+            specs = tool_specs(self.tools.available())
+            self._specs = (specs, count_tokens(str(specs)) if specs else 0)
+        return self._specs
 
     def call_model(
         self, messages: list[dict[str, Any]], specs: list[dict[str, Any]], *, purpose: str = "chat"
@@ -473,12 +486,11 @@ class RunDriver:
         older, _ = self.transcript.window(int(self.budget * 0.6))
         if older:
             self.fold_into_summary(older)
-        specs = tool_specs(self.tools.available())
         rebuilt, _, _ = context_assemble(
             parts=self.parts,
             transcript=self.transcript,
             budget=self.budget,
-            tools_tokens=count_tokens(str(specs)) if specs else 0,
+            tools_tokens=self.tool_specs()[1],
         )
         return rebuilt
 

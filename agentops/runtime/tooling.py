@@ -39,6 +39,8 @@ class ToolRunner:
     def __init__(self, driver: RunDriver) -> None:
         self.driver = driver
         self._tools: dict[str, ToolDefinition] | None = None
+        # Records of finished idempotent calls, committed with the step's checkpoint.
+        self.deferred: list[ToolCall] = []
         self.calls_made = Counter(
             (c.tool_name, canonical(c.arguments))
             for c in ToolCall.objects.filter(run_id=driver.run.pk).only("tool_name", "arguments")
@@ -87,9 +89,10 @@ class ToolRunner:
 
             with transaction.atomic():
                 Session.objects.filter(pk=driver.session.pk).update(scratchpad=notes)
-                driver.checkpoint(messages=[message], **extra)
+                driver.checkpoint(messages=[message], records=self.deferred, **extra)
         else:
-            driver.checkpoint(messages=[message], **extra)
+            driver.checkpoint(messages=[message], records=self.deferred, **extra)
+        self.deferred = []
         broadcast(
             session_group(driver.session.pk),
             {
@@ -171,14 +174,17 @@ class ToolRunner:
                 f"Error: a human operator rejected this call to {name}. Note: {row.decision_note or '(none)'}",
                 None,
             )
-        if row is not None and row.status == ToolCallStatus.STARTED and not row.idempotent:
+        in_doubt = (ToolCallStatus.STARTED, ToolCallStatus.UNKNOWN)
+        if row is not None and row.status in in_doubt and not row.idempotent:
+            # In flight when a worker died (or already found so by an earlier resume that died
+            # too): the outcome is unknown and the call is never made again.
             return self.unknown_outcome(row)
         if tool.requires_approval and (
             row is None or row.status == ToolCallStatus.AWAITING_APPROVAL
         ):
             self.ask_approval(row, call_id, tool, arguments)
         self.calls_made[key] += 1
-        row = row or self.mark(None, call_id, tool, arguments, ToolCallStatus.STARTED)
+        row = row or self.start_row(call_id, tool, arguments)
         try:
             result = self.execute(row, tool, arguments)
         except Failure as failure:
@@ -197,6 +203,23 @@ class ToolRunner:
         return ToolCall.objects.filter(
             run_id=self.driver.run.pk, step=self.driver.run.step + 1, call_id=call_id
         ).first()
+
+    def start_row(self, call_id: str, tool: ToolDefinition, arguments: Any) -> ToolCall:
+        """A non-idempotent call is committed as `started` before it runs, so a crash can never
+        repeat it. An idempotent one is written with the step's checkpoint: if a crash comes
+        first, running it again is safe."""
+        if not tool.idempotent:
+            return self.mark(None, call_id, tool, arguments, ToolCallStatus.STARTED)
+        return ToolCall(
+            run_id=self.driver.run.pk,
+            step=self.driver.run.step + 1,
+            call_id=call_id,
+            tool_name=tool.name,
+            tool_version=tool.version,
+            arguments=arguments,
+            status=ToolCallStatus.STARTED,
+            idempotent=True,
+        )
 
     def mark(
         self,
@@ -226,7 +249,10 @@ class ToolRunner:
             else:
                 for key, value in {"status": status, **fields}.items():
                     setattr(row, key, value)
-                row.save(update_fields=["status", *fields.keys()])
+                if row.pk is None:
+                    row.save()
+                else:
+                    row.save(update_fields=["status", *fields.keys()])
         return row
 
     def ask_approval(
@@ -292,7 +318,12 @@ class ToolRunner:
         )
         while True:
             attempt += 1
-            self.mark(row, row.call_id, tool, arguments, ToolCallStatus.STARTED, attempts=attempt)
+            if tool.idempotent:
+                row.status, row.attempts = ToolCallStatus.STARTED, attempt
+            else:
+                self.mark(
+                    row, row.call_id, tool, arguments, ToolCallStatus.STARTED, attempts=attempt
+                )
             try:
                 with driver.tracer.span(
                     "tool.call",
@@ -342,15 +373,25 @@ class ToolRunner:
                     result=driver.tracer.redact(str(failure))[:4000],
                 )
                 raise
-            self.mark(
-                row,
-                row.call_id,
-                tool,
-                arguments,
-                ToolCallStatus.SUCCEEDED,
-                finished_at=timezone.now(),
-                result=driver.tracer.redact(result.content)[:20000],
-            )
+            finished_at = timezone.now()
+            output = driver.tracer.redact(result.content)[:20000]
+            if tool.idempotent:
+                row.status, row.finished_at, row.result = (
+                    ToolCallStatus.SUCCEEDED,
+                    finished_at,
+                    output,
+                )
+                self.deferred.append(row)
+            else:
+                self.mark(
+                    row,
+                    row.call_id,
+                    tool,
+                    arguments,
+                    ToolCallStatus.SUCCEEDED,
+                    finished_at=finished_at,
+                    result=output,
+                )
             return result
 
     def try_fallback(
@@ -372,9 +413,7 @@ class ToolRunner:
                 to_tool=fallback.name,
             )
             return None
-        fallback_row = self.mark(
-            None, f"{row.call_id}~fallback"[:100], fallback, arguments, ToolCallStatus.STARTED
-        )
+        fallback_row = self.start_row(f"{row.call_id}~fallback"[:100], fallback, arguments)
         try:
             return self.execute(fallback_row, fallback, arguments)
         except Failure:

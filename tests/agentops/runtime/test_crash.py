@@ -93,7 +93,8 @@ def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
         assert call.status == "unknown"
         assert Handoff.objects.get(run=run).reason.startswith("tool outcome unknown")
     else:
-        assert call.status == "succeeded" and call.attempts == 2
+        # An idempotent call is recorded with its step: the crashed attempt left no row, the rerun did.
+        assert call.status == "succeeded" and call.attempts == 1
     assert Run.objects.get(pk=run.pk).epoch == 2
 
 
@@ -141,3 +142,42 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
     verify(run_ids, report)
     assert report.problems == []
     assert Run.objects.filter(pk__in=run_ids, jobs_started__gt=1).exists()
+
+
+def test_it_never_repeats_a_call_already_found_in_doubt(chaos_agent, worker):
+    """A resume that marked a call 'unknown' and then died itself must not run it on the next."""
+    from agentops.models import Message, Run, ToolCall
+    from agentops.runtime.checkpoint import messages_append
+    from agentops.runtime.services import run_enqueue, session_create
+    from agentops.testing.tools import side_effects_log
+    from tests.agentops.runtime.helpers import wait_for_run
+
+    if side_effects_log().exists():
+        side_effects_log().unlink()
+    session = session_create(agent=chaos_agent, external_user="erin")
+    (trigger,) = messages_append(
+        session_id=session.pk, messages=[Message(role="user", content="chain 1 side_effect 0")]
+    )
+    call = {
+        "id": "call_x",
+        "type": "function",
+        "function": {"name": "side_effect", "arguments": '{"label": "1", "seconds": 0}'},
+    }
+    run = Run.objects.create(session=session, agent=chaos_agent, trigger=trigger, step=1)
+    messages_append(
+        session_id=session.pk,
+        messages=[Message(role="assistant", tool_calls=[call], run=run, step=1)],
+    )
+    ToolCall.objects.create(
+        run=run,
+        step=2,
+        call_id="call_x",
+        tool_name="side_effect",
+        idempotent=False,
+        status="unknown",
+        arguments={"label": "1", "seconds": 0},
+    )
+    run_enqueue(run=run)
+    run = wait_for_run(run.pk)
+    assert run.status == "handed_off" and run.wait_reason.startswith("tool outcome unknown")
+    assert not side_effects_log().exists()
