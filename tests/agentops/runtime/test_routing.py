@@ -110,10 +110,14 @@ def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
     first = start_worker(env, name="first")
     rescuer = None
     try:
+        from agentops.testing.tools import side_effects_log
+
+        if side_effects_log().exists():
+            side_effects_log().unlink()
         session, run = ask(agent, "chain 1 slow_lookup 2")
         deadline = time.monotonic() + 30
-        while not ToolCall.objects.filter(run=run).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not side_effects_log().exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the tool has started
         run.refresh_from_db()
         job_pid = int(run.worker.rsplit(":", 1)[1])
         os.kill(job_pid, signal.SIGSTOP)  # the job process freezes mid-tool; its heartbeat stops
