@@ -23,7 +23,7 @@ from django.db.models import Max
 
 from tracing import otlp
 from tracing.failures import failure_class_of
-from tracing.live import OPS_GROUP, broadcast, cancel_soon, run_group, send_soon
+from tracing.live import broadcast, cancel_soon, run_group, send_soon
 from tracing.models import Span, SpanStatus
 
 MAX_ATTRIBUTE_CHARS = 2000
@@ -204,11 +204,6 @@ class Tracer:
         group = run_group(self.trace_id)
         payload = [span_to_event(s) for s in batch]
         broadcast(group, {"kind": "spans", "spans": payload})
-        failures = [p for p in payload if p["status"] == SpanStatus.ERROR and p["name"] == "run"]
-        if failures:
-            broadcast(
-                OPS_GROUP, {"kind": "run.failed", "run_id": str(self.trace_id), "spans": failures}
-            )
         if otlp.enabled():
             transaction.on_commit(lambda: otlp.export(batch))
         return batch
