@@ -3,7 +3,9 @@ hidden retries turned off (max_retries=0): retries are ours, in runtime/retry.py
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,13 @@ from agentops.runtime.errors import classify_model_error
 _clients: dict[tuple[int, str, str, float], openai.OpenAI] = {}
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context per process, shared by every client: building one reads the CA
+    bundle (~30 ms), and the forking worker builds it once before it forks."""
+    return ssl.create_default_context()
+
+
 def client_for(endpoint: ModelEndpoint) -> openai.OpenAI:
     api_key = endpoint.api_key or "none"
     key = (endpoint.pk, endpoint.base_url, api_key, endpoint.timeout_seconds)
@@ -27,6 +36,7 @@ def client_for(endpoint: ModelEndpoint) -> openai.OpenAI:
             api_key=api_key,
             max_retries=0,
             timeout=endpoint.timeout_seconds,
+            http_client=openai.DefaultHttpxClient(verify=tls_context()),
         )
         _clients[key] = client
     return client
@@ -75,22 +85,35 @@ def model_complete(
     should_stop: Callable[[], bool] | None = None,
 ) -> ModelReply:
     """One streamed chat completion. Raises tracing.failures.Failure on any error."""
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    request: dict[str, Any] = {"model": model, "messages": messages}
     if tools:
-        kwargs["tools"] = tools
+        request["tools"] = tools
     if temperature is not None:
-        kwargs["temperature"] = temperature
+        request["temperature"] = temperature
+    try:
+        return stream_reply(
+            client_for(endpoint), request, on_text=on_text, should_stop=should_stop
+        )
+    except Exception as exc:
+        raise classify_model_error(exc) from exc
+
+
+def stream_reply(
+    client: openai.OpenAI,
+    request: dict[str, Any],
+    *,
+    on_text: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ModelReply:
+    """Stream one completion and gather its text, tool calls and usage."""
     sink = TokenSink(on_text) if on_text else None
     content: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
-    reply = ModelReply(content="", model=model)
+    reply = ModelReply(content="", model=request["model"])
     try:
-        stream = client_for(endpoint).chat.completions.create(**kwargs)
+        stream = client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
         with stream:
             for chunk in stream:
                 if should_stop and should_stop():
@@ -116,8 +139,6 @@ def model_complete(
                             slot["arguments"] += call.function.arguments
                     if choice.finish_reason:
                         reply.finish_reason = choice.finish_reason
-    except Exception as exc:
-        raise classify_model_error(exc) from exc
     finally:
         if sink:
             sink.flush()
