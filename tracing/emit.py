@@ -197,16 +197,26 @@ class Tracer:
 
     def flush(self) -> list[Span]:
         """Write buffered records (one INSERT) and broadcast them after commit."""
-        if not self._buffer:
-            return []
+        batch = self.take()
+        if batch:
+            Span.objects.bulk_create(batch)
+            self.written(batch)
+        return batch
+
+    def take(self) -> list[Span]:
+        """Hand the buffered records to a caller that stores them in a statement of its own
+        (the runtime's one-statement checkpoint); it calls `written` once they are stored."""
         batch, self._buffer = self._buffer, []
-        Span.objects.bulk_create(batch)
-        group = run_group(self.trace_id)
+        return batch
+
+    def written(self, batch: list[Span]) -> None:
+        """Broadcast stored records (and export them) once the transaction commits."""
+        if not batch:
+            return
         payload = [span_to_event(s) for s in batch]
-        broadcast(group, {"kind": "spans", "spans": payload})
+        broadcast(run_group(self.trace_id), {"kind": "spans", "spans": payload})
         if otlp.enabled():
             transaction.on_commit(lambda: otlp.export(batch))
-        return batch
 
     def flush_now(self) -> list[Span]:
         """Flush in a transaction of its own (for records made outside a step)."""

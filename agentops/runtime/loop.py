@@ -38,9 +38,9 @@ from agentops.runtime import breaker
 from agentops.runtime.checkpoint import (
     fenced_update,
     heartbeat,
-    messages_append,
     run_claim,
     status_broadcast,
+    step_commit,
 )
 from agentops.runtime.context import (
     SUMMARY_PROMPT,
@@ -275,34 +275,42 @@ class RunDriver:
             fields["status"] = status
             if status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HANDED_OFF):
                 fields["finished_at"] = timezone.now()
+        for message in messages:
+            message.run_id = self.run.pk
+            message.step = self.run.step
         with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
-            with transaction.atomic():
-                fenced_update(run_id=self.run.pk, epoch=self.epoch, **fields)
-                for record in records or []:
-                    record.save()
-                for message in messages:
-                    message.run_id = self.run.pk
-                    message.step = self.run.step
-                created = messages_append(session_id=self.session.pk, messages=messages)
-                self.tracer.flush()
+            spans = self.tracer.take()
+            step_commit(
+                run_id=self.run.pk,
+                epoch=self.epoch,
+                session_id=self.session.pk,
+                fields=fields,
+                messages=messages,
+                tool_calls=records or [],
+                spans=spans,
+            )
+            self.tracer.written(spans)
         for key, value in fields.items():
             setattr(self.run, key, value)
-        for message in created:
+        for message in messages:
             self.transcript.add(message)
         if status:
             status_broadcast(self.run)
 
     def finish(self) -> None:
-        with transaction.atomic():
-            fenced_update(
-                run_id=self.run.pk,
-                epoch=self.epoch,
-                status=RunStatus.SUCCEEDED,
-                finished_at=timezone.now(),
-                state={},
-            )
-            self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
-            self.tracer.flush()
+        self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
+        fields = {"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}}
+        spans = self.tracer.take()
+        step_commit(
+            run_id=self.run.pk,
+            epoch=self.epoch,
+            session_id=self.session.pk,
+            fields=fields,
+            messages=[],
+            tool_calls=[],
+            spans=spans,
+        )
+        self.tracer.written(spans)
         self.run.status = RunStatus.SUCCEEDED
         status_broadcast(self.run)
 

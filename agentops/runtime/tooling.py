@@ -200,6 +200,9 @@ class ToolRunner:
         return as_text(result.content), result.control
 
     def existing_row(self, call_id: str) -> ToolCall | None:
+        """The record an earlier job of this run left for the call, if any."""
+        if self.driver.run.jobs_started <= 1:
+            return None  # the run's first job: no earlier job can have left one
         return ToolCall.objects.filter(
             run_id=self.driver.run.pk, step=self.driver.run.step + 1, call_id=call_id
         ).first()

@@ -163,7 +163,10 @@ def test_it_never_repeats_a_call_already_found_in_doubt(chaos_agent, worker):
         "type": "function",
         "function": {"name": "side_effect", "arguments": '{"label": "1", "seconds": 0}'},
     }
-    run = Run.objects.create(session=session, agent=chaos_agent, trigger=trigger, step=1)
+    # Two jobs ran before: one died with the call in flight, the resume that found it so died too.
+    run = Run.objects.create(
+        session=session, agent=chaos_agent, trigger=trigger, step=1, jobs_started=2
+    )
     messages_append(
         session_id=session.pk,
         messages=[Message(role="assistant", tool_calls=[call], run=run, step=1)],
