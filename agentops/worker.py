@@ -10,11 +10,13 @@ streamed completion against an in-memory transport (no socket is opened).
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
 import httpx2
 import openai
+from channels.layers import get_channel_layer
 from django.db import connections
 from rq.worker import Worker as RQWorker
 
@@ -56,6 +58,7 @@ def warm_up() -> None:
     from agentops.runtime.model_client import stream_reply, tls_context
 
     count_tokens("warm up the o200k encoding")
+    get_channel_layer()  # imports the Redis layer; it connects per event loop, so in the child
     tls_context()
     client = openai.OpenAI(
         api_key="warm-up",
@@ -73,6 +76,7 @@ def warm_up() -> None:
             },
         )
     connections.close_all()  # a child must not share the parent's database socket
+    gc.freeze()  # a child's collections then never walk (and so copy) what it inherited
 
 
 class Worker(RQWorker):

@@ -161,6 +161,7 @@ def main() -> int:
     results = [
         scenario(long=False, workers=1, simple=False, runs=40),
         scenario(long=False, workers=1, simple=True, runs=40),
+        scenario(long=True, workers=1, simple=False, runs=20),
         scenario(long=True, workers=1, simple=True, runs=20),
         scenario(long=False, workers=2, simple=False, runs=60),
         scenario(long=False, workers=2, simple=True, runs=60),

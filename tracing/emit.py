@@ -8,8 +8,8 @@ OpenTelemetry GenAI conventions where one exists (`gen_ai.request.model`, ...).
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 import time
 import traceback
 import uuid
@@ -53,7 +53,7 @@ class SpanRecord:
 
     def __init__(self, name: str, parent_id: str, attributes: dict[str, Any]) -> None:
         self.name = name
-        self.span_id = secrets.token_hex(8)
+        self.span_id = f"{random.getrandbits(64):016x}"  # as OpenTelemetry's SDK makes ids
         self.parent_id = parent_id
         self.attributes = attributes
         self.start_time = datetime.now(UTC)

@@ -22,9 +22,11 @@ COUNTED = {
 }
 
 
-def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer) -> bool:
-    """May a call go to this endpoint now? Takes the half-open probe when the cooldown is over."""
-    endpoint.refresh_from_db(fields=["breaker_state", "breaker_failures", "breaker_opened_at"])
+def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = True) -> bool:
+    """May a call go to this endpoint now? Takes the half-open probe when the cooldown is over.
+    `refresh=False` trusts the state the caller loaded a moment ago."""
+    if refresh:
+        endpoint.refresh_from_db(fields=["breaker_state", "breaker_failures", "breaker_opened_at"])
     if endpoint.breaker_state == BreakerState.CLOSED:
         return True
     now = timezone.now()

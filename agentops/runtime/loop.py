@@ -159,19 +159,17 @@ class RunDriver:
         self.session = run.session
         self.epoch = epoch
         self.beat = beat
-        endpoints = [
-            self.agent.endpoint,
-            *[f.endpoint for f in self.agent.fallbacks.select_related("endpoint")],
+        self.candidates = [(self.agent.endpoint, self.agent.model_name)] + [
+            (f.endpoint, f.model_name) for f in self.agent.fallbacks.select_related("endpoint")
         ]
+        # Loaded with the run just now: the first call to each needs no second read of its breaker.
+        self.breakers_loaded = {endpoint.pk for endpoint, _ in self.candidates}
         self.tracer = Tracer(
             run.pk,
             session_id=run.session_id,
             agent=self.agent.slug,
-            secrets_to_redact=[e.api_key for e in endpoints],
+            secrets_to_redact=[endpoint.api_key for endpoint, _ in self.candidates],
         )
-        self.candidates = [(self.agent.endpoint, self.agent.model_name)] + [
-            (f.endpoint, f.model_name) for f in self.agent.fallbacks.select_related("endpoint")
-        ]
         self.policy = RetryPolicy(
             self.agent.retry_max_attempts,
             self.agent.retry_base_seconds,
@@ -379,7 +377,11 @@ class RunDriver:
         while index < len(self.candidates):
             self.check_alive()
             endpoint, model = self.candidates[index]
-            if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer):
+            loaded = endpoint.pk in self.breakers_loaded
+            self.breakers_loaded.discard(endpoint.pk)
+            if not breaker.breaker_allows(
+                endpoint=endpoint, tracer=self.tracer, refresh=not loaded
+            ):
                 waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
                 last_failure = Failure(
                     FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}"

@@ -91,9 +91,7 @@ def model_complete(
     if temperature is not None:
         request["temperature"] = temperature
     try:
-        return stream_reply(
-            client_for(endpoint), request, on_text=on_text, should_stop=should_stop
-        )
+        return stream_reply(client_for(endpoint), request, on_text=on_text, should_stop=should_stop)
     except Exception as exc:
         raise classify_model_error(exc) from exc
 

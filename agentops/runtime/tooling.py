@@ -41,9 +41,10 @@ class ToolRunner:
         self._tools: dict[str, ToolDefinition] | None = None
         # Records of finished idempotent calls, committed with the step's checkpoint.
         self.deferred: list[ToolCall] = []
+        earlier = ToolCall.objects.filter(run_id=driver.run.pk).only("tool_name", "arguments")
         self.calls_made = Counter(
             (c.tool_name, canonical(c.arguments))
-            for c in ToolCall.objects.filter(run_id=driver.run.pk).only("tool_name", "arguments")
+            for c in (earlier if driver.run.jobs_started > 1 else [])
         )
 
     def available(self) -> list[ToolDefinition]:
