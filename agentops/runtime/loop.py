@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import traceback
 from datetime import timedelta
 from typing import Any
@@ -64,6 +65,9 @@ from tracing.logs import bind_context, get_logger
 log = get_logger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# How old a run's view of an endpoint's shared circuit breaker may get before a call reads
+# it again: other workers' failures reach a long run within this, and a short run reads none.
+BREAKER_READ_EVERY = 1.0
 HANDOFF_SUMMARY_PROMPT = (
     "Summarize this conversation for the human operator who takes it over, in 3 sentences."
 )
@@ -162,8 +166,8 @@ class RunDriver:
         self.candidates = [(self.agent.endpoint, self.agent.model_name)] + [
             (f.endpoint, f.model_name) for f in self.agent.fallbacks.select_related("endpoint")
         ]
-        # Loaded with the run just now: the first call to each needs no second read of its breaker.
-        self.breakers_loaded = {endpoint.pk for endpoint, _ in self.candidates}
+        # Breaker states came with the run; they are read again once older than BREAKER_READ_EVERY.
+        self.breakers_read_at = dict.fromkeys((e.pk for e, _ in self.candidates), time.monotonic())
         self.tracer = Tracer(
             run.pk,
             session_id=run.session_id,
@@ -377,11 +381,11 @@ class RunDriver:
         while index < len(self.candidates):
             self.check_alive()
             endpoint, model = self.candidates[index]
-            loaded = endpoint.pk in self.breakers_loaded
-            self.breakers_loaded.discard(endpoint.pk)
-            if not breaker.breaker_allows(
-                endpoint=endpoint, tracer=self.tracer, refresh=not loaded
-            ):
+            now = time.monotonic()
+            stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
+            if stale:
+                self.breakers_read_at[endpoint.pk] = now
+            if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
                 waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
                 last_failure = Failure(
                     FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}"
