@@ -1,23 +1,34 @@
 """The RQ worker class AgentOps runs (`rqworker --worker-class agentops.worker.Worker`).
 
-RQ's forking Worker runs each job in a fresh child: a crashing or killed run never takes
-the worker down, and a stuck one can be killed alone. The price is that everything a job
-loads lazily is loaded again in every child: measured (bench/step_overhead.py), the openai
-client's lazy imports, pydantic schemas and TLS context cost ~70 ms per run. So the parent
-loads the heavy, fork-safe parts once before it starts forking, by running one complete
-streamed completion against an in-memory transport (no socket is opened).
+RQ's forking Worker runs each job in a fresh child (the work horse): a crashing or killed
+run never takes the worker down, and a stuck one can be killed alone. The price is that
+everything a job loads lazily is loaded again in every child. Measured with
+bench/step_overhead.py, two things made that price high, and this class removes both:
+
+- The openai client's lazy imports, pydantic schemas and TLS context cost ~70 ms per run.
+  The parent loads them once, before it forks, by running one complete streamed
+  completion against an in-memory transport (no socket is opened).
+- A database connection per child meant a new Postgres backend per run, whose cold caches
+  made every first statement slow (~18 ms more per run, ~1 ms more per step). The parent
+  keeps one connection and lends it to each horse in turn. They never use it at the same
+  time: the parent waits while a horse runs. A horse that ends normally leaves it idle or
+  closes it; after a horse that was killed or crashed the parent closes its copy at once,
+  unread, because what the horse left on the wire is unknown (closing also ends any
+  transaction the horse left open).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import os
 from typing import Any
 
 import httpx2
 import openai
 from channels.layers import get_channel_layer
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.pq import TransactionStatus
 from rq.worker import Worker as RQWorker
 
 _WARM_UP_STREAM = [
@@ -75,11 +86,47 @@ def warm_up() -> None:
                 "tools": [{"type": "function", "function": {"name": "warm", "parameters": {}}}],
             },
         )
-    connections.close_all()  # a child must not share the parent's database socket
+    connections.close_all()  # the connection horses inherit is opened by database_lend()
     gc.freeze()  # a child's collections then never walk (and so copy) what it inherited
+
+
+def database_lend() -> None:
+    """In the parent: make sure the connection the next horse inherits is open and idle."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
+    connection.ensure_connection()
+
+
+def database_return() -> None:
+    """In the horse, after its job: close the connection unless it is idle and reusable."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    raw = connection.connection
+    if raw is not None and (
+        connection.in_atomic_block
+        or connection.errors_occurred
+        or raw.info.transaction_status != TransactionStatus.IDLE
+    ):
+        connection.close()
 
 
 class Worker(RQWorker):
     def work(self, *args: Any, **kwargs: Any) -> bool:
         warm_up()
         return super().work(*args, **kwargs)
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        database_lend()
+        super().execute_job(job, queue)
+
+    def wait_for_horse(self) -> Any:
+        pid, status, rusage = super().wait_for_horse()
+        if status != os.EX_OK:
+            connections[DEFAULT_DB_ALIAS].close()
+        return pid, status, rusage
+
+    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            database_return()

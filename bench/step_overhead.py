@@ -84,6 +84,19 @@ def main() -> int:
             time.sleep(0.05)
         raise RuntimeError("runs did not finish")
 
+    def wait_ready(procs, timeout=60):
+        """The clock starts once every worker has registered (after its warm-up)."""
+        import django_rq
+        from rq import Worker
+
+        names = {proc.popen.args[proc.popen.args.index("--name") + 1] for proc in procs}
+        redis = django_rq.get_connection("runs")
+        deadline = time.monotonic() + timeout
+        while names - {w.name for w in Worker.all(connection=redis)}:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not start")
+            time.sleep(0.05)
+
     def step_infra_ms(run_ids):
         spans = Span.objects.filter(
             trace_id__in=run_ids, name__in=["step", "model.call", "checkpoint"]
@@ -118,6 +131,7 @@ def main() -> int:
         agent = make_agent()
         procs = [start_worker(env, name="bench", simple=simple) for _ in range(workers)]
         try:
+            wait_ready(procs)
             sessions = [long_session(agent)] if long else []
             run_ids = []
             started = time.monotonic()
