@@ -51,3 +51,13 @@ def slow_lookup(label: str, seconds: float = 0.2, *, context: ToolContext) -> st
 @python_tool(description="Always fails (test tool for fallbacks).")
 def broken_lookup(label: str, seconds: float = 0.0) -> str:
     raise RuntimeError(f"the lookup service for {label} is down")
+
+
+@python_tool(description="The database backend serving this job (test tool).")
+def database_backend() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    return str(pid)

@@ -1,0 +1,65 @@
+"""The forking worker lends its one database connection to each work horse in turn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.db import connection
+
+from agentops.models import Message, Role, RunStatus
+from agentops.runtime.services import session_create, session_post_message
+from agentops.testing.tools import side_effects_log
+from tests.agentops.runtime.helpers import wait_for_run
+from tools.services import python_tools_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def agent(dev_agent):
+    dev_agent.tools.add(*python_tools_sync())
+    return dev_agent
+
+
+def backend_of_a_run(agent) -> int:
+    """Run a job that reports the Postgres backend serving it."""
+    session = session_create(agent=agent, external_user="erin")
+    run = session_post_message(session=session, content="call database_backend {}")
+    assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
+    return int(Message.objects.get(session=session, role=Role.TOOL).content)
+
+
+def backend_alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()[0] == 1
+
+
+def test_it_serves_consecutive_work_horses_from_one_backend(worker, agent):
+    first, second = backend_of_a_run(agent), backend_of_a_run(agent)
+    assert first == second
+    assert backend_alive(first)
+
+
+def test_it_drops_the_connection_of_a_killed_work_horse(worker, agent):
+    lent = backend_of_a_run(agent)
+    if side_effects_log().exists():
+        side_effects_log().unlink()
+    session = session_create(agent=agent, external_user="frank")
+    run = session_post_message(
+        session=session, content='call side_effect {"label": "k", "seconds": 30}'
+    )
+    deadline = time.monotonic() + 30
+    while not side_effects_log().exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the horse is inside the tool
+    run.refresh_from_db()
+    horse = int(run.worker.rsplit(":", 1)[1])
+    os.kill(horse, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while backend_alive(lent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not backend_alive(lent), "the parent closed its copy of the killed horse's connection"
+    assert backend_of_a_run(agent) != lent  # the next horse gets a fresh, working connection
