@@ -281,17 +281,7 @@ class RunDriver:
             message.run_id = self.run.pk
             message.step = self.run.step
         with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
-            spans = self.tracer.take()
-            step_commit(
-                run_id=self.run.pk,
-                epoch=self.epoch,
-                session_id=self.session.pk,
-                fields=fields,
-                messages=messages,
-                tool_calls=records or [],
-                spans=spans,
-            )
-            self.tracer.written(spans)
+            self.commit(fields, messages=messages, records=records or [])
         for key, value in fields.items():
             setattr(self.run, key, value)
         for message in messages:
@@ -299,20 +289,30 @@ class RunDriver:
         if status:
             status_broadcast(self.run)
 
-    def finish(self) -> None:
-        self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
-        fields = {"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}}
+    def commit(
+        self,
+        fields: dict[str, Any],
+        *,
+        messages: list[Message] | None = None,
+        records: list[ToolCall] | None = None,
+    ) -> None:
+        """One fenced statement: the run's fields, new messages, tool call records and the
+        trace records buffered so far."""
         spans = self.tracer.take()
         step_commit(
             run_id=self.run.pk,
             epoch=self.epoch,
             session_id=self.session.pk,
             fields=fields,
-            messages=[],
-            tool_calls=[],
+            messages=messages or [],
+            tool_calls=records or [],
             spans=spans,
         )
         self.tracer.written(spans)
+
+    def finish(self) -> None:
+        self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
+        self.commit({"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}})
         self.run.status = RunStatus.SUCCEEDED
         status_broadcast(self.run)
 
