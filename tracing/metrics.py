@@ -12,6 +12,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 _FACTOR = 2**0.25
 LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(
@@ -59,3 +62,56 @@ def percentile(hist: Sequence[int], q: float) -> float | None:
         if seen >= rank:
             return LATENCY_BOUNDS_MS[min(i, len(LATENCY_BOUNDS_MS) - 1)]
     return LATENCY_BOUNDS_MS[-1]
+
+
+# The summed columns of a MetricRollup besides cost, latency_sum_ms and latency_hist.
+COUNTERS = (
+    "count",
+    "errors",
+    "succeeded",
+    "handed_off",
+    "cancelled",
+    "started",
+    "retries",
+    "fallbacks",
+    "handoffs",
+    "tokens_in",
+    "tokens_out",
+)
+
+
+def sums_add(target: Any, other: Any) -> None:
+    """Add `other`'s sums to `target`'s: either may be a MetricRollup row or a Totals."""
+    for name in COUNTERS:
+        setattr(target, name, getattr(target, name) + getattr(other, name))
+    target.cost = Decimal(target.cost) + Decimal(other.cost)
+    target.latency_sum_ms += other.latency_sum_ms
+    target.latency_hist = hist_add(list(target.latency_hist or []), other.latency_hist or [])
+
+
+@dataclass
+class Totals:
+    """The sums a MetricRollup row holds, in memory: while spans are rolled up, and when
+    rows are added up for a page."""
+
+    count: int = 0
+    errors: int = 0
+    succeeded: int = 0
+    handed_off: int = 0
+    cancelled: int = 0
+    started: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    handoffs: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: Decimal = Decimal(0)
+    latency_sum_ms: float = 0.0
+    latency_hist: list[int] = field(default_factory=hist_new)
+
+    def observe(self, duration_ms: float) -> None:
+        self.latency_sum_ms += duration_ms
+        self.latency_hist[bucket_index(duration_ms)] += 1
+
+    def add(self, other: Any) -> None:
+        sums_add(self, other)

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.apps import apps
@@ -14,7 +13,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from tracing import semconv
-from tracing.metrics import hist_add, hist_new, percentile
+from tracing.metrics import Totals, percentile
 from tracing.models import AlertEvent, AlertRule, MetricRollup, RollupKind, Span
 
 # --- traces ---------------------------------------------------------------------------------
@@ -97,64 +96,12 @@ def span_waterfall(*, spans: Iterable[Span]) -> Waterfall:
 
 
 @dataclass
-class Stats:
+class Stats(Totals):
     """Sums of rollup rows with the rates and percentiles people read."""
 
     kind: str = ""
     agent: str = ""
     key: str = ""
-    count: int = 0
-    errors: int = 0
-    succeeded: int = 0
-    handed_off: int = 0
-    cancelled: int = 0
-    started: int = 0
-    retries: int = 0
-    fallbacks: int = 0
-    handoffs: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: Decimal = Decimal(0)
-    latency_sum_ms: float = 0.0
-    hist: list[int] = field(default_factory=hist_new)
-
-    def add(self, row: MetricRollup) -> None:
-        for name in (
-            "count",
-            "errors",
-            "succeeded",
-            "handed_off",
-            "cancelled",
-            "started",
-            "retries",
-            "fallbacks",
-            "handoffs",
-            "tokens_in",
-            "tokens_out",
-            "latency_sum_ms",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(row, name))
-        self.cost += Decimal(row.cost)
-        hist_add(self.hist, row.latency_hist or [])
-
-    def merge(self, other: Stats) -> None:
-        for name in (
-            "count",
-            "errors",
-            "succeeded",
-            "handed_off",
-            "cancelled",
-            "started",
-            "retries",
-            "fallbacks",
-            "handoffs",
-            "tokens_in",
-            "tokens_out",
-            "latency_sum_ms",
-            "cost",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        hist_add(self.hist, other.hist)
 
     @staticmethod
     def _ratio(a: float, b: float) -> float | None:
@@ -182,19 +129,19 @@ class Stats:
 
     @property
     def mean_ms(self) -> float | None:
-        return self._ratio(self.latency_sum_ms, sum(self.hist))
+        return self._ratio(self.latency_sum_ms, sum(self.latency_hist))
 
     @property
     def p50(self) -> float | None:
-        return percentile(self.hist, 0.50)
+        return percentile(self.latency_hist, 0.50)
 
     @property
     def p95(self) -> float | None:
-        return percentile(self.hist, 0.95)
+        return percentile(self.latency_hist, 0.95)
 
     @property
     def p99(self) -> float | None:
-        return percentile(self.hist, 0.99)
+        return percentile(self.latency_hist, 0.99)
 
 
 def rollup_bucket_for(*, since: datetime, until: datetime) -> int:
@@ -251,15 +198,15 @@ def metrics_overview(*, since: datetime, until: datetime, agent: str = "") -> Me
                 "tool": Stats(kind="tool", agent=agent_slug),
             },
         )
-        entry[kind].merge(stats)
+        entry[kind].add(stats)
         if kind == RollupKind.RUN:
-            runs.merge(stats)
+            runs.add(stats)
         elif kind == RollupKind.MODEL:
-            models_total.merge(stats)
-            by_model.setdefault(key, Stats(kind=kind, key=key)).merge(stats)
+            models_total.add(stats)
+            by_model.setdefault(key, Stats(kind=kind, key=key)).add(stats)
         else:
-            tools_total.merge(stats)
-            by_tool.setdefault(key, Stats(kind=kind, key=key)).merge(stats)
+            tools_total.add(stats)
+            by_tool.setdefault(key, Stats(kind=kind, key=key)).add(stats)
     return MetricsOverview(
         since=since,
         until=until,

@@ -8,7 +8,7 @@ in small independent batches).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,7 +22,7 @@ from django.utils import timezone
 from tracing import conf, semconv
 from tracing.live import OPS_GROUP, broadcast
 from tracing.logs import get_logger
-from tracing.metrics import bucket_index, hist_add, hist_new
+from tracing.metrics import COUNTERS, Totals, hist_new, sums_add
 from tracing.models import (
     AlertEvent,
     AlertMetric,
@@ -52,44 +52,9 @@ _ROLLED_NAMES = (
     semconv.RUN_STATUS,
     semconv.TOOL_REJECTED,
 )
-_COUNTERS = (
-    "count",
-    "errors",
-    "succeeded",
-    "handed_off",
-    "cancelled",
-    "started",
-    "retries",
-    "fallbacks",
-    "handoffs",
-    "tokens_in",
-    "tokens_out",
-)
 
 
 # --- rollups --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Acc:
-    count: int = 0
-    errors: int = 0
-    succeeded: int = 0
-    handed_off: int = 0
-    cancelled: int = 0
-    started: int = 0
-    retries: int = 0
-    fallbacks: int = 0
-    handoffs: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: Decimal = Decimal(0)
-    latency_sum_ms: float = 0.0
-    hist: list[int] = field(default_factory=hist_new)
-
-    def observe(self, duration_ms: float) -> None:
-        self.latency_sum_ms += duration_ms
-        self.hist[bucket_index(duration_ms)] += 1
 
 
 class PriceBook:
@@ -168,7 +133,7 @@ def rollup_metrics(
             state = RollupState.objects.create()
         current_max = Span.objects.aggregate(m=Max("id"))["m"] or 0
         upto = _eligible_upto(state, current_max, now, settle_seconds)
-        accs: dict[tuple[int, datetime, str, str, str], _Acc] = {}
+        accs: dict[tuple[int, datetime, str, str, str], Totals] = {}
         prices = PriceBook()
         cursor_id, read = state.done_upto, 0
         while cursor_id < upto and read < max_spans:
@@ -219,12 +184,12 @@ def _span_rows(after: int, upto: int, limit: int) -> Any:
 
 
 def _fold(rows: list[tuple], accs: dict, prices: PriceBook) -> None:
-    def acc(kind: str, agent: str, key: str, moment: datetime) -> list[_Acc]:
+    def acc(kind: str, agent: str, key: str, moment: datetime) -> list[Totals]:
         out = []
         for seconds in BUCKETS:
             k = (seconds, _floor(moment, seconds), kind, agent, key[:200])
             if k not in accs:
-                accs[k] = _Acc()
+                accs[k] = Totals()
             out.append(accs[k])
         return out
 
@@ -304,7 +269,7 @@ def _fold(rows: list[tuple], accs: dict, prices: PriceBook) -> None:
             a.observe(duration)
 
 
-def _write(accs: dict[tuple[int, datetime, str, str, str], _Acc]) -> None:
+def _write(accs: dict[tuple[int, datetime, str, str, str], Totals]) -> None:
     if not accs:
         return
     starts = {k[1] for k in accs}
@@ -328,14 +293,10 @@ def _write(accs: dict[tuple[int, datetime, str, str, str], _Acc]) -> None:
             to_create.append(row)
         else:
             to_update.append(row)
-        for counter in _COUNTERS:
-            setattr(row, counter, getattr(row, counter) + getattr(a, counter))
-        row.cost = Decimal(row.cost) + a.cost
-        row.latency_sum_ms += a.latency_sum_ms
-        row.latency_hist = hist_add(list(row.latency_hist or []), a.hist)
+        sums_add(row, a)
     MetricRollup.objects.bulk_create(to_create, batch_size=500)
     MetricRollup.objects.bulk_update(
-        to_update, [*_COUNTERS, "cost", "latency_sum_ms", "latency_hist"], batch_size=500
+        to_update, [*COUNTERS, "cost", "latency_sum_ms", "latency_hist"], batch_size=500
     )
 
 
