@@ -31,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from psycopg.pq import TransactionStatus
 from rq.worker import Worker as RQWorker
 
-_WARM_UP_STREAM = [
+_WARM_UP_STREAM: list[dict[str, Any]] = [
     {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "warm"}}]},
     {
         "choices": [
@@ -56,7 +56,12 @@ _WARM_UP_STREAM = [
 
 
 def _warm_up_response(request: httpx2.Request) -> httpx2.Response:
-    base = {"id": "warm-up", "object": "chat.completion.chunk", "created": 0, "model": "warm"}
+    base: dict[str, Any] = {
+        "id": "warm-up",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "warm",
+    }
     body = "".join(f"data: {json.dumps(base | chunk)}\n\n" for chunk in _WARM_UP_STREAM)
     return httpx2.Response(
         200, headers={"content-type": "text/event-stream"}, content=body + "data: [DONE]\n\n"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import django_rq
 import pytest
+from django.db import connection
 
 from agentops.testing.processes import DevModel, Proc, child_env, free_port, start_web, start_worker
 from tests.factories import AgentFactory, EndpointFactory, UserFactory
@@ -16,6 +17,18 @@ from tests.factories import AgentFactory, EndpointFactory, UserFactory
 @pytest.fixture(scope="session", autouse=True)
 def _clean_redis() -> None:
     django_rq.get_connection("runs").flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_dropped_cleanly(django_db_setup, django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Threads the tests ran (consumers' database_sync_to_async pool) keep their connections;
+    the test database can only be dropped at the end once they are closed."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(scope="session")

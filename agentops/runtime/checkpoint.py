@@ -112,10 +112,10 @@ def step_commit(
     """
     now = timezone.now()
     fields = {"heartbeat_at": now, **fields}
-    columns = [Run._meta.get_field(name) for name in fields]
+    columns = [_concrete(Run, name) for name in fields]
     ctes = [
         "held AS (UPDATE agentops_run SET "  # noqa: S608 (names from the model, values are parameters)
-        + ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in columns)
+        + ", ".join(f"{_quoted(f)} = %s" for f in columns)
         + " WHERE id = %s AND epoch = %s AND status = 'running' RETURNING id)"
     ]
     params = [
@@ -182,8 +182,8 @@ class _JsonRowsInsert:
         self.fields = [
             f for f in model._meta.concrete_fields if not f.primary_key and f.column not in computed
         ]
-        names = [quote(f.column) for f in self.fields] + [quote(c) for c in computed]
-        values = [f"r.{quote(f.column)}" for f in self.fields] + list(computed.values())
+        names = [_quoted(f) for f in self.fields] + [quote(c) for c in computed]
+        values = [f"r.{_quoted(f)}" for f in self.fields] + list(computed.values())
         self.sql = (
             f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(values)} FROM {source},"  # noqa: S608
             f" jsonb_populate_recordset(NULL::{table}, %s) WITH ORDINALITY AS r"
@@ -215,6 +215,17 @@ _TOOL_CALLS = _JsonRowsInsert(
     ToolCall, source="held", upsert_on=("run_id", "step", "call_id"), returning="id, step, call_id"
 )
 _SPANS = _JsonRowsInsert(Span, source="held")
+
+
+def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a column")
+    return field
+
+
+def _quoted(field: models.Field[Any, Any]) -> str:
+    return connection.ops.quote_name(field.column or field.name)
 
 
 def _storable(value: Any) -> Any:
