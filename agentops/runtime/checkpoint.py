@@ -160,6 +160,17 @@ def step_commit(
             record._state.adding = False
 
 
+def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a column")
+    return field
+
+
+def _quoted(field: models.Field[Any, Any]) -> str:
+    return connection.ops.quote_name(field.column or field.name)
+
+
 class _JsonRowsInsert:
     """`INSERT INTO <model's table> SELECT ... FROM <source>, <rows of a JSON parameter>`.
 
@@ -215,17 +226,6 @@ _TOOL_CALLS = _JsonRowsInsert(
     ToolCall, source="held", upsert_on=("run_id", "step", "call_id"), returning="id, step, call_id"
 )
 _SPANS = _JsonRowsInsert(Span, source="held")
-
-
-def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
-    field = model._meta.get_field(name)
-    if not isinstance(field, models.Field) or field.column is None:
-        raise TypeError(f"{model.__name__}.{name} is not a column")
-    return field
-
-
-def _quoted(field: models.Field[Any, Any]) -> str:
-    return connection.ops.quote_name(field.column or field.name)
 
 
 def _storable(value: Any) -> Any:
