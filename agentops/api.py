@@ -12,7 +12,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import Field
@@ -174,7 +174,7 @@ def run_out(run: Run) -> dict[str, Any]:
 
 # -- endpoints ----------------------------------------------------------------------------
 @api.post("/sessions", response={201: SessionOut}, summary="Start a session with an agent")
-def create_session(request: HttpRequest, payload: SessionIn) -> tuple[int, dict[str, Any]]:
+def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str, Any]]:
     require(request, "operator")
     agent = Agent.objects.filter(slug=payload.agent).first()
     if agent is None:
@@ -182,7 +182,7 @@ def create_session(request: HttpRequest, payload: SessionIn) -> tuple[int, dict[
     session = services.session_create(
         agent=agent, external_user=payload.user, created_by=request.user, title=payload.title
     )
-    return 201, session_out(session)
+    return Status(201, session_out(session))
 
 
 @api.get("/sessions/{session_id}", response=SessionOut)
@@ -198,7 +198,7 @@ def get_session(request: HttpRequest, session_id: uuid.UUID) -> dict[str, Any]:
 )
 def post_message(
     request: HttpRequest, session_id: uuid.UUID, payload: MessageIn
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     require(request, "operator")
     session = get_object_or_404(Session, pk=session_id)
     try:
@@ -207,7 +207,7 @@ def post_message(
         )
     except ValueError as exc:
         raise HttpError(422, f"content: {exc}") from exc
-    return 202, {"run": run.pk if run else None}
+    return Status(202, {"run": run.pk if run else None})
 
 
 @api.get("/sessions/{session_id}/messages", summary="The conversation, oldest first")
@@ -251,10 +251,10 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     response={202: dict},
     summary="Resume a failed run from its last checkpoint",
 )
-def retry_run(request: HttpRequest, run_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
+def retry_run(request: HttpRequest, run_id: uuid.UUID) -> Status[dict[str, Any]]:
     require(request, "operator")
     run = services.run_retry(run=get_object_or_404(Run, pk=run_id), actor=request.user)
-    return 202, run_out(run)
+    return Status(202, run_out(run))
 
 
 @api.get("/handoffs", summary="Handoffs, open ones first by priority then age")
