@@ -74,6 +74,7 @@ def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
 
 def as_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.replace("\x00", "\ufffd")  # Postgres can store no NUL character
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + f"… [truncated {len(text) - MAX_RESULT_CHARS} chars]"
     return text

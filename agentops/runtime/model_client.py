@@ -140,7 +140,7 @@ def stream_reply(
     finally:
         if sink:
             sink.flush()
-    reply.content = "".join(content)
+    reply.content = "".join(content).replace("\x00", "\ufffd")  # Postgres can store no NUL
     reply.tool_calls = [
         {
             "id": slot["id"] or f"call_{index}",

@@ -48,6 +48,18 @@ def test_it_calls_a_tool_and_feeds_back_the_result(worker, session):
     assert tool_span.attributes["gen_ai.tool.name"] == "echo"
 
 
+def test_it_keeps_output_holding_a_nul_character(worker, session):
+    """Postgres stores no NUL: a tool result holding one is kept with U+FFFD in its place."""
+    run = session_post_message(session=session, content='call echo {"text": "a\\u0000b"}')
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    contents = dict(Message.objects.filter(session=session).values_list("role", "content"))
+    assert contents["tool"] == "a\ufffdb"
+    assert contents["assistant"] == "Tool results: a\ufffdb"
+    call = ToolCall.objects.get(run=run)
+    assert call.result == "a\ufffdb" and call.arguments == {"text": "a\ufffdb"}
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
