@@ -99,7 +99,7 @@ class Tracer:
         if isinstance(value, str):
             for secret in self._secrets:
                 value = value.replace(secret, REDACTED)
-            return truncate(value)
+            return truncate(value.replace("\x00", "\ufffd"))  # Postgres can store no NUL
         if isinstance(value, dict):
             return {k: self.redact(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):

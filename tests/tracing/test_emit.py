@@ -103,3 +103,12 @@ def test_it_continues_the_sequence_of_a_resumed_trace(db):
     second = Tracer(trace_id)  # another worker resumes the run
     second.event("run.status", status="running")
     assert [s.seq for s in second.flush_now()] == [2]
+
+
+def test_it_stores_an_error_message_holding_a_nul_character(db):
+    tracer = Tracer(uuid.uuid4())
+    with pytest.raises(RuntimeError), tracer.span("tool.call", result="a\x00b"):
+        raise RuntimeError("bad\x00byte")
+    (span,) = tracer.flush_now()
+    span.refresh_from_db()
+    assert span.error_message == "bad\ufffdbyte" and span.attributes["result"] == "a\ufffdb"
