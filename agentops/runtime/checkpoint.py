@@ -73,24 +73,15 @@ def message_event(message: Message) -> dict[str, Any]:
 
 
 def messages_append(*, session_id: Any, messages: list[Message]) -> list[Message]:
-    """Give the messages the session's next sequence numbers and insert them (inside a transaction)."""
+    """Give the messages the session's next sequence numbers and insert them (one statement)."""
     if not messages:
         return []
+    ctes, params = _append_ctes(session_id=session_id, messages=messages, fenced=False)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE agentops_session SET last_seq = last_seq + %s, updated_at = %s WHERE id = %s RETURNING last_seq",
-            [len(messages), timezone.now(), session_id],
-        )
-        (last,) = cursor.fetchone()
-    first = last - len(messages) + 1
-    for offset, message in enumerate(messages):
-        message.session_id = session_id
-        message.seq = first + offset
-    created = Message.objects.bulk_create(messages)
-    group = session_group(session_id)
-    for message in created:
-        broadcast(group, {"kind": "message", "message": message_event(message)})
-    return created
+        cursor.execute(f"WITH {', '.join(ctes)} SELECT {_APPENDED}", params)
+        (rows,) = cursor.fetchone()
+    _appended(session_id=session_id, messages=messages, rows=rows)
+    return messages
 
 
 def step_commit(
@@ -124,15 +115,12 @@ def step_commit(
     params += [run_id, epoch]
     results = ["(SELECT count(*) FROM held)"]
     if messages:
-        for message in messages:
-            message.session_id = session_id
-        ctes.append(
-            "numbered AS (UPDATE agentops_session AS s SET last_seq = s.last_seq + %s,"
-            " updated_at = %s FROM held WHERE s.id = %s RETURNING s.last_seq - %s AS before)"
+        appending, appending_params = _append_ctes(
+            session_id=session_id, messages=messages, fenced=True
         )
-        ctes.append(f"messages AS ({_MESSAGES.sql})")
-        params += [len(messages), now, session_id, len(messages), _MESSAGES.rows(messages)]
-        results.append("(SELECT json_agg(json_build_array(id, seq)) FROM messages)")
+        ctes += appending
+        params += appending_params
+        results.append(_APPENDED)
     if tool_calls:
         ctes.append(f"calls AS ({_TOOL_CALLS.sql})")
         params.append(_TOOL_CALLS.rows(tool_calls))
@@ -146,18 +134,42 @@ def step_commit(
     if not held:
         raise LeaseLost(f"run {run_id} is no longer held at epoch {epoch}")
     if messages:
-        numbered = sorted(stored.pop(0), key=lambda row: row[1])
-        for message, (pk, seq) in zip(messages, numbered, strict=True):
-            message.pk, message.seq = pk, seq
-            message._state.adding = False
-        group = session_group(session_id)
-        for message in messages:
-            broadcast(group, {"kind": "message", "message": message_event(message)})
+        _appended(session_id=session_id, messages=messages, rows=stored.pop(0))
     if tool_calls:
         ids = {(step, call_id): pk for pk, step, call_id in stored.pop(0)}
         for record in tool_calls:
             record.pk = ids[(record.step, record.call_id)]
             record._state.adding = False
+
+
+_APPENDED = "(SELECT json_agg(json_build_array(id, seq)) FROM messages)"
+
+
+def _append_ctes(
+    *, session_id: Any, messages: list[Message], fenced: bool
+) -> tuple[list[str], list[Any]]:
+    """`numbered` moves the session's counter on (only if `held` has the run, when fenced);
+    `messages` inserts the messages numbered from it, returning their ids and numbers."""
+    for message in messages:
+        message.session_id = session_id
+    source = " FROM held" if fenced else ""
+    ctes = [
+        "numbered AS (UPDATE agentops_session AS s SET last_seq = s.last_seq + %s,"  # noqa: S608
+        f" updated_at = %s{source} WHERE s.id = %s RETURNING s.last_seq - %s AS before)",
+        f"messages AS ({_MESSAGES.sql})",
+    ]
+    count = len(messages)
+    return ctes, [count, timezone.now(), session_id, count, _MESSAGES.rows(messages)]
+
+
+def _appended(*, session_id: Any, messages: list[Message], rows: list[list[Any]]) -> None:
+    """Give the stored messages their ids and numbers, and send them to the session's stream."""
+    for message, (pk, seq) in zip(messages, sorted(rows, key=lambda row: row[1]), strict=True):
+        message.pk, message.seq = pk, seq
+        message._state.adding = False
+    group = session_group(session_id)
+    for message in messages:
+        broadcast(group, {"kind": "message", "message": message_event(message)})
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
