@@ -71,3 +71,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
+
+    async def live_batch(self, message: dict[str, Any]) -> None:
+        for event in message["events"]:
+            await self.send_json(event)

@@ -140,10 +140,11 @@ class GroupHub:
             members = self.members.get(message.get("group", ""))
             if not members:
                 continue
-            if message.get("type") == "live.event":
-                event = LiveEvent(message["event"])
-                for member in list(members):
-                    member.hub_event(event)
+            if message.get("type") in ("live.event", "live.batch"):
+                for raw in message["events"] if "events" in message else [message["event"]]:
+                    event = LiveEvent(raw)
+                    for member in list(members):
+                        member.hub_event(event)
             elif message.get("type") == "live.sync":
                 for member in list(members):
                     member.hub_sync(message.get("nonce", ""))

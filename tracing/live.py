@@ -106,7 +106,17 @@ class _Sender:
 
     @staticmethod
     async def _send(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+        # A group's events that queued together go as one `live.batch` message, in order:
+        # each group_send costs Redis round trips, and a step queues several events at once.
+        batches: dict[str, list[dict[str, Any]]] = {}
         for group, message in items:
+            batches.setdefault(group, []).append(message["event"])
+        for group, events in batches.items():
+            message = (
+                {"type": "live.event", "group": group, "event": events[0]}
+                if len(events) == 1
+                else {"type": "live.batch", "group": group, "events": events}
+            )
             try:
                 await layer.group_send(group, message)
             except Exception:

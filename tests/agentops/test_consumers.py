@@ -50,3 +50,29 @@ def test_it_sends_a_snapshot_to_a_viewer(session, charlie):
     assert connected
     assert snapshot["kind"] == "snapshot"
     assert [m["content"] for m in snapshot["messages"]] == ["<b>hi</b>"]
+
+
+def test_it_forwards_a_batch_of_live_events_in_order(session, charlie):
+    from channels.layers import get_channel_layer
+
+    from tracing.live import session_group
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application,
+            f"/ws/sessions/{session.pk}/",
+            headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
+        )
+        communicator.scope["user"] = charlie
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from(timeout=5)  # the snapshot
+        group = session_group(session.pk)
+        events = [{"kind": "token", "text": "one"}, {"kind": "token", "text": "two"}]
+        await get_channel_layer().group_send(
+            group, {"type": "live.batch", "group": group, "events": events}
+        )
+        received = [await communicator.receive_json_from(timeout=5) for _ in events]
+        await communicator.disconnect()
+        return received
+
+    assert [e["text"] for e in asyncio.run(scenario())] == ["one", "two"]
