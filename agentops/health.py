@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import django_rq
 from django.db import connection
+from redis import Redis
 from rq import Worker
-from rq.cron_scheduler_registry import get_keys as cron_scheduler_keys
+from rq.cron_scheduler_registry import get_registry_key as cron_scheduler_registry_key
+
+from agentops.worker import HEARTBEAT_SECONDS
+
+# A worker or scheduler counts as running while its last heartbeat is this recent. Registrations
+# outlive a killed process (RQ keeps a worker's for minutes, a scheduler's until cleaned up).
+HEARTBEAT_FRESH_SECONDS = 3 * HEARTBEAT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -15,6 +24,21 @@ class ServiceStatus:
     name: str
     up: bool
     detail: str
+
+
+def live_worker_names(*, redis: Redis) -> list[str]:
+    fresh_since = datetime.now(UTC) - timedelta(seconds=HEARTBEAT_FRESH_SECONDS)
+    return [
+        worker.name
+        for worker in Worker.all(connection=redis)
+        if worker.last_heartbeat and worker.last_heartbeat >= fresh_since
+    ]
+
+
+def live_scheduler_names(*, redis: Redis) -> list[str]:
+    fresh_since = time.time() - HEARTBEAT_FRESH_SECONDS
+    names = redis.zrangebyscore(cron_scheduler_registry_key(), fresh_since, "+inf")
+    return [name.decode() if isinstance(name, bytes) else name for name in names]
 
 
 def services_status() -> list[ServiceStatus]:
@@ -32,13 +56,13 @@ def services_status() -> list[ServiceStatus]:
         redis = django_rq.get_connection("runs")
         redis.ping()
         statuses.append(ServiceStatus("Redis", True, "answering"))
-        workers = Worker.all(connection=redis)
+        workers = live_worker_names(redis=redis)
         statuses.append(
             ServiceStatus(
                 "Worker", bool(workers), f"{len(workers)} running" if workers else "none running"
             )
         )
-        schedulers = cron_scheduler_keys(redis)
+        schedulers = live_scheduler_names(redis=redis)
         statuses.append(
             ServiceStatus(
                 "Scheduler",

@@ -19,6 +19,7 @@ bench/step_overhead.py, two things made that price high, and this class removes 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -29,7 +30,17 @@ import openai
 from channels.layers import get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, connections
 from psycopg.pq import TransactionStatus
+from redis.exceptions import RedisError
 from rq.worker import Worker as RQWorker
+
+from agentops.reconnect import redis_wait
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
+
+# How often a worker reports that it is alive, idle or busy (/healthz trusts a heartbeat for
+# three times this). RQ's default is one every 405 s while idle.
+HEARTBEAT_SECONDS = 10
 
 _WARM_UP_STREAM: list[dict[str, Any]] = [
     {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "warm"}}]},
@@ -116,9 +127,51 @@ def database_return() -> None:
 
 
 class Worker(RQWorker):
+    """RQ's forking worker, warmed up before it forks, that outlives a Redis outage: RQ's own
+    loop quits on most Redis errors; this one waits for Redis and starts listening again,
+    and a horse that is driving a run is waited for, not abandoned, while Redis is away."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.job_monitoring_interval = min(self.job_monitoring_interval, HEARTBEAT_SECONDS)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return min(super().dequeue_timeout, HEARTBEAT_SECONDS)
+
     def work(self, *args: Any, **kwargs: Any) -> bool:
         warm_up()
-        return super().work(*args, **kwargs)
+        finite = any(kwargs.get(name) for name in ("burst", "max_jobs", "max_idle_time"))
+        while True:
+            try:
+                worked = super().work(*args, **kwargs)
+                if finite or self._stop_requested:
+                    return worked
+                log.warning("worker.loop_ended", worker=self.name)
+            except RedisError as exc:
+                log.warning("worker.redis_lost", worker=self.name, error=str(exc))
+            if self._stop_requested:
+                return False
+            redis_wait(connection=self.connection, process=f"worker {self.name}")
+            self._forget_registration()
+
+    def _forget_registration(self) -> None:
+        """After an outage: stop the old command listener and mark the old registration dead
+        (a restarted Redis may have restored it from its snapshot), so that RQ can register
+        this worker again under its name."""
+        if self.pubsub_thread is not None:
+            with contextlib.suppress(Exception):
+                self.pubsub_thread.stop()
+                self.pubsub_thread.join(timeout=1)
+            self.pubsub_thread = None
+        with contextlib.suppress(RedisError):
+            self.register_death()
+
+    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+        except RedisError as exc:
+            log.warning("worker.heartbeat_failed", worker=self.name, error=str(exc))
 
     def execute_job(self, job: Any, queue: Any) -> None:
         database_lend()

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -51,14 +52,19 @@ def run_enqueue(*, run: Run) -> None:
     Run.objects.filter(pk=run.pk).update(enqueued_at=timezone.now(), job_id=job_id)
 
     def send() -> None:
-        django_rq.get_queue("runs").enqueue(
-            "agentops.jobs.run_job",
-            str(run.pk),
-            job_id=job_id,
-            job_timeout=settings.RUN_JOB_TIMEOUT,
-            result_ttl=300,
-            failure_ttl=86400,
-        )
+        try:
+            django_rq.get_queue("runs").enqueue(
+                "agentops.jobs.run_job",
+                str(run.pk),
+                job_id=job_id,
+                job_timeout=settings.RUN_JOB_TIMEOUT,
+                result_ttl=300,
+                failure_ttl=86400,
+            )
+        except RedisError as exc:
+            # The run is stored as queued: the scheduler enqueues it again once Redis is back
+            # (after RUN_LOST_JOB_SECONDS). The caller sees a delay, not an error.
+            log.warning("run.enqueue_deferred", run_id=str(run.pk), error=str(exc))
 
     transaction.on_commit(send)
 

@@ -13,6 +13,7 @@ from django.db import DatabaseError, close_old_connections
 from django_rq.cron import DjangoCronScheduler
 from redis.exceptions import RedisError
 
+from agentops.reconnect import redis_wait
 from agentops.runtime.services import runs_reconcile
 from tracing.logs import get_logger
 
@@ -22,6 +23,23 @@ TICK_SECONDS = 1.0
 
 class ReconcilingScheduler(DjangoCronScheduler):
     last_reconcile = 0.0
+    stopping = False
+
+    def start(self) -> None:
+        """RQ's cron loop, started again after a Redis outage instead of exiting."""
+        while True:
+            try:
+                super().start()
+                return
+            except RedisError as exc:
+                if self.stopping:
+                    return
+                log.warning("scheduler.redis_lost", scheduler=self.name, error=str(exc))
+            redis_wait(connection=self.connection, process=f"scheduler {self.name}")
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        super()._request_stop(signum, frame)
 
     def enqueue_jobs(self) -> list[Any]:
         enqueued = super().enqueue_jobs()

@@ -1,0 +1,148 @@
+"""Redis is only a queue: when it is killed and started again, every process waits for it and
+carries on, and every run finishes once, with no help from outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import django_rq
+import pytest
+from rq import Worker
+
+from agentops import embedded
+from agentops.auth import api_key_create
+from agentops.health import live_scheduler_names, live_worker_names
+from agentops.models import Run
+from agentops.runtime.services import session_create, session_post_message
+from agentops.testing.chaos import ChaosReport, verify
+from agentops.testing.processes import (
+    child_env,
+    free_port,
+    start_scheduler,
+    start_web,
+    start_worker,
+)
+from agentops.testing.tools import side_effects_log
+from tests.agentops.runtime.helpers import wait_for_run
+from tools.services import python_tools_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def agent(dev_agent):
+    dev_agent.tools.add(*python_tools_sync())
+    dev_agent.max_steps = 10
+    dev_agent.save()
+    return dev_agent
+
+
+def kill_redis() -> None:
+    pid = int((embedded.redis_dir() / "redis.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while embedded._redis_answers(embedded.redis_socket()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def wait_for_side_effects(count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = side_effects_log()
+        if log.exists() and len(log.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} tool executions after {timeout} s")
+
+
+def post_message(base: str, key: str, session_id: str, content: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{base}/api/sessions/{session_id}/messages",
+        data=json.dumps({"content": content}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {"body": exc.read().decode(errors="replace")}
+
+
+@pytest.mark.timeout(300)
+def test_it_finishes_every_run_when_redis_is_killed_and_restarted(agent, bob):
+    if side_effects_log().exists():
+        side_effects_log().unlink()
+    env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
+    port = free_port()
+    procs = [
+        start_scheduler(env),
+        start_worker(env, name="outage-a"),
+        start_worker(env, name="outage-b"),
+        start_web(env, port),
+    ]
+    key = api_key_create(user=bob, name="outage")[1]
+    waiting = session_create(agent=agent, external_user="during-outage")
+    run_ids = [
+        session_post_message(
+            session=session_create(agent=agent, external_user=f"user{i}"),
+            # Non-idempotent: a repeat would show in the side-effect log.
+            content="chain 3 side_effect 0.4",
+        ).pk
+        for i in range(6)
+    ]
+    try:
+        wait_for_side_effects(2)
+        kill_redis()
+        status, body = post_message(f"http://127.0.0.1:{port}", key, str(waiting.pk), "hello")
+        assert status == 202, body  # accepted while Redis is away; enqueued when it is back
+        run_ids.append(body["run"])
+        time.sleep(2)
+        embedded.start_redis()
+        for run_id in run_ids:
+            run = wait_for_run(run_id, timeout=120)
+            assert run.status == "succeeded", (run.status, run.error_class, run.error_message)
+        assert [proc.name for proc in procs if not proc.alive()] == []
+    finally:
+        for proc in procs:
+            proc.stop()
+    report = ChaosReport()
+    verify(run_ids, report)
+    assert report.problems == []
+    assert report.duplicate_side_effects == 0
+    assert Run.objects.get(pk=run_ids[-1]).jobs_started == 1
+
+
+def test_it_reports_only_processes_with_a_recent_heartbeat():
+    redis = django_rq.get_connection("runs")
+    env = child_env()
+    scheduler, worker = start_scheduler(env), start_worker(env, name="health")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = [n for n in live_worker_names(redis=redis) if n.startswith("health-")]
+            if workers and live_scheduler_names(redis=redis):
+                break
+            time.sleep(0.2)
+        assert len(workers) == 1
+        schedulers_before = set(live_scheduler_names(redis=redis))
+        scheduler.kill_group()
+        worker.kill_group()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            gone = workers[0] not in live_worker_names(redis=redis)
+            if gone and not schedulers_before & set(live_scheduler_names(redis=redis)):
+                break
+            time.sleep(0.5)
+        assert workers[0] not in live_worker_names(redis=redis)
+        assert not schedulers_before & set(live_scheduler_names(redis=redis))
+        # RQ still lists the killed worker: only its heartbeat says it is gone.
+        assert workers[0] in [w.name for w in Worker.all(connection=redis)]
+    finally:
+        scheduler.stop()
+        worker.stop()
