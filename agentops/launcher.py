@@ -1,23 +1,29 @@
-"""`make run`: start the whole product and stop every process it started on Ctrl-C.
+"""`make run`: start the whole product, keep it running, and stop what it started on Ctrl-C.
 
 Starts (or reuses) the embedded Postgres and Redis when DATABASE_URL / REDIS_URL are
 unset, migrates, seeds the demo, then runs the development model server (when no
 OpenAI endpoint is configured), the ASGI web server, an RQ worker and the RQ scheduler.
+A child that exits is started again (with backoff) instead of taking the others down, and
+the embedded Redis is started again if it stops answering: Redis is only a queue, and the
+scheduler re-enqueues the runs whose jobs it lost.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentops.embedded import (
     EmbeddedServiceError,
     postgres_dir,
+    redis_answers,
     redis_socket,
     start_postgres,
     start_redis,
@@ -27,6 +33,11 @@ from agentops.embedded import (
 
 PYTHON = sys.executable
 MANAGE = [PYTHON, str(Path(__file__).resolve().parent.parent / "manage.py")]
+TICK_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+# A child that ran this long before exiting is restarted at once; quicker deaths back off.
+HEALTHY_SECONDS = 60.0
+PASSWORD_LINE = re.compile(r"Created admin user '(?P<user>[^']+)' with password: (?P<password>\S+)")
 
 
 def _say(message: str) -> None:
@@ -44,17 +55,93 @@ def _wait_http(url: str, seconds: float) -> bool:
     return False
 
 
+@dataclass
+class Child:
+    """A process `make run` keeps alive."""
+
+    name: str
+    argv: list[str]
+    popen: subprocess.Popen | None = None
+    started_at: float = 0.0
+    quick_exits: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.popen = subprocess.Popen(self.argv)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def supervise(self, now: float) -> None:
+        """Restart the process once it has exited and its backoff has passed."""
+        if self.popen is None or self.popen.poll() is None:
+            return
+        if self.restart_at is None:
+            lived = now - self.started_at
+            self.quick_exits = 0 if lived >= HEALTHY_SECONDS else self.quick_exits + 1
+            delay = min(2.0 ** max(self.quick_exits - 1, 0), MAX_BACKOFF_SECONDS)
+            self.restart_at = now + delay
+            _say(
+                f"{self.name} exited with code {self.popen.returncode}; "
+                f"starting it again in {delay:.0f} s"
+            )
+        elif now >= self.restart_at:
+            self.restarts += 1
+            self.start()
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+
+    def wait(self) -> None:
+        if self.popen is None:
+            return
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+
+
+def _seed_demo() -> tuple[str, str]:
+    """Seed the demo; return the admin user and the password if one was created just now."""
+    result = subprocess.run([*MANAGE, "seed_demo"], check=True, capture_output=True, text=True)
+    user, password = "admin", ""
+    for line in result.stdout.splitlines():
+        match = PASSWORD_LINE.search(line)
+        if match:
+            user, password = match["user"], match["password"]
+        else:
+            print(line, flush=True)
+    sys.stderr.write(result.stderr)
+    return user, password
+
+
+def _banner(url: str, user: str, password: str) -> str:
+    lines = [f"AgentOps is running at {url}", f"user:     {user}"]
+    if password:
+        lines.append(f"password: {password}   (shown once: keep it, or change it under Account)")
+    else:
+        lines.append("password: the one printed on the first run")
+        lines.append("          (forgot it? python manage.py changepassword " + user + ")")
+    lines.append("Ctrl-C stops everything.")
+    width = max(len(line) for line in lines)
+    rule = "+" + "-" * (width + 2) + "+"
+    return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
     os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("LOG_REQUESTS", "0")
     port = os.environ.get("PORT", "8000")
+    embedded_redis = not os.environ.get("REDIS_URL")
     started_pg = started_redis = False
     try:
         if not os.environ.get("DATABASE_URL"):
             started_pg = not (postgres_dir() / "postmaster.pid").exists()
             os.environ["DATABASE_URL"] = start_postgres()
             _say(f"Postgres (embedded, pgvector) in {postgres_dir()}")
-        if not os.environ.get("REDIS_URL"):
+        if embedded_redis:
             started_redis = not redis_socket().exists()
             os.environ["REDIS_URL"] = start_redis()
             _say(f"Redis (embedded) at {redis_socket()}")
@@ -62,17 +149,13 @@ def main() -> int:
         _say(f"error: {exc}")
         return 1
 
-    children: list[subprocess.Popen] = []
+    children: list[Child] = []
 
-    def stop_all(*_: object) -> None:
+    def stop_all() -> None:
         for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
+            child.stop()
         for child in reversed(children):
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            child.wait()
         if started_redis:
             stop_redis()
         if started_pg:
@@ -80,58 +163,50 @@ def main() -> int:
 
     try:
         subprocess.run([*MANAGE, "migrate", "--no-input", "-v", "0"], check=True)
-        subprocess.run([*MANAGE, "seed_demo"], check=True)
+        user, password = _seed_demo()
         if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
             devport = os.environ.get("DEVMODEL_PORT", "8765")
             children.append(
-                subprocess.Popen([PYTHON, "-m", "agentops.devmodel.server", "--port", devport])
+                Child(
+                    "development model server",
+                    [PYTHON, "-m", "agentops.devmodel.server", "--port", devport],
+                )
             )
             _say(f"development model server on http://127.0.0.1:{devport}/v1")
-        children.append(
-            subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "uvicorn",
-                    "agentops.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    port,
-                    "--log-level",
-                    "warning",
-                    "--ws",
-                    "websockets",
-                ]
-            )
-        )
-        children.append(
-            subprocess.Popen(
-                [
-                    *MANAGE,
-                    "rqworker",
-                    "maintenance",
-                    "runs",
-                    "--worker-class",
-                    "agentops.worker.Worker",
-                ]
-            )
-        )
-        children.append(subprocess.Popen([*MANAGE, "scheduler"]))
-        if not _wait_http(f"http://127.0.0.1:{port}/healthz", 30):
-            _say("the web server did not answer within 30 s; see the output above")
-        _say(f"AgentOps is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
+        web = [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1"]
+        web += ["--port", port, "--log-level", "warning", "--ws", "websockets"]
+        children.append(Child("web server", web))
+        worker = [*MANAGE, "rqworker", "maintenance", "runs"]
+        children.append(Child("worker", [*worker, "--worker-class", "agentops.worker.Worker"]))
+        children.append(Child("scheduler", [*MANAGE, "scheduler"]))
+        for child in children:
+            child.start()
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        dead = next(child for child in children if child.poll() is not None)
-        _say(f"process {str(dead.args)[:80]} exited with {dead.returncode}; stopping")
-        return 1
+        if _wait_http(f"http://127.0.0.1:{port}/healthz", 60):
+            print(_banner(f"http://127.0.0.1:{port}/", user, password), flush=True)
+        else:
+            _say("the web server did not answer within 60 s; see the output above")
+        while True:
+            time.sleep(TICK_SECONDS)
+            if embedded_redis and not redis_answers(redis_socket()):
+                _say("the embedded Redis stopped answering; starting it again")
+                try:
+                    start_redis()
+                    started_redis = True
+                except EmbeddedServiceError as exc:
+                    _say(f"error: {exc}")
+            now = time.monotonic()
+            for child in children:
+                child.supervise(now)
     except KeyboardInterrupt:
         _say("stopping…")
         return 0
     except subprocess.CalledProcessError as exc:
         _say(f"error: {' '.join(map(str, exc.cmd))} failed with exit code {exc.returncode}")
+        if exc.stdout:
+            print(exc.stdout, flush=True)
+        if exc.stderr:
+            sys.stderr.write(exc.stderr)
         return 1
     finally:
         stop_all()

@@ -272,5 +272,7 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
 
 from tracing.logs import logging_config  # noqa: E402
 
-LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+# `make run` turns the per-request lines off so the terminal shows what matters.
+LOG_REQUESTS = envbool("LOG_REQUESTS", True)
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL, requests=LOG_REQUESTS)
 DJANGO_STRUCTLOG_CELERY_ENABLED = False

@@ -145,15 +145,20 @@ class Worker(RQWorker):
         while True:
             try:
                 worked = super().work(*args, **kwargs)
-                if finite or self._stop_requested:
+                if finite or self.stopping:
                     return worked
                 log.warning("worker.loop_ended", worker=self.name)
             except RedisError as exc:
                 log.warning("worker.redis_lost", worker=self.name, error=str(exc))
-            if self._stop_requested:
+            if self.stopping:
                 return False
             redis_wait(connection=self.connection, process=f"worker {self.name}")
             self._forget_registration()
+
+    @property
+    def stopping(self) -> bool:
+        """A warm or cold shutdown was asked for (RQ leaves `_stop_requested` unset when idle)."""
+        return self._stop_requested or self._shutdown_requested_date is not None
 
     def _forget_registration(self) -> None:
         """After an outage: stop the old command listener and mark the old registration dead

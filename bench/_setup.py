@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -17,9 +18,9 @@ def django_setup() -> None:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("AGENTOPS_TESTING_TOOLS", "1")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
-    from agentops.embedded import ensure_services
+    from agentops.embedded import ensure_services, stop_services
 
-    ensure_services()
+    atexit.register(stop_services, ensure_services())
     import django
 
     django.setup()

@@ -63,7 +63,7 @@ def formatter(fmt: str) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
-def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
+def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, Any]:
     structlog.configure(
         processors=[
             *_SHARED_PROCESSORS,
@@ -83,6 +83,8 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django_structlog": {"level": level},
+            # request_started / request_finished for every request (off: only failures).
+            "django_structlog.middlewares.request": {"level": level if requests else "WARNING"},
             "rq.worker": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},
             "httpx2": {"level": "WARNING"},

@@ -10,6 +10,11 @@ os.environ.setdefault("LOG_FORMAT", "console")
 os.environ.setdefault("TOOL_EGRESS_ALLOWLIST", "")
 os.environ.setdefault("AGENTOPS_TESTING_TOOLS", "1")
 
-from agentops.embedded import ensure_services
+from agentops.embedded import ensure_services, stop_services
 
-ensure_services()
+_STARTED_HERE = ensure_services()
+
+
+def pytest_unconfigure(config: object) -> None:
+    """Stop the embedded servers this test run started (not ones that were already running)."""
+    stop_services(_STARTED_HERE)

@@ -46,7 +46,7 @@ def kill_redis() -> None:
     pid = int((embedded.redis_dir() / "redis.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while embedded._redis_answers(embedded.redis_socket()) and time.monotonic() < deadline:
+    while embedded.redis_answers(embedded.redis_socket()) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 

@@ -1,0 +1,99 @@
+"""`make run` keeps the product up: a child that dies is started again, the embedded Redis too,
+and Ctrl-C (SIGTERM here) stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from agentops import embedded
+from agentops.testing.processes import PROJECT_DIR, free_port
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def child_pids(launcher: subprocess.Popen, marker: str) -> set[int]:
+    pids = set()
+    for child in psutil.Process(launcher.pid).children():
+        try:
+            if marker in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+@pytest.mark.timeout(300)
+def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_path):
+    folder = services_folder
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {"AGENTOPS_VAR_DIR": str(folder), "PORT": str(port), "DEVMODEL_PORT": str(free_port())}
+    output = tmp_path / "out.log"
+    with output.open("wb") as sink:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "agentops.launcher"],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "AgentOps is running at" in output.read_text(), 180, "the banner")
+        text = output.read_text()
+        banner = text[text.index("AgentOps is running at") :]
+        assert f"http://127.0.0.1:{port}/" in banner and "user:     admin" in banner
+        assert "password: " in banner and "shown once" in banner
+        # The password is in the box only, not also in the lines above it.
+        password = banner.split("password: ", 1)[1].split()[0]
+        assert text.count(password) == 1
+
+        worker = wait_until(lambda: child_pids(launcher, "rqworker"), 30, "a worker")
+        os.kill(next(iter(worker)), signal.SIGKILL)
+        wait_until(lambda: child_pids(launcher, "rqworker") - worker, 30, "a worker started again")
+
+        os.kill(int((embedded.redis_dir() / "redis.pid").read_text()), signal.SIGKILL)
+        wait_until(lambda: not embedded.redis_answers(embedded.redis_socket()), 10, "Redis gone")
+        wait_until(
+            lambda: embedded.redis_answers(embedded.redis_socket()), 30, "Redis started again"
+        )
+
+        def healthy() -> bool:
+            url = f"http://127.0.0.1:{port}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    health = json.loads(response.read())
+            except Exception:
+                return False
+            return health["redis"]["up"] and health["worker"]["up"]
+
+        wait_until(healthy, 60, "healthz says Redis and a worker are up")
+        assert launcher.poll() is None
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 0
+        _gone, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == []
+        assert not embedded.redis_answers(embedded.redis_socket())
+        assert not (embedded.postgres_dir() / "postmaster.pid").exists()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        embedded.stop_services()
