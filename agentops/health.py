@@ -38,7 +38,7 @@ def live_worker_names(*, redis: Redis) -> list[str]:
 def live_scheduler_names(*, redis: Redis) -> list[str]:
     fresh_since = time.time() - HEARTBEAT_FRESH_SECONDS
     names = redis.zrangebyscore(cron_scheduler_registry_key(), fresh_since, "+inf")
-    return [name.decode() if isinstance(name, bytes) else name for name in names]
+    return [name.decode() if isinstance(name, bytes) else str(name) for name in names]
 
 
 def services_status() -> list[ServiceStatus]:
