@@ -5,14 +5,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psycopg
 import pytest
 from django.db import connection
 
 from agentops.auth import api_key_create
 from agentops.models import RunStatus, Session
 from agentops.runtime.services import session_create
-from agentops.testing.processes import child_env, database_url_for_current_db, free_port, start_web
+from agentops.testing.processes import (
+    child_env,
+    free_port,
+    postgres_end_backends,
+    postgres_full,
+    start_web,
+)
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import SessionFactory
 
@@ -111,40 +116,20 @@ def web_backends() -> int:
         return cursor.fetchone()[0]
 
 
-def fill_postgres() -> list[psycopg.Connection]:
-    """Take every connection Postgres has left, after ending the web server's own."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            [WEB_APP_NAME],
-        )
-    url = database_url_for_current_db()
-    held: list[psycopg.Connection] = []
-    while True:
-        try:
-            held.append(psycopg.connect(url, autocommit=True))
-        except psycopg.OperationalError as exc:
-            assert "too many clients" in str(exc)
-            return held
-
-
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_503_while_postgres_refuses_and_recovers_by_itself(pooled_web, bob_key):
     session = SessionFactory()
     headers = {"Authorization": f"Bearer {bob_key}"}
     with httpx.Client(base_url=pooled_web, headers=headers, timeout=30) as client:
         assert client.get(f"/api/sessions/{session.pk}").status_code == 200
-        held = fill_postgres()
-        try:
+        postgres_end_backends(application_name=WEB_APP_NAME)
+        with postgres_full():
             api = client.get(f"/api/sessions/{session.pk}")
             assert_unavailable(api)
             assert "database" in api.json()["error"]
             page = client.get("/runs/")
             assert_unavailable(page)
             assert page.headers["Content-Type"].startswith("text/html")
-        finally:
-            for held_connection in held:
-                held_connection.close()
         deadline = time.monotonic() + 60
         while (status := client.get(f"/api/sessions/{session.pk}").status_code) != 200:
             assert status == 503 and time.monotonic() < deadline
