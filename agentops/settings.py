@@ -207,14 +207,16 @@ TEMPLATES = [
 # back when the request ends, and a request that gets none within DB_POOL_TIMEOUT is answered
 # 503 (agentops.middleware). The worker lends its one connection to each forked work horse (a
 # pool's connections and threads do not survive a fork) and the scheduler is single-threaded:
-# they keep one persistent connection each.
+# they keep one persistent connection each, without an age limit (a horse closing its lent
+# connection because it turned 60 s old cost the next run a new backend; the worker checks
+# the connection before lending it, and health checks run before reuse).
 DB_POOL_SIZE = envint("DB_POOL_SIZE", 10, minimum=1)
 DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 # True in the process the ASGI server started: agentops/asgi.py is importing these settings.
 WEB_PROCESS = "agentops.asgi" in sys.modules
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL, conn_max_age=0 if WEB_PROCESS else 60, conn_health_checks=True
+        DATABASE_URL, conn_max_age=0 if WEB_PROCESS else None, conn_health_checks=True
     )
 }
 if WEB_PROCESS:
