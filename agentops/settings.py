@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,6 +43,19 @@ def envint(name: str, default: int, *, minimum: int = 0) -> int:
         _fail(f"{name} must be a whole number, not {raw!r}.")
     if value < minimum:
         _fail(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def envfloat(name: str, default: float, *, minimum: float = 0) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        _fail(f"{name} must be a number, not {raw!r}.")
+    if not value >= minimum:
+        _fail(f"{name} must be at least {minimum}, not {raw}.")
     return value
 
 
@@ -154,6 +168,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "agentops.middleware.DatabaseConnectionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -187,9 +202,29 @@ TEMPLATES = [
     }
 ]
 
+# Database connections (docs/architecture.md, "Database connections"). A web process serves
+# each request in a thread of its own: it borrows from a bounded pool and gives the connection
+# back when the request ends, and a request that gets none within DB_POOL_TIMEOUT is answered
+# 503 (agentops.middleware). The worker lends its one connection to each forked work horse (a
+# pool's connections and threads do not survive a fork) and the scheduler is single-threaded:
+# they keep one persistent connection each, without an age limit (a horse closing its lent
+# connection because it turned 60 s old cost the next run a new backend; the worker checks
+# the connection before lending it, and health checks run before reuse).
+DB_POOL_SIZE = envint("DB_POOL_SIZE", 10, minimum=1)
+DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+# True in the process the ASGI server started: agentops/asgi.py is importing these settings.
+WEB_PROCESS = "agentops.asgi" in sys.modules
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=0 if WEB_PROCESS else None, conn_health_checks=True
+    )
 }
+if WEB_PROCESS:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_SIZE,
+        "timeout": DB_POOL_TIMEOUT,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {

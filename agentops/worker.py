@@ -28,7 +28,7 @@ from typing import Any
 import httpx2
 import openai
 from channels.layers import get_channel_layer
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from psycopg.pq import TransactionStatus
 from redis.exceptions import RedisError
 from rq.worker import Worker as RQWorker
@@ -107,11 +107,19 @@ def warm_up() -> None:
 
 
 def database_lend() -> None:
-    """In the parent: make sure the connection the next horse inherits is open and idle."""
+    """In the parent: make sure the connection the next horse inherits is open and idle.
+
+    When Postgres refuses one (too many clients, or down), the horse inherits none and
+    connects by itself; if it cannot either, its job fails and the scheduler re-enqueues the
+    run. The worker itself must outlive the refusal: an exception here would end it."""
     connection = connections[DEFAULT_DB_ALIAS]
     if connection.connection is not None and not connection.is_usable():
         connection.close()
-    connection.ensure_connection()
+    try:
+        connection.ensure_connection()
+    except DatabaseError as exc:
+        log.warning("worker.database_unavailable", error=str(exc.__cause__ or exc).strip()[:300])
+        connection.close()
 
 
 def database_return() -> None:

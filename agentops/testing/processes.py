@@ -9,9 +9,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from django.db import connection
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
@@ -35,6 +38,40 @@ def child_env(**extra: str) -> dict[str, str]:
     env["DATABASE_URL"] = database_url_for_current_db()
     env.update(extra)
     return env
+
+
+def postgres_end_backends(*, application_name: str | None = None) -> None:
+    """End the backends of processes that connect as `application_name` (PGAPPNAME in their
+    environment), or, without one, every other backend of this database."""
+    query = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with connection.cursor() as cursor:
+        if application_name is None:
+            cursor.execute(query)
+        else:
+            cursor.execute(query + " AND application_name = %s", [application_name])
+
+
+@contextmanager
+def postgres_full() -> Iterator[int]:
+    """Hold every connection Postgres has left, so that no one else connects until the block
+    ends. Yields how many it holds."""
+    url = database_url_for_current_db()
+    held: list[psycopg.Connection] = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(url, autocommit=True))
+            except psycopg.OperationalError as exc:
+                if "too many clients" not in str(exc):
+                    raise
+                break
+        yield len(held)
+    finally:
+        for held_connection in held:
+            held_connection.close()
 
 
 def wait_http(url: str, seconds: float = 30) -> None:

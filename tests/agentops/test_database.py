@@ -1,4 +1,25 @@
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
 from django.db import connection
+
+from agentops.auth import api_key_create
+from agentops.models import RunStatus, Session
+from agentops.runtime.services import session_create
+from agentops.testing.processes import (
+    child_env,
+    free_port,
+    postgres_end_backends,
+    postgres_full,
+    start_web,
+)
+from tests.agentops.runtime.helpers import wait_for_run
+from tests.factories import SessionFactory
 
 
 def test_it_has_the_pgvector_extension(db):
@@ -18,3 +39,98 @@ def test_it_has_an_hnsw_cosine_index_on_memory_embeddings(db):
 
 def test_it_runs_on_postgres(db):
     assert connection.vendor == "postgresql"
+
+
+# -- connections under load: bounded, returned, and a clear 503 beyond capacity ------------
+BURST = 200
+POOL_SIZE = 8
+WEB_APP_NAME = "agentops-test-web"
+
+
+@pytest.fixture
+def bob_key(bob):
+    return api_key_create(user=bob, name="burst")[1]
+
+
+@pytest.fixture
+def pooled_web(transactional_db) -> Iterator[str]:
+    """A web server that waits at most 1 s for a database connection, so a burst on this
+    2-core machine can exceed what it serves in time."""
+    port = free_port()
+    proc = start_web(
+        child_env(DB_POOL_SIZE=str(POOL_SIZE), DB_POOL_TIMEOUT="1", PGAPPNAME=WEB_APP_NAME), port
+    )
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text[:500]
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_survives_a_burst_and_finishes_every_accepted_run(
+    pooled_web, worker, dev_agent, bob_key
+):
+    sessions = [session_create(agent=dev_agent, external_user=f"burst-{i}") for i in range(BURST)]
+    headers = {"Authorization": f"Bearer {bob_key}"}
+    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
+    with httpx.Client(base_url=pooled_web, headers=headers, timeout=120, limits=limits) as client:
+        start = threading.Barrier(BURST)
+
+        def post(session: Session) -> httpx.Response:
+            start.wait()
+            return client.post(f"/api/sessions/{session.pk}/messages", json={"content": "hello"})
+
+        with ThreadPoolExecutor(BURST) as pool:
+            responses = list(pool.map(post, sessions))
+
+        statuses = Counter(r.status_code for r in responses)
+        assert set(statuses) <= {202, 409, 503}, (
+            statuses,
+            [r.text[:300] for r in responses if r.status_code >= 500][:3],
+        )
+        for response in responses:
+            if response.status_code == 503:
+                assert_unavailable(response)
+                assert response.json()["error"]
+        accepted = [r.json()["run"] for r in responses if r.status_code == 202]
+        assert accepted
+
+        for session in sessions:
+            assert client.get(f"/api/sessions/{session.pk}").status_code == 200
+        for run_id in accepted:
+            assert client.get(f"/api/runs/{run_id}").status_code == 200
+    assert web_backends() <= POOL_SIZE
+
+    for run_id in accepted:
+        assert wait_for_run(run_id, timeout=180).status == RunStatus.SUCCEEDED
+
+
+def web_backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [WEB_APP_NAME]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_503_while_postgres_refuses_and_recovers_by_itself(pooled_web, bob_key):
+    session = SessionFactory()
+    headers = {"Authorization": f"Bearer {bob_key}"}
+    with httpx.Client(base_url=pooled_web, headers=headers, timeout=30) as client:
+        assert client.get(f"/api/sessions/{session.pk}").status_code == 200
+        postgres_end_backends(application_name=WEB_APP_NAME)
+        with postgres_full():
+            api = client.get(f"/api/sessions/{session.pk}")
+            assert_unavailable(api)
+            assert "database" in api.json()["error"]
+            page = client.get("/runs/")
+            assert_unavailable(page)
+            assert page.headers["Content-Type"].startswith("text/html")
+        deadline = time.monotonic() + 60
+        while (status := client.get(f"/api/sessions/{session.pk}").status_code) != 200:
+            assert status == 503 and time.monotonic() < deadline
+            time.sleep(0.2)

@@ -33,6 +33,9 @@ def run_check(env_changes: dict[str, str | None], *args: str) -> subprocess.Comp
         ("CSRF_TRUSTED_ORIGINS", "example.com"),
         ("OPENAI_BASE_URL", "not a url"),
         ("RUN_JOB_TIMEOUT", "soon"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_POOL_TIMEOUT", "soon"),
+        ("DB_POOL_TIMEOUT", "0"),
     ],
 )
 def test_it_fails_with_one_sentence_naming_a_malformed_variable(variable, value):

@@ -6,11 +6,19 @@ import os
 import signal
 import time
 
+import django_rq
 import pytest
 from django.db import connection
+from rq.job import Job, JobStatus
 
 from agentops.models import Message, Role, RunStatus
 from agentops.runtime.services import session_create, session_post_message
+from agentops.testing.processes import (
+    child_env,
+    postgres_end_backends,
+    postgres_full,
+    start_scheduler,
+)
 from agentops.testing.tools import side_effects_log
 from tests.agentops.runtime.helpers import wait_for_run
 from tools.services import python_tools_sync
@@ -63,3 +71,26 @@ def test_it_drops_the_connection_of_a_killed_work_horse(worker, agent):
         time.sleep(0.05)
     assert not backend_alive(lent), "the parent closed its copy of the killed horse's connection"
     assert backend_of_a_run(agent) != lent  # the next horse gets a fresh, working connection
+
+
+def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(worker, agent):
+    session = session_create(agent=agent, external_user="gina")
+    queue = django_rq.get_queue("runs")
+    postgres_end_backends()  # the worker has no connection left to lend
+    with postgres_full():
+        run = session_post_message(session=session, content="hello")
+        run.refresh_from_db()
+        job = Job.fetch(run.job_id, connection=queue.connection)
+        deadline = time.monotonic() + 30
+        while (
+            worker.alive()
+            and job.get_status(refresh=True) != JobStatus.FAILED
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)  # the worker took the job and could not connect
+    assert worker.alive(), worker.output()[-2000:]
+    scheduler = start_scheduler(child_env(RUN_LOST_JOB_SECONDS="2"))
+    try:
+        assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED  # re-enqueued, then run
+    finally:
+        scheduler.stop()
