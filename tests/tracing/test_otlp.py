@@ -182,7 +182,7 @@ otlp.export([
         import os
 
         env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=server.url)
-        subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", script],
             cwd=PROJECT_DIR,
             env=env,
