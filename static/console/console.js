@@ -19,6 +19,15 @@
     return node;
   }
 
+  // As the pages' `ms` filter writes a duration: "850 ms", "2.40 s", "3 min 5 s".
+  function formatMs(value) {
+    const v = Number(value);
+    if (v < 1000) { return Math.round(v) + " ms"; }
+    if (v < 60000) { return (v / 1000).toFixed(2) + " s"; }
+    const seconds = Math.floor(v / 1000);
+    return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
+  }
+
   function pretty(args) {
     if (typeof args !== "string") { return JSON.stringify(args, null, 2); }
     try { return JSON.stringify(JSON.parse(args), null, 2); } catch (e) { return args; }
@@ -62,7 +71,7 @@
       badge.className = "badge status-" + status;
       badge.textContent = status;
       if (durationMs !== null && durationMs !== undefined) {
-        details.querySelector("[data-tc-duration]").textContent = Math.round(durationMs) + " ms";
+        details.querySelector("[data-tc-duration]").textContent = formatMs(durationMs);
       }
     }
 

@@ -338,3 +338,12 @@ def test_it_exports_rollups_to_prometheus(client, charlie, settings):
     assert 'agentops_run_duration_seconds_bucket{agent="alpha",le="1.024"} 1.0' in text
     _, raw = api_key_create(user=charlie, name="prom")
     assert client.get("/metrics", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+
+
+def test_it_shows_durations_under_a_minute_in_seconds(client, charlie):
+    start = timezone.now() - timedelta(minutes=5)
+    run = make_run(started_at=start, finished_at=start + timedelta(milliseconds=1530))
+    client.force_login(charlie)
+    for url in (reverse("observe:runs"), reverse("observe:run", args=[run.pk])):
+        page = client.get(url).content.decode()
+        assert "1.53 s" in page and "0\xa0minutes<" not in page, url
