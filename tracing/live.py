@@ -131,9 +131,9 @@ class _Sender:
             chunk = str(event.get("text", ""))
             text += chunk[: max(OPEN_TEXT_MAX - len(text), 0)]
             self.texts[key] = (text, int(event.get("at", 0)) + len(chunk))
-            notice = self.open.get(group, {}).get(key)
-            if notice is not None:
-                notice["text"], notice["text_end"] = self.texts[key]
+            current = self.open.get(group, {}).get(key)
+            if current is not None:
+                current["text"], current["text_end"] = self.texts[key]
                 changed.add(group)
         if self.texts:
             with self.deferred_lock:  # text of spans that ended unannounced
