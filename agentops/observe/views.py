@@ -143,7 +143,9 @@ def run_cancel(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
         error = f"Not cancelled: {exc}"
     if request.headers.get("Accept") == "application/json":
         body = {"run": str(run.pk), "status": run.status}
-        return JsonResponse({**body, "error": error} if error else body, status=409 if error else 200)
+        return JsonResponse(
+            {**body, "error": error} if error else body, status=409 if error else 200
+        )
     if error:
         messages.error(request, error)
     else:
