@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,3 +28,17 @@ def get_time(timezone: str = "UTC") -> str:
 @python_tool(description="Add two numbers.")
 def add(a: float, b: float) -> float:
     return a + b
+
+
+PAUSE_MAX_SECONDS = 30.0
+
+
+@python_tool(
+    description="Wait the given number of seconds (at most 30), then say so. Changes nothing; "
+    "useful to watch a run while a tool call is in progress."
+)
+def pause(seconds: float = 1.0, label: str = "") -> str:
+    if not 0 <= seconds <= PAUSE_MAX_SECONDS:
+        raise ValueError(f"seconds must be between 0 and {PAUSE_MAX_SECONDS:g}, not {seconds:g}.")
+    time.sleep(seconds)
+    return f"paused {seconds:g} s" + (f" ({label})" if label else "")

@@ -6,11 +6,16 @@ from rq import get_current_job
 
 from agentops.runtime.loop import run_execute
 from agentops.runtime.services import runs_reconcile as reconcile
+from tracing import otlp
 
 
 def run_job(run_id: str) -> str:
     job = get_current_job()
-    return run_execute(run_id=run_id, job_id=job.id if job else "")
+    try:
+        return run_execute(run_id=run_id, job_id=job.id if job else "")
+    finally:
+        # A forking worker's horse ends with os._exit, which runs no exit handler.
+        otlp.force_flush()
 
 
 def runs_reconcile() -> dict[str, int]:

@@ -13,7 +13,8 @@ Replay without gaps or duplicates (`TraceStreamConsumer`):
 1. join the run's group, then publish a marker to it; events arriving before the marker
    comes back are buffered. The marker's return proves the subscription is live, so any
    flush published before it had committed before we read the database;
-2. read the stored spans (by seq) and send them;
+2. read the stored spans (by seq) and send them, then the spans open now (`open_notices`,
+   with the text streamed into them so far) as `span.start` marked `replay`;
 3. send the buffered and later live spans whose seq is above the last one sent.
 
 A browser (or a server) that cannot keep up: whatever queued while the previous write was
@@ -32,11 +33,12 @@ import uuid
 import weakref
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from tracing.emit import span_to_event
-from tracing.live import run_group
+from tracing.live import open_notices, run_group
 from tracing.logs import get_logger
 from tracing.models import Span
 
@@ -216,6 +218,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 m.get("handoff_id"),
                 m.get("tool_call_id"),
                 m.get("rule_id"),
+                m.get("span_id"),
             )
             latest.pop(subject, None)
             latest[subject] = m
@@ -304,6 +307,8 @@ class TraceStreamConsumer(LiveConsumer):
     async def _replay(self) -> None:
         try:
             stored = await self._stored_after(0)
+            assert self.group is not None
+            opened = await sync_to_async(open_notices, thread_sensitive=False)(self.group)
         except Exception:
             log.exception("live.replay_failed", group=self.group)
             await self.close()
@@ -313,6 +318,10 @@ class TraceStreamConsumer(LiveConsumer):
             self.enqueue(
                 {"kind": "spans", "spans": stored[i : i + self.replay_chunk], "replay": True}
             )
+        for notice in opened:
+            if notice.get("span_id") not in ended:
+                self.enqueue({**notice, "replay": True})
+                ended.add(notice["span_id"])  # its live notice, if buffered, is no news
         self.enqueue({"kind": "replay.done", "last_seq": self._last_seq})
         self._replayed = True
         buffered, self._buffer = self._buffer, []
@@ -343,6 +352,16 @@ class TraceStreamConsumer(LiveConsumer):
                 ]
                 self._pending_spans = 0
                 self._catch_up = True
+                self._wake.set()
+                return
+        elif event.get("kind") == "span.text" and self._outbox:
+            last = self._outbox[-1]
+            if (
+                last.get("kind") == "span.text"
+                and last.get("span_id") == event.get("span_id")
+                and last["at"] + len(last["text"]) == event.get("at")
+            ):  # tokens the client has not taken yet go out as one event
+                self._outbox[-1] = {**last, "text": last["text"] + event["text"]}
                 self._wake.set()
                 return
         self._outbox.append(event)

@@ -23,12 +23,14 @@ from django.db.models import Max
 
 from tracing import otlp
 from tracing.failures import failure_class_of
-from tracing.live import broadcast, cancel_soon, run_group, send_soon
+from tracing.live import broadcast, cancel_soon, run_group, send_now, send_soon
 from tracing.models import Span, SpanStatus
 
 MAX_ATTRIBUTE_CHARS = 2000
 SPAN_START_NOTICE_DELAY = 0.05  # seconds a span must stay open before "span.start" is sent
 REDACTED = "[REDACTED]"
+# Attributes a "span.start" notice carries, so an open span can be told apart on the page.
+NOTICE_ATTRIBUTES = ("gen_ai.request.model", "gen_ai.tool.name", "step", "attempt", "kind")
 _SECRET_KEY_RE = re.compile(r"(authorization|api[_-]?key|password|secret|token|cookie)", re.I)
 
 
@@ -87,6 +89,7 @@ class Tracer:
         self._stack: list[SpanRecord] = []
         self._buffer: list[Span] = []
         self._seq: int | None = None
+        self._streamed: dict[str, int] = {}  # span id -> characters of text streamed into it
 
     # -- redaction ---------------------------------------------------------------------
     def add_secret(self, value: str) -> None:
@@ -135,6 +138,9 @@ class Tracer:
                 "span_id": record.span_id,
                 "parent_span_id": record.parent_id,
                 "start_time": record.start_time.isoformat(),
+                "attributes": {
+                    k: self.redact(attributes[k], k) for k in NOTICE_ATTRIBUTES if k in attributes
+                },
             },
             delay=SPAN_START_NOTICE_DELAY,
         )
@@ -150,8 +156,23 @@ class Tracer:
             raise
         finally:
             cancel_soon(record.span_id)
+            self._streamed.pop(record.span_id, None)
             self._stack.pop()
             self._record(record, is_event=False)
+
+    def stream_text(self, text: str) -> None:
+        """Send text the current span produces as it comes (a model call's tokens) to the run's
+        stream at once; `at` is its offset in all the span has streamed."""
+        span_id = self.current_span_id
+        if not span_id or not text:
+            return
+        text = self.redact(text)
+        at = self._streamed.get(span_id, 0)
+        self._streamed[span_id] = at + len(text)
+        send_now(
+            run_group(self.trace_id),
+            {"kind": "span.text", "span_id": span_id, "at": at, "text": text},
+        )
 
     def event(
         self,

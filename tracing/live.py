@@ -3,6 +3,14 @@
 Events are sent only after the surrounding transaction commits (so a browser never
 sees what a rollback undid), from a background thread with its own event loop, so the
 caller (an agent step) never waits on Redis or a slow browser.
+
+Open notices: a deferred notice (`send_soon`, a span's "span.start") that was sent stays
+current until it is cancelled (the span ended). The sender keeps each group's current
+notices, with the text streamed into them (`span.text` events), in the cache (Redis)
+before it sends what changed them, so a stream that joins the group and then reads
+`open_notices` misses nothing: what it read is older than what it receives. The value
+is replaced whole at each change, so the notices of a process that died disappear at
+the next change (or after `OPEN_NOTICES_TTL`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 
 from tracing.logs import get_logger
@@ -21,6 +30,8 @@ from tracing.logs import get_logger
 log = get_logger(__name__)
 
 OPS_GROUP = "ops"
+OPEN_NOTICES_TTL = 3600  # seconds; rewritten at every change
+OPEN_TEXT_MAX = 8000  # characters of streamed text kept with an open notice
 
 
 def run_group(run_id: Any) -> str:
@@ -29,6 +40,16 @@ def run_group(run_id: Any) -> str:
 
 def session_group(session_id: Any) -> str:
     return f"session-{session_id}"
+
+
+def _open_key(group: str) -> str:
+    return f"agentops:live-open:{group}"
+
+
+def open_notices(group: str) -> list[dict[str, Any]]:
+    """The group's notices still current (spans open now), each with `text` streamed so far
+    and `text_end` (how many characters were streamed in all)."""
+    return list(cache.get(_open_key(group)) or [])
 
 
 class _Sender:
@@ -45,7 +66,11 @@ class _Sender:
         self.sent = 0
         self.progress = threading.Condition()
         self.deferred: dict[str, tuple[float, str, dict[str, Any]]] = {}
+        self.announced: dict[str, str] = {}  # key -> group of deferred notices sent, not cancelled
         self.deferred_lock = threading.Lock()
+        # The sender thread's own: current notices per group, text streamed per key.
+        self.open: dict[str, dict[str, dict[str, Any]]] = {}
+        self.texts: dict[str, tuple[str, int]] = {}
         self.thread = threading.Thread(target=self._run, name="agentops-live", daemon=True)
         self.thread.start()
 
@@ -62,18 +87,69 @@ class _Sender:
             self.queue.put(None)  # the thread may be waiting without a timeout
 
     def cancel_deferred(self, key: str) -> None:
-        if self.deferred:
+        if self.deferred or self.announced:
             with self.deferred_lock:
-                self.deferred.pop(key, None)
+                if self.deferred.pop(key, None) is None and key in self.announced:
+                    group = self.announced.pop(key)
+                    self.queue.put((group, {"type": "live.closed", "key": key}))
 
-    def _due(self) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
-        """Deferred messages whose time has come, and how long until the next one."""
+    def _due(self) -> tuple[list[tuple[str, str, dict[str, Any]]], float | None]:
+        """Deferred messages whose time has come (key, group, message), and how long until
+        the next one."""
         now = time.monotonic()
         with self.deferred_lock:
-            due = [k for k, (at, _, _) in self.deferred.items() if at <= now]
-            ready = [self.deferred.pop(k)[1:] for k in due]
+            ready = []
+            for key in [k for k, (at, _, _) in self.deferred.items() if at <= now]:
+                _, group, message = self.deferred.pop(key)
+                ready.append((key, group, message))
+                self.announced[key] = group
             wait = min((at for at, _, _ in self.deferred.values()), default=None)
         return ready, None if wait is None else max(wait - now, 0.0)
+
+    def _track(
+        self, ready: list[tuple[str, str, dict[str, Any]]], items: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Keep the open notices current and store those of groups that changed."""
+        changed = set()
+        for key, group, message in ready:
+            notice = dict(message["event"])
+            text, end = self.texts.get(key, ("", 0))
+            notice.update(text=text, text_end=end)
+            self.open.setdefault(group, {})[key] = notice
+            changed.add(group)
+        for group, message in items:
+            if message.get("type") == "live.closed":
+                self.texts.pop(message["key"], None)
+                if self.open.get(group, {}).pop(message["key"], None) is not None:
+                    changed.add(group)
+                continue
+            event = message.get("event") or {}
+            if event.get("kind") != "span.text":
+                continue
+            key = event["span_id"]
+            text, _ = self.texts.get(key, ("", 0))
+            chunk = str(event.get("text", ""))
+            text += chunk[: max(OPEN_TEXT_MAX - len(text), 0)]
+            self.texts[key] = (text, int(event.get("at", 0)) + len(chunk))
+            current = self.open.get(group, {}).get(key)
+            if current is not None:
+                current["text"], current["text_end"] = self.texts[key]
+                changed.add(group)
+        if self.texts:
+            with self.deferred_lock:  # text of spans that ended unannounced
+                for key in [k for k in self.texts if k not in self.deferred]:
+                    if key not in self.announced:
+                        del self.texts[key]
+        for group in changed:
+            notices = list(self.open.get(group, {}).values())
+            try:
+                if notices:
+                    cache.set(_open_key(group), notices, OPEN_NOTICES_TTL)
+                else:
+                    self.open.pop(group, None)
+                    cache.delete(_open_key(group))
+            except Exception:
+                log.exception("live.open_notices_failed", group=group)
 
     def _run(self) -> None:
         # One event loop for the thread's life: the channel layer keeps its Redis connections
@@ -99,7 +175,10 @@ class _Sender:
                     break
                 if more is not None:
                     items.append(more)
-            loop.run_until_complete(self._send(layer, [*ready, *items]))
+            self._track(ready, items)
+            items = [item for item in items if item[1].get("type") != "live.closed"]
+            sends = [(group, message) for _, group, message in ready]
+            loop.run_until_complete(self._send(layer, [*sends, *items]))
             with self.progress:
                 self.sent += len(items)
                 self.progress.notify_all()
@@ -154,6 +233,7 @@ def send_soon(key: str, group: str, event: dict[str, Any], *, delay: float) -> N
 
 
 def cancel_soon(key: str) -> None:
+    """Drop the deferred event, or if it was sent already, end it (see `open_notices`)."""
     if _sender is not None and _sender.pid == os.getpid():
         _sender.cancel_deferred(key)
 

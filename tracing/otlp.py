@@ -4,10 +4,15 @@ Spans are exported after their transaction commits, as they were stored: the sam
 (the run id), span ids, parents, times, status and attributes. Point events become
 zero-length spans, so they keep their place in the tree. Conversion and export happen on
 background threads (OpenTelemetry's BatchSpanProcessor); the agent step only enqueues.
+
+What is queued is exported at process exit (atexit) and, by the worker, at the end of each
+job (`force_flush`): an RQ work horse leaves with `os._exit`, which runs no exit handler and
+kills the export threads with whatever they still held.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -131,10 +136,11 @@ class _Exporter:
 
 _exporter: _Exporter | None = None
 _lock = threading.Lock()
+_exit_hook = False
 
 
 def _get() -> _Exporter | None:
-    global _exporter
+    global _exporter, _exit_hook
     endpoint = conf.otlp_endpoint()
     if not endpoint:
         return None
@@ -144,6 +150,9 @@ def _get() -> _Exporter | None:
                 if _exporter is not None and _exporter.pid == os.getpid():
                     _exporter.shutdown()
                 _exporter = _Exporter(endpoint)
+                if not _exit_hook:
+                    atexit.register(shutdown)
+                    _exit_hook = True
     return _exporter
 
 

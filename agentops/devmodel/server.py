@@ -7,7 +7,9 @@ Deterministic, scripted behaviour (driven by the latest user message):
 - ``recall QUERY``          -> ``recall(query=QUERY, k=5)``
 - ``handoff REASON`` / a message asking for a human -> ``handoff_to_human(reason=...)``
 - ``loop``                  -> calls ``echo`` with the same arguments forever
-- ``chain N TOOL [SECONDS]`` -> calls TOOL N times in a row ({"label": k, "seconds": ...}), then answers
+- ``chain N TOOL [SECONDS]`` -> calls TOOL N times in a row, then answers; the arguments fit the
+                              TOOL's schema: ``seconds`` (default 0.2) and ``label`` (k) where it has
+                              them, k for its other required strings and numbers
 - a summarisation request (system prompt starting "Summarize") -> a deterministic summary
 - after tool results        -> an answer quoting the tool results
 - anything else             -> "You said: ..." streamed word by word
@@ -72,6 +74,28 @@ def embed_text(text: str, dimensions: int) -> list[float]:
     return [v / norm for v in vector]
 
 
+def _chain_arguments(spec: dict[str, Any] | None, k: int, seconds: float) -> dict[str, Any]:
+    """Arguments for the k-th call of a chain that the tool's JSON schema accepts."""
+    if spec is None:  # a tool the request did not offer: the runtime tells the model so
+        return {"label": str(k), "seconds": seconds}
+    schema = spec.get("parameters") or {}
+    required = set(schema.get("required") or [])
+    args: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        if name == "seconds" and kind in ("number", "integer", None):
+            args[name] = round(seconds) if kind == "integer" else seconds
+        elif (name == "label" and kind in ("string", None)) or (
+            name in required and kind == "string"
+        ):
+            args[name] = str(k)
+        elif name in required and kind in ("number", "integer"):
+            args[name] = k
+        elif name in required and kind == "boolean":
+            args[name] = False
+    return args
+
+
 def plan_reply(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]], fault: dict[str, Any]
 ) -> dict:
@@ -100,7 +124,15 @@ def plan_reply(
                 break
             done += m.get("role") == "tool"
         if done < int(chain.group(1)):
-            args = {"label": str(done + 1), "seconds": float(chain.group(3) or 0.2)}
+            spec = next(
+                (
+                    t.get("function", {})
+                    for t in tools
+                    if t.get("function", {}).get("name") == chain.group(2)
+                ),
+                None,
+            )
+            args = _chain_arguments(spec, done + 1, float(chain.group(3) or 0.2))
             return {
                 "tool_calls": [
                     {

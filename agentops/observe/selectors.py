@@ -9,9 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet
+from django.utils.dateparse import parse_datetime
 
 from agentops.models import ACTIVE_RUN_STATUSES, Agent, Handoff, Message, Run, RunStatus, ToolCall
 from tracing import semconv
+from tracing.live import open_notices, run_group
 from tracing.models import Span, SpanStatus
 from tracing.selectors import SpanNode, span_waterfall
 from tracing.services import PriceBook
@@ -88,6 +90,19 @@ class WaterfallRow:
 
 
 @dataclass
+class OpenSpanRow:
+    """A span still in progress (in the worker's memory, not stored yet)."""
+
+    span_id: str
+    name: str
+    start_time: datetime | None
+    attributes: dict[str, Any]
+    depth_class: int
+    text: str
+    text_end: int
+
+
+@dataclass
 class RunTrace:
     rows: list[WaterfallRow]
     total_ms: float
@@ -99,6 +114,34 @@ class RunTrace:
     cost: Decimal
     last_seq: int
     stages: dict[str, int] = field(default_factory=dict)
+    open: list[OpenSpanRow] = field(default_factory=list)
+
+
+def run_open_spans(*, run: Run, rows: list[WaterfallRow]) -> list[OpenSpanRow]:
+    """The run's spans open now, after the stored ones and nested under their parents."""
+    if run.status != RunStatus.RUNNING:
+        return []
+    depth = {row.span.span_id: row.node.depth for row in rows}
+    out = []
+    notices = sorted(open_notices(run_group(run.pk)), key=lambda n: str(n.get("start_time")))
+    for notice in notices:
+        span_id = str(notice.get("span_id", ""))
+        if not span_id or span_id in depth:
+            continue  # stored since: it is a row of the waterfall already
+        parent = depth.get(str(notice.get("parent_span_id", "")))
+        depth[span_id] = 0 if parent is None else parent + 1
+        out.append(
+            OpenSpanRow(
+                span_id=span_id,
+                name=str(notice.get("name", "")),
+                start_time=parse_datetime(str(notice.get("start_time", ""))),
+                attributes=dict(notice.get("attributes") or {}),
+                depth_class=min(depth[span_id], MAX_DEPTH_CLASS),
+                text=str(notice.get("text", "")),
+                text_end=int(notice.get("text_end") or 0),
+            )
+        )
+    return out
 
 
 def run_trace(*, run: Run) -> RunTrace:
@@ -145,6 +188,7 @@ def run_trace(*, run: Run) -> RunTrace:
         cost=cost,
         last_seq=spans[-1].seq if spans else 0,
         stages=stages,
+        open=run_open_spans(run=run, rows=rows),
     )
 
 

@@ -127,6 +127,37 @@ def run_retry(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
     return redirect(target)
 
 
+@role_required("operator")
+@require_POST
+def run_cancel(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
+    """Cancel a queued, running or waiting run. A script's fetch (Accept: application/json)
+    gets JSON (409 naming why not); a form post goes back to `next` or the run's page."""
+    from agentops.runtime.services import RuntimeConflict
+    from agentops.runtime.services import run_cancel as cancel
+
+    run = _run_or_404(run_id)
+    error = ""
+    try:
+        cancel(run=run, actor=request.user)
+    except RuntimeConflict as exc:
+        error = f"Not cancelled: {exc}"
+    if request.headers.get("Accept") == "application/json":
+        body = {"run": str(run.pk), "status": run.status}
+        return JsonResponse(
+            {**body, "error": error} if error else body, status=409 if error else 200
+        )
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"Run {run.pk} cancelled.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("observe:run", args=[run.pk])
+    return redirect(target)
+
+
 # --- failures -------------------------------------------------------------------------------
 
 

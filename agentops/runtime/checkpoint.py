@@ -222,7 +222,9 @@ class _JsonRowsInsert:
         for obj in objects:
             row = {}
             for field in self.fields:
-                value = field.get_db_prep_save(field.pre_save(obj, obj._state.adding), connection)
+                # An auto_now_add time set already (a tool call's start) is kept.
+                adding = obj._state.adding and getattr(obj, field.attname) is None
+                value = field.get_db_prep_save(field.pre_save(obj, adding), connection)
                 row[field.column] = _storable(getattr(value, "obj", value))  # Jsonb → its value
             rows.append(row)
         return json.dumps(rows, default=_json_default)

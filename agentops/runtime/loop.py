@@ -493,6 +493,7 @@ class RunDriver:
             session_group(self.session.pk),
             {"kind": "token", "run_id": str(self.run.pk), "text": text},
         )
+        self.tracer.stream_text(text)  # into the model call's row on the trace page
 
     def compact(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Context overflow: fold more of the conversation into the summary and reassemble."""

@@ -223,6 +223,7 @@ class ToolRunner:
             arguments=arguments,
             status=ToolCallStatus.STARTED,
             idempotent=True,
+            started_at=timezone.now(),  # stored later, with the step: not the time of the insert
         )
 
     def mark(

@@ -1,6 +1,6 @@
 """Tools for crash tests and the chaos benchmark (registered when AGENTOPS_TESTING_TOOLS=1).
 
-Each execution appends one line to <var>/side_effects.log before it sleeps, so a test
+Each execution appends one line to <VAR_DIR>/side_effects.log before it sleeps, so a test
 can count how often each idempotency key really ran, across killed processes.
 """
 
@@ -11,12 +11,14 @@ import os
 import time
 from pathlib import Path
 
+from django.conf import settings
+
 from tools.executors import ToolContext
 from tools.registry import python_tool
 
 
 def side_effects_log() -> Path:
-    return Path(os.environ["AGENTOPS_VAR_DIR"]) / "side_effects.log"
+    return Path(settings.VAR_DIR) / "side_effects.log"
 
 
 def _record(label: str, idempotent: bool, context: ToolContext) -> None:

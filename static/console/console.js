@@ -11,12 +11,22 @@
     succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled",
   };
   const FINISHED = ["handed_off", "succeeded", "failed", "cancelled"];
+  const ACTIVE = ["queued", "running", "waiting"];
 
   function make(tag, className, text) {
     const node = document.createElement(tag);
     if (className) { node.className = className; }
     if (text !== undefined && text !== null) { node.textContent = String(text); }
     return node;
+  }
+
+  // As the pages' `ms` filter writes a duration: "850 ms", "2.40 s", "3 min 5 s".
+  function formatMs(value) {
+    const v = Number(value);
+    if (v < 1000) { return Math.round(v) + " ms"; }
+    if (v < 60000) { return (v / 1000).toFixed(2) + " s"; }
+    const seconds = Math.floor(v / 1000);
+    return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
   }
 
   function pretty(args) {
@@ -62,7 +72,7 @@
       badge.className = "badge status-" + status;
       badge.textContent = status;
       if (durationMs !== null && durationMs !== undefined) {
-        details.querySelector("[data-tc-duration]").textContent = Math.round(durationMs) + " ms";
+        details.querySelector("[data-tc-duration]").textContent = formatMs(durationMs);
       }
     }
 
@@ -225,6 +235,16 @@
         detail.textContent = text;
       }
       if (link && ev.run_id) { link.href = "/runs/" + encodeURIComponent(ev.run_id) + "/"; link.hidden = false; }
+      const cancel = q("[data-run-cancel]");
+      if (cancel && ev.run_id) {
+        const action = "/runs/" + encodeURIComponent(ev.run_id) + "/cancel";
+        if (cancel.getAttribute("action") !== action) {
+          cancel.setAttribute("action", action);
+          q("[data-cancel-result]").textContent = "";
+        }
+        cancel.hidden = ACTIVE.indexOf(ev.status) === -1 || closed();
+        cancel.querySelector("button").disabled = false;
+      }
       if (ev.status === "handed_off") { showHandoff(null); }
       if (FINISHED.indexOf(ev.status) !== -1) { clearStreaming(); scheduleRefresh(); }
     }
@@ -237,12 +257,48 @@
       if (operator) { text.textContent = operator + " (a human operator) has joined the conversation."; }
     }
 
+    function closed() { return root.dataset.sessionStatus === "closed"; }
+
     function onSession(session) {
+      root.dataset.sessionStatus = session.status;
       if (session.status === "handed_off") { showHandoff(null); }
       else { const n = q("[data-handoff-notice]"); if (n) { n.hidden = true; } }
-      const closed = q("[data-closed-notice]");
-      if (closed) { closed.hidden = session.status !== "closed"; }
+      const notice = q("[data-closed-notice]");
+      if (notice) { notice.hidden = session.status !== "closed"; }
+      // The composer sits outside the conversation's root: a closed session takes no messages.
+      const composer = document.querySelector("form[data-composer]");
+      const closedText = document.querySelector("[data-composer-closed]");
+      if (composer && closedText) {
+        composer.hidden = closed();
+        closedText.hidden = !closed();
+        composer.querySelectorAll("textarea, button").forEach(function (n) { n.disabled = closed(); });
+      }
+      const cancel = q("[data-run-cancel]");
+      if (cancel && closed()) { cancel.hidden = true; }
     }
+
+    // Cancel without leaving the page; the run's status arrives on the stream.
+    root.addEventListener("submit", function (event) {
+      const form = event.target;
+      if (!form.matches("form[data-run-cancel]")) { return; }
+      event.preventDefault();
+      const button = form.querySelector("button");
+      const result = q("[data-cancel-result]");
+      button.disabled = true;
+      result.textContent = "cancelling…";
+      fetch(form.getAttribute("action"), {
+        method: "POST",
+        body: new FormData(form),
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      })
+        .then(function (r) { return r.json().then(function (data) { return { ok: r.ok, data: data }; }); })
+        .then(function (answer) {
+          result.textContent = answer.ok ? "" : (answer.data.error || "not cancelled");
+          if (answer.data.status) { setRun({ run_id: answer.data.run, status: answer.data.status }); }
+        })
+        .catch(function () { result.textContent = "not cancelled: no answer, try again"; button.disabled = false; });
+    });
 
     function handle(ev) {
       switch (ev.kind) {

@@ -1,7 +1,8 @@
 // Live pages: an element with data-live-ws="/ws/..." opens that WebSocket and, when events of
 // the kinds in data-live-kinds arrive, asks htmx to re-render the element named by
 // data-live-refresh (throttled: a busy run re-renders at most every data-live-throttle ms).
-// The server renders and escapes everything; this file only moves triggers around.
+// The server renders and escapes everything; this file only moves triggers around, and
+// appends a model call's streamed text (span.text) to its in-progress row as plain text.
 (function () {
   "use strict";
 
@@ -15,6 +16,9 @@
     let timer = null;
     let backoff = 1000;
     let received = 0;
+    // Text streamed into each open span, as {start, text}: chars [start, start + length) of
+    // all it streamed. A row rendered by the server shows chars up to its data-text-end.
+    const texts = {};
 
     // The page was rendered with spans up to data-last-seq: a replayed span above it
     // (stored between the page load and the socket opening) still needs a refresh.
@@ -27,6 +31,32 @@
 
     function say(text) { if (status) { status.textContent = text; } }
 
+    function addText(spanId, at, chunk) {
+      const known = texts[spanId];
+      if (!known || at > known.start + known.text.length) {
+        texts[spanId] = { start: at, text: chunk };
+        return;
+      }
+      const end = known.start + known.text.length;
+      if (at + chunk.length > end) { known.text += chunk.slice(end - at); }
+    }
+
+    function paint(node) {
+      const known = texts[node.dataset.spanId];
+      if (!known) { return; }
+      const shown = Number(node.dataset.textEnd || 0);
+      const end = known.start + known.text.length;
+      if (end <= shown) { return; }
+      node.textContent += known.start > shown ? "… " + known.text : known.text.slice(shown - known.start);
+      node.dataset.textEnd = String(end);
+    }
+
+    function paintAll() { document.querySelectorAll("[data-span-text]").forEach(paint); }
+
+    function rowOf(spanId) {
+      return document.querySelector("[data-span-id=\"" + window.CSS.escape(spanId) + "\"]");
+    }
+
     function refresh() {
       if (timer) { return; }
       timer = window.setTimeout(function () {
@@ -35,6 +65,8 @@
         if (target && window.htmx) { window.htmx.trigger(target, "live-refresh"); }
       }, throttle);
     }
+
+    document.body.addEventListener("htmx:afterSettle", paintAll);
 
     function open() {
       const ws = new WebSocket(url);
@@ -47,6 +79,18 @@
           openSpan.textContent = "running: " + message.name;
         } else if (message.kind === "spans" && openSpan) {
           openSpan.textContent = "";
+        }
+        if (message.kind === "span.start") {
+          if (message.text) { addText(message.span_id, 0, String(message.text)); }
+          if (!rowOf(message.span_id)) { refresh(); } // the server renders open spans too
+          return;
+        }
+        if (message.kind === "span.text") {
+          addText(message.span_id, Number(message.at || 0), String(message.text));
+          const node = rowOf(message.span_id);
+          const target = node && node.querySelector("[data-span-text]");
+          if (target) { paint(target); }
+          return;
         }
         if (typeof message.kind === "string" && message.kind.indexOf("alert.") === 0) {
           document.body.dispatchEvent(new CustomEvent("alerts-changed"));

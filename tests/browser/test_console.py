@@ -109,3 +109,65 @@ def test_it_keeps_viewers_from_writing(browser, base_url, chat_agent, bob):
     page = login(browser, base_url, "victor")
     expect(page.locator("text=You can read sessions")).to_be_visible()
     assert page.locator("text=Start session").count() == 0
+
+
+LONG = " ".join(f"word{i:02d}" for i in range(40))  # streamed slowly: a run to cancel
+
+
+def test_it_cancels_a_run_from_the_run_bar_and_takes_the_next_message(
+    browser, base_url, chat_agent, devmodel, model_name, bob
+):
+    from agentops.models import Run, RunStatus
+
+    devmodel.script(model_name, faults=[{"stream_delay": 0.3}])
+    page = login(browser, base_url, "bob")
+    start_session(page, chat_agent, "erin")
+    cancel = page.locator("[data-run-cancel] button")
+    expect(cancel).to_be_hidden()  # no run yet
+    send(page, LONG)
+    expect(page.locator("[data-stream-body]")).to_contain_text("You said:")
+    expect(page.locator("[data-run-badge]")).to_have_text("Running")
+    cancel.click()
+    expect(page.locator("[data-run-badge]")).to_have_text("Cancelled")
+    expect(cancel).to_be_hidden()
+    run = Run.objects.get()
+    assert run.status == RunStatus.CANCELLED
+    assert page.url.endswith(f"/console/sessions/{run.session_id}/"), "stayed on the page"
+
+    send(page, "hello again")  # no "wait for it or cancel it": the session takes it
+    answer = page.locator("li.msg-assistant .msg-body", has_text="You said: hello again")
+    expect(answer).to_be_visible(timeout=30_000)
+    expect(page.locator("[data-run-badge]")).to_have_text("Succeeded")
+
+
+def test_it_cancels_a_run_from_its_page(browser, base_url, chat_agent, devmodel, model_name, bob):
+    from agentops.models import RunStatus
+    from agentops.runtime.services import session_create, session_post_message
+
+    devmodel.script(model_name, faults=[{"stream_delay": 0.3}])
+    session = session_create(agent=chat_agent, external_user="erin")
+    run = session_post_message(session=session, content=LONG)
+    page = login(browser, base_url, "bob", path=f"/runs/{run.pk}/")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("[data-run-cancel] button").click()
+    expect(page.locator("#run-status")).to_have_text("Cancelled")
+    expect(page.locator("[data-run-cancel]")).to_have_count(0)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+
+
+def test_it_closes_the_composer_when_an_operator_closes_the_session(
+    browser, base_url, chat_agent, bob
+):
+    from agentops.models import Handoff
+    from agentops.operators.services import handoff_claim, handoff_close
+
+    page = login(browser, base_url, "bob")
+    start_session(page, chat_agent, "erin")
+    send(page, "I want a human please")
+    expect(page.locator("[data-run-badge]")).to_have_text("Handed off")
+    handoff = handoff_claim(handoff_id=Handoff.objects.get().pk, user=bob)
+    handoff_close(handoff=handoff, user=bob)
+    expect(page.locator("[data-closed-notice]")).to_be_visible()
+    expect(page.locator("#composer textarea")).to_be_hidden()  # without a reload
+    expect(page.locator("[data-composer-closed]")).to_be_visible()

@@ -174,3 +174,26 @@ def test_it_shows_tool_calls_inline_with_status_and_duration(charlie):
     assert f"/runs/{run.pk}/" in page
     states = client.get(f"/console/sessions/{session.pk}/tool-calls").json()["tool_calls"]
     assert states == {"c9": {"status": "succeeded", "duration_ms": 42, "tool": "echo"}}
+
+
+def test_it_times_each_tool_call_from_its_start_to_its_end(worker, dev_agent, charlie):
+    """Calls of an idempotent tool are stored with the step's checkpoint, after they ran."""
+    from agentops.runtime.services import session_create, session_post_message
+    from tests.agentops.runtime.helpers import wait_for_run
+    from tools.models import ToolDefinition
+    from tools.services import python_tools_sync
+
+    python_tools_sync()
+    dev_agent.tools.add(ToolDefinition.objects.get(name="pause"))
+    session = session_create(agent=dev_agent, external_user="erin")
+    run = wait_for_run(session_post_message(session=session, content="chain 2 pause 0.2").pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    run_ms = (run.finished_at - run.started_at).total_seconds() * 1000
+    client = client_for(charlie)
+    states = client.get(f"/console/sessions/{session.pk}/tool-calls").json()["tool_calls"]
+    durations = [s["duration_ms"] for s in states.values()]
+    assert len(durations) == 2
+    assert all(200 <= d <= run_ms for d in durations), (durations, run_ms)
+    page = client.get(f"/console/sessions/{session.pk}/").content.decode()
+    for d in durations:
+        assert f"{d} ms" in page or f"{d / 1000:.2f} s" in page

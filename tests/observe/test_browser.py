@@ -97,3 +97,51 @@ def test_it_draws_the_metrics_page(browser, base_url, charlie):  # noqa: F811
     expect(page.locator("#metrics-models tr[data-model='gpt-x']")).to_contain_text("50.0%")
     screenshot(page, "observe-metrics")
     assert problems == []
+
+
+def test_it_shows_a_model_call_in_progress_and_streams_its_tokens(
+    browser,  # noqa: F811
+    base_url,  # noqa: F811
+    charlie,
+    dev_agent,
+    devmodel,
+    model_name,
+):
+    """The page opens while the run's first model call streams: nothing of the run is stored
+    yet, the call is only in the worker's memory."""
+    import time
+
+    from agentops.runtime.services import session_create, session_post_message
+    from tracing.models import Span
+
+    words = [f"word{i:02d}" for i in range(40)]
+    devmodel.script(model_name, faults=[{"stream_delay": 0.25}])
+    session = session_create(agent=dev_agent, external_user="erin")
+    run = session_post_message(session=session, content=" ".join(words))
+    deadline = time.monotonic() + 30
+    while not devmodel.requests(model_name) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the model call has started
+    page = login(browser, base_url, "charlie", path=f"/runs/{run.pk}/")
+    problems = watch_console(page)
+
+    def stored(name: str) -> bool:
+        return Span.objects.filter(trace_id=run.pk, name=name).exists()
+
+    row = page.locator("tr.span-open[data-name='model.call']")
+    expect(row).to_be_visible()
+    expect(row).to_contain_text(model_name)
+    expect(page.locator("tr.span-open[data-name='step']")).to_be_visible()
+    assert not stored("model.call"), "shown while it was in progress"
+    text = row.locator("[data-span-text]")
+    shown = [w for w in words if w in (text.text_content() or "")]
+    later = words[words.index(shown[-1]) + 3] if shown else words[3]
+    expect(text).to_contain_text(later)  # tokens arrive in the row as they stream
+    assert not stored("model.call"), "tokens were streamed into the open row"
+    expect(text).to_contain_text("You said: word00")
+    screenshot(page, "observe-run-streaming")
+
+    expect(page.locator("tr.span-row[data-name='model.call']:not(.span-open)")).to_be_visible(
+        timeout=30_000
+    )
+    expect(page.locator("tr.span-open")).to_have_count(0)
+    assert problems == []

@@ -338,3 +338,33 @@ def test_it_exports_rollups_to_prometheus(client, charlie, settings):
     assert 'agentops_run_duration_seconds_bucket{agent="alpha",le="1.024"} 1.0' in text
     _, raw = api_key_create(user=charlie, name="prom")
     assert client.get("/metrics", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+
+
+def test_it_shows_durations_under_a_minute_in_seconds(client, charlie):
+    start = timezone.now() - timedelta(minutes=5)
+    run = make_run(started_at=start, finished_at=start + timedelta(milliseconds=1530))
+    client.force_login(charlie)
+    for url in (reverse("observe:runs"), reverse("observe:run", args=[run.pk])):
+        page = client.get(url).content.decode()
+        assert "1.53 s" in page and "0\xa0minutes<" not in page, url
+
+
+def test_it_cancels_an_active_run_for_operators_and_says_why_not(client, bob, charlie):
+    from agentops.models import AuditEntry
+
+    active = make_run(status=RunStatus.RUNNING)
+    finished = make_run(status=RunStatus.SUCCEEDED)
+    client.force_login(charlie)
+    assert client.post(reverse("observe:run_cancel", args=[active.pk])).status_code == 403
+    client.force_login(bob)
+    json = {"headers": {"Accept": "application/json"}}
+    response = client.post(reverse("observe:run_cancel", args=[active.pk]), **json)
+    assert response.status_code == 200
+    assert response.json() == {"run": str(active.pk), "status": "cancelled"}
+    assert AuditEntry.objects.filter(action="run.cancel", actor=bob).exists()
+    response = client.post(reverse("observe:run_cancel", args=[finished.pk]), **json)
+    assert response.status_code == 409
+    assert response.json()["error"] == f"Not cancelled: run {finished.pk} is already succeeded"
+    page = client.post(reverse("observe:run_cancel", args=[finished.pk]), follow=True)
+    assert "Not cancelled: run" in page.content.decode()
+    assert Run.objects.get(pk=finished.pk).status == RunStatus.SUCCEEDED

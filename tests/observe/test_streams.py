@@ -246,3 +246,55 @@ def test_it_bounds_what_waits_for_a_slow_browser_and_still_delivers_everything(r
         "the backlog was dropped and re-read from the database"
     )
     assert len(batches) < 30
+
+
+def until(predicate, seconds: float = 10.0):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something true; that value, or the last one."""
+    deadline = time.monotonic() + seconds
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = predicate()
+    return value
+
+
+def test_it_replays_spans_open_when_the_client_connects_with_their_text(run, charlie):
+    """Open spans exist only in the worker's memory: a client joining mid-span learns of them."""
+    from tracing.live import open_notices, run_group
+
+    cookie = session_cookie(charlie)
+    group = run_group(run.pk)
+    tracer = Tracer(run.pk, session_id=run.session_id, agent=run.agent.slug)
+    with (
+        tracer.span("step", step=1) as step,
+        tracer.span("model.call", **{"gen_ai.request.model": "m-1"}) as call,
+    ):
+        tracer.stream_text("Hello ")
+        assert until(lambda: sorted(n.get("text") for n in open_notices(group)) == ["", "Hello "])
+
+        async def main():
+            comm = communicator(f"/ws/runs/{run.pk}/", cookie)
+            assert (await comm.connect())[0]
+            head = await receive_until(comm, lambda ms: ms and ms[-1]["kind"] == "replay.done")
+
+            def more():
+                tracer.stream_text("world")
+                wait_sent()
+
+            await sync_to_async(more)()
+            (text,) = await receive_until(comm, lambda ms: len(ms) == 1)
+            await comm.disconnect()
+            return head, text
+
+        head, text = run_async(main)
+    starts = {m["span_id"]: m for m in head if m["kind"] == "span.start"}
+    assert set(starts) == {step.span_id, call.span_id}
+    assert all(m["replay"] for m in starts.values())
+    assert starts[call.span_id]["name"] == "model.call"
+    assert starts[call.span_id]["parent_span_id"] == step.span_id
+    assert starts[call.span_id]["attributes"] == {"gen_ai.request.model": "m-1"}
+    assert starts[call.span_id]["text"] == "Hello " and starts[call.span_id]["text_end"] == 6
+    assert text == {"kind": "span.text", "span_id": call.span_id, "at": 6, "text": "world"}
+    tracer.flush_now()
+    wait_sent()
+    assert until(lambda: not open_notices(group)), "ended spans are no longer open"

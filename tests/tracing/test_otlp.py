@@ -96,3 +96,99 @@ def test_it_exports_nothing_that_was_rolled_back(db, collector, django_capture_o
 def test_it_stays_off_without_an_endpoint(settings):
     settings.OTEL_EXPORTER_OTLP_ENDPOINT = ""
     assert not otlp.enabled()
+
+
+def exported_span_ids(collector: Receiver) -> set[str]:
+    ids = set()
+    for _, _, body in list(collector.requests):
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                ids.update(span.span_id.hex() for span in scope_spans.spans)
+    return ids
+
+
+def wait_for_export(collector: Receiver, expected: set[str], seconds: float = 20) -> set[str]:
+    """The span ids the collector has received once it has all of `expected` or time is up."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not expected <= (got := exported_span_ids(collector)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return got
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_exports_every_stored_span_of_a_run_from_a_forking_worker(dev_agent):
+    """The work horse exits with os._exit right after its job; nothing may stay queued."""
+    import redis
+    from rq import Queue
+
+    from agentops.embedded import redis_url
+    from agentops.models import Message, Role, Run, RunStatus
+    from agentops.runtime.checkpoint import messages_append
+    from agentops.runtime.services import session_create
+    from agentops.testing.processes import child_env, start_worker
+    from tests.agentops.runtime.helpers import wait_for_run
+    from tools.services import python_tools_sync
+    from tracing.models import Span
+
+    dev_agent.tools.add(*python_tools_sync())
+    # A Redis database of its own, so the suite's shared worker cannot take this run.
+    url = redis_url(9)
+    queue = Queue("runs", connection=redis.Redis.from_url(url))
+    queue.connection.flushdb()
+    server = Receiver()
+    worker = start_worker(
+        child_env(OTEL_EXPORTER_OTLP_ENDPOINT=server.url, REDIS_URL=url), name="otlp-worker"
+    )
+    try:
+        session = session_create(agent=dev_agent, external_user="erin")
+        (message,) = messages_append(
+            session_id=session.pk,
+            messages=[Message(role=Role.USER, content='call echo {"text": "ping"}')],
+        )
+        run = Run.objects.create(session=session, agent=dev_agent, trigger=message)
+        queue.enqueue("agentops.jobs.run_job", str(run.pk), job_timeout=60)
+        assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
+        stored = set(Span.objects.filter(trace_id=run.pk).values_list("span_id", flat=True))
+        assert len(stored) >= 10
+        assert wait_for_export(server, stored) == stored, worker.output()[-3000:]
+    finally:
+        worker.stop()
+        server.stop()
+        queue.connection.flushdb()
+
+
+def test_it_exports_what_is_queued_when_the_process_exits():
+    import subprocess
+    import sys
+
+    from agentops.testing.processes import PROJECT_DIR
+
+    server = Receiver()
+    script = """
+import uuid
+from datetime import UTC, datetime
+from tracing import otlp
+from tracing.models import Span
+
+now = datetime.now(UTC)
+otlp.export([
+    Span(trace_id=uuid.uuid4(), seq=1, span_id="00000000000000a1", name="step",
+         start_time=now, end_time=now, duration_ms=0, attributes={})
+])
+"""
+    try:
+        import os
+
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=server.url)
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", script],
+            cwd=PROJECT_DIR,
+            env=env,
+            check=True,
+            timeout=60,
+        )
+        assert exported_span_ids(server) == {"00000000000000a1"}
+    finally:
+        server.stop()

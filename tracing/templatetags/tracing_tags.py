@@ -29,6 +29,14 @@ def ms(value: Any) -> str:
 
 
 @register.filter
+def elapsed(start: Any, end: Any) -> str:
+    """The time from `start` to `end` (datetimes), as `ms` writes it."""
+    if start is None or end is None or end == "":
+        return DASH
+    return ms((end - start).total_seconds() * 1000)
+
+
+@register.filter
 def pct(value: Any, digits: int = 1) -> str:
     if value is None or value == "":
         return DASH
