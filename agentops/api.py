@@ -151,7 +151,7 @@ def _no_nul(value: str) -> str:
 
 # Postgres text cannot hold NUL: refuse it here (422 naming the field), and say so in the schema.
 Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
-MAX_INT = 2**31 - 1  # ids and sequence numbers that fit the database's integer columns
+MAX_INT = 2**31 - 1  # the largest sequence number the database's integer columns hold
 
 
 class ErrorOut(Schema):
@@ -160,7 +160,7 @@ class ErrorOut(Schema):
     detail: list[dict[str, Any]] | None = None
 
 
-# Statuses every operation may answer besides its success; each helper adds its own.
+# Error statuses, declared per operation by combining these (every operation has auth).
 AUTH_ERRORS: dict[int, type[Schema]] = {401: ErrorOut, 403: ErrorOut, 422: ErrorOut}
 FOUND_ERRORS = {**AUTH_ERRORS, 404: ErrorOut}
 BODY_ERRORS = {400: ErrorOut, 413: ErrorOut}
