@@ -5,8 +5,11 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
-    from agentops.embedded import EmbeddedServiceError, ensure_services
+    from agentops.embedded import EmbeddedServiceError, development_defaults, ensure_services
 
+    note = development_defaults()
+    if note:
+        print(f"AgentOps: {note}", file=sys.stderr)
     try:
         ensure_services()
     except EmbeddedServiceError as exc:

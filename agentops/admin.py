@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 
 from agentops import models
+from tracing.admin import HistoryAdmin
 
 
 class ModelEndpointForm(forms.ModelForm):
@@ -74,14 +75,14 @@ class SessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(HistoryAdmin):
     list_display = ["session", "seq", "role", "token_count", "created_at"]
     list_filter = ["role"]
     raw_id_fields = ["session", "run", "author"]
 
 
 @admin.register(models.Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(HistoryAdmin):
     list_display = ["id", "agent", "status", "step", "error_class", "created_at", "finished_at"]
     list_filter = ["status", "agent", "error_class"]
     search_fields = ["id", "session__id", "session__external_user"]
@@ -89,7 +90,7 @@ class RunAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ToolCall)
-class ToolCallAdmin(admin.ModelAdmin):
+class ToolCallAdmin(HistoryAdmin):
     list_display = ["tool_name", "run", "step", "status", "attempts", "started_at"]
     list_filter = ["status", "tool_name"]
     raw_id_fields = ["run", "decided_by"]
@@ -103,13 +104,13 @@ class HandoffAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(HistoryAdmin):
     list_display = ["created_at", "actor", "action", "session", "target"]
     list_filter = ["action"]
     raw_id_fields = ["actor", "session"]
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False  # the audit trail must be complete
 
 
 @admin.register(models.ApiKey)

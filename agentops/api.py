@@ -8,28 +8,50 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import NinjaAPI, Schema, Status
+from ninja import NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyCookie, HttpBearer
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from agentops.auth import api_key_user, has_role
-from agentops.models import Agent, Handoff, HandoffStatus, Run, Session, ToolCall
+from agentops.models import (
+    Agent,
+    Handoff,
+    HandoffStatus,
+    Role,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    ToolCall,
+    ToolCallStatus,
+)
 from agentops.runtime import services
 from agentops.runtime.checkpoint import message_event
 from tracing.emit import span_to_event
-from tracing.models import Span
+from tracing.models import Span, SpanStatus
+
+
+class InvalidApiKey(AuthenticationError):
+    pass
 
 
 class BearerKey(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         user = api_key_user(token)
-        if user is not None:
-            request.user = user
+        if user is None:
+            # A Bearer header was sent: its verdict is final, no falling through to the
+            # session cookie (whose CSRF check would answer 403 instead).
+            raise InvalidApiKey()
+        request.user = user
         return user
 
 
@@ -37,6 +59,12 @@ class SessionCookie(APIKeyCookie):
     """The browser's login session; unsafe methods need the CSRF token (csrf=True)."""
 
     param_name = "sessionid"
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None  # no login session: nothing to check a CSRF token for
+        return super()._get_key(request)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
@@ -76,10 +104,21 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> Any:
 
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> Any:
+    message = (
+        "invalid API key"
+        if isinstance(exc, InvalidApiKey)
+        else "authentication required: send 'Authorization: Bearer <api key>'"
+    )
+    response = api.create_response(request, {"error": message}, status=401)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> Any:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return api.create_response(
-        request,
-        {"error": "authentication required: send 'Authorization: Bearer <api key>'"},
-        status=401,
+        request, {"error": f"request body too large: at most {limit} bytes"}, status=413
     )
 
 
@@ -104,24 +143,47 @@ def require(request: HttpRequest, role: str) -> None:
 
 
 # -- schemas ------------------------------------------------------------------------------
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain NUL characters")
+    return value
+
+
+# Postgres text cannot hold NUL: refuse it here (422 naming the field), and say so in the schema.
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
+MAX_INT = 2**31 - 1  # the largest sequence number the database's integer columns hold
+
+
+class ErrorOut(Schema):
+    error: str
+    field: str | None = None
+    detail: list[dict[str, Any]] | None = None
+
+
+# Error statuses, declared per operation by combining these (every operation has auth).
+AUTH_ERRORS: dict[int, type[Schema]] = {401: ErrorOut, 403: ErrorOut, 422: ErrorOut}
+FOUND_ERRORS = {**AUTH_ERRORS, 404: ErrorOut}
+BODY_ERRORS = {400: ErrorOut, 413: ErrorOut}
+
+
 class SessionIn(Schema):
-    agent: str = Field(min_length=1, max_length=64, description="The agent's slug")
-    user: str = Field(
+    agent: Text = Field(min_length=1, max_length=64, description="The agent's slug")
+    user: Text = Field(
         default="", max_length=200, description="Your end user's id (scopes memories)"
     )
-    title: str = Field(default="", max_length=200)
+    title: Text = Field(default="", max_length=200)
 
 
 class SessionOut(Schema):
     id: uuid.UUID
     agent: str
     user: str
-    status: str
+    status: SessionStatus
     created_at: datetime
 
 
 class MessageIn(Schema):
-    content: str = Field(min_length=1, max_length=services.MAX_MESSAGE_CHARS)
+    content: Text = Field(min_length=1, max_length=services.MAX_MESSAGE_CHARS)
 
 
 class RunRef(Schema):
@@ -129,8 +191,103 @@ class RunRef(Schema):
 
 
 class DecisionIn(Schema):
-    approve: bool
-    note: str = Field(default="", max_length=2000)
+    approve: bool = Field(strict=True)  # `0` or "no" is not a decision
+    note: Text = Field(default="", max_length=2000)
+
+
+class DecisionOut(Schema):
+    id: int
+    status: ToolCallStatus
+
+
+class RunError(Schema):
+    class_: str = Field(alias="class")
+    message: str
+    traceback: str | None = None
+
+
+class RunOut(Schema):
+    id: uuid.UUID
+    session: uuid.UUID
+    agent: str
+    status: RunStatus
+    steps: int
+    model_calls: int
+    retries: int
+    fallbacks: int
+    jobs_started: int
+    wait_reason: str
+    wake_at: str | None
+    tokens_in: int
+    tokens_out: int
+    model: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: RunError | None
+
+
+class MessageOut(Schema):
+    id: int
+    seq: int
+    role: Role
+    content: str
+    tool_calls: list[Any]
+    tool_call_id: str
+    name: str
+    run_id: uuid.UUID | None
+    author: str | None
+    created_at: str | None
+
+
+class MessagesOut(Schema):
+    session: uuid.UUID
+    status: SessionStatus
+    messages: list[MessageOut]
+
+
+class SpanOut(Schema):
+    seq: int
+    span_id: str
+    parent_span_id: str
+    name: str
+    is_event: bool
+    status: SpanStatus
+    error_class: str
+    error_message: str
+    start_time: str
+    duration_ms: float
+    attributes: dict[str, Any]
+
+
+class TraceOut(Schema):
+    trace_id: uuid.UUID
+    spans: list[SpanOut]
+
+
+class HandoffFilter(StrEnum):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    RESOLVED = "resolved"
+    ALL = "all"
+
+
+class HandoffOut(Schema):
+    id: int
+    session: uuid.UUID
+    run: uuid.UUID | None
+    agent: str
+    reason: str
+    team: str
+    priority: int
+    status: HandoffStatus
+    claimed_by: str | None
+    created_at: str
+    summary: str
+
+
+class HandoffsOut(Schema):
+    handoffs: list[HandoffOut]
 
 
 def session_out(session: Session) -> dict[str, Any]:
@@ -173,7 +330,11 @@ def run_out(run: Run) -> dict[str, Any]:
 
 
 # -- endpoints ----------------------------------------------------------------------------
-@api.post("/sessions", response={201: SessionOut}, summary="Start a session with an agent")
+@api.post(
+    "/sessions",
+    response={201: SessionOut, 404: ErrorOut, **AUTH_ERRORS, **BODY_ERRORS},
+    summary="Start a session with an agent",
+)
 def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str, Any]]:
     require(request, "operator")
     agent = Agent.objects.filter(slug=payload.agent).first()
@@ -185,7 +346,7 @@ def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str,
     return Status(201, session_out(session))
 
 
-@api.get("/sessions/{session_id}", response=SessionOut)
+@api.get("/sessions/{session_id}", response={200: SessionOut, **FOUND_ERRORS})
 def get_session(request: HttpRequest, session_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
     return session_out(get_object_or_404(Session.objects.select_related("agent"), pk=session_id))
@@ -193,7 +354,7 @@ def get_session(request: HttpRequest, session_id: uuid.UUID) -> dict[str, Any]:
 
 @api.post(
     "/sessions/{session_id}/messages",
-    response={202: RunRef},
+    response={202: RunRef, 409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
     summary="Send a user message; starts a run",
 )
 def post_message(
@@ -210,13 +371,19 @@ def post_message(
     return Status(202, {"run": run.pk if run else None})
 
 
-@api.get("/sessions/{session_id}/messages", summary="The conversation, oldest first")
+@api.get(
+    "/sessions/{session_id}/messages",
+    response={200: MessagesOut, **FOUND_ERRORS},
+    summary="The conversation, oldest first",
+)
 def list_messages(
-    request: HttpRequest, session_id: uuid.UUID, after: int = 0, limit: int = 200
+    request: HttpRequest,
+    session_id: uuid.UUID,
+    after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     require(request, "viewer")
     session = get_object_or_404(Session, pk=session_id)
-    limit = max(1, min(limit, 1000))
     rows = session.messages.select_related("author").filter(seq__gt=after).order_by("seq")[:limit]
     return {
         "session": str(session.pk),
@@ -225,13 +392,22 @@ def list_messages(
     }
 
 
-@api.get("/runs/{run_id}", summary="A run: status, steps, error")
+@api.get(
+    "/runs/{run_id}",
+    response={200: RunOut, **FOUND_ERRORS},
+    by_alias=True,
+    summary="A run: status, steps, error",
+)
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
     return run_out(get_object_or_404(Run.objects.select_related("agent"), pk=run_id))
 
 
-@api.get("/runs/{run_id}/trace", summary="The run's spans and events in emission order")
+@api.get(
+    "/runs/{run_id}/trace",
+    response={200: TraceOut, **FOUND_ERRORS},
+    summary="The run's spans and events in emission order",
+)
 def get_trace(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
     run = get_object_or_404(Run, pk=run_id)
@@ -239,7 +415,12 @@ def get_trace(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     return {"trace_id": str(run.pk), "spans": [span_to_event(s) for s in spans]}
 
 
-@api.post("/runs/{run_id}/cancel")
+@api.post(
+    "/runs/{run_id}/cancel",
+    response={200: RunOut, 409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
+    by_alias=True,
+    summary="Cancel a run",
+)
 def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "operator")
     run = services.run_cancel(run=get_object_or_404(Run, pk=run_id), actor=request.user)
@@ -248,7 +429,8 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
 
 @api.post(
     "/runs/{run_id}/retry",
-    response={202: dict},
+    response={202: RunOut, 409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
+    by_alias=True,
     summary="Resume a failed run from its last checkpoint",
 )
 def retry_run(request: HttpRequest, run_id: uuid.UUID) -> Status[dict[str, Any]]:
@@ -257,16 +439,20 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> Status[dict[str, Any]]
     return Status(202, run_out(run))
 
 
-@api.get("/handoffs", summary="Handoffs, open ones first by priority then age")
-def list_handoffs(request: HttpRequest, status: str = "open") -> dict[str, Any]:
+@api.get(
+    "/handoffs",
+    response={200: HandoffsOut, **AUTH_ERRORS},
+    summary="Handoffs, open ones first by priority then age",
+)
+def list_handoffs(
+    request: HttpRequest, status: HandoffFilter = HandoffFilter.OPEN
+) -> dict[str, Any]:
     require(request, "viewer")
-    if status not in HandoffStatus.values and status != "all":
-        raise HttpError(422, f"status: must be one of {', '.join(HandoffStatus.values)} or all")
     rows = Handoff.objects.select_related("session__agent", "claimed_by").order_by(
         "priority", "created_at"
     )
-    if status != "all":
-        rows = rows.filter(status=status)
+    if status != HandoffFilter.ALL:
+        rows = rows.filter(status=status.value)
     return {
         "handoffs": [
             {
@@ -289,10 +475,13 @@ def list_handoffs(request: HttpRequest, status: str = "open") -> dict[str, Any]:
 
 @api.post(
     "/tool-calls/{tool_call_id}/decision",
+    response={200: DecisionOut, 409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
     summary="Approve or reject a tool call waiting for approval",
 )
 def decide_tool_call(
-    request: HttpRequest, tool_call_id: int, payload: DecisionIn
+    request: HttpRequest,
+    tool_call_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    payload: DecisionIn,
 ) -> dict[str, Any]:
     require(request, "operator")
     call = services.toolcall_decide(

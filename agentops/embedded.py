@@ -220,6 +220,26 @@ def stop_redis() -> bool:
     return True
 
 
+PRODUCTION_SIGNS = ("DEBUG", "SECRET_KEY", "CREDENTIALS_KEY", "DATABASE_URL", "REDIS_URL")
+
+
+def development_defaults() -> str | None:
+    """Beside `make run`, a command behaves as `make run` does: DEBUG=1 (and so its keys).
+
+    Only when nothing says otherwise: none of PRODUCTION_SIGNS is set and the data folder
+    holds the key a development run generated. Returns the note to print, or None.
+    """
+    if any(os.environ.get(name) for name in PRODUCTION_SIGNS):
+        return None
+    if not (var_dir() / "secret_key").is_file():
+        return None
+    os.environ["DEBUG"] = "1"
+    return (
+        f"development install in {var_dir()}: running with DEBUG=1 and its generated keys "
+        "(set DEBUG=0 and SECRET_KEY for production)."
+    )
+
+
 def ensure_services() -> list[str]:
     """Point DATABASE_URL / REDIS_URL at the embedded servers when they are unset; return the
     names of those this call had to start (a command stops what it started, and only that)."""

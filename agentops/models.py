@@ -364,6 +364,7 @@ class AuditEntry(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "audit entries"
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["-created_at"]),

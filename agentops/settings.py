@@ -158,6 +158,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "csp",
+    "ninja",  # Swagger UI for /api/docs from its static files (no CDN)
     "django_structlog",
     "tracing",
     "tools",

@@ -48,6 +48,7 @@ class Memory(models.Model):
     similarity: float
 
     class Meta:
+        verbose_name_plural = "memories"
         indexes = [
             HnswIndex(
                 name="memory_embedding_hnsw",

@@ -3,8 +3,18 @@ from django.contrib import admin
 from tracing import models
 
 
+class HistoryAdmin(admin.ModelAdmin):
+    """What happened is not edited or invented by hand: view (and delete) only."""
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
 @admin.register(models.Span)
-class SpanAdmin(admin.ModelAdmin):
+class SpanAdmin(HistoryAdmin):
     list_display = ["name", "trace_id", "seq", "status", "error_class", "duration_ms", "start_time"]
     list_filter = ["name", "status"]
     search_fields = ["trace_id"]
@@ -33,7 +43,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.AlertEvent)
-class AlertEventAdmin(admin.ModelAdmin):
+class AlertEventAdmin(HistoryAdmin):
     list_display = [
         "rule",
         "state",
@@ -44,7 +54,6 @@ class AlertEventAdmin(admin.ModelAdmin):
         "webhook_error",
     ]
     list_filter = ["state"]
-    readonly_fields = [f.name for f in models.AlertEvent._meta.fields]
 
 
 @admin.register(models.RetentionOverride)

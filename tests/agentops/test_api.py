@@ -1,7 +1,12 @@
+import json
+import subprocess
+import sys
+
 import pytest
+from django.test import Client
 
 from agentops.auth import api_key_create
-from agentops.models import Run, RunStatus, Session
+from agentops.models import Message, Run, RunStatus, Session, ToolCall, ToolCallStatus
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import SessionFactory, UserFactory
 
@@ -153,3 +158,160 @@ def test_it_publishes_an_openapi_schema(client, db):
     schema = client.get("/api/openapi.json").json()
     assert "/api/sessions/{session_id}/messages" in schema["paths"]
     assert UserFactory  # the factory module is importable for API clients' fixtures
+
+
+@pytest.mark.parametrize("field", ["agent", "user", "title"])
+def test_it_refuses_a_nul_byte_naming_the_field(client, bob_key, dev_agent, field):
+    body = {"agent": dev_agent.slug, field: "bad\x00value"}
+    response = client.post("/api/sessions", body, content_type="application/json", **auth(bob_key))
+    assert response.status_code == 422, response.content
+    assert response.json()["field"] == field
+    assert "NUL" in response.json()["error"]
+    assert not Session.objects.exists()
+
+
+def test_it_refuses_a_nul_byte_in_a_message_and_keeps_the_conversation(client, bob_key, db):
+    session = SessionFactory()
+    response = client.post(
+        f"/api/sessions/{session.pk}/messages",
+        {"content": "hi\x00"},
+        content_type="application/json",
+        **auth(bob_key),
+    )
+    assert response.status_code == 422 and response.json()["field"] == "content"
+    assert not Message.objects.filter(session=session).exists()
+
+
+def test_it_answers_413_in_json_to_a_body_over_the_limit(client, bob_key, dev_agent):
+    body = json.dumps({"agent": dev_agent.slug, "title": "x" * 10_000_000})
+    response = client.post("/api/sessions", body, content_type="application/json", **auth(bob_key))
+    assert response.status_code == 413
+    assert "too large" in response.json()["error"]
+    assert not Session.objects.exists()
+
+
+def test_it_answers_401_to_an_invalid_key_on_a_post(bob_key, dev_agent):
+    api_client = Client(enforce_csrf_checks=True)  # like any client that is not Django's
+    for key in (bob_key + "x", "not-a-key"):
+        response = api_client.post(
+            "/api/sessions", {"agent": dev_agent.slug}, content_type="application/json", **auth(key)
+        )
+        assert response.status_code == 401, response.content
+        assert response.json() == {"error": "invalid API key"}
+        assert response["WWW-Authenticate"] == "Bearer"
+    response = api_client.post(
+        "/api/sessions", {"agent": dev_agent.slug}, content_type="application/json"
+    )
+    assert response.status_code == 401 and "Bearer" in response.json()["error"]
+
+
+def test_it_declares_every_status_and_enum_in_the_openapi_schema(client, db):
+    schema = client.get("/api/openapi.json").json()
+    operations = {
+        f"{method.upper()} {path}": operation
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    }
+    for name, operation in operations.items():
+        statuses = set(operation["responses"])
+        assert {"401", "403", "422"} <= statuses, name
+        if name.startswith("POST"):
+            assert {"400", "413"} <= statuses, name
+    assert {"404", "409"} <= set(
+        operations["POST /api/sessions/{session_id}/messages"]["responses"]
+    )
+    assert "409" in operations["POST /api/runs/{run_id}/cancel"]["responses"]
+    error = schema["components"]["schemas"]["ErrorOut"]
+    assert {"error", "field"} <= set(error["properties"])
+
+    def enum(node: dict) -> set[str]:
+        if "$ref" in node:
+            return enum(schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]])
+        if "allOf" in node:
+            return enum(node["allOf"][0])
+        return set(node["enum"])
+
+    def field_enum(schema_name: str, field: str) -> set[str]:
+        return enum(schema["components"]["schemas"][schema_name]["properties"][field])
+
+    assert field_enum("SessionOut", "status") == {"active", "handed_off", "closed"}
+    assert "cancelled" in field_enum("RunOut", "status")
+    assert "awaiting_approval" in field_enum("DecisionOut", "status")
+    assert field_enum("HandoffOut", "status") == {"open", "claimed", "resolved"}
+    assert field_enum("MessageOut", "role") >= {"user", "assistant", "tool"}
+    (status,) = [p for p in operations["GET /api/handoffs"]["parameters"] if p["name"] == "status"]
+    assert enum(status["schema"]) == {"open", "claimed", "resolved", "all"}
+
+
+SCHEMATHESIS_CONFIG = """
+[generation]
+max-examples = 8
+
+[dictionaries.agents]
+values = ["{agent}"]
+
+[dictionaries.sessions]
+values = ["{session}"]
+
+[dictionaries.runs]
+values = ["{run}", "{failed_run}"]
+
+[dictionaries.tool_calls]
+values = [{tool_call}]
+
+[parameters]
+"body.agent" = {{ dictionary = "agents", probability = 0.5 }}
+"path.session_id" = {{ dictionary = "sessions", probability = 0.5 }}
+"path.run_id" = {{ dictionary = "runs", probability = 0.5 }}
+"path.tool_call_id" = {{ dictionary = "tool_calls", probability = 0.5 }}
+"""
+
+
+def test_it_gives_no_server_error_and_keeps_to_its_schema_under_schemathesis(
+    web, worker, bob_key, dev_agent, tmp_path
+):
+    """Schemathesis (all its phases and checks, a short run) against the real server."""
+    session = SessionFactory(agent=dev_agent)
+    run = Run.objects.create(session=session, agent=dev_agent, status=RunStatus.SUCCEEDED)
+    failed = Run.objects.create(
+        session=session, agent=dev_agent, status=RunStatus.FAILED, error_class="ModelError"
+    )
+    call = ToolCall.objects.create(
+        run=failed, step=1, call_id="c1", tool_name="echo", status=ToolCallStatus.AWAITING_APPROVAL
+    )
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        SCHEMATHESIS_CONFIG.format(
+            agent=dev_agent.slug,
+            session=session.pk,
+            run=run.pk,
+            failed_run=failed.pk,
+            tool_call=call.pk,
+        )
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(config),
+            "run",
+            f"http://{web}/api/openapi.json",
+            "--checks",
+            "all",
+            "--header",
+            f"Authorization: Bearer {bob_key}",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Tested: 10" in result.stdout

@@ -69,3 +69,34 @@ def test_it_passes_deploy_checks_in_production():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+DEV_INSTALL = {  # a shell beside `make run`: nothing set, the data folder of the tests
+    "DEBUG": None,
+    "SECRET_KEY": None,
+    "CREDENTIALS_KEY": None,
+    "DATABASE_URL": None,
+    "REDIS_URL": None,
+}
+
+
+def test_it_runs_a_command_beside_a_development_install_and_says_so():
+    result = run_check(DEV_INSTALL)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+    assert "development install" in result.stderr and "DEBUG=1" in result.stderr
+
+
+@pytest.mark.parametrize("production_sign", ["DEBUG", "DATABASE_URL", "CREDENTIALS_KEY"])
+def test_it_never_takes_a_development_key_when_anything_says_production(production_sign):
+    from cryptography.fernet import Fernet
+
+    values = {
+        "DEBUG": "0",
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "CREDENTIALS_KEY": Fernet.generate_key().decode(),
+    }
+    result = run_check({**DEV_INSTALL, production_sign: values[production_sign]})
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+    assert "development install" not in result.stderr
