@@ -45,6 +45,13 @@ class InvalidApiKey(AuthenticationError):
 
 
 class BearerKey(HttpBearer):
+    def __call__(self, request: HttpRequest) -> Any:
+        # django-ninja's own parsing logs a header of another scheme (Basic …) whole in DEBUG.
+        scheme, _, token = request.headers.get(self.header, "").partition(" ")
+        if scheme.lower() != self.openapi_scheme:
+            return None
+        return self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         user = api_key_user(token)
         if user is None:

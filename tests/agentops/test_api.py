@@ -1,4 +1,5 @@
 import json
+import logging
 import subprocess
 import sys
 
@@ -315,3 +316,12 @@ def test_it_gives_no_server_error_and_keeps_to_its_schema_under_schemathesis(
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Tested: 10" in result.stdout
+
+
+def test_it_never_logs_an_authorization_header_of_another_scheme(client, db, caplog, settings):
+    settings.DEBUG = True  # as under make run (pytest-django turns it off)
+    secret = "YWxpY2U6czNjcjN0LXBhc3N3b3Jk"
+    with caplog.at_level(logging.DEBUG):
+        response = client.get("/api/handoffs", HTTP_AUTHORIZATION=f"Basic {secret}")
+    assert response.status_code == 401
+    assert secret not in caplog.text
