@@ -445,7 +445,7 @@ class RunDriver:
                 if failure.transient and attempt < self.policy.max_attempts:
                     delay = self.policy.delay(attempt, failure.retry_after)
                     self.run.retries += 1
-                    Run.objects.filter(pk=self.run.pk).update(retries=self.run.retries)
+                    fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
                     if delay > INLINE_WAIT_MAX and purpose == "chat":
                         self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
                         raise WaitRequired(
@@ -464,7 +464,7 @@ class RunDriver:
             breaker.breaker_record_success(endpoint=endpoint, tracer=self.tracer)
             if index:
                 self.run.fallbacks += 1
-                Run.objects.filter(pk=self.run.pk).update(fallbacks=self.run.fallbacks)
+                fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
             return reply
         assert last_failure is not None
         if (
@@ -537,7 +537,11 @@ class RunDriver:
             span.set(upto_seq=upto, summary_tokens=count_tokens(summary))
         from agentops.models import Session
 
-        Session.objects.filter(pk=self.session.pk).update(summary=summary, summary_upto_seq=upto)
+        with transaction.atomic():
+            fenced_update(run_id=self.run.pk, epoch=self.epoch)
+            Session.objects.filter(pk=self.session.pk).update(
+                summary=summary, summary_upto_seq=upto
+            )
         self.session.summary, self.session.summary_upto_seq = summary, upto
         self.parts.summary = summary
         self.transcript.messages = [m for m in self.transcript.messages if m.seq > upto]

@@ -112,3 +112,40 @@ def test_it_keeps_arguments_json_in_the_stored_assistant_message(worker, session
     wait_for_run(run.pk)
     assistant = Message.objects.filter(session=session, role=Role.ASSISTANT).first()
     assert json.loads(assistant.tool_calls[0]["function"]["arguments"]) == {"text": "a"}
+
+
+@pytest.mark.parametrize("counter", ["retries", "fallbacks"])
+def test_it_fences_the_retry_and_fallback_counters(session, devmodel, model_name, counter):
+    """A job whose run was taken over writes nothing more, counters included."""
+    from django.db.models import F
+
+    from agentops.models import AgentFallback, Run
+    from agentops.runtime.checkpoint import messages_append, run_claim
+    from agentops.runtime.errors import LeaseLost
+    from agentops.runtime.loop import Heartbeat, RunDriver
+    from tests.factories import EndpointFactory
+
+    agent = session.agent
+    if counter == "fallbacks":
+        fallback = EndpointFactory(base_url=devmodel.url, default_model=model_name + "-b")
+        AgentFallback.objects.create(agent=agent, position=1, endpoint=fallback)
+        devmodel.script(model_name, [{"status": 400}])
+    else:
+        devmodel.script(model_name, [{"status": 429, "retry_after": 0}])
+    (trigger,) = messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="hi", token_count=5)]
+    )
+    run = Run.objects.create(session=session, agent=agent, trigger=trigger)
+    epoch = run_claim(run_id=run.pk, worker="orphan")
+    driver = RunDriver(
+        Run.objects.select_related("agent__endpoint", "session").get(pk=run.pk),
+        epoch,
+        Heartbeat(run.pk, epoch),
+    )
+    driver.start()
+    Run.objects.filter(pk=run.pk).update(epoch=F("epoch") + 1)  # another worker took it over
+    with pytest.raises(LeaseLost):
+        driver.drive()
+    run.refresh_from_db()
+    assert (run.retries, run.fallbacks) == (0, 0)
+    assert not Message.objects.filter(session=session, role=Role.ASSISTANT).exists()
