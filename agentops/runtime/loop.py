@@ -57,6 +57,7 @@ from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
 from agentops.runtime.model_client import ModelReply, model_complete, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
 from agentops.runtime.tooling import ToolRunner
+from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
 from tracing.live import OPS_GROUP, broadcast, send_now, session_group, wait_sent
@@ -130,12 +131,18 @@ def run_execute(*, run_id: Any, job_id: str = "") -> str:
         except WaitRequired as wait:
             driver.wait(wait)
         except HandoffRequired as handoff:
-            driver.hand_off(handoff.reason, team=handoff.team, priority=handoff.priority)
+            driver.hand_off(
+                handoff.reason,
+                team=handoff.team,
+                priority=handoff.priority,
+                failure_class=handoff.failure_class,
+            )
         except Failure as failure:
             if failure.transient:
                 driver.hand_off(
                     f"model unavailable after retries and fallbacks: "
-                    f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}"
+                    f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}",
+                    failure_class=failure.failure_class,
                 )
             else:
                 driver.fail(failure)
@@ -243,7 +250,10 @@ class RunDriver:
                 self.finish()
                 return
             if self.run.model_calls >= self.agent.max_steps:
-                raise HandoffRequired(f"max_steps reached ({self.agent.max_steps} model calls)")
+                raise HandoffRequired(
+                    f"max_steps reached ({self.agent.max_steps} model calls)",
+                    failure_class=FailureClass.LIMIT,
+                )
             self.model_step()
 
     def pending_tool_calls(self) -> list[dict[str, Any]]:
@@ -561,20 +571,40 @@ class RunDriver:
             self.tracer.event(
                 "run.status", status=RunStatus.WAITING, reason=wait.reason, wake_in_s=wait.delay
             )
+            self.tracer.event(
+                semconv.RUN_WAIT,
+                **{
+                    "wait.reason": wait.reason,
+                    "wait.wake_at": wake_at.isoformat() if wake_at else None,
+                    "wait.delay_s": wait.delay,
+                },
+            )
             self.tracer.flush()
         self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
 
-    def hand_off(self, reason: str, *, team: str = "", priority: int = 2) -> None:
+    def hand_off(
+        self, reason: str, *, team: str = "", priority: int = 2, failure_class: str = ""
+    ) -> None:
+        """Hand the session to a human. A handoff the user or the model asked for has no
+        `failure_class`; one the run was driven to (limits, failures) carries its class, and
+        only those are listed with the failures."""
         package = self.handoff_package()
         with transaction.atomic():
-            with self.tracer.span("handoff", reason=reason, team=team or self.agent.handoff_team):
+            with self.tracer.span(
+                "handoff",
+                reason=reason,
+                team=team or self.agent.handoff_team,
+                requested=not failure_class,
+                **({"error.type": str(failure_class)} if failure_class else {}),
+            ):
                 fenced_update(
                     run_id=self.run.pk,
                     epoch=self.epoch,
                     status=RunStatus.HANDED_OFF,
                     finished_at=timezone.now(),
                     wait_reason=reason[:200],
+                    error_class=str(failure_class),
                 )
                 handoff = Handoff.objects.create(
                     session_id=self.session.pk,
@@ -601,6 +631,7 @@ class RunDriver:
                 },
             )
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
+        self.run.error_class = str(failure_class)
         status_broadcast(self.run)
 
     def handoff_package(self) -> dict[str, Any]:

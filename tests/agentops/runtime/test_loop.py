@@ -5,6 +5,7 @@ import json
 import pytest
 
 from agentops.models import Handoff, Message, Role, RunStatus, SessionStatus, ToolCall
+from agentops.observe.selectors import failures_grouped
 from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.runtime.helpers import span_names, spans, wait_for_run
 from tools.services import python_tools_sync
@@ -83,6 +84,7 @@ def test_it_hands_off_when_the_model_asks(worker, session):
     assert run.status == RunStatus.HANDED_OFF
     handoff = Handoff.objects.get(session=session)
     assert "The user asked" in handoff.reason
+    assert run.error_class == "" and not failures_grouped(since=None)  # asked for: no failure
     assert handoff.summary.startswith("Summary:")
     session.refresh_from_db()
     assert session.status == SessionStatus.HANDED_OFF
@@ -105,6 +107,10 @@ def test_it_hands_off_at_max_steps(worker, session):
     run = wait_for_run(run.pk)
     assert run.status == RunStatus.HANDED_OFF
     assert "max_steps" in Handoff.objects.get(session=session).reason
+    assert run.error_class == "limit"
+    assert [(g.error_class, g.status) for g in failures_grouped(since=None)] == [
+        ("limit", "handed_off")
+    ]
 
 
 def test_it_keeps_arguments_json_in_the_stored_assistant_message(worker, session):

@@ -20,6 +20,7 @@ from tests.agentops.runtime.helpers import spans, wait_for_run
 from tests.factories import EndpointFactory
 from tools.models import ToolDefinition
 from tools.services import python_tools_sync, tool_save
+from tracing.models import Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -88,6 +89,10 @@ def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, appr
     session, run = ask(agent, 'call echo {"text": "transfer 100 EUR"}')
     run = wait_for_run(run.pk, statuses={RunStatus.WAITING})
     assert run.wait_reason == "approval needed for echo" and run.wake_at is None
+    assert not Span.objects.filter(trace_id=run.pk, status="error").exists()  # a wait, no error
+    (wait,) = spans(run.pk, "run.wait")
+    assert wait.attributes["wait.reason"] == "approval needed for echo"
+    assert wait.attributes["wait.wake_at"] is None
     call = ToolCall.objects.get(run=run, status="awaiting_approval")
     assert call.arguments == {"text": "transfer 100 EUR"}
     toolcall_decide(tool_call=call, approve=approve, actor=bob, note="checked with finance")
