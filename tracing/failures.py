@@ -57,7 +57,7 @@ class Failure(Exception):
         return self.failure_class in TRANSIENT
 
 
-class Interruption(Exception):  # noqa: N818 (not an error: the point of the class)
+class Interruption(Exception):
     """Not an error: the run stops here on purpose — it waits (backoff, approval), is handed
     to a human, or another worker holds it now. A span it passes through ends `ok` with
     `outcome` saying why, never as a failure."""
