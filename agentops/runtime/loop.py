@@ -571,14 +571,12 @@ class RunDriver:
             self.tracer.event(
                 "run.status", status=RunStatus.WAITING, reason=wait.reason, wake_in_s=wait.delay
             )
-            self.tracer.event(
-                semconv.RUN_WAIT,
-                **{
-                    "wait.reason": wait.reason,
-                    "wait.wake_at": wake_at.isoformat() if wake_at else None,
-                    "wait.delay_s": wait.delay,
-                },
-            )
+            waited: dict[str, Any] = {
+                "wait.reason": wait.reason,
+                "wait.wake_at": wake_at.isoformat() if wake_at else None,
+                "wait.delay_s": wait.delay,
+            }
+            self.tracer.event(semconv.RUN_WAIT, **waited)
             self.tracer.flush()
         self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
