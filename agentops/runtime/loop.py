@@ -190,6 +190,7 @@ class RunDriver:
         self.parts = ContextParts(self.agent.system_prompt, [], "", {}, [])
         self.tools = ToolRunner(self)
         self.budget = self.agent.context_token_budget
+        self.in_place = False
         self._specs: tuple[list[dict[str, Any]], int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -207,8 +208,23 @@ class RunDriver:
         )
         self.run.status = RunStatus.RUNNING
         status_broadcast(self.run)
+        trigger_seq = (
+            Message.objects.filter(pk=self.run.trigger_id).values_list("seq", flat=True).first()
+            if self.run.trigger_id
+            else None
+        )
+        # Retried after newer turns: the run answers its own message, seeing the conversation
+        # as it stood then (and what the run did so far); its folds stay its own.
+        self.in_place = trigger_seq is not None and (
+            Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
+            .exclude(run_id=self.run.pk)
+            .exists()
+        )
         self.transcript = transcript_load(
-            session_id=self.session.pk, after_seq=self.session.summary_upto_seq
+            session_id=self.session.pk,
+            after_seq=self.session.summary_upto_seq,
+            upto_seq=trigger_seq if self.in_place else None,
+            run_id=self.run.pk,
         )
         self.parts.summary = self.session.summary
         self.parts.notes = dict(self.session.scratchpad or {})
@@ -330,25 +346,7 @@ class RunDriver:
     def model_step(self) -> None:
         specs, tools_tokens = self.tool_specs()
         with self.tracer.span("step", step=self.run.step + 1, kind="model") as step_span:
-            with self.tracer.span("context.assemble") as assemble:
-                messages, used, older = context_assemble(
-                    parts=self.parts,
-                    transcript=self.transcript,
-                    budget=self.budget,
-                    tools_tokens=tools_tokens,
-                )
-                assemble.set(tokens=used, messages=len(messages), folded=len(older))
-            if older:
-                # Fold down to 60% of the budget, so the next turns fit without folding again.
-                fixed = used - sum(m.token_count for m in self.transcript.messages[len(older) :])
-                older, _ = self.transcript.window(max(0, int(self.budget * 0.6) - fixed))
-                self.fold_into_summary(older)
-                messages, used, _ = context_assemble(
-                    parts=self.parts,
-                    transcript=self.transcript,
-                    budget=self.budget,
-                    tools_tokens=tools_tokens,
-                )
+            messages = self.assemble(tools_tokens)
             reply = self.call_model(messages, specs)
             step_span.set(
                 **{
@@ -370,6 +368,49 @@ class RunDriver:
             model_used=reply.model[:200],
             state={},
         )
+
+    def assemble(self, tools_tokens: int) -> list[dict[str, Any]]:
+        """The context for the next model call. The current turn (the run's user message, the
+        run's tool calls and results) always goes verbatim; older messages that do not fit
+        are folded into the summary; a turn that does not fit even so fails the run with
+        context_overflow rather than letting the model answer a question it was not shown."""
+        keep_from = self.transcript.turn_start(trigger_id=self.run.trigger_id, run_id=self.run.pk)
+        with self.tracer.span("context.assemble") as span:
+            messages, used, older = context_assemble(
+                parts=self.parts,
+                transcript=self.transcript,
+                budget=self.budget,
+                tools_tokens=tools_tokens,
+                keep_from=keep_from,
+            )
+            span.set(tokens=used, messages=len(messages), folded=len(older))
+        if older:
+            # Fold down to 60% of the budget, so the next turns fit without folding again.
+            fixed = self.parts.tokens() + tools_tokens
+            older, _ = self.transcript.window(
+                max(0, int(self.budget * 0.6) - fixed), keep_from=keep_from
+            )
+            if older:
+                self.fold_into_summary(older)
+                keep_from -= len(older)
+            messages, used, _ = context_assemble(
+                parts=self.parts,
+                transcript=self.transcript,
+                budget=self.budget,
+                tools_tokens=tools_tokens,
+                keep_from=keep_from,
+            )
+        limit = self.agent.context_token_budget
+        if used > limit:
+            turn = sum(m.token_count for m in self.transcript.messages[keep_from:])
+            raise Failure(
+                FailureClass.CONTEXT_OVERFLOW,
+                f"The current turn (the user's message and this run's tool calls and results) "
+                f"needs {turn} tokens, but the context budget of {limit} tokens leaves "
+                f"{max(0, limit - (used - turn))} after the system prompt, memories, summary "
+                f"and tool definitions.",
+            )
+        return messages
 
     def tool_specs(self) -> tuple[list[dict[str, Any]], int]:
         """The run's tools as the model sees them, and their token cost (fixed for a run)."""
@@ -507,16 +548,7 @@ class RunDriver:
     def compact(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Context overflow: fold more of the conversation into the summary and reassemble."""
         self.budget = max(256, self.budget // 2)
-        older, _ = self.transcript.window(int(self.budget * 0.6))
-        if older:
-            self.fold_into_summary(older)
-        rebuilt, _, _ = context_assemble(
-            parts=self.parts,
-            transcript=self.transcript,
-            budget=self.budget,
-            tools_tokens=self.tool_specs()[1],
-        )
-        return rebuilt
+        return self.assemble(self.tool_specs()[1])
 
     def fold_into_summary(self, older: list[Message]) -> None:
         """Older messages no longer fit: the model folds them into the running summary."""
@@ -545,14 +577,15 @@ class RunDriver:
                 summary = self.call_model(prompt, [], purpose="summary").content.strip()
             upto = older[-1].seq
             span.set(upto_seq=upto, summary_tokens=count_tokens(summary))
-        from agentops.models import Session
+        if not self.in_place:  # the session's summary is of its latest state, not of the past
+            from agentops.models import Session
 
-        with transaction.atomic():
-            fenced_update(run_id=self.run.pk, epoch=self.epoch)
-            Session.objects.filter(pk=self.session.pk).update(
-                summary=summary, summary_upto_seq=upto
-            )
-        self.session.summary, self.session.summary_upto_seq = summary, upto
+            with transaction.atomic():
+                fenced_update(run_id=self.run.pk, epoch=self.epoch)
+                Session.objects.filter(pk=self.session.pk).update(
+                    summary=summary, summary_upto_seq=upto
+                )
+            self.session.summary, self.session.summary_upto_seq = summary, upto
         self.parts.summary = summary
         self.transcript.messages = [m for m in self.transcript.messages if m.seq > upto]
 
