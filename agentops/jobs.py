@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
+from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
 from agentops.runtime.services import runs_reconcile as reconcile
 
@@ -11,6 +12,10 @@ from agentops.runtime.services import runs_reconcile as reconcile
 def run_job(run_id: str) -> str:
     job = get_current_job()
     return run_execute(run_id=run_id, job_id=job.id if job else "")
+
+
+def handoff_package_job(handoff_id: int) -> None:
+    handoff_package_write(handoff_id=handoff_id)
 
 
 def runs_reconcile() -> dict[str, int]:

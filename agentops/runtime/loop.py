@@ -54,6 +54,7 @@ from agentops.runtime.context import (
     transcript_load,
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
+from agentops.runtime.handoff_package import handoff_package_enqueue
 from agentops.runtime.model_client import ModelReply, model_complete, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
 from agentops.runtime.tooling import ToolRunner
@@ -69,12 +70,6 @@ HEARTBEAT_SECONDS = 2.0
 # How old a run's view of an endpoint's shared circuit breaker may get before a call reads
 # it again: other workers' failures reach a long run within this, and a short run reads none.
 BREAKER_READ_EVERY = 1.0
-HANDOFF_SUMMARY_PROMPT = (
-    "Summarize this conversation for the human operator who takes it over, in 3 sentences."
-)
-SUGGEST_REPLY_PROMPT = (
-    "Draft a short, friendly reply the human operator could send to the user next."
-)
 
 
 class Heartbeat(threading.Thread):
@@ -620,7 +615,7 @@ class RunDriver:
         """Hand the session to a human. A handoff the user or the model asked for has no
         `failure_class`; one the run was driven to (limits, failures) carries its class, and
         only those are listed with the failures."""
-        package = self.handoff_package()
+        last_tool_calls = self.last_tool_calls()
         with transaction.atomic():
             with self.tracer.span(
                 "handoff",
@@ -643,8 +638,9 @@ class RunDriver:
                     reason=reason,
                     team=team or self.agent.handoff_team,
                     priority=priority,
-                    **package,
+                    last_tool_calls=last_tool_calls,
                 )
+                handoff_package_enqueue(handoff_id=handoff.pk)
                 from agentops.models import Session
 
                 Session.objects.filter(pk=self.session.pk).update(status=SessionStatus.HANDED_OFF)
@@ -665,45 +661,21 @@ class RunDriver:
         self.run.error_class = str(failure_class)
         status_broadcast(self.run)
 
-    def handoff_package(self) -> dict[str, Any]:
-        """What the operator sees first: a summary, the last tool calls, a suggested reply."""
+    def last_tool_calls(self) -> list[dict[str, Any]]:
+        """The part of the context package read from the database, there at once; the model's
+        summary and suggested reply follow (runtime/handoff_package.py)."""
         calls = list(
             ToolCall.objects.filter(run__session_id=self.session.pk).order_by("-started_at")[:5]
         )
-        package: dict[str, Any] = {
-            "last_tool_calls": [
-                {
-                    "tool": c.tool_name,
-                    "arguments": self.tracer.redact(c.arguments),
-                    "status": c.status,
-                    "result": self.tracer.redact(c.result[:500]),
-                }
-                for c in reversed(calls)
-            ],
-        }
-        conversation = [to_openai(m) for m in self.transcript.messages[-30:] if m.content]
-        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in conversation)[-6000:]
-        for key, prompt in (
-            ("summary", HANDOFF_SUMMARY_PROMPT),
-            ("suggested_reply", SUGGEST_REPLY_PROMPT),
-        ):
-            try:
-                reply = self.call_model(
-                    [
-                        {"role": "system", "content": prompt},
-                        {"role": "user", "content": transcript or "(empty)"},
-                    ],
-                    [],
-                    purpose="handoff",
-                )
-                package[key] = reply.content.strip()
-            except Failure as failure:
-                package[key] = (
-                    ""
-                    if key == "suggested_reply"
-                    else (f"(No summary: the model failed with {failure.failure_class.value}.)")
-                )
-        return package
+        return [
+            {
+                "tool": c.tool_name,
+                "arguments": self.tracer.redact(c.arguments),
+                "status": c.status,
+                "result": self.tracer.redact(c.result[:500]),
+            }
+            for c in reversed(calls)
+        ]
 
     def fail(self, exc: BaseException) -> None:
         failure_class = getattr(exc, "failure_class", FailureClass.BUG)

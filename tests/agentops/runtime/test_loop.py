@@ -10,7 +10,7 @@ from agentops.observe.selectors import failures_grouped
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import session_create, session_post_message
-from tests.agentops.runtime.helpers import span_names, spans, wait_for_run
+from tests.agentops.runtime.helpers import span_names, spans, wait_for_package, wait_for_run
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,7 +88,7 @@ def test_it_hands_off_when_the_model_asks(worker, session):
     handoff = Handoff.objects.get(session=session)
     assert "The user asked" in handoff.reason
     assert run.error_class == "" and not failures_grouped(since=None)  # asked for: no failure
-    assert handoff.summary.startswith("Summary:")
+    assert wait_for_package(handoff.pk).summary.startswith("Summary:")
     session.refresh_from_db()
     assert session.status == SessionStatus.HANDED_OFF
     assert "handoff" in span_names(run.pk)
