@@ -370,6 +370,20 @@ class RunDriver:
         are folded into the summary; a turn that does not fit even so fails the run with
         context_overflow rather than letting the model answer a question it was not shown."""
         keep_from = self.transcript.turn_start(trigger_id=self.run.trigger_id, run_id=self.run.pk)
+        limit = self.agent.context_token_budget
+
+        def check(fixed: int) -> None:
+            turn = sum(m.token_count for m in self.transcript.messages[keep_from:])
+            if fixed + turn > limit:
+                raise Failure(
+                    FailureClass.CONTEXT_OVERFLOW,
+                    f"The current turn (the user's message and this run's tool calls and "
+                    f"results) needs {turn} tokens, but the context budget of {limit} tokens "
+                    f"leaves {max(0, limit - fixed)} after the system prompt, memories, summary "
+                    f"and tool definitions.",
+                )
+
+        check(self.parts.tokens() + tools_tokens)
         with self.tracer.span("context.assemble") as span:
             messages, used, older = context_assemble(
                 parts=self.parts,
@@ -388,22 +402,13 @@ class RunDriver:
             if older:
                 self.fold_into_summary(older)
                 keep_from -= len(older)
-            messages, used, _ = context_assemble(
+            check(self.parts.tokens() + tools_tokens)  # the summary grew
+            messages, _, _ = context_assemble(
                 parts=self.parts,
                 transcript=self.transcript,
                 budget=self.budget,
                 tools_tokens=tools_tokens,
                 keep_from=keep_from,
-            )
-        limit = self.agent.context_token_budget
-        if used > limit:
-            turn = sum(m.token_count for m in self.transcript.messages[keep_from:])
-            raise Failure(
-                FailureClass.CONTEXT_OVERFLOW,
-                f"The current turn (the user's message and this run's tool calls and results) "
-                f"needs {turn} tokens, but the context budget of {limit} tokens leaves "
-                f"{max(0, limit - (used - turn))} after the system prompt, memories, summary "
-                f"and tool definitions.",
             )
         return messages
 
