@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
+from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
 from agentops.runtime.services import runs_reconcile as reconcile
 from tracing import otlp
@@ -16,6 +17,10 @@ def run_job(run_id: str) -> str:
     finally:
         # A forking worker's horse ends with os._exit, which runs no exit handler.
         otlp.force_flush()
+
+
+def handoff_package_job(handoff_id: int) -> None:
+    handoff_package_write(handoff_id=handoff_id)
 
 
 def runs_reconcile() -> dict[str, int]:

@@ -9,12 +9,14 @@ have reached the server. Retries and fallbacks belong to the runtime's retry own
 from __future__ import annotations
 
 import json
+import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from jsonschema import Draft202012Validator
 
+from tools.deadline import ToolTimeout, call_with_deadline
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
 from tools.secrets import SecretUnreadable
@@ -93,9 +95,17 @@ class PythonExecutor:
             )
         kwargs = dict(arguments)
         if registered.takes_context:
-            kwargs["context"] = context
+            # Off the main thread the function runs on a helper thread that may outlive a
+            # timeout: it gets no tracer, whose open spans belong to the caller's thread.
+            on_main = threading.current_thread() is threading.main_thread()
+            kwargs["context"] = context if on_main else replace(context, tracer=None)
         try:
-            value = registered.func(**kwargs)
+            value = call_with_deadline(registered.func, kwargs, seconds=float(tool.timeout_seconds))
+        except ToolTimeout as exc:
+            raise Failure(
+                FailureClass.TIMEOUT,
+                f"The tool {tool.name} did not finish within {tool.timeout_seconds:g} s.",
+            ) from exc
         except Failure:
             raise
         except Exception as exc:

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from tracing import otlp
-from tracing.failures import failure_class_of
+from tracing.failures import Interruption, failure_class_of
 from tracing.live import broadcast, cancel_soon, run_group, send_now, send_soon
 from tracing.models import Span, SpanStatus
 
@@ -146,6 +146,9 @@ class Tracer:
         )
         try:
             yield record
+        except Interruption as exc:
+            record.attributes["outcome"] = exc.outcome
+            raise
         except BaseException as exc:
             if record.status != SpanStatus.ERROR:
                 record.fail(failure_class_of(exc), str(exc) or type(exc).__name__)

@@ -20,6 +20,7 @@ class FailureClass(StrEnum):
     TOOL_ERROR = "tool_error"
     BAD_RESPONSE = "bad_response"
     CANCELLED = "cancelled"
+    LIMIT = "limit"  # a guard stopped the run: max_steps, a repeated identical tool call
     BUG = "bug"
 
 
@@ -54,6 +55,14 @@ class Failure(Exception):
     @property
     def transient(self) -> bool:
         return self.failure_class in TRANSIENT
+
+
+class Interruption(Exception):
+    """Not an error: the run stops here on purpose — it waits (backoff, approval), is handed
+    to a human, or another worker holds it now. A span it passes through ends `ok` with
+    `outcome` saying why, never as a failure."""
+
+    outcome = "interrupted"
 
 
 def failure_class_of(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ HANDOFF = "handoff"
 FALLBACK = "fallback"
 TOOL_REJECTED = "tool.rejected"
 RUN_STATUS = "run.status"
+RUN_WAIT = "run.wait"  # a pause (backoff, approval): `wait.reason`, `wait.wake_at`; no error
 
 # Attributes
 REQUEST_MODEL = "gen_ai.request.model"

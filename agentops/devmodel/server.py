@@ -281,6 +281,7 @@ class Handler(BaseHTTPRequestHandler):
                     "fault": fault,
                     "at": time.time(),
                     "last": messages[-1] if messages else None,
+                    "transcript": [[m.get("role"), _content_text(m)] for m in messages],
                 }
             )
         user_text = next(

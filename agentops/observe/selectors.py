@@ -217,8 +217,6 @@ def run_is_live(*, run: Run) -> bool:
 
 # --- failures -------------------------------------------------------------------------------
 
-FAILURE_STATUSES = (RunStatus.FAILED, RunStatus.HANDED_OFF)
-
 
 @dataclass
 class FailureGroup:
@@ -233,8 +231,11 @@ class FailureGroup:
 def failures_grouped(
     *, since: datetime | None, agent: str = "", per_group: int = 5
 ) -> list[FailureGroup]:
-    """Failed and handed-off runs grouped by (error class, agent, status), biggest group first."""
-    qs = Run.objects.filter(status__in=FAILURE_STATUSES)
+    """Failed runs and runs handed off because of a failure, grouped by (error class, agent,
+    status), biggest group first. A handoff that was asked for (no error class) is no failure."""
+    qs = Run.objects.filter(
+        Q(status=RunStatus.FAILED) | (Q(status=RunStatus.HANDED_OFF) & ~Q(error_class=""))
+    )
     if since:
         qs = qs.filter(created_at__gte=since)
     if agent:

@@ -92,6 +92,8 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
             f"{handoff.claimed_by.get_username() if handoff.claimed_by else 'Another operator'} "
             "has this conversation; an admin can reassign it."
         )
+    if request.htmx and request.GET.get("part") == "package":  # it was being written
+        return render(request, "operators/handoff.html#package", {"handoff": handoff})
     session = handoff.session
     mine = handoff.status == HandoffStatus.CLAIMED and (
         handoff.claimed_by_id == request.user.pk or has_role(request.user, "admin")

@@ -3,7 +3,8 @@
 system prompt + pinned memories + running summary + working notes + recalled memories
 + as many recent messages as fit. Tokens are counted exactly and offline (bpe-openai);
 each message's count is stored when it is written, so assembly only adds numbers.
-Messages that no longer fit are folded into the running summary, never dropped.
+Messages that no longer fit are folded into the running summary, never dropped; the
+current turn (the run's user message and what the run added since) is never folded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
+
+from django.db.models import Q
 
 from agentops.models import Message, Role
 
@@ -71,29 +74,60 @@ class Transcript:
     def add(self, message: Message) -> None:
         self.messages.append(message)
 
-    def window(self, budget: int) -> tuple[list[Message], list[Message]]:
+    def window(
+        self, budget: int, *, keep_from: int | None = None
+    ) -> tuple[list[Message], list[Message]]:
         """(older messages that do not fit, recent messages that fit in `budget`).
 
-        The window never starts with a tool result or in the middle of a tool-call group.
+        Messages from index `keep_from` on (the current turn) are always recent, even over
+        budget: the caller decides what to do when they alone do not fit. The window never
+        starts with a tool result or in the middle of a tool-call group.
         """
-        used = 0
-        start = len(self.messages)
-        for index in range(len(self.messages) - 1, -1, -1):
+        start = len(self.messages) if keep_from is None else max(0, keep_from)
+        used = sum(m.token_count for m in self.messages[start:])
+        kept = start
+        for index in range(start - 1, -1, -1):
             cost = self.messages[index].token_count
             if used + cost > budget:
                 break
             used += cost
             start = index
-        while start < len(self.messages) and self.messages[start].role == Role.TOOL:
+        while start < kept and self.messages[start].role == Role.TOOL:
             start += 1
         return self.messages[:start], self.messages[start:]
 
+    def turn_start(self, *, trigger_id: Any = None, run_id: Any = None) -> int:
+        """Where the current turn begins: the run's user message (else the latest user
+        message, else the run's first message). It is never folded away."""
+        for index, message in enumerate(self.messages):
+            if trigger_id is not None and message.pk == trigger_id:
+                return index
+        for index in range(len(self.messages) - 1, -1, -1):
+            if self.messages[index].role == Role.USER:
+                return index
+        for index, message in enumerate(self.messages):
+            if run_id is not None and message.run_id == run_id:
+                return index
+        return len(self.messages)
 
-def transcript_load(*, session_id: Any, after_seq: int, limit: int = 400) -> Transcript:
-    """The newest `limit` messages after the summary point: enough for any budget we allow."""
-    rows = list(
-        Message.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("-seq")[:limit]
-    )
+
+def transcript_load(
+    *,
+    session_id: Any,
+    after_seq: int,
+    upto_seq: int | None = None,
+    run_id: Any = None,
+    limit: int = 400,
+) -> Transcript:
+    """The newest `limit` messages after the summary point: enough for any budget we allow.
+
+    With `upto_seq`, the conversation as it stood at that message plus the run's own
+    messages: what a run retried after newer turns sees.
+    """
+    rows_qs = Message.objects.filter(session_id=session_id, seq__gt=after_seq)
+    if upto_seq is not None:
+        rows_qs = rows_qs.filter(Q(seq__lte=upto_seq) | Q(run_id=run_id))
+    rows = list(rows_qs.order_by("-seq")[:limit])
     rows.reverse()
     return Transcript(messages=rows)
 
@@ -129,10 +163,16 @@ class ContextParts:
 
 
 def context_assemble(
-    *, parts: ContextParts, transcript: Transcript, budget: int, tools_tokens: int = 0
+    *,
+    parts: ContextParts,
+    transcript: Transcript,
+    budget: int,
+    tools_tokens: int = 0,
+    keep_from: int | None = None,
 ) -> tuple[list[dict[str, Any]], int, list[Message]]:
-    """The messages to send, their token count, and the older messages that did not fit."""
+    """The messages to send, their token count, and the older messages that did not fit.
+    Messages from `keep_from` on are always sent (see `Transcript.window`)."""
     fixed = parts.tokens() + tools_tokens
-    older, recent = transcript.window(max(0, budget - fixed))
+    older, recent = transcript.window(max(0, budget - fixed), keep_from=keep_from)
     messages = parts.system_messages() + [to_openai(m) for m in recent]
     return messages, fixed + sum(m.token_count for m in recent), older

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from tracing.failures import Failure, FailureClass
+from tracing.failures import Failure, FailureClass, Interruption
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -14,8 +14,10 @@ _CONTEXT_MARKERS = (
 )
 
 
-class WaitRequired(Exception):
+class WaitRequired(Interruption):
     """The run must wait (backoff, approval) without holding a worker."""
+
+    outcome = "wait"
 
     def __init__(self, delay: float | None, reason: str) -> None:
         super().__init__(reason)
@@ -23,16 +25,26 @@ class WaitRequired(Exception):
         self.reason = reason
 
 
-class LeaseLost(Exception):
+class LeaseLost(Interruption):
     """Another worker took the run over, or it was cancelled: stop writing at once."""
 
+    outcome = "lease_lost"
 
-class HandoffRequired(Exception):
-    def __init__(self, reason: str, *, team: str = "", priority: int = 2) -> None:
+
+class HandoffRequired(Interruption):
+    """The run hands the conversation to a human. Without a `failure_class` the handoff was
+    asked for (the user or the model wanted a human); with one, the run could not go on."""
+
+    outcome = "handoff"
+
+    def __init__(
+        self, reason: str, *, team: str = "", priority: int = 2, failure_class: str = ""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.team = team
         self.priority = priority
+        self.failure_class = failure_class
 
 
 def _retry_after(response: object) -> float | None:

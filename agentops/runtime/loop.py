@@ -54,9 +54,11 @@ from agentops.runtime.context import (
     transcript_load,
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
+from agentops.runtime.handoff_package import handoff_package_enqueue
 from agentops.runtime.model_client import ModelReply, model_complete, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
 from agentops.runtime.tooling import ToolRunner
+from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
 from tracing.live import OPS_GROUP, broadcast, send_now, session_group, wait_sent
@@ -68,12 +70,6 @@ HEARTBEAT_SECONDS = 2.0
 # How old a run's view of an endpoint's shared circuit breaker may get before a call reads
 # it again: other workers' failures reach a long run within this, and a short run reads none.
 BREAKER_READ_EVERY = 1.0
-HANDOFF_SUMMARY_PROMPT = (
-    "Summarize this conversation for the human operator who takes it over, in 3 sentences."
-)
-SUGGEST_REPLY_PROMPT = (
-    "Draft a short, friendly reply the human operator could send to the user next."
-)
 
 
 class Heartbeat(threading.Thread):
@@ -130,12 +126,18 @@ def run_execute(*, run_id: Any, job_id: str = "") -> str:
         except WaitRequired as wait:
             driver.wait(wait)
         except HandoffRequired as handoff:
-            driver.hand_off(handoff.reason, team=handoff.team, priority=handoff.priority)
+            driver.hand_off(
+                handoff.reason,
+                team=handoff.team,
+                priority=handoff.priority,
+                failure_class=handoff.failure_class,
+            )
         except Failure as failure:
             if failure.transient:
                 driver.hand_off(
                     f"model unavailable after retries and fallbacks: "
-                    f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}"
+                    f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}",
+                    failure_class=failure.failure_class,
                 )
             else:
                 driver.fail(failure)
@@ -183,6 +185,7 @@ class RunDriver:
         self.parts = ContextParts(self.agent.system_prompt, [], "", {}, [])
         self.tools = ToolRunner(self)
         self.budget = self.agent.context_token_budget
+        self.in_place = False
         self._specs: tuple[list[dict[str, Any]], int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -200,8 +203,23 @@ class RunDriver:
         )
         self.run.status = RunStatus.RUNNING
         status_broadcast(self.run)
+        trigger_seq = (
+            Message.objects.filter(pk=self.run.trigger_id).values_list("seq", flat=True).first()
+            if self.run.trigger_id
+            else None
+        )
+        # Retried after newer turns: the run answers its own message, seeing the conversation
+        # as it stood then (and what the run did so far); its folds stay its own.
+        self.in_place = trigger_seq is not None and (
+            Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
+            .exclude(run_id=self.run.pk)
+            .exists()
+        )
         self.transcript = transcript_load(
-            session_id=self.session.pk, after_seq=self.session.summary_upto_seq
+            session_id=self.session.pk,
+            after_seq=self.session.summary_upto_seq,
+            upto_seq=trigger_seq if self.in_place else None,
+            run_id=self.run.pk,
         )
         self.parts.summary = self.session.summary
         self.parts.notes = dict(self.session.scratchpad or {})
@@ -243,7 +261,10 @@ class RunDriver:
                 self.finish()
                 return
             if self.run.model_calls >= self.agent.max_steps:
-                raise HandoffRequired(f"max_steps reached ({self.agent.max_steps} model calls)")
+                raise HandoffRequired(
+                    f"max_steps reached ({self.agent.max_steps} model calls)",
+                    failure_class=FailureClass.LIMIT,
+                )
             self.model_step()
 
     def pending_tool_calls(self) -> list[dict[str, Any]]:
@@ -320,25 +341,7 @@ class RunDriver:
     def model_step(self) -> None:
         specs, tools_tokens = self.tool_specs()
         with self.tracer.span("step", step=self.run.step + 1, kind="model") as step_span:
-            with self.tracer.span("context.assemble") as assemble:
-                messages, used, older = context_assemble(
-                    parts=self.parts,
-                    transcript=self.transcript,
-                    budget=self.budget,
-                    tools_tokens=tools_tokens,
-                )
-                assemble.set(tokens=used, messages=len(messages), folded=len(older))
-            if older:
-                # Fold down to 60% of the budget, so the next turns fit without folding again.
-                fixed = used - sum(m.token_count for m in self.transcript.messages[len(older) :])
-                older, _ = self.transcript.window(max(0, int(self.budget * 0.6) - fixed))
-                self.fold_into_summary(older)
-                messages, used, _ = context_assemble(
-                    parts=self.parts,
-                    transcript=self.transcript,
-                    budget=self.budget,
-                    tools_tokens=tools_tokens,
-                )
+            messages = self.assemble(tools_tokens)
             reply = self.call_model(messages, specs)
             step_span.set(
                 **{
@@ -360,6 +363,54 @@ class RunDriver:
             model_used=reply.model[:200],
             state={},
         )
+
+    def assemble(self, tools_tokens: int) -> list[dict[str, Any]]:
+        """The context for the next model call. The current turn (the run's user message, the
+        run's tool calls and results) always goes verbatim; older messages that do not fit
+        are folded into the summary; a turn that does not fit even so fails the run with
+        context_overflow rather than letting the model answer a question it was not shown."""
+        keep_from = self.transcript.turn_start(trigger_id=self.run.trigger_id, run_id=self.run.pk)
+        limit = self.agent.context_token_budget
+
+        def check(fixed: int) -> None:
+            turn = sum(m.token_count for m in self.transcript.messages[keep_from:])
+            if fixed + turn > limit:
+                raise Failure(
+                    FailureClass.CONTEXT_OVERFLOW,
+                    f"The current turn (the user's message and this run's tool calls and "
+                    f"results) needs {turn} tokens, but the context budget of {limit} tokens "
+                    f"leaves {max(0, limit - fixed)} after the system prompt, memories, summary "
+                    f"and tool definitions.",
+                )
+
+        check(self.parts.tokens() + tools_tokens)
+        with self.tracer.span("context.assemble") as span:
+            messages, used, older = context_assemble(
+                parts=self.parts,
+                transcript=self.transcript,
+                budget=self.budget,
+                tools_tokens=tools_tokens,
+                keep_from=keep_from,
+            )
+            span.set(tokens=used, messages=len(messages), folded=len(older))
+        if older:
+            # Fold down to 60% of the budget, so the next turns fit without folding again.
+            fixed = self.parts.tokens() + tools_tokens
+            older, _ = self.transcript.window(
+                max(0, int(self.budget * 0.6) - fixed), keep_from=keep_from
+            )
+            if older:
+                self.fold_into_summary(older)
+                keep_from -= len(older)
+            check(self.parts.tokens() + tools_tokens)  # the summary grew
+            messages, _, _ = context_assemble(
+                parts=self.parts,
+                transcript=self.transcript,
+                budget=self.budget,
+                tools_tokens=tools_tokens,
+                keep_from=keep_from,
+            )
+        return messages
 
     def tool_specs(self) -> tuple[list[dict[str, Any]], int]:
         """The run's tools as the model sees them, and their token cost (fixed for a run)."""
@@ -445,7 +496,7 @@ class RunDriver:
                 if failure.transient and attempt < self.policy.max_attempts:
                     delay = self.policy.delay(attempt, failure.retry_after)
                     self.run.retries += 1
-                    Run.objects.filter(pk=self.run.pk).update(retries=self.run.retries)
+                    fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
                     if delay > INLINE_WAIT_MAX and purpose == "chat":
                         self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
                         raise WaitRequired(
@@ -464,7 +515,7 @@ class RunDriver:
             breaker.breaker_record_success(endpoint=endpoint, tracer=self.tracer)
             if index:
                 self.run.fallbacks += 1
-                Run.objects.filter(pk=self.run.pk).update(fallbacks=self.run.fallbacks)
+                fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
             return reply
         assert last_failure is not None
         if (
@@ -498,16 +549,7 @@ class RunDriver:
     def compact(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Context overflow: fold more of the conversation into the summary and reassemble."""
         self.budget = max(256, self.budget // 2)
-        older, _ = self.transcript.window(int(self.budget * 0.6))
-        if older:
-            self.fold_into_summary(older)
-        rebuilt, _, _ = context_assemble(
-            parts=self.parts,
-            transcript=self.transcript,
-            budget=self.budget,
-            tools_tokens=self.tool_specs()[1],
-        )
-        return rebuilt
+        return self.assemble(self.tool_specs()[1])
 
     def fold_into_summary(self, older: list[Message]) -> None:
         """Older messages no longer fit: the model folds them into the running summary."""
@@ -536,10 +578,15 @@ class RunDriver:
                 summary = self.call_model(prompt, [], purpose="summary").content.strip()
             upto = older[-1].seq
             span.set(upto_seq=upto, summary_tokens=count_tokens(summary))
-        from agentops.models import Session
+        if not self.in_place:  # the session's summary is of its latest state, not of the past
+            from agentops.models import Session
 
-        Session.objects.filter(pk=self.session.pk).update(summary=summary, summary_upto_seq=upto)
-        self.session.summary, self.session.summary_upto_seq = summary, upto
+            with transaction.atomic():
+                fenced_update(run_id=self.run.pk, epoch=self.epoch)
+                Session.objects.filter(pk=self.session.pk).update(
+                    summary=summary, summary_upto_seq=upto
+                )
+            self.session.summary, self.session.summary_upto_seq = summary, upto
         self.parts.summary = summary
         self.transcript.messages = [m for m in self.transcript.messages if m.seq > upto]
 
@@ -558,20 +605,38 @@ class RunDriver:
             self.tracer.event(
                 "run.status", status=RunStatus.WAITING, reason=wait.reason, wake_in_s=wait.delay
             )
+            waited: dict[str, Any] = {
+                "wait.reason": wait.reason,
+                "wait.wake_at": wake_at.isoformat() if wake_at else None,
+                "wait.delay_s": wait.delay,
+            }
+            self.tracer.event(semconv.RUN_WAIT, **waited)
             self.tracer.flush()
         self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
 
-    def hand_off(self, reason: str, *, team: str = "", priority: int = 2) -> None:
-        package = self.handoff_package()
+    def hand_off(
+        self, reason: str, *, team: str = "", priority: int = 2, failure_class: str = ""
+    ) -> None:
+        """Hand the session to a human. A handoff the user or the model asked for has no
+        `failure_class`; one the run was driven to (limits, failures) carries its class, and
+        only those are listed with the failures."""
+        last_tool_calls = self.last_tool_calls()
         with transaction.atomic():
-            with self.tracer.span("handoff", reason=reason, team=team or self.agent.handoff_team):
+            with self.tracer.span(
+                "handoff",
+                reason=reason,
+                team=team or self.agent.handoff_team,
+                requested=not failure_class,
+                **({"error.type": str(failure_class)} if failure_class else {}),
+            ):
                 fenced_update(
                     run_id=self.run.pk,
                     epoch=self.epoch,
                     status=RunStatus.HANDED_OFF,
                     finished_at=timezone.now(),
                     wait_reason=reason[:200],
+                    error_class=str(failure_class),
                 )
                 handoff = Handoff.objects.create(
                     session_id=self.session.pk,
@@ -579,8 +644,9 @@ class RunDriver:
                     reason=reason,
                     team=team or self.agent.handoff_team,
                     priority=priority,
-                    **package,
+                    last_tool_calls=last_tool_calls,
                 )
+                handoff_package_enqueue(handoff_id=handoff.pk)
                 from agentops.models import Session
 
                 Session.objects.filter(pk=self.session.pk).update(status=SessionStatus.HANDED_OFF)
@@ -598,47 +664,24 @@ class RunDriver:
                 },
             )
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
+        self.run.error_class = str(failure_class)
         status_broadcast(self.run)
 
-    def handoff_package(self) -> dict[str, Any]:
-        """What the operator sees first: a summary, the last tool calls, a suggested reply."""
+    def last_tool_calls(self) -> list[dict[str, Any]]:
+        """The part of the context package read from the database, there at once; the model's
+        summary and suggested reply follow (runtime/handoff_package.py)."""
         calls = list(
             ToolCall.objects.filter(run__session_id=self.session.pk).order_by("-started_at")[:5]
         )
-        package: dict[str, Any] = {
-            "last_tool_calls": [
-                {
-                    "tool": c.tool_name,
-                    "arguments": self.tracer.redact(c.arguments),
-                    "status": c.status,
-                    "result": self.tracer.redact(c.result[:500]),
-                }
-                for c in reversed(calls)
-            ],
-        }
-        conversation = [to_openai(m) for m in self.transcript.messages[-30:] if m.content]
-        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in conversation)[-6000:]
-        for key, prompt in (
-            ("summary", HANDOFF_SUMMARY_PROMPT),
-            ("suggested_reply", SUGGEST_REPLY_PROMPT),
-        ):
-            try:
-                reply = self.call_model(
-                    [
-                        {"role": "system", "content": prompt},
-                        {"role": "user", "content": transcript or "(empty)"},
-                    ],
-                    [],
-                    purpose="handoff",
-                )
-                package[key] = reply.content.strip()
-            except Failure as failure:
-                package[key] = (
-                    ""
-                    if key == "suggested_reply"
-                    else (f"(No summary: the model failed with {failure.failure_class.value}.)")
-                )
-        return package
+        return [
+            {
+                "tool": c.tool_name,
+                "arguments": self.tracer.redact(c.arguments),
+                "status": c.status,
+                "result": self.tracer.redact(c.result[:500]),
+            }
+            for c in reversed(calls)
+        ]
 
     def fail(self, exc: BaseException) -> None:
         failure_class = getattr(exc, "failure_class", FailureClass.BUG)

@@ -133,7 +133,13 @@ def run_cancel(*, run: Run, actor: Any = None) -> Run:
 
 @transaction.atomic
 def run_retry(*, run: Run, actor: Any = None) -> Run:
-    """Resume a failed (or cancelled) run from its last checkpoint."""
+    """Resume a failed (or cancelled) run from its last checkpoint.
+
+    The run answers its own user message. If newer turns came since, it answers in place:
+    it sees the conversation as it stood at its message (and its own steps), and its answer
+    is added at the end of the session. If its message was since folded into the session's
+    summary, it can no longer be shown verbatim and the retry is refused.
+    """
     retried = Run.objects.filter(
         pk=run.pk, status__in=[RunStatus.FAILED, RunStatus.CANCELLED]
     ).update(
@@ -155,6 +161,12 @@ def run_retry(*, run: Run, actor: Any = None) -> Run:
         .exists()
     ):
         raise RuntimeConflict("another run of this session is in progress")
+    trigger = run.trigger
+    if trigger is not None and run.session.summary_upto_seq >= trigger.seq:
+        raise RuntimeConflict(
+            "this run's message has since been folded into the conversation's summary, so it "
+            "can no longer be answered as it was asked; send it again as a new message"
+        )
     audit_record(actor=actor, action="run.retry", session=run.session, target=str(run.pk))
     run_enqueue(run=run)
     status_broadcast(run)

@@ -107,7 +107,10 @@ class ToolRunner:
         if control and control.get("handoff"):
             handoff = control["handoff"]
             raise HandoffRequired(
-                handoff["reason"], team=handoff.get("team", ""), priority=handoff.get("priority", 2)
+                handoff["reason"],
+                team=handoff.get("team", ""),
+                priority=handoff.get("priority", 2),
+                failure_class=handoff.get("failure_class", ""),
             )
         failures = sum(
             1
@@ -116,7 +119,8 @@ class ToolRunner:
         )
         if failures >= MAX_TOOL_FAILURES:
             raise HandoffRequired(
-                f"repeated tool failure ({failures} failed tool calls in this run)"
+                f"repeated tool failure ({failures} failed tool calls in this run)",
+                failure_class=FailureClass.TOOL_ERROR,
             )
 
     def resolve(self, call_id: str, name: str, raw: str) -> tuple[str, dict[str, Any] | None]:
@@ -163,7 +167,8 @@ class ToolRunner:
         if self.calls_made[key] >= MAX_IDENTICAL_CALLS:
             raise HandoffRequired(
                 f"repeated identical tool call: {name} with the same arguments "
-                f"{self.calls_made[key] + 1} times"
+                f"{self.calls_made[key] + 1} times",
+                failure_class=FailureClass.LIMIT,
             )
         row = self.existing_row(call_id)
         if row is not None and row.status == ToolCallStatus.SUCCEEDED:
@@ -291,7 +296,12 @@ class ToolRunner:
         return (
             f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran); "
             "it was not repeated. A human will check.",
-            {"handoff": {"reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id})"}},
+            {
+                "handoff": {
+                    "reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id})",
+                    "failure_class": FailureClass.TOOL_ERROR,
+                }
+            },
         )
 
     def execute(self, row: ToolCall, tool: ToolDefinition, arguments: dict[str, Any]) -> ToolResult:

@@ -208,7 +208,8 @@ def test_it_groups_failures_by_error_class_and_agent(client, charlie):
         error_message="KeyError",
         error_traceback="Traceback: KeyError",
     )
-    make_run(beta, RunStatus.HANDED_OFF, wait_reason="asked for a human")
+    make_run(beta, RunStatus.HANDED_OFF, wait_reason="asked for a human")  # not a failure
+    make_run(beta, RunStatus.HANDED_OFF, error_class="limit", wait_reason="max_steps reached")
     make_run(beta, RunStatus.SUCCEEDED)
     builder = TraceBuilder(datetime.now(UTC), "alpha", trace_id=timeouts[0].pk)
     builder.model("gpt-x", at_ms=0, duration_ms=10, error="timeout")
@@ -217,9 +218,10 @@ def test_it_groups_failures_by_error_class_and_agent(client, charlie):
     response = client.get(reverse("observe:failures"))
     groups = [(g.error_class, g.agent, g.status, g.count) for g in response.context["groups"]]
     assert groups[0] == ("timeout", "alpha", "failed", 3)
-    assert set(groups[1:]) == {("bug", "alpha", "failed", 1), ("", "beta", "handed_off", 1)}
+    assert set(groups[1:]) == {("bug", "alpha", "failed", 1), ("limit", "beta", "handed_off", 1)}
     body = response.content.decode()
-    assert "Traceback: KeyError" in body and "asked for a human" in body
+    assert "Traceback: KeyError" in body and "max_steps reached" in body
+    assert "asked for a human" not in body
     assert "model.call" in body  # the failing span of the first timeout run
     assert "Retry from checkpoint" not in body  # viewers cannot retry
     narrowed = client.get(reverse("observe:failures"), {"agent": "beta"})

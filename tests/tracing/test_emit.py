@@ -55,6 +55,19 @@ def test_it_marks_a_failing_span_with_its_class(db):
     )
 
 
+def test_it_ends_a_span_an_interruption_passes_through_as_ok(db):
+    from tracing.failures import Interruption
+
+    class Paused(Interruption):
+        outcome = "wait"
+
+    tracer = Tracer(uuid.uuid4())
+    with pytest.raises(Paused), tracer.span("step"):
+        raise Paused("approval needed")
+    (step,) = tracer.flush_now()
+    assert (step.status, step.error_class, step.attributes) == ("ok", "", {"outcome": "wait"})
+
+
 def test_it_keeps_a_run_status_as_an_attribute(db):
     tracer = Tracer(uuid.uuid4())
     tracer.event("run.status", status="running", step=0)

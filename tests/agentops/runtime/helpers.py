@@ -27,3 +27,16 @@ def span_names(run_id) -> list[str]:
 
 def spans(run_id, name: str) -> list[Span]:
     return list(Span.objects.filter(trace_id=run_id, name=name).order_by("seq"))
+
+
+def wait_for_package(handoff_id, timeout: float = 60.0):
+    """The handoff once its context package (written after the handoff) is there."""
+    from agentops.models import Handoff
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        handoff = Handoff.objects.get(pk=handoff_id)
+        if handoff.summary:
+            return handoff
+        time.sleep(0.05)
+    raise AssertionError(f"handoff {handoff_id} has no context package after {timeout} s")

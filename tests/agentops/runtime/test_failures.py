@@ -6,11 +6,13 @@ import pytest
 from django.utils import timezone
 
 from agentops.models import AgentFallback, Handoff, Message, Role, RunStatus
+from agentops.observe.selectors import failures_grouped
 from agentops.runtime.services import runs_reconcile, session_create, session_post_message
 from agentops.testing.processes import free_port
 from tests.agentops.runtime.helpers import spans, wait_for_run
 from tests.factories import EndpointFactory
 from tools.services import python_tools_sync
+from tracing.models import Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -171,3 +173,18 @@ def test_it_releases_the_worker_for_a_long_backoff_and_resumes(
     run = wait_for_run(run.pk)
     assert run.status == RunStatus.SUCCEEDED and run.jobs_started == 2
     assert attempts(run.pk) == [(1, "rate_limit"), (2, "")]
+
+
+def test_it_traces_a_backoff_wait_as_a_wait_not_an_error(worker, session, devmodel, model_name):
+    devmodel.script(model_name, [{"status": 429, "retry_after": 5}])
+    run = wait_for_run(
+        session_post_message(session=session, content="hi").pk, statuses={RunStatus.WAITING}
+    )
+    errors = [(s.name, s.error_class) for s in Span.objects.filter(trace_id=run.pk, status="error")]
+    assert errors == [("model.call", "rate_limit")]  # the failed attempt, nothing else
+    (step,) = spans(run.pk, "step")
+    assert step.attributes["outcome"] == "wait" and "exception.stacktrace" not in step.attributes
+    (wait,) = spans(run.pk, "run.wait")
+    assert wait.status == "ok" and "rate_limit" in wait.attributes["wait.reason"]
+    assert wait.attributes["wait.wake_at"] == run.wake_at.isoformat()
+    assert not failures_grouped(since=None)

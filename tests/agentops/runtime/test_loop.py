@@ -1,12 +1,16 @@
 """The agent loop end to end: real worker process, real openai client, dev model over HTTP."""
 
 import json
+import random
 
 import pytest
 
 from agentops.models import Handoff, Message, Role, RunStatus, SessionStatus, ToolCall
+from agentops.observe.selectors import failures_grouped
+from agentops.runtime.checkpoint import messages_append
+from agentops.runtime.context import message_tokens
 from agentops.runtime.services import session_create, session_post_message
-from tests.agentops.runtime.helpers import span_names, spans, wait_for_run
+from tests.agentops.runtime.helpers import span_names, spans, wait_for_package, wait_for_run
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,7 +87,8 @@ def test_it_hands_off_when_the_model_asks(worker, session):
     assert run.status == RunStatus.HANDED_OFF
     handoff = Handoff.objects.get(session=session)
     assert "The user asked" in handoff.reason
-    assert handoff.summary.startswith("Summary:")
+    assert run.error_class == "" and not failures_grouped(since=None)  # asked for: no failure
+    assert wait_for_package(handoff.pk).summary.startswith("Summary:")
     session.refresh_from_db()
     assert session.status == SessionStatus.HANDED_OFF
     assert "handoff" in span_names(run.pk)
@@ -105,6 +110,10 @@ def test_it_hands_off_at_max_steps(worker, session):
     run = wait_for_run(run.pk)
     assert run.status == RunStatus.HANDED_OFF
     assert "max_steps" in Handoff.objects.get(session=session).reason
+    assert run.error_class == "limit"
+    assert [(g.error_class, g.status) for g in failures_grouped(since=None)] == [
+        ("limit", "handed_off")
+    ]
 
 
 def test_it_keeps_arguments_json_in_the_stored_assistant_message(worker, session):
@@ -112,3 +121,119 @@ def test_it_keeps_arguments_json_in_the_stored_assistant_message(worker, session
     wait_for_run(run.pk)
     assistant = Message.objects.filter(session=session, role=Role.ASSISTANT).first()
     assert json.loads(assistant.tool_calls[0]["function"]["arguments"]) == {"text": "a"}
+
+
+@pytest.mark.parametrize("counter", ["retries", "fallbacks"])
+def test_it_fences_the_retry_and_fallback_counters(session, devmodel, model_name, counter):
+    """A job whose run was taken over writes nothing more, counters included."""
+    from django.db.models import F
+
+    from agentops.models import AgentFallback, Run
+    from agentops.runtime.checkpoint import messages_append, run_claim
+    from agentops.runtime.errors import LeaseLost
+    from agentops.runtime.loop import Heartbeat, RunDriver
+    from tests.factories import EndpointFactory
+
+    agent = session.agent
+    if counter == "fallbacks":
+        fallback = EndpointFactory(base_url=devmodel.url, default_model=model_name + "-b")
+        AgentFallback.objects.create(agent=agent, position=1, endpoint=fallback)
+        devmodel.script(model_name, [{"status": 400}])
+    else:
+        devmodel.script(model_name, [{"status": 429, "retry_after": 0}])
+    (trigger,) = messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="hi", token_count=5)]
+    )
+    run = Run.objects.create(session=session, agent=agent, trigger=trigger)
+    epoch = run_claim(run_id=run.pk, worker="orphan")
+    driver = RunDriver(
+        Run.objects.select_related("agent__endpoint", "session").get(pk=run.pk),
+        epoch,
+        Heartbeat(run.pk, epoch),
+    )
+    driver.start()
+    Run.objects.filter(pk=run.pk).update(epoch=F("epoch") + 1)  # another worker took it over
+    with pytest.raises(LeaseLost):
+        driver.drive()
+    run.refresh_from_db()
+    assert (run.retries, run.fallbacks) == (0, 0)
+    assert not Message.objects.filter(session=session, role=Role.ASSISTANT).exists()
+
+
+# --- the context window: the current turn always reaches the model verbatim, or the run fails
+
+WORDS = [
+    "order",
+    "refund",
+    "parcel",
+    "invoice",
+    "address",
+    "courier",
+    "delay",
+    "weekend",
+    "tracking",
+    "number",
+]
+
+
+def text_of(chars: int, seed: int) -> str:
+    rng = random.Random(seed)
+    out = f"message {seed}:"
+    while len(out) < chars:
+        out += " " + rng.choice(WORDS)
+    return out[:chars]
+
+
+@pytest.fixture
+def long_session(dev_agent):
+    dev_agent.tools.add(*python_tools_sync())
+    dev_agent.context_token_budget = 2000
+    dev_agent.save()
+    session = session_create(agent=dev_agent, external_user="erin")
+    history = [
+        Message(
+            role=Role.USER if index % 2 == 0 else Role.ASSISTANT,
+            content=text_of(2000, index),
+            token_count=message_tokens(content=text_of(2000, index)),
+        )
+        for index in range(40)
+    ]
+    messages_append(session_id=session.pk, messages=history)
+    return session
+
+
+def chat_requests(devmodel, model_name) -> list[list[list[str]]]:
+    return [
+        r["transcript"]
+        for r in devmodel.requests(model_name)
+        if not r["transcript"][0][1].startswith("Summarize")
+    ]
+
+
+def test_it_always_shows_the_model_the_latest_user_message(
+    worker, long_session, devmodel, model_name
+):
+    """Turn after turn, with the summary and the tools taking most of the budget."""
+    session = long_session
+    devmodel.script(model_name)
+    for turn in range(4):
+        question = text_of(2000, 1000 + turn)
+        run = wait_for_run(session_post_message(session=session, content=question).pk)
+        assert run.status == RunStatus.SUCCEEDED, run.error_message
+        answer = Message.objects.get(session=session, run=run, role=Role.ASSISTANT)
+        assert answer.content == f"You said: {question}", f"turn {turn}"
+        assert chat_requests(devmodel, model_name)[-1][-1] == ["user", question]
+        session.refresh_from_db()
+        assert session.summary_upto_seq < run.trigger.seq  # older turns folded, never this one
+
+
+def test_it_fails_with_context_overflow_when_the_turn_alone_does_not_fit(
+    worker, long_session, devmodel, model_name
+):
+    session = long_session
+    devmodel.script(model_name)
+    run = wait_for_run(session_post_message(session=session, content=text_of(12_000, 7)).pk)
+    assert (run.status, run.error_class) == (RunStatus.FAILED, "context_overflow")
+    assert "current turn" in run.error_message and "2000 tokens" in run.error_message
+    assert chat_requests(devmodel, model_name) == []  # no answer to a question it was not shown
+    assert not Message.objects.filter(session=session, run=run, role=Role.ASSISTANT).exists()

@@ -20,6 +20,7 @@ from tests.agentops.runtime.helpers import spans, wait_for_run
 from tests.factories import EndpointFactory
 from tools.models import ToolDefinition
 from tools.services import python_tools_sync, tool_save
+from tracing.models import Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,6 +81,39 @@ def test_it_uses_the_fallback_tool_when_a_tool_fails(worker, agent):
     assert spans(run.pk, "fallback")[0].attributes["to_tool"] == "slow_lookup"
 
 
+def test_it_times_out_a_python_tool_retries_it_then_uses_its_fallback(worker, agent):
+    slow = ToolDefinition.objects.get(name="slow_lookup")
+    backup = tool_save(
+        tool=ToolDefinition(
+            name="backup_lookup",
+            description="The same lookup, with time to spare.",
+            kind="python",
+            python_function="slow_lookup",
+            parameters=slow.parameters,
+            timeout_seconds=10,
+        )
+    )
+    slow.timeout_seconds, slow.retry_max_attempts, slow.retry_base_seconds = 0.5, 2, 0
+    slow.fallback = backup
+    tool_save(tool=slow)
+    session, run = ask(agent, 'call slow_lookup {"label": "order-7", "seconds": 3}')
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert Message.objects.get(session=session, role=Role.TOOL).content == "found order-7"
+    calls = {c.tool_name: c for c in ToolCall.objects.filter(run=run)}
+    assert (calls["slow_lookup"].status, calls["slow_lookup"].error_class) == ("failed", "timeout")
+    assert calls["slow_lookup"].attempts == 2 and calls["backup_lookup"].status == "succeeded"
+    attempts = [
+        (s.attributes["gen_ai.tool.name"], s.attributes["attempt"], s.error_class)
+        for s in spans(run.pk, "tool.call")
+    ]
+    assert attempts == [
+        ("slow_lookup", 1, "timeout"),
+        ("slow_lookup", 2, "timeout"),
+        ("backup_lookup", 1, ""),
+    ]
+
+
 @pytest.mark.parametrize("approve", [True, False])
 def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, approve):
     echo = ToolDefinition.objects.get(name="echo")
@@ -88,6 +122,10 @@ def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, appr
     session, run = ask(agent, 'call echo {"text": "transfer 100 EUR"}')
     run = wait_for_run(run.pk, statuses={RunStatus.WAITING})
     assert run.wait_reason == "approval needed for echo" and run.wake_at is None
+    assert not Span.objects.filter(trace_id=run.pk, status="error").exists()  # a wait, no error
+    (wait,) = spans(run.pk, "run.wait")
+    assert wait.attributes["wait.reason"] == "approval needed for echo"
+    assert wait.attributes["wait.wake_at"] is None
     call = ToolCall.objects.get(run=run, status="awaiting_approval")
     assert call.arguments == {"text": "transfer 100 EUR"}
     toolcall_decide(tool_call=call, approve=approve, actor=bob, note="checked with finance")

@@ -1,0 +1,179 @@
+"""The context package of a handoff: a summary for the operator and a suggested reply.
+
+Both take model calls, and a slow model must not keep the human out: the handoff reaches the
+queue at once (with the last tool calls, read from the database), and this job, enqueued
+when the handoff commits, writes the rest. Until then `Handoff.summary` is empty and the
+pages say the package is being written. The job has its own time limit; whatever happens,
+it leaves a summary (the model's, or a note saying why there is none) and tells the pages.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import django_rq
+from django.db import transaction
+from rq.timeouts import JobTimeoutException
+
+from agentops.models import Handoff, Message, Run
+from agentops.runtime import breaker
+from agentops.runtime.context import to_openai
+from agentops.runtime.model_client import model_complete
+from tracing.emit import Tracer
+from tracing.failures import Failure, FailureClass
+from tracing.live import OPS_GROUP, broadcast
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
+
+PACKAGE_SECONDS = 60  # the package's own time limit; the RQ job gets a little more
+HANDOFF_SUMMARY_PROMPT = (
+    "Summarize this conversation for the human operator who takes it over, in 3 sentences."
+)
+SUGGEST_REPLY_PROMPT = (
+    "Draft a short, friendly reply the human operator could send to the user next."
+)
+
+
+def handoff_package_enqueue(*, handoff_id: int) -> None:
+    """Queue the package job once the handoff is committed."""
+
+    def send() -> None:
+        django_rq.get_queue("runs").enqueue(
+            "agentops.jobs.handoff_package_job",
+            handoff_id,
+            job_timeout=PACKAGE_SECONDS + 30,
+            result_ttl=300,
+            failure_ttl=86400,
+        )
+
+    transaction.on_commit(send)
+
+
+def handoff_package_write(*, handoff_id: int) -> Handoff:
+    """Ask the run's models for the summary and the suggested reply, store them, tell the pages."""
+    handoff = Handoff.objects.select_related("session").get(pk=handoff_id)
+    run = (
+        Run.objects.select_related("agent__endpoint").filter(pk=handoff.run_id).first()
+        if handoff.run_id
+        else None
+    )
+    agent = run.agent if run else handoff.session.agent
+    candidates = [(agent.endpoint, agent.model_name)] + [
+        (f.endpoint, f.model_name) for f in agent.fallbacks.select_related("endpoint")
+    ]
+    tracer = Tracer(
+        run.pk if run else handoff.session_id,
+        session_id=handoff.session_id,
+        agent=agent.slug,
+        secrets_to_redact=[endpoint.api_key for endpoint, _ in candidates],
+    )
+    rows = Message.objects.filter(session_id=handoff.session_id).order_by("-seq")[:30]
+    conversation = [to_openai(m) for m in reversed(rows) if m.content]
+    transcript = "\n".join(f"{m['role']}: {m['content']}" for m in conversation)[-6000:]
+    deadline = time.monotonic() + PACKAGE_SECONDS
+    package: dict[str, str] = {}
+    with tracer.span("handoff.package", handoff_id=handoff.pk) as span:
+        for key, prompt in (
+            ("summary", HANDOFF_SUMMARY_PROMPT),
+            ("suggested_reply", SUGGEST_REPLY_PROMPT),
+        ):
+            try:
+                package[key] = _complete(
+                    tracer, candidates, prompt, transcript, deadline, agent.temperature
+                )
+            except Failure as failure:
+                package[key] = (
+                    f"(No summary: the model failed with {failure.failure_class.value}.)"
+                    if key == "summary"
+                    else ""
+                )
+            except Exception as exc:  # the job's own time limit (RQ), or a bug
+                timed_out = isinstance(exc, JobTimeoutException)
+                if not timed_out:
+                    log.exception("handoff.package_failed", handoff_id=handoff.pk)
+                span.fail(
+                    FailureClass.TIMEOUT if timed_out else FailureClass.BUG,
+                    f"{type(exc).__name__}: {exc}",
+                )
+                package.setdefault(
+                    "summary",
+                    "(No summary: the model took too long.)"
+                    if timed_out
+                    else "(No summary: it could not be written.)",
+                )
+                break
+    with transaction.atomic():
+        Handoff.objects.filter(pk=handoff.pk).update(
+            summary=package["summary"] or "(The model gave an empty summary.)",
+            suggested_reply=package.get("suggested_reply", ""),
+        )
+        tracer.flush()
+    broadcast(
+        OPS_GROUP,
+        {
+            "kind": "handoff.package",
+            "handoff_id": handoff.pk,
+            "session_id": str(handoff.session_id),
+        },
+    )
+    handoff.refresh_from_db()
+    return handoff
+
+
+def _complete(
+    tracer: Tracer,
+    candidates: list[tuple[Any, str]],
+    prompt: str,
+    transcript: str,
+    deadline: float,
+    temperature: float | None,
+) -> str:
+    """One attempt per endpoint, in the agent's order, while time is left."""
+    messages = [
+        {"role": "system", "content": prompt},
+        {"role": "user", "content": transcript or "(empty)"},
+    ]
+    last: Failure = Failure(FailureClass.TIMEOUT, "no time left for the context package")
+    for endpoint, model in candidates:
+        if time.monotonic() >= deadline:
+            break
+        if not breaker.breaker_allows(endpoint=endpoint, tracer=tracer):
+            last = Failure(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
+            continue
+        try:
+            with tracer.span(
+                "model.call",
+                **{
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": model,
+                    "server.address": endpoint.base_url,
+                    "endpoint": endpoint.name,
+                    "attempt": 1,
+                    "purpose": "handoff",
+                    "messages": len(messages),
+                },
+            ) as span:
+                reply = model_complete(
+                    endpoint=endpoint,
+                    model=model,
+                    messages=messages,
+                    tools=[],
+                    temperature=temperature,
+                )
+                span.set(
+                    **{
+                        "gen_ai.response.model": reply.model,
+                        "gen_ai.usage.input_tokens": reply.input_tokens,
+                        "gen_ai.usage.output_tokens": reply.output_tokens,
+                    }
+                )
+        except Failure as failure:
+            breaker.breaker_record_failure(endpoint=endpoint, failure=failure, tracer=tracer)
+            last = failure
+            continue
+        breaker.breaker_record_success(endpoint=endpoint, tracer=tracer)
+        return reply.content.strip()
+    raise last
