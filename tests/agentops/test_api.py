@@ -153,3 +153,20 @@ def test_it_publishes_an_openapi_schema(client, db):
     schema = client.get("/api/openapi.json").json()
     assert "/api/sessions/{session_id}/messages" in schema["paths"]
     assert UserFactory  # the factory module is importable for API clients' fixtures
+
+
+def test_it_shows_a_runs_traceback_to_operators_only(client, alice, bob, charlie):
+    session = SessionFactory()
+    run = Run.objects.create(
+        session=session,
+        agent=session.agent,
+        status=RunStatus.FAILED,
+        error_class="bug",
+        error_message="KeyError: 'sku'",
+        error_traceback='Traceback (most recent call last):\n  File "/srv/agentops/x.py"',
+    )
+    for user, shown in ((charlie, False), (bob, True), (alice, True)):
+        key = api_key_create(user=user, name="t")[1]
+        error = client.get(f"/api/runs/{run.pk}", **auth(key)).json()["error"]
+        assert (error["class"], error["message"]) == ("bug", "KeyError: 'sku'")
+        assert error["traceback"] == (run.error_traceback if shown else None), user.username
