@@ -307,7 +307,8 @@ def session_out(session: Session) -> dict[str, Any]:
     }
 
 
-def run_out(run: Run) -> dict[str, Any]:
+def run_out(run: Run, *, with_traceback: bool = True) -> dict[str, Any]:
+    """`with_traceback` False (viewers) leaves the error's traceback out: it is for operators."""
     return {
         "id": str(run.pk),
         "session": str(run.session_id),
@@ -329,7 +330,7 @@ def run_out(run: Run) -> dict[str, Any]:
         "error": {
             "class": run.error_class,
             "message": run.error_message,
-            "traceback": run.error_traceback,
+            "traceback": run.error_traceback if with_traceback else None,
         }
         if run.error_class
         else None,
@@ -407,7 +408,8 @@ def list_messages(
 )
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
-    return run_out(get_object_or_404(Run.objects.select_related("agent"), pk=run_id))
+    run = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
+    return run_out(run, with_traceback=has_role(request.user, "operator"))
 
 
 @api.get(

@@ -9,6 +9,7 @@ class AgentOpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import agentops.signals  # noqa: F401  (login lockouts into the audit log)
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
         from agentops.runtime.retention import toolcalls_purge

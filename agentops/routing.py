@@ -1,8 +1,9 @@
 """WebSocket routes of the whole deployment (each app keeps its own consumers)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from agentops.consumers import SessionConsumer
+from agentops.websocket import NotFoundConsumer
 
 websocket_urlpatterns: list = [
     path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi()),
@@ -11,3 +12,4 @@ websocket_urlpatterns: list = [
 from agentops.observe.routing import websocket_urlpatterns as _observe_routes  # noqa: E402
 
 websocket_urlpatterns += _observe_routes
+websocket_urlpatterns.append(re_path(r"", NotFoundConsumer.as_asgi()))

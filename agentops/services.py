@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from agentops.models import AuditEntry, ModelEndpoint
 
@@ -54,3 +55,41 @@ def audit_record(
         target=target[:200],
         detail=detail,
     )
+
+
+def user_role_set(*, user: Any, role: str, actor: Any) -> None:
+    """Give `user` exactly one role ("" for none): the role groups it held are replaced.
+
+    Holding several role groups (possible in the Django admin) means the highest one, so a
+    single picker is the safe way to change a role."""
+    from agentops.auth import ROLES, user_role
+
+    if role not in ("", *ROLES):
+        raise ValueError(f"role: choose one of {', '.join(ROLES)} or none, not {role!r}")
+    if user.is_superuser:
+        raise ValueError("role: a superuser is always an admin; change it in the Django admin")
+    if actor is not None and user.pk == actor.pk:
+        raise ValueError("role: you cannot change your own role; ask another admin")
+    previous = user_role(user) or ""
+    with transaction.atomic():
+        user.groups.remove(*Group.objects.filter(name__in=ROLE_GROUPS))
+        if role:
+            user.groups.add(Group.objects.get_or_create(name=role)[0])
+        if role != previous:
+            audit_record(
+                actor=actor,
+                action="user.role_set",
+                target=user.get_username(),
+                role=role or "none",
+                previous=previous or "none",
+            )
+    user.__dict__.pop("_agentops_role", None)
+
+
+def user_create(*, form: Any, role: str, actor: Any) -> Any:
+    """Create a user from a valid UserCreationForm, with one role."""
+    with transaction.atomic():
+        user = form.save()
+        audit_record(actor=actor, action="user.created", target=user.get_username())
+        user_role_set(user=user, role=role, actor=actor)
+    return user

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from tools.egress import Resolver
 from tools.models import Credential, CredentialKind
+from tracing.egress import Resolver
 
 DEFAULT_API_KEY_HEADER = "X-API-Key"
 

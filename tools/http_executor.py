@@ -19,7 +19,6 @@ from tools.credentials import (
     credential_header_names,
     credential_secret_values,
 )
-from tools.egress import Resolver
 from tools.models import CredentialKind, ToolDefinition
 from tools.templating import (
     TemplateError,
@@ -33,6 +32,7 @@ from tools.templating import (
     render_url_encoded,
 )
 from tools.transport import Redactor, failure_for_status, http_send
+from tracing.egress import Resolver
 from tracing.failures import Failure, FailureClass
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")

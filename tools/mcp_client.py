@@ -24,9 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CONNECTION_CLOSED
 
 from tools.credentials import credential_auth_headers, credential_secret_values
-from tools.egress import Resolver, guarded_async_client
 from tools.models import CredentialKind, McpServer, McpTransport, ToolDefinition
 from tools.transport import Redactor, retry_after_seconds
+from tracing.egress import Resolver, guarded_async_client
 from tracing.failures import Failure, FailureClass
 
 T = TypeVar("T")

@@ -14,7 +14,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from tools.credentials import basic_value, credential_auth_headers, credential_secret_values
-from tools.egress import Resolver
 from tools.models import (
     Credential,
     CredentialKind,
@@ -26,6 +25,7 @@ from tools.models import (
 from tools.registry import registered_tools
 from tools.secrets import SecretUnreadable, rotate_text
 from tools.transport import Redactor, failure_for_status, http_send
+from tracing.egress import Resolver
 from tracing.failures import Failure, FailureClass
 from tracing.logs import get_logger
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from django.utils import timezone
 
-from tools.egress import Resolver, guarded_client
+from tracing.egress import Resolver, guarded_client
 from tracing.emit import REDACTED
 from tracing.failures import Failure, FailureClass
 

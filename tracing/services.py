@@ -20,6 +20,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from tracing import conf, semconv
+from tracing.egress import EgressDenied, guarded_client
 from tracing.live import OPS_GROUP, broadcast
 from tracing.logs import get_logger
 from tracing.metrics import COUNTERS, Totals, hist_new, sums_add
@@ -406,14 +407,16 @@ def alert_event_payload(event: AlertEvent) -> dict[str, Any]:
 
 
 def alert_webhook_send(*, event: AlertEvent, timeout: float = 5.0) -> AlertEvent:
-    """POST the event to the rule's webhook; the answer (or the failure) is kept on the event."""
+    """POST the event to the rule's webhook; the answer (or the failure) is kept on the event.
+
+    Through the egress guard like every outbound request: no private or loopback address
+    unless allowlisted, no proxy from the environment, redirects not followed."""
     try:
-        response = httpx.post(
-            event.rule.webhook_url, json=alert_event_payload(event), timeout=timeout
-        )
+        with guarded_client(timeout=timeout) as client:
+            response = client.post(event.rule.webhook_url, json=alert_event_payload(event))
         event.webhook_status = response.status_code
         event.webhook_error = "" if response.is_success else f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, EgressDenied) as exc:
         event.webhook_error = f"{type(exc).__name__}: {exc}"[:500]
     if event.webhook_error:
         log.error("alert.webhook_failed", rule=event.rule.name, error=event.webhook_error)

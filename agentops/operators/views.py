@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -24,6 +23,18 @@ from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+DRAFTS_KEY = "handoff_drafts"
+
+
+def _draft_set(request: HtmxHttpRequest, handoff_id: int, draft: str | None) -> None:
+    """The operator's draft reply waits in their server-side session, never in a URL
+    (browser history, access logs): it is the customer's conversation."""
+    drafts = dict(request.session.get(DRAFTS_KEY, {}))
+    if draft:
+        drafts[str(handoff_id)] = draft[:32000]
+    else:
+        drafts.pop(str(handoff_id), None)
+    request.session[DRAFTS_KEY] = drafts
 
 
 def _handoff_or_404(handoff_id: int) -> Handoff:
@@ -68,9 +79,7 @@ def claim(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
         messages.error(request, f"Not claimed: {exc}.")
         return redirect("operators:queue")
     url = reverse("operators:handoff", kwargs={"handoff_id": handoff_id})
-    draft = request.POST.get("draft", "")
-    if draft:
-        url += "?" + urlencode({"draft": draft[:4000]})
+    _draft_set(request, handoff_id, request.POST.get("draft", ""))
     if request.htmx:
         return HttpResponse(status=204, headers={"HX-Redirect": url})
     return redirect(url)
@@ -106,7 +115,7 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
         "memories": selectors.user_memories(session=session),
         "mine": mine,
         "operators": selectors.operators_list() if has_role(request.user, "admin") else [],
-        "draft": request.GET.get("draft", handoff.suggested_reply),
+        "draft": request.session.get(DRAFTS_KEY, {}).get(str(handoff.pk), handoff.suggested_reply),
     }
     return render(request, "operators/handoff.html", context)
 
@@ -119,6 +128,7 @@ def reply(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     error = ""
     try:
         services.handoff_reply(handoff=handoff, user=request.user, content=content)
+        _draft_set(request, handoff_id, None)
         content = ""
     except (HandoffConflict, ValueError) as exc:
         error = str(exc)

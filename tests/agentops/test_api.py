@@ -325,3 +325,20 @@ def test_it_never_logs_an_authorization_header_of_another_scheme(client, db, cap
         response = client.get("/api/handoffs", HTTP_AUTHORIZATION=f"Basic {secret}")
     assert response.status_code == 401
     assert secret not in caplog.text
+
+
+def test_it_shows_a_runs_traceback_to_operators_only(client, alice, bob, charlie):
+    session = SessionFactory()
+    run = Run.objects.create(
+        session=session,
+        agent=session.agent,
+        status=RunStatus.FAILED,
+        error_class="bug",
+        error_message="KeyError: 'sku'",
+        error_traceback='Traceback (most recent call last):\n  File "/srv/agentops/x.py"',
+    )
+    for user, shown in ((charlie, False), (bob, True), (alice, True)):
+        key = api_key_create(user=user, name="t")[1]
+        error = client.get(f"/api/runs/{run.pk}", **auth(key)).json()["error"]
+        assert (error["class"], error["message"]) == ("bug", "KeyError: 'sku'")
+        assert error["traceback"] == (run.error_traceback if shown else None), user.username

@@ -41,6 +41,7 @@ def test_it_hands_off_to_an_operator_who_replies_live_and_hands_back(
     draft.fill("Hi, this is Bob from support.")
     card.locator("button[data-claim]").click()
     operator.wait_for_url(re.compile(r".*/operators/handoffs/\d+/.*"))
+    assert operator.url.endswith("/") and "Bob" not in operator.url  # no draft in the URL
     reply = operator.locator("#reply-content")
     expect(reply).to_have_value("Hi, this is Bob from support.")
     expect(operator.locator("[data-convo]")).to_have_attribute("data-connected", "1")

@@ -195,6 +195,22 @@ def test_it_escapes_what_spans_carry(client, charlie):
     assert "&lt;img src=x onerror=alert(1)&gt;" in body
 
 
+def test_it_shows_a_runs_traceback_to_operators_only(client, alice, bob, charlie):
+    run = make_run(
+        status=RunStatus.FAILED,
+        error_class="bug",
+        error_message="KeyError: 'sku'",
+        error_traceback='Traceback (most recent call last):\n  File "/srv/agentops/x.py"',
+    )
+    pages = (reverse("observe:run", args=[run.pk]), reverse("observe:failures"))
+    for user, shown in ((charlie, False), (bob, True), (alice, True)):
+        client.force_login(user)
+        for url in pages:
+            body = client.get(url).content.decode()
+            assert "KeyError: &#x27;sku&#x27;" in body, url  # the class and message: everyone
+            assert ("/srv/agentops/x.py" in body) is shown, (user.username, url)
+
+
 def test_it_groups_failures_by_error_class_and_agent(client, charlie):
     alpha, beta = AgentFactory(slug="alpha"), AgentFactory(slug="beta")
     timeouts = [
@@ -220,7 +236,7 @@ def test_it_groups_failures_by_error_class_and_agent(client, charlie):
     assert groups[0] == ("timeout", "alpha", "failed", 3)
     assert set(groups[1:]) == {("bug", "alpha", "failed", 1), ("limit", "beta", "handed_off", 1)}
     body = response.content.decode()
-    assert "Traceback: KeyError" in body and "max_steps reached" in body
+    assert "max_steps reached" in body and "Traceback: KeyError" not in body  # a viewer
     assert "asked for a human" not in body
     assert "model.call" in body  # the failing span of the first timeout run
     assert "Retry from checkpoint" not in body  # viewers cannot retry

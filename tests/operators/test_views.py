@@ -64,18 +64,33 @@ def test_it_refuses_claims_by_viewers(charlie):
 def test_it_claims_then_tells_the_second_operator_who_won(bob):
     handoff = make_handoff()
     dave = UserFactory(username="dave", role="operator")
-    first = client_for(bob).post(
-        f"/operators/handoffs/{handoff.pk}/claim", {"draft": "Hi <b>there</b>"}
-    )
+    bobs = client_for(bob)
+    first = bobs.post(f"/operators/handoffs/{handoff.pk}/claim", {"draft": "Hi <b>there</b>"})
     assert first.status_code == 302
-    assert first["Location"].startswith(f"/operators/handoffs/{handoff.pk}/?draft=")
+    assert first["Location"] == f"/operators/handoffs/{handoff.pk}/"  # no conversation text
     second = client_for(dave).post(
         f"/operators/handoffs/{handoff.pk}/claim", HTTP_HX_REQUEST="true"
     )
     assert second.status_code == 200
     assert "Not claimed: bob claimed it first." in second.content.decode()
-    page = client_for(bob).get(first["Location"]).content.decode()
+    page = bobs.get(first["Location"]).content.decode()
     assert "Hi &lt;b&gt;there&lt;/b&gt;</textarea>" in page
+
+
+def test_it_keeps_the_draft_out_of_urls_until_the_reply_is_sent(bob):
+    handoff = make_handoff()
+    client = client_for(bob)
+    draft = "Your order 4411 ships Monday"
+    claimed = client.post(
+        f"/operators/handoffs/{handoff.pk}/claim", {"draft": draft}, HTTP_HX_REQUEST="true"
+    )
+    assert claimed["HX-Redirect"] == f"/operators/handoffs/{handoff.pk}/"
+    for _ in range(2):  # a reload keeps the draft
+        assert f">{draft}</textarea>" in client.get(claimed["HX-Redirect"]).content.decode()
+    sent = client.post(f"/operators/handoffs/{handoff.pk}/reply", {"content": draft})
+    assert sent["Location"] == f"/operators/handoffs/{handoff.pk}/"
+    page = client.get(sent["Location"]).content.decode()
+    assert f">{draft}</textarea>" not in page and f">{handoff.suggested_reply}</textarea>" in page
 
 
 def test_it_redirects_an_htmx_claim_to_the_claimed_view(bob):

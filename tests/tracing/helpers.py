@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -167,3 +168,16 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def resolver_for(*addresses: str):  # type: ignore[no-untyped-def]
+    """A stand-in for DNS that answers `addresses` for any name and records the names asked."""
+    calls = []
+
+    def resolve(host, port, type=0):  # type: ignore[no-untyped-def]
+        calls.append(host)
+        family = socket.AF_INET6 if ":" in addresses[0] else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port)) for address in addresses]
+
+    resolve.calls = calls  # type: ignore[attr-defined]
+    return resolve

@@ -17,7 +17,8 @@ from tracing.services import alert_value, alerts_evaluate, rollup_metrics
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    settings.TOOL_EGRESS_ALLOWLIST = ["127.0.0.1/32"]  # webhooks go through the egress guard
     server = Receiver()
     yield server
     server.stop()
@@ -102,7 +103,8 @@ def test_it_fires_when_no_runs_happen(db, receiver):
     assert event.webhook_status is None  # no webhook configured
 
 
-def test_it_keeps_the_event_and_the_reason_when_the_webhook_fails(rolled):
+def test_it_keeps_the_event_and_the_reason_when_the_webhook_fails(rolled, settings):
+    settings.TOOL_EGRESS_ALLOWLIST = ["127.0.0.1/32"]
     failing = Receiver(status=500)
     try:
         AlertRule.objects.create(
@@ -119,6 +121,38 @@ def test_it_keeps_the_event_and_the_reason_when_the_webhook_fails(rolled):
     (event,) = alerts_evaluate()
     assert event.webhook_status is None and "ConnectError" in event.webhook_error
     assert AlertEvent.objects.count() == 2
+
+
+def test_it_refuses_a_webhook_to_an_address_outside_the_egress_allowlist(
+    rolled, receiver, settings
+):
+    settings.TOOL_EGRESS_ALLOWLIST = []
+    for i, url in enumerate([receiver.url, receiver.url.replace("127.0.0.1", "localhost")]):
+        AlertRule.objects.create(
+            name=f"r{i}", metric="cost", threshold=0.0001, window_minutes=30, webhook_url=url
+        )
+    events = alerts_evaluate()
+    assert len(events) == 2
+    for event in events:
+        assert event.webhook_status is None
+        assert event.webhook_error.startswith("EgressDenied: Refused to connect")
+        assert "a loopback address" in event.webhook_error
+    assert receiver.requests == []
+
+
+def test_it_sends_webhooks_directly_whatever_the_proxy_settings(rolled, receiver, monkeypatch):
+    proxy = Receiver()
+    try:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy.url)
+        AlertRule.objects.create(
+            name="a", metric="cost", threshold=0.0001, window_minutes=30, webhook_url=receiver.url
+        )
+        (event,) = alerts_evaluate()
+    finally:
+        proxy.stop()
+    assert event.webhook_status == 200 and len(receiver.requests) == 1
+    assert proxy.requests == []
 
 
 def test_it_resolves_a_firing_rule_that_was_disabled(rolled):

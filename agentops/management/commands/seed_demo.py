@@ -32,7 +32,7 @@ class Command(BaseCommand):
             user.groups.add(Group.objects.get(name="admin"))
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Created admin user '{username}' with password: {password}  (shown once; change it in Account)"
+                    f"Created admin user '{username}' with password: {password}  (shown once; change it at /account/password/)"
                 )
             )
         else:

@@ -1,4 +1,8 @@
-"""Egress guard: tools reach only public addresses, unless an address is allowlisted.
+"""Egress guard: every outbound request the product makes (tools, OAuth2 token fetches,
+MCP servers, credential tests, alert webhooks) reaches only public addresses, unless an
+address is allowlisted (TOOL_EGRESS_ALLOWLIST), and ignores proxy settings of the
+environment. It lives in `tracing`, the bottom layer, so that `tracing`'s own alert
+webhooks and the `tools` app share the one guard.
 
 The check runs after DNS resolution, inside the HTTP client's network backend, so it
 applies to every connection a request makes (the first one and every redirect hop) and
@@ -31,7 +35,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class EgressDenied(Failure):
-    """A tool tried to reach an address it may not reach. Nothing was sent."""
+    """An outbound request tried to reach an address it may not reach. Nothing was sent."""
 
     def __init__(self, message: str) -> None:
         super().__init__(FailureClass.TOOL_ERROR, message, may_have_reached_server=False)
@@ -54,7 +58,7 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def address_class(ip: IPAddress) -> str | None:
-    """Why tools may not reach this address ("loopback", "private", ...), or None if public."""
+    """Why outbound requests may not reach this address ("loopback", "private", ...), or None if public."""
     embedded = _embedded_ipv4(ip)
     if embedded is not None:
         return address_class(embedded)
@@ -78,7 +82,7 @@ def address_class(ip: IPAddress) -> str | None:
 
 
 def egress_decision(ip: IPAddress) -> str | None:
-    """None when tools may connect to `ip`; otherwise the reason they may not."""
+    """None when outbound requests may connect to `ip`; otherwise the reason they may not."""
     if any(ip in network for network in _allowlist()):
         return None
     embedded = _embedded_ipv4(ip)
@@ -88,7 +92,7 @@ def egress_decision(ip: IPAddress) -> str | None:
 
 
 def egress_resolve(host: str, port: int, *, resolver: Resolver | None = None) -> list[str]:
-    """Resolve `host` and return its addresses, all of which tools may reach.
+    """Resolve `host` and return its addresses, all of which outbound requests may reach.
 
     Raises EgressDenied when the host does not resolve or when any of its addresses is
     refused: a name that also points somewhere internal is not trusted at all.
@@ -117,7 +121,7 @@ def egress_resolve(host: str, port: int, *, resolver: Resolver | None = None) ->
         if reason is not None:
             shown = host if literal is not None else f"{host} ({ip})"
             raise EgressDenied(
-                f"Refused to connect to {shown}: a {reason} address, which tools may not reach "
+                f"Refused to connect to {shown}: a {reason} address, which AgentOps may not reach "
                 "(an admin can allow it with TOOL_EGRESS_ALLOWLIST)."
             )
     return [str(ip) for ip in addresses]
@@ -154,7 +158,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         raise last
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        raise EgressDenied("Tools may not connect to Unix sockets.")
+        raise EgressDenied("Outbound requests may not connect to Unix sockets.")
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -196,7 +200,7 @@ class AsyncGuardedBackend(httpcore2.AsyncNetworkBackend):
         raise last
 
     async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
-        raise EgressDenied("Tools may not connect to Unix sockets.")
+        raise EgressDenied("Outbound requests may not connect to Unix sockets.")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -222,7 +226,7 @@ class AsyncGuardedTransport(httpx2.AsyncHTTPTransport):
 
 
 def guarded_client(*, timeout: float, resolver: Resolver | None = None) -> httpx.Client:
-    """An httpx client for tool traffic: egress-guarded, no proxies from the environment,
+    """An httpx client for outbound traffic: egress-guarded, no proxies from the environment,
     redirects not followed (the caller follows them, so each hop is checked)."""
     return httpx.Client(
         transport=GuardedTransport(resolver),

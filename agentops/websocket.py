@@ -1,0 +1,75 @@
+"""The WebSocket front door: only the site's own pages may open a stream, and a path that
+matches no route is refused rather than crashing the handshake."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.security.websocket import OriginValidator, WebsocketDenier
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin1").strip()
+    return ""
+
+
+def _is_secure(scope: dict[str, Any]) -> bool:
+    """Like Django's `HttpRequest.is_secure()`: the proxy's header when one is configured."""
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        header, secure_value = proxy_header
+        name = header.removeprefix("HTTP_").lower().replace("_", "-").encode()
+        value = _header(scope, name)
+        if value:
+            return value.split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme") in ("wss", "https")
+
+
+def site_origin(scope: dict[str, Any]) -> str | None:
+    """`scheme://host[:port]` of this connection, when its Host is one of ALLOWED_HOSTS."""
+    host = _header(scope, b"host").lower()
+    domain, _port = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    if not domain or not validate_host(domain, allowed):
+        return None
+    return f"{'https' if _is_secure(scope) else 'http'}://{host}"
+
+
+class SiteOriginValidator(OriginValidator):
+    """Accept a handshake only when its Origin is the site's own origin (scheme, host and
+    port of the connection) or one of CSRF_TRUSTED_ORIGINS: the rule Django's CSRF check
+    applies to a form post. Channels' AllowedHostsOriginValidator compares host names only,
+    so a page on another port or scheme of the same host could read the streams."""
+
+    def __init__(self, application: Any) -> None:
+        super().__init__(application, [])
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "websocket" and self.origin_allowed(scope):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
+
+    def origin_allowed(self, scope: dict[str, Any]) -> bool:
+        origin = urlparse(_header(scope, b"origin"))
+        if not origin.scheme or origin.hostname is None:
+            return False
+        own = site_origin(scope)
+        patterns = [own] if own else []
+        # Django writes subdomain wildcards "https://*.example.com"; Channels ".example.com".
+        patterns += [o.replace("://*.", "://.") for o in settings.CSRF_TRUSTED_ORIGINS]
+        return any(self.match_allowed_origin(origin, pattern) for pattern in patterns)
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """The last route: refuse the handshake (HTTP 403) for a path no consumer serves."""
+
+    async def connect(self) -> None:
+        await self.close(code=4404)
