@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if command -v uv >/dev/null; then uv pip install --quiet --python $(BIN)/python -e '.[dev]'; \
-	else $(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'; fi
+	else $(BIN)/pip install -qq --disable-pip-version-check -e '.[dev]'; fi
 	touch $(STAMP)
 
 run: $(STAMP)
