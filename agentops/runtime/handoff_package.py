@@ -19,7 +19,7 @@ from rq.timeouts import JobTimeoutException
 from agentops.models import Handoff, Message, Run
 from agentops.runtime import breaker
 from agentops.runtime.context import to_openai
-from agentops.runtime.model_client import model_complete
+from agentops.runtime.model_client import model_call_attributes, model_complete
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
 from tracing.live import OPS_GROUP, broadcast
@@ -145,16 +145,13 @@ def _complete(
         try:
             with tracer.span(
                 "model.call",
-                **{
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.system": "openai",
-                    "gen_ai.request.model": model,
-                    "server.address": endpoint.base_url,
-                    "endpoint": endpoint.name,
-                    "attempt": 1,
-                    "purpose": "handoff",
-                    "messages": len(messages),
-                },
+                **model_call_attributes(
+                    endpoint=endpoint,
+                    model=model,
+                    attempt=1,
+                    purpose="handoff",
+                    messages=len(messages),
+                ),
             ) as span:
                 reply = model_complete(
                     endpoint=endpoint,

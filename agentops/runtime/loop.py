@@ -55,7 +55,12 @@ from agentops.runtime.context import (
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
 from agentops.runtime.handoff_package import handoff_package_enqueue
-from agentops.runtime.model_client import ModelReply, model_complete, tool_specs
+from agentops.runtime.model_client import (
+    ModelReply,
+    model_call_attributes,
+    model_complete,
+    tool_specs,
+)
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
 from agentops.runtime.tooling import ToolRunner
 from tracing import semconv
@@ -447,16 +452,13 @@ class RunDriver:
             try:
                 with self.tracer.span(
                     "model.call",
-                    **{
-                        "gen_ai.operation.name": "chat",
-                        "gen_ai.system": "openai",
-                        "gen_ai.request.model": model,
-                        "server.address": endpoint.base_url,
-                        "endpoint": endpoint.name,
-                        "attempt": attempt,
-                        "purpose": purpose,
-                        "messages": len(messages),
-                    },
+                    **model_call_attributes(
+                        endpoint=endpoint,
+                        model=model,
+                        attempt=attempt,
+                        purpose=purpose,
+                        messages=len(messages),
+                    ),
                 ) as span:
                     reply = model_complete(
                         endpoint=endpoint,

@@ -74,6 +74,22 @@ class TokenSink:
             self.pending = []
 
 
+def model_call_attributes(
+    *, endpoint: ModelEndpoint, model: str, attempt: int, purpose: str, messages: int
+) -> dict[str, Any]:
+    """The attributes of a `model.call` span (OpenTelemetry GenAI names), wherever it is made."""
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": model,
+        "server.address": endpoint.base_url,
+        "endpoint": endpoint.name,
+        "attempt": attempt,
+        "purpose": purpose,
+        "messages": messages,
+    }
+
+
 def model_complete(
     *,
     endpoint: ModelEndpoint,

@@ -37,31 +37,27 @@ def test_it_starts_fresh_services_in_a_new_folder_and_stops_them(services_folder
     assert embedded.stop_redis() is False
 
 
-def _service_env(folder) -> dict[str, str]:
+def collect_tests(folder) -> None:
+    """A test run (collection only) on the embedded servers of `folder`."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["AGENTOPS_VAR_DIR"] = str(folder)
-    return env
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--collect-only",
+        "-q",
+        "tests/agentops/test_settings.py",
+    ]
+    result = subprocess.run(
+        argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_it_stops_the_services_a_test_run_started(services_folder):
-    folder = services_folder
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "--collect-only",
-                "-q",
-                "tests/agentops/test_settings.py",
-            ],
-            cwd=PROJECT_DIR,
-            env=_service_env(folder),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        collect_tests(services_folder)
         assert (embedded.postgres_dir() / "PG_VERSION").exists()  # it did start them
         assert not embedded.redis_answers(embedded.redis_socket())
         assert not (embedded.postgres_dir() / "postmaster.pid").exists()
@@ -73,22 +69,7 @@ def test_it_leaves_running_the_services_it_found_running(services_folder):
     folder = services_folder
     embedded.start_redis()
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "--collect-only",
-                "-q",
-                "tests/agentops/test_settings.py",
-            ],
-            cwd=PROJECT_DIR,
-            env=_service_env(folder),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        collect_tests(folder)
         assert embedded.redis_answers(embedded.redis_socket())
         assert not (embedded.postgres_dir() / "postmaster.pid").exists()
     finally:
