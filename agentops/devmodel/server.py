@@ -291,12 +291,13 @@ class Handler(BaseHTTPRequestHandler):
             else None
         )
         if inline and not fault:
-            fault = {
+            inline_faults: dict[str, dict[str, Any]] = {
                 "429": {"status": 429, "retry_after": 1},
                 "500": {"status": 500},
                 "slow": {"stream_delay": 0.2},
                 "malformed": {"malformed_tool_json": True},
-            }.get(inline.group(1), {})
+            }
+            fault = inline_faults.get(inline.group(1), {})
         expected_key = script.get("api_key")
         auth = self.headers.get("Authorization", "")
         if expected_key and auth != f"Bearer {expected_key}":
