@@ -214,8 +214,8 @@ class Worker(RQWorker):
 
 # -- many runs at once in one process ----------------------------------------------------------
 
-# When the job this thread performs must be done by (time.monotonic()), None without a limit.
-_job_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+# The time limit of the job this thread performs: (its seconds, when it ends on time.monotonic()).
+_job_deadline: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar(
     "job_deadline", default=None
 )
 
@@ -292,10 +292,12 @@ class SharedHeartbeat:
             members = list(self.held)
         now = time.monotonic()
         for member in members:
-            if member.deadline is not None and now > member.deadline and not member.lost.is_set():
-                run_time_out(
-                    run_id=member.run_id, epoch=member.epoch, seconds=_job_timeout_seconds()
-                )
+            if (
+                member.deadline is not None
+                and now > member.deadline[1]
+                and not member.lost.is_set()
+            ):
+                run_time_out(run_id=member.run_id, epoch=member.epoch, seconds=member.deadline[0])
                 log.warning("run.timed_out", run_id=str(member.run_id), epoch=member.epoch)
                 member.lost.set()
         live = [m for m in members if not m.lost.is_set()]
@@ -303,10 +305,6 @@ class SharedHeartbeat:
         for member in live:
             if (member.run_id, member.epoch) not in held:
                 member.lost.set()
-
-
-def _job_timeout_seconds() -> int:
-    return int(settings.RUN_JOB_TIMEOUT)
 
 
 def database_pool_configure() -> None:
@@ -396,7 +394,7 @@ class ConcurrentWorker(Worker):
     def perform_in_thread(self, job: Any, queue: Any, execution: Any) -> None:
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         if timeout and timeout > 0:
-            _job_deadline.set(time.monotonic() + timeout)
+            _job_deadline.set((timeout, time.monotonic() + timeout))
         try:
             BaseWorker.perform_job(self, job, queue, execution)
         except BaseException:  # never let one job take the process down

@@ -74,10 +74,10 @@ def runs_heartbeat(*, held: list[tuple[Any, int]]) -> set[tuple[Any, int]]:
         return {(row[0], row[1]) for row in cursor.fetchall()}
 
 
-def run_time_out(*, run_id: Any, epoch: int, seconds: int) -> bool:
+def run_time_out(*, run_id: Any, epoch: int, seconds: float) -> bool:
     """End a run that went over its job's time limit as failed (fenced: False if it was no
     longer held). Its job, if still busy, stops at its next write."""
-    message = f"the run went over its job's time limit of {seconds} s (RUN_JOB_TIMEOUT)"
+    message = f"the run went over its job's time limit of {seconds:g} s (RUN_JOB_TIMEOUT)"
     try:
         with transaction.atomic():
             fenced_update(

@@ -137,7 +137,16 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = False) -> Proc:
+CONCURRENT_WORKER = "agentops.worker.ConcurrentWorker"
+
+
+def start_worker(
+    env: dict[str, str],
+    *,
+    name: str = "worker",
+    simple: bool = False,
+    worker_class: str = "agentops.worker.Worker",
+) -> Proc:
     args = [
         PYTHON,
         "manage.py",
@@ -147,7 +156,7 @@ def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = Fa
         "--name",
         f"{name}-{time.time_ns()}",
     ]
-    args += ["--worker-class", "rq.worker.SimpleWorker" if simple else "agentops.worker.Worker"]
+    args += ["--worker-class", "rq.worker.SimpleWorker" if simple else worker_class]
     return Proc(args, env, name)
 
 
