@@ -240,7 +240,7 @@ CHANNEL_LAYERS = {
 
 RUN_JOB_TIMEOUT = envint("RUN_JOB_TIMEOUT", 900, minimum=10)
 # Runs one agentops.worker.ConcurrentWorker process drives at once, each in a thread.
-WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 50, minimum=1)
+WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 100, minimum=1)
 # A running run whose heartbeat (every 2 s) is older than this is taken over by the scheduler.
 RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
 # A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.

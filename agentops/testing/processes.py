@@ -137,6 +137,7 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
+FORKING_WORKER = "agentops.worker.Worker"
 CONCURRENT_WORKER = "agentops.worker.ConcurrentWorker"
 
 
@@ -145,7 +146,7 @@ def start_worker(
     *,
     name: str = "worker",
     simple: bool = False,
-    worker_class: str = "agentops.worker.Worker",
+    worker_class: str = FORKING_WORKER,
 ) -> Proc:
     args = [
         PYTHON,

@@ -19,6 +19,8 @@ from agentops.testing.processes import (
     CONCURRENT_WORKER,
     Proc,
     child_env,
+    postgres_end_backends,
+    postgres_full,
     start_scheduler,
     start_worker,
 )
@@ -90,6 +92,30 @@ def test_it_outlives_a_job_that_crashes(concurrent_worker, agent):
     assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.FAILED
     assert concurrent_worker.alive()
+
+
+def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(concurrent_worker, agent):
+    session = session_create(agent=agent, external_user="gina")
+    queue = django_rq.get_queue("runs")
+    postgres_end_backends()  # the pool's connections are gone
+    with postgres_full():
+        run = session_post_message(session=session, content="hello")
+        run.refresh_from_db()
+        job = Job.fetch(run.job_id, connection=queue.connection)
+        deadline = time.monotonic() + 40
+        while (
+            concurrent_worker.alive()
+            and job.get_status(refresh=True) != JobStatus.FAILED
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)  # the worker took the job and could not get a connection
+        assert job.get_status() == JobStatus.FAILED
+    assert concurrent_worker.alive(), concurrent_worker.output()[-2000:]
+    scheduler = start_scheduler(child_env(RUN_LOST_JOB_SECONDS="2"))
+    try:
+        assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED  # re-enqueued, then run
+    finally:
+        scheduler.stop()
 
 
 def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, agent):
