@@ -25,6 +25,7 @@ import contextvars
 import gc
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -352,6 +353,8 @@ class ConcurrentWorker(Worker):
         self.heartbeats = SharedHeartbeat()
         self.cold = False
         self.finite = False
+        self.heartbeats_maintained_at = 0.0
+        self.beat_at = 0.0
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         from agentops.runtime import loop
@@ -359,6 +362,9 @@ class ConcurrentWorker(Worker):
         self.finite = any(kwargs.get(name) for name in ("burst", "max_jobs", "max_idle_time"))
         database_pool_configure()
         loop.heartbeat_start = self.heartbeats.join
+        # The thread that dequeues waits for the GIL after each Redis round trip; with many
+        # runs busy, the default 5 ms switch interval made starting 100 runs take seconds.
+        sys.setswitchinterval(0.001)
         return super().work(*args, **kwargs)
 
     def dequeue_job_and_maintain_ttl(
@@ -366,7 +372,8 @@ class ConcurrentWorker(Worker):
     ) -> tuple[Job, Queue] | None:
         """Dequeue only when a slot is free; the RQ heartbeats of running jobs are kept up
         while waiting (RQ's dequeue blocks at most `dequeue_timeout`, HEARTBEAT_SECONDS)."""
-        self.maintain_running_heartbeats()
+        if time.monotonic() - self.heartbeats_maintained_at > self.job_monitoring_interval / 2:
+            self.maintain_running_heartbeats()
         with self.slots:
             while len(self.running) >= self.concurrency:
                 if self._stop_requested:
@@ -378,6 +385,7 @@ class ConcurrentWorker(Worker):
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def maintain_running_heartbeats(self) -> None:
+        self.heartbeats_maintained_at = time.monotonic()
         for job, execution, _ in list(self.running.values()):
             self.maintain_heartbeats(job, execution)
 
@@ -409,6 +417,16 @@ class ConcurrentWorker(Worker):
             if not self.running:
                 with contextlib.suppress(RedisError):
                     self.set_state("idle")
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ beats twice per job dequeued, three round trips each; with many runs starting at
+        # once, once a second is plenty (its TTL is minutes) and keeps the dequeue loop quick.
+        if timeout is None and pipeline is None:
+            now = time.monotonic()
+            if now - self.beat_at < 1.0:
+                return
+            self.beat_at = now
+        super().heartbeat(timeout, pipeline)
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         # RQ marks the worker idle whenever it listens; it is busy while a run is in flight.

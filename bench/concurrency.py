@@ -42,6 +42,7 @@ class RssSampler(threading.Thread):
         self.pids = pids
         self.peak: dict[int, int] = dict.fromkeys(pids, 0)
         self.peak_total = 0
+        self.cpu: dict[int, float] = dict.fromkeys(pids, 0.0)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -53,11 +54,14 @@ class RssSampler(threading.Thread):
                 try:
                     process = psutil.Process(pid)
                     rss = process.memory_info().rss
+                    times = process.cpu_times()
+                    cpu = times.user + times.system + times.children_user + times.children_system
                     for child in process.children(recursive=True):
                         rss += child.memory_info().rss
                 except psutil.NoSuchProcess:
                     continue
                 self.peak[pid] = max(self.peak[pid], rss)
+                self.cpu[pid] = cpu
                 total += rss
             self.peak_total = max(self.peak_total, total)
 
@@ -66,6 +70,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="10 conversations only")
     parser.add_argument("--large", action="store_true", help="also 1,000 runs, 10 s latency")
+    parser.add_argument(
+        "--only", type=int, default=0, help="just N conversations on concurrent workers"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes for --only")
     args = parser.parse_args()
     django_setup()
     import django_rq
@@ -197,6 +205,7 @@ def main() -> int:
             **figures(ids),
             "peak_rss_mb_per_worker_process": [round(sampler.peak[p.pid] / 2**20) for p in procs],
             "peak_rss_mb_total": round(sampler.peak_total / 2**20),
+            "worker_cpu_s": round(sum(sampler.cpu.values()), 1),
         }
         if trickle_ids:
             result["trickle"] = figures(trickle_ids)
@@ -204,8 +213,19 @@ def main() -> int:
 
     results: list[dict[str, Any]] = []
     try:
-        results.append(scenario(conversations=10, latency=2, worker_class=FORKING))
-        results.append(scenario(conversations=10, latency=2, worker_class=CONCURRENT))
+        if args.only:
+            results.append(
+                scenario(
+                    conversations=args.only,
+                    latency=2,
+                    worker_class=CONCURRENT,
+                    workers=args.workers,
+                )
+            )
+            args.quick, args.large = True, False
+        else:
+            results.append(scenario(conversations=10, latency=2, worker_class=FORKING))
+            results.append(scenario(conversations=10, latency=2, worker_class=CONCURRENT))
         if not args.quick:
             results.append(scenario(conversations=100, latency=2, worker_class=CONCURRENT))
             baseline = scenario(conversations=0, latency=2, worker_class=CONCURRENT, trickle=10)
