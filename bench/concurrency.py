@@ -5,7 +5,8 @@ Each scenario posts N conversations at the same moment (one message each, one mo
 each) to fresh worker processes, against the development model server in its own process
 with a fixed latency. Reported per scenario: time to done (run created → finished) p50,
 p95, max; queue-to-start p95 (enqueued → claimed by a worker); runs/s; peak RSS per worker
-process (its work horses included) and in total; and, for the flood scenario, the time to
+process (its work horses included), of the scheduler and in total (the web server is not
+started: runs are posted through the service layer); and, for the flood scenario, the time to
 done of a trickle of runs from a second agent posted while the first floods the queue.
 
 Usage: `python bench/concurrency.py [--quick] [--large]` (own data folder var/bench).
@@ -82,7 +83,14 @@ def main() -> int:
 
     from agentops.models import FINISHED_RUN_STATUSES, Run
     from agentops.runtime.services import session_create, session_post_message
-    from agentops.testing.processes import Proc, child_env, free_port, start_worker, wait_http
+    from agentops.testing.processes import (
+        Proc,
+        child_env,
+        free_port,
+        start_scheduler,
+        start_worker,
+        wait_http,
+    )
     from tests.factories import AgentFactory, EndpointFactory
 
     port = free_port()
@@ -108,7 +116,9 @@ def main() -> int:
     def agent_for(latency: float) -> Any:
         model = f"bench-{uuid.uuid4().hex[:8]}"
         script(model, latency)
-        endpoint = EndpointFactory(name=model, base_url=base_url, default_model=model)
+        endpoint = EndpointFactory(
+            name=model, base_url=base_url, default_model=model, timeout_seconds=60
+        )
         return AgentFactory(slug=model, endpoint=endpoint, memory_enabled=False)
 
     def wait_workers(count: int) -> None:
@@ -167,8 +177,9 @@ def main() -> int:
             start_worker(env, name=f"bench-conc-{i}", worker_class=worker_class)
             for i in range(workers)
         ]
+        scheduler = start_scheduler(env)  # wakes runs that wait (a retry, a breaker)
         wait_workers(workers)
-        sampler = RssSampler([p.pid for p in procs])
+        sampler = RssSampler([p.pid for p in procs] + [scheduler.pid])
         sampler.start()
         trickle_ids: list[Any] = []
         try:
@@ -191,7 +202,7 @@ def main() -> int:
         finally:
             sampler.stopped.set()
             sampler.join()
-            for proc in procs:
+            for proc in [*procs, scheduler]:
                 proc.stop(timeout=30)
         result: dict[str, Any] = {
             "conversations": conversations,
@@ -204,11 +215,13 @@ def main() -> int:
             "posted_in_s": round(posted, 2),
             **figures(ids),
             "peak_rss_mb_per_worker_process": [round(sampler.peak[p.pid] / 2**20) for p in procs],
+            "peak_rss_mb_scheduler": round(sampler.peak[scheduler.pid] / 2**20),
             "peak_rss_mb_total": round(sampler.peak_total / 2**20),
             "worker_cpu_s": round(sum(sampler.cpu.values()), 1),
         }
         if trickle_ids:
             result["trickle"] = figures(trickle_ids)
+        print(json.dumps(result, default=str), file=sys.stderr, flush=True)
         return result
 
     results: list[dict[str, Any]] = []
@@ -224,14 +237,23 @@ def main() -> int:
             )
             args.quick, args.large = True, False
         else:
+            # `make run` before: one forking worker; now: WORKER_PROCESSES (2) concurrent ones.
             results.append(scenario(conversations=10, latency=2, worker_class=FORKING))
-            results.append(scenario(conversations=10, latency=2, worker_class=CONCURRENT))
-        if not args.quick:
-            results.append(scenario(conversations=100, latency=2, worker_class=CONCURRENT))
-            baseline = scenario(conversations=0, latency=2, worker_class=CONCURRENT, trickle=10)
-            results.append(baseline)
             results.append(
-                scenario(conversations=300, latency=2, worker_class=CONCURRENT, trickle=10)
+                scenario(conversations=10, latency=2, worker_class=CONCURRENT, workers=2)
+            )
+        if not args.quick:
+            for workers in (1, 2):
+                results.append(
+                    scenario(conversations=100, latency=2, worker_class=CONCURRENT, workers=workers)
+                )
+            results.append(
+                scenario(conversations=0, latency=2, worker_class=CONCURRENT, workers=2, trickle=10)
+            )
+            results.append(
+                scenario(
+                    conversations=400, latency=2, worker_class=CONCURRENT, workers=2, trickle=10
+                )
             )
         if args.large:
             results.append(
