@@ -147,13 +147,13 @@ def start_worker(
     name: str = "worker",
     simple: bool = False,
     worker_class: str = FORKING_WORKER,
+    queues: tuple[str, ...] = ("maintenance", "runs"),
 ) -> Proc:
     args = [
         PYTHON,
         "manage.py",
         "rqworker",
-        "maintenance",
-        "runs",
+        *queues,
         "--name",
         f"{name}-{time.time_ns()}",
     ]

@@ -1,4 +1,8 @@
-"""The concurrent worker: many runs at once in one process, each in a thread."""
+"""The concurrent worker: many runs at once in one process, each in a thread.
+
+Its runs go through a queue of their own, so that the session's forking worker (the
+`worker` fixture, alive once any test used it) takes none of them; runs the scheduler
+recovers go back to the usual queue."""
 
 from __future__ import annotations
 
@@ -10,10 +14,14 @@ from collections.abc import Iterator
 
 import django_rq
 import pytest
+from django.conf import settings
+from django.utils import timezone
+from rq import Queue
 from rq.job import Job, JobStatus
 
 from agentops.models import Message, Role, Run, RunStatus
-from agentops.runtime.services import run_cancel, session_create, session_post_message
+from agentops.runtime.checkpoint import messages_append
+from agentops.runtime.services import run_cancel, session_create
 from agentops.testing.chaos import ChaosReport, verify
 from agentops.testing.processes import (
     CONCURRENT_WORKER,
@@ -39,20 +47,50 @@ def agent(dev_agent):
     return dev_agent
 
 
+QUEUE = "tests"  # configured when AGENTOPS_TESTING_TOOLS is 1, as in the suite
+
+
+def _start(env: dict[str, str], name: str = "concurrent") -> Proc:
+    return start_worker(env, name=name, worker_class=CONCURRENT_WORKER, queues=(QUEUE,))
+
+
 @pytest.fixture
 def concurrent_worker() -> Iterator[Proc]:
-    proc = start_worker(child_env(WORKER_CONCURRENCY="25"), worker_class=CONCURRENT_WORKER)
+    proc = _start(child_env(WORKER_CONCURRENCY="25"))
     yield proc
     proc.stop()
 
 
-def _post(agent, count: int, content: str) -> list[Run]:
-    return [
-        session_post_message(
-            session=session_create(agent=agent, external_user=f"user-{i}"), content=content
+def _queue() -> Queue:
+    return Queue(QUEUE, connection=django_rq.get_connection("runs"))
+
+
+def _enqueue(run: Run) -> Job:
+    return _queue().enqueue(
+        "agentops.jobs.run_job",
+        str(run.pk),
+        job_id=run.job_id,
+        job_timeout=settings.RUN_JOB_TIMEOUT,
+    )
+
+
+def _post(agent, count: int, content: str, *, enqueue: bool = True) -> list[Run]:
+    """What session_post_message does, with the job on this file's queue."""
+    runs = []
+    for i in range(count):
+        session = session_create(agent=agent, external_user=f"user-{i}")
+        (trigger,) = messages_append(
+            session_id=session.pk, messages=[Message(role=Role.USER, content=content)]
         )
-        for i in range(count)
-    ]
+        run = Run.objects.create(
+            session=session, agent=agent, trigger=trigger, enqueued_at=timezone.now()
+        )
+        run.job_id = f"run-{run.pk}-{time.time_ns()}"
+        Run.objects.filter(pk=run.pk).update(job_id=run.job_id)
+        if enqueue:
+            _enqueue(run)
+        runs.append(run)
+    return runs
 
 
 def _wait_for_side_effects(count: int) -> None:
@@ -86,7 +124,7 @@ def test_it_drives_many_runs_at_once_in_one_process(concurrent_worker, agent, de
 
 
 def test_it_outlives_a_job_that_crashes(concurrent_worker, agent):
-    queue = django_rq.get_queue("runs")
+    queue = _queue()
     job = queue.enqueue("agentops.jobs.run_job", "not-a-run-id")
     (run,) = _post(agent, 1, "hello after the crash")
     assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
@@ -95,13 +133,10 @@ def test_it_outlives_a_job_that_crashes(concurrent_worker, agent):
 
 
 def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(concurrent_worker, agent):
-    session = session_create(agent=agent, external_user="gina")
-    queue = django_rq.get_queue("runs")
+    (run,) = _post(agent, 1, "hello", enqueue=False)
     postgres_end_backends()  # the pool's connections are gone
     with postgres_full():
-        run = session_post_message(session=session, content="hello")
-        run.refresh_from_db()
-        job = Job.fetch(run.job_id, connection=queue.connection)
+        job = _enqueue(run)
         deadline = time.monotonic() + 40
         while (
             concurrent_worker.alive()
@@ -132,7 +167,7 @@ def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, agent):
 def test_it_fails_a_run_that_goes_over_its_time_limit(agent, settings):
     _forget_side_effects()
     settings.RUN_JOB_TIMEOUT = 10  # the job's limit is set where it is enqueued
-    proc = start_worker(child_env(WORKER_CONCURRENCY="4"), worker_class=CONCURRENT_WORKER)
+    proc = _start(child_env(WORKER_CONCURRENCY="4"))
     try:
         (slow,) = _post(agent, 1, 'call slow_lookup {"label": "t", "seconds": 25}')
         _wait_for_side_effects(1)
@@ -156,7 +191,7 @@ def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(agent, devmodel
     _forget_side_effects()
     devmodel.script(model_name, latency=0.5)
     env = child_env(WORKER_CONCURRENCY="25", RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
-    victim = start_worker(env, name="victim", worker_class=CONCURRENT_WORKER)
+    victim = _start(env, name="victim")
     runs = _post(agent, 10, "chain 3 side_effect 1.5") + _post(agent, 10, "chain 3 slow_lookup 1.5")
     ids = [run.pk for run in runs]
     try:
@@ -174,6 +209,7 @@ def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(agent, devmodel
     finally:
         victim.stop()
     epochs = dict(Run.objects.filter(pk__in=ids).values_list("pk", "epoch"))
+    # The scheduler re-enqueues on the usual queue (where the session's worker may take some).
     rescuer = start_worker(env, name="rescuer", worker_class=CONCURRENT_WORKER)
     scheduler = start_scheduler(env)
     try:
@@ -182,7 +218,7 @@ def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(agent, devmodel
         scheduler.stop()
         rescuer.stop()
     assert all(run.epoch > epochs[run.pk] for run in finished)  # every one was taken over
-    assert all(run.worker.endswith(f":{rescuer.pid}") for run in finished)
+    assert not any(run.worker.endswith(f":{victim.pid}") for run in finished)
     report = ChaosReport()
     verify(ids, report)
     assert report.problems == []
