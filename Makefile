@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/step_overhead.py
 	$(BIN)/python bench/trace_ingest.py
 	$(BIN)/python bench/recall.py
+	$(BIN)/python bench/concurrency.py
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py --kills 200

@@ -105,6 +105,15 @@ class Child:
             self.popen.kill()
 
 
+def _worker_processes() -> int:
+    """WORKER_PROCESSES: concurrent worker processes `make run` starts (default 2, one per core
+    on a small machine: one process's runs share one core, see bench/concurrency.py)."""
+    raw = os.environ.get("WORKER_PROCESSES", "2").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"WORKER_PROCESSES must be a whole number, 1 or more, not {raw!r}")
+    return int(raw)
+
+
 def _seed_demo() -> tuple[str, str]:
     """Seed the demo; return the admin user and the password if one was created just now."""
     result = subprocess.run([*MANAGE, "seed_demo"], check=True, capture_output=True, text=True)
@@ -137,6 +146,7 @@ def main() -> int:
     os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("LOG_REQUESTS", "0")
     port = os.environ.get("PORT", "8000")
+    processes = _worker_processes()
     embedded_redis = not os.environ.get("REDIS_URL")
     started_pg = started_redis = False
     try:
@@ -180,7 +190,9 @@ def main() -> int:
         web += ["--port", port, "--log-level", "warning", "--ws", "websockets"]
         children.append(Child("web server", web))
         worker = [*MANAGE, "rqworker", "maintenance", "runs", "-v", "0"]
-        children.append(Child("worker", [*worker, "--worker-class", "agentops.worker.Worker"]))
+        worker += ["--worker-class", "agentops.worker.ConcurrentWorker"]
+        for index in range(processes):
+            children.append(Child("worker" if processes == 1 else f"worker {index + 1}", worker))
         children.append(Child("scheduler", [*MANAGE, "scheduler"]))
         for child in children:
             child.start()

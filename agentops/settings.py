@@ -243,6 +243,8 @@ CHANNEL_LAYERS = {
 }
 
 RUN_JOB_TIMEOUT = envint("RUN_JOB_TIMEOUT", 900, minimum=10)
+# Runs one agentops.worker.ConcurrentWorker process drives at once, each in a thread.
+WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 100, minimum=1)
 # A running run whose heartbeat (every 2 s) is older than this is taken over by the scheduler.
 RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
 # A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.
@@ -251,6 +253,9 @@ RQ_QUEUES = {
     "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
     "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
+if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
+    # A queue only a test's own worker listens on (the suite's shared worker never takes it).
+    RQ_QUEUES["tests"] = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT}
 RQ_SHOW_ADMIN_LINK = True
 
 AUTH_PASSWORD_VALIDATORS = [

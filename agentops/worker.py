@@ -1,4 +1,5 @@
-"""The RQ worker class AgentOps runs (`rqworker --worker-class agentops.worker.Worker`).
+"""The RQ worker classes AgentOps runs (`rqworker --worker-class agentops.worker.Worker`,
+or `agentops.worker.ConcurrentWorker` for many runs at once in one process, at the end).
 
 RQ's forking Worker runs each job in a fresh child (the work horse): a crashing or killed
 run never takes the worker down, and a stuck one can be killed alone. The price is that
@@ -20,17 +21,26 @@ bench/step_overhead.py, two things made that price high, and this class removes 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import json
 import os
+import sys
+import threading
+import time
 from typing import Any
 
 import httpx2
 import openai
 from channels.layers import get_channel_layer
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from psycopg.pq import TransactionStatus
 from redis.exceptions import RedisError
+from rq.job import Job
+from rq.queue import Queue
+from rq.timeouts import BaseDeathPenalty
+from rq.worker import BaseWorker
 from rq.worker import Worker as RQWorker
 
 from agentops.reconnect import redis_wait
@@ -201,3 +211,238 @@ class Worker(RQWorker):
             return super().perform_job(job, queue, execution)
         finally:
             database_return()
+
+
+# -- many runs at once in one process ----------------------------------------------------------
+
+# The time limit of the job this thread performs: (its seconds, when it ends on time.monotonic()).
+_job_deadline: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar(
+    "job_deadline", default=None
+)
+
+
+class RuntimeDeadline(BaseDeathPenalty):
+    """RQ's job timeout is a SIGALRM, which only the main thread can receive, and nothing can
+    stop a thread from outside. A job running in a thread instead gets its deadline through
+    `_job_deadline`; the shared heartbeat fails the run when it passes (see SharedHeartbeat)."""
+
+    def setup_death_penalty(self) -> None:
+        return
+
+    def cancel_death_penalty(self) -> None:
+        return
+
+
+class HeldRun:
+    """One run's place in its process's shared heartbeat (the `RunBeat` the loop checks)."""
+
+    def __init__(self, owner: SharedHeartbeat, run_id: Any, epoch: int) -> None:
+        self.owner = owner
+        self.run_id = run_id
+        self.epoch = epoch
+        self.deadline = _job_deadline.get()
+        self.lost = threading.Event()
+
+    def stop(self) -> None:
+        self.owner.leave(self)
+
+
+class SharedHeartbeat:
+    """One thread per worker process refreshes the heartbeat of every run the process drives,
+    in one UPDATE every HEARTBEAT_SECONDS (agentops.runtime.loop), instead of a thread and a
+    connection per run. A run that is no longer held at its epoch (taken over, cancelled) is
+    told so through `lost` and stops at its next check or write, as with its own heartbeat;
+    a run past its job's deadline is failed here, fenced, and told the same way."""
+
+    def __init__(self) -> None:
+        self.held: set[HeldRun] = set()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def join(self, run_id: Any, epoch: int) -> HeldRun:
+        held = HeldRun(self, run_id, epoch)
+        with self.lock:
+            self.held.add(held)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="heartbeat", daemon=True)
+                self.thread.start()
+        return held
+
+    def leave(self, held: HeldRun) -> None:
+        with self.lock:
+            self.held.discard(held)
+
+    def run(self) -> None:
+        from agentops.runtime.loop import HEARTBEAT_SECONDS
+
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            try:
+                self.beat()
+            except DatabaseError as exc:
+                log.warning("worker.heartbeat_database_error", error=str(exc).strip()[:300])
+            except Exception:
+                log.exception("worker.heartbeat_failed")
+            finally:
+                connection.close()  # back to the pool until the next beat
+
+    def beat(self) -> None:
+        from agentops.runtime.checkpoint import run_time_out, runs_heartbeat
+
+        with self.lock:
+            members = list(self.held)
+        now = time.monotonic()
+        for member in members:
+            if (
+                member.deadline is not None
+                and now > member.deadline[1]
+                and not member.lost.is_set()
+            ):
+                run_time_out(run_id=member.run_id, epoch=member.epoch, seconds=member.deadline[0])
+                log.warning("run.timed_out", run_id=str(member.run_id), epoch=member.epoch)
+                member.lost.set()
+        live = [m for m in members if not m.lost.is_set()]
+        held = runs_heartbeat(held=[(m.run_id, m.epoch) for m in live])
+        for member in live:
+            if (member.run_id, member.epoch) not in held:
+                member.lost.set()
+
+
+def database_pool_configure() -> None:
+    """Give this process a bounded psycopg pool (DB_POOL_SIZE, DB_POOL_TIMEOUT), shared by its
+    job threads: a thread holds a connection only while it reads or writes (the model client
+    gives it back before each call, see model_client.connection_release)."""
+    connections.close_all()
+    database = connections.settings[DEFAULT_DB_ALIAS]
+    database["CONN_MAX_AGE"] = 0
+    database.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": settings.DB_POOL_SIZE,
+        "timeout": settings.DB_POOL_TIMEOUT,
+    }
+
+
+class ConcurrentWorker(Worker):
+    """Drives up to WORKER_CONCURRENCY jobs at once, each in a thread of this process.
+
+    A run spends almost all its time waiting for the model; a thread waits cheaply where a
+    forked process per run costs ~300 MB. Built on RQ's own execution tracking (RQ 3 keeps
+    several executions per worker: `worker.executions`, `get_current_executions()`), so RQ's
+    registries, job statuses and `rqinfo` stay right. What the forking worker gets from a
+    process per job, this one does otherwise:
+
+    - a job that raises is failed by RQ's `perform_job`, in its thread; nothing a job does
+      short of killing the process (a segfault, `os._exit`, running out of memory) ends it;
+    - database connections come from one bounded pool (`database_pool_configure`);
+    - one heartbeat thread for all the process's runs (`SharedHeartbeat`);
+    - job timeouts: the run is failed at its deadline by the heartbeat, since no signal can
+      stop a thread; the thread itself ends at the run's next check (a stuck tool holds its
+      thread, not the run's outcome).
+
+    A SIGKILL takes all its runs down at once; the scheduler finds their heartbeats stale and
+    they resume from their checkpoints elsewhere, like one killed forking worker's run.
+    """
+
+    death_penalty_class = RuntimeDeadline
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.concurrency = int(settings.WORKER_CONCURRENCY)
+        self.running: dict[str, tuple[Job, Any, threading.Thread]] = {}
+        self.slots = threading.Condition()
+        self.heartbeats = SharedHeartbeat()
+        self.cold = False
+        self.finite = False
+        self.heartbeats_maintained_at = 0.0
+        self.beat_at = 0.0
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        from agentops.runtime import loop
+
+        self.finite = any(kwargs.get(name) for name in ("burst", "max_jobs", "max_idle_time"))
+        database_pool_configure()
+        loop.heartbeat_start = self.heartbeats.join
+        # The thread that dequeues waits for the GIL after each Redis round trip; with many
+        # runs busy, the default 5 ms switch interval made starting 100 runs take seconds.
+        sys.setswitchinterval(0.001)
+        return super().work(*args, **kwargs)
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """Dequeue only when a slot is free; the RQ heartbeats of running jobs are kept up
+        while waiting (RQ's dequeue blocks at most `dequeue_timeout`, HEARTBEAT_SECONDS)."""
+        if time.monotonic() - self.heartbeats_maintained_at > self.job_monitoring_interval / 2:
+            self.maintain_running_heartbeats()
+        with self.slots:
+            while len(self.running) >= self.concurrency:
+                if self._stop_requested:
+                    return None
+                self.slots.wait(self.job_monitoring_interval)
+                self.maintain_running_heartbeats()
+        if self._stop_requested:
+            return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def maintain_running_heartbeats(self) -> None:
+        self.heartbeats_maintained_at = time.monotonic()
+        for job, execution, _ in list(self.running.values()):
+            self.maintain_heartbeats(job, execution)
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        execution = self.prepare_execution(job)
+        thread = threading.Thread(
+            target=self.perform_in_thread, args=(job, queue, execution), name=f"job-{job.id}"
+        )
+        thread.daemon = True
+        with self.slots:
+            self.running[execution.id] = (job, execution, thread)
+        thread.start()
+
+    def perform_in_thread(self, job: Any, queue: Any, execution: Any) -> None:
+        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        if timeout and timeout > 0:
+            _job_deadline.set((timeout, time.monotonic() + timeout))
+        try:
+            BaseWorker.perform_job(self, job, queue, execution)
+        except BaseException:  # never let one job take the process down
+            log.exception("worker.job_crashed", job_id=job.id)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()  # back to the pool
+            with self.slots:
+                self.running.pop(execution.id, None)
+                self.executions.pop(execution.id, None)
+                self.slots.notify_all()
+            if not self.running:
+                with contextlib.suppress(RedisError):
+                    self.set_state("idle")
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ beats twice per job dequeued, three round trips each; with many runs starting at
+        # once, once a second is plenty (its TTL is minutes) and keeps the dequeue loop quick.
+        if timeout is None and pipeline is None:
+            now = time.monotonic()
+            if now - self.beat_at < 1.0:
+                return
+            self.beat_at = now
+        super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        # RQ marks the worker idle whenever it listens; it is busy while a run is in flight.
+        super().set_state("busy" if state == "idle" and self.running else state, pipeline)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        self.cold = True
+        super().request_force_stop(signum, frame)
+
+    def teardown(self) -> None:
+        """On a warm shutdown (or at the end of a burst) wait for the runs in flight, keeping
+        their RQ heartbeats up; a cold one (a second SIGTERM) leaves them to be resumed
+        elsewhere. After a Redis outage RQ's loop ends too: the runs go on meanwhile."""
+        while self.running and not self.cold and (self.stopping or self.finite):
+            with self.slots:
+                self.slots.wait(self.job_monitoring_interval)
+            with contextlib.suppress(RedisError):
+                self.maintain_running_heartbeats()
+        super().teardown()

@@ -19,6 +19,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--stale-seconds", default="10")
+    parser.add_argument(
+        "--worker-class",
+        default="agentops.worker.ConcurrentWorker",
+        help="agentops.worker.ConcurrentWorker (make run's) or agentops.worker.Worker (forking)",
+    )
     args = parser.parse_args()
     django_setup()
     import os
@@ -37,8 +42,16 @@ def main() -> int:
     agent = AgentFactory(slug=f"bench-{uuid.uuid4().hex[:8]}", endpoint=endpoint, max_steps=10)
     agent.tools.add(*python_tools_sync())
     env = dict(os.environ, RUN_STALE_SECONDS=args.stale_seconds, RUN_LOST_JOB_SECONDS="15")
-    report = chaos_run(agent=agent, env=env, kills=args.kills, workers=args.workers, timeout=3600)
+    report = chaos_run(
+        agent=agent,
+        env=env,
+        kills=args.kills,
+        workers=args.workers,
+        timeout=3600,
+        worker_class=args.worker_class,
+    )
     figures = report.figures()
+    figures["worker_class"] = args.worker_class
     figures["stale_after_s"] = int(args.stale_seconds)
     print(json.dumps(figures, indent=2))
     devmodel.stop()

@@ -33,7 +33,12 @@ def main() -> int:
     from agentops.runtime.checkpoint import messages_append
     from agentops.runtime.context import message_tokens
     from agentops.runtime.services import session_create, session_post_message
-    from agentops.testing.processes import DevModel, start_worker
+    from agentops.testing.processes import (
+        CONCURRENT_WORKER,
+        FORKING_WORKER,
+        DevModel,
+        start_worker,
+    )
     from tests.factories import AgentFactory, EndpointFactory
     from tools.services import python_tools_sync
     from tracing.models import Span
@@ -127,9 +132,13 @@ def main() -> int:
                     )
         return values
 
-    def scenario(*, long: bool, workers: int, simple: bool, runs: int):
+    def scenario(*, long: bool, workers: int, simple: bool, runs: int, concurrent: bool = False):
         agent = make_agent()
-        procs = [start_worker(env, name="bench", simple=simple) for _ in range(workers)]
+        worker_class = CONCURRENT_WORKER if concurrent else FORKING_WORKER
+        procs = [
+            start_worker(env, name="bench", simple=simple, worker_class=worker_class)
+            for _ in range(workers)
+        ]
         try:
             wait_ready(procs)
             sessions = [long_session(agent)] if long else []
@@ -163,7 +172,11 @@ def main() -> int:
         return {
             "conversation": "2000 messages" if long else "short",
             "workers": workers,
-            "worker_class": "SimpleWorker" if simple else "Worker (forking)",
+            "worker_class": "SimpleWorker"
+            if simple
+            else "ConcurrentWorker (threads)"
+            if concurrent
+            else "Worker (forking)",
             "runs": runs,
             "steps": steps,
             "step_infra_ms_p50": round(statistics.median(infra), 2),
@@ -179,6 +192,8 @@ def main() -> int:
         scenario(long=True, workers=1, simple=True, runs=20),
         scenario(long=False, workers=2, simple=False, runs=60),
         scenario(long=False, workers=2, simple=True, runs=60),
+        scenario(long=False, workers=1, simple=False, runs=40, concurrent=True),
+        scenario(long=True, workers=1, simple=False, runs=20, concurrent=True),
     ]
     devmodel.stop()
     print(

@@ -21,7 +21,13 @@ each request for m pops the next fault: ``{"status": 429, "retry_after": 1}``,
 ``{"delay": seconds}``, ``{"stream_delay": seconds}``, ``{"malformed_tool_json": true}``,
 ``{"unknown_tool": true}``, ``{"drop_connection": true}``, ``{"garbage_stream": true}``. A message containing
 ``[[fault:429]]`` (or 500, slow, malformed) injects one fault by hand.
-``GET /_control/requests?model=m`` lists what the server received.
+``GET /_control/requests?model=m`` lists what the server received, each request with the
+times it started and ended (``at``, ``ended``), so a test can see requests overlap.
+
+Latency: every chat completion waits a fixed time before it answers, like a real model
+thinking: ``--latency SECONDS`` (or ``DEVMODEL_LATENCY_MS``) for all models, ``"latency":
+seconds`` in ``/_control/script`` for one. Requests are served each in a thread of its own,
+so many wait at once.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -41,6 +48,8 @@ from urllib.parse import parse_qs, urlparse
 _lock = threading.Lock()
 _scripts: dict[str, dict[str, Any]] = {}
 _requests: dict[str, list[dict[str, Any]]] = {}
+# Seconds every chat completion waits before answering, unless its model's script says otherwise.
+_latency = {"default": 0.0}
 
 CHAIN_RE = re.compile(r"^chain (\d+) (\w+)(?: ([0-9.]+))?$", re.I)
 CALL_RE = re.compile(r"^\s*call\s+([^\s{]+)\s*(.*)$", re.S | re.I)
@@ -237,11 +246,18 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "Body is not JSON")
             return
         if url.path == "/_control/script":
+            latency = body.get("latency")
+            if latency is not None and (
+                isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+            ):
+                self._error(400, "latency must be a number of seconds, 0 or more", "latency")
+                return
             with _lock:
                 _scripts[body["model"]] = {
                     "faults": list(body.get("faults", [])),
                     "context_limit": body.get("context_limit"),
                     "api_key": body.get("api_key"),
+                    "latency": body.get("latency"),
                 }
                 _requests.pop(body["model"], None)
             self._json(200, {"ok": True})
@@ -272,18 +288,33 @@ class Handler(BaseHTTPRequestHandler):
         model = str(body.get("model", "devmodel"))
         messages = body.get("messages") or []
         tools = body.get("tools") or []
+        record: dict[str, Any] = {
+            "messages": len(messages),
+            "at": time.time(),
+            "ended": None,
+            "last": messages[-1] if messages else None,
+            "transcript": [[m.get("role"), _content_text(m)] for m in messages],
+        }
         with _lock:
             script = _scripts.get(model, {})
             fault = script["faults"].pop(0) if script.get("faults") else {}
-            _requests.setdefault(model, []).append(
-                {
-                    "messages": len(messages),
-                    "fault": fault,
-                    "at": time.time(),
-                    "last": messages[-1] if messages else None,
-                    "transcript": [[m.get("role"), _content_text(m)] for m in messages],
-                }
-            )
+            record["fault"] = fault
+            _requests.setdefault(model, []).append(record)
+        try:
+            self._answer(body, model, messages, tools, script, fault)
+        finally:
+            with _lock:
+                record["ended"] = time.time()
+
+    def _answer(
+        self,
+        body: dict[str, Any],
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        script: dict[str, Any],
+        fault: dict[str, Any],
+    ) -> None:
         user_text = next(
             (_content_text(m) for m in reversed(messages) if m.get("role") == "user"), ""
         )
@@ -293,17 +324,22 @@ class Handler(BaseHTTPRequestHandler):
             else None
         )
         if inline and not fault:
-            fault = {
+            inline_faults: dict[str, dict[str, Any]] = {
                 "429": {"status": 429, "retry_after": 1},
                 "500": {"status": 500},
                 "slow": {"stream_delay": 0.2},
                 "malformed": {"malformed_tool_json": True},
-            }.get(inline.group(1), {})
+            }
+            fault = inline_faults.get(inline.group(1), {})
         expected_key = script.get("api_key")
         auth = self.headers.get("Authorization", "")
         if expected_key and auth != f"Bearer {expected_key}":
             self._error(401, "Incorrect API key provided.", "invalid_api_key")
             return
+        latency = script.get("latency")
+        latency = _latency["default"] if latency is None else float(latency)
+        if latency > 0:
+            time.sleep(latency)
         if fault.get("delay"):
             time.sleep(float(fault["delay"]))
         if fault.get("drop_connection"):
@@ -460,18 +496,46 @@ class Handler(BaseHTTPRequestHandler):
             return
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 makes a burst of connections wait for SYN retries.
+    request_queue_size = 1024
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, *, latency: float | None = None) -> Server:
+    if latency is not None:
+        _latency["default"] = latency
+    return Server((host, port), Handler)
+
+
+def default_latency() -> float:
+    raw = os.environ.get("DEVMODEL_LATENCY_MS", "0").strip() or "0"
+    try:
+        milliseconds = float(raw)
+    except ValueError:
+        raise SystemExit(
+            f"DEVMODEL_LATENCY_MS must be a number of milliseconds, not {raw!r}"
+        ) from None
+    if milliseconds < 0:
+        raise SystemExit(f"DEVMODEL_LATENCY_MS must not be negative, not {raw!r}")
+    return milliseconds / 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="AgentOps development model server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=None,
+        help="seconds every chat completion waits before answering (default: DEVMODEL_LATENCY_MS / 1000)",
+    )
     args = parser.parse_args()
-    server = serve(args.host, args.port)
+    latency = default_latency() if args.latency is None else args.latency
+    if latency < 0:
+        parser.error("--latency must not be negative")
+    server = serve(args.host, args.port, latency=latency)
     print(f"devmodel listening on http://{args.host}:{server.server_address[1]}/v1", flush=True)
     try:
         server.serve_forever()

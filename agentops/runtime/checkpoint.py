@@ -57,6 +57,43 @@ def heartbeat(*, run_id: Any, epoch: int) -> bool:
     )
 
 
+def runs_heartbeat(*, held: list[tuple[Any, int]]) -> set[tuple[Any, int]]:
+    """`heartbeat` for many runs in one statement: returns the (run, epoch) pairs still held."""
+    if not held:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE agentops_run AS r SET heartbeat_at = %s
+              FROM unnest(%s::uuid[], %s::integer[]) AS h(id, epoch)
+             WHERE r.id = h.id AND r.epoch = h.epoch AND r.status = 'running'
+         RETURNING r.id, r.epoch
+            """,
+            [timezone.now(), [run_id for run_id, _ in held], [epoch for _, epoch in held]],
+        )
+        return {(row[0], row[1]) for row in cursor.fetchall()}
+
+
+def run_time_out(*, run_id: Any, epoch: int, seconds: float) -> bool:
+    """End a run that went over its job's time limit as failed (fenced: False if it was no
+    longer held). Its job, if still busy, stops at its next write."""
+    message = f"the run went over its job's time limit of {seconds:g} s (RUN_JOB_TIMEOUT)"
+    try:
+        with transaction.atomic():
+            fenced_update(
+                run_id=run_id,
+                epoch=epoch,
+                status=RunStatus.FAILED,
+                finished_at=timezone.now(),
+                error_class="timeout",
+                error_message=message,
+            )
+            status_broadcast(Run.objects.select_related("agent").get(pk=run_id))
+    except LeaseLost:
+        return False
+    return True
+
+
 def message_event(message: Message) -> dict[str, Any]:
     return {
         "id": message.pk,

@@ -12,8 +12,9 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import (
     DatabaseError,
@@ -103,6 +104,25 @@ class Heartbeat(threading.Thread):
         self.stopped.set()
 
 
+class RunBeat(Protocol):
+    """What a run needs of its heartbeat: `lost` is set once the run was taken over or cancelled."""
+
+    lost: threading.Event
+
+    def stop(self) -> None: ...
+
+
+def heartbeat_thread(run_id: Any, epoch: int) -> RunBeat:
+    beat = Heartbeat(run_id, epoch)
+    beat.start()
+    return beat
+
+
+# How a run's heartbeat starts: a thread of its own, or, in a worker that drives many runs in
+# one process (agentops.worker.ConcurrentWorker), a place in that process's one heartbeat.
+heartbeat_start: Callable[[Any, int], RunBeat] = heartbeat_thread
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -114,8 +134,7 @@ def run_execute(*, run_id: Any, job_id: str = "") -> str:
     if epoch is None:
         return "not-claimed"
     run = Run.objects.select_related("agent__endpoint", "session").get(pk=run_id)
-    beat = Heartbeat(run.pk, epoch)
-    beat.start()
+    beat = heartbeat_start(run.pk, epoch)
     with bind_context(
         trace_id=str(run.pk),
         run_id=str(run.pk),
@@ -164,7 +183,7 @@ def run_execute(*, run_id: Any, job_id: str = "") -> str:
 
 
 class RunDriver:
-    def __init__(self, run: Run, epoch: int, beat: Heartbeat) -> None:
+    def __init__(self, run: Run, epoch: int, beat: RunBeat) -> None:
         self.run = run
         self.agent: Agent = run.agent
         self.session = run.session

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from django.db import connection
 
 from agentops.models import ModelEndpoint
 from agentops.runtime.errors import classify_model_error
@@ -106,10 +107,20 @@ def model_complete(
         request["tools"] = tools
     if temperature is not None:
         request["temperature"] = temperature
+    connection_release()
     try:
         return stream_reply(client_for(endpoint), request, on_text=on_text, should_stop=should_stop)
     except Exception as exc:
         raise classify_model_error(exc) from exc
+
+
+def connection_release() -> None:
+    """A pooled database connection goes back to the pool while this thread waits on the
+    model, so a process driving many runs (agentops.worker.ConcurrentWorker) needs as many
+    connections as runs writing at once, not as runs waiting. An unpooled one (the forking
+    worker's, lent to one run at a time) is kept."""
+    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
+        connection.close()
 
 
 def stream_reply(

@@ -22,10 +22,12 @@ from django.db import close_old_connections
 
 from agentops.models import FINISHED_RUN_STATUSES, Agent, Message, Role, Run, RunStatus, ToolCall
 from agentops.runtime.services import session_create, session_post_message
-from agentops.testing.processes import Proc, start_scheduler, start_worker
+from agentops.testing.processes import FORKING_WORKER, Proc, start_scheduler, start_worker
 from agentops.testing.tools import side_effects_log
 
 KILL_MODES = ("horse", "parent", "group")
+# A worker that drives its runs in threads has no work horse: a kill takes all its runs down.
+THREADED_KILL_MODES = ("parent", "group")
 
 
 @dataclass
@@ -65,8 +67,23 @@ def horse_of(worker: Proc) -> psutil.Process | None:
     return children[0] if children else None
 
 
-def kill(worker: Proc, mode: str) -> int | None:
-    """Kill -9 the job's child ('horse'), the parent worker, or both process groups."""
+def runner_of(worker: Proc, *, threaded: bool) -> int | None:
+    """The pid that drives the worker's runs (written in `Run.worker`), if it drives any."""
+    if not threaded:
+        horse = horse_of(worker)
+        return horse.pid if horse else None
+    running = Run.objects.filter(status=RunStatus.RUNNING, worker__endswith=f":{worker.pid}")
+    return worker.pid if running.exists() else None
+
+
+def kill(worker: Proc, mode: str, *, threaded: bool = False) -> int | None:
+    """Kill -9 the job's child ('horse'), the parent worker, or both process groups. Returns
+    the pid that drove the runs, None when there was nothing to kill."""
+    if threaded:
+        runner = runner_of(worker, threaded=True)
+        if runner is not None:
+            (os.killpg if mode == "group" else os.kill)(worker.pid, signal.SIGKILL)
+        return runner
     horse = horse_of(worker)
     horse_pid = horse.pid if horse else None
     if mode == "horse":
@@ -103,7 +120,9 @@ def chaos_run(
     runs_per_wave: int = 6,
     seed: int = 7,
     timeout: float = 900,
+    worker_class: str = FORKING_WORKER,
 ) -> ChaosReport:
+    threaded = worker_class != FORKING_WORKER
     rng = random.Random(seed)
     report = ChaosReport()
     started = time.monotonic()
@@ -111,16 +130,16 @@ def chaos_run(
     if log_file.exists():
         log_file.unlink()
     scheduler = start_scheduler(env)
-    pool = [start_worker(env, name=f"chaos{i}") for i in range(workers)]
+    pool = [start_worker(env, name=f"chaos{i}", worker_class=worker_class) for i in range(workers)]
     all_runs: list[Any] = start_runs(agent, runs_per_wave, rng, steps)
     pending: dict[Any, tuple[int, float]] = {}  # run id -> (epoch at kill, kill time)
-    modes = list(KILL_MODES)
+    modes = list(THREADED_KILL_MODES if threaded else KILL_MODES)
     try:
         while sum(report.kills.values()) < kills and time.monotonic() - started < timeout:
             time.sleep(rng.uniform(0.4, 1.2))
             close_old_connections()
             watch_recoveries(pending, report)
-            busy = [w for w in pool if w.alive() and horse_of(w) is not None]
+            busy = [w for w in pool if w.alive() and runner_of(w, threaded=threaded) is not None]
             if not busy:
                 if (
                     Run.objects.filter(pk__in=all_runs)
@@ -132,19 +151,19 @@ def chaos_run(
                 continue
             victim = rng.choice(busy)
             mode = modes[sum(report.kills.values()) % len(modes)]
-            horse_pid = kill(victim, mode)
+            horse_pid = kill(victim, mode, threaded=threaded)
             if horse_pid is None:
                 continue
             report.kills[mode] += 1
             killed_at = time.monotonic()
-            if mode != "parent":
+            if mode != "parent" or threaded:
                 for run in Run.objects.filter(
                     status=RunStatus.RUNNING, worker__endswith=f":{horse_pid}"
                 ):
                     pending[run.pk] = (run.epoch, killed_at)
             victim.stop(timeout=2)
             pool.remove(victim)
-            pool.append(start_worker(env, name="chaos"))
+            pool.append(start_worker(env, name="chaos", worker_class=worker_class))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             close_old_connections()

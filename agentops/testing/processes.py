@@ -137,17 +137,27 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(env: dict[str, str], *, name: str = "worker", simple: bool = False) -> Proc:
+FORKING_WORKER = "agentops.worker.Worker"
+CONCURRENT_WORKER = "agentops.worker.ConcurrentWorker"
+
+
+def start_worker(
+    env: dict[str, str],
+    *,
+    name: str = "worker",
+    simple: bool = False,
+    worker_class: str = FORKING_WORKER,
+    queues: tuple[str, ...] = ("maintenance", "runs"),
+) -> Proc:
     args = [
         PYTHON,
         "manage.py",
         "rqworker",
-        "maintenance",
-        "runs",
+        *queues,
         "--name",
         f"{name}-{time.time_ns()}",
     ]
-    args += ["--worker-class", "rq.worker.SimpleWorker" if simple else "agentops.worker.Worker"]
+    args += ["--worker-class", "rq.worker.SimpleWorker" if simple else worker_class]
     return Proc(args, env, name)
 
 

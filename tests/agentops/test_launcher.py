@@ -64,7 +64,9 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
         password = banner.split("password: ", 1)[1].split()[0]
         assert text.count(password) == 1
 
-        worker = wait_until(lambda: child_pids(launcher, "rqworker"), 30, "a worker")
+        worker = wait_until(
+            lambda: len(child_pids(launcher, "ConcurrentWorker")) == 2, 30, "two workers"
+        ) and child_pids(launcher, "rqworker")
         os.kill(next(iter(worker)), signal.SIGKILL)
         wait_until(lambda: child_pids(launcher, "rqworker") - worker, 30, "a worker started again")
 
@@ -97,3 +99,18 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
             launcher.kill()
             launcher.wait()
         embedded.stop_services()
+
+
+def test_it_refuses_a_worker_process_count_that_is_not_a_number(services_folder):
+    env = dict(os.environ) | {"AGENTOPS_VAR_DIR": str(services_folder), "WORKER_PROCESSES": "two"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agentops.launcher"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "WORKER_PROCESSES must be a whole number, 1 or more, not 'two'" in result.stderr
+    assert not (services_folder / "postgres").exists()  # nothing was started

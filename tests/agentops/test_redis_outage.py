@@ -21,6 +21,8 @@ from agentops.models import Run
 from agentops.runtime.services import session_create, session_post_message
 from agentops.testing.chaos import ChaosReport, verify
 from agentops.testing.processes import (
+    CONCURRENT_WORKER,
+    FORKING_WORKER,
     child_env,
     free_port,
     start_scheduler,
@@ -75,15 +77,16 @@ def post_message(base: str, key: str, session_id: str, content: str) -> tuple[in
 
 
 @pytest.mark.timeout(300)
-def test_it_finishes_every_run_when_redis_is_killed_and_restarted(agent, bob):
+@pytest.mark.parametrize("worker_class", [FORKING_WORKER, CONCURRENT_WORKER])
+def test_it_finishes_every_run_when_redis_is_killed_and_restarted(agent, bob, worker_class):
     if side_effects_log().exists():
         side_effects_log().unlink()
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
     port = free_port()
     procs = [
         start_scheduler(env),
-        start_worker(env, name="outage-a"),
-        start_worker(env, name="outage-b"),
+        start_worker(env, name="outage-a", worker_class=worker_class),
+        start_worker(env, name="outage-b", worker_class=worker_class),
         start_web(env, port),
     ]
     key = api_key_create(user=bob, name="outage")[1]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from agentops.testing.chaos import chaos_run
-from agentops.testing.processes import child_env
+from agentops.testing.chaos import KILL_MODES, THREADED_KILL_MODES, chaos_run
+from agentops.testing.processes import CONCURRENT_WORKER, FORKING_WORKER, child_env
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -18,13 +18,27 @@ def chaos_agent(dev_agent):
 
 
 @pytest.mark.timeout(600)
-def test_it_survives_twenty_kills_without_losing_or_repeating_work(chaos_agent):
+@pytest.mark.parametrize(
+    ("worker_class", "modes"),
+    [(FORKING_WORKER, KILL_MODES), (CONCURRENT_WORKER, THREADED_KILL_MODES)],
+)
+def test_it_survives_twenty_kills_without_losing_or_repeating_work(
+    chaos_agent, worker_class, modes
+):
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
-    report = chaos_run(agent=chaos_agent, env=env, kills=21, workers=3, steps=4, timeout=240)
+    report = chaos_run(
+        agent=chaos_agent,
+        env=env,
+        kills=21,
+        workers=3,
+        steps=4,
+        timeout=240,
+        worker_class=worker_class,
+    )
     figures = report.figures()
     print(figures)
     assert figures["kills"] >= 20
-    assert set(report.kills) == {"horse", "parent", "group"}
+    assert set(report.kills) == set(modes)
     assert figures["problems"] == []
     assert figures["non_idempotent_executed_twice"] == 0
     assert figures["completed_calls_executed_again"] == 0
