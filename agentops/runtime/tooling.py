@@ -16,6 +16,7 @@ from agentops.models import Message, Role, ToolCall, ToolCallStatus
 from agentops.runtime.checkpoint import fenced_update
 from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
+from agentops.runtime.model_client import connection_release
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
@@ -353,6 +354,7 @@ class ToolRunner:
                         "idempotency_key": row.idempotency_key,
                     },
                 ) as span:
+                    connection_release()  # a slow tool holds no pooled connection either
                     try:
                         result = tool_execute(tool=tool, arguments=arguments, context=context)
                     except Failure:

@@ -132,7 +132,10 @@ def test_it_outlives_a_job_that_crashes(concurrent_worker, agent):
     assert concurrent_worker.alive()
 
 
-def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(concurrent_worker, agent):
+def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
+    concurrent_worker, agent, worker
+):
+    # The scheduler re-enqueues on the "runs" queue, which the session's worker serves.
     (run,) = _post(agent, 1, "hello", enqueue=False)
     postgres_end_backends()  # the pool's connections are gone
     with postgres_full():
