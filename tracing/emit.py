@@ -248,6 +248,11 @@ class Tracer:
             return self.flush()
 
 
+# A stack trace stays in Postgres and the OTLP export; streams and the API carry none, since
+# they reach viewers (the run's traceback is shown to operators and admins only).
+PRIVATE_ATTRIBUTES = frozenset({"exception.stacktrace"})
+
+
 def span_to_event(span: Span) -> dict[str, Any]:
     return {
         "seq": span.seq,
@@ -260,5 +265,9 @@ def span_to_event(span: Span) -> dict[str, Any]:
         "error_message": span.error_message,
         "start_time": span.start_time.isoformat(),
         "duration_ms": span.duration_ms,
-        "attributes": span.attributes,
+        "attributes": {
+            key: value
+            for key, value in (span.attributes or {}).items()
+            if key not in PRIVATE_ATTRIBUTES
+        },
     }

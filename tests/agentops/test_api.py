@@ -342,3 +342,34 @@ def test_it_shows_a_runs_traceback_to_operators_only(client, alice, bob, charlie
         error = client.get(f"/api/runs/{run.pk}", **auth(key)).json()["error"]
         assert (error["class"], error["message"]) == ("bug", "KeyError: 'sku'")
         assert error["traceback"] == (run.error_traceback if shown else None), user.username
+
+
+def test_it_keeps_span_stack_traces_from_viewers(client, bob, charlie):
+    from django.utils import timezone
+
+    from tracing.models import Span, SpanStatus
+
+    session = SessionFactory()
+    run = Run.objects.create(session=session, agent=session.agent, status=RunStatus.FAILED)
+    stack = 'Traceback (most recent call last):\n  File "/srv/agentops/secret_path.py"'
+    now = timezone.now()
+    Span.objects.create(
+        trace_id=run.pk,
+        seq=1,
+        span_id="00000000000000b1",
+        name="step",
+        status=SpanStatus.ERROR,
+        error_class="bug",
+        error_message="KeyError: 'sku'",
+        start_time=now,
+        end_time=now,
+        attributes={"exception.stacktrace": stack, "step": 1},
+    )
+    trace = client.get(
+        f"/api/runs/{run.pk}/trace", **auth(api_key_create(user=charlie, name="t")[1])
+    )
+    assert trace.json()["spans"][0]["attributes"] == {"step": 1}
+    client.force_login(charlie)
+    assert "secret_path.py" not in client.get(f"/runs/{run.pk}/").content.decode()
+    client.force_login(bob)
+    assert "secret_path.py" in client.get(f"/runs/{run.pk}/").content.decode()
