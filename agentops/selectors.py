@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db.models import Count, Min, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from agentops.auth import ROLES
+from agentops.models import Agent, Run, RunStatus
 
 
 @dataclass
@@ -24,3 +30,66 @@ def users_list() -> list[UserRow]:
         role = "admin" if user.is_superuser else next((r for r in reversed(ROLES) if r in held), "")
         rows.append(UserRow(user=user, role=role, groups=held))
     return rows
+
+
+@dataclass
+class AgentQueue:
+    agent: str  # slug
+    queued: int = 0
+    running: int = 0
+    oldest_wait: timedelta | None = None  # None when nothing is queued
+
+    @property
+    def oldest_wait_ms(self) -> float | None:
+        return None if self.oldest_wait is None else self.oldest_wait.total_seconds() * 1000
+
+
+@dataclass
+class RunQueue:
+    queued: int = 0
+    running: int = 0
+    oldest_wait: timedelta | None = None
+    agents: list[AgentQueue] = field(default_factory=list)  # every agent, by slug
+
+    @property
+    def oldest_wait_ms(self) -> float | None:
+        return None if self.oldest_wait is None else self.oldest_wait.total_seconds() * 1000
+
+    @property
+    def busy_agents(self) -> list[AgentQueue]:
+        return [a for a in self.agents if a.queued or a.running]
+
+
+def run_queue_summary(*, now: datetime | None = None) -> RunQueue:
+    """Queued and running runs, overall and per agent, from Postgres (not from the RQ queue).
+
+    A queued run has waited since its last enqueue (a woken or retried run is enqueued again),
+    or since it was created if its job is not sent yet.
+    """
+    now = now or timezone.now()
+    rows: dict[str, Mapping[str, Any]] = {
+        row["agent__slug"]: row
+        for row in Run.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
+        .values("agent__slug")
+        .annotate(
+            queued=Count("pk", filter=Q(status=RunStatus.QUEUED)),
+            running=Count("pk", filter=Q(status=RunStatus.RUNNING)),
+            since=Min(Coalesce("enqueued_at", "created_at"), filter=Q(status=RunStatus.QUEUED)),
+        )
+    }
+    summary = RunQueue()
+    for slug in Agent.objects.order_by("slug").values_list("slug", flat=True):
+        row = rows.get(slug, {})
+        since = row.get("since")
+        agent = AgentQueue(
+            agent=slug,
+            queued=row.get("queued", 0),
+            running=row.get("running", 0),
+            oldest_wait=max(now - since, timedelta(0)) if since else None,
+        )
+        summary.agents.append(agent)
+        summary.queued += agent.queued
+        summary.running += agent.running
+        if agent.oldest_wait is not None:
+            summary.oldest_wait = max(summary.oldest_wait or timedelta(0), agent.oldest_wait)
+    return summary

@@ -16,7 +16,7 @@ from agentops.auth import api_key_create, role_required
 from agentops.forms import ROLE_CHOICES, RoleForm, UserCreateForm
 from agentops.health import services_status
 from agentops.models import Agent, ApiKey, Run
-from agentops.selectors import users_list
+from agentops.selectors import run_queue_summary, users_list
 from agentops.services import audit_record, user_create, user_role_set
 
 
@@ -26,6 +26,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "agents": Agent.objects.select_related("endpoint").order_by("slug"),
         "runs": Run.objects.select_related("agent", "session").order_by("-created_at")[:10],
         "services": services_status(),
+        "queue": run_queue_summary(),
     }
     return render(request, "agentops/home.html", context)
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from agentops.models import ACTIVE_RUN_STATUSES, Handoff, HandoffStatus, Run
+from agentops.selectors import run_queue_summary
 from tracing.prometheus import RollupCollector
 
 
@@ -27,6 +28,20 @@ class RuntimeCollector:
         for status in ACTIVE_RUN_STATUSES:
             active.add_metric([str(status)], counts.get(status, 0))
         yield active
+        queued = GaugeMetricFamily(
+            "agentops_runs_queued", "Runs queued and not yet picked up.", labels=["agent"]
+        )
+        oldest = GaugeMetricFamily(
+            "agentops_queue_oldest_wait_seconds",
+            "Time the oldest queued run has waited (0 when none is queued).",
+            labels=["agent"],
+        )
+        for row in run_queue_summary().agents:
+            queued.add_metric([row.agent], row.queued)
+            wait = row.oldest_wait.total_seconds() if row.oldest_wait else 0.0
+            oldest.add_metric([row.agent], wait)
+        yield queued
+        yield oldest
         handoffs = GaugeMetricFamily(
             "agentops_handoffs_open",
             "Handoffs waiting for or held by an operator.",

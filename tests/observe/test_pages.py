@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentops.auth import api_key_create
 from agentops.models import Message, Run, RunStatus, ToolCall
@@ -356,6 +357,33 @@ def test_it_exports_rollups_to_prometheus(client, charlie, settings):
     assert 'agentops_run_duration_seconds_bucket{agent="alpha",le="1.024"} 1.0' in text
     _, raw = api_key_create(user=charlie, name="prom")
     assert client.get("/metrics", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+
+
+def test_it_exports_queue_depth_and_oldest_wait_to_prometheus(client, db, settings):
+    settings.METRICS_TOKEN = "s3cret-metrics-token-123"
+    alpha, beta, idle = (AgentFactory(slug=s) for s in ("q-alpha", "q-beta", "q-idle"))
+    enqueued = timezone.now() - timedelta(minutes=10)
+    make_run(alpha, RunStatus.QUEUED, enqueued_at=enqueued)
+    make_run(alpha, RunStatus.QUEUED, enqueued_at=enqueued + timedelta(minutes=9))
+    make_run(alpha, RunStatus.RUNNING, enqueued_at=enqueued - timedelta(hours=1))
+    make_run(beta, RunStatus.QUEUED, enqueued_at=enqueued + timedelta(minutes=5))
+    make_run(idle, RunStatus.WAITING, enqueued_at=enqueued - timedelta(hours=1))
+    before = timezone.now()
+    response = client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics-token-123"})
+    after = timezone.now()
+    assert response.status_code == 200
+    samples = {
+        (s.name, s.labels.get("agent")): s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+    }
+    assert samples[("agentops_runs_queued", "q-alpha")] == 2
+    assert samples[("agentops_runs_queued", "q-beta")] == 1
+    assert samples[("agentops_runs_queued", "q-idle")] == 0
+    oldest = {a: samples[("agentops_queue_oldest_wait_seconds", a)] for a in ("q-alpha", "q-beta")}
+    for agent, since in (("q-alpha", enqueued), ("q-beta", enqueued + timedelta(minutes=5))):
+        assert (before - since).total_seconds() <= oldest[agent] <= (after - since).total_seconds()
+    assert samples[("agentops_queue_oldest_wait_seconds", "q-idle")] == 0
 
 
 def test_it_shows_durations_under_a_minute_in_seconds(client, charlie):
