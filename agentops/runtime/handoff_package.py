@@ -14,6 +14,7 @@ from typing import Any
 
 import django_rq
 from django.db import transaction
+from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from agentops.models import Handoff, Message, Run
@@ -40,13 +41,17 @@ def handoff_package_enqueue(*, handoff_id: int) -> None:
     """Queue the package job once the handoff is committed."""
 
     def send() -> None:
-        django_rq.get_queue("runs").enqueue(
-            "agentops.jobs.handoff_package_job",
-            handoff_id,
-            job_timeout=PACKAGE_SECONDS + 30,
-            result_ttl=300,
-            failure_ttl=86400,
-        )
+        try:
+            django_rq.get_queue("runs").enqueue(
+                "agentops.jobs.handoff_package_job",
+                handoff_id,
+                job_timeout=PACKAGE_SECONDS + 30,
+                result_ttl=300,
+                failure_ttl=86400,
+            )
+        except RedisError as exc:
+            # The handoff itself is committed and in the queue; only its summary is missing.
+            log.warning("handoff.package_not_enqueued", handoff_id=handoff_id, error=str(exc))
 
     transaction.on_commit(send)
 
