@@ -60,7 +60,7 @@ class AgentFallbackInline(admin.TabularInline):
 
 @admin.register(models.Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "endpoint", "model", "max_steps"]
+    list_display = ["slug", "name", "endpoint", "model", "max_steps", "max_concurrent_runs"]
     search_fields = ["slug", "name"]
     filter_horizontal = ["tools"]
     inlines = [AgentFallbackInline]

@@ -6,6 +6,7 @@ from rq import get_current_job
 
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
+from agentops.runtime.services import run_slot_free
 from agentops.runtime.services import runs_reconcile as reconcile
 from tracing import otlp
 
@@ -15,6 +16,7 @@ def run_job(run_id: str) -> str:
     try:
         return run_execute(run_id=run_id, job_id=job.id if job else "")
     finally:
+        run_slot_free(run_id=run_id)
         # A forking worker's horse ends with os._exit, which runs no exit handler.
         otlp.force_flush()
 

@@ -73,6 +73,14 @@ class Agent(models.Model):
     retry_base_seconds = models.FloatField(default=0.5, validators=[MinValueValidator(0)])
     retry_cap_seconds = models.FloatField(default=30, validators=[MinValueValidator(0)])
     handoff_team = models.CharField(max_length=64, blank=True, default="")
+    max_concurrent_runs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Runs of this agent in flight at once (queued for a worker or running); more wait "
+            "their turn. Empty: the AGENT_MAX_CONCURRENT_RUNS setting. 0: no limit."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -245,6 +245,9 @@ CHANNEL_LAYERS = {
 RUN_JOB_TIMEOUT = envint("RUN_JOB_TIMEOUT", 900, minimum=10)
 # Runs one agentops.worker.ConcurrentWorker process drives at once, each in a thread.
 WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 100, minimum=1)
+# Runs of one agent in flight at once unless the agent sets its own limit (0: no limit); the
+# rest wait, held in Postgres, so one agent's flood cannot take every worker slot.
+AGENT_MAX_CONCURRENT_RUNS = envint("AGENT_MAX_CONCURRENT_RUNS", 100, minimum=0)
 # A running run whose heartbeat (every 2 s) is older than this is taken over by the scheduler.
 RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
 # A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.

@@ -12,7 +12,7 @@ from typing import Any
 
 import django_rq
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -47,15 +47,80 @@ class RuntimeConflict(Exception):
 
 
 def run_enqueue(*, run: Run) -> None:
-    """Queue the run's job after the transaction commits (the run must be `queued`)."""
-    job_id = f"run-{run.pk}-{time.time_ns()}"
-    Run.objects.filter(pk=run.pk).update(enqueued_at=timezone.now(), job_id=job_id)
+    """Put the queued run in line for a worker: held in Postgres (queued, no job yet), then
+    sent to RQ by `runs_dispatch` at once if its agent has a free slot, else when one frees."""
+    Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        enqueued_at=timezone.now(), job_id=""
+    )
+    runs_dispatch(agent_id=run.agent_id)
 
+
+def runs_dispatch(*, agent_id: int) -> int:
+    """Send the agent's held runs to RQ, oldest first, while it has fewer than its limit of
+    runs in flight (`Agent.max_concurrent_runs`, else AGENT_MAX_CONCURRENT_RUNS; 0: none).
+
+    The limit is what keeps agents fair: however many runs one agent has waiting, at most its
+    limit stand in the RQ queue or run, so another agent's run lines up behind those, not
+    behind the whole flood. The agent's row lock serialises dispatchers (the web, workers
+    finishing runs, the scheduler); each send is a conditional UPDATE, so a run cancelled
+    meanwhile is skipped. Returns how many runs were sent.
+    """
+    with transaction.atomic():
+        agent = (
+            Agent.objects.select_for_update(no_key=True)
+            .filter(pk=agent_id)
+            .values("max_concurrent_runs")
+            .first()
+        )
+        if agent is None:
+            return 0
+        limit = agent["max_concurrent_runs"]
+        if limit is None:
+            limit = settings.AGENT_MAX_CONCURRENT_RUNS
+        held = Run.objects.filter(agent_id=agent_id, status=RunStatus.QUEUED, job_id="")
+        if limit:
+            in_flight = (
+                Run.objects.filter(
+                    agent_id=agent_id, status__in=(RunStatus.QUEUED, RunStatus.RUNNING)
+                )
+                .exclude(status=RunStatus.QUEUED, job_id="")
+                .count()
+            )
+            free = limit - in_flight
+            if free <= 0:
+                return 0
+            held = held.order_by("enqueued_at", "created_at")[:free]
+        sent = 0
+        for run_id in list(held.values_list("pk", flat=True)):
+            job_id = f"run-{run_id}-{time.time_ns()}"
+            if Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, job_id="").update(
+                job_id=job_id
+            ):
+                _job_send(run_id=run_id, job_id=job_id)
+                sent += 1
+        return sent
+
+
+def run_slot_free(*, run_id: Any) -> None:
+    """A worker is done with the run: if its agent has runs held back, send the next ones.
+    If Postgres is away, the scheduler's sweep sends them once it is back."""
+    try:
+        agent_id = Run.objects.filter(pk=run_id).values_list("agent_id", flat=True).first()
+        if (
+            agent_id
+            and Run.objects.filter(agent_id=agent_id, status=RunStatus.QUEUED, job_id="").exists()
+        ):
+            runs_dispatch(agent_id=agent_id)
+    except DatabaseError as exc:
+        log.warning("run.dispatch_deferred", run_id=str(run_id), error=str(exc))
+
+
+def _job_send(*, run_id: Any, job_id: str) -> None:
     def send() -> None:
         try:
             django_rq.get_queue("runs").enqueue(
                 "agentops.jobs.run_job",
-                str(run.pk),
+                str(run_id),
                 job_id=job_id,
                 job_timeout=settings.RUN_JOB_TIMEOUT,
                 result_ttl=300,
@@ -64,7 +129,7 @@ def run_enqueue(*, run: Run) -> None:
         except RedisError as exc:
             # The run is stored as queued: the scheduler enqueues it again once Redis is back
             # (after RUN_LOST_JOB_SECONDS). The caller sees a delay, not an error.
-            log.warning("run.enqueue_deferred", run_id=str(run.pk), error=str(exc))
+            log.warning("run.enqueue_deferred", run_id=str(run_id), error=str(exc))
 
     transaction.on_commit(send)
 
@@ -240,7 +305,7 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.RUN_STALE_SECONDS)
     lost_job_after = timedelta(seconds=settings.RUN_LOST_JOB_SECONDS)
-    counts = {"woken": 0, "recovered": 0, "requeued": 0}
+    counts = {"woken": 0, "recovered": 0, "requeued": 0, "dispatched": 0}
     for run in Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).only(
         "pk", "session_id"
     ):
@@ -261,11 +326,21 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
                 counts["recovered"] += 1
                 log.warning("run.recovered", run_id=str(run.pk), worker=run.worker)
                 run_enqueue(run=run)
-    lost = Run.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - lost_job_after)
-    for run in lost.only("pk", "job_id"):
+    lost = Run.objects.filter(
+        status=RunStatus.QUEUED, enqueued_at__lt=now - lost_job_after
+    ).exclude(job_id="")
+    for run in lost.only("pk", "job_id", "agent_id"):
         if not _job_alive(run.job_id):
             with transaction.atomic():
                 counts["requeued"] += 1
                 log.warning("run.requeued", run_id=str(run.pk), job_id=run.job_id)
                 run_enqueue(run=run)
+    # Held runs are sent as slots free; this catches a slot freed by a worker that died.
+    held_agents = (
+        Run.objects.filter(status=RunStatus.QUEUED, job_id="")
+        .order_by()
+        .values_list("agent_id", flat=True)
+        .distinct()
+    )
+    counts["dispatched"] = sum(runs_dispatch(agent_id=agent_id) for agent_id in held_agents)
     return counts
