@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/trace_ingest.py
 	$(BIN)/python bench/recall.py
 	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/streams.py
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py --kills 200

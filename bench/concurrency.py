@@ -7,7 +7,8 @@ with a fixed latency. Reported per scenario: time to done (run created → finis
 p95, max; queue-to-start p95 (enqueued → claimed by a worker); runs/s; peak RSS per worker
 process (its work horses included), of the scheduler and in total (the web server is not
 started: runs are posted through the service layer); and, for the flood scenario, the time to
-done of a trickle of runs from a second agent posted while the first floods the queue.
+done of a trickle of runs from a second agent posted while the first floods the queue (the
+flooding agent holds at most its limit of runs in flight, AGENT_MAX_CONCURRENT_RUNS).
 
 Usage: `python bench/concurrency.py [--quick] [--large]` (own data folder var/bench).
 `--large` adds 1,000 runs with a 10 s latency on 4 worker processes.
@@ -113,13 +114,15 @@ def main() -> int:
         )
         urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - loopback only
 
-    def agent_for(latency: float) -> Any:
+    def agent_for(latency: float, limit: int | None = None) -> Any:
         model = f"bench-{uuid.uuid4().hex[:8]}"
         script(model, latency)
         endpoint = EndpointFactory(
             name=model, base_url=base_url, default_model=model, timeout_seconds=60
         )
-        return AgentFactory(slug=model, endpoint=endpoint, memory_enabled=False)
+        return AgentFactory(
+            slug=model, endpoint=endpoint, memory_enabled=False, max_concurrent_runs=limit
+        )
 
     def wait_workers(count: int) -> None:
         connection = django_rq.get_connection("runs")
@@ -164,9 +167,10 @@ def main() -> int:
         workers: int = 1,
         concurrency: int | None = None,
         trickle: int = 0,
+        agent_limit: int | None = None,
         timeout: float = 900,
     ) -> dict[str, Any]:
-        flood_agent = agent_for(latency)
+        flood_agent = agent_for(latency, agent_limit)
         trickle_agent = agent_for(latency) if trickle else None
         sessions = [
             session_create(agent=flood_agent, external_user=f"c-{i}") for i in range(conversations)
@@ -209,6 +213,9 @@ def main() -> int:
             "model_latency_s": latency,
             "worker_class": worker_class,
             "worker_processes": workers,
+            "agent_limit": settings.AGENT_MAX_CONCURRENT_RUNS
+            if agent_limit is None
+            else agent_limit,
             "worker_concurrency": (concurrency or settings.WORKER_CONCURRENCY)
             if worker_class == CONCURRENT
             else 1,
@@ -263,6 +270,7 @@ def main() -> int:
                     worker_class=CONCURRENT,
                     workers=4,
                     concurrency=250,
+                    agent_limit=0,  # one agent may use every slot here
                 )
             )
     finally:

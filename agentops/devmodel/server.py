@@ -19,7 +19,9 @@ Fault injection, per model name (tests use a unique model name each) through
 each request for m pops the next fault: ``{"status": 429, "retry_after": 1}``,
 ``{"status": 500}``, ``{"status": 401}``, ``{"status": 400, "code": "context_length_exceeded"}``,
 ``{"delay": seconds}``, ``{"stream_delay": seconds}``, ``{"malformed_tool_json": true}``,
-``{"unknown_tool": true}``, ``{"drop_connection": true}``, ``{"garbage_stream": true}``. A message containing
+``{"unknown_tool": true}``, ``{"drop_connection": true}``, ``{"garbage_stream": true}``,
+``{"stamp": true}`` (each streamed word is replaced by the time it was sent, for latency
+benches). A message containing
 ``[[fault:429]]`` (or 500, slow, malformed) injects one fault by hand.
 ``GET /_control/requests?model=m`` lists what the server received, each request with the
 times it started and ended (``at``, ``ended``), so a test can see requests overlap.
@@ -395,6 +397,7 @@ class Handler(BaseHTTPRequestHandler):
                 usage,
                 float(fault.get("stream_delay") or 0),
                 bool((body.get("stream_options") or {}).get("include_usage")),
+                stamp=bool(fault.get("stamp")),
             )
             return
         message: dict[str, Any] = {"role": "assistant", "content": reply.get("content")}
@@ -429,6 +432,8 @@ class Handler(BaseHTTPRequestHandler):
         usage: dict,
         delay: float,
         include_usage: bool,
+        *,
+        stamp: bool = False,
     ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -486,7 +491,7 @@ class Handler(BaseHTTPRequestHandler):
                 for word in _words(reply.get("content") or ""):
                     if delay:
                         time.sleep(delay)
-                    chunk({"content": word})
+                    chunk({"content": f"{time.time():.6f} " if stamp else word})
                 chunk({}, "stop")
             if include_usage:
                 chunk({}, None, with_usage=True)

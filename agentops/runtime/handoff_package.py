@@ -10,11 +10,15 @@ it leaves a summary (the model's, or a note saying why there is none) and tells 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import django_rq
 from django.db import transaction
+from django.utils import timezone
 from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from agentops.models import Handoff, Message, Run
@@ -45,6 +49,7 @@ def handoff_package_enqueue(*, handoff_id: int) -> None:
             django_rq.get_queue("runs").enqueue(
                 "agentops.jobs.handoff_package_job",
                 handoff_id,
+                job_id=_job_id(handoff_id),
                 job_timeout=PACKAGE_SECONDS + 30,
                 result_ttl=300,
                 failure_ttl=86400,
@@ -54,6 +59,28 @@ def handoff_package_enqueue(*, handoff_id: int) -> None:
             log.warning("handoff.package_not_enqueued", handoff_id=handoff_id, error=str(exc))
 
     transaction.on_commit(send)
+
+
+def handoff_packages_reconcile(*, older_than: timedelta) -> int:
+    """Queue again the package jobs Redis never got or lost (it was away when the handoff
+    committed, or restarted empty). A job that exists — waiting, running or failed — is left
+    alone: a failed one stays in RQ's failed registry for someone to look at."""
+    queue = django_rq.get_queue("runs")
+    missing = Handoff.objects.filter(summary="", created_at__lt=timezone.now() - older_than)
+    sent = 0
+    for handoff_id in missing.values_list("pk", flat=True):
+        try:
+            Job.fetch(_job_id(handoff_id), connection=queue.connection)
+        except NoSuchJobError:
+            log.warning("handoff.package_requeued", handoff_id=handoff_id)
+            with transaction.atomic():
+                handoff_package_enqueue(handoff_id=handoff_id)
+            sent += 1
+    return sent
+
+
+def _job_id(handoff_id: int) -> str:
+    return f"handoff-package-{handoff_id}"
 
 
 def handoff_package_write(*, handoff_id: int) -> Handoff:

@@ -33,6 +33,7 @@ from agentops.models import (
 )
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
+from agentops.runtime.handoff_package import handoff_packages_reconcile
 from agentops.services import audit_record
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
@@ -305,7 +306,7 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.RUN_STALE_SECONDS)
     lost_job_after = timedelta(seconds=settings.RUN_LOST_JOB_SECONDS)
-    counts = {"woken": 0, "recovered": 0, "requeued": 0, "dispatched": 0}
+    counts = {"woken": 0, "recovered": 0, "requeued": 0, "dispatched": 0, "packages": 0}
     for run in Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).only(
         "pk", "session_id"
     ):
@@ -343,4 +344,5 @@ def runs_reconcile(*, now: Any = None) -> dict[str, int]:
         .distinct()
     )
     counts["dispatched"] = sum(runs_dispatch(agent_id=agent_id) for agent_id in held_agents)
+    counts["packages"] = handoff_packages_reconcile(older_than=lost_job_after)
     return counts

@@ -1,9 +1,13 @@
 """A handoff reaches the queue at once; its context package is written after, by a job."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
 
-from agentops.models import Handoff, RunStatus
+from agentops.models import Handoff, Message, Role, RunStatus
+from agentops.runtime.checkpoint import messages_append
+from agentops.runtime.handoff_package import handoff_packages_reconcile
 from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.runtime.helpers import spans, wait_for_package, wait_for_run
 from tools.services import python_tools_sync
@@ -51,3 +55,17 @@ def test_it_leaves_a_note_when_the_model_cannot_write_the_package(
     handoff = wait_for_package(Handoff.objects.get(run=run).pk)
     assert handoff.summary == "(No summary: the model failed with server_error.)"
     assert handoff.suggested_reply == ""
+
+
+def test_it_writes_the_package_of_a_handoff_whose_job_redis_never_got(
+    worker, session, devmodel, model_name
+):
+    messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="a human please")]
+    )
+    # Committed while Redis was away: the handoff is stored, its package job never sent.
+    handoff = Handoff.objects.create(session=session, reason="the user asked for a person")
+    assert handoff_packages_reconcile(older_than=timedelta(seconds=60)) == 0  # not due yet
+    assert handoff_packages_reconcile(older_than=timedelta(0)) == 1
+    assert handoff_packages_reconcile(older_than=timedelta(0)) == 0  # its job now exists
+    assert wait_for_package(handoff.pk).summary.startswith("Summary:")
