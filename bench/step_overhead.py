@@ -4,8 +4,10 @@ zero-latency model, on the embedded services, through real RQ workers. Prints JS
 Per step: the `step` span minus its `model.call` spans, plus the step's `checkpoint`
 span (the committed write of messages, counters and trace records). Context assembly,
 token counting, tool validation and tracing are all on. Compared: a short conversation
-and one of 2,000 messages; RQ's forking Worker and its non-forking SimpleWorker; steps/s
-with 1 and 2 workers.
+and one of 2,000 messages; RQ's forking Worker, its non-forking SimpleWorker and the
+concurrent worker (one run at a time, 40 at once with an instant model — they queue for one
+GIL —, and `make run`'s shape: 2 processes, 100 conversations, a model thinking 1 s per
+call); steps/s with 1 and 2 workers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def main() -> int:
     django_setup()
     import os
 
+    from django.conf import settings
+
     from agentops.models import Message, Role, Run
     from agentops.runtime.checkpoint import messages_append
     from agentops.runtime.context import message_tokens
@@ -47,12 +51,14 @@ def main() -> int:
     env = dict(os.environ)
     tools = python_tools_sync()
 
-    def make_agent():
+    def make_agent(latency: float = 0):
         endpoint = EndpointFactory(
             name=f"bench-{uuid.uuid4().hex[:8]}",
             base_url=devmodel.url,
             default_model=f"bench-{uuid.uuid4().hex[:8]}",
         )
+        if latency:
+            devmodel.script(endpoint.default_model, latency=latency)
         agent = AgentFactory(
             slug=f"bench-{uuid.uuid4().hex[:8]}",
             endpoint=endpoint,
@@ -132,11 +138,21 @@ def main() -> int:
                     )
         return values
 
-    def scenario(*, long: bool, workers: int, simple: bool, runs: int, concurrent: bool = False):
-        agent = make_agent()
+    def scenario(
+        *,
+        long: bool,
+        workers: int,
+        simple: bool,
+        runs: int,
+        concurrent: bool = False,
+        concurrency: int = 0,
+        latency: float = 0,
+    ):
+        agent = make_agent(latency)
         worker_class = CONCURRENT_WORKER if concurrent else FORKING_WORKER
+        worker_env = {**env, "WORKER_CONCURRENCY": str(concurrency)} if concurrency else env
         procs = [
-            start_worker(env, name="bench", simple=simple, worker_class=worker_class)
+            start_worker(worker_env, name="bench", simple=simple, worker_class=worker_class)
             for _ in range(workers)
         ]
         try:
@@ -178,6 +194,8 @@ def main() -> int:
             if concurrent
             else "Worker (forking)",
             "runs": runs,
+            "worker_concurrency": (concurrency or settings.WORKER_CONCURRENCY) if concurrent else 1,
+            "model_latency_s": latency,
             "steps": steps,
             "step_infra_ms_p50": round(statistics.median(infra), 2),
             "step_infra_ms_p95": round(percentile(infra, 95), 2),
@@ -192,8 +210,11 @@ def main() -> int:
         scenario(long=True, workers=1, simple=True, runs=20),
         scenario(long=False, workers=2, simple=False, runs=60),
         scenario(long=False, workers=2, simple=True, runs=60),
+        scenario(long=False, workers=1, simple=False, runs=40, concurrent=True, concurrency=1),
         scenario(long=False, workers=1, simple=False, runs=40, concurrent=True),
         scenario(long=True, workers=1, simple=False, runs=20, concurrent=True),
+        # make run's shape: many conversations at once, each waiting on a model that thinks.
+        scenario(long=False, workers=2, simple=False, runs=100, concurrent=True, latency=1),
     ]
     devmodel.stop()
     print(
