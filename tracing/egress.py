@@ -13,7 +13,9 @@ between the check and the connect (DNS rebinding) cannot slip through.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -213,6 +215,11 @@ class GuardedTransport(httpx.HTTPTransport):
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
             network_backend=GuardedBackend(resolver),
+            # Shared by a process's runs (see _shared_pool): as many connections as calls in
+            # flight, up to 100 idle ones kept for 30 s.
+            max_connections=None,
+            max_keepalive_connections=100,
+            keepalive_expiry=30,
         )
 
 
@@ -225,11 +232,43 @@ class AsyncGuardedTransport(httpx2.AsyncHTTPTransport):
         )
 
 
+class _SharedTransport(httpx.BaseTransport):
+    """Lends a process-wide guarded pool to one client: closing the client keeps the pool."""
+
+    def __init__(self, pool: GuardedTransport) -> None:
+        self.pool = pool
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.pool.handle_request(request)
+
+    def close(self) -> None:
+        pass
+
+
+_pools: dict[tuple[int, tuple[str, ...]], GuardedTransport] = {}
+_pools_lock = threading.Lock()
+
+
+def _shared_pool() -> GuardedTransport:
+    """One guarded connection pool per process (and allowlist), so calls to the same host
+    reuse kept-alive connections instead of a TCP (and TLS) handshake each. Every connection
+    was checked by the guard when it was opened; a changed allowlist gets a pool of its own,
+    and a forked process never uses its parent's sockets."""
+    key = (os.getpid(), tuple(settings.TOOL_EGRESS_ALLOWLIST))
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = GuardedTransport()
+        return pool
+
+
 def guarded_client(*, timeout: float, resolver: Resolver | None = None) -> httpx.Client:
     """An httpx client for outbound traffic: egress-guarded, no proxies from the environment,
-    redirects not followed (the caller follows them, so each hop is checked)."""
+    redirects not followed (the caller follows them, so each hop is checked). Its cookie jar is
+    its own; its connections come from the process's shared pool (a custom resolver, used by
+    tests, gets a pool of its own)."""
     return httpx.Client(
-        transport=GuardedTransport(resolver),
+        transport=GuardedTransport(resolver) if resolver else _SharedTransport(_shared_pool()),
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,

@@ -40,6 +40,7 @@ class Handler(BaseHTTPRequestHandler):
                 "query": self.query,
                 "headers": dict(self.headers.items()),
                 "body": self.body.decode("utf-8", "replace"),
+                "peer_port": self.client_address[1],
             }
         )
         route = self.server.owner.routes.get(self.path_only)

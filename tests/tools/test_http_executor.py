@@ -338,3 +338,19 @@ def test_it_runs_concurrent_calls_independently(db, api_server):  # type: ignore
     for thread in threads:
         thread.join(10)
     assert results == [200, 200, 200, 200]
+
+
+def test_it_keeps_connections_alive_between_calls(db, api_server):  # type: ignore[no-untyped-def]
+    tool = make_http_tool("keep_alive", api_server.url("/echo"))
+    run(tool)
+    run(tool)
+    first, second = api_server.requests[-2:]
+    assert first["peer_port"] == second["peer_port"]  # one TCP connection for both
+
+
+def test_it_opens_no_pooled_connection_the_allowlist_no_longer_allows(db, api_server, settings):  # type: ignore[no-untyped-def]
+    tool = make_http_tool("keep_alive_then_denied", api_server.url("/echo"))
+    run(tool)
+    settings.TOOL_EGRESS_ALLOWLIST = []
+    failure = failure_of(tool)
+    assert "loopback" in str(failure) and failure.may_have_reached_server is False
