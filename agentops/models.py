@@ -163,9 +163,13 @@ class Message(models.Model):
     )
     step = models.PositiveIntegerField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
+    # The account that sent it (an operator replying; for a user message, the client: the API
+    # key's owner or the console's user). `end_user` names the end user who wrote a user
+    # message (the session's external user), who is its author.
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    end_user = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
