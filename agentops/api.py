@@ -22,6 +22,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from agentops.auth import api_key_user, has_role
+from agentops.idempotency import idempotent
 from agentops.models import (
     Agent,
     Handoff,
@@ -86,6 +87,7 @@ api = NinjaAPI(
     docs_url="/docs",
     openapi_url="/openapi.json",
 )
+api.add_decorator(idempotent, mode="view")  # `Idempotency-Key` on every POST
 
 
 @api.exception_handler(ValidationError)
