@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+from django.test import Client
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -142,7 +143,7 @@ def test_it_streams_a_runs_trace_and_resumes_it(web, worker, dev_agent, keys):
     assert [i for i, n, _ in rest if n == "span"] == [i for i, _ in spans if i > resume_from]
 
 
-def test_it_refuses_streams_to_whom_may_not_read_them(web, keys, db):
+def test_it_refuses_streams_to_whom_may_not_read_them(web, keys, charlie):
     session = SessionFactory()
     nobody = api_key_create(user=UserFactory(username="norole"), name="n")[1]
     cases = [
@@ -159,6 +160,14 @@ def test_it_refuses_streams_to_whom_may_not_read_them(web, keys, db):
             assert response.json()["error"]
     with events(web, f"/api/sessions/{session.pk}/events", keys[1], last_event_id=None) as ok:
         assert ok.status_code == 200
+    browser = Client()
+    browser.force_login(charlie)  # the console's own login session works too
+    cookies = {"sessionid": browser.cookies["sessionid"].value}
+    with httpx.stream(
+        "GET", f"http://{web}/api/sessions/{session.pk}/events", cookies=cookies, timeout=10
+    ) as response:
+        assert response.status_code == 200
+        assert any(line == "event: state" for line in response.iter_lines())
     bad = httpx.get(
         f"http://{web}/api/sessions/{session.pk}/events?last_event_id=x",
         headers={"Authorization": f"Bearer {keys[1]}"},
