@@ -22,6 +22,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from agentops.auth import api_key_user, has_role
+from agentops.idempotency import idempotent
 from agentops.models import (
     Agent,
     Handoff,
@@ -86,6 +87,7 @@ api = NinjaAPI(
     docs_url="/docs",
     openapi_url="/openapi.json",
 )
+api.add_decorator(idempotent, mode="view")  # `Idempotency-Key` on every POST
 
 
 @api.exception_handler(ValidationError)
@@ -213,6 +215,21 @@ class RunError(Schema):
     traceback: str | None = None
 
 
+class ToolCallOut(Schema):
+    id: int
+    run: uuid.UUID
+    session: uuid.UUID
+    agent: str
+    step: int
+    call_id: str
+    tool: str
+    arguments: Any
+    status: ToolCallStatus
+    started_at: str
+    decided_by: str | None
+    decided_at: str | None
+
+
 class RunOut(Schema):
     id: uuid.UUID
     session: uuid.UUID
@@ -232,6 +249,9 @@ class RunOut(Schema):
     started_at: str | None
     finished_at: str | None
     error: RunError | None
+    pending_approvals: list[ToolCallOut] | None = Field(
+        default=None, description="Tool calls waiting for an operator's decision (GET only)"
+    )
 
 
 class MessageOut(Schema):
@@ -243,7 +263,10 @@ class MessageOut(Schema):
     tool_call_id: str
     name: str
     run_id: uuid.UUID | None
-    author: str | None
+    author: str | None = Field(description="Who wrote it: the end user, or the operator")
+    client: str | None = Field(
+        default=None, description="The account that sent it (the API key's owner)"
+    )
     created_at: str | None
 
 
@@ -290,7 +313,12 @@ class HandoffOut(Schema):
     status: HandoffStatus
     claimed_by: str | None
     created_at: str
-    summary: str
+    claimed_at: str | None = None
+    resolved_at: str | None = None
+    resolution: str = ""
+    summary: str = Field(description="The context package: empty while it is being written")
+    last_tool_calls: list[dict[str, Any]] = []
+    suggested_reply: str = ""
 
 
 class HandoffsOut(Schema):
@@ -304,6 +332,45 @@ def session_out(session: Session) -> dict[str, Any]:
         "user": session.external_user,
         "status": session.status,
         "created_at": session.created_at,
+    }
+
+
+def handoff_out(h: Handoff) -> dict[str, Any]:
+    """A handoff with its context package (summary, last tool calls, suggested reply)."""
+    return {
+        "id": h.pk,
+        "session": str(h.session_id),
+        "run": str(h.run_id) if h.run_id else None,
+        "agent": h.session.agent.slug,
+        "reason": h.reason,
+        "team": h.team,
+        "priority": h.priority,
+        "status": h.status,
+        "claimed_by": h.claimed_by.get_username() if h.claimed_by else None,
+        "created_at": h.created_at.isoformat(),
+        "claimed_at": h.claimed_at.isoformat() if h.claimed_at else None,
+        "resolved_at": h.resolved_at.isoformat() if h.resolved_at else None,
+        "resolution": h.resolution,
+        "summary": h.summary,
+        "last_tool_calls": h.last_tool_calls,
+        "suggested_reply": h.suggested_reply,
+    }
+
+
+def toolcall_out(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.pk,
+        "run": call.run_id,
+        "session": call.run.session_id,
+        "agent": call.run.agent.slug,
+        "step": call.step,
+        "call_id": call.call_id,
+        "tool": call.tool_name,
+        "arguments": call.arguments,
+        "status": call.status,
+        "started_at": call.started_at.isoformat(),
+        "decided_by": call.decided_by.get_username() if call.decided_by else None,
+        "decided_at": call.decided_at.isoformat() if call.decided_at else None,
     }
 
 
@@ -409,7 +476,13 @@ def list_messages(
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
     run = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
-    return run_out(run, with_traceback=has_role(request.user, "operator"))
+    pending = ToolCall.objects.filter(run=run, status=ToolCallStatus.AWAITING_APPROVAL)
+    return {
+        **run_out(run, with_traceback=has_role(request.user, "operator")),
+        "pending_approvals": [
+            toolcall_out(c) for c in pending.select_related("run__agent", "decided_by")
+        ],
+    }
 
 
 @api.get(
@@ -462,24 +535,7 @@ def list_handoffs(
     )
     if status != HandoffFilter.ALL:
         rows = rows.filter(status=status.value)
-    return {
-        "handoffs": [
-            {
-                "id": h.pk,
-                "session": str(h.session_id),
-                "run": str(h.run_id) if h.run_id else None,
-                "agent": h.session.agent.slug,
-                "reason": h.reason,
-                "team": h.team,
-                "priority": h.priority,
-                "status": h.status,
-                "claimed_by": h.claimed_by.get_username() if h.claimed_by else None,
-                "created_at": h.created_at.isoformat(),
-                "summary": h.summary,
-            }
-            for h in rows[:500]
-        ]
-    }
+    return {"handoffs": [handoff_out(h) for h in rows[:500]]}
 
 
 @api.post(
@@ -500,3 +556,9 @@ def decide_tool_call(
         note=payload.note,
     )
     return {"id": call.pk, "status": call.status}
+
+
+# Handoffs (takeover), approvals list, live event streams: agentops/api_handoffs.py.
+from agentops import api_handoffs  # noqa: E402
+
+api.add_router("", api_handoffs.router)

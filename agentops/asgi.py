@@ -12,12 +12,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from agentops.event_streams import EventStreams  # noqa: E402
 from agentops.routing import websocket_urlpatterns  # noqa: E402
-from agentops.websocket import SiteOriginValidator  # noqa: E402
+from agentops.websocket import ApiKeyOrSiteOrigin, SiteOriginValidator  # noqa: E402
 
+websocket_routes = URLRouter(websocket_urlpatterns)
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "http": EventStreams(django_asgi_app),  # /api/…/events (SSE), then Django
+        "websocket": ApiKeyOrSiteOrigin(
+            websocket_routes, SiteOriginValidator(AuthMiddlewareStack(websocket_routes))
+        ),
     }
 )

@@ -171,9 +171,13 @@ class Message(models.Model):
     )
     step = models.PositiveIntegerField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
+    # The account that sent it (an operator replying; for a user message, the client: the API
+    # key's owner or the console's user). `end_user` names the end user who wrote a user
+    # message (the session's external user), who is its author.
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    end_user = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -397,3 +401,25 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class IdempotencyKey(models.Model):
+    """The first response to an API POST sent with an `Idempotency-Key` header, kept for
+    `IDEMPOTENCY_TTL` (24 h) so a retry gets it again instead of acting twice. `scope` is
+    the caller (its API key, or its user for the browser session); see agentops/idempotency.py."""
+
+    scope = models.CharField(max_length=40)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    content_type = models.CharField(max_length=100, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="idempotency_scope_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}"

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+
+from agentops.auth import api_key_user
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -66,6 +69,30 @@ class SiteOriginValidator(OriginValidator):
         # Django writes subdomain wildcards "https://*.example.com"; Channels ".example.com".
         patterns += [o.replace("://*.", "://.") for o in settings.CSRF_TRUSTED_ORIGINS]
         return any(self.match_allowed_origin(origin, pattern) for pattern in patterns)
+
+
+class ApiKeyOrSiteOrigin:
+    """Server-side clients authenticate with `Authorization: Bearer <api key>`: a browser
+    cannot put that header on a WebSocket handshake, so no page of another site can make
+    one, and the Origin check (which exists because browsers send the login cookie along)
+    does not apply. A bad key is refused; without the header, `cookie_app` (the Origin check
+    and the login session) decides. Consumers then authorise the user either way."""
+
+    def __init__(self, key_app: Any, cookie_app: Any) -> None:
+        self.key_app = key_app
+        self.cookie_app = cookie_app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        authorization = _header(scope, b"authorization")
+        if scope["type"] != "websocket" or not authorization:
+            return await self.cookie_app(scope, receive, send)
+        scheme, _, token = authorization.partition(" ")
+        user = None
+        if scheme.lower() == "bearer":
+            user = await database_sync_to_async(api_key_user, thread_sensitive=False)(token.strip())
+        if user is None:
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.key_app({**scope, "user": user}, receive, send)
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

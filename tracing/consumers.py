@@ -31,7 +31,7 @@ import json
 import secrets
 import uuid
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -86,6 +86,14 @@ def coalesce(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class HubMember(Protocol):
+    """What joins a group through the hub: a WebSocket consumer, an event stream."""
+
+    def hub_event(self, event: LiveEvent) -> None: ...
+
+    def hub_sync(self, nonce: str) -> None: ...
+
+
 class GroupHub:
     """This process's (and event loop's) one membership of each group, shared in memory."""
 
@@ -96,7 +104,7 @@ class GroupHub:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.channel: str | None = None
-        self.members: dict[str, set[LiveConsumer]] = {}
+        self.members: dict[str, set[HubMember]] = {}
         self.lock = asyncio.Lock()
         self.pump: asyncio.Task[None] | None = None
 
@@ -108,7 +116,7 @@ class GroupHub:
             hub = cls._hubs[loop] = cls(layer)
         return hub
 
-    async def join(self, group: str, member: LiveConsumer) -> None:
+    async def join(self, group: str, member: HubMember) -> None:
         async with self.lock:
             if self.channel is None:
                 self.channel = await self.layer.new_channel("hub.")
@@ -118,7 +126,7 @@ class GroupHub:
             if len(members) == 1:
                 await self.layer.group_add(group, self.channel)
 
-    async def leave(self, group: str, member: LiveConsumer) -> None:
+    async def leave(self, group: str, member: HubMember) -> None:
         async with self.lock:
             members = self.members.get(group)
             if not members:

@@ -95,6 +95,8 @@ def run_time_out(*, run_id: Any, epoch: int, seconds: float) -> bool:
 
 
 def message_event(message: Message) -> dict[str, Any]:
+    """`author` is who wrote it (the end user, an operator); `client` the account that sent it."""
+    client = message.author.get_username() if message.author_id and message.author else None
     return {
         "id": message.pk,
         "seq": message.seq,
@@ -104,7 +106,8 @@ def message_event(message: Message) -> dict[str, Any]:
         "tool_call_id": message.tool_call_id,
         "name": message.name,
         "run_id": str(message.run_id) if message.run_id else None,
-        "author": message.author.get_username() if message.author_id and message.author else None,
+        "author": message.end_user or client,
+        "client": client,
         "created_at": message.created_at.isoformat() if message.created_at else None,
     }
 

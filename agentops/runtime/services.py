@@ -148,7 +148,8 @@ def session_create(
 
 @transaction.atomic
 def session_post_message(*, session: Session, content: str, author: Any = None) -> Run | None:
-    """Add the end user's message and start a run for it."""
+    """Add the end user's message (written by the session's external user, sent by `author`:
+    the API key's owner or the console's user) and start a run for it."""
     if not content.strip():
         raise ValueError("content must not be empty")
     if len(content) > MAX_MESSAGE_CHARS:
@@ -164,6 +165,7 @@ def session_post_message(*, session: Session, content: str, author: Any = None) 
         content=content,
         token_count=message_tokens(content=content),
         author=author if author and author.is_authenticated else None,
+        end_user=session.external_user,
     )
     (message,) = messages_append(session_id=session.pk, messages=[message])
     if session.status == SessionStatus.HANDED_OFF:

@@ -10,6 +10,7 @@ from agentops.auth import api_key_create
 from agentops.models import Message, Run, RunStatus, Session, ToolCall, ToolCallStatus
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import SessionFactory, UserFactory
+from tests.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -260,11 +261,15 @@ values = ["{run}", "{failed_run}"]
 [dictionaries.tool_calls]
 values = [{tool_call}]
 
+[dictionaries.handoffs]
+values = [{handoff}]
+
 [parameters]
 "body.agent" = {{ dictionary = "agents", probability = 0.5 }}
 "path.session_id" = {{ dictionary = "sessions", probability = 0.5 }}
 "path.run_id" = {{ dictionary = "runs", probability = 0.5 }}
 "path.tool_call_id" = {{ dictionary = "tool_calls", probability = 0.5 }}
+"path.handoff_id" = {{ dictionary = "handoffs", probability = 0.5 }}
 """
 
 
@@ -288,6 +293,7 @@ def test_it_gives_no_server_error_and_keeps_to_its_schema_under_schemathesis(
             run=run.pk,
             failed_run=failed.pk,
             tool_call=call.pk,
+            handoff=make_handoff(agent=dev_agent).pk,
         )
     )
     result = subprocess.run(
@@ -315,7 +321,7 @@ def test_it_gives_no_server_error_and_keeps_to_its_schema_under_schemathesis(
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "Tested: 10" in result.stdout
+    assert "Tested: 16" in result.stdout
 
 
 def test_it_never_logs_an_authorization_header_of_another_scheme(client, db, caplog, settings):

@@ -1,0 +1,163 @@
+"""The takeover through the API: claim, reply, hand back, close and reassign a handoff, and
+the tool calls waiting for approval. The same services as the operators' pages
+(agentops/operators/services.py), under the same role rules: operators act on handoffs they
+hold (admins on any), only admins reassign. A race lost or a wrong state is a 409 naming why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from django.http import HttpRequest
+from ninja import Path, Router, Schema, Status
+from ninja.errors import HttpError
+from pydantic import Field
+
+from agentops.api import (
+    BODY_ERRORS,
+    FOUND_ERRORS,
+    ErrorOut,
+    HandoffOut,
+    MessageOut,
+    Text,
+    ToolCallOut,
+    api,
+    handoff_out,
+    require,
+    toolcall_out,
+)
+from agentops.models import ToolCall, ToolCallStatus
+from agentops.operators import selectors, services
+from agentops.operators.services import HandoffConflict
+from agentops.runtime.checkpoint import message_event
+from agentops.runtime.services import MAX_MESSAGE_CHARS
+
+router: Router = Router(tags=["handoffs"])
+
+HandoffId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+WRITE_ERRORS = {409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS}
+
+
+@api.exception_handler(HandoffConflict)
+def on_handoff_conflict(request: HttpRequest, exc: HandoffConflict) -> Any:
+    return api.create_response(request, {"error": str(exc)}, status=409)
+
+
+class ReplyIn(Schema):
+    content: Text = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+
+
+class ReassignIn(Schema):
+    operator: Text = Field(min_length=1, max_length=150, description="The operator's username")
+
+
+class HandBackOut(Schema):
+    handoff: HandoffOut
+    run: uuid.UUID
+
+
+class ToolCallsOut(Schema):
+    tool_calls: list[ToolCallOut]
+
+
+def _handoff(handoff_id: int) -> Any:
+    handoff = selectors.handoff_get(handoff_id=handoff_id)
+    if handoff is None:
+        raise HttpError(404, f"no handoff {handoff_id}")
+    return handoff
+
+
+def _fresh(handoff_id: int) -> dict[str, Any]:
+    return handoff_out(_handoff(handoff_id))
+
+
+@router.post(
+    "/handoffs/{handoff_id}/claim",
+    response={200: HandoffOut, **WRITE_ERRORS},
+    summary="Claim an open handoff (one of several racing operators wins; the others get 409)",
+)
+def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+    require(request, "operator")
+    _handoff(handoff_id)
+    services.handoff_claim(handoff_id=handoff_id, user=request.user)
+    return _fresh(handoff_id)
+
+
+@router.post(
+    "/handoffs/{handoff_id}/reply",
+    response={201: MessageOut, **WRITE_ERRORS},
+    summary="Answer the end user in a handoff you hold",
+)
+def reply_handoff(
+    request: HttpRequest, handoff_id: HandoffId, payload: ReplyIn
+) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    handoff = _handoff(handoff_id)
+    try:
+        message = services.handoff_reply(
+            handoff=handoff, user=request.user, content=payload.content
+        )
+    except ValueError as exc:
+        raise HttpError(422, f"content: {exc}") from exc
+    return Status(201, message_event(message))
+
+
+@router.post(
+    "/handoffs/{handoff_id}/hand-back",
+    response={202: HandBackOut, **WRITE_ERRORS},
+    summary="Give the conversation back to the agent; it answers in a new run",
+)
+def hand_back_handoff(request: HttpRequest, handoff_id: HandoffId) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    run = services.handoff_hand_back(handoff=_handoff(handoff_id), user=request.user)
+    return Status(202, {"handoff": _fresh(handoff_id), "run": run.pk})
+
+
+@router.post(
+    "/handoffs/{handoff_id}/close",
+    response={200: HandoffOut, **WRITE_ERRORS},
+    summary="Resolve a handoff you hold and close its session",
+)
+def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+    require(request, "operator")
+    services.handoff_close(handoff=_handoff(handoff_id), user=request.user)
+    return _fresh(handoff_id)
+
+
+@router.post(
+    "/handoffs/{handoff_id}/reassign",
+    response={200: HandoffOut, **WRITE_ERRORS},
+    summary="Move an open or claimed handoff to another operator (admins)",
+)
+def reassign_handoff(
+    request: HttpRequest, handoff_id: HandoffId, payload: ReassignIn
+) -> dict[str, Any]:
+    require(request, "admin")
+    handoff = _handoff(handoff_id)
+    try:
+        services.handoff_reassign(handoff=handoff, user=request.user, to_username=payload.operator)
+    except ValueError as exc:
+        raise HttpError(422, f"operator: {exc}") from exc
+    return _fresh(handoff_id)
+
+
+@router.get(
+    "/tool-calls",
+    response={200: ToolCallsOut, **FOUND_ERRORS},
+    summary="Tool calls by status (default: those waiting for approval), oldest first",
+)
+def list_tool_calls(
+    request: HttpRequest,
+    status: ToolCallStatus = ToolCallStatus.AWAITING_APPROVAL,
+    run: uuid.UUID | None = None,
+    session: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    require(request, "viewer")
+    rows = ToolCall.objects.filter(status=status)
+    if run is not None:
+        rows = rows.filter(run_id=run)
+    if session is not None:
+        rows = rows.filter(run__session_id=session)
+    rows = rows.select_related("run__agent", "decided_by").order_by("started_at", "id")
+    return {"tool_calls": [toolcall_out(c) for c in rows[:500]]}

@@ -1,0 +1,385 @@
+"""Live events for API clients as Server-Sent Events:
+`GET /api/sessions/<id>/events` and `GET /api/runs/<id>/events`.
+
+A small ASGI application in front of Django (asgi.py), not a Django view: a stream lasts as
+long as its client, and through Django's middleware stack each request would keep a thread
+(its sync middleware's) and a pooled database connection (DatabaseConnectionMiddleware's)
+for that long. Here a stream is a coroutine on the server's event loop: it reads Postgres
+briefly through the shared thread pool and holds nothing between reads, and its events come
+from the process's one membership of each channel group (tracing.consumers.GroupHub).
+
+Resuming: every stored event carries its sequence number as the SSE `id` — a message's
+`seq` in its session, a span's `seq` in its run's trace. A client that reconnects with
+`Last-Event-ID` (or `?last_event_id=`) gets everything stored after it, then live events,
+each stored one once: the stream joins the group before it reads the database, and drops
+live events it has already sent. Events that are not stored (streamed `token`s, `span.start`
+notices) and changes of state carry no id; on every (re)connect the session stream sends a
+`state` event with the session's status, its latest run, its open handoff and the approvals
+it waits for, so a client that missed them is current again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from agentops.auth import api_key_user, has_role
+from agentops.models import (
+    FINISHED_RUN_STATUSES,
+    Handoff,
+    HandoffStatus,
+    Message,
+    Run,
+    Session,
+    ToolCall,
+    ToolCallStatus,
+)
+from agentops.runtime.checkpoint import message_event, status_event
+from tracing.consumers import GroupHub
+from tracing.emit import span_to_event
+from tracing.live import open_notices, run_group, session_group
+from tracing.logs import get_logger
+from tracing.models import Span
+
+log = get_logger(__name__)
+
+ROUTE = re.compile(r"^/api/(?P<kind>sessions|runs)/(?P<id>[0-9a-fA-F-]{36})/events/?$")
+KEEPALIVE_SECONDS = 15.0
+REPLAY_CHUNK = 500
+MAX_QUEUED = 5000  # live events waiting for a slow client; past that, re-read from Postgres
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # a proxy must pass each event on at once
+]
+
+
+def _db(func: Any) -> Any:
+    # The shared pool, not a thread of the stream's own; the connection goes back after.
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class _Listener:
+    """A member of the process's GroupHub: queues the group's events for one stream."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.lost = False
+
+    def hub_event(self, event: dict[str, Any]) -> None:
+        if self.queue.qsize() >= MAX_QUEUED:
+            self.lost = True  # the client is far behind: forget these, re-read the database
+            while not self.queue.empty():
+                self.queue.get_nowait()
+        self.queue.put_nowait(event)
+
+    def hub_sync(self, nonce: str) -> None:
+        pass
+
+
+class _Stream:
+    """One client's stream; subclasses know what is stored and how it is numbered."""
+
+    def __init__(self, object_id: uuid.UUID, after: int) -> None:
+        self.object_id = object_id
+        self.last = after  # the highest stored seq sent
+        self.done = False
+
+    def group(self) -> str:
+        raise NotImplementedError
+
+    async def replay(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def forward(self, event: dict[str, Any]) -> list[bytes]:
+        raise NotImplementedError
+
+    async def finished(self) -> bool:
+        return False
+
+
+class SessionStream(_Stream):
+    def group(self) -> str:
+        return session_group(self.object_id)
+
+    async def replay(self) -> list[bytes]:
+        out = []
+        while True:
+            chunk = await _db(self._messages)(self.last)
+            for message in chunk:
+                out.append(
+                    frame("message", {"kind": "message", "message": message}, message["seq"])
+                )
+                self.last = message["seq"]
+            if len(chunk) < REPLAY_CHUNK:
+                break
+        out.append(frame("state", await _db(self._state)()))
+        return out
+
+    def _messages(self, after: int) -> list[dict[str, Any]]:
+        rows = (
+            Message.objects.filter(session_id=self.object_id, seq__gt=after)
+            .select_related("author")
+            .order_by("seq")[:REPLAY_CHUNK]
+        )
+        return [message_event(m) for m in rows]
+
+    def _state(self) -> dict[str, Any]:
+        from agentops.api import handoff_out, toolcall_out
+
+        session = Session.objects.select_related("operator").get(pk=self.object_id)
+        run = Run.objects.select_related("agent").filter(session=session).order_by("-created_at")
+        handoff = (
+            Handoff.objects.filter(
+                session=session, status__in=[HandoffStatus.OPEN, HandoffStatus.CLAIMED]
+            )
+            .select_related("session__agent", "claimed_by")
+            .order_by("-created_at")
+            .first()
+        )
+        approvals = ToolCall.objects.filter(
+            run__session=session, status=ToolCallStatus.AWAITING_APPROVAL
+        ).select_related("run__agent", "decided_by")
+        latest = run.first()
+        return {
+            "kind": "state",
+            "session": {
+                "id": str(session.pk),
+                "status": session.status,
+                "user": session.external_user,
+                "operator": session.operator.get_username() if session.operator else None,
+            },
+            "run": status_event(latest) if latest else None,
+            "handoff": handoff_out(handoff) if handoff else None,
+            "pending_approvals": [
+                {**toolcall_out(c), "run": str(c.run_id), "session": str(c.run.session_id)}
+                for c in approvals.order_by("started_at")
+            ],
+            "last_event_id": self.last,
+        }
+
+    def forward(self, event: dict[str, Any]) -> list[bytes]:
+        kind = str(event.get("kind", "event"))
+        if kind == "message":
+            seq = event["message"]["seq"]
+            if seq <= self.last:
+                return []  # sent already, from the database
+            self.last = seq
+            return [frame("message", event, seq)]
+        return [frame(kind, event)]
+
+
+class RunStream(_Stream):
+    def group(self) -> str:
+        return run_group(self.object_id)
+
+    async def replay(self) -> list[bytes]:
+        # Read the status first: a run's last spans are stored with its final status, so if
+        # it had finished, the spans read next include them.
+        finished = await self.finished()
+        out = []
+        while True:
+            chunk = await _db(self._spans)(self.last)
+            for span in chunk:
+                out += self._span(span)
+            if len(chunk) < REPLAY_CHUNK:
+                break
+        sent = set()
+        for notice in await _db(open_notices)(self.group()):
+            if notice.get("span_id") not in sent:
+                sent.add(notice.get("span_id"))
+                out.append(frame("span.start", {**notice, "replay": True}))
+        self.done = self.done or finished
+        return out
+
+    def _spans(self, after: int) -> list[dict[str, Any]]:
+        rows = Span.objects.filter(trace_id=self.object_id, seq__gt=after).order_by("seq")
+        return [span_to_event(s) for s in rows[:REPLAY_CHUNK]]
+
+    def _span(self, span: dict[str, Any]) -> list[bytes]:
+        self.last = span["seq"]
+        status = (span.get("attributes") or {}).get("status")
+        if (span["name"] == "run.status" and status in FINISHED_RUN_STATUSES) or span[
+            "name"
+        ] == "handoff":
+            self.done = True  # the run ended: the stream ends after this batch
+        return [frame("span", {"kind": "span", **span}, span["seq"])]
+
+    def forward(self, event: dict[str, Any]) -> list[bytes]:
+        kind = str(event.get("kind", "event"))
+        if kind == "spans":
+            out = []
+            for span in event.get("spans", []):
+                if span["seq"] > self.last:
+                    out += self._span(span)
+            return out
+        return [frame(kind, event)]
+
+    async def finished(self) -> bool:
+        status = await _db(
+            lambda: Run.objects.filter(pk=self.object_id).values_list("status", flat=True).first()
+        )()
+        return status in FINISHED_RUN_STATUSES
+
+
+def _json_response(status: int, error: str, **headers: str) -> list[dict[str, Any]]:
+    body = json.dumps({"error": error}).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")]
+            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin1").strip()
+    return None
+
+
+@database_sync_to_async
+def _authorize(user: Any, kind: str, object_id: uuid.UUID) -> tuple[int, str]:
+    if not has_role(user, "viewer"):
+        return 403, "this needs the viewer role"
+    model = Session if kind == "sessions" else Run
+    if not model.objects.filter(pk=object_id).exists():
+        return 404, "not found"
+    return 200, ""
+
+
+class EventStreams:
+    """Serves the two event streams; every other HTTP request goes on to `app` (Django)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.with_cookie = AuthMiddlewareStack(self.serve)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not ROUTE.match(scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        authorization = _header(scope, b"authorization")
+        if authorization is not None:  # the key's verdict is final, as in the JSON API
+            scheme, _, token = authorization.partition(" ")
+            user = None
+            if scheme.lower() == "bearer":
+                user = await _db(api_key_user)(token.strip())
+            if user is None:
+                for message in _json_response(
+                    401, "invalid API key", **{"WWW-Authenticate": "Bearer"}
+                ):
+                    await send(message)
+                return None
+            return await self.serve({**scope, "user": user}, receive, send)
+        return await self.with_cookie(scope, receive, send)
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        match = ROUTE.match(scope["path"])
+        assert match is not None
+        if scope["method"] != "GET":
+            for message in _json_response(405, "method not allowed: use GET", Allow="GET"):
+                await send(message)
+            return
+        user = scope.get("user")
+        if not getattr(user, "is_authenticated", False):
+            for message in _json_response(
+                401,
+                "authentication required: send 'Authorization: Bearer <api key>'",
+                **{"WWW-Authenticate": "Bearer"},
+            ):
+                await send(message)
+            return
+        try:
+            object_id = uuid.UUID(match["id"])
+        except ValueError:
+            object_id = None
+        after = _last_event_id(scope)
+        status, error = (404, "not found") if object_id is None else (200, "")
+        if object_id is not None:
+            status, error = await _authorize(user, match["kind"], object_id)
+        if status == 200 and after is None:
+            status, error = 400, "Last-Event-ID: must be a whole number (the last event's id)"
+        if status != 200:
+            for message in _json_response(status, error):
+                await send(message)
+            return
+        assert object_id is not None and after is not None
+        stream_class = SessionStream if match["kind"] == "sessions" else RunStream
+        await self.stream(stream_class(object_id, after), receive, send)
+
+    async def stream(self, stream: _Stream, receive: Any, send: Any) -> None:
+        listener = _Listener()
+        hub = GroupHub.current(get_channel_layer())
+        await hub.join(stream.group(), listener)  # before reading Postgres: nothing falls between
+        writer = asyncio.ensure_future(self._write(stream, listener, send))
+        watcher = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, watcher):
+                task.cancel()
+            await hub.leave(stream.group(), listener)
+        if writer.done() and not writer.cancelled() and writer.exception() is not None:
+            log.error("events.stream_failed", exc_info=writer.exception())
+
+    async def _write(self, stream: _Stream, listener: _Listener, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        body = [b"retry: 2000\n\n", *await stream.replay()]
+        while True:
+            if body:
+                await send(
+                    {"type": "http.response.body", "body": b"".join(body), "more_body": True}
+                )
+            if stream.done:
+                await send({"type": "http.response.body", "body": frame("end", {"kind": "end"})})
+                return
+            try:
+                event = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                body = [b": keepalive\n\n"]
+                if await stream.finished():  # ended with no event of its own (cancelled)
+                    body += await stream.replay()
+                continue
+            if listener.lost:
+                listener.lost = False
+                body = await stream.replay()
+                continue
+            body = stream.forward(event)
+            while not listener.queue.empty() and not listener.lost:  # what else waits, in one write
+                body += stream.forward(listener.queue.get_nowait())
+
+
+async def _disconnected(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _last_event_id(scope: dict[str, Any]) -> int | None:
+    raw = _header(scope, b"last-event-id")
+    if raw is None:
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin1"))
+        raw = (query.get("last_event_id") or ["0"])[0]
+    try:
+        value = int(raw or "0")
+    except ValueError:
+        return None
+    return value if 0 <= value <= 2**31 - 1 else None
