@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agentops", "0003_plural_names"),
+        ("agentops", "0004_agent_max_concurrent_runs"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agentops", "0004_message_end_user"),
+        ("agentops", "0005_message_end_user"),
     ]
 
     operations = [
