@@ -27,11 +27,16 @@ class UserCreateForm(UserCreationForm):
     role = forms.ChoiceField(choices=ROLE_CHOICES, required=False, initial="viewer")
 
 
+class TeamsField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return str(obj.name)
+
+
 class InviteForm(forms.Form):
     role = forms.ChoiceField(
         choices=[(r, ROLE_LABELS[r]) for r in ROLES], initial="operator", widget=forms.RadioSelect
     )
-    teams = forms.ModelMultipleChoiceField(
+    teams = TeamsField(
         queryset=Team.objects.order_by("slug"),
         required=False,
         widget=forms.CheckboxSelectMultiple,
