@@ -23,7 +23,7 @@ urlpatterns = [
         views.invitation_withdraw,
         name="invitation_withdraw",
     ),
-    path("invite/<str:token>/", views.invitation_accept_view, name="invitation_accept"),
+    path("invite/", views.invitation_accept_view, name="invitation_accept"),
     path("teams/", views.teams, name="teams"),
     path("teams/<slug:slug>/", views.team_edit, name="team_edit"),
     path("api/", api.urls),

@@ -167,7 +167,7 @@ def user_invite(request: HttpRequest) -> HttpResponse:
         actor=request.user,
     )
     # Shown once, on this page only: only the link's hash is stored.
-    link = request.build_absolute_uri(reverse("invitation_accept", args=[token]))
+    link = request.build_absolute_uri(reverse("invitation_accept")) + "#" + token
     return people_page(request, invite_link=link, status=201)
 
 
@@ -182,20 +182,26 @@ def invitation_withdraw(request: HttpRequest, invitation_id: int) -> HttpRespons
 
 
 @login_not_required
-def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
-    try:
-        invitation = invitation_usable(invitation_by_token(token=token))
-    except InvitationUnusable as exc:
-        return render(request, "agentops/invitation.html", {"unusable": str(exc)}, status=410)
+def invitation_accept_view(request: HttpRequest) -> HttpResponse:
+    """The token travels in the link's fragment (never sent in a request line, so never in
+    access logs); the page's script posts it with the form."""
     form = AcceptInvitationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    token = request.POST.get("token", "")
+    if request.method == "POST":
         try:
-            user = invitation_accept(token=token, form=form)
-        except InvitationUnusable as exc:  # used or withdrawn while the form was open
+            invitation_usable(invitation_by_token(token=token))
+            if form.is_valid():
+                user = invitation_accept(token=token, form=form)
+                teams = ", ".join(t.name for t in user.teams.order_by("slug"))
+                messages.success(
+                    request,
+                    f"Welcome, {user.get_username()}: you joined as "
+                    f"{auth.user_role(user)}{f' in {teams}' if teams else ''}. Sign in to start.",
+                )
+                return redirect("login")
+        except InvitationUnusable as exc:
             return render(request, "agentops/invitation.html", {"unusable": str(exc)}, status=410)
-        messages.success(request, f"Welcome, {user.get_username()}: sign in to start.")
-        return redirect("login")
-    context = {"form": form, "invitation": invitation}
+    context = {"form": form, "token": token}
     return render(request, "agentops/invitation.html", context, status=400 if form.errors else 200)
 
 
