@@ -1,7 +1,15 @@
+from typing import Any
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
 
 from agentops import models
+from agentops.auth import user_role
+from agentops.forms import ROLE_CHOICES
+from agentops.services import user_active_set, user_role_set
 from tracing.admin import HistoryAdmin
 
 
@@ -117,3 +125,68 @@ class AuditEntryAdmin(HistoryAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
     readonly_fields = ["prefix", "key_hash"]
+
+
+class UserRoleChangeForm(UserChangeForm):
+    """One role, chosen once: the role groups are not offered as a multi-select."""
+
+    role = forms.ChoiceField(
+        choices=ROLE_CHOICES,
+        required=False,
+        help_text="A superuser is always an admin. Change roles on the People page too.",
+    )
+
+
+class PersonAdmin(UserAdmin):
+    form = UserRoleChangeForm
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+        ("Access", {"fields": ("role", "is_active", "is_staff", "is_superuser")}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    list_display = ["username", "email", "is_active", "is_staff", "is_superuser", "last_login"]
+    list_filter = ["is_active", "is_staff", "is_superuser", "groups"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):  # type: ignore[no-untyped-def]
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None and "role" in form.base_fields:
+            form.base_fields["role"].initial = user_role(obj) or ""
+        return form
+
+    def save_model(self, request: Any, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Deactivation and role go through the services: audited, and streams closed at once.
+        active_changed = "is_active" in form.changed_data
+        if active_changed:
+            obj.is_active = not obj.is_active
+        super().save_model(request, obj, form, change)
+        try:
+            if active_changed:
+                user_active_set(user=obj, active=not obj.is_active, actor=request.user)
+            role = form.cleaned_data.get("role", "")
+            if "role" in form.changed_data and not obj.is_superuser:
+                user_role_set(user=obj, role=role, actor=request.user)
+        except ValueError as exc:
+            self.message_user(request, f"Not changed: {exc}.", level=messages.ERROR)
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), PersonAdmin)
+
+
+@admin.register(models.Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "timezone"]
+    filter_horizontal = ["members"]
+
+
+@admin.register(models.Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["id", "note", "role", "created_by", "expires_at", "accepted_by", "revoked_at"]
+    readonly_fields = ["token_hash", "accepted_at", "accepted_by"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False  # the People page creates them and shows the link

@@ -343,7 +343,7 @@ def handoff_out(h: Handoff) -> dict[str, Any]:
         "run": str(h.run_id) if h.run_id else None,
         "agent": h.session.agent.slug,
         "reason": h.reason,
-        "team": h.team,
+        "team": h.team.slug if h.team else "",
         "priority": h.priority,
         "status": h.status,
         "claimed_by": h.claimed_by.get_username() if h.claimed_by else None,
@@ -530,7 +530,7 @@ def list_handoffs(
     request: HttpRequest, status: HandoffFilter = HandoffFilter.OPEN
 ) -> dict[str, Any]:
     require(request, "viewer")
-    rows = Handoff.objects.select_related("session__agent", "claimed_by").order_by(
+    rows = Handoff.objects.select_related("session__agent", "claimed_by", "team").order_by(
         "priority", "created_at"
     )
     if status != HandoffFilter.ALL:

@@ -14,16 +14,21 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from agentops.auth import has_role
 from agentops.models import ACTIVE_RUN_STATUSES, Run, Session
 from agentops.runtime.checkpoint import message_event, status_event
-from tracing.live import session_group
+from tracing.consumers import REFUSED
+from tracing.live import ACCESS_REVOKED, session_group, user_group
 
 SNAPSHOT_MESSAGES = 200
 
 
 class SessionConsumer(AsyncJsonWebsocketConsumer):
     group = ""
+    user_group = ""
 
     async def connect(self) -> None:
         user = self.scope.get("user")
+        if getattr(user, "is_authenticated", False):  # joined first: a revocation is never missed
+            self.user_group = user_group(user.pk)
+            await self.channel_layer.group_add(self.user_group, self.channel_name)
         if not await database_sync_to_async(has_role)(user, "viewer"):
             await self.close(code=4401)
             return
@@ -61,6 +66,8 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         }
 
     async def disconnect(self, code: int) -> None:
+        if self.user_group:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -70,8 +77,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def live_event(self, message: dict[str, Any]) -> None:
-        await self.send_json(message["event"])
+        await self.live_batch({"events": [message["event"]]})
 
     async def live_batch(self, message: dict[str, Any]) -> None:
         for event in message["events"]:
+            if event.get("kind") == ACCESS_REVOKED:  # from the per-user group
+                await self.close(code=REFUSED)
+                return
             await self.send_json(event)

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import zoneinfo
+from typing import Any
+
 from django import forms
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from agentops.auth import ROLES
+from agentops.models import WEEKDAYS, Team, slug_validator
 
 ROLE_LABELS = {
     "": "none (cannot use the console)",
@@ -20,3 +25,95 @@ class RoleForm(forms.Form):
 
 class UserCreateForm(UserCreationForm):
     role = forms.ChoiceField(choices=ROLE_CHOICES, required=False, initial="viewer")
+
+
+class TeamsField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return str(obj.name)
+
+
+class InviteForm(forms.Form):
+    role = forms.ChoiceField(
+        choices=[(r, ROLE_LABELS[r]) for r in ROLES], initial="operator", widget=forms.RadioSelect
+    )
+    teams = TeamsField(
+        queryset=Team.objects.order_by("slug"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    note = forms.CharField(
+        max_length=200, required=False, help_text="Who it is for (shown in the list)."
+    )
+
+
+class UserTeamsForm(forms.Form):
+    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.all(), required=False)
+
+
+class AcceptInvitationForm(UserCreationForm):
+    """The invited person picks a username and password; the role comes from the invitation."""
+
+
+class TeamForm(forms.Form):
+    slug = forms.CharField(max_length=64, validators=[slug_validator])
+    name = forms.CharField(max_length=200)
+    timezone = forms.ChoiceField(
+        choices=[(z, z) for z in sorted(zoneinfo.available_timezones())], initial="UTC"
+    )
+    members = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.order_by("username"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    def __init__(self, *args: Any, team: Team | None = None, **kwargs: Any) -> None:
+        if team is not None:
+            kwargs.setdefault(
+                "initial",
+                {
+                    "slug": team.slug,
+                    "name": team.name,
+                    "timezone": team.timezone,
+                    "members": list(team.members.all()),
+                    **{
+                        f"{day}_{edge}": team.working_hours[day][i]
+                        for day in team.working_hours
+                        for i, edge in enumerate(("start", "end"))
+                    },
+                },
+            )
+        super().__init__(*args, **kwargs)
+        self.team = team
+        for day in WEEKDAYS:
+            for edge in ("start", "end"):
+                self.fields[f"{day}_{edge}"] = forms.TimeField(
+                    required=False, widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
+                )
+
+    def day_fields(self) -> list[tuple[str, Any, Any]]:
+        return [(day, self[f"{day}_start"], self[f"{day}_end"]) for day in WEEKDAYS]
+
+    def clean_slug(self) -> str:
+        slug: str = self.cleaned_data["slug"]
+        taken = Team.objects.filter(slug=slug)
+        if self.team is not None:
+            taken = taken.exclude(pk=self.team.pk)
+        if taken.exists():
+            raise forms.ValidationError("Another team has this slug.")
+        return slug
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        hours: dict[str, list[str]] = {}
+        for day in WEEKDAYS:
+            start, end = data.get(f"{day}_start"), data.get(f"{day}_end")
+            if start is None and end is None:
+                continue  # a day off
+            if start is None or end is None:
+                self.add_error(f"{day}_start", "Give both the start and the end, or neither.")
+            elif start >= end:
+                self.add_error(f"{day}_end", "The shift must end after it starts.")
+            else:
+                hours[day] = [start.strftime("%H:%M"), end.strftime("%H:%M")]
+        data["working_hours"] = hours
+        return data

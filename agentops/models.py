@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import uuid
+import zoneinfo
+from datetime import time
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
@@ -51,6 +55,47 @@ class ModelEndpoint(models.Model):
         self.api_key_ciphertext = encrypt_text(value) if value else ""
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order
+
+
+def timezone_validate(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a time zone name such as Europe/Paris or UTC.")
+
+
+def working_hours_validate(value: Any) -> None:
+    """`{"mon": ["09:00", "17:00"], ...}`: a day left out is off; a shift ends after it starts
+    on the same day (a night shift is two days' hours)."""
+    if not isinstance(value, dict):
+        raise ValidationError("Working hours are a mapping of weekday to [start, end].")
+    for day, hours in value.items():
+        if day not in WEEKDAYS:
+            raise ValidationError(f"{day!r} is not a weekday; use {', '.join(WEEKDAYS)}.")
+        try:
+            start, end = (time.fromisoformat(h) for h in hours)
+        except (TypeError, ValueError):
+            raise ValidationError(f"{day}: give [start, end] as HH:MM.") from None
+        if start >= end:
+            raise ValidationError(f"{day}: the shift must end after it starts.")
+
+
+class Team(models.Model):
+    """A group of operators that handoffs go to, with its working hours."""
+
+    slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="teams")
+    timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validate])
+    working_hours = models.JSONField(default=dict, blank=True, validators=[working_hours_validate])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
 class Agent(models.Model):
     slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
@@ -72,7 +117,14 @@ class Agent(models.Model):
     retry_max_attempts = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
     retry_base_seconds = models.FloatField(default=0.5, validators=[MinValueValidator(0)])
     retry_cap_seconds = models.FloatField(default=30, validators=[MinValueValidator(0)])
-    handoff_team = models.CharField(max_length=64, blank=True, default="")
+    handoff_team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agents",
+        help_text="The team its handoffs go to.",
+    )
     max_concurrent_runs = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -338,7 +390,9 @@ class Handoff(models.Model):
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoffs"
     )
     reason = models.TextField()
-    team = models.CharField(max_length=64, blank=True, default="")
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="handoffs"
+    )
     priority = models.PositiveSmallIntegerField(default=2, help_text="1 is most urgent.")
     status = models.CharField(
         max_length=10, choices=HandoffStatus.choices, default=HandoffStatus.OPEN
@@ -423,3 +477,28 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key}"
+
+
+class Invitation(models.Model):
+    """A one-time link to join with a role chosen by an admin; only its SHA-256 is stored."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    role = models.CharField(
+        max_length=10,
+        choices=[("viewer", "viewer"), ("operator", "operator"), ("admin", "admin")],
+    )
+    teams = models.ManyToManyField(Team, blank=True, related_name="+")
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invitation {self.pk} ({self.role})"

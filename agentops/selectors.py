@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -12,8 +13,8 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agentops.auth import ROLES
-from agentops.models import Agent, Run, RunStatus
+from agentops.auth import ROLES, hash_api_key
+from agentops.models import WEEKDAYS, Agent, Invitation, Run, RunStatus, Team
 
 
 @dataclass
@@ -21,15 +22,68 @@ class UserRow:
     user: Any
     role: str  # "" for none
     groups: list[str]  # role groups held (more than one only if set in the Django admin)
+    teams: list[Team] = field(default_factory=list)
 
 
 def users_list() -> list[UserRow]:
     rows = []
-    for user in get_user_model().objects.prefetch_related("groups").order_by("username"):
+    for user in get_user_model().objects.prefetch_related("groups", "teams").order_by("username"):
         held = [g.name for g in user.groups.all() if g.name in ROLES]
         role = "admin" if user.is_superuser else next((r for r in reversed(ROLES) if r in held), "")
-        rows.append(UserRow(user=user, role=role, groups=held))
+        rows.append(UserRow(user=user, role=role, groups=held, teams=list(user.teams.all())))
     return rows
+
+
+def team_is_working(*, team: Team, at: datetime) -> bool:
+    """Whether `at` falls within the team's working hours, in the team's time zone."""
+    local = at.astimezone(zoneinfo.ZoneInfo(team.timezone))
+    hours = team.working_hours.get(WEEKDAYS[local.weekday()])
+    if not hours:
+        return False
+    start, end = (time.fromisoformat(h) for h in hours)
+    return start <= local.time().replace(tzinfo=None) < end
+
+
+@dataclass
+class TeamRow:
+    team: Team
+    on_shift: bool  # the team's working hours include now
+    members: list[Any]  # users, active ones first
+    agents: list[str]  # slugs of the agents handing off to it
+
+
+def teams_list(*, now: datetime | None = None) -> list[TeamRow]:
+    """Every team with its members and whether it is within working hours now (who is on
+    shift: its active members, while it is)."""
+    now = now or timezone.now()
+    rows = []
+    for team in Team.objects.prefetch_related("members", "agents").order_by("slug"):
+        members = sorted(team.members.all(), key=lambda u: (not u.is_active, u.get_username()))
+        rows.append(
+            TeamRow(
+                team=team,
+                on_shift=team_is_working(team=team, at=now),
+                members=members,
+                agents=sorted(a.slug for a in team.agents.all()),
+            )
+        )
+    return rows
+
+
+def invitations_pending(*, now: datetime | None = None) -> list[Invitation]:
+    now = now or timezone.now()
+    return list(
+        Invitation.objects.filter(accepted_at=None, revoked_at=None, expires_at__gt=now)
+        .select_related("created_by")
+        .prefetch_related("teams")
+        .order_by("-created_at")
+    )
+
+
+def invitation_by_token(*, token: str) -> Invitation | None:
+    return (
+        Invitation.objects.prefetch_related("teams").filter(token_hash=hash_api_key(token)).first()
+    )
 
 
 @dataclass

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
+from django.utils import timezone
 
-from agentops.models import AuditEntry, ModelEndpoint
+from agentops.auth import hash_api_key
+from agentops.models import AuditEntry, Invitation, ModelEndpoint, Team
+from tracing.live import ACCESS_REVOKED, broadcast, user_group
 
 ROLE_GROUPS = ("admin", "operator", "viewer")
 
@@ -83,7 +90,65 @@ def user_role_set(*, user: Any, role: str, actor: Any) -> None:
                 role=role or "none",
                 previous=previous or "none",
             )
+        if previous and (not role or ROLES.index(role) < ROLES.index(previous)):
+            user_streams_close(user=user)
     user.__dict__.pop("_agentops_role", None)
+
+
+def user_streams_close(*, user: Any) -> None:
+    """Close the person's open WebSockets once the transaction commits (see tracing/live.py,
+    `user_group`): a stream opened again is authorised with the role they hold then. Pages
+    need nothing: the role is read at each request."""
+    broadcast(user_group(user.pk), {"kind": ACCESS_REVOKED})
+
+
+def user_active_set(*, user: Any, active: bool, actor: Any) -> None:
+    """Deactivate (or reactivate) a person. Deactivation ends their logins and closes their
+    streams at once; their history stays."""
+    if actor is not None and user.pk == actor.pk:
+        raise ValueError("active: you cannot deactivate yourself; ask another admin")
+    if user.is_active == active:
+        return
+    with transaction.atomic():
+        user.is_active = active
+        user.save(update_fields=["is_active"])
+        audit_record(
+            actor=actor,
+            action="user.activated" if active else "user.deactivated",
+            target=user.get_username(),
+        )
+        if not active:
+            user_logins_end(user=user)
+            user_streams_close(user=user)
+
+
+def user_logins_end(*, user: Any) -> int:
+    """Delete the person's login sessions (an inactive user is refused anyway; this keeps a
+    reactivation from reviving them). Returns how many ended."""
+    ended = [
+        s.pk
+        for s in LoginSession.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if s.get_decoded().get("_auth_user_id") == str(user.pk)
+    ]
+    LoginSession.objects.filter(pk__in=ended).delete()
+    return len(ended)
+
+
+def user_teams_set(*, user: Any, teams: Iterable[Team], actor: Any) -> None:
+    teams = list(teams)
+    previous = sorted(user.teams.values_list("slug", flat=True))
+    now = sorted(t.slug for t in teams)
+    if previous == now:
+        return
+    with transaction.atomic():
+        user.teams.set(teams)
+        audit_record(
+            actor=actor,
+            action="user.teams_set",
+            target=user.get_username(),
+            teams=now,
+            previous=previous,
+        )
 
 
 def user_create(*, form: Any, role: str, actor: Any) -> Any:
@@ -93,3 +158,137 @@ def user_create(*, form: Any, role: str, actor: Any) -> Any:
         audit_record(actor=actor, action="user.created", target=user.get_username())
         user_role_set(user=user, role=role, actor=actor)
     return user
+
+
+def team_save(
+    *,
+    team: Team | None,
+    slug: str,
+    name: str,
+    timezone_name: str,
+    working_hours: dict[str, list[str]],
+    members: Iterable[Any],
+    actor: Any,
+) -> Team:
+    """Create a team (`team` None) or change one; validated like the model says."""
+    created = team is None
+    team = team or Team()
+    before = (
+        {}
+        if created
+        else {
+            "slug": team.slug,
+            "name": team.name,
+            "timezone": team.timezone,
+            "working_hours": team.working_hours,
+            "members": sorted(team.members.values_list("username", flat=True)),
+        }
+    )
+    team.slug, team.name, team.timezone = slug, name, timezone_name
+    team.working_hours = working_hours
+    team.full_clean()
+    members = list(members)
+    after = {
+        "slug": slug,
+        "name": name,
+        "timezone": timezone_name,
+        "working_hours": working_hours,
+        "members": sorted(m.get_username() for m in members),
+    }
+    with transaction.atomic():
+        team.save()
+        team.members.set(members)
+        changes = {k: v for k, v in after.items() if before.get(k) != v}
+        if changes:
+            audit_record(
+                actor=actor,
+                action="team.created" if created else "team.changed",
+                target=slug,
+                **changes,
+            )
+    return team
+
+
+def invitation_create(
+    *, role: str, teams: Iterable[Team], note: str, actor: Any
+) -> tuple[Invitation, str]:
+    """A one-time link for a new person; returns (row, raw token). Only the hash is kept."""
+    from agentops.auth import ROLES
+
+    if role not in ROLES:
+        raise ValueError(f"role: choose one of {', '.join(ROLES)}")
+    raw = secrets.token_urlsafe(32)
+    teams = list(teams)
+    with transaction.atomic():
+        invitation = Invitation.objects.create(
+            token_hash=hash_api_key(raw),
+            role=role,
+            note=note[:200],
+            created_by=actor,
+            expires_at=timezone.now() + timedelta(days=settings.INVITATION_DAYS),
+        )
+        invitation.teams.set(teams)
+        audit_record(
+            actor=actor,
+            action="invitation.created",
+            target=note or f"invitation {invitation.pk}",
+            invitation=invitation.pk,
+            role=role,
+            teams=sorted(t.slug for t in teams),
+            expires_at=invitation.expires_at.isoformat(),
+        )
+    return invitation, raw
+
+
+class InvitationUnusable(Exception):
+    """The link is unknown, expired, revoked or used already (the message says which)."""
+
+
+def invitation_usable(invitation: Invitation | None) -> Invitation:
+    if invitation is None:
+        raise InvitationUnusable("This invitation link is not valid.")
+    if invitation.accepted_at is not None:
+        raise InvitationUnusable("This invitation link was used already.")
+    if invitation.revoked_at is not None:
+        raise InvitationUnusable("This invitation was withdrawn.")
+    if invitation.expires_at <= timezone.now():
+        raise InvitationUnusable("This invitation link has expired.")
+    return invitation
+
+
+def invitation_accept(*, token: str, form: Any) -> Any:
+    """Create the person from a valid UserCreationForm with the invitation's role and teams.
+    The invitation row is locked, so a link used twice at once makes one account."""
+    with transaction.atomic():
+        invitation = invitation_usable(
+            Invitation.objects.select_for_update().filter(token_hash=hash_api_key(token)).first()
+        )
+        user = form.save()
+        user.groups.add(Group.objects.get_or_create(name=invitation.role)[0])
+        user.teams.set(invitation.teams.all())
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by"])
+        audit_record(
+            actor=user,
+            action="invitation.accepted",
+            target=user.get_username(),
+            invitation=invitation.pk,
+            role=invitation.role,
+            teams=sorted(invitation.teams.values_list("slug", flat=True)),
+        )
+    return user
+
+
+def invitation_revoke(*, invitation: Invitation, actor: Any) -> None:
+    if invitation.accepted_at is not None or invitation.revoked_at is not None:
+        return
+    with transaction.atomic():
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action="invitation.revoked",
+            target=invitation.note or f"invitation {invitation.pk}",
+            invitation=invitation.pk,
+        )

@@ -280,6 +280,8 @@ AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
+# An invitation link (people page) works once, for this many days.
+INVITATION_DAYS = envint("INVITATION_DAYS", 7, minimum=1)
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"

@@ -6,18 +6,45 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_not_required, login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 
+from agentops import auth
 from agentops.auth import api_key_create, role_required
-from agentops.forms import ROLE_CHOICES, RoleForm, UserCreateForm
+from agentops.forms import (
+    ROLE_CHOICES,
+    AcceptInvitationForm,
+    InviteForm,
+    RoleForm,
+    TeamForm,
+    UserCreateForm,
+    UserTeamsForm,
+)
 from agentops.health import services_status
-from agentops.models import Agent, ApiKey, Run
-from agentops.selectors import run_queue_summary, users_list
-from agentops.services import audit_record, user_create, user_role_set
+from agentops.models import Agent, ApiKey, Invitation, Run, Team
+from agentops.selectors import (
+    invitation_by_token,
+    invitations_pending,
+    run_queue_summary,
+    teams_list,
+    users_list,
+)
+from agentops.services import (
+    InvitationUnusable,
+    audit_record,
+    invitation_accept,
+    invitation_create,
+    invitation_revoke,
+    invitation_usable,
+    team_save,
+    user_active_set,
+    user_create,
+    user_role_set,
+    user_teams_set,
+)
 
 
 @role_required("viewer")
@@ -87,6 +114,36 @@ class PasswordChange(auth_views.PasswordChangeView):
         return response
 
 
+class Login(auth_views.LoginView):
+    """Operators land on their queue; everyone else on Home (a `next` page wins)."""
+
+    def get_default_redirect_url(self) -> str:
+        if auth.user_role(self.request.user) == "operator":
+            return reverse("operators:queue")
+        return super().get_default_redirect_url()
+
+
+def people_page(
+    request: HttpRequest,
+    *,
+    form: UserCreateForm | None = None,
+    invite_form: InviteForm | None = None,
+    invite_link: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    context = {
+        "rows": users_list(),
+        "form": form or UserCreateForm(),
+        "invite_form": invite_form or InviteForm(),
+        "invite_link": invite_link,
+        "invitation_days": settings.INVITATION_DAYS,
+        "invitations": invitations_pending(),
+        "teams": Team.objects.order_by("slug"),
+        "role_choices": ROLE_CHOICES,
+    }
+    return render(request, "agentops/users.html", context, status=status)
+
+
 @role_required("admin")
 def users(request: HttpRequest) -> HttpResponse:
     form = UserCreateForm(request.POST or None)
@@ -94,8 +151,58 @@ def users(request: HttpRequest) -> HttpResponse:
         user = user_create(form=form, role=form.cleaned_data["role"], actor=request.user)
         messages.success(request, f"Created {user.get_username()}.")
         return redirect("users")
-    context = {"rows": users_list(), "form": form, "role_choices": ROLE_CHOICES}
-    return render(request, "agentops/users.html", context, status=400 if form.errors else 200)
+    return people_page(request, form=form, status=400 if form.errors else 200)
+
+
+@role_required("admin")
+@require_POST
+def user_invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if not form.is_valid():
+        return people_page(request, invite_form=form, status=400)
+    _, token = invitation_create(
+        role=form.cleaned_data["role"],
+        teams=form.cleaned_data["teams"],
+        note=form.cleaned_data["note"],
+        actor=request.user,
+    )
+    # Shown once, on this page only: only the link's hash is stored.
+    link = request.build_absolute_uri(reverse("invitation_accept")) + "#" + token
+    return people_page(request, invite_link=link, status=201)
+
+
+@role_required("admin")
+@require_POST
+def invitation_withdraw(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation_revoke(
+        invitation=get_object_or_404(Invitation, pk=invitation_id), actor=request.user
+    )
+    messages.success(request, "Invitation withdrawn: its link no longer works.")
+    return redirect("users")
+
+
+@login_not_required
+def invitation_accept_view(request: HttpRequest) -> HttpResponse:
+    """The token travels in the link's fragment (never sent in a request line, so never in
+    access logs); the page's script posts it with the form."""
+    form = AcceptInvitationForm(request.POST or None)
+    token = request.POST.get("token", "")
+    if request.method == "POST":
+        try:
+            invitation_usable(invitation_by_token(token=token))
+            if form.is_valid():
+                user = invitation_accept(token=token, form=form)
+                teams = ", ".join(t.name for t in user.teams.order_by("slug"))
+                messages.success(
+                    request,
+                    f"Welcome, {user.get_username()}: you joined as "
+                    f"{auth.user_role(user)}{f' in {teams}' if teams else ''}. Sign in to start.",
+                )
+                return redirect("login")
+        except InvitationUnusable as exc:
+            return render(request, "agentops/invitation.html", {"unusable": str(exc)}, status=410)
+    context = {"form": form, "token": token}
+    return render(request, "agentops/invitation.html", context, status=400 if form.errors else 200)
 
 
 @role_required("admin")
@@ -114,3 +221,60 @@ def user_role(request: HttpRequest, user_id: int) -> HttpResponse:
     else:
         messages.success(request, f"{user.get_username()}: {role or 'no role'}.")
     return redirect("users")
+
+
+@role_required("admin")
+@require_POST
+def user_teams(request: HttpRequest, user_id: int) -> HttpResponse:
+    user = get_object_or_404(get_user_model(), pk=user_id)
+    form = UserTeamsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose teams from the list.")
+        return redirect("users")
+    user_teams_set(user=user, teams=form.cleaned_data["teams"], actor=request.user)
+    messages.success(request, f"{user.get_username()}: teams saved.")
+    return redirect("users")
+
+
+@role_required("admin")
+@require_POST
+def user_active(request: HttpRequest, user_id: int) -> HttpResponse:
+    user = get_object_or_404(get_user_model(), pk=user_id)
+    active = request.POST.get("active") == "1"
+    try:
+        user_active_set(user=user, active=active, actor=request.user)
+    except ValueError as exc:
+        messages.error(request, f"Not changed: {exc}.")
+    else:
+        state = "reactivated" if active else "deactivated: signed out everywhere"
+        messages.success(request, f"{user.get_username()} {state}.")
+    return redirect("users")
+
+
+@role_required("admin")
+def teams(request: HttpRequest) -> HttpResponse:
+    return team_form_page(request, team=None)
+
+
+@role_required("admin")
+def team_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    return team_form_page(request, team=get_object_or_404(Team, slug=slug))
+
+
+def team_form_page(request: HttpRequest, *, team: Team | None) -> HttpResponse:
+    form = TeamForm(request.POST or None, team=team)
+    if request.method == "POST" and form.is_valid():
+        saved = team_save(
+            team=team,
+            slug=form.cleaned_data["slug"],
+            name=form.cleaned_data["name"],
+            timezone_name=form.cleaned_data["timezone"],
+            working_hours=form.cleaned_data["working_hours"],
+            members=form.cleaned_data["members"],
+            actor=request.user,
+        )
+        messages.success(request, f"Team {saved.slug} saved.")
+        return redirect("teams")
+    context = {"rows": teams_list() if team is None else [], "form": form, "team": team}
+    template = "agentops/teams.html" if team is None else "agentops/team_edit.html"
+    return render(request, template, context, status=400 if form.errors else 200)

@@ -38,7 +38,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from tracing.emit import span_to_event
-from tracing.live import open_notices, run_group
+from tracing.live import ACCESS_REVOKED, open_notices, run_group, user_group
 from tracing.logs import get_logger
 from tracing.models import Span
 
@@ -177,6 +177,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self._outbox: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self.user_group: str | None = None
+        user = self.scope.get("user")
+        if getattr(user, "is_authenticated", False):  # joined first: a revocation is never missed
+            self.user_group = user_group(user.pk)
+            await self.channel_layer.group_add(self.user_group, self.channel_name)
         if not await self.authorize():
             await self.close(code=REFUSED)
             return
@@ -195,6 +200,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """Hook: the group is joined."""
 
     async def disconnect(self, code: int) -> None:
+        if self.user_group:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
         if self._hub is not None and self.group:
             await self._hub.leave(self.group, self)
         if self._writer is not None:
@@ -203,6 +210,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("kind") == "ping":
             self.enqueue({"kind": "pong"})
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        """Only the per-user group reaches the consumer itself (streams go through the hub)."""
+        if message["event"].get("kind") == ACCESS_REVOKED:
+            await self.close(code=REFUSED)
+
+    async def live_batch(self, message: dict[str, Any]) -> None:
+        if any(e.get("kind") == ACCESS_REVOKED for e in message["events"]):
+            await self.close(code=REFUSED)
 
     def hub_event(self, event: LiveEvent) -> None:
         self.enqueue(event)

@@ -42,6 +42,15 @@ def session_group(session_id: Any) -> str:
     return f"session-{session_id}"
 
 
+# Every stream of a signed-in person also joins their own group; `ACCESS_REVOKED` sent there
+# (a demotion, a deactivation) closes them all with the refusal code.
+ACCESS_REVOKED = "access.revoked"
+
+
+def user_group(user_id: Any) -> str:
+    return f"user-{user_id}"
+
+
 def _open_key(group: str) -> str:
     return f"agentops:live-open:{group}"
 

@@ -26,7 +26,7 @@ def handoffs_open() -> QuerySet[Handoff]:
     """The queue: most urgent first (1 is most urgent), then the longest waiting."""
     return (
         Handoff.objects.filter(status=HandoffStatus.OPEN)
-        .select_related("session__agent", "run")
+        .select_related("session__agent", "run", "team")
         .order_by("priority", "created_at")
     )
 
@@ -35,7 +35,7 @@ def handoffs_claimed(*, user: Any) -> QuerySet[Handoff]:
     """Handoffs being worked: an operator's own; every operator's for admins."""
     qs = (
         Handoff.objects.filter(status=HandoffStatus.CLAIMED)
-        .select_related("session__agent", "claimed_by", "run")
+        .select_related("session__agent", "claimed_by", "run", "team")
         .order_by("priority", "claimed_at")
     )
     return qs if has_role(user, "admin") else qs.filter(claimed_by=user)
@@ -43,7 +43,7 @@ def handoffs_claimed(*, user: Any) -> QuerySet[Handoff]:
 
 def handoff_get(*, handoff_id: int) -> Handoff | None:
     return (
-        Handoff.objects.select_related("session__agent", "claimed_by", "run")
+        Handoff.objects.select_related("session__agent", "claimed_by", "run", "team")
         .filter(pk=handoff_id)
         .first()
     )

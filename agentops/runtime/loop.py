@@ -34,6 +34,7 @@ from agentops.models import (
     Run,
     RunStatus,
     SessionStatus,
+    Team,
     ToolCall,
 )
 from agentops.runtime import breaker
@@ -643,11 +644,15 @@ class RunDriver:
         `failure_class`; one the run was driven to (limits, failures) carries its class, and
         only those are listed with the failures."""
         last_tool_calls = self.last_tool_calls()
+        # A team the model named goes first if it exists; otherwise the agent's team.
+        to_team = (Team.objects.filter(slug=team).first() if team else None) or (
+            self.agent.handoff_team
+        )
         with transaction.atomic():
             with self.tracer.span(
                 "handoff",
                 reason=reason,
-                team=team or self.agent.handoff_team,
+                team=to_team.slug if to_team else "",
                 requested=not failure_class,
                 **({"error.type": str(failure_class)} if failure_class else {}),
             ):
@@ -663,7 +668,7 @@ class RunDriver:
                     session_id=self.session.pk,
                     run_id=self.run.pk,
                     reason=reason,
-                    team=team or self.agent.handoff_team,
+                    team=to_team,
                     priority=priority,
                     last_tool_calls=last_tool_calls,
                 )
@@ -680,7 +685,7 @@ class RunDriver:
                     "session_id": str(self.session.pk),
                     "agent": self.agent.slug,
                     "reason": reason,
-                    "team": handoff.team,
+                    "team": to_team.slug if to_team else "",
                     "priority": priority,
                 },
             )
