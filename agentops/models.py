@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-from tools.secrets import decrypt_text, encrypt_text
+from crypto.secrets import decrypt_text, encrypt_text
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$", "Use lowercase letters, digits and dashes."
@@ -60,7 +60,8 @@ class Agent(models.Model):
     )
     system_prompt = models.TextField(blank=True, default="")
     temperature = models.FloatField(null=True, blank=True)
-    tools = models.ManyToManyField("tools.ToolDefinition", blank=True, related_name="agents")
+    # No reverse side: tools knows no agent table (it reads this through tools.access).
+    tools = models.ManyToManyField("tools.ToolDefinition", blank=True, related_name="+")
     max_steps = models.PositiveIntegerField(default=12, validators=[MinValueValidator(1)])
     # Memory settings.
     context_token_budget = models.PositiveIntegerField(

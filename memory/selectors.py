@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from memory.agents import MemoryAgent, agent_directory
 from memory.embedders import get_embedder, vector_text
 from memory.errors import MemoryInputError
 from memory.models import Memory, MemoryEvent, MemoryRecall, MemoryRevision
@@ -363,25 +364,22 @@ def memory_unembedded_count(*, agent_id: int | None = None) -> int:
     return rows.count()
 
 
-def _agent_model() -> Any:
-    # memory imports no app of ours; the agent table is reached through the app registry.
-    from django.apps import apps
-
-    return apps.get_model("agentops", "Agent")
-
-
-def memory_agents() -> list[Any]:
-    """Agents, each with `.memory_count`, by slug."""
+def memory_agents() -> list[MemoryAgent]:
+    """Agents (from the registered directory), each with its `memory_count`, by slug."""
+    directory = agent_directory()
+    if directory is None:
+        return []
     counts = memory_agent_counts()
-    agents = list(_agent_model().objects.order_by("slug"))
-    for agent in agents:
-        agent.memory_count = counts.get(agent.pk, 0)
-    return agents
+    return [replace(agent, memory_count=counts.get(agent.pk, 0)) for agent in directory()]
 
 
-def memory_agent(*, slug: str) -> Any | None:
-    return _agent_model().objects.filter(slug=slug).first()
+def memory_agent(*, slug: str) -> MemoryAgent | None:
+    directory = agent_directory()
+    found = directory(slug=slug) if directory is not None else []
+    return found[0] if found else None
 
 
-def memory_agent_of(*, memory: Memory) -> Any | None:
-    return _agent_model().objects.filter(pk=memory.agent_id).first()
+def memory_agent_of(*, memory: Memory) -> MemoryAgent | None:
+    directory = agent_directory()
+    found = directory(pk=memory.agent_id) if directory is not None else []
+    return found[0] if found else None

@@ -8,11 +8,12 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from crypto.secrets import SecretUnreadable
+from tools.access import tool_access
 from tools.credentials import basic_value, credential_auth_headers, credential_secret_values
 from tools.models import (
     Credential,
@@ -23,7 +24,6 @@ from tools.models import (
     ToolVersion,
 )
 from tools.registry import registered_tools
-from tools.secrets import SecretUnreadable, rotate_text
 from tools.transport import Redactor, failure_for_status, http_send
 from tracing.egress import Resolver
 from tracing.failures import Failure, FailureClass
@@ -88,8 +88,11 @@ def tool_save(*, tool: ToolDefinition) -> ToolDefinition:
     return tool
 
 
-def tool_set_agents(*, tool: ToolDefinition, agents: Any) -> None:
-    tool.agents.set(agents)
+def tool_callers_set(*, tool: ToolDefinition, caller_ids: list[int]) -> None:
+    """Who may call the tool, through the registered ToolAccess (tools/access.py)."""
+    access = tool_access()
+    if access is not None:
+        access.callers_set(tool_id=tool.pk, caller_ids=caller_ids)
 
 
 def tool_set_enabled(*, tool: ToolDefinition, enabled: bool) -> ToolDefinition:
@@ -398,45 +401,6 @@ def credential_test(*, credential: Credential, resolver: Resolver | None = None)
 
 def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
-
-
-def _rotate(token: str, what: str) -> str:
-    try:
-        return rotate_text(token)
-    except SecretUnreadable as exc:
-        raise SecretUnreadable(
-            f"The {what} cannot be decrypted with any key in CREDENTIALS_KEY."
-        ) from exc
-
-
-def credentials_rotate_key() -> dict[str, int]:
-    """Re-encrypt every stored secret under the first CREDENTIALS_KEY."""
-    counts = {"credential secrets": 0, "access tokens": 0, "endpoint keys": 0}
-    with transaction.atomic():
-        for credential in Credential.objects.select_for_update():
-            if credential.secret_ciphertext:
-                credential.secret_ciphertext = _rotate(
-                    credential.secret_ciphertext, f"secret of {credential.name}"
-                )
-                counts["credential secrets"] += 1
-            if credential.access_token_ciphertext:
-                credential.access_token_ciphertext = _rotate(
-                    credential.access_token_ciphertext, f"access token of {credential.name}"
-                )
-                counts["access tokens"] += 1
-            Credential.objects.filter(pk=credential.pk).update(
-                secret_ciphertext=credential.secret_ciphertext,
-                access_token_ciphertext=credential.access_token_ciphertext,
-            )
-        endpoint_model = apps.get_model("agentops", "ModelEndpoint")
-        for endpoint in endpoint_model.objects.select_for_update().exclude(api_key_ciphertext=""):
-            endpoint_model.objects.filter(pk=endpoint.pk).update(
-                api_key_ciphertext=_rotate(
-                    endpoint.api_key_ciphertext, f"API key of endpoint {endpoint}"
-                )
-            )
-            counts["endpoint keys"] += 1
-    return counts
 
 
 # -- MCP servers ---------------------------------------------------------------------------

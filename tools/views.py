@@ -16,6 +16,7 @@ from tools.selectors import (
     credential_users,
     mcp_server_list,
     mcp_server_tools,
+    tool_callers,
     tool_list,
     tool_stats,
     tool_stats_by_name,
@@ -26,8 +27,8 @@ from tools.services import (
     credential_test,
     mcp_server_save,
     mcp_server_sync,
+    tool_callers_set,
     tool_save,
-    tool_set_agents,
     tool_set_enabled,
     tool_try,
 )
@@ -68,7 +69,8 @@ def _save_tool_form(request: HttpRequest, form: ToolForm) -> ToolDefinition | No
     try:
         with transaction.atomic():
             tool = tool_save(tool=tool)
-            tool_set_agents(tool=tool, agents=form.cleaned_data["agents"])
+            if "agents" in form.fields:
+                tool_callers_set(tool=tool, caller_ids=form.cleaned_data["agents"])
     except ValidationError as exc:
         _apply_errors(form, exc)
         return None
@@ -110,7 +112,7 @@ def _detail_context(
 ) -> dict[str, object]:
     return {
         "tool": tool,
-        "agents": tool.agents.order_by("slug"),
+        "agents": tool_callers(tool=tool),
         "stats": tool_stats(tool=tool),
         "versions": tool_versions(tool=tool),
         "try_form": try_form,

@@ -1,4 +1,9 @@
-"""Encryption at rest for credentials and endpoint keys (Fernet; MultiFernet for rotation)."""
+"""Encryption at rest for credentials and endpoint keys (Fernet; MultiFernet for rotation).
+
+The bottom of the house: every app may import this package and it imports none of ours, so
+`tools` (credentials) and `agentops` (model endpoint keys) encrypt with one key list without
+either knowing the other.
+"""
 
 from __future__ import annotations
 
