@@ -90,3 +90,21 @@ def test_it_links_by_url_name_in_templates():
             if HAND_WRITTEN_PATH.search(line):
                 wrong.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}")
     assert wrong == []
+
+
+def test_it_gives_lower_models_no_relation_to_upper_tables():
+    from django.apps import apps
+
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        if package == "crypto":
+            continue
+        for model in apps.get_app_config(package).get_models():
+            for field in model._meta.get_fields(include_hidden=False):
+                other = field.related_model
+                if not isinstance(other, type):
+                    continue
+                app = other._meta.app_label
+                if app in OURS and app != package and app not in allowed:
+                    wrong.append(f"{model.__name__}.{field.name} -> {app}.{other.__name__}")
+    assert wrong == []
