@@ -1,5 +1,3 @@
-import os
-
 from django.apps import AppConfig
 
 
@@ -17,12 +15,9 @@ class AgentOpsConfig(AppConfig):
         from memory.agents import agent_directory_register
         from tools.access import tool_access_register
         from tools.rotation import key_rotation_register
-        from tracing.services import retention_hook_register
+        from tracing.retention import retention_hook_register
 
         retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
         agent_directory_register(directory=agent_directory)
         tool_access_register(access=AgentToolAccess())
         key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)
-
-        if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
-            from agentops.testing import tools  # noqa: F401

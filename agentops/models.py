@@ -251,10 +251,6 @@ class Run(models.Model):
     def __str__(self) -> str:
         return str(self.id)
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_RUN_STATUSES
-
 
 class ToolCallStatus(models.TextChoices):
     STARTED = "started"

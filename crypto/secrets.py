@@ -7,6 +7,7 @@ either knowing the other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -31,19 +32,17 @@ def encrypt_text(value: str) -> str:
 
 
 def decrypt_text(token: str) -> str:
-    try:
-        return fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
-        raise SecretUnreadable(
-            "A stored secret cannot be decrypted: CREDENTIALS_KEY does not hold the key it was "
-            "encrypted with."
-        ) from exc
+    return _readable(fernet().decrypt, token)
 
 
 def rotate_text(token: str) -> str:
     """Re-encrypt under the first (newest) key."""
+    return _readable(fernet().rotate, token)
+
+
+def _readable(operation: Callable[[bytes], bytes], token: str) -> str:
     try:
-        return fernet().rotate(token.encode()).decode()
+        return operation(token.encode()).decode()
     except InvalidToken as exc:
         raise SecretUnreadable(
             "A stored secret cannot be decrypted: CREDENTIALS_KEY does not hold the key it was "

@@ -162,24 +162,3 @@ def mcp_server_list() -> QuerySet[McpServer]:
 
 def mcp_server_tools(*, server: McpServer) -> QuerySet[ToolDefinition]:
     return ToolDefinition.objects.filter(mcp_server=server).order_by("name")
-
-
-def tool_at_version(*, tool: ToolDefinition, version: int) -> ToolDefinition | None:
-    """The tool as it was at `version` (an unsaved copy built from the kept snapshot), for a
-    run that started with that version. None if that version is not kept."""
-    if version == tool.version:
-        return tool
-    row = ToolVersion.objects.filter(tool=tool, version=version).first()
-    if row is None:
-        return None
-    snapshot = dict(row.snapshot)
-    copy = ToolDefinition(pk=tool.pk, created_at=tool.created_at)
-    fallback_name = snapshot.pop("fallback", None)
-    for key, value in snapshot.items():
-        setattr(copy, key, value)
-    copy.version = version
-    copy.fallback = (
-        ToolDefinition.objects.filter(name=fallback_name).first() if fallback_name else None
-    )
-    copy._state.adding = False
-    return copy

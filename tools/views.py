@@ -9,7 +9,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from agentops.auth import role_required
+from tools.credentials import credential_save, credential_test
 from tools.forms import CredentialForm, McpServerForm, ToolForm, TryForm
+from tools.mcp_sync import mcp_server_save, mcp_server_sync
 from tools.models import Credential, McpServer, ToolDefinition, ToolKind
 from tools.selectors import (
     credential_list,
@@ -23,10 +25,6 @@ from tools.selectors import (
     tool_versions,
 )
 from tools.services import (
-    credential_save,
-    credential_test,
-    mcp_server_save,
-    mcp_server_sync,
     tool_callers_set,
     tool_save,
     tool_set_enabled,
