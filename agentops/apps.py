@@ -1,5 +1,3 @@
-import os
-
 from django.apps import AppConfig
 
 
@@ -11,13 +9,17 @@ class AgentOpsConfig(AppConfig):
     def ready(self) -> None:
         import agentops.signals  # noqa: F401  (login lockouts into the audit log)
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
+        from agentops.hooks import AgentToolAccess, agent_directory, endpoint_keys_rotate
         from agentops.idempotency import idempotency_keys_purge
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
         from agentops.runtime.retention import toolcalls_purge
-        from tracing.services import retention_hook_register
+        from memory.agents import agent_directory_register
+        from tools.access import tool_access_register
+        from tools.rotation import key_rotation_register
+        from tracing.retention import retention_hook_register
 
         retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
         retention_hook_register(name="agentops.idempotency_keys", hook=idempotency_keys_purge)
-
-        if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
-            from agentops.testing import tools  # noqa: F401
+        agent_directory_register(directory=agent_directory)
+        tool_access_register(access=AgentToolAccess())
+        key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)

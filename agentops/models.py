@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-from tools.secrets import decrypt_text, encrypt_text
+from crypto.secrets import decrypt_text, encrypt_text
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$", "Use lowercase letters, digits and dashes."
@@ -105,7 +105,8 @@ class Agent(models.Model):
     )
     system_prompt = models.TextField(blank=True, default="")
     temperature = models.FloatField(null=True, blank=True)
-    tools = models.ManyToManyField("tools.ToolDefinition", blank=True, related_name="agents")
+    # No reverse side: tools knows no agent table (it reads this through tools.access).
+    tools = models.ManyToManyField("tools.ToolDefinition", blank=True, related_name="+")
     max_steps = models.PositiveIntegerField(default=12, validators=[MinValueValidator(1)])
     # Memory settings.
     context_token_budget = models.PositiveIntegerField(
@@ -313,10 +314,6 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_RUN_STATUSES
 
 
 class ToolCallStatus(models.TextChoices):

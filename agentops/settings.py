@@ -256,9 +256,6 @@ RQ_QUEUES = {
     "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
     "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
-if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
-    # A queue only a test's own worker listens on (the suite's shared worker never takes it).
-    RQ_QUEUES["tests"] = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT}
 RQ_SHOW_ADMIN_LINK = True
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -16,8 +16,7 @@ def django_setup() -> None:
     os.environ.setdefault("AGENTOPS_VAR_DIR", str(ROOT / "var" / "bench"))
     os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("AGENTOPS_TESTING_TOOLS", "1")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.testing.settings")
     from agentops.embedded import ensure_services, stop_services
 
     atexit.register(stop_services, ensure_services())

@@ -304,7 +304,7 @@ def scope_curve(data: Dataset, queries, embedder_name: str) -> list[dict]:  # ty
 
 
 def recall_e2e(data: Dataset, queries) -> dict:  # type: ignore[no-untyped-def]
-    from memory.selectors import memory_recall
+    from memory.services import memory_recall
 
     texts = [
         "what does the user prefer for delivery",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from django.conf import settings
@@ -23,6 +23,12 @@ from memory.models import EMBEDDING_DIMENSIONS
 from tracing.failures import Failure, FailureClass
 
 BATCH_SIZE = 256
+
+
+def vector_text(embedding: Any) -> str:
+    """pgvector's text form; 7 significant digits keep float32 precision and parse fast."""
+    values = np.asarray(embedding, dtype=np.float32).tolist()
+    return "[" + ",".join(map("{:.7g}".format, values)) + "]"
 
 
 class Embedder(Protocol):

@@ -1,4 +1,4 @@
-"""Reads of long-term memory: scoped vector search, recall for the runtime, pinned memories,
+"""Reads of long-term memory: scoped vector search, ranking for recall, pinned memories,
 and the queries behind the memory pages.
 
 Scope: an agent's memories with `user_key == ''` (agent-wide) or equal to the
@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from memory.embedders import get_embedder
+from memory.agents import MemoryAgent, agent_directory
+from memory.embedders import get_embedder, vector_text
+from memory.errors import MemoryInputError
 from memory.models import Memory, MemoryEvent, MemoryRecall, MemoryRevision
-from tracing.failures import Failure, FailureClass
 
 MAX_RECALL_K = 50
 PINNED_LIMIT = 20
@@ -47,14 +47,6 @@ _COLUMNS = (
     "id, agent_id, user_key, text, kind, importance, metadata, pinned, content_hash, embedder, "
     "source_run_id, source_step, edited_by_id, created_at, last_accessed_at, access_count, expires_at"
 )
-
-
-class MemoryInputError(Failure):
-    """Bad input to a memory function; `field` names what was wrong (message is model-readable)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(FailureClass.INVALID_REQUEST, message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -74,35 +66,8 @@ class SearchResult:
     scope_size: int  # rows in scope, counted up to MEMORY_EXACT_SEARCH_MAX + 1
 
 
-class _NullSpan:
-    def set(self, **attributes: Any) -> None:
-        pass
-
-    def fail(self, error_class: str, message: str) -> None:
-        pass
-
-
-class _NullContext:
-    def __enter__(self) -> _NullSpan:
-        return _NullSpan()
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def traced(tracer: Any, name: str, **attributes: Any) -> Any:
-    """`tracer.span(...)` when a tracer is given, else a context that records nothing."""
-    return tracer.span(name, **attributes) if tracer is not None else _NullContext()
-
-
-def scope_user_keys(user_key: str) -> list[str]:
+def _scope_user_keys(user_key: str) -> list[str]:
     return [""] if not user_key else ["", user_key]
-
-
-def vector_text(embedding: Any) -> str:
-    """pgvector's text form; 7 significant digits keep float32 precision and parse fast."""
-    values = np.asarray(embedding, dtype=np.float32).tolist()
-    return "[" + ",".join(map("{:.7g}".format, values)) + "]"
 
 
 def _where(
@@ -239,112 +204,75 @@ def rerank_score(
     )
 
 
-def memory_recall(
-    *,
-    agent_id: int,
-    user_key: str,
-    query: str,
-    k: int = 5,
-    run_id: Any = None,
-    tracer: Any = None,
-) -> list[RecalledMemory]:
-    """The k memories most useful for `query` in this agent+user scope, best first.
+@dataclass(frozen=True)
+class Ranking:
+    """What `memory_rank` found: the memories to return, and how the search went."""
+
+    recalled: list[RecalledMemory]
+    strategy: str  # memory_search's, or "" when the query was empty (no search)
+    scope_size: int
+    candidates: int
+    embedder: str
+
+
+def memory_rank(
+    *, agent_id: int, user_key: str, query: str, k: int = 5, now: datetime | None = None
+) -> Ranking:
+    """The k memories most useful for `query` in this agent+user scope, best first. Reads only:
+    `memory.services.memory_recall` records what a run recalled.
 
     Candidates are the 3k (at least 20) most similar unexpired, unpinned memories (pinned
     ones are always in context through `memory_pinned`); they are re-ranked by similarity,
-    importance and recency (`rerank_score`). Returned memories get access_count + 1 and
-    last_accessed_at = now (one UPDATE), a MemoryRecall row when `run_id` is given, and may
-    be auto-pinned (see `memory.services.memory_auto_pin`).
+    importance and recency (`rerank_score`).
     """
-    from memory.services import memory_auto_pin
-
-    with traced(tracer, "memory.recall", **{"memory.k": k, "agent_id": agent_id}) as span:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise MemoryInputError("k", f"k must be a whole number from 1 to {MAX_RECALL_K}.")
-        k = min(k, MAX_RECALL_K)
-        if not isinstance(query, str) or not query.strip():
-            span.set(**{"memory.returned": 0})
-            return []
-        now = timezone.now()
-        embedder = get_embedder()
-        vector = embedder.embed([query.strip()[:4000]])[0]
-        result = memory_search(
-            agent_id=agent_id,
-            embedding=vector,
-            limit=max(3 * k, 20),
-            user_keys=scope_user_keys(user_key),
-            pinned=False,
-            now=now,
-            embedder_name=embedder.name,
-        )
-        ranked = sorted(
-            result.memories,
-            key=lambda m: (
-                -rerank_score(
-                    similarity=m.similarity,
-                    importance=m.importance,
-                    last_used=m.last_accessed_at or m.created_at,
-                    now=now,
-                )
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise MemoryInputError("k", f"k must be a whole number from 1 to {MAX_RECALL_K}.")
+    k = min(k, MAX_RECALL_K)
+    embedder = get_embedder()
+    if not isinstance(query, str) or not query.strip():
+        return Ranking([], "", 0, 0, embedder.name)
+    now = now or timezone.now()
+    vector = embedder.embed([query.strip()[:4000]])[0]
+    result = memory_search(
+        agent_id=agent_id,
+        embedding=vector,
+        limit=max(3 * k, 20),
+        user_keys=_scope_user_keys(user_key),
+        pinned=False,
+        now=now,
+        embedder_name=embedder.name,
+    )
+    scored = [
+        (
+            rerank_score(
+                similarity=m.similarity,
+                importance=m.importance,
+                last_used=m.last_accessed_at or m.created_at,
+                now=now,
             ),
-        )[:k]
-        recalled = [
-            RecalledMemory(
-                memory=m,
-                id=m.id,
-                text=m.text,
-                kind=m.kind,
-                score=round(
-                    rerank_score(
-                        similarity=m.similarity,
-                        importance=m.importance,
-                        last_used=m.last_accessed_at or m.created_at,
-                        now=now,
-                    ),
-                    4,
-                ),
-                similarity=round(m.similarity, 4),
-            )
-            for m in ranked
-        ]
-        if recalled:
-            ids = [r.id for r in recalled]
-            outer_transaction = connection.in_atomic_block
-            with transaction.atomic():
-                if not outer_transaction:
-                    # Bookkeeping only (access counts, provenance): a crash may lose the last
-                    # few hundred ms of it, and recall does not wait for a WAL flush.
-                    with connection.cursor() as cursor:
-                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                Memory.objects.filter(id__in=ids).update(
-                    access_count=F("access_count") + 1, last_accessed_at=now
-                )
-                if run_id is not None:
-                    MemoryRecall.objects.bulk_create(
-                        [
-                            MemoryRecall(memory_id=r.id, run_id=run_id, score=r.score)
-                            for r in recalled
-                        ]
-                    )
-            for r in recalled:
-                r.memory.access_count += 1
-                r.memory.last_accessed_at = now
-            memory_auto_pin(memories=[r.memory for r in recalled], run_id=run_id)
-        span.set(
-            **{
-                "memory.strategy": result.strategy,
-                "memory.scope_size": result.scope_size,
-                "memory.candidates": len(result.memories),
-                "memory.returned": len(recalled),
-                "memory.ids": [r.id for r in recalled],
-                "memory.embedder": embedder.name,
-            }
+            m,
         )
-        return recalled
+        for m in result.memories
+    ]
+    scored.sort(key=lambda pair: -pair[0])
+    recalled = [
+        RecalledMemory(
+            memory=m,
+            id=m.id,
+            text=m.text,
+            kind=m.kind,
+            score=round(score, 4),
+            similarity=round(m.similarity, 4),
+        )
+        for score, m in scored[:k]
+    ]
+    return Ranking(
+        recalled, result.strategy, result.scope_size, len(result.memories), embedder.name
+    )
 
 
 def _scope_q(*, agent_id: int, user_key: str) -> Q:
-    return Q(agent_id=agent_id, user_key__in=scope_user_keys(user_key))
+    return Q(agent_id=agent_id, user_key__in=_scope_user_keys(user_key))
 
 
 def _unexpired_q(now: datetime) -> Q:
@@ -436,25 +364,22 @@ def memory_unembedded_count(*, agent_id: int | None = None) -> int:
     return rows.count()
 
 
-def _agent_model() -> Any:
-    # memory imports no app of ours; the agent table is reached through the app registry.
-    from django.apps import apps
-
-    return apps.get_model("agentops", "Agent")
-
-
-def memory_agents() -> list[Any]:
-    """Agents, each with `.memory_count`, by slug."""
+def memory_agents() -> list[MemoryAgent]:
+    """Agents (from the registered directory), each with its `memory_count`, by slug."""
+    directory = agent_directory()
+    if directory is None:
+        return []
     counts = memory_agent_counts()
-    agents = list(_agent_model().objects.order_by("slug"))
-    for agent in agents:
-        agent.memory_count = counts.get(agent.pk, 0)
-    return agents
+    return [replace(agent, memory_count=counts.get(agent.pk, 0)) for agent in directory()]
 
 
-def memory_agent(*, slug: str) -> Any | None:
-    return _agent_model().objects.filter(slug=slug).first()
+def memory_agent(*, slug: str) -> MemoryAgent | None:
+    directory = agent_directory()
+    found = directory(slug=slug) if directory is not None else []
+    return found[0] if found else None
 
 
-def memory_agent_of(*, memory: Memory) -> Any | None:
-    return _agent_model().objects.filter(pk=memory.agent_id).first()
+def memory_agent_of(*, memory: Memory) -> MemoryAgent | None:
+    directory = agent_directory()
+    found = directory(pk=memory.agent_id) if directory is not None else []
+    return found[0] if found else None

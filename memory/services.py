@@ -22,15 +22,17 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
-from memory.embedders import get_embedder
+from memory.embedders import get_embedder, vector_text
+from memory.errors import MemoryInputError
 from memory.models import (
     Memory,
     MemoryAction,
     MemoryEvent,
     MemoryKind,
+    MemoryRecall,
     MemoryRevision,
 )
-from memory.selectors import MemoryInputError, memory_search, traced, vector_text
+from memory.selectors import RecalledMemory, memory_rank, memory_search
 from memory.text import content_hash, numbers_in
 from tracing.logs import get_logger
 
@@ -45,6 +47,27 @@ AUTO_PIN_MAX_PER_SCOPE = 10
 EXPIRE_BATCH = 1000
 
 _UNSET: Any = object()
+
+
+class _NullSpan:
+    def set(self, **attributes: Any) -> None:
+        pass
+
+    def fail(self, error_class: str, message: str) -> None:
+        pass
+
+
+class _NullContext:
+    def __enter__(self) -> _NullSpan:
+        return _NullSpan()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _traced(tracer: Any, name: str, **attributes: Any) -> Any:
+    """`tracer.span(...)` when a tracer is given, else a context that records nothing."""
+    return tracer.span(name, **attributes) if tracer is not None else _NullContext()
 
 
 # -- validation -------------------------------------------------------------------------
@@ -193,7 +216,7 @@ def memory_remember(
     """Store a memory in the scope (agent, user_key; '' = agent-wide), embedding it inline
     (this runs in the worker), or merge it into a duplicate. Bad input raises
     MemoryInputError naming the field, with a message the model can read."""
-    with traced(tracer, "memory.write", agent_id=agent_id) as span:
+    with _traced(tracer, "memory.write", agent_id=agent_id) as span:
         text = _clean_text(text)
         kind = _clean_kind(kind)
         importance = _clean_importance(importance)
@@ -280,6 +303,70 @@ def memory_remember(
             )
         span.set(**{"memory.id": memory.pk, "memory.merged": ""})
         return memory
+
+
+# -- recall -----------------------------------------------------------------------------
+
+
+def memory_recall(
+    *,
+    agent_id: int,
+    user_key: str,
+    query: str,
+    k: int = 5,
+    run_id: Any = None,
+    tracer: Any = None,
+) -> list[RecalledMemory]:
+    """Recall for a run: the memories `memory.selectors.memory_rank` picks, recorded as used
+    (`memory_recall_record`), in one `memory.recall` span."""
+    with _traced(tracer, "memory.recall", **{"memory.k": k, "agent_id": agent_id}) as span:
+        now = timezone.now()
+        ranking = memory_rank(agent_id=agent_id, user_key=user_key, query=query, k=k, now=now)
+        if ranking.recalled:
+            memory_recall_record(recalled=ranking.recalled, run_id=run_id, now=now)
+        if not ranking.strategy:
+            span.set(**{"memory.returned": 0})
+        else:
+            span.set(
+                **{
+                    "memory.strategy": ranking.strategy,
+                    "memory.scope_size": ranking.scope_size,
+                    "memory.candidates": ranking.candidates,
+                    "memory.returned": len(ranking.recalled),
+                    "memory.ids": [r.id for r in ranking.recalled],
+                    "memory.embedder": ranking.embedder,
+                }
+            )
+        return ranking.recalled
+
+
+def memory_recall_record(
+    *, recalled: list[RecalledMemory], run_id: Any = None, now: datetime | None = None
+) -> None:
+    """Count a recall: access_count + 1 and last_accessed_at = now on each memory (one UPDATE),
+    a MemoryRecall row each when `run_id` is given, then the auto-pin rule."""
+    if not recalled:
+        return
+    now = now or timezone.now()
+    ids = [r.id for r in recalled]
+    outer_transaction = connection.in_atomic_block
+    with transaction.atomic():
+        if not outer_transaction:
+            # Bookkeeping only (access counts, provenance): a crash may lose the last
+            # few hundred ms of it, and recall does not wait for a WAL flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        Memory.objects.filter(id__in=ids).update(
+            access_count=F("access_count") + 1, last_accessed_at=now
+        )
+        if run_id is not None:
+            MemoryRecall.objects.bulk_create(
+                [MemoryRecall(memory_id=r.id, run_id=run_id, score=r.score) for r in recalled]
+            )
+    for r in recalled:
+        r.memory.access_count += 1
+        r.memory.last_accessed_at = now
+    memory_auto_pin(memories=[r.memory for r in recalled], run_id=run_id)
 
 
 # -- edits from people --------------------------------------------------------------------

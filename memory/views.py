@@ -13,10 +13,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
 from agentops.auth import role_required
+from memory.errors import MemoryInputError
 from memory.forms import MemoryCreateForm, MemoryEditForm, MemoryFilterForm
 from memory.models import Memory
 from memory.selectors import (
-    MemoryInputError,
     memory_agent,
     memory_agent_of,
     memory_agents,

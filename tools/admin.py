@@ -3,7 +3,8 @@ from typing import Any
 from django.contrib import admin
 
 from tools import models
-from tools.services import credential_save, tool_save
+from tools.credentials import credential_save
+from tools.services import tool_save
 
 
 @admin.register(models.ToolDefinition)

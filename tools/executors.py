@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 from jsonschema import Draft202012Validator
 
+from crypto.secrets import SecretUnreadable
 from tools.deadline import ToolTimeout, call_with_deadline
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
-from tools.secrets import SecretUnreadable
 from tracing.emit import REDACTED
 from tracing.failures import Failure, FailureClass
 

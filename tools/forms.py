@@ -6,6 +6,7 @@ from typing import Any, cast
 from django import forms
 from django.core.exceptions import ValidationError
 
+from tools.access import tool_access
 from tools.http_executor import (
     BODY_FORMATS,
     DEFAULT_MAX_CHARS,
@@ -65,8 +66,8 @@ class ToolForm(forms.ModelForm):
     python_function = forms.ChoiceField(
         required=False, help_text="Functions registered in code with @python_tool."
     )
-    agents: forms.ModelMultipleChoiceField = forms.ModelMultipleChoiceField(
-        queryset=None,
+    agents = forms.TypedMultipleChoiceField(
+        coerce=int,
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Agents that may call this tool.",
@@ -180,13 +181,18 @@ class ToolForm(forms.ModelForm):
         description.help_text = (
             "What the tool does, for the model. Python tools default to their docstring."
         )
-        agent_model = cast(Any, ToolDefinition._meta.get_field("agents").related_model)
-        cast(Any, self.fields["agents"]).queryset = agent_model._default_manager.order_by("slug")
+        access = tool_access()
+        if access is None:
+            del self.fields["agents"]
+        else:
+            agents = cast(forms.TypedMultipleChoiceField, self.fields["agents"])
+            agents.choices = [(c.pk, c.label) for c in access.callers()]
+            if self.instance.pk:
+                agents.initial = [c.pk for c in access.callers_of(tool_id=self.instance.pk)]
         fallback = cast(forms.ModelChoiceField, self.fields["fallback"])
         fallback.queryset = ToolDefinition.objects.order_by("name")
         if self.instance.pk:
             fallback.queryset = ToolDefinition.objects.exclude(pk=self.instance.pk).order_by("name")
-            self.fields["agents"].initial = list(self.instance.agents.values_list("pk", flat=True))
         config = self.instance.http_config or {}
         response = config.get("response") or {}
         initial = {

@@ -196,8 +196,8 @@ class HttpExecutor:
         self.resolver = resolver
 
     def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: Any) -> Any:
+        from tools.credentials import credential_record_failure, credential_record_use
         from tools.executors import ToolResult
-        from tools.services import credential_record_failure, credential_record_use
 
         config = tool.http_config or {}
         try:

@@ -242,7 +242,7 @@ def _call(
             and server.transport == McpTransport.HTTP
         ):
             raise
-        from tools.services import credential_access_token
+        from tools.credentials import credential_access_token
 
         credential_access_token(
             credential=credential, stale_token=credential.access_token, resolver=resolver
@@ -336,8 +336,8 @@ class McpExecutor:
         self.resolver = resolver
 
     def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: Any) -> Any:
+        from tools.credentials import credential_record_use
         from tools.executors import ToolResult
-        from tools.services import credential_record_use
 
         server = tool.mcp_server
         if server is None or not tool.mcp_tool_name:

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-from tools.secrets import decrypt_text, encrypt_text
+from crypto.secrets import decrypt_text, encrypt_text
 
 function_name_validator = RegexValidator(
     r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$",

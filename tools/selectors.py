@@ -8,6 +8,7 @@ from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
+from tools.access import ToolCaller, tool_access
 from tools.models import Credential, McpServer, ToolDefinition, ToolVersion
 from tools.registry import registered_tools
 from tracing.models import Span, SpanStatus
@@ -82,12 +83,23 @@ def tool_stats_by_name(*, window: timedelta = STATS_WINDOW) -> dict[str, ToolSta
     }
 
 
-def tool_list() -> QuerySet[ToolDefinition]:
-    return (
-        ToolDefinition.objects.select_related("credential", "mcp_server", "fallback")
-        .annotate(agent_count=Count("agents", distinct=True))
-        .order_by("name")
+def tool_list() -> list[ToolDefinition]:
+    """Every tool by name, each with `agent_count` (agents that may call it)."""
+    access = tool_access()
+    counts = access.counts() if access is not None else {}
+    tools = list(
+        ToolDefinition.objects.select_related("credential", "mcp_server", "fallback").order_by(
+            "name"
+        )
     )
+    for tool in tools:
+        tool.agent_count = counts.get(tool.pk, 0)  # type: ignore[attr-defined]
+    return tools
+
+
+def tool_callers(*, tool: ToolDefinition) -> list[ToolCaller]:
+    access = tool_access()
+    return access.callers_of(tool_id=tool.pk) if access is not None else []
 
 
 def tool_versions(*, tool: ToolDefinition) -> list[dict[str, Any]]:
@@ -150,24 +162,3 @@ def mcp_server_list() -> QuerySet[McpServer]:
 
 def mcp_server_tools(*, server: McpServer) -> QuerySet[ToolDefinition]:
     return ToolDefinition.objects.filter(mcp_server=server).order_by("name")
-
-
-def tool_at_version(*, tool: ToolDefinition, version: int) -> ToolDefinition | None:
-    """The tool as it was at `version` (an unsaved copy built from the kept snapshot), for a
-    run that started with that version. None if that version is not kept."""
-    if version == tool.version:
-        return tool
-    row = ToolVersion.objects.filter(tool=tool, version=version).first()
-    if row is None:
-        return None
-    snapshot = dict(row.snapshot)
-    copy = ToolDefinition(pk=tool.pk, created_at=tool.created_at)
-    fallback_name = snapshot.pop("fallback", None)
-    for key, value in snapshot.items():
-        setattr(copy, key, value)
-    copy.version = version
-    copy.fallback = (
-        ToolDefinition.objects.filter(name=fallback_name).first() if fallback_name else None
-    )
-    copy._state.adding = False
-    return copy

@@ -9,25 +9,24 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from agentops.auth import role_required
+from tools.credentials import credential_save, credential_test
 from tools.forms import CredentialForm, McpServerForm, ToolForm, TryForm
+from tools.mcp_sync import mcp_server_save, mcp_server_sync
 from tools.models import Credential, McpServer, ToolDefinition, ToolKind
 from tools.selectors import (
     credential_list,
     credential_users,
     mcp_server_list,
     mcp_server_tools,
+    tool_callers,
     tool_list,
     tool_stats,
     tool_stats_by_name,
     tool_versions,
 )
 from tools.services import (
-    credential_save,
-    credential_test,
-    mcp_server_save,
-    mcp_server_sync,
+    tool_callers_set,
     tool_save,
-    tool_set_agents,
     tool_set_enabled,
     tool_try,
 )
@@ -68,7 +67,8 @@ def _save_tool_form(request: HttpRequest, form: ToolForm) -> ToolDefinition | No
     try:
         with transaction.atomic():
             tool = tool_save(tool=tool)
-            tool_set_agents(tool=tool, agents=form.cleaned_data["agents"])
+            if "agents" in form.fields:
+                tool_callers_set(tool=tool, caller_ids=form.cleaned_data["agents"])
     except ValidationError as exc:
         _apply_errors(form, exc)
         return None
@@ -110,7 +110,7 @@ def _detail_context(
 ) -> dict[str, object]:
     return {
         "tool": tool,
-        "agents": tool.agents.order_by("slug"),
+        "agents": tool_callers(tool=tool),
         "stats": tool_stats(tool=tool),
         "versions": tool_versions(tool=tool),
         "try_form": try_form,

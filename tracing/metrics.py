@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,14 +37,6 @@ def hist_add(target: list[int], other: Sequence[int]) -> list[int]:
     for i, n in enumerate(other[:HIST_SIZE]):
         target[i] += n
     return target
-
-
-def hist_sum(hists: Iterable[Sequence[int]]) -> list[int]:
-    total = hist_new()
-    for h in hists:
-        if h:
-            hist_add(total, h)
-    return total
 
 
 def percentile(hist: Sequence[int], q: float) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,13 +16,6 @@ from tracing.metrics import Totals, percentile
 from tracing.models import AlertEvent, AlertRule, MetricRollup, RollupKind, Span
 
 # --- traces ---------------------------------------------------------------------------------
-
-
-def spans_of_trace(
-    *, trace_id: uuid.UUID, after_seq: int = 0, limit: int | None = None
-) -> QuerySet[Span]:
-    qs = Span.objects.filter(trace_id=trace_id, seq__gt=after_seq).order_by("seq")
-    return qs[:limit] if limit else qs
 
 
 @dataclass
@@ -126,10 +118,6 @@ class Stats(Totals):
     @property
     def fallbacks_per_run(self) -> float | None:
         return self._ratio(self.fallbacks, self.count)
-
-    @property
-    def mean_ms(self) -> float | None:
-        return self._ratio(self.latency_sum_ms, sum(self.latency_hist))
 
     @property
     def p50(self) -> float | None:

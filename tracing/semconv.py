@@ -38,7 +38,3 @@ RUN_FAILED = "failed"
 RUN_HANDED_OFF = "handed_off"
 RUN_CANCELLED = "cancelled"
 RUN_TERMINAL = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_HANDED_OFF, RUN_CANCELLED})
-
-
-def run_status_of(attributes: dict) -> str:
-    return str(attributes.get("status") or attributes.get("run.status") or "")

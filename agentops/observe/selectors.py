@@ -15,8 +15,8 @@ from agentops.models import ACTIVE_RUN_STATUSES, Agent, Handoff, Message, Run, R
 from tracing import semconv
 from tracing.live import open_notices, run_group
 from tracing.models import Span, SpanStatus
+from tracing.rollups import PriceBook
 from tracing.selectors import SpanNode, span_waterfall
-from tracing.services import PriceBook
 
 MAX_DEPTH_CLASS = 9
 

@@ -54,7 +54,7 @@ def remember(
 
 @python_tool(description="Search long-term memories relevant to a query.")
 def recall(query: str, k: int = 5, *, context: ToolContext) -> str:
-    from memory.selectors import memory_recall
+    from memory.services import memory_recall
 
     found = memory_recall(
         agent_id=_agent_id(context),

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from agentops.models import Message, Run, RunStatus, Session, ToolCall
+from agentops.models import Message, Run, RunStatus, ToolCall
 from agentops.runtime.errors import LeaseLost
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.models import Span
@@ -317,8 +317,3 @@ def status_broadcast(run: Run) -> None:
     event = status_event(run)
     broadcast(session_group(run.session_id), event)
     broadcast(OPS_GROUP, event)
-
-
-@transaction.atomic
-def session_set_status(*, session_id: Any, status: str) -> None:
-    Session.objects.filter(pk=session_id).update(status=status, updated_at=timezone.now())

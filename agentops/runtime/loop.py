@@ -252,7 +252,8 @@ class RunDriver:
             self.recall_memories()
 
     def recall_memories(self) -> None:
-        from memory.selectors import memory_pinned, memory_recall
+        from memory.selectors import memory_pinned
+        from memory.services import memory_recall
 
         query = next(
             (m.content for m in reversed(self.transcript.messages) if m.role == Role.USER), ""

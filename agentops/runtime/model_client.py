@@ -4,7 +4,6 @@ hidden retries turned off (max_retries=0): retries are ours, in runtime/retry.py
 from __future__ import annotations
 
 import functools
-import json
 import ssl
 import time
 from collections.abc import Callable
@@ -192,7 +191,3 @@ def tool_specs(tools: list[Any]) -> list[dict[str, Any]]:
         }
         for t in tools
     ]
-
-
-def parse_arguments(raw: str) -> Any:
-    return json.loads(raw) if raw.strip() else {}

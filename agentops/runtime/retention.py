@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentops.models import Agent
-from tracing.services import delete_in_batches
+from tracing.retention import delete_in_batches
 
 
 def toolcalls_purge(policy: Any) -> int:

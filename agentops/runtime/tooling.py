@@ -53,7 +53,7 @@ class ToolRunner:
             agent = self.driver.agent
             builtins = [n for n in BUILTIN_TOOLS if agent.memory_enabled or n not in MEMORY_TOOLS]
             rows = ToolDefinition.objects.filter(
-                Q(agents=agent) | Q(name__in=builtins), enabled=True
+                Q(pk__in=agent.tools.values("pk")) | Q(name__in=builtins), enabled=True
             )
             self._tools = {t.name: t for t in rows.select_related("fallback").distinct()}
         return list(self._tools.values())

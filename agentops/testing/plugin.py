@@ -5,10 +5,10 @@ import os
 
 os.environ.setdefault("AGENTOPS_VAR_DIR", os.path.abspath("var/test"))
 os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
+# The production settings plus the crash-test tools, for this process and every one it starts.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.testing.settings")
 os.environ.setdefault("LOG_FORMAT", "console")
 os.environ.setdefault("TOOL_EGRESS_ALLOWLIST", "")
-os.environ.setdefault("AGENTOPS_TESTING_TOOLS", "1")
 
 from agentops.embedded import ensure_services, stop_services
 

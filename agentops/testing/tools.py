@@ -1,4 +1,4 @@
-"""Tools for crash tests and the chaos benchmark (registered when AGENTOPS_TESTING_TOOLS=1).
+"""Tools for crash tests and the chaos benchmark (registered by agentops.testing.settings).
 
 Each execution appends one line to <VAR_DIR>/side_effects.log before it sleeps, so a test
 can count how often each idempotency key really ran, across killed processes.

@@ -47,7 +47,7 @@ def agent(dev_agent):
     return dev_agent
 
 
-QUEUE = "tests"  # configured when AGENTOPS_TESTING_TOOLS is 1, as in the suite
+QUEUE = "tests"  # configured by agentops.testing.settings, as in the suite
 
 
 def _start(env: dict[str, str], name: str = "concurrent") -> Proc:

@@ -9,8 +9,7 @@ import pytest
 from agentops.devmodel.server import embed_text
 from agentops.testing.processes import PROJECT_DIR, free_port
 from memory.embedders import OpenAIEmbedder, WordLlamaEmbedder, get_embedder
-from memory.selectors import memory_recall
-from memory.services import memory_remember
+from memory.services import memory_recall, memory_remember
 from tracing.failures import Failure, FailureClass
 
 

@@ -5,8 +5,7 @@ from django.core.management import call_command
 
 from memory.embedders import get_embedder
 from memory.models import Memory
-from memory.selectors import memory_recall
-from memory.services import memory_create, memory_remember
+from memory.services import memory_create, memory_recall, memory_remember
 
 
 def test_it_embeds_a_memory_a_person_wrote_in_the_worker(transactional_db, worker, agent, bob):

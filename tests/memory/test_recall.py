@@ -2,18 +2,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from memory.embedders import get_embedder
+from memory.errors import MemoryInputError
 from memory.models import Memory, MemoryAction, MemoryEvent, MemoryRecall
-from memory.selectors import (
-    MemoryInputError,
-    memory_pinned,
-    memory_recall,
-    memory_search,
-    rerank_score,
-)
-from memory.services import memory_expire, memory_remember, memory_update
+from memory.selectors import memory_pinned, memory_rank, memory_search, rerank_score
+from memory.services import memory_expire, memory_recall, memory_remember, memory_update
 from tests.memory.labelled import AGENT_WIDE, MEMORIES, QUERIES
 from tracing.emit import Tracer
 from tracing.models import Span
@@ -234,3 +231,20 @@ def test_it_rejects_a_bad_k(agent, k):
 def test_it_returns_nothing_for_an_empty_query_or_scope(agent):
     assert memory_recall(agent_id=agent.pk, user_key="u", query="   ", k=5) == []
     assert memory_recall(agent_id=agent.pk, user_key="u", query="tea", k=5) == []
+
+
+def test_it_ranks_without_writing_and_records_only_through_the_service(agent):
+    tea = memory_remember(agent_id=agent.pk, user_key="u", text="The customer drinks green tea.")
+    with CaptureQueriesContext(connection) as queries:
+        ranking = memory_rank(agent_id=agent.pk, user_key="u", query="tea", k=3)
+    assert [r.id for r in ranking.recalled] == [tea.pk] and ranking.strategy == "exact"
+    statements = [q["sql"].lstrip().split()[0].upper() for q in queries.captured_queries]
+    assert statements and set(statements) == {"SELECT"}
+    tea.refresh_from_db()
+    assert tea.access_count == 0 and not MemoryRecall.objects.exists()
+
+    run = uuid.uuid4()
+    memory_recall(agent_id=agent.pk, user_key="u", query="tea", k=3, run_id=run)
+    tea.refresh_from_db()
+    assert tea.access_count == 1
+    assert list(MemoryRecall.objects.values_list("memory_id", "run_id")) == [(tea.pk, run)]

@@ -1,9 +1,15 @@
 import pytest
 
 from memory.embedders import get_embedder
+from memory.errors import MemoryInputError
 from memory.models import Memory, MemoryAction, MemoryEvent, MemoryRevision
-from memory.selectors import MemoryInputError, memory_recall
-from memory.services import memory_delete, memory_embed, memory_remember, memory_update
+from memory.services import (
+    memory_delete,
+    memory_embed,
+    memory_recall,
+    memory_remember,
+    memory_update,
+)
 
 
 def test_it_merges_the_same_text_instead_of_storing_it_twice(agent):

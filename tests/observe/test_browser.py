@@ -16,7 +16,7 @@ from tests.tracing.helpers import fixed_runs
 from tracing.emit import Tracer
 from tracing.live import OPS_GROUP, send_now, wait_sent
 from tracing.models import ModelPrice
-from tracing.services import rollup_metrics
+from tracing.rollups import rollup_metrics
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

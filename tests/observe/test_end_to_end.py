@@ -19,8 +19,8 @@ from tests.agentops.runtime.helpers import wait_for_run
 from tests.observe.conftest import communicator, receive_until, run_async, session_cookie, span_seqs
 from tools.services import python_tools_sync
 from tracing.models import Span
+from tracing.rollups import rollup_metrics
 from tracing.selectors import metrics_totals, span_waterfall
-from tracing.services import rollup_metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

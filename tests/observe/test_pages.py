@@ -16,7 +16,7 @@ from tests.factories import AgentFactory, SessionFactory, UserFactory
 from tests.tracing.helpers import TraceBuilder, fixed_runs
 from tracing.emit import Tracer
 from tracing.models import AlertEvent, AlertRule, ModelPrice
-from tracing.services import rollup_metrics
+from tracing.rollups import rollup_metrics
 
 PAGES = [
     ("observe:runs", []),

@@ -8,8 +8,9 @@ import pytest
 
 from agentops.testing.processes import PROJECT_DIR, free_port
 from tests.tools.servers import LoopbackServer, add_standard_routes
+from tools.credentials import credential_save
 from tools.models import Credential, ToolDefinition, ToolKind
-from tools.services import credential_save, tool_save
+from tools.services import tool_save
 
 MCP_SERVER_SCRIPT = str(PROJECT_DIR / "tests" / "tools" / "mcp_server.py")
 MCP_TOKEN = "mcp-bearer-7f3a9c2e5d1b"

@@ -67,7 +67,7 @@ def test_it_checks_every_redirect_hop_against_the_allowlist(db, settings, api_se
 def test_it_guards_oauth2_token_fetches_and_credential_tests(db, settings):  # type: ignore[no-untyped-def]
     from tests.tools.conftest import make_credential
     from tests.tools.servers import OAuthServer
-    from tools.services import credential_test
+    from tools.credentials import credential_test
 
     settings.TOOL_EGRESS_ALLOWLIST = []
     oauth = OAuthServer("client", "client-secret-2b9d")

@@ -12,8 +12,9 @@ from django.urls import reverse
 from tests.tools.conftest import MCP_SERVER_SCRIPT, MCP_TOKEN, make_credential
 from tests.tools.servers import LoopbackServer
 from tools.executors import ToolContext, tool_execute
+from tools.mcp_sync import mcp_server_save, mcp_server_sync
 from tools.models import McpServer, ToolDefinition
-from tools.services import mcp_server_save, mcp_server_sync, tool_save, tool_set_enabled
+from tools.services import tool_save, tool_set_enabled
 from tracing.failures import Failure, FailureClass
 
 SERVER_TOOLS = {"demo_add", "demo_shout_text", "demo_explode", "demo_key_digest", "demo_nap"}

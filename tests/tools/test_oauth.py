@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from tests.tools.conftest import make_credential, make_http_tool
 from tests.tools.servers import OAuthServer
+from tools.credentials import credential_test
 from tools.executors import ToolContext, tool_execute
 from tools.models import Credential
-from tools.services import credential_test
 from tracing.failures import Failure, FailureClass
 
 CLIENT_ID = "agentops-client"

@@ -10,11 +10,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from agentops.models import Agent
 from tests.factories import AgentFactory
 from tests.tools.conftest import make_credential, make_http_tool
 from tools.models import ToolDefinition, ToolVersion
 from tools.registry import python_tool
-from tools.selectors import tool_at_version
 from tracing.models import Span
 
 
@@ -145,7 +145,7 @@ def test_it_creates_edits_and_versions_a_tool(client, alice):  # type: ignore[no
     response = client.post(reverse("tools:create"), http_form(agents=[agent.pk]))
     assert response.status_code == 302
     tool = ToolDefinition.objects.get(name="get_order")
-    assert tool.version == 1 and list(tool.agents.all()) == [agent]
+    assert tool.version == 1 and list(Agent.objects.filter(tools=tool)) == [agent]
     assert tool.http_config["url"] == "https://api.example.com/orders/{{order_id}}"
     assert tool.http_config["response"] == {
         "mode": "json",
@@ -163,7 +163,8 @@ def test_it_creates_edits_and_versions_a_tool(client, alice):  # type: ignore[no
         ),
     )
     tool.refresh_from_db()
-    assert tool.version == 2 and tool.timeout_seconds == 8 and tool.agents.count() == 2
+    assert tool.version == 2 and tool.timeout_seconds == 8
+    assert set(Agent.objects.filter(tools=tool)) == {agent, other}
     client.post(
         edit,
         http_form(
@@ -178,14 +179,10 @@ def test_it_creates_edits_and_versions_a_tool(client, alice):  # type: ignore[no
 
     page = client.get(reverse("tools:detail", args=[tool.pk])).content.decode()
     assert "v2" in page and "v1" in page
+    assert f"{agent.slug}, {other.slug}" in page or f"{other.slug}, {agent.slug}" in page
+    listed = client.get(reverse("tools:list")).content.decode()
+    assert ">2</td>" in listed
     assert "description, timeout_seconds" in page
-    old = tool_at_version(tool=tool, version=1)
-    assert (old.version, old.description, old.timeout_seconds) == (1, "Look up an order.", 5)
-    assert old.http_config == tool.http_config
-    assert (
-        tool_at_version(tool=tool, version=2) is tool
-        and tool_at_version(tool=tool, version=9) is None
-    )
 
 
 def test_it_versions_edits_made_in_the_django_admin_too(client, alice):  # type: ignore[no-untyped-def]

@@ -15,12 +15,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.urls import reverse
 
+from crypto.secrets import SecretUnreadable
 from tests.factories import EndpointFactory
 from tests.tools.conftest import make_credential, make_http_tool
 from tests.tools.servers import OAuthServer
 from tools.executors import ToolContext, tool_execute
 from tools.models import Credential
-from tools.secrets import SecretUnreadable
 from tracing.emit import Tracer
 from tracing.failures import Failure
 from tracing.models import Span
@@ -190,6 +190,21 @@ def test_it_refuses_to_rotate_when_a_secret_cannot_be_read(db, settings):  # typ
     make_credential("b", "bearer", "bbbb-2222")
     stored = dict(Credential.objects.values_list("name", "secret_ciphertext"))
     with pytest.raises(CommandError, match="Nothing was changed"):
+        call_command("rotate_credentials_key", stdout=io.StringIO())
+    assert dict(Credential.objects.values_list("name", "secret_ciphertext")) == stored
+
+
+def test_it_changes_nothing_when_an_endpoint_key_cannot_be_read(db, settings):  # type: ignore[no-untyped-def]
+    first, other = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CREDENTIALS_KEYS = [first]
+    make_credential("a", "bearer", "aaaa-1111")
+    settings.CREDENTIALS_KEYS = [other]
+    endpoint = EndpointFactory()
+    endpoint.set_api_key("sk-lost-key")
+    endpoint.save()
+    settings.CREDENTIALS_KEYS = [Fernet.generate_key().decode(), first]
+    stored = dict(Credential.objects.values_list("name", "secret_ciphertext"))
+    with pytest.raises(CommandError, match=f"API key of endpoint {endpoint}"):
         call_command("rotate_credentials_key", stdout=io.StringIO())
     assert dict(Credential.objects.values_list("name", "secret_ciphertext")) == stored
 

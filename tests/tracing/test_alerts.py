@@ -11,9 +11,10 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from tests.tracing.helpers import Receiver, fixed_runs
+from tracing.alerts import alert_value, alerts_evaluate
 from tracing.live import wait_sent
 from tracing.models import AlertEvent, AlertRule, ModelPrice
-from tracing.services import alert_value, alerts_evaluate, rollup_metrics
+from tracing.rollups import rollup_metrics
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from tests.tracing.helpers import TraceBuilder
-from tracing import services
+from tracing import retention
 from tracing.models import MetricRollup, RetentionOverride, Span
-from tracing.services import retention_hook_register, retention_purge
+from tracing.retention import retention_hook_register, retention_purge
 
 
 def spans_aged(days: float, agent: str, count: int = 2) -> list[Span]:
@@ -22,11 +22,11 @@ def spans_aged(days: float, agent: str, count: int = 2) -> list[Span]:
 
 @pytest.fixture(autouse=True)
 def no_hooks():
-    saved = dict(services._retention_hooks)
-    services._retention_hooks.clear()
+    saved = dict(retention._retention_hooks)
+    retention._retention_hooks.clear()
     yield
-    services._retention_hooks.clear()
-    services._retention_hooks.update(saved)
+    retention._retention_hooks.clear()
+    retention._retention_hooks.update(saved)
 
 
 def test_it_deletes_spans_past_retention_in_batches_with_per_agent_overrides(db, settings):

@@ -7,8 +7,8 @@ import pytest
 from tests.tracing.helpers import TraceBuilder, fixed_runs
 from tracing.metrics import percentile
 from tracing.models import MetricRollup, ModelPrice, RollupState, Span
+from tracing.rollups import rollup_metrics
 from tracing.selectors import metrics_overview, metrics_series, metrics_totals
-from tracing.services import rollup_metrics
 
 STEP = 2**0.25
 

@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from agentops.models import Run, ToolCall
 from tests.factories import SessionFactory
-from tracing.services import retention_policy
+from tracing.retention import retention_policy
 
 
 def test_it_purges_tool_calls_of_old_finished_runs_only(db):

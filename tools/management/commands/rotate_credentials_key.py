@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from tools.secrets import SecretUnreadable
-from tools.services import credentials_rotate_key
+from crypto.secrets import SecretUnreadable
+from tools.rotation import credentials_rotate_key
 
 
 class Command(BaseCommand):

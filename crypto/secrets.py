@@ -1,7 +1,13 @@
-"""Encryption at rest for credentials and endpoint keys (Fernet; MultiFernet for rotation)."""
+"""Encryption at rest for credentials and endpoint keys (Fernet; MultiFernet for rotation).
+
+The bottom of the house: every app may import this package and it imports none of ours, so
+`tools` (credentials) and `agentops` (model endpoint keys) encrypt with one key list without
+either knowing the other.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -26,19 +32,17 @@ def encrypt_text(value: str) -> str:
 
 
 def decrypt_text(token: str) -> str:
-    try:
-        return fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
-        raise SecretUnreadable(
-            "A stored secret cannot be decrypted: CREDENTIALS_KEY does not hold the key it was "
-            "encrypted with."
-        ) from exc
+    return _readable(fernet().decrypt, token)
 
 
 def rotate_text(token: str) -> str:
     """Re-encrypt under the first (newest) key."""
+    return _readable(fernet().rotate, token)
+
+
+def _readable(operation: Callable[[bytes], bytes], token: str) -> str:
     try:
-        return fernet().rotate(token.encode()).decode()
+        return operation(token.encode()).decode()
     except InvalidToken as exc:
         raise SecretUnreadable(
             "A stored secret cannot be decrypted: CREDENTIALS_KEY does not hold the key it was "

@@ -1,42 +1,23 @@
-"""Writes of the tracing app: metric rollups, alert evaluation, retention.
-
-All three run as scheduled jobs (see tracing/jobs.py); each is safe to run twice at
-once (the rollup takes an advisory lock, alerts lock their rule rows, retention deletes
-in small independent batches).
+"""Metric rollups: spans folded into minute, hour and all-time buckets per agent and model/tool,
+with costs from the price table. A scheduled job (tracing/jobs.py); safe to run twice at once
+(it takes an advisory lock) and counts each span exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 from django.db import connection, transaction
-from django.db.models import Max, Min, Q
+from django.db.models import Max, Min
 from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
-from tracing import conf, semconv
-from tracing.egress import EgressDenied, guarded_client
-from tracing.live import OPS_GROUP, broadcast
+from tracing import semconv
 from tracing.logs import get_logger
 from tracing.metrics import COUNTERS, Totals, hist_new, sums_add
-from tracing.models import (
-    AlertEvent,
-    AlertMetric,
-    AlertRule,
-    AlertState,
-    MetricRollup,
-    ModelPrice,
-    RetentionOverride,
-    RollupKind,
-    RollupState,
-    Span,
-    SpanStatus,
-)
+from tracing.models import MetricRollup, ModelPrice, RollupKind, RollupState, Span, SpanStatus
 
 log = get_logger(__name__)
 
@@ -53,9 +34,6 @@ _ROLLED_NAMES = (
     semconv.RUN_STATUS,
     semconv.TOOL_REJECTED,
 )
-
-
-# --- rollups --------------------------------------------------------------------------------
 
 
 class PriceBook:
@@ -299,221 +277,3 @@ def _write(accs: dict[tuple[int, datetime, str, str, str], Totals]) -> None:
     MetricRollup.objects.bulk_update(
         to_update, [*COUNTERS, "cost", "latency_sum_ms", "latency_hist"], batch_size=500
     )
-
-
-# --- alerts ---------------------------------------------------------------------------------
-
-
-def alert_value(*, rule: AlertRule, now: datetime | None = None) -> float | None:
-    """The rule's metric over its window from the rollups (None: not enough data to judge)."""
-    from tracing.selectors import metrics_totals
-
-    now = now or timezone.now()
-    totals = metrics_totals(
-        since=now - timedelta(minutes=rule.window_minutes), until=now, agent=rule.agent
-    )
-    runs = totals["run"]
-    if rule.metric == AlertMetric.NO_RUNS:
-        return float(runs.count + runs.started)
-    if rule.metric == AlertMetric.COST:
-        return float(totals["cost"])
-    if runs.count < max(rule.min_runs, 1):
-        return None
-    if rule.metric == AlertMetric.ERROR_RATE:
-        return runs.errors / runs.count
-    if rule.metric == AlertMetric.HANDOFF_RATE:
-        return runs.handed_off / runs.count
-    if rule.metric == AlertMetric.P95_LATENCY:
-        return runs.p95
-    return None
-
-
-def _breached(rule: AlertRule, value: float | None) -> bool:
-    if not rule.enabled or value is None:
-        return False
-    if rule.metric == AlertMetric.NO_RUNS:
-        return value == 0
-    return value > rule.threshold
-
-
-def _describe(rule: AlertRule, state: str, value: float | None) -> str:
-    scope = f"agent {rule.agent}" if rule.agent else "all agents"
-    if rule.metric == AlertMetric.NO_RUNS:
-        what = (
-            f"no runs in the last {rule.window_minutes} min"
-            if state == AlertState.FIRING
-            else "runs again"
-        )
-    else:
-        shown = "n/a" if value is None else f"{value:.4g}"
-        what = f"{rule.get_metric_display()} is {shown} (threshold {rule.threshold:g}, {rule.window_minutes} min)"
-    return f"{rule.name} {state}: {what} [{scope}]"[:500]
-
-
-def alerts_evaluate(*, now: datetime | None = None) -> list[AlertEvent]:
-    """Evaluate every rule; record, announce and post a webhook for each change of state."""
-    now = now or timezone.now()
-    changes: list[AlertEvent] = []
-    rule_ids = AlertRule.objects.filter(Q(enabled=True) | Q(firing=True)).values_list(
-        "id", flat=True
-    )
-    for rule_id in list(rule_ids):
-        with transaction.atomic():
-            rule = AlertRule.objects.select_for_update().get(pk=rule_id)
-            value = alert_value(rule=rule, now=now) if rule.enabled else None
-            firing = _breached(rule, value)
-            rule.last_value = value
-            rule.last_evaluated_at = now
-            if firing != rule.firing:
-                rule.firing = firing
-                state = AlertState.FIRING if firing else AlertState.RESOLVED
-                event = AlertEvent.objects.create(
-                    rule=rule,
-                    state=state,
-                    value=value,
-                    threshold=rule.threshold,
-                    message=_describe(rule, state, value),
-                )
-                changes.append(event)
-                broadcast(OPS_GROUP, alert_event_payload(event))
-            rule.save()
-    for event in changes:
-        log.warning(
-            "alert." + event.state,
-            rule=event.rule.name,
-            value=event.value,
-            threshold=event.threshold,
-        )
-        if event.rule.webhook_url:
-            alert_webhook_send(event=event)
-    return changes
-
-
-def alert_event_payload(event: AlertEvent) -> dict[str, Any]:
-    rule = event.rule
-    return {
-        "kind": f"alert.{event.state}",
-        "alert": rule.name,
-        "rule_id": rule.pk,
-        "state": event.state,
-        "metric": rule.metric,
-        "agent": rule.agent,
-        "value": event.value,
-        "threshold": event.threshold,
-        "window_minutes": rule.window_minutes,
-        "message": event.message,
-        "at": event.created_at.isoformat(),
-    }
-
-
-def alert_webhook_send(*, event: AlertEvent, timeout: float = 5.0) -> AlertEvent:
-    """POST the event to the rule's webhook; the answer (or the failure) is kept on the event.
-
-    Through the egress guard like every outbound request: no private or loopback address
-    unless allowlisted, no proxy from the environment, redirects not followed."""
-    try:
-        with guarded_client(timeout=timeout) as client:
-            response = client.post(event.rule.webhook_url, json=alert_event_payload(event))
-        event.webhook_status = response.status_code
-        event.webhook_error = "" if response.is_success else f"HTTP {response.status_code}"
-    except (httpx.HTTPError, EgressDenied) as exc:
-        event.webhook_error = f"{type(exc).__name__}: {exc}"[:500]
-    if event.webhook_error:
-        log.error("alert.webhook_failed", rule=event.rule.name, error=event.webhook_error)
-    event.save(update_fields=["webhook_status", "webhook_error"])
-    return event
-
-
-# --- retention ------------------------------------------------------------------------------
-
-
-@dataclass
-class RetentionPolicy:
-    """Cut-off times: rows older than `cutoff_for(agent)` may be deleted."""
-
-    default_cutoff: datetime
-    agent_cutoffs: dict[str, datetime]
-    batch_size: int
-
-    def cutoff_for(self, agent: str) -> datetime:
-        return self.agent_cutoffs.get(agent, self.default_cutoff)
-
-
-RetentionHook = Callable[[RetentionPolicy], int]
-_retention_hooks: dict[str, RetentionHook] = {}
-
-
-def retention_hook_register(*, name: str, hook: RetentionHook) -> None:
-    """Let another app delete its own old rows (tool calls, checkpoints) in the retention job.
-
-    `hook(policy)` deletes in batches of `policy.batch_size` and returns how many rows went.
-    """
-    _retention_hooks[name] = hook
-
-
-def retention_policy(*, now: datetime | None = None) -> RetentionPolicy:
-    now = now or timezone.now()
-    return RetentionPolicy(
-        default_cutoff=now - timedelta(days=conf.trace_retention_days()),
-        agent_cutoffs={
-            o.agent: now - timedelta(days=o.days) for o in RetentionOverride.objects.all()
-        },
-        batch_size=conf.retention_batch_size(),
-    )
-
-
-def delete_in_batches(*, table: str, where: str, params: list[Any], batch_size: int) -> int:
-    """DELETE matching rows `batch_size` at a time, each batch its own short transaction."""
-    total = 0
-    sql = f'DELETE FROM "{table}" WHERE id IN (SELECT id FROM "{table}" WHERE {where} LIMIT %s)'  # noqa: S608
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [*params, batch_size])
-            deleted = cursor.rowcount
-        total += deleted
-        if deleted < batch_size:
-            return total
-
-
-def retention_purge(*, now: datetime | None = None) -> dict[str, int]:
-    """Delete spans and rollups past their retention, then run the other apps' hooks."""
-    now = now or timezone.now()
-    policy = retention_policy(now=now)
-    table = Span._meta.db_table
-    spans = 0
-    for agent, cutoff in policy.agent_cutoffs.items():
-        spans += delete_in_batches(
-            table=table,
-            where="start_time < %s AND agent = %s",
-            params=[cutoff, agent],
-            batch_size=policy.batch_size,
-        )
-    spans += delete_in_batches(
-        table=table,
-        where="start_time < %s AND NOT (agent = ANY(%s))",
-        params=[policy.default_cutoff, list(policy.agent_cutoffs)],
-        batch_size=policy.batch_size,
-    )
-    rollups = delete_in_batches(
-        table=MetricRollup._meta.db_table,
-        where="bucket_seconds = 60 AND start < %s",
-        params=[now - timedelta(days=conf.minute_rollup_retention_days())],
-        batch_size=policy.batch_size,
-    ) + delete_in_batches(
-        table=MetricRollup._meta.db_table,
-        where="bucket_seconds = 3600 AND start < %s",
-        params=[now - timedelta(days=conf.hour_rollup_retention_days())],
-        batch_size=policy.batch_size,
-    )
-    result = {"spans": spans, "rollups": rollups}
-    failed = []
-    for name, hook in _retention_hooks.items():
-        try:
-            result[name] = hook(policy)
-        except Exception:
-            log.exception("retention.hook_failed", hook=name)
-            failed.append(name)
-    log.info("tracing.retention", **result)
-    if failed:
-        raise RuntimeError(f"retention hooks failed: {', '.join(failed)} (see the log)")
-    return result
