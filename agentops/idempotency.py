@@ -147,7 +147,7 @@ def idempotent(run: Callable[..., Any]) -> Callable[..., Any]:
 
 def idempotency_keys_purge(policy: Any) -> int:
     """The retention job's hook: delete keys past IDEMPOTENCY_TTL."""
-    from tracing.services import delete_in_batches
+    from tracing.retention import delete_in_batches
 
     return delete_in_batches(
         table=IdempotencyKey._meta.db_table,

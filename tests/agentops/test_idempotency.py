@@ -16,7 +16,7 @@ from agentops.auth import api_key_create
 from agentops.models import IdempotencyKey, Message, Run
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import SessionFactory
-from tracing.services import retention_purge
+from tracing.retention import retention_purge
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
