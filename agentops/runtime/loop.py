@@ -30,6 +30,7 @@ from agentops.models import (
     Agent,
     Handoff,
     Message,
+    ModelEndpoint,
     Role,
     Run,
     RunStatus,
@@ -62,7 +63,7 @@ from agentops.runtime.model_client import (
     model_complete,
     tool_specs,
 )
-from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
+from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from agentops.runtime.tooling import ToolRunner
 from tracing import semconv
 from tracing.emit import Tracer
@@ -102,6 +103,13 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+class BreakerOpen(Failure):
+    """The endpoint's circuit breaker keeps calls out: on to the next endpoint, no retry."""
+
+    def __init__(self, endpoint: ModelEndpoint) -> None:
+        super().__init__(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
 
 
 class RunBeat(Protocol):
@@ -446,92 +454,76 @@ class RunDriver:
     def call_model(
         self, messages: list[dict[str, Any]], specs: list[dict[str, Any]], *, purpose: str = "chat"
     ) -> ModelReply:
-        """The retry owner for model calls: backoff, Retry-After, breaker, auth refresh, fallbacks."""
+        """Model calls through the retry owner (runtime/retry.py), one endpoint after the
+        other: breaker, backoff and Retry-After, one auth refresh, one compaction, fallbacks."""
         saved = (self.run.state or {}).get("model_retry") or {}
         index = saved.get("candidate", 0) if purpose == "chat" else 0
         attempt = saved.get("attempt", 0) if purpose == "chat" else 0
         refreshed = compacted = False
         last_failure: Failure | None = None
         waits: list[float] = []
+
+        def recover(failure: Failure) -> bool:
+            """Try again at once, without backoff: a rotated key, a context that got too long."""
+            nonlocal refreshed, compacted, messages
+            if failure.failure_class == FailureClass.AUTH and not refreshed:
+                refreshed = True
+                endpoint.refresh_from_db()
+                self.tracer.event("credential.refresh", endpoint=endpoint.name)
+                return True
+            if (
+                failure.failure_class == FailureClass.CONTEXT_OVERFLOW
+                and not compacted
+                and purpose == "chat"
+            ):
+                compacted = True
+                messages = self.compact(messages)
+                return True
+            return False
+
+        def before_wait(failure: Failure, attempt: int, delay: float) -> None:
+            self.run.retries += 1
+            fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
+            if delay > INLINE_WAIT_MAX and purpose == "chat":
+                self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
+                raise WaitRequired(
+                    delay, f"backoff after {failure.failure_class.value} (attempt {attempt})"
+                ) from failure
+
         while index < len(self.candidates):
-            self.check_alive()
             endpoint, model = self.candidates[index]
-            now = time.monotonic()
-            stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
-            if stale:
-                self.breakers_read_at[endpoint.pk] = now
-            if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
-                waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
-                last_failure = Failure(
-                    FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}"
+
+            def attempt_once(
+                attempt: int, endpoint: ModelEndpoint = endpoint, model: str = model
+            ) -> ModelReply:
+                return self.model_attempt(
+                    endpoint, model, attempt, messages, specs, purpose=purpose
                 )
+
+            try:
+                reply = retry_call(
+                    attempt_once,
+                    policy=self.policy,
+                    tracer=self.tracer,
+                    what=f"model {model}",
+                    attempts_made=attempt,
+                    retryable=lambda failure: (
+                        failure.transient and not isinstance(failure, BreakerOpen)
+                    ),
+                    recover=recover,
+                    before_wait=before_wait,
+                    inline_max=None,  # a long backoff of a chat call waits in before_wait
+                )
+            except BreakerOpen as failure:
+                last_failure = failure
+                waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
                 index, attempt = self.fall_back(index, "breaker_open")
                 continue
-            attempt += 1
-            try:
-                with self.tracer.span(
-                    "model.call",
-                    **model_call_attributes(
-                        endpoint=endpoint,
-                        model=model,
-                        attempt=attempt,
-                        purpose=purpose,
-                        messages=len(messages),
-                    ),
-                ) as span:
-                    reply = model_complete(
-                        endpoint=endpoint,
-                        model=model,
-                        messages=messages,
-                        tools=specs,
-                        temperature=self.agent.temperature,
-                        on_text=self.stream_text if purpose == "chat" else None,
-                        should_stop=self.beat.lost.is_set,
-                    )
-                    span.set(
-                        **{
-                            "gen_ai.response.model": reply.model,
-                            "gen_ai.usage.input_tokens": reply.input_tokens,
-                            "gen_ai.usage.output_tokens": reply.output_tokens,
-                            "gen_ai.response.finish_reasons": [reply.finish_reason],
-                            "tool_calls": len(reply.tool_calls),
-                        }
-                    )
             except Failure as failure:
                 last_failure = failure
-                breaker.breaker_record_failure(
-                    endpoint=endpoint, failure=failure, tracer=self.tracer
-                )
-                kind = failure.failure_class
-                if kind == FailureClass.BUG:
+                if failure.failure_class == FailureClass.BUG:
                     raise
-                if kind == FailureClass.AUTH and not refreshed:
-                    refreshed = True
-                    endpoint.refresh_from_db()
-                    self.tracer.event("credential.refresh", endpoint=endpoint.name)
-                    continue
-                if kind == FailureClass.CONTEXT_OVERFLOW and not compacted and purpose == "chat":
-                    compacted = True
-                    messages = self.compact(messages)
-                    continue
-                if failure.transient and attempt < self.policy.max_attempts:
-                    delay = self.policy.delay(attempt, failure.retry_after)
-                    self.run.retries += 1
-                    fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
-                    if delay > INLINE_WAIT_MAX and purpose == "chat":
-                        self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
-                        raise WaitRequired(
-                            delay, f"backoff after {kind.value} (attempt {attempt})"
-                        ) from failure
-                    wait_inline(
-                        self.tracer,
-                        delay=delay,
-                        attempt=attempt,
-                        error_class=kind.value,
-                        what=f"model {model}",
-                    )
-                    continue
-                index, attempt = self.fall_back(index, kind.value)
+                index, attempt = self.fall_back(index, failure.failure_class.value)
                 continue
             breaker.breaker_record_success(endpoint=endpoint, tracer=self.tracer)
             if index:
@@ -548,6 +540,58 @@ class RunDriver:
             self.run.state = {"model_retry": {"candidate": 0, "attempt": attempt + 1}}
             raise WaitRequired(min(waits), "every model endpoint's circuit breaker is open")
         raise last_failure
+
+    def model_attempt(
+        self,
+        endpoint: ModelEndpoint,
+        model: str,
+        attempt: int,
+        messages: list[dict[str, Any]],
+        specs: list[dict[str, Any]],
+        *,
+        purpose: str,
+    ) -> ModelReply:
+        """One call to one endpoint, in a `model.call` span; its failure counts on the breaker."""
+        self.check_alive()
+        now = time.monotonic()
+        stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
+        if stale:
+            self.breakers_read_at[endpoint.pk] = now
+        if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
+            raise BreakerOpen(endpoint)
+        try:
+            with self.tracer.span(
+                "model.call",
+                **model_call_attributes(
+                    endpoint=endpoint,
+                    model=model,
+                    attempt=attempt,
+                    purpose=purpose,
+                    messages=len(messages),
+                ),
+            ) as span:
+                reply = model_complete(
+                    endpoint=endpoint,
+                    model=model,
+                    messages=messages,
+                    tools=specs,
+                    temperature=self.agent.temperature,
+                    on_text=self.stream_text if purpose == "chat" else None,
+                    should_stop=self.beat.lost.is_set,
+                )
+                span.set(
+                    **{
+                        "gen_ai.response.model": reply.model,
+                        "gen_ai.usage.input_tokens": reply.input_tokens,
+                        "gen_ai.usage.output_tokens": reply.output_tokens,
+                        "gen_ai.response.finish_reasons": [reply.finish_reason],
+                        "tool_calls": len(reply.tool_calls),
+                    }
+                )
+        except Failure as failure:
+            breaker.breaker_record_failure(endpoint=endpoint, failure=failure, tracer=self.tracer)
+            raise
+        return reply
 
     def fall_back(self, index: int, reason: str) -> tuple[int, int]:
         if index + 1 < len(self.candidates):
