@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
@@ -82,7 +83,7 @@ BREAKER_READ_EVERY = 1.0
 class Heartbeat(threading.Thread):
     """Refreshes the run's heartbeat; notices when the run was taken over or cancelled."""
 
-    def __init__(self, run_id: Any, epoch: int) -> None:
+    def __init__(self, run_id: uuid.UUID, epoch: int) -> None:
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
         self.run_id = run_id
         self.epoch = epoch
@@ -120,7 +121,7 @@ class RunBeat(Protocol):
     def stop(self) -> None: ...
 
 
-def heartbeat_thread(run_id: Any, epoch: int) -> RunBeat:
+def heartbeat_thread(run_id: uuid.UUID, epoch: int) -> RunBeat:
     beat = Heartbeat(run_id, epoch)
     beat.start()
     return beat
@@ -128,14 +129,14 @@ def heartbeat_thread(run_id: Any, epoch: int) -> RunBeat:
 
 # How a run's heartbeat starts: a thread of its own, or, in a worker that drives many runs in
 # one process (agentops.worker.ConcurrentWorker), a place in that process's one heartbeat.
-heartbeat_start: Callable[[Any, int], RunBeat] = heartbeat_thread
+heartbeat_start: Callable[[uuid.UUID, int], RunBeat] = heartbeat_thread
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_execute(*, run_id: Any, job_id: str = "") -> str:
+def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
     """Drive a run from its last checkpoint. Returns the status it ended this job in."""
     close_old_connections()
     epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)

@@ -7,11 +7,12 @@ conditional UPDATE, so any number of web processes, workers and schedulers may r
 from __future__ import annotations
 
 import time
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TypeAlias
 
 import django_rq
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -39,6 +40,8 @@ from tracing.logs import get_logger
 
 log = get_logger(__name__)
 
+# Who acts: a signed-in user, or nobody (an anonymous visitor, a job); request.user as it comes.
+Actor: TypeAlias = User | AnonymousUser | None
 MAX_MESSAGE_CHARS = 32_000
 
 
@@ -70,7 +73,7 @@ def run_enqueue(*, run: Run) -> None:
 
 
 def session_create(
-    *, agent: Agent, external_user: str = "", created_by: Any = None, title: str = ""
+    *, agent: Agent, external_user: str = "", created_by: Actor = None, title: str = ""
 ) -> Session:
     return Session.objects.create(
         agent=agent,
@@ -81,7 +84,7 @@ def session_create(
 
 
 @transaction.atomic
-def session_post_message(*, session: Session, content: str, author: Any = None) -> Run | None:
+def session_post_message(*, session: Session, content: str, author: Actor = None) -> Run | None:
     """Add the end user's message and start a run for it."""
     if not content.strip():
         raise ValueError("content must not be empty")
@@ -119,7 +122,7 @@ def run_start(*, session: Session) -> Run:
 
 
 @transaction.atomic
-def run_cancel(*, run: Run, actor: Any = None) -> Run:
+def run_cancel(*, run: Run, actor: Actor = None) -> Run:
     cancelled = Run.objects.filter(pk=run.pk, status__in=ACTIVE_RUN_STATUSES).update(
         status=RunStatus.CANCELLED, finished_at=timezone.now(), wake_at=None
     )
@@ -132,7 +135,7 @@ def run_cancel(*, run: Run, actor: Any = None) -> Run:
 
 
 @transaction.atomic
-def run_retry(*, run: Run, actor: Any = None) -> Run:
+def run_retry(*, run: Run, actor: Actor = None) -> Run:
     """Resume a failed (or cancelled) run from its last checkpoint.
 
     The run answers its own user message. If newer turns came since, it answers in place:
@@ -174,7 +177,9 @@ def run_retry(*, run: Run, actor: Any = None) -> Run:
 
 
 @transaction.atomic
-def toolcall_decide(*, tool_call: ToolCall, approve: bool, actor: Any, note: str = "") -> ToolCall:
+def toolcall_decide(
+    *, tool_call: ToolCall, approve: bool, actor: Actor, note: str = ""
+) -> ToolCall:
     """An operator approves or rejects a call waiting for approval; the run resumes."""
     status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
     decided = ToolCall.objects.filter(
@@ -234,7 +239,7 @@ def _job_alive(job_id: str) -> bool:
     return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
-def runs_reconcile(*, now: Any = None) -> dict[str, int]:
+def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     """The scheduler's sweep: wake due waits, recover runs whose worker died, and re-enqueue
     queued runs whose job Redis lost. Safe to run anywhere, any number of times."""
     now = now or timezone.now()
