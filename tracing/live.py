@@ -20,6 +20,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.cache import cache
@@ -222,7 +224,26 @@ def _get_sender() -> _Sender:
 
 def send_now(group: str, event: dict[str, Any]) -> None:
     """Queue an event for the group right away (no transaction to wait for)."""
+    for captured in _captures:
+        captured.append((group, event))
     _get_sender().put(group, {"type": "live.event", "group": group, "event": event})
+
+
+_captures: list[list[tuple[str, dict[str, Any]]]] = []
+
+
+@contextmanager
+def capture_live_events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Record, as (group, event) pairs in order, what this process sends while the block runs:
+    a `broadcast` once its transaction commits, a `send_now` at once (deferred `send_soon`
+    notices are not recorded). They are sent all the same. For tests: "this call sends
+    exactly these events"."""
+    captured: list[tuple[str, dict[str, Any]]] = []
+    _captures.append(captured)
+    try:
+        yield captured
+    finally:
+        _captures.remove(captured)
 
 
 def send_soon(key: str, group: str, event: dict[str, Any], *, delay: float) -> None:
