@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,11 +37,11 @@ OPEN_NOTICES_TTL = 3600  # seconds; rewritten at every change
 OPEN_TEXT_MAX = 8000  # characters of streamed text kept with an open notice
 
 
-def run_group(run_id: Any) -> str:
+def run_group(run_id: uuid.UUID | str) -> str:
     return f"run-{run_id}"
 
 
-def session_group(session_id: Any) -> str:
+def session_group(session_id: uuid.UUID | str) -> str:
     return f"session-{session_id}"
 
 

@@ -39,6 +39,7 @@ from agentops.models import (
     ToolCall,
 )
 from agentops.runtime import breaker
+from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
     heartbeat,
@@ -58,12 +59,7 @@ from agentops.runtime.context import (
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
 from agentops.runtime.handoff_package import handoff_package_enqueue
-from agentops.runtime.model_client import (
-    ModelReply,
-    model_call_attributes,
-    model_complete,
-    tool_specs,
-)
+from agentops.runtime.model_client import ModelReply, model_call, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from agentops.runtime.tooling import ToolRunner
 from tracing import semconv
@@ -104,13 +100,6 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-
-
-class BreakerOpen(Failure):
-    """The endpoint's circuit breaker keeps calls out: on to the next endpoint, no retry."""
-
-    def __init__(self, endpoint: ModelEndpoint) -> None:
-        super().__init__(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
 
 
 class RunBeat(Protocol):
@@ -526,7 +515,6 @@ class RunDriver:
                     raise
                 index, attempt = self.fall_back(index, failure.failure_class.value)
                 continue
-            breaker.breaker_record_success(endpoint=endpoint, tracer=self.tracer)
             if index:
                 self.run.fallbacks += 1
                 fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
@@ -552,7 +540,7 @@ class RunDriver:
         *,
         purpose: str,
     ) -> ModelReply:
-        """One call to one endpoint, in a `model.call` span; its failure counts on the breaker."""
+        """One call to one endpoint, unless its circuit breaker keeps calls out."""
         self.check_alive()
         now = time.monotonic()
         stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
@@ -560,39 +548,18 @@ class RunDriver:
             self.breakers_read_at[endpoint.pk] = now
         if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
             raise BreakerOpen(endpoint)
-        try:
-            with self.tracer.span(
-                "model.call",
-                **model_call_attributes(
-                    endpoint=endpoint,
-                    model=model,
-                    attempt=attempt,
-                    purpose=purpose,
-                    messages=len(messages),
-                ),
-            ) as span:
-                reply = model_complete(
-                    endpoint=endpoint,
-                    model=model,
-                    messages=messages,
-                    tools=specs,
-                    temperature=self.agent.temperature,
-                    on_text=self.stream_text if purpose == "chat" else None,
-                    should_stop=self.beat.lost.is_set,
-                )
-                span.set(
-                    **{
-                        "gen_ai.response.model": reply.model,
-                        "gen_ai.usage.input_tokens": reply.input_tokens,
-                        "gen_ai.usage.output_tokens": reply.output_tokens,
-                        "gen_ai.response.finish_reasons": [reply.finish_reason],
-                        "tool_calls": len(reply.tool_calls),
-                    }
-                )
-        except Failure as failure:
-            breaker.breaker_record_failure(endpoint=endpoint, failure=failure, tracer=self.tracer)
-            raise
-        return reply
+        return model_call(
+            tracer=self.tracer,
+            endpoint=endpoint,
+            model=model,
+            messages=messages,
+            tools=specs,
+            temperature=self.agent.temperature,
+            purpose=purpose,
+            attempt=attempt,
+            on_text=self.stream_text if purpose == "chat" else None,
+            should_stop=self.beat.lost.is_set,
+        )
 
     def fall_back(self, index: int, reason: str) -> tuple[int, int]:
         if index + 1 < len(self.candidates):
