@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from typing import TypeAlias
+from typing import TYPE_CHECKING
 
 import django_rq
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -38,10 +37,16 @@ from agentops.services import audit_record
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from django.contrib.auth.models import AnonymousUser, User
+
+    # Who acts: a signed-in user, or nobody (an anonymous visitor, a job): request.user as is.
+    Actor: TypeAlias = User | AnonymousUser | None
+
 log = get_logger(__name__)
 
-# Who acts: a signed-in user, or nobody (an anonymous visitor, a job); request.user as it comes.
-Actor: TypeAlias = User | AnonymousUser | None
 MAX_MESSAGE_CHARS = 32_000
 
 
