@@ -79,6 +79,7 @@ def test_it_lets_exactly_one_of_many_racing_operators_claim(bob):
 
 def waiting_on_a_lock() -> bool:
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else fixed for the transaction
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE wait_event_type = 'Lock' AND datname = current_database()"
