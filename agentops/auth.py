@@ -6,12 +6,16 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from agentops.models import ApiKey
 
 ROLES = ("viewer", "operator", "admin")
 API_KEY_PREFIX = "ao_"
@@ -79,7 +83,7 @@ def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_key_create(*, user: Any, name: str) -> tuple[Any, str]:
+def api_key_create(*, user: Any, name: str) -> tuple[ApiKey, str]:
     """Create a personal API key; returns (row, raw key). The raw key is never stored."""
     from agentops.models import ApiKey
 
@@ -88,7 +92,7 @@ def api_key_create(*, user: Any, name: str) -> tuple[Any, str]:
     return row, raw
 
 
-def api_key_user(raw: str) -> Any | None:
+def api_key_user(raw: str) -> User | None:
     from agentops.models import ApiKey
 
     if not raw.startswith(API_KEY_PREFIX):

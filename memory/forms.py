@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from memory.models import MemoryKind
@@ -20,8 +22,8 @@ class MemoryFilterForm(forms.Form):
         required=False, choices=[("", "pinned or not"), ("yes", "pinned"), ("no", "not pinned")]
     )
 
-    def clean(self):  # type: ignore[no-untyped-def]
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         if data.get("scope") == "user" and not data.get("user", "").strip():
             self.add_error("user", "Name the user whose memories to show.")
         return data

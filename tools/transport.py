@@ -7,15 +7,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from django.utils import timezone
 
 from tracing.egress import Resolver, guarded_client
 from tracing.emit import REDACTED
-from tracing.failures import Failure, FailureClass
+from tracing.failures import Failure, FailureClass, retry_after_from, transport_failure
 
 USER_AGENT = "AgentOps-Tool/1"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -72,24 +70,6 @@ class HttpOutcome:
         return self.body.decode("utf-8", errors="replace")
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - timezone.now()).total_seconds())
-
-
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, url.port)
 
@@ -98,31 +78,13 @@ def classify_transport_error(exc: Exception, where: str) -> Failure:
     """A Failure for an exception raised while talking to `where` (a host name)."""
     if isinstance(exc, Failure):
         return exc
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Failure(
-            FailureClass.TIMEOUT, f"Timed out connecting to {where}.", may_have_reached_server=False
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return Failure(FailureClass.TIMEOUT, f"{where} did not answer in time.")
-    if isinstance(exc, httpx.ConnectError):
-        return Failure(
-            FailureClass.CONNECTION,
-            f"Cannot connect to {where}: {exc}",
-            may_have_reached_server=False,
-        )
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return Failure(
             FailureClass.TOOL_ERROR, f"Bad URL for {where}: {exc}", may_have_reached_server=False
         )
-    if isinstance(exc, httpx.DecodingError):
-        return Failure(
-            FailureClass.BAD_RESPONSE, f"{where} sent a body that cannot be decoded: {exc}"
-        )
-    if isinstance(exc, httpx.TransportError):
-        return Failure(
-            FailureClass.CONNECTION,
-            f"The connection to {where} failed: {exc or type(exc).__name__}",
-        )
+    failure = transport_failure(exc, where)
+    if failure is not None:
+        return failure
     return Failure(FailureClass.TOOL_ERROR, f"{type(exc).__name__} talking to {where}: {exc}")
 
 
@@ -292,7 +254,7 @@ def failure_for_status(outcome: HttpOutcome, *, redactor: Redactor, where: str) 
             FailureClass.RATE_LIMIT,
             detail,
             status_code=status,
-            retry_after=retry_after_seconds(outcome.headers.get("retry-after")),
+            retry_after=retry_after_from(outcome.headers),
         )
     if status == 408:
         return Failure(FailureClass.TIMEOUT, detail, status_code=status)
@@ -301,7 +263,7 @@ def failure_for_status(outcome: HttpOutcome, *, redactor: Redactor, where: str) 
             FailureClass.SERVER_ERROR,
             detail,
             status_code=status,
-            retry_after=retry_after_seconds(outcome.headers.get("retry-after")),
+            retry_after=retry_after_from(outcome.headers),
         )
     if status >= 400:
         return Failure(FailureClass.TOOL_ERROR, detail, status_code=status)

@@ -20,6 +20,9 @@ import os
 import queue
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.cache import cache
@@ -34,11 +37,11 @@ OPEN_NOTICES_TTL = 3600  # seconds; rewritten at every change
 OPEN_TEXT_MAX = 8000  # characters of streamed text kept with an open notice
 
 
-def run_group(run_id: Any) -> str:
+def run_group(run_id: uuid.UUID | str) -> str:
     return f"run-{run_id}"
 
 
-def session_group(session_id: Any) -> str:
+def session_group(session_id: uuid.UUID | str) -> str:
     return f"session-{session_id}"
 
 
@@ -231,7 +234,26 @@ def _get_sender() -> _Sender:
 
 def send_now(group: str, event: dict[str, Any]) -> None:
     """Queue an event for the group right away (no transaction to wait for)."""
+    for captured in _captures:
+        captured.append((group, event))
     _get_sender().put(group, {"type": "live.event", "group": group, "event": event})
+
+
+_captures: list[list[tuple[str, dict[str, Any]]]] = []
+
+
+@contextmanager
+def capture_live_events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Record, as (group, event) pairs in order, what this process sends while the block runs:
+    a `broadcast` once its transaction commits, a `send_now` at once (deferred `send_soon`
+    notices are not recorded). They are sent all the same. For tests: "this call sends
+    exactly these events"."""
+    captured: list[tuple[str, dict[str, Any]]] = []
+    _captures.append(captured)
+    try:
+        yield captured
+    finally:
+        _captures.remove(captured)
 
 
 def send_soon(key: str, group: str, event: dict[str, Any], *, delay: float) -> None:

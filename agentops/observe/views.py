@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +46,7 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def _run_or_404(run_id: Any) -> Run:
+def _run_or_404(run_id: uuid.UUID) -> Run:
     run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
     if run is None:
         raise Http404("No such run.")
@@ -90,7 +91,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def run_detail(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
+def run_detail(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     run = _run_or_404(run_id)
     context = {
         "run": run,
@@ -106,7 +107,7 @@ def run_detail(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def run_retry(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
+def run_retry(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     from agentops.runtime.services import RuntimeConflict
     from agentops.runtime.services import run_retry as retry
 
@@ -129,7 +130,7 @@ def run_retry(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
 
 @role_required("operator")
 @require_POST
-def run_cancel(request: HtmxHttpRequest, run_id: Any) -> HttpResponse:
+def run_cancel(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """Cancel a queued, running or waiting run. A script's fetch (Accept: application/json)
     gets JSON (409 naming why not); a form post goes back to `next` or the run's page."""
     from agentops.runtime.services import RuntimeConflict

@@ -22,6 +22,13 @@ COUNTED = {
 }
 
 
+class BreakerOpen(Failure):
+    """The endpoint's circuit breaker keeps calls out: on to the next endpoint, no retry."""
+
+    def __init__(self, endpoint: ModelEndpoint) -> None:
+        super().__init__(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
+
+
 def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = True) -> bool:
     """May a call go to this endpoint now? Takes the half-open probe when the cooldown is over.
     `refresh=False` trusts the state the caller loaded a moment ago."""

@@ -10,6 +10,7 @@ current turn (the run's user message and what the run added since) is never fold
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
@@ -96,7 +97,7 @@ class Transcript:
             start += 1
         return self.messages[:start], self.messages[start:]
 
-    def turn_start(self, *, trigger_id: Any = None, run_id: Any = None) -> int:
+    def turn_start(self, *, trigger_id: int | None = None, run_id: uuid.UUID | None = None) -> int:
         """Where the current turn begins: the run's user message (else the latest user
         message, else the run's first message). It is never folded away."""
         for index, message in enumerate(self.messages):
@@ -113,10 +114,10 @@ class Transcript:
 
 def transcript_load(
     *,
-    session_id: Any,
+    session_id: uuid.UUID,
     after_seq: int,
     upto_seq: int | None = None,
-    run_id: Any = None,
+    run_id: uuid.UUID | None = None,
     limit: int = 400,
 ) -> Transcript:
     """The newest `limit` messages after the summary point: enough for any budget we allow.

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import openai
 
-from tracing.failures import Failure, FailureClass, Interruption
+from tracing.failures import (
+    Failure,
+    FailureClass,
+    Interruption,
+    retry_after_from,
+    transport_failure,
+)
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -47,32 +53,25 @@ class HandoffRequired(Interruption):
         self.failure_class = failure_class
 
 
-def _retry_after(response: object) -> float | None:
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name in ("retry-after-ms", "retry-after"):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            return None
-        return value / 1000 if name.endswith("ms") else value
-    return None
+def _model_endpoint(exc: BaseException) -> str:
+    url = getattr(getattr(exc, "request", None), "url", None)
+    return f"the model endpoint {getattr(url, 'host', '')}".strip()
 
 
 def classify_model_error(exc: BaseException) -> Failure:
     if isinstance(exc, Failure):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return Failure(FailureClass.TIMEOUT, f"The model did not answer in time: {exc}")
-    if isinstance(exc, openai.APIConnectionError):
+    # The openai client raises APITimeoutError / APIConnectionError from the httpx error.
+    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else None
+    transport = transport_failure(cause, _model_endpoint(exc)) if cause is not None else None
+    if transport is not None:
+        return transport
+    if isinstance(exc, openai.APIConnectionError):  # with no httpx error underneath
+        timed_out = isinstance(exc, openai.APITimeoutError)
         return Failure(
-            FailureClass.CONNECTION,
+            FailureClass.TIMEOUT if timed_out else FailureClass.CONNECTION,
             f"Cannot reach the model endpoint: {exc}",
-            may_have_reached_server=False,
+            may_have_reached_server=timed_out,
         )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
@@ -82,7 +81,7 @@ def classify_model_error(exc: BaseException) -> Failure:
             return Failure(
                 FailureClass.RATE_LIMIT,
                 message,
-                retry_after=_retry_after(exc.response),
+                retry_after=retry_after_from(exc.response.headers),
                 status_code=status,
             )
         if status in (401, 403):
@@ -93,7 +92,7 @@ def classify_model_error(exc: BaseException) -> Failure:
             return Failure(
                 FailureClass.SERVER_ERROR,
                 message,
-                retry_after=_retry_after(exc.response),
+                retry_after=retry_after_from(exc.response.headers),
                 status_code=status,
             )
         return Failure(FailureClass.INVALID_REQUEST, message, status_code=status)

@@ -24,7 +24,7 @@ from rq.timeouts import JobTimeoutException
 from agentops.models import Handoff, Message, Run
 from agentops.runtime import breaker
 from agentops.runtime.context import to_openai
-from agentops.runtime.model_client import model_call_attributes, model_complete
+from agentops.runtime.model_client import model_call
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
 from tracing.live import OPS_GROUP, broadcast
@@ -172,37 +172,20 @@ def _complete(
         if time.monotonic() >= deadline:
             break
         if not breaker.breaker_allows(endpoint=endpoint, tracer=tracer):
-            last = Failure(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
+            last = breaker.BreakerOpen(endpoint)
             continue
         try:
-            with tracer.span(
-                "model.call",
-                **model_call_attributes(
-                    endpoint=endpoint,
-                    model=model,
-                    attempt=1,
-                    purpose="handoff",
-                    messages=len(messages),
-                ),
-            ) as span:
-                reply = model_complete(
-                    endpoint=endpoint,
-                    model=model,
-                    messages=messages,
-                    tools=[],
-                    temperature=temperature,
-                )
-                span.set(
-                    **{
-                        "gen_ai.response.model": reply.model,
-                        "gen_ai.usage.input_tokens": reply.input_tokens,
-                        "gen_ai.usage.output_tokens": reply.output_tokens,
-                    }
-                )
+            reply = model_call(
+                tracer=tracer,
+                endpoint=endpoint,
+                model=model,
+                messages=messages,
+                tools=[],
+                temperature=temperature,
+                purpose="handoff",
+            )
         except Failure as failure:
-            breaker.breaker_record_failure(endpoint=endpoint, failure=failure, tracer=tracer)
             last = failure
             continue
-        breaker.breaker_record_success(endpoint=endpoint, tracer=tracer)
         return reply.content.strip()
     raise last

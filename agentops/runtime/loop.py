@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from agentops.models import (
     Agent,
     Handoff,
     Message,
+    ModelEndpoint,
     Role,
     Run,
     RunStatus,
@@ -38,6 +40,7 @@ from agentops.models import (
     ToolCall,
 )
 from agentops.runtime import breaker
+from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
     heartbeat,
@@ -57,13 +60,8 @@ from agentops.runtime.context import (
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
 from agentops.runtime.handoff_package import handoff_package_enqueue
-from agentops.runtime.model_client import (
-    ModelReply,
-    model_call_attributes,
-    model_complete,
-    tool_specs,
-)
-from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
+from agentops.runtime.model_client import ModelReply, model_call, tool_specs
+from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from agentops.runtime.tooling import ToolRunner
 from tracing import semconv
 from tracing.emit import Tracer
@@ -82,7 +80,7 @@ BREAKER_READ_EVERY = 1.0
 class Heartbeat(threading.Thread):
     """Refreshes the run's heartbeat; notices when the run was taken over or cancelled."""
 
-    def __init__(self, run_id: Any, epoch: int) -> None:
+    def __init__(self, run_id: uuid.UUID, epoch: int) -> None:
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
         self.run_id = run_id
         self.epoch = epoch
@@ -113,7 +111,7 @@ class RunBeat(Protocol):
     def stop(self) -> None: ...
 
 
-def heartbeat_thread(run_id: Any, epoch: int) -> RunBeat:
+def heartbeat_thread(run_id: uuid.UUID, epoch: int) -> RunBeat:
     beat = Heartbeat(run_id, epoch)
     beat.start()
     return beat
@@ -121,14 +119,14 @@ def heartbeat_thread(run_id: Any, epoch: int) -> RunBeat:
 
 # How a run's heartbeat starts: a thread of its own, or, in a worker that drives many runs in
 # one process (agentops.worker.ConcurrentWorker), a place in that process's one heartbeat.
-heartbeat_start: Callable[[Any, int], RunBeat] = heartbeat_thread
+heartbeat_start: Callable[[uuid.UUID, int], RunBeat] = heartbeat_thread
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_execute(*, run_id: Any, job_id: str = "") -> str:
+def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
     """Drive a run from its last checkpoint. Returns the status it ended this job in."""
     close_old_connections()
     epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
@@ -448,94 +446,77 @@ class RunDriver:
     def call_model(
         self, messages: list[dict[str, Any]], specs: list[dict[str, Any]], *, purpose: str = "chat"
     ) -> ModelReply:
-        """The retry owner for model calls: backoff, Retry-After, breaker, auth refresh, fallbacks."""
+        """Model calls through the retry owner (runtime/retry.py), one endpoint after the
+        other: breaker, backoff and Retry-After, one auth refresh, one compaction, fallbacks."""
         saved = (self.run.state or {}).get("model_retry") or {}
         index = saved.get("candidate", 0) if purpose == "chat" else 0
         attempt = saved.get("attempt", 0) if purpose == "chat" else 0
         refreshed = compacted = False
         last_failure: Failure | None = None
         waits: list[float] = []
+
+        def recover(failure: Failure) -> bool:
+            """Try again at once, without backoff: a rotated key, a context that got too long."""
+            nonlocal refreshed, compacted, messages
+            if failure.failure_class == FailureClass.AUTH and not refreshed:
+                refreshed = True
+                endpoint.refresh_from_db()
+                self.tracer.event("credential.refresh", endpoint=endpoint.name)
+                return True
+            if (
+                failure.failure_class == FailureClass.CONTEXT_OVERFLOW
+                and not compacted
+                and purpose == "chat"
+            ):
+                compacted = True
+                messages = self.compact(messages)
+                return True
+            return False
+
+        def before_wait(failure: Failure, attempt: int, delay: float) -> None:
+            self.run.retries += 1
+            fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
+            if delay > INLINE_WAIT_MAX and purpose == "chat":
+                self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
+                raise WaitRequired(
+                    delay, f"backoff after {failure.failure_class.value} (attempt {attempt})"
+                ) from failure
+
         while index < len(self.candidates):
-            self.check_alive()
             endpoint, model = self.candidates[index]
-            now = time.monotonic()
-            stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
-            if stale:
-                self.breakers_read_at[endpoint.pk] = now
-            if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
-                waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
-                last_failure = Failure(
-                    FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}"
+
+            def attempt_once(
+                attempt: int, endpoint: ModelEndpoint = endpoint, model: str = model
+            ) -> ModelReply:
+                return self.model_attempt(
+                    endpoint, model, attempt, messages, specs, purpose=purpose
                 )
+
+            try:
+                reply = retry_call(
+                    attempt_once,
+                    policy=self.policy,
+                    tracer=self.tracer,
+                    what=f"model {model}",
+                    attempts_made=attempt,
+                    retryable=lambda failure: (
+                        failure.transient and not isinstance(failure, BreakerOpen)
+                    ),
+                    recover=recover,
+                    before_wait=before_wait,
+                    inline_max=None,  # a long backoff of a chat call waits in before_wait
+                )
+            except BreakerOpen as failure:
+                last_failure = failure
+                waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
                 index, attempt = self.fall_back(index, "breaker_open")
                 continue
-            attempt += 1
-            try:
-                with self.tracer.span(
-                    "model.call",
-                    **model_call_attributes(
-                        endpoint=endpoint,
-                        model=model,
-                        attempt=attempt,
-                        purpose=purpose,
-                        messages=len(messages),
-                    ),
-                ) as span:
-                    reply = model_complete(
-                        endpoint=endpoint,
-                        model=model,
-                        messages=messages,
-                        tools=specs,
-                        temperature=self.agent.temperature,
-                        on_text=self.stream_text if purpose == "chat" else None,
-                        should_stop=self.beat.lost.is_set,
-                    )
-                    span.set(
-                        **{
-                            "gen_ai.response.model": reply.model,
-                            "gen_ai.usage.input_tokens": reply.input_tokens,
-                            "gen_ai.usage.output_tokens": reply.output_tokens,
-                            "gen_ai.response.finish_reasons": [reply.finish_reason],
-                            "tool_calls": len(reply.tool_calls),
-                        }
-                    )
             except Failure as failure:
                 last_failure = failure
-                breaker.breaker_record_failure(
-                    endpoint=endpoint, failure=failure, tracer=self.tracer
-                )
-                kind = failure.failure_class
-                if kind == FailureClass.BUG:
+                if failure.failure_class == FailureClass.BUG:
                     raise
-                if kind == FailureClass.AUTH and not refreshed:
-                    refreshed = True
-                    endpoint.refresh_from_db()
-                    self.tracer.event("credential.refresh", endpoint=endpoint.name)
-                    continue
-                if kind == FailureClass.CONTEXT_OVERFLOW and not compacted and purpose == "chat":
-                    compacted = True
-                    messages = self.compact(messages)
-                    continue
-                if failure.transient and attempt < self.policy.max_attempts:
-                    delay = self.policy.delay(attempt, failure.retry_after)
-                    self.run.retries += 1
-                    fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
-                    if delay > INLINE_WAIT_MAX and purpose == "chat":
-                        self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
-                        raise WaitRequired(
-                            delay, f"backoff after {kind.value} (attempt {attempt})"
-                        ) from failure
-                    wait_inline(
-                        self.tracer,
-                        delay=delay,
-                        attempt=attempt,
-                        error_class=kind.value,
-                        what=f"model {model}",
-                    )
-                    continue
-                index, attempt = self.fall_back(index, kind.value)
+                index, attempt = self.fall_back(index, failure.failure_class.value)
                 continue
-            breaker.breaker_record_success(endpoint=endpoint, tracer=self.tracer)
             if index:
                 self.run.fallbacks += 1
                 fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
@@ -550,6 +531,37 @@ class RunDriver:
             self.run.state = {"model_retry": {"candidate": 0, "attempt": attempt + 1}}
             raise WaitRequired(min(waits), "every model endpoint's circuit breaker is open")
         raise last_failure
+
+    def model_attempt(
+        self,
+        endpoint: ModelEndpoint,
+        model: str,
+        attempt: int,
+        messages: list[dict[str, Any]],
+        specs: list[dict[str, Any]],
+        *,
+        purpose: str,
+    ) -> ModelReply:
+        """One call to one endpoint, unless its circuit breaker keeps calls out."""
+        self.check_alive()
+        now = time.monotonic()
+        stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
+        if stale:
+            self.breakers_read_at[endpoint.pk] = now
+        if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
+            raise BreakerOpen(endpoint)
+        return model_call(
+            tracer=self.tracer,
+            endpoint=endpoint,
+            model=model,
+            messages=messages,
+            tools=specs,
+            temperature=self.agent.temperature,
+            purpose=purpose,
+            attempt=attempt,
+            on_text=self.stream_text if purpose == "chat" else None,
+            should_stop=self.beat.lost.is_set,
+        )
 
     def fall_back(self, index: int, reason: str) -> tuple[int, int]:
         if index + 1 < len(self.candidates):

@@ -14,7 +14,10 @@ import openai
 from django.db import connection
 
 from agentops.models import ModelEndpoint
+from agentops.runtime import breaker
 from agentops.runtime.errors import classify_model_error
+from tracing.emit import Tracer
+from tracing.failures import Failure
 
 _clients: dict[tuple[int, str, str, float], openai.OpenAI] = {}
 
@@ -88,6 +91,56 @@ def model_call_attributes(
         "purpose": purpose,
         "messages": messages,
     }
+
+
+def model_call(
+    *,
+    tracer: Tracer,
+    endpoint: ModelEndpoint,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    temperature: float | None,
+    purpose: str,
+    attempt: int = 1,
+    on_text: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ModelReply:
+    """One model call in a `model.call` span, counted on the endpoint's circuit breaker."""
+    try:
+        with tracer.span(
+            "model.call",
+            **model_call_attributes(
+                endpoint=endpoint,
+                model=model,
+                attempt=attempt,
+                purpose=purpose,
+                messages=len(messages),
+            ),
+        ) as span:
+            reply = model_complete(
+                endpoint=endpoint,
+                model=model,
+                messages=messages,
+                tools=tools,
+                temperature=temperature,
+                on_text=on_text,
+                should_stop=should_stop,
+            )
+            span.set(
+                **{
+                    "gen_ai.response.model": reply.model,
+                    "gen_ai.usage.input_tokens": reply.input_tokens,
+                    "gen_ai.usage.output_tokens": reply.output_tokens,
+                    "gen_ai.response.finish_reasons": [reply.finish_reason],
+                    "tool_calls": len(reply.tool_calls),
+                }
+            )
+    except Failure as failure:
+        breaker.breaker_record_failure(endpoint=endpoint, failure=failure, tracer=tracer)
+        raise
+    breaker.breaker_record_success(endpoint=endpoint, tracer=tracer)
+    return reply
 
 
 def model_complete(

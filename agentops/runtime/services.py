@@ -7,8 +7,9 @@ conditional UPDATE, so any number of web processes, workers and schedulers may r
 from __future__ import annotations
 
 import time
-from datetime import timedelta
-from typing import Any
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import django_rq
 from django.conf import settings
@@ -37,6 +38,14 @@ from agentops.runtime.handoff_package import handoff_packages_reconcile
 from agentops.services import audit_record
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from django.contrib.auth.models import AnonymousUser, User
+
+    # Who acts: a signed-in user, or nobody (an anonymous visitor, a job): request.user as is.
+    Actor: TypeAlias = User | AnonymousUser | None
 
 log = get_logger(__name__)
 
@@ -102,7 +111,7 @@ def runs_dispatch(*, agent_id: int) -> int:
         return sent
 
 
-def run_slot_free(*, run_id: Any) -> None:
+def run_slot_free(*, run_id: uuid.UUID | str) -> None:
     """A worker is done with the run: if its agent has runs held back, send the next ones.
     If Postgres is away, the scheduler's sweep sends them once it is back."""
     try:
@@ -116,7 +125,7 @@ def run_slot_free(*, run_id: Any) -> None:
         log.warning("run.dispatch_deferred", run_id=str(run_id), error=str(exc))
 
 
-def _job_send(*, run_id: Any, job_id: str) -> None:
+def _job_send(*, run_id: uuid.UUID, job_id: str) -> None:
     def send() -> None:
         try:
             django_rq.get_queue("runs").enqueue(
@@ -136,7 +145,7 @@ def _job_send(*, run_id: Any, job_id: str) -> None:
 
 
 def session_create(
-    *, agent: Agent, external_user: str = "", created_by: Any = None, title: str = ""
+    *, agent: Agent, external_user: str = "", created_by: Actor = None, title: str = ""
 ) -> Session:
     return Session.objects.create(
         agent=agent,
@@ -147,7 +156,7 @@ def session_create(
 
 
 @transaction.atomic
-def session_post_message(*, session: Session, content: str, author: Any = None) -> Run | None:
+def session_post_message(*, session: Session, content: str, author: Actor = None) -> Run | None:
     """Add the end user's message (written by the session's external user, sent by `author`:
     the API key's owner or the console's user) and start a run for it."""
     if not content.strip():
@@ -187,7 +196,7 @@ def run_start(*, session: Session) -> Run:
 
 
 @transaction.atomic
-def run_cancel(*, run: Run, actor: Any = None) -> Run:
+def run_cancel(*, run: Run, actor: Actor = None) -> Run:
     cancelled = Run.objects.filter(pk=run.pk, status__in=ACTIVE_RUN_STATUSES).update(
         status=RunStatus.CANCELLED, finished_at=timezone.now(), wake_at=None
     )
@@ -200,7 +209,7 @@ def run_cancel(*, run: Run, actor: Any = None) -> Run:
 
 
 @transaction.atomic
-def run_retry(*, run: Run, actor: Any = None) -> Run:
+def run_retry(*, run: Run, actor: Actor = None) -> Run:
     """Resume a failed (or cancelled) run from its last checkpoint.
 
     The run answers its own user message. If newer turns came since, it answers in place:
@@ -242,7 +251,9 @@ def run_retry(*, run: Run, actor: Any = None) -> Run:
 
 
 @transaction.atomic
-def toolcall_decide(*, tool_call: ToolCall, approve: bool, actor: Any, note: str = "") -> ToolCall:
+def toolcall_decide(
+    *, tool_call: ToolCall, approve: bool, actor: Actor, note: str = ""
+) -> ToolCall:
     """An operator approves or rejects a call waiting for approval; the run resumes."""
     status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
     decided = ToolCall.objects.filter(
@@ -302,7 +313,7 @@ def _job_alive(job_id: str) -> bool:
     return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
-def runs_reconcile(*, now: Any = None) -> dict[str, int]:
+def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     """The scheduler's sweep: wake due waits, recover runs whose worker died, and re-enqueue
     queued runs whose job Redis lost. Safe to run anywhere, any number of times."""
     now = now or timezone.now()

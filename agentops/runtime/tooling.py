@@ -17,7 +17,7 @@ from agentops.runtime.checkpoint import fenced_update
 from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
 from agentops.runtime.model_client import connection_release
-from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
+from agentops.runtime.retry import RetryPolicy, retry_call
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
 from tracing.failures import Failure, FailureClass
@@ -321,7 +321,6 @@ class ToolRunner:
             user_key=driver.session.external_user,
             tracer=driver.tracer,
         )
-        attempt = row.attempts
         broadcast(
             session_group(driver.session.pk),
             {
@@ -332,84 +331,83 @@ class ToolRunner:
                 "arguments": driver.tracer.redact(arguments),
             },
         )
-        while True:
-            attempt += 1
+
+        def attempt_once(attempt: int) -> ToolResult:
             if tool.idempotent:
                 row.status, row.attempts = ToolCallStatus.STARTED, attempt
             else:
                 self.mark(
                     row, row.call_id, tool, arguments, ToolCallStatus.STARTED, attempts=attempt
                 )
-            try:
-                with driver.tracer.span(
-                    "tool.call",
-                    **{
-                        "gen_ai.operation.name": "execute_tool",
-                        "gen_ai.tool.name": tool.name,
-                        "gen_ai.tool.call.id": row.call_id,
-                        "gen_ai.tool.call.arguments": arguments,
-                        "tool.kind": tool.kind,
-                        "tool.version": tool.version,
-                        "attempt": attempt,
-                        "idempotency_key": row.idempotency_key,
-                    },
-                ) as span:
-                    connection_release()  # a slow tool holds no pooled connection either
-                    try:
-                        result = tool_execute(tool=tool, arguments=arguments, context=context)
-                    except Failure:
-                        raise
-                    except Exception as exc:
-                        raise Failure(
-                            FailureClass.BUG, f"{type(exc).__name__} in the tool executor: {exc}"
-                        ) from exc
-                    span.set(**{"gen_ai.tool.call.result": result.content})
-            except Failure as failure:
-                retryable = failure.transient and (
-                    tool.idempotent or not failure.may_have_reached_server
-                )
-                if retryable and attempt < policy.max_attempts:
-                    delay = policy.delay(attempt, failure.retry_after)
-                    if delay <= INLINE_WAIT_MAX:
-                        wait_inline(
-                            driver.tracer,
-                            delay=delay,
-                            attempt=attempt,
-                            error_class=failure.failure_class.value,
-                            what=f"tool {tool.name}",
-                        )
-                        continue
-                self.mark(
-                    row,
-                    row.call_id,
-                    tool,
-                    arguments,
-                    ToolCallStatus.FAILED,
-                    finished_at=timezone.now(),
-                    error_class=failure.failure_class.value,
-                    result=driver.tracer.redact(str(failure))[:4000],
-                )
-                raise
-            finished_at = timezone.now()
-            output = driver.tracer.redact(result.content)[:20000]
-            if tool.idempotent:
-                row.status, row.finished_at, row.result = (
-                    ToolCallStatus.SUCCEEDED,
-                    finished_at,
-                    output,
-                )
-                self.deferred.append(row)
-            else:
-                self.mark(
-                    row,
-                    row.call_id,
-                    tool,
-                    arguments,
-                    ToolCallStatus.SUCCEEDED,
-                    finished_at=finished_at,
-                    result=output,
-                )
+            with driver.tracer.span(
+                "tool.call",
+                **{
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": tool.name,
+                    "gen_ai.tool.call.id": row.call_id,
+                    "gen_ai.tool.call.arguments": arguments,
+                    "tool.kind": tool.kind,
+                    "tool.version": tool.version,
+                    "attempt": attempt,
+                    "idempotency_key": row.idempotency_key,
+                },
+            ) as span:
+                connection_release()  # a slow tool holds no pooled connection either
+                try:
+                    result = tool_execute(tool=tool, arguments=arguments, context=context)
+                except Failure:
+                    raise
+                except Exception as exc:
+                    raise Failure(
+                        FailureClass.BUG, f"{type(exc).__name__} in the tool executor: {exc}"
+                    ) from exc
+                span.set(**{"gen_ai.tool.call.result": result.content})
             return result
+
+        try:
+            # A call that may have reached the server is repeated only if the tool is idempotent.
+            result = retry_call(
+                attempt_once,
+                policy=policy,
+                tracer=driver.tracer,
+                what=f"tool {tool.name}",
+                attempts_made=row.attempts,
+                retryable=lambda failure: (
+                    failure.transient and (tool.idempotent or not failure.may_have_reached_server)
+                ),
+            )
+        except Failure as failure:
+            self.mark(
+                row,
+                row.call_id,
+                tool,
+                arguments,
+                ToolCallStatus.FAILED,
+                finished_at=timezone.now(),
+                error_class=failure.failure_class.value,
+                result=driver.tracer.redact(str(failure))[:4000],
+            )
+            raise
+        finished_at = timezone.now()
+        output = driver.tracer.redact(result.content)[:20000]
+        if tool.idempotent:
+            row.status, row.finished_at, row.result = (
+                ToolCallStatus.SUCCEEDED,
+                finished_at,
+                output,
+            )
+            self.deferred.append(row)
+        else:
+            self.mark(
+                row,
+                row.call_id,
+                tool,
+                arguments,
+                ToolCallStatus.SUCCEEDED,
+                finished_at=finished_at,
+                result=output,
+            )
+        return result
 
     def try_fallback(
         self, row: ToolCall, tool: ToolDefinition, arguments: dict[str, Any], failure: Failure

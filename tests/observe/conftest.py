@@ -56,6 +56,14 @@ async def receive_until(comm: WebsocketCommunicator, done, timeout: float = 10.0
     return messages
 
 
+async def joined(comm: WebsocketCommunicator, timeout: float = 10.0) -> None:
+    """Wait until the stream listens to its group: a consumer handles one message at a time,
+    so the answer to a ping comes only after `connect` (which joins the group) has returned."""
+    await comm.send_json_to({"kind": "ping"})
+    pongs = await receive_until(comm, lambda ms: ms and ms[-1]["kind"] == "pong", timeout)
+    assert [m["kind"] for m in pongs] == ["pong"], pongs
+
+
 def span_seqs(messages: list[dict]) -> list[int]:
     return [s["seq"] for m in messages if m.get("kind") == "spans" for s in m["spans"]]
 

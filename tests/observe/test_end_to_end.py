@@ -27,6 +27,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TOOL_MESSAGE = 'call echo {"text": "ping"}'
 
 
+async def listening(socket) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the stream has joined its group: the server answers a ping only after it."""
+    await socket.send(json.dumps({"kind": "ping"}))
+    while json.loads(await asyncio.wait_for(socket.recv(), 10)).get("kind") != "pong":
+        pass
+
+
 def finished(messages: list[dict]) -> bool:
     """A terminal run.status event has arrived on the run stream."""
     return any(
@@ -200,7 +207,7 @@ def test_it_streams_a_run_to_a_browser_over_a_real_socket(worker, web, agent, bo
         async with websockets.connect(
             f"ws://{web}/ws/ops/", additional_headers=headers, origin=origin
         ) as ops:
-            await asyncio.sleep(0.2)
+            await listening(ops)
             run_id = await asyncio.to_thread(api.start_run, agent.slug, TOOL_MESSAGE)
             async with websockets.connect(
                 f"ws://{web}/ws/runs/{run_id}/", additional_headers=headers, origin=origin
@@ -268,7 +275,7 @@ def test_it_scales_out_across_two_web_processes_and_two_workers(agent, bob, char
             async with websockets.connect(
                 f"ws://{web_b}/ws/ops/", additional_headers=headers, origin=origin
             ) as ops:
-                await asyncio.sleep(0.2)
+                await listening(ops)
                 run_id = await asyncio.to_thread(api.start_run, agent.slug, TOOL_MESSAGE)
                 async with websockets.connect(
                     f"ws://{web_b}/ws/runs/{run_id}/", additional_headers=headers, origin=origin

@@ -12,10 +12,25 @@ from django.db import connections
 
 from agentops.observe.consumers import RunConsumer
 from tests.factories import UserFactory
-from tests.observe.conftest import communicator, receive_until, run_async, session_cookie, span_seqs
+from tests.observe.conftest import (
+    communicator,
+    joined,
+    receive_until,
+    run_async,
+    session_cookie,
+    span_seqs,
+)
 from tracing.consumers import coalesce
 from tracing.emit import Tracer
-from tracing.live import OPS_GROUP, broadcast, send_now, wait_sent
+from tracing.live import (
+    OPS_GROUP,
+    broadcast,
+    capture_live_events,
+    open_notices,
+    run_group,
+    send_now,
+    wait_sent,
+)
 
 
 def emit(run, count: int, *, tracer: Tracer | None = None, name: str = "tool.call") -> Tracer:
@@ -74,8 +89,11 @@ def test_it_replays_stored_spans_then_streams_live_ones(run, charlie):
         )
 
         def slow_span():
-            with tracer.span("model.call") as record:
-                time.sleep(0.3)
+            group = run_group(run.pk)
+            with tracer.span("model.call") as record:  # open until its start was announced
+                assert until(
+                    lambda: any(n["span_id"] == record.span_id for n in open_notices(group))
+                )
             tracer.flush_now()
             wait_sent()
             return record.span_id
@@ -137,7 +155,7 @@ def test_it_streams_ops_events_to_viewers(run, charlie):
     async def main():
         comm = communicator("/ws/ops/", cookie)
         assert (await comm.connect())[0]
-        await asyncio.sleep(0.1)
+        await joined(comm)
 
         def announce():
             send_now(OPS_GROUP, {"kind": "run.status", "run_id": str(run.pk), "status": "running"})
@@ -151,32 +169,20 @@ def test_it_streams_ops_events_to_viewers(run, charlie):
     run_async(main)
 
 
-def test_it_sends_nothing_that_a_rollback_undid(run, charlie):
-    cookie = session_cookie(charlie)
+def test_it_sends_nothing_that_a_rollback_undid(run):
     from django.db import transaction
 
-    async def main():
-        comm = communicator("/ws/ops/", cookie)
-        assert (await comm.connect())[0]
-        await asyncio.sleep(0.1)
-
-        def announce():
-            try:
-                with transaction.atomic():
-                    broadcast(OPS_GROUP, {"kind": "run.status", "status": "undone"})
-                    raise RuntimeError("roll back")
-            except RuntimeError:
-                pass
+    with capture_live_events() as sent:
+        try:
+            with transaction.atomic():
+                broadcast(OPS_GROUP, {"kind": "run.status", "status": "undone"})
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        with transaction.atomic():
             broadcast(OPS_GROUP, {"kind": "run.status", "status": "kept"})
-            wait_sent()
-
-        await sync_to_async(announce)()
-        (message,) = await receive_until(comm, lambda ms: len(ms) == 1)
-        assert message["status"] == "kept"
-        assert await comm.receive_nothing(timeout=0.3)
-        await comm.disconnect()
-
-    run_async(main)
+            assert sent == [], "nothing is sent before the commit"
+    assert sent == [(OPS_GROUP, {"kind": "run.status", "status": "kept"})]
 
 
 def test_it_coalesces_span_batches_and_drops_finished_span_starts():
@@ -200,11 +206,26 @@ def test_it_coalesces_span_batches_and_drops_finished_span_starts():
     ]
 
 
+async def until_async(predicate, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {seconds} s"
+        await asyncio.sleep(0.01)
+
+
 class SlowBrowserRunConsumer(RunConsumer):
-    """A browser that takes nothing until `gate` opens (sends wait on it)."""
+    """A browser that takes nothing until `gate` opens (sends wait on it). `listening` is set
+    once the consumer joined its group, with the consumer as `current`."""
 
     max_pending_spans = 40
     gate: asyncio.Event
+    listening: asyncio.Event
+    current: SlowBrowserRunConsumer
+
+    async def joined(self):
+        await super().joined()
+        type(self).current = self
+        self.listening.set()
 
     async def send(self, text_data=None, bytes_data=None, close=False):
         await self.gate.wait()
@@ -224,15 +245,18 @@ def test_it_bounds_what_waits_for_a_slow_browser_and_still_delivers_everything(r
 
     async def main():
         SlowBrowserRunConsumer.gate = asyncio.Event()
+        SlowBrowserRunConsumer.listening = asyncio.Event()
         comm = WebsocketCommunicator(
             app, f"/ws/runs/{run.pk}/", headers=[(b"cookie", f"sessionid={cookie}".encode())]
         )
         assert (await comm.connect())[0]
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(SlowBrowserRunConsumer.listening.wait(), 10)
+        consumer = SlowBrowserRunConsumer.current
+        await until_async(lambda: consumer._replayed)  # the (empty) replay is done: all is live
         tracer = None
         for _ in range(30):
             tracer = await sync_to_async(emit)(run, 5, tracer=tracer)
-        await asyncio.sleep(0.3)
+        await until_async(lambda: consumer._last_seq == 150)  # all reached it, the browser none
         SlowBrowserRunConsumer.gate.set()
         messages = await receive_until(comm, lambda ms: span_seqs(ms)[-1:] == [150])
         assert await comm.receive_nothing(timeout=0.3)
@@ -260,8 +284,6 @@ def until(predicate, seconds: float = 10.0):  # type: ignore[no-untyped-def]
 
 def test_it_replays_spans_open_when_the_client_connects_with_their_text(run, charlie):
     """Open spans exist only in the worker's memory: a client joining mid-span learns of them."""
-    from tracing.live import open_notices, run_group
-
     cookie = session_cookie(charlie)
     group = run_group(run.pk)
     tracer = Tracer(run.pk, session_id=run.session_id, agent=run.agent.slug)

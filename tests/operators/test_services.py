@@ -77,6 +77,16 @@ def test_it_lets_exactly_one_of_many_racing_operators_claim(bob):
     assert AuditEntry.objects.filter(action="handoff.claim").count() == 1
 
 
+def waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else fixed for the transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
 def test_it_makes_the_second_connection_wait_for_the_first_and_lose(bob):
     """Two connections: the first holds its claim uncommitted; the second's UPDATE waits on the
     row lock, re-checks `status = 'open'` after the commit and matches nothing."""
@@ -88,7 +98,10 @@ def test_it_makes_the_second_connection_wait_for_the_first_and_lose(bob):
         with transaction.atomic():
             handoff_claim(handoff_id=handoff.pk, user=bob)
             claimed.set()
-            time.sleep(0.5)  # the second claim is now blocked on our row lock
+            deadline = time.monotonic() + 10
+            while not waiting_on_a_lock():  # the second claim is blocked on our row lock
+                assert time.monotonic() < deadline, "the second claim never waited"
+                time.sleep(0.01)
         return "committed"
 
     def second():

@@ -172,8 +172,7 @@ def test_it_announces_alerts_on_the_ops_stream(transactional_db):
     async def main():
         layer = get_channel_layer()
         channel = await layer.new_channel()
-        await layer.group_add("ops", channel)
-        await asyncio.sleep(0.1)
+        await layer.group_add("ops", channel)  # a member once this returns
         await asyncio.to_thread(alerts_evaluate)
         await asyncio.to_thread(wait_sent)
         message = await asyncio.wait_for(layer.receive(channel), 5)

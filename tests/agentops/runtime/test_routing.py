@@ -5,10 +5,13 @@ import signal
 import time
 from datetime import timedelta
 
+import psutil
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
-from agentops.models import AgentFallback, Message, Role, Run, RunStatus, ToolCall
+from agentops.models import AgentFallback, Message, ModelEndpoint, Role, Run, RunStatus, ToolCall
+from agentops.runtime.breaker import breaker_reopens_in
 from agentops.runtime.services import (
     runs_reconcile,
     session_create,
@@ -40,7 +43,7 @@ def ask(agent, content):
 
 def test_it_opens_the_breaker_and_sends_steps_to_the_fallback(worker, agent, devmodel, model_name):
     primary = agent.endpoint
-    primary.breaker_threshold, primary.breaker_cooldown_seconds = 2, 2.0
+    primary.breaker_threshold, primary.breaker_cooldown_seconds = 2, 600.0
     primary.save()
     AgentFallback.objects.create(
         agent=agent,
@@ -57,7 +60,12 @@ def test_it_opens_the_breaker_and_sends_steps_to_the_fallback(worker, agent, dev
     assert run.status == RunStatus.SUCCEEDED and run.model_used == model_name + "-fb"
     assert len(devmodel.requests(model_name)) == 2  # the open breaker kept the primary out
     assert spans(run.pk, "fallback")[0].attributes["reason"] == "breaker_open"
-    time.sleep(2.1)
+    # The cooldown passes: the breaker opened as long ago as it stays open.
+    ModelEndpoint.objects.filter(pk=primary.pk).update(
+        breaker_opened_at=F("breaker_opened_at") - timedelta(seconds=600)
+    )
+    primary.refresh_from_db()
+    assert breaker_reopens_in(endpoint=primary) == 0
     _, run = ask(agent, "hi")
     run = wait_for_run(run.pk)
     assert run.model_used == model_name
@@ -165,7 +173,7 @@ def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
         assert run.status == RunStatus.SUCCEEDED and run.epoch == 2
         before = list(Message.objects.filter(session=session).values_list("seq", "role", "run_id"))
         os.kill(job_pid, signal.SIGCONT)  # the orphan wakes up and tries to write its step
-        time.sleep(3)
+        psutil.Process(job_pid).wait(timeout=30)  # and ends, fenced out
         after = list(Message.objects.filter(session=session).values_list("seq", "role", "run_id"))
         assert after == before
         assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED

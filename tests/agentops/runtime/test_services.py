@@ -2,14 +2,16 @@
 
 import pytest
 
-from agentops.models import Message, Role, RunStatus, Session
+from agentops.models import Message, Role, RunStatus, Session, SessionStatus
 from agentops.runtime.services import (
     RuntimeConflict,
+    run_cancel,
     run_retry,
     session_create,
     session_post_message,
 )
 from tests.agentops.runtime.helpers import wait_for_run
+from tracing.live import OPS_GROUP, capture_live_events, session_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,3 +55,34 @@ def test_it_refuses_a_retry_whose_message_was_folded_into_the_summary(
         run_retry(run=first)
     first.refresh_from_db()
     assert first.status == RunStatus.FAILED
+
+
+def kinds(sent):
+    return [(group, event["kind"]) for group, event in sent]
+
+
+def test_it_sends_a_posted_message_and_its_queued_run_to_the_session_and_ops(session):
+    group = session_group(session.pk)
+    with capture_live_events() as sent:
+        run = session_post_message(session=session, content="hello")
+    assert kinds(sent) == [(group, "message"), (group, "run.status"), (OPS_GROUP, "run.status")]
+    assert sent[0][1]["message"]["content"] == "hello"
+    assert sent[1][1] == sent[2][1]
+    assert sent[1][1]["run_id"] == str(run.pk) and sent[1][1]["status"] == RunStatus.QUEUED
+
+    with capture_live_events() as sent:
+        run_cancel(run=run)
+    assert kinds(sent) == [(group, "run.status"), (OPS_GROUP, "run.status")]
+    assert {event["status"] for _, event in sent} == {RunStatus.CANCELLED}
+
+    with capture_live_events() as sent, pytest.raises(RuntimeConflict):
+        run_cancel(run=run)
+    assert sent == []  # a refused cancel says nothing
+
+
+def test_it_sends_a_message_to_a_handed_off_session_to_the_operators_only(session):
+    Session.objects.filter(pk=session.pk).update(status=SessionStatus.HANDED_OFF)
+    with capture_live_events() as sent:
+        assert session_post_message(session=session, content="anyone there?") is None
+    assert kinds(sent) == [(session_group(session.pk), "message"), (OPS_GROUP, "session.message")]
+    assert sent[1][1] == {"kind": "session.message", "session_id": str(session.pk)}
