@@ -12,12 +12,13 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from agentops.openai_compat.app import mount  # noqa: E402
 from agentops.routing import websocket_urlpatterns  # noqa: E402
 from agentops.websocket import SiteOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": mount(django_asgi_app),  # /v1/: the OpenAI-compatible endpoint
         "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
