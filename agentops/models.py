@@ -389,3 +389,11 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+# The webhook models live beside their feature and are registered with this app.
+from agentops.webhooks.models import (  # noqa: E402, F401
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)

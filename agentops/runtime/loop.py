@@ -64,6 +64,7 @@ from agentops.runtime.model_client import (
 )
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, wait_inline
 from agentops.runtime.tooling import ToolRunner
+from agentops.webhooks.services import webhook_handoff_event
 from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
@@ -684,6 +685,7 @@ class RunDriver:
                     "priority": priority,
                 },
             )
+            webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
         self.run.error_class = str(failure_class)
         status_broadcast(self.run)

@@ -34,6 +34,7 @@ from agentops.models import (
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
 from agentops.services import audit_record
+from agentops.webhooks.services import webhook_session_created
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
 
@@ -72,12 +73,14 @@ def run_enqueue(*, run: Run) -> None:
 def session_create(
     *, agent: Agent, external_user: str = "", created_by: Any = None, title: str = ""
 ) -> Session:
-    return Session.objects.create(
+    session = Session.objects.create(
         agent=agent,
         external_user=external_user[:200],
         title=title[:200],
         created_by=created_by if created_by and created_by.is_authenticated else None,
     )
+    webhook_session_created(session=session)
+    return session
 
 
 @transaction.atomic
