@@ -16,6 +16,9 @@ class AgentOpsConfig(AppConfig):
         from tracing.services import retention_hook_register
 
         retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
+        from agentops.webhooks.services import webhooks_purge
+
+        retention_hook_register(name="agentops.webhooks", hook=webhooks_purge)
 
         if os.environ.get("AGENTOPS_TESTING_TOOLS") == "1":
             from agentops.testing import tools  # noqa: F401

@@ -365,3 +365,23 @@ def webhook_session_created(*, session: Any) -> None:
             "title": session.title,
         },
     )
+
+
+def webhooks_purge(policy: Any) -> int:
+    """Retention (tracing's job): deliveries done before the traces' cutoff, then the events
+    left without any delivery. Pending deliveries stay whatever their age."""
+    from tracing.services import delete_in_batches
+
+    deleted = delete_in_batches(
+        table=WebhookDelivery._meta.db_table,
+        where="created_at < %s AND status <> 'pending'",
+        params=[policy.default_cutoff],
+        batch_size=policy.batch_size,
+    )
+    return deleted + delete_in_batches(
+        table=WebhookEvent._meta.db_table,
+        where=f"created_at < %s AND NOT EXISTS (SELECT 1 FROM {WebhookDelivery._meta.db_table} d"  # noqa: S608
+        f" WHERE d.event_id = {WebhookEvent._meta.db_table}.id)",
+        params=[policy.default_cutoff],
+        batch_size=policy.batch_size,
+    )

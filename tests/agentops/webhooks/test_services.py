@@ -264,3 +264,22 @@ def test_it_emits_the_events_of_runs_handoffs_and_approvals(worker, agent, bob):
     assert all(
         json.dumps(e.payload) for e in WebhookEvent.objects.all()
     )  # every payload is JSON as sent
+
+
+def test_it_forgets_old_deliveries_with_the_traces(settings):
+    from tracing.services import retention_purge
+
+    subscribe("https://hooks.example.com/a", ["session.created"])
+    for _ in range(3):
+        session_create(agent=AgentFactory())
+    old, kept, pending = WebhookDelivery.objects.order_by("pk")
+    WebhookDelivery.objects.filter(pk__in=[old.pk, kept.pk]).update(status="succeeded")
+    long_ago = timezone.now() - timedelta(days=365)
+    WebhookDelivery.objects.filter(pk__in=[old.pk, pending.pk]).update(created_at=long_ago)
+    WebhookEvent.objects.filter(pk__in=[old.event_id, pending.event_id]).update(created_at=long_ago)
+    assert retention_purge()["agentops.webhooks"] == 2  # the old delivery and its event
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {kept.pk, pending.pk}
+    assert set(WebhookEvent.objects.values_list("pk", flat=True)) == {
+        kept.event_id,
+        pending.event_id,
+    }
