@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+import uuid
 
 from _setup import django_setup
 
@@ -22,8 +23,8 @@ def percentile(values: list[float], pct: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--interval", type=float, default=0.02, help="seconds between events")
+    parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between events")
     args = parser.parse_args()
     os.environ["TOOL_EGRESS_ALLOWLIST"] = "127.0.0.1/32"
     django_setup()
@@ -33,7 +34,7 @@ def main() -> int:
     from agentops.testing.processes import CONCURRENT_WORKER, child_env, start_worker
     from agentops.webhooks.models import WebhookEndpoint
     from agentops.webhooks.services import webhook_endpoint_create
-    from tests.factories import AgentFactory
+    from tests.factories import AgentFactory, EndpointFactory
 
     arrived: dict[str, float] = {}
     bodies: list[tuple[dict[str, str], bytes]] = []
@@ -56,9 +57,13 @@ def main() -> int:
         url=f"http://127.0.0.1:{server.server_address[1]}/hook", event_types=["session.created"]
     )
     worker = start_worker(child_env(), name="bench-webhooks", worker_class=CONCURRENT_WORKER)
-    agent = AgentFactory()
+    tag = uuid.uuid4().hex[:8]
+    agent = AgentFactory(slug=f"bench-{tag}", endpoint=EndpointFactory(name=f"bench-{tag}"))
     try:
-        time.sleep(3)  # the worker is up
+        warmup = session_create(agent=agent)  # measured from when the worker takes work
+        deadline = time.monotonic() + 120
+        while f"evt_session_{warmup.pk}" not in arrived and time.monotonic() < deadline:
+            time.sleep(0.05)
         emitted: dict[str, float] = {}
         for _ in range(args.events):
             started = time.time()
