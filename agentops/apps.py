@@ -23,3 +23,6 @@ class AgentOpsConfig(AppConfig):
         agent_directory_register(directory=agent_directory)
         tool_access_register(access=AgentToolAccess())
         key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)
+        from agentops.webhooks.services import webhooks_purge
+
+        retention_hook_register(name="agentops.webhooks", hook=webhooks_purge)

@@ -6,6 +6,7 @@ The run reconciler is not here: the scheduler runs it inline every second.
 
 from rq import cron
 
+from agentops.webhooks import jobs as webhook_jobs
 from memory import jobs as memory_jobs
 from tracing import jobs as tracing_jobs
 
@@ -20,4 +21,11 @@ cron.register(
 )
 cron.register(
     memory_jobs.memory_expire_job, queue_name="maintenance", interval=600, job_timeout=600, ttl=600
+)
+cron.register(
+    webhook_jobs.webhooks_dispatch_due_job,
+    queue_name="maintenance",
+    interval=5,
+    job_timeout=60,
+    ttl=10,
 )

@@ -499,3 +499,11 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"invitation {self.pk} ({self.role})"
+
+
+# The webhook models live beside their feature and are registered with this app.
+from agentops.webhooks.models import (  # noqa: E402, F401
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)

@@ -252,10 +252,18 @@ AGENT_MAX_CONCURRENT_RUNS = envint("AGENT_MAX_CONCURRENT_RUNS", 100, minimum=0)
 RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
 # A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.
 RUN_LOST_JOB_SECONDS = envint("RUN_LOST_JOB_SECONDS", 15, minimum=2)
+# How long POST /v1/chat/completions waits for the agent's run before answering 504 (under
+# the openai client's default timeout of 600 s, so a client gets the 504 rather than its own).
+OPENAI_API_WAIT_SECONDS = envint("OPENAI_API_WAIT_SECONDS", 540, minimum=1)
+# Webhook deliveries (README, "Webhooks"): the RQ queue their jobs go to (a worker must
+# listen on it) and how long one attempt may take.
+WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "").strip() or "maintenance"
+WEBHOOK_TIMEOUT_SECONDS = envfloat("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 RQ_QUEUES = {
     "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
     "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
+RQ_QUEUES.setdefault(WEBHOOK_QUEUE, {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300})
 RQ_SHOW_ADMIN_LINK = True
 
 AUTH_PASSWORD_VALIDATORS = [

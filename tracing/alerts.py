@@ -5,15 +5,15 @@ twice at once (rules are locked while evaluated).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from tracing.egress import EgressDenied, guarded_client
+from tracing.egress import egress_post
 from tracing.live import OPS_GROUP, broadcast
 from tracing.logs import get_logger
 from tracing.models import AlertEvent, AlertMetric, AlertRule, AlertState
@@ -128,13 +128,14 @@ def alert_webhook_send(*, event: AlertEvent, timeout: float = 5.0) -> AlertEvent
 
     Through the egress guard like every outbound request: no private or loopback address
     unless allowlisted, no proxy from the environment, redirects not followed."""
-    try:
-        with guarded_client(timeout=timeout) as client:
-            response = client.post(event.rule.webhook_url, json=alert_event_payload(event))
-        event.webhook_status = response.status_code
-        event.webhook_error = "" if response.is_success else f"HTTP {response.status_code}"
-    except (httpx.HTTPError, EgressDenied) as exc:
-        event.webhook_error = f"{type(exc).__name__}: {exc}"[:500]
+    result = egress_post(
+        url=event.rule.webhook_url,
+        content=json.dumps(alert_event_payload(event)).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout,
+    )
+    event.webhook_status = result.status
+    event.webhook_error = result.error
     if event.webhook_error:
         log.error("alert.webhook_failed", rule=event.rule.name, error=event.webhook_error)
     event.save(update_fields=["webhook_status", "webhook_error"])

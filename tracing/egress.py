@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import httpcore
@@ -290,3 +291,37 @@ def guarded_async_client(
         trust_env=False,
         event_hooks=event_hooks,
     )
+
+
+RESPONSE_EXCERPT_CHARS = 500
+
+
+@dataclass
+class PostResult:
+    """What a webhook POST got: the status and the start of the body, or why it failed."""
+
+    status: int | None = None
+    body: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.status is not None and 200 <= self.status < 300
+
+
+def egress_post(
+    *, url: str, content: bytes, headers: dict[str, str], timeout: float = 5.0
+) -> PostResult:
+    """POST `content` through the guard: the one sender of the product's webhooks (alert
+    rules, event subscriptions). A redirect is not followed and counts as a failure; an
+    answer other than 2xx keeps its status and an excerpt of its body."""
+    try:
+        with guarded_client(timeout=timeout) as client:
+            response = client.post(url, content=content, headers=headers)
+            excerpt = response.text[:RESPONSE_EXCERPT_CHARS]
+    except (httpx.HTTPError, EgressDenied) as exc:
+        return PostResult(error=f"{type(exc).__name__}: {exc}"[:500])
+    result = PostResult(status=response.status_code, body=excerpt)
+    if not response.is_success:
+        result.error = f"HTTP {response.status_code}"
+    return result

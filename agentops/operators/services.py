@@ -28,6 +28,7 @@ from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, run_start
 from agentops.services import audit_record
+from agentops.webhooks.services import webhook_handoff_event
 from tracing.live import OPS_GROUP, broadcast, session_group
 
 
@@ -79,6 +80,7 @@ def handoff_claim(*, handoff_id: int, user: Any) -> Handoff:
         session_group(handoff.session_id),
         {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": _username(user)},
     )
+    webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=_username(user))
     return handoff
 
 
@@ -155,6 +157,9 @@ def handoff_hand_back(*, handoff: Handoff, user: Any) -> Run:
         session_group(session.pk),
         {"kind": "handoff.resolved", "handoff_id": handoff.pk, "resolution": handoff.resolution},
     )
+    webhook_handoff_event(
+        type="handoff.closed", handoff=handoff, key="0", resolution=handoff.resolution
+    )
     return run
 
 
@@ -175,6 +180,9 @@ def handoff_close(*, handoff: Handoff, user: Any) -> Handoff:
     broadcast(
         session_group(handoff.session_id),
         {"kind": "handoff.resolved", "handoff_id": handoff.pk, "resolution": handoff.resolution},
+    )
+    webhook_handoff_event(
+        type="handoff.closed", handoff=handoff, key="0", resolution=handoff.resolution
     )
     return handoff
 
@@ -216,4 +224,5 @@ def handoff_reassign(*, handoff: Handoff, user: Any, to_username: str) -> Handof
         session_group(handoff.session_id),
         {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": target.get_username()},
     )
+    webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=target.get_username())
     return handoff

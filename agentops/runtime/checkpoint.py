@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agentops.models import Message, Run, RunStatus, ToolCall
 from agentops.runtime.errors import LeaseLost
+from agentops.webhooks.services import webhook_message_created, webhook_run_ended
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.models import Span
 
@@ -209,7 +210,9 @@ def _appended(*, session_id: Any, messages: list[Message], rows: list[list[Any]]
         message._state.adding = False
     group = session_group(session_id)
     for message in messages:
-        broadcast(group, {"kind": "message", "message": message_event(message)})
+        event = message_event(message)
+        broadcast(group, {"kind": "message", "message": event})
+        webhook_message_created(message=message, data={"session_id": str(session_id), **event})
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
@@ -317,3 +320,4 @@ def status_broadcast(run: Run) -> None:
     event = status_event(run)
     broadcast(session_group(run.session_id), event)
     broadcast(OPS_GROUP, event)
+    webhook_run_ended(run=run, data={k: v for k, v in event.items() if k != "kind"})

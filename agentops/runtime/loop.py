@@ -63,6 +63,7 @@ from agentops.runtime.handoff_package import handoff_package_enqueue
 from agentops.runtime.model_client import ModelReply, model_call, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from agentops.runtime.tooling import ToolRunner
+from agentops.webhooks.services import webhook_handoff_event
 from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
@@ -702,6 +703,7 @@ class RunDriver:
                     "priority": priority,
                 },
             )
+            webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
         self.run.error_class = str(failure_class)
         status_broadcast(self.run)

@@ -36,6 +36,7 @@ from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
 from agentops.runtime.handoff_package import handoff_packages_reconcile
 from agentops.services import audit_record
+from agentops.webhooks.services import webhook_session_created
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
 
@@ -147,12 +148,14 @@ def _job_send(*, run_id: uuid.UUID, job_id: str) -> None:
 def session_create(
     *, agent: Agent, external_user: str = "", created_by: Actor = None, title: str = ""
 ) -> Session:
-    return Session.objects.create(
+    session = Session.objects.create(
         agent=agent,
         external_user=external_user[:200],
         title=title[:200],
         created_by=created_by if created_by and created_by.is_authenticated else None,
     )
+    webhook_session_created(session=session)
+    return session
 
 
 @transaction.atomic

@@ -18,6 +18,7 @@ from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
 from agentops.runtime.model_client import connection_release
 from agentops.runtime.retry import RetryPolicy, retry_call
+from agentops.webhooks.services import webhook_event_emit
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
 from tracing.failures import Failure, FailureClass
@@ -282,6 +283,14 @@ class ToolRunner:
             }
             broadcast(OPS_GROUP, event)
             broadcast(session_group(driver.session.pk), event)
+            webhook_event_emit(
+                type="approval.requested",
+                key=f"approval_{row.pk}",
+                data={
+                    **{k: v for k, v in event.items() if k != "kind"},
+                    "arguments": driver.tracer.redact(arguments),
+                },
+            )
         raise WaitRequired(None, f"approval needed for {tool.name}")
 
     def unknown_outcome(self, row: ToolCall) -> tuple[str, dict[str, Any] | None]:

@@ -1,0 +1,99 @@
+"""Reads of the OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import QuerySet
+
+from agentops.auth import api_key_user, has_role
+from agentops.models import Agent, Handoff, Message, Role, Run
+
+
+def api_key_holder(*, raw: str) -> Any | None:
+    """The active user a personal API key belongs to, or None."""
+    return api_key_user(raw) if raw else None
+
+
+def agents_usable(*, user: Any) -> QuerySet[Agent]:
+    """The agents a key may talk to: all of them for operators and admins (who may post
+    messages through the API), none for viewers."""
+    if not has_role(user, "operator"):
+        return Agent.objects.none()
+    return Agent.objects.order_by("slug")
+
+
+def agent_by_model(*, user: Any, model: str) -> Agent | None:
+    """The agent a request's `model` names: its slug, else its exact (unique) name."""
+    agents = agents_usable(user=user)
+    agent = agents.filter(slug=model).first()
+    if agent is None:
+        named = list(agents.filter(name__iexact=model)[:2])
+        agent = named[0] if len(named) == 1 else None
+    return agent
+
+
+@dataclass
+class RunOutcome:
+    """What a finished (or still running) run gives back to an OpenAI client."""
+
+    run_id: Any
+    status: str
+    error_class: str = ""
+    error_message: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    # The run's assistant messages, oldest first: (id, content).
+    answers: list[tuple[int, str]] = field(default_factory=list)
+    handoff: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled", "handed_off")
+
+
+def handoff_info(handoff: Handoff | None) -> dict[str, Any] | None:
+    if handoff is None:
+        return None
+    return {
+        "id": handoff.pk,
+        "status": handoff.status,
+        "reason": handoff.reason,
+        "team": handoff.team,
+        "operator": handoff.claimed_by.get_username() if handoff.claimed_by else None,
+    }
+
+
+def session_handoff(*, session_id: Any) -> dict[str, Any] | None:
+    """The session's latest handoff, if any."""
+    handoff = (
+        Handoff.objects.select_related("claimed_by")
+        .filter(session_id=session_id)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return handoff_info(handoff)
+
+
+def run_outcome(*, run_id: Any) -> RunOutcome:
+    run = Run.objects.get(pk=run_id)
+    outcome = RunOutcome(
+        run_id=run.pk,
+        status=run.status,
+        error_class=run.error_class,
+        error_message=run.error_message,
+        tokens_in=run.tokens_in,
+        tokens_out=run.tokens_out,
+    )
+    if outcome.finished:
+        outcome.answers = list(
+            Message.objects.filter(run_id=run.pk, role=Role.ASSISTANT)
+            .order_by("seq")
+            .values_list("id", "content")
+        )
+    if run.status == "handed_off":
+        outcome.handoff = handoff_info(
+            Handoff.objects.select_related("claimed_by").filter(run_id=run.pk).first()
+        ) or session_handoff(session_id=run.session_id)
+    return outcome

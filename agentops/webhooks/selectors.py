@@ -1,0 +1,29 @@
+"""Reads of the webhooks feature."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from agentops.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+
+def webhook_endpoints() -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.order_by("-enabled", "created_at", "id")
+
+
+def webhook_endpoints_disabled() -> QuerySet[WebhookEndpoint]:
+    """Endpoints the product disabled because they kept failing (not those an admin turned off)."""
+    return WebhookEndpoint.objects.filter(enabled=False).exclude(disabled_reason="")
+
+
+def webhook_deliveries(
+    *, endpoint_id: int | None = None, status: str = "", limit: int = 100
+) -> QuerySet[WebhookDelivery]:
+    deliveries = WebhookDelivery.objects.select_related("event", "endpoint").order_by(
+        "-created_at", "-id"
+    )
+    if endpoint_id is not None:
+        deliveries = deliveries.filter(endpoint_id=endpoint_id)
+    if status:
+        deliveries = deliveries.filter(status=status)
+    return deliveries[:limit]

@@ -1,0 +1,387 @@
+"""Writes of the webhooks feature: subscriptions, emitting events, delivery attempts.
+
+Emitting never slows what emits: `webhook_event_emit` stores the event and one delivery per
+subscribed endpoint in the caller's transaction (nothing when no endpoint subscribes), and
+the delivery jobs are enqueued once it commits. Postgres holds each delivery's next attempt;
+the scheduler's periodic `webhooks_dispatch_due` enqueues the due ones, so a retry, a job
+Redis lost or a worker that died mid-attempt is picked up again: at least once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+from standardwebhooks.webhooks import Webhook
+
+from agentops.services import audit_record
+from agentops.webhooks.models import (
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookEventType,
+)
+from tracing.egress import PostResult, egress_post
+from tracing.live import OPS_GROUP, broadcast
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
+
+# Seconds from each failed attempt to the next (Standard Webhooks' suggested schedule):
+# 8 attempts over about 27 hours, then the delivery is given up.
+RETRY_DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# An attempt holds its delivery this long: a worker that dies mid-attempt leaves it due again.
+ATTEMPT_LEASE = timedelta(seconds=120)
+DISPATCH_BATCH = 500
+
+
+class WebhookConflict(Exception):
+    """The delivery or endpoint is not in a state that allows this."""
+
+
+def webhook_secret_new() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def webhook_endpoint_create(
+    *, url: str, event_types: list[str], description: str = "", actor: Any = None
+) -> tuple[WebhookEndpoint, str]:
+    """Subscribe `url` to `event_types`; returns (endpoint, signing secret). The secret is
+    shown once; it is stored encrypted, for signing."""
+    secret = webhook_secret_new()
+    endpoint = WebhookEndpoint(
+        url=url,
+        event_types=sorted(set(event_types)),
+        description=description,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    endpoint.set_secret(secret)
+    endpoint.save()
+    audit_record(actor=actor, action="webhook.create", target=url[:200], events=event_types)
+    return endpoint, secret
+
+
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, enabled: bool, actor: Any) -> None:
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        enabled=enabled,
+        failing_since=None,
+        disabled_at=None if enabled else timezone.now(),
+        disabled_reason="",  # set only when the product disables a failing endpoint
+    )
+    audit_record(
+        actor=actor,
+        action="webhook.enable" if enabled else "webhook.disable",
+        target=endpoint.url[:200],
+    )
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Any) -> None:
+    audit_record(actor=actor, action="webhook.delete", target=endpoint.url[:200])
+    endpoint.delete()
+
+
+# -- emitting ----------------------------------------------------------------------------------
+def webhook_event_emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
+    """Record an event for every enabled endpoint subscribed to `type`, in the caller's
+    transaction; its deliveries are enqueued after the commit. `key` names what happened
+    (e.g. "message_42"): the event's id is derived from it, so emitting it again is a no-op.
+    A failure here is logged, never raised into what emitted it."""
+    try:
+        with transaction.atomic():  # a savepoint: a failure leaves the caller's work intact
+            return _emit(type=type, key=key, data=data)
+    except Exception:
+        log.exception("webhook.emit_failed", type=type, key=key)
+        return None
+
+
+def _emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
+    endpoints = [
+        pk
+        for pk, types in WebhookEndpoint.objects.filter(enabled=True).values_list(
+            "pk", "event_types"
+        )
+        if type in types
+    ]
+    if not endpoints:
+        return None
+    now = timezone.now()
+    event_id = f"evt_{key}"
+    payload = {"type": type, "timestamp": now.isoformat(), "data": data}
+    event, created = WebhookEvent.objects.get_or_create(
+        id=event_id, defaults={"type": type, "payload": payload}
+    )
+    if not created:
+        return event
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [WebhookDelivery(event=event, endpoint_id=pk, next_attempt_at=now) for pk in endpoints]
+    )
+    ids = [d.pk for d in deliveries]
+    transaction.on_commit(lambda: webhook_deliveries_enqueue(delivery_ids=ids))
+    return event
+
+
+def webhook_deliveries_enqueue(*, delivery_ids: list[int]) -> None:
+    """Queue one job per delivery. If Redis refuses, the deliveries stay due in Postgres and
+    the scheduler's sweep enqueues them."""
+    try:
+        queue = django_rq.get_queue(settings.WEBHOOK_QUEUE)
+        for delivery_id in delivery_ids:
+            queue.enqueue(
+                "agentops.webhooks.jobs.webhook_deliver_job",
+                delivery_id,
+                job_timeout=int(settings.WEBHOOK_TIMEOUT_SECONDS) + 30,
+                result_ttl=60,
+                failure_ttl=86400,
+            )
+    except RedisError as exc:
+        log.warning("webhook.enqueue_deferred", deliveries=len(delivery_ids), error=str(exc))
+
+
+def webhooks_dispatch_due(*, now: datetime | None = None) -> int:
+    """The scheduler's sweep: enqueue the deliveries whose next attempt is due (retries,
+    jobs Redis lost, attempts whose worker died). Returns how many."""
+    now = now or timezone.now()
+    due = list(
+        WebhookDelivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, endpoint__enabled=True
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:DISPATCH_BATCH]
+    )
+    if due:
+        webhook_deliveries_enqueue(delivery_ids=due)
+    return len(due)
+
+
+# -- delivering --------------------------------------------------------------------------------
+def webhook_sign(*, secret: str, event_id: str, timestamp: datetime, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers for one attempt."""
+    signature = Webhook(secret).sign(msg_id=event_id, timestamp=timestamp, data=body)
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": event_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
+    """One attempt of a due delivery (None when it is not due: done, given up, or another
+    job holds it). Its outcome is stored; a failure schedules the next attempt."""
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("event", "endpoint")
+            .filter(
+                pk=delivery_id,
+                status=DeliveryStatus.PENDING,
+                next_attempt_at__lte=now,
+                endpoint__enabled=True,
+            )
+            .first()
+        )
+        if delivery is None:
+            return None
+        delivery.attempts += 1
+        if delivery.attempts == 1:
+            delivery.first_attempt_at = now
+        delivery.last_attempt_at = now
+        delivery.next_attempt_at = now + ATTEMPT_LEASE
+        delivery.response_status, delivery.response_body, delivery.error = None, "", ""
+        delivery.save(
+            update_fields=[
+                "attempts",
+                "first_attempt_at",
+                "last_attempt_at",
+                "next_attempt_at",
+                "response_status",
+                "response_body",
+                "error",
+            ]
+        )
+    endpoint, event = delivery.endpoint, delivery.event
+    body = json.dumps(event.payload, separators=(",", ":"))
+    headers = webhook_sign(
+        secret=endpoint.secret, event_id=event.id, timestamp=timezone.now(), body=body
+    )
+    result = egress_post(
+        url=endpoint.url,
+        content=body.encode(),
+        headers=headers,
+        timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+    )
+    return _record(delivery=delivery, result=result)
+
+
+def _record(*, delivery: WebhookDelivery, result: PostResult) -> WebhookDelivery:
+    now = timezone.now()
+    delivery.response_status = result.status
+    delivery.response_body = result.body
+    delivery.error = result.error
+    fields = ["status", "next_attempt_at", "response_status", "response_body", "error"]
+    if result.ok:
+        delivery.status = DeliveryStatus.SUCCEEDED
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+        fields.append("delivered_at")
+    elif delivery.attempts >= MAX_ATTEMPTS:
+        delivery.status = DeliveryStatus.FAILED
+        delivery.next_attempt_at = None
+    else:
+        delivery.next_attempt_at = now + timedelta(seconds=RETRY_DELAYS[delivery.attempts - 1])
+    with transaction.atomic():
+        delivery.save(update_fields=fields)
+        endpoint = delivery.endpoint
+        if result.ok:
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
+        else:
+            log.warning(
+                "webhook.attempt_failed",
+                delivery=delivery.pk,
+                event_id=delivery.event_id,
+                attempt=delivery.attempts,
+                error=result.error,
+            )
+            WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(
+                failing_since=delivery.last_attempt_at
+            )
+            if delivery.status == DeliveryStatus.FAILED:
+                _disable_if_failing(delivery=delivery)
+    return delivery
+
+
+def _disable_if_failing(*, delivery: WebhookDelivery) -> None:
+    """A delivery gave up (every attempt over about a day failed): if nothing reached the
+    endpoint since that delivery began either, the endpoint is down, not just one event
+    refused. It is disabled (no more deliveries pile up) and the admins are alerted."""
+    reason = (
+        f"every delivery attempt failed since {delivery.first_attempt_at:%Y-%m-%d %H:%M} UTC "
+        f"(last: {delivery.error or 'no answer'})"
+    )[:500]
+    disabled = (
+        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id, enabled=True)
+        .filter(failing_since__lte=delivery.first_attempt_at)
+        .update(enabled=False, disabled_at=timezone.now(), disabled_reason=reason)
+    )
+    if not disabled:
+        return
+    url = delivery.endpoint.url
+    log.error("webhook.endpoint_disabled", endpoint=delivery.endpoint_id, url=url, reason=reason)
+    audit_record(actor=None, action="webhook.disabled", target=url[:200], reason=reason)
+    broadcast(
+        OPS_GROUP,
+        {
+            "kind": "alert.firing",
+            "alert": "webhook endpoint disabled",
+            "endpoint_id": delivery.endpoint_id,
+            "message": f"Webhook endpoint {url} was disabled: {reason}",
+        },
+    )
+
+
+@transaction.atomic
+def webhook_delivery_resend(*, delivery: WebhookDelivery, actor: Any) -> WebhookDelivery:
+    """Send a delivery again now (same event id: the receiver may deduplicate), whatever
+    became of it; its attempts start over."""
+    delivery = (
+        WebhookDelivery.objects.select_for_update(of=("self",))
+        .select_related("endpoint")
+        .get(pk=delivery.pk)
+    )
+    if not delivery.endpoint.enabled:
+        raise WebhookConflict("the endpoint is disabled: enable it first")
+    delivery.status = DeliveryStatus.PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = timezone.now()
+    delivery.save(update_fields=["status", "attempts", "next_attempt_at"])
+    audit_record(
+        actor=actor,
+        action="webhook.resend",
+        target=delivery.endpoint.url[:200],
+        event=delivery.event_id,
+    )
+    ids = [delivery.pk]
+    transaction.on_commit(lambda: webhook_deliveries_enqueue(delivery_ids=ids))
+    return delivery
+
+
+EVENT_TYPES = [t.value for t in WebhookEventType]
+
+
+# -- the events the product emits (one call where each happens) ------------------------------
+def webhook_message_created(*, message: Any, data: dict[str, Any]) -> None:
+    """An agent's answer or an operator's reply was stored (`data`: the message as the
+    session stream shows it)."""
+    if message.role == "operator" or (message.role == "assistant" and message.content):
+        webhook_event_emit(
+            type=WebhookEventType.MESSAGE_CREATED, key=f"message_{message.pk}", data=data
+        )
+
+
+def webhook_run_ended(*, run: Any, data: dict[str, Any]) -> None:
+    """A run succeeded, failed or handed off (`data`: its status event)."""
+    if run.status in ("succeeded", "failed", "handed_off"):
+        webhook_event_emit(
+            type=f"run.{run.status}", key=f"run_{run.pk}_{run.status}_{run.epoch}", data=data
+        )
+
+
+def webhook_handoff_event(*, type: str, handoff: Any, key: str = "", **extra: Any) -> None:
+    webhook_event_emit(
+        type=type,
+        key=f"handoff_{handoff.pk}_{type.split('.')[1]}_{key or secrets.token_hex(6)}",
+        data={
+            "handoff_id": handoff.pk,
+            "session_id": str(handoff.session_id),
+            "run_id": str(handoff.run_id) if handoff.run_id else None,
+            "reason": handoff.reason,
+            "team": handoff.team,
+            "priority": handoff.priority,
+            "status": handoff.status,
+            **extra,
+        },
+    )
+
+
+def webhook_session_created(*, session: Any) -> None:
+    webhook_event_emit(
+        type=WebhookEventType.SESSION_CREATED,
+        key=f"session_{session.pk}",
+        data={
+            "session_id": str(session.pk),
+            "agent": session.agent.slug,
+            "user": session.external_user,
+            "title": session.title,
+        },
+    )
+
+
+def webhooks_purge(policy: Any) -> int:
+    """Retention (tracing's job): deliveries done before the traces' cutoff, then the events
+    left without any delivery. Pending deliveries stay whatever their age."""
+    from tracing.retention import delete_in_batches
+
+    deleted = delete_in_batches(
+        table=WebhookDelivery._meta.db_table,
+        where="created_at < %s AND status <> 'pending'",
+        params=[policy.default_cutoff],
+        batch_size=policy.batch_size,
+    )
+    return deleted + delete_in_batches(
+        table=WebhookEvent._meta.db_table,
+        where=f"created_at < %s AND NOT EXISTS (SELECT 1 FROM {WebhookDelivery._meta.db_table} d"  # noqa: S608
+        f" WHERE d.event_id = {WebhookEvent._meta.db_table}.id)",
+        params=[policy.default_cutoff],
+        batch_size=policy.batch_size,
+    )

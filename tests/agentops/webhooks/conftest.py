@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agentops.testing.processes import Proc, child_env, start_worker
+from tests.agentops.runtime.conftest import _handoff_packages_written  # noqa: F401
+
+WEBHOOK_ENV = {"TOOL_EGRESS_ALLOWLIST": "127.0.0.1/32", "WEBHOOK_QUEUE": "tests"}
+
+
+class Receiver:
+    """A loopback HTTP server that records each POST (headers, body) and answers with the
+    next of `statuses` (the last one again once they run out)."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.statuses = list(statuses or [200])
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = (
+                    receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
+                )
+                answer = b"ok" if status < 300 else b"boom: the receiver is down"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait(self, count: int, timeout: float = 20.0) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.requests) >= count, f"{len(self.requests)} requests, wanted {count}"
+        return self.requests
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(settings) -> Iterator[Receiver]:
+    """Loopback is refused by the egress guard unless allowlisted, as in production."""
+    settings.TOOL_EGRESS_ALLOWLIST = ["127.0.0.1/32"]
+    settings.WEBHOOK_QUEUE = "tests"
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def hook_worker(django_db_setup) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
+    """A worker of this module's own on the `tests` queue, allowed to reach loopback (the
+    suite's shared worker is not)."""
+    proc = start_worker(child_env(**WEBHOOK_ENV), name="webhooks", queues=("tests",))
+    yield proc
+    proc.stop()
