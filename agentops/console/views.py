@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
 from agentops.console import selectors
-from agentops.http import HtmxHttpRequest
 from agentops.models import Agent, Session
 from agentops.runtime.services import (
     MAX_MESSAGE_CHARS,
@@ -20,6 +19,7 @@ from agentops.runtime.services import (
     session_create,
     session_post_message,
 )
+from tracing.web import HtmxHttpRequest
 
 
 class SessionForm(forms.Form):
