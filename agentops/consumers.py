@@ -12,8 +12,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from agentops.auth import has_role
-from agentops.models import ACTIVE_RUN_STATUSES, Run, Session
-from agentops.runtime.checkpoint import message_event, status_event
+from agentops.conversation import conversation_serialise
+from agentops.models import Session
+from agentops.selectors import conversation_get
 from tracing.live import session_group
 
 SNAPSHOT_MESSAGES = 200
@@ -43,21 +44,12 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         session = Session.objects.filter(pk=session_id).first()
         if session is None:
             return None
-        messages = list(
-            session.messages.select_related("author").order_by("-seq")[:SNAPSHOT_MESSAGES]
-        )
-        run = (
-            Run.objects.select_related("agent")
-            .filter(session=session)
-            .order_by("-created_at")
-            .first()
-        )
+        conversation = conversation_get(session=session, limit=SNAPSHOT_MESSAGES)
+        # The API's shape; `session` stays the object the snapshot has always carried.
         return {
+            **conversation_serialise(conversation),
             "kind": "snapshot",
             "session": {"id": str(session.pk), "status": session.status},
-            "messages": [message_event(m) for m in reversed(messages)],
-            "run": status_event(run) if run else None,
-            "running": bool(run and run.status in ACTIVE_RUN_STATUSES),
         }
 
     async def disconnect(self, code: int) -> None:

@@ -15,11 +15,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
-from agentops.console.selectors import conversation_items, session_latest_run
 from agentops.models import Handoff, HandoffStatus, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
+from agentops.selectors import conversation_get
 from tracing.web import HtmxHttpRequest, error_status, page_query
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -107,11 +107,12 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     mine = handoff.status == HandoffStatus.CLAIMED and (
         handoff.claimed_by_id == request.user.pk or has_role(request.user, "admin")
     )
+    conversation = conversation_get(session=session)
     context = {
         "handoff": handoff,
         "session": session,
-        "items": conversation_items(session=session),
-        "run": session_latest_run(session=session),
+        "items": conversation.items,
+        "run": conversation.run,
         "memories": selectors.user_memories(session=session),
         "mine": mine,
         "operators": selectors.operators_list() if has_role(request.user, "admin") else [],
