@@ -255,6 +255,7 @@
           root.dataset.synced = String(Number(root.dataset.synced || 0) + 1);
           break;
         case "token": onToken(ev); break;
+        case "coalesced": refresh(); break; // the server dropped tokens this page could not take
         case "message": onMessage(ev.message); break;
         case "tool.call": onToolCall(ev); break;
         case "tool.result": onToolResult(ev); break;
@@ -282,7 +283,7 @@
       open: function () { say("● live"); root.dataset.connected = "1"; },
       message: handle,
       lost: function () { root.dataset.connected = "0"; say("reconnecting…"); },
-      refused: function (text) { root.dataset.connected = "0"; say(text); },
+      refused: function (text, code) { root.dataset.connected = "0"; root.dataset.refused = String(code); say(text); },
     });
 
     if (list) { list.scrollTop = list.scrollHeight; }
