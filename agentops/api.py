@@ -22,6 +22,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from agentops.auth import api_key_user, has_role
+from agentops.conversation import conversation_serialise
 from agentops.idempotency import idempotent
 from agentops.models import (
     Agent,
@@ -36,7 +37,7 @@ from agentops.models import (
     ToolCallStatus,
 )
 from agentops.runtime import services
-from agentops.runtime.checkpoint import message_event
+from agentops.selectors import conversation_get
 from tracing.emit import span_to_event
 from tracing.models import Span, SpanStatus
 
@@ -270,10 +271,46 @@ class MessageOut(Schema):
     created_at: str | None
 
 
+class ToolCallStateOut(Schema):
+    status: ToolCallStatus
+    duration_ms: int | None
+    tool: str
+
+
+class RunStatusOut(Schema):
+    kind: str
+    run_id: uuid.UUID
+    session_id: uuid.UUID
+    agent: str
+    status: RunStatus
+    error_class: str
+    error_message: str
+    wait_reason: str
+    step: int
+
+
+class HandoffStateOut(Schema):
+    id: int
+    status: HandoffStatus
+    reason: str
+    team: str
+    priority: int
+    claimed_by: str | None
+    created_at: str
+
+
 class MessagesOut(Schema):
+    """The conversation (agentops/conversation.py), as the `/ws/sessions/<id>/` snapshot has it."""
+
     session: uuid.UUID
     status: SessionStatus
     messages: list[MessageOut]
+    tool_calls: dict[str, ToolCallStateOut] = Field(
+        description="The recorded tool calls of these messages, by the model's call id"
+    )
+    run: RunStatusOut | None = Field(description="The session's latest run")
+    running: bool
+    handoff: HandoffStateOut | None = Field(description="The open or claimed handoff")
 
 
 class SpanOut(Schema):
@@ -459,12 +496,9 @@ def list_messages(
 ) -> dict[str, Any]:
     require(request, "viewer")
     session = get_object_or_404(Session, pk=session_id)
-    rows = session.messages.select_related("author").filter(seq__gt=after).order_by("seq")[:limit]
-    return {
-        "session": str(session.pk),
-        "status": session.status,
-        "messages": [message_event(m) for m in rows],
-    }
+    return conversation_serialise(
+        conversation_get(session=session, after=after, limit=limit, newest=False)
+    )
 
 
 @api.get(

@@ -27,10 +27,10 @@ from agentops.api import (
     require,
     toolcall_out,
 )
+from agentops.conversation import message_serialise
 from agentops.models import ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
 from agentops.operators.services import HandoffConflict
-from agentops.runtime.checkpoint import message_event
 from agentops.runtime.services import MAX_MESSAGE_CHARS
 
 router: Router = Router(tags=["handoffs"])
@@ -100,7 +100,7 @@ def reply_handoff(
         )
     except ValueError as exc:
         raise HttpError(422, f"content: {exc}") from exc
-    return Status(201, message_event(message))
+    return Status(201, message_serialise(message))
 
 
 @router.post(

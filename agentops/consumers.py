@@ -1,7 +1,9 @@
 """`/ws/sessions/<id>/`: the conversation stream (messages, streamed tokens, tool calls, status).
 
-On connect the client first gets a snapshot from the database, then live events; both
-carry message `seq`, so a client dedupes what it got twice.
+A `tracing.consumers.ResumingConsumer` like the trace stream: once the subscription is live
+the client gets a snapshot of the conversation from the database (agentops/conversation.py),
+then the live events; both carry message `seq`, so a client drops what it got twice.
+`stream_refusal` is the role check of every stream (the close codes are tracing.consumers').
 """
 
 from __future__ import annotations
@@ -9,79 +11,70 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db.models import Model
 
 from agentops.auth import has_role
-from agentops.models import ACTIVE_RUN_STATUSES, Run, Session
-from agentops.runtime.checkpoint import message_event, status_event
-from tracing.consumers import REFUSED
-from tracing.live import ACCESS_REVOKED, session_group, user_group
+from agentops.conversation import conversation_serialise
+from agentops.models import Session
+from agentops.selectors import conversation_get
+from tracing.consumers import FORBIDDEN, NOT_FOUND, SIGN_IN, ResumingConsumer
+from tracing.live import session_group
 
 SNAPSHOT_MESSAGES = 200
 
 
-class SessionConsumer(AsyncJsonWebsocketConsumer):
-    group = ""
-    user_group = ""
+@database_sync_to_async
+def stream_refusal(user: Any, model: type[Model] | None = None, pk: Any = None) -> int | None:
+    """Streams are for viewers and above; `model` and `pk` name the row the stream follows."""
+    if user is None or not user.is_authenticated:
+        return SIGN_IN
+    if not has_role(user, "viewer"):
+        return FORBIDDEN
+    if model is not None and not model._default_manager.filter(pk=pk).exists():
+        return NOT_FOUND
+    return None
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if getattr(user, "is_authenticated", False):  # joined first: a revocation is never missed
-            self.user_group = user_group(user.pk)
-            await self.channel_layer.group_add(self.user_group, self.channel_name)
-        if not await database_sync_to_async(has_role)(user, "viewer"):
-            await self.close(code=4401)
+
+class SessionConsumer(ResumingConsumer):
+    def session_id(self) -> Any:
+        return self.scope["url_route"]["kwargs"]["session_id"]
+
+    def group_name(self) -> str:
+        return session_group(self.session_id())
+
+    async def refusal(self) -> int | None:
+        return await stream_refusal(self.scope.get("user"), Session, self.session_id())
+
+    async def stored(self) -> dict[str, Any] | None:
+        snapshot = await database_sync_to_async(self.snapshot)(self.session_id())
+        if snapshot is None:  # deleted since the connection was accepted
+            await self.close(code=NOT_FOUND)
+        return snapshot
+
+    def resumed(self, stored: dict[str, Any] | None, held: list[dict[str, Any]]) -> None:
+        if stored is None:
             return
-        session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        self.group = session_group(session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        snapshot = await database_sync_to_async(self.snapshot)(session_id)
-        if snapshot is None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.close(code=4404)
-            return
-        await self.accept()
-        await self.send_json(snapshot)
+        self.enqueue(stored)
+        for event in held:
+            self.enqueue(event)
 
     @staticmethod
     def snapshot(session_id: Any) -> dict[str, Any] | None:
         session = Session.objects.filter(pk=session_id).first()
         if session is None:
             return None
-        messages = list(
-            session.messages.select_related("author").order_by("-seq")[:SNAPSHOT_MESSAGES]
-        )
-        run = (
-            Run.objects.select_related("agent")
-            .filter(session=session)
-            .order_by("-created_at")
-            .first()
-        )
+        conversation = conversation_get(session=session, limit=SNAPSHOT_MESSAGES)
+        # The API's shape; `session` stays the object the snapshot has always carried.
         return {
+            **conversation_serialise(conversation),
             "kind": "snapshot",
             "session": {"id": str(session.pk), "status": session.status},
-            "messages": [message_event(m) for m in reversed(messages)],
-            "run": status_event(run) if run else None,
-            "running": bool(run and run.status in ACTIVE_RUN_STATUSES),
         }
 
-    async def disconnect(self, code: int) -> None:
-        if self.user_group:
-            await self.channel_layer.group_discard(self.user_group, self.channel_name)
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        await self.send_json(
-            {"kind": "error", "error": "this stream is read-only; post messages to the API"}
-        )
-
-    async def live_event(self, message: dict[str, Any]) -> None:
-        await self.live_batch({"events": [message["event"]]})
-
-    async def live_batch(self, message: dict[str, Any]) -> None:
-        for event in message["events"]:
-            if event.get("kind") == ACCESS_REVOKED:  # from the per-user group
-                await self.close(code=REFUSED)
-                return
-            await self.send_json(event)
+    def squeeze(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A client that cannot keep up loses streamed tokens (their message follows), never
+        a message or a status."""
+        kept = [m for m in messages if m.get("kind") != "token"]
+        if len(kept) > self.max_pending:
+            return super().squeeze(messages)
+        return [{"kind": "coalesced", "dropped": len(messages) - len(kept)}, *kept]

@@ -32,6 +32,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from agentops.auth import api_key_user, has_role
+from agentops.conversation import message_serialise, run_status_serialise
 from agentops.models import (
     FINISHED_RUN_STATUSES,
     Handoff,
@@ -42,7 +43,6 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
-from agentops.runtime.checkpoint import message_event, status_event
 from tracing.consumers import GroupHub
 from tracing.emit import span_to_event
 from tracing.live import open_notices, run_group, session_group
@@ -135,7 +135,7 @@ class SessionStream(_Stream):
             .select_related("author")
             .order_by("seq")[:REPLAY_CHUNK]
         )
-        return [message_event(m) for m in rows]
+        return [message_serialise(m) for m in rows]
 
     def _state(self) -> dict[str, Any]:
         from agentops.api import handoff_out, toolcall_out
@@ -162,7 +162,7 @@ class SessionStream(_Stream):
                 "user": session.external_user,
                 "operator": session.operator.get_username() if session.operator else None,
             },
-            "run": status_event(latest) if latest else None,
+            "run": run_status_serialise(latest) if latest else None,
             "handoff": handoff_out(handoff) if handoff else None,
             "pending_approvals": [
                 {**toolcall_out(c), "run": str(c.run_id), "session": str(c.run.session_id)}

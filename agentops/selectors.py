@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,21 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agentops.auth import ROLES, hash_api_key
-from agentops.models import WEEKDAYS, Agent, Invitation, Run, RunStatus, Team
+from agentops.conversation import Conversation, ConversationItem, ToolCallView, duration_ms
+from agentops.models import (
+    WEEKDAYS,
+    Agent,
+    Handoff,
+    HandoffStatus,
+    Invitation,
+    Message,
+    Role,
+    Run,
+    RunStatus,
+    Session,
+    Team,
+    ToolCall,
+)
 
 
 @dataclass
@@ -147,3 +162,84 @@ def run_queue_summary(*, now: datetime | None = None) -> RunQueue:
         if agent.oldest_wait is not None:
             summary.oldest_wait = max(summary.oldest_wait or timedelta(0), agent.oldest_wait)
     return summary
+
+
+def _pretty(arguments: Any) -> str:
+    if not isinstance(arguments, str):
+        return json.dumps(arguments, indent=2)
+    try:
+        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
+    except ValueError:
+        return arguments
+
+
+def conversation_get(
+    *, session: Session, after: int = 0, limit: int = 300, newest: bool = True
+) -> Conversation:
+    """The session's messages above seq `after` — the last `limit` of them (`newest`, for
+    pages and the stream) or the first `limit` (the API's paging) — each tool call with its
+    recorded status, duration and result, the latest run and the open or claimed handoff.
+    Four queries, however long the conversation."""
+    rows = session.messages.select_related("author").filter(seq__gt=after)
+    if newest:
+        messages: list[Message] = list(reversed(rows.order_by("-seq")[:limit]))
+    else:
+        messages = list(rows.order_by("seq")[:limit])
+    call_ids = {
+        tc.get("id", "") for m in messages for tc in m.tool_calls or [] if isinstance(tc, dict)
+    } | {m.tool_call_id for m in messages if m.tool_call_id}
+    recorded = list(
+        ToolCall.objects.filter(run__session=session, call_id__in=call_ids).order_by("started_at")
+    )
+    calls: dict[tuple[Any, str], ToolCall] = {(c.run_id, c.call_id): c for c in recorded}
+    calls_by_id = {c.call_id: c for c in recorded}  # the latest of a call id reused by runs
+    results = {(m.run_id, m.tool_call_id): m for m in messages if m.role == Role.TOOL}
+    results_by_id = {m.tool_call_id: m for m in messages if m.role == Role.TOOL}
+    items: list[ConversationItem] = []
+    for m in messages:
+        views = []
+        for tc in m.tool_calls or []:
+            if not isinstance(tc, dict):
+                continue
+            call_id = tc.get("id", "")
+            function = tc.get("function") or {}
+            row = calls.get((m.run_id, call_id)) or calls_by_id.get(call_id)
+            result = results.get((m.run_id, call_id)) or results_by_id.get(call_id)
+            if row is not None:
+                status = row.status
+            elif result is not None:
+                status = "failed" if result.content.startswith("Error") else "succeeded"
+            else:
+                status = "started"
+            views.append(
+                ToolCallView(
+                    call_id=call_id,
+                    name=function.get("name", "?"),
+                    arguments=_pretty(function.get("arguments", "")),
+                    status=status,
+                    duration_ms=duration_ms(row),
+                    result=result.content if result is not None else None,
+                    result_seq=result.seq if result is not None else None,
+                )
+            )
+        items.append(ConversationItem(message=m, tool_calls=views))
+    # A result is shown with its call; one whose call is not in view stands on its own.
+    folded = {tc.result_seq for item in items for tc in item.tool_calls}
+    items = [item for item in items if item.seq not in folded]
+    run = (
+        Run.objects.select_related("agent").filter(session=session).order_by("-created_at").first()
+    )
+    handoff = (
+        Handoff.objects.select_related("claimed_by")
+        .filter(session=session, status__in=[HandoffStatus.OPEN, HandoffStatus.CLAIMED])
+        .order_by("-created_at")
+        .first()
+    )
+    return Conversation(
+        session=session,
+        messages=messages,
+        items=items,
+        tool_calls={c.call_id: c for c in recorded},
+        run=run,
+        handoff=handoff,
+    )

@@ -10,7 +10,6 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
-from django_htmx.middleware import HtmxDetails
 
 from agentops.auth import role_required
 from memory.errors import MemoryInputError
@@ -29,12 +28,9 @@ from memory.selectors import (
 )
 from memory.services import memory_create, memory_delete, memory_update
 from tracing.failures import Failure
+from tracing.web import HtmxHttpRequest, error_status, page_query
 
 PAGE_SIZE = 50
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _agent_or_404(slug: str) -> Any:
@@ -74,11 +70,9 @@ def agent_memories(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             "user_key": {"agent": "", "user": data["user"].strip()}.get(data["scope"]),
             "pinned": {"yes": True, "no": False}.get(data["pinned"]),
         }
-    # htmx swaps only 2xx answers, so its partials carry their errors with a 200.
-    bad_status = 200 if request.htmx else 400
     status = 200
     if form.is_bound and not form.is_valid():
-        status = bad_status
+        status = error_status(request)
         context["page"] = None
         context["results"] = []
     else:
@@ -87,7 +81,7 @@ def agent_memories(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         except Failure as exc:
             # The embedding endpoint failed: say so where the search was typed.
             form.add_error("q", f"Search is unavailable: {exc}")
-            found, status = [], 200 if request.htmx else 503
+            found, status = [], error_status(request, 503)
         context["searching"] = bool(filters.get("query"))
         if context["searching"]:
             context["page"] = None
@@ -95,17 +89,11 @@ def agent_memories(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         else:
             context["page"] = Paginator(found, PAGE_SIZE).get_page(request.GET.get("page"))
             context["results"] = context["page"].object_list
-        context["querystring"] = _querystring(request)
+        context["querystring"] = page_query(request)
     context["create_form"] = MemoryCreateForm()
     context["unembedded"] = memory_unembedded_count(agent_id=agent.pk)
     template = "memory/agent.html#results" if request.htmx else "memory/agent.html"
     return render(request, template, context, status=status)
-
-
-def _querystring(request: HttpRequest) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
 
 
 @role_required("operator")

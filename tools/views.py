@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -31,10 +32,7 @@ from tools.services import (
     tool_try,
 )
 from tracing.failures import Failure
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
+from tracing.web import is_htmx, next_url
 
 
 def _apply_errors(form: object, exc: ValidationError) -> None:
@@ -140,7 +138,7 @@ def tool_try_view(request: HttpRequest, pk: int) -> HttpResponse:
         tool_try(tool=tool, arguments=form.cleaned_data["arguments"]) if form.is_valid() else None
     )
     context = _detail_context(tool, form, trial)
-    if _is_htmx(request):
+    if is_htmx(request):
         return render(request, "tools/tool_detail.html#try-result", context)
     return render(request, "tools/tool_detail.html", context)
 
@@ -162,14 +160,7 @@ def tool_toggle(request: HttpRequest, pk: int) -> HttpResponse:
             request,
             f"{tool.name} {'enabled' if tool.enabled else 'disabled'} (version {tool.version}).",
         )
-    if request.POST.get("next"):
-        return redirect(_safe_next(request))
-    return redirect("tools:detail", pk=tool.pk)
-
-
-def _safe_next(request: HttpRequest) -> str:
-    target = request.POST.get("next", "")
-    return target if target.startswith("/tools/") and "//" not in target else "/tools/"
+    return redirect(next_url(request, fallback=reverse("tools:detail", kwargs={"pk": tool.pk})))
 
 
 # -- credentials ----------------------------------------------------------------------------
@@ -241,7 +232,7 @@ def credential_test_view(request: HttpRequest, pk: int) -> HttpResponse:
         "form": CredentialForm(instance=credential),
         "users": credential_users(credential=credential),
     }
-    if _is_htmx(request):
+    if is_htmx(request):
         return render(request, "tools/credential_form.html#health", context)
     return render(request, "tools/credential_form.html", context)
 

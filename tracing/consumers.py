@@ -1,21 +1,28 @@
 """WebSocket stream machinery: a per-process hub joining each channel group once, a bounded
 outbox per connection, and for traces a replay of what is stored merged with what arrives.
 
-Authorisation lives in the app that knows users and roles: subclasses override
-`authorize()` (the base refuses everyone). See agentops/observe/consumers.py.
+Every stream of the product is a `LiveConsumer`: one base, one hub, one outbox, one set of
+close codes. Authorisation lives in the app that knows users and roles: subclasses override
+`refusal()` (the base refuses everyone). See agentops/consumers.py and
+agentops/observe/consumers.py. A refused connection is accepted and then closed with its code,
+so that the browser sees the code (a handshake refused with HTTP 403 reaches a page as 1006,
+which it cannot tell from a network failure) and stops reconnecting:
+4401 not signed in, 4403 signed in without the role, 4404 no such run or session.
 
 Fan-out (`GroupHub`): the channel layer would hand every connection its own copy of each
 event (one Redis delivery, one deserialisation and one JSON encoding per connection). The
 hub is a single member of each group per process and event loop; it passes each event to
 the connections in memory, encoded to JSON once.
 
-Replay without gaps or duplicates (`TraceStreamConsumer`):
-1. join the run's group, then publish a marker to it; events arriving before the marker
-   comes back are buffered. The marker's return proves the subscription is live, so any
-   flush published before it had committed before we read the database;
-2. read the stored spans (by seq) and send them, then the spans open now (`open_notices`,
-   with the text streamed into them so far) as `span.start` marked `replay`;
-3. send the buffered and later live spans whose seq is above the last one sent.
+Resume without gaps (`ResumingConsumer`: the trace and the conversation streams):
+1. join the group, then publish a marker to it; events arriving before the marker comes
+   back are held. The marker's return proves the subscription is live, so anything
+   published before it had committed before we read the database;
+2. read what is stored and send it: for a trace (`TraceStreamConsumer`) the stored spans by
+   seq, then the spans open now (`open_notices`, with the text streamed into them so far)
+   as `span.start` marked `replay`; for a conversation its snapshot;
+3. send the held and later live events (for a trace, the spans whose seq is above the last
+   one sent; a conversation's client drops the messages it has by seq).
 
 A browser (or a server) that cannot keep up: whatever queued while the previous write was
 in progress goes out as one coalesced write (span batches merged, `span.start` of spans
@@ -44,7 +51,9 @@ from tracing.models import Span
 
 log = get_logger(__name__)
 
-REFUSED = 4403
+SIGN_IN = 4401  # not signed in
+FORBIDDEN = 4403  # signed in, without the role the stream needs
+NOT_FOUND = 4404  # no such run or session
 
 
 class LiveEvent(dict):
@@ -165,8 +174,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     max_pending = 500
 
-    async def authorize(self) -> bool:
-        return False
+    async def refusal(self) -> int | None:
+        """The close code refusing this connection (SIGN_IN, FORBIDDEN, NOT_FOUND), or None."""
+        return FORBIDDEN
 
     def group_name(self) -> str:
         raise NotImplementedError
@@ -182,8 +192,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if getattr(user, "is_authenticated", False):  # joined first: a revocation is never missed
             self.user_group = user_group(user.pk)
             await self.channel_layer.group_add(self.user_group, self.channel_name)
-        if not await self.authorize():
-            await self.close(code=REFUSED)
+        code = await self.refusal()
+        if code is not None:
+            await self.accept()
+            await self.close(code=code)
             return
         self.group = self.group_name()
         await self.accept()
@@ -210,15 +222,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("kind") == "ping":
             self.enqueue({"kind": "pong"})
+        else:
+            self.enqueue({"kind": "error", "error": "this stream is read-only; send only pings"})
 
     async def live_event(self, message: dict[str, Any]) -> None:
         """Only the per-user group reaches the consumer itself (streams go through the hub)."""
         if message["event"].get("kind") == ACCESS_REVOKED:
-            await self.close(code=REFUSED)
+            await self.close(code=FORBIDDEN)
 
     async def live_batch(self, message: dict[str, Any]) -> None:
         if any(e.get("kind") == ACCESS_REVOKED for e in message["events"]):
-            await self.close(code=REFUSED)
+            await self.close(code=FORBIDDEN)
 
     def hub_event(self, event: LiveEvent) -> None:
         self.enqueue(event)
@@ -271,27 +285,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         return messages
 
 
-class TraceStreamConsumer(LiveConsumer):
-    """One trace (a run) as it grows: stored spans first, then live ones, each seq once."""
+class ResumingConsumer(LiveConsumer):
+    """A stream that sends what is stored, then what is live, with nothing lost between
+    (see the module's docstring): subclasses read it in `stored()` and send it, and the
+    events held meanwhile, in `resumed()`."""
 
-    max_pending_spans = 5000
-    replay_chunk = 500
     sync_timeout = 2.0
 
-    def trace_id(self) -> uuid.UUID:
-        return self.scope["url_route"]["kwargs"]["run_id"]
-
-    def group_name(self) -> str:
-        return run_group(self.trace_id())
-
     async def started(self) -> None:
-        self._replayed = False
-        self._replaying = False
-        self._buffer: list[dict[str, Any]] = []
-        self._last_seq = 0  # highest seq queued for the client
-        self._sent_seq = 0  # highest seq written to the client
-        self._pending_spans = 0
-        self._catch_up = False
+        self._resumed = False
+        self._resuming = False
+        self._held: list[dict[str, Any]] = []
         self._nonce = secrets.token_hex(8)
         self._sync_fallback: asyncio.TimerHandle | None = None
 
@@ -300,7 +304,7 @@ class TraceStreamConsumer(LiveConsumer):
             self.group, {"type": "live.sync", "group": self.group, "nonce": self._nonce}
         )
         self._sync_fallback = asyncio.get_running_loop().call_later(
-            self.sync_timeout, self._start_replay
+            self.sync_timeout, self._start_resume
         )
 
     async def disconnect(self, code: int) -> None:
@@ -311,45 +315,85 @@ class TraceStreamConsumer(LiveConsumer):
 
     def hub_sync(self, nonce: str) -> None:
         if nonce == self._nonce:
-            self._start_replay()
+            self._start_resume()
 
-    def _start_replay(self) -> None:
-        if not (self._replayed or self._replaying):
-            self._replaying = True
+    def _start_resume(self) -> None:
+        if not (self._resumed or self._resuming):
+            self._resuming = True
             fallback = self._sync_fallback
             if fallback is not None:
                 fallback.cancel()
-            self._replay_task = asyncio.ensure_future(self._replay())
+            self._resume_task = asyncio.ensure_future(self._resume())
 
     def hub_event(self, event: LiveEvent) -> None:
-        if not getattr(self, "_replayed", False):
-            if hasattr(self, "_buffer"):
-                self._buffer.append(event)
+        if not getattr(self, "_resumed", False):
+            if hasattr(self, "_held"):
+                self._held.append(event)
             return
         self.enqueue(event)
 
-    async def _replay(self) -> None:
+    async def _resume(self) -> None:
         try:
-            stored = await self._stored_after(0)
-            assert self.group is not None
-            opened = await sync_to_async(open_notices, thread_sensitive=False)(self.group)
+            stored = await self.stored()
         except Exception:
             log.exception("live.replay_failed", group=self.group)
             await self.close()
             return
-        ended = {s["span_id"] for s in stored}
-        for i in range(0, len(stored), self.replay_chunk):
+        self._resumed = True
+        held, self._held = self._held, []
+        self.resumed(stored, held)
+
+    async def stored(self) -> Any:
+        """What is stored now (read once the subscription is live)."""
+        raise NotImplementedError
+
+    def resumed(self, stored: Any, held: list[dict[str, Any]]) -> None:
+        """Queue what `stored()` read, then the events held while it was read."""
+        raise NotImplementedError
+
+
+class TraceStreamConsumer(ResumingConsumer):
+    """One trace (a run) as it grows: stored spans first, then live ones, each seq once."""
+
+    max_pending_spans = 5000
+    replay_chunk = 500
+
+    def trace_id(self) -> uuid.UUID:
+        return self.scope["url_route"]["kwargs"]["run_id"]
+
+    def group_name(self) -> str:
+        return run_group(self.trace_id())
+
+    async def started(self) -> None:
+        await super().started()
+        self._last_seq = 0  # highest seq queued for the client
+        self._sent_seq = 0  # highest seq written to the client
+        self._pending_spans = 0
+        self._catch_up = False
+
+    async def stored(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        spans = await self._stored_after(0)
+        assert self.group is not None
+        opened = await sync_to_async(open_notices, thread_sensitive=False)(self.group)
+        return spans, opened
+
+    def resumed(
+        self,
+        stored: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+        held: list[dict[str, Any]],
+    ) -> None:
+        stored_spans, opened = stored
+        ended = {s["span_id"] for s in stored_spans}
+        for i in range(0, len(stored_spans), self.replay_chunk):
             self.enqueue(
-                {"kind": "spans", "spans": stored[i : i + self.replay_chunk], "replay": True}
+                {"kind": "spans", "spans": stored_spans[i : i + self.replay_chunk], "replay": True}
             )
         for notice in opened:
             if notice.get("span_id") not in ended:
                 self.enqueue({**notice, "replay": True})
-                ended.add(notice["span_id"])  # its live notice, if buffered, is no news
+                ended.add(notice["span_id"])  # its live notice, if held, is no news
         self.enqueue({"kind": "replay.done", "last_seq": self._last_seq})
-        self._replayed = True
-        buffered, self._buffer = self._buffer, []
-        for event in buffered:
+        for event in held:
             if event.get("kind") == "span.start" and event.get("span_id") in ended:
                 continue
             self.enqueue(event)

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
 from agentops.console import selectors
-from agentops.http import HtmxHttpRequest
+from agentops.conversation import conversation_serialise
 from agentops.models import Agent, Session
 from agentops.runtime.services import (
     MAX_MESSAGE_CHARS,
@@ -20,6 +20,8 @@ from agentops.runtime.services import (
     session_create,
     session_post_message,
 )
+from agentops.selectors import conversation_get
+from tracing.web import HtmxHttpRequest
 
 
 class SessionForm(forms.Form):
@@ -99,10 +101,11 @@ def session_new(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _session_context(session: Session, form: MessageForm | None = None) -> dict[str, Any]:
+    conversation = conversation_get(session=session)
     return {
         "session": session,
-        "items": selectors.conversation_items(session=session),
-        "run": selectors.session_latest_run(session=session),
+        "items": conversation.items,
+        "run": conversation.run,
         "form": form or MessageForm(),
     }
 
@@ -148,6 +151,28 @@ def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
+def session_items(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+    """The stored messages the page has not shown as they are now: those above seq `after`,
+    those whose tool result came after it, and those holding one of the `call` ids. The
+    conversation view inserts them as they come (the one renderer of a message)."""
+    session = _session_or_404(session_id)
+    try:
+        after = int(request.GET.get("after", "0"))
+    except ValueError:
+        return HttpResponse("after: not a message number", status=400, content_type="text/plain")
+    calls = set(request.GET.getlist("call"))
+    items = [
+        item
+        for item in conversation_get(session=session).items
+        if item.changed_since(after) or any(tc.call_id in calls for tc in item.tool_calls)
+    ]
+    return render(request, "console/session.html#items", {"session": session, "items": items})
+
+
+@role_required("viewer")
+@require_GET
 def session_tool_calls(request: HtmxHttpRequest, session_id: Any) -> JsonResponse:
     session = _session_or_404(session_id)
-    return JsonResponse({"tool_calls": selectors.tool_call_states(session=session)})
+    return JsonResponse(
+        {"tool_calls": conversation_serialise(conversation_get(session=session))["tool_calls"]}
+    )

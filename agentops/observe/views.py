@@ -9,13 +9,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.middleware import HtmxDetails
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentops.auth import api_key_user, has_role, role_required
@@ -38,12 +36,9 @@ from tracing.selectors import (
     rollup_agents,
     storage_tables,
 )
+from tracing.web import HtmxHttpRequest, error_status, next_url, page_query
 
 PAGE_SIZE = 50
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _run_or_404(run_id: uuid.UUID) -> Run:
@@ -64,7 +59,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
     costs: dict[Any, Any] = {}
     status = 200
     if form.is_bound and not form.is_valid():
-        status = 200 if request.htmx else 400  # htmx swaps only 2xx answers
+        status = error_status(request)
     else:
         data = form.cleaned_data if form.is_bound else {}
         qs = selectors.runs_filtered(
@@ -76,13 +71,12 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
         )
         page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
         costs = selectors.run_costs(runs=list(page.object_list))
-    query = request.GET.copy()
-    query.pop("page", None)
+    query = page_query(request)
     context = {
         "form": form,
         "page": page,
         "costs": costs,
-        "query": query.urlencode(),
+        "query": query,
         "filtered": bool(query),
     }
     template = "observe/runs.html#results" if request.htmx else "observe/runs.html"
@@ -120,12 +114,7 @@ def run_retry(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         messages.success(
             request, f"Run {run.pk} resumes from its last checkpoint (step {run.step})."
         )
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        target = reverse("observe:run", args=[run.pk])
-    return redirect(target)
+    return redirect(next_url(request, fallback=reverse("observe:run", args=[run.pk])))
 
 
 @role_required("operator")
@@ -151,12 +140,7 @@ def run_cancel(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         messages.error(request, error)
     else:
         messages.success(request, f"Run {run.pk} cancelled.")
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        target = reverse("observe:run", args=[run.pk])
-    return redirect(target)
+    return redirect(next_url(request, fallback=reverse("observe:run", args=[run.pk])))
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -169,7 +153,7 @@ def failures(request: HtmxHttpRequest) -> HttpResponse:
     groups: list[selectors.FailureGroup] = []
     status = 200
     if form.is_bound and not form.is_valid():
-        status = 200 if request.htmx else 400
+        status = error_status(request)
     else:
         data = form.cleaned_data if form.is_bound else {}
         window = data.get("window") or "7d"
@@ -252,7 +236,7 @@ def metrics(request: HtmxHttpRequest) -> HttpResponse:
                 "agent": form.cleaned_data["agent"],
             }
         else:
-            status = 200 if request.htmx else 400
+            status = error_status(request)
     now = timezone.now()
     window = WINDOWS[data["window"]][1]
     since = now - window

@@ -13,7 +13,6 @@ from agentops.models import (
     AuditEntry,
     Handoff,
     HandoffStatus,
-    Message,
     Run,
     Session,
     ToolCall,
@@ -55,21 +54,6 @@ def approvals_pending() -> QuerySet[ToolCall]:
         .select_related("run__agent", "run__session")
         .order_by("started_at")
     )
-
-
-def session_messages(*, session: Session, limit: int = 500) -> list[Message]:
-    rows = session.messages.select_related("author").order_by("-seq")[:limit]
-    return list(reversed(rows))
-
-
-def session_tool_calls(*, session: Session) -> dict[str, ToolCall]:
-    """The session's tool calls by the model's call id (for status and duration inline)."""
-    calls = ToolCall.objects.filter(run__session=session).order_by("started_at")
-    return {c.call_id: c for c in calls}
-
-
-def session_latest_run(*, session: Session) -> Run | None:
-    return Run.objects.filter(session=session).order_by("-created_at").first()
 
 
 def user_memories(*, session: Session, limit: int = 100) -> list[Memory]:

@@ -15,12 +15,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
-from agentops.console.selectors import conversation_items, session_latest_run
-from agentops.http import HtmxHttpRequest
 from agentops.models import Handoff, HandoffStatus, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
+from agentops.selectors import conversation_get
+from tracing.web import HtmxHttpRequest, error_status, page_query
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DRAFTS_KEY = "handoff_drafts"
@@ -107,11 +107,12 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     mine = handoff.status == HandoffStatus.CLAIMED and (
         handoff.claimed_by_id == request.user.pk or has_role(request.user, "admin")
     )
+    conversation = conversation_get(session=session)
     context = {
         "handoff": handoff,
         "session": session,
-        "items": conversation_items(session=session),
-        "run": session_latest_run(session=session),
+        "items": conversation.items,
+        "run": conversation.run,
         "memories": selectors.user_memories(session=session),
         "mine": mine,
         "operators": selectors.operators_list() if has_role(request.user, "admin") else [],
@@ -225,8 +226,6 @@ def audit(request: HtmxHttpRequest) -> HttpResponse:
             session_id = ""
     entries = selectors.audit_entries(action=action, actor=actor, session_id=session_id or None)
     page = Paginator(entries, 100).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     context = {
         "page": page,
         "actions": selectors.audit_actions(),
@@ -234,8 +233,8 @@ def audit(request: HtmxHttpRequest) -> HttpResponse:
         "actor": actor,
         "session_filter": request.GET.get("session", ""),
         "error": error,
-        "query": query.urlencode(),
+        "query": page_query(request),
         "filtered": bool(action or actor or session_id),
     }
     template = "operators/audit.html#entries" if request.htmx else "operators/audit.html"
-    return render(request, template, context, status=400 if error and not request.htmx else 200)
+    return render(request, template, context, status=error_status(request) if error else 200)

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from agentops.conversation import message_serialise, run_status_serialise
 from agentops.models import Message, Run, RunStatus, ToolCall
 from agentops.runtime.errors import LeaseLost
 from agentops.webhooks.services import webhook_message_created, webhook_run_ended
@@ -93,24 +94,6 @@ def run_time_out(*, run_id: Any, epoch: int, seconds: float) -> bool:
     except LeaseLost:
         return False
     return True
-
-
-def message_event(message: Message) -> dict[str, Any]:
-    """`author` is who wrote it (the end user, an operator); `client` the account that sent it."""
-    client = message.author.get_username() if message.author_id and message.author else None
-    return {
-        "id": message.pk,
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "tool_calls": message.tool_calls,
-        "tool_call_id": message.tool_call_id,
-        "name": message.name,
-        "run_id": str(message.run_id) if message.run_id else None,
-        "author": message.end_user or client,
-        "client": client,
-        "created_at": message.created_at.isoformat() if message.created_at else None,
-    }
 
 
 def messages_append(*, session_id: Any, messages: list[Message]) -> list[Message]:
@@ -210,7 +193,7 @@ def _appended(*, session_id: Any, messages: list[Message], rows: list[list[Any]]
         message._state.adding = False
     group = session_group(session_id)
     for message in messages:
-        event = message_event(message)
+        event = message_serialise(message)
         broadcast(group, {"kind": "message", "message": event})
         webhook_message_created(message=message, data={"session_id": str(session_id), **event})
 
@@ -302,22 +285,8 @@ def _json_default(value: Any) -> Any:
     return str(value)  # UUID, Decimal
 
 
-def status_event(run: Run) -> dict[str, Any]:
-    return {
-        "kind": "run.status",
-        "run_id": str(run.pk),
-        "session_id": str(run.session_id),
-        "agent": run.agent.slug if run.agent_id else "",
-        "status": run.status,
-        "error_class": run.error_class,
-        "error_message": run.error_message[:300],
-        "wait_reason": run.wait_reason,
-        "step": run.step,
-    }
-
-
 def status_broadcast(run: Run) -> None:
-    event = status_event(run)
+    event = run_status_serialise(run)
     broadcast(session_group(run.session_id), event)
     broadcast(OPS_GROUP, event)
     webhook_run_ended(run=run, data={k: v for k, v in event.items() if k != "kind"})

@@ -1,8 +1,11 @@
 // The conversation view (console and the operator's claimed view): follows
-// /ws/sessions/<id>/, streams the answer token by token and shows tool calls inline.
-// Everything from the model, tools or people is set with textContent, never as HTML.
-// A reconnect (dropped connection, reload) re-syncs from the snapshot; messages are
-// deduplicated by their seq, so nothing shows twice and nothing is lost.
+// /ws/sessions/<id>/ (through stream.js), streams the answer token by token and shows tool
+// calls inline. A stored message has one renderer, the server's template
+// (console/session.html#message): when the stream says a message was stored, or a
+// reconnect's snapshot holds one the page lacks, the page fetches the server's rendering of
+// what changed (`data-items-url`) and puts each message in place by its seq, so nothing
+// shows twice and nothing is lost. What is not stored yet (streamed text, a tool call
+// running) is shown in the server's markup from <template>s, filled in with textContent.
 (function () {
   "use strict";
 
@@ -13,38 +16,21 @@
   const FINISHED = ["handed_off", "succeeded", "failed", "cancelled"];
   const ACTIVE = ["queued", "running", "waiting"];
 
-  function make(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) { node.className = className; }
-    if (text !== undefined && text !== null) { node.textContent = String(text); }
-    return node;
-  }
-
-  // As the pages' `ms` filter writes a duration: "850 ms", "2.40 s", "3 min 5 s".
-  function formatMs(value) {
-    const v = Number(value);
-    if (v < 1000) { return Math.round(v) + " ms"; }
-    if (v < 60000) { return (v / 1000).toFixed(2) + " s"; }
-    const seconds = Math.floor(v / 1000);
-    return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
-  }
-
   function pretty(args) {
     if (typeof args !== "string") { return JSON.stringify(args, null, 2); }
     try { return JSON.stringify(JSON.parse(args), null, 2); } catch (e) { return args; }
   }
 
+  const UNSETTLED = ["started", "running", "awaiting_approval"];
+
   function init(root) {
     const list = root.querySelector("[data-messages]");
     const streamBox = root.querySelector("[data-streaming]");
-    const seen = new Set();
-    const started = {};
+    const pendingTemplate = root.querySelector("template[data-pending-template]");
+    const streamingTemplate = root.querySelector("template[data-streaming-template]");
     let streaming = null;
-    let backoff = 500;
-    let refreshTimer = null;
-
-    root.querySelectorAll("[data-seq]").forEach(function (n) { seen.add(Number(n.dataset.seq)); });
-    root.querySelectorAll("[data-result-seq]").forEach(function (n) { seen.add(Number(n.dataset.resultSeq)); });
+    let fetching = false;
+    let fetchAgain = false;
 
     function q(sel) { return root.querySelector(sel); }
     function say(text) { const n = q("[data-convo-live]"); if (n) { n.textContent = text; } }
@@ -54,52 +40,36 @@
     }
     function stickToBottom(was) { if (was) { list.scrollTop = list.scrollHeight; } }
 
-    function roleLabel(m) {
-      if (m.role === "user") { return root.dataset.userLabel || "User"; }
-      if (m.role === "assistant") { return root.dataset.agentLabel || "Agent"; }
-      if (m.role === "operator") { return "Operator · " + (m.author || "?"); }
-      return m.role.charAt(0).toUpperCase() + m.role.slice(1);
-    }
-
     function findCall(callId) {
       const all = root.querySelectorAll("details.toolcall");
       for (let i = 0; i < all.length; i++) { if (all[i].dataset.callId === callId) { return all[i]; } }
       return null;
     }
 
-    function setCallStatus(details, status, durationMs) {
+    function shown(seq) {
+      return list.querySelector("[data-seq=\"" + seq + "\"], [data-result-seq=\"" + seq + "\"]") !== null;
+    }
+
+    function lastSeq() {
+      let last = 0;
+      list.querySelectorAll("[data-seq], [data-result-seq]").forEach(function (n) {
+        last = Math.max(last, Number(n.dataset.seq || n.dataset.resultSeq || 0));
+      });
+      return last;
+    }
+
+    function unsettledCalls() {
+      const ids = [];
+      list.querySelectorAll("li[data-seq] details.toolcall").forEach(function (d) {
+        if (UNSETTLED.indexOf(d.querySelector("[data-tc-status]").textContent) !== -1) { ids.push(d.dataset.callId); }
+      });
+      return ids;
+    }
+
+    function setCallStatus(details, status) {
       const badge = details.querySelector("[data-tc-status]");
       badge.className = "badge status-" + status;
       badge.textContent = status;
-      if (durationMs !== null && durationMs !== undefined) {
-        details.querySelector("[data-tc-duration]").textContent = formatMs(durationMs);
-      }
-    }
-
-    function toolDetails(callId, name, args, status) {
-      const details = make("details", "toolcall");
-      details.dataset.callId = callId;
-      const summary = make("summary");
-      const icon = make("span", "tool-icon", "⚙");
-      icon.setAttribute("aria-hidden", "true");
-      summary.append(icon, " ", make("span", "tool-name", name), " ");
-      const badge = make("span", "badge status-" + status, status);
-      badge.dataset.tcStatus = "";
-      const duration = make("span", "muted");
-      duration.dataset.tcDuration = "";
-      summary.append(badge, " ", duration);
-      details.append(summary, make("div", "tc-label", "Arguments"));
-      const pre = make("pre", "", pretty(args));
-      pre.dataset.tcArgs = "";
-      const result = make("pre", "", "…");
-      result.dataset.tcResult = "";
-      details.append(pre, make("div", "tc-label", "Result"), result);
-      return details;
-    }
-
-    function setResult(details, content, seq) {
-      details.querySelector("[data-tc-result]").textContent = content;
-      if (seq) { details.dataset.resultSeq = String(seq); }
     }
 
     function insertBySeq(li, seq) {
@@ -107,118 +77,90 @@
       for (let i = 0; i < items.length; i++) {
         if (Number(items[i].dataset.seq) > seq) { list.insertBefore(li, items[i]); return; }
       }
-      const empty = list.querySelector("[data-empty]");
-      list.insertBefore(li, empty);
+      list.insertBefore(li, list.querySelector("[data-empty]"));
     }
 
     function clearStreaming() {
       if (streaming) { streaming.node.remove(); streaming = null; }
     }
 
-    function renderMessage(m) {
-      if (seen.has(m.seq)) { return; }
+    // The server's rendering of the stored messages the page lacks or shows out of date.
+    function place(html) {
       const was = nearBottom();
-      if (m.role === "tool" && m.tool_call_id) {
-        const details = findCall(m.tool_call_id);
-        if (details) {
-          seen.add(m.seq);
-          setResult(details, m.content, m.seq);
-          const badge = details.querySelector("[data-tc-status]");
-          if (badge.textContent === "running" || badge.textContent === "started") {
-            setCallStatus(details, m.content.indexOf("Error") === 0 ? "failed" : "succeeded", null);
-          }
-          scheduleRefresh();
-          return;
-        }
-      }
-      seen.add(m.seq);
-      if (m.role === "assistant" && streaming && streaming.runId === m.run_id && m.content) { clearStreaming(); }
-      const li = make("li", "msg msg-" + m.role);
-      li.dataset.seq = String(m.seq);
-      const meta = make("div", "msg-meta");
-      meta.append(make("span", "msg-role", roleLabel(m)), " ");
-      if (m.created_at) {
-        const time = make("time", "", new Date(m.created_at).toLocaleTimeString([], { hour12: false }));
-        time.setAttribute("datetime", m.created_at);
-        meta.append(time);
-      }
-      li.append(meta);
-      if (m.content) { li.append(make("div", "msg-body", m.content)); }
-      (m.tool_calls || []).forEach(function (tc) {
-        const fn = tc["function"] || {};
-        let details = findCall(tc.id);
-        if (details) {
-          const holder = details.closest("li[data-pending]");
-          li.append(details);
-          if (holder && !holder.querySelector("details")) { holder.remove(); }
-        } else {
-          details = toolDetails(tc.id, fn.name || "?", fn.arguments || "", "started");
-          li.append(details);
-        }
+      const parsed = document.createElement("template");
+      parsed.innerHTML = html; // rendered and escaped by the server's template
+      parsed.content.querySelectorAll("li[data-seq]").forEach(function (li) {
+        li.querySelectorAll("details.toolcall").forEach(function (details) {
+          const before = findCall(details.dataset.callId);
+          if (!before) { return; }
+          details.open = before.open;
+          const holder = before.closest("li[data-pending]");
+          if (holder) { holder.remove(); }
+        });
+        const existing = list.querySelector("li[data-seq=\"" + li.dataset.seq + "\"]");
+        if (existing) { existing.replaceWith(li); } else { insertBySeq(li, Number(li.dataset.seq)); }
+        if (streaming && streaming.answered) { clearStreaming(); }
       });
-      insertBySeq(li, m.seq);
       const empty = list.querySelector("[data-empty]");
-      if (empty) { empty.hidden = true; }
+      if (empty) { empty.hidden = list.querySelector("li[data-seq], li[data-pending]") === null; }
       stickToBottom(was);
+    }
+
+    function refresh() {
+      if (fetching) { fetchAgain = true; return; }
+      fetching = true;
+      const params = new URLSearchParams({ after: String(lastSeq()) });
+      unsettledCalls().forEach(function (id) { params.append("call", id); });
+      fetch(root.dataset.itemsUrl + "?" + params.toString(), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) { if (html !== null) { place(html); } })
+        .catch(function () { /* the next event or reconnect asks again */ })
+        .finally(function () {
+          fetching = false;
+          if (fetchAgain) { fetchAgain = false; refresh(); }
+        });
+    }
+
+    function onMessage(m) {
+      if (m.role === "assistant" && m.content && streaming && streaming.runId === m.run_id) {
+        streaming.answered = true;
+      }
+      if (!shown(m.seq)) { refresh(); }
     }
 
     function onToken(ev) {
       const was = nearBottom();
       if (!streaming || streaming.runId !== ev.run_id) {
         clearStreaming();
-        const node = make("div", "msg msg-assistant streaming");
-        const meta = make("div", "msg-meta");
-        meta.append(make("span", "msg-role", root.dataset.agentLabel || "Agent"), " ", make("span", "muted", "typing…"));
-        const body = make("div", "msg-body", "");
-        body.dataset.streamBody = "";
-        node.append(meta, body);
+        const node = streamingTemplate.content.firstElementChild.cloneNode(true);
         streamBox.append(node);
-        streaming = { runId: ev.run_id, node: node, body: body };
+        streaming = { runId: ev.run_id, node: node, body: node.querySelector("[data-stream-body]"), answered: false };
       }
       streaming.body.textContent += ev.text;
       stickToBottom(was);
     }
 
     function onToolCall(ev) {
-      started[ev.call_id] = performance.now();
       let details = findCall(ev.call_id);
       if (!details) {
-        const holder = make("li", "msg msg-assistant");
-        holder.dataset.pending = "";
-        details = toolDetails(ev.call_id, ev.tool, ev.arguments, "running");
-        holder.append(details);
+        const holder = pendingTemplate.content.firstElementChild.cloneNode(true);
+        details = holder.querySelector("details");
+        details.dataset.callId = ev.call_id;
+        details.querySelector(".tool-name").textContent = ev.tool;
+        details.querySelector("[data-tc-args]").textContent = pretty(ev.arguments);
         list.insertBefore(holder, list.querySelector("[data-empty]"));
+        list.querySelector("[data-empty]").hidden = true;
       }
-      setCallStatus(details, "running", null);
+      setCallStatus(details, "running");
     }
 
     function onToolResult(ev) {
       const details = findCall(ev.call_id);
-      if (!details) { return; }
-      setResult(details, ev.content, null);
-      const took = started[ev.call_id] ? performance.now() - started[ev.call_id] : null;
-      setCallStatus(details, String(ev.content).indexOf("Error") === 0 ? "failed" : "succeeded", took);
-      scheduleRefresh();
-    }
-
-    // The stored status and duration of each tool call are the truth; fetch them once the
-    // burst of events settles.
-    function scheduleRefresh() {
-      if (refreshTimer) { return; }
-      refreshTimer = window.setTimeout(function () {
-        refreshTimer = null;
-        fetch(root.dataset.toolCallsUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
-          .then(function (r) { return r.ok ? r.json() : null; })
-          .then(function (data) {
-            if (!data) { return; }
-            Object.keys(data.tool_calls).forEach(function (callId) {
-              const details = findCall(callId);
-              const s = data.tool_calls[callId];
-              if (details) { setCallStatus(details, s.status, s.duration_ms); }
-            });
-          })
-          .catch(function () { /* the next event retries */ });
-      }, 400);
+      if (details) {
+        details.querySelector("[data-tc-result]").textContent = ev.content;
+        setCallStatus(details, String(ev.content).indexOf("Error") === 0 ? "failed" : "succeeded");
+      }
+      refresh(); // the stored status and duration
     }
 
     function setRun(ev) {
@@ -246,7 +188,10 @@
         cancel.querySelector("button").disabled = false;
       }
       if (ev.status === "handed_off") { showHandoff(null); }
-      if (FINISHED.indexOf(ev.status) !== -1) { clearStreaming(); scheduleRefresh(); }
+      if (FINISHED.indexOf(ev.status) !== -1) {
+        clearStreaming();
+        if (unsettledCalls().length) { refresh(); }
+      }
     }
 
     function showHandoff(operator) {
@@ -304,14 +249,14 @@
       switch (ev.kind) {
         case "snapshot":
           clearStreaming();
-          onSession(ev.session);
-          ev.messages.forEach(renderMessage);
+          onSession({ status: ev.status });
           setRun(ev.run);
-          scheduleRefresh();
+          if (ev.messages.some(function (m) { return !shown(m.seq); }) || unsettledCalls().length) { refresh(); }
           root.dataset.synced = String(Number(root.dataset.synced || 0) + 1);
           break;
         case "token": onToken(ev); break;
-        case "message": renderMessage(ev.message); break;
+        case "coalesced": refresh(); break; // the server dropped tokens this page could not take
+        case "message": onMessage(ev.message); break;
         case "tool.call": onToolCall(ev); break;
         case "tool.result": onToolResult(ev); break;
         case "run.status": setRun(ev); break;
@@ -323,6 +268,7 @@
         case "approval.decided": {
           const d = q("[data-run-detail]");
           if (d) { d.textContent = ev.tool + (ev.approved ? " approved" : " rejected"); }
+          refresh();
           break;
         }
         case "handoff.claimed": showHandoff(ev.operator); break;
@@ -333,27 +279,14 @@
       }
     }
 
-    function open() {
-      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-      const ws = new WebSocket(scheme + window.location.host + root.dataset.sessionWs);
-      ws.addEventListener("open", function () { backoff = 500; say("● live"); root.dataset.connected = "1"; });
-      ws.addEventListener("message", function (event) {
-        let ev;
-        try { ev = JSON.parse(event.data); } catch (e) { return; }
-        handle(ev);
-      });
-      ws.addEventListener("close", function (event) {
-        root.dataset.connected = "0";
-        if (event.code === 4401 || event.code === 4403) { say("not allowed to follow this conversation"); return; }
-        if (event.code === 4404) { say("this session no longer exists"); return; }
-        say("reconnecting…");
-        window.setTimeout(open, backoff);
-        backoff = Math.min(backoff * 2, 10000);
-      });
-    }
+    window.AgentOpsStream.follow(root.dataset.sessionWs, {
+      open: function () { say("● live"); root.dataset.connected = "1"; },
+      message: handle,
+      lost: function () { root.dataset.connected = "0"; say("reconnecting…"); },
+      refused: function (text, code) { root.dataset.connected = "0"; root.dataset.refused = String(code); say(text); },
+    });
 
     if (list) { list.scrollTop = list.scrollHeight; }
-    open();
   }
 
   // Ctrl/Cmd+Enter sends the message (the form is swapped by htmx, so listen on document).

@@ -3,18 +3,16 @@
 // data-live-refresh (throttled: a busy run re-renders at most every data-live-throttle ms).
 // The server renders and escapes everything; this file only moves triggers around, and
 // appends a model call's streamed text (span.text) to its in-progress row as plain text.
+// Connecting, reconnecting and refusals are stream.js's (the one client of the streams).
 (function () {
   "use strict";
 
   function connect(el) {
-    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    const url = scheme + window.location.host + el.dataset.liveWs;
     const kinds = (el.dataset.liveKinds || "").split(",").filter(Boolean);
     const throttle = Number(el.dataset.liveThrottle || 500);
     const status = el.querySelector("[data-live-status]");
     const openSpan = el.querySelector("[data-live-open]");
     let timer = null;
-    let backoff = 1000;
     let received = 0;
     // Text streamed into each open span, as {start, text}: chars [start, start + length) of
     // all it streamed. A row rendered by the server shows chars up to its data-text-end.
@@ -68,48 +66,51 @@
 
     document.body.addEventListener("htmx:afterSettle", paintAll);
 
-    function open() {
-      const ws = new WebSocket(url);
-      ws.addEventListener("open", function () { backoff = 1000; say("● live"); });
-      ws.addEventListener("message", function (event) {
-        let message;
-        try { message = JSON.parse(event.data); } catch (e) { return; }
-        received += 1;
-        if (message.kind === "span.start" && openSpan) {
-          openSpan.textContent = "running: " + message.name;
-        } else if (message.kind === "spans" && openSpan) {
-          openSpan.textContent = "";
-        }
-        if (message.kind === "span.start") {
-          if (message.text) { addText(message.span_id, 0, String(message.text)); }
-          if (!rowOf(message.span_id)) { refresh(); } // the server renders open spans too
-          return;
-        }
-        if (message.kind === "span.text") {
-          addText(message.span_id, Number(message.at || 0), String(message.text));
-          const node = rowOf(message.span_id);
-          const target = node && node.querySelector("[data-span-text]");
-          if (target) { paint(target); }
-          return;
-        }
-        if (typeof message.kind === "string" && message.kind.indexOf("alert.") === 0) {
-          document.body.dispatchEvent(new CustomEvent("alerts-changed"));
-        }
-        if (message.kind === "replay.done") { return; }
-        if (message.kind === "spans" && !hasUnseen(message.spans)) { return; }
-        if (!kinds.length || kinds.indexOf(message.kind) !== -1) {
-          say("● live · " + received + " event" + (received === 1 ? "" : "s"));
-          refresh();
-        }
-      });
-      ws.addEventListener("close", function (event) {
-        if (event.code === 4403 || event.code === 1008) { say("not allowed to follow this stream"); return; }
-        say("reconnecting…");
-        window.setTimeout(open, backoff);
-        backoff = Math.min(backoff * 2, 15000);
-      });
+    function onMessage(message) {
+      received += 1;
+      if (message.kind === "span.start" && openSpan) {
+        openSpan.textContent = "running: " + message.name;
+      } else if (message.kind === "spans" && openSpan) {
+        openSpan.textContent = "";
+      }
+      if (message.kind === "span.start") {
+        if (message.text) { addText(message.span_id, 0, String(message.text)); }
+        if (!rowOf(message.span_id)) { refresh(); } // the server renders open spans too
+        return;
+      }
+      if (message.kind === "span.text") {
+        addText(message.span_id, Number(message.at || 0), String(message.text));
+        const node = rowOf(message.span_id);
+        const target = node && node.querySelector("[data-span-text]");
+        if (target) { paint(target); }
+        return;
+      }
+      if (typeof message.kind === "string" && message.kind.indexOf("alert.") === 0) {
+        document.body.dispatchEvent(new CustomEvent("alerts-changed"));
+      }
+      if (message.kind === "replay.done") { return; }
+      if (message.kind === "spans" && !hasUnseen(message.spans)) { return; }
+      if (!kinds.length || kinds.indexOf(message.kind) !== -1) {
+        say("● live · " + received + " event" + (received === 1 ? "" : "s"));
+        refresh();
+      }
     }
-    open();
+
+    window.AgentOpsStream.follow(el.dataset.liveWs, {
+      open: function () {
+        // Back after a drop: what the page missed is re-rendered (a trace replays by seq too).
+        if (el.dataset.liveConnected === "0") { refresh(); }
+        el.dataset.liveConnected = "1";
+        say("● live");
+      },
+      message: onMessage,
+      lost: function () { el.dataset.liveConnected = "0"; say("reconnecting…"); },
+      refused: function (text, code) {
+        el.dataset.liveConnected = "0";
+        el.dataset.liveRefused = String(code);
+        say(text);
+      },
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -16,7 +16,7 @@ from agentops.models import Run
 from agentops.services import user_active_set, user_role_set
 from tests.factories import SessionFactory
 from tests.operators.helpers import make_handoff
-from tracing.consumers import REFUSED
+from tracing.consumers import FORBIDDEN as REFUSED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GUARD_SECONDS = 20  # a hang fails the test instead of blocking the suite

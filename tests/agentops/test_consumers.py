@@ -31,10 +31,29 @@ def session(db):
     return SessionFactory()
 
 
-def test_it_refuses_anonymous_and_roleless_users(session):
-    for user in [AnonymousUser(), UserFactory(username="dave")]:
-        connected, _ = connect_and_receive(f"/ws/sessions/{session.pk}/", user)
-        assert not connected
+def close_code(path, user):
+    """The code a refused stream closes with: accepted first, so a browser sees the code."""
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, path, headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+        )
+        communicator.scope["user"] = user
+        connected, _ = await communicator.connect()
+        assert connected
+        closed = await communicator.receive_output(timeout=5)
+        await communicator.wait()
+        assert closed["type"] == "websocket.close"
+        return closed["code"]
+
+    return asyncio.run(scenario())
+
+
+def test_it_refuses_anonymous_and_roleless_users_and_unknown_sessions(session, charlie):
+    path = f"/ws/sessions/{session.pk}/"
+    assert close_code(path, AnonymousUser()) == 4401
+    assert close_code(path, UserFactory(username="dave")) == 4403
+    assert close_code("/ws/sessions/00000000-0000-0000-0000-000000000000/", charlie) == 4404
 
 
 def test_it_refuses_a_foreign_origin(session, charlie):
@@ -50,6 +69,31 @@ def test_it_sends_a_snapshot_to_a_viewer(session, charlie):
     assert connected
     assert snapshot["kind"] == "snapshot"
     assert [m["content"] for m in snapshot["messages"]] == ["<b>hi</b>"]
+
+
+def test_it_sends_the_snapshot_then_live_events_and_answers_pings(session, charlie):
+    from tracing.live import send_now, session_group, wait_sent
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application,
+            f"/ws/sessions/{session.pk}/",
+            headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
+        )
+        communicator.scope["user"] = charlie
+        assert (await communicator.connect())[0]
+        first = await communicator.receive_json_from(timeout=5)  # the subscription is live
+        send_now(session_group(session.pk), {"kind": "token", "text": "live"})
+        await asyncio.to_thread(wait_sent)
+        await communicator.send_json_to({"kind": "ping"})
+        await communicator.send_json_to({"kind": "message", "content": "hi"})
+        rest = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
+        await communicator.disconnect()
+        return first, rest
+
+    first, rest = asyncio.run(scenario())
+    assert first["kind"] == "snapshot"
+    assert {m["kind"] for m in rest} == {"token", "pong", "error"}
 
 
 def test_it_forwards_a_batch_of_live_events_in_order(session, charlie):

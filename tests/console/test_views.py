@@ -197,3 +197,54 @@ def test_it_times_each_tool_call_from_its_start_to_its_end(worker, dev_agent, ch
     page = client.get(f"/console/sessions/{session.pk}/").content.decode()
     for d in durations:
         assert f"{d} ms" in page or f"{d / 1000:.2f} s" in page
+
+
+def _items(html: str) -> dict[str, str]:
+    import re
+
+    return {
+        seq: li
+        for li, seq in re.findall(r'(<li class="msg [^"]*" data-seq="(\d+)">.*?</li>)', html, re.S)
+    }
+
+
+def test_it_renders_live_messages_with_the_first_paints_markup(charlie):
+    session = SessionFactory(external_user=XSS)
+    run = Run.objects.create(session=session, agent=session.agent, status=RunStatus.RUNNING)
+    messages_append(
+        session_id=session.pk,
+        messages=[
+            Message(role=Role.USER, content=XSS),
+            Message(
+                role=Role.ASSISTANT,
+                run=run,
+                tool_calls=[
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "echo", "arguments": "{}"},
+                    }
+                ],
+            ),
+        ],
+    )
+    client = client_for(charlie)
+    url = f"/console/sessions/{session.pk}/items"
+    assert _items(client.get(url, {"after": 2}).content.decode()) == {}
+    pending = client.get(url, {"after": 2, "call": "c1"}).content.decode()
+    assert list(_items(pending)) == ["2"] and "status-started" in pending
+    messages_append(
+        session_id=session.pk,
+        messages=[
+            Message(role=Role.TOOL, run=run, tool_call_id="c1", content=XSS),
+            Message(role=Role.ASSISTANT, run=run, content=XSS),
+        ],
+    )
+    live = client.get(url, {"after": 2}).content.decode()
+    assert list(_items(live)) == ["2", "4"]  # the call whose result came, and the answer
+    assert "<script>alert" not in live and "<img src=x" not in live
+    assert "&lt;img src=x onerror=alert(1)&gt;" in live
+    page = _items(client.get(f"/console/sessions/{session.pk}/").content.decode())
+    assert list(page) == ["1", "2", "4"]
+    assert _items(live) == {"2": page["2"], "4": page["4"]}  # one renderer
+    assert client.get(url, {"after": "x"}).status_code == 400

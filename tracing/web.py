@@ -1,0 +1,42 @@
+"""Web helpers shared by the views of every app: the htmx request type, the one safe-redirect
+rule, the htmx form-error status and the pager's query string. They live in `tracing`, the
+bottom layer, so `memory` and `tools` use them without importing `agentops`."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.utils.http import url_has_allowed_host_and_scheme
+from django_htmx.middleware import HtmxDetails
+
+
+class HtmxHttpRequest(HttpRequest):
+    """The request type of views that read `request.htmx` (set by HtmxMiddleware)."""
+
+    htmx: HtmxDetails
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
+def next_url(request: HttpRequest, *, fallback: str) -> str:
+    """The form's `next` when it stays on this site (host and scheme), else `fallback`."""
+    target = request.POST.get("next", "") or request.GET.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
+
+
+def error_status(request: HttpRequest, status: int = 400) -> int:
+    """The status of an answer that shows a form's errors: htmx swaps only 2xx answers, so
+    its partials carry their errors with a 200; a full page gets `status`."""
+    return 200 if is_htmx(request) else status
+
+
+def page_query(request: HttpRequest) -> str:
+    """The request's query string without `page`, for the pager's links (`_pager.html`)."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
