@@ -108,7 +108,7 @@ def handoff_serialise(handoff: Handoff) -> dict[str, Any]:
         "id": handoff.pk,
         "status": handoff.status,
         "reason": handoff.reason,
-        "team": handoff.team,
+        "team": handoff.team.slug if handoff.team else "",
         "priority": handoff.priority,
         "claimed_by": handoff.claimed_by.get_username() if handoff.claimed_by else None,
         "created_at": handoff.created_at.isoformat(),

@@ -230,7 +230,7 @@ def conversation_get(
         Run.objects.select_related("agent").filter(session=session).order_by("-created_at").first()
     )
     handoff = (
-        Handoff.objects.select_related("claimed_by")
+        Handoff.objects.select_related("claimed_by", "team")
         .filter(session=session, status__in=[HandoffStatus.OPEN, HandoffStatus.CLAIMED])
         .order_by("-created_at")
         .first()

@@ -10,13 +10,14 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from agentops.models import Run
 from agentops.services import user_active_set, user_role_set
 from tests.factories import SessionFactory
 from tests.operators.helpers import make_handoff
 from tracing.consumers import FORBIDDEN as REFUSED
+from tracing.consumers import SIGN_IN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GUARD_SECONDS = 20  # a hang fails the test instead of blocking the suite
@@ -80,16 +81,22 @@ def open_streams_then(web: str, cookie: str, paths: list[str], change, bystander
 
 
 def reconnects(web: str, cookie: str, path: str) -> bool:
+    """Whether the stream takes the person: a refused one is accepted, then closed with its
+    code (SIGN_IN for a deactivated person, whose login session is gone)."""
+
     async def main() -> bool:
-        try:
-            async with connect(
-                f"ws://{web}{path}",
-                additional_headers={"Cookie": f"sessionid={cookie}"},
-                origin=f"http://{web}",
-            ):
-                return True
-        except InvalidStatus:
-            return False
+        async with connect(
+            f"ws://{web}{path}",
+            additional_headers={"Cookie": f"sessionid={cookie}"},
+            origin=f"http://{web}",
+        ) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 1.0)
+            except TimeoutError:
+                return True  # still open, nothing to say yet
+            except ConnectionClosed as closed:
+                return closed.rcvd is None or closed.rcvd.code not in (SIGN_IN, REFUSED)
+            return True
 
     return asyncio.run(main())
 

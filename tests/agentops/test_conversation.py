@@ -21,6 +21,7 @@ from agentops.models import (
     Run,
     RunStatus,
     SessionStatus,
+    Team,
     ToolCall,
 )
 from agentops.runtime.checkpoint import messages_append
@@ -60,7 +61,7 @@ def handed_off_conversation(operator):  # type: ignore[no-untyped-def]
         session=session,
         run=run,
         reason="asked for a human",
-        team="billing",
+        team=Team.objects.create(slug="billing", name="Billing"),
         priority=2,
         status=HandoffStatus.CLAIMED,
         claimed_by=operator,
@@ -88,6 +89,7 @@ def test_it_serialises_a_conversation_in_one_shape():
                 "name": "",
                 "run_id": str(run.pk) if m.run_id else None,
                 "author": "bob" if m.role == Role.OPERATOR else None,
+                "client": "bob" if m.role == Role.OPERATOR else None,
                 "created_at": m.created_at.isoformat(),
             }
             for m in messages

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from django.test import Client
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agentops.auth import api_key_create
 from agentops.models import RunStatus
@@ -224,4 +224,7 @@ def test_it_accepts_an_api_key_on_the_websockets(web, keys, db):
     # The Origin check protects the login cookie; a key is not sent by browsers on their own.
     assert asyncio.run(snapshot(keys[1], "http://elsewhere.example"))["kind"] == "snapshot"
     assert asyncio.run(refused(keys[1] + "x")) == 403
-    assert asyncio.run(refused(nobody)) == 403  # the same authorisation: viewer at least
+    # The same authorisation, viewer at least: accepted, then closed with the refusal's code.
+    with pytest.raises(ConnectionClosed) as closed:
+        asyncio.run(snapshot(nobody, None))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403

@@ -258,7 +258,7 @@ def test_it_bounds_what_waits_for_a_slow_browser_and_still_delivers_everything(r
         assert (await comm.connect())[0]
         await asyncio.wait_for(SlowBrowserRunConsumer.listening.wait(), 10)
         consumer = SlowBrowserRunConsumer.current
-        await until_async(lambda: consumer._replayed)  # the (empty) replay is done: all is live
+        await until_async(lambda: consumer._resumed)  # the (empty) replay is done: all is live
         tracer = None
         for _ in range(30):
             tracer = await sync_to_async(emit)(run, 5, tracer=tracer)
