@@ -20,7 +20,7 @@
     "@media (max-width:480px){.panel{inset:0;width:100%;height:100%;border-radius:0}.open .launch{display:none}}";
   var host = document.createElement("div");
   host.setAttribute("data-agentops-widget", "");
-  var root = host.attachShadow({ mode: "closed" });
+  var root = host.attachShadow({ mode: "open" });
   try {
     var sheet = new CSSStyleSheet();
     sheet.replaceSync(css);
