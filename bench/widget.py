@@ -2,7 +2,7 @@
 pressing Enter in the widget to the first streamed token shown in it. Prints JSON.
 
 Real parts: the ASGI web server, one RQ worker, the development model server answering at
-once (`latency` 0, words streamed `--word-delay` apart), headless Chromium opening a host page
+once (`latency` 0) and streaming a word every `--word-delay` seconds (the first one too), headless Chromium opening a host page
 on another origin that embeds the widget. The time is taken in the frame (performance.now()
 at the form's submit, then when the streamed bubble first gets text): it covers the POST, the
 run's queueing and start, the model call, the live sender, Redis, the WebSocket and the DOM.
@@ -117,6 +117,9 @@ def main() -> int:
         port=host_port, product=product, agent=agent.slug, key=key.public_key, secret=secret
     )
     firsts: list[float] = []
+    # Playwright's sync API runs an event loop in this thread; the ORM reads between browser
+    # steps are plain synchronous code (set after the servers started, as the tests do).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -16,6 +16,7 @@ so group events that arrive while the stored messages are read wait behind them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -27,6 +28,7 @@ from agentops.widget.services import EndUser, WidgetRefused, enduser_from_token
 from tracing.live import session_group
 
 REFUSED = 4403
+HELLO_TIMEOUT = 10.0  # seconds
 STATUS_SHOWN = {
     RunStatus.QUEUED: "thinking",
     RunStatus.RUNNING: "thinking",
@@ -45,8 +47,17 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         self.group = ""
         self.sent_seq = 0
         await self.accept()
+        # A socket that never says who it is does not stay open.
+        self.hello_timer = asyncio.get_running_loop().call_later(
+            HELLO_TIMEOUT, lambda: asyncio.ensure_future(self._hello_missing())
+        )
+
+    async def _hello_missing(self) -> None:
+        if self.enduser is None:
+            await self.close(code=REFUSED)
 
     async def disconnect(self, code: int) -> None:
+        self.hello_timer.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -63,6 +74,7 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json({"kind": "refused", "error": str(exc)})
                 await self.close(code=REFUSED)
                 return
+            self.hello_timer.cancel()
             self.agent_id = key.agent_id
             await self.watch(content.get("session"), content.get("after"))
         elif kind == "watch" and self.enduser is not None:
