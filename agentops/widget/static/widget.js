@@ -12,7 +12,7 @@
   if (!d.key) { console.error("AgentOps widget: data-key is missing"); return; }
   var css =
     ":host{all:initial}" +
-    ".launch{position:fixed;right:20px;bottom:20px;z-index:2147483646;width:56px;height:56px;border-radius:50%;border:0;background:#1f6feb;color:#fff;font:600 24px/1 system-ui,sans-serif;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25)}" +
+    ".launch{position:fixed;right:20px;bottom:20px;z-index:2147483646;width:56px;height:56px;border-radius:50%;border:0;background:#1f6feb;color:#fff;cursor:pointer;display:grid;place-items:center;box-shadow:0 4px 14px rgba(0,0,0,.25)}" +
     ".launch:focus-visible{outline:3px solid #f0b429;outline-offset:3px}" +
     ".panel{position:fixed;right:20px;bottom:88px;z-index:2147483647;width:370px;height:min(560px,calc(100vh - 110px));border-radius:12px;overflow:hidden;box-shadow:0 8px 30px rgba(0,0,0,.3);background:#fff}" +
     ".panel[hidden]{display:none}" +
@@ -34,7 +34,17 @@
   var button = document.createElement("button");
   button.type = "button";
   button.className = "launch";
-  button.textContent = "\u{1F4AC}";
+  var ns = "http://www.w3.org/2000/svg";
+  var icon = document.createElementNS(ns, "svg");
+  icon.setAttribute("viewBox", "0 0 24 24");
+  icon.setAttribute("width", "28");
+  icon.setAttribute("height", "28");
+  icon.setAttribute("aria-hidden", "true");
+  var path = document.createElementNS(ns, "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z");
+  icon.appendChild(path);
+  button.appendChild(icon);
   button.setAttribute("aria-label", "Open chat");
   button.setAttribute("aria-expanded", "false");
   button.setAttribute("aria-controls", "agentops-chat");
