@@ -12,4 +12,7 @@ websocket_urlpatterns: list = [
 from agentops.observe.routing import websocket_urlpatterns as _observe_routes  # noqa: E402
 
 websocket_urlpatterns += _observe_routes
+from agentops.widget.routing import websocket_urlpatterns as _widget_routes  # noqa: E402
+
+websocket_urlpatterns += _widget_routes
 websocket_urlpatterns.append(re_path(r"", NotFoundConsumer.as_asgi()))

@@ -166,6 +166,7 @@ INSTALLED_APPS = [
     "tools",
     "memory",
     "agentops",
+    "agentops.widget",
 ]
 
 MIDDLEWARE = [

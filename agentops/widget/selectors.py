@@ -1,0 +1,99 @@
+"""Reads of the embeddable chat: keys, and an end user's own conversation (never another's)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from agentops.conversation import message_serialise
+from agentops.models import ACTIVE_RUN_STATUSES, Message, Role, Run, Session, SessionStatus
+from agentops.widget.models import WidgetKey
+from agentops.widget.services import EndUser
+
+HISTORY_MESSAGES = 200
+
+
+def widget_keys_list() -> list[WidgetKey]:
+    return list(WidgetKey.objects.select_related("agent", "created_by").order_by("-created_at"))
+
+
+def widget_key_get(*, public_key: str) -> WidgetKey | None:
+    return WidgetKey.objects.select_related("agent").filter(public_key=public_key).first()
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def enduser_session_current(*, agent_id: int, enduser: EndUser) -> Session | None:
+    """The end user's latest conversation with this agent (closed ones too: shown as such)."""
+    return (
+        Session.objects.filter(agent_id=agent_id, external_user=enduser.external_user)
+        .select_related("operator")
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def enduser_session_get(*, agent_id: int, enduser: EndUser, session_id: Any) -> Session | None:
+    """A session only if it is this end user's, with this agent."""
+    try:
+        return (
+            Session.objects.filter(
+                pk=session_id, agent_id=agent_id, external_user=enduser.external_user
+            )
+            .select_related("operator")
+            .first()
+        )
+    except Exception:  # not a UUID
+        return None
+
+
+def visible_message(message: Message) -> dict[str, Any] | None:
+    """What the end user may see of a message: their own, the agent's answers and the
+    operators' replies; never tool calls, tool results or system text. A projection of the
+    one conversation shape (agentops.conversation), as live `message` events are."""
+    return message_visible_event(message_serialise(message))
+
+
+def message_visible_event(event: dict[str, Any]) -> dict[str, Any] | None:
+    role = event.get("role")
+    content = event.get("content") or ""
+    if role not in (Role.USER, Role.ASSISTANT, Role.OPERATOR) or not content:
+        return None
+    return {
+        "kind": "message",
+        "seq": event["seq"],
+        "role": role,
+        "content": content,
+        "run_id": event.get("run_id"),
+        "operator": event.get("author") if role == Role.OPERATOR else None,
+    }
+
+
+def session_state(*, session: Session) -> dict[str, Any]:
+    run = Run.objects.filter(session=session).order_by("-created_at").only("status").first()
+    handed_off = session.status == SessionStatus.HANDED_OFF
+    return {
+        "kind": "state",
+        "session_id": str(session.pk),
+        "status": session.status,
+        "operator": session.operator.get_username()
+        if handed_off and session.operator_id and session.operator
+        else None,
+        "running": bool(run and run.status in ACTIVE_RUN_STATUSES),
+    }
+
+
+def session_messages_after(*, session: Session, after: int) -> list[dict[str, Any]]:
+    """The visible messages above seq `after` (the latest HISTORY_MESSAGES on a first load)."""
+    messages = session.messages.filter(seq__gt=after).select_related("author")
+    if after:  # a reconnect: everything since, so nothing is skipped
+        rows = list(messages.order_by("seq"))
+    else:
+        rows = list(reversed(messages.order_by("-seq")[:HISTORY_MESSAGES]))
+    events = (visible_message(m) for m in rows)
+    return [e for e in events if e is not None]

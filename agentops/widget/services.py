@@ -1,0 +1,220 @@
+"""Writes of the embeddable chat: keys, end-user identity, rate limits, messages.
+
+End users never log in. The frame holds a signed end-user token (django.core.signing)
+naming the widget key and the end user; every API call and the WebSocket present it.
+An end user is either an anonymous visitor (a random id in a signed, long-lived cookie of
+the frame) or a user of the host app whose id the host signed with the key's secret
+(hex HMAC-SHA256, as Intercom's identity verification). Either maps to
+`Session.external_user` ("visitor:…" / "user:…") under the key's agent, which is what
+scopes their conversations and memories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import signing
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from agentops.models import Session, SessionStatus
+from agentops.runtime.services import session_create, session_post_message
+from agentops.services import audit_record
+from agentops.widget.models import WidgetKey
+
+PUBLIC_KEY_PREFIX = "pk_"
+ENDUSER_SALT = "agentops.widget.enduser"
+VISITOR_SALT = "agentops.widget.visitor"
+ENDUSER_TOKEN_MAX_AGE = 24 * 3600  # a frame lives a day at most; reloading gives a new one
+VISITOR_MAX_AGE = 400 * 24 * 3600  # browsers cap cookies at 400 days
+MAX_USER_ID = 150
+
+
+class WidgetRefused(Exception):
+    """The key, origin or identity is not acceptable."""
+
+
+class RateLimited(Exception):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class EndUser:
+    key_id: int
+    external_user: str
+
+    @property
+    def identified(self) -> bool:
+        return self.external_user.startswith("user:")
+
+
+def origins_clean(*, text: str) -> list[str]:
+    """One origin per line (or comma separated): `scheme://host[:port]`, nothing else."""
+    from urllib.parse import urlsplit
+
+    origins = []
+    for raw in text.replace(",", "\n").split():
+        parts = urlsplit(raw.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{raw!r} is not an origin like https://shop.example.com")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise ValueError(f"{raw!r} has more than scheme, host and port")
+        origin = f"{parts.scheme}://{parts.netloc.lower()}"
+        if origin not in origins:
+            origins.append(origin)
+    if not origins:
+        raise ValueError("list at least one origin")
+    return origins
+
+
+def widget_key_create(
+    *,
+    agent: Any,
+    name: str,
+    allowed_origins: list[str],
+    actor: Any,
+    user_messages_per_minute: int = 10,
+    key_messages_per_minute: int = 300,
+) -> tuple[WidgetKey, str]:
+    """Create a key; returns it and its secret (shown once, stored encrypted)."""
+    secret = "wsk_" + secrets.token_urlsafe(32)
+    key = WidgetKey(
+        agent=agent,
+        name=name,
+        public_key=PUBLIC_KEY_PREFIX + secrets.token_urlsafe(18),
+        allowed_origins=allowed_origins,
+        user_messages_per_minute=user_messages_per_minute,
+        key_messages_per_minute=key_messages_per_minute,
+        created_by=actor,
+    )
+    key.set_secret(secret)
+    key.save()
+    audit_record(actor=actor, action="widget_key.create", target=key.public_key, agent=agent.slug)
+    return key, secret
+
+
+def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Any) -> WidgetKey:
+    WidgetKey.objects.filter(pk=key.pk).update(enabled=enabled)
+    key.enabled = enabled
+    audit_record(
+        actor=actor,
+        action="widget_key.enable" if enabled else "widget_key.disable",
+        target=key.public_key,
+    )
+    return key
+
+
+def user_token_for(*, secret: str, user_id: str) -> str:
+    """What the host app's backend computes for its user (documented in the snippet)."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def visitor_new(*, key: WidgetKey) -> str:
+    """A new anonymous visitor's id, signed for the cookie of the frame (per agent)."""
+    return signing.dumps({"a": key.agent_id, "v": secrets.token_urlsafe(16)}, salt=VISITOR_SALT)
+
+
+def visitor_read(*, key: WidgetKey, cookie: str) -> str | None:
+    """The visitor id in a cookie this product signed for this key's agent, else None."""
+    try:
+        data = signing.loads(cookie, salt=VISITOR_SALT, max_age=VISITOR_MAX_AGE)
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("a") != key.agent_id or not data.get("v"):
+        return None
+    return str(data["v"])
+
+
+def enduser_token_issue(*, key: WidgetKey, external_user: str) -> str:
+    return signing.dumps({"k": key.pk, "u": external_user}, salt=ENDUSER_SALT)
+
+
+def enduser_from_token(*, token: str) -> tuple[EndUser, WidgetKey]:
+    """The end user a frame token names, with its key (enabled); else WidgetRefused."""
+    try:
+        data = signing.loads(token, salt=ENDUSER_SALT, max_age=ENDUSER_TOKEN_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        raise WidgetRefused("the chat session expired; reload the page") from exc
+    except signing.BadSignature as exc:
+        raise WidgetRefused("invalid end-user token") from exc
+    key = WidgetKey.objects.select_related("agent").filter(pk=data.get("k")).first()
+    if key is None or not key.enabled:
+        raise WidgetRefused("this widget key is disabled")
+    return EndUser(key_id=key.pk, external_user=str(data["u"])), key
+
+
+def enduser_identify(*, key: WidgetKey, user_id: str, user_token: str) -> str:
+    """Verify the host's signature of its user id; returns a frame token for that user."""
+    user_id = user_id.strip()
+    if not user_id or len(user_id) > MAX_USER_ID:
+        raise WidgetRefused(f"user_id must be 1 to {MAX_USER_ID} characters")
+    expected = user_token_for(secret=key.secret, user_id=user_id)
+    if not hmac.compare_digest(expected, user_token.strip().lower()):
+        raise WidgetRefused("user_token is not this user_id signed with the widget's secret")
+    return enduser_token_issue(key=key, external_user=f"user:{user_id}")
+
+
+def _hit(bucket: str, limit: int) -> int:
+    """Count one message in this minute's window; returns seconds to wait if over the limit."""
+    window = int(time.time() // 60)
+    name = f"agentops:widget-rate:{bucket}:{window}"
+    cache.add(name, 0, 120)
+    count = cache.incr(name)
+    if count > limit:
+        return 60 - int(time.time()) % 60
+    return 0
+
+
+def rate_check(*, key: WidgetKey, enduser: EndUser) -> None:
+    wait = _hit(f"user:{key.pk}:{enduser.external_user}", key.user_messages_per_minute)
+    if wait:
+        raise RateLimited(
+            f"You are sending messages too fast (at most {key.user_messages_per_minute} a "
+            f"minute). Try again in {wait} s.",
+            wait,
+        )
+    wait = _hit(f"key:{key.pk}", key.key_messages_per_minute)
+    if wait:
+        raise RateLimited(
+            f"This chat is very busy right now. Try again in {wait} s.",
+            wait,
+        )
+
+
+def enduser_session_open(*, key: WidgetKey, enduser: EndUser) -> Session:
+    """The end user's current conversation with the key's agent, started if there is none
+    (or the last one was closed)."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # two first messages at once: one conversation
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                [f"widget:{key.agent_id}:{enduser.external_user}"],
+            )
+        current = (
+            Session.objects.filter(agent_id=key.agent_id, external_user=enduser.external_user)
+            .exclude(status=SessionStatus.CLOSED)
+            .order_by("-created_at")
+            .first()
+        )
+        if current is not None:
+            return current
+        return session_create(
+            agent=key.agent, external_user=enduser.external_user, title="Chat widget"
+        )
+
+
+def enduser_message_post(*, key: WidgetKey, enduser: EndUser, content: str) -> Session:
+    """Post the end user's message (authored by nobody on the staff) after the rate limits."""
+    if not content.strip():
+        raise ValueError("content must not be empty")
+    rate_check(key=key, enduser=enduser)
+    session = enduser_session_open(key=key, enduser=enduser)
+    session_post_message(session=session, content=content, author=None)
+    return session

@@ -1,0 +1,202 @@
+"""The widget's pages: the admins' key page, the frame end users see, and its JSON API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from agentops.auth import role_required
+from agentops.runtime.services import RuntimeConflict
+from agentops.widget import selectors, services
+from agentops.widget.forms import WidgetKeyForm
+from agentops.widget.models import WidgetKey
+from agentops.widget.services import RateLimited, WidgetRefused
+
+VISITOR_COOKIE = "aow_visitor"
+TOKEN_HEADER = "HTTP_X_WIDGET_TOKEN"  # noqa: S105 - a header name
+
+
+def _keys_page(
+    request: HttpRequest, form: WidgetKeyForm, new: tuple[WidgetKey, str] | None = None
+) -> HttpResponse:
+    return render(
+        request,
+        "widget/keys.html",
+        {
+            "form": form,
+            "keys": selectors.widget_keys_list(),
+            "script_url": request.build_absolute_uri(settings.STATIC_URL + "widget.js"),
+            "new_key": new[0] if new else None,
+            "new_secret": new[1] if new else None,
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@role_required("admin")
+def keys(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _keys_page(request, WidgetKeyForm())
+    form = WidgetKeyForm(request.POST)
+    if not form.is_valid():
+        return _keys_page(request, form)
+    data = form.values()
+    new = services.widget_key_create(actor=request.user, **data)
+    # Rendered, not redirected: the secret is shown this once and kept nowhere else.
+    return _keys_page(request, WidgetKeyForm(), new)
+
+
+@require_POST
+@role_required("admin")
+def key_enabled(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = WidgetKey.objects.filter(pk=key_id).first()
+    if key is None:
+        raise Http404("No such widget key.")
+    enabled = request.POST.get("enabled") == "1"
+    services.widget_key_set_enabled(key=key, enabled=enabled, actor=request.user)
+    messages.success(request, f"{key.name}: {'enabled' if enabled else 'disabled'}.")
+    return redirect("widget:keys")
+
+
+def _frame_refused(request: HttpRequest, reason: str, status: int = 403) -> HttpResponse:
+    return render(request, "widget/refused.html", {"reason": reason}, status=status)
+
+
+@login_not_required
+@require_GET
+@xframe_options_exempt
+def frame(request: HttpRequest) -> HttpResponse:
+    """The chat inside the host page's iframe. Only the key's allowed origins may frame it
+    (CSP frame-ancestors; the browser enforces it), and a Referer from elsewhere is refused."""
+    key = selectors.widget_key_get(public_key=request.GET.get("key", ""))
+    if key is None or not key.enabled:
+        return _frame_refused(request, "This chat is not available (unknown or disabled key).")
+    agent = request.GET.get("agent", "")
+    if agent and agent != key.agent.slug:
+        return _frame_refused(request, "This widget key is for another agent.")
+    referer = selectors.origin_of(request.headers.get("Referer", ""))
+    if referer and referer not in key.allowed_origins:
+        return _frame_refused(request, f"This chat may not be embedded on {referer}.")
+    visitor = services.visitor_read(key=key, cookie=request.COOKIES.get(VISITOR_COOKIE, ""))
+    cookie = None
+    if visitor is None:
+        cookie = services.visitor_new(key=key)
+        visitor = services.visitor_read(key=key, cookie=cookie)
+    token = services.enduser_token_issue(key=key, external_user=f"visitor:{visitor}")
+    response = render(
+        request,
+        "widget/frame.html",
+        {"key": key, "agent": key.agent, "token": token, "allowed": key.allowed_origins},
+    )
+    response._csp_replace = {"frame-ancestors": list(key.allowed_origins)}  # type: ignore[attr-defined]
+    if cookie is not None:
+        _set_visitor_cookie(request, response, cookie)
+    return response
+
+
+def _set_visitor_cookie(request: HttpRequest, response: HttpResponse, value: str) -> None:
+    """A third-party frame's cookie must be SameSite=None; Secure (and Partitioned, so
+    browsers blocking third-party cookies keep it per host site). Over plain http (the
+    loopback demo) Secure is impossible: Lax works there because another port of the same
+    host is the same site."""
+    secure = request.is_secure()
+    response.set_cookie(
+        VISITOR_COOKIE,
+        value,
+        max_age=services.VISITOR_MAX_AGE,
+        path="/widget/",
+        secure=secure,
+        httponly=True,
+        samesite="None" if secure else "Lax",
+    )
+    if secure:
+        response.cookies[VISITOR_COOKIE]["partitioned"] = True
+
+
+def _api_error(message: str, status: int, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def _api_enduser(request: HttpRequest) -> tuple[services.EndUser, WidgetKey]:
+    """The caller must be the frame: this site's own origin, with its end-user token."""
+    origin = request.headers.get("Origin", "")
+    own = selectors.origin_of(request.build_absolute_uri("/"))
+    if origin != own:
+        raise WidgetRefused(f"calls must come from the chat frame ({own}), not {origin or '?'}")
+    return services.enduser_from_token(token=request.META.get(TOKEN_HEADER, ""))
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError as exc:
+        raise ValueError("the body must be JSON") from exc
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+@login_not_required
+@csrf_exempt
+@require_POST
+def api_identify(request: HttpRequest) -> JsonResponse:
+    """Switch the frame from the anonymous visitor to the host app's verified user."""
+    try:
+        _, key = _api_enduser(request)
+        body = _json_body(request)
+        token = services.enduser_identify(
+            key=key,
+            user_id=str(body.get("user_id", "")),
+            user_token=str(body.get("user_token", "")),
+        )
+    except WidgetRefused as exc:
+        return _api_error(str(exc), 403)
+    except ValueError as exc:
+        return _api_error(str(exc), 400)
+    return JsonResponse({"token": token})
+
+
+@login_not_required
+@csrf_exempt
+@require_POST
+def api_session(request: HttpRequest) -> JsonResponse:
+    """The end user's current conversation (started if none), to follow before posting."""
+    try:
+        enduser, key = _api_enduser(request)
+    except WidgetRefused as exc:
+        return _api_error(str(exc), 403)
+    session = services.enduser_session_open(key=key, enduser=enduser)
+    return JsonResponse({"session_id": str(session.pk)})
+
+
+@login_not_required
+@csrf_exempt
+@require_POST
+def api_message(request: HttpRequest) -> JsonResponse:
+    try:
+        enduser, key = _api_enduser(request)
+        body = _json_body(request)
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise ValueError("content: a string is required")
+        session = services.enduser_message_post(key=key, enduser=enduser, content=content)
+    except WidgetRefused as exc:
+        return _api_error(str(exc), 403)
+    except RateLimited as exc:
+        response = _api_error(str(exc), 429, retry_after=exc.retry_after)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    except RuntimeConflict:
+        return _api_error("Please wait for the answer to your previous message.", 409)
+    except ValueError as exc:
+        return _api_error(str(exc), 400, field="content")
+    return JsonResponse({"session_id": str(session.pk)}, status=201)

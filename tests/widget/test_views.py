@@ -1,0 +1,190 @@
+"""The widget over HTTP: keys, the frame's checks of key, origin and identity, posting as
+the end user, rate limits, and the admins' key page."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from django.test import Client
+
+from agentops.models import AuditEntry, Message, Role, Session, SessionStatus
+from agentops.widget.models import WidgetKey
+from tests.factories import AgentFactory
+from tests.widget.helpers import HOST_ORIGIN, api, frame_token, make_key
+
+pytestmark = pytest.mark.django_db
+
+
+def sign(secret: str, user_id: str) -> str:
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def test_it_frames_the_chat_only_for_the_keys_allowed_origins(client):
+    key, _ = make_key(allowed_origins=[HOST_ORIGIN, "http://127.0.0.1:8010"])
+    response = client.get(f"/widget/frame/?key={key.public_key}&agent={key.agent.slug}")
+    assert response.status_code == 200
+    csp = response["Content-Security-Policy"]
+    assert "frame-ancestors https://shop.example.com http://127.0.0.1:8010" in csp
+    assert "X-Frame-Options" not in response
+    elsewhere = client.get(
+        f"/widget/frame/?key={key.public_key}", HTTP_REFERER="https://evil.example/page"
+    )
+    assert elsewhere.status_code == 403
+    assert "may not be embedded on https://evil.example" in elsewhere.content.decode()
+
+
+def test_it_refuses_unknown_disabled_and_other_agents_keys(client):
+    key, _ = make_key()
+    other = AgentFactory(slug="billing")
+    assert client.get("/widget/frame/?key=pk_nope").status_code == 403
+    refused = client.get(f"/widget/frame/?key={key.public_key}&agent={other.slug}")
+    assert refused.status_code == 403 and "another agent" in refused.content.decode()
+    WidgetKey.objects.filter(pk=key.pk).update(enabled=False)
+    assert client.get(f"/widget/frame/?key={key.public_key}").status_code == 403
+
+
+def test_it_keeps_a_visitor_on_their_signed_id_and_ignores_a_forged_one(client):
+    key, _ = make_key()
+    token = frame_token(client, key)
+    assert api(client, "messages", token, {"content": "hello"}).status_code == 201
+    mine = Session.objects.get()
+    assert mine.external_user.startswith("visitor:") and mine.agent == key.agent
+    cookie = client.cookies["aow_visitor"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/widget/"
+    # Returning later: the same visitor, the same conversation.
+    again = frame_token(client, key)
+    assert api(client, "session", again).json() == {"session_id": str(mine.pk)}
+    # A forged visitor cookie (the id of mine, unsigned or signed by someone else) is
+    # replaced by a new visitor, who does not get my conversation.
+    visitor_id = mine.external_user.removeprefix("visitor:")
+    for forged in (visitor_id, f"{visitor_id}:forged", client.cookies["aow_visitor"].value + "x"):
+        stranger = Client()
+        stranger.cookies["aow_visitor"] = forged
+        token = frame_token(stranger, key)
+        assert api(stranger, "session", token).json() != {"session_id": str(mine.pk)}
+        assert stranger.cookies["aow_visitor"].value != forged
+
+
+def test_it_refuses_a_forged_or_foreign_end_user_token(client):
+    key, _ = make_key()
+    token = frame_token(client, key)
+    for forged in ("", token[:-2] + "xx", token.replace(":", ";", 1)):
+        response = api(client, "messages", forged, {"content": "hi"})
+        assert response.status_code == 403
+        assert "invalid end-user token" in response.json()["error"]
+    assert not Message.objects.exists()
+
+
+def test_it_verifies_the_host_apps_signature_of_its_user(client):
+    key, secret = make_key()
+    _, other_secret = make_key(agent=key.agent)
+    token = frame_token(client, key)
+    for bad in (sign(other_secret, "42"), sign(secret, "43"), "00" * 32, ""):
+        refused = api(client, "identify", token, {"user_id": "42", "user_token": bad})
+        assert refused.status_code == 403
+        assert "user_token is not this user_id signed" in refused.json()["error"]
+    response = api(client, "identify", token, {"user_id": "42", "user_token": sign(secret, "42")})
+    assert response.status_code == 200
+    user_token = response.json()["token"]
+    assert api(client, "messages", user_token, {"content": "I am 42"}).status_code == 201
+    session = Session.objects.get()
+    assert session.external_user == "user:42"
+
+
+def test_it_posts_as_the_end_user_never_as_staff(client, bob):
+    key, _ = make_key()
+    client.force_login(bob)  # a staff login in the same browser changes nothing
+    token = frame_token(client, key)
+    assert api(client, "messages", token, {"content": "hello"}).status_code == 201
+    message = Message.objects.get()
+    assert message.role == Role.USER and message.author is None
+    assert message.session.created_by is None
+
+
+def test_it_refuses_calls_from_other_origins_than_the_frame(client):
+    key, _ = make_key()
+    token = frame_token(client, key)
+    for origin in (HOST_ORIGIN, "https://evil.example", ""):
+        response = api(client, "messages", token, {"content": "hi"}, HTTP_ORIGIN=origin)
+        assert response.status_code == 403
+        assert "calls must come from the chat frame" in response.json()["error"]
+
+
+def test_it_names_the_bad_field(client):
+    key, _ = make_key()
+    token = frame_token(client, key)
+    for body in ({}, {"content": "   "}, {"content": 3}, {"content": "x" * 32_001}):
+        response = api(client, "messages", token, body)
+        assert response.status_code == 400 and response.json()["field"] == "content"
+    assert not Message.objects.exists()
+
+
+def test_it_limits_messages_per_end_user_and_per_key(client):
+    key, _ = make_key(user_messages_per_minute=2, key_messages_per_minute=3)
+    token = frame_token(client, key)
+    session = Session.objects.get(pk=api(client, "session", token).json()["session_id"])
+    # Handed off: messages wait for the operator, so several in a row are accepted.
+    Session.objects.filter(pk=session.pk).update(status=SessionStatus.HANDED_OFF)
+    assert [api(client, "messages", token, {"content": f"m{i}"}).status_code for i in range(2)] == [
+        201,
+        201,
+    ]
+    limited = api(client, "messages", token, {"content": "m3"})
+    assert limited.status_code == 429
+    assert "You are sending messages too fast (at most 2 a minute)" in limited.json()["error"]
+    assert 0 < int(limited["Retry-After"]) <= 60
+    assert session.messages.count() == 2
+    # Another visitor of the same key: the key's own limit (3) is reached after one more.
+    other = Client()
+    token = frame_token(other, key)
+    assert api(other, "messages", token, {"content": "x"}).status_code == 201
+    busy = api(other, "messages", token, {"content": "y"})
+    assert busy.status_code == 429 and "This chat is very busy" in busy.json()["error"]
+
+
+def test_it_lets_admins_create_keys_and_shows_the_secret_once(client, alice, bob):
+    agent = AgentFactory(slug="demo")
+    client.force_login(bob)
+    assert client.get("/widget/keys/").status_code == 403
+    client.force_login(alice)
+    bad = client.post(
+        "/widget/keys/",
+        {
+            "name": "Shop",
+            "agent": "demo",
+            "allowed_origins": "shop.example.com/path",
+            "user_messages_per_minute": 10,
+            "key_messages_per_minute": 100,
+        },
+    )
+    assert bad.status_code == 400 and "is not an origin like" in bad.content.decode()
+    response = client.post(
+        "/widget/keys/",
+        {
+            "name": "Shop",
+            "agent": "demo",
+            "allowed_origins": "https://shop.example.com\nhttp://127.0.0.1:8010",
+            "user_messages_per_minute": 10,
+            "key_messages_per_minute": 100,
+        },
+    )
+    key = WidgetKey.objects.get()
+    page = response.content.decode()
+    secret = key.secret
+    assert secret in page and secret not in key.secret_ciphertext
+    assert key.agent == agent and key.allowed_origins == [
+        "https://shop.example.com",
+        "http://127.0.0.1:8010",
+    ]
+    assert (
+        f'&lt;script src="http://testserver/static/widget.js" data-agent="demo" '
+        f'data-key="{key.public_key}" async&gt;&lt;/script&gt;' in page
+    )
+    listed = client.get("/widget/keys/").content.decode()
+    assert key.public_key in listed and secret not in listed
+    client.post(f"/widget/keys/{key.pk}/enabled", {"enabled": "0"})
+    key.refresh_from_db()
+    assert not key.enabled
+    assert AuditEntry.objects.filter(action="widget_key.disable", actor=alice).exists()
