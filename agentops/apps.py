@@ -9,13 +9,21 @@ class AgentOpsConfig(AppConfig):
     def ready(self) -> None:
         import agentops.signals  # noqa: F401  (login lockouts into the audit log)
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
-        from agentops.hooks import AgentToolAccess, agent_directory, endpoint_keys_rotate
+        from agentops.hooks import (
+            AgentToolAccess,
+            agent_directory,
+            endpoint_keys_rotate,
+            queue_depth,
+            queue_wait,
+        )
         from agentops.idempotency import idempotency_keys_purge
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
         from agentops.runtime.retention import toolcalls_purge
         from memory.agents import agent_directory_register
         from tools.access import tool_access_register
         from tools.rotation import key_rotation_register
+        from tracing.alerts import alert_gauge_register
+        from tracing.models import AlertMetric
         from tracing.retention import retention_hook_register
 
         retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
@@ -23,6 +31,8 @@ class AgentOpsConfig(AppConfig):
         agent_directory_register(directory=agent_directory)
         tool_access_register(access=AgentToolAccess())
         key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)
+        alert_gauge_register(metric=AlertMetric.QUEUE_DEPTH, gauge=queue_depth)
+        alert_gauge_register(metric=AlertMetric.QUEUE_WAIT, gauge=queue_wait)
         from agentops.webhooks.services import webhooks_purge
 
         retention_hook_register(name="agentops.webhooks", hook=webhooks_purge)

@@ -4,7 +4,8 @@ they know no agentops table, so agentops answers for its own tables.
 - memory pages: the agent directory (memory.agents);
 - tool pages: which agents may call a tool, the Agent.tools relation (tools.access);
 - key rotation: the model endpoints' API keys (tools.rotation);
-- retention: old tool calls (tracing.retention; agentops.runtime.retention).
+- retention: old tool calls (tracing.retention; agentops.runtime.retention);
+- alerts: the run queue's depth and oldest wait as gauges (tracing.alerts).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from django.db.models import Count
 
 from agentops.models import Agent, ModelEndpoint
+from agentops.selectors import run_queue_summary
 from memory.agents import MemoryAgent
 from tools.access import ToolCaller
 from tools.rotation import Rotate
@@ -69,3 +71,19 @@ def endpoint_keys_rotate(rotate: Rotate) -> int:
         )
         count += 1
     return count
+
+
+def queue_depth(agent: str) -> float:
+    """Runs waiting for a worker (held ones included), of one agent or ("") of all."""
+    summary = run_queue_summary()
+    if not agent:
+        return float(summary.queued)
+    return float(sum(a.queued for a in summary.agents if a.agent == agent))
+
+
+def queue_wait(agent: str) -> float:
+    """Seconds the oldest queued run (of one agent, or of all) has waited; 0 with none."""
+    summary = run_queue_summary()
+    rows = [a for a in summary.agents if not agent or a.agent == agent]
+    waits = [a.oldest_wait.total_seconds() for a in rows if a.oldest_wait is not None]
+    return max(waits, default=0.0)

@@ -6,6 +6,7 @@ twice at once (rules are locked while evaluated).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,11 +21,24 @@ from tracing.models import AlertEvent, AlertMetric, AlertRule, AlertState
 
 log = get_logger(__name__)
 
+# A gauge reads a metric's value now for an agent slug ("" for all agents).
+Gauge = Callable[[str], float | None]
+_gauges: dict[str, Gauge] = {}
+
+
+def alert_gauge_register(*, metric: str, gauge: Gauge) -> None:
+    """Let an upper app answer for a metric this app cannot read (the run queue lives in
+    agentops' tables): rules on it fire when `gauge(agent)` is above their threshold."""
+    _gauges[metric] = gauge
+
 
 def alert_value(*, rule: AlertRule, now: datetime | None = None) -> float | None:
-    """The rule's metric over its window from the rollups (None: not enough data to judge)."""
+    """The rule's metric over its window from the rollups, or now from a registered gauge
+    (None: not enough data to judge)."""
     from tracing.selectors import metrics_totals
 
+    if rule.metric in _gauges:
+        return _gauges[rule.metric](rule.agent)
     now = now or timezone.now()
     totals = metrics_totals(
         since=now - timedelta(minutes=rule.window_minutes), until=now, agent=rule.agent
@@ -63,7 +77,8 @@ def _describe(rule: AlertRule, state: str, value: float | None) -> str:
         )
     else:
         shown = "n/a" if value is None else f"{value:.4g}"
-        what = f"{rule.get_metric_display()} is {shown} (threshold {rule.threshold:g}, {rule.window_minutes} min)"
+        window = "now" if rule.metric in _gauges else f"{rule.window_minutes} min"
+        what = f"{rule.get_metric_display()} is {shown} (threshold {rule.threshold:g}, {window})"
     return f"{rule.name} {state}: {what} [{scope}]"[:500]
 
 

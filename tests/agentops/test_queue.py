@@ -11,6 +11,8 @@ from django.utils import timezone
 from agentops.models import Run, RunStatus
 from agentops.selectors import run_queue_summary
 from tests.factories import AgentFactory, SessionFactory
+from tracing.alerts import alerts_evaluate
+from tracing.models import AlertMetric, AlertRule, AlertState
 from tracing.templatetags.tracing_tags import ms
 
 
@@ -80,3 +82,26 @@ def test_it_shows_an_empty_queue_on_the_home_page(client, charlie):
     html = client.get(reverse("home")).content.decode()
     assert "<strong data-queued>0</strong>" in html
     assert "<strong data-oldest-wait>\u2013</strong>" in html
+
+
+def test_it_fires_alert_rules_on_queue_depth_and_wait(db):
+    now = timezone.now()
+    queue_of_two_agents(now)
+    for name, metric, agent, threshold in [
+        ("deep", AlertMetric.QUEUE_DEPTH, "", 2),
+        ("beta deep", AlertMetric.QUEUE_DEPTH, "q-beta", 1),
+        ("slow", AlertMetric.QUEUE_WAIT, "", 300),
+        ("beta slow", AlertMetric.QUEUE_WAIT, "q-beta", 120),
+    ]:
+        AlertRule.objects.create(name=name, metric=metric, agent=agent, threshold=threshold)
+    fired = alerts_evaluate()
+    assert {e.rule.name for e in fired} == {"deep", "slow"}
+    assert {e.state for e in fired} == {AlertState.FIRING}
+    (slow,) = [e for e in fired if e.rule.name == "slow"]
+    assert 330 <= slow.value < 340 and "(threshold 300, now)" in slow.message
+    Run.objects.filter(status=RunStatus.QUEUED).update(status=RunStatus.RUNNING)
+    resolved = alerts_evaluate()
+    assert {(e.rule.name, e.state, e.value) for e in resolved} == {
+        ("deep", AlertState.RESOLVED, 0),
+        ("slow", AlertState.RESOLVED, 0),
+    }
