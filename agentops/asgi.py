@@ -15,15 +15,21 @@ django_asgi_app = get_asgi_application()
 from agentops.event_streams import EventStreams  # noqa: E402
 from agentops.openai_compat.app import mount  # noqa: E402
 from agentops.routing import websocket_urlpatterns  # noqa: E402
-from agentops.websocket import ApiKeyOrSiteOrigin, SiteOriginValidator  # noqa: E402
+from agentops.websocket import (  # noqa: E402
+    ApiKeyOrSiteOrigin,
+    DatabaseUnavailableClose,
+    SiteOriginValidator,
+)
 
 websocket_routes = URLRouter(websocket_urlpatterns)
 application = ProtocolTypeRouter(
     {
         # /api/…/events (SSE) and /v1/ (the OpenAI-compatible endpoint), then Django
         "http": EventStreams(mount(django_asgi_app)),
-        "websocket": ApiKeyOrSiteOrigin(
-            websocket_routes, SiteOriginValidator(AuthMiddlewareStack(websocket_routes))
+        "websocket": DatabaseUnavailableClose(
+            ApiKeyOrSiteOrigin(
+                websocket_routes, SiteOriginValidator(AuthMiddlewareStack(websocket_routes))
+            )
         ),
     }
 )

@@ -10,9 +10,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from agentops.auth import api_key_user
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -100,3 +104,46 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.close(code=4404)
+
+
+TRY_AGAIN_LATER = 1013  # RFC 6455: the server is overloaded; reconnect later
+
+
+class DatabaseUnavailableClose:
+    """A handshake that needs the database (the login session, the role, the snapshot) while
+    no connection is to be had — the pool gave none within DB_POOL_TIMEOUT, or Postgres
+    refused — is accepted and closed with 1013 (Try Again Later), the WebSocket's 503, rather
+    than failing with a 500 the browser sees as a bare 1006. Clients reconnect after a pause
+    (static/agentops/stream.js backs off)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        sent: set[str] = set()
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            sent.add(message["type"])
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, tracking_send)
+        except DatabaseError as exc:
+            cause = exc.__cause__ or exc
+            log.warning(
+                "database.unavailable",
+                path=scope.get("path", ""),
+                error_class=type(cause).__name__,
+                error=str(cause).strip()[:300],
+            )
+            if "websocket.close" in sent:
+                return
+            if "websocket.accept" not in sent:
+                await send({"type": "websocket.accept"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": TRY_AGAIN_LATER,
+                    "reason": "The database is busy or unavailable; reconnect in a few seconds.",
+                }
+            )

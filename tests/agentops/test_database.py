@@ -1,3 +1,5 @@
+import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -7,6 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from django.db import connection
+from django.test import Client
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from agentops.auth import api_key_create
 from agentops.models import RunStatus, Session
@@ -134,3 +139,34 @@ def test_it_answers_503_while_postgres_refuses_and_recovers_by_itself(pooled_web
         while (status := client.get(f"/api/sessions/{session.pk}").status_code) != 200:
             assert status == 503 and time.monotonic() < deadline
             time.sleep(0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_closes_a_websocket_with_try_again_later_while_postgres_refuses(pooled_web, bob):
+    session = SessionFactory()
+    browser = Client()
+    browser.force_login(bob)
+    url = pooled_web.replace("http://", "ws://") + f"/ws/sessions/{session.pk}/"
+
+    async def first_message() -> tuple[int | None, str]:
+        async with connect(
+            url,
+            additional_headers={"Cookie": f"sessionid={browser.cookies['sessionid'].value}"},
+            origin=pooled_web,
+        ) as ws:
+            try:
+                return None, json.loads(await asyncio.wait_for(ws.recv(), 20))["kind"]
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return closed.rcvd.code, closed.rcvd.reason
+
+    assert asyncio.run(first_message()) == (None, "snapshot")
+    postgres_end_backends(application_name=WEB_APP_NAME)
+    with postgres_full():
+        code, reason = asyncio.run(first_message())
+    assert code == 1013 and "database" in reason
+    deadline = time.monotonic() + 60
+    while asyncio.run(first_message())[0] == 1013:  # the pool reconnects by itself
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert asyncio.run(first_message()) == (None, "snapshot")
