@@ -14,8 +14,8 @@ from websockets.exceptions import ConnectionClosed
 
 from agentops.models import Run
 from agentops.services import user_active_set, user_role_set
+from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory
-from tests.operators.helpers import make_handoff
 from tracing.consumers import FORBIDDEN as REFUSED
 from tracing.consumers import SIGN_IN
 

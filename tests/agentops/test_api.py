@@ -8,9 +8,9 @@ from django.test import Client
 
 from agentops.auth import api_key_create
 from agentops.models import Message, Run, RunStatus, Session, ToolCall, ToolCallStatus
+from tests.agentops.operators.helpers import make_handoff
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import SessionFactory, UserFactory
-from tests.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,9 +19,9 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
+from tests.agentops.operators.helpers import make_handoff
 from tests.agentops.runtime.helpers import wait_for_package, wait_for_run
 from tests.factories import SessionFactory, UserFactory
-from tests.operators.helpers import make_handoff
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from agentops.models import AuditEntry, Team
 from agentops.selectors import team_is_working, teams_list
 from agentops.services import team_save
-from tests.operators.helpers import make_handoff
+from tests.agentops.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.usefixtures("db")
 

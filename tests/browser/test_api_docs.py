@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
+from tests.agentops.observe.test_browser import watch_console
 from tests.browser.conftest import screenshot
-from tests.observe.test_browser import watch_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -9,10 +9,10 @@ import pytest
 from playwright.sync_api import expect
 
 from agentops.models import Handoff, HandoffStatus, Run, RunStatus
+from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot
 from tests.browser.test_console import send, start_session
 from tests.factories import UserFactory
-from tests.operators.helpers import make_handoff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

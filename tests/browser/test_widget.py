@@ -15,8 +15,8 @@ from agentops.models import Handoff, HandoffStatus, Message, Role, Session
 from agentops.testing.processes import free_port
 from agentops.widget.demo import demo_server
 from agentops.widget.services import widget_key_create
+from tests.agentops.console.test_views import XSS
 from tests.browser.conftest import login, screenshot
-from tests.console.test_views import XSS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

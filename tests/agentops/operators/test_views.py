@@ -22,9 +22,9 @@ from agentops.models import (
 from agentops.operators.selectors import handoff_figures
 from agentops.operators.services import handoff_claim
 from memory.models import Memory
+from tests.agentops.observe.conftest import communicator, receive_until, run_async, session_cookie
+from tests.agentops.operators.helpers import make_handoff
 from tests.factories import AgentFactory, SessionFactory, UserFactory
-from tests.observe.conftest import communicator, receive_until, run_async, session_cookie
-from tests.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

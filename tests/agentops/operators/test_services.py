@@ -26,8 +26,8 @@ from agentops.operators.services import (
     handoff_reassign,
     handoff_reply,
 )
+from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory
-from tests.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,8 @@ from django.test import Client
 
 from agentops.models import AuditEntry, Message, Role, Session, SessionStatus
 from agentops.widget.models import WidgetKey
+from tests.agentops.widget.helpers import HOST_ORIGIN, api, frame_token, make_key
 from tests.factories import AgentFactory
-from tests.widget.helpers import HOST_ORIGIN, api, frame_token, make_key
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from agentops.observe.consumers import RunConsumer
-from tests.factories import UserFactory
-from tests.observe.conftest import (
+from tests.agentops.observe.conftest import (
     communicator,
     joined,
     receive_until,
@@ -20,6 +19,7 @@ from tests.observe.conftest import (
     session_cookie,
     span_seqs,
 )
+from tests.factories import UserFactory
 from tracing.consumers import coalesce
 from tracing.emit import Tracer
 from tracing.live import (

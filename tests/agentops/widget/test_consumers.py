@@ -11,8 +11,8 @@ from asgiref.sync import sync_to_async
 from agentops.models import Message, Role, Run, RunStatus
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.widget.services import EndUser, enduser_session_open, enduser_token_issue
-from tests.observe.conftest import communicator, run_async
-from tests.widget.helpers import make_key
+from tests.agentops.observe.conftest import communicator, run_async
+from tests.agentops.widget.helpers import make_key
 from tracing.live import wait_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,8 +16,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from agentops.auth import api_key_create
 from agentops.models import Run, RunStatus
 from agentops.testing.processes import child_env, free_port, start_web, start_worker
+from tests.agentops.observe.conftest import (
+    communicator,
+    receive_until,
+    run_async,
+    session_cookie,
+    span_seqs,
+)
 from tests.agentops.runtime.helpers import wait_for_run
-from tests.observe.conftest import communicator, receive_until, run_async, session_cookie, span_seqs
 from tools.services import python_tools_sync
 from tracing.models import Span
 from tracing.rollups import rollup_metrics
