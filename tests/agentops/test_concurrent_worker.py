@@ -33,18 +33,19 @@ from agentops.testing.processes import (
     start_worker,
 )
 from agentops.testing.tools import side_effects_log
-from tests.agentops.runtime.helpers import wait_for_run
-from tools.services import python_tools_sync
+from tests.agentops.runtime.helpers import (
+    agent_with_python_tools,
+    side_effects_forget,
+    wait_for_run,
+    wait_for_side_effects,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def agent(dev_agent):
-    dev_agent.tools.add(*python_tools_sync())
-    dev_agent.max_steps = 10
-    dev_agent.save()
-    return dev_agent
+    return agent_with_python_tools(dev_agent, max_steps=10)
 
 
 QUEUE = "tests"  # configured by agentops.testing.settings, as in the suite
@@ -91,23 +92,6 @@ def _post(agent, count: int, content: str, *, enqueue: bool = True) -> list[Run]
             _enqueue(run)
         runs.append(run)
     return runs
-
-
-def _wait_for_side_effects(count: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if (
-            side_effects_log().exists()
-            and len(side_effects_log().read_text().splitlines()) >= count
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the tool never started")
-
-
-def _forget_side_effects() -> None:
-    if side_effects_log().exists():
-        side_effects_log().unlink()
 
 
 def test_it_drives_many_runs_at_once_in_one_process(concurrent_worker, agent, devmodel, model_name):
@@ -157,9 +141,9 @@ def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
 
 
 def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, agent):
-    _forget_side_effects()
+    side_effects_forget()
     (run,) = _post(agent, 1, 'call slow_lookup {"label": "c", "seconds": 3}')
-    _wait_for_side_effects(1)  # the run's thread is inside the tool
+    wait_for_side_effects(1)  # the run's thread is inside the tool
     run_cancel(run=run)
     time.sleep(5)  # the tool ends; its result must not be written
     run.refresh_from_db()
@@ -168,12 +152,12 @@ def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, agent):
 
 
 def test_it_fails_a_run_that_goes_over_its_time_limit(agent, settings):
-    _forget_side_effects()
+    side_effects_forget()
     settings.RUN_JOB_TIMEOUT = 10  # the job's limit is set where it is enqueued
     proc = _start(child_env(WORKER_CONCURRENCY="4"))
     try:
         (slow,) = _post(agent, 1, 'call slow_lookup {"label": "t", "seconds": 25}')
-        _wait_for_side_effects(1)
+        wait_for_side_effects(1)
         slow = wait_for_run(slow.pk, timeout=40)
         assert slow.status == RunStatus.FAILED
         assert slow.error_class == "timeout"
@@ -191,7 +175,7 @@ def test_it_fails_a_run_that_goes_over_its_time_limit(agent, settings):
 
 @pytest.mark.timeout(300)
 def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(agent, devmodel, model_name):
-    _forget_side_effects()
+    side_effects_forget()
     devmodel.script(model_name, latency=0.5)
     env = child_env(WORKER_CONCURRENCY="25", RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
     victim = _start(env, name="victim")

@@ -29,19 +29,19 @@ from agentops.testing.processes import (
     start_web,
     start_worker,
 )
-from agentops.testing.tools import side_effects_log
-from tests.agentops.runtime.helpers import wait_for_run
-from tools.services import python_tools_sync
+from tests.agentops.runtime.helpers import (
+    agent_with_python_tools,
+    side_effects_forget,
+    wait_for_run,
+    wait_for_side_effects,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def agent(dev_agent):
-    dev_agent.tools.add(*python_tools_sync())
-    dev_agent.max_steps = 10
-    dev_agent.save()
-    return dev_agent
+    return agent_with_python_tools(dev_agent, max_steps=10)
 
 
 def kill_redis() -> None:
@@ -50,16 +50,6 @@ def kill_redis() -> None:
     deadline = time.monotonic() + 10
     while embedded.redis_answers(embedded.redis_socket()) and time.monotonic() < deadline:
         time.sleep(0.02)
-
-
-def wait_for_side_effects(count: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = side_effects_log()
-        if log.exists() and len(log.read_text().splitlines()) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} tool executions after {timeout} s")
 
 
 def post_message(base: str, key: str, session_id: str, content: str) -> tuple[int, dict]:
@@ -79,8 +69,7 @@ def post_message(base: str, key: str, session_id: str, content: str) -> tuple[in
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("worker_class", [FORKING_WORKER, CONCURRENT_WORKER])
 def test_it_finishes_every_run_when_redis_is_killed_and_restarted(agent, bob, worker_class):
-    if side_effects_log().exists():
-        side_effects_log().unlink()
+    side_effects_forget()
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
     port = free_port()
     procs = [

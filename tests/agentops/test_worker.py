@@ -19,17 +19,19 @@ from agentops.testing.processes import (
     postgres_full,
     start_scheduler,
 )
-from agentops.testing.tools import side_effects_log
-from tests.agentops.runtime.helpers import wait_for_run
-from tools.services import python_tools_sync
+from tests.agentops.runtime.helpers import (
+    agent_with_python_tools,
+    side_effects_forget,
+    wait_for_run,
+    wait_for_side_effects,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def agent(dev_agent):
-    dev_agent.tools.add(*python_tools_sync())
-    return dev_agent
+    return agent_with_python_tools(dev_agent)
 
 
 def backend_of_a_run(agent) -> int:
@@ -54,15 +56,12 @@ def test_it_serves_consecutive_work_horses_from_one_backend(worker, agent):
 
 def test_it_drops_the_connection_of_a_killed_work_horse(worker, agent):
     lent = backend_of_a_run(agent)
-    if side_effects_log().exists():
-        side_effects_log().unlink()
+    side_effects_forget()
     session = session_create(agent=agent, external_user="frank")
     run = session_post_message(
         session=session, content='call side_effect {"label": "k", "seconds": 30}'
     )
-    deadline = time.monotonic() + 30
-    while not side_effects_log().exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the horse is inside the tool
+    wait_for_side_effects()  # the horse is inside the tool
     run.refresh_from_db()
     horse = int(run.worker.rsplit(":", 1)[1])
     os.kill(horse, signal.SIGKILL)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import time
 
-from agentops.models import Run, RunStatus
+from agentops.models import Agent, Run, RunStatus
+from agentops.testing.tools import side_effects_log
+from tools.services import python_tools_sync
 from tracing.models import Span
 
 DONE = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HANDED_OFF, RunStatus.CANCELLED}
@@ -19,6 +21,30 @@ def wait_for_run(run_id, statuses=DONE, timeout: float = 60.0) -> Run:
     raise AssertionError(
         f"run {run_id} still {run.status} after {timeout} s ({run.error_class}: {run.error_message})"
     )
+
+
+def agent_with_python_tools(agent: Agent, **fields: object) -> Agent:
+    """The agent with the test tools of `agentops.testing.tools` and the given fields saved."""
+    agent.tools.add(*python_tools_sync())
+    for name, value in fields.items():
+        setattr(agent, name, value)
+    agent.save()
+    return agent
+
+
+def side_effects_forget() -> None:
+    side_effects_log().unlink(missing_ok=True)
+
+
+def wait_for_side_effects(count: int = 1, timeout: float = 30.0) -> None:
+    """Until the test tools have logged `count` executions (one: a tool has started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = side_effects_log()
+        if log.exists() and len(log.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} tool executions after {timeout} s")
 
 
 def span_names(run_id) -> list[str]:

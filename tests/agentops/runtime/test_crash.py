@@ -4,17 +4,18 @@ import pytest
 
 from agentops.testing.chaos import KILL_MODES, THREADED_KILL_MODES, chaos_run
 from agentops.testing.processes import CONCURRENT_WORKER, FORKING_WORKER, child_env
-from tools.services import python_tools_sync
+from tests.agentops.runtime.helpers import (
+    agent_with_python_tools,
+    side_effects_forget,
+    wait_for_side_effects,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def chaos_agent(dev_agent):
-    dev_agent.tools.add(*python_tools_sync())
-    dev_agent.max_steps = 10
-    dev_agent.save()
-    return dev_agent
+    return agent_with_python_tools(dev_agent, max_steps=10)
 
 
 @pytest.mark.timeout(600)
@@ -47,20 +48,6 @@ def test_it_survives_twenty_kills_without_losing_or_repeating_work(
     assert set(figures["handoff_reasons"]) <= {"tool outcome unknown"}
 
 
-def _wait_for_side_effect(label_count: int, timeout: float = 30.0) -> None:
-    import time
-
-    from agentops.testing.tools import side_effects_log
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = side_effects_log()
-        if log.exists() and len(log.read_text().splitlines()) >= label_count:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the tool never started")
-
-
 @pytest.mark.parametrize(
     ("tool", "expected_status", "executions"),
     [("side_effect", "handed_off", 1), ("slow_lookup", "succeeded", 2)],
@@ -75,14 +62,13 @@ def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
     from agentops.testing.tools import side_effects_log
     from tests.agentops.runtime.helpers import wait_for_run
 
-    if side_effects_log().exists():
-        side_effects_log().unlink()
+    side_effects_forget()
     env = child_env()
     victim = start_worker(env, name="victim")
     try:
         session = session_create(agent=chaos_agent, external_user="erin")
         run = session_post_message(session=session, content=f"chain 1 {tool} 3")
-        _wait_for_side_effect(1)
+        wait_for_side_effects(1)
         assert kill(victim, "horse") is not None
     finally:
         victim.stop()
@@ -120,11 +106,9 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
     from agentops.runtime.services import session_create, session_post_message
     from agentops.testing.chaos import ChaosReport, verify
     from agentops.testing.processes import start_scheduler, start_worker
-    from agentops.testing.tools import side_effects_log
     from tests.agentops.runtime.helpers import wait_for_run
 
-    if side_effects_log().exists():
-        side_effects_log().unlink()
+    side_effects_forget()
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
     procs = [start_scheduler(env), start_worker(env, name="a"), start_worker(env, name="b")]
     run_ids = [
@@ -135,7 +119,7 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
         for i in range(4)
     ]
     try:
-        _wait_for_side_effect(2)
+        wait_for_side_effects(2)
         assert embedded.stop_redis()
         embedded.start_redis()
         assert embedded.stop_postgres()
@@ -166,8 +150,7 @@ def test_it_never_repeats_a_call_already_found_in_doubt(chaos_agent, worker):
     from agentops.testing.tools import side_effects_log
     from tests.agentops.runtime.helpers import wait_for_run
 
-    if side_effects_log().exists():
-        side_effects_log().unlink()
+    side_effects_forget()
     session = session_create(agent=chaos_agent, external_user="erin")
     (trigger,) = messages_append(
         session_id=session.pk, messages=[Message(role="user", content="chain 1 side_effect 0")]

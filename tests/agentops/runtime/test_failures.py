@@ -9,9 +9,8 @@ from agentops.models import AgentFallback, Handoff, Message, Role, RunStatus
 from agentops.observe.selectors import failures_grouped
 from agentops.runtime.services import runs_reconcile, session_create, session_post_message
 from agentops.testing.processes import free_port
-from tests.agentops.runtime.helpers import spans, wait_for_run
+from tests.agentops.runtime.helpers import agent_with_python_tools, spans, wait_for_run
 from tests.factories import EndpointFactory
-from tools.services import python_tools_sync
 from tracing.models import Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,10 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def session(dev_agent):
-    dev_agent.tools.add(*python_tools_sync())
-    dev_agent.retry_max_attempts = 3
-    dev_agent.save()
-    return session_create(agent=dev_agent, external_user="erin")
+    agent = agent_with_python_tools(dev_agent, retry_max_attempts=3)
+    return session_create(agent=agent, external_user="erin")
 
 
 def attempts(run_id):

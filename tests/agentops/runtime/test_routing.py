@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 from datetime import timedelta
 
 import psutil
@@ -19,10 +18,16 @@ from agentops.runtime.services import (
     toolcall_decide,
 )
 from agentops.testing.processes import child_env, start_worker
-from tests.agentops.runtime.helpers import spans, wait_for_run
+from tests.agentops.runtime.helpers import (
+    agent_with_python_tools,
+    side_effects_forget,
+    spans,
+    wait_for_run,
+    wait_for_side_effects,
+)
 from tests.factories import EndpointFactory
 from tools.models import ToolDefinition
-from tools.services import python_tools_sync, tool_save
+from tools.services import tool_save
 from tracing.models import Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,10 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def agent(dev_agent):
-    dev_agent.tools.add(*python_tools_sync())
-    dev_agent.retry_max_attempts = 1
-    dev_agent.save()
-    return dev_agent
+    return agent_with_python_tools(dev_agent, retry_max_attempts=1)
 
 
 def ask(agent, content):
@@ -156,14 +158,9 @@ def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
     first = start_worker(env, name="first")
     rescuer = None
     try:
-        from agentops.testing.tools import side_effects_log
-
-        if side_effects_log().exists():
-            side_effects_log().unlink()
+        side_effects_forget()
         session, run = ask(agent, "chain 1 slow_lookup 2")
-        deadline = time.monotonic() + 30
-        while not side_effects_log().exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the tool has started
+        wait_for_side_effects()  # the tool has started
         run.refresh_from_db()
         job_pid = int(run.worker.rsplit(":", 1)[1])
         os.kill(job_pid, signal.SIGSTOP)  # the job process freezes mid-tool; its heartbeat stops
