@@ -19,14 +19,9 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from _setup import django_setup
+from _setup import django_setup, percentile
 
 APP_NAME = "agentops-bench-web"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def main() -> int:

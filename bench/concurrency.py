@@ -18,22 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 import uuid
 from typing import Any
 
-from _setup import django_setup
+from _setup import devmodel_script, devmodel_start, django_setup, percentile
 
 FORKING = "agentops.worker.Worker"
 CONCURRENT = "agentops.worker.ConcurrentWorker"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 class RssSampler(threading.Thread):
@@ -85,38 +79,18 @@ def main() -> int:
     from agentops.models import FINISHED_RUN_STATUSES, Run
     from agentops.runtime.services import session_create, session_post_message
     from agentops.testing.processes import (
-        Proc,
         child_env,
-        free_port,
         start_scheduler,
         start_worker,
-        wait_http,
     )
     from tests.factories import AgentFactory, EndpointFactory
 
-    port = free_port()
-    devmodel = Proc(
-        [sys.executable, "-m", "agentops.devmodel.server", "--port", str(port)],
-        dict(os.environ),
-        "bench-devmodel",
-    )
-    wait_http(f"http://127.0.0.1:{port}/healthz")
-    base_url = f"http://127.0.0.1:{port}/v1"
-
-    def script(model: str, latency: float) -> None:
-        import urllib.request
-
-        body = json.dumps({"model": model, "latency": latency}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/_control/script",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - loopback only
+    devmodel, devmodel_base = devmodel_start()
+    base_url = f"{devmodel_base}/v1"
 
     def agent_for(latency: float, limit: int | None = None) -> Any:
         model = f"bench-{uuid.uuid4().hex[:8]}"
-        script(model, latency)
+        devmodel_script(devmodel_base, {"model": model, "latency": latency})
         endpoint = EndpointFactory(
             name=model, base_url=base_url, default_model=model, timeout_seconds=60
         )

@@ -19,12 +19,7 @@ import time
 import uuid
 from collections import defaultdict
 
-from _setup import django_setup
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+from _setup import django_setup, percentile
 
 
 def main() -> int:

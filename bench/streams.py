@@ -24,16 +24,8 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+from _setup import devmodel_script, devmodel_start, django_setup, percentile
 
 
 async def clients_main(urls: list[str], cookie: str, origin: str, expect: int, timeout: float):
@@ -78,9 +70,9 @@ async def clients_main(urls: list[str], cookie: str, origin: str, expect: int, t
             {
                 "tokens_received": len(latencies),
                 "tokens_per_client_min": min(received),
-                "p50_ms": round(pct(latencies, 50), 1),
-                "p95_ms": round(pct(latencies, 95), 1),
-                "p99_ms": round(pct(latencies, 99), 1),
+                "p50_ms": round(percentile(latencies, 50), 1),
+                "p95_ms": round(percentile(latencies, 95), 1),
+                "p99_ms": round(percentile(latencies, 99), 1),
                 "max_ms": round(max(latencies), 1) if latencies else None,
             }
         ),
@@ -96,8 +88,6 @@ def main() -> int:
     parser.add_argument("--word-delay", type=float, default=0.05, help="seconds between words")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
-    from _setup import django_setup
 
     django_setup()
     from django.test import Client
@@ -106,43 +96,26 @@ def main() -> int:
     from agentops.runtime.services import session_create, session_post_message
     from agentops.testing.processes import (
         CONCURRENT_WORKER,
-        Proc,
         child_env,
         free_port,
         start_scheduler,
         start_web,
         start_worker,
-        wait_http,
     )
     from tests.factories import AgentFactory, EndpointFactory, UserFactory
 
     count = args.conversations
-    model_port = free_port()
-    devmodel = Proc(
-        [sys.executable, "-m", "agentops.devmodel.server", "--port", str(model_port)],
-        dict(os.environ),
-        "bench-devmodel",
-    )
-    wait_http(f"http://127.0.0.1:{model_port}/healthz")
+    devmodel, devmodel_base = devmodel_start()
     model = f"bench-{uuid.uuid4().hex[:8]}"
     script = {
         "model": model,
         "latency": args.latency,
         "faults": [{"stream_delay": args.word_delay, "stamp": True}] * count,
     }
-    import urllib.request
-
-    urllib.request.urlopen(
-        urllib.request.Request(
-            f"http://127.0.0.1:{model_port}/_control/script",
-            data=json.dumps(script).encode(),
-            headers={"Content-Type": "application/json"},
-        ),
-        timeout=5,
-    ).read()
+    devmodel_script(devmodel_base, script)
     endpoint = EndpointFactory(
         name=model,
-        base_url=f"http://127.0.0.1:{model_port}/v1",
+        base_url=f"{devmodel_base}/v1",
         default_model=model,
         timeout_seconds=60,
     )
@@ -207,7 +180,7 @@ def main() -> int:
         "worker_processes": args.workers,
         "statuses": statuses,
         "all_done_in_s": round(elapsed, 2),
-        "time_to_done_p95_s": round(pct(done, 95), 2),
+        "time_to_done_p95_s": round(percentile(done, 95), 2),
         "emit_to_browser": streamed,
         "tokens_expected": expect * count,
     }

@@ -24,17 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return (
-        ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-        if ordered
-        else float("nan")
-    )
-
+from _setup import django_setup, percentile
 
 # --- the clients (child process) --------------------------------------------------------------
 
@@ -90,9 +80,9 @@ async def clients_main(
             {
                 "received_per_client_min": min(len(s) for s in seen),
                 "messages_per_client_mean": round(statistics.mean(messages), 1),
-                "p50_ms": round(pct(everything, 50), 2),
-                "p95_ms": round(pct(everything, 95), 2),
-                "p99_ms": round(pct(everything, 99), 2),
+                "p50_ms": round(percentile(everything, 50), 2),
+                "p95_ms": round(percentile(everything, 95), 2),
+                "p99_ms": round(percentile(everything, 99), 2),
                 "max_ms": round(max(everything), 2) if everything else None,
             }
         ),
@@ -220,8 +210,6 @@ def latency_run(
 
 
 def main() -> int:
-    sys.path.insert(0, str(HERE))
-    from _setup import django_setup
 
     django_setup()
     from django.test import Client

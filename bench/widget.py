@@ -18,9 +18,10 @@ import json
 import os
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
+
+from _setup import devmodel_script, devmodel_start, django_setup, percentile
 
 HERE = Path(__file__).resolve().parent
 WIDGET_JS = HERE.parent / "agentops" / "widget" / "static" / "widget.js"
@@ -40,11 +41,6 @@ MEASURE = """() => { window.aowMeasured = new Promise((resolve) => {
 }); }"""
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def script_size() -> dict[str, int]:
     raw = WIDGET_JS.read_bytes()
     return {"widget_js_bytes": len(raw), "widget_js_gzip_bytes": len(gzip.compress(raw, 9))}
@@ -55,50 +51,31 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--word-delay", type=float, default=0.05)
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
-    from _setup import django_setup
 
     django_setup()
     from playwright.sync_api import sync_playwright
 
     from agentops.models import Run
     from agentops.testing.processes import (
-        Proc,
         child_env,
         free_port,
         start_web,
         start_worker,
-        wait_http,
     )
     from agentops.widget.demo import demo_server
     from agentops.widget.services import widget_key_create
     from tests.browser.conftest import CHROMIUM_ARGS
     from tests.factories import AgentFactory, EndpointFactory
 
-    model_port = free_port()
-    devmodel = Proc(
-        [sys.executable, "-m", "agentops.devmodel.server", "--port", str(model_port)],
-        dict(os.environ),
-        "bench-devmodel",
-    )
-    wait_http(f"http://127.0.0.1:{model_port}/healthz")
+    devmodel, devmodel_base = devmodel_start()
     model = f"bench-{uuid.uuid4().hex[:8]}"
     script = {
         "model": model,
         "latency": 0,
         "faults": [{"stream_delay": args.word_delay}] * (args.messages + 1),
     }
-    urllib.request.urlopen(
-        urllib.request.Request(
-            f"http://127.0.0.1:{model_port}/_control/script",
-            data=json.dumps(script).encode(),
-            headers={"Content-Type": "application/json"},
-        ),
-        timeout=5,
-    ).read()
-    endpoint = EndpointFactory(
-        name=model, base_url=f"http://127.0.0.1:{model_port}/v1", default_model=model
-    )
+    devmodel_script(devmodel_base, script)
+    endpoint = EndpointFactory(name=model, base_url=f"{devmodel_base}/v1", default_model=model)
     agent = AgentFactory(slug=model, endpoint=endpoint, memory_enabled=False)
     host_port = free_port()
     key, secret = widget_key_create(
@@ -148,8 +125,8 @@ def main() -> int:
         **script_size(),
         "messages": len(firsts),
         "send_to_first_token_ms": {
-            "p50": round(pct(firsts, 50), 1),
-            "p95": round(pct(firsts, 95), 1),
+            "p50": round(percentile(firsts, 50), 1),
+            "p95": round(percentile(firsts, 95), 1),
             "max": round(max(firsts), 1),
         },
     }
