@@ -133,6 +133,18 @@ def _resolve(*, handoff: Handoff, user: Any, resolution: str) -> Handoff:
     return handoff
 
 
+def _resolved_announce(handoff: Handoff) -> None:
+    """Tells the ops feed, the session's viewers and the webhooks that the handoff ended."""
+    _ops_event("handoff.resolved", handoff, resolution=handoff.resolution)
+    broadcast(
+        session_group(handoff.session_id),
+        {"kind": "handoff.resolved", "handoff_id": handoff.pk, "resolution": handoff.resolution},
+    )
+    webhook_handoff_event(
+        type="handoff.closed", handoff=handoff, key="0", resolution=handoff.resolution
+    )
+
+
 @transaction.atomic
 def handoff_hand_back(*, handoff: Handoff, user: Any) -> Run:
     """Give the conversation back to the agent: it resumes with the operator's messages."""
@@ -152,14 +164,7 @@ def handoff_hand_back(*, handoff: Handoff, user: Any) -> Run:
         target=f"handoff {handoff.pk}",
         run=str(run.pk),
     )
-    _ops_event("handoff.resolved", handoff, resolution=handoff.resolution)
-    broadcast(
-        session_group(session.pk),
-        {"kind": "handoff.resolved", "handoff_id": handoff.pk, "resolution": handoff.resolution},
-    )
-    webhook_handoff_event(
-        type="handoff.closed", handoff=handoff, key="0", resolution=handoff.resolution
-    )
+    _resolved_announce(handoff)
     return run
 
 
@@ -176,14 +181,7 @@ def handoff_close(*, handoff: Handoff, user: Any) -> Handoff:
         session=handoff.session,
         target=f"handoff {handoff.pk}",
     )
-    _ops_event("handoff.resolved", handoff, resolution=handoff.resolution)
-    broadcast(
-        session_group(handoff.session_id),
-        {"kind": "handoff.resolved", "handoff_id": handoff.pk, "resolution": handoff.resolution},
-    )
-    webhook_handoff_event(
-        type="handoff.closed", handoff=handoff, key="0", resolution=handoff.resolution
-    )
+    _resolved_announce(handoff)
     return handoff
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -141,30 +142,47 @@ def reply(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     return redirect("operators:handoff", handoff_id=handoff_id)
 
 
+def _resolve(
+    request: HtmxHttpRequest,
+    handoff_id: int,
+    resolve: Callable[..., object],
+    *,
+    refused: str,
+    done: str,
+) -> HttpResponse:
+    """Resolve the handoff with `resolve`; back to the queue, or to the handoff if refused."""
+    handoff = _handoff_or_404(handoff_id)
+    try:
+        resolve(handoff=handoff, user=request.user)
+    except HandoffConflict as exc:
+        messages.error(request, f"{refused}: {exc}.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    messages.success(request, done)
+    return redirect("operators:queue")
+
+
 @role_required("operator")
 @require_POST
 def hand_back(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
-    handoff = _handoff_or_404(handoff_id)
-    try:
-        services.handoff_hand_back(handoff=handoff, user=request.user)
-    except HandoffConflict as exc:
-        messages.error(request, f"Not handed back: {exc}.")
-        return redirect("operators:handoff", handoff_id=handoff_id)
-    messages.success(request, "Handed back to the agent; it is answering now.")
-    return redirect("operators:queue")
+    return _resolve(
+        request,
+        handoff_id,
+        services.handoff_hand_back,
+        refused="Not handed back",
+        done="Handed back to the agent; it is answering now.",
+    )
 
 
 @role_required("operator")
 @require_POST
 def close(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
-    handoff = _handoff_or_404(handoff_id)
-    try:
-        services.handoff_close(handoff=handoff, user=request.user)
-    except HandoffConflict as exc:
-        messages.error(request, f"Not closed: {exc}.")
-        return redirect("operators:handoff", handoff_id=handoff_id)
-    messages.success(request, "Conversation closed.")
-    return redirect("operators:queue")
+    return _resolve(
+        request,
+        handoff_id,
+        services.handoff_close,
+        refused="Not closed",
+        done="Conversation closed.",
+    )
 
 
 @role_required("admin")
