@@ -57,6 +57,16 @@ def charlie(db):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def admin_client(client, alice):  # type: ignore[no-untyped-def]
+    """The Django admin signed in as a superuser: every model permission, so only the admin
+    classes limit what it may do."""
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
 def model_name() -> str:
     """A model name of its own, so scripted faults never leak between tests."""
     return f"test-{uuid.uuid4().hex[:10]}"

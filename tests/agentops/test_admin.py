@@ -9,16 +9,6 @@ pytestmark = pytest.mark.django_db
 HISTORY = ["run", "message", "toolcall", "auditentry"]
 
 
-@pytest.fixture
-def admin_client(client, alice):
-    alice.is_staff = alice.is_superuser = (
-        True  # every model permission: only the admin class limits
-    )
-    alice.save()
-    client.force_login(alice)
-    return client
-
-
 @pytest.mark.parametrize("model", HISTORY)
 def test_it_offers_no_add_for_history(admin_client, model):
     page = admin_client.get(f"/admin/agentops/{model}/")

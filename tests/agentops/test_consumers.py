@@ -1,12 +1,11 @@
 import asyncio
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
-from agentops.asgi import application
 from agentops.models import Message
 from agentops.runtime.checkpoint import messages_append
+from tests.agentops.helpers import user_communicator
 from tests.factories import SessionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -14,10 +13,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def connect_and_receive(path, user, origin=b"http://127.0.0.1"):
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application, path, headers=[(b"origin", origin), (b"host", b"127.0.0.1")]
-        )
-        communicator.scope["user"] = user
+        communicator = user_communicator(path, user, origin)
         connected, _ = await communicator.connect()
         first = await communicator.receive_json_from(timeout=5) if connected else None
         await communicator.disconnect()
@@ -35,10 +31,7 @@ def close_code(path, user):
     """The code a refused stream closes with: accepted first, so a browser sees the code."""
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application, path, headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
-        )
-        communicator.scope["user"] = user
+        communicator = user_communicator(path, user)
         connected, _ = await communicator.connect()
         assert connected
         closed = await communicator.receive_output(timeout=5)
@@ -75,12 +68,7 @@ def test_it_sends_the_snapshot_then_live_events_and_answers_pings(session, charl
     from tracing.live import send_now, session_group, wait_sent
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/sessions/{session.pk}/",
-            headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
-        )
-        communicator.scope["user"] = charlie
+        communicator = user_communicator(f"/ws/sessions/{session.pk}/", charlie)
         assert (await communicator.connect())[0]
         first = await communicator.receive_json_from(timeout=5)  # the subscription is live
         send_now(session_group(session.pk), {"kind": "token", "text": "live"})
@@ -102,12 +90,7 @@ def test_it_forwards_a_batch_of_live_events_in_order(session, charlie):
     from tracing.live import session_group
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/sessions/{session.pk}/",
-            headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
-        )
-        communicator.scope["user"] = charlie
+        communicator = user_communicator(f"/ws/sessions/{session.pk}/", charlie)
         assert (await communicator.connect())[0]
         await communicator.receive_json_from(timeout=5)  # the snapshot
         group = session_group(session.pk)

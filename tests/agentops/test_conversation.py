@@ -8,10 +8,8 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from agentops.asgi import application
 from agentops.conversation import conversation_serialise, message_serialise
 from agentops.models import (
     Handoff,
@@ -26,6 +24,7 @@ from agentops.models import (
 )
 from agentops.runtime.checkpoint import messages_append
 from agentops.selectors import conversation_get
+from tests.agentops.helpers import user_communicator
 from tests.factories import SessionFactory, UserFactory
 
 
@@ -180,12 +179,7 @@ def test_it_gives_the_api_and_the_streams_snapshot_the_same_conversation(bob):
     api = client.get(f"/api/sessions/{session.pk}/messages").json()
 
     async def snapshot():
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/sessions/{session.pk}/",
-            headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
-        )
-        communicator.scope["user"] = bob
+        communicator = user_communicator(f"/ws/sessions/{session.pk}/", bob)
         assert (await communicator.connect())[0]
         first = await communicator.receive_json_from(timeout=5)
         await communicator.disconnect()

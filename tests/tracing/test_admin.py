@@ -8,16 +8,6 @@ from tracing.models import Span
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(client, alice):
-    alice.is_staff = alice.is_superuser = (
-        True  # every model permission: only the admin class limits
-    )
-    alice.save()
-    client.force_login(alice)
-    return client
-
-
 @pytest.mark.parametrize("model", ["span", "alertevent"])
 def test_it_offers_no_add_or_change_for_trace_history(admin_client, model):
     page = admin_client.get(f"/admin/tracing/{model}/")

@@ -52,6 +52,35 @@ def finished(messages: list[dict]) -> bool:
     )
 
 
+async def run_streamed(web: str, cookie: str, api: Api, agent) -> tuple[str, list, list[str]]:  # type: ignore[no-untyped-def]
+    """Starts a run through the API while following the ops feed on `web`, then the run's own
+    stream until the run ends: the run, its stream's messages and its statuses on the ops feed
+    up to "succeeded"."""
+    headers = {"Cookie": f"sessionid={cookie}"}
+    origin = f"http://{web}"
+    async with websockets.connect(
+        f"ws://{web}/ws/ops/", additional_headers=headers, origin=origin
+    ) as ops:
+        await listening(ops)
+        run_id = await asyncio.to_thread(api.start_run, agent.slug, TOOL_MESSAGE)
+        async with websockets.connect(
+            f"ws://{web}/ws/runs/{run_id}/", additional_headers=headers, origin=origin
+        ) as ws:
+            messages: list[dict] = []
+            while not finished(messages):
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+        statuses: list[str] = []
+        while "succeeded" not in statuses:
+            event = json.loads(await asyncio.wait_for(ops.recv(), 30))
+            if event.get("kind") == "run.status" and event.get("run_id") == str(run_id):
+                statuses.append(event["status"])
+    return run_id, messages, statuses
+
+
+def stored_seqs(run_id) -> list[int]:  # type: ignore[no-untyped-def]
+    return list(Span.objects.filter(trace_id=run_id).order_by("seq").values_list("seq", flat=True))
+
+
 class Api:
     """The JSON API as an integrating app uses it: a bearer API key over HTTP."""
 
@@ -208,33 +237,9 @@ def test_it_streams_a_run_to_a_browser_over_a_real_socket(worker, web, agent, bo
     api = Api(bob, base=f"http://{web}")
     cookie = session_cookie(charlie)
 
-    async def main():
-        headers = {"Cookie": f"sessionid={cookie}"}
-        origin = f"http://{web}"
-        async with websockets.connect(
-            f"ws://{web}/ws/ops/", additional_headers=headers, origin=origin
-        ) as ops:
-            await listening(ops)
-            run_id = await asyncio.to_thread(api.start_run, agent.slug, TOOL_MESSAGE)
-            async with websockets.connect(
-                f"ws://{web}/ws/runs/{run_id}/", additional_headers=headers, origin=origin
-            ) as ws:
-                messages = []
-                while not finished(messages):
-                    messages.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
-            ops_events = []
-            while not any(e.get("status") == "succeeded" for e in ops_events):
-                event = json.loads(await asyncio.wait_for(ops.recv(), 30))
-                if event.get("run_id") == str(run_id):
-                    ops_events.append(event)
-        return run_id, messages, ops_events
-
-    run_id, messages, ops_events = asyncio.run(main())
-    stored = list(
-        Span.objects.filter(trace_id=run_id).order_by("seq").values_list("seq", flat=True)
-    )
-    assert span_seqs(messages) == stored
-    assert [e["status"] for e in ops_events if e["kind"] == "run.status"][-1] == "succeeded"
+    run_id, messages, statuses = asyncio.run(run_streamed(web, cookie, api, agent))
+    assert span_seqs(messages) == stored_seqs(run_id)
+    assert statuses[-1] == "succeeded"
 
 
 def test_it_refuses_anonymous_and_foreign_origin_sockets(web, charlie):
@@ -279,28 +284,7 @@ def test_it_scales_out_across_two_web_processes_and_two_workers(agent, bob, char
         cookie = session_cookie(charlie)
         web_b = f"127.0.0.1:{port_b}"
 
-        async def main():
-            headers = {"Cookie": f"sessionid={cookie}"}
-            origin = f"http://{web_b}"
-            async with websockets.connect(
-                f"ws://{web_b}/ws/ops/", additional_headers=headers, origin=origin
-            ) as ops:
-                await listening(ops)
-                run_id = await asyncio.to_thread(api.start_run, agent.slug, TOOL_MESSAGE)
-                async with websockets.connect(
-                    f"ws://{web_b}/ws/runs/{run_id}/", additional_headers=headers, origin=origin
-                ) as ws:
-                    messages = []
-                    while not finished(messages):
-                        messages.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
-                statuses = []
-                while "succeeded" not in statuses:
-                    event = json.loads(await asyncio.wait_for(ops.recv(), 30))
-                    if event.get("kind") == "run.status" and event.get("run_id") == str(run_id):
-                        statuses.append(event["status"])
-            return run_id, messages, statuses
-
-        run_id, messages, statuses = asyncio.run(main())
+        run_id, messages, statuses = asyncio.run(run_streamed(web_b, cookie, api, agent))
     finally:
         for proc in procs:
             proc.stop()
@@ -310,8 +294,5 @@ def test_it_scales_out_across_two_web_processes_and_two_workers(agent, bob, char
     assert len(host_pid) == 2 and int(host_pid[1]) not in (procs[0].pid, procs[1].pid), (
         "a worker ran it, not web A or B"
     )
-    stored = list(
-        Span.objects.filter(trace_id=run_id).order_by("seq").values_list("seq", flat=True)
-    )
-    assert span_seqs(messages) == stored
+    assert span_seqs(messages) == stored_seqs(run_id)
     assert "running" in statuses and statuses[-1] == "succeeded"
