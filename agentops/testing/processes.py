@@ -40,6 +40,15 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def python_run(
+    args: list[str], *, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python <args>` in the project folder, to its end: its exit code and its output as text."""
+    return subprocess.run(
+        [PYTHON, *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def postgres_end_backends(*, application_name: str | None = None) -> None:
     """End the backends of processes that connect as `application_name` (PGAPPNAME in their
     environment), or, without one, every other backend of this database."""

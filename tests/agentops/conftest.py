@@ -17,3 +17,12 @@ def services_folder(monkeypatch) -> Iterator[Path]:  # type: ignore[no-untyped-d
     monkeypatch.setenv("AGENTOPS_VAR_DIR", str(folder))
     yield folder
     shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def tooled_agent(dev_agent):  # type: ignore[no-untyped-def]
+    """The dev agent with the test tools and room for ten steps: the agent the crash, outage
+    and concurrency tests drive through real workers."""
+    from tests.agentops.runtime.helpers import agent_with_python_tools
+
+    return agent_with_python_tools(dev_agent, max_steps=10)

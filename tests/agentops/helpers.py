@@ -16,3 +16,13 @@ def user_communicator(
     )
     communicator.scope["user"] = user
     return communicator
+
+
+async def refusal_code(communicator: WebsocketCommunicator) -> int:
+    """The code a refused stream closes with: accepted first, so a browser sees the code."""
+    connected, _ = await communicator.connect()
+    assert connected
+    closed = await communicator.receive_output(timeout=5)
+    await communicator.wait()
+    assert closed["type"] == "websocket.close"
+    return closed["code"]

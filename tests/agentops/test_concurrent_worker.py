@@ -34,18 +34,12 @@ from agentops.testing.processes import (
 )
 from agentops.testing.tools import side_effects_log
 from tests.agentops.runtime.helpers import (
-    agent_with_python_tools,
     side_effects_forget,
     wait_for_run,
     wait_for_side_effects,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def agent(dev_agent):
-    return agent_with_python_tools(dev_agent, max_steps=10)
 
 
 QUEUE = "tests"  # configured by agentops.testing.settings, as in the suite
@@ -94,9 +88,11 @@ def _post(agent, count: int, content: str, *, enqueue: bool = True) -> list[Run]
     return runs
 
 
-def test_it_drives_many_runs_at_once_in_one_process(concurrent_worker, agent, devmodel, model_name):
+def test_it_drives_many_runs_at_once_in_one_process(
+    concurrent_worker, tooled_agent, devmodel, model_name
+):
     devmodel.script(model_name, latency=2)
-    runs = _post(agent, 10, "hello")
+    runs = _post(tooled_agent, 10, "hello")
     runs = [wait_for_run(run.pk) for run in runs]
     assert {run.status for run in runs} == {RunStatus.SUCCEEDED}
     assert {run.worker for run in runs} == {runs[0].worker}  # one process drove them all
@@ -107,20 +103,20 @@ def test_it_drives_many_runs_at_once_in_one_process(concurrent_worker, agent, de
     assert max(r["at"] for r in requests) < min(r["ended"] for r in requests)
 
 
-def test_it_outlives_a_job_that_crashes(concurrent_worker, agent):
+def test_it_outlives_a_job_that_crashes(concurrent_worker, tooled_agent):
     queue = _queue()
     job = queue.enqueue("agentops.jobs.run_job", "not-a-run-id")
-    (run,) = _post(agent, 1, "hello after the crash")
+    (run,) = _post(tooled_agent, 1, "hello after the crash")
     assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.FAILED
     assert concurrent_worker.alive()
 
 
 def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
-    concurrent_worker, agent, worker
+    concurrent_worker, tooled_agent, worker
 ):
     # The scheduler re-enqueues on the "runs" queue, which the session's worker serves.
-    (run,) = _post(agent, 1, "hello", enqueue=False)
+    (run,) = _post(tooled_agent, 1, "hello", enqueue=False)
     postgres_end_backends()  # the pool's connections are gone
     with postgres_full():
         job = _enqueue(run)
@@ -140,9 +136,9 @@ def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
         scheduler.stop()
 
 
-def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, agent):
+def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, tooled_agent):
     side_effects_forget()
-    (run,) = _post(agent, 1, 'call slow_lookup {"label": "c", "seconds": 3}')
+    (run,) = _post(tooled_agent, 1, 'call slow_lookup {"label": "c", "seconds": 3}')
     wait_for_side_effects(1)  # the run's thread is inside the tool
     run_cancel(run=run)
     time.sleep(5)  # the tool ends; its result must not be written
@@ -151,19 +147,19 @@ def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, agent):
     assert not Message.objects.filter(session_id=run.session_id, role=Role.TOOL).exists()
 
 
-def test_it_fails_a_run_that_goes_over_its_time_limit(agent, settings):
+def test_it_fails_a_run_that_goes_over_its_time_limit(tooled_agent, settings):
     side_effects_forget()
     settings.RUN_JOB_TIMEOUT = 10  # the job's limit is set where it is enqueued
     proc = _start(child_env(WORKER_CONCURRENCY="4"))
     try:
-        (slow,) = _post(agent, 1, 'call slow_lookup {"label": "t", "seconds": 25}')
+        (slow,) = _post(tooled_agent, 1, 'call slow_lookup {"label": "t", "seconds": 25}')
         wait_for_side_effects(1)
         slow = wait_for_run(slow.pk, timeout=40)
         assert slow.status == RunStatus.FAILED
         assert slow.error_class == "timeout"
         assert "time limit of 10 s (RUN_JOB_TIMEOUT)" in slow.error_message
         # The stuck thread holds one slot, not the process: another run goes through.
-        (quick,) = _post(agent, 1, "hello")
+        (quick,) = _post(tooled_agent, 1, "hello")
         assert wait_for_run(quick.pk).status == RunStatus.SUCCEEDED
         time.sleep(15)  # the tool returns; its result must not be written
         slow.refresh_from_db()
@@ -174,12 +170,16 @@ def test_it_fails_a_run_that_goes_over_its_time_limit(agent, settings):
 
 
 @pytest.mark.timeout(300)
-def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(agent, devmodel, model_name):
+def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(
+    tooled_agent, devmodel, model_name
+):
     side_effects_forget()
     devmodel.script(model_name, latency=0.5)
     env = child_env(WORKER_CONCURRENCY="25", RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
     victim = _start(env, name="victim")
-    runs = _post(agent, 10, "chain 3 side_effect 1.5") + _post(agent, 10, "chain 3 slow_lookup 1.5")
+    runs = _post(tooled_agent, 10, "chain 3 side_effect 1.5") + _post(
+        tooled_agent, 10, "chain 3 slow_lookup 1.5"
+    )
     ids = [run.pk for run in runs]
     try:
         deadline = time.monotonic() + 60

@@ -5,7 +5,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from agentops.models import Message
 from agentops.runtime.checkpoint import messages_append
-from tests.agentops.helpers import user_communicator
+from tests.agentops.helpers import refusal_code, user_communicator
 from tests.factories import SessionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,18 +28,7 @@ def session(db):
 
 
 def close_code(path, user):
-    """The code a refused stream closes with: accepted first, so a browser sees the code."""
-
-    async def scenario():
-        communicator = user_communicator(path, user)
-        connected, _ = await communicator.connect()
-        assert connected
-        closed = await communicator.receive_output(timeout=5)
-        await communicator.wait()
-        assert closed["type"] == "websocket.close"
-        return closed["code"]
-
-    return asyncio.run(scenario())
+    return asyncio.run(refusal_code(user_communicator(path, user)))
 
 
 def test_it_refuses_anonymous_and_roleless_users_and_unknown_sessions(session, charlie):

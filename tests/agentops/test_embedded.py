@@ -1,9 +1,7 @@
 import os
-import subprocess
-import sys
 
 from agentops import embedded
-from agentops.testing.processes import PROJECT_DIR
+from agentops.testing.processes import python_run
 
 
 def test_it_reuses_the_running_services():
@@ -17,14 +15,7 @@ def test_it_explains_an_unusable_data_folder(tmp_path):
     blocker.write_text("not a folder")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["AGENTOPS_VAR_DIR"] = str(blocker / "var")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = python_run(["manage.py", "check"], env=env, timeout=60)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "data folder" in result.stderr and "unusable" in result.stderr
@@ -41,16 +32,8 @@ def collect_tests(folder) -> None:
     """A test run (collection only) on the embedded servers of `folder`."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["AGENTOPS_VAR_DIR"] = str(folder)
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--collect-only",
-        "-q",
-        "tests/agentops/test_settings.py",
-    ]
-    result = subprocess.run(
-        argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
+    result = python_run(
+        ["-m", "pytest", "--collect-only", "-q", "tests/agentops/test_settings.py"], env=env
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

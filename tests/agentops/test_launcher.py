@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from agentops import embedded
-from agentops.testing.processes import PROJECT_DIR, free_port
+from agentops.testing.processes import PROJECT_DIR, free_port, python_run
 
 
 def wait_until(predicate, timeout: float, what: str):
@@ -103,14 +103,7 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
 
 def test_it_refuses_a_worker_process_count_that_is_not_a_number(services_folder):
     env = dict(os.environ) | {"AGENTOPS_VAR_DIR": str(services_folder), "WORKER_PROCESSES": "two"}
-    result = subprocess.run(
-        [sys.executable, "-m", "agentops.launcher"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = python_run(["-m", "agentops.launcher"], env=env, timeout=60)
     assert result.returncode == 1
     assert "WORKER_PROCESSES must be a whole number, 1 or more, not 'two'" in result.stderr
     assert not (services_folder / "postgres").exists()  # nothing was started

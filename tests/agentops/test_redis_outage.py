@@ -30,18 +30,12 @@ from agentops.testing.processes import (
     start_worker,
 )
 from tests.agentops.runtime.helpers import (
-    agent_with_python_tools,
     side_effects_forget,
     wait_for_run,
     wait_for_side_effects,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def agent(dev_agent):
-    return agent_with_python_tools(dev_agent, max_steps=10)
 
 
 def kill_redis() -> None:
@@ -68,7 +62,7 @@ def post_message(base: str, key: str, session_id: str, content: str) -> tuple[in
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("worker_class", [FORKING_WORKER, CONCURRENT_WORKER])
-def test_it_finishes_every_run_when_redis_is_killed_and_restarted(agent, bob, worker_class):
+def test_it_finishes_every_run_when_redis_is_killed_and_restarted(tooled_agent, bob, worker_class):
     side_effects_forget()
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
     port = free_port()
@@ -79,10 +73,10 @@ def test_it_finishes_every_run_when_redis_is_killed_and_restarted(agent, bob, wo
         start_web(env, port),
     ]
     key = api_key_create(user=bob, name="outage")[1]
-    waiting = session_create(agent=agent, external_user="during-outage")
+    waiting = session_create(agent=tooled_agent, external_user="during-outage")
     run_ids = [
         session_post_message(
-            session=session_create(agent=agent, external_user=f"user{i}"),
+            session=session_create(agent=tooled_agent, external_user=f"user{i}"),
             # Non-idempotent: a repeat would show in the side-effect log.
             content="chain 3 side_effect 0.4",
         ).pk

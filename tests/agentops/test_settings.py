@@ -1,10 +1,9 @@
 import os
 import subprocess
-import sys
 
 import pytest
 
-from agentops.testing.processes import PROJECT_DIR
+from agentops.testing.processes import python_run
 
 
 def run_check(env_changes: dict[str, str | None], *args: str) -> subprocess.CompletedProcess:
@@ -14,14 +13,7 @@ def run_check(env_changes: dict[str, str | None], *args: str) -> subprocess.Comp
             env.pop(key, None)
         else:
             env[key] = value
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return python_run(["manage.py", "check", *args], env=env)
 
 
 @pytest.mark.parametrize(

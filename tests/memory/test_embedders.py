@@ -1,13 +1,11 @@
 import os
-import subprocess
-import sys
 import uuid
 
 import numpy as np
 import pytest
 
 from agentops.devmodel.server import embed_text
-from agentops.testing.processes import PROJECT_DIR, free_port
+from agentops.testing.processes import free_port, python_run
 from memory.embedders import OpenAIEmbedder, WordLlamaEmbedder, get_embedder
 from memory.services import memory_recall, memory_remember
 from tracing.failures import Failure, FailureClass
@@ -86,14 +84,7 @@ def test_it_remembers_and_recalls_with_the_openai_embedder_chosen_by_setting(
 
 def test_it_refuses_an_unknown_embedder_setting_in_one_sentence():
     env = {**os.environ, "MEMORY_EMBEDDER": "word2vec"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = python_run(["manage.py", "check"], env=env)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "MEMORY_EMBEDDER" in lines[0]

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from agentops.observe.consumers import RunConsumer
+from tests.agentops.helpers import refusal_code
 from tests.agentops.observe.conftest import (
     communicator,
     joined,
@@ -43,23 +44,13 @@ def emit(run, count: int, *, tracer: Tracer | None = None, name: str = "tool.cal
     return tracer
 
 
-async def close_code(comm) -> int:  # type: ignore[no-untyped-def]
-    """A refused stream is accepted, then closed with its code (a browser sees the code)."""
-    connected, _ = await comm.connect()
-    assert connected
-    closed = await comm.receive_output(timeout=5)
-    await comm.wait()
-    assert closed["type"] == "websocket.close"
-    return closed["code"]
-
-
 @pytest.mark.parametrize(("who", "code"), [("anonymous", 4401), ("no role", 4403)])
 def test_it_refuses_streams_to_anonymous_and_roleless_users(run, who, code):
     cookie = "" if who == "anonymous" else session_cookie(UserFactory(username="dave"))
 
     async def main():
         for path in (f"/ws/runs/{run.pk}/", "/ws/ops/", f"/ws/sessions/{run.session_id}/"):
-            assert await close_code(communicator(path, cookie)) == code, path
+            assert await refusal_code(communicator(path, cookie)) == code, path
 
     run_async(main)
 
@@ -72,7 +63,7 @@ def test_it_refuses_a_foreign_origin_and_an_unknown_run(run, charlie):
         assert not (await comm.connect())[0]
         await comm.disconnect()
         comm = communicator("/ws/runs/00000000-0000-0000-0000-000000000000/", cookie)
-        assert await close_code(comm) == 4404
+        assert await refusal_code(comm) == 4404
 
     run_async(main)
 

@@ -5,17 +5,11 @@ import pytest
 from agentops.testing.chaos import KILL_MODES, THREADED_KILL_MODES, chaos_run
 from agentops.testing.processes import CONCURRENT_WORKER, FORKING_WORKER, child_env
 from tests.agentops.runtime.helpers import (
-    agent_with_python_tools,
     side_effects_forget,
     wait_for_side_effects,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def chaos_agent(dev_agent):
-    return agent_with_python_tools(dev_agent, max_steps=10)
 
 
 @pytest.mark.timeout(600)
@@ -24,11 +18,11 @@ def chaos_agent(dev_agent):
     [(FORKING_WORKER, KILL_MODES), (CONCURRENT_WORKER, THREADED_KILL_MODES)],
 )
 def test_it_survives_twenty_kills_without_losing_or_repeating_work(
-    chaos_agent, worker_class, modes
+    tooled_agent, worker_class, modes
 ):
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
     report = chaos_run(
-        agent=chaos_agent,
+        agent=tooled_agent,
         env=env,
         kills=21,
         workers=3,
@@ -53,7 +47,7 @@ def test_it_survives_twenty_kills_without_losing_or_repeating_work(
     [("side_effect", "handed_off", 1), ("slow_lookup", "succeeded", 2)],
 )
 def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
-    chaos_agent, tool, expected_status, executions
+    tooled_agent, tool, expected_status, executions
 ):
     from agentops.models import Handoff, ToolCall
     from agentops.runtime.services import runs_reconcile, session_create, session_post_message
@@ -66,7 +60,7 @@ def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
     env = child_env()
     victim = start_worker(env, name="victim")
     try:
-        session = session_create(agent=chaos_agent, external_user="erin")
+        session = session_create(agent=tooled_agent, external_user="erin")
         run = session_post_message(session=session, content=f"chain 1 {tool} 3")
         wait_for_side_effects(1)
         assert kill(victim, "horse") is not None
@@ -98,7 +92,7 @@ def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
     assert Run.objects.get(pk=run.pk).epoch == 2
 
 
-def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
+def test_it_resumes_runs_after_postgres_and_redis_restart(tooled_agent):
     from django.db import connections
 
     from agentops import embedded
@@ -113,7 +107,7 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
     procs = [start_scheduler(env), start_worker(env, name="a"), start_worker(env, name="b")]
     run_ids = [
         session_post_message(
-            session=session_create(agent=chaos_agent, external_user=f"u{i}"),
+            session=session_create(agent=tooled_agent, external_user=f"u{i}"),
             content="chain 3 slow_lookup 0.5",
         ).pk
         for i in range(4)
@@ -142,7 +136,7 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(chaos_agent):
     assert Run.objects.filter(pk__in=run_ids, jobs_started__gt=1).exists()
 
 
-def test_it_never_repeats_a_call_already_found_in_doubt(chaos_agent, worker):
+def test_it_never_repeats_a_call_already_found_in_doubt(tooled_agent, worker):
     """A resume that marked a call 'unknown' and then died itself must not run it on the next."""
     from agentops.models import Message, Run, ToolCall
     from agentops.runtime.checkpoint import messages_append
@@ -151,7 +145,7 @@ def test_it_never_repeats_a_call_already_found_in_doubt(chaos_agent, worker):
     from tests.agentops.runtime.helpers import wait_for_run
 
     side_effects_forget()
-    session = session_create(agent=chaos_agent, external_user="erin")
+    session = session_create(agent=tooled_agent, external_user="erin")
     (trigger,) = messages_append(
         session_id=session.pk, messages=[Message(role="user", content="chain 1 side_effect 0")]
     )
@@ -162,7 +156,7 @@ def test_it_never_repeats_a_call_already_found_in_doubt(chaos_agent, worker):
     }
     # Two jobs ran before: one died with the call in flight, the resume that found it so died too.
     run = Run.objects.create(
-        session=session, agent=chaos_agent, trigger=trigger, step=1, jobs_started=2
+        session=session, agent=tooled_agent, trigger=trigger, step=1, jobs_started=2
     )
     messages_append(
         session_id=session.pk,
