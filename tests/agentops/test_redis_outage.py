@@ -18,7 +18,7 @@ from agentops import embedded
 from agentops.auth import api_key_create
 from agentops.health import live_scheduler_names, live_worker_names
 from agentops.models import Run
-from agentops.runtime.services import session_create, session_post_message
+from agentops.runtime.services import session_create
 from agentops.testing.chaos import ChaosReport, verify
 from agentops.testing.processes import (
     CONCURRENT_WORKER,
@@ -30,9 +30,10 @@ from agentops.testing.processes import (
     start_worker,
 )
 from tests.agentops.runtime.helpers import (
+    runs_post,
     side_effects_forget,
-    wait_for_run,
     wait_for_side_effects,
+    wait_for_success,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,14 +75,8 @@ def test_it_finishes_every_run_when_redis_is_killed_and_restarted(tooled_agent, 
     ]
     key = api_key_create(user=bob, name="outage")[1]
     waiting = session_create(agent=tooled_agent, external_user="during-outage")
-    run_ids = [
-        session_post_message(
-            session=session_create(agent=tooled_agent, external_user=f"user{i}"),
-            # Non-idempotent: a repeat would show in the side-effect log.
-            content="chain 3 side_effect 0.4",
-        ).pk
-        for i in range(6)
-    ]
+    # Non-idempotent: a repeat would show in the side-effect log.
+    run_ids = runs_post(tooled_agent, "chain 3 side_effect 0.4", 6)
     try:
         wait_for_side_effects(2)
         kill_redis()
@@ -90,9 +85,7 @@ def test_it_finishes_every_run_when_redis_is_killed_and_restarted(tooled_agent, 
         run_ids.append(body["run"])
         time.sleep(2)
         embedded.start_redis()
-        for run_id in run_ids:
-            run = wait_for_run(run_id, timeout=120)
-            assert run.status == "succeeded", (run.status, run.error_class, run.error_message)
+        wait_for_success(run_ids)
         assert [proc.name for proc in procs if not proc.alive()] == []
     finally:
         for proc in procs:

@@ -47,6 +47,24 @@ def wait_for_side_effects(count: int = 1, timeout: float = 30.0) -> None:
     raise AssertionError(f"fewer than {count} tool executions after {timeout} s")
 
 
+def runs_post(agent: Agent, content: str, count: int) -> list:
+    """The runs of `count` new sessions of `agent`, each sent `content`."""
+    from agentops.runtime.services import session_create, session_post_message
+
+    return [
+        session_post_message(
+            session=session_create(agent=agent, external_user=f"user{i}"), content=content
+        ).pk
+        for i in range(count)
+    ]
+
+
+def wait_for_success(run_ids: list, timeout: float = 120.0) -> None:
+    for run_id in run_ids:
+        run = wait_for_run(run_id, timeout=timeout)
+        assert run.status == RunStatus.SUCCEEDED, (run.status, run.error_class, run.error_message)
+
+
 def span_names(run_id) -> list[str]:
     return list(Span.objects.filter(trace_id=run_id).order_by("seq").values_list("name", flat=True))
 

@@ -5,8 +5,10 @@ import pytest
 from agentops.testing.chaos import KILL_MODES, THREADED_KILL_MODES, chaos_run
 from agentops.testing.processes import CONCURRENT_WORKER, FORKING_WORKER, child_env
 from tests.agentops.runtime.helpers import (
+    runs_post,
     side_effects_forget,
     wait_for_side_effects,
+    wait_for_success,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,21 +99,13 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(tooled_agent):
 
     from agentops import embedded
     from agentops.models import Run
-    from agentops.runtime.services import session_create, session_post_message
     from agentops.testing.chaos import ChaosReport, verify
     from agentops.testing.processes import start_scheduler, start_worker
-    from tests.agentops.runtime.helpers import wait_for_run
 
     side_effects_forget()
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="3")
     procs = [start_scheduler(env), start_worker(env, name="a"), start_worker(env, name="b")]
-    run_ids = [
-        session_post_message(
-            session=session_create(agent=tooled_agent, external_user=f"u{i}"),
-            content="chain 3 slow_lookup 0.5",
-        ).pk
-        for i in range(4)
-    ]
+    run_ids = runs_post(tooled_agent, "chain 3 slow_lookup 0.5", 4)
     try:
         wait_for_side_effects(2)
         assert embedded.stop_redis()
@@ -124,9 +118,7 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(tooled_agent):
             if proc.alive():
                 proc.kill_group()
         procs = [start_scheduler(env), start_worker(env, name="a2"), start_worker(env, name="b2")]
-        for run_id in run_ids:
-            run = wait_for_run(run_id, timeout=120)
-            assert run.status == "succeeded", (run.status, run.error_class, run.error_message)
+        wait_for_success(run_ids)
     finally:
         for proc in procs:
             proc.stop()
