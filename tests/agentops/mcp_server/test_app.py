@@ -197,3 +197,33 @@ def test_it_refuses_missing_and_invalid_keys(web, agent):
     with pytest.raises(MCPError):  # the official client: the 401 fails its first request
         call(web, "ao_not-a-real-key", agent.slug, {"message": "hi"})
     assert not Message.objects.exists()
+
+
+def test_it_serves_a_client_of_the_2025_protocol_with_plain_json(web, key, agent):
+    """What an IDE's client of the 2025-06-18 revision sends: JSON-RPC POSTs, JSON answers."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "ide", "version": "1"},
+        },
+    }
+    response = httpx.post(f"http://{web}/mcp/", json=initialize, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["result"]["protocolVersion"] == "2025-06-18"
+    assert "mcp-session-id" not in response.headers  # stateless
+
+    listing = httpx.post(
+        f"http://{web}/mcp",
+        json={"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
+        headers={**headers, "MCP-Protocol-Version": "2025-06-18"},
+    )
+    assert listing.status_code == 200, listing.text
+    tools = listing.json()["result"]["tools"]
+    assert [t["name"] for t in tools] == [agent.slug]
+    assert tools[0]["inputSchema"]["required"] == ["message"]
