@@ -13,6 +13,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()
 
 from agentops.event_streams import EventStreams  # noqa: E402
+from agentops.mcp_server.app import mount as mount_mcp  # noqa: E402
 from agentops.openai_compat.app import mount  # noqa: E402
 from agentops.routing import websocket_urlpatterns  # noqa: E402
 from agentops.websocket import (  # noqa: E402
@@ -24,8 +25,8 @@ from agentops.websocket import (  # noqa: E402
 websocket_routes = URLRouter(websocket_urlpatterns)
 application = ProtocolTypeRouter(
     {
-        # /api/…/events (SSE) and /v1/ (the OpenAI-compatible endpoint), then Django
-        "http": EventStreams(mount(django_asgi_app)),
+        # /api/…/events (SSE), /mcp/ (agents as MCP tools), /v1/ (OpenAI-compatible), Django
+        "http": EventStreams(mount_mcp(mount(django_asgi_app))),
         "websocket": DatabaseUnavailableClose(
             ApiKeyOrSiteOrigin(
                 websocket_routes, SiteOriginValidator(AuthMiddlewareStack(websocket_routes))

@@ -15,7 +15,14 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from django.contrib.auth.models import AnonymousUser
+
     from agentops.models import ApiKey
+
+    # Who acts: a signed-in user, or nobody (an anonymous visitor, a job): request.user as is.
+    Actor: TypeAlias = User | AnonymousUser | None
 
 ROLES = ("viewer", "operator", "admin")
 API_KEY_PREFIX = "ao_"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
 from django.utils import timezone
@@ -16,6 +16,13 @@ from django.utils import timezone
 from agentops.auth import hash_api_key
 from agentops.models import AuditEntry, Invitation, ModelEndpoint, Team
 from tracing.live import ACCESS_REVOKED, broadcast, user_group
+
+if TYPE_CHECKING:
+    from agentops.auth import Actor
+    from agentops.models import Session
+
+if TYPE_CHECKING:
+    pass
 
 ROLE_GROUPS = ("admin", "operator", "viewer")
 
@@ -53,7 +60,7 @@ def endpoint_ensure_default() -> ModelEndpoint:
 
 
 def audit_record(
-    *, actor: Any, action: str, session: Any = None, target: str = "", **detail: Any
+    *, actor: Actor, action: str, session: Session | None = None, target: str = "", **detail: Any
 ) -> AuditEntry:
     return AuditEntry.objects.create(
         actor=actor if actor is not None and actor.is_authenticated else None,
@@ -64,7 +71,7 @@ def audit_record(
     )
 
 
-def user_role_set(*, user: Any, role: str, actor: Any) -> None:
+def user_role_set(*, user: User, role: str, actor: Actor) -> None:
     """Give `user` exactly one role ("" for none): the role groups it held are replaced.
 
     Holding several role groups (possible in the Django admin) means the highest one, so a
@@ -95,14 +102,14 @@ def user_role_set(*, user: Any, role: str, actor: Any) -> None:
     user.__dict__.pop("_agentops_role", None)
 
 
-def user_streams_close(*, user: Any) -> None:
+def user_streams_close(*, user: User) -> None:
     """Close the person's open WebSockets once the transaction commits (see tracing/live.py,
     `user_group`): a stream opened again is authorised with the role they hold then. Pages
     need nothing: the role is read at each request."""
     broadcast(user_group(user.pk), {"kind": ACCESS_REVOKED})
 
 
-def user_active_set(*, user: Any, active: bool, actor: Any) -> None:
+def user_active_set(*, user: User, active: bool, actor: Actor) -> None:
     """Deactivate (or reactivate) a person. Deactivation ends their logins and closes their
     streams at once; their history stays."""
     if actor is not None and user.pk == actor.pk:
@@ -122,7 +129,7 @@ def user_active_set(*, user: Any, active: bool, actor: Any) -> None:
             user_streams_close(user=user)
 
 
-def user_logins_end(*, user: Any) -> int:
+def user_logins_end(*, user: User) -> int:
     """Delete the person's login sessions (an inactive user is refused anyway; this keeps a
     reactivation from reviving them). Returns how many ended."""
     ended = [
@@ -134,7 +141,7 @@ def user_logins_end(*, user: Any) -> int:
     return len(ended)
 
 
-def user_teams_set(*, user: Any, teams: Iterable[Team], actor: Any) -> None:
+def user_teams_set(*, user: User, teams: Iterable[Team], actor: Actor) -> None:
     teams = list(teams)
     previous = sorted(user.teams.values_list("slug", flat=True))
     now = sorted(t.slug for t in teams)
@@ -151,7 +158,7 @@ def user_teams_set(*, user: Any, teams: Iterable[Team], actor: Any) -> None:
         )
 
 
-def user_create(*, form: Any, role: str, actor: Any) -> Any:
+def user_create(*, form: Any, role: str, actor: Actor) -> Any:
     """Create a user from a valid UserCreationForm, with one role."""
     with transaction.atomic():
         user = form.save()
@@ -168,7 +175,7 @@ def team_save(
     timezone_name: str,
     working_hours: dict[str, list[str]],
     members: Iterable[Any],
-    actor: Any,
+    actor: Actor,
 ) -> Team:
     """Create a team (`team` None) or change one; validated like the model says."""
     created = team is None
@@ -198,7 +205,7 @@ def team_save(
     with transaction.atomic():
         team.save()
         team.members.set(members)
-        changes = {k: v for k, v in after.items() if before.get(k) != v}
+        changes: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
         if changes:
             audit_record(
                 actor=actor,
@@ -210,7 +217,7 @@ def team_save(
 
 
 def invitation_create(
-    *, role: str, teams: Iterable[Team], note: str, actor: Any
+    *, role: str, teams: Iterable[Team], note: str, actor: Actor
 ) -> tuple[Invitation, str]:
     """A one-time link for a new person; returns (row, raw token). Only the hash is kept."""
     from agentops.auth import ROLES
@@ -224,7 +231,7 @@ def invitation_create(
             token_hash=hash_api_key(raw),
             role=role,
             note=note[:200],
-            created_by=actor,
+            created_by=actor if isinstance(actor, User) else None,
             expires_at=timezone.now() + timedelta(days=settings.INVITATION_DAYS),
         )
         invitation.teams.set(teams)
@@ -280,7 +287,7 @@ def invitation_accept(*, token: str, form: Any) -> Any:
     return user
 
 
-def invitation_revoke(*, invitation: Invitation, actor: Any) -> None:
+def invitation_revoke(*, invitation: Invitation, actor: Actor) -> None:
     if invitation.accepted_at is not None or invitation.revoked_at is not None:
         return
     with transaction.atomic():

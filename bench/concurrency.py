@@ -10,7 +10,7 @@ started: runs are posted through the service layer); and, for the flood scenario
 done of a trickle of runs from a second agent posted while the first floods the queue (the
 flooding agent holds at most its limit of runs in flight, AGENT_MAX_CONCURRENT_RUNS).
 
-Usage: `python bench/concurrency.py [--quick] [--large]` (own data folder var/bench).
+Usage: `python bench/concurrency.py [--quick] [--large] [--fairness]` (own data folder var/bench).
 `--large` adds 1,000 runs with a 10 s latency on 4 worker processes.
 """
 
@@ -70,6 +70,9 @@ def main() -> int:
         "--only", type=int, default=0, help="just N conversations on concurrent workers"
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes for --only")
+    parser.add_argument(
+        "--fairness", action="store_true", help="only the flood beside a trickle, twice"
+    )
     args = parser.parse_args()
     django_setup()
     import django_rq
@@ -98,10 +101,14 @@ def main() -> int:
             slug=model, endpoint=endpoint, memory_enabled=False, max_concurrent_runs=limit
         )
 
-    def wait_workers(count: int) -> None:
+    def wait_workers(procs: list[Proc]) -> None:
+        """Until these very workers listen (a previous scenario's may still be registered)."""
         connection = django_rq.get_connection("runs")
+        names = {proc.popen.args[proc.popen.args.index("--name") + 1] for proc in procs}
         deadline = time.monotonic() + 60
-        while RQWorker.count(connection=connection) < count and time.monotonic() < deadline:
+        while names - {w.name for w in RQWorker.all(connection=connection)}:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
             time.sleep(0.1)
 
     def figures(run_ids: list[Any]) -> dict[str, Any]:
@@ -141,11 +148,12 @@ def main() -> int:
         workers: int = 1,
         concurrency: int | None = None,
         trickle: int = 0,
+        trickle_latency: float | None = None,
         agent_limit: int | None = None,
         timeout: float = 900,
     ) -> dict[str, Any]:
         flood_agent = agent_for(latency, agent_limit)
-        trickle_agent = agent_for(latency) if trickle else None
+        trickle_agent = agent_for(trickle_latency or latency) if trickle else None
         sessions = [
             session_create(agent=flood_agent, external_user=f"c-{i}") for i in range(conversations)
         ]
@@ -156,7 +164,7 @@ def main() -> int:
             for i in range(workers)
         ]
         scheduler = start_scheduler(env)  # wakes runs that wait (a retry, a breaker)
-        wait_workers(workers)
+        wait_workers(procs)
         sampler = RssSampler([p.pid for p in procs] + [scheduler.pid])
         sampler.start()
         trickle_ids: list[Any] = []
@@ -201,7 +209,10 @@ def main() -> int:
             "worker_cpu_s": round(sum(sampler.cpu.values()), 1),
         }
         if trickle_ids:
-            result["trickle"] = figures(trickle_ids)
+            result["trickle"] = {
+                "model_latency_s": trickle_latency or latency,
+                **figures(trickle_ids),
+            }
         print(json.dumps(result, default=str), file=sys.stderr, flush=True)
         return result
 
@@ -217,6 +228,8 @@ def main() -> int:
                 )
             )
             args.quick, args.large = True, False
+        elif args.fairness:
+            args.quick, args.large = True, False
         else:
             # `make run` before: one forking worker; now: WORKER_PROCESSES (2) concurrent ones.
             results.append(scenario(conversations=10, latency=2, worker_class=FORKING))
@@ -231,11 +244,21 @@ def main() -> int:
             results.append(
                 scenario(conversations=0, latency=2, worker_class=CONCURRENT, workers=2, trickle=10)
             )
-            results.append(
-                scenario(
-                    conversations=400, latency=2, worker_class=CONCURRENT, workers=2, trickle=10
+        if not args.quick or args.fairness:
+            # A flood that outgrows make run's 200 slots (a 10 s model), and beside it a
+            # trickle from another agent (2 s): without a limit, then with the default one.
+            for limit in (0, None):
+                results.append(
+                    scenario(
+                        conversations=400,
+                        latency=10,
+                        worker_class=CONCURRENT,
+                        workers=2,
+                        trickle=10,
+                        trickle_latency=2,
+                        agent_limit=limit,
+                    )
                 )
-            )
         if args.large:
             results.append(
                 scenario(

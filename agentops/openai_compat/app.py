@@ -296,7 +296,7 @@ def parse_request(body: bytes) -> dict[str, Any]:
 class ChatCompletion:
     """One `POST /v1/chat/completions`: post the message, then wait for (or stream) the run."""
 
-    def __init__(self, response: Response, receive: Receive) -> None:
+    def __init__(self, response: Response, receive: Receive | None) -> None:
         self.response = response
         self.receive = receive
         self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -322,17 +322,21 @@ class ChatCompletion:
         self.model, self.stream = agent.slug, request["stream"]
         self.include_usage = request["include_usage"]
         session = await self.session(agent, user, request, headers)
+        await self.converse(session, user, request["content"])
+
+    async def converse(self, session: Any, user: Any, content: str) -> None:
+        """Post the user's message to the session and answer once its run has ended (also
+        the MCP endpoint's tool call, which overrides `finish`)."""
         layer = get_channel_layer()
         channel = await layer.new_channel()
         group = session_group(session.pk)
         # Subscribed before the message is posted: no token of its run can be missed.
         await layer.group_add(group, channel)
-        tasks = [
-            asyncio.create_task(self.pump(layer, channel)),
-            asyncio.create_task(self.watch_disconnect()),
-        ]
+        tasks = [asyncio.create_task(self.pump(layer, channel))]
+        if self.receive is not None:
+            tasks.append(asyncio.create_task(self.watch_disconnect()))
         try:
-            run = await self.post(session, user, request)
+            run = await self.post(session, user, content)
             await self.answer(session, run)
         finally:
             for task in tasks:
@@ -353,10 +357,10 @@ class ChatCompletion:
             raise ApiError(404, str(exc), param="X-Session-Id", code="session_not_found") from exc
         return session
 
-    async def post(self, session: Any, user: Any, request: dict[str, Any]) -> Any:
+    async def post(self, session: Any, user: Any, content: str) -> Any:
         try:
             return await database_sync_to_async(chat_message_post)(
-                session=session, user=user, content=request["content"]
+                session=session, user=user, content=content
             )
         except RuntimeConflict as exc:
             raise ApiError(409, str(exc), type_="conflict_error", code="session_busy") from exc
@@ -375,6 +379,7 @@ class ChatCompletion:
                 self.events.put_nowait(message["event"])
 
     async def watch_disconnect(self) -> None:
+        assert self.receive is not None
         while (await self.receive())["type"] != "http.disconnect":
             pass
         self.events.put_nowait(None)

@@ -10,6 +10,7 @@ whole transcript again, and is written by `step_commit` in one SQL statement.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -23,8 +24,12 @@ from agentops.webhooks.services import webhook_message_created, webhook_run_ende
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.models import Span
 
+# Jobs pass ids as strings; the ORM hands back UUIDs.
+RunId = uuid.UUID | str
+SessionId = uuid.UUID | str
 
-def run_claim(*, run_id: Any, worker: str, job_id: str = "") -> int | None:
+
+def run_claim(*, run_id: RunId, worker: str, job_id: str = "") -> int | None:
     """Take a queued run for this worker; returns the new epoch, or None if not ours to run."""
     now = timezone.now()
     with connection.cursor() as cursor:
@@ -43,7 +48,7 @@ def run_claim(*, run_id: Any, worker: str, job_id: str = "") -> int | None:
     return row[0] if row else None
 
 
-def fenced_update(*, run_id: Any, epoch: int, **fields: Any) -> None:
+def fenced_update(*, run_id: RunId, epoch: int, **fields: Any) -> None:
     """Update the run only while this worker still holds it; raise LeaseLost otherwise."""
     fields.setdefault("heartbeat_at", timezone.now())
     updated = Run.objects.filter(pk=run_id, epoch=epoch, status=RunStatus.RUNNING).update(**fields)
@@ -51,7 +56,7 @@ def fenced_update(*, run_id: Any, epoch: int, **fields: Any) -> None:
         raise LeaseLost(f"run {run_id} is no longer held at epoch {epoch}")
 
 
-def heartbeat(*, run_id: Any, epoch: int) -> bool:
+def heartbeat(*, run_id: RunId, epoch: int) -> bool:
     return bool(
         Run.objects.filter(pk=run_id, epoch=epoch, status=RunStatus.RUNNING).update(
             heartbeat_at=timezone.now()
@@ -59,7 +64,7 @@ def heartbeat(*, run_id: Any, epoch: int) -> bool:
     )
 
 
-def runs_heartbeat(*, held: list[tuple[Any, int]]) -> set[tuple[Any, int]]:
+def runs_heartbeat(*, held: list[tuple[RunId, int]]) -> set[tuple[RunId, int]]:
     """`heartbeat` for many runs in one statement: returns the (run, epoch) pairs still held."""
     if not held:
         return set()
@@ -76,7 +81,7 @@ def runs_heartbeat(*, held: list[tuple[Any, int]]) -> set[tuple[Any, int]]:
         return {(row[0], row[1]) for row in cursor.fetchall()}
 
 
-def run_time_out(*, run_id: Any, epoch: int, seconds: float) -> bool:
+def run_time_out(*, run_id: RunId, epoch: int, seconds: float) -> bool:
     """End a run that went over its job's time limit as failed (fenced: False if it was no
     longer held). Its job, if still busy, stops at its next write."""
     message = f"the run went over its job's time limit of {seconds:g} s (RUN_JOB_TIMEOUT)"
@@ -96,7 +101,7 @@ def run_time_out(*, run_id: Any, epoch: int, seconds: float) -> bool:
     return True
 
 
-def messages_append(*, session_id: Any, messages: list[Message]) -> list[Message]:
+def messages_append(*, session_id: SessionId, messages: list[Message]) -> list[Message]:
     """Give the messages the session's next sequence numbers and insert them (one statement)."""
     if not messages:
         return []
@@ -110,9 +115,9 @@ def messages_append(*, session_id: Any, messages: list[Message]) -> list[Message
 
 def step_commit(
     *,
-    run_id: Any,
+    run_id: RunId,
     epoch: int,
-    session_id: Any,
+    session_id: SessionId,
     fields: dict[str, Any],
     messages: list[Message],
     tool_calls: list[ToolCall],
@@ -170,7 +175,7 @@ _APPENDED = "(SELECT json_agg(json_build_array(id, seq)) FROM messages)"
 
 
 def _append_ctes(
-    *, session_id: Any, messages: list[Message], fenced: bool
+    *, session_id: SessionId, messages: list[Message], fenced: bool
 ) -> tuple[list[str], list[Any]]:
     """`numbered` moves the session's counter on (only if `held` has the run, when fenced);
     `messages` inserts the messages numbered from it, returning their ids and numbers."""
@@ -186,7 +191,7 @@ def _append_ctes(
     return ctes, [count, timezone.now(), session_id, count, _MESSAGES.rows(messages)]
 
 
-def _appended(*, session_id: Any, messages: list[Message], rows: list[list[Any]]) -> None:
+def _appended(*, session_id: SessionId, messages: list[Message], rows: list[list[Any]]) -> None:
     """Give the stored messages their ids and numbers, and send them to the session's stream."""
     for message, (pk, seq) in zip(messages, sorted(rows, key=lambda row: row[1]), strict=True):
         message.pk, message.seq = pk, seq

@@ -41,12 +41,7 @@ from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    from django.contrib.auth.models import AnonymousUser, User
-
-    # Who acts: a signed-in user, or nobody (an anonymous visitor, a job): request.user as is.
-    Actor: TypeAlias = User | AnonymousUser | None
+    from agentops.auth import Actor
 
 log = get_logger(__name__)
 

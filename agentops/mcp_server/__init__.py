@@ -1,0 +1,2 @@
+"""`/mcp/`: the agents a personal API key may use, as the tools of a streamable-HTTP MCP
+server, so other agents and IDEs can call them."""
