@@ -82,6 +82,7 @@ def main() -> int:
     from agentops.models import FINISHED_RUN_STATUSES, Run
     from agentops.runtime.services import session_create, session_post_message
     from agentops.testing.processes import (
+        Proc,
         child_env,
         start_scheduler,
         start_worker,
