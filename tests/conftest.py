@@ -78,9 +78,11 @@ def dev_agent(db, devmodel, model_name):  # type: ignore[no-untyped-def]
     return AgentFactory(endpoint=endpoint)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(django_db_setup) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
-    """One RQ worker process for the session, on the test database (tests must be transactional)."""
+    """One RQ worker process for the test module, on the test database (tests must be
+    transactional). Per module, not per session: a test that starts workers of its own (to
+    kill them, say) must not find another one taking its runs."""
     proc = start_worker(child_env())
     yield proc
     proc.stop()

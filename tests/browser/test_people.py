@@ -74,7 +74,7 @@ def test_it_cuts_a_demoted_operators_live_queue_at_once(browser, base_url, alice
     status = operator.locator("[data-live-status]")
     expect(status).to_contain_text("live")
     user_role_set(user=bob, role="viewer", actor=alice)
-    expect(status).to_have_text("not allowed to follow this stream")
+    expect(status).to_have_text("not allowed to follow this")
     operator.reload()
     expect(operator.locator("[data-live-status]")).to_contain_text("live")  # as a viewer now
     expect(operator.locator("button[data-claim]")).to_have_count(0)
