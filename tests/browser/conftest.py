@@ -24,6 +24,16 @@ PASSWORD = "correct horse battery staple"
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "artifacts" / "screenshots"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_database_connection() -> None:
+    """Each journey starts on a fresh connection of this process: earlier suites stop
+    Postgres or end its backends on purpose, and an idle connection they ended only fails
+    when it is next used (here, in a fixture's first INSERT)."""
+    from django.db import connections
+
+    connections.close_all()
+
+
 @pytest.fixture
 def browser(web, worker) -> Iterator:  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
