@@ -24,18 +24,9 @@ PASSWORD = "correct horse battery staple"
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "artifacts" / "screenshots"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_database_connection() -> None:
-    """Each journey starts on a fresh connection of this process: earlier suites stop
-    Postgres or end its backends on purpose, and an idle connection they ended only fails
-    when it is next used (here, in a fixture's first INSERT)."""
-    from django.db import connections
-
-    connections.close_all()
-
-
 @pytest.fixture
 def browser(web, worker) -> Iterator:  # type: ignore[no-untyped-def]
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
@@ -45,7 +36,12 @@ def browser(web, worker) -> Iterator:  # type: ignore[no-untyped-def]
     try:
         with sync_playwright() as pw:
             chromium = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            # Django keeps its connections per asyncio context, and Playwright's loop makes
+            # one: a connection left here by an earlier journey may since have been ended
+            # (suites stop Postgres or end its backends on purpose). Start and end fresh.
+            connections.close_all()
             yield chromium
+            connections.close_all()
             chromium.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
