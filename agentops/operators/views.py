@@ -256,3 +256,20 @@ def audit(request: HtmxHttpRequest) -> HttpResponse:
     }
     template = "operators/audit.html#entries" if request.htmx else "operators/audit.html"
     return render(request, template, context, status=error_status(request) if error else 200)
+
+
+@role_required("operator")
+@require_POST
+def presence(request: HtmxHttpRequest) -> HttpResponse:
+    """The operator's own online/away/offline switch in the navigation."""
+    error = ""
+    try:
+        services.operator_presence_set(user=request.user, presence=request.POST.get("presence", ""))
+    except ValueError as exc:
+        error = str(exc)
+    if request.htmx:
+        context = {"presence": selectors.operator_presence(user=request.user), "error": error}
+        return render(request, "operators/_presence.html", context, status=400 if error else 200)
+    if error:
+        messages.error(request, f"Not changed: {error}.")
+    return redirect(request.POST.get("next") or "operators:queue")
