@@ -50,10 +50,11 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
     if window not in FIGURE_WINDOWS:
         window = "7d"
     return {
-        "open": list(selectors.handoffs_open()),
+        "open": list(selectors.handoffs_open_for(user=request.user)),
         "claimed": list(selectors.handoffs_claimed(user=request.user)),
         "approvals": list(selectors.approvals_pending()),
         "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
+        "sla": selectors.sla_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "window": window,
         "windows": list(FIGURE_WINDOWS),
         "now": timezone.now(),

@@ -1,4 +1,5 @@
-"""The operator's presence switch in the navigation (base.html)."""
+"""The operator's presence switch in the navigation (base.html) and the queue's
+service-level timers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 from django import template
 
-from agentops.operators.selectors import operator_presence
+from agentops.models import Handoff
+from agentops.operators.selectors import SlaTimer, handoff_sla_timer, operator_presence
 
 register = template.Library()
 
@@ -19,3 +21,8 @@ def presence_switch(context: dict[str, Any]) -> dict[str, Any]:
         "request": request,
         "csrf_token": context.get("csrf_token"),
     }
+
+
+@register.filter
+def sla_timer(handoff: Handoff) -> SlaTimer | None:
+    return handoff_sla_timer(handoff=handoff)

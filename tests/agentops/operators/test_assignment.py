@@ -208,3 +208,85 @@ def test_it_counts_a_service_level_breach_once_and_alerts_on_it():
     assert sla_breaches("") == 0.0
     assert [e.state for e in alerts_evaluate()] == ["resolved"]
     assert Handoff.objects.exclude(first_response_breached_at=None).count() == 1
+
+
+def test_it_sets_a_teams_assignment_escalation_and_targets_on_the_team_page(alice):
+    backup = Team.objects.create(slug="backup", name="Backup")
+    ann = UserFactory(username="ann", role="operator")
+    operator_presence_set(user=ann, presence=Presence.ONLINE)
+    waiting = make_handoff(team=Team.objects.create(slug="desk", name="Desk"))
+    client = Client()
+    client.force_login(alice)
+    form = {
+        "slug": "desk",
+        "name": "Desk",
+        "timezone": "UTC",
+        "members": [ann.pk],
+        "assignment_mode": "least_busy",
+        "concurrent_cap": "2",
+        "escalate_after_minutes": "15",
+        "escalate_to": backup.pk,
+        "first_response_minutes": "5",
+        "resolution_minutes": "120",
+    }
+    assert client.post(reverse("team_edit", args=["desk"]), form).status_code == 302
+    team = Team.objects.get(slug="desk")
+    assert (team.assignment_mode, team.concurrent_cap, team.escalate_to) == (
+        "least_busy",
+        2,
+        backup,
+    )
+    assert (team.first_response_minutes, team.resolution_minutes) == (5, 120)
+    entry = AuditEntry.objects.get(action="team.changed")
+    assert (
+        entry.detail["assignment_mode"] == "least_busy" and entry.detail["escalate_to"] == "backup"
+    )
+    assert Handoff.objects.get(pk=waiting.pk).claimed_by == ann  # now automatic: given at once
+
+    page = client.get(reverse("teams")).content.decode()
+    assert 'data-member="ann" data-presence="online"' in page and "1/2" in page
+    assert "escalates after 15 min to Backup" in page
+
+    for changes, message in (
+        ({"escalate_to": team.pk}, "A team cannot escalate to itself"),
+        ({"concurrent_cap": "0"}, "Ensure this value is greater than or equal to 1."),
+        ({"first_response_minutes": "soon"}, "Enter a whole number."),
+    ):
+        response = client.post(reverse("team_edit", args=["desk"]), {**form, **changes})
+        assert response.status_code == 400 and message in response.content.decode()
+
+
+def test_it_sets_an_operators_own_cap_on_the_people_page(alice):
+    ann = UserFactory(username="ann", role="operator")
+    client = Client()
+    client.force_login(alice)
+    assert client.post(reverse("user_cap", args=[ann.pk]), {"cap": "5"}).status_code == 302
+    assert OperatorState.objects.get(user=ann).concurrent_cap == 5
+    assert AuditEntry.objects.get(action="operator.cap_set").detail == {"cap": 5, "previous": None}
+    client.post(reverse("user_cap", args=[ann.pk]), {"cap": "0"})
+    assert OperatorState.objects.get(user=ann).concurrent_cap == 5
+    page = client.get(reverse("users"), follow=True).content.decode()
+    assert "cap: give a whole number of at least 1" in page
+    client.post(reverse("user_cap", args=[ann.pk]), {"cap": ""})
+    assert OperatorState.objects.get(user=ann).concurrent_cap is None
+
+
+def test_it_shows_an_operator_their_teams_queue_with_timers_and_breach_figures(alice):
+    desk = Team.objects.create(slug="desk", name="Desk", first_response_minutes=10)
+    other = Team.objects.create(slug="other", name="Other")
+    ann = UserFactory(username="ann", role="operator")
+    desk.members.add(ann)
+    mine = make_handoff(team=desk, reason="Desk handoff")
+    make_handoff(team=other, reason="Other team's handoff")
+    make_handoff(reason="Nobody's handoff")
+    Handoff.objects.filter(pk=mine.pk).update(created_at=timezone.now() - timedelta(minutes=11))
+    handoffs_sla_check()
+    client = Client()
+    client.force_login(ann)
+    page = client.get(reverse("operators:queue")).content.decode()
+    assert "Desk handoff" in page and "Nobody&#x27;s handoff" in page
+    assert "Other team" not in page
+    assert 'data-sla-kind="first response"' in page and 'data-sla-breached="1"' in page
+    assert 'data-sla-breaches="first_response">1<' in page
+    client.force_login(alice)
+    assert "Other team" in client.get(reverse("operators:queue")).content.decode()
