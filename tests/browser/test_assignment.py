@@ -11,8 +11,8 @@ from datetime import timedelta
 import django_rq
 import pytest
 from django.utils import timezone
-from rq.job import Job, JobStatus
 from playwright.sync_api import expect
+from rq.job import Job, JobStatus
 
 from agentops.models import AssignmentMode, Handoff, HandoffStatus, Team
 from agentops.operators.services import handoff_claim, handoffs_sweep, operator_cap_set
