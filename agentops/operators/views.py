@@ -13,6 +13,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
@@ -273,4 +274,7 @@ def presence(request: HtmxHttpRequest) -> HttpResponse:
         return render(request, "operators/_presence.html", context, status=400 if error else 200)
     if error:
         messages.error(request, f"Not changed: {error}.")
-    return redirect(request.POST.get("next") or "operators:queue")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("operators:queue")  # never off-site
+    return redirect(back)

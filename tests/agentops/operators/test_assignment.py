@@ -119,8 +119,12 @@ def test_it_sets_the_presence_from_the_nav_and_offline_at_logout():
     _, (ann, _ben, _cat) = team_of_three(AssignmentMode.MANUAL)
     client = Client()
     client.force_login(ann)
-    response = client.post(reverse("operators:presence"), {"presence": "away"})
-    assert response.status_code == 302
+    response = client.post(reverse("operators:presence"), {"presence": "away", "next": "/teams/"})
+    assert response.status_code == 302 and response.url == "/teams/"
+    offsite = client.post(
+        reverse("operators:presence"), {"presence": "away", "next": "https://evil.example/"}
+    )
+    assert offsite.url == reverse("operators:queue")
     assert OperatorState.objects.get(user=ann).presence == "away"
     page = client.get(reverse("operators:queue")).content.decode()
     assert 'data-presence="away"' in page
