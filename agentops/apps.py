@@ -15,6 +15,7 @@ class AgentOpsConfig(AppConfig):
             endpoint_keys_rotate,
             queue_depth,
             queue_wait,
+            sla_breaches,
         )
         from agentops.idempotency import idempotency_keys_purge
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
@@ -33,6 +34,7 @@ class AgentOpsConfig(AppConfig):
         key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)
         alert_gauge_register(metric=AlertMetric.QUEUE_DEPTH, gauge=queue_depth)
         alert_gauge_register(metric=AlertMetric.QUEUE_WAIT, gauge=queue_wait)
+        alert_gauge_register(metric=AlertMetric.SLA_BREACHES, gauge=sla_breaches)
         from agentops.webhooks.services import webhooks_purge
 
         retention_hook_register(name="agentops.webhooks", hook=webhooks_purge)

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from agentops.auth import ROLES
-from agentops.models import WEEKDAYS, Team, slug_validator
+from agentops.models import WEEKDAYS, AssignmentMode, Team, slug_validator
 
 ROLE_LABELS = {
     "": "none (cannot use the console)",
@@ -65,6 +65,52 @@ class TeamForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
+    assignment_mode = forms.ChoiceField(
+        choices=AssignmentMode.choices,
+        initial=AssignmentMode.MANUAL,
+        required=False,
+        help_text="Automatic: among members who are online and under their cap.",
+    )
+    concurrent_cap = forms.IntegerField(
+        min_value=1,
+        initial=3,
+        required=False,
+        label="Conversations per operator at once",
+        help_text="A person's own cap (People page) wins over this one.",
+    )
+    escalate_after_minutes = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Escalate unclaimed handoffs after (minutes)",
+        help_text="Empty: never.",
+    )
+    escalate_to = forms.ModelChoiceField(
+        queryset=Team.objects.order_by("slug"),
+        required=False,
+        empty_label="the admins",
+        label="Escalate to",
+    )
+    first_response_minutes = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="First response target (minutes)",
+        help_text="From the handoff to the first operator reply. Empty: none.",
+    )
+    resolution_minutes = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label="Resolution target (minutes)",
+        help_text="From the handoff to its close or hand-back. Empty: none.",
+    )
+
+    POLICY_FIELDS = (
+        "assignment_mode",
+        "concurrent_cap",
+        "escalate_after_minutes",
+        "escalate_to",
+        "first_response_minutes",
+        "resolution_minutes",
+    )
 
     def __init__(self, *args: Any, team: Team | None = None, **kwargs: Any) -> None:
         if team is not None:
@@ -75,6 +121,7 @@ class TeamForm(forms.Form):
                     "name": team.name,
                     "timezone": team.timezone,
                     "members": list(team.members.all()),
+                    **{name: getattr(team, name) for name in self.POLICY_FIELDS},
                     **{
                         f"{day}_{edge}": team.working_hours[day][i]
                         for day in team.working_hours
@@ -101,6 +148,21 @@ class TeamForm(forms.Form):
         if taken.exists():
             raise forms.ValidationError("Another team has this slug.")
         return slug
+
+    def clean_escalate_to(self) -> Team | None:
+        to: Team | None = self.cleaned_data.get("escalate_to")
+        if to is not None and self.team is not None and to.pk == self.team.pk:
+            raise forms.ValidationError("A team cannot escalate to itself; choose the admins.")
+        return to
+
+    def policy(self) -> dict[str, Any]:
+        """Left out (an older client): manual, and the model's default cap."""
+        policy = {name: self.cleaned_data.get(name) for name in self.POLICY_FIELDS}
+        policy["assignment_mode"] = policy["assignment_mode"] or AssignmentMode.MANUAL
+        policy["concurrent_cap"] = (
+            policy["concurrent_cap"] or Team._meta.get_field("concurrent_cap").get_default()
+        )
+        return policy
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -5,7 +5,8 @@ they know no agentops table, so agentops answers for its own tables.
 - tool pages: which agents may call a tool, the Agent.tools relation (tools.access);
 - key rotation: the model endpoints' API keys (tools.rotation);
 - retention: old tool calls (tracing.retention; agentops.runtime.retention);
-- alerts: the run queue's depth and oldest wait as gauges (tracing.alerts).
+- alerts: the run queue's depth and oldest wait, and the handoffs in breach of a service
+  level, as gauges (tracing.alerts).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from django.db.models import Count
 
 from agentops.models import Agent, ModelEndpoint
+from agentops.operators.selectors import handoffs_in_breach_count
 from agentops.selectors import run_queue_summary
 from memory.agents import MemoryAgent
 from tools.access import ToolCaller
@@ -87,3 +89,9 @@ def queue_wait(agent: str) -> float:
     rows = [a for a in summary.agents if not agent or a.agent == agent]
     waits = [a.oldest_wait.total_seconds() for a in rows if a.oldest_wait is not None]
     return max(waits, default=0.0)
+
+
+def sla_breaches(agent: str) -> float:
+    """Handoffs (of one agent, or of all) not resolved yet that breached a team's first
+    response or resolution target: a rule on it fires while any is left unresolved."""
+    return float(handoffs_in_breach_count(agent=agent))

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from crypto.secrets import decrypt_text, encrypt_text
 
@@ -79,6 +80,12 @@ def working_hours_validate(value: Any) -> None:
             raise ValidationError(f"{day}: the shift must end after it starts.")
 
 
+class AssignmentMode(models.TextChoices):
+    MANUAL = "manual", "manual: operators claim"
+    ROUND_ROBIN = "round_robin", "automatic: round-robin"
+    LEAST_BUSY = "least_busy", "automatic: least busy"
+
+
 class Team(models.Model):
     """A group of operators that handoffs go to, with its working hours."""
 
@@ -87,6 +94,39 @@ class Team(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="teams")
     timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validate])
     working_hours = models.JSONField(default=dict, blank=True, validators=[working_hours_validate])
+    # Assignment (see agentops/operators/services.py, handoff_assign).
+    assignment_mode = models.CharField(
+        max_length=12, choices=AssignmentMode.choices, default=AssignmentMode.MANUAL
+    )
+    concurrent_cap = models.PositiveIntegerField(
+        default=3,
+        validators=[MinValueValidator(1)],
+        help_text="Conversations an operator is given at once, unless their own cap says.",
+    )
+    escalate_after_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="An unclaimed handoff escalates after this long. Empty: never.",
+    )
+    escalate_to = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The team it escalates to. Empty: the admins.",
+    )
+    last_assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Service levels, from the handoff's arrival. Empty: no target.
+    first_response_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    resolution_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -453,12 +493,47 @@ class Handoff(models.Model):
     last_tool_calls = models.JSONField(default=list, blank=True)
     suggested_reply = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Since when it is in its team's queue (its escalation clock); escalated_at: last escalation.
+    team_since = models.DateTimeField(default=timezone.now)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    escalated_to_admins = models.BooleanField(default=False)
+    assigned_automatically = models.BooleanField(default=False)
+    # Service levels: the first operator reply, and each breach stored once when first seen.
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    first_response_breached_at = models.DateTimeField(null=True, blank=True)
+    resolution_breached_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["status", "priority", "created_at"])]
 
     def __str__(self) -> str:
         return f"handoff {self.pk} ({self.status})"
+
+
+class Presence(models.TextChoices):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class OperatorState(models.Model):
+    """An operator's presence and cap: only an online operator under their cap is given
+    conversations automatically. No row: offline, the team's cap."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="operator_state"
+    )
+    presence = models.CharField(max_length=8, choices=Presence.choices, default=Presence.OFFLINE)
+    presence_changed_at = models.DateTimeField(default=timezone.now)
+    concurrent_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Conversations given at once. Empty: the team's cap.",
+    )
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.presence}"
 
 
 class AuditEntry(models.Model):

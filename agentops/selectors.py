@@ -23,6 +23,8 @@ from agentops.models import (
     HandoffStatus,
     Invitation,
     Message,
+    OperatorState,
+    Presence,
     Role,
     Run,
     RunStatus,
@@ -30,6 +32,7 @@ from agentops.models import (
     Team,
     ToolCall,
 )
+from agentops.operators.selectors import operator_loads
 
 
 @dataclass
@@ -38,14 +41,17 @@ class UserRow:
     role: str  # "" for none
     groups: list[str]  # role groups held (more than one only if set in the Django admin)
     teams: list[Team] = field(default_factory=list)
+    cap: int | None = None  # their own concurrent-conversation cap; None: their team's
 
 
 def users_list() -> list[UserRow]:
     rows = []
+    caps = dict(OperatorState.objects.values_list("user_id", "concurrent_cap"))
     for user in get_user_model().objects.prefetch_related("groups", "teams").order_by("username"):
         held = [g.name for g in user.groups.all() if g.name in ROLES]
         role = "admin" if user.is_superuser else next((r for r in reversed(ROLES) if r in held), "")
-        rows.append(UserRow(user=user, role=role, groups=held, teams=list(user.teams.all())))
+        teams = list(user.teams.all())
+        rows.append(UserRow(user=user, role=role, groups=held, teams=teams, cap=caps.get(user.pk)))
     return rows
 
 
@@ -60,11 +66,20 @@ def team_is_working(*, team: Team, at: datetime) -> bool:
 
 
 @dataclass
+class MemberRow:
+    user: Any
+    presence: str  # online, away or offline
+    load: int  # conversations held now
+    cap: int  # given at most this many at once (their own cap, or the team's)
+
+
+@dataclass
 class TeamRow:
     team: Team
     on_shift: bool  # the team's working hours include now
     members: list[Any]  # users, active ones first
     agents: list[str]  # slugs of the agents handing off to it
+    people: list[MemberRow] = field(default_factory=list)  # the members, with presence and load
 
 
 def teams_list(*, now: datetime | None = None) -> list[TeamRow]:
@@ -74,12 +89,27 @@ def teams_list(*, now: datetime | None = None) -> list[TeamRow]:
     rows = []
     for team in Team.objects.prefetch_related("members", "agents").order_by("slug"):
         members = sorted(team.members.all(), key=lambda u: (not u.is_active, u.get_username()))
+        loads = operator_loads(user_ids=[u.pk for u in members])
+        states = {
+            s.user_id: s for s in OperatorState.objects.filter(user_id__in=[u.pk for u in members])
+        }
+        people = [
+            MemberRow(
+                user=u,
+                presence=states[u.pk].presence if u.pk in states else Presence.OFFLINE,
+                load=loads[u.pk],
+                cap=(states[u.pk].concurrent_cap if u.pk in states else None)
+                or team.concurrent_cap,
+            )
+            for u in members
+        ]
         rows.append(
             TeamRow(
                 team=team,
                 on_shift=team_is_working(team=team, at=now),
                 members=members,
                 agents=sorted(a.slug for a in team.agents.all()),
+                people=people,
             )
         )
     return rows

@@ -176,10 +176,20 @@ def team_save(
     working_hours: dict[str, list[str]],
     members: Iterable[Any],
     actor: Actor,
+    policy: dict[str, Any] | None = None,
 ) -> Team:
-    """Create a team (`team` None) or change one; validated like the model says."""
+    """Create a team (`team` None) or change one; validated like the model says. `policy`:
+    the assignment, escalation and service-level fields to set (TeamForm.POLICY_FIELDS)."""
     created = team is None
     team = team or Team()
+    policy = policy or {}
+
+    def policy_of(t: Team) -> dict[str, Any]:
+        return {
+            k: (getattr(t, k).slug if k == "escalate_to" and getattr(t, k) else getattr(t, k))
+            for k in policy
+        }
+
     before = (
         {}
         if created
@@ -189,10 +199,13 @@ def team_save(
             "timezone": team.timezone,
             "working_hours": team.working_hours,
             "members": sorted(team.members.values_list("username", flat=True)),
+            **policy_of(team),
         }
     )
     team.slug, team.name, team.timezone = slug, name, timezone_name
     team.working_hours = working_hours
+    for field, value in policy.items():
+        setattr(team, field, value)
     team.full_clean()
     members = list(members)
     after = {
@@ -201,10 +214,15 @@ def team_save(
         "timezone": timezone_name,
         "working_hours": working_hours,
         "members": sorted(m.get_username() for m in members),
+        **policy_of(team),
     }
     with transaction.atomic():
         team.save()
         team.members.set(members)
+        if policy:  # now automatic, a larger cap or new members: give out what waits
+            from agentops.operators.services import handoffs_assign_pending
+
+            transaction.on_commit(lambda: handoffs_assign_pending(team_ids=[team.pk]), robust=True)
         changes: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
         if changes:
             audit_record(

@@ -17,6 +17,7 @@ urlpatterns = [
     path("users/<int:user_id>/role", views.user_role, name="user_role"),
     path("users/<int:user_id>/teams", views.user_teams, name="user_teams"),
     path("users/<int:user_id>/active", views.user_active, name="user_active"),
+    path("users/<int:user_id>/cap", views.user_cap, name="user_cap"),
     path("users/invite", views.user_invite, name="user_invite"),
     path(
         "users/invitations/<int:invitation_id>/withdraw",

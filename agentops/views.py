@@ -238,6 +238,24 @@ def user_teams(request: HttpRequest, user_id: int) -> HttpResponse:
 
 @role_required("admin")
 @require_POST
+def user_cap(request: HttpRequest, user_id: int) -> HttpResponse:
+    """How many conversations the person is given at once (empty: their team's cap)."""
+    from agentops.operators.services import operator_cap_set
+
+    user = get_object_or_404(get_user_model(), pk=user_id)
+    raw = request.POST.get("cap", "").strip()
+    if raw and not (raw.isdigit() and int(raw) >= 1):
+        messages.error(request, "cap: give a whole number of at least 1, or leave it empty.")
+        return redirect("users")
+    cap = int(raw) if raw else None
+    operator_cap_set(user=user, cap=cap, actor=request.user)
+    shown = cap if cap is not None else "the team's"
+    messages.success(request, f"{user.get_username()}: {shown} conversations at once.")
+    return redirect("users")
+
+
+@role_required("admin")
+@require_POST
 def user_active(request: HttpRequest, user_id: int) -> HttpResponse:
     user = get_object_or_404(get_user_model(), pk=user_id)
     active = request.POST.get("active") == "1"
@@ -272,6 +290,7 @@ def team_form_page(request: HttpRequest, *, team: Team | None) -> HttpResponse:
             working_hours=form.cleaned_data["working_hours"],
             members=form.cleaned_data["members"],
             actor=request.user,
+            policy=form.policy(),
         )
         messages.success(request, f"Team {saved.slug} saved.")
         return redirect("teams")

@@ -134,13 +134,15 @@ class AlertMetric(models.TextChoices):
     NO_RUNS = "no_runs", "No runs at all in the window"
     QUEUE_DEPTH = "queue_depth", "Runs waiting in the queue now"
     QUEUE_WAIT = "queue_wait", "Oldest queued run's wait now (s)"
+    SLA_BREACHES = "sla_breaches", "Handoffs in breach of a service level now (unresolved)"
 
 
 class AlertRule(models.Model):
     """Fires when `metric` over the last `window_minutes` is above `threshold`.
 
     `no_runs` fires when no run started or finished in the window (threshold unused);
-    `queue_depth` and `queue_wait` are read now, not over the window (see alert_gauge_register).
+    `queue_depth`, `queue_wait` and `sla_breaches` are read now, not over the window (see
+    alert_gauge_register).
     """
 
     name = models.CharField(max_length=100, unique=True)

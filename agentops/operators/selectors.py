@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
@@ -13,8 +14,11 @@ from agentops.models import (
     AuditEntry,
     Handoff,
     HandoffStatus,
+    OperatorState,
+    Presence,
     Run,
     Session,
+    Team,
     ToolCall,
     ToolCallStatus,
 )
@@ -28,6 +32,112 @@ def handoffs_open() -> QuerySet[Handoff]:
         .select_related("session__agent", "run", "team")
         .order_by("priority", "created_at")
     )
+
+
+def handoffs_open_for(*, user: Any) -> QuerySet[Handoff]:
+    """The queue a person sees: an operator their teams' handoffs and those of no team (all
+    of them when in no team); an admin every one."""
+    qs = handoffs_open()
+    if has_role(user, "admin"):
+        return qs
+    team_ids = list(Team.objects.filter(members__pk=user.pk).values_list("pk", flat=True))
+    return qs.filter(Q(team_id__in=team_ids) | Q(team__isnull=True)) if team_ids else qs
+
+
+def operator_user_ids(*, team: Team) -> list[int]:
+    """The team's members who may be given conversations: active operators and admins."""
+    members = team.members.filter(is_active=True).filter(
+        Q(groups__name__in=["operator", "admin"]) | Q(is_superuser=True)
+    )
+    return sorted(set(members.values_list("pk", flat=True)))
+
+
+def operator_loads(*, user_ids: list[int]) -> dict[int, int]:
+    """How many conversations each person holds now (claimed handoffs), 0 for none."""
+    held = dict(
+        Handoff.objects.filter(status=HandoffStatus.CLAIMED, claimed_by_id__in=user_ids)
+        .values("claimed_by_id")
+        .annotate(n=Count("id"))
+        .values_list("claimed_by_id", "n")
+    )
+    return {pk: held.get(pk, 0) for pk in user_ids}
+
+
+def operator_presence(*, user: Any) -> str:
+    state = OperatorState.objects.filter(user_id=user.pk).values_list("presence", flat=True)
+    return state.first() or Presence.OFFLINE
+
+
+@dataclass(frozen=True)
+class SlaTimer:
+    """The clock a handoff runs against now; the page turns it amber at AMBER_AT of the
+    target and red past it (static/operators/sla.js)."""
+
+    kind: str  # "first response" or "resolution"
+    start: datetime
+    due: datetime
+    breached: bool
+
+    @property
+    def start_ms(self) -> int:
+        return int(self.start.timestamp() * 1000)
+
+    @property
+    def due_ms(self) -> int:
+        return int(self.due.timestamp() * 1000)
+
+
+AMBER_AT = 0.75
+
+
+def handoff_sla_timer(*, handoff: Handoff) -> SlaTimer | None:
+    """Open or claimed and not answered yet: the first-response target; answered: the
+    resolution target; none for a team without targets or a resolved handoff."""
+    team = handoff.team
+    if team is None or handoff.status == HandoffStatus.RESOLVED:
+        return None
+    if team.first_response_minutes and handoff.first_response_at is None:
+        due = handoff.created_at + timedelta(minutes=team.first_response_minutes)
+        breached = handoff.first_response_breached_at is not None
+        return SlaTimer("first response", handoff.created_at, due, breached)
+    if team.resolution_minutes:
+        due = handoff.created_at + timedelta(minutes=team.resolution_minutes)
+        breached = handoff.resolution_breached_at is not None
+        return SlaTimer("resolution", handoff.created_at, due, breached)
+    return None
+
+
+def handoffs_in_breach_count(*, agent: str = "") -> int:
+    """Handoffs not resolved yet with a stored breach (of one agent, or "" of all)."""
+    qs = Handoff.objects.exclude(status=HandoffStatus.RESOLVED).filter(
+        Q(first_response_breached_at__isnull=False) | Q(resolution_breached_at__isnull=False)
+    )
+    if agent:
+        qs = qs.filter(session__agent__slug=agent)
+    return qs.count()
+
+
+def sla_figures(*, since: datetime) -> dict[str, Any]:
+    """Service-level breaches per team whose deadline fell in the window, beside the
+    handoffs that arrived in it."""
+    rows = []
+    for team in Team.objects.filter(
+        Q(first_response_minutes__isnull=False) | Q(resolution_minutes__isnull=False)
+    ).order_by("slug"):
+        handoffs = Handoff.objects.filter(team=team)
+        rows.append(
+            {
+                "team": team,
+                "handoffs": handoffs.filter(created_at__gte=since).count(),
+                "first_response": handoffs.filter(first_response_breached_at__gte=since).count(),
+                "resolution": handoffs.filter(resolution_breached_at__gte=since).count(),
+            }
+        )
+    return {
+        "teams": rows,
+        "first_response": Handoff.objects.filter(first_response_breached_at__gte=since).count(),
+        "resolution": Handoff.objects.filter(resolution_breached_at__gte=since).count(),
+    }
 
 
 def handoffs_claimed(*, user: Any) -> QuerySet[Handoff]:

@@ -14,4 +14,5 @@ urlpatterns = [
     path("handoffs/<int:handoff_id>/reassign", views.reassign, name="reassign"),
     path("tool-calls/<int:tool_call_id>/decide", views.decide, name="decide"),
     path("audit/", views.audit, name="audit"),
+    path("presence", views.presence, name="presence"),
 ]

@@ -13,6 +13,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
@@ -50,10 +51,11 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
     if window not in FIGURE_WINDOWS:
         window = "7d"
     return {
-        "open": list(selectors.handoffs_open()),
+        "open": list(selectors.handoffs_open_for(user=request.user)),
         "claimed": list(selectors.handoffs_claimed(user=request.user)),
         "approvals": list(selectors.approvals_pending()),
         "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
+        "sla": selectors.sla_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "window": window,
         "windows": list(FIGURE_WINDOWS),
         "now": timezone.now(),
@@ -256,3 +258,23 @@ def audit(request: HtmxHttpRequest) -> HttpResponse:
     }
     template = "operators/audit.html#entries" if request.htmx else "operators/audit.html"
     return render(request, template, context, status=error_status(request) if error else 200)
+
+
+@role_required("operator")
+@require_POST
+def presence(request: HtmxHttpRequest) -> HttpResponse:
+    """The operator's own online/away/offline switch in the navigation."""
+    error = ""
+    try:
+        services.operator_presence_set(user=request.user, presence=request.POST.get("presence", ""))
+    except ValueError as exc:
+        error = str(exc)
+    if request.htmx:
+        context = {"presence": selectors.operator_presence(user=request.user), "error": error}
+        return render(request, "operators/_presence.html", context, status=400 if error else 200)
+    if error:
+        messages.error(request, f"Not changed: {error}.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("operators:queue")  # never off-site
+    return redirect(back)

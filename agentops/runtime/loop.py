@@ -30,6 +30,7 @@ from django.utils import timezone
 from agentops.agent_config import agent_config_for_run
 from agentops.models import (
     Agent,
+    AssignmentMode,
     Handoff,
     Message,
     ModelEndpoint,
@@ -40,6 +41,7 @@ from agentops.models import (
     Team,
     ToolCall,
 )
+from agentops.operators.services import handoff_assign
 from agentops.runtime import breaker
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
@@ -707,6 +709,11 @@ class RunDriver:
                 },
             )
             webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
+        if to_team is not None and to_team.assignment_mode != AssignmentMode.MANUAL:
+            try:
+                handoff_assign(handoff_id=handoff.pk)
+            except DatabaseError:  # it waits in the queue; the scheduler's sweep assigns it
+                log.exception("handoff.assign_failed", handoff=handoff.pk)
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
         self.run.error_class = str(failure_class)
         status_broadcast(self.run)
