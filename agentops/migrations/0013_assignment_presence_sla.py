@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agentops", "0011_webhooks"),
+        ("agentops", "0012_agent_versions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
