@@ -8,6 +8,7 @@ from tracing.models import ModelPrice
 
 class EndpointForm(forms.ModelForm):
     base_url = forms.URLField(
+        label="Base URL",
         max_length=500,
         assume_scheme="https",
         help_text="OpenAI-compatible API root, e.g. https://api.openai.com/v1 or "
