@@ -528,7 +528,7 @@ def get_trace(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
     run = get_object_or_404(Run, pk=run_id)
     spans = Span.objects.filter(trace_id=run.pk).order_by("seq")
-    return {"trace_id": str(run.pk), "spans": [span_to_event(s) for s in spans]}
+    return {"trace_id": str(run.pk), "spans": [span_to_event(s, content=True) for s in spans]}
 
 
 @api.post(

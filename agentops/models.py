@@ -629,3 +629,66 @@ from agentops.webhooks.models import (  # noqa: E402, F401
     WebhookEndpoint,
     WebhookEvent,
 )
+
+
+class BreakerTransition(models.Model):
+    """A change of an endpoint's circuit breaker: opened, half-open probe, closed, or reset."""
+
+    endpoint = models.ForeignKey(
+        ModelEndpoint, on_delete=models.CASCADE, related_name="breaker_transitions"
+    )
+    state = models.CharField(max_length=10, choices=BreakerState.choices)
+    reason = models.CharField(max_length=300, blank=True, default="")
+    failures = models.PositiveIntegerField(default=0)
+    # The trace (a run, or a playground run) whose call moved the breaker; none for a reset.
+    trace_id = models.UUIDField(null=True, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["endpoint", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {self.state} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PlaygroundRun(models.Model):
+    """A model call re-run from the playground: what was sent and what came back. It is its
+    own trace (trace id = its id) and never touches a session."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The recorded model call it started from (a `model.call` span).
+    source_trace_id = models.UUIDField()
+    source_span_id = models.CharField(max_length=16)
+    endpoint = models.ForeignKey(
+        ModelEndpoint, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    endpoint_name = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    temperature = models.FloatField(null=True, blank=True)
+    messages = models.JSONField(default=list)
+    tools = models.JSONField(default=list, blank=True)
+    succeeded = models.BooleanField(default=False)
+    output_content = models.TextField(blank=True, default="")
+    output_tool_calls = models.JSONField(default=list, blank=True)
+    response_model = models.CharField(max_length=200, blank=True, default="")
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    error_class = models.CharField(max_length=40, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["source_trace_id", "source_span_id"])]
+
+    def __str__(self) -> str:
+        return f"playground {self.pk} ({self.model})"

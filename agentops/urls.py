@@ -34,6 +34,8 @@ urlpatterns = [
     path("operators/", include("agentops.operators.urls")),
     path("webhooks/", include("agentops.webhooks.urls")),
     path("widget/", include("agentops.widget.urls")),
+    path("endpoints/", include("agentops.endpoints.urls")),
+    path("playground/", include("agentops.playground.urls")),
     path("", include("agentops.observe.urls")),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

@@ -47,6 +47,11 @@ def retention_batch_size() -> int:
     return _int("RETENTION_BATCH_SIZE", 5000, 1)
 
 
+def trace_content_max_chars() -> int:
+    """Characters of a model call's messages, tools and output kept on its span (0: none)."""
+    return _int("TRACE_CONTENT_MAX_CHARS", 200_000, 0)
+
+
 def metrics_token() -> str:
     """Bearer token for the Prometheus endpoint (an API key works too)."""
     return str(_value("METRICS_TOKEN", ""))
@@ -62,6 +67,7 @@ def check() -> None:
         minute_rollup_retention_days,
         hour_rollup_retention_days,
         retention_batch_size,
+        trace_content_max_chars,
     ):
         fn()
     endpoint = otlp_endpoint()

@@ -8,6 +8,7 @@ OpenTelemetry GenAI conventions where one exists (`gen_ai.request.model`, ...).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from tracing import otlp
+from tracing import conf, otlp, semconv
 from tracing.failures import Interruption, failure_class_of
 from tracing.live import broadcast, cancel_soon, run_group, send_now, send_soon
 from tracing.models import Span, SpanStatus
@@ -111,6 +112,37 @@ class Tracer:
             return value
         return self.redact(str(value))
 
+    def redact_content(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        """A model call's messages, tools and output (semconv.CONTENT_ATTRIBUTES): known secrets
+        replaced, and together cut to TRACE_CONTENT_MAX_CHARS by shortening the longest texts
+        (marked `agentops.content_truncated`). No name-based redaction: a tool's parameter may
+        be called `max_tokens`, and these are what the model was sent, not settings."""
+        limit = conf.trace_content_max_chars()
+        if limit == 0:
+            return {}
+
+        def clean(value: Any, cut: int | None) -> Any:
+            if isinstance(value, str):
+                for secret in self._secrets:
+                    value = value.replace(secret, REDACTED)
+                value = value.replace("\x00", "\ufffd")
+                return truncate(value, cut) if cut is not None else value
+            if isinstance(value, dict):
+                return {str(k): clean(v, cut) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [clean(v, cut) for v in value]
+            if isinstance(value, int | float | bool) or value is None:
+                return value
+            return clean(str(value), cut)
+
+        out = clean(attributes, None)
+        cut = limit
+        while len(json.dumps(out)) > limit and cut > 16:
+            cut //= 2
+            out = clean(attributes, cut)
+            out[semconv.CONTENT_TRUNCATED] = True
+        return out
+
     # -- recording ---------------------------------------------------------------------
     def _next_seq(self) -> int:
         if self._seq is None:
@@ -199,6 +231,14 @@ class Tracer:
     def _record(self, record: SpanRecord, *, is_event: bool) -> None:
         duration = 0.0 if is_event else (time.perf_counter() - record.start_mono) * 1000
         end_time = datetime.now(UTC) if not is_event else record.start_time
+        content = {
+            k: record.attributes.pop(k)
+            for k in semconv.CONTENT_ATTRIBUTES
+            if k in record.attributes
+        }
+        attributes = self.redact(record.attributes)
+        if content:
+            attributes.update(self.redact_content(content))
         self._buffer.append(
             Span(
                 trace_id=self.trace_id,
@@ -215,7 +255,7 @@ class Tracer:
                 duration_ms=round(duration, 3),
                 session_id=self.session_id,
                 agent=self.agent,
-                attributes=self.redact(record.attributes),
+                attributes=attributes,
             )
         )
 
@@ -253,7 +293,10 @@ class Tracer:
 PRIVATE_ATTRIBUTES = frozenset({"exception.stacktrace"})
 
 
-def span_to_event(span: Span) -> dict[str, Any]:
+def span_to_event(span: Span, *, content: bool = False) -> dict[str, Any]:
+    """A stored record as streams (and, with `content`, the API) carry it: a model call's
+    messages, tools and output (semconv.CONTENT_ATTRIBUTES) are large, so only the API, which
+    is asked for one trace, carries them; a stream's page reads them from its own render."""
     return {
         "seq": span.seq,
         "span_id": span.span_id,
@@ -268,6 +311,6 @@ def span_to_event(span: Span) -> dict[str, Any]:
         "attributes": {
             key: value
             for key, value in (span.attributes or {}).items()
-            if key not in PRIVATE_ATTRIBUTES
+            if key not in PRIVATE_ATTRIBUTES and (content or key not in semconv.CONTENT_ATTRIBUTES)
         },
     }

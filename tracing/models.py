@@ -48,6 +48,12 @@ class ModelPrice(models.Model):
     model = models.CharField(max_length=200, unique=True)
     input_per_million = models.DecimalField(max_digits=10, decimal_places=4, default=0)
     output_per_million = models.DecimalField(max_digits=10, decimal_places=4, default=0)
+    as_of = models.DateField(
+        null=True, blank=True, help_text="When this price was taken from the provider's list."
+    )
+
+    class Meta:
+        ordering = ["model"]
 
     def __str__(self) -> str:
         return self.model

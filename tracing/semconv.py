@@ -30,6 +30,14 @@ OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 ERROR_TYPE = "error.type"
+# What a model call was sent and answered, kept so the playground can reopen it exactly.
+# OpenTelemetry's opt-in GenAI content attributes, holding the OpenAI chat format as sent.
+INPUT_MESSAGES = "gen_ai.input.messages"
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+OUTPUT_MESSAGES = "gen_ai.output.messages"
+REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+CONTENT_TRUNCATED = "agentops.content_truncated"
+CONTENT_ATTRIBUTES = frozenset({INPUT_MESSAGES, TOOL_DEFINITIONS, OUTPUT_MESSAGES})
 
 # Run statuses as the runtime reports them on `run.status` events (attribute `status`).
 RUN_STARTED = frozenset({"running"})

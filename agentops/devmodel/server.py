@@ -296,6 +296,7 @@ class Handler(BaseHTTPRequestHandler):
             "ended": None,
             "last": messages[-1] if messages else None,
             "transcript": [[m.get("role"), _content_text(m)] for m in messages],
+            "body": body,  # the request as received, for tests that check what was sent
         }
         with _lock:
             script = _scripts.get(model, {})

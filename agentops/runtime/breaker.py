@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agentops.models import BreakerState, ModelEndpoint
+from agentops.models import BreakerState, BreakerTransition, ModelEndpoint
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
 
@@ -44,6 +44,12 @@ def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = T
     ).update(breaker_state=BreakerState.HALF_OPEN, breaker_opened_at=now)
     if took_probe:
         tracer.event("breaker.half_open", endpoint=endpoint.name)
+        transition_record(
+            endpoint=endpoint,
+            state=BreakerState.HALF_OPEN,
+            reason="cooldown over: one probe call let through",
+            tracer=tracer,
+        )
         return True
     return False
 
@@ -67,6 +73,12 @@ def breaker_record_success(*, endpoint: ModelEndpoint, tracer: Tracer) -> None:
     )
     if closed and endpoint.breaker_state != BreakerState.CLOSED:
         tracer.event("breaker.closed", endpoint=endpoint.name)
+        transition_record(
+            endpoint=endpoint,
+            state=BreakerState.CLOSED,
+            reason=f"a call succeeded while {endpoint.get_breaker_state_display()}",
+            tracer=tracer,
+        )
     endpoint.breaker_state, endpoint.breaker_failures = BreakerState.CLOSED, 0
 
 
@@ -90,3 +102,28 @@ def breaker_record_failure(*, endpoint: ModelEndpoint, failure: Failure, tracer:
                 failures=endpoint.breaker_failures,
                 **{"error.type": failure.failure_class.value},
             )
+            was = (
+                "the half-open probe failed"
+                if endpoint.breaker_state == BreakerState.HALF_OPEN
+                else f"{endpoint.breaker_failures} failures in a row"
+            )
+            transition_record(
+                endpoint=endpoint,
+                state=BreakerState.OPEN,
+                reason=f"{was}; last: {failure.failure_class.value}: "
+                f"{tracer.redact(str(failure))[:200]}",
+                tracer=tracer,
+            )
+
+
+def transition_record(
+    *, endpoint: ModelEndpoint, state: str, reason: str, tracer: Tracer
+) -> BreakerTransition:
+    """The endpoint's breaker history (the endpoint page), beside the run's trace event."""
+    return BreakerTransition.objects.create(
+        endpoint=endpoint,
+        state=state,
+        reason=reason[:300],
+        failures=endpoint.breaker_failures,
+        trace_id=tracer.trace_id,
+    )

@@ -16,6 +16,7 @@ from django.db import connection
 from agentops.models import ModelEndpoint
 from agentops.runtime import breaker
 from agentops.runtime.errors import classify_model_error
+from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure
 
@@ -117,6 +118,11 @@ def model_call(
                 purpose=purpose,
                 messages=len(messages),
             ),
+            **{
+                semconv.INPUT_MESSAGES: messages,
+                semconv.TOOL_DEFINITIONS: tools,
+                semconv.REQUEST_TEMPERATURE: temperature,
+            },
         ) as span:
             reply = model_complete(
                 endpoint=endpoint,
@@ -134,6 +140,13 @@ def model_call(
                     "gen_ai.usage.output_tokens": reply.output_tokens,
                     "gen_ai.response.finish_reasons": [reply.finish_reason],
                     "tool_calls": len(reply.tool_calls),
+                    semconv.OUTPUT_MESSAGES: [
+                        {
+                            "role": "assistant",
+                            "content": reply.content,
+                            **({"tool_calls": reply.tool_calls} if reply.tool_calls else {}),
+                        }
+                    ],
                 }
             )
     except Failure as failure:

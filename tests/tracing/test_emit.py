@@ -125,3 +125,60 @@ def test_it_stores_an_error_message_holding_a_nul_character(db):
     (span,) = tracer.flush_now()
     span.refresh_from_db()
     assert span.error_message == "bad\ufffdbyte" and span.attributes["result"] == "a\ufffdb"
+
+
+def test_it_keeps_a_model_calls_content_whole_with_secrets_redacted(db):
+    """The playground reopens a call from these: no per-text cut, no name-based redaction
+    (a tool parameter called max_tokens is a schema, not a secret); known secrets replaced."""
+    from tracing import semconv
+    from tracing.emit import REDACTED, span_to_event
+
+    tracer = Tracer(uuid.uuid4(), secrets_to_redact=["sk-the-endpoint-key"])
+    long_text = "word " * 1000  # over MAX_ATTRIBUTE_CHARS
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "search",
+                "parameters": {"type": "object", "properties": {"max_tokens": {"type": "integer"}}},
+            },
+        }
+    ]
+    messages = [
+        {"role": "system", "content": long_text},
+        {"role": "user", "content": "my key is sk-the-endpoint-key, a\x00b"},
+    ]
+    with tracer.span(
+        "model.call",
+        **{semconv.INPUT_MESSAGES: messages, semconv.TOOL_DEFINITIONS: tools, "api_key": "x1234"},
+    ):
+        pass
+    span = tracer.flush_now()[0]
+    stored = Span.objects.get(pk=span.pk).attributes
+    assert stored[semconv.INPUT_MESSAGES][0]["content"] == long_text
+    assert stored[semconv.INPUT_MESSAGES][1]["content"] == f"my key is {REDACTED}, a\ufffdb"
+    assert stored[semconv.TOOL_DEFINITIONS] == tools
+    assert stored["api_key"] == REDACTED  # other attributes are redacted by name as before
+    assert semconv.CONTENT_TRUNCATED not in stored
+    # Streams carry no content (it is large); the API asks for it.
+    assert semconv.INPUT_MESSAGES not in span_to_event(span)["attributes"]
+    assert span_to_event(span, content=True)["attributes"][semconv.TOOL_DEFINITIONS] == tools
+
+
+def test_it_bounds_a_model_calls_content_to_the_setting(db, settings):
+    from tracing import semconv
+
+    settings.TRACE_CONTENT_MAX_CHARS = 3000
+    tracer = Tracer(uuid.uuid4())
+    messages = [{"role": "user", "content": "x" * 5000}, {"role": "user", "content": "short"}]
+    with tracer.span("model.call", **{semconv.INPUT_MESSAGES: messages}):
+        pass
+    stored = tracer.flush_now()[0].attributes
+    kept = stored[semconv.INPUT_MESSAGES]
+    assert stored[semconv.CONTENT_TRUNCATED] is True
+    assert len(str(kept)) <= 3000 and kept[1]["content"] == "short"
+    assert kept[0]["content"].startswith("xxx") and "more chars" in kept[0]["content"]
+    settings.TRACE_CONTENT_MAX_CHARS = 0
+    with tracer.span("model.call", **{semconv.INPUT_MESSAGES: messages}):
+        pass
+    assert semconv.INPUT_MESSAGES not in tracer.flush_now()[0].attributes

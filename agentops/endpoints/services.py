@@ -1,0 +1,137 @@
+"""Writes for model endpoints and model prices: save, test connection, breaker reset."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from agentops.models import BreakerState, BreakerTransition, ModelEndpoint
+from agentops.runtime.model_client import model_complete
+from agentops.services import audit_record
+from tracing.emit import REDACTED
+from tracing.failures import Failure
+from tracing.models import ModelPrice
+
+if TYPE_CHECKING:
+    from agentops.auth import Actor
+
+TEST_PROMPT = "Reply with one word: pong"
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    ok: bool
+    latency_ms: int
+    model: str
+    reply: str = ""
+    error_class: str = ""
+    message: str = ""
+
+
+def endpoint_save(
+    *, endpoint: ModelEndpoint, api_key: str | None, clear_api_key: bool = False, actor: Actor
+) -> ModelEndpoint:
+    """Save an endpoint. `api_key` None keeps the stored key; the key is write-only (stored
+    encrypted, never shown or logged)."""
+    created = endpoint.pk is None
+    if clear_api_key:
+        endpoint.set_api_key("")
+    elif api_key:
+        endpoint.set_api_key(api_key)
+    endpoint.full_clean()
+    with transaction.atomic():
+        endpoint.save()
+        audit_record(
+            actor=actor,
+            action="endpoint.create" if created else "endpoint.update",
+            target=endpoint.name,
+            api_key_changed=bool(api_key) or clear_api_key,
+        )
+    return endpoint
+
+
+def endpoint_test(*, endpoint: ModelEndpoint, model: str = "") -> EndpointCheck:
+    """A real minimal chat completion through the runtime's client, once: no retry, and not
+    counted on the circuit breaker (a diagnosis, not traffic). Errors come back classified,
+    with the endpoint's key redacted."""
+    model = model or endpoint.default_model
+    started = time.perf_counter()
+    try:
+        reply = model_complete(
+            endpoint=endpoint,
+            model=model,
+            messages=[{"role": "user", "content": TEST_PROMPT}],
+            tools=[],
+            temperature=None,
+        )
+    except Failure as failure:
+        message = str(failure) or type(failure).__name__
+        if endpoint.api_key:
+            message = message.replace(endpoint.api_key, REDACTED)
+        return EndpointCheck(
+            ok=False,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            model=model,
+            error_class=failure.failure_class.value,
+            message=message[:500],
+        )
+    return EndpointCheck(
+        ok=True,
+        latency_ms=round((time.perf_counter() - started) * 1000),
+        model=reply.model or model,
+        reply=reply.content[:200],
+    )
+
+
+def endpoint_breaker_reset(*, endpoint: ModelEndpoint, actor: Actor) -> BreakerTransition:
+    """Close the breaker by hand: calls go to the endpoint again at once."""
+    with transaction.atomic():
+        before = (
+            ModelEndpoint.objects.select_for_update()
+            .values_list("breaker_state", "breaker_failures")
+            .get(pk=endpoint.pk)
+        )
+        ModelEndpoint.objects.filter(pk=endpoint.pk).update(
+            breaker_state=BreakerState.CLOSED, breaker_failures=0, breaker_opened_at=None
+        )
+        name = getattr(actor, "username", "") or "someone"
+        transition = BreakerTransition.objects.create(
+            endpoint=endpoint,
+            state=BreakerState.CLOSED,
+            reason=f"reset by {name} (was {before[0]}, {before[1]} failures)",
+            failures=before[1],
+            actor=actor if actor is not None and actor.is_authenticated else None,
+        )
+        audit_record(
+            actor=actor, action="endpoint.breaker_reset", target=endpoint.name, was=before[0]
+        )
+    endpoint.breaker_state, endpoint.breaker_failures, endpoint.breaker_opened_at = (
+        BreakerState.CLOSED,
+        0,
+        None,
+    )
+    return transition
+
+
+def price_save(*, price: ModelPrice, actor: Actor) -> ModelPrice:
+    created = price.pk is None
+    price.full_clean()
+    with transaction.atomic():
+        price.save()
+        audit_record(
+            actor=actor,
+            action="price.create" if created else "price.update",
+            target=price.model,
+            input_per_million=str(price.input_per_million),
+            output_per_million=str(price.output_per_million),
+        )
+    return price
+
+
+def price_delete(*, price: ModelPrice, actor: Actor) -> None:
+    with transaction.atomic():
+        audit_record(actor=actor, action="price.delete", target=price.model)
+        price.delete()

@@ -1,0 +1,157 @@
+"""Model endpoint pages (admins edit; operators test and reset; everyone with a role reads)
+and the model price table."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from agentops.auth import has_role, role_required
+from agentops.endpoints import selectors, services
+from agentops.endpoints.forms import EndpointForm, EndpointTestForm, PriceForm
+from agentops.models import ModelEndpoint
+from tracing.models import ModelPrice
+from tracing.web import HtmxHttpRequest, error_status
+
+
+def _require_admin(request: HtmxHttpRequest) -> None:
+    if not has_role(request.user, "admin"):
+        raise PermissionDenied("Changing this needs the admin role.")
+
+
+def _save(request: HtmxHttpRequest, form: EndpointForm) -> ModelEndpoint | None:
+    if not form.is_valid():
+        return None
+    try:
+        return services.endpoint_save(
+            endpoint=form.save(commit=False),
+            api_key=form.cleaned_data.get("api_key") or None,
+            clear_api_key=form.cleaned_data.get("clear_api_key", False),
+            actor=request.user,
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return None
+
+
+@role_required("viewer")
+@require_http_methods(["GET"])
+def endpoints(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "endpoints/list.html", {"endpoints": selectors.endpoint_list()})
+
+
+@role_required("admin")
+@require_http_methods(["GET", "POST"])
+def endpoint_create(request: HtmxHttpRequest) -> HttpResponse:
+    form = EndpointForm(request.POST or None)
+    if request.method == "POST":
+        endpoint = _save(request, form)
+        if endpoint is not None:
+            messages.success(request, f"Endpoint {endpoint.name} saved.")
+            return redirect("endpoints:detail", pk=endpoint.pk)
+    status = error_status(request) if form.errors else 200
+    return render(request, "endpoints/detail.html", {"form": form, "endpoint": None}, status=status)
+
+
+def _detail(request: HtmxHttpRequest, endpoint: ModelEndpoint, form: EndpointForm, **extra):  # type: ignore[no-untyped-def]
+    if not has_role(request.user, "admin"):
+        for field in form.fields.values():
+            field.disabled = True
+    status = extra.pop("status", 200)
+    context = {
+        "form": form,
+        "endpoint": endpoint,
+        "test_form": extra.pop("test_form", None) or EndpointTestForm(),
+        "transitions": selectors.endpoint_transitions(endpoint=endpoint),
+        "agents": endpoint.agents.order_by("slug"),
+        **extra,
+    }
+    return render(request, "endpoints/detail.html", context, status=status)
+
+
+@role_required("viewer")
+@require_http_methods(["GET", "POST"])
+def endpoint_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    endpoint = get_object_or_404(ModelEndpoint, pk=pk)
+    if request.method == "POST":
+        _require_admin(request)
+        form = EndpointForm(request.POST, instance=endpoint)
+        saved = _save(request, form)
+        if saved is not None:
+            messages.success(request, f"Endpoint {saved.name} saved.")
+            return redirect("endpoints:detail", pk=saved.pk)
+        endpoint = ModelEndpoint.objects.get(pk=pk)
+        return _detail(request, endpoint, form, status=error_status(request))
+    return _detail(request, endpoint, EndpointForm(instance=endpoint))
+
+
+@role_required("operator")
+@require_POST
+def endpoint_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    endpoint = get_object_or_404(ModelEndpoint, pk=pk)
+    test_form = EndpointTestForm(request.POST)
+    check = None
+    if test_form.is_valid():
+        check = services.endpoint_test(endpoint=endpoint, model=test_form.cleaned_data["model"])
+    context = {"endpoint": endpoint, "test_form": test_form, "check": check}
+    if request.htmx:
+        return render(request, "endpoints/detail.html#test", context)
+    return _detail(request, endpoint, EndpointForm(instance=endpoint), **context)
+
+
+@role_required("operator")
+@require_POST
+def endpoint_reset(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    endpoint = get_object_or_404(ModelEndpoint, pk=pk)
+    services.endpoint_breaker_reset(endpoint=endpoint, actor=request.user)
+    messages.success(request, f"Circuit breaker of {endpoint.name} reset: closed.")
+    return redirect("endpoints:detail", pk=endpoint.pk)
+
+
+# --- prices ---------------------------------------------------------------------------------
+
+
+@role_required("viewer")
+@require_http_methods(["GET", "POST"])
+def prices(request: HtmxHttpRequest) -> HttpResponse:
+    form = PriceForm(request.POST or None)
+    if request.method == "POST":
+        _require_admin(request)
+        if form.is_valid():
+            price = services.price_save(price=form.save(commit=False), actor=request.user)
+            messages.success(request, f"Price of {price.model} saved.")
+            return redirect("endpoints:prices")
+    status = error_status(request) if form.errors else 200
+    return render(
+        request,
+        "endpoints/prices.html",
+        {"prices": selectors.price_list(), "form": form},
+        status=status,
+    )
+
+
+@role_required("admin")
+@require_http_methods(["GET", "POST"])
+def price_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    price = get_object_or_404(ModelPrice, pk=pk)
+    form = PriceForm(request.POST or None, instance=price)
+    if request.method == "POST" and form.is_valid():
+        services.price_save(price=form.save(commit=False), actor=request.user)
+        messages.success(request, f"Price of {price.model} saved.")
+        return redirect("endpoints:prices")
+    status = error_status(request) if form.errors else 200
+    return render(
+        request, "endpoints/price_form.html", {"form": form, "price": price}, status=status
+    )
+
+
+@role_required("admin")
+@require_POST
+def price_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    price = get_object_or_404(ModelPrice, pk=pk)
+    services.price_delete(price=price, actor=request.user)
+    messages.success(request, f"Price of {price.model} deleted.")
+    return redirect("endpoints:prices")
