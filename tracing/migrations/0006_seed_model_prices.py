@@ -77,6 +77,6 @@ def seed(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("tracing", "0004_model_price_as_of")]
+    dependencies = [("tracing", "0005_model_price_as_of")]
 
     operations = [migrations.RunPython(seed, migrations.RunPython.noop)]

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tracing", "0003_alert_queue_metrics"),
+        ("tracing", "0004_alert_sla_breaches"),
     ]
 
     operations = [
