@@ -211,6 +211,11 @@ def run_handoffs(*, run: Run) -> QuerySet[Handoff]:
     return Handoff.objects.filter(run=run).order_by("-created_at")
 
 
+def run_forks(*, run: Run) -> QuerySet[Run]:
+    """The first runs of the forks made from this run."""
+    return Run.objects.filter(forked_from=run).select_related("session").order_by("created_at")
+
+
 def run_is_live(*, run: Run) -> bool:
     return run.status in ACTIVE_RUN_STATUSES
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import django_rq
 from django.conf import settings
@@ -390,7 +390,7 @@ def _fork_scratchpad(*, copied: list[Message]) -> dict[str, str]:
     }
     if not wanted:
         return {}
-    calls = {
+    calls: dict[tuple[Any, Any, str], Any] = {
         (c.run_id, c.step, c.call_id): c.arguments
         for c in ToolCall.objects.filter(
             run_id__in={run_id for run_id, _, _ in wanted},

@@ -226,7 +226,7 @@ class ToolRunner:
         forking allowed it; else the origin run's recording of the same call answers it, or
         it is refused with a message the model reads. None: go on and execute it."""
         driver = self.driver
-        event = {"gen_ai.tool.name": tool.name, "fork.idempotent": tool.idempotent}
+        event: dict[str, Any] = {"gen_ai.tool.name": tool.name, "fork.idempotent": tool.idempotent}
         if tool.idempotent or driver.session.fork_tools == ForkTools.ALLOW:
             driver.tracer.event("tool.fork", **event, **{"fork.outcome": ForkOutcome.EXECUTED})
             return None

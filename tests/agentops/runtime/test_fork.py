@@ -9,11 +9,16 @@ from collections.abc import Iterator
 import pytest
 
 from agentops.devmodel.server import tool_pairing_error
-from agentops.models import ForkOutcome, Message, Role, RunStatus, ToolCall
+from agentops.models import ForkOutcome, Message, Role, RunStatus, Session, ToolCall
 from agentops.runtime.context import to_openai
-from agentops.runtime.services import run_fork, session_create, session_post_message
+from agentops.runtime.services import (
+    ForkInvalid,
+    run_fork,
+    session_create,
+    session_post_message,
+)
 from agentops.testing.processes import Proc, child_env, start_worker
-from tests.agentops.runtime.helpers import spans, wait_for_run
+from tests.agentops.runtime.helpers import recorded_run, spans, wait_for_run
 from tests.tools.servers import Handler, LoopbackServer
 from tools.models import ToolDefinition, ToolKind
 from tools.services import python_tools_sync, tool_save
@@ -217,3 +222,53 @@ def test_it_keeps_the_working_notes_as_they_stood_at_the_fork_point(
     first_call = devmodel.requests(model_name)[3]  # after the origin's three
     system = first_call["transcript"][0][1]
     assert "Working notes:\n- plan: one" in system
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_summary_when_it_covers_only_what_came_before_the_run():
+    origin = recorded_run(earlier_turn=True)
+    Session.objects.filter(pk=origin.session_id).update(
+        summary="They said hello.", summary_upto_seq=2
+    )
+    fork = run_fork(run=origin, step=1)
+    session = Session.objects.get(pk=fork.session_id)
+    assert (session.summary, session.summary_upto_seq) == ("They said hello.", 2)
+    contents = [m.content for m in fork_messages(fork)]
+    assert contents == ["hello", "You said: hello", "call echo", ""]
+    assert session.last_seq == 4 and fork.step == 1 and fork.model_calls == 1
+    assert fork.status == RunStatus.QUEUED
+
+
+@pytest.mark.django_db
+def test_it_leaves_out_a_summary_that_covers_the_run_and_copies_everything_verbatim():
+    origin = recorded_run(earlier_turn=True)
+    Session.objects.filter(pk=origin.session_id).update(summary="All of it.", summary_upto_seq=6)
+    fork = run_fork(run=origin, step=2)
+    session = Session.objects.get(pk=fork.session_id)
+    assert (session.summary, session.summary_upto_seq) == ("", 0)
+    assert [m.content for m in fork_messages(fork)] == [
+        "hello",
+        "You said: hello",
+        "call echo",
+        "",
+        "hi",
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("step", "content", "field", "complaint"),
+    [
+        (4, None, "step", "has steps 0 to 3"),
+        (-1, None, "step", "has steps 0 to 3"),
+        (0, " ", "content", "the user message must not be empty"),
+        (3, "", "content", "the assistant message must not be empty"),
+        (2, "x" * 40_000, "content", "longer than"),
+    ],
+)
+def test_it_refuses_a_fork_it_cannot_make_naming_the_input(step, content, field, complaint):
+    origin = recorded_run()
+    with pytest.raises(ForkInvalid) as error:
+        run_fork(run=origin, step=step, content=content)
+    assert error.value.field == field and complaint in error.value.message
+    assert Session.objects.count() == 1  # nothing was made
