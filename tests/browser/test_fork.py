@@ -61,7 +61,8 @@ def test_it_forks_from_a_step_of_the_run_page(browser, base_url, chat_agent, bob
     assert executions() == ["stock", "order"]  # nothing ran again
     replayed = ToolCall.objects.get(run=fork, tool_name="side_effect")
     assert replayed.fork_outcome == "replayed"
-    expect(page.locator("table .fork-replayed")).to_have_text("replayed")
+    expect(page.locator("table:not(.waterfall) .fork-replayed")).to_have_text("replayed")
+    expect(page.locator(".span-inline-event .fork-replayed")).to_have_text("replayed")  # trace
     screenshot(page, "fork-run")
 
     origin_link.locator("a").first.click()
