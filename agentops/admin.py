@@ -5,8 +5,10 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import UserChangeForm
+from django.http import HttpRequest
 
 from agentops import models
+from agentops.agents.services import agent_version_create
 from agentops.auth import user_role
 from agentops.forms import ROLE_CHOICES
 from agentops.services import user_active_set, user_role_set
@@ -72,6 +74,14 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     filter_horizontal = ["tools"]
     inlines = [AgentFallbackInline]
+    readonly_fields = ["published_version"]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # The admin is for emergencies: what is saved here runs at once, as a published version.
+        super().save_related(request, form, formsets, change)
+        agent_version_create(
+            agent=form.instance, author=request.user, note="saved in the Django admin", publish=True
+        )
 
 
 @admin.register(models.Session)

@@ -134,6 +134,14 @@ class Agent(models.Model):
             "their turn. Empty: the AGENT_MAX_CONCURRENT_RUNS setting. 0: no limit."
         ),
     )
+    published_version = models.ForeignKey(
+        "AgentVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version new conversations run. Empty: the agent's current settings.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -143,6 +151,37 @@ class Agent(models.Model):
     @property
     def model_name(self) -> str:
         return self.model or self.endpoint.default_model
+
+
+class AgentVersion(models.Model):
+    """An immutable snapshot of an agent's behaviour (agentops/agent_config.py owns its shape),
+    saved on every change with its author and a note. Runs record the version they ran."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    config = models.JSONField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True, default="")
+    # Set on versions made for an experiment or a fork: their diff is against this one, and
+    # they are not in the agent's line of saved changes.
+    derived_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last made the published version."
+    )
+
+    class Meta:
+        ordering = ["agent", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "number"], name="agentversion_agent_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} v{self.number}"
 
 
 class AgentFallback(models.Model):
@@ -195,6 +234,11 @@ class Session(models.Model):
     summary = models.TextField(blank=True, default="")
     summary_upto_seq = models.PositiveIntegerField(default=0)
     scratchpad = models.JSONField(default=dict, blank=True)
+    # A session pinned to a version (a fork, an experiment, the builder's draft chat) runs it;
+    # others run their agent's published version.
+    agent_version = models.ForeignKey(
+        AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     last_seq = models.PositiveIntegerField(default=0)
     # A fork (runtime/services.py `run_fork`) continues another session's run from a step; its
     # origin run and step are on its first run (`Run.forked_from`, `Run.forked_at_step`).
@@ -291,6 +335,9 @@ class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
+    agent_version = models.ForeignKey(
+        AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     trigger = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -21,6 +21,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
+from agentops.agent_config import agent_config_for
 from agentops.models import Handoff, Message, Run
 from agentops.runtime import breaker
 from agentops.runtime.context import to_openai
@@ -87,14 +88,17 @@ def handoff_package_write(*, handoff_id: int) -> Handoff:
     """Ask the run's models for the summary and the suggested reply, store them, tell the pages."""
     handoff = Handoff.objects.select_related("session").get(pk=handoff_id)
     run = (
-        Run.objects.select_related("agent__endpoint").filter(pk=handoff.run_id).first()
+        Run.objects.select_related("agent__endpoint", "agent_version")
+        .filter(pk=handoff.run_id)
+        .first()
         if handoff.run_id
         else None
     )
     agent = run.agent if run else handoff.session.agent
-    candidates = [(agent.endpoint, agent.model_name)] + [
-        (f.endpoint, f.model_name) for f in agent.fallbacks.select_related("endpoint")
-    ]
+    session = handoff.session
+    version = run.agent_version if run else session.agent_version or agent.published_version
+    config = agent_config_for(agent=agent, version=version)
+    candidates = config.candidates
     tracer = Tracer(
         run.pk if run else handoff.session_id,
         session_id=handoff.session_id,
@@ -113,7 +117,7 @@ def handoff_package_write(*, handoff_id: int) -> Handoff:
         ):
             try:
                 package[key] = _complete(
-                    tracer, candidates, prompt, transcript, deadline, agent.temperature
+                    tracer, candidates, prompt, transcript, deadline, config.temperature
                 )
             except Failure as failure:
                 package[key] = (

@@ -27,6 +27,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from agentops.agent_config import agent_config_for_run
 from agentops.models import (
     Agent,
     Handoff,
@@ -133,7 +134,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
     epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
     if epoch is None:
         return "not-claimed"
-    run = Run.objects.select_related("agent__endpoint", "session").get(pk=run_id)
+    run = Run.objects.select_related("agent__endpoint", "session", "agent_version").get(pk=run_id)
     beat = heartbeat_start(run.pk, epoch)
     with bind_context(
         trace_id=str(run.pk),
@@ -186,12 +187,11 @@ class RunDriver:
     def __init__(self, run: Run, epoch: int, beat: RunBeat) -> None:
         self.run = run
         self.agent: Agent = run.agent
+        self.config = agent_config_for_run(run)
         self.session = run.session
         self.epoch = epoch
         self.beat = beat
-        self.candidates = [(self.agent.endpoint, self.agent.model_name)] + [
-            (f.endpoint, f.model_name) for f in self.agent.fallbacks.select_related("endpoint")
-        ]
+        self.candidates = self.config.candidates
         # Breaker states came with the run; they are read again once older than BREAKER_READ_EVERY.
         self.breakers_read_at = dict.fromkeys((e.pk for e, _ in self.candidates), time.monotonic())
         self.tracer = Tracer(
@@ -201,14 +201,14 @@ class RunDriver:
             secrets_to_redact=[endpoint.api_key for endpoint, _ in self.candidates],
         )
         self.policy = RetryPolicy(
-            self.agent.retry_max_attempts,
-            self.agent.retry_base_seconds,
-            self.agent.retry_cap_seconds,
+            self.config.retry_max_attempts,
+            self.config.retry_base_seconds,
+            self.config.retry_cap_seconds,
         )
         self.transcript = Transcript()
-        self.parts = ContextParts(self.agent.system_prompt, [], "", {}, [])
+        self.parts = ContextParts(self.config.system_prompt, [], "", {}, [])
         self.tools = ToolRunner(self)
-        self.budget = self.agent.context_token_budget
+        self.budget = self.config.context_token_budget
         self.in_place = False
         self._specs: tuple[list[dict[str, Any]], int] | None = None
 
@@ -224,7 +224,10 @@ class RunDriver:
             epoch=self.epoch,
             step=self.run.step,
             resumed=self.run.step > 0,
+            agent_version=self.config.version_number,
         )
+        if self.config.problem:
+            raise Failure(FailureClass.INVALID_REQUEST, self.config.problem)
         self.run.status = RunStatus.RUNNING
         status_broadcast(self.run)
         trigger_seq = (
@@ -247,7 +250,7 @@ class RunDriver:
         )
         self.parts.summary = self.session.summary
         self.parts.notes = dict(self.session.scratchpad or {})
-        if self.agent.memory_enabled:
+        if self.config.memory_enabled:
             self.recall_memories()
 
     def recall_memories(self) -> None:
@@ -261,12 +264,12 @@ class RunDriver:
             m.text
             for m in memory_pinned(agent_id=self.agent.pk, user_key=self.session.external_user)
         ]
-        if query and self.agent.recall_k:
+        if query and self.config.recall_k:
             recalled = memory_recall(
                 agent_id=self.agent.pk,
                 user_key=self.session.external_user,
                 query=query,
-                k=self.agent.recall_k,
+                k=self.config.recall_k,
                 run_id=self.run.pk,
                 tracer=self.tracer,
             )
@@ -285,9 +288,9 @@ class RunDriver:
             if last is not None and last.role == Role.ASSISTANT and last.run_id == self.run.pk:
                 self.finish()
                 return
-            if self.run.model_calls >= self.agent.max_steps:
+            if self.run.model_calls >= self.config.max_steps:
                 raise HandoffRequired(
-                    f"max_steps reached ({self.agent.max_steps} model calls)",
+                    f"max_steps reached ({self.config.max_steps} model calls)",
                     failure_class=FailureClass.LIMIT,
                 )
             self.model_step()
@@ -395,7 +398,7 @@ class RunDriver:
         are folded into the summary; a turn that does not fit even so fails the run with
         context_overflow rather than letting the model answer a question it was not shown."""
         keep_from = self.transcript.turn_start(trigger_id=self.run.trigger_id, run_id=self.run.pk)
-        limit = self.agent.context_token_budget
+        limit = self.config.context_token_budget
 
         def check(fixed: int) -> None:
             turn = sum(m.token_count for m in self.transcript.messages[keep_from:])
@@ -557,7 +560,7 @@ class RunDriver:
             model=model,
             messages=messages,
             tools=specs,
-            temperature=self.agent.temperature,
+            temperature=self.config.temperature,
             purpose=purpose,
             attempt=attempt,
             on_text=self.stream_text if purpose == "chat" else None,
@@ -660,7 +663,7 @@ class RunDriver:
         last_tool_calls = self.last_tool_calls()
         # A team the model named goes first if it exists; otherwise the agent's team.
         to_team = (Team.objects.filter(slug=team).first() if team else None) or (
-            self.agent.handoff_team
+            self.config.handoff_team
         )
         with transaction.atomic():
             with self.tracer.span(

@@ -181,15 +181,25 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
         # A human has the conversation: the message waits for the operator, no run starts.
         broadcast(OPS_GROUP, {"kind": "session.message", "session_id": str(session.pk)})
         return None
-    run = Run.objects.create(session=session, agent=session.agent, trigger=message)
+    run = _run_create(session=session, trigger=message)
     run_enqueue(run=run)
     status_broadcast(run)
     return run
 
 
+def _run_create(*, session: Session, trigger: Message | None = None) -> Run:
+    """A run records the version it runs: the session's own, else the agent's published one."""
+    return Run.objects.create(
+        session=session,
+        agent=session.agent,
+        agent_version_id=session.agent_version_id or session.agent.published_version_id,
+        trigger=trigger,
+    )
+
+
 def run_start(*, session: Session) -> Run:
     """Start a run on the session's existing messages (hand-back after a takeover)."""
-    run = Run.objects.create(session=session, agent=session.agent)
+    run = _run_create(session=session)
     run_enqueue(run=run)
     status_broadcast(run)
     return run

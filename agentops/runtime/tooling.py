@@ -59,10 +59,10 @@ class ToolRunner:
 
     def available(self) -> list[ToolDefinition]:
         if self._tools is None:
-            agent = self.driver.agent
-            builtins = [n for n in BUILTIN_TOOLS if agent.memory_enabled or n not in MEMORY_TOOLS]
+            config = self.driver.config
+            builtins = [n for n in BUILTIN_TOOLS if config.memory_enabled or n not in MEMORY_TOOLS]
             rows = ToolDefinition.objects.filter(
-                Q(pk__in=agent.tools.values("pk")) | Q(name__in=builtins), enabled=True
+                Q(pk__in=config.tool_ids) | Q(name__in=builtins), enabled=True
             )
             self._tools = {t.name: t for t in rows.select_related("fallback").distinct()}
         return list(self._tools.values())

@@ -5,6 +5,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from agentops.agents.services import agent_version_create, agent_version_publish
 from agentops.models import Agent
 from agentops.services import endpoint_ensure_default, roles_ensure
 from tools.services import python_tools_sync
@@ -44,6 +45,9 @@ class Command(BaseCommand):
             defaults={"name": "Demo agent", "endpoint": endpoint, "system_prompt": DEMO_PROMPT},
         )
         agent.tools.add(*tools)
+        version = agent_version_create(agent=agent, author=None, note="the demo agent")
+        if agent.published_version_id != version.pk:
+            agent_version_publish(version=version, actor=None)
         self.stdout.write(
             f"Demo agent 'demo' {'created' if created else 'ready'} on {endpoint.base_url} "
             f"({agent.model_name}) with tools: {', '.join(sorted(t.name for t in tools))}"

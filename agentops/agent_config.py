@@ -1,0 +1,133 @@
+"""An agent's behaviour as data.
+
+`config_snapshot` reads an Agent row (with its tools and fallbacks) into the JSON an
+AgentVersion keeps; `AgentConfig` is what a run drives with, built from the run's version, or
+from the Agent row itself for a run without one (runs from before versions, agents made
+directly in the database). One module owns the snapshot's shape, so what is saved and what
+runs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentops.models import Agent, ModelEndpoint, Team
+
+if TYPE_CHECKING:
+    from agentops.models import AgentVersion, Run
+
+# The fields of Agent that are its behaviour, in the order a diff shows them.
+# `max_concurrent_runs` is capacity, not behaviour: it applies on save, unversioned.
+SCALAR_FIELDS = (
+    "name",
+    "model",
+    "system_prompt",
+    "temperature",
+    "max_steps",
+    "context_token_budget",
+    "memory_enabled",
+    "recall_k",
+    "retry_max_attempts",
+    "retry_base_seconds",
+    "retry_cap_seconds",
+)
+
+
+def config_snapshot(agent: Agent) -> dict[str, Any]:
+    """The agent's behaviour as it stands, as plain JSON (ids for related rows)."""
+    snapshot: dict[str, Any] = {name: getattr(agent, name) for name in SCALAR_FIELDS}
+    snapshot["endpoint"] = agent.endpoint_id
+    snapshot["handoff_team"] = agent.handoff_team_id
+    snapshot["tools"] = sorted(agent.tools.values_list("pk", flat=True)) if agent.pk else []
+    snapshot["fallbacks"] = [
+        {"endpoint": f.endpoint_id, "model": f.model}
+        for f in (agent.fallbacks.all() if agent.pk else [])
+    ]
+    return snapshot
+
+
+@dataclass
+class AgentConfig:
+    """What a run uses of its agent. `problem` names what made the version unusable (an
+    endpoint deleted since it was saved); the run fails with it before its first step."""
+
+    agent: Agent
+    version_id: int | None
+    version_number: int | None
+    endpoint: ModelEndpoint
+    model_name: str
+    fallbacks: list[tuple[ModelEndpoint, str]]
+    system_prompt: str
+    temperature: float | None
+    tool_ids: list[int]
+    max_steps: int
+    context_token_budget: int
+    memory_enabled: bool
+    recall_k: int
+    retry_max_attempts: int
+    retry_base_seconds: float
+    retry_cap_seconds: float
+    handoff_team: Team | None
+    problem: str = ""
+
+    @property
+    def candidates(self) -> list[tuple[ModelEndpoint, str]]:
+        """The model first, then its fallbacks, in order."""
+        return [(self.endpoint, self.model_name), *self.fallbacks]
+
+
+def agent_config_build(
+    *, agent: Agent, snapshot: dict[str, Any], version_id: int | None, version_number: int | None
+) -> AgentConfig:
+    endpoint_ids = {snapshot["endpoint"], *(f["endpoint"] for f in snapshot["fallbacks"])}
+    endpoints = ModelEndpoint.objects.in_bulk(endpoint_ids)
+    problem = ""
+    endpoint = endpoints.get(snapshot["endpoint"])
+    if endpoint is None:
+        problem = (
+            f"agent version {version_number} uses model endpoint #{snapshot['endpoint']}, "
+            "which was deleted; publish a version with another endpoint"
+        )
+        endpoint = agent.endpoint
+    team_id = snapshot.get("handoff_team")
+    return AgentConfig(
+        agent=agent,
+        version_id=version_id,
+        version_number=version_number,
+        endpoint=endpoint,
+        model_name=snapshot["model"] or endpoint.default_model,
+        fallbacks=[
+            (endpoints[f["endpoint"]], f["model"] or endpoints[f["endpoint"]].default_model)
+            for f in snapshot["fallbacks"]
+            if f["endpoint"] in endpoints
+        ],
+        system_prompt=snapshot["system_prompt"],
+        temperature=snapshot["temperature"],
+        tool_ids=list(snapshot["tools"]),
+        max_steps=snapshot["max_steps"],
+        context_token_budget=snapshot["context_token_budget"],
+        memory_enabled=snapshot["memory_enabled"],
+        recall_k=snapshot["recall_k"],
+        retry_max_attempts=snapshot["retry_max_attempts"],
+        retry_base_seconds=snapshot["retry_base_seconds"],
+        retry_cap_seconds=snapshot["retry_cap_seconds"],
+        handoff_team=Team.objects.filter(pk=team_id).first() if team_id else None,
+        problem=problem,
+    )
+
+
+def agent_config_for(*, agent: Agent, version: AgentVersion | None) -> AgentConfig:
+    """The config of `version`, or of the agent's current settings when there is none."""
+    if version is None:
+        return agent_config_build(
+            agent=agent, snapshot=config_snapshot(agent), version_id=None, version_number=None
+        )
+    return agent_config_build(
+        agent=agent, snapshot=version.config, version_id=version.pk, version_number=version.number
+    )
+
+
+def agent_config_for_run(run: Run) -> AgentConfig:
+    """The config the run drives with: its version's, for its whole life (resumes included)."""
+    return agent_config_for(agent=run.agent, version=run.agent_version)

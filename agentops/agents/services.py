@@ -1,0 +1,162 @@
+"""Agent versions: every saved change is an immutable snapshot; publishing one makes it the
+version new conversations run. Runs keep the version they started with."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agentops.agent_config import SCALAR_FIELDS, config_snapshot
+from agentops.models import Agent, AgentFallback, AgentVersion, ModelEndpoint, Team
+from agentops.services import audit_record
+from tools.models import ToolDefinition
+
+if TYPE_CHECKING:
+    from agentops.auth import Actor
+
+CHANGEABLE = (*SCALAR_FIELDS, "endpoint", "handoff_team", "tools", "fallbacks")
+
+
+def _author(actor: Actor) -> Any:
+    return actor if actor is not None and actor.is_authenticated else None
+
+
+@transaction.atomic
+def agent_version_create(
+    *, agent: Agent, author: Actor, note: str = "", publish: bool = False
+) -> AgentVersion:
+    """Snapshot the agent's current settings as its next version (or return the latest one
+    if nothing changed since). With `publish`, it becomes the version new runs use."""
+    Agent.objects.select_for_update().filter(pk=agent.pk).get()
+    snapshot = config_snapshot(agent)
+    latest = agent.versions.order_by("-number").first()
+    saved = agent.versions.filter(derived_from=None).order_by("-number").first()
+    if saved is not None and saved.config == snapshot:
+        version = saved
+    else:
+        version = AgentVersion.objects.create(
+            agent=agent,
+            number=(latest.number if latest else 0) + 1,
+            config=snapshot,
+            author=_author(author),
+            note=note[:500],
+        )
+        audit_record(
+            actor=author, action="agent.version", target=agent.slug, version=version.number
+        )
+    if publish:
+        agent_version_publish(version=version, actor=author)
+    return version
+
+
+@transaction.atomic
+def agent_version_publish(*, version: AgentVersion, actor: Actor) -> AgentVersion:
+    """Make `version` the one new conversations run, and the agent's settings match it (so a
+    rollback is publishing an older version). Runs in flight keep theirs."""
+    agent = Agent.objects.select_for_update().get(pk=version.agent_id)
+    previous = agent.published_version_id
+    agent_settings_restore(agent=agent, config=version.config)
+    agent.published_version = version
+    agent.save()
+    AgentVersion.objects.filter(pk=version.pk).update(published_at=timezone.now())
+    version.refresh_from_db(fields=["published_at"])
+    audit_record(
+        actor=actor,
+        action="agent.publish",
+        target=agent.slug,
+        version=version.number,
+        previous_version_id=previous,
+    )
+    return version
+
+
+def agent_settings_restore(*, agent: Agent, config: dict[str, Any]) -> None:
+    """Write a snapshot back onto the agent's row, its tools and its fallbacks (unsaved row)."""
+    for name in SCALAR_FIELDS:
+        setattr(agent, name, config[name])
+    agent.endpoint_id = config["endpoint"]
+    agent.handoff_team_id = config["handoff_team"]
+    agent.save()
+    agent.tools.set(ToolDefinition.objects.filter(pk__in=config["tools"]))
+    agent.fallbacks.all().delete()
+    AgentFallback.objects.bulk_create(
+        AgentFallback(agent=agent, position=i, endpoint_id=f["endpoint"], model=f["model"])
+        for i, f in enumerate(config["fallbacks"])
+    )
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
+    """Check a whole snapshot (as changed by a caller) field by field; errors name the field."""
+    errors: dict[str, list[str]] = {}
+    endpoint_id: Any = config.get("endpoint")
+    probe = Agent(slug="probe", endpoint_id=endpoint_id)
+    for name in SCALAR_FIELDS:
+        setattr(probe, name, config.get(name))
+    try:
+        probe.clean_fields(exclude=["slug", "endpoint", "handoff_team", "published_version"])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if not _is_id(endpoint_id) or not ModelEndpoint.objects.filter(pk=endpoint_id).exists():
+        errors["endpoint"] = [f"No model endpoint with id {endpoint_id!r}."]
+    team: Any = config.get("handoff_team")
+    if team is not None and (not _is_id(team) or not Team.objects.filter(pk=team).exists()):
+        errors["handoff_team"] = [f"No team with id {team!r}."]
+    tools = config.get("tools")
+    if (
+        not isinstance(tools, list)
+        or not all(_is_id(t) for t in tools)
+        or len(set(tools)) != ToolDefinition.objects.filter(pk__in=tools).count()
+    ):
+        errors["tools"] = ["Give a list of existing tool ids."]
+    fallbacks = config.get("fallbacks")
+    if not isinstance(fallbacks, list) or any(
+        not isinstance(f, dict)
+        or not isinstance(f.get("model", ""), str)
+        or not _is_id(f.get("endpoint"))
+        or not ModelEndpoint.objects.filter(pk=f["endpoint"]).exists()
+        for f in fallbacks
+    ):
+        errors["fallbacks"] = [
+            "Give a list of {endpoint: id, model: name} with existing endpoints."
+        ]
+    if errors:
+        raise ValidationError(errors)
+    return config
+
+
+@transaction.atomic
+def agent_version_derive(
+    *, version: AgentVersion, changes: dict[str, Any], author: Actor, note: str = ""
+) -> AgentVersion:
+    """A new, unpublished version: `version` with `changes` (another model, other
+    instructions…), for an experiment or a fork. The agent's own settings are untouched."""
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if unknown:
+        raise ValidationError({name: ["Not a setting of an agent version."] for name in unknown})
+    config = agent_config_validate(config={**version.config, **changes})
+    Agent.objects.select_for_update().filter(pk=version.agent_id).get()
+    latest = AgentVersion.objects.filter(agent_id=version.agent_id).order_by("-number").first()
+    assert latest is not None
+    derived = AgentVersion.objects.create(
+        agent_id=version.agent_id,
+        number=latest.number + 1,
+        config=config,
+        author=_author(author),
+        note=(note or f"derived from v{version.number}")[:500],
+        derived_from=version,
+    )
+    audit_record(
+        actor=author,
+        action="agent.version",
+        target=derived.agent.slug,
+        version=derived.number,
+        derived_from=version.number,
+    )
+    return derived
