@@ -237,6 +237,19 @@ class ForkIn(Schema):
         description="Let non-idempotent tools run after the fork point; otherwise they are "
         "answered from the origin run's recording of the same call, or refused",
     )
+    agent_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INT,
+        strict=True,
+        description="Run this version (its number) of the agent; default: the run's version",
+    )
+    model: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Run another model: a version derived from the above with this model",
+    )
 
 
 class ForkOrigin(Schema):
@@ -248,6 +261,7 @@ class ForkOrigin(Schema):
 class ForkOut(Schema):
     session: uuid.UUID
     run: uuid.UUID
+    agent_version: int | None = Field(description="The number of the version the fork runs")
     forked_from: ForkOrigin
 
 
@@ -628,6 +642,8 @@ def fork_run(request: HttpRequest, run_id: uuid.UUID, payload: ForkIn) -> Status
         step=payload.step,
         content=payload.content,
         allow_side_effects=payload.allow_side_effects,
+        agent_version=payload.agent_version,
+        model=payload.model,
         actor=request.user,
     )
     return Status(
@@ -635,6 +651,7 @@ def fork_run(request: HttpRequest, run_id: uuid.UUID, payload: ForkIn) -> Status
         {
             "session": fork.session_id,
             "run": fork.pk,
+            "agent_version": fork.agent_version.number if fork.agent_version else None,
             "forked_from": {"session": run.session_id, "run": run.pk, "step": payload.step},
         },
     )

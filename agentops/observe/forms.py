@@ -70,6 +70,10 @@ class ForkForm(forms.Form):
         help_text="Otherwise they are answered from this run's recording of the same call, "
         "or refused.",
     )
+    agent_version = forms.IntegerField(required=False, min_value=1, label="Agent version")
+    model = forms.CharField(
+        required=False, max_length=200, help_text="Empty: the version's own model."
+    )
 
 
 class FailureFilterForm(forms.Form):

@@ -43,7 +43,7 @@ PAGE_SIZE = 50
 
 
 def _run_or_404(run_id: uuid.UUID) -> Run:
-    run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
+    run = Run.objects.select_related("agent", "session", "agent_version").filter(pk=run_id).first()
     if run is None:
         raise Http404("No such run.")
     return run
@@ -96,6 +96,7 @@ def run_detail(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         "handoffs": selectors.run_handoffs(run=run),
         "live": selectors.run_is_live(run=run),
         "forks": selectors.run_forks(run=run),
+        "versions": selectors.agent_version_numbers(agent_id=run.agent_id),
     }
     template = "observe/run_detail.html#live" if request.htmx else "observe/run_detail.html"
     return render(request, template, context)
@@ -165,6 +166,8 @@ def run_fork(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
             step=data["step"],
             content=data["content"] if "content" in request.POST else None,
             allow_side_effects=data["allow_side_effects"],
+            agent_version=data["agent_version"],
+            model=data["model"] or None,
             actor=request.user,
         )
     except ForkInvalid as exc:

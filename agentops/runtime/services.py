@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import django_rq
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -23,6 +24,7 @@ from rq.job import Job, JobStatus
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
+    AgentVersion,
     ForkOutcome,
     ForkTools,
     Message,
@@ -416,6 +418,35 @@ def _fork_scratchpad(*, copied: list[Message]) -> dict[str, str]:
     return notes
 
 
+def _fork_version(
+    *, run: Run, number: int | None, model: str | None, actor: Actor
+) -> AgentVersion | None:
+    """The version a fork runs: the origin run's, or the agent's version `number`; with
+    `model`, a version derived from that one with only the model changed."""
+    from agentops.agents.services import agent_version_create, agent_version_derive
+
+    version = run.agent_version
+    if number is not None:
+        version = AgentVersion.objects.filter(agent_id=run.agent_id, number=number).first()
+        if version is None:
+            raise ForkInvalid("agent_version", f"agent {run.agent.slug} has no version {number}")
+    if model is None:
+        return version
+    if not model.strip() or len(model) > 200:
+        raise ForkInvalid("model", "give a model name of 1 to 200 characters")
+    if version is None:  # a run from before versions: its agent's settings as they are
+        version = agent_version_create(agent=run.agent, author=actor, note="the base of a fork")
+    try:
+        return agent_version_derive(
+            version=version,
+            changes={"model": model},
+            author=actor,
+            note=f"fork of run {run.pk}: v{version.number} with model {model}",
+        )
+    except ValidationError as exc:
+        raise ForkInvalid("model", " ".join(exc.messages)) from exc
+
+
 @transaction.atomic
 def run_fork(
     *,
@@ -423,6 +454,8 @@ def run_fork(
     step: int,
     content: str | None = None,
     allow_side_effects: bool = False,
+    agent_version: int | None = None,
+    model: str | None = None,
     actor: Actor = None,
 ) -> Run:
     """Fork the run's conversation at the end of `step` into a new session and start a run
@@ -437,8 +470,10 @@ def run_fork(
     when its context fills up); the working notes replayed from the copied `note` calls.
     After the fork point, a non-idempotent tool runs only with `allow_side_effects`;
     otherwise it is answered from the origin run's recording of the same call, or refused.
+    The fork runs the origin run's agent version, or version number `agent_version` of the
+    agent; with `model`, an unpublished version derived from that one with the model changed.
     """
-    run = Run.objects.select_related("session", "agent", "trigger").get(pk=run.pk)
+    run = Run.objects.select_related("session", "agent", "trigger", "agent_version").get(pk=run.pk)
     if step < 0 or step > run.step:
         raise ForkInvalid(
             "step", f"run {run.pk} has steps 0 to {run.step}; {step} is not one of them"
@@ -460,6 +495,7 @@ def run_fork(
             raise ForkInvalid("content", "must not contain NUL characters")
         if not content.strip() and (target.role == Role.USER or not target.tool_calls):
             raise ForkInvalid("content", f"the {target.role} message must not be empty")
+    version = _fork_version(run=run, number=agent_version, model=model, actor=actor)
     origin = run.session
     prefix = _fork_prefix(run=run, own=own)
     copied = prefix + own
@@ -477,10 +513,12 @@ def run_fork(
         fork_tools=ForkTools.ALLOW if allow_side_effects else ForkTools.REPLAY,
         scratchpad=_fork_scratchpad(copied=copied),
         last_seq=len(copied),
+        agent_version=version,
     )
     new_run = Run.objects.create(
         session=fork,
         agent=run.agent,
+        agent_version=version or run.agent.published_version,
         step=step,
         model_calls=sum(1 for m in own if m.role == Role.ASSISTANT),
         forked_from=run,
@@ -551,6 +589,7 @@ def run_fork(
         step=step,
         edited=bool(edit),
         allow_side_effects=allow_side_effects,
+        agent_version=version.number if version else None,
     )
     webhook_session_created(session=fork)
     run_enqueue(run=new_run)

@@ -58,6 +58,9 @@ def test_it_forks_a_run_and_links_both_sides(client, bob_key):
         ({"step": 0, "content": ""}, "content", "must not be empty"),
         ({"step": 2, "content": "a\u0000b"}, "content", "NUL"),
         ({"step": 2, "allow_side_effects": "yes"}, "allow_side_effects", "valid boolean"),
+        ({"step": 1, "agent_version": 9}, "agent_version", "has no version 9"),
+        ({"step": 1, "agent_version": 0}, "agent_version", "greater than or equal to 1"),
+        ({"step": 1, "model": ""}, "model", "at least 1"),
     ],
 )
 def test_it_names_the_field_of_a_fork_it_refuses(client, bob_key, body, field, says):

@@ -30,7 +30,7 @@ def executions() -> list[str]:
     return [json.loads(line)["label"] for line in lines]
 
 
-def test_it_forks_from_a_step_of_the_run_page(browser, base_url, chat_agent, bob):
+def test_it_forks_from_a_step_of_the_run_page(browser, base_url, chat_agent, bob, model_name):
     side_effects_forget()
     session = session_create(agent=chat_agent, external_user="erin")
     origin = wait_for_run(session_post_message(session=session, content=SCRIPT).pk)
@@ -44,6 +44,7 @@ def test_it_forks_from_a_step_of_the_run_page(browser, base_url, chat_agent, bob
     result = fork_form.locator("textarea[name=content]")
     expect(result).to_have_value("found stock")  # the tool result, to edit
     result.fill("found nothing in stock")
+    fork_form.locator("input[name=model]").fill(f"{model_name}-b")  # and another model
     screenshot(page, "fork-form")
     fork_form.locator("button[type=submit]").click()
 
@@ -54,11 +55,13 @@ def test_it_forks_from_a_step_of_the_run_page(browser, base_url, chat_agent, bob
     origin_link = page.locator("[data-fork-origin]")
     expect(origin_link).to_contain_text("at step 2")
     expect(origin_link).to_contain_text("tool message edited")
+    expect(origin_link).to_contain_text("runs v2")  # derived from v1, its agent as it was
     expect(page.locator("#run-status")).to_have_text("Succeeded")  # live, no reload
     expect(page.locator("ol.messages li").last).to_contain_text(
         "Tool results: found nothing in stock ; changed order"
     )
     assert executions() == ["stock", "order"]  # nothing ran again
+    expect(page.locator(".run-head .facts")).to_contain_text(f"{model_name}-b")
     replayed = ToolCall.objects.get(run=fork, tool_name="side_effect")
     assert replayed.fork_outcome == "replayed"
     expect(page.locator("table:not(.waterfall) .fork-replayed")).to_have_text("replayed")

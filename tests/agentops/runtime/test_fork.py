@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agentops.agents.services import agent_version_create
 from agentops.devmodel.server import tool_pairing_error
 from agentops.models import ForkOutcome, Message, Role, RunStatus, Session, ToolCall
 from agentops.runtime.context import to_openai
@@ -272,3 +273,56 @@ def test_it_refuses_a_fork_it_cannot_make_naming_the_input(step, content, field,
         run_fork(run=origin, step=step, content=content)
     assert error.value.field == field and complaint in error.value.message
     assert Session.objects.count() == 1  # nothing was made
+
+
+def test_it_forks_onto_the_runs_version_another_version_or_another_model(
+    worker, agent, devmodel, model_name
+):
+    agent.system_prompt = "You are v1."
+    agent.save()
+    v1 = agent_version_create(agent=agent, author=None, publish=True)
+    agent.refresh_from_db()
+    agent.system_prompt = "You are v2."
+    agent.save()
+    agent_version_create(agent=agent, author=None)  # saved, not published
+    session = session_create(agent=agent, external_user="erin")
+    origin = wait_for_run(session_post_message(session=session, content="hello").pk)
+    assert origin.status == RunStatus.SUCCEEDED and origin.agent_version == v1
+
+    def system_prompt(request: dict) -> str:
+        return request["transcript"][0][1]
+
+    same = wait_for_run(run_fork(run=origin, step=0).pk)
+    assert same.status == RunStatus.SUCCEEDED and same.agent_version == v1
+    other = wait_for_run(run_fork(run=origin, step=0, agent_version=2).pk)
+    assert other.status == RunStatus.SUCCEEDED and other.agent_version.number == 2
+    assert other.session.agent_version == other.agent_version  # later turns run it too
+    assert [system_prompt(r) for r in devmodel.requests(model_name)] == [
+        "You are v1.",
+        "You are v1.",
+        "You are v2.",
+    ]
+    another = f"{model_name}-b"
+    by_model = wait_for_run(run_fork(run=origin, step=0, model=another).pk)
+    assert by_model.status == RunStatus.SUCCEEDED and by_model.model_used == another
+    derived = by_model.agent_version
+    assert derived.derived_from == v1 and derived.config["model"] == another
+    assert derived.config["system_prompt"] == "You are v1."
+    assert [system_prompt(r) for r in devmodel.requests(another)] == ["You are v1."]
+    agent.refresh_from_db()
+    assert agent.published_version == v1  # a fork publishes nothing
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("options", "field", "complaint"),
+    [
+        ({"agent_version": 9}, "agent_version", "has no version 9"),
+        ({"model": " "}, "model", "give a model name"),
+    ],
+)
+def test_it_refuses_a_version_or_model_it_cannot_run(options, field, complaint):
+    origin = recorded_run()
+    with pytest.raises(ForkInvalid) as error:
+        run_fork(run=origin, step=1, **options)
+    assert error.value.field == field and complaint in error.value.message

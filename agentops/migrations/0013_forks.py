@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agentops", "0011_webhooks"),
+        ("agentops", "0012_agent_versions"),
     ]
 
     operations = [
