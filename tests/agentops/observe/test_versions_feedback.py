@@ -47,7 +47,7 @@ def two_versions(alice):
 
 
 def test_it_filters_runs_by_version(charlie, two_versions):
-    agent, old, new = two_versions
+    _, old, new = two_versions
     client = client_for(charlie)
     page = client.get("/runs/", {"agent": "support", "version": 2}).content.decode()
     assert str(new.pk)[:8] in page and str(old.pk)[:8] not in page
@@ -68,7 +68,7 @@ def test_it_filters_failures_by_version(charlie, two_versions):
 
 
 def test_it_shows_figures_per_version_on_the_metrics_page(charlie, two_versions):
-    agent, old, _ = two_versions
+    _, old, _ = two_versions
     Feedback.objects.create(run=old, author=charlie, rating="down", score=2)
     page = client_for(charlie).get("/insights/", {"agent": "support"}).content.decode()
     assert 'id="metrics-versions"' in page
@@ -119,7 +119,7 @@ def test_it_takes_thumbs_on_a_message_from_htmx(bob, two_versions):
 
 
 def test_it_refuses_bad_feedback_naming_the_field(bob, charlie, two_versions):
-    agent, old, new = two_versions
+    _, old, new = two_versions
     other_message = _answer(new)
     client = client_for(bob)
     response = client.post(
