@@ -115,8 +115,6 @@ class DeriveIn(Schema):
 
 
 class FeedbackIn(Schema):
-    run: uuid.UUID | None = Field(default=None, description="Score a run…")
-    message: Id | None = Field(default=None, description="…or one message")
     rating: FeedbackRating
     score: int | None = Field(default=None, ge=1, le=5)
     comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
@@ -329,7 +327,7 @@ def diff_version(
 
 @router.post(
     "/agents/{slug}/versions/{number}/publish",
-    response={200: VersionOut, **FOUND_ERRORS},
+    response={200: VersionOut, **WRITE_ERRORS},
     summary="Publish a version (an older one: a rollback); runs in flight keep theirs",
 )
 def publish_version(request: HttpRequest, slug: Slug, number: Number) -> dict[str, Any]:
@@ -363,25 +361,9 @@ def derive_version(
 
 
 # -- feedback ------------------------------------------------------------------------------
-@router.post(
-    "/feedback",
-    response={201: FeedbackOut, 200: FeedbackOut, **WRITE_ERRORS},
-    summary="Score a run or a message; scoring the same one again replaces your feedback",
-    tags=["feedback"],
-)
-def create_feedback(request: HttpRequest, payload: FeedbackIn) -> Status[dict[str, Any]]:
-    require(request, "operator")
-    if (payload.run is None) == (payload.message is None):
-        return _invalid(DjangoValidationError({"run": ["Give either run or message."]}))
-    run = message = None
-    if payload.run is not None:
-        run = Run.objects.filter(pk=payload.run).first()
-        if run is None:
-            raise HttpError(404, f"run: no run {payload.run}")
-    else:
-        message = Message.objects.filter(pk=payload.message).first()
-        if message is None:
-            raise HttpError(404, f"message: no message {payload.message}")
+def _feedback(
+    request: HttpRequest, payload: FeedbackIn, *, run: Run | None, message: Message | None
+) -> Status[dict[str, Any]]:
     existed = Feedback.objects.filter(
         author=request.user, message=message, **({"run": run} if run else {})
     ).exists()
@@ -398,6 +380,33 @@ def create_feedback(request: HttpRequest, payload: FeedbackIn) -> Status[dict[st
         return _invalid(exc)
     feedback = Feedback.objects.select_related("author", "run__agent_version").get(pk=feedback.pk)
     return Status(200 if existed else 201, feedback_out(feedback))
+
+
+@router.post(
+    "/runs/{run_id}/feedback",
+    response={201: FeedbackOut, 200: FeedbackOut, **WRITE_ERRORS},
+    summary="Score a run; scoring it again replaces your feedback (200)",
+    tags=["feedback"],
+)
+def create_run_feedback(
+    request: HttpRequest, run_id: uuid.UUID, payload: FeedbackIn
+) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    return _feedback(request, payload, run=get_object_or_404(Run, pk=run_id), message=None)
+
+
+@router.post(
+    "/messages/{message_id}/feedback",
+    response={201: FeedbackOut, 200: FeedbackOut, **WRITE_ERRORS},
+    summary="Score a message; scoring it again replaces your feedback (200)",
+    tags=["feedback"],
+)
+def create_message_feedback(
+    request: HttpRequest, message_id: Annotated[int, Path(ge=1, le=MAX_INT)], payload: FeedbackIn
+) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    message = get_object_or_404(Message, pk=message_id)
+    return _feedback(request, payload, run=None, message=message)
 
 
 @router.get("/feedback", response={200: list[FeedbackOut], **FOUND_ERRORS}, tags=["feedback"])

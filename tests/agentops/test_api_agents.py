@@ -146,31 +146,25 @@ def test_it_takes_feedback_and_replaces_it_on_re_scoring(client, bob, charlie, a
     answer = Message.objects.create(
         session=session, seq=1, role=Role.ASSISTANT, content="hi", run=run
     )
-    first = post(client, "/api/feedback", {"run": str(run.pk), "rating": "down", "score": 1}, bob)
+    run_url, message_url = f"/api/runs/{run.pk}/feedback", f"/api/messages/{answer.pk}/feedback"
+    first = post(client, run_url, {"rating": "down", "score": 1}, bob)
     assert first.status_code == 201 and first.json()["version"] == 1
-    again = post(
-        client, "/api/feedback", {"run": str(run.pk), "rating": "up", "comment": "ok"}, bob
-    )
+    again = post(client, run_url, {"rating": "up", "comment": "ok"}, bob)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    on_message = post(client, "/api/feedback", {"message": answer.pk, "rating": "up"}, bob)
+    on_message = post(client, message_url, {"rating": "up"}, bob)
     assert on_message.status_code == 201 and on_message.json()["run"] == str(run.pk)
     assert Feedback.objects.count() == 2
 
     for body, field in [
-        ({"rating": "up"}, "run"),
-        ({"run": str(run.pk), "message": answer.pk, "rating": "up"}, "run"),
-        ({"run": str(run.pk), "rating": "meh"}, "rating"),
-        ({"run": str(run.pk), "rating": "up", "score": 6}, "score"),
+        ({}, "rating"),
+        ({"rating": "meh"}, "rating"),
+        ({"rating": "up", "score": 6}, "score"),
+        ({"rating": "up", "comment": "x" * 2001}, "comment"),
     ]:
-        response = post(client, "/api/feedback", body, bob)
+        response = post(client, run_url, body, bob)
         assert response.status_code == 422 and response.json()["field"] == field, body
-    assert (
-        post(client, "/api/feedback", {"message": 999999, "rating": "up"}, bob).status_code == 404
-    )
-    assert (
-        post(client, "/api/feedback", {"run": str(run.pk), "rating": "up"}, charlie).status_code
-        == 403
-    )
+    assert post(client, "/api/messages/999999/feedback", {"rating": "up"}, bob).status_code == 404
+    assert post(client, run_url, {"rating": "up"}, charlie).status_code == 403
 
     listed = client.get("/api/feedback", {"run": str(run.pk)}, **auth(charlie)).json()
     assert {(f["rating"], f["message"]) for f in listed} == {("up", None), ("up", answer.pk)}
@@ -187,5 +181,7 @@ def test_it_puts_agents_versions_and_feedback_in_the_schema(client, charlie):
         "/api/agents/{slug}/versions/{number}/publish",
         "/api/agents/{slug}/versions/{number}/derive",
         "/api/feedback",
+        "/api/runs/{run_id}/feedback",
+        "/api/messages/{message_id}/feedback",
     ):
         assert path in schema["paths"], path
