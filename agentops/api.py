@@ -304,6 +304,7 @@ class RunOut(Schema):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    version: int | None = Field(default=None, description="The agent version it ran")
     error: RunError | None
     forked_from: ForkOrigin | None = Field(
         default=None, description="The run and step this run continues, if it began a fork"
@@ -493,6 +494,7 @@ def run_out(run: Run, *, with_traceback: bool = True) -> dict[str, Any]:
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "version": run.agent_version.number if run.agent_version_id and run.agent_version else None,
         "error": {
             "class": run.error_class,
             "message": run.error_message,
@@ -698,3 +700,8 @@ def decide_tool_call(
 from agentops import api_handoffs  # noqa: E402
 
 api.add_router("", api_handoffs.router)
+
+# Agents, versions and feedback: agentops/api_agents.py.
+from agentops import api_agents  # noqa: E402
+
+api.add_router("", api_agents.router)

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -428,6 +428,53 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+class FeedbackRating(models.TextChoices):
+    UP = "up"
+    DOWN = "down"
+
+
+class Feedback(models.Model):
+    """A person's verdict on a run or on one message: thumbs, an optional 1-5 score, a comment.
+    One per person per target; scoring again replaces it. `run` is set for a message too (the
+    run that wrote it), so scores count per agent version."""
+
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.CASCADE, related_name="feedback"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="feedback"
+    )
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rating = models.CharField(max_length=4, choices=FeedbackRating.choices)
+    score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    comment = models.TextField(blank=True, default="", max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(run__isnull=False) | models.Q(message__isnull=False),
+                name="feedback_has_target",
+            ),
+            models.UniqueConstraint(
+                fields=["author", "run"],
+                condition=models.Q(message__isnull=True),
+                name="feedback_one_per_run",
+            ),
+            models.UniqueConstraint(
+                fields=["author", "message"],
+                condition=models.Q(message__isnull=False),
+                name="feedback_one_per_message",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating} by {self.author_id}"
 
 
 class ToolCallStatus(models.TextChoices):

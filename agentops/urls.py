@@ -30,6 +30,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("tools/", include("tools.urls")),
     path("memory/", include("memory.urls")),
+    path("agents/", include("agentops.agents.urls")),
     path("console/", include("agentops.console.urls")),
     path("operators/", include("agentops.operators.urls")),
     path("webhooks/", include("agentops.webhooks.urls")),

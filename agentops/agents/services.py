@@ -10,7 +10,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentops.agent_config import SCALAR_FIELDS, config_snapshot
-from agentops.models import Agent, AgentFallback, AgentVersion, ModelEndpoint, Team
+from agentops.models import (
+    Agent,
+    AgentFallback,
+    AgentVersion,
+    ModelEndpoint,
+    Session,
+    Team,
+    slug_validator,
+)
 from agentops.services import audit_record
 from tools.models import ToolDefinition
 
@@ -103,6 +111,9 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         probe.clean_fields(exclude=["slug", "endpoint", "handoff_team", "published_version"])
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    temperature = config.get("temperature")
+    if "temperature" not in errors and temperature is not None and not 0 <= temperature <= 2:
+        errors["temperature"] = ["Give a temperature from 0 to 2, or none for the model's own."]
     if not _is_id(endpoint_id) or not ModelEndpoint.objects.filter(pk=endpoint_id).exists():
         errors["endpoint"] = [f"No model endpoint with id {endpoint_id!r}."]
     team: Any = config.get("handoff_team")
@@ -160,3 +171,105 @@ def agent_version_derive(
         derived_from=version.number,
     )
     return derived
+
+
+def _capacity_validate(value: Any) -> int | None:
+    if value is not None and (not _is_id(value) or value < 0):
+        raise ValidationError(
+            {"max_concurrent_runs": ["Give a whole number (0: no limit), or none for the default."]}
+        )
+    return value  # type: ignore[no-any-return]
+
+
+@transaction.atomic
+def agent_create(
+    *,
+    slug: str,
+    config: dict[str, Any],
+    author: Actor,
+    max_concurrent_runs: int | None = None,
+    note: str = "",
+    publish: bool = False,
+) -> AgentVersion:
+    """A new agent from `config` (the snapshot's fields; left out ones take the defaults), with
+    its first version. Errors name the field."""
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(config) - set(CHANGEABLE))
+    for name in unknown:
+        errors[name] = ["Not a setting of an agent."]
+    try:
+        slug_validator(slug)
+    except ValidationError as exc:
+        errors["slug"] = exc.messages
+    else:
+        if Agent.objects.filter(slug=slug).exists():
+            errors["slug"] = [f"An agent {slug!r} exists already."]
+    try:
+        full = agent_config_validate(config={**config_snapshot(Agent()), **config})
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        capacity = _capacity_validate(max_concurrent_runs)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    agent = Agent(slug=slug, endpoint_id=full["endpoint"], max_concurrent_runs=capacity)
+    agent_settings_restore(agent=agent, config=full)
+    audit_record(actor=author, action="agent.create", target=slug)
+    return agent_version_create(agent=agent, author=author, note=note or "created", publish=publish)
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def agent_update(
+    *,
+    agent: Agent,
+    changes: dict[str, Any],
+    author: Actor,
+    max_concurrent_runs: Any = _UNSET,
+    note: str = "",
+    publish: bool = False,
+) -> AgentVersion:
+    """Change the agent's settings and save them as its next version (the latest one when
+    nothing changed); with `publish`, new conversations run it. Errors name the field and
+    store nothing."""
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if unknown:
+        raise ValidationError({name: ["Not a setting of an agent."] for name in unknown})
+    Agent.objects.select_for_update().filter(pk=agent.pk).get()
+    config = agent_config_validate(config={**config_snapshot(agent), **changes})
+    if max_concurrent_runs is not _UNSET:
+        agent.max_concurrent_runs = _capacity_validate(max_concurrent_runs)
+    agent_settings_restore(agent=agent, config=config)
+    return agent_version_create(agent=agent, author=author, note=note, publish=publish)
+
+
+@transaction.atomic
+def draft_session_start(*, agent: Agent, author: Actor) -> Session:
+    """A console session pinned to the agent's latest saved version (saved now if it has
+    none), to chat with the draft before publishing it."""
+    from agentops.runtime.services import session_create
+
+    version = agent.versions.filter(derived_from=None).order_by(
+        "-number"
+    ).first() or agent_version_create(agent=agent, author=author, note="first saved version")
+    user = _author(author)
+    session = session_create(
+        agent=agent,
+        external_user=f"draft:{user.get_username()}" if user else "draft",
+        title=f"Draft chat · {agent.name}",
+        created_by=user,
+    )
+    session.agent_version = version
+    session.save(update_fields=["agent_version", "updated_at"])
+    return session
+
+
+def draft_session_pin(*, session: Session, version: AgentVersion) -> None:
+    """Move a draft chat onto a newer saved version: its next run uses it."""
+    if session.agent_id == version.agent_id and session.agent_version_id != version.pk:
+        session.agent_version = version
+        session.save(update_fields=["agent_version", "updated_at"])

@@ -27,7 +27,24 @@ def _agent_choices(slugs: list[str]) -> list[tuple[str, str]]:
     return [("", "all agents"), *[(s, s) for s in slugs]]
 
 
-class RunFilterForm(forms.Form):
+class VersionFilterMixin(forms.Form):
+    """An agent version number: numbers are per agent, so it needs an agent chosen."""
+
+    version = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Version",
+        widget=forms.NumberInput(attrs={"placeholder": "any", "min": 1}),
+    )
+
+    def clean(self) -> dict:  # type: ignore[type-arg]
+        data = super().clean() or {}
+        if data.get("version") and not data.get("agent"):
+            self.add_error("version", "Pick an agent: version numbers are per agent.")
+        return data
+
+
+class RunFilterForm(VersionFilterMixin, forms.Form):
     q = forms.CharField(
         required=False,
         max_length=200,
@@ -76,7 +93,7 @@ class ForkForm(forms.Form):
     )
 
 
-class FailureFilterForm(forms.Form):
+class FailureFilterForm(VersionFilterMixin, forms.Form):
     agent = forms.ChoiceField(required=False)
     window = forms.ChoiceField(
         required=False,
@@ -90,7 +107,7 @@ class FailureFilterForm(forms.Form):
         self.fields["agent"].choices = _agent_choices(agents)  # type: ignore[attr-defined]
 
 
-class MetricsFilterForm(forms.Form):
+class MetricsFilterForm(VersionFilterMixin, forms.Form):
     window = forms.ChoiceField(
         required=False, initial="24h", choices=[(k, v[0]) for k, v in WINDOWS.items()]
     )

@@ -42,10 +42,15 @@ def runs_filtered(
     since: datetime | None = None,
     until: datetime | None = None,
     query: str = "",
+    version: int | None = None,
 ) -> QuerySet[Run]:
-    qs = Run.objects.select_related("agent", "session").order_by("-created_at", "-pk")
+    qs = Run.objects.select_related("agent", "session", "agent_version").order_by(
+        "-created_at", "-pk"
+    )
     if agent:
         qs = qs.filter(agent__slug=agent)
+    if version:
+        qs = qs.filter(agent_version__number=version)
     if status:
         qs = qs.filter(status=status)
     if error_class:
@@ -252,7 +257,7 @@ class FailureGroup:
 
 
 def failures_grouped(
-    *, since: datetime | None, agent: str = "", per_group: int = 5
+    *, since: datetime | None, agent: str = "", version: int | None = None, per_group: int = 5
 ) -> list[FailureGroup]:
     """Failed runs and runs handed off because of a failure, grouped by (error class, agent,
     status), biggest group first. A handoff that was asked for (no error class) is no failure."""
@@ -263,6 +268,8 @@ def failures_grouped(
         qs = qs.filter(created_at__gte=since)
     if agent:
         qs = qs.filter(agent__slug=agent)
+    if version:
+        qs = qs.filter(agent_version__number=version)
     groups = (
         qs.values("error_class", "agent__slug", "status")
         .annotate(count=Count("pk"), last_at=Max("created_at"))
@@ -274,7 +281,7 @@ def failures_grouped(
             qs.filter(
                 error_class=g["error_class"], agent__slug=g["agent__slug"], status=g["status"]
             )
-            .select_related("agent", "session")
+            .select_related("agent", "session", "agent_version")
             .order_by("-created_at")[:per_group]
         )
         out.append(

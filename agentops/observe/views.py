@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -16,7 +17,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentops.agents.forms import FeedbackForm
 from agentops.auth import api_key_user, has_role, role_required
+from agentops.feedback.selectors import feedback_for_run, feedback_mine
+from agentops.feedback.services import feedback_give
 from agentops.models import Run
 from agentops.observe import selectors
 from agentops.observe.forms import (
@@ -69,6 +73,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
             error_class=data.get("error", ""),
             since=window_since(data.get("window", "")),
             query=data.get("q", ""),
+            version=data.get("version"),
         )
         page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
         costs = selectors.run_costs(runs=list(page.object_list))
@@ -97,6 +102,9 @@ def run_detail(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         "live": selectors.run_is_live(run=run),
         "forks": selectors.run_forks(run=run),
         "versions": selectors.agent_version_numbers(agent_id=run.agent_id),
+        "feedback": feedback_for_run(run=run),
+        "mine": feedback_mine(run=run, author=request.user),
+        "feedback_form": FeedbackForm(),
     }
     template = "observe/run_detail.html#live" if request.htmx else "observe/run_detail.html"
     return render(request, template, context)
@@ -180,6 +188,49 @@ def run_fork(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return redirect(reverse("observe:run", args=[forked.pk]))
 
 
+def run_feedback(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """Score the run, or one of its messages (`message`): thumbs, an optional 1-5 score and a
+    comment. Scoring the same target again replaces the earlier verdict. From htmx (the
+    thumbs beside a message) the answer is the thumbs as they now stand."""
+    run = _run_or_404(run_id)
+    form = FeedbackForm(request.POST)
+    message = None
+    if form.is_valid() and form.cleaned_data["message"] is not None:
+        message = selectors.run_messages(run=run).filter(pk=form.cleaned_data["message"]).first()
+        if message is None:
+            form.add_error("message", "Not a message of this run.")
+    if form.is_valid():
+        try:
+            feedback_give(
+                author=request.user,
+                run=None if message else run,
+                message=message,
+                rating=form.cleaned_data["rating"],
+                score=form.cleaned_data["score"],
+                comment=form.cleaned_data["comment"],
+            )
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                form.add_error(name if name in form.fields else None, errors)
+    if request.htmx:
+        context = {
+            "m": message,
+            "run_id": run.pk,
+            "given": None if form.errors else form.cleaned_data.get("rating"),
+            "errors": form.errors,
+        }
+        return render(request, "observe/_thumbs.html", context)
+    if form.errors:
+        messages.error(
+            request,
+            "Feedback not saved: "
+            + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+        )
+    else:
+        messages.success(request, "Thanks: your feedback is saved.")
+    return redirect(next_url(request, fallback=reverse("observe:run", args=[run.pk]) + "#feedback"))
+
+
 # --- failures -------------------------------------------------------------------------------
 
 
@@ -195,10 +246,17 @@ def failures(request: HtmxHttpRequest) -> HttpResponse:
         data = form.cleaned_data if form.is_bound else {}
         window = data.get("window") or "7d"
         groups = selectors.failures_grouped(
-            since=None if window == "all" else window_since(window), agent=data.get("agent", "")
+            since=None if window == "all" else window_since(window),
+            agent=data.get("agent", ""),
+            version=data.get("version"),
         )
     run_ids = [r.pk for g in groups for r in g.runs]
-    context = {"form": form, "groups": groups, "failing": selectors.failing_spans(run_ids=run_ids)}
+    context = {
+        "form": form,
+        "groups": groups,
+        "failing": selectors.failing_spans(run_ids=run_ids),
+        "version": form.cleaned_data.get("version") if form.is_bound and form.is_valid() else None,
+    }
     template = "observe/failures.html#groups" if request.htmx else "observe/failures.html"
     return render(request, template, context, status=status)
 
@@ -259,18 +317,29 @@ def _charts(series: list[Any], bucket_seconds: int, window: timedelta) -> list[c
     ]
 
 
+def _version_figures(slug: str, since: Any, version: int | None) -> list[Any]:
+    """The chosen agent's figures per version (from its runs: the rollups are per agent)."""
+    from agentops.agents.selectors import agent_get, version_figures
+
+    agent = agent_get(slug=slug) if slug else None
+    if agent is None:
+        return []
+    return version_figures(agent=agent, since=since, version=version, include_idle=False)
+
+
 @role_required("viewer")
 @require_GET
 def metrics(request: HtmxHttpRequest) -> HttpResponse:
     agents = sorted(set(selectors.agent_slugs()) | set(rollup_agents()))
     form = MetricsFilterForm(request.GET or None, agents=agents)
     status = 200
-    data = {"window": "24h", "agent": ""}
+    data: dict[str, Any] = {"window": "24h", "agent": "", "version": None}
     if form.is_bound:
         if form.is_valid():
             data = {
                 "window": form.cleaned_data["window"] or "24h",
                 "agent": form.cleaned_data["agent"],
+                "version": form.cleaned_data["version"],
             }
         else:
             status = error_status(request)
@@ -285,6 +354,8 @@ def metrics(request: HtmxHttpRequest) -> HttpResponse:
         "charts": _charts(series, overview.bucket_seconds, window),
         "window_label": WINDOWS[data["window"]][0],
         "agent": data["agent"],
+        "version": data["version"],
+        "figures": _version_figures(data["agent"], since, data["version"]),
         "rollup": RollupState.objects.order_by("pk").first(),
     }
     template = "observe/metrics.html#body" if request.htmx else "observe/metrics.html"

@@ -191,6 +191,8 @@
       if (FINISHED.indexOf(ev.status) !== -1) {
         clearStreaming();
         if (unsettledCalls().length) { refresh(); }
+        // Panes beside the conversation (the agent builder's context) refresh on it.
+        root.dispatchEvent(new CustomEvent("agentops:run-finished", { bubbles: true, detail: { run_id: ev.run_id, status: ev.status } }));
       }
     }
 

@@ -1,0 +1,155 @@
+"""The agent builder's form: an agent's settings, as the snapshot's fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from agentops.agent_config import SCALAR_FIELDS
+from agentops.agents import selectors
+from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
+
+
+class ToolChoices(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.name} — {obj.description}" if obj.description else obj.name
+
+
+class AgentForm(forms.Form):
+    slug = forms.CharField(
+        max_length=64,
+        validators=[slug_validator],
+        help_text="Its id in URLs and the API: lowercase letters, digits and dashes.",
+    )
+    name = forms.CharField(max_length=200)
+    system_prompt = forms.CharField(
+        label="Instructions",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 10}),
+        help_text="The system prompt: who the agent is and how it works.",
+    )
+    endpoint = forms.ModelChoiceField(
+        label="Model endpoint", queryset=ModelEndpoint.objects.none(), empty_label=None
+    )
+    model = forms.CharField(
+        max_length=200, required=False, help_text="Empty: the endpoint's default model."
+    )
+    temperature = forms.FloatField(
+        required=False, min_value=0, max_value=2, help_text="Empty: the model's own default."
+    )
+    fallbacks = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "backup-endpoint gpt-4o-mini"}),
+        help_text=(
+            "Tried in order when the model fails: one per line, an endpoint's name and "
+            "optionally a model (else its default)."
+        ),
+    )
+    tools = ToolChoices(
+        queryset=None,  # type: ignore[arg-type]
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    memory_enabled = forms.BooleanField(
+        label="Long-term memory", required=False, help_text="Recall and remember memories."
+    )
+    recall_k = forms.IntegerField(
+        label="Memories recalled per turn", min_value=0, max_value=50, initial=5
+    )
+    context_token_budget = forms.IntegerField(
+        label="Context budget (tokens)",
+        min_value=256,
+        initial=8000,
+        help_text="Older messages beyond it are folded into the running summary.",
+    )
+    max_steps = forms.IntegerField(
+        min_value=1, initial=12, help_text="Model calls per run before it hands off."
+    )
+    max_concurrent_runs = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Runs in flight at once. Empty: the server's default. 0: no limit.",
+    )
+    retry_max_attempts = forms.IntegerField(label="Retry attempts", min_value=1, initial=4)
+    retry_base_seconds = forms.FloatField(label="Retry base delay (s)", min_value=0, initial=0.5)
+    retry_cap_seconds = forms.FloatField(label="Retry delay cap (s)", min_value=0, initial=30)
+    handoff_team = forms.ModelChoiceField(
+        queryset=None,  # type: ignore[arg-type]
+        required=False,
+        empty_label="any operator",
+        help_text="The team its handoffs go to.",
+    )
+    note = forms.CharField(
+        max_length=500, required=False, help_text="What changed and why (kept with the version)."
+    )
+
+    def __init__(self, *args: Any, agent: Agent | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent = agent
+        self.fields["endpoint"].queryset = selectors.endpoints_list()  # type: ignore[attr-defined]
+        self.fields["tools"].queryset = selectors.tools_list()  # type: ignore[attr-defined]
+        self.fields["handoff_team"].queryset = selectors.teams_list()  # type: ignore[attr-defined]
+        if agent is not None:
+            del self.fields["slug"]
+            if not self.is_bound:
+                self.initial = agent_initial(agent)
+
+    def clean_fallbacks(self) -> list[dict[str, Any]]:
+        names = dict(ModelEndpoint.objects.values_list("name", "pk"))
+        out = []
+        for number, line in enumerate(self.cleaned_data["fallbacks"].splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) > 2:
+                raise ValidationError(f"Line {number}: give an endpoint and at most one model.")
+            if parts[0] not in names:
+                raise ValidationError(f"Line {number}: no model endpoint named {parts[0]!r}.")
+            out.append({"endpoint": names[parts[0]], "model": parts[1] if len(parts) > 1 else ""})
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """The cleaned form as snapshot fields (agentops.agent_config)."""
+        data = self.cleaned_data
+        config = {name: data[name] for name in SCALAR_FIELDS}
+        config["endpoint"] = data["endpoint"].pk
+        config["handoff_team"] = data["handoff_team"].pk if data["handoff_team"] else None
+        config["tools"] = sorted(t.pk for t in data["tools"])
+        config["fallbacks"] = data["fallbacks"]
+        return config
+
+    def add_service_errors(self, error: ValidationError) -> None:
+        for name, messages in error.message_dict.items():
+            self.add_error(name if name in self.fields else None, messages)
+
+
+def agent_initial(agent: Agent) -> dict[str, Any]:
+    initial: dict[str, Any] = {name: getattr(agent, name) for name in SCALAR_FIELDS}
+    initial.update(
+        endpoint=agent.endpoint_id,
+        handoff_team=agent.handoff_team_id,
+        tools=list(agent.tools.values_list("pk", flat=True)),
+        max_concurrent_runs=agent.max_concurrent_runs,
+        fallbacks="\n".join(
+            f"{f.endpoint.name} {f.model}".strip()
+            for f in agent.fallbacks.select_related("endpoint")
+        ),
+    )
+    return initial
+
+
+class FeedbackForm(forms.Form):
+    rating = forms.ChoiceField(choices=FeedbackRating.choices, widget=forms.RadioSelect)
+    score = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", "no score"), *[(str(i), str(i)) for i in range(1, 6)]],
+    )
+    comment = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    message = forms.IntegerField(required=False, widget=forms.HiddenInput)

@@ -1,0 +1,425 @@
+"""Agents, their versions and feedback through the API, under the pages' rules: anyone with a
+role reads; admins create, change, publish and derive agents; operators give feedback.
+Settings use the snapshot's shape (agentops/agent_config.py): related rows by id. Bad input
+is a 422 naming the field; nothing is stored then."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Path, Query, Router, Schema, Status
+from ninja.errors import HttpError
+from pydantic import Field
+
+from agentops.agent_config import config_snapshot
+from agentops.agents import selectors, services
+from agentops.api import (
+    BODY_ERRORS,
+    FOUND_ERRORS,
+    MAX_INT,
+    Text,
+    require,
+)
+from agentops.feedback.selectors import feedback_list
+from agentops.feedback.services import MAX_COMMENT_CHARS, feedback_give
+from agentops.models import Agent, AgentVersion, Feedback, FeedbackRating, Message, Run
+
+router: Router = Router(tags=["agents"])
+
+Slug = Annotated[str, Path(max_length=64)]
+Number = Annotated[int, Path(ge=1, le=MAX_INT)]
+WRITE_ERRORS = {**FOUND_ERRORS, **BODY_ERRORS}
+Id = Annotated[int, Field(ge=1, le=MAX_INT)]
+
+
+class FallbackIn(Schema):
+    endpoint: Id
+    model: Text = Field(default="", max_length=200, description="Empty: the endpoint's default")
+
+
+class SettingsIn(Schema):
+    """Leave a field out to keep it; `null` is a value (for temperature, handoff_team and
+    max_concurrent_runs: the default)."""
+
+    name: Text | None = Field(default=None, max_length=200)
+    system_prompt: Text | None = Field(default=None, max_length=100_000)
+    endpoint: Id | None = None
+    model: Text | None = Field(default=None, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    fallbacks: list[FallbackIn] | None = None
+    tools: list[Id] | None = None
+    memory_enabled: bool | None = None
+    recall_k: int | None = Field(default=None, ge=0, le=50)
+    context_token_budget: int | None = Field(default=None, ge=256, le=MAX_INT)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_INT)
+    retry_max_attempts: int | None = Field(default=None, ge=1, le=100)
+    retry_base_seconds: float | None = Field(default=None, ge=0, le=3600)
+    retry_cap_seconds: float | None = Field(default=None, ge=0, le=86_400)
+    handoff_team: Id | None = None
+    max_concurrent_runs: int | None = Field(default=None, ge=0, le=MAX_INT)
+    note: Text = Field(default="", max_length=500, description="Kept with the new version")
+    publish: bool = Field(default=False, description="Make the new version the published one")
+
+
+class AgentCreateIn(SettingsIn):
+    slug: Text = Field(min_length=1, max_length=64)
+    name: Text = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    endpoint: Id  # type: ignore[assignment]
+
+
+class VersionOut(Schema):
+    agent: str
+    number: int
+    author: str | None
+    note: str
+    created_at: datetime
+    published: bool = Field(description="It is the version new conversations run")
+    published_at: datetime | None
+    derived_from: int | None
+    config: dict[str, Any]
+
+
+class AgentOut(Schema):
+    slug: str
+    name: str
+    published_version: int | None
+    latest_version: int | None
+    max_concurrent_runs: int | None
+    settings: dict[str, Any] = Field(description="The current settings, as a version keeps them")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChangeOut(Schema):
+    field: str
+    label: str
+    before: str
+    after: str
+    lines: list[str] = Field(description="A unified diff of the instructions")
+
+
+class DiffOut(Schema):
+    version: int
+    against: int | None
+    changes: list[ChangeOut]
+
+
+class DeriveIn(Schema):
+    changes: dict[str, Any] = Field(description="Settings to change, in the snapshot's shape")
+    note: Text = Field(default="", max_length=500)
+
+
+class FeedbackIn(Schema):
+    rating: FeedbackRating
+    score: int | None = Field(default=None, ge=1, le=5)
+    comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
+
+
+class FeedbackOut(Schema):
+    id: int
+    run: uuid.UUID | None
+    message: int | None
+    version: int | None
+    author: str
+    rating: FeedbackRating
+    score: int | None
+    comment: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _invalid(exc: DjangoValidationError) -> Status[dict[str, Any]]:
+    errors = exc.message_dict
+    field = next(iter(errors))
+    return Status(
+        422,
+        {
+            "error": f"{field}: {' '.join(errors[field])}",
+            "field": field,
+            "detail": [{"loc": [k], "msg": " ".join(v)} for k, v in errors.items()],
+        },
+    )
+
+
+def _agent(slug: str) -> Agent:
+    return get_object_or_404(Agent.objects.select_related("published_version"), slug=slug)
+
+
+def version_out(version: AgentVersion, agent: Agent) -> dict[str, Any]:
+    return {
+        "agent": agent.slug,
+        "number": version.number,
+        "author": version.author.get_username() if version.author else None,
+        "note": version.note,
+        "created_at": version.created_at,
+        "published": agent.published_version_id == version.pk,
+        "published_at": version.published_at,
+        "derived_from": version.derived_from.number if version.derived_from else None,
+        "config": version.config,
+    }
+
+
+def agent_out(agent: Agent) -> dict[str, Any]:
+    latest = selectors.agent_latest_saved(agent=agent)
+    return {
+        "slug": agent.slug,
+        "name": agent.name,
+        "published_version": agent.published_version.number if agent.published_version else None,
+        "latest_version": latest.number if latest else None,
+        "max_concurrent_runs": agent.max_concurrent_runs,
+        "settings": config_snapshot(agent),
+        "created_at": agent.created_at,
+        "updated_at": agent.updated_at,
+    }
+
+
+def feedback_out(f: Feedback) -> dict[str, Any]:
+    version = f.run.agent_version if f.run_id and f.run else None
+    return {
+        "id": f.pk,
+        "run": f.run_id,
+        "message": f.message_id,
+        "version": version.number if version else None,
+        "author": f.author.get_username(),
+        "rating": f.rating,
+        "score": f.score,
+        "comment": f.comment,
+        "created_at": f.created_at,
+        "updated_at": f.updated_at,
+    }
+
+
+def _settings(payload: SettingsIn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(snapshot changes, other arguments) from what the caller sent."""
+    sent = payload.dict(exclude_unset=True)
+    extra = {k: sent.pop(k) for k in ("note", "publish", "max_concurrent_runs") if k in sent}
+    sent.pop("slug", None)
+    return sent, extra
+
+
+# -- agents --------------------------------------------------------------------------------
+@router.get("/agents", response={200: list[AgentOut], **FOUND_ERRORS}, summary="List agents")
+def list_agents(request: HttpRequest) -> list[dict[str, Any]]:
+    require(request, "viewer")
+    agents = Agent.objects.select_related("published_version").prefetch_related(
+        "tools", "fallbacks"
+    )
+    return [agent_out(a) for a in agents.order_by("slug")]
+
+
+@router.get("/agents/{slug}", response={200: AgentOut, **FOUND_ERRORS})
+def get_agent(request: HttpRequest, slug: Slug) -> dict[str, Any]:
+    require(request, "viewer")
+    return agent_out(_agent(slug))
+
+
+@router.post(
+    "/agents",
+    response={201: VersionOut, **WRITE_ERRORS},
+    summary="Create an agent (its first version)",
+)
+def create_agent(request: HttpRequest, payload: AgentCreateIn) -> Status[dict[str, Any]]:
+    require(request, "admin")
+    config, extra = _settings(payload)
+    try:
+        version = services.agent_create(
+            slug=payload.slug,
+            config=config,
+            author=request.user,
+            max_concurrent_runs=extra.get("max_concurrent_runs"),
+            note=extra.get("note", ""),
+            publish=extra.get("publish", False),
+        )
+    except DjangoValidationError as exc:
+        return _invalid(exc)
+    return Status(201, version_out(version, Agent.objects.get(pk=version.agent_id)))
+
+
+@router.patch(
+    "/agents/{slug}",
+    response={200: VersionOut, **WRITE_ERRORS},
+    summary="Change an agent: saves a new version (or returns the latest if nothing changed)",
+)
+def update_agent(
+    request: HttpRequest, slug: Slug, payload: SettingsIn
+) -> Status[dict[str, Any]] | dict[str, Any]:
+    require(request, "admin")
+    agent = _agent(slug)
+    changes, extra = _settings(payload)
+    capacity = (
+        {"max_concurrent_runs": extra["max_concurrent_runs"]}
+        if "max_concurrent_runs" in extra
+        else {}
+    )
+    try:
+        version = services.agent_update(
+            agent=agent,
+            changes=changes,
+            author=request.user,
+            note=extra.get("note", ""),
+            publish=extra.get("publish", False),
+            **capacity,
+        )
+    except DjangoValidationError as exc:
+        return _invalid(exc)
+    agent.refresh_from_db()
+    return version_out(version, agent)
+
+
+# -- versions ------------------------------------------------------------------------------
+@router.get("/agents/{slug}/versions", response={200: list[VersionOut], **FOUND_ERRORS})
+def list_versions(request: HttpRequest, slug: Slug) -> list[dict[str, Any]]:
+    require(request, "viewer")
+    agent = _agent(slug)
+    return [version_out(v, agent) for v in selectors.versions_list(agent=agent)]
+
+
+def _version(agent: Agent, number: int) -> AgentVersion:
+    version = selectors.version_get(agent=agent, number=number)
+    if version is None:
+        raise HttpError(404, f"number: {agent.slug} has no version {number}")
+    return version
+
+
+@router.get("/agents/{slug}/versions/{number}", response={200: VersionOut, **FOUND_ERRORS})
+def get_version(request: HttpRequest, slug: Slug, number: Number) -> dict[str, Any]:
+    require(request, "viewer")
+    agent = _agent(slug)
+    return version_out(_version(agent, number), agent)
+
+
+@router.get(
+    "/agents/{slug}/versions/{number}/diff",
+    response={200: DiffOut, **FOUND_ERRORS},
+    summary="What changed: against the version before it (or the one it was derived from)",
+)
+def diff_version(
+    request: HttpRequest,
+    slug: Slug,
+    number: Number,
+    against: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+) -> dict[str, Any]:
+    require(request, "viewer")
+    agent = _agent(slug)
+    version = _version(agent, number)
+    base = _version(agent, against) if against else selectors.version_previous(version=version)
+    changes = selectors.version_diff(version=version, against=base)
+    return {
+        "version": version.number,
+        "against": base.number if base else None,
+        "changes": [
+            {
+                "field": c.name,
+                "label": c.label,
+                "before": c.before,
+                "after": c.after,
+                "lines": c.lines,
+            }
+            for c in changes
+        ],
+    }
+
+
+@router.post(
+    "/agents/{slug}/versions/{number}/publish",
+    response={200: VersionOut, **WRITE_ERRORS},
+    summary="Publish a version (an older one: a rollback); runs in flight keep theirs",
+)
+def publish_version(request: HttpRequest, slug: Slug, number: Number) -> dict[str, Any]:
+    require(request, "admin")
+    agent = _agent(slug)
+    version = services.agent_version_publish(version=_version(agent, number), actor=request.user)
+    agent.refresh_from_db()
+    return version_out(version, agent)
+
+
+@router.post(
+    "/agents/{slug}/versions/{number}/derive",
+    response={201: VersionOut, **WRITE_ERRORS},
+    summary="A new unpublished version: this one with some settings changed",
+)
+def derive_version(
+    request: HttpRequest, slug: Slug, number: Number, payload: DeriveIn
+) -> Status[dict[str, Any]]:
+    require(request, "admin")
+    agent = _agent(slug)
+    try:
+        derived = services.agent_version_derive(
+            version=_version(agent, number),
+            changes=payload.changes,
+            author=request.user,
+            note=payload.note,
+        )
+    except DjangoValidationError as exc:
+        return _invalid(exc)
+    return Status(201, version_out(derived, agent))
+
+
+# -- feedback ------------------------------------------------------------------------------
+def _feedback(
+    request: HttpRequest, payload: FeedbackIn, *, run: Run | None, message: Message | None
+) -> Status[dict[str, Any]]:
+    existed = Feedback.objects.filter(
+        author=request.user, message=message, **({"run": run} if run else {})
+    ).exists()
+    try:
+        feedback = feedback_give(
+            author=request.user,
+            run=run,
+            message=message,
+            rating=payload.rating,
+            score=payload.score,
+            comment=payload.comment,
+        )
+    except DjangoValidationError as exc:
+        return _invalid(exc)
+    feedback = Feedback.objects.select_related("author", "run__agent_version").get(pk=feedback.pk)
+    return Status(200 if existed else 201, feedback_out(feedback))
+
+
+@router.post(
+    "/runs/{run_id}/feedback",
+    response={201: FeedbackOut, 200: FeedbackOut, **WRITE_ERRORS},
+    summary="Score a run; scoring it again replaces your feedback (200)",
+    tags=["feedback"],
+)
+def create_run_feedback(
+    request: HttpRequest, run_id: uuid.UUID, payload: FeedbackIn
+) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    return _feedback(request, payload, run=get_object_or_404(Run, pk=run_id), message=None)
+
+
+@router.post(
+    "/messages/{message_id}/feedback",
+    response={201: FeedbackOut, 200: FeedbackOut, **WRITE_ERRORS},
+    summary="Score a message; scoring it again replaces your feedback (200)",
+    tags=["feedback"],
+)
+def create_message_feedback(
+    request: HttpRequest, message_id: Annotated[int, Path(ge=1, le=MAX_INT)], payload: FeedbackIn
+) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    message = get_object_or_404(Message, pk=message_id)
+    return _feedback(request, payload, run=None, message=message)
+
+
+@router.get("/feedback", response={200: list[FeedbackOut], **FOUND_ERRORS}, tags=["feedback"])
+def list_feedback(
+    request: HttpRequest,
+    run: uuid.UUID | None = None,
+    message: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    agent: Annotated[str, Query(max_length=64)] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    """Newest first; `run` includes the feedback on its messages."""
+    require(request, "viewer")
+    return [
+        feedback_out(f)
+        for f in feedback_list(run_id=run, message_id=message, agent=agent, limit=limit)
+    ]
