@@ -596,3 +596,8 @@ def decide_tool_call(
 from agentops import api_handoffs  # noqa: E402
 
 api.add_router("", api_handoffs.router)
+
+# Datasets and experiments: agentops/experiments/api.py.
+from agentops.experiments import api as experiments_api  # noqa: E402
+
+api.add_router("", experiments_api.router)

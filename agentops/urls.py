@@ -33,6 +33,7 @@ urlpatterns = [
     path("operators/", include("agentops.operators.urls")),
     path("webhooks/", include("agentops.webhooks.urls")),
     path("widget/", include("agentops.widget.urls")),
+    path("", include("agentops.experiments.urls")),
     path("", include("agentops.observe.urls")),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

@@ -1,0 +1,13 @@
+"""RQ entry points of experiments: thin, take ids, call one service."""
+
+from __future__ import annotations
+
+from agentops.experiments.services import result_score, result_start
+
+
+def result_start_job(result_id: int) -> None:
+    result_start(result_id=result_id)
+
+
+def result_score_job(result_id: int) -> None:
+    result_score(result_id=result_id)
