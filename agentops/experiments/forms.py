@@ -26,7 +26,7 @@ class AddTurnForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if not data.get("dataset") and not (data.get("new_dataset") or "").strip():
             self.add_error("new_dataset", "Choose a dataset or name a new one.")
         return data

@@ -293,7 +293,7 @@ def agent_version_gate(*, version: AgentVersion) -> GateVerdict | None:
     experiment = variant.experiment
     assert experiment.threshold is not None
     scores = [
-        0.0 if status == ResultStatus.ERROR else score
+        0.0 if status == ResultStatus.ERROR or score is None else score
         for status, score in Result.objects.filter(variant=variant)
         .exclude(status=ResultStatus.DONE, score__isnull=True)
         .values_list("status", "score")

@@ -269,7 +269,8 @@ def _check_build(spec: dict[str, Any], position: int) -> Check:
         endpoint = ModelEndpoint.objects.filter(pk=endpoint_id).first() if endpoint_id else None
     if not isinstance(expected, str) or not isinstance(spec.get("rubric") or "", str):
         raise ValidationError({"expected": ["Give a text."]})
-    check_validate(kind=str(kind), expected=expected, schema=schema, endpoint=endpoint)
+    kind = str(kind)
+    check_validate(kind=kind, expected=expected, schema=schema, endpoint=endpoint)
     return Check(
         position=position,
         kind=kind,
@@ -312,8 +313,11 @@ def experiment_create(
             raise ValidationError({f"checks.{index}.{field}": messages}) from None
     versions = []
     for index, spec in enumerate(variants):
+        version_id = spec.get("version")
         version = (
-            AgentVersion.objects.select_related("agent").filter(pk=spec.get("version")).first()
+            AgentVersion.objects.select_related("agent").filter(pk=version_id).first()
+            if isinstance(version_id, int) and not isinstance(version_id, bool)
+            else None
         )
         if version is None:
             raise ValidationError({f"variants.{index}.version": ["No such agent version."]})
@@ -505,6 +509,7 @@ def result_run_finished(*, run_id: Any) -> None:
 
 
 def _measure(result: Result) -> dict[str, Any]:
+    assert result.run_id is not None
     run = Run.objects.get(pk=result.run_id)
     output = (
         Message.objects.filter(run=run, role=Role.ASSISTANT)

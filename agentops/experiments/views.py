@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -78,10 +78,10 @@ def dataset(request: HtmxHttpRequest, dataset_id: int) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def dataset_export(request: HtmxHttpRequest, dataset_id: int) -> StreamingHttpResponse:
+def dataset_export(request: HtmxHttpRequest, dataset_id: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset, pk=dataset_id)
-    response = StreamingHttpResponse(
-        selectors.dataset_jsonl(dataset=dataset), content_type="application/jsonl"
+    response = HttpResponse(
+        "".join(selectors.dataset_jsonl(dataset=dataset)), content_type="application/jsonl"
     )
     response["Content-Disposition"] = f'attachment; filename="dataset-{dataset.pk}.jsonl"'
     return response
