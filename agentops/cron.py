@@ -6,6 +6,7 @@ The run reconciler is not here: the scheduler runs it inline every second.
 
 from rq import cron
 
+from agentops.experiments import jobs as experiment_jobs
 from agentops.webhooks import jobs as webhook_jobs
 from memory import jobs as memory_jobs
 from tracing import jobs as tracing_jobs
@@ -28,4 +29,11 @@ cron.register(
     interval=5,
     job_timeout=60,
     ttl=10,
+)
+cron.register(
+    experiment_jobs.experiments_reconcile_job,
+    queue_name="maintenance",
+    interval=30,
+    job_timeout=120,
+    ttl=60,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentops.experiments.services import result_score, result_start
+from agentops.experiments.services import experiments_reconcile, result_score, result_start
 
 
 def result_start_job(result_id: int) -> None:
@@ -11,3 +11,7 @@ def result_start_job(result_id: int) -> None:
 
 def result_score_job(result_id: int) -> None:
     result_score(result_id=result_id)
+
+
+def experiments_reconcile_job() -> dict[str, int]:
+    return experiments_reconcile()

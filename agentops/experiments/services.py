@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import traceback
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import django_rq
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 MAX_CONTEXT_MESSAGES = 200
+EXPERIMENT_STUCK_SECONDS = 120
 MAX_IMPORT_LINES = 10_000
 CONTEXT_ROLES = (Role.USER, Role.ASSISTANT, Role.OPERATOR)
 
@@ -413,7 +415,9 @@ def experiment_advance(*, experiment_id: int) -> int:
                 .order_by("item_id", "variant__position")
                 .values_list("pk", flat=True)[:free]
             )
-            Result.objects.filter(pk__in=started).update(status=ResultStatus.STARTING)
+            Result.objects.filter(pk__in=started).update(
+                status=ResultStatus.STARTING, started_at=timezone.now()
+            )
             for result_id in started:
                 _enqueue("agentops.experiments.jobs.result_start_job", result_id)
         if (
@@ -450,6 +454,13 @@ def result_start(*, result_id: int) -> None:
         return
     try:
         with transaction.atomic():
+            # A job sent again by the sweep may run beside the first: one starts it.
+            if (
+                not Result.objects.select_for_update()
+                .filter(pk=result_id, status=ResultStatus.STARTING)
+                .exists()
+            ):
+                return
             version = result.variant.version
             session = Session.objects.create(
                 agent=version.agent,
@@ -473,7 +484,7 @@ def result_start(*, result_id: int) -> None:
             assert run is not None
             experiment_run_link(run=run, source_run_id=result.item.source_run_id)
             Result.objects.filter(pk=result_id).update(
-                status=ResultStatus.RUNNING, session=session, run=run, started_at=timezone.now()
+                status=ResultStatus.RUNNING, session=session, run=run
             )
     except Exception as exc:
         log.exception("experiment.start_failed", result_id=result_id)
@@ -563,6 +574,36 @@ def result_score(*, result_id: int) -> None:
         log.exception("experiment.score_failed", result_id=result_id)
         _fail(result_id, exc)
     experiment_advance(experiment_id=result.experiment_id)
+
+
+def experiments_reconcile(*, now: datetime | None = None) -> dict[str, int]:
+    """The scheduler's sweep for jobs Redis lost or workers dropped: a pair still starting
+    after EXPERIMENT_STUCK_SECONDS is sent again, a finished run not yet scored is scored, and
+    running experiments advance. Safe to run anywhere, any number of times."""
+    now = now or timezone.now()
+    before = now - timedelta(seconds=EXPERIMENT_STUCK_SECONDS)
+    counts = {"restarted": 0, "scored": 0}
+    for result_id in Result.objects.filter(
+        status=ResultStatus.STARTING, started_at__lt=before
+    ).values_list("pk", flat=True):
+        Result.objects.filter(pk=result_id).update(started_at=now)
+        _enqueue("agentops.experiments.jobs.result_start_job", result_id)
+        counts["restarted"] += 1
+    for run_id in Result.objects.filter(
+        status=ResultStatus.RUNNING, run__status__in=FINISHED_RUN_STATUSES
+    ).values_list("run_id", flat=True):
+        result_run_finished(run_id=run_id)
+        counts["scored"] += 1
+    for result_id in Result.objects.filter(
+        status=ResultStatus.SCORING, run__finished_at__lt=before
+    ).values_list("pk", flat=True):
+        _enqueue("agentops.experiments.jobs.result_score_job", result_id)
+        counts["scored"] += 1
+    for experiment_id in Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list(
+        "pk", flat=True
+    ):
+        experiment_advance(experiment_id=experiment_id)
+    return counts
 
 
 def experiment_rescore(*, experiment: Experiment, actor: Actor) -> int:

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from agentops.agents.services import agent_version_create, agent_version_derive
-from agentops.experiments.models import Dataset, DatasetItem, ItemSource, Result, ResultStatus
+from agentops.experiments.models import (
+    Dataset,
+    DatasetItem,
+    Experiment,
+    ExperimentStatus,
+    ItemSource,
+    Result,
+    ResultStatus,
+)
 from agentops.experiments.selectors import agent_version_gate, experiment_comparison
-from agentops.experiments.services import experiment_create, experiment_start
+from agentops.experiments.services import (
+    experiment_create,
+    experiment_start,
+    experiments_reconcile,
+)
 from agentops.models import Run, RunStatus
 from agentops.testing.processes import CONCURRENT_WORKER, Proc, child_env, start_worker
 from tests.agentops.experiments.helpers import wait_for_experiment
@@ -119,3 +133,31 @@ def test_it_runs_fifty_items_against_two_versions_scores_every_check_and_finds_r
     assert gate is not None and gate.flagged and gate.score == pytest.approx(0.5)
     gate = agent_version_gate(version=baseline)
     assert gate is not None and not gate.flagged
+
+
+def test_it_restarts_pairs_whose_start_jobs_were_lost(concurrent_worker, dev_agent, alice):
+    version = agent_version_create(agent=dev_agent, author=alice, publish=True)
+    dataset = _dataset(2)
+    experiment = experiment_create(
+        name="lost",
+        dataset=dataset,
+        variants=[{"version": version.pk}],
+        checks=[{"kind": "contains"}],
+        actor=alice,
+    )
+    # As experiment_start leaves it, but the start jobs never reached Redis.
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Result.objects.bulk_create(
+        Result(
+            experiment=experiment,
+            item=item,
+            variant=experiment.variants.get(),
+            status=ResultStatus.STARTING,
+            started_at=long_ago,
+        )
+        for item in dataset.items.all()
+    )
+    Experiment.objects.filter(pk=experiment.pk).update(status=ExperimentStatus.RUNNING)
+    assert experiments_reconcile()["restarted"] == 2
+    experiment = wait_for_experiment(experiment.pk, timeout=120)
+    assert list(experiment.results.values_list("score", flat=True)) == [1.0, 1.0]
