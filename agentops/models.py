@@ -232,6 +232,9 @@ class Session(models.Model):
     agent_version = models.ForeignKey(
         AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # An experiment's session: a handoff ends its run without reaching people (no handoff in
+    # the queue, no notification, no webhook).
+    sandbox = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -466,6 +466,7 @@ def result_start(*, result_id: int) -> None:
                 agent=version.agent,
                 agent_version=version,
                 external_user=f"experiment-{result.experiment_id}",
+                sandbox=True,
                 title=f"{result.experiment.name[:150]} · item {result.item_id}",
                 **experiment_session_policy(),
             )

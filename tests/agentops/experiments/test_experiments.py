@@ -25,7 +25,7 @@ from agentops.experiments.services import (
     experiment_start,
     experiments_reconcile,
 )
-from agentops.models import Run, RunStatus
+from agentops.models import Handoff, Run, RunStatus, SessionStatus
 from agentops.testing.processes import CONCURRENT_WORKER, Proc, child_env, start_worker
 from tests.agentops.experiments.helpers import wait_for_experiment
 
@@ -161,3 +161,31 @@ def test_it_restarts_pairs_whose_start_jobs_were_lost(concurrent_worker, dev_age
     assert experiments_reconcile()["restarted"] == 2
     experiment = wait_for_experiment(experiment.pk, timeout=120)
     assert list(experiment.results.values_list("score", flat=True)) == [1.0, 1.0]
+
+
+def test_it_keeps_an_experiments_handoffs_away_from_the_operators(
+    concurrent_worker, tooled_agent, alice
+):
+    version = agent_version_create(agent=tooled_agent, author=alice, publish=True)
+    dataset = Dataset.objects.create(name="handoffs")
+    DatasetItem.objects.create(
+        dataset=dataset,
+        input="I want a human",
+        reference="A person will help you.",
+        source=ItemSource.HANDOFF,
+    )
+    experiment = experiment_create(
+        name="handoffs",
+        dataset=dataset,
+        variants=[{"version": version.pk}],
+        checks=[{"kind": "contains"}],
+        actor=alice,
+    )
+    experiment_start(experiment=experiment, actor=alice)
+    wait_for_experiment(experiment.pk)
+    result = Result.objects.select_related("run", "session").get(experiment=experiment)
+    assert result.run_status == RunStatus.HANDED_OFF
+    assert result.run.wait_reason.startswith("The user asked")
+    assert result.score == 0.0
+    assert not Handoff.objects.exists()  # nothing in the queue, no notification, no webhook
+    assert result.session.status == SessionStatus.ACTIVE
