@@ -705,3 +705,7 @@ api.add_router("", api_handoffs.router)
 from agentops import api_agents  # noqa: E402
 
 api.add_router("", api_agents.router)
+# Datasets and experiments: agentops/experiments/api.py.
+from agentops.experiments import api as experiments_api  # noqa: E402
+
+api.add_router("", experiments_api.router)

@@ -7,6 +7,7 @@ The run reconciler is not here: the scheduler runs it inline every second.
 from rq import cron
 
 from agentops import jobs as agentops_jobs
+from agentops.experiments import jobs as experiment_jobs
 from agentops.webhooks import jobs as webhook_jobs
 from memory import jobs as memory_jobs
 from tracing import jobs as tracing_jobs
@@ -32,4 +33,11 @@ cron.register(
 )
 cron.register(
     agentops_jobs.handoffs_sweep_job, queue_name="maintenance", interval=10, job_timeout=60, ttl=20
+)
+cron.register(
+    experiment_jobs.experiments_reconcile_job,
+    queue_name="maintenance",
+    interval=30,
+    job_timeout=120,
+    ttl=60,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
+from agentops.experiments.services import result_run_finished
 from agentops.operators.services import handoffs_sweep
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
@@ -18,6 +19,7 @@ def run_job(run_id: str) -> str:
         return run_execute(run_id=run_id, job_id=job.id if job else "")
     finally:
         run_slot_free(run_id=run_id)
+        result_run_finished(run_id=run_id)  # an experiment's run is scored once it ends
         # A forking worker's horse ends with os._exit, which runs no exit handler.
         otlp.force_flush()
 

@@ -279,6 +279,9 @@ class Session(models.Model):
     agent_version = models.ForeignKey(
         AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # An experiment's session: a handoff ends its run without reaching people (no handoff in
+    # the queue, no notification, no webhook).
+    sandbox = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
     # A fork (runtime/services.py `run_fork`) continues another session's run from a step; its
     # origin run and step are on its first run (`Run.forked_from`, `Run.forked_at_step`).

@@ -167,6 +167,7 @@ INSTALLED_APPS = [
     "memory",
     "agentops",
     "agentops.widget",
+    "agentops.experiments",
 ]
 
 MIDDLEWARE = [
@@ -260,11 +261,17 @@ OPENAI_API_WAIT_SECONDS = envint("OPENAI_API_WAIT_SECONDS", 540, minimum=1)
 # listen on it) and how long one attempt may take.
 WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "").strip() or "maintenance"
 WEBHOOK_TIMEOUT_SECONDS = envfloat("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# Experiments (README, "Datasets and experiments"): item-variant pairs of one experiment in
+# flight at once (the rest of the agent's limit stays free for live conversations), and the RQ
+# queue their start and scoring jobs go to.
+EXPERIMENT_MAX_CONCURRENT_RUNS = envint("EXPERIMENT_MAX_CONCURRENT_RUNS", 50, minimum=1)
+EXPERIMENT_QUEUE = os.environ.get("EXPERIMENT_QUEUE", "").strip() or "runs"
 RQ_QUEUES = {
     "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
     "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
 RQ_QUEUES.setdefault(WEBHOOK_QUEUE, {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300})
+RQ_QUEUES.setdefault(EXPERIMENT_QUEUE, {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT})
 RQ_SHOW_ADMIN_LINK = True
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -37,6 +37,7 @@ urlpatterns = [
     path("widget/", include("agentops.widget.urls")),
     path("endpoints/", include("agentops.endpoints.urls")),
     path("playground/", include("agentops.playground.urls")),
+    path("", include("agentops.experiments.urls")),
     path("", include("agentops.observe.urls")),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

@@ -14,6 +14,12 @@ Deterministic, scripted behaviour (driven by the latest user message):
                               TOOL's schema: ``seconds`` (default 0.2) and ``label`` (k) where it has
                               them, k for its other required strings and numbers
 - a summarisation request (system prompt starting "Summarize") -> a deterministic summary
+- a judge (system prompt starting "You are a judge") -> a JSON verdict ``{"pass", "score",
+  "reason"}``: pass when the text after ``REFERENCE:`` appears in the text after ``ANSWER:``
+  in the user message; a rubric containing ``[[malformed]]`` gets prose instead of JSON, and
+  one containing ``[[invalid]]`` gets JSON of the wrong shape
+- a system prompt containing "Reply in capitals." -> the usual answer, upper-cased (two agent
+  versions that answer differently, for experiments)
 - after tool results        -> an answer quoting the tool results
 - anything else             -> "You said: ..." streamed word by word
 
@@ -148,6 +154,30 @@ def plan_reply(
     if system.startswith("Summarize"):
         body = [f"{m['role']}: {_content_text(m)[:60]}" for m in messages[1:] if _content_text(m)]
         return {"content": "Summary: " + " | ".join(body)[:1500]}
+    if system.startswith("You are a judge"):
+        return {"content": judge_verdict(system, _content_text(messages[-1]))}
+    reply = _plan_reply(messages, tools, fault)
+    if "Reply in capitals." in system and "content" in reply:
+        reply["content"] = reply["content"].upper()
+    return reply
+
+
+def judge_verdict(rubric: str, case: str) -> str:
+    """A deterministic verdict: the answer passes when it contains the reference."""
+    if "[[malformed]]" in rubric:
+        return "The answer looks fine to me, I would give it a pass."
+    if "[[invalid]]" in rubric:
+        return json.dumps({"pass": "maybe", "score": 7})
+    reference = case.partition("REFERENCE:")[2].partition("ANSWER:")[0].strip()
+    answer = case.partition("ANSWER:")[2].strip()
+    passed = bool(reference) and reference in answer
+    reason = "the answer contains the reference" if passed else "the reference is missing"
+    return json.dumps({"pass": passed, "score": 1.0 if passed else 0.0, "reason": reason})
+
+
+def _plan_reply(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], fault: dict[str, Any]
+) -> dict:
     last = messages[-1] if messages else {"role": "user", "content": ""}
     user_text = next((_content_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
     if user_text.strip().lower() == "loop":

@@ -662,6 +662,21 @@ class RunDriver:
         """Hand the session to a human. A handoff the user or the model asked for has no
         `failure_class`; one the run was driven to (limits, failures) carries its class, and
         only those are listed with the failures."""
+        if self.session.sandbox:
+            with transaction.atomic(), self.tracer.span("handoff", reason=reason, sandbox=True):
+                fenced_update(
+                    run_id=self.run.pk,
+                    epoch=self.epoch,
+                    status=RunStatus.HANDED_OFF,
+                    finished_at=timezone.now(),
+                    wait_reason=reason[:200],
+                    error_class=str(failure_class),
+                )
+            self.tracer.flush()
+            self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
+            self.run.error_class = str(failure_class)
+            status_broadcast(self.run)
+            return
         last_tool_calls = self.last_tool_calls()
         # A team the model named goes first if it exists; otherwise the agent's team.
         to_team = (Team.objects.filter(slug=team).first() if team else None) or (

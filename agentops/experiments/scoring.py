@@ -1,0 +1,193 @@
+"""Scoring one answer by one check. Deterministic checks score 1 or 0; a judge is a model
+call whose reply is untrusted: it must be a JSON verdict of the documented shape, or the
+check records an error (and no score) instead of guessing."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from django.core.exceptions import ValidationError
+
+from agentops.experiments.models import Check, CheckKind
+from agentops.models import ModelEndpoint
+from agentops.runtime import breaker
+from agentops.runtime.model_client import model_call
+from agentops.runtime.retry import RetryPolicy, retry_call
+from tracing.emit import Tracer
+from tracing.failures import Failure
+
+JUDGE_PREAMBLE = (
+    "You are a judge. You grade an AI agent's answer to a user's message against a reference "
+    "answer and the rubric below.\n\nRubric:\n"
+)
+JUDGE_FORMAT = (
+    '\n\nReply with one JSON object and nothing else: {"pass": true or false, "score": a '
+    'number from 0 to 1, "reason": "one sentence"}.'
+)
+DEFAULT_RUBRIC = "The answer gives the same information as the reference answer."
+JUDGE_RETRY = RetryPolicy(max_attempts=3, base=0.5, cap=4.0)
+MAX_JUDGE_TEXT = 8000
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "pass": {"type": "boolean"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "reason": {"type": "string"},
+    },
+    "required": ["pass", "score"],
+}
+
+
+@dataclass
+class CheckScore:
+    score: float | None
+    detail: str = ""
+    error: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"score": self.score, "detail": self.detail[:500], "error": self.error[:1000]}
+
+
+def check_validate(
+    *, kind: str, expected: str, schema: Any, endpoint: ModelEndpoint | None
+) -> None:
+    """Refuse a check that could never score, naming the field."""
+    if kind not in CheckKind.values:
+        raise ValidationError({"kind": [f"Use one of {', '.join(CheckKind.values)}."]})
+    if kind == CheckKind.REGEX:
+        if not expected:
+            raise ValidationError({"expected": ["A regex check needs a pattern."]})
+        try:
+            re.compile(expected)
+        except re.error as exc:
+            raise ValidationError(
+                {"expected": [f"Not a valid regular expression: {exc}."]}
+            ) from None
+    if kind == CheckKind.JSON_SCHEMA:
+        if not isinstance(schema, dict):
+            raise ValidationError({"schema": ["A JSON-schema check needs a schema object."]})
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValidationError(
+                {"schema": [f"Not a valid JSON schema: {exc.message}."]}
+            ) from None
+    if kind == CheckKind.JUDGE and endpoint is None:
+        raise ValidationError({"endpoint": ["A judge needs a model endpoint to run it."]})
+
+
+def _json_in(text: str) -> Any:
+    """The answer as JSON: all of it, else the outermost {...} or [...] in it."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for opening, closing in (("{", "}"), ("[", "]")):
+        start, end = text.find(opening), text.rfind(closing)
+        if 0 <= start < end:
+            try:
+                return json.loads(text[start : end + 1])
+            except ValueError:
+                continue
+    raise ValueError("the answer holds no JSON")
+
+
+def check_score(*, check: Check, output: str, item_input: str, reference: str) -> CheckScore:
+    expected = check.expected or reference
+    if check.kind == CheckKind.EXACT:
+        passed = output.strip() == expected.strip()
+        return CheckScore(float(passed), "" if passed else "differs from the expected text")
+    if check.kind == CheckKind.CONTAINS:
+        passed = bool(expected) and expected in output
+        return CheckScore(float(passed), "" if passed else f"does not contain {expected[:80]!r}")
+    if check.kind == CheckKind.REGEX:
+        passed = re.search(expected, output) is not None
+        return CheckScore(float(passed), "" if passed else f"no match for {expected[:80]!r}")
+    if check.kind == CheckKind.JSON_SCHEMA:
+        try:
+            value = _json_in(output)
+        except ValueError as exc:
+            return CheckScore(0.0, str(exc))
+        errors = sorted(
+            jsonschema.validators.validator_for(check.schema)(check.schema).iter_errors(value),
+            key=str,
+        )
+        if errors:
+            return CheckScore(0.0, errors[0].message)
+        return CheckScore(1.0)
+    return judge_score(check=check, output=output, item_input=item_input, reference=reference)
+
+
+def judge_messages(*, rubric: str, output: str, item_input: str, reference: str) -> list[dict]:
+    case = (
+        f"USER MESSAGE:\n{item_input[:MAX_JUDGE_TEXT]}\n\n"
+        f"REFERENCE:\n{reference[:MAX_JUDGE_TEXT]}\n\n"
+        f"ANSWER:\n{output[:MAX_JUDGE_TEXT]}"
+    )
+    return [
+        {"role": "system", "content": JUDGE_PREAMBLE + (rubric or DEFAULT_RUBRIC) + JUDGE_FORMAT},
+        {"role": "user", "content": case},
+    ]
+
+
+def verdict_parse(text: str) -> CheckScore:
+    """The judge's reply, checked: JSON (a ```json fence is tolerated) of VERDICT_SCHEMA."""
+    body = text.strip()
+    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, re.S)
+    if fence:
+        body = fence.group(1)
+    try:
+        verdict = json.loads(body)
+    except ValueError:
+        return CheckScore(None, error=f"the judge's reply is not JSON: {text[:200]!r}")
+    problems = sorted(jsonschema.Draft202012Validator(VERDICT_SCHEMA).iter_errors(verdict), key=str)
+    if problems:
+        where = "/".join(str(p) for p in problems[0].path) or "verdict"
+        return CheckScore(
+            None, error=f"the judge's verdict is malformed ({where}: {problems[0].message})"
+        )
+    return CheckScore(float(verdict["score"]), str(verdict.get("reason", ""))[:500])
+
+
+def judge_score(*, check: Check, output: str, item_input: str, reference: str) -> CheckScore:
+    endpoint = check.endpoint
+    if endpoint is None:
+        return CheckScore(None, error="the judge's model endpoint was deleted")
+    model = check.model or endpoint.default_model
+    tracer = Tracer(uuid.uuid4(), agent="experiment-judge", secrets_to_redact=[endpoint.api_key])
+    messages = judge_messages(
+        rubric=check.rubric, output=output, item_input=item_input, reference=reference
+    )
+
+    def attempt(number: int) -> str:
+        if not breaker.breaker_allows(endpoint=endpoint, tracer=tracer):
+            raise breaker.BreakerOpen(endpoint)
+        reply = model_call(
+            tracer=tracer,
+            endpoint=endpoint,
+            model=model,
+            messages=messages,
+            tools=[],
+            temperature=0,
+            purpose="judge",
+            attempt=number,
+        )
+        return reply.content
+
+    try:
+        text = retry_call(attempt, policy=JUDGE_RETRY, tracer=tracer, what="judge")
+    except Failure as failure:
+        return CheckScore(
+            None,
+            error=f"the judge's model call failed ({failure.failure_class.value}): "
+            f"{tracer.redact(str(failure))[:300]}",
+        )
+    finally:
+        tracer.flush()
+    return verdict_parse(text)

@@ -1,0 +1,74 @@
+"""Checks, and the LLM judge through the real openai client against the dev model server."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentops.experiments.models import Check, CheckKind
+from agentops.experiments.scoring import check_score
+from tests.factories import EndpointFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _score(check: Check, output: str, reference: str = "You said: hi") -> tuple:
+    result = check_score(check=check, output=output, item_input="hi", reference=reference)
+    return result.score, result.error
+
+
+def test_it_scores_exact_contains_regex_and_json_schema():
+    exact = Check(kind=CheckKind.EXACT)
+    assert _score(exact, " You said: hi\n") == (1.0, "")
+    assert _score(exact, "you said: hi") == (0.0, "")
+    contains = Check(kind=CheckKind.CONTAINS, expected="refund")
+    assert _score(contains, "Your refund is on its way") == (1.0, "")
+    assert _score(contains, "Your money is on its way") == (0.0, "")
+    regex = Check(kind=CheckKind.REGEX, expected=r"order #\d+")
+    assert _score(regex, "See order #42.") == (1.0, "")
+    assert _score(regex, "See order #x.") == (0.0, "")
+    schema = Check(
+        kind=CheckKind.JSON_SCHEMA,
+        schema={
+            "type": "object",
+            "required": ["total"],
+            "properties": {"total": {"type": "number"}},
+        },
+    )
+    assert _score(schema, '{"total": 3.5}') == (1.0, "")
+    assert _score(schema, 'Here it is: {"total": 3.5} as asked') == (1.0, "")
+    assert _score(schema, '{"total": "3.5"}') == (0.0, "")
+    assert _score(schema, "no json here") == (0.0, "")
+
+
+@pytest.fixture
+def judge(devmodel, model_name):  # type: ignore[no-untyped-def]
+    endpoint = EndpointFactory(base_url=devmodel.url, default_model=model_name)
+    return Check(kind=CheckKind.JUDGE, endpoint=endpoint, rubric="Same facts as the reference.")
+
+
+def test_it_asks_the_judge_and_reads_its_verdict(judge, devmodel, model_name):
+    assert _score(judge, "Well: You said: hi") == (1.0, "")
+    assert _score(judge, "YOU SAID: HI") == (0.0, "")
+    (first, _) = devmodel.requests(model_name)
+    system, user = first["transcript"]
+    assert system[1].startswith("You are a judge") and "Same facts as the reference." in system[1]
+    assert "REFERENCE:\nYou said: hi" in user[1] and "ANSWER:\nWell: You said: hi" in user[1]
+
+
+def test_it_records_a_clear_error_for_a_judge_reply_that_is_not_a_verdict(judge):
+    judge.rubric = "Be strict. [[malformed]]"
+    score, error = _score(judge, "You said: hi")
+    assert score is None
+    assert error.startswith("the judge's reply is not JSON: 'The answer looks fine")
+    judge.rubric = "Be strict. [[invalid]]"
+    score, error = _score(judge, "You said: hi")
+    assert score is None
+    assert error.startswith("the judge's verdict is malformed (")
+
+
+def test_it_records_the_judges_model_failure_after_retrying(judge, devmodel, model_name):
+    devmodel.script(model_name, faults=[{"status": 500}] * 3)
+    score, error = _score(judge, "You said: hi")
+    assert score is None
+    assert error.startswith("the judge's model call failed (")
+    assert len(devmodel.requests(model_name)) == 3  # the retry owner tried three times
