@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agentops", "0012_agent_versions"),
+        ("agentops", "0016_feedback"),
     ]
 
     operations = [
