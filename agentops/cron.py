@@ -6,6 +6,7 @@ The run reconciler is not here: the scheduler runs it inline every second.
 
 from rq import cron
 
+from agentops import jobs as agentops_jobs
 from agentops.webhooks import jobs as webhook_jobs
 from memory import jobs as memory_jobs
 from tracing import jobs as tracing_jobs
@@ -28,4 +29,7 @@ cron.register(
     interval=5,
     job_timeout=60,
     ttl=10,
+)
+cron.register(
+    agentops_jobs.handoffs_wake_job, queue_name="maintenance", interval=15, job_timeout=60, ttl=30
 )

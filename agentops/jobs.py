@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
+from agentops.operators.services import handoffs_wake_due
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
 from agentops.runtime.services import run_slot_free
@@ -27,3 +28,8 @@ def handoff_package_job(handoff_id: int) -> None:
 
 def runs_reconcile() -> dict[str, int]:
     return reconcile()
+
+
+def handoffs_wake_job() -> int:
+    """Snoozed handoffs whose time has come return to the queue."""
+    return handoffs_wake_due()

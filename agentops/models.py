@@ -405,6 +405,10 @@ class Handoff(models.Model):
     summary = models.TextField(blank=True, default="")
     last_tool_calls = models.JSONField(default=list, blank=True)
     suggested_reply = models.TextField(blank=True, default="")
+    # Snoozed (out of the active queue) since `snoozed_at`, until `snoozed_until` or, when
+    # that is empty, until the user writes again (agentops/operators/services.py).
+    snoozed_at = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -506,4 +510,9 @@ from agentops.webhooks.models import (  # noqa: E402, F401
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
+)
+from agentops.operators.models import (  # noqa: E402, F401
+    CannedReply,
+    Label,
+    PrivateNote,
 )
