@@ -506,13 +506,13 @@ class Invitation(models.Model):
 
 
 # The webhook models live beside their feature and are registered with this app.
-from agentops.webhooks.models import (  # noqa: E402, F401
-    WebhookDelivery,
-    WebhookEndpoint,
-    WebhookEvent,
-)
 from agentops.operators.models import (  # noqa: E402, F401
     CannedReply,
     Label,
     PrivateNote,
+)
+from agentops.webhooks.models import (  # noqa: E402, F401
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
 )

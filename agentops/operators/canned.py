@@ -31,10 +31,7 @@ def placeholders_unknown(*, text: str) -> list[str]:
 
 def placeholder_values(*, session: Any, operator: Any, team: Any = None) -> dict[str, str]:
     external = session.external_user or ""
-    if external.startswith("visitor:"):
-        name = ""
-    else:
-        name = external.removeprefix("user:")
+    name = "" if external.startswith("visitor:") else external.removeprefix("user:")
     return {
         "user.name": name,
         "user.id": external,

@@ -63,7 +63,9 @@ class CannedReplyForm(forms.Form):
         choices = scope_choices(user=user)
         if reply is not None and reply.scope not in dict(choices):
             choices.append((reply.scope, reply.scope))
-        self.fields["scope"].choices = choices
+        scope = self.fields["scope"]
+        assert isinstance(scope, forms.ChoiceField)
+        scope.choices = choices
 
     def clean_content(self) -> str:
         content: str = self.cleaned_data["content"]

@@ -16,8 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
-from agentops.models import Handoff, HandoffStatus, ToolCall
-from agentops.models import Team
+from agentops.models import Handoff, HandoffStatus, Team, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm
 from agentops.operators.models import CannedReply, Label, LabelColour
