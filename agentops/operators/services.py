@@ -471,9 +471,9 @@ MAX_LABEL_CHARS = 50
 def label_name_clean(*, name: str) -> str:
     name = " ".join(name.split())
     if not name:
-        raise ValueError("label: give the label a name")
+        raise ValueError("name: give the label a name")
     if len(name) > MAX_LABEL_CHARS:
-        raise ValueError(f"label: at most {MAX_LABEL_CHARS} characters")
+        raise ValueError(f"name: at most {MAX_LABEL_CHARS} characters")
     return name
 
 
