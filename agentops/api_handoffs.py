@@ -7,14 +7,16 @@ hold (admins on any), only admins reassign. A race lost or a wrong state is a 40
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import timedelta
 from typing import Annotated, Any
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from ninja import Path, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from agentops.api import (
     BODY_ERRORS,
@@ -24,6 +26,7 @@ from agentops.api import (
     MessageOut,
     Text,
     ToolCallOut,
+    _no_nul,
     api,
     handoff_out,
     require,
@@ -32,6 +35,7 @@ from agentops.api import (
 from agentops.conversation import message_serialise
 from agentops.models import Session, ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
+from agentops.operators.models import LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import MAX_MESSAGE_CHARS
 
@@ -50,8 +54,23 @@ class ReplyIn(Schema):
     content: Text = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
+# Text with something besides white space in it (what the services keep after stripping).
+Filled = Annotated[
+    str,
+    AfterValidator(_no_nul),
+    AfterValidator(_not_blank),
+    Field(json_schema_extra={"pattern": "^[^\\x00]*[^\\x00\\s\\x1c-\\x1f\\x85][^\\x00]*$"}),
+]
+
+
 class NoteIn(Schema):
-    content: Text = Field(min_length=1, max_length=services.MAX_NOTE_CHARS)
+    content: Filled = Field(min_length=1, max_length=services.MAX_NOTE_CHARS)
 
 
 class NoteOut(Schema):
@@ -69,20 +88,36 @@ class NotesOut(Schema):
 
 
 class TransferIn(Schema):
-    operator: Text = Field(default="", max_length=150, description="An operator's username")
-    team: Text = Field(default="", max_length=64, description="A team's slug")
+    to: str = Field(
+        pattern=r"^(operator|team):[^\x00]+$",
+        max_length=160,
+        description="`operator:<username>` (theirs at once) or `team:<slug>` (its open queue)",
+    )
     note: Text = Field(default="", max_length=services.MAX_NOTE_CHARS)
 
 
 class SnoozeIn(Schema):
-    until: datetime | None = Field(
-        description="When it returns to the queue; null: when the user writes again"
+    minutes: int | None = Field(
+        ge=1,
+        le=services.MAX_SNOOZE_DAYS * 24 * 60 - 1,
+        description="Back in the queue after this many minutes; null: when the user writes again",
     )
 
 
+def _colour(value: str) -> str:
+    if value and value not in LabelColour.values:
+        raise PydanticCustomError("colour", "choose one of the palette's colours or none")
+    return value
+
+
+Colour = Annotated[
+    str, AfterValidator(_colour), Field(json_schema_extra={"enum": ["", *LabelColour.values]})
+]
+
+
 class LabelIn(Schema):
-    name: Text = Field(min_length=1, max_length=services.MAX_LABEL_CHARS)
-    colour: Text = Field(default="", max_length=10, description="For a new label: red, blue, …")
+    name: Filled = Field(min_length=1, max_length=services.MAX_LABEL_CHARS)
+    colour: Colour = Field(default="", description="For a new label: a colour of the palette")
 
 
 class LabelsOut(Schema):
@@ -111,11 +146,6 @@ def _handoff(handoff_id: int) -> Any:
 
 def _fresh(handoff_id: int) -> dict[str, Any]:
     return handoff_out(_handoff(handoff_id))
-
-
-def _invalid(exc: ValueError) -> HttpError:
-    """A service's "field: message" as the API's 422 naming the field."""
-    return HttpError(422, str(exc))
 
 
 def note_out(note: Any) -> dict[str, Any]:
@@ -238,35 +268,34 @@ def transfer_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: TransferIn
 ) -> dict[str, Any]:
     require(request, "operator")
+    handoff = _handoff(handoff_id)
+    kind, _, name = payload.to.partition(":")
     try:
         services.handoff_transfer(
-            handoff=_handoff(handoff_id),
+            handoff=handoff,
             user=request.user,
-            to_operator=payload.operator,
-            to_team=payload.team,
+            to_operator=name if kind == "operator" else "",
+            to_team=name if kind == "team" else "",
             note=payload.note,
         )
     except ValueError as exc:
-        raise _invalid(exc) from exc
+        # A name that is no active operator or no team: nothing to transfer to.
+        raise HttpError(404, f"to: {str(exc).partition(': ')[2] or exc}") from exc
     return _fresh(handoff_id)
 
 
 @router.post(
     "/handoffs/{handoff_id}/snooze",
     response={200: HandoffOut, **WRITE_ERRORS},
-    summary="Hide it from the active queue until a time or until the user writes again",
+    summary="Hide it from the active queue for some minutes or until the user writes again",
 )
 def snooze_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: SnoozeIn
 ) -> dict[str, Any]:
     require(request, "operator")
-    until = payload.until
-    if until is not None and until.tzinfo is None:
-        raise HttpError(422, "until: give a time zone (e.g. 2026-01-31T09:00:00Z)")
-    try:
-        services.handoff_snooze(handoff=_handoff(handoff_id), user=request.user, until=until)
-    except ValueError as exc:
-        raise _invalid(exc) from exc
+    handoff = _handoff(handoff_id)
+    until = timezone.now() + timedelta(minutes=payload.minutes) if payload.minutes else None
+    services.handoff_snooze(handoff=handoff, user=request.user, until=until)
     return _fresh(handoff_id)
 
 
@@ -289,12 +318,9 @@ def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
 def add_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
     require(request, "operator")
     session = get_object_or_404(Session, pk=session_id)
-    try:
-        services.session_label_add(
-            session=session, name=payload.name, colour=payload.colour, actor=request.user
-        )
-    except ValueError as exc:
-        raise _invalid(exc) from exc
+    services.session_label_add(
+        session=session, name=payload.name, colour=payload.colour, actor=request.user
+    )
     return {"labels": [label.name for label in selectors.session_labels(session=session)]}
 
 

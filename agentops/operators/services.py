@@ -319,7 +319,7 @@ def handoff_transfer(
     )
     _may_work(handoff=handoff, user=user)
     if target is not None and handoff.claimed_by_id == target.pk:
-        raise ValueError(f"operator: {to_operator} already has this conversation")
+        raise HandoffConflict(f"{to_operator} already has this conversation")
     previous = {
         "operator": _username(handoff.claimed_by) if handoff.claimed_by_id else "",
         "team": handoff.team.slug if handoff.team else "",
@@ -406,10 +406,11 @@ def handoff_snooze(*, handoff: Handoff, user: Any, until: datetime | None) -> Ha
     return handoff
 
 
-def _wake(*, handoff_ids: list[int], actor: Any, why: str) -> int:
-    """Clear the snooze of these handoffs (those still snoozed); audit and tell the queue."""
+def _wake(*, handoff_ids: list[int], actor: Any, why: str, skip_locked: bool = False) -> int:
+    """Clear the snooze of these handoffs (those still snoozed); audit and tell the queue.
+    The sweep skips rows an operator is changing (the next sweep sees them)."""
     woken = list(
-        Handoff.objects.select_for_update(skip_locked=True)
+        Handoff.objects.select_for_update(of=("self",), skip_locked=skip_locked)
         .filter(pk__in=handoff_ids, snoozed_at__isnull=False)
         .exclude(status=HandoffStatus.RESOLVED)
         .select_related("session")
@@ -461,7 +462,9 @@ def handoffs_wake_due(*, now: datetime | None = None) -> int:
             "pk", flat=True
         )[:500]
     )
-    return _wake(handoff_ids=ids, actor=None, why="the snooze ended") if ids else 0
+    if not ids:
+        return 0
+    return _wake(handoff_ids=ids, actor=None, why="the snooze ended", skip_locked=True)
 
 
 # -- labels ------------------------------------------------------------------------------------

@@ -76,11 +76,9 @@ def test_it_transfers_snoozes_and_labels_through_the_api(client, bob):
     base = f"/api/handoffs/{handoff.pk}"
     assert post(client, f"{base}/claim", operator).status_code == 200
 
-    bad = post(client, f"{base}/snooze", operator, {"until": "2020-01-01T00:00:00Z"})
-    assert bad.status_code == 422 and "until" in bad.json()["error"]
-    naive = post(client, f"{base}/snooze", operator, {"until": "2999-01-01T00:00:00"})
-    assert naive.status_code == 422 and "time zone" in naive.json()["error"]
-    snoozed = post(client, f"{base}/snooze", operator, {"until": None})
+    bad = post(client, f"{base}/snooze", operator, {"minutes": 0})
+    assert bad.status_code == 422 and bad.json()["field"] == "minutes"
+    snoozed = post(client, f"{base}/snooze", operator, {"minutes": None})
     assert snoozed.status_code == 200, snoozed.content
     assert snoozed.json()["snoozed_at"] and snoozed.json()["snoozed_until"] is None
     woken = post(client, f"{base}/wake", operator)
@@ -91,19 +89,25 @@ def test_it_transfers_snoozes_and_labels_through_the_api(client, bob):
     labelled = post(client, session, operator, {"name": "VIP", "colour": "purple"})
     assert labelled.status_code == 200 and labelled.json() == {"labels": ["VIP"]}
     wrong = post(client, session, operator, {"name": "x", "colour": "#fff"})
-    assert wrong.status_code == 422 and wrong.json()["error"].startswith("colour:")
+    assert wrong.status_code == 422 and wrong.json()["field"] == "colour"
+    blank = post(client, session, operator, {"name": "  "})
+    assert blank.status_code == 422 and blank.json()["field"] == "name"
     listed = client.get("/api/handoffs?status=all&label=vip", **operator).json()["handoffs"]
     assert [h["id"] for h in listed] == [handoff.pk] and listed[0]["labels"] == ["VIP"]
     assert client.get("/api/handoffs?status=all&label=other", **operator).json()["handoffs"] == []
     removed = post(client, f"{session}/remove", operator, {"name": "vip"})
     assert removed.status_code == 200 and removed.json() == {"labels": []}
 
-    nobody = post(client, f"{base}/transfer", operator, {"note": "x"})
-    assert nobody.status_code == 422 and nobody.json()["error"].startswith("to:")
-    moved = post(client, f"{base}/transfer", operator, {"operator": "dave", "note": "yours"})
+    nobody = post(client, f"{base}/transfer", operator, {"to": "dave", "note": "x"})
+    assert nobody.status_code == 422 and nobody.json()["field"] == "to"
+    unknown = post(client, f"{base}/transfer", operator, {"to": "operator:zed"})
+    assert unknown.status_code == 404 and "not an active operator" in unknown.json()["error"]
+    moved = post(client, f"{base}/transfer", operator, {"to": "operator:dave", "note": "yours"})
     assert moved.status_code == 200, moved.content
     assert moved.json()["claimed_by"] == "dave" and moved.json()["status"] == "claimed"
-    again = post(client, f"{base}/transfer", operator, {"team": "billing"})
+    again = post(client, f"{base}/transfer", operator, {"to": "team:billing"})
     assert again.status_code == 409  # bob no longer holds it
-    to_team = post(client, f"{base}/transfer", key_of(dave), {"team": "billing"})
+    same = post(client, f"{base}/transfer", key_of(dave), {"to": "operator:dave"})
+    assert same.status_code == 409 and "already has" in same.json()["error"]
+    to_team = post(client, f"{base}/transfer", key_of(dave), {"to": "team:billing"})
     assert to_team.json()["status"] == HandoffStatus.OPEN and to_team.json()["team"] == "billing"
