@@ -115,6 +115,7 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     )
     conversation = conversation_get(session=session)
     workable = handoff.status == HandoffStatus.OPEN or mine
+    operators = selectors.operators_list()
     context = {
         "handoff": handoff,
         "session": session,
@@ -127,7 +128,8 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
         "conversations": selectors.user_conversations(session=session),
         "mine": mine,
         "workable": workable,
-        "operators": selectors.operators_list(),
+        "operators": operators if has_role(request.user, "admin") else [],
+        "transfer_operators": [u for u in operators if u.pk != handoff.claimed_by_id],
         "teams": Team.objects.order_by("slug"),
         "snooze_choices": SNOOZE_CHOICES,
         "canned": selectors.canned_replies_for_handoff(handoff=handoff, user=request.user)
@@ -173,7 +175,7 @@ def note(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
         return render(
             request,
             "operators/note_added.html",
-            {"handoff": handoff, "note": added, "item": selectors.NoteItem(note=added)},
+            {"handoff": handoff, "note": added},
         )
     messages.success(request, "Private note saved (operators only).")
     return redirect("operators:handoff", handoff_id=handoff_id)
