@@ -418,6 +418,11 @@ class HandoffOut(Schema):
     summary: str = Field(description="The context package: empty while it is being written")
     last_tool_calls: list[dict[str, Any]] = []
     suggested_reply: str = ""
+    snoozed_at: str | None = Field(default=None, description="Snoozed since (out of the queue)")
+    snoozed_until: str | None = Field(
+        default=None, description="Back in the queue then; null while snoozed: when the user writes"
+    )
+    labels: list[str] = Field(default=[], description="The conversation's labels")
 
 
 class HandoffsOut(Schema):
@@ -454,6 +459,9 @@ def handoff_out(h: Handoff) -> dict[str, Any]:
         "summary": h.summary,
         "last_tool_calls": h.last_tool_calls,
         "suggested_reply": h.suggested_reply,
+        "snoozed_at": h.snoozed_at.isoformat() if h.snoozed_at else None,
+        "snoozed_until": h.snoozed_until.isoformat() if h.snoozed_until else None,
+        "labels": [label.name for label in h.session.labels.all()],
     }
 
 
@@ -665,14 +673,20 @@ def fork_run(request: HttpRequest, run_id: uuid.UUID, payload: ForkIn) -> Status
     summary="Handoffs, open ones first by priority then age",
 )
 def list_handoffs(
-    request: HttpRequest, status: HandoffFilter = HandoffFilter.OPEN
+    request: HttpRequest,
+    status: HandoffFilter = HandoffFilter.OPEN,
+    label: Annotated[str, Query(max_length=50, description="Only conversations with it")] = "",
 ) -> dict[str, Any]:
     require(request, "viewer")
-    rows = Handoff.objects.select_related("session__agent", "claimed_by", "team").order_by(
-        "priority", "created_at"
+    rows = (
+        Handoff.objects.select_related("session__agent", "claimed_by", "team")
+        .prefetch_related("session__labels")
+        .order_by("priority", "created_at")
     )
     if status != HandoffFilter.ALL:
         rows = rows.filter(status=status.value)
+    if label:
+        rows = rows.filter(session__labels__name__iexact=label)
     return {"handoffs": [handoff_out(h) for h in rows[:500]]}
 
 

@@ -1,5 +1,5 @@
-"""The takeover through the API: claim, reply, hand back, close and reassign a handoff, and
-the tool calls waiting for approval. The same services as the operators' pages
+"""The takeover through the API: claim, reply, hand back, close and reassign a handoff; work
+it (private notes, transfer, snooze, labels); and the tool calls waiting for approval. The same services as the operators' pages
 (agentops/operators/services.py), under the same role rules: operators act on handoffs they
 hold (admins on any), only admins reassign. A race lost or a wrong state is a 409 naming why.
 """
@@ -7,12 +7,16 @@ hold (admins on any), only admins reassign. A race lost or a wrong state is a 40
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from ninja import Path, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from agentops.api import (
     BODY_ERRORS,
@@ -22,14 +26,16 @@ from agentops.api import (
     MessageOut,
     Text,
     ToolCallOut,
+    _no_nul,
     api,
     handoff_out,
     require,
     toolcall_out,
 )
 from agentops.conversation import message_serialise
-from agentops.models import ToolCall, ToolCallStatus
+from agentops.models import Session, ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
+from agentops.operators.models import LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import MAX_MESSAGE_CHARS
 
@@ -46,6 +52,76 @@ def on_handoff_conflict(request: HttpRequest, exc: HandoffConflict) -> Any:
 
 class ReplyIn(Schema):
     content: Text = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
+# Text with something besides white space in it (what the services keep after stripping).
+Filled = Annotated[
+    str,
+    AfterValidator(_no_nul),
+    AfterValidator(_not_blank),
+    Field(json_schema_extra={"pattern": "^[^\\x00]*[^\\x00\\s\\x1c-\\x1f\\x85][^\\x00]*$"}),
+]
+
+
+class NoteIn(Schema):
+    content: Filled = Field(min_length=1, max_length=services.MAX_NOTE_CHARS)
+
+
+class NoteOut(Schema):
+    id: int
+    session: uuid.UUID
+    handoff: int | None
+    author: str | None
+    content: str
+    transfer_to: str = Field(description="Set on a transfer's note: whom it went to")
+    created_at: str
+
+
+class NotesOut(Schema):
+    notes: list[NoteOut]
+
+
+class TransferIn(Schema):
+    to: str = Field(
+        pattern=r"^(operator|team):[^\x00]+$",
+        max_length=160,
+        description="`operator:<username>` (theirs at once) or `team:<slug>` (its open queue)",
+    )
+    note: Text = Field(default="", max_length=services.MAX_NOTE_CHARS)
+
+
+class SnoozeIn(Schema):
+    minutes: int | None = Field(
+        ge=1,
+        le=services.MAX_SNOOZE_DAYS * 24 * 60 - 1,
+        description="Back in the queue after this many minutes; null: when the user writes again",
+    )
+
+
+def _colour(value: str) -> str:
+    if value and value not in LabelColour.values:
+        raise PydanticCustomError("colour", "choose one of the palette's colours or none")
+    return value
+
+
+Colour = Annotated[
+    str, AfterValidator(_colour), Field(json_schema_extra={"enum": ["", *LabelColour.values]})
+]
+
+
+class LabelIn(Schema):
+    name: Filled = Field(min_length=1, max_length=services.MAX_LABEL_CHARS)
+    colour: Colour = Field(default="", description="For a new label: a colour of the palette")
+
+
+class LabelsOut(Schema):
+    labels: list[str]
 
 
 class ReassignIn(Schema):
@@ -70,6 +146,18 @@ def _handoff(handoff_id: int) -> Any:
 
 def _fresh(handoff_id: int) -> dict[str, Any]:
     return handoff_out(_handoff(handoff_id))
+
+
+def note_out(note: Any) -> dict[str, Any]:
+    return {
+        "id": note.pk,
+        "session": str(note.session_id),
+        "handoff": note.handoff_id,
+        "author": note.author.get_username() if note.author else None,
+        "content": note.content,
+        "transfer_to": note.transfer_to,
+        "created_at": note.created_at.isoformat(),
+    }
 
 
 @router.post(
@@ -140,6 +228,115 @@ def reassign_handoff(
     except ValueError as exc:
         raise HttpError(422, f"operator: {exc}") from exc
     return _fresh(handoff_id)
+
+
+@router.get(
+    "/handoffs/{handoff_id}/notes",
+    response={200: NotesOut, **FOUND_ERRORS},
+    summary="The private notes of the handoff's conversation (operators only; never end users')",
+)
+def list_notes(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+    require(request, "operator")
+    handoff = _handoff(handoff_id)
+    return {"notes": [note_out(n) for n in selectors.session_notes(session=handoff.session)]}
+
+
+@router.post(
+    "/handoffs/{handoff_id}/notes",
+    response={201: NoteOut, **WRITE_ERRORS},
+    summary="Leave a private note for operators in the conversation",
+)
+def add_note(
+    request: HttpRequest, handoff_id: HandoffId, payload: NoteIn
+) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    try:
+        note = services.handoff_note_add(
+            handoff=_handoff(handoff_id), user=request.user, content=payload.content
+        )
+    except ValueError as exc:
+        raise HttpError(422, f"content: {exc}") from exc
+    return Status(201, note_out(note))
+
+
+@router.post(
+    "/handoffs/{handoff_id}/transfer",
+    response={200: HandoffOut, **WRITE_ERRORS},
+    summary="Transfer to another operator or to a team's queue, with a private note",
+)
+def transfer_handoff(
+    request: HttpRequest, handoff_id: HandoffId, payload: TransferIn
+) -> dict[str, Any]:
+    require(request, "operator")
+    handoff = _handoff(handoff_id)
+    kind, _, name = payload.to.partition(":")
+    try:
+        services.handoff_transfer(
+            handoff=handoff,
+            user=request.user,
+            to_operator=name if kind == "operator" else "",
+            to_team=name if kind == "team" else "",
+            note=payload.note,
+        )
+    except ValueError as exc:
+        # A name that is no active operator or no team: nothing to transfer to.
+        raise HttpError(404, f"to: {str(exc).partition(': ')[2] or exc}") from exc
+    return _fresh(handoff_id)
+
+
+@router.post(
+    "/handoffs/{handoff_id}/snooze",
+    response={200: HandoffOut, **WRITE_ERRORS},
+    summary="Hide it from the active queue for some minutes or until the user writes again",
+)
+def snooze_handoff(
+    request: HttpRequest, handoff_id: HandoffId, payload: SnoozeIn
+) -> dict[str, Any]:
+    require(request, "operator")
+    handoff = _handoff(handoff_id)
+    until = timezone.now() + timedelta(minutes=payload.minutes) if payload.minutes else None
+    services.handoff_snooze(handoff=handoff, user=request.user, until=until)
+    return _fresh(handoff_id)
+
+
+@router.post(
+    "/handoffs/{handoff_id}/wake",
+    response={200: HandoffOut, **WRITE_ERRORS},
+    summary="Bring a snoozed handoff back to the queue now",
+)
+def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+    require(request, "operator")
+    services.handoff_wake(handoff=_handoff(handoff_id), user=request.user)
+    return _fresh(handoff_id)
+
+
+@router.post(
+    "/sessions/{session_id}/labels",
+    response={200: LabelsOut, **WRITE_ERRORS},
+    summary="Label a conversation (the label is created if new)",
+)
+def add_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
+    require(request, "operator")
+    session = get_object_or_404(Session, pk=session_id)
+    services.session_label_add(
+        session=session, name=payload.name, colour=payload.colour, actor=request.user
+    )
+    return {"labels": [label.name for label in selectors.session_labels(session=session)]}
+
+
+@router.post(
+    "/sessions/{session_id}/labels/remove",
+    response={200: LabelsOut, **WRITE_ERRORS},
+    summary="Take a label off a conversation",
+)
+def remove_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
+    require(request, "operator")
+    session = get_object_or_404(Session, pk=session_id)
+    label = session.labels.filter(name__iexact=payload.name.strip()).first()
+    if label is None:
+        raise HttpError(404, f"name: the conversation has no label {payload.name!r}")
+    services.session_label_remove(session=session, label=label, actor=request.user)
+    return {"labels": [label.name for label in selectors.session_labels(session=session)]}
 
 
 @router.get(

@@ -35,6 +35,9 @@ cron.register(
     agentops_jobs.handoffs_sweep_job, queue_name="maintenance", interval=10, job_timeout=60, ttl=20
 )
 cron.register(
+    agentops_jobs.handoffs_wake_job, queue_name="maintenance", interval=15, job_timeout=60, ttl=30
+)
+cron.register(
     experiment_jobs.experiments_reconcile_job,
     queue_name="maintenance",
     interval=30,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rq import get_current_job
 
 from agentops.experiments.services import result_run_finished
-from agentops.operators.services import handoffs_sweep
+from agentops.operators.services import handoffs_sweep, handoffs_wake_due
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
 from agentops.runtime.services import run_slot_free
@@ -34,3 +34,8 @@ def runs_reconcile() -> dict[str, int]:
 
 def handoffs_sweep_job() -> dict[str, int]:
     return handoffs_sweep()
+
+
+def handoffs_wake_job() -> int:
+    """Snoozed handoffs whose time has come return to the queue."""
+    return handoffs_wake_due()

@@ -581,6 +581,10 @@ class Handoff(models.Model):
     summary = models.TextField(blank=True, default="")
     last_tool_calls = models.JSONField(default=list, blank=True)
     suggested_reply = models.TextField(blank=True, default="")
+    # Snoozed (out of the active queue) since `snoozed_at`, until `snoozed_until` or, when
+    # that is empty, until the user writes again (agentops/operators/services.py).
+    snoozed_at = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Since when it is in its team's queue (its escalation clock); escalated_at: last escalation.
     team_since = models.DateTimeField(default=timezone.now)
@@ -713,6 +717,11 @@ class Invitation(models.Model):
 
 
 # The webhook models live beside their feature and are registered with this app.
+from agentops.operators.models import (  # noqa: E402, F401
+    CannedReply,
+    Label,
+    PrivateNote,
+)
 from agentops.webhooks.models import (  # noqa: E402, F401
     WebhookDelivery,
     WebhookEndpoint,

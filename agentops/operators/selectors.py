@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 
 from agentops.auth import has_role
 from agentops.models import (
@@ -22,22 +22,33 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
+from agentops.operators.canned import placeholder_values, placeholders_fill
+from agentops.operators.models import CannedReply, Label, PrivateNote
 from memory.models import Memory
 
 
-def handoffs_open() -> QuerySet[Handoff]:
-    """The queue: most urgent first (1 is most urgent), then the longest waiting."""
-    return (
-        Handoff.objects.filter(status=HandoffStatus.OPEN)
+def _labelled(qs: QuerySet[Handoff], label: str) -> QuerySet[Handoff]:
+    """Handoffs whose conversation has the label named `label` (any case); all if empty."""
+    if label:
+        qs = qs.filter(session__labels__name__iexact=label)
+    return qs.prefetch_related("session__labels")
+
+
+def handoffs_open(*, label: str = "") -> QuerySet[Handoff]:
+    """The queue: most urgent first (1 is most urgent), then the longest waiting. Snoozed
+    handoffs are not in it (handoffs_snoozed)."""
+    qs = (
+        Handoff.objects.filter(status=HandoffStatus.OPEN, snoozed_at__isnull=True)
         .select_related("session__agent", "run", "team")
         .order_by("priority", "created_at")
     )
+    return _labelled(qs, label)
 
 
-def handoffs_open_for(*, user: Any) -> QuerySet[Handoff]:
+def handoffs_open_for(*, user: Any, label: str = "") -> QuerySet[Handoff]:
     """The queue a person sees: an operator their teams' handoffs and those of no team (all
     of them when in no team); an admin every one."""
-    qs = handoffs_open()
+    qs = handoffs_open(label=label)
     if has_role(user, "admin"):
         return qs
     team_ids = list(Team.objects.filter(members__pk=user.pk).values_list("pk", flat=True))
@@ -140,14 +151,26 @@ def sla_figures(*, since: datetime) -> dict[str, Any]:
     }
 
 
-def handoffs_claimed(*, user: Any) -> QuerySet[Handoff]:
-    """Handoffs being worked: an operator's own; every operator's for admins."""
+def handoffs_claimed(*, user: Any, label: str = "") -> QuerySet[Handoff]:
+    """Handoffs being worked: an operator's own; every operator's for admins. Not snoozed."""
     qs = (
-        Handoff.objects.filter(status=HandoffStatus.CLAIMED)
+        Handoff.objects.filter(status=HandoffStatus.CLAIMED, snoozed_at__isnull=True)
         .select_related("session__agent", "claimed_by", "run", "team")
         .order_by("priority", "claimed_at")
     )
-    return qs if has_role(user, "admin") else qs.filter(claimed_by=user)
+    return _labelled(qs if has_role(user, "admin") else qs.filter(claimed_by=user), label)
+
+
+def handoffs_snoozed(*, user: Any, label: str = "") -> QuerySet[Handoff]:
+    """Snoozed handoffs: open ones, and claimed ones the user holds (all for admins); those
+    waking first come first, those waiting for the user last."""
+    qs = Handoff.objects.filter(snoozed_at__isnull=False).exclude(status=HandoffStatus.RESOLVED)
+    if not has_role(user, "admin"):
+        qs = qs.filter(Q(status=HandoffStatus.OPEN) | Q(claimed_by=user))
+    qs = qs.select_related("session__agent", "claimed_by", "team").order_by(
+        F("snoozed_until").asc(nulls_last=True), "snoozed_at"
+    )
+    return _labelled(qs, label)
 
 
 def handoff_get(*, handoff_id: int) -> Handoff | None:
@@ -175,6 +198,112 @@ def user_memories(*, session: Session, limit: int = 100) -> list[Memory]:
         .defer("embedding")
         .order_by("-pinned", "-importance", "-created_at")[:limit]
     )
+
+
+def user_conversations(*, session: Session, limit: int = 20) -> list[Session]:
+    """The end user's other conversations (with any agent), newest first, each with its
+    message count and how many times it was handed off."""
+    if not session.external_user:
+        return []
+    return list(
+        Session.objects.filter(external_user=session.external_user)
+        .exclude(pk=session.pk)
+        .select_related("agent")
+        .annotate(
+            message_count=Count("messages", distinct=True),
+            handoff_count=Count("handoffs", distinct=True),
+            last_at=Max("messages__created_at"),
+        )
+        .order_by("-created_at")[:limit]
+    )
+
+
+@dataclass
+class NoteItem:
+    """A private note placed in the operator's view of the thread, by time."""
+
+    note: PrivateNote
+
+    @property
+    def created_at(self) -> Any:
+        return self.note.created_at
+
+
+def session_notes(*, session: Session) -> list[PrivateNote]:
+    return list(
+        PrivateNote.objects.filter(session=session)
+        .select_related("author")
+        .order_by("created_at", "id")
+    )
+
+
+def thread_with_notes(*, items: list[Any], notes: list[PrivateNote]) -> list[Any]:
+    """The conversation's items with the notes among them where they were written (a note
+    after the messages stored before it)."""
+    thread: list[Any] = []
+    pending = list(notes)
+    for item in items:
+        while pending and pending[0].created_at < item.message.created_at:
+            thread.append(NoteItem(note=pending.pop(0)))
+        thread.append(item)
+    thread += [NoteItem(note=n) for n in pending]
+    return thread
+
+
+def labels_list() -> list[Label]:
+    return list(Label.objects.annotate(conversations=Count("sessions")).order_by("name"))
+
+
+def session_labels(*, session: Session) -> list[Label]:
+    return list(session.labels.order_by("name"))
+
+
+def canned_reply_may_edit(*, reply: CannedReply, user: Any) -> bool:
+    """Personal replies: their owner only. Team replies: admins and the team's members.
+    Replies for everyone: admins."""
+    if reply.owner_id:
+        return bool(reply.owner_id == user.pk)
+    if not has_role(user, "operator"):
+        return False
+    if has_role(user, "admin"):
+        return True
+    return reply.team_id is not None and user.teams.filter(pk=reply.team_id).exists()
+
+
+def canned_replies_usable(*, user: Any, team: Team | None = None) -> QuerySet[CannedReply]:
+    """The replies an operator may insert: their own, those for every operator, their
+    teams' and the team of the handoff they are answering."""
+    teams = Q(team__in=user.teams.all())
+    if team is not None:
+        teams |= Q(team=team)
+    scope = Q(owner=user) | Q(owner__isnull=True, team__isnull=True) | teams
+    return CannedReply.objects.filter(scope).select_related("team").order_by("shortcut", "id")
+
+
+def canned_replies_for_handoff(*, handoff: Handoff, user: Any) -> list[dict[str, str]]:
+    """The usable replies with their placeholders filled for this conversation, as the reply
+    box's `/` search gets them (plain text: the box inserts text, never markup)."""
+    values = placeholder_values(session=handoff.session, operator=user, team=handoff.team)
+    return [
+        {
+            "shortcut": r.shortcut,
+            "title": r.title,
+            "scope": "personal" if r.owner_id else (r.team.name if r.team else "everyone"),
+            "text": placeholders_fill(text=r.content, values=values),
+        }
+        for r in canned_replies_usable(user=user, team=handoff.team)
+    ]
+
+
+def canned_replies_manageable(*, user: Any) -> list[CannedReply]:
+    """The replies listed on the management page: those the user may use, admins' view
+    adds every team's (personal replies stay their owner's)."""
+    qs = CannedReply.objects.select_related("team", "owner")
+    if has_role(user, "admin"):
+        qs = qs.filter(Q(owner=user) | Q(owner__isnull=True))
+    else:
+        qs = canned_replies_usable(user=user).select_related("team", "owner")
+    return list(qs.order_by("shortcut", "id"))
 
 
 def operators_list() -> list[Any]:

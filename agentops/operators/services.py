@@ -1,4 +1,5 @@
-"""Writes of the takeover queue: claim, reply, hand back, close, reassign.
+"""Writes of the takeover queue: claim, reply, hand back, close, reassign; and of working a
+conversation: private notes, transfer, snooze, labels, canned replies.
 
 Every state change is a conditional UPDATE on the handoff row, so two operators (or two
 browser tabs) racing on the same handoff cannot both win; the loser learns who did.
@@ -12,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -32,7 +33,9 @@ from agentops.models import (
     SessionStatus,
     Team,
 )
-from agentops.operators.selectors import operator_loads, operator_user_ids
+from agentops.operators.canned import placeholders_unknown
+from agentops.operators.models import CannedReply, Label, LabelColour, PrivateNote
+from agentops.operators.selectors import canned_reply_may_edit, operator_loads, operator_user_ids
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, run_start
@@ -76,7 +79,11 @@ def handoff_claim(*, handoff_id: int, user: Any) -> Handoff:
     """Take an open handoff. Exactly one of several racing operators wins."""
     now = timezone.now()
     won = Handoff.objects.filter(pk=handoff_id, status=HandoffStatus.OPEN).update(
-        status=HandoffStatus.CLAIMED, claimed_by=user, claimed_at=now
+        status=HandoffStatus.CLAIMED,
+        claimed_by=user,
+        claimed_at=now,
+        snoozed_at=None,
+        snoozed_until=None,
     )
     handoff = Handoff.objects.select_related("claimed_by", "session").get(pk=handoff_id)
     if not won:
@@ -392,7 +399,11 @@ def _resolve(*, handoff: Handoff, user: Any, resolution: str) -> Handoff:
     _may_act(handoff=handoff, user=user)
     now = timezone.now()
     done = Handoff.objects.filter(pk=handoff.pk, status=HandoffStatus.CLAIMED).update(
-        status=HandoffStatus.RESOLVED, resolution=resolution, resolved_at=now
+        status=HandoffStatus.RESOLVED,
+        resolution=resolution,
+        resolved_at=now,
+        snoozed_at=None,
+        snoozed_until=None,
     )
     if not done:  # pragma: no cover - the row lock above makes this unreachable
         raise HandoffConflict("this handoff was resolved meanwhile")
@@ -493,3 +504,343 @@ def handoff_reassign(*, handoff: Handoff, user: Any, to_username: str) -> Handof
     )
     webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=target.get_username())
     return handoff
+
+
+# -- working the conversation ----------------------------------------------------------------
+MAX_NOTE_CHARS = 8000
+MAX_SNOOZE_DAYS = 90
+
+
+def _may_work(*, handoff: Handoff, user: Any) -> None:
+    """Transfer and snooze: an open handoff is anyone's on the shift; a claimed one its
+    holder's (or an admin's); a resolved one nobody's."""
+    if not has_role(user, "operator"):
+        raise PermissionError("this needs the operator role")
+    if handoff.status == HandoffStatus.RESOLVED:
+        raise HandoffConflict("this handoff is already resolved")
+    if handoff.status == HandoffStatus.CLAIMED:
+        _may_act(handoff=handoff, user=user)
+
+
+def _note_content(content: str, *, required: bool) -> str:
+    content = content.strip()
+    if required and not content:
+        raise ValueError("the note must not be empty")
+    if len(content) > MAX_NOTE_CHARS:
+        raise ValueError(f"the note is longer than {MAX_NOTE_CHARS} characters")
+    return content
+
+
+@transaction.atomic
+def handoff_note_add(*, handoff: Handoff, user: Any, content: str) -> PrivateNote:
+    """A private note in the conversation's thread: for operators only (see PrivateNote).
+    Any operator may leave one, on any handoff they can open."""
+    if not has_role(user, "operator"):
+        raise PermissionError("this needs the operator role")
+    content = _note_content(content, required=True)
+    note = PrivateNote.objects.create(
+        session_id=handoff.session_id, handoff=handoff, author=user, content=content
+    )
+    audit_record(
+        actor=user,
+        action="handoff.note",
+        session=handoff.session,
+        target=f"handoff {handoff.pk}",
+        note=note.pk,
+    )
+    # Operators' feed only, and no text: the session's stream also reaches end users.
+    _ops_event("handoff.note", handoff, note_id=note.pk)
+    return note
+
+
+@transaction.atomic
+def handoff_transfer(
+    *,
+    handoff: Handoff,
+    user: Any,
+    to_operator: str = "",
+    to_team: str = "",
+    note: str = "",
+) -> Handoff:
+    """Pass the conversation to another operator (it is theirs at once, in their queue) or to
+    a team (back to the open queue, in that team). The note is a private note; the move is
+    audit-logged. A snooze ends: the receiver sees it now."""
+    if bool(to_operator) == bool(to_team):
+        raise ValueError("to: choose either an operator or a team")
+    note = _note_content(note, required=False)
+    target: Any = None
+    team: Team | None = None
+    if to_operator:
+        target = get_user_model().objects.filter(username=to_operator, is_active=True).first()
+        if target is None or not has_role(target, "operator"):
+            raise ValueError(f"operator: {to_operator!r} is not an active operator")
+    else:
+        team = Team.objects.filter(slug=to_team).first()
+        if team is None:
+            raise ValueError(f"team: there is no team {to_team!r}")
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("claimed_by", "team", "session")
+        .get(pk=handoff.pk)
+    )
+    _may_work(handoff=handoff, user=user)
+    if target is not None and handoff.claimed_by_id == target.pk:
+        raise HandoffConflict(f"{to_operator} already has this conversation")
+    previous = {
+        "operator": _username(handoff.claimed_by) if handoff.claimed_by_id else "",
+        "team": handoff.team.slug if handoff.team else "",
+    }
+    now = timezone.now()
+    if target is not None:
+        Handoff.objects.filter(pk=handoff.pk).update(
+            status=HandoffStatus.CLAIMED,
+            claimed_by=target,
+            claimed_at=handoff.claimed_at or now,
+            snoozed_at=None,
+            snoozed_until=None,
+        )
+        Session.objects.filter(pk=handoff.session_id).update(operator=target, updated_at=now)
+        destination = f"operator {target.get_username()}"
+    else:
+        assert team is not None
+        Handoff.objects.filter(pk=handoff.pk).update(
+            status=HandoffStatus.OPEN,
+            claimed_by=None,
+            team=team,
+            snoozed_at=None,
+            snoozed_until=None,
+        )
+        Session.objects.filter(pk=handoff.session_id).update(operator=None, updated_at=now)
+        destination = f"team {team.slug}"
+    handoff.refresh_from_db()
+    private = PrivateNote.objects.create(
+        session_id=handoff.session_id,
+        handoff=handoff,
+        author=user,
+        content=note,
+        transfer_to=destination,
+    )
+    audit_record(
+        actor=user,
+        action="handoff.transfer",
+        session=handoff.session,
+        target=f"handoff {handoff.pk}",
+        to=destination,
+        previous_operator=previous["operator"],
+        previous_team=previous["team"],
+        note=private.pk,
+    )
+    _ops_event("handoff.transferred", handoff, to=destination)
+    if target is not None:
+        operator = target.get_username()
+        broadcast(
+            session_group(handoff.session_id),
+            {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": operator},
+        )
+        # Integrators hear who has the conversation now; never the note (operator-only).
+        webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=operator)
+    return handoff
+
+
+@transaction.atomic
+def handoff_snooze(*, handoff: Handoff, user: Any, until: datetime | None) -> Handoff:
+    """Hide the handoff from the active queue until `until` or, if None, until the user
+    writes again. A user message wakes it either way; so does the scheduler's sweep
+    (`handoffs_wake_due`) once `until` has passed."""
+    now = timezone.now()
+    if until is not None:
+        if until <= now:
+            raise ValueError("until: choose a time in the future")
+        if (until - now).days >= MAX_SNOOZE_DAYS:
+            raise ValueError(f"until: snooze for less than {MAX_SNOOZE_DAYS} days")
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .get(pk=handoff.pk)
+    )
+    _may_work(handoff=handoff, user=user)
+    Handoff.objects.filter(pk=handoff.pk).update(snoozed_at=now, snoozed_until=until)
+    handoff.refresh_from_db()
+    audit_record(
+        actor=user,
+        action="handoff.snooze",
+        session=handoff.session,
+        target=f"handoff {handoff.pk}",
+        until=until.isoformat() if until else "the user writes",
+    )
+    _ops_event("handoff.snoozed", handoff)
+    return handoff
+
+
+def _wake(*, handoff_ids: list[int], actor: Any, why: str, skip_locked: bool = False) -> int:
+    """Clear the snooze of these handoffs (those still snoozed); audit and tell the queue.
+    The sweep skips rows an operator is changing (the next sweep sees them)."""
+    woken = list(
+        Handoff.objects.select_for_update(of=("self",), skip_locked=skip_locked)
+        .filter(pk__in=handoff_ids, snoozed_at__isnull=False)
+        .exclude(status=HandoffStatus.RESOLVED)
+        .select_related("session")
+    )
+    if not woken:
+        return 0
+    Handoff.objects.filter(pk__in=[h.pk for h in woken]).update(snoozed_at=None, snoozed_until=None)
+    for handoff in woken:
+        audit_record(
+            actor=actor,
+            action="handoff.wake",
+            session=handoff.session,
+            target=f"handoff {handoff.pk}",
+            why=why,
+        )
+        _ops_event("handoff.woken", handoff, why=why)
+    return len(woken)
+
+
+@transaction.atomic
+def handoff_wake(*, handoff: Handoff, user: Any) -> Handoff:
+    """An operator brings a snoozed handoff back to the queue now."""
+    handoff = Handoff.objects.select_related("claimed_by").get(pk=handoff.pk)
+    _may_work(handoff=handoff, user=user)
+    if handoff.snoozed_at is None:
+        raise HandoffConflict("this handoff is not snoozed")
+    _wake(handoff_ids=[handoff.pk], actor=user, why="woken by an operator")
+    handoff.refresh_from_db()
+    return handoff
+
+
+@transaction.atomic
+def handoffs_wake_for_message(*, session_id: Any) -> int:
+    """The user wrote: their snoozed handoffs return to the queue (the runtime calls this)."""
+    ids = list(
+        Handoff.objects.filter(session_id=session_id, snoozed_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    )
+    return _wake(handoff_ids=ids, actor=None, why="the user wrote") if ids else 0
+
+
+@transaction.atomic
+def handoffs_wake_due(*, now: datetime | None = None) -> int:
+    """The scheduler's sweep: snoozed handoffs whose time has come return to the queue."""
+    now = now or timezone.now()
+    ids = list(
+        Handoff.objects.filter(snoozed_at__isnull=False, snoozed_until__lte=now).values_list(
+            "pk", flat=True
+        )[:500]
+    )
+    if not ids:
+        return 0
+    return _wake(handoff_ids=ids, actor=None, why="the snooze ended", skip_locked=True)
+
+
+# -- labels ------------------------------------------------------------------------------------
+MAX_LABEL_CHARS = 50
+
+
+def label_name_clean(*, name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise ValueError("name: give the label a name")
+    if len(name) > MAX_LABEL_CHARS:
+        raise ValueError(f"name: at most {MAX_LABEL_CHARS} characters")
+    return name
+
+
+@transaction.atomic
+def session_label_add(*, session: Session, name: str, actor: Any, colour: str = "") -> Label:
+    """Put a label on a conversation, creating the label if it is new (names are compared
+    without regard to case; `colour`, from the palette, is used only for a new label)."""
+    if not has_role(actor, "operator"):
+        raise PermissionError("this needs the operator role")
+    name = label_name_clean(name=name)
+    if colour and colour not in LabelColour.values:
+        raise ValueError(f"colour: choose one of {', '.join(LabelColour.values)} or none")
+    label = Label.objects.filter(name__iexact=name).first()
+    if label is None:
+        try:
+            with transaction.atomic():
+                label = Label.objects.create(name=name, colour=colour, created_by=actor)
+        except IntegrityError:  # created meanwhile by another operator
+            label = Label.objects.get(name__iexact=name)
+    if not label.sessions.filter(pk=session.pk).exists():
+        label.sessions.add(session)
+        audit_record(actor=actor, action="session.label", session=session, target=label.name)
+        broadcast(OPS_GROUP, {"kind": "session.labels", "session_id": str(session.pk)})
+    return label
+
+
+@transaction.atomic
+def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
+    if not has_role(actor, "operator"):
+        raise PermissionError("this needs the operator role")
+    if label.sessions.filter(pk=session.pk).exists():
+        label.sessions.remove(session)
+        audit_record(actor=actor, action="session.unlabel", session=session, target=label.name)
+        broadcast(OPS_GROUP, {"kind": "session.labels", "session_id": str(session.pk)})
+
+
+# -- canned replies ----------------------------------------------------------------------------
+def canned_reply_save(
+    *,
+    reply: CannedReply | None,
+    shortcut: str,
+    title: str,
+    content: str,
+    scope: str,
+    actor: Any,
+) -> CannedReply:
+    """Create (`reply` None) or change a canned reply. `scope`: "personal", "team:<slug>" or
+    "everyone". Unknown placeholders and scopes the actor may not write to are refused
+    (ValueError naming the field)."""
+    if not has_role(actor, "operator"):
+        raise PermissionError("this needs the operator role")
+    unknown = placeholders_unknown(text=content)
+    if unknown:
+        names = ", ".join("{{ " + n + " }}" for n in unknown)
+        raise ValueError(f"content: unknown placeholder {names}")
+    created = reply is None
+    reply = reply or CannedReply(created_by=actor)
+    if not created and not canned_reply_may_edit(reply=reply, user=actor):
+        raise PermissionError("you may not change this canned reply")
+    team: Team | None = None
+    owner: Any = None
+    if scope == "personal":
+        owner = actor
+    elif scope.startswith("team:"):
+        team = Team.objects.filter(slug=scope.removeprefix("team:")).first()
+        if team is None:
+            raise ValueError(f"scope: there is no team {scope.removeprefix('team:')!r}")
+        if not has_role(actor, "admin") and not actor.teams.filter(pk=team.pk).exists():
+            raise ValueError(f"scope: you are not a member of team {team.slug}")
+    elif scope == "everyone":
+        if not has_role(actor, "admin"):
+            raise ValueError("scope: only admins write replies for every operator")
+    else:
+        raise ValueError("scope: choose personal, a team or everyone")
+    reply.shortcut, reply.title, reply.content = shortcut, title, content
+    reply.team, reply.owner = team, owner
+    taken = CannedReply.objects.filter(shortcut=shortcut, team=team, owner=owner)
+    if not created:
+        taken = taken.exclude(pk=reply.pk)
+    if taken.exists():
+        raise ValueError(f"shortcut: /{shortcut} is taken in this scope")
+    reply.full_clean(validate_unique=False, validate_constraints=False)
+    with transaction.atomic():
+        reply.save()
+        audit_record(
+            actor=actor,
+            action="canned_reply.created" if created else "canned_reply.changed",
+            target=f"/{shortcut}",
+            scope=reply.scope,
+        )
+    return reply
+
+
+@transaction.atomic
+def canned_reply_delete(*, reply: CannedReply, actor: Any) -> None:
+    if not canned_reply_may_edit(reply=reply, user=actor):
+        raise PermissionError("you may not delete this canned reply")
+    audit_record(
+        actor=actor, action="canned_reply.deleted", target=f"/{reply.shortcut}", scope=reply.scope
+    )
+    reply.delete()

@@ -10,15 +10,17 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
-from agentops.models import Handoff, HandoffStatus, ToolCall
+from agentops.models import Handoff, HandoffStatus, Team, ToolCall
 from agentops.operators import selectors, services
+from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm
+from agentops.operators.models import CannedReply, Label, LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
 from agentops.selectors import conversation_get
@@ -50,9 +52,12 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
     window = request.GET.get("window", "7d")
     if window not in FIGURE_WINDOWS:
         window = "7d"
+    label = request.GET.get("label", "").strip()
     return {
-        "open": list(selectors.handoffs_open_for(user=request.user)),
-        "claimed": list(selectors.handoffs_claimed(user=request.user)),
+        "open": list(selectors.handoffs_open_for(user=request.user, label=label)),
+        "claimed": list(selectors.handoffs_claimed(user=request.user, label=label)),
+        "snoozed": list(selectors.handoffs_snoozed(user=request.user, label=label)),
+        "label": label,
         "approvals": list(selectors.approvals_pending()),
         "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "sla": selectors.sla_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
@@ -111,17 +116,227 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
         handoff.claimed_by_id == request.user.pk or has_role(request.user, "admin")
     )
     conversation = conversation_get(session=session)
+    workable = handoff.status == HandoffStatus.OPEN or mine
+    operators = selectors.operators_list()
     context = {
         "handoff": handoff,
         "session": session,
-        "items": conversation.items,
+        # The operator's view of the thread: the messages with the private notes among them.
+        "items": selectors.thread_with_notes(
+            items=conversation.items, notes=selectors.session_notes(session=session)
+        ),
         "run": conversation.run,
         "memories": selectors.user_memories(session=session),
+        "conversations": selectors.user_conversations(session=session),
         "mine": mine,
-        "operators": selectors.operators_list() if has_role(request.user, "admin") else [],
+        "workable": workable,
+        "operators": operators if has_role(request.user, "admin") else [],
+        "transfer_operators": [u for u in operators if u.pk != handoff.claimed_by_id],
+        "teams": Team.objects.order_by("slug"),
+        "snooze_choices": SNOOZE_CHOICES,
+        "canned": selectors.canned_replies_for_handoff(handoff=handoff, user=request.user)
+        if mine
+        else [],
         "draft": request.session.get(DRAFTS_KEY, {}).get(str(handoff.pk), handoff.suggested_reply),
+        **_labels_context(handoff),
     }
     return render(request, "operators/handoff.html", context)
+
+
+def _labels_context(handoff: Handoff, error: str = "") -> dict[str, Any]:
+    return {
+        "handoff": handoff,
+        "labels": selectors.session_labels(session=handoff.session),
+        "all_labels": selectors.labels_list(),
+        "label_colours": LabelColour.choices,
+        "label_error": error,
+    }
+
+
+def _visible_handoff(request: HtmxHttpRequest, handoff_id: int) -> Handoff:
+    handoff = _handoff_or_404(handoff_id)
+    if not _may_see(request, handoff):
+        raise PermissionDenied("Another operator has this conversation.")
+    return handoff
+
+
+@role_required("operator")
+@require_POST
+def note(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _visible_handoff(request, handoff_id)
+    content = request.POST.get("content", "")
+    try:
+        added = services.handoff_note_add(handoff=handoff, user=request.user, content=content)
+    except (ValueError, PermissionError) as exc:
+        if request.htmx:
+            context = {"handoff": handoff, "note_error": str(exc), "note_draft": content}
+            return render(request, "operators/handoff.html#note-form", context, status=422)
+        messages.error(request, f"Note not saved: {exc}.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    if request.htmx:
+        return render(
+            request,
+            "operators/note_added.html",
+            {"handoff": handoff, "note": added},
+        )
+    messages.success(request, "Private note saved (operators only).")
+    return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+@role_required("operator")
+@require_POST
+def transfer(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _visible_handoff(request, handoff_id)
+    to = request.POST.get("to", "")
+    kind, _, name = to.partition(":")
+    try:
+        moved = services.handoff_transfer(
+            handoff=handoff,
+            user=request.user,
+            to_operator=name if kind == "operator" else "",
+            to_team=name if kind == "team" else "",
+            note=request.POST.get("note", ""),
+        )
+    except (HandoffConflict, ValueError, PermissionError) as exc:
+        messages.error(request, f"Not transferred: {exc}.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    where = f"operator {name}" if kind == "operator" else f"team {name}"
+    messages.success(request, f"Transferred to {where}.")
+    if moved.claimed_by_id == request.user.pk:
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    return redirect("operators:queue")
+
+
+@role_required("operator")
+@require_POST
+def snooze(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _visible_handoff(request, handoff_id)
+    choice = request.POST.get("for", "")
+    if choice not in dict(SNOOZE_CHOICES):
+        messages.error(request, "Not snoozed: for: choose how long.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    hours = SNOOZE_HOURS.get(choice)
+    until = timezone.now() + timedelta(hours=hours) if hours else None
+    try:
+        services.handoff_snooze(handoff=handoff, user=request.user, until=until)
+    except (HandoffConflict, ValueError, PermissionError) as exc:
+        messages.error(request, f"Not snoozed: {exc}.")
+        return redirect("operators:handoff", handoff_id=handoff_id)
+    messages.success(request, f"Snoozed {dict(SNOOZE_CHOICES)[choice]}.")
+    return redirect("operators:queue")
+
+
+@role_required("operator")
+@require_POST
+def wake(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _visible_handoff(request, handoff_id)
+    try:
+        services.handoff_wake(handoff=handoff, user=request.user)
+    except (HandoffConflict, PermissionError) as exc:
+        messages.error(request, f"Not woken: {exc}.")
+    else:
+        messages.success(request, "Back in the queue.")
+    return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+@role_required("operator")
+@require_POST
+def label_add(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    handoff = _visible_handoff(request, handoff_id)
+    error = ""
+    try:
+        services.session_label_add(
+            session=handoff.session,
+            name=request.POST.get("name", ""),
+            colour=request.POST.get("colour", ""),
+            actor=request.user,
+        )
+    except ValueError as exc:
+        error = str(exc)
+    if request.htmx:
+        return render(
+            request,
+            "operators/handoff.html#labels",
+            _labels_context(handoff, error),
+            status=422 if error else 200,
+        )
+    if error:
+        messages.error(request, f"Not labelled: {error}.")
+    return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+@role_required("operator")
+@require_POST
+def label_remove(request: HtmxHttpRequest, handoff_id: int, label_id: int) -> HttpResponse:
+    handoff = _visible_handoff(request, handoff_id)
+    label = get_object_or_404(Label, pk=label_id)
+    services.session_label_remove(session=handoff.session, label=label, actor=request.user)
+    if request.htmx:
+        return render(request, "operators/handoff.html#labels", _labels_context(handoff))
+    return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+def _replies_page(
+    request: HtmxHttpRequest,
+    *,
+    form: CannedReplyForm,
+    reply: CannedReply | None,
+    status: int = 200,
+) -> HttpResponse:
+    rows = [
+        (r, selectors.canned_reply_may_edit(reply=r, user=request.user))
+        for r in selectors.canned_replies_manageable(user=request.user)
+    ]
+    context = {"rows": rows, "form": form, "reply": reply}
+    return render(request, "operators/replies.html", context, status=status)
+
+
+def _reply_form_save(
+    request: HtmxHttpRequest, form: CannedReplyForm, reply: CannedReply | None
+) -> HttpResponse:
+    if form.is_valid():
+        try:
+            saved = services.canned_reply_save(reply=reply, actor=request.user, **form.cleaned_data)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            form.add_error(field if field in form.fields else None, message or str(exc))
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        else:
+            messages.success(request, f"Canned reply /{saved.shortcut} saved.")
+            return redirect("operators:replies")
+    return _replies_page(request, form=form, reply=reply, status=400)
+
+
+@role_required("operator")
+def replies(request: HtmxHttpRequest) -> HttpResponse:
+    form = CannedReplyForm(request.POST or None, user=request.user)
+    if request.method == "POST":
+        return _reply_form_save(request, form, None)
+    return _replies_page(request, form=form, reply=None)
+
+
+@role_required("operator")
+def reply_edit(request: HtmxHttpRequest, reply_id: int) -> HttpResponse:
+    reply = get_object_or_404(CannedReply.objects.select_related("team"), pk=reply_id)
+    if not selectors.canned_reply_may_edit(reply=reply, user=request.user):
+        raise PermissionDenied("You may not change this canned reply.")
+    form = CannedReplyForm(request.POST or None, user=request.user, reply=reply)
+    if request.method == "POST":
+        return _reply_form_save(request, form, reply)
+    return _replies_page(request, form=form, reply=reply)
+
+
+@role_required("operator")
+@require_POST
+def reply_delete(request: HtmxHttpRequest, reply_id: int) -> HttpResponse:
+    reply = get_object_or_404(CannedReply, pk=reply_id)
+    try:
+        services.canned_reply_delete(reply=reply, actor=request.user)
+    except PermissionError as exc:
+        raise PermissionDenied(str(exc)) from exc
+    messages.success(request, f"Canned reply /{reply.shortcut} deleted.")
+    return redirect("operators:replies")
 
 
 @role_required("operator")

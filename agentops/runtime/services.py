@@ -180,7 +180,11 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     )
     (message,) = messages_append(session_id=session.pk, messages=[message])
     if session.status == SessionStatus.HANDED_OFF:
-        # A human has the conversation: the message waits for the operator, no run starts.
+        # A human has the conversation: the message waits for the operator, no run starts;
+        # a snoozed handoff of it returns to the queue.
+        from agentops.operators.services import handoffs_wake_for_message  # imports us
+
+        handoffs_wake_for_message(session_id=session.pk)
         broadcast(OPS_GROUP, {"kind": "session.message", "session_id": str(session.pk)})
         return None
     run = _run_create(session=session, trigger=message)
