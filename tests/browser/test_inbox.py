@@ -13,7 +13,7 @@ from agentops.models import AuditEntry, Handoff, HandoffStatus, NotificationSett
 from agentops.operators.services import handoff_claim, handoff_close
 from agentops.runtime.services import session_post_message
 from tests.agentops.operators.helpers import make_handoff
-from tests.browser.conftest import login
+from tests.browser.conftest import login, screenshot
 from tests.browser.test_streams import own_web  # noqa: F401 - the fixture
 from tests.factories import AgentFactory
 from tracing.live import OPS_GROUP, broadcast, wait_sent
@@ -135,6 +135,7 @@ def test_it_pages_filters_searches_and_bulk_closes_hundreds_live(browser, base_u
     page.locator("[data-queue-pager] a[rel=prev]").click()
     expect(cards).to_have_count(50)
     expect(page.locator("[data-live-status]")).to_contain_text("live")
+    screenshot(page, "queue_filtered")
 
     # Live: a handoff outside the filter does not show; one inside does, where it belongs.
     box = page.locator(f'input[data-select][value="{cards.nth(3).get_attribute("data-handoff")}"]')
