@@ -6,6 +6,8 @@ from datetime import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -344,6 +346,9 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq")
         ]
+        indexes = [  # the queue's search (operators/selectors.py, `handoffs_queue`)
+            GinIndex(SearchVector("content", config="simple"), name="message_content_fts")
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}#{self.seq}"
@@ -627,6 +632,40 @@ class OperatorState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.presence}"
+
+
+class HandoffRead(models.Model):
+    """An operator's read marker on a handoff: they opened it, and had seen the conversation
+    up to `last_seq`. No row: the handoff is unread for them (agentops/operators/selectors.py,
+    `unread_counts`)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    handoff = models.ForeignKey(Handoff, on_delete=models.CASCADE, related_name="reads")
+    last_seq = models.PositiveIntegerField(default=0)
+    read_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "handoff"], name="handoff_read_user_handoff")
+        ]
+
+    def __str__(self) -> str:
+        return f"handoff {self.handoff_id} read by {self.user_id} up to {self.last_seq}"
+
+
+class NotificationSettings(models.Model):
+    """An operator's notification choices (browser permission is the browser's own)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_settings"
+    )
+    sound = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name_plural = "notification settings"
+
+    def __str__(self) -> str:
+        return f"notifications of {self.user_id}"
 
 
 class AuditEntry(models.Model):

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connection
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from agentops.auth import has_role
 from agentops.models import (
     AuditEntry,
     Handoff,
     HandoffStatus,
+    Message,
     OperatorState,
     Presence,
     Run,
@@ -149,6 +153,83 @@ def sla_figures(*, since: datetime) -> dict[str, Any]:
         "first_response": Handoff.objects.filter(first_response_breached_at__gte=since).count(),
         "resolution": Handoff.objects.filter(resolution_breached_at__gte=since).count(),
     }
+
+
+# The queue's filters (agentops/operators/views.py reads them from the query string).
+QUEUE_STATUSES = ("open", "claimed", "resolved", "any")
+QUEUE_WAITING = {"5m": 5 * 60, "15m": 15 * 60, "1h": 3600, "4h": 4 * 3600, "24h": 24 * 3600}
+QUEUE_PAGE_SIZE = 50
+
+
+def handoffs_queue(
+    *,
+    user: Any,
+    status: str = "open",
+    team: str = "",
+    waiting: str = "",
+    q: str = "",
+    label: str = "",
+) -> QuerySet[Handoff]:
+    """The queue's list under its filters: `team` a team slug ("none": no team), `waiting`
+    a key of QUEUE_WAITING (waiting at least that long), `q` searched in the conversation's
+    messages, end user and title, `label` a conversation label's name. Claimed handoffs of
+    other operators are for admins only; an operator in teams sees their teams' open
+    handoffs and those sent to no team (as `handoffs_open_for`). Snoozed ones are listed
+    apart (`handoffs_snoozed`)."""
+    if status not in QUEUE_STATUSES:
+        raise ValueError(f"status: choose one of {', '.join(QUEUE_STATUSES)}")
+    if waiting and waiting not in QUEUE_WAITING:
+        raise ValueError(f"waiting: choose one of {', '.join(QUEUE_WAITING)}")
+    qs = Handoff.objects.select_related("session__agent", "claimed_by", "run", "team")
+    if status in ("open", "claimed"):
+        qs = qs.filter(snoozed_at__isnull=True)
+    if status == "any":
+        qs = qs.order_by("-created_at")
+    elif status == "resolved":
+        qs = qs.filter(status=HandoffStatus.RESOLVED).order_by("-resolved_at")
+    else:
+        qs = qs.filter(status=status).order_by("priority", "created_at")
+    if not has_role(user, "admin"):
+        qs = qs.exclude(Q(status=HandoffStatus.CLAIMED) & ~Q(claimed_by=user.pk))
+        team_ids = list(Team.objects.filter(members__pk=user.pk).values_list("pk", flat=True))
+        if team_ids:
+            qs = qs.exclude(
+                Q(status=HandoffStatus.OPEN) & Q(team__isnull=False) & ~Q(team_id__in=team_ids)
+            )
+    if team == "none":
+        qs = qs.filter(team__isnull=True)
+    elif team:
+        qs = qs.filter(team__slug=team)
+    if waiting:
+        cutoff = timezone.now() - timedelta(seconds=QUEUE_WAITING[waiting])
+        qs = qs.filter(created_at__lte=cutoff)
+    q = q.strip()
+    if q:
+        said = (
+            Message.objects.filter(session_id=OuterRef("session_id"))
+            .annotate(text=SearchVector("content", config="simple"))
+            .filter(text=search_query(q))
+        )
+        qs = qs.filter(
+            Q(session__title__icontains=q)
+            | Q(session__external_user__icontains=q)
+            | Exists(said)
+            | Q(reason__icontains=q)
+        )
+    return _labelled(qs, label)
+
+
+def search_query(q: str) -> SearchQuery:
+    """Every word of `q` as a prefix ("refun" finds "refund"), in the `simple` configuration
+    (no stemming, any language) of the messages' full-text index."""
+    words = re.findall(r"\w+", q)[:20]
+    if not words:
+        return SearchQuery("", config="simple")
+    return SearchQuery(" & ".join(f"{w}:*" for w in words), config="simple", search_type="raw")
+
+
+def teams_all() -> list[Team]:
+    return list(Team.objects.order_by("slug"))
 
 
 def handoffs_claimed(*, user: Any, label: str = "") -> QuerySet[Handoff]:
@@ -394,3 +475,52 @@ def audit_entries(
 
 def audit_actions() -> list[str]:
     return list(AuditEntry.objects.values_list("action", flat=True).distinct().order_by("action"))
+
+
+def _queue_of(user: Any) -> tuple[str, list[Any]]:
+    """SQL condition (on `h`, the handoff) for an open handoff being in `user`'s queue: for
+    admins and operators in no team, every open handoff; otherwise those of their teams and
+    those sent to no team."""
+    if has_role(user, "admin"):
+        return "TRUE", []
+    return (
+        """(h.team_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM agentops_team_members m WHERE m.user_id = %s)
+            OR h.team_id IN (SELECT m.team_id FROM agentops_team_members m WHERE m.user_id = %s))""",
+        [user.pk, user.pk],
+    )
+
+
+def unread_counts(*, user: Any) -> dict[str, int]:
+    """What the operator has not seen, in one query: handoffs in their queue (or claimed by
+    them) they have not opened, and end-user messages in their claimed conversations written
+    after their read marker (or, never opened, after the handoff)."""
+    if not has_role(user, "operator"):
+        return {"handoffs": 0, "messages": 0, "total": 0}
+    in_queue, params = _queue_of(user)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT
+              (SELECT count(*) FROM agentops_handoff h
+                WHERE ((h.status = 'open' AND {in_queue})
+                       OR (h.status = 'claimed' AND h.claimed_by_id = %s))
+                  AND NOT EXISTS (SELECT 1 FROM agentops_handoffread r
+                                   WHERE r.handoff_id = h.id AND r.user_id = %s)),
+              (SELECT count(*) FROM agentops_handoff h
+                 JOIN agentops_message msg ON msg.session_id = h.session_id
+                 LEFT JOIN agentops_handoffread r ON r.handoff_id = h.id AND r.user_id = %s
+                WHERE h.status = 'claimed' AND h.claimed_by_id = %s AND msg.role = 'user'
+                  AND CASE WHEN r.id IS NULL THEN msg.created_at > h.created_at
+                           ELSE msg.seq > r.last_seq END)
+            """,  # noqa: S608 - a fixed fragment, values are parameters
+            [*params, user.pk, user.pk, user.pk, user.pk],
+        )
+        handoffs, messages = cursor.fetchone()
+    return {"handoffs": handoffs, "messages": messages, "total": handoffs + messages}
+
+
+def notification_sound(*, user: Any) -> bool:
+    from agentops.models import NotificationSettings
+
+    return NotificationSettings.objects.filter(user=user.pk, sound=True).exists()

@@ -21,10 +21,13 @@ from agentops.auth import has_role
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     AssignmentMode,
+    AuditEntry,
     Handoff,
+    HandoffRead,
     HandoffResolution,
     HandoffStatus,
     Message,
+    NotificationSettings,
     OperatorState,
     Presence,
     Role,
@@ -41,7 +44,7 @@ from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, run_start
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event
-from tracing.live import OPS_GROUP, broadcast, session_group
+from tracing.live import OPS_GROUP, broadcast, session_group, user_group
 from tracing.logs import get_logger
 
 log = get_logger(__name__)
@@ -844,3 +847,76 @@ def canned_reply_delete(*, reply: CannedReply, actor: Any) -> None:
         actor=actor, action="canned_reply.deleted", target=f"/{reply.shortcut}", scope=reply.scope
     )
     reply.delete()
+
+
+# Sent to the operator's own group when their read markers move: their inbox streams recount.
+UNREAD_CHANGED = "unread.changed"
+
+
+def handoff_mark_read(*, handoff: Handoff, user: Any) -> HandoffRead:
+    """The operator opened the handoff and has seen its conversation as it is now."""
+    last_seq = Session.objects.filter(pk=handoff.session_id).values_list("last_seq", flat=True)[0]
+    read, _ = HandoffRead.objects.update_or_create(
+        user=user, handoff=handoff, defaults={"last_seq": last_seq}
+    )
+    broadcast(user_group(user.pk), {"kind": UNREAD_CHANGED})
+    return read
+
+
+def notification_sound_set(*, user: Any, on: bool) -> NotificationSettings:
+    settings, _ = NotificationSettings.objects.update_or_create(user=user, defaults={"sound": on})
+    return settings
+
+
+@transaction.atomic
+def handoffs_bulk_close(*, handoff_ids: list[int], user: Any) -> tuple[list[int], list[str]]:
+    """Close many handoffs at once (duplicates, spam, an outage's flood): open ones, and
+    claimed ones of the operator's own (any, for admins). Returns the ids closed and why the
+    others were not; each closed one is audited and announced as a single close would be."""
+    if not has_role(user, "operator"):
+        raise PermissionError("closing needs the operator role")
+    admin = has_role(user, "admin")
+    rows = list(
+        Handoff.objects.select_for_update(of=("self",))
+        .filter(pk__in=handoff_ids)
+        .select_related("claimed_by", "session")
+        .order_by("pk")
+    )
+    found = {h.pk for h in rows}
+    skipped = [f"handoff {pk}: no such handoff" for pk in handoff_ids if pk not in found]
+    closing = []
+    for handoff in rows:
+        if handoff.status == HandoffStatus.RESOLVED:
+            skipped.append(f"handoff {handoff.pk}: already resolved")
+        elif handoff.status == HandoffStatus.CLAIMED and not (
+            admin or handoff.claimed_by_id == user.pk
+        ):
+            skipped.append(f"handoff {handoff.pk}: claimed by {_username(handoff.claimed_by)}")
+        else:
+            closing.append(handoff)
+    if not closing:
+        return [], skipped
+    now = timezone.now()
+    ids = [h.pk for h in closing]
+    Handoff.objects.filter(pk__in=ids).update(
+        status=HandoffStatus.RESOLVED, resolution=HandoffResolution.CLOSED, resolved_at=now
+    )
+    Session.objects.filter(pk__in=[h.session_id for h in closing]).update(
+        status=SessionStatus.CLOSED, operator=None, updated_at=now
+    )
+    AuditEntry.objects.bulk_create(
+        AuditEntry(
+            actor=user,
+            action="handoff.close",
+            session_id=h.session_id,
+            target=f"handoff {h.pk}",
+            detail={"bulk": True, "was": h.status},
+        )
+        for h in closing
+    )
+    for handoff in closing:
+        handoff.status = HandoffStatus.RESOLVED
+        handoff.resolution = HandoffResolution.CLOSED
+        handoff.resolved_at = now
+        _resolved_announce(handoff)
+    return ids, skipped

@@ -6,7 +6,10 @@ app_name = "operators"
 
 urlpatterns = [
     path("", views.queue, name="queue"),
+    path("handoffs/bulk-close", views.bulk_close, name="bulk_close"),
+    path("notifications/sound", views.notification_sound, name="notification_sound"),
     path("handoffs/<int:handoff_id>/", views.handoff_detail, name="handoff"),
+    path("handoffs/<int:handoff_id>/read", views.mark_read, name="read"),
     path("handoffs/<int:handoff_id>/claim", views.claim, name="claim"),
     path("handoffs/<int:handoff_id>/reply", views.reply, name="reply"),
     path("handoffs/<int:handoff_id>/hand-back", views.hand_back, name="hand_back"),

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -48,16 +48,59 @@ def _handoff_or_404(handoff_id: int) -> Handoff:
     return handoff
 
 
+def _queue_filters(request: HtmxHttpRequest) -> tuple[dict[str, str], str]:
+    """The list's filters from the query string, and an error naming a bad one ("" if none)."""
+    filters = {
+        "status": request.GET.get("status", "") or "open",
+        "team": request.GET.get("team", "").strip(),
+        "waiting": request.GET.get("waiting", ""),
+        "q": request.GET.get("q", "").strip()[:200],
+        "label": request.GET.get("label", "").strip()[:100],
+    }
+    if filters["status"] not in selectors.QUEUE_STATUSES:
+        return {**filters, "status": "open"}, (
+            f"status: choose one of {', '.join(selectors.QUEUE_STATUSES)}."
+        )
+    if filters["waiting"] and filters["waiting"] not in selectors.QUEUE_WAITING:
+        return {**filters, "waiting": ""}, (
+            f"waiting: choose one of {', '.join(selectors.QUEUE_WAITING)}."
+        )
+    return filters, ""
+
+
 def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
     window = request.GET.get("window", "7d")
     if window not in FIGURE_WINDOWS:
         window = "7d"
-    label = request.GET.get("label", "").strip()
+    filters, filter_error = _queue_filters(request)
+    listed = selectors.handoffs_queue(
+        user=request.user,
+        status=filters["status"],
+        team=filters["team"],
+        waiting=filters["waiting"],
+        q=filters["q"],
+        label=filters["label"],
+    )
+    page = Paginator(listed, selectors.QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
     return {
-        "open": list(selectors.handoffs_open_for(user=request.user, label=label)),
-        "claimed": list(selectors.handoffs_claimed(user=request.user, label=label)),
-        "snoozed": list(selectors.handoffs_snoozed(user=request.user, label=label)),
-        "label": label,
+        "open": list(page.object_list),
+        "page": page,
+        "filters": filters,
+        "filter_error": filter_error,
+        "filtered": any(v for k, v in filters.items() if k != "status")
+        or filters["status"] != "open",
+        "teams": selectors.teams_all(),
+        "sound": has_role(request.user, "operator")
+        and selectors.notification_sound(user=request.user),
+        "waiting_choices": list(selectors.QUEUE_WAITING),
+        "statuses": selectors.QUEUE_STATUSES,
+        "query": page_query(request),
+        "list_url": request.get_full_path()
+        if request.method == "GET"
+        else reverse("operators:queue"),
+        "claimed": list(selectors.handoffs_claimed(user=request.user, label=filters["label"])),
+        "snoozed": list(selectors.handoffs_snoozed(user=request.user, label=filters["label"])),
+        "label": filters["label"],
         "approvals": list(selectors.approvals_pending()),
         "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "sla": selectors.sla_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
@@ -71,7 +114,55 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
 @require_GET
 def queue(request: HtmxHttpRequest) -> HttpResponse:
     template = "operators/queue.html#live" if request.htmx else "operators/queue.html"
-    return render(request, template, _queue_context(request))
+    context = _queue_context(request)
+    status = error_status(request) if context["filter_error"] else 200
+    return render(request, template, context, status=status)
+
+
+@role_required("operator")
+@require_POST
+def bulk_close(request: HtmxHttpRequest) -> HttpResponse:
+    raw = request.POST.getlist("handoff")
+    try:
+        ids = [int(v) for v in raw]
+    except ValueError:
+        ids = []
+        messages.error(request, "handoff: not a list of handoff ids.")
+    if not raw:
+        messages.error(request, "handoff: select at least one handoff to close.")
+    elif ids:
+        closed, skipped = services.handoffs_bulk_close(handoff_ids=ids, user=request.user)
+        if closed:
+            messages.success(
+                request, f"Closed {len(closed)} conversation{'s' if len(closed) != 1 else ''}."
+            )
+        if skipped:
+            messages.error(request, "Not closed: " + "; ".join(skipped[:20]) + ".")
+    back = request.POST.get("next", "")
+    if not back.startswith("/operators/") or back.startswith("//"):
+        back = reverse("operators:queue")
+    return redirect(back)
+
+
+@role_required("operator")
+@require_POST
+def mark_read(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    """The handoff page was looking when new messages came: they are read."""
+    handoff = _handoff_or_404(handoff_id)
+    if not _may_see(request, handoff):
+        raise PermissionDenied("Another operator has this conversation.")
+    services.handoff_mark_read(handoff=handoff, user=request.user)
+    return JsonResponse(selectors.unread_counts(user=request.user))
+
+
+@role_required("operator")
+@require_POST
+def notification_sound(request: HtmxHttpRequest) -> HttpResponse:
+    value = request.POST.get("sound", "")
+    if value not in ("on", "off"):
+        return JsonResponse({"error": "sound: send on or off"}, status=400)
+    services.notification_sound_set(user=request.user, on=value == "on")
+    return JsonResponse({"sound": value == "on"})
 
 
 @role_required("operator")
@@ -112,6 +203,7 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     if request.htmx and request.GET.get("part") == "package":  # it was being written
         return render(request, "operators/handoff.html#package", {"handoff": handoff})
     session = handoff.session
+    services.handoff_mark_read(handoff=handoff, user=request.user)
     mine = handoff.status == HandoffStatus.CLAIMED and (
         handoff.claimed_by_id == request.user.pk or has_role(request.user, "admin")
     )

@@ -1,0 +1,97 @@
+"""`/ws/inbox/`: an operator's unread count, live.
+
+A `tracing.consumers.ResumingConsumer` on the ops group: once the subscription is live it
+reads the count from the database (`unread_counts`) and sends it, so a client that
+reconnects gets the count as it is now, whatever it missed while away. Afterwards, each
+event that can change the count (a handoff created, claimed or resolved, an end user's
+message, the operator's own read markers moving) makes it recount, at most once per
+`recount_delay`; the ops events themselves are not forwarded. The client notifies when the
+count grows (static/operators/notify.js).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from agentops.auth import has_role
+from agentops.operators.selectors import notification_sound, unread_counts
+from agentops.operators.services import UNREAD_CHANGED
+from tracing.consumers import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
+from tracing.live import OPS_GROUP
+
+RECOUNT_KINDS = frozenset(
+    {"handoff.created", "handoff.claimed", "handoff.resolved", "session.message"}
+)
+
+
+@database_sync_to_async
+def _refusal(user: Any) -> int | None:
+    if user is None or not user.is_authenticated:
+        return SIGN_IN
+    return None if has_role(user, "operator") else FORBIDDEN
+
+
+class InboxConsumer(ResumingConsumer):
+    recount_delay = 0.2
+
+    def group_name(self) -> str:
+        return OPS_GROUP
+
+    async def refusal(self) -> int | None:
+        return await _refusal(self.scope.get("user"))
+
+    async def started(self) -> None:
+        await super().started()
+        self._recount: asyncio.TimerHandle | None = None
+
+    async def stored(self) -> dict[str, Any]:
+        return await self._counts()
+
+    async def _counts(self) -> dict[str, Any]:
+        return await database_sync_to_async(self._read)(self.scope["user"])
+
+    @staticmethod
+    def _read(user: Any) -> dict[str, Any]:
+        sound = notification_sound(user=user)
+        return {"kind": "unread", **unread_counts(user=user), "sound": sound}
+
+    def resumed(self, stored: dict[str, Any], held: list[dict[str, Any]]) -> None:
+        self.enqueue({**stored, "initial": True})  # newer than anything held
+
+    def hub_event(self, event: LiveEvent) -> None:
+        if getattr(self, "_resumed", False) and event.get("kind") in RECOUNT_KINDS:
+            self._recount_soon()
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        await super().live_event(message)
+        if message["event"].get("kind") == UNREAD_CHANGED and getattr(self, "_resumed", False):
+            self._recount_soon()
+
+    async def live_batch(self, message: dict[str, Any]) -> None:
+        await super().live_batch(message)
+        changed = any(e.get("kind") == UNREAD_CHANGED for e in message["events"])
+        if changed and getattr(self, "_resumed", False):
+            self._recount_soon()
+
+    def _recount_soon(self) -> None:
+        if self._recount is None:
+            self._recount = asyncio.get_running_loop().call_later(
+                self.recount_delay, self._recount_now
+            )
+
+    def _recount_now(self) -> None:
+        self._recount = None
+
+        async def send() -> None:
+            self.enqueue(await self._counts())
+
+        self._recount_task = asyncio.ensure_future(send())
+
+    async def disconnect(self, code: int) -> None:
+        recount = getattr(self, "_recount", None)
+        if recount is not None:
+            recount.cancel()
+        await super().disconnect(code)
