@@ -298,6 +298,12 @@ class Run(models.Model):
     model_calls = models.PositiveIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
     fallbacks = models.PositiveIntegerField(default=0)
+    # An operator asked to take the conversation over: the run stops at its next checkpoint
+    # and hands the session off to them (agentops/operators/services.py, session_take_over).
+    takeover_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    takeover_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -405,6 +411,8 @@ class Handoff(models.Model):
     summary = models.TextField(blank=True, default="")
     last_tool_calls = models.JSONField(default=list, blank=True)
     suggested_reply = models.TextField(blank=True, default="")
+    # An operator took the conversation over before the agent asked (claimed from the start).
+    taken_over = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -412,6 +420,32 @@ class Handoff(models.Model):
 
     def __str__(self) -> str:
         return f"handoff {self.pk} ({self.status})"
+
+
+class HandoffRating(models.Model):
+    """The end user's satisfaction (CSAT) with a conversation an operator closed: one per
+    handoff; rating again replaces it."""
+
+    handoff = models.OneToOneField(Handoff, on_delete=models.CASCADE, related_name="rating")
+    score = models.PositiveSmallIntegerField(help_text="1 (very unhappy) to 5 (very happy).")
+    comment = models.TextField(blank=True, default="")
+    end_user = models.CharField(max_length=200, blank=True, default="")
+    # The account that sent it (the console's user, the API key's owner); none from the widget.
+    rated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(score__gte=1, score__lte=5), name="handoffrating_score_1_to_5"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rating {self.score} of handoff {self.handoff_id}"
 
 
 class AuditEntry(models.Model):

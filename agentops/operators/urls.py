@@ -14,4 +14,7 @@ urlpatterns = [
     path("handoffs/<int:handoff_id>/reassign", views.reassign, name="reassign"),
     path("tool-calls/<int:tool_call_id>/decide", views.decide, name="decide"),
     path("audit/", views.audit, name="audit"),
+    path("live/", views.live, name="live"),
+    path("live/<uuid:session_id>/", views.watch, name="watch"),
+    path("live/<uuid:session_id>/take-over", views.take_over, name="take_over"),
 ]
