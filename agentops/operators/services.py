@@ -19,6 +19,7 @@ from agentops.auth import has_role
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     Handoff,
+    HandoffRating,
     HandoffResolution,
     HandoffStatus,
     Message,
@@ -356,3 +357,47 @@ def _takeover_refused_or_retry(run: Run) -> None:
     if run.status in ACTIVE_RUN_STATUSES and run.takeover_by_id is not None:
         raise HandoffConflict(f"{_username(run.takeover_by)} is taking this conversation over")
     return None
+
+
+MAX_RATING_COMMENT = 2000
+
+
+@transaction.atomic
+def handoff_rate(
+    *, session_id: uuid.UUID | str, score: Any, comment: str = "", rated_by: Any = None
+) -> HandoffRating:
+    """The end user rates the conversation an operator closed (CSAT): 1 to 5 and a comment.
+    One rating per closed handoff; rating again replaces it (the end user changed their mind).
+    Bad input is a ValueError naming the field; a conversation not closed by an operator, a
+    HandoffConflict."""
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ValueError("score: give a whole number from 1 to 5")
+    comment = (comment or "").strip()
+    if len(comment) > MAX_RATING_COMMENT:
+        raise ValueError(f"comment: at most {MAX_RATING_COMMENT} characters")
+    if "\x00" in comment:
+        raise ValueError("comment: must not contain NUL characters")
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("session")
+        .filter(
+            session_id=session_id,
+            status=HandoffStatus.RESOLVED,
+            resolution=HandoffResolution.CLOSED,
+        )
+        .order_by("-resolved_at")
+        .first()
+    )
+    if handoff is None:
+        raise HandoffConflict("only a conversation an operator closed can be rated")
+    rating, created = HandoffRating.objects.update_or_create(
+        handoff=handoff,
+        defaults={
+            "score": score,
+            "comment": comment,
+            "end_user": handoff.session.external_user,
+            "rated_by": rated_by if rated_by is not None and rated_by.is_authenticated else None,
+        },
+    )
+    _ops_event("handoff.rated", handoff, score=score, replaced=not created)
+    return rating

@@ -54,6 +54,7 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
         "claimed": list(selectors.handoffs_claimed(user=request.user)),
         "approvals": list(selectors.approvals_pending()),
         "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
+        "csat": selectors.csat_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "window": window,
         "windows": list(FIGURE_WINDOWS),
         "now": timezone.now(),

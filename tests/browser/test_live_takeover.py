@@ -59,7 +59,7 @@ def test_it_takes_over_a_running_conversation_from_the_live_view(
     operator.reload()
     operator.locator("button[data-hand-back]").click()
     operator.wait_for_url(f"{base_url}/operators/")
-    expect(
-        user.locator("li.msg-assistant .msg-body", has_text="Chain of 3 done.")
-    ).to_be_visible(timeout=30000)
+    expect(user.locator("li.msg-assistant .msg-body", has_text="Chain of 3 done.")).to_be_visible(
+        timeout=30000
+    )
     expect(user.locator("[data-handoff-notice]")).to_be_hidden()
