@@ -13,7 +13,8 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Path, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from agentops.api import (
     BODY_ERRORS,
@@ -53,8 +54,17 @@ class ReassignIn(Schema):
     operator: Text = Field(min_length=1, max_length=150, description="The operator's username")
 
 
+def _json_number(value: Any) -> Any:
+    """A JSON number only: "5" or true is no score (4.0 is 4, as JSON Schema has it)."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
 class RatingIn(Schema):
-    score: int = Field(ge=1, le=5, strict=True, description="1 (very unhappy) to 5 (very happy)")
+    score: Annotated[int, BeforeValidator(_json_number)] = Field(
+        ge=1, le=5, description="1 (very unhappy) to 5 (very happy)"
+    )
     comment: Text = Field(default="", max_length=services.MAX_RATING_COMMENT)
 
 

@@ -49,6 +49,8 @@ def test_it_takes_one_rating_per_closed_handoff_through_the_api(bob):
         ({"score": 6}, "score"),
         ({"score": 0}, "score"),
         ({"score": "5"}, "score"),
+        ({"score": True}, "score"),
+        ({"score": 4.5}, "score"),
         ({}, "score"),
         ({"score": 3, "comment": "x" * 2001}, "comment"),
         ({"score": 3, "comment": "a\x00b"}, "comment"),
