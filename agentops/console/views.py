@@ -136,7 +136,7 @@ def session_rate(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
     """The end user rates the conversation an operator closed (1-5 and a comment)."""
     session = _session_or_404(session_id)
     form = RatingForm(request.POST)
-    status = 200
+    status = 400
     if form.is_valid():
         try:
             handoff_rate(
@@ -149,17 +149,23 @@ def session_rate(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
             form.add_error(None, str(exc))
             status = 409
         else:
-            form = None
-    else:
-        status = 400
-    context = {"session": session, **_rating_context(session, form), "rated": form is None}
+            status = 200
+    rated = status == 200
     if not request.htmx:
-        if status != 200:
-            messages.error(request, " ".join(str(e) for e in form.errors.values()))
-        else:
+        if rated:
             messages.success(request, "Thank you for your rating.")
+        else:
+            messages.error(request, " ".join(str(e) for e in form.errors.values()))
         return redirect("console:session", session_id=session.pk)
-    return render(request, "console/session.html#rating", context, status=status)
+    context = {
+        "session": session,
+        **_rating_context(session, None if rated else form),
+        "rated": rated,
+    }
+    # htmx only swaps 2xx answers: errors come back as 200 with the form's errors shown.
+    response = render(request, "console/session.html#rating", context)
+    response["X-Rating-Status"] = str(status)
+    return response
 
 
 @role_required("viewer")

@@ -105,8 +105,10 @@ def _percentiles(sql_interval: str, where: str, params: list[Any]) -> tuple[Any,
 
 def handoff_figures(*, since: datetime) -> dict[str, Any]:
     """Handoff rate per agent, time to pickup and to resolve (p50/p95), how they ended."""
-    pickup = _percentiles(
-        "claimed_at - created_at", "claimed_at IS NOT NULL AND created_at >= %s", [since]
+    pickup = _percentiles(  # a takeover is claimed as it is made: no pickup to measure
+        "claimed_at - created_at",
+        "claimed_at IS NOT NULL AND NOT taken_over AND created_at >= %s",
+        [since],
     )
     resolve = _percentiles(
         "resolved_at - created_at", "resolved_at IS NOT NULL AND created_at >= %s", [since]
@@ -144,6 +146,7 @@ def handoff_figures(*, since: datetime) -> dict[str, Any]:
         "resolve": {"p50": resolve[0], "p95": resolve[1], "count": resolve[2]},
         "closed": outcomes.get("closed", 0),
         "handed_back": outcomes.get("handed_back", 0),
+        "taken_over": Handoff.objects.filter(created_at__gte=since, taken_over=True).count(),
     }
 
 

@@ -290,7 +290,8 @@ def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | Non
                 },
             )
             return Takeover(run=run)
-        return _takeover_refused_or_retry(run)
+        _takeover_refused_if_held(run)
+        return None  # the run moved on: look again
     if run is not None:  # queued or waiting: no worker holds it, it ends here
         ended = (
             Run.objects.filter(pk=run.pk, status__in=(RunStatus.QUEUED, RunStatus.WAITING))
@@ -305,7 +306,8 @@ def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | Non
             )
         )
         if not ended:
-            return _takeover_refused_or_retry(run)
+            _takeover_refused_if_held(run)
+            return None  # the run moved on: look again
         Session.objects.select_for_update().get(pk=session_id)
         handoff = handoff_open(
             session_id=session_id,
@@ -325,20 +327,20 @@ def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | Non
     if session.status == SessionStatus.CLOSED:
         raise HandoffConflict("the conversation is closed")
     if session.status == SessionStatus.HANDED_OFF:
-        handoff = (
+        current = (
             Handoff.objects.filter(session_id=session_id)
             .exclude(status=HandoffStatus.RESOLVED)
             .select_related("claimed_by")
             .order_by("-created_at")
             .first()
         )
-        if handoff is None:
+        if current is None:
             raise HandoffConflict("the conversation is handed off but has no open handoff")
-        if handoff.status == HandoffStatus.OPEN:  # the agent handed off first: claim that
-            return Takeover(handoff=handoff_claim(handoff_id=handoff.pk, user=user))
-        if handoff.claimed_by_id == user.pk:
-            return Takeover(handoff=handoff)
-        raise HandoffConflict(f"{_username(handoff.claimed_by)} has this conversation already")
+        if current.status == HandoffStatus.OPEN:  # the agent handed off first: claim that
+            return Takeover(handoff=handoff_claim(handoff_id=current.pk, user=user))
+        if current.claimed_by_id == user.pk:
+            return Takeover(handoff=current)
+        raise HandoffConflict(f"{_username(current.claimed_by)} has this conversation already")
     handoff = handoff_open(
         session_id=session_id,
         agent_slug=session.agent.slug,
@@ -350,13 +352,12 @@ def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | Non
     return Takeover(handoff=handoff)
 
 
-def _takeover_refused_or_retry(run: Run) -> None:
-    """The conditional UPDATE matched nothing: another operator's takeover holds the run
-    (refused), or the run moved on (None: look again)."""
+def _takeover_refused_if_held(run: Run) -> None:
+    """The conditional UPDATE matched nothing: refused if another operator's takeover holds
+    the run; otherwise the run moved on and the caller looks again."""
     run.refresh_from_db(fields=["status", "takeover_by"])
     if run.status in ACTIVE_RUN_STATUSES and run.takeover_by_id is not None:
         raise HandoffConflict(f"{_username(run.takeover_by)} is taking this conversation over")
-    return None
 
 
 MAX_RATING_COMMENT = 2000

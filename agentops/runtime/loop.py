@@ -123,7 +123,7 @@ heartbeat_start: Callable[[uuid.UUID, int], RunBeat] = heartbeat_thread
 def takeover_name(user_id: int | None) -> str:
     from django.contrib.auth import get_user_model
 
-    user = get_user_model().objects.filter(pk=user_id).first()
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return user.get_username() if user is not None else "an operator"
 
 

@@ -63,3 +63,31 @@ def test_it_takes_over_a_running_conversation_from_the_live_view(
         timeout=30000
     )
     expect(user.locator("[data-handoff-notice]")).to_be_hidden()
+
+
+def test_it_asks_the_end_user_for_a_rating_when_the_operator_closes(
+    browser, base_url, chat_agent, bob
+):
+    from agentops.models import HandoffRating
+    from agentops.operators.services import handoff_claim, handoff_close
+
+    UserFactory(username="erin", role="operator")
+    user = login(browser, base_url, "erin")
+    start_session(user, chat_agent, "erin")
+    send(user, "I want a human please")
+    expect(user.locator("[data-run-badge]")).to_have_text("Handed off")
+    expect(user.locator("[data-rating]")).to_be_hidden()
+    handoff = Handoff.objects.get()
+    handoff_claim(handoff_id=handoff.pk, user=bob)
+    handoff_close(handoff=Handoff.objects.get(pk=handoff.pk), user=bob)
+
+    rating = user.locator("[data-rating]")
+    expect(rating).to_be_visible()  # shown live when the operator closes
+    rating.locator("input[name=score][value='4']").check()
+    rating.locator("textarea[name=comment]").fill("Solved quickly")
+    rating.locator("button[data-rate]").click()
+    expect(user.locator("[data-rating]")).to_contain_text("Thank you for your rating")
+    expect(user.locator("[data-rating-given]")).to_contain_text("4 / 5")
+    screenshot(user, "csat")
+    saved = HandoffRating.objects.get()
+    assert (saved.score, saved.comment, saved.handoff_id) == (4, "Solved quickly", handoff.pk)

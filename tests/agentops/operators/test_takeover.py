@@ -194,3 +194,15 @@ def test_it_sends_the_operator_to_the_watch_page_while_the_run_stops(bob):
     assert response.url == f"/operators/live/{session.pk}/"
     bar = operator.get(f"/operators/live/{session.pk}/", headers={"HX-Request": "true"})
     assert "bob is taking over" in bar.content.decode()
+
+
+@pytest.mark.django_db
+def test_it_leaves_takeovers_out_of_the_time_to_pickup(bob):
+    from agentops.operators.selectors import handoff_figures
+
+    session = SessionFactory()
+    say(session, ("user", "hi"))
+    session_take_over(session_id=session.pk, user=bob)
+    figures = handoff_figures(since=timezone.now() - timedelta(days=1))
+    assert figures["pickup"]["count"] == 0  # claimed as it was made: nobody waited
+    assert figures["taken_over"] == 1
