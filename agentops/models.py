@@ -420,6 +420,12 @@ class Run(models.Model):
     fork_edit = models.JSONField(
         default=dict, blank=True, help_text="The message edited at the fork point, if any."
     )
+    # An operator asked to take the conversation over: the run stops at its next checkpoint
+    # and hands the session off to them (agentops/operators/services.py, session_take_over).
+    takeover_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    takeover_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -590,6 +596,8 @@ class Handoff(models.Model):
     # that is empty, until the user writes again (agentops/operators/services.py).
     snoozed_at = models.DateTimeField(null=True, blank=True)
     snoozed_until = models.DateTimeField(null=True, blank=True)
+    # An operator took the conversation over before the agent asked (claimed from the start).
+    taken_over = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # Since when it is in its team's queue (its escalation clock); escalated_at: last escalation.
     team_since = models.DateTimeField(default=timezone.now)
@@ -666,6 +674,32 @@ class NotificationSettings(models.Model):
 
     def __str__(self) -> str:
         return f"notifications of {self.user_id}"
+
+
+class HandoffRating(models.Model):
+    """The end user's satisfaction (CSAT) with a conversation an operator closed: one per
+    handoff; rating again replaces it."""
+
+    handoff = models.OneToOneField(Handoff, on_delete=models.CASCADE, related_name="rating")
+    score = models.PositiveSmallIntegerField(help_text="1 (very unhappy) to 5 (very happy).")
+    comment = models.TextField(blank=True, default="")
+    end_user = models.CharField(max_length=200, blank=True, default="")
+    # The account that sent it (the console's user, the API key's owner); none from the widget.
+    rated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(score__gte=1, score__lte=5), name="handoffrating_score_1_to_5"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rating {self.score} of handoff {self.handoff_id}"
 
 
 class AuditEntry(models.Model):

@@ -14,6 +14,8 @@ from agentops.auth import role_required
 from agentops.console import selectors
 from agentops.conversation import conversation_serialise
 from agentops.models import Agent, Session
+from agentops.operators.selectors import handoff_rating_get
+from agentops.operators.services import HandoffConflict, handoff_rate
 from agentops.runtime.services import (
     MAX_MESSAGE_CHARS,
     RuntimeConflict,
@@ -53,6 +55,17 @@ class MessageForm(forms.Form):
         if not content.strip():
             raise forms.ValidationError("Write something first.")
         return content
+
+
+class RatingForm(forms.Form):
+    score = forms.TypedChoiceField(
+        choices=[(n, str(n)) for n in range(1, 6)], coerce=int, widget=forms.RadioSelect
+    )
+    comment = forms.CharField(
+        max_length=2000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Tell us more (optional)"}),
+    )
 
 
 def _session_or_404(session_id: Any) -> Session:
@@ -107,7 +120,52 @@ def _session_context(session: Session, form: MessageForm | None = None) -> dict[
         "items": conversation.items,
         "run": conversation.run,
         "form": form or MessageForm(),
+        **_rating_context(session),
     }
+
+
+def _rating_context(session: Session, form: RatingForm | None = None) -> dict[str, Any]:
+    rating = handoff_rating_get(session_id=session.pk)
+    initial = {"score": rating.score, "comment": rating.comment} if rating else None
+    return {"rating": rating, "rating_form": form or RatingForm(initial=initial)}
+
+
+@role_required("operator")
+@require_POST
+def session_rate(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+    """The end user rates the conversation an operator closed (1-5 and a comment)."""
+    session = _session_or_404(session_id)
+    form = RatingForm(request.POST)
+    status = 400
+    if form.is_valid():
+        try:
+            handoff_rate(
+                session_id=session.pk,
+                score=form.cleaned_data["score"],
+                comment=form.cleaned_data["comment"],
+                rated_by=request.user,
+            )
+        except HandoffConflict as exc:
+            form.add_error(None, str(exc))
+            status = 409
+        else:
+            status = 200
+    rated = status == 200
+    if not request.htmx:
+        if rated:
+            messages.success(request, "Thank you for your rating.")
+        else:
+            messages.error(request, " ".join(str(e) for e in form.errors.values()))
+        return redirect("console:session", session_id=session.pk)
+    context = {
+        "session": session,
+        **_rating_context(session, None if rated else form),
+        "rated": rated,
+    }
+    # htmx only swaps 2xx answers: errors come back as 200 with the form's errors shown.
+    response = render(request, "console/session.html#rating", context)
+    response["X-Rating-Status"] = str(status)
+    return response
 
 
 @role_required("viewer")

@@ -7,7 +7,9 @@ browser tabs) racing on the same handoff cannot both win; the loser learns who d
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -23,6 +25,7 @@ from agentops.models import (
     AssignmentMode,
     AuditEntry,
     Handoff,
+    HandoffRating,
     HandoffRead,
     HandoffResolution,
     HandoffStatus,
@@ -32,6 +35,7 @@ from agentops.models import (
     Presence,
     Role,
     Run,
+    RunStatus,
     Session,
     SessionStatus,
     Team,
@@ -39,9 +43,9 @@ from agentops.models import (
 from agentops.operators.canned import placeholders_unknown
 from agentops.operators.models import CannedReply, Label, LabelColour, PrivateNote
 from agentops.operators.selectors import canned_reply_may_edit, operator_loads, operator_user_ids
-from agentops.runtime.checkpoint import messages_append
+from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
-from agentops.runtime.services import MAX_MESSAGE_CHARS, run_start
+from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_free, run_start
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event
 from tracing.live import OPS_GROUP, broadcast, session_group, user_group
@@ -920,3 +924,176 @@ def handoffs_bulk_close(*, handoff_ids: list[int], user: Any) -> tuple[list[int]
         handoff.resolved_at = now
         _resolved_announce(handoff)
     return ids, skipped
+
+
+@dataclass
+class Takeover:
+    """What a takeover did: `handoff` is the operator's now, or `run` stops at its next
+    checkpoint and then hands the conversation to them."""
+
+    handoff: Handoff | None = None
+    run: Run | None = None
+
+
+TAKEOVER_ATTEMPTS = 5
+
+
+def session_take_over(*, session_id: uuid.UUID | str, user: Any) -> Takeover:
+    """An operator takes over a conversation the agent never handed off.
+
+    No run in flight (or one only queued or waiting, which no worker holds): the session is
+    handed off to the operator at once. A run in progress is flagged: it stops at its next
+    checkpoint (loop.py, RunDriver.stop_for_takeover) and hands off to them. Every step is a
+    conditional UPDATE, so an agent handing off meanwhile (the operator claims that handoff)
+    or another operator taking over (409 naming them) resolve cleanly; a state that moved
+    under us is looked at again."""
+    for _ in range(TAKEOVER_ATTEMPTS):
+        outcome = _take_over_once(session_id=session_id, user=user)
+        if outcome is not None:
+            return outcome
+    raise HandoffConflict("the conversation kept changing under the takeover; try again")
+
+
+@transaction.atomic
+def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | None:
+    name = _username(user)
+    now = timezone.now()
+    mine_or_nobody = Q(takeover_by__isnull=True) | Q(takeover_by=user)
+    run = (
+        Run.objects.filter(session_id=session_id, status__in=ACTIVE_RUN_STATUSES)
+        .select_related("agent", "takeover_by")
+        .order_by("-created_at")
+        .first()
+    )
+    if run is not None and run.status == RunStatus.RUNNING:
+        flagged = (
+            Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING)
+            .filter(mine_or_nobody)
+            .update(takeover_by=user, takeover_at=now)
+        )
+        if flagged:
+            audit_record(
+                actor=user, action="run.take_over", session=run.session, target=str(run.pk)
+            )
+            broadcast(
+                OPS_GROUP,
+                {
+                    "kind": "run.takeover",
+                    "run_id": str(run.pk),
+                    "session_id": str(session_id),
+                    "operator": name,
+                },
+            )
+            return Takeover(run=run)
+        _takeover_refused_if_held(run)
+        return None  # the run moved on: look again
+    if run is not None:  # queued or waiting: no worker holds it, it ends here
+        ended = (
+            Run.objects.filter(pk=run.pk, status__in=(RunStatus.QUEUED, RunStatus.WAITING))
+            .filter(mine_or_nobody)
+            .update(
+                status=RunStatus.HANDED_OFF,
+                finished_at=now,
+                wake_at=None,
+                wait_reason=f"taken over by {name}"[:200],
+                takeover_by=user,
+                takeover_at=now,
+            )
+        )
+        if not ended:
+            _takeover_refused_if_held(run)
+            return None  # the run moved on: look again
+        Session.objects.select_for_update().get(pk=session_id)
+        handoff = handoff_open(
+            session_id=session_id,
+            agent_slug=run.agent.slug,
+            run_id=run.pk,
+            reason=f"taken over by {name}",
+            team=run.agent.handoff_team,
+            operator=user,
+        )
+        run.refresh_from_db()
+        status_broadcast(run)
+        transaction.on_commit(lambda: run_slot_free(run_id=run.pk))
+        return Takeover(handoff=handoff)
+    session = Session.objects.select_for_update().select_related("agent").get(pk=session_id)
+    if Run.objects.filter(session_id=session_id, status__in=ACTIVE_RUN_STATUSES).exists():
+        return None  # a message started a run meanwhile
+    if session.status == SessionStatus.CLOSED:
+        raise HandoffConflict("the conversation is closed")
+    if session.status == SessionStatus.HANDED_OFF:
+        current = (
+            Handoff.objects.filter(session_id=session_id)
+            .exclude(status=HandoffStatus.RESOLVED)
+            .select_related("claimed_by")
+            .order_by("-created_at")
+            .first()
+        )
+        if current is None:
+            raise HandoffConflict("the conversation is handed off but has no open handoff")
+        if current.status == HandoffStatus.OPEN:  # the agent handed off first: claim that
+            return Takeover(handoff=handoff_claim(handoff_id=current.pk, user=user))
+        if current.claimed_by_id == user.pk:
+            return Takeover(handoff=current)
+        raise HandoffConflict(f"{_username(current.claimed_by)} has this conversation already")
+    handoff = handoff_open(
+        session_id=session_id,
+        agent_slug=session.agent.slug,
+        run_id=None,
+        reason=f"taken over by {name}",
+        team=session.agent.handoff_team,
+        operator=user,
+    )
+    return Takeover(handoff=handoff)
+
+
+def _takeover_refused_if_held(run: Run) -> None:
+    """The conditional UPDATE matched nothing: refused if another operator's takeover holds
+    the run; otherwise the run moved on and the caller looks again."""
+    run.refresh_from_db(fields=["status", "takeover_by"])
+    if run.status in ACTIVE_RUN_STATUSES and run.takeover_by_id is not None:
+        raise HandoffConflict(f"{_username(run.takeover_by)} is taking this conversation over")
+
+
+MAX_RATING_COMMENT = 2000
+
+
+@transaction.atomic
+def handoff_rate(
+    *, session_id: uuid.UUID | str, score: Any, comment: str = "", rated_by: Any = None
+) -> HandoffRating:
+    """The end user rates the conversation an operator closed (CSAT): 1 to 5 and a comment.
+    One rating per closed handoff; rating again replaces it (the end user changed their mind).
+    Bad input is a ValueError naming the field; a conversation not closed by an operator, a
+    HandoffConflict."""
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ValueError("score: give a whole number from 1 to 5")
+    comment = (comment or "").strip()
+    if len(comment) > MAX_RATING_COMMENT:
+        raise ValueError(f"comment: at most {MAX_RATING_COMMENT} characters")
+    if "\x00" in comment:
+        raise ValueError("comment: must not contain NUL characters")
+    handoff = (
+        Handoff.objects.select_for_update(of=("self",))
+        .select_related("session")
+        .filter(
+            session_id=session_id,
+            status=HandoffStatus.RESOLVED,
+            resolution=HandoffResolution.CLOSED,
+        )
+        .order_by("-resolved_at")
+        .first()
+    )
+    if handoff is None:
+        raise HandoffConflict("only a conversation an operator closed can be rated")
+    rating, created = HandoffRating.objects.update_or_create(
+        handoff=handoff,
+        defaults={
+            "score": score,
+            "comment": comment,
+            "end_user": handoff.session.external_user,
+            "rated_by": rated_by if rated_by is not None and rated_by.is_authenticated else None,
+        },
+    )
+    _ops_event("handoff.rated", handoff, score=score, replaced=not created)
+    return rating

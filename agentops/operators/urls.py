@@ -31,4 +31,7 @@ urlpatterns = [
     path("tool-calls/<int:tool_call_id>/decide", views.decide, name="decide"),
     path("audit/", views.audit, name="audit"),
     path("presence", views.presence, name="presence"),
+    path("live/", views.live, name="live"),
+    path("live/<uuid:session_id>/", views.watch, name="watch"),
+    path("live/<uuid:session_id>/take-over", views.take_over, name="take_over"),
 ]

@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
-from agentops.models import Handoff, HandoffStatus, Team, ToolCall
+from agentops.models import Handoff, HandoffStatus, Session, Team, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm
 from agentops.operators.models import CannedReply, Label, LabelColour
@@ -104,6 +104,7 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
         "approvals": list(selectors.approvals_pending()),
         "figures": selectors.handoff_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "sla": selectors.sla_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
+        "csat": selectors.csat_figures(since=timezone.now() - FIGURE_WINDOWS[window]),
         "window": window,
         "windows": list(FIGURE_WINDOWS),
         "now": timezone.now(),
@@ -585,3 +586,79 @@ def presence(request: HtmxHttpRequest) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse("operators:queue")  # never off-site
     return redirect(back)
+
+
+# --- the live view and takeover -------------------------------------------------------------
+
+
+@role_required("viewer")
+@require_GET
+def live(request: HtmxHttpRequest) -> HttpResponse:
+    """Conversations in progress, with the signals that may call for a human; live."""
+    agent = request.GET.get("agent", "")
+    context = {
+        "conversations": selectors.conversations_live(now=timezone.now(), agent=agent),
+        "agent": agent,
+        "now": timezone.now(),
+        "long_wait": selectors.LONG_WAIT_SECONDS,
+    }
+    template = "operators/live.html#rows" if request.htmx else "operators/live.html"
+    return render(request, template, context)
+
+
+def _session_or_404(session_id: Any) -> Session:
+    session = Session.objects.select_related("agent", "operator").filter(pk=session_id).first()
+    if session is None:
+        raise Http404("No such conversation.")
+    return session
+
+
+def _watch_context(request: HtmxHttpRequest, session: Session) -> dict[str, Any]:
+    conversation = conversation_get(session=session)
+    handoff = conversation.handoff
+    return {
+        "session": session,
+        "items": conversation.items,
+        "run": conversation.run,
+        "handoff": handoff,
+        "live": selectors.conversation_live(session=session, now=timezone.now()),
+        "mine": handoff is not None and handoff.claimed_by_id == request.user.pk,
+        "taking_over": conversation.run is not None
+        and conversation.run.takeover_by_id is not None
+        and conversation.running,
+    }
+
+
+@role_required("viewer")
+@require_GET
+def watch(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+    """One conversation live, with the take-over button. Once the takeover this operator
+    asked for has happened, the bar's live refresh takes them to the claimed conversation."""
+    session = _session_or_404(session_id)
+    context = _watch_context(request, session)
+    if request.htmx:
+        handoff = context["handoff"]
+        if context["mine"] and handoff.status == HandoffStatus.CLAIMED:
+            url = reverse("operators:handoff", kwargs={"handoff_id": handoff.pk})
+            return HttpResponse(status=204, headers={"HX-Redirect": url})
+        return render(request, "operators/watch.html#bar", context)
+    return render(request, "operators/watch.html", context)
+
+
+@role_required("operator")
+@require_POST
+def take_over(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+    session = _session_or_404(session_id)
+    try:
+        outcome = services.session_take_over(session_id=session.pk, user=request.user)
+    except HandoffConflict as exc:
+        messages.error(request, f"Not taken over: {exc}.")
+        return redirect("operators:watch", session_id=session.pk)
+    if outcome.handoff is not None:
+        messages.success(request, "You have this conversation now; the end user sees you join.")
+        return redirect("operators:handoff", handoff_id=outcome.handoff.pk)
+    messages.info(
+        request,
+        "Taking over: the agent stops at its next step, then the conversation is yours.",
+    )
+    return redirect("operators:watch", session_id=session.pk)

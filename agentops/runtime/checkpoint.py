@@ -122,10 +122,12 @@ def step_commit(
     messages: list[Message],
     tool_calls: list[ToolCall],
     spans: list[Span],
-) -> None:
+) -> int | None:
     """Store one step — run fields, new messages numbered from the session's counter, tool
     call records, trace records — all or nothing, and only while this worker holds the run
-    at `epoch` (LeaseLost otherwise). Gives the messages and records their ids.
+    at `epoch` (LeaseLost otherwise). Gives the messages and records their ids, and returns
+    the id of the operator who asked to take the conversation over, if one did (read in the
+    same statement: the run learns of a takeover at each checkpoint at no extra cost).
 
     One statement (data-modifying CTEs, rows passed as JSON) rather than a transaction of
     six: a step costs one round trip and one commit.
@@ -136,13 +138,13 @@ def step_commit(
     ctes = [
         "held AS (UPDATE agentops_run SET "  # noqa: S608 (names from the model, values are parameters)
         + ", ".join(f"{_quoted(f)} = %s" for f in columns)
-        + " WHERE id = %s AND epoch = %s AND status = 'running' RETURNING id)"
+        + " WHERE id = %s AND epoch = %s AND status = 'running' RETURNING id, takeover_by_id)"
     ]
     params = [
         f.get_db_prep_save(v, connection) for f, v in zip(columns, fields.values(), strict=True)
     ]
     params += [run_id, epoch]
-    results = ["(SELECT count(*) FROM held)"]
+    results = ["(SELECT count(*) FROM held)", "(SELECT takeover_by_id FROM held)"]
     if messages:
         appending, appending_params = _append_ctes(
             session_id=session_id, messages=messages, fenced=True
@@ -159,7 +161,7 @@ def step_commit(
         params.append(_SPANS.rows(spans))
     with connection.cursor() as cursor:
         cursor.execute(f"WITH {', '.join(ctes)} SELECT {', '.join(results)}", params)
-        held, *stored = cursor.fetchone()
+        held, takeover_by, *stored = cursor.fetchone()
     if not held:
         raise LeaseLost(f"run {run_id} is no longer held at epoch {epoch}")
     if messages:
@@ -169,6 +171,7 @@ def step_commit(
         for record in tool_calls:
             record.pk = ids[(record.step, record.call_id)]
             record._state.adding = False
+    return takeover_by
 
 
 _APPENDED = "(SELECT json_agg(json_build_array(id, seq)) FROM messages)"

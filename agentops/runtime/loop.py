@@ -31,13 +31,11 @@ from agentops.agent_config import agent_config_for_run
 from agentops.models import (
     Agent,
     AssignmentMode,
-    Handoff,
     Message,
     ModelEndpoint,
     Role,
     Run,
     RunStatus,
-    SessionStatus,
     Team,
     ToolCall,
 )
@@ -62,15 +60,14 @@ from agentops.runtime.context import (
     transcript_load,
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
-from agentops.runtime.handoff_package import handoff_package_enqueue
 from agentops.runtime.model_client import ModelReply, model_call, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
+from agentops.runtime.services import handoff_open
 from agentops.runtime.tooling import ToolRunner
-from agentops.webhooks.services import webhook_handoff_event
 from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
-from tracing.live import OPS_GROUP, broadcast, send_now, session_group, wait_sent
+from tracing.live import send_now, session_group, wait_sent
 from tracing.logs import bind_context, get_logger
 
 log = get_logger(__name__)
@@ -124,6 +121,13 @@ def heartbeat_thread(run_id: uuid.UUID, epoch: int) -> RunBeat:
 # How a run's heartbeat starts: a thread of its own, or, in a worker that drives many runs in
 # one process (agentops.worker.ConcurrentWorker), a place in that process's one heartbeat.
 heartbeat_start: Callable[[uuid.UUID, int], RunBeat] = heartbeat_thread
+
+
+def takeover_name(user_id: int | None) -> str:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    return user.get_username() if user is not None else "an operator"
 
 
 def worker_name() -> str:
@@ -213,6 +217,8 @@ class RunDriver:
         self.budget = self.config.context_token_budget
         self.in_place = False
         self._specs: tuple[list[dict[str, Any]], int] | None = None
+        # Who asked to take the conversation over (a user id), as the last checkpoint read it.
+        self.takeover_by: int | None = run.takeover_by_id
 
     # -- lifecycle -----------------------------------------------------------------------
     def check_alive(self) -> None:
@@ -282,6 +288,8 @@ class RunDriver:
         while True:
             self.check_alive()
             pending = self.pending_tool_calls()
+            if self.takeover_by is not None:
+                self.stop_for_takeover(pending)
             if pending:
                 for call in pending:
                     self.tools.run_call(call)
@@ -311,6 +319,42 @@ class RunDriver:
                 return [c for c in message.tool_calls if c.get("id") not in answered]
             return []
         return []
+
+    def stop_for_takeover(self, pending: list[dict[str, Any]]) -> None:
+        """An operator takes the conversation over: the run stops here, between two steps.
+        Tool calls the model asked for but that have not run are answered "not run" (so the
+        conversation stays whole for the agent after a hand-back), and are never run."""
+        name = takeover_name(self.takeover_by)
+        if pending:
+            self.checkpoint(
+                messages=[
+                    Message(
+                        role=Role.TOOL,
+                        tool_call_id=str(call.get("id") or ""),
+                        name=str((call.get("function") or {}).get("name") or "")[:100],
+                        content=f"Not run: {name}, a human operator, took the conversation over.",
+                        token_count=message_tokens(content="Not run: a human operator took over."),
+                    )
+                    for call in pending
+                ]
+            )
+        raise HandoffRequired(f"taken over by {name}")
+
+    def takeover_operator(self) -> Any:
+        """Inside a transaction: the operator who asked to take the conversation over, if
+        any. The run's row stays locked until the transaction ends, so a takeover asked for
+        meanwhile waits for it and then finds the run ended."""
+        user_id = (
+            Run.objects.select_for_update(of=("self",))
+            .filter(pk=self.run.pk, epoch=self.epoch, status=RunStatus.RUNNING)
+            .values_list("takeover_by_id", flat=True)
+            .first()
+        )
+        if user_id is None:
+            return None
+        from django.contrib.auth import get_user_model
+
+        return get_user_model().objects.filter(pk=user_id).first()
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint(
@@ -350,7 +394,7 @@ class RunDriver:
         """One fenced statement: the run's fields, new messages, tool call records and the
         trace records buffered so far."""
         spans = self.tracer.take()
-        step_commit(
+        self.takeover_by = step_commit(
             run_id=self.run.pk,
             epoch=self.epoch,
             session_id=self.session.pk,
@@ -362,8 +406,12 @@ class RunDriver:
         self.tracer.written(spans)
 
     def finish(self) -> None:
-        self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
-        self.commit({"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}})
+        with transaction.atomic():
+            operator = self.takeover_operator()
+            if operator is not None:  # asked for while the answer was written: hand it over
+                raise HandoffRequired(f"taken over by {operator.get_username()}")
+            self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
+            self.commit({"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}})
         self.run.status = RunStatus.SUCCEEDED
         status_broadcast(self.run)
 
@@ -635,24 +683,32 @@ class RunDriver:
     def wait(self, wait: WaitRequired) -> None:
         wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None
         with transaction.atomic():
-            fenced_update(
-                run_id=self.run.pk,
-                epoch=self.epoch,
-                status=RunStatus.WAITING,
-                wake_at=wake_at,
-                wait_reason=wait.reason[:200],
-                state=self.run.state or {},
-            )
-            self.tracer.event(
-                "run.status", status=RunStatus.WAITING, reason=wait.reason, wake_in_s=wait.delay
-            )
-            waited: dict[str, Any] = {
-                "wait.reason": wait.reason,
-                "wait.wake_at": wake_at.isoformat() if wake_at else None,
-                "wait.delay_s": wait.delay,
-            }
-            self.tracer.event(semconv.RUN_WAIT, **waited)
-            self.tracer.flush()
+            operator = self.takeover_operator()
+            if operator is None:
+                fenced_update(
+                    run_id=self.run.pk,
+                    epoch=self.epoch,
+                    status=RunStatus.WAITING,
+                    wake_at=wake_at,
+                    wait_reason=wait.reason[:200],
+                    state=self.run.state or {},
+                )
+                self.tracer.event(
+                    "run.status",
+                    status=RunStatus.WAITING,
+                    reason=wait.reason,
+                    wake_in_s=wait.delay,
+                )
+                waited: dict[str, Any] = {
+                    "wait.reason": wait.reason,
+                    "wait.wake_at": wake_at.isoformat() if wake_at else None,
+                    "wait.delay_s": wait.delay,
+                }
+                self.tracer.event(semconv.RUN_WAIT, **waited)
+                self.tracer.flush()
+        if operator is not None:  # a human takes it over rather than it waiting
+            self.hand_off(f"taken over by {operator.get_username()}")
+            return
         self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
 
@@ -683,12 +739,15 @@ class RunDriver:
             self.config.handoff_team
         )
         with transaction.atomic():
+            # An operator who asked to take it over gets it, whatever made the run hand off.
+            operator = self.takeover_operator()
             with self.tracer.span(
                 "handoff",
                 reason=reason,
                 team=to_team.slug if to_team else "",
                 requested=not failure_class,
                 **({"error.type": str(failure_class)} if failure_class else {}),
+                **({"taken_over_by": operator.get_username()} if operator else {}),
             ):
                 fenced_update(
                     run_id=self.run.pk,
@@ -698,33 +757,22 @@ class RunDriver:
                     wait_reason=reason[:200],
                     error_class=str(failure_class),
                 )
-                handoff = Handoff.objects.create(
+                handoff = handoff_open(
                     session_id=self.session.pk,
+                    agent_slug=self.agent.slug,
                     run_id=self.run.pk,
                     reason=reason,
                     team=to_team,
                     priority=priority,
                     last_tool_calls=last_tool_calls,
+                    operator=operator,
                 )
-                handoff_package_enqueue(handoff_id=handoff.pk)
-                from agentops.models import Session
-
-                Session.objects.filter(pk=self.session.pk).update(status=SessionStatus.HANDED_OFF)
             self.tracer.flush()
-            broadcast(
-                OPS_GROUP,
-                {
-                    "kind": "handoff.created",
-                    "handoff_id": handoff.pk,
-                    "session_id": str(self.session.pk),
-                    "agent": self.agent.slug,
-                    "reason": reason,
-                    "team": to_team.slug if to_team else "",
-                    "priority": priority,
-                },
-            )
-            webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
-        if to_team is not None and to_team.assignment_mode != AssignmentMode.MANUAL:
+        if (
+            operator is None
+            and to_team is not None
+            and to_team.assignment_mode != AssignmentMode.MANUAL
+        ):
             try:
                 handoff_assign(handoff_id=handoff.pk)
             except DatabaseError:  # it waits in the queue; the scheduler's sweep assigns it
@@ -756,6 +804,7 @@ class RunDriver:
         message = self.tracer.redact(str(exc) or type(exc).__name__)
         try:
             with transaction.atomic():
+                operator = self.takeover_operator()
                 fenced_update(
                     run_id=self.run.pk,
                     epoch=self.epoch,
@@ -771,6 +820,17 @@ class RunDriver:
                     error_class=str(failure_class),
                     error_message=message,
                 )
+                if operator is not None:  # the run failed while a takeover was asked for
+                    handoff_open(
+                        session_id=self.session.pk,
+                        agent_slug=self.agent.slug,
+                        run_id=self.run.pk,
+                        reason=f"taken over by {operator.get_username()} (the run failed: "
+                        f"{failure_class})",
+                        team=self.agent.handoff_team,
+                        last_tool_calls=self.last_tool_calls(),
+                        operator=operator,
+                    )
                 self.tracer.flush()
         except LeaseLost:
             return

@@ -27,20 +27,26 @@ from agentops.models import (
     AgentVersion,
     ForkOutcome,
     ForkTools,
+    Handoff,
+    HandoffStatus,
     Message,
     Role,
     Run,
     RunStatus,
     Session,
     SessionStatus,
+    Team,
     ToolCall,
     ToolCallStatus,
 )
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
-from agentops.runtime.handoff_package import handoff_packages_reconcile
+from agentops.runtime.handoff_package import (
+    handoff_package_enqueue,
+    handoff_packages_reconcile,
+)
 from agentops.services import audit_record
-from agentops.webhooks.services import webhook_session_created
+from agentops.webhooks.services import webhook_handoff_event, webhook_session_created
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
 
@@ -201,6 +207,72 @@ def _run_create(*, session: Session, trigger: Message | None = None) -> Run:
         agent_version_id=session.agent_version_id or session.agent.published_version_id,
         trigger=trigger,
     )
+
+
+def handoff_open(
+    *,
+    session_id: uuid.UUID | str,
+    agent_slug: str,
+    run_id: uuid.UUID | str | None,
+    reason: str,
+    team: Team | None = None,
+    priority: int = 2,
+    last_tool_calls: list[dict[str, Any]] | None = None,
+    operator: Any = None,
+) -> Handoff:
+    """Hand the session to a human (inside the caller's transaction): the handoff, its context
+    package job, the session's state, and the news for the queue, the session's viewers and
+    the webhooks. With `operator` (a takeover) it is claimed by them from the start."""
+    now = timezone.now()
+    handoff = Handoff.objects.create(
+        session_id=session_id,
+        run_id=run_id,
+        reason=reason,
+        team=team,
+        priority=priority,
+        last_tool_calls=last_tool_calls or [],
+        **(
+            {
+                "status": HandoffStatus.CLAIMED,
+                "claimed_by": operator,
+                "claimed_at": now,
+                "taken_over": True,
+            }
+            if operator is not None
+            else {}
+        ),
+    )
+    handoff_package_enqueue(handoff_id=handoff.pk)
+    Session.objects.filter(pk=session_id).update(
+        status=SessionStatus.HANDED_OFF, operator=operator, updated_at=now
+    )
+    broadcast(
+        OPS_GROUP,
+        {
+            "kind": "handoff.created",
+            "handoff_id": handoff.pk,
+            "session_id": str(session_id),
+            "agent": agent_slug,
+            "reason": reason,
+            "team": team.slug if team else "",
+            "priority": priority,
+        },
+    )
+    webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
+    if operator is not None:
+        name = operator.get_username()
+        audit_record(
+            actor=operator,
+            action="handoff.take_over",
+            session=Session(pk=session_id),
+            target=f"handoff {handoff.pk}",
+            run=str(run_id) if run_id else "",
+        )
+        claimed = {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": name}
+        broadcast(OPS_GROUP, {**claimed, "session_id": str(session_id)})
+        broadcast(session_group(session_id), claimed)
+        webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=name)
+    return handoff
 
 
 def run_start(*, session: Session) -> Run:

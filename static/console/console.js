@@ -222,6 +222,8 @@
       }
       const cancel = q("[data-run-cancel]");
       if (cancel && closed()) { cancel.hidden = true; }
+      const rating = document.querySelector("[data-rating]"); // the end user rates a closed one
+      if (rating) { rating.hidden = !closed(); }
     }
 
     // Cancel without leaving the page; the run's status arrives on the stream.
