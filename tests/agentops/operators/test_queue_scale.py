@@ -23,7 +23,12 @@ from agentops.models import (
     Team,
 )
 from agentops.operators.selectors import QUEUE_PAGE_SIZE, handoffs_queue
-from agentops.operators.services import handoff_claim, handoffs_bulk_close
+from agentops.operators.services import (
+    handoff_claim,
+    handoff_snooze,
+    handoffs_bulk_close,
+    session_label_add,
+)
 from agentops.runtime.checkpoint import messages_append
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory
@@ -66,11 +71,20 @@ def test_it_filters_by_team_status_and_waiting_time(alice, bob):
 def test_it_refuses_unknown_filters_naming_them(alice):
     with pytest.raises(ValueError, match="status"):
         handoffs_queue(user=alice, status="lost")
-    with pytest.raises(ValueError, match="label"):  # the hook for labels, not built here
-        handoffs_queue(user=alice, labels=("vip",))
     answer = client_for(alice).get("/operators/?waiting=forever")
     assert answer.status_code == 400
     assert "waiting: choose one of" in answer.content.decode()
+
+
+def test_it_filters_by_label_and_leaves_snoozed_handoffs_out(alice, bob):
+    vip, plain, snoozed = make_handoff(), make_handoff(), make_handoff()
+    session_label_add(session=vip.session, name="VIP", actor=bob)
+    handoff_snooze(handoff=snoozed, user=bob, until=None)
+    assert list(handoffs_queue(user=alice, label="vip")) == [vip]
+    assert set(handoffs_queue(user=alice)) == {vip, plain}
+    page = client_for(alice).get("/operators/?label=VIP").content.decode()
+    assert f"/operators/handoffs/{vip.pk}/" in page
+    assert f"/operators/handoffs/{plain.pk}/" not in page
 
 
 def test_it_searches_message_text_end_user_and_title(alice):
