@@ -6,7 +6,7 @@ Data (synthetic, seeded, removed at the end): `--handoffs` open handoffs over 5 
 with a conversation of `--messages` messages, in the embedded Postgres of AGENTOPS_VAR_DIR
 (default var/bench). Pages are rendered by the real view through Django's test client.
 
-Usage: python bench/queue.py [--handoffs 2000] [--messages 10] [--repeat 20]
+Usage: python bench/takeover_queue.py [--handoffs 2000] [--messages 10] [--repeat 20]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
             )
             for i, s in enumerate(sessions)
         )
-        client = Client()
+        client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(operator)
         cases: dict[str, dict[str, Any]] = {
             "first_page": {},
