@@ -326,14 +326,15 @@ class RunDriver:
         conversation stays whole for the agent after a hand-back), and are never run."""
         name = takeover_name(self.takeover_by)
         if pending:
+            text = f"Not run: {name}, a human operator, took the conversation over."
             self.checkpoint(
                 messages=[
                     Message(
                         role=Role.TOOL,
                         tool_call_id=str(call.get("id") or ""),
                         name=str((call.get("function") or {}).get("name") or "")[:100],
-                        content=f"Not run: {name}, a human operator, took the conversation over.",
-                        token_count=message_tokens(content="Not run: a human operator took over."),
+                        content=text,
+                        token_count=message_tokens(content=text),
                     )
                     for call in pending
                 ]

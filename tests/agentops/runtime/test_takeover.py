@@ -184,3 +184,51 @@ def test_it_hands_off_a_run_whose_takeover_came_after_its_last_checkpoint(dev_ag
     assert run.status == RunStatus.HANDED_OFF and run.wait_reason == "taken over by bob"
     handoff = Handoff.objects.get(session=session)
     assert handoff.claimed_by == bob and handoff.status == HandoffStatus.CLAIMED
+
+
+def test_it_answers_calls_not_yet_run_and_never_runs_them(tooled_agent):
+    """The model asked for two calls; the takeover is there before they run: both get a
+    "Not run" result (the conversation stays whole for after hand-back) and neither runs."""
+    from agentops.runtime.checkpoint import messages_append, run_claim
+    from agentops.runtime.errors import HandoffRequired
+    from agentops.runtime.loop import RunDriver, heartbeat_thread
+    from agentops.runtime.services import session_create
+
+    bob = UserFactory(username="bob", role="operator")
+    side_effects_forget()
+    session = session_create(agent=tooled_agent, external_user="erin")
+    (trigger,) = messages_append(
+        session_id=session.pk, messages=[Message(role="user", content="do two things")]
+    )
+    run = Run.objects.create(session=session, agent=tooled_agent, trigger=trigger)
+    epoch = run_claim(run_id=run.pk, worker="test")
+    calls = [
+        {
+            "id": f"call_{n}",
+            "type": "function",
+            "function": {"name": "side_effect", "arguments": json.dumps({"label": n})},
+        }
+        for n in ("a", "b")
+    ]
+    messages_append(
+        session_id=session.pk,
+        messages=[Message(role="assistant", tool_calls=calls, run=run, step=1)],
+    )
+    Run.objects.filter(pk=run.pk).update(step=1, takeover_by=bob)
+    run = Run.objects.select_related("agent__endpoint", "session").get(pk=run.pk)
+    beat = heartbeat_thread(run.pk, epoch)
+    try:
+        driver = RunDriver(run, epoch, beat)
+        driver.start()
+        with pytest.raises(HandoffRequired, match="taken over by bob"):
+            driver.drive()
+        driver.hand_off("taken over by bob")
+    finally:
+        beat.stop()
+    assert executions() == []
+    assert not ToolCall.objects.filter(run=run).exists()
+    results = list(Message.objects.filter(session=session, role="tool").order_by("seq"))
+    assert [m.tool_call_id for m in results] == ["call_a", "call_b"]
+    assert all(m.content.startswith("Not run: bob") for m in results)
+    assert_nothing_repeated(session)
+    assert Handoff.objects.get(session=session).claimed_by == bob
