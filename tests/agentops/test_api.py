@@ -321,7 +321,7 @@ def test_it_gives_no_server_error_and_keeps_to_its_schema_under_schemathesis(
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "Tested: 16" in result.stdout
+    assert "Tested: 17" in result.stdout
 
 
 def test_it_never_logs_an_authorization_header_of_another_scheme(client, db, caplog, settings):
