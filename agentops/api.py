@@ -144,7 +144,8 @@ def on_not_found(request: HttpRequest, exc: Http404) -> Any:
 
 @api.exception_handler(services.ForkInvalid)
 def on_fork_invalid(request: HttpRequest, exc: services.ForkInvalid) -> Any:
-    return api.create_response(request, {"error": str(exc), "field": exc.field}, status=422)
+    # Well-formed but not what this run can give (a step it does not have): 409, field named.
+    return api.create_response(request, {"error": str(exc), "field": exc.field}, status=409)
 
 
 @api.exception_handler(services.RuntimeConflict)
@@ -222,7 +223,6 @@ class ForkIn(Schema):
     step: int = Field(
         ge=0,
         le=MAX_INT,
-        strict=True,
         description="Fork at the end of this step of the run (0: its start, at its user message)",
     )
     content: Text | None = Field(
@@ -241,7 +241,6 @@ class ForkIn(Schema):
         default=None,
         ge=1,
         le=MAX_INT,
-        strict=True,
         description="Run this version (its number) of the agent; default: the run's version",
     )
     model: Text | None = Field(
@@ -641,7 +640,7 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> Status[dict[str, Any]]
 
 @api.post(
     "/runs/{run_id}/fork",
-    response={201: ForkOut, **FOUND_ERRORS, **BODY_ERRORS},
+    response={201: ForkOut, 409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
     summary="Fork the run's conversation at a step into a new session that goes on from there",
 )
 def fork_run(request: HttpRequest, run_id: uuid.UUID, payload: ForkIn) -> Status[dict[str, Any]]:

@@ -92,6 +92,10 @@ class ForkForm(forms.Form):
         required=False, max_length=200, help_text="Empty: the version's own model."
     )
 
+    def clean_content(self) -> str:
+        # Browsers send a textarea's line breaks as CRLF: an untouched message is not an edit.
+        return str(self.cleaned_data["content"]).replace("\r\n", "\n")
+
 
 class FailureFilterForm(VersionFilterMixin, forms.Form):
     agent = forms.ChoiceField(required=False)

@@ -86,7 +86,7 @@ def wait_for_package(handoff_id, timeout: float = 60.0):
     raise AssertionError(f"handoff {handoff_id} has no context package after {timeout} s")
 
 
-def recorded_run(*, session=None, earlier_turn: bool = False) -> Run:
+def recorded_run(*, session=None, earlier_turn: bool = False, question: str = "call echo") -> Run:
     """A finished run built by hand: the user's message, a model step asking for `echo`, its
     result, the answer (steps 1 to 3); with `earlier_turn`, a turn before it in the session."""
     from agentops.models import Message, Role, ToolCall, ToolCallStatus
@@ -104,7 +104,7 @@ def recorded_run(*, session=None, earlier_turn: bool = False) -> Run:
         )
     (user,) = messages_append(
         session_id=session.pk,
-        messages=[Message(role=Role.USER, content="call echo", token_count=6)],
+        messages=[Message(role=Role.USER, content=question, token_count=6)],
     )
     run = Run.objects.create(
         session=session,
