@@ -39,9 +39,6 @@ from agentops.runtime.services import MAX_MESSAGE_CHARS, run_start
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event
 from tracing.live import OPS_GROUP, broadcast, session_group
-from tracing.logs import get_logger
-
-log = get_logger(__name__)
 
 
 class HandoffConflict(Exception):
