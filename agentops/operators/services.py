@@ -49,9 +49,6 @@ from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event
 from tracing.live import OPS_GROUP, broadcast, session_group, user_group
-from tracing.logs import get_logger
-
-log = get_logger(__name__)
 
 
 class HandoffConflict(Exception):
