@@ -590,6 +590,7 @@ def handoff_transfer(
     _may_work(handoff=handoff, user=user)
     if target is not None and handoff.claimed_by_id == target.pk:
         raise HandoffConflict(f"{to_operator} already has this conversation")
+    previous_holder = handoff.claimed_by_id
     previous = {
         "operator": _username(handoff.claimed_by) if handoff.claimed_by_id else "",
         "team": handoff.team.slug if handoff.team else "",
@@ -635,6 +636,11 @@ def handoff_transfer(
         note=private.pk,
     )
     _ops_event("handoff.transferred", handoff, to=destination)
+    # The slot it freed is filled, and a team that assigns automatically is given it.
+    if previous_holder is not None and previous_holder != handoff.claimed_by_id:
+        _assign_after_commit(user_id=previous_holder)
+    if team is not None:
+        transaction.on_commit(partial(handoffs_assign_pending, team_ids=[team.pk]), robust=True)
     if target is not None:
         operator = target.get_username()
         broadcast(

@@ -346,7 +346,7 @@ def webhook_handoff_event(*, type: str, handoff: Any, key: str = "", **extra: An
             "session_id": str(handoff.session_id),
             "run_id": str(handoff.run_id) if handoff.run_id else None,
             "reason": handoff.reason,
-            "team": handoff.team,
+            "team": handoff.team.slug if handoff.team_id else "",
             "priority": handoff.priority,
             "status": handoff.status,
             **extra,

@@ -26,6 +26,7 @@ from agentops.operators.services import (
     handoff_claim,
     handoff_close,
     handoff_reply,
+    handoff_transfer,
     handoffs_sla_check,
     handoffs_sweep,
     operator_cap_set,
@@ -294,3 +295,25 @@ def test_it_shows_an_operator_their_teams_queue_with_timers_and_breach_figures(a
     assert 'data-sla-breaches="first_response">1<' in page
     client.force_login(alice)
     assert "Other team" in client.get(reverse("operators:queue")).content.decode()
+
+
+def test_it_fills_the_slot_a_transfer_frees_and_assigns_what_a_team_is_sent():
+    team, (ann, ben, cat) = team_of_three(AssignmentMode.ROUND_ROBIN, cap=1)
+    held = [make_handoff(team=team) for _ in range(3)]
+    for handoff in held:
+        handoff_assign(handoff_id=handoff.pk)
+    waiting = make_handoff(team=team)
+    assert handoff_assign(handoff_id=waiting.pk) is None  # everyone is at their cap
+
+    other = Team.objects.create(slug="t-other", name="other", assignment_mode="round_robin")
+    dan = UserFactory(username="dan", role="operator")
+    other.members.set([dan])
+    operator_presence_set(user=dan, presence=Presence.ONLINE)
+    first = Handoff.objects.get(pk=held[0].pk)
+    holder = first.claimed_by
+    handoff_transfer(handoff=first, user=holder, to_team="t-other", note="billing question")
+
+    first.refresh_from_db()
+    waiting.refresh_from_db()
+    assert first.claimed_by == dan  # the team it was sent to assigns it
+    assert waiting.claimed_by == holder  # the freed slot is filled at once

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from agentops.models import AuditEntry
+from agentops.models import AuditEntry, Team
 from agentops.operators.services import handoff_claim, handoff_close, handoff_reply
 from agentops.runtime.services import session_create, session_post_message, toolcall_decide
 from agentops.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -283,3 +283,15 @@ def test_it_forgets_old_deliveries_with_the_traces(settings):
         kept.event_id,
         pending.event_id,
     }
+
+
+def test_it_names_the_handoffs_team_by_its_slug():
+    from agentops.webhooks.services import webhook_handoff_event
+    from tests.agentops.operators.helpers import make_handoff
+
+    subscribe("https://hooks.example.com/a", ["handoff.created"])
+    team = Team.objects.create(slug="billing", name="Billing")
+    handoff = make_handoff(team=team)
+    webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
+    event = WebhookEvent.objects.get(type="handoff.created")
+    assert event.payload["data"]["team"] == "billing"
