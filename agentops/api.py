@@ -142,6 +142,11 @@ def on_not_found(request: HttpRequest, exc: Http404) -> Any:
     return api.create_response(request, {"error": "not found"}, status=404)
 
 
+@api.exception_handler(services.ForkInvalid)
+def on_fork_invalid(request: HttpRequest, exc: services.ForkInvalid) -> Any:
+    return api.create_response(request, {"error": str(exc), "field": exc.field}, status=422)
+
+
 @api.exception_handler(services.RuntimeConflict)
 def on_conflict(request: HttpRequest, exc: services.RuntimeConflict) -> Any:
     return api.create_response(request, {"error": str(exc)}, status=409)
@@ -190,6 +195,9 @@ class SessionOut(Schema):
     user: str
     status: SessionStatus
     created_at: datetime
+    forked_from: uuid.UUID | None = Field(
+        default=None, description="The session this one was forked from (see its first run)"
+    )
 
 
 class MessageIn(Schema):
@@ -208,6 +216,53 @@ class DecisionIn(Schema):
 class DecisionOut(Schema):
     id: int
     status: ToolCallStatus
+
+
+class ForkIn(Schema):
+    step: int = Field(
+        ge=0,
+        le=MAX_INT,
+        strict=True,
+        description="Fork at the end of this step of the run (0: its start, at its user message)",
+    )
+    content: Text | None = Field(
+        default=None,
+        max_length=services.MAX_MESSAGE_CHARS,
+        description="New text for the message of that step (the user message at step 0, the "
+        "model's reply or the tool result at a later step); the fork goes on from it",
+    )
+    allow_side_effects: bool = Field(
+        default=False,
+        strict=True,
+        description="Let non-idempotent tools run after the fork point; otherwise they are "
+        "answered from the origin run's recording of the same call, or refused",
+    )
+    agent_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INT,
+        strict=True,
+        description="Run this version (its number) of the agent; default: the run's version",
+    )
+    model: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Run another model: a version derived from the above with this model",
+    )
+
+
+class ForkOrigin(Schema):
+    session: uuid.UUID | None
+    run: uuid.UUID | None
+    step: int | None
+
+
+class ForkOut(Schema):
+    session: uuid.UUID
+    run: uuid.UUID
+    agent_version: int | None = Field(description="The number of the version the fork runs")
+    forked_from: ForkOrigin
 
 
 class RunError(Schema):
@@ -250,6 +305,12 @@ class RunOut(Schema):
     started_at: str | None
     finished_at: str | None
     error: RunError | None
+    forked_from: ForkOrigin | None = Field(
+        default=None, description="The run and step this run continues, if it began a fork"
+    )
+    forks: list[uuid.UUID] | None = Field(
+        default=None, description="The first runs of the forks made from this run (GET only)"
+    )
     pending_approvals: list[ToolCallOut] | None = Field(
         default=None, description="Tool calls waiting for an operator's decision (GET only)"
     )
@@ -369,6 +430,7 @@ def session_out(session: Session) -> dict[str, Any]:
         "user": session.external_user,
         "status": session.status,
         "created_at": session.created_at,
+        "forked_from": session.forked_from_id,
     }
 
 
@@ -438,6 +500,17 @@ def run_out(run: Run, *, with_traceback: bool = True) -> dict[str, Any]:
         }
         if run.error_class
         else None,
+        "forked_from": fork_origin(run),
+    }
+
+
+def fork_origin(run: Run) -> dict[str, Any] | None:
+    if run.forked_at_step is None:
+        return None
+    return {
+        "session": run.session.forked_from_id,
+        "run": run.forked_from_id,
+        "step": run.forked_at_step,
     }
 
 
@@ -509,10 +582,11 @@ def list_messages(
 )
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
-    run = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
+    run = get_object_or_404(Run.objects.select_related("agent", "session"), pk=run_id)
     pending = ToolCall.objects.filter(run=run, status=ToolCallStatus.AWAITING_APPROVAL)
     return {
         **run_out(run, with_traceback=has_role(request.user, "operator")),
+        "forks": list(run.forks.order_by("created_at").values_list("pk", flat=True)),
         "pending_approvals": [
             toolcall_out(c) for c in pending.select_related("run__agent", "decided_by")
         ],
@@ -553,6 +627,34 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> Status[dict[str, Any]]
     require(request, "operator")
     run = services.run_retry(run=get_object_or_404(Run, pk=run_id), actor=request.user)
     return Status(202, run_out(run))
+
+
+@api.post(
+    "/runs/{run_id}/fork",
+    response={201: ForkOut, **FOUND_ERRORS, **BODY_ERRORS},
+    summary="Fork the run's conversation at a step into a new session that goes on from there",
+)
+def fork_run(request: HttpRequest, run_id: uuid.UUID, payload: ForkIn) -> Status[dict[str, Any]]:
+    require(request, "operator")
+    run = get_object_or_404(Run, pk=run_id)
+    fork = services.run_fork(
+        run=run,
+        step=payload.step,
+        content=payload.content,
+        allow_side_effects=payload.allow_side_effects,
+        agent_version=payload.agent_version,
+        model=payload.model,
+        actor=request.user,
+    )
+    return Status(
+        201,
+        {
+            "session": fork.session_id,
+            "run": fork.pk,
+            "agent_version": fork.agent_version.number if fork.agent_version else None,
+            "forked_from": {"session": run.session_id, "run": run.pk, "step": payload.step},
+        },
+    )
 
 
 @api.get(

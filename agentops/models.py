@@ -209,6 +209,13 @@ class SessionStatus(models.TextChoices):
     CLOSED = "closed"
 
 
+class ForkTools(models.TextChoices):
+    """What a non-idempotent tool call does in a forked session."""
+
+    REPLAY = "replay", "answered from the origin run's recording, else refused"
+    ALLOW = "allow", "executed (allowed when forking)"
+
+
 class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
@@ -236,6 +243,18 @@ class Session(models.Model):
     # the queue, no notification, no webhook).
     sandbox = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
+    # A fork (runtime/services.py `run_fork`) continues another session's run from a step; its
+    # origin run and step are on its first run (`Run.forked_from`, `Run.forked_at_step`).
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    fork_tools = models.CharField(
+        max_length=8,
+        choices=ForkTools.choices,
+        blank=True,
+        default="",
+        help_text="In a fork: what a non-idempotent tool call does (empty: not a fork).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -348,6 +367,14 @@ class Run(models.Model):
     model_calls = models.PositiveIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
     fallbacks = models.PositiveIntegerField(default=0)
+    # A fork's first run: it starts as a copy of `forked_from` at the end of `forked_at_step`.
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    forked_at_step = models.PositiveIntegerField(null=True, blank=True)
+    fork_edit = models.JSONField(
+        default=dict, blank=True, help_text="The message edited at the fork point, if any."
+    )
 
     class Meta:
         indexes = [
@@ -376,6 +403,15 @@ class ToolCallStatus(models.TextChoices):
     UNKNOWN = "unknown"
 
 
+class ForkOutcome(models.TextChoices):
+    """How a tool call of a forked session was answered ("": not in a fork)."""
+
+    COPIED = "copied", "copied from the origin run (before the fork point)"
+    REPLAYED = "replayed", "answered from the origin run's recording"
+    REFUSED = "refused", "not executed in a fork"
+    EXECUTED = "executed", "executed"
+
+
 class ToolCall(models.Model):
     """A tool call the model asked for; its idempotency key is (run, step, call id)."""
 
@@ -397,6 +433,9 @@ class ToolCall(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_note = models.TextField(blank=True, default="")
+    fork_outcome = models.CharField(
+        max_length=8, choices=ForkOutcome.choices, blank=True, default=""
+    )
 
     class Meta:
         constraints = [

@@ -3,6 +3,9 @@
 Deterministic, scripted behaviour (driven by the latest user message):
 
 - ``call NAME {json}``      -> a tool call to NAME with those arguments (any name, any JSON)
+- lines of ``call NAME {json}`` -> those calls one after the other (the next once the previous
+                              has its result), then an answer quoting every result since the
+                              user's message
 - ``remember TEXT``         -> ``remember(text=TEXT, kind="fact")``
 - ``recall QUERY``          -> ``recall(query=QUERY, k=5)``
 - ``handoff REASON`` / a message asking for a human -> ``handoff_to_human(reason=...)``
@@ -29,6 +32,8 @@ each request for m pops the next fault: ``{"status": 429, "retry_after": 1}``,
 ``{"stamp": true}`` (each streamed word is replaced by the time it was sent, for latency
 benches). A message containing
 ``[[fault:429]]`` (or 500, slow, malformed) injects one fault by hand.
+A conversation the OpenAI API would refuse is answered 400 as it would be: a tool message
+that answers no tool call of the assistant message before it, or a tool call left unanswered.
 ``GET /_control/requests?model=m`` lists what the server received, each request with the
 times it started and ended (``at``, ``ended``), so a test can see requests overlap.
 
@@ -113,6 +118,34 @@ def _chain_arguments(spec: dict[str, Any] | None, k: int, seconds: float) -> dic
     return args
 
 
+def tool_pairing_error(messages: list[dict[str, Any]]) -> str:
+    """Why the OpenAI API would refuse this conversation's tool messages, or ""."""
+    waiting: list[str] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in waiting:
+                return (
+                    f"Invalid parameter: messages with role 'tool' must be a response to a "
+                    f"preceding message with 'tool_calls' (messages[{index}], "
+                    f"tool_call_id {call_id!r})."
+                )
+            waiting.remove(call_id)
+            continue
+        if waiting:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'. Unanswered: {', '.join(waiting)} "
+                f"(before messages[{index}])."
+            )
+        if role == "assistant":
+            waiting = [str(c.get("id")) for c in message.get("tool_calls") or []]
+    if waiting:
+        return f"The tool calls {', '.join(waiting)} have no tool messages answering them."
+    return ""
+
+
 def plan_reply(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]], fault: dict[str, Any]
 ) -> dict:
@@ -184,6 +217,27 @@ def _plan_reply(
                 ]
             }
         return {"content": f"Chain of {done} done."}
+    script = [CALL_RE.match(line) for line in user_text.strip().splitlines()]
+    if len(script) > 1 and all(script):
+        results = []
+        for m in reversed(messages):
+            if m.get("role") == "user":
+                break
+            if m.get("role") == "tool":
+                results.append(_content_text(m))
+        if len(results) < len(script):
+            step = script[len(results)]
+            assert step is not None
+            return {
+                "tool_calls": [
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:12]}",
+                        "name": step.group(1),
+                        "arguments": step.group(2).strip() or "{}",
+                    }
+                ]
+            }
+        return {"content": "Tool results: " + " ; ".join(reversed(results))}
     if last.get("role") == "tool":
         results = []
         for m in reversed(messages):
@@ -388,6 +442,10 @@ class Handler(BaseHTTPRequestHandler):
                 else f"Injected {status}"
             )
             self._error(int(status), error_text, code, **headers)
+            return
+        pairing = tool_pairing_error(messages)
+        if pairing:
+            self._error(400, pairing, "invalid_tool_messages")
             return
         limit = script.get("context_limit")
         prompt_tokens = _approx_tokens(messages)

@@ -54,6 +54,32 @@ class RunFilterForm(forms.Form):
         self.fields["agent"].choices = _agent_choices(agents)  # type: ignore[attr-defined]
 
 
+class ForkForm(forms.Form):
+    """Fork a run at the end of a step (runtime/services.py `run_fork`)."""
+
+    step = forms.IntegerField(min_value=0)
+    content = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="The message of this step; change it to go on from the edited one.",
+    )
+    allow_side_effects = forms.BooleanField(
+        required=False,
+        label="Let non-idempotent tools run after the fork point",
+        help_text="Otherwise they are answered from this run's recording of the same call, "
+        "or refused.",
+    )
+    agent_version = forms.IntegerField(required=False, min_value=1, label="Agent version")
+    model = forms.CharField(
+        required=False, max_length=200, help_text="Empty: the version's own model."
+    )
+
+    def clean_content(self) -> str:
+        # Browsers send a textarea's line breaks as CRLF: an untouched message is not an edit.
+        return str(self.cleaned_data["content"]).replace("\r\n", "\n")
+
+
 class FailureFilterForm(forms.Form):
     agent = forms.ChoiceField(required=False)
     window = forms.ChoiceField(

@@ -11,7 +11,16 @@ from typing import Any
 from django.db.models import Count, Max, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
-from agentops.models import ACTIVE_RUN_STATUSES, Agent, Handoff, Message, Run, RunStatus, ToolCall
+from agentops.models import (
+    ACTIVE_RUN_STATUSES,
+    Agent,
+    AgentVersion,
+    Handoff,
+    Message,
+    Run,
+    RunStatus,
+    ToolCall,
+)
 from tracing import semconv
 from tracing.live import open_notices, run_group
 from tracing.models import Span, SpanStatus
@@ -209,6 +218,20 @@ def run_tool_calls(*, run: Run) -> QuerySet[ToolCall]:
 
 def run_handoffs(*, run: Run) -> QuerySet[Handoff]:
     return Handoff.objects.filter(run=run).order_by("-created_at")
+
+
+def run_forks(*, run: Run) -> QuerySet[Run]:
+    """The first runs of the forks made from this run."""
+    return Run.objects.filter(forked_from=run).select_related("session").order_by("created_at")
+
+
+def agent_version_numbers(*, agent_id: int) -> list[int]:
+    """The agent's version numbers, newest first (a fork may run any of them)."""
+    return list(
+        AgentVersion.objects.filter(agent_id=agent_id)
+        .order_by("-number")
+        .values_list("number", flat=True)
+    )
 
 
 def run_is_live(*, run: Run) -> bool:

@@ -22,6 +22,7 @@ from agentops.observe import selectors
 from agentops.observe.forms import (
     WINDOWS,
     FailureFilterForm,
+    ForkForm,
     MetricsFilterForm,
     RunFilterForm,
     window_since,
@@ -42,7 +43,7 @@ PAGE_SIZE = 50
 
 
 def _run_or_404(run_id: uuid.UUID) -> Run:
-    run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
+    run = Run.objects.select_related("agent", "session", "agent_version").filter(pk=run_id).first()
     if run is None:
         raise Http404("No such run.")
     return run
@@ -94,6 +95,8 @@ def run_detail(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         "tool_calls": selectors.run_tool_calls(run=run),
         "handoffs": selectors.run_handoffs(run=run),
         "live": selectors.run_is_live(run=run),
+        "forks": selectors.run_forks(run=run),
+        "versions": selectors.agent_version_numbers(agent_id=run.agent_id),
     }
     template = "observe/run_detail.html#live" if request.htmx else "observe/run_detail.html"
     return render(request, template, context)
@@ -141,6 +144,40 @@ def run_cancel(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     else:
         messages.success(request, f"Run {run.pk} cancelled.")
     return redirect(next_url(request, fallback=reverse("observe:run", args=[run.pk])))
+
+
+@role_required("operator")
+@require_POST
+def run_fork(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """Fork the run at a step into a new session; its run's page follows."""
+    from agentops.runtime.services import ForkInvalid
+    from agentops.runtime.services import run_fork as fork
+
+    run = _run_or_404(run_id)
+    form = ForkForm(request.POST)
+    if not form.is_valid():
+        field, errors = next(iter(form.errors.items()))
+        messages.error(request, f"Not forked: {field}: {' '.join(str(e) for e in errors)}")
+        return redirect(reverse("observe:run", args=[run.pk]))
+    data = form.cleaned_data
+    try:
+        forked = fork(
+            run=run,
+            step=data["step"],
+            content=data["content"] if "content" in request.POST else None,
+            allow_side_effects=data["allow_side_effects"],
+            agent_version=data["agent_version"],
+            model=data["model"] or None,
+            actor=request.user,
+        )
+    except ForkInvalid as exc:
+        messages.error(request, f"Not forked: {exc}")
+        return redirect(reverse("observe:run", args=[run.pk]))
+    messages.success(
+        request,
+        f"Forked at step {data['step']} of run {run.pk} into session {forked.session_id}.",
+    )
+    return redirect(reverse("observe:run", args=[forked.pk]))
 
 
 # --- failures -------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import django_rq
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -23,6 +24,9 @@ from rq.job import Job, JobStatus
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
+    AgentVersion,
+    ForkOutcome,
+    ForkTools,
     Message,
     Role,
     Run,
@@ -367,3 +371,227 @@ def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     counts["dispatched"] = sum(runs_dispatch(agent_id=agent_id) for agent_id in held_agents)
     counts["packages"] = handoff_packages_reconcile(older_than=lost_job_after)
     return counts
+
+
+class ForkInvalid(ValueError):
+    """A fork asked for what the run cannot give; `field` names the input to change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _fork_prefix(*, run: Run, own: list[Message]) -> list[Message]:
+    """The conversation as it stood when the run began: up to and with its user message."""
+    rows = Message.objects.filter(session_id=run.session_id).select_related("author")
+    if run.trigger_id is not None and run.trigger is not None:
+        return list(rows.filter(seq__lte=run.trigger.seq).order_by("seq"))
+    if own:
+        return list(rows.filter(seq__lt=own[0].seq).exclude(run=run).order_by("seq"))
+    return list(rows.filter(created_at__lte=run.created_at).order_by("seq"))
+
+
+def _fork_scratchpad(*, copied: list[Message]) -> dict[str, str]:
+    """The working notes as they stood at the fork point: the recorded `note` calls of the
+    copied conversation, applied in order (the session keeps only its latest notes)."""
+    wanted = {
+        (m.run_id, m.step, m.tool_call_id)
+        for m in copied
+        if m.role == Role.TOOL and m.name == "note" and m.run_id
+    }
+    if not wanted:
+        return {}
+    calls: dict[tuple[Any, Any, str], Any] = {
+        (c.run_id, c.step, c.call_id): c.arguments
+        for c in ToolCall.objects.filter(
+            run_id__in={run_id for run_id, _, _ in wanted},
+            tool_name="note",
+            status=ToolCallStatus.SUCCEEDED,
+        )
+    }
+    notes: dict[str, str] = {}
+    for m in copied:
+        arguments = calls.get((m.run_id, m.step, m.tool_call_id))
+        if m.role == Role.TOOL and isinstance(arguments, dict) and "key" in arguments:
+            notes[str(arguments["key"])[:64]] = str(arguments.get("value", ""))[:2000]
+    return notes
+
+
+def _fork_version(
+    *, run: Run, number: int | None, model: str | None, actor: Actor
+) -> AgentVersion | None:
+    """The version a fork runs: the origin run's, or the agent's version `number`; with
+    `model`, a version derived from that one with only the model changed."""
+    from agentops.agents.services import agent_version_create, agent_version_derive
+
+    version = run.agent_version
+    if number is not None:
+        version = AgentVersion.objects.filter(agent_id=run.agent_id, number=number).first()
+        if version is None:
+            raise ForkInvalid("agent_version", f"agent {run.agent.slug} has no version {number}")
+    if model is None:
+        return version
+    if not model.strip() or len(model) > 200:
+        raise ForkInvalid("model", "give a model name of 1 to 200 characters")
+    if version is None:  # a run from before versions: its agent's settings as they are
+        version = agent_version_create(agent=run.agent, author=actor, note="the base of a fork")
+    try:
+        return agent_version_derive(
+            version=version,
+            changes={"model": model},
+            author=actor,
+            note=f"fork of run {run.pk}: v{version.number} with model {model}",
+        )
+    except ValidationError as exc:
+        raise ForkInvalid("model", " ".join(exc.messages)) from exc
+
+
+@transaction.atomic
+def run_fork(
+    *,
+    run: Run,
+    step: int,
+    content: str | None = None,
+    allow_side_effects: bool = False,
+    agent_version: int | None = None,
+    model: str | None = None,
+    actor: Actor = None,
+) -> Run:
+    """Fork the run's conversation at the end of `step` into a new session and start a run
+    that continues from there.
+
+    Step 0 is the run's start (its user message); step k is what the run's k-th checkpoint
+    wrote (a model reply or a tool result). `content` replaces that message's text (the user
+    message, the assistant's reply or the tool result) before the fork goes on. The fork copies
+    the conversation up to that point and the run's tool call records up to it (nothing is
+    executed again). Its working memory is the origin's as of the fork point: the running
+    summary when it covers only messages before the run, else none (the fork folds its own
+    when its context fills up); the working notes replayed from the copied `note` calls.
+    After the fork point, a non-idempotent tool runs only with `allow_side_effects`;
+    otherwise it is answered from the origin run's recording of the same call, or refused.
+    The fork runs the origin run's agent version, or version number `agent_version` of the
+    agent; with `model`, an unpublished version derived from that one with the model changed.
+    """
+    run = Run.objects.select_related("session", "agent", "trigger", "agent_version").get(pk=run.pk)
+    if step < 0 or step > run.step:
+        raise ForkInvalid(
+            "step", f"run {run.pk} has steps 0 to {run.step}; {step} is not one of them"
+        )
+    own = list(
+        Message.objects.filter(run=run, step__lte=step).select_related("author").order_by("seq")
+    )
+    target = run.trigger if step == 0 else next((m for m in own if m.step == step), None)
+    if step and target is None:
+        raise ForkInvalid("step", f"step {step} of run {run.pk} has no stored message")
+    if content is not None and target is not None and content == target.content:
+        content = None  # unchanged: not an edit
+    if content is not None:
+        if target is None:
+            raise ForkInvalid("content", "this run has no user message at step 0 to edit")
+        if len(content) > MAX_MESSAGE_CHARS:
+            raise ForkInvalid("content", f"longer than {MAX_MESSAGE_CHARS} characters")
+        if "\x00" in content:
+            raise ForkInvalid("content", "must not contain NUL characters")
+        if not content.strip() and (target.role == Role.USER or not target.tool_calls):
+            raise ForkInvalid("content", f"the {target.role} message must not be empty")
+    version = _fork_version(run=run, number=agent_version, model=model, actor=actor)
+    origin = run.session
+    prefix = _fork_prefix(run=run, own=own)
+    copied = prefix + own
+    first_kept = (prefix[-1].seq if prefix and run.trigger_id else None) or (
+        own[0].seq if own else origin.last_seq + 1
+    )
+    # The summary is reused only if it covers nothing the fork shows verbatim or leaves out.
+    reuse_summary = 0 < origin.summary_upto_seq < first_kept
+    fork = Session.objects.create(
+        agent=origin.agent,
+        external_user=origin.external_user,
+        title=f"Fork of {origin.title or str(origin.pk)[:8]} at step {step}"[:200],
+        created_by=actor if actor and actor.is_authenticated else None,
+        forked_from=origin,
+        fork_tools=ForkTools.ALLOW if allow_side_effects else ForkTools.REPLAY,
+        scratchpad=_fork_scratchpad(copied=copied),
+        last_seq=len(copied),
+        agent_version=version,
+    )
+    new_run = Run.objects.create(
+        session=fork,
+        agent=run.agent,
+        agent_version=version or run.agent.published_version,
+        step=step,
+        model_calls=sum(1 for m in own if m.role == Role.ASSISTANT),
+        forked_from=run,
+        forked_at_step=step,
+    )
+    own_ids = {m.pk for m in own}
+    messages, trigger, summary_upto = [], None, 0
+    for seq, m in enumerate(copied, start=1):
+        text = content if content is not None and m.pk == target.pk else m.content  # type: ignore[union-attr]
+        copy = Message(
+            session=fork,
+            seq=seq,
+            role=m.role,
+            content=text,
+            tool_calls=m.tool_calls,
+            tool_call_id=m.tool_call_id,
+            name=m.name,
+            run=new_run if m.pk in own_ids else None,
+            step=m.step if m.pk in own_ids else None,
+            token_count=m.token_count
+            if text == m.content
+            else message_tokens(content=text, tool_calls=m.tool_calls),
+            author_id=m.author_id,
+            end_user=m.end_user,
+        )
+        messages.append(copy)
+        if m.pk == run.trigger_id:
+            trigger = copy
+        if reuse_summary and m.seq <= origin.summary_upto_seq:
+            summary_upto = seq
+    Message.objects.bulk_create(messages)
+    edit: dict[str, object] = {}
+    if content is not None and target is not None:
+        edited = messages[[m.pk for m in copied].index(target.pk)]
+        edit = {"seq": edited.seq, "role": target.role, "original": target.content}
+    ToolCall.objects.bulk_create(
+        ToolCall(
+            run=new_run,
+            step=c.step,
+            call_id=c.call_id,
+            tool_name=c.tool_name,
+            tool_version=c.tool_version,
+            arguments=c.arguments,
+            status=c.status,
+            idempotent=c.idempotent,
+            result=c.result,
+            error_class=c.error_class,
+            attempts=c.attempts,
+            finished_at=c.finished_at,
+            decided_by_id=c.decided_by_id,
+            decided_at=c.decided_at,
+            decision_note=c.decision_note,
+            fork_outcome=ForkOutcome.COPIED,
+        )
+        for c in ToolCall.objects.filter(run=run, step__lte=step).order_by("step", "pk")
+    )
+    Run.objects.filter(pk=new_run.pk).update(trigger=trigger, fork_edit=edit)
+    new_run.trigger, new_run.fork_edit = trigger, edit
+    if reuse_summary:
+        Session.objects.filter(pk=fork.pk).update(
+            summary=origin.summary, summary_upto_seq=summary_upto
+        )
+    audit_record(
+        actor=actor,
+        action="run.fork",
+        session=fork,
+        target=str(run.pk),
+        step=step,
+        edited=bool(edit),
+        allow_side_effects=allow_side_effects,
+        agent_version=version.number if version else None,
+    )
+    webhook_session_created(session=fork)
+    run_enqueue(run=new_run)
+    status_broadcast(new_run)
+    return new_run

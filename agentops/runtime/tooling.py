@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agentops.models import Message, Role, ToolCall, ToolCallStatus
+from agentops.models import (
+    ForkOutcome,
+    ForkTools,
+    Message,
+    Role,
+    ToolCall,
+    ToolCallStatus,
+)
 from agentops.runtime.checkpoint import fenced_update
 from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
@@ -172,6 +180,10 @@ class ToolRunner:
                 f"{self.calls_made[key] + 1} times",
                 failure_class=FailureClass.LIMIT,
             )
+        if self.driver.session.fork_tools:
+            forked = self.fork_guard(call_id, tool, arguments)
+            if forked is not None:
+                return forked, None
         row = self.existing_row(call_id)
         if row is not None and row.status == ToolCallStatus.SUCCEEDED:
             return row.result, None  # completed before a crash: never executed twice
@@ -207,6 +219,77 @@ class ToolRunner:
             result = fallback_result
         return as_text(result.content), result.control
 
+    # -- forks ---------------------------------------------------------------------------
+    def fork_guard(self, call_id: str, tool: ToolDefinition, arguments: Any) -> str | None:
+        """A call after the fork point of a forked session. Idempotent tools run (repeating a
+        read is safe, and the fork sees today's answers). A non-idempotent one runs only if
+        forking allowed it; else the origin run's recording of the same call answers it, or
+        it is refused with a message the model reads. None: go on and execute it."""
+        driver = self.driver
+        event: dict[str, Any] = {"gen_ai.tool.name": tool.name, "fork.idempotent": tool.idempotent}
+        if tool.idempotent or driver.session.fork_tools == ForkTools.ALLOW:
+            driver.tracer.event("tool.fork", **event, **{"fork.outcome": ForkOutcome.EXECUTED})
+            return None
+        # Stored with the step's checkpoint, with the tool message: a crash before it decides
+        # again, alike.
+        recording = self.fork_recording(tool.name, arguments)
+        if recording is not None:
+            outcome, status, text = ForkOutcome.REPLAYED, ToolCallStatus.SUCCEEDED, recording.result
+            event["fork.recorded_call_id"] = recording.pk
+        else:
+            outcome, status = ForkOutcome.REFUSED, ToolCallStatus.REJECTED
+            text = (
+                f"Not executed in a fork: {tool.name} changes things outside this conversation "
+                "(it is not idempotent), this fork was made without allowing such calls, and "
+                f"the original run has no recorded call of {tool.name} with these arguments to "
+                "answer it from. Go on without it, or tell the user it was not done."
+            )
+        driver.tracer.event("tool.fork", **event, **{"fork.outcome": outcome})
+        self.deferred.append(
+            ToolCall(
+                run_id=driver.run.pk,
+                step=driver.run.step + 1,
+                call_id=call_id,
+                tool_name=tool.name,
+                tool_version=tool.version,
+                arguments=arguments,
+                status=status,
+                idempotent=False,
+                result=text,
+                fork_outcome=outcome,
+                started_at=timezone.now(),
+                finished_at=timezone.now(),
+            )
+        )
+        return text
+
+    def fork_recording(self, tool_name: str, arguments: Any) -> ToolCall | None:
+        """The origin run's recorded result for this call, if one is left: the n-th call of a
+        tool with the same arguments gets the n-th recording (the calls copied from before the
+        fork point used theirs), so a change made once is never reported done twice."""
+        origin = self.driver.run.forked_from_id
+        if origin is None:  # a later turn of the fork: no recording is of it
+            return None
+        key = canonical(arguments)
+
+        def same(calls: Iterable[ToolCall]) -> list[ToolCall]:
+            return [c for c in calls if canonical(c.arguments) == key]
+
+        recorded = same(
+            ToolCall.objects.filter(
+                run_id=origin, tool_name=tool_name, status=ToolCallStatus.SUCCEEDED
+            ).order_by("step", "started_at", "pk")
+        )
+        used = same(
+            ToolCall.objects.filter(
+                run_id=self.driver.run.pk,
+                tool_name=tool_name,
+                status=ToolCallStatus.SUCCEEDED,
+                fork_outcome__in=[ForkOutcome.COPIED, ForkOutcome.REPLAYED],
+            )
+        )
+        return recorded[len(used)] if len(used) < len(recorded) else None
+
     def existing_row(self, call_id: str) -> ToolCall | None:
         """The record an earlier job of this run left for the call, if any."""
         if self.driver.run.jobs_started <= 1:
@@ -219,8 +302,12 @@ class ToolRunner:
         """A non-idempotent call is committed as `started` before it runs, so a crash can never
         repeat it. An idempotent one is written with the step's checkpoint: if a crash comes
         first, running it again is safe."""
+        # In a fork, what gets here runs (tool.fork says why).
+        outcome = ForkOutcome.EXECUTED if self.driver.session.fork_tools else ""
         if not tool.idempotent:
-            return self.mark(None, call_id, tool, arguments, ToolCallStatus.STARTED)
+            return self.mark(
+                None, call_id, tool, arguments, ToolCallStatus.STARTED, fork_outcome=outcome
+            )
         return ToolCall(
             run_id=self.driver.run.pk,
             step=self.driver.run.step + 1,
@@ -230,6 +317,7 @@ class ToolRunner:
             arguments=arguments,
             status=ToolCallStatus.STARTED,
             idempotent=True,
+            fork_outcome=outcome,
             started_at=timezone.now(),  # stored later, with the step: not the time of the insert
         )
 

@@ -76,3 +76,54 @@ def test_it_reads_its_default_latency_in_milliseconds_from_the_environment(monke
     monkeypatch.setenv("DEVMODEL_LATENCY_MS", "two seconds")
     with pytest.raises(SystemExit, match="DEVMODEL_LATENCY_MS must be a number"):
         default_latency()
+
+
+def _call(call_id: str, name: str = "echo") -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("messages", "complaint"),
+    [
+        ([{"role": "tool", "tool_call_id": "c1", "content": "x"}], "must be a response"),
+        (
+            [
+                {"role": "assistant", "content": "", "tool_calls": [_call("c1")]},
+                {"role": "tool", "tool_call_id": "c2", "content": "x"},
+            ],
+            "must be a response",
+        ),
+        (
+            [
+                {"role": "assistant", "content": "", "tool_calls": [_call("c1"), _call("c2")]},
+                {"role": "tool", "tool_call_id": "c1", "content": "x"},
+                {"role": "user", "content": "and?"},
+            ],
+            "Unanswered: c2",
+        ),
+    ],
+)
+def test_it_refuses_tool_messages_that_do_not_pair_up_as_the_openai_api_does(
+    devmodel, model_name, messages, complaint
+):
+    client = openai.OpenAI(base_url=devmodel.url, api_key="none", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(
+            model=model_name, messages=[{"role": "user", "content": "hi"}, *messages]
+        )
+    assert complaint in str(error.value)
+
+
+def test_it_makes_the_calls_of_a_script_one_after_the_other(devmodel, model_name):
+    client = openai.OpenAI(base_url=devmodel.url, api_key="none", max_retries=0)
+    messages: list = [{"role": "user", "content": 'call a {"x": 1}\ncall b {"y": 2}'}]
+    for name, arguments in (("a", '{"x": 1}'), ("b", '{"y": 2}')):
+        reply = client.chat.completions.create(model=model_name, messages=messages)
+        (call,) = reply.choices[0].message.tool_calls or []
+        assert (call.function.name, call.function.arguments) == (name, arguments)
+        messages += [
+            {"role": "assistant", "content": "", "tool_calls": [_call(call.id, name)]},
+            {"role": "tool", "tool_call_id": call.id, "content": f"done {name}"},
+        ]
+    reply = client.chat.completions.create(model=model_name, messages=messages)
+    assert reply.choices[0].message.content == "Tool results: done a ; done b"

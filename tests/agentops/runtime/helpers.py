@@ -84,3 +84,54 @@ def wait_for_package(handoff_id, timeout: float = 60.0):
             return handoff
         time.sleep(0.05)
     raise AssertionError(f"handoff {handoff_id} has no context package after {timeout} s")
+
+
+def recorded_run(*, session=None, earlier_turn: bool = False, question: str = "call echo") -> Run:
+    """A finished run built by hand: the user's message, a model step asking for `echo`, its
+    result, the answer (steps 1 to 3); with `earlier_turn`, a turn before it in the session."""
+    from agentops.models import Message, Role, ToolCall, ToolCallStatus
+    from agentops.runtime.checkpoint import messages_append
+    from tests.factories import SessionFactory
+
+    session = session or SessionFactory()
+    if earlier_turn:
+        messages_append(
+            session_id=session.pk,
+            messages=[
+                Message(role=Role.USER, content="hello", token_count=5),
+                Message(role=Role.ASSISTANT, content="You said: hello", token_count=7),
+            ],
+        )
+    (user,) = messages_append(
+        session_id=session.pk,
+        messages=[Message(role=Role.USER, content=question, token_count=6)],
+    )
+    run = Run.objects.create(
+        session=session,
+        agent=session.agent,
+        trigger=user,
+        status=RunStatus.SUCCEEDED,
+        step=3,
+        model_calls=2,
+    )
+    call = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": "{}"}}
+    messages_append(
+        session_id=session.pk,
+        messages=[
+            Message(role=Role.ASSISTANT, tool_calls=[call], run=run, step=1, token_count=20),
+            Message(
+                role=Role.TOOL, tool_call_id="call_1", name="echo", content="hi", run=run, step=2
+            ),
+            Message(role=Role.ASSISTANT, content="Tool results: hi", run=run, step=3),
+        ],
+    )
+    ToolCall.objects.create(
+        run=run,
+        step=2,
+        call_id="call_1",
+        tool_name="echo",
+        arguments={},
+        status=ToolCallStatus.SUCCEEDED,
+        result="hi",
+    )
+    return run
