@@ -41,6 +41,7 @@ from agentops.experiments.selectors import Turn, turn_from_handoff, turn_from_ru
 from agentops.models import (
     FINISHED_RUN_STATUSES,
     AgentVersion,
+    ForkTools,
     Handoff,
     Message,
     ModelEndpoint,
@@ -494,12 +495,17 @@ def result_start(*, result_id: int) -> None:
 
 
 def experiment_session_policy() -> dict[str, Any]:
-    """Fields of an experiment's session that keep its tools from touching the world."""
-    return {}
+    """Fields of an experiment's session that keep its tools from touching the world: the
+    forks' policy (runtime/tooling.py `fork_guard`) answers a non-idempotent call from the
+    recording, else refuses it; idempotent tools run."""
+    return {"fork_tools": ForkTools.REPLAY}
 
 
 def experiment_run_link(*, run: Run, source_run_id: Any) -> None:
-    """Tie the experiment's run to the item's recorded run (tool call recordings)."""
+    """The item's recorded run is the recording the policy answers from (same tool, same
+    arguments, in order). Not a fork at a step: `forked_at_step` stays empty."""
+    if source_run_id is not None:
+        Run.objects.filter(pk=run.pk).update(forked_from_id=source_run_id)
 
 
 def result_run_finished(*, run_id: Any) -> None:

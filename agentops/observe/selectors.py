@@ -227,7 +227,13 @@ def run_handoffs(*, run: Run) -> QuerySet[Handoff]:
 
 def run_forks(*, run: Run) -> QuerySet[Run]:
     """The first runs of the forks made from this run."""
-    return Run.objects.filter(forked_from=run).select_related("session").order_by("created_at")
+    # Experiment runs answer from this run's recording too, but are no fork of it.
+    return (
+        Run.objects.filter(forked_from=run)
+        .exclude(session__sandbox=True)
+        .select_related("session")
+        .order_by("created_at")
+    )
 
 
 def agent_version_numbers(*, agent_id: int) -> list[int]:

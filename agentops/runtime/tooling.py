@@ -180,6 +180,12 @@ class ToolRunner:
                 f"{self.calls_made[key] + 1} times",
                 failure_class=FailureClass.LIMIT,
             )
+        if self.driver.session.sandbox and tool.requires_approval:
+            # An experiment asks no operator: the run would wait for a person forever.
+            return (
+                f"Not executed in an experiment: {tool.name} needs an operator's approval, "
+                "and no operator is asked here. Go on without it, or tell the user it was not done."
+            ), None
         if self.driver.session.fork_tools:
             forked = self.fork_guard(call_id, tool, arguments)
             if forked is not None:
