@@ -4,6 +4,7 @@ comparison, and the draft chat's context window."""
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -458,7 +459,11 @@ def draft_context(*, session: Session) -> DraftContext:
         ContextMessage("system", m["content"], message_tokens(content=m["content"])) for m in system
     ]
     rows += [
-        ContextMessage(m.role if m.role != "operator" else "assistant", m.content, m.token_count)
+        ContextMessage(
+            m.role if m.role != "operator" else "assistant",
+            m.content or (json.dumps(m.tool_calls) if m.tool_calls else ""),
+            m.token_count,
+        )
         for m in recent
     ]
     return DraftContext(
