@@ -197,7 +197,9 @@ def feedback_out(f: Feedback) -> dict[str, Any]:
 def _settings(payload: SettingsIn) -> tuple[dict[str, Any], dict[str, Any]]:
     """(snapshot changes, other arguments) from what the caller sent."""
     sent = payload.dict(exclude_unset=True)
-    extra = {k: sent.pop(k) for k in ("note", "publish", "max_concurrent_runs") if k in sent}
+    extra: dict[str, Any] = {
+        k: sent.pop(k) for k in ("note", "publish", "max_concurrent_runs") if k in sent
+    }
     sent.pop("slug", None)
     return sent, extra
 
@@ -364,8 +366,9 @@ def derive_version(
 def _feedback(
     request: HttpRequest, payload: FeedbackIn, *, run: Run | None, message: Message | None
 ) -> Status[dict[str, Any]]:
+    user: Any = request.user
     existed = Feedback.objects.filter(
-        author=request.user, message=message, **({"run": run} if run else {})
+        author=user, message=message, **({"run": run} if run else {})
     ).exists()
     try:
         feedback = feedback_give(

@@ -76,7 +76,7 @@ class AgentForm(forms.Form):
     retry_max_attempts = forms.IntegerField(label="Retry attempts", min_value=1, initial=4)
     retry_base_seconds = forms.FloatField(label="Retry base delay (s)", min_value=0, initial=0.5)
     retry_cap_seconds = forms.FloatField(label="Retry delay cap (s)", min_value=0, initial=30)
-    handoff_team = forms.ModelChoiceField(
+    handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(  # type: ignore[type-arg]
         queryset=None,  # type: ignore[arg-type]
         required=False,
         empty_label="any operator",

@@ -4,6 +4,7 @@ comparison, and the draft chat's context window."""
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -78,7 +79,7 @@ def agents_overview(*, now: datetime | None = None) -> list[Agent]:
     now = now or timezone.now()
     today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     latest = AgentVersion.objects.filter(agent=OuterRef("pk")).order_by("-number")
-    agents = list(
+    agents: list[Agent] = list(
         Agent.objects.select_related("endpoint", "published_version", "handoff_team")
         .annotate(
             runs_today=Count("runs", filter=Q(runs__created_at__gte=today)),
@@ -161,19 +162,19 @@ class _Names:
     """Ids in snapshots resolved to names (one query per kind, for every version at once)."""
 
     def __init__(self, configs: list[dict[str, Any]]) -> None:
-        endpoint_ids = {c.get("endpoint") for c in configs}
-        endpoint_ids |= {f.get("endpoint") for c in configs for f in c.get("fallbacks", [])}
+        endpoint_ids: set[int] = {c["endpoint"] for c in configs if c.get("endpoint")}
+        endpoint_ids |= {
+            f["endpoint"] for c in configs for f in c.get("fallbacks", []) if f.get("endpoint")
+        }
         self.endpoints = dict(
-            ModelEndpoint.objects.filter(pk__in=[i for i in endpoint_ids if i]).values_list(
-                "pk", "name"
-            )
+            ModelEndpoint.objects.filter(pk__in=endpoint_ids).values_list("pk", "name")
         )
         self.tools = dict(
             ToolDefinition.objects.filter(
                 pk__in={t for c in configs for t in c.get("tools", [])}
             ).values_list("pk", "name")
         )
-        team_ids = [c.get("handoff_team") for c in configs if c.get("handoff_team")]
+        team_ids: list[int] = [c["handoff_team"] for c in configs if c.get("handoff_team")]
         self.teams = dict(Team.objects.filter(pk__in=team_ids).values_list("pk", "slug"))
 
     def endpoint(self, pk: Any) -> str:
@@ -358,17 +359,17 @@ def version_figures(
         figures.handed_off, figures.p50_ms, figures.p95_ms = r["handed"], r["p50"], r["p95"]
         figures.tokens = r["tokens"] or 0
     prices = PriceBook()
-    for r in runs.values("agent_version", "model_used").annotate(
+    for c in runs.values("agent_version", "model_used").annotate(
         tin=Sum("tokens_in"), tout=Sum("tokens_out")
     ):
-        row(r["agent_version"]).cost += prices.cost(r["model_used"], r["tin"] or 0, r["tout"] or 0)
-    for r in feedback.values("run__agent_version").annotate(
+        row(c["agent_version"]).cost += prices.cost(c["model_used"], c["tin"] or 0, c["tout"] or 0)
+    for f in feedback.values("run__agent_version").annotate(
         n=Count("pk"),
         up=Count("pk", filter=Q(rating=FeedbackRating.UP)),
         mean=Avg("score"),
     ):
-        figures = row(r["run__agent_version"])
-        figures.feedback, figures.thumbs_up, figures.mean_score = r["n"], r["up"], r["mean"]
+        figures = row(f["run__agent_version"])
+        figures.feedback, figures.thumbs_up, figures.mean_score = f["n"], f["up"], f["mean"]
     if include_idle:
         for key in versions:
             row(key)
@@ -458,7 +459,11 @@ def draft_context(*, session: Session) -> DraftContext:
         ContextMessage("system", m["content"], message_tokens(content=m["content"])) for m in system
     ]
     rows += [
-        ContextMessage(m.role if m.role != "operator" else "assistant", m.content, m.token_count)
+        ContextMessage(
+            m.role if m.role != "operator" else "assistant",
+            m.content or (json.dumps(m.tool_calls) if m.tool_calls else ""),
+            m.token_count,
+        )
         for m in recent
     ]
     return DraftContext(

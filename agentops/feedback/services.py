@@ -45,12 +45,13 @@ def feedback_give(
     if errors:
         raise ValidationError(errors)
     values = {"rating": rating, "score": score, "comment": comment}
+    user: Any = author
     if message is not None:
         feedback, _ = Feedback.objects.update_or_create(
-            author=author, message=message, defaults={**values, "run_id": message.run_id}
+            author=user, message=message, defaults={**values, "run_id": message.run_id}
         )
     else:
         feedback, _ = Feedback.objects.update_or_create(
-            author=author, run=run, message=None, defaults=values
+            author=user, run=run, message=None, defaults=values
         )
     return feedback

@@ -224,7 +224,7 @@ def run_feedback(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         messages.error(
             request,
             "Feedback not saved: "
-            + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+            + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
         )
     else:
         messages.success(request, "Thanks: your feedback is saved.")

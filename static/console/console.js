@@ -99,10 +99,11 @@
         });
         const existing = list.querySelector("li[data-seq=\"" + li.dataset.seq + "\"]");
         if (existing) { existing.replaceWith(li); } else { insertBySeq(li, Number(li.dataset.seq)); }
+        if (window.htmx) { window.htmx.process(li); } // its forms (the answer's thumbs) post by htmx
         if (streaming && streaming.answered) { clearStreaming(); }
       });
       const empty = list.querySelector("[data-empty]");
-      if (empty) { empty.hidden = list.querySelector("li[data-seq], li[data-pending]") === null; }
+      if (empty) { empty.hidden = list.querySelector("li[data-seq], li[data-pending]") !== null; }
       stickToBottom(was);
     }
 

@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 
 from agentops.models import Agent, Feedback, Run
 from tests.browser.conftest import login, screenshot
+from tools.services import python_tools_sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,6 +17,7 @@ def test_it_builds_tries_publishes_and_diffs_an_agent(
     browser, base_url, dev_agent, devmodel, alice
 ):
     endpoint = dev_agent.endpoint
+    python_tools_sync()  # the built-in tools (`note` among them) as rows
     page = login(browser, base_url, "alice", "/agents/")
     page.click("text=New agent")
     page.fill("#id_slug", "helper")
@@ -42,7 +44,8 @@ def test_it_builds_tries_publishes_and_diffs_an_agent(
     before = int(context.get_attribute("data-context-tokens") or 0)
     page.fill("#composer textarea", 'call note {"key": "goal", "value": "greet"}')
     page.click("#composer button[type=submit]")
-    expect(page.locator("li.msg-assistant .msg-body").last).to_contain_text("Tool results")
+    expect(page.locator("li.msg-assistant .msg-body").last).to_contain_text("Noted goal")
+    expect(page.locator("[data-empty]")).to_be_hidden()  # "No messages yet" is gone
     # After the run the context pane refreshes: the turn and the working note are in it.
     expect(page.locator("#draft-context [data-notes]")).to_contain_text("greet")
     after = int(page.locator("#draft-context").get_attribute("data-context-tokens") or 0)
