@@ -298,7 +298,7 @@ def test_it_shows_an_operator_their_teams_queue_with_timers_and_breach_figures(a
 
 
 def test_it_fills_the_slot_a_transfer_frees_and_assigns_what_a_team_is_sent():
-    team, (ann, ben, cat) = team_of_three(AssignmentMode.ROUND_ROBIN, cap=1)
+    team, _people = team_of_three(AssignmentMode.ROUND_ROBIN, cap=1)
     held = [make_handoff(team=team) for _ in range(3)]
     for handoff in held:
         handoff_assign(handoff_id=handoff.pk)
