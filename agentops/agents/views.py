@@ -18,6 +18,7 @@ from agentops.agents import selectors, services
 from agentops.agents.forms import AgentForm
 from agentops.auth import has_role, role_required
 from agentops.console.views import MessageForm
+from agentops.experiments.selectors import agent_version_gate
 from agentops.models import Agent, AgentVersion, Session
 from agentops.selectors import conversation_get
 from tracing.web import HtmxHttpRequest, next_url
@@ -183,6 +184,7 @@ def version_detail(request: HtmxHttpRequest, slug: str, number: int) -> HttpResp
         "changes": selectors.version_diff(version=version, against=against),
         "settings": selectors.version_settings(version=version),
         "others": selectors.versions_list(agent=agent),
+        "gate": agent_version_gate(version=version),
     }
     return render(request, "agents/version.html", context)
 
@@ -202,4 +204,12 @@ def version_publish(request: HtmxHttpRequest, slug: str, number: int) -> HttpRes
         else "Published"
     )
     messages.success(request, f"{verb} v{version.number}: new conversations run it.")
+    gate = agent_version_gate(version=version)
+    if gate is not None and gate.flagged:
+        messages.warning(
+            request,
+            f"v{version.number} is flagged: it scored {gate.score or 0:.2f} in experiment "
+            f"{gate.experiment.pk} ({gate.experiment.name}), below its threshold "
+            f"{gate.threshold:.2f}.",
+        )
     return redirect(next_url(request, fallback=reverse("agents:versions", args=[agent.slug])))

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from agentops.agents.services import agent_version_create, agent_version_derive
@@ -133,6 +134,17 @@ def test_it_runs_fifty_items_against_two_versions_scores_every_check_and_finds_r
     assert gate is not None and gate.flagged and gate.score == pytest.approx(0.5)
     gate = agent_version_gate(version=baseline)
     assert gate is not None and not gate.flagged
+    # The builder shows the flag beside the publish button, and warns on publishing anyway.
+    client = Client()
+    client.force_login(alice)
+    page = client.get(f"/agents/{dev_agent.slug}/versions/{shouting.number}/").content.decode()
+    assert "data-gate-flagged" in page
+    answer = client.post(
+        f"/agents/{dev_agent.slug}/versions/{shouting.number}/publish", follow=True
+    ).content.decode()
+    assert f"v{shouting.number} is flagged" in answer
+    page = client.get(f"/agents/{dev_agent.slug}/versions/{baseline.number}/").content.decode()
+    assert "data-gate" in page and "data-gate-flagged" not in page
 
 
 def test_it_restarts_pairs_whose_start_jobs_were_lost(concurrent_worker, dev_agent, alice):
