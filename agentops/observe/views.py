@@ -188,6 +188,8 @@ def run_fork(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return redirect(reverse("observe:run", args=[forked.pk]))
 
 
+@role_required("operator")
+@require_POST
 def run_feedback(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """Score the run, or one of its messages (`message`): thumbs, an optional 1-5 score and a
     comment. Scoring the same target again replaces the earlier verdict. From htmx (the
