@@ -15,12 +15,26 @@ from pydantic import Field
 from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, Text, api, require
 from agentops.experiments import selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, Result
-from agentops.models import Handoff, Run
+from agentops.models import AgentVersion, Handoff, ModelEndpoint, Run
 
 router: Router = Router(tags=["datasets and experiments"])
 
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 WRITE_ERRORS = {409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS}
+
+
+class Unsatisfiable(Exception):
+    """Well-formed by the schema, but naming what does not exist or asking for what cannot go
+    together: 409 naming the field (422 is for what the schema itself refuses)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@api.exception_handler(Unsatisfiable)
+def on_unsatisfiable(request: HttpRequest, exc: Unsatisfiable) -> Any:
+    return api.create_response(request, {"error": str(exc), "field": exc.field}, status=409)
 
 
 @api.exception_handler(DjangoValidationError)
@@ -38,7 +52,7 @@ def on_model_validation_error(request: HttpRequest, exc: DjangoValidationError) 
 
 
 class DatasetIn(Schema):
-    name: Text = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200, pattern=r"\S")
     description: Text = Field(default="", max_length=5000)
 
 
@@ -293,6 +307,8 @@ def list_datasets(request: HttpRequest) -> list[dict[str, Any]]:
 @router.post("/datasets", response={201: DatasetOut, **WRITE_ERRORS}, summary="Create a dataset")
 def create_dataset(request: HttpRequest, payload: DatasetIn) -> Status[dict[str, Any]]:
     require(request, "operator")
+    if Dataset.objects.filter(name=payload.name.strip()).exists():
+        raise Unsatisfiable("name", f"A dataset named {payload.name.strip()!r} exists already.")
     dataset = services.dataset_create(
         name=payload.name, description=payload.description, actor=request.user
     )
@@ -329,20 +345,18 @@ def add_item(request: HttpRequest, dataset_id: Id, payload: ItemIn) -> Status[di
     dataset = _dataset(dataset_id)
     sources = [s for s in ("input", "run", "handoff") if getattr(payload, s) is not None]
     if len(sources) != 1:
-        raise DjangoValidationError(
-            {"input": ["Give exactly one of input (the turn itself), run or handoff."]}
-        )
+        raise Unsatisfiable("input", "Give exactly one of input (the turn itself), run or handoff.")
     if payload.run is not None:
         run = Run.objects.filter(pk=payload.run).first()
         if run is None:
-            raise DjangoValidationError({"run": [f"No run {payload.run}."]})
+            raise Unsatisfiable("run", f"No run {payload.run}.")
         item = services.dataset_item_from_run(
             dataset=dataset, run=run, actor=request.user, reference=payload.reference
         )
     elif payload.handoff is not None:
         handoff = Handoff.objects.filter(pk=payload.handoff).first()
         if handoff is None:
-            raise DjangoValidationError({"handoff": [f"No handoff {payload.handoff}."]})
+            raise Unsatisfiable("handoff", f"No handoff {payload.handoff}.")
         item = services.dataset_item_from_handoff(
             dataset=dataset, handoff=handoff, actor=request.user, reference=payload.reference
         )
@@ -392,7 +406,16 @@ def create_experiment(request: HttpRequest, payload: ExperimentIn) -> Status[dic
     require(request, "operator")
     dataset = Dataset.objects.filter(pk=payload.dataset).first()
     if dataset is None:
-        raise DjangoValidationError({"dataset": [f"No dataset {payload.dataset}."]})
+        raise Unsatisfiable("dataset", f"No dataset {payload.dataset}.")
+    for i, variant in enumerate(payload.variants):
+        if not AgentVersion.objects.filter(pk=variant.version).exists():
+            raise Unsatisfiable(f"variants.{i}.version", "No such agent version.")
+    for i, check in enumerate(payload.checks):
+        if (
+            check.endpoint is not None
+            and not ModelEndpoint.objects.filter(pk=check.endpoint).exists()
+        ):
+            raise Unsatisfiable(f"checks.{i}.endpoint", f"No model endpoint {check.endpoint}.")
     experiment = services.experiment_create(
         name=payload.name,
         dataset=dataset,

@@ -10,6 +10,7 @@ from agentops.experiments.models import Dataset
 from agentops.testing.processes import CONCURRENT_WORKER, Proc, child_env, start_worker
 from tests.agentops.experiments.helpers import wait_for_experiment
 from tests.agentops.test_api import auth
+from tests.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -165,6 +166,9 @@ def test_it_answers_bad_input_with_a_4xx_naming_the_field(client, key, path, bod
     dataset = Dataset.objects.create(name="d").pk
     path = path.format(dataset=dataset)
     body = {k: (dataset if v == "{dataset}" else v) for k, v in body.items()}
+    if body.get("variants") == [{"version": 1}]:  # an existing version, so the checks are judged
+        version = agent_version_create(agent=AgentFactory(), author=None).pk
+        body["variants"] = [{"version": version}]
     response = _post(client, path, body, key)
     assert 400 <= response.status_code < 500, response.json()
     assert response.json()["field"] == field, response.json()
