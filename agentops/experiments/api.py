@@ -3,6 +3,7 @@ viewer role, writes operator; bad input is a 4xx JSON naming the field)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -384,6 +385,14 @@ def update_item(
     request: HttpRequest, dataset_id: Id, item_id: Id, payload: ItemPatch
 ) -> dict[str, Any]:
     require(request, "operator")
+    # Every field is optional, so django-ninja would read a body that is not an object (a
+    # list, a number) as "no change"; it is refused instead.
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        raise DjangoValidationError({"body": ["Send a JSON object: {input?, reference?}."]})
     item = services.dataset_item_update(
         item=_item(dataset_id, item_id), reference=payload.reference, input=payload.input
     )

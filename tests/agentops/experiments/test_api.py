@@ -191,3 +191,17 @@ def test_it_needs_the_operator_role_to_write(client, charlie):
     viewer = api_key_create(user=charlie, name="v")[1]
     assert _post(client, "/api/datasets", {"name": "x"}, viewer).status_code == 403
     assert client.get("/api/datasets", **auth(viewer)).status_code == 200
+
+
+def test_it_refuses_an_item_change_that_is_not_a_json_object(client, key):
+    dataset = Dataset.objects.create(name="d")
+    item = dataset.items.create(input="hi", reference="hello", source="api")
+    response = client.patch(
+        f"/api/datasets/{dataset.pk}/items/{item.pk}",
+        "[null, null]",
+        content_type="application/json",
+        **auth(key),
+    )
+    assert response.status_code == 422, response.content
+    item.refresh_from_db()
+    assert (item.input, item.reference) == ("hi", "hello")
