@@ -6,7 +6,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentops.conversation import message_serialise
-from agentops.models import ACTIVE_RUN_STATUSES, Message, Role, Run, Session, SessionStatus
+from agentops.models import (
+    ACTIVE_RUN_STATUSES,
+    Handoff,
+    HandoffRating,
+    HandoffResolution,
+    HandoffStatus,
+    Message,
+    Role,
+    Run,
+    Session,
+    SessionStatus,
+)
 from agentops.widget.models import WidgetKey
 from agentops.widget.services import EndUser
 
@@ -85,7 +96,26 @@ def session_state(*, session: Session) -> dict[str, Any]:
         if handed_off and session.operator_id and session.operator
         else None,
         "running": bool(run and run.status in ACTIVE_RUN_STATUSES),
+        "rating": session_rating_state(session=session),
     }
+
+
+def session_rating_state(*, session: Session) -> dict[str, Any] | None:
+    """What the end user may rate: None unless an operator closed the conversation; then the
+    score they gave (None if they have not rated it yet)."""
+    if session.status != SessionStatus.CLOSED:
+        return None
+    closed = (
+        Handoff.objects.filter(
+            session=session, status=HandoffStatus.RESOLVED, resolution=HandoffResolution.CLOSED
+        )
+        .order_by("-resolved_at")
+        .first()
+    )
+    if closed is None:
+        return None
+    rating = HandoffRating.objects.filter(handoff=closed).only("score").first()
+    return {"score": rating.score if rating else None}
 
 
 def session_messages_after(*, session: Session, after: int) -> list[dict[str, Any]]:

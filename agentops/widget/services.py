@@ -23,6 +23,8 @@ from django.core.cache import cache
 from django.db import connection, transaction
 
 from agentops.models import Session, SessionStatus
+from agentops.operators.selectors import handoff_rating_get
+from agentops.operators.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
 from agentops.services import audit_record
 from agentops.widget.models import WidgetKey
@@ -208,6 +210,23 @@ def enduser_session_open(*, key: WidgetKey, enduser: EndUser) -> Session:
         return session_create(
             agent=key.agent, external_user=enduser.external_user, title="Chat widget"
         )
+
+
+def enduser_session_rate(
+    *, key: WidgetKey, enduser: EndUser, session_id: Any, score: Any, comment: Any = ""
+) -> tuple[Any, bool]:
+    """The end user rates their own conversation an operator closed (CSAT); returns the
+    rating and whether it is the first. Another's conversation is WidgetRefused; bad input a
+    ValueError naming the field; a conversation no operator closed, a HandoffConflict."""
+    from agentops.widget.selectors import enduser_session_get  # it imports EndUser from here
+
+    session = enduser_session_get(agent_id=key.agent_id, enduser=enduser, session_id=session_id)
+    if session is None:
+        raise WidgetRefused("not your conversation")
+    if not isinstance(comment, str):
+        raise ValueError("comment: must be text")
+    first = handoff_rating_get(session_id=session.pk) is None
+    return handoff_rate(session_id=session.pk, score=score, comment=comment), first
 
 
 def enduser_message_post(*, key: WidgetKey, enduser: EndUser, content: str) -> Session:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("api/identify", views.api_identify, name="api_identify"),
     path("api/session", views.api_session, name="api_session"),
     path("api/messages", views.api_message, name="api_message"),
+    path("api/rating", views.api_rating, name="api_rating"),
 ]

@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
+from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict
 from agentops.widget import selectors, services
 from agentops.widget.forms import WidgetKeyForm
@@ -95,7 +96,13 @@ def frame(request: HttpRequest) -> HttpResponse:
     response = render(
         request,
         "widget/frame.html",
-        {"key": key, "agent": key.agent, "token": token, "allowed": key.allowed_origins},
+        {
+            "key": key,
+            "agent": key.agent,
+            "token": token,
+            "allowed": key.allowed_origins,
+            "scores": range(1, 6),
+        },
     )
     response._csp_replace = {"frame-ancestors": list(key.allowed_origins)}  # type: ignore[attr-defined]
     if cookie is not None:
@@ -200,3 +207,31 @@ def api_message(request: HttpRequest) -> JsonResponse:
     except ValueError as exc:
         return _api_error(str(exc), 400, field="content")
     return JsonResponse({"session_id": str(session.pk)}, status=201)
+
+
+@login_not_required
+@csrf_exempt
+@require_POST
+def api_rating(request: HttpRequest) -> JsonResponse:
+    """The end user rates the conversation an operator closed: 201 the first time, 200 when
+    they change it."""
+    try:
+        enduser, key = _api_enduser(request)
+        body = _json_body(request)
+        rating, first = services.enduser_session_rate(
+            key=key,
+            enduser=enduser,
+            session_id=body.get("session_id"),
+            score=body.get("score"),
+            comment=body.get("comment") or "",
+        )
+    except WidgetRefused as exc:
+        return _api_error(str(exc), 403)
+    except HandoffConflict as exc:
+        return _api_error(str(exc), 409)
+    except ValueError as exc:
+        field, _, _ = str(exc).partition(": ")
+        return _api_error(str(exc), 400, field=field if field in ("score", "comment") else "body")
+    return JsonResponse(
+        {"score": rating.score, "comment": rating.comment}, status=201 if first else 200
+    )

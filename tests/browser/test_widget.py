@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from agentops.models import Handoff, HandoffStatus, Message, Role, Session
+from agentops.models import Handoff, HandoffRating, HandoffStatus, Message, Role, Session
 from agentops.testing.processes import free_port
 from agentops.widget.demo import demo_server
 from agentops.widget.services import widget_key_create
@@ -106,6 +106,54 @@ def test_it_chats_hands_off_to_an_operator_and_back_through_the_widget(
     assert chat.locator(".aow-msg .aow-body").all_text_contents() == [
         m.content for m in stored.order_by("seq")
     ]
+
+
+def test_it_asks_for_a_rating_when_the_operator_closes_and_remembers_it(browser, host, bob):
+    from agentops.operators.services import handoff_claim, handoff_close
+
+    host_url, _ = host
+    page, chat = open_widget(browser, host_url)
+    send(chat, "I want a human please")
+    notice = chat.locator("#aow-notice")
+    expect(notice).to_have_text("A person will join the conversation shortly.")
+    rate = chat.locator("#aow-rate")
+    expect(rate).to_be_hidden()
+    handoff = Handoff.objects.get()
+    handoff_claim(handoff_id=handoff.pk, user=bob)
+    expect(notice).to_have_text("bob from the support team has joined.")
+    expect(rate).to_be_hidden()  # only a closed conversation is rated
+    handoff_close(handoff=Handoff.objects.get(pk=handoff.pk), user=bob)
+
+    expect(rate).to_be_visible()  # live, as the operator closes it
+    expect(rate.get_by_role("group", name="How did the support team do?")).to_be_visible()
+    rate.get_by_text("4", exact=True).click()
+    rate.get_by_label("A comment (optional)").fill("Quick <b>and</b> kind")
+    rate.get_by_role("button", name="Send rating").click()
+    expect(rate).to_contain_text("Thank you: you rated this conversation 4 of 5.")
+    screenshot(page, "widget_rating")
+    rating = HandoffRating.objects.get()
+    assert (rating.handoff_id, rating.score, rating.comment) == (
+        handoff.pk,
+        4,
+        "Quick <b>and</b> kind",
+    )
+
+    # Back later: the rating is remembered, and can be changed.
+    page.reload()
+    page.get_by_role("button", name="Open chat").click()
+    chat = page.frame_locator("iframe[title=Chat]")
+    rate = chat.locator("#aow-rate")
+    expect(rate).to_contain_text("you rated this conversation 4 of 5.")
+    rate.get_by_role("button", name="Change").click()
+    rate.get_by_text("2", exact=True).click()
+    rate.get_by_role("button", name="Send rating").click()
+    expect(rate).to_contain_text("you rated this conversation 2 of 5.")
+    assert HandoffRating.objects.get().score == 2
+
+    # Writing again starts a new conversation, which has nothing to rate yet.
+    send(chat, "one more question")
+    expect(chat.locator(".aow-assistant .aow-body", has_text="one more question")).to_be_visible()
+    expect(rate).to_be_hidden()
 
 
 def test_it_shows_a_returning_visitor_their_history_and_a_stranger_nothing(

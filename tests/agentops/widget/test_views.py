@@ -9,8 +9,18 @@ import hmac
 import pytest
 from django.test import Client
 
-from agentops.models import AuditEntry, Message, Role, Session, SessionStatus
+from agentops.models import (
+    AuditEntry,
+    Handoff,
+    HandoffRating,
+    Message,
+    Role,
+    Session,
+    SessionStatus,
+)
+from agentops.operators.services import handoff_claim, handoff_close
 from agentops.widget.models import WidgetKey
+from agentops.widget.selectors import session_state
 from tests.agentops.widget.helpers import HOST_ORIGIN, api, frame_token, make_key
 from tests.factories import AgentFactory
 
@@ -188,3 +198,49 @@ def test_it_lets_admins_create_keys_and_shows_the_secret_once(client, alice, bob
     key.refresh_from_db()
     assert not key.enabled
     assert AuditEntry.objects.filter(action="widget_key.disable", actor=alice).exists()
+
+
+def test_it_lets_the_end_user_rate_their_conversation_once_an_operator_closed_it(client, bob):
+    key, _ = make_key()
+    token = frame_token(client, key)
+    assert api(client, "messages", token, {"content": "hello"}).status_code == 201
+    session = Session.objects.get()
+    mine = {"session_id": str(session.pk)}
+    not_yet = api(client, "rating", token, {**mine, "score": 5})
+    assert not_yet.status_code == 409 and "closed" in not_yet.json()["error"]
+    assert session_state(session=session)["rating"] is None
+
+    handoff = Handoff.objects.create(session=session, reason="asked for a person")
+    handoff_claim(handoff_id=handoff.pk, user=bob)
+    handoff_close(handoff=Handoff.objects.get(pk=handoff.pk), user=bob)
+    session.refresh_from_db()
+    assert session_state(session=session)["rating"] == {"score": None}
+
+    for bad, field in (
+        ({"score": 0}, "score"),
+        ({"score": 6}, "score"),
+        ({"score": "5"}, "score"),
+        ({"score": True}, "score"),
+        ({"score": 4, "comment": "x" * 2001}, "comment"),
+        ({"score": 4, "comment": 3}, "comment"),
+    ):
+        refused = api(client, "rating", token, {**mine, **bad})
+        assert refused.status_code == 400 and refused.json()["field"] == field, bad
+    assert not HandoffRating.objects.exists()
+
+    first = api(client, "rating", token, {**mine, "score": 4, "comment": " Quick and kind "})
+    assert first.status_code == 201 and first.json() == {"score": 4, "comment": "Quick and kind"}
+    again = api(client, "rating", token, {**mine, "score": 5})
+    assert again.status_code == 200
+    rating = HandoffRating.objects.get()
+    assert (rating.handoff_id, rating.score, rating.comment) == (handoff.pk, 5, "")
+    assert rating.end_user == session.external_user and rating.rated_by is None
+    assert session_state(session=session)["rating"] == {"score": 5}
+
+    # Nobody else rates my conversation: another visitor, or a made-up id.
+    stranger = Client()
+    other = frame_token(stranger, key)
+    for body in (mine, {"session_id": "not-a-uuid"}, {}):
+        refused = api(stranger, "rating", other, {**body, "score": 1})
+        assert refused.status_code == 403 and refused.json()["error"] == "not your conversation"
+    assert HandoffRating.objects.get().score == 5

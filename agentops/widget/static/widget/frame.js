@@ -11,6 +11,8 @@
   var sessionId = null, status = "new", lastSeq = 0;
   var ws = null, retries = 0, refused = false, stream = null, watchWaiters = [];
   var parentOrigin = null;
+  var rate = $("aow-rate"), rateForm = $("aow-rate-form"), rateThanks = $("aow-rate-thanks");
+  var rateSession = null;
   var embedded = window.parent !== window;
 
   function show(el, text) { el.textContent = text || ""; el.hidden = !text; }
@@ -52,8 +54,32 @@
     stream.li.lastChild.textContent += e.text;
     scroll();
   }
+  function rated(score) {
+    rateForm.hidden = true;
+    rateThanks.firstChild.textContent = "Thank you: you rated this conversation " + score + " of 5.";
+    rateThanks.hidden = false;
+  }
+  function offerRating(rating) {
+    rateSession = rating ? sessionId : null;
+    rate.hidden = !rating;
+    if (!rating) return;
+    if (rating.score) { rated(rating.score); return; }
+    rateThanks.hidden = true;
+    rateForm.hidden = false;
+  }
+  rateForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var picked = rateForm.querySelector("input[name=score]:checked");
+    if (!picked || !rateSession) return;
+    show(errorBox, "");
+    api("rating", { session_id: rateSession, score: Number(picked.value), comment: $("aow-rate-comment").value })
+      .then(function (r) { rated(r.score); })
+      .catch(function (err) { show(errorBox, err.message); });
+  });
+  $("aow-rate-change").addEventListener("click", function () { rateThanks.hidden = true; rateForm.hidden = false; });
   function onState(s) {
     if (s.session_id) sessionId = s.session_id;
+    offerRating(s.rating);
     status = s.status;
     if (s.status === "handed_off") {
       show(notice, s.operator ? s.operator + " from the support team has joined." : "A person will join the conversation shortly.");
@@ -76,7 +102,11 @@
     },
     operator: function (e) { status = "handed_off"; show(notice, e.name + " from the support team has joined."); },
     handback: function (e) {
-      if (e.resolution === "closed") { status = "closed"; show(notice, "This conversation was closed. Write to start a new one."); }
+      if (e.resolution === "closed") {
+        status = "closed";
+        show(notice, "This conversation was closed. Write to start a new one.");
+        offerRating({ score: null });
+      }
       else { status = "active"; show(notice, "You are chatting with " + agentName + " again."); }
     },
     refused: function (e) { refused = true; show(errorBox, e.error); }
