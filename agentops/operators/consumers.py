@@ -5,8 +5,10 @@ reads the count from the database (`unread_counts`) and sends it, so a client th
 reconnects gets the count as it is now, whatever it missed while away. Afterwards, each
 event that can change the count (a handoff created, claimed or resolved, an end user's
 message, the operator's own read markers moving) makes it recount, at most once per
-`recount_delay`; the ops events themselves are not forwarded. The client notifies when the
-count grows (static/operators/notify.js).
+`recount_delay`. Of the ops events only `handoff.note` is forwarded, as ids without text
+(`{"kind": "note", "handoff_id", "note_id"}`): an open conversation page then fetches the
+note (static/operators/operators.js). The client notifies when the count grows
+(static/operators/notify.js).
 """
 
 from __future__ import annotations
@@ -62,8 +64,14 @@ class InboxConsumer(ResumingConsumer):
         self.enqueue({**stored, "initial": True})  # newer than anything held
 
     def hub_event(self, event: LiveEvent) -> None:
-        if getattr(self, "_resumed", False) and event.get("kind") in RECOUNT_KINDS:
+        if not getattr(self, "_resumed", False):
+            return
+        if event.get("kind") in RECOUNT_KINDS:
             self._recount_soon()
+        elif event.get("kind") == "handoff.note":
+            self.enqueue(
+                {"kind": "note", "handoff_id": event["handoff_id"], "note_id": event["note_id"]}
+            )
 
     async def live_event(self, message: dict[str, Any]) -> None:
         await super().live_event(message)

@@ -316,9 +316,10 @@ class NoteItem:
         return self.note.created_at
 
 
-def session_notes(*, session: Session) -> list[PrivateNote]:
+def session_notes(*, session: Session, after: int = 0) -> list[PrivateNote]:
+    """The session's private notes, oldest first; with `after`, those above that note id."""
     return list(
-        PrivateNote.objects.filter(session=session)
+        PrivateNote.objects.filter(session=session, pk__gt=after)
         .select_related("author")
         .order_by("created_at", "id")
     )

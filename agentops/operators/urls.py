@@ -16,6 +16,7 @@ urlpatterns = [
     path("handoffs/<int:handoff_id>/close", views.close, name="close"),
     path("handoffs/<int:handoff_id>/reassign", views.reassign, name="reassign"),
     path("handoffs/<int:handoff_id>/note", views.note, name="note"),
+    path("handoffs/<int:handoff_id>/notes", views.notes_after, name="notes"),
     path("handoffs/<int:handoff_id>/transfer", views.transfer, name="transfer"),
     path("handoffs/<int:handoff_id>/snooze", views.snooze, name="snooze"),
     path("handoffs/<int:handoff_id>/wake", views.wake, name="wake"),

@@ -9,8 +9,9 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -251,6 +252,22 @@ def _visible_handoff(request: HtmxHttpRequest, handoff_id: int) -> Handoff:
     if not _may_see(request, handoff):
         raise PermissionDenied("Another operator has this conversation.")
     return handoff
+
+
+@role_required("operator")
+@require_GET
+def notes_after(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
+    """The conversation's private notes above `after` (a note id), as thread items: how an
+    open page shows the notes other operators add, and catches up after a reconnect."""
+    handoff = _visible_handoff(request, handoff_id)
+    try:
+        after = max(int(request.GET.get("after", "0")), 0)
+    except ValueError:
+        return HttpResponseBadRequest("after: a note id (a whole number)")
+    notes = selectors.session_notes(session=handoff.session, after=after)
+    return HttpResponse(
+        "".join(render_to_string("operators/_note.html", {"note": n}) for n in notes)
+    )
 
 
 @role_required("operator")

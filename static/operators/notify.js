@@ -53,6 +53,8 @@
   }
 
   function onMessage(message) {
+    // Other scripts of the page (the conversation page's notes) follow the same socket.
+    document.dispatchEvent(new window.CustomEvent("agentops:inbox", { detail: message }));
     if (message.kind !== "unread") { return; }
     sound = Boolean(message.sound);
     const previous = last;

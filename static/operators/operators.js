@@ -1,5 +1,6 @@
 // The operator's conversation page: the `/` search of canned replies in the reply box, and
-// private notes placed in the thread as they are added.
+// private notes placed in the thread as they are added, by this operator or (told over
+// /ws/inbox/ by notify.js) by another, and caught up after a reconnect.
 //
 // Canned replies come with the page (json_script "canned-replies"), their placeholders
 // already filled in by the server for this conversation. Typing "/" (at the start or after a
@@ -144,19 +145,46 @@
     if (event.target.matches && event.target.matches("textarea[data-canned]")) { close(event.target); }
   });
 
-  // A note just added (htmx swapped the note form): put it at the end of the thread, before
-  // the live messages that will follow it.
+  // A note goes at the end of the thread, before the live messages that will follow it.
+  function placeNote(li) {
+    const list = document.querySelector("[data-messages]");
+    if (!list || !li || list.querySelector("[data-note=\"" + li.dataset.note + "\"]")) { return; }
+    list.insertBefore(li, list.querySelector("[data-empty]"));
+    list.scrollTop = list.scrollHeight;
+  }
+
+  // This operator's note (htmx swapped the note form).
   document.addEventListener("htmx:afterSettle", function () {
     document.querySelectorAll("template[data-note-added]").forEach(function (tpl) {
-      const list = document.querySelector("[data-messages]");
-      if (list) {
-        const li = tpl.content.firstElementChild;
-        if (li && !list.querySelector("[data-note=\"" + li.dataset.note + "\"]")) {
-          list.insertBefore(li, list.querySelector("[data-empty]"));
-          list.scrollTop = list.scrollHeight;
-        }
-      }
+      placeNote(tpl.content.firstElementChild);
       tpl.remove();
     });
+  });
+
+  // Another operator's notes: fetched (operators only) when the inbox socket says one was
+  // added here, and on every (re)connection of that socket, for those added while away.
+  function fetchNotes() {
+    const head = document.querySelector("[data-notes-url]");
+    if (!head) { return; }
+    let after = 0;
+    document.querySelectorAll("[data-messages] [data-note]").forEach(function (li) {
+      after = Math.max(after, Number(li.dataset.note));
+    });
+    window.fetch(head.dataset.notesUrl + "?after=" + after, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : ""; })
+      .then(function (html) {
+        const tpl = document.createElement("template");
+        tpl.innerHTML = html; // the server's own rendering: note text is escaped there
+        Array.prototype.slice.call(tpl.content.children).forEach(placeNote);
+      });
+  }
+  document.addEventListener("agentops:inbox", function (event) {
+    const message = event.detail || {};
+    const head = document.querySelector("[data-handoff-id]");
+    if (!head) { return; }
+    if ((message.kind === "note" && String(message.handoff_id) === head.dataset.handoffId) ||
+        (message.kind === "unread" && message.initial)) {
+      fetchNotes();
+    }
   });
 })();

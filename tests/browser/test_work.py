@@ -70,7 +70,7 @@ def test_it_inserts_a_canned_reply_by_slash_shortcut_with_placeholders_filled(
     expect(stored).to_have_text("Hello. Hi Ada, Bob here: refunds take 5 days.")
 
 
-def test_it_never_shows_a_private_note_to_the_end_user(browser, base_url, chat_agent, bob):
+def test_it_never_shows_a_private_note_to_the_end_user(browser, base_url, chat_agent, alice, bob):
     UserFactory(username="erin", role="operator")
     user = login(browser, base_url, "erin")
     start_session(user, chat_agent, "erin")
@@ -82,12 +82,18 @@ def test_it_never_shows_a_private_note_to_the_end_user(browser, base_url, chat_a
     operator.locator("text=Claim this conversation").click()
     expect(operator.locator("#reply-content")).to_be_visible()
     expect(operator.locator("[data-convo]")).to_have_attribute("data-connected", "1")
+    # An admin has the conversation open too: another operator's note reaches her live.
+    colleague = login(browser, base_url, "alice", f"/operators/handoffs/{handoff.pk}/")
+    expect(colleague.locator("body")).to_have_attribute("data-inbox", "live")
     operator.fill("#note-content", "Private: account flagged for chargebacks")
     operator.locator("button[data-add-note]").click()
     note = operator.locator("li.msg-note", has_text="account flagged for chargebacks")
     expect(note).to_be_visible()  # in the operator's thread, at once
     expect(note).to_contain_text("operators only")
     expect(operator.locator("#note-content")).to_have_value("")
+    seen = colleague.locator("li.msg-note", has_text="account flagged for chargebacks")
+    expect(seen).to_have_count(1)  # without a reload
+    expect(seen).to_contain_text("Private note · bob")
     operator.fill("#reply-content", "Hello Erin, looking into it.")
     operator.locator("#reply button[type=submit]").click()
     expect(user.locator("li.msg-operator .msg-body")).to_have_text("Hello Erin, looking into it.")

@@ -7,7 +7,12 @@ from django.test import Client
 
 from agentops.models import HandoffRead, Message, NotificationSettings, Role, Team
 from agentops.operators.selectors import unread_counts
-from agentops.operators.services import handoff_claim, handoff_mark_read, notification_sound_set
+from agentops.operators.services import (
+    handoff_claim,
+    handoff_mark_read,
+    handoff_note_add,
+    notification_sound_set,
+)
 from agentops.runtime.checkpoint import messages_append
 from tests.agentops.observe.conftest import communicator, receive_until, run_async, session_cookie
 from tests.agentops.operators.helpers import make_handoff
@@ -158,6 +163,52 @@ def test_it_recounts_when_the_operators_read_markers_move(bob):
         await inbox.disconnect()
 
     run_async(main)
+
+
+def test_it_tells_open_pages_of_a_new_private_note_by_ids_never_its_text(bob, alice):
+    cookie = session_cookie(bob)
+    handoff = make_handoff()
+
+    async def main():
+        from asgiref.sync import sync_to_async
+
+        from tracing.live import wait_sent
+
+        inbox = communicator("/ws/inbox/", cookie)
+        assert (await inbox.connect())[0]
+        assert (await inbox.receive_json_from(timeout=5))["kind"] == "unread"
+
+        def add():
+            note = handoff_note_add(handoff=handoff, user=alice, content="VIP, be quick")
+            wait_sent()
+            return note
+
+        note = await sync_to_async(add)()
+        got = await receive_until(inbox, lambda ms: any(m["kind"] == "note" for m in ms))
+        told = next(m for m in got if m["kind"] == "note")
+        assert told == {"kind": "note", "handoff_id": handoff.pk, "note_id": note.pk}
+        await inbox.disconnect()
+
+    run_async(main)
+
+
+def test_it_gives_an_open_page_the_notes_it_has_not_shown(bob, alice, charlie):
+    handoff = make_handoff()
+    first = handoff_note_add(handoff=handoff, user=alice, content="first <b>note</b>")
+    second = handoff_note_add(handoff=handoff, user=alice, content="second note")
+    client = Client()
+    client.force_login(bob)
+    url = f"/operators/handoffs/{handoff.pk}/notes"
+    everything = client.get(url).content.decode()
+    assert f'data-note="{first.pk}"' in everything and f'data-note="{second.pk}"' in everything
+    assert "first &lt;b&gt;note&lt;/b&gt;" in everything  # escaped
+    newer = client.get(url, {"after": first.pk}).content.decode()
+    assert f'data-note="{first.pk}"' not in newer and "second note" in newer
+    assert client.get(url, {"after": second.pk}).content == b""
+    assert client.get(url, {"after": "x"}).status_code == 400
+    viewer = Client()
+    viewer.force_login(charlie)
+    assert viewer.get(url).status_code == 403
 
 
 def test_it_refuses_the_inbox_stream_to_viewers_and_strangers(charlie):
