@@ -51,7 +51,9 @@ from agentops.services import (
 def home(request: HttpRequest) -> HttpResponse:
     context = {
         "agents": Agent.objects.select_related("endpoint").order_by("slug"),
-        "runs": Run.objects.select_related("agent", "session").order_by("-created_at")[:10],
+        "runs": Run.objects.select_related("agent", "session")
+        .exclude(session__sandbox=True)
+        .order_by("-created_at")[:10],
         "services": services_status(),
         "queue": run_queue_summary(),
     }

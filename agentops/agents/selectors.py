@@ -327,8 +327,9 @@ def version_figures(
     include_idle: bool = True,
 ) -> list[VersionFigures]:
     """Per agent version, newest first: runs, outcome rates, latency percentiles, tokens,
-    estimated cost and feedback. Runs from before versions count under `version=None`."""
-    runs = Run.objects.filter(agent=agent)
+    estimated cost and feedback. Runs from before versions count under `version=None`.
+    Experiment runs are left out: these are the figures of real conversations."""
+    runs = Run.objects.filter(agent=agent).exclude(session__sandbox=True)
     feedback = Feedback.objects.filter(run__agent=agent)
     if since is not None:
         runs = runs.filter(created_at__gte=since)

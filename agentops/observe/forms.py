@@ -65,6 +65,11 @@ class RunFilterForm(VersionFilterMixin, forms.Form):
         label="Created",
         choices=[("", "any time"), *[(k, v[0]) for k, v in WINDOWS.items()]],
     )
+    source = forms.ChoiceField(
+        required=False,
+        label="Source",
+        choices=[("", "conversations"), ("experiments", "experiment runs"), ("all", "both")],
+    )
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)

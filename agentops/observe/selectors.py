@@ -43,10 +43,17 @@ def runs_filtered(
     until: datetime | None = None,
     query: str = "",
     version: int | None = None,
+    source: str = "",
 ) -> QuerySet[Run]:
+    """Runs, newest first. `source`: "" the conversations' runs (not experiments'),
+    "experiments" only the runs experiments made in their sandbox sessions, "all" both."""
     qs = Run.objects.select_related("agent", "session", "agent_version").order_by(
         "-created_at", "-pk"
     )
+    if source == "experiments":
+        qs = qs.filter(session__sandbox=True)
+    elif source != "all":
+        qs = qs.exclude(session__sandbox=True)
     if agent:
         qs = qs.filter(agent__slug=agent)
     if version:
@@ -266,10 +273,11 @@ def failures_grouped(
     *, since: datetime | None, agent: str = "", version: int | None = None, per_group: int = 5
 ) -> list[FailureGroup]:
     """Failed runs and runs handed off because of a failure, grouped by (error class, agent,
-    status), biggest group first. A handoff that was asked for (no error class) is no failure."""
+    status), biggest group first. A handoff that was asked for (no error class) is no failure.
+    Experiment runs are left out."""
     qs = Run.objects.filter(
         Q(status=RunStatus.FAILED) | (Q(status=RunStatus.HANDED_OFF) & ~Q(error_class=""))
-    )
+    ).exclude(session__sandbox=True)  # an experiment's failures are on its comparison page
     if since:
         qs = qs.filter(created_at__gte=since)
     if agent:

@@ -74,6 +74,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
             since=window_since(data.get("window", "")),
             query=data.get("q", ""),
             version=data.get("version"),
+            source=data.get("source", ""),
         )
         page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
         costs = selectors.run_costs(runs=list(page.object_list))

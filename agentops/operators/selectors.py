@@ -433,6 +433,7 @@ def handoff_figures(*, since: datetime) -> dict[str, Any]:
     )
     runs = dict(
         Run.objects.filter(created_at__gte=since)
+        .exclude(session__sandbox=True)  # experiments never hand off; they are no traffic
         .values("agent__slug")
         .annotate(n=Count("id"))
         .values_list("agent__slug", "n")

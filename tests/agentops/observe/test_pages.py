@@ -10,8 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentops.agents.selectors import version_figures
 from agentops.auth import api_key_create
-from agentops.models import Message, Run, RunStatus, ToolCall
+from agentops.models import Message, Run, RunStatus, Session, ToolCall
 from tests.factories import AgentFactory, SessionFactory, UserFactory
 from tests.tracing.helpers import TraceBuilder, fixed_runs
 from tracing.emit import Tracer
@@ -74,6 +75,37 @@ def test_it_lists_runs_with_filters_and_search(client, charlie):
     assert listed(window="24h") == {failed.pk, other.pk}
     response = client.get(reverse("observe:runs"), {"agent": "beta", "status": "failed"})
     assert b"No runs match these filters." in response.content
+
+
+def test_it_keeps_experiment_runs_out_of_the_runs_list_failures_and_home_unless_asked(
+    client, charlie
+):
+    real = make_run(None, RunStatus.FAILED, error_class="timeout")
+    sandboxed = make_run(real.agent, RunStatus.FAILED, user="item 1", error_class="timeout")
+    Session.objects.filter(pk=sandboxed.session_id).update(sandbox=True)
+    client.force_login(charlie)
+
+    def listed(**params):
+        response = client.get(reverse("observe:runs"), params)
+        assert response.status_code == 200
+        return {r.pk for r in response.context["page"].object_list}
+
+    assert listed() == {real.pk}
+    assert listed(source="experiments") == {sandboxed.pk}
+    assert listed(source="all") == {real.pk, sandboxed.pk}
+    assert client.get(reverse("observe:runs"), {"source": "x"}).status_code == 400
+    failures = client.get(reverse("observe:failures")).context["groups"]
+    assert [g.count for g in failures] == [1] and failures[0].runs == [real]
+    home = client.get("/").content.decode()
+    assert str(real.pk)[:8] in home and str(sandboxed.pk)[:8] not in home
+    detail = client.get(reverse("observe:run", args=[sandboxed.pk])).content.decode()
+    assert "data-experiment-run" in detail
+    figures = version_figures(agent=real.agent)
+    assert [(f.runs, f.failed) for f in figures] == [(1, 1)]  # real conversations only
+    assert (
+        "data-experiment-run"
+        not in client.get(reverse("observe:run", args=[real.pk])).content.decode()
+    )
 
 
 def test_it_says_which_filter_is_wrong(client, charlie):
