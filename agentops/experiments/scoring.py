@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import regex
 from django.core.exceptions import ValidationError
 
 from agentops.experiments.models import Check, CheckKind
@@ -32,6 +33,9 @@ JUDGE_FORMAT = (
 DEFAULT_RUBRIC = "The answer gives the same information as the reference answer."
 JUDGE_RETRY = RetryPolicy(max_attempts=3, base=0.5, cap=4.0)
 MAX_JUDGE_TEXT = 8000
+# A pattern is the user's and an answer the model's: a pattern that backtracks for ever on
+# one answer scores an error, and, with the GIL released, the worker's other runs go on.
+REGEX_TIMEOUT = 1.0
 
 VERDICT_SCHEMA = {
     "type": "object",
@@ -64,8 +68,8 @@ def check_validate(
         if not expected:
             raise ValidationError({"expected": ["A regex check needs a pattern."]})
         try:
-            re.compile(expected)
-        except re.error as exc:
+            regex.compile(expected)
+        except regex.error as exc:
             raise ValidationError(
                 {"expected": [f"Not a valid regular expression: {exc}."]}
             ) from None
@@ -107,7 +111,16 @@ def check_score(*, check: Check, output: str, item_input: str, reference: str) -
         passed = bool(expected) and expected in output
         return CheckScore(float(passed), "" if passed else f"does not contain {expected[:80]!r}")
     if check.kind == CheckKind.REGEX:
-        passed = re.search(expected, output) is not None
+        try:
+            passed = (
+                regex.search(expected, output, timeout=REGEX_TIMEOUT, concurrent=True) is not None
+            )
+        except TimeoutError:
+            return CheckScore(
+                None,
+                error=f"the pattern ran over {REGEX_TIMEOUT:g} s on this answer (it backtracks "
+                "too much: simplify nested repeats such as (a|aa)+)",
+            )
         return CheckScore(float(passed), "" if passed else f"no match for {expected[:80]!r}")
     if check.kind == CheckKind.JSON_SCHEMA:
         try:

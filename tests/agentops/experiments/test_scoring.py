@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from agentops.experiments.models import Check, CheckKind
@@ -38,6 +41,19 @@ def test_it_scores_exact_contains_regex_and_json_schema():
     assert _score(schema, 'Here it is: {"total": 3.5} as asked') == (1.0, "")
     assert _score(schema, '{"total": "3.5"}') == (0.0, "")
     assert _score(schema, "no json here") == (0.0, "")
+
+
+def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
+    runaway = Check(kind=CheckKind.REGEX, expected=r"(a|aa)+$")
+    woke: list[float] = []
+    beside = threading.Thread(target=lambda: time.sleep(0.2) or woke.append(time.monotonic()))
+    beside.start()  # another run's thread in the same worker
+    score, error = _score(runaway, "a" * 60 + "b")
+    ended = time.monotonic()
+    beside.join()
+    assert score is None and "ran over 1 s on this answer" in error
+    assert woke[0] < ended - 0.5  # it went on meanwhile: the match let go of the GIL
+    assert _score(runaway, "aaaa") == (1.0, "")
 
 
 @pytest.fixture
