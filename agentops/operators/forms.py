@@ -7,7 +7,7 @@ from django import forms
 from agentops.auth import has_role
 from agentops.models import Team
 from agentops.operators.canned import PLACEHOLDERS, placeholders_unknown
-from agentops.operators.models import CannedReply, shortcut_validator
+from agentops.operators.models import CannedReply, LabelColour, shortcut_validator
 
 SNOOZE_CHOICES = [
     ("reply", "until the user writes"),
@@ -76,3 +76,8 @@ class CannedReplyForm(forms.Form):
                 f"Unknown placeholder {', '.join('{{ ' + n + ' }}' for n in unknown)}; use {known}."
             )
         return content
+
+
+class LabelForm(forms.Form):
+    name = forms.CharField(max_length=50)
+    colour = forms.ChoiceField(required=False, choices=[("", "no colour"), *LabelColour.choices])

@@ -701,3 +701,16 @@ def conversation_live(*, session: Session, now: datetime) -> LiveConversation:
         last=last,
         signals=live_signals(messages=messages, run=run, now=now),
     )
+
+
+def labels_with_counts() -> QuerySet[Label]:
+    """Every label with how many conversations carry it, and how many of those wait in the
+    queue or are being worked (a handoff open or claimed)."""
+    return Label.objects.select_related("created_by").annotate(
+        conversations=Count("sessions", distinct=True),
+        active=Count(
+            "sessions",
+            filter=Q(sessions__handoffs__status__in=(HandoffStatus.OPEN, HandoffStatus.CLAIMED)),
+            distinct=True,
+        ),
+    )

@@ -789,6 +789,36 @@ def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
         broadcast(OPS_GROUP, {"kind": "session.labels", "session_id": str(session.pk)})
 
 
+@transaction.atomic
+def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
+    """Rename or recolour a label (admins): every conversation carrying it shows the change."""
+    if not has_role(actor, "admin"):
+        raise PermissionError("only admins change labels")
+    name = label_name_clean(name=name)
+    if colour not in ("", *LabelColour.values):
+        raise ValueError(f"colour: choose one of {', '.join(LabelColour.values)} or none")
+    if Label.objects.filter(name__iexact=name).exclude(pk=label.pk).exists():
+        raise ValueError(f"name: a label named {name!r} exists already")
+    before = label.name
+    Label.objects.filter(pk=label.pk).update(name=name, colour=colour)
+    label.name, label.colour = name, colour
+    audit_record(actor=actor, action="label.update", target=before, name=name, colour=colour)
+    broadcast(OPS_GROUP, {"kind": "labels.changed"})
+    return label
+
+
+@transaction.atomic
+def label_delete(*, label: Label, actor: Any) -> int:
+    """Delete a label (admins): it leaves every conversation; returns how many carried it."""
+    if not has_role(actor, "admin"):
+        raise PermissionError("only admins delete labels")
+    carried = label.sessions.count()
+    label.delete()
+    audit_record(actor=actor, action="label.delete", target=label.name, conversations=carried)
+    broadcast(OPS_GROUP, {"kind": "labels.changed"})
+    return carried
+
+
 # -- canned replies ----------------------------------------------------------------------------
 def canned_reply_save(
     *,

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agentops.auth import has_role, role_required
 from agentops.models import Handoff, HandoffStatus, Session, Team, ToolCall
 from agentops.operators import selectors, services
-from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm
+from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm, LabelForm
 from agentops.operators.models import CannedReply, Label, LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
@@ -384,6 +384,47 @@ def label_remove(request: HtmxHttpRequest, handoff_id: int, label_id: int) -> Ht
     if request.htmx:
         return render(request, "operators/handoff.html#labels", _labels_context(handoff))
     return redirect("operators:handoff", handoff_id=handoff_id)
+
+
+def _labels_page(
+    request: HtmxHttpRequest, *, form: LabelForm | None, label: Label | None, status: int = 200
+) -> HttpResponse:
+    context = {"labels": selectors.labels_with_counts(), "form": form, "label": label}
+    return render(request, "operators/labels.html", context, status=status)
+
+
+@role_required("operator")
+@require_GET
+def labels(request: HtmxHttpRequest) -> HttpResponse:
+    """Every label with its conversations; admins rename, recolour and delete them."""
+    return _labels_page(request, form=None, label=None)
+
+
+@role_required("admin")
+def label_edit(request: HtmxHttpRequest, label_id: int) -> HttpResponse:
+    label = get_object_or_404(Label, pk=label_id)
+    initial = {"name": label.name, "colour": label.colour}
+    form = LabelForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.label_update(label=label, actor=request.user, **form.cleaned_data)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            form.add_error(field if field in form.fields else None, message or str(exc))
+        else:
+            messages.success(request, f"Label {label.name} saved.")
+            return redirect("operators:labels")
+    status = 400 if form.is_bound else 200
+    return _labels_page(request, form=form, label=label, status=status)
+
+
+@role_required("admin")
+@require_POST
+def label_delete(request: HtmxHttpRequest, label_id: int) -> HttpResponse:
+    label = get_object_or_404(Label, pk=label_id)
+    carried = services.label_delete(label=label, actor=request.user)
+    messages.success(request, f"Label {label.name} deleted (it was on {carried} conversations).")
+    return redirect("operators:labels")
 
 
 def _replies_page(

@@ -10,9 +10,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from agentops.models import Message, Role, Team
+from agentops.models import AuditEntry, Handoff, HandoffStatus, Message, Role, Team
 from agentops.operators.models import CannedReply, Label, PrivateNote
-from agentops.operators.services import canned_reply_save, handoff_claim
+from agentops.operators.services import canned_reply_save, handoff_claim, session_label_add
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory, UserFactory
 
@@ -150,6 +150,44 @@ def test_it_labels_a_conversation_and_filters_the_queue(bob):
     label = Label.objects.get()
     client.post(reverse("operators:label_remove", args=[labelled.pk, label.pk]))
     assert not label.sessions.exists()
+
+
+def test_it_lets_admins_rename_recolour_and_delete_labels_operators_only_see_them(alice, bob):
+    waiting, done = make_handoff(reason="waiting one"), make_handoff(reason="done one")
+    for handoff in (waiting, done):
+        session_label_add(session=handoff.session, name="Refund", actor=bob)
+    session_label_add(session=done.session, name="VIP", actor=bob)
+    Handoff.objects.filter(pk=done.pk).update(status=HandoffStatus.RESOLVED)
+    refund, vip = Label.objects.get(name="Refund"), Label.objects.get(name="VIP")
+
+    page = client_for(bob).get(reverse("operators:labels"))
+    rows = {label.name: (label.conversations, label.active) for label in page.context["labels"]}
+    assert rows == {"Refund": (2, 1), "VIP": (1, 0)}
+    assert "Edit" not in page.content.decode()
+    edit_url = reverse("operators:label_edit", args=[refund.pk])
+    delete_url = reverse("operators:label_delete", args=[vip.pk])
+    assert client_for(bob).post(edit_url, {"name": "x"}).status_code == 403
+    assert client_for(bob).post(delete_url).status_code == 403
+
+    admin = client_for(alice)
+    taken = admin.post(edit_url, {"name": "vip", "colour": ""})
+    assert taken.status_code == 400 and taken.context["form"].errors == {
+        "name": ["a label named 'vip' exists already"]
+    }
+    assert admin.post(edit_url, {"name": "Refund", "colour": "pink"}).status_code == 400
+    saved = admin.post(edit_url, {"name": "  Refund   asked ", "colour": "red"})
+    assert saved.status_code == 302
+    refund.refresh_from_db()
+    assert (refund.name, refund.colour, refund.sessions.count()) == ("Refund asked", "red", 2)
+    queue = admin.get(reverse("operators:queue") + "?label=refund+asked").content.decode()
+    assert "waiting one" in queue
+
+    assert admin.post(delete_url).status_code == 302
+    assert not Label.objects.filter(pk=vip.pk).exists()
+    assert list(done.session.labels.values_list("name", flat=True)) == ["Refund asked"]
+    assert sorted(
+        AuditEntry.objects.filter(action__startswith="label.").values_list("action", "target")
+    ) == [("label.delete", "VIP"), ("label.update", "Refund")]
 
 
 def test_it_transfers_with_a_note_and_the_receiver_finds_it_in_their_queue(bob):
