@@ -86,6 +86,40 @@ def check_validate(
         raise ValidationError({"endpoint": ["A judge needs a model endpoint to run it."]})
 
 
+RUNAWAY_PATTERN = (
+    f"a pattern ran over {REGEX_TIMEOUT:g} s on this answer (it backtracks too much: simplify "
+    "nested repeats such as (a|aa)+)"
+)
+
+
+def _search(pattern: str, text: str) -> bool:
+    """re.search's answer, under REGEX_TIMEOUT (TimeoutError past it)."""
+    return regex.search(pattern, text, timeout=REGEX_TIMEOUT, concurrent=True) is not None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict, instance: Any, schema: Any) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _schema_validator(schema: dict) -> Any:
+    """The schema's validator, its `pattern` and `patternProperties` under the time limit."""
+    base = jsonschema.validators.validator_for(schema)
+    limited = jsonschema.validators.extend(
+        base, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    )
+    return limited(schema)
+
+
 def _json_in(text: str) -> Any:
     """The answer as JSON: all of it, else the outermost {...} or [...] in it."""
     try:
@@ -127,10 +161,10 @@ def check_score(*, check: Check, output: str, item_input: str, reference: str) -
             value = _json_in(output)
         except ValueError as exc:
             return CheckScore(0.0, str(exc))
-        errors = sorted(
-            jsonschema.validators.validator_for(check.schema)(check.schema).iter_errors(value),
-            key=str,
-        )
+        try:
+            errors = sorted(_schema_validator(check.schema).iter_errors(value), key=str)
+        except TimeoutError:
+            return CheckScore(None, error=RUNAWAY_PATTERN)
         if errors:
             return CheckScore(0.0, errors[0].message)
         return CheckScore(1.0)

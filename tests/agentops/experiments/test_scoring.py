@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -54,6 +55,17 @@ def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
     assert score is None and "ran over 1 s on this answer" in error
     assert woke[0] < ended - 0.5  # it went on meanwhile: the match let go of the GIL
     assert _score(runaway, "aaaa") == (1.0, "")
+    # The same limit holds for the patterns of a JSON-schema check.
+    for schema in (
+        {"properties": {"code": {"type": "string", "pattern": "(a|aa)+$"}}},
+        {"patternProperties": {"(a|aa)+$": {"type": "number"}}},
+    ):
+        check = Check(kind=CheckKind.JSON_SCHEMA, schema=schema)
+        score, error = _score(check, json.dumps({"code": "a" * 60 + "b", "a" * 60 + "b": 1}))
+        assert score is None and "ran over 1 s on this answer" in error, schema
+        assert _score(check, json.dumps({"code": "aaa", "aaa": 1})) == (1.0, "")
+    pattern = Check(kind=CheckKind.JSON_SCHEMA, schema={"pattern": "^#\\d+$"})
+    assert _score(pattern, '"#12"') == (1.0, "") and _score(pattern, '"#x"') == (0.0, "")
 
 
 @pytest.fixture
