@@ -111,7 +111,7 @@ def _pattern_properties(validator: Any, patterns: dict, instance: Any, schema: A
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
-def _schema_validator(schema: dict) -> Any:
+def _schema_validator(schema: Any) -> Any:
     """The schema's validator, its `pattern` and `patternProperties` under the time limit."""
     base = jsonschema.validators.validator_for(schema)
     limited = jsonschema.validators.extend(
