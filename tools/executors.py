@@ -14,12 +14,11 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
-
 from crypto.secrets import SecretUnreadable
 from tools.deadline import ToolTimeout, call_with_deadline
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
+from tools.schemas import Unresolvable, schema_validator
 from tracing.emit import REDACTED
 from tracing.failures import Failure, FailureClass
 
@@ -66,9 +65,13 @@ def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
     """Why these arguments do not fit the tool's schema (empty when they do)."""
     if not isinstance(arguments, dict):
         return ["arguments must be a JSON object"]
-    validator = Draft202012Validator(tool.parameters or {"type": "object"})
+    validator = schema_validator(tool.parameters or {"type": "object"})
+    try:
+        found = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+    except Unresolvable as exc:
+        return [f"the tool's schema has a reference that cannot be resolved: {exc.ref}"]
     errors = []
-    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.path)):
+    for error in found:
         where = "/".join(str(p) for p in error.path) or "(arguments)"
         errors.append(f"{where}: {error.message}")
     return errors

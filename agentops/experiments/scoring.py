@@ -19,6 +19,7 @@ from agentops.models import ModelEndpoint
 from agentops.runtime import breaker
 from agentops.runtime.model_client import model_call
 from agentops.runtime.retry import RetryPolicy, retry_call
+from tools.schemas import Unresolvable, remote_refs, schema_validator
 from tracing.emit import Tracer
 from tracing.failures import Failure
 
@@ -82,6 +83,10 @@ def check_validate(
             raise ValidationError(
                 {"schema": [f"Not a valid JSON schema: {exc.message}."]}
             ) from None
+        if refs := remote_refs(schema):
+            raise ValidationError(
+                {"schema": [f"A $ref must point inside the schema (#/…), not to {refs[0]!r}."]}
+            )
     if kind == CheckKind.JUDGE and endpoint is None:
         raise ValidationError({"endpoint": ["A judge needs a model endpoint to run it."]})
 
@@ -112,12 +117,9 @@ def _pattern_properties(validator: Any, patterns: dict, instance: Any, schema: A
 
 
 def _schema_validator(schema: Any) -> Any:
-    """The schema's validator, its `pattern` and `patternProperties` under the time limit."""
-    base = jsonschema.validators.validator_for(schema)
-    limited = jsonschema.validators.extend(
-        base, {"pattern": _pattern, "patternProperties": _pattern_properties}
-    )
-    return limited(schema)
+    """The schema's validator (retrieving nothing), its `pattern` and `patternProperties`
+    under the time limit."""
+    return schema_validator(schema, pattern=_pattern, patternProperties=_pattern_properties)
 
 
 def _json_in(text: str) -> Any:
@@ -165,6 +167,8 @@ def check_score(*, check: Check, output: str, item_input: str, reference: str) -
             errors = sorted(_schema_validator(check.schema).iter_errors(value), key=str)
         except TimeoutError:
             return CheckScore(None, error=RUNAWAY_PATTERN)
+        except Unresolvable as exc:  # stored before references were checked
+            return CheckScore(None, error=f"the schema's $ref {exc.ref!r} cannot be resolved")
         if errors:
             return CheckScore(0.0, errors[0].message)
         return CheckScore(1.0)

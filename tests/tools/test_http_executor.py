@@ -8,10 +8,12 @@ import socket
 import threading
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from agentops.testing.processes import free_port
 from tests.tools.conftest import make_credential, make_http_tool
 from tools.executors import ToolContext, tool_execute
+from tools.models import ToolDefinition
 from tracing.failures import Failure, FailureClass
 
 pytestmark = pytest.mark.usefixtures("allow_loopback")
@@ -95,6 +97,30 @@ def test_it_never_sends_arguments_that_fail_the_schema(db, api_server):  # type:
         assert failure.may_have_reached_server is False
     assert "order_id" in str(failure_of(tool, {}))
     assert len(api_server.requests) == before
+
+
+def test_it_never_fetches_a_schema_reference_to_validate_arguments(db, api_server):  # type: ignore[no-untyped-def]
+    remote = {"type": "object", "properties": {"order_id": {"$ref": api_server.url("/schema")}}}
+    with pytest.raises(ValidationError, match=r"A \$ref must point inside the schema"):
+        make_http_tool("fetching", api_server.url("/echo"), parameters=remote)
+    # One stored before the check (or sent by an MCP server): its arguments are refused with a
+    # message the model can read, and the reference is never fetched.
+    tool = make_http_tool("fetching", api_server.url("/echo"), parameters=ORDER_SCHEMA)
+    ToolDefinition.objects.filter(pk=tool.pk).update(parameters=remote)
+    tool.refresh_from_db()
+    failure = failure_of(tool, {"order_id": "1"})
+    assert failure.failure_class == FailureClass.INVALID_REQUEST
+    assert "reference that cannot be resolved" in str(failure)
+    assert api_server.hits("/schema") == 0 and api_server.hits("/echo") == 0
+    local = {
+        "type": "object",
+        "$defs": {"id": {"type": "string"}},
+        "properties": {"order_id": {"$ref": "#/$defs/id"}},
+    }
+    ToolDefinition.objects.filter(pk=tool.pk).update(parameters=local)
+    tool.refresh_from_db()
+    assert "order_id" in str(failure_of(tool, {"order_id": 5}))
+    assert json.loads(run(tool, {"order_id": "7"}).content)
 
 
 def test_it_maps_responses_by_json_path_body_or_status(db, api_server):  # type: ignore[no-untyped-def]

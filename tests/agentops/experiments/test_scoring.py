@@ -68,6 +68,13 @@ def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
     assert _score(pattern, '"#12"') == (1.0, "") and _score(pattern, '"#x"') == (0.0, "")
 
 
+def test_it_never_fetches_a_schema_reference_to_score():
+    # One stored before references were checked at entry: an error, and nothing read.
+    remote = Check(kind=CheckKind.JSON_SCHEMA, schema={"$ref": "file:///etc/hostname"})
+    score, error = _score(remote, '{"a": 1}')
+    assert score is None and error == "the schema's $ref 'file:///etc/hostname' cannot be resolved"
+
+
 @pytest.fixture
 def judge(devmodel, model_name):  # type: ignore[no-untyped-def]
     endpoint = EndpointFactory(base_url=devmodel.url, default_model=model_name)

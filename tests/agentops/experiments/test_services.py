@@ -124,6 +124,11 @@ def test_it_imports_and_exports_jsonl_and_refuses_a_bad_line_whole(alice):
     [
         ({"kind": "regex", "expected": "(unclosed"}, "checks.0.expected"),
         ({"kind": "json_schema", "schema": {"type": "nope"}}, "checks.0.schema"),
+        ({"kind": "json_schema", "schema": {"$ref": "http://127.0.0.1:9/s"}}, "checks.0.schema"),
+        (
+            {"kind": "json_schema", "schema": {"items": {"$ref": "file:///etc/passwd"}}},
+            "checks.0.schema",
+        ),
         ({"kind": "judge"}, "checks.0.endpoint"),
         ({"kind": "fuzzy"}, "checks.0.kind"),
     ],
