@@ -117,7 +117,7 @@ def handoff_assign(*, handoff_id: int) -> Any | None:
     UPDATE like a manual claim, so of an assignment and a claim racing exactly one wins."""
     with transaction.atomic():
         team_id = (
-            Handoff.objects.filter(pk=handoff_id, status=HandoffStatus.OPEN)
+            Handoff.objects.filter(pk=handoff_id, status=HandoffStatus.OPEN, snoozed_at=None)
             .values_list("team_id", flat=True)
             .first()
         )
@@ -146,7 +146,7 @@ def handoff_assign(*, handoff_id: int) -> Any | None:
             chosen = min(rotation, key=lambda s: loads[s.user_id])  # ties: the rotation's order
         now = timezone.now()
         won = Handoff.objects.filter(
-            pk=handoff_id, status=HandoffStatus.OPEN, team_id=team.pk
+            pk=handoff_id, status=HandoffStatus.OPEN, team_id=team.pk, snoozed_at=None
         ).update(
             status=HandoffStatus.CLAIMED,
             claimed_by_id=chosen.user_id,
@@ -187,13 +187,14 @@ def handoffs_assign_pending(*, team_ids: Iterable[int] | None = None) -> int:
         teams = teams.filter(pk__in=list(team_ids))
     assigned = 0
     for team in teams:
-        waiting = Handoff.objects.filter(team=team, status=HandoffStatus.OPEN).order_by(
-            "priority", "created_at"
-        )
+        # A snoozed handoff waits for its wake-up, not for an operator.
+        waiting = Handoff.objects.filter(
+            team=team, status=HandoffStatus.OPEN, snoozed_at=None
+        ).order_by("priority", "created_at")
         for handoff_id in list(waiting.values_list("pk", flat=True)):
             if handoff_assign(handoff_id=handoff_id) is not None:
                 assigned += 1
-            elif Handoff.objects.filter(pk=handoff_id, status=HandoffStatus.OPEN).exists():
+            elif waiting.filter(pk=handoff_id).exists():
                 break  # nobody in this team can take one now
     return assigned
 
@@ -608,10 +609,13 @@ def handoff_transfer(
         destination = f"operator {target.get_username()}"
     else:
         assert team is not None
+        # In a team's queue anew: its escalation clock starts again there.
         Handoff.objects.filter(pk=handoff.pk).update(
             status=HandoffStatus.OPEN,
             claimed_by=None,
             team=team,
+            team_since=now,
+            escalated_to_admins=False,
             snoozed_at=None,
             snoozed_until=None,
         )
@@ -694,6 +698,9 @@ def _wake(*, handoff_ids: list[int], actor: Any, why: str, skip_locked: bool = F
     if not woken:
         return 0
     Handoff.objects.filter(pk__in=[h.pk for h in woken]).update(snoozed_at=None, snoozed_until=None)
+    team_ids = {h.team_id for h in woken if h.team_id and h.status == HandoffStatus.OPEN}
+    if team_ids:  # back in the queue: an automatic team assigns it now, not at the next sweep
+        transaction.on_commit(partial(handoffs_assign_pending, team_ids=team_ids), robust=True)
     for handoff in woken:
         audit_record(
             actor=actor,
@@ -734,9 +741,10 @@ def handoffs_wake_due(*, now: datetime | None = None) -> int:
     """The scheduler's sweep: snoozed handoffs whose time has come return to the queue."""
     now = now or timezone.now()
     ids = list(
-        Handoff.objects.filter(snoozed_at__isnull=False, snoozed_until__lte=now).values_list(
-            "pk", flat=True
-        )[:500]
+        Handoff.objects.filter(snoozed_at__isnull=False, snoozed_until__lte=now)
+        .exclude(status=HandoffStatus.RESOLVED)
+        .order_by("snoozed_until")
+        .values_list("pk", flat=True)[:500]
     )
     if not ids:
         return 0
@@ -936,7 +944,11 @@ def handoffs_bulk_close(*, handoff_ids: list[int], user: Any) -> tuple[list[int]
     now = timezone.now()
     ids = [h.pk for h in closing]
     Handoff.objects.filter(pk__in=ids).update(
-        status=HandoffStatus.RESOLVED, resolution=HandoffResolution.CLOSED, resolved_at=now
+        status=HandoffStatus.RESOLVED,
+        resolution=HandoffResolution.CLOSED,
+        resolved_at=now,
+        snoozed_at=None,
+        snoozed_until=None,
     )
     Session.objects.filter(pk__in=[h.session_id for h in closing]).update(
         status=SessionStatus.CLOSED, operator=None, updated_at=now

@@ -26,9 +26,11 @@ from agentops.operators.services import (
     handoff_claim,
     handoff_close,
     handoff_reply,
+    handoff_snooze,
     handoff_transfer,
     handoffs_sla_check,
     handoffs_sweep,
+    handoffs_wake_for_message,
     operator_cap_set,
     operator_presence_set,
 )
@@ -175,6 +177,39 @@ def test_it_escalates_to_the_admins_when_the_team_names_no_other():
     assert handoff.escalated_to_admins and handoff.team == team
     assert AuditEntry.objects.get(action="handoff.escalated").detail["to"] == "admins"
     assert handoffs_sweep()["escalated"] == 0  # once
+
+
+def test_it_starts_the_escalation_clock_again_when_a_handoff_is_transferred_to_a_team():
+    team = Team.objects.create(slug="solo", name="Solo", escalate_after_minutes=15)
+    bob = UserFactory(username="bob", role="operator")
+    handoff = make_handoff(team=team)
+    Handoff.objects.filter(pk=handoff.pk).update(
+        team_since=timezone.now() - timedelta(minutes=40), escalated_to_admins=True
+    )
+    handoff_claim(handoff_id=handoff.pk, user=bob)
+    handoff_transfer(handoff=Handoff.objects.get(pk=handoff.pk), user=bob, to_team="solo")
+    assert handoffs_sweep()["escalated"] == 0  # back in the queue just now
+    handoff.refresh_from_db()
+    assert not handoff.escalated_to_admins and handoff.status == HandoffStatus.OPEN
+    Handoff.objects.filter(pk=handoff.pk).update(team_since=timezone.now() - timedelta(minutes=16))
+    assert handoffs_sweep()["escalated"] == 1  # and it can escalate again, once due
+
+
+def test_it_never_assigns_a_snoozed_handoff_and_assigns_it_once_woken():
+    team, people = team_of_three(AssignmentMode.ROUND_ROBIN)
+    snoozer = people[0]
+    Team.objects.filter(pk=team.pk).update(assignment_mode=AssignmentMode.MANUAL)
+    handoff = make_handoff(team=team)
+    handoff_snooze(handoff=handoff, user=snoozer, until=None)  # until the user writes
+    Team.objects.filter(pk=team.pk).update(assignment_mode=AssignmentMode.ROUND_ROBIN)
+    assert handoff_assign(handoff_id=handoff.pk) is None
+    assert handoffs_sweep()["assigned"] == 0
+    handoff.refresh_from_db()
+    assert handoff.status == HandoffStatus.OPEN and handoff.claimed_by is None
+    handoffs_wake_for_message(session_id=handoff.session_id)  # assigned as it commits
+    handoff.refresh_from_db()
+    assert handoff.status == HandoffStatus.CLAIMED and handoff.snoozed_at is None
+    assert handoff.claimed_by in people
 
 
 def test_it_counts_a_service_level_breach_once_and_alerts_on_it():

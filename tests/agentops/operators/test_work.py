@@ -122,6 +122,26 @@ def test_it_hides_a_snoozed_handoff_until_the_sweep_finds_its_time_come(bob):
     assert woken.actor is None and woken.detail["why"] == "the snooze ended"
 
 
+def test_it_wakes_due_snoozes_past_any_number_of_closed_ones(bob):
+    past = timezone.now() - timedelta(hours=1)
+    agent = SessionFactory().agent
+    sessions = Session.objects.bulk_create(Session(agent=agent) for _ in range(501))
+    Handoff.objects.bulk_create(
+        Handoff(
+            session=s,
+            reason="flood",
+            status=HandoffStatus.RESOLVED,
+            snoozed_at=past,
+            snoozed_until=past,
+        )
+        for s in sessions
+    )
+    due = make_handoff()
+    Handoff.objects.filter(pk=due.pk).update(snoozed_at=past, snoozed_until=past)
+    assert handoffs_wake_due() == 1
+    assert Handoff.objects.get(pk=due.pk).snoozed_at is None
+
+
 def test_it_wakes_a_snoozed_handoff_when_the_user_writes(bob):
     handoff = make_handoff()
     handoff_claim(handoff_id=handoff.pk, user=bob)
