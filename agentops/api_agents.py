@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Path, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from agentops.agent_config import config_snapshot
 from agentops.agents import selectors, services
@@ -42,9 +42,8 @@ class FallbackIn(Schema):
     model: Text = Field(default="", max_length=200, description="Empty: the endpoint's default")
 
 
-class SettingsIn(Schema):
-    """Leave a field out to keep it; `null` is a value (for temperature, handoff_team and
-    max_concurrent_runs: the default)."""
+class AgentSettingsFields(Schema):
+    """An agent version's settings, each optional."""
 
     name: Text | None = Field(default=None, max_length=200)
     system_prompt: Text | None = Field(default=None, max_length=100_000)
@@ -61,9 +60,21 @@ class SettingsIn(Schema):
     retry_base_seconds: float | None = Field(default=None, ge=0, le=3600)
     retry_cap_seconds: float | None = Field(default=None, ge=0, le=86_400)
     handoff_team: Id | None = None
+
+
+class SettingsIn(AgentSettingsFields):
+    """Leave a field out to keep it; `null` is a value (for temperature, handoff_team and
+    max_concurrent_runs: the default)."""
+
     max_concurrent_runs: int | None = Field(default=None, ge=0, le=MAX_INT)
     note: Text = Field(default="", max_length=500, description="Kept with the new version")
     publish: bool = Field(default=False, description="Make the new version the published one")
+
+
+class VersionChangesIn(AgentSettingsFields):
+    """The settings to change; the others stay as in the version derived from."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class AgentCreateIn(SettingsIn):
@@ -110,7 +121,7 @@ class DiffOut(Schema):
 
 
 class DeriveIn(Schema):
-    changes: dict[str, Any] = Field(description="Settings to change, in the snapshot's shape")
+    changes: VersionChangesIn = Field(description="Settings to change, in the snapshot's shape")
     note: Text = Field(default="", max_length=500)
 
 
@@ -353,7 +364,7 @@ def derive_version(
     try:
         derived = services.agent_version_derive(
             version=_version(agent, number),
-            changes=payload.changes,
+            changes=payload.changes.model_dump(exclude_unset=True),
             author=request.user,
             note=payload.note,
         )

@@ -111,7 +111,7 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         probe.clean_fields(exclude=["slug", "endpoint", "handoff_team", "published_version"])
     except ValidationError as exc:
         errors.update(exc.message_dict)
-    temperature = config.get("temperature")
+    temperature = probe.temperature  # as cleaned: a number, or None
     if "temperature" not in errors and temperature is not None and not 0 <= temperature <= 2:
         errors["temperature"] = ["Give a temperature from 0 to 2, or none for the model's own."]
     if not _is_id(endpoint_id) or not ModelEndpoint.objects.filter(pk=endpoint_id).exists():
@@ -139,7 +139,14 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         ]
     if errors:
         raise ValidationError(errors)
-    return config
+    # Stored as cleaned ("7" is 7), fallbacks in their one shape: a run reads them as they are.
+    return {
+        **config,
+        **{name: getattr(probe, name) for name in SCALAR_FIELDS},
+        "fallbacks": [
+            {"endpoint": f["endpoint"], "model": f.get("model", "")} for f in fallbacks or ()
+        ],
+    }
 
 
 @transaction.atomic

@@ -116,8 +116,15 @@ def test_it_lists_diffs_publishes_rolls_back_and_derives(client, alice):
         client, "/api/agents/support/versions/1/derive", {"changes": {"model": "x"}}, alice
     )
     assert derived.status_code == 201 and derived.json()["derived_from"] == 1
-    bad = post(client, "/api/agents/support/versions/1/derive", {"changes": {"colour": 1}}, alice)
-    assert bad.status_code == 422 and bad.json()["field"] == "colour"
+    for changes, field in (
+        ({"colour": 1}, "colour"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"max_steps": "many"}, "max_steps"),
+        ({"fallbacks": [{"model": "x"}]}, "endpoint"),
+    ):
+        bad = post(client, "/api/agents/support/versions/1/derive", {"changes": changes}, alice)
+        assert bad.status_code == 422 and field in str(bad.json()), (changes, bad.json())
+    assert AgentVersion.objects.filter(agent=agent).count() == 3  # none stored
     missing = client.get("/api/agents/support/versions/99", **auth(alice))
     assert missing.status_code == 404
 

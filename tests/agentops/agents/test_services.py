@@ -11,7 +11,7 @@ from agentops.agents.services import (
     agent_version_derive,
     agent_version_publish,
 )
-from agentops.models import AgentVersion, AuditEntry, Run
+from agentops.models import Agent, AgentVersion, AuditEntry, Run
 from agentops.runtime.services import runs_reconcile, session_create, session_post_message
 from tests.agentops.runtime.helpers import agent_with_python_tools, wait_for_run
 from tests.factories import AgentFactory, EndpointFactory
@@ -79,6 +79,25 @@ def test_it_derives_an_unpublished_version_without_touching_the_agent(alice) -> 
     assert agent_version_create(agent=agent, author=alice).pk == v1.pk
 
 
+def test_it_stores_a_change_as_cleaned_so_runs_read_it_as_they_expect(alice) -> None:
+    v1 = agent_version_create(agent=AgentFactory(), author=alice)
+    backup = EndpointFactory()
+    derived = agent_version_derive(
+        version=v1,
+        changes={
+            "max_steps": "7",
+            "temperature": "1",
+            "fallbacks": [{"endpoint": backup.pk}],
+        },
+        author=alice,
+    )
+    assert derived.config["max_steps"] == 7 and derived.config["temperature"] == 1.0
+    assert derived.config["fallbacks"] == [{"endpoint": backup.pk, "model": ""}]
+    agent_version_publish(version=derived, actor=alice)  # restores the row: no KeyError
+    agent = Agent.objects.get(pk=v1.agent_id)
+    assert agent.max_steps == 7 and agent.fallbacks.get().endpoint == backup
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
@@ -88,6 +107,9 @@ def test_it_derives_an_unpublished_version_without_touching_the_agent(alice) -> 
         ({"tools": [999999]}, "tools"),
         ({"fallbacks": [{"endpoint": None}]}, "fallbacks"),
         ({"colour": "red"}, "colour"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": [1]}, "temperature"),
+        ({"max_steps": "many"}, "max_steps"),
     ],
 )
 def test_it_refuses_a_bad_change_naming_the_field(alice, changes, field) -> None:
