@@ -181,6 +181,16 @@ def _handoff(handoff_id: int) -> Any:
     return handoff
 
 
+def _workable(request: HttpRequest, handoff_id: int) -> Any:
+    """The handoff, if the caller may work it (as on its page): not another operator's."""
+    handoff = _handoff(handoff_id)
+    if not selectors.handoff_workable_by(handoff=handoff, user=request.user):
+        raise HttpError(
+            403, f"{handoff.claimed_by} has this conversation; an admin can reassign it"
+        )
+    return handoff
+
+
 def _fresh(handoff_id: int) -> dict[str, Any]:
     return handoff_out(_handoff(handoff_id))
 
@@ -274,7 +284,7 @@ def reassign_handoff(
 )
 def list_notes(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
     require(request, "operator")
-    handoff = _handoff(handoff_id)
+    handoff = _workable(request, handoff_id)
     return {"notes": [note_out(n) for n in selectors.session_notes(session=handoff.session)]}
 
 
@@ -289,7 +299,7 @@ def add_note(
     require(request, "operator")
     try:
         note = services.handoff_note_add(
-            handoff=_handoff(handoff_id), user=request.user, content=payload.content
+            handoff=_workable(request, handoff_id), user=request.user, content=payload.content
         )
     except ValueError as exc:
         raise HttpError(422, f"content: {exc}") from exc
@@ -347,6 +357,13 @@ def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
     return _fresh(handoff_id)
 
 
+def _labelable(request: HttpRequest, session_id: uuid.UUID) -> Session:
+    session = get_object_or_404(Session, pk=session_id)
+    if selectors.session_held_by_another(session=session, user=request.user):
+        raise HttpError(403, "another operator has this conversation; an admin can reassign it")
+    return session
+
+
 @router.post(
     "/sessions/{session_id}/labels",
     response={200: LabelsOut, **WRITE_ERRORS},
@@ -354,7 +371,7 @@ def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
 )
 def add_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
     require(request, "operator")
-    session = get_object_or_404(Session, pk=session_id)
+    session = _labelable(request, session_id)
     services.session_label_add(
         session=session, name=payload.name, colour=payload.colour, actor=request.user
     )
@@ -368,7 +385,7 @@ def add_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> 
 )
 def remove_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
     require(request, "operator")
-    session = get_object_or_404(Session, pk=session_id)
+    session = _labelable(request, session_id)
     label = session.labels.filter(name__iexact=payload.name.strip()).first()
     if label is None:
         raise HttpError(404, f"name: the conversation has no label {payload.name!r}")

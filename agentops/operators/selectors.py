@@ -714,3 +714,22 @@ def labels_with_counts() -> QuerySet[Label]:
             distinct=True,
         ),
     )
+
+
+def handoff_workable_by(*, handoff: Handoff, user: Any) -> bool:
+    """Whether `user` may open and work this handoff: admins any; operators open and resolved
+    ones and those they hold, not another operator's (an admin reassigns it)."""
+    if has_role(user, "admin") or handoff.status != HandoffStatus.CLAIMED:
+        return True
+    return bool(handoff.claimed_by_id == user.pk)
+
+
+def session_held_by_another(*, session: Session, user: Any) -> bool:
+    """A handoff of the session is claimed by an operator other than `user` (not an admin)."""
+    if has_role(user, "admin"):
+        return False
+    return (
+        Handoff.objects.filter(session=session, status=HandoffStatus.CLAIMED)
+        .exclude(claimed_by_id=user.pk)
+        .exists()
+    )

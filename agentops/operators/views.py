@@ -187,10 +187,7 @@ def claim(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
 
 
 def _may_see(request: HtmxHttpRequest, handoff: Handoff) -> bool:
-    """Operators see open handoffs, their own and resolved ones; admins see all."""
-    if has_role(request.user, "admin") or handoff.status != HandoffStatus.CLAIMED:
-        return True
-    return handoff.claimed_by_id == request.user.pk
+    return selectors.handoff_workable_by(handoff=handoff, user=request.user)
 
 
 @role_required("operator")

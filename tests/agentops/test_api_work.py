@@ -68,6 +68,28 @@ def test_it_keeps_a_private_note_from_the_end_user_and_the_model(
     assert PrivateNote.objects.count() == 1
 
 
+def test_it_keeps_another_operators_conversation_theirs_as_its_page_does(client, alice, bob):
+    dave = UserFactory(username="dave", role="operator")
+    handoff = make_handoff()
+    assert post(client, f"/api/handoffs/{handoff.pk}/claim", key_of(bob)).status_code == 200
+    post(client, f"/api/handoffs/{handoff.pk}/notes", key_of(bob), {"content": SECRET})
+    notes = f"/api/handoffs/{handoff.pk}/notes"
+    labels = f"/api/sessions/{handoff.session_id}/labels"
+    other = key_of(dave)
+    refused = [
+        client.get(notes, **other),
+        post(client, notes, other, {"content": "mine now"}),
+        post(client, labels, other, {"name": "VIP"}),
+        post(client, f"{labels}/remove", other, {"name": "VIP"}),
+    ]
+    assert [r.status_code for r in refused] == [403, 403, 403, 403]
+    assert "bob has this conversation" in refused[0].json()["error"]
+    assert PrivateNote.objects.count() == 1 and not Session.objects.get().labels.exists()
+    admin = key_of(alice)  # admins may, as on the pages
+    assert client.get(notes, **admin).json()["notes"][0]["content"] == SECRET
+    assert post(client, labels, admin, {"name": "VIP"}).status_code == 200
+
+
 def test_it_transfers_snoozes_and_labels_through_the_api(client, bob):
     dave = UserFactory(username="dave", role="operator")
     Team.objects.create(slug="billing", name="Billing")
