@@ -8,7 +8,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from agentops.auth import ROLES
-from agentops.models import WEEKDAYS, AssignmentMode, Team, slug_validator
+from agentops.models import (
+    MAX_CAP,
+    MAX_POLICY_MINUTES,
+    WEEKDAYS,
+    AssignmentMode,
+    Team,
+    slug_validator,
+)
 
 ROLE_LABELS = {
     "": "none (cannot use the console)",
@@ -73,6 +80,7 @@ class TeamForm(forms.Form):
     )
     concurrent_cap = forms.IntegerField(
         min_value=1,
+        max_value=MAX_CAP,
         initial=3,
         required=False,
         label="Conversations per operator at once",
@@ -80,6 +88,7 @@ class TeamForm(forms.Form):
     )
     escalate_after_minutes = forms.IntegerField(
         min_value=1,
+        max_value=MAX_POLICY_MINUTES,
         required=False,
         label="Escalate unclaimed handoffs after (minutes)",
         help_text="Empty: never.",
@@ -92,12 +101,14 @@ class TeamForm(forms.Form):
     )
     first_response_minutes = forms.IntegerField(
         min_value=1,
+        max_value=MAX_POLICY_MINUTES,
         required=False,
         label="First response target (minutes)",
         help_text="From the handoff to the first operator reply. Empty: none.",
     )
     resolution_minutes = forms.IntegerField(
         min_value=1,
+        max_value=MAX_POLICY_MINUTES,
         required=False,
         label="Resolution target (minutes)",
         help_text="From the handoff to its close or hand-back. Empty: none.",

@@ -58,6 +58,10 @@ class ModelEndpoint(models.Model):
         self.api_key_ciphertext = encrypt_text(value) if value else ""
 
 
+# Bounds of team and operator policies: beyond them a value is a typo, and the queue's date
+# arithmetic (now - minutes) would overflow.
+MAX_CAP = 10_000
+MAX_POLICY_MINUTES = 366 * 24 * 60
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order
 
 

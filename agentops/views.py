@@ -24,7 +24,7 @@ from agentops.forms import (
     UserTeamsForm,
 )
 from agentops.health import services_status
-from agentops.models import Agent, ApiKey, Invitation, Run, Team
+from agentops.models import MAX_CAP, Agent, ApiKey, Invitation, Run, Team
 from agentops.selectors import (
     invitation_by_token,
     invitations_pending,
@@ -45,6 +45,7 @@ from agentops.services import (
     user_role_set,
     user_teams_set,
 )
+from tracing.web import id_param
 
 
 @role_required("viewer")
@@ -246,10 +247,10 @@ def user_cap(request: HttpRequest, user_id: int) -> HttpResponse:
 
     user = get_object_or_404(get_user_model(), pk=user_id)
     raw = request.POST.get("cap", "").strip()
-    if raw and not (raw.isdigit() and int(raw) >= 1):
-        messages.error(request, "cap: give a whole number of at least 1, or leave it empty.")
+    cap = id_param(raw)
+    if raw and (cap is None or cap > MAX_CAP):
+        messages.error(request, f"cap: give a whole number from 1 to {MAX_CAP}, or leave it empty.")
         return redirect("users")
-    cap = int(raw) if raw else None
     operator_cap_set(user=user, cap=cap, actor=request.user)
     shown = cap if cap is not None else "the team's"
     messages.success(request, f"{user.get_username()}: {shown} conversations at once.")

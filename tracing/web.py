@@ -1,5 +1,5 @@
 """Web helpers shared by the views of every app: the htmx request type, the one safe-redirect
-rule, the htmx form-error status and the pager's query string. They live in `tracing`, the
+rule, the htmx form-error status, the pager's query string and whole-number parameters. They live in `tracing`, the
 bottom layer, so `memory` and `tools` use them without importing `agentops`."""
 
 from __future__ import annotations
@@ -40,3 +40,16 @@ def page_query(request: HttpRequest) -> str:
     params = request.GET.copy()
     params.pop("page", None)
     return params.urlencode()
+
+
+MAX_DB_INT = 2**31 - 1  # a Postgres integer column
+
+
+def id_param(raw: str) -> int | None:
+    """A row id or number from a query or form value: an ASCII whole number from 1 to what a
+    Postgres integer holds, else None ("²" and "99999999999" are no ids)."""
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_DB_INT else None

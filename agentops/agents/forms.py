@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from agentops.agent_config import SCALAR_FIELDS
 from agentops.agents import selectors
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
+from tracing.web import MAX_DB_INT
 
 
 class ToolChoices(forms.ModelMultipleChoiceField):
@@ -62,20 +63,31 @@ class AgentForm(forms.Form):
     context_token_budget = forms.IntegerField(
         label="Context budget (tokens)",
         min_value=256,
+        max_value=MAX_DB_INT,
         initial=8000,
         help_text="Older messages beyond it are folded into the running summary.",
     )
     max_steps = forms.IntegerField(
-        min_value=1, initial=12, help_text="Model calls per run before it hands off."
+        min_value=1,
+        max_value=MAX_DB_INT,
+        initial=12,
+        help_text="Model calls per run before it hands off.",
     )
     max_concurrent_runs = forms.IntegerField(
         required=False,
         min_value=0,
+        max_value=MAX_DB_INT,
         help_text="Runs in flight at once. Empty: the server's default. 0: no limit.",
     )
-    retry_max_attempts = forms.IntegerField(label="Retry attempts", min_value=1, initial=4)
-    retry_base_seconds = forms.FloatField(label="Retry base delay (s)", min_value=0, initial=0.5)
-    retry_cap_seconds = forms.FloatField(label="Retry delay cap (s)", min_value=0, initial=30)
+    retry_max_attempts = forms.IntegerField(
+        label="Retry attempts", min_value=1, max_value=100, initial=4
+    )
+    retry_base_seconds = forms.FloatField(
+        label="Retry base delay (s)", min_value=0, max_value=3600, initial=0.5
+    )
+    retry_cap_seconds = forms.FloatField(
+        label="Retry delay cap (s)", min_value=0, max_value=86_400, initial=30
+    )
     handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(  # type: ignore[type-arg]
         queryset=None,  # type: ignore[arg-type]
         required=False,

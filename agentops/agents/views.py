@@ -21,7 +21,7 @@ from agentops.console.views import MessageForm
 from agentops.experiments.selectors import agent_version_gate
 from agentops.models import Agent, AgentVersion, Session
 from agentops.selectors import conversation_get
-from tracing.web import HtmxHttpRequest, next_url
+from tracing.web import HtmxHttpRequest, id_param, next_url
 
 DRAFT_KEY = "agent-draft:{slug}"
 FIGURES_WINDOW = timedelta(days=30)
@@ -175,8 +175,8 @@ def version_detail(request: HtmxHttpRequest, slug: str, number: int) -> HttpResp
     agent = _agent_or_404(slug)
     version = _version_or_404(agent, number)
     against = selectors.version_previous(version=version)
-    if request.GET.get("against", "").isdigit():
-        against = _version_or_404(agent, int(request.GET["against"]))
+    if (number_against := id_param(request.GET.get("against", ""))) is not None:
+        against = _version_or_404(agent, number_against)
     context = {
         "agent": agent,
         "version": version,

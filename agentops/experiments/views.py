@@ -16,7 +16,7 @@ from agentops.auth import has_role, role_required
 from agentops.experiments import forms, selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, ExperimentStatus
 from agentops.models import Handoff, Run
-from tracing.web import HtmxHttpRequest, error_status
+from tracing.web import HtmxHttpRequest, error_status, id_param
 
 
 def _form_errors(form: Any, exc: ValidationError, fields: dict[str, str] | None = None) -> None:
@@ -162,8 +162,11 @@ def _source(request: HtmxHttpRequest) -> tuple[Any, selectors.Turn | None, str]:
         if run is None:
             raise Http404("No such run.")
         return run, selectors.turn_from_run(run=run), reverse("observe:run", args=[run.pk])
-    if handoff_id.isdigit():
-        handoff = Handoff.objects.select_related("run__trigger").filter(pk=handoff_id).first()
+    if handoff_id:
+        pk = id_param(handoff_id)
+        handoff = (
+            Handoff.objects.select_related("run__trigger").filter(pk=pk).first() if pk else None
+        )
         if handoff is None:
             raise Http404("No such handoff.")
         back = reverse("operators:handoff", args=[handoff.pk])

@@ -22,6 +22,8 @@ from django.utils import timezone
 from agentops.auth import has_role
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
+    MAX_CAP,
+    MAX_POLICY_MINUTES,
     AssignmentMode,
     AuditEntry,
     Handoff,
@@ -232,8 +234,8 @@ def operator_presence_set(*, user: Any, presence: str) -> OperatorState:
 
 def operator_cap_set(*, user: Any, cap: int | None, actor: Any) -> OperatorState:
     """An admin sets how many conversations a person is given at once (None: the team's)."""
-    if cap is not None and cap < 1:
-        raise ValueError("cap: give at least 1, or leave it empty for the team's cap")
+    if cap is not None and not 1 <= cap <= MAX_CAP:
+        raise ValueError(f"cap: give 1 to {MAX_CAP}, or leave it empty for the team's cap")
     with transaction.atomic():
         state, _ = OperatorState.objects.select_for_update().get_or_create(user=user)
         if state.concurrent_cap != cap:
@@ -291,7 +293,7 @@ def handoffs_escalate(*, now: datetime | None = None) -> int:
     for team in Team.objects.filter(escalate_after_minutes__isnull=False).select_related(
         "escalate_to"
     ):
-        due = now - timedelta(minutes=team.escalate_after_minutes or 0)
+        due = now - timedelta(minutes=min(team.escalate_after_minutes or 0, MAX_POLICY_MINUTES))
         waiting = Handoff.objects.filter(
             team=team, status=HandoffStatus.OPEN, escalated_to_admins=False, team_since__lte=due
         ).select_related("session")
@@ -336,7 +338,7 @@ def handoffs_sla_check(*, now: datetime | None = None) -> int:
         for kind, minutes, stamped, done_at in checks:
             if minutes is None or stamped is not None:
                 continue
-            due = handoff.created_at + timedelta(minutes=minutes)
+            due = handoff.created_at + timedelta(minutes=min(minutes, MAX_POLICY_MINUTES))
             if (done_at or now) <= due:
                 continue
             field = f"{kind}_breached_at"

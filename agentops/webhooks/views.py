@@ -18,6 +18,7 @@ from agentops.webhooks.services import (
     webhook_endpoint_delete,
     webhook_endpoint_enable,
 )
+from tracing.web import id_param
 
 
 @role_required("admin")
@@ -39,7 +40,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "new_secret": secret,
         "endpoints": webhook_endpoints(),
         "deliveries": webhook_deliveries(
-            endpoint_id=int(endpoint_id) if endpoint_id.isdigit() else None,
+            endpoint_id=id_param(endpoint_id),
             status=status if status in DeliveryStatus.values else "",
         ),
         "statuses": DeliveryStatus.values,

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from agentops.models import Run, RunStatus
 from tests.factories import SessionFactory, ToolFactory
-from tracing.web import error_status, next_url, page_query
+from tracing.web import error_status, id_param, next_url, page_query
 
 OFF_SITE = [
     "https://evil.example/",
@@ -96,3 +96,9 @@ def test_it_renders_one_pager_on_every_paged_list(alice):
     assert f'href="?agent={session.agent.slug}&amp;page=2">older →</a>' in runs
     audit = client.get(reverse("operators:audit"), {"page": "2"}).content.decode()
     assert "page 2 of 2</span>" in audit and 'href="?page=1">← newer</a>' in audit
+
+
+def test_it_reads_an_id_only_as_a_whole_number_a_postgres_integer_holds():
+    assert [id_param(v) for v in ("1", " 42 ", "2147483647")] == [1, 42, 2147483647]
+    for bad in ("", "0", "-1", "1.5", "²", "\u0661", "2147483648", "99999999999", "0x1f", "1e3"):
+        assert id_param(bad) is None, bad

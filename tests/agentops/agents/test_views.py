@@ -204,6 +204,11 @@ def test_it_shows_a_readable_diff_and_publishes_and_rolls_back(alice):
     assert '<span class="add">+Line 2</span>' in page
     listing = client.get("/agents/support/versions/").content.decode()
     assert "switch endpoint" in listing and "backup" in listing
+    against_first = client.get("/agents/support/versions/2/?against=1")
+    assert against_first.context["against"] == v1
+    for odd in ("²", "99999999999", "x"):  # the previous version, as with none given
+        assert client.get(f"/agents/support/versions/2/?against={odd}").context["against"] == v1
+    assert client.get("/agents/support/versions/2/?against=7").status_code == 404
 
     assert client.post("/agents/support/versions/2/publish").status_code == 302
     agent.refresh_from_db()

@@ -50,6 +50,8 @@ def test_it_offers_a_handoff_turn_with_the_operators_reply_as_reference(operator
     )
     page = operator_client.get(f"/datasets/add?handoff={handoff.pk}").content.decode()
     assert "A human here: done." in page  # the reference, ready to edit
+    for odd in ("²", "99999999999", "x"):
+        assert operator_client.get(f"/datasets/add?handoff={odd}").status_code == 404
 
 
 def test_it_asks_for_a_dataset_when_none_is_chosen(operator_client):

@@ -179,6 +179,18 @@ def test_it_escalates_to_the_admins_when_the_team_names_no_other():
     assert handoffs_sweep()["escalated"] == 0  # once
 
 
+def test_it_keeps_sweeping_past_a_team_policy_too_large_for_the_calendar():
+    # Stored before the forms had bounds (or by hand): the sweep must not stop on it.
+    team = Team.objects.create(
+        slug="huge",
+        name="Huge",
+        escalate_after_minutes=2_000_000_000,
+        first_response_minutes=2_000_000_000,
+    )
+    make_handoff(team=team)
+    assert handoffs_sweep() == {"escalated": 0, "assigned": 0, "sla_breaches": 0}
+
+
 def test_it_starts_the_escalation_clock_again_when_a_handoff_is_transferred_to_a_team():
     team = Team.objects.create(slug="solo", name="Solo", escalate_after_minutes=15)
     bob = UserFactory(username="bob", role="operator")
@@ -291,6 +303,8 @@ def test_it_sets_a_teams_assignment_escalation_and_targets_on_the_team_page(alic
         ({"escalate_to": team.pk}, "A team cannot escalate to itself"),
         ({"concurrent_cap": "0"}, "Ensure this value is greater than or equal to 1."),
         ({"first_response_minutes": "soon"}, "Enter a whole number."),
+        ({"escalate_after_minutes": "2000000000"}, "less than or equal to 527040"),
+        ({"concurrent_cap": "99999999999"}, "less than or equal to 10000"),
     ):
         response = client.post(reverse("team_edit", args=["desk"]), {**form, **changes})
         assert response.status_code == 400 and message in response.content.decode()
@@ -306,7 +320,10 @@ def test_it_sets_an_operators_own_cap_on_the_people_page(alice):
     client.post(reverse("user_cap", args=[ann.pk]), {"cap": "0"})
     assert OperatorState.objects.get(user=ann).concurrent_cap == 5
     page = client.get(reverse("users"), follow=True).content.decode()
-    assert "cap: give a whole number of at least 1" in page
+    assert "cap: give a whole number from 1 to 10000" in page
+    for bad in ("²", "99999999999", "10001"):  # neither a 500 nor stored
+        assert client.post(reverse("user_cap", args=[ann.pk]), {"cap": bad}).status_code == 302
+        assert OperatorState.objects.get(user=ann).concurrent_cap == 5
     client.post(reverse("user_cap", args=[ann.pk]), {"cap": ""})
     assert OperatorState.objects.get(user=ann).concurrent_cap is None
 
