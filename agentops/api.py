@@ -25,6 +25,7 @@ from agentops.auth import api_key_user, has_role
 from agentops.conversation import conversation_serialise
 from agentops.idempotency import idempotent
 from agentops.models import (
+    ACTIVE_RUN_STATUSES,
     Agent,
     Handoff,
     HandoffStatus,
@@ -592,7 +593,9 @@ def list_messages(
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     require(request, "viewer")
     run = get_object_or_404(Run.objects.select_related("agent", "session"), pk=run_id)
-    pending = ToolCall.objects.filter(run=run, status=ToolCallStatus.AWAITING_APPROVAL)
+    pending = ToolCall.objects.filter(
+        run=run, status=ToolCallStatus.AWAITING_APPROVAL, run__status__in=ACTIVE_RUN_STATUSES
+    )
     return {
         **run_out(run, with_traceback=has_role(request.user, "operator")),
         "forks": list(run.forks.order_by("created_at").values_list("pk", flat=True)),

@@ -33,7 +33,7 @@ from agentops.api import (
     toolcall_out,
 )
 from agentops.conversation import message_serialise
-from agentops.models import HandoffRating, Session, ToolCall, ToolCallStatus
+from agentops.models import ACTIVE_RUN_STATUSES, HandoffRating, Session, ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
 from agentops.operators.models import LabelColour
 from agentops.operators.services import HandoffConflict
@@ -406,6 +406,8 @@ def list_tool_calls(
 ) -> dict[str, Any]:
     require(request, "viewer")
     rows = ToolCall.objects.filter(status=status)
+    if status == ToolCallStatus.AWAITING_APPROVAL:  # a call whose run ended awaits nothing
+        rows = rows.filter(run__status__in=ACTIVE_RUN_STATUSES)
     if run is not None:
         rows = rows.filter(run_id=run)
     if session is not None:

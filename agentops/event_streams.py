@@ -34,6 +34,7 @@ from channels.layers import get_channel_layer
 from agentops.auth import api_key_user, has_role
 from agentops.conversation import message_serialise, run_status_serialise
 from agentops.models import (
+    ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
     Handoff,
     HandoffStatus,
@@ -151,7 +152,9 @@ class SessionStream(_Stream):
             .first()
         )
         approvals = ToolCall.objects.filter(
-            run__session=session, status=ToolCallStatus.AWAITING_APPROVAL
+            run__session=session,
+            status=ToolCallStatus.AWAITING_APPROVAL,
+            run__status__in=ACTIVE_RUN_STATUSES,
         ).select_related("run__agent", "decided_by")
         latest = run.first()
         return {

@@ -270,7 +270,9 @@ def handoff_get(*, handoff_id: int) -> Handoff | None:
 
 def approvals_pending() -> QuerySet[ToolCall]:
     return (
-        ToolCall.objects.filter(status=ToolCallStatus.AWAITING_APPROVAL)
+        ToolCall.objects.filter(
+            status=ToolCallStatus.AWAITING_APPROVAL, run__status__in=ACTIVE_RUN_STATUSES
+        )
         .select_related("run__agent", "run__session")
         .order_by("started_at")
     )

@@ -175,5 +175,31 @@ def context_assemble(
     Messages from `keep_from` on are always sent (see `Transcript.window`)."""
     fixed = parts.tokens() + tools_tokens
     older, recent = transcript.window(max(0, budget - fixed), keep_from=keep_from)
-    messages = parts.system_messages() + [to_openai(m) for m in recent]
+    messages = parts.system_messages() + tool_calls_answered([to_openai(m) for m in recent])
     return messages, fixed + sum(m.token_count for m in recent), older
+
+
+NOT_RUN = "Not run: the run that asked for this call ended first (cancelled or taken over)."
+
+
+def tool_calls_answered(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every tool call is answered, as models require: a call left without a result (its run
+    was cancelled or taken over while it awaited approval) gets one saying it was not run. A
+    run never calls the model before answering its own calls, so only such calls are met."""
+    out: list[dict[str, Any]] = []
+    pending: list[str] = []
+
+    def answer_pending() -> None:
+        out.extend({"role": "tool", "tool_call_id": i, "content": NOT_RUN} for i in pending)
+        pending.clear()
+
+    for message in messages:
+        if message["role"] != "tool":
+            answer_pending()
+        elif message.get("tool_call_id") in pending:
+            pending.remove(message["tool_call_id"])
+        out.append(message)
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            pending.extend(call["id"] for call in message["tool_calls"] if call.get("id"))
+    answer_pending()
+    return out

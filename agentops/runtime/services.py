@@ -344,6 +344,9 @@ def toolcall_decide(
 ) -> ToolCall:
     """An operator approves or rejects a call waiting for approval; the run resumes."""
     status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
+    ended = Run.objects.filter(pk=tool_call.run_id).exclude(status__in=ACTIVE_RUN_STATUSES)
+    if ended.exists():
+        raise RuntimeConflict("its run has ended (cancelled or taken over): nothing awaits it")
     decided = ToolCall.objects.filter(
         pk=tool_call.pk, status=ToolCallStatus.AWAITING_APPROVAL
     ).update(status=status, decided_by=actor, decided_at=timezone.now(), decision_note=note[:2000])

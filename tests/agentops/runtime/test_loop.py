@@ -8,7 +8,7 @@ import pytest
 from agentops.models import Handoff, Message, Role, RunStatus, SessionStatus, ToolCall
 from agentops.observe.selectors import failures_grouped
 from agentops.runtime.checkpoint import messages_append
-from agentops.runtime.context import message_tokens
+from agentops.runtime.context import NOT_RUN, message_tokens, tool_calls_answered
 from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.runtime.helpers import span_names, spans, wait_for_package, wait_for_run
 from tools.services import python_tools_sync
@@ -237,3 +237,35 @@ def test_it_fails_with_context_overflow_when_the_turn_alone_does_not_fit(
     assert "current turn" in run.error_message and "2000 tokens" in run.error_message
     assert chat_requests(devmodel, model_name) == []  # no answer to a question it was not shown
     assert not Message.objects.filter(session=session, run=run, role=Role.ASSISTANT).exists()
+
+
+def test_it_answers_tool_calls_a_run_left_without_results_and_keeps_the_answered_ones():
+    def asks(*ids):  # type: ignore[no-untyped-def]
+        call = {"type": "function", "function": {"name": "echo", "arguments": "{}"}}
+        return {"role": "assistant", "content": "", "tool_calls": [{"id": i, **call} for i in ids]}
+
+    def result(i):  # type: ignore[no-untyped-def]
+        return {"role": "tool", "tool_call_id": i, "content": "ok"}
+
+    user = {"role": "user", "content": "hi"}
+    answered = [user, asks("a", "b"), result("a"), result("b"), user]
+    assert tool_calls_answered(answered) == answered
+    left = [
+        user,
+        asks("a", "b"),
+        result("a"),
+        {"role": "assistant", "content": "[Human operator] hi"},
+    ]
+    assert tool_calls_answered(left) == [
+        user,
+        asks("a", "b"),
+        result("a"),
+        {"role": "tool", "tool_call_id": "b", "content": NOT_RUN},
+        left[-1],
+    ]
+    trailing = [user, asks("c")]  # a run taken over while "c" awaited approval, handed back
+    assert tool_calls_answered(trailing)[-1] == {
+        "role": "tool",
+        "tool_call_id": "c",
+        "content": NOT_RUN,
+    }

@@ -12,6 +12,7 @@ from django.utils import timezone
 from agentops.models import AgentFallback, Message, ModelEndpoint, Role, Run, RunStatus, ToolCall
 from agentops.runtime.breaker import breaker_reopens_in
 from agentops.runtime.services import (
+    RuntimeConflict,
     runs_reconcile,
     session_create,
     session_post_message,
@@ -151,6 +152,32 @@ def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, appr
     assert AuditEntry.objects.filter(
         action="tool.approve" if approve else "tool.reject", actor=bob
     ).exists()
+
+
+def test_it_drops_an_approval_whose_run_was_taken_over_and_hands_back_cleanly(worker, agent, bob):
+    from agentops.operators.selectors import approvals_pending
+    from agentops.operators.services import handoff_hand_back, session_take_over
+
+    echo = ToolDefinition.objects.get(name="echo")
+    echo.requires_approval = True
+    tool_save(tool=echo)
+    session, run = ask(agent, 'call echo {"text": "transfer 100 EUR"}')
+    wait_for_run(run.pk, statuses={RunStatus.WAITING})
+    call = ToolCall.objects.get(run=run, status="awaiting_approval")
+    assert list(approvals_pending()) == [call]
+
+    handoff = session_take_over(session_id=session.pk, user=bob).handoff
+    assert handoff is not None and Run.objects.get(pk=run.pk).status == RunStatus.HANDED_OFF
+    assert list(approvals_pending()) == []  # nothing awaits the decision any more
+    with pytest.raises(RuntimeConflict, match="its run has ended"):
+        toolcall_decide(tool_call=call, approve=True, actor=bob)
+
+    # The call asked for was never answered: the agent's next turn must still be a
+    # conversation the model accepts (the dev model refuses unanswered calls, as OpenAI does).
+    again = handoff_hand_back(handoff=handoff, user=bob)
+    again = wait_for_run(again.pk)
+    assert again.status == RunStatus.SUCCEEDED, again.error_message
+    assert not Message.objects.filter(session=session, role=Role.TOOL).exists()  # never ran
 
 
 def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
