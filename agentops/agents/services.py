@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agentops.agent_config import SCALAR_FIELDS, config_snapshot
@@ -222,7 +222,11 @@ def agent_create(
     if errors:
         raise ValidationError(errors)
     agent = Agent(slug=slug, endpoint_id=full["endpoint"], max_concurrent_runs=capacity)
-    agent_settings_restore(agent=agent, config=full)
+    try:
+        with transaction.atomic():  # created meanwhile by another admin: the same error
+            agent_settings_restore(agent=agent, config=full)
+    except IntegrityError:
+        raise ValidationError({"slug": [f"An agent {slug!r} exists already."]}) from None
     audit_record(actor=author, action="agent.create", target=slug)
     return agent_version_create(agent=agent, author=author, note=note or "created", publish=publish)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import django_rq
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -79,11 +79,16 @@ def dataset_create(*, name: str, description: str = "", actor: Actor) -> Dataset
         raise ValidationError({"name": ["Give the dataset a name."]})
     if len(name) > 200:
         raise ValidationError({"name": ["At most 200 characters."]})
+    taken = ValidationError({"name": [f"A dataset named {name!r} exists already."]})
     if Dataset.objects.filter(name=name).exists():
-        raise ValidationError({"name": [f"A dataset named {name!r} exists already."]})
-    dataset = Dataset.objects.create(
-        name=name, description=description[:5000], created_by=_user(actor)
-    )
+        raise taken
+    try:
+        with transaction.atomic():  # created meanwhile by someone else: the same error
+            dataset = Dataset.objects.create(
+                name=name, description=description[:5000], created_by=_user(actor)
+            )
+    except IntegrityError:
+        raise taken from None
     audit_record(actor=actor, action="dataset.create", target=name)
     return dataset
 

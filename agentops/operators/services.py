@@ -810,7 +810,11 @@ def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
     if Label.objects.filter(name__iexact=name).exclude(pk=label.pk).exists():
         raise ValueError(f"name: a label named {name!r} exists already")
     before = label.name
-    Label.objects.filter(pk=label.pk).update(name=name, colour=colour)
+    try:
+        with transaction.atomic():  # taken meanwhile: the same error as above
+            Label.objects.filter(pk=label.pk).update(name=name, colour=colour)
+    except IntegrityError:
+        raise ValueError(f"name: a label named {name!r} exists already") from None
     label.name, label.colour = name, colour
     audit_record(actor=actor, action="label.update", target=before, name=name, colour=colour)
     broadcast(OPS_GROUP, {"kind": "labels.changed"})
@@ -876,7 +880,11 @@ def canned_reply_save(
         raise ValueError(f"shortcut: /{shortcut} is taken in this scope")
     reply.full_clean(validate_unique=False, validate_constraints=False)
     with transaction.atomic():
-        reply.save()
+        try:
+            with transaction.atomic():  # taken meanwhile by another admin: the same error
+                reply.save()
+        except IntegrityError:
+            raise ValueError(f"shortcut: /{shortcut} is taken in this scope") from None
         audit_record(
             actor=actor,
             action="canned_reply.created" if created else "canned_reply.changed",
