@@ -106,12 +106,13 @@ def test_it_never_fetches_a_schema_reference_to_validate_arguments(db, api_serve
     # One stored before the check (or sent by an MCP server): its arguments are refused with a
     # message the model can read, and the reference is never fetched.
     tool = make_http_tool("fetching", api_server.url("/echo"), parameters=ORDER_SCHEMA)
+    echoes = api_server.hits("/echo")  # the server is shared by this module's tests
     ToolDefinition.objects.filter(pk=tool.pk).update(parameters=remote)
     tool.refresh_from_db()
     failure = failure_of(tool, {"order_id": "1"})
     assert failure.failure_class == FailureClass.INVALID_REQUEST
     assert "reference that cannot be resolved" in str(failure)
-    assert api_server.hits("/schema") == 0 and api_server.hits("/echo") == 0
+    assert api_server.hits("/schema") == 0 and api_server.hits("/echo") == echoes
     local = {
         "type": "object",
         "$defs": {"id": {"type": "string"}},
