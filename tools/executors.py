@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from jsonschema import Draft202012Validator
+
 from crypto.secrets import SecretUnreadable
 from tools.deadline import ToolTimeout, call_with_deadline
 from tools.models import ToolDefinition, ToolKind
@@ -65,7 +67,8 @@ def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
     """Why these arguments do not fit the tool's schema (empty when they do)."""
     if not isinstance(arguments, dict):
         return ["arguments must be a JSON object"]
-    validator = schema_validator(tool.parameters or {"type": "object"})
+    # 2020-12 whatever `$schema` says: the draft tool schemas are checked against when saved.
+    validator = schema_validator(tool.parameters or {"type": "object"}, draft=Draft202012Validator)
     try:
         found = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
     except Unresolvable as exc:

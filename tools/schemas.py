@@ -16,13 +16,15 @@ import referencing.exceptions
 
 NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry()
 REF_KEYWORDS = ("$ref", "$dynamicRef")
+DATA_KEYWORDS = ("const", "enum", "default", "examples")  # values, not schemas
 Unresolvable = referencing.exceptions.Unresolvable
 
 
-def schema_validator(schema: Any, **extensions: Any) -> Any:
-    """A validator for `schema` (its own draft) that never retrieves a reference; keywords in
-    `extensions` replace the draft's (e.g. a time-limited `pattern`)."""
-    cls = jsonschema.validators.validator_for(schema)
+def schema_validator(schema: Any, *, draft: Any = None, **extensions: Any) -> Any:
+    """A validator for `schema` that never retrieves a reference: of `draft` if given, else of
+    the schema's own `$schema`; keywords in `extensions` replace the draft's (e.g. a
+    time-limited `pattern`)."""
+    cls = draft or jsonschema.validators.validator_for(schema)
     if extensions:
         cls = jsonschema.validators.extend(cls, extensions)
     return cls(schema, registry=NO_RETRIEVAL)
@@ -38,7 +40,7 @@ def remote_refs(schema: Any) -> list[str]:
             for key, value in node.items():
                 if key in REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
                     found.append(value)
-                else:
+                elif key not in DATA_KEYWORDS:
                     stack.append(value)
         elif isinstance(node, list):
             stack.extend(node)

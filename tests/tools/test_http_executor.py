@@ -381,3 +381,17 @@ def test_it_opens_no_pooled_connection_the_allowlist_no_longer_allows(db, api_se
     settings.TOOL_EGRESS_ALLOWLIST = []
     failure = failure_of(tool)
     assert "loopback" in str(failure) and failure.may_have_reached_server is False
+
+
+def test_it_reads_a_ref_in_a_value_as_a_value():  # type: ignore[no-untyped-def]
+    from tools.schemas import remote_refs
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "link": {"const": {"$ref": "https://example.com/x"}},
+            "kind": {"enum": [{"$ref": "file:///etc/passwd"}]},
+            "item": {"$ref": "https://example.com/item.json"},
+        },
+    }
+    assert remote_refs(schema) == ["https://example.com/item.json"]

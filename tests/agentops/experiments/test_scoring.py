@@ -59,6 +59,11 @@ def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
     for schema in (
         {"properties": {"code": {"type": "string", "pattern": "(a|aa)+$"}}},
         {"patternProperties": {"(a|aa)+$": {"type": "number"}}},
+        {
+            "additionalProperties": False,
+            "patternProperties": {"(a|aa)+$": {}},
+            "properties": {"code": {}},
+        },
     ):
         check = Check(kind=CheckKind.JSON_SCHEMA, schema=schema)
         score, error = _score(check, json.dumps({"code": "a" * 60 + "b", "a" * 60 + "b": 1}))
@@ -66,6 +71,24 @@ def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
         assert _score(check, json.dumps({"code": "aaa", "aaa": 1})) == (1.0, "")
     pattern = Check(kind=CheckKind.JSON_SCHEMA, schema={"pattern": "^#\\d+$"})
     assert _score(pattern, '"#12"') == (1.0, "") and _score(pattern, '"#x"') == (0.0, "")
+
+
+def test_it_checks_additional_properties_as_jsonschema_does():
+    closed = Check(
+        kind=CheckKind.JSON_SCHEMA,
+        schema={
+            "properties": {"total": {}},
+            "patternProperties": {"^x-": {"type": "string"}},
+            "additionalProperties": False,
+        },
+    )
+    assert _score(closed, '{"total": 1, "x-note": "ok"}') == (1.0, "")
+    result = check_score(
+        check=closed, output='{"total": 1, "other": 2}', item_input="", reference=""
+    )
+    assert result.score == 0.0 and "'other'" in result.detail
+    typed = Check(kind=CheckKind.JSON_SCHEMA, schema={"additionalProperties": {"type": "number"}})
+    assert _score(typed, '{"a": 1}') == (1.0, "") and _score(typed, '{"a": "x"}') == (0.0, "")
 
 
 def test_it_never_fetches_a_schema_reference_to_score():

@@ -129,6 +129,13 @@ def test_it_imports_and_exports_jsonl_and_refuses_a_bad_line_whole(alice):
             {"kind": "json_schema", "schema": {"items": {"$ref": "file:///etc/passwd"}}},
             "checks.0.schema",
         ),
+        (
+            {
+                "kind": "json_schema",
+                "schema": {"patternProperties": {"^a": {}}, "unevaluatedProperties": False},
+            },
+            "checks.0.schema",
+        ),
         ({"kind": "judge"}, "checks.0.endpoint"),
         ({"kind": "fuzzy"}, "checks.0.kind"),
     ],
