@@ -107,10 +107,13 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
     probe = Agent(slug="probe", endpoint_id=endpoint_id)
     for name in SCALAR_FIELDS:
         setattr(probe, name, config.get(name))
+        # clean_fields lets None through for blank fields (model, instructions): not here.
+        if config.get(name) is None and not Agent._meta.get_field(name).null:
+            errors[name] = ["This field cannot be null."]
     try:
         probe.clean_fields(exclude=["slug", "endpoint", "handoff_team", "published_version"])
     except ValidationError as exc:
-        errors.update(exc.message_dict)
+        errors = {**exc.message_dict, **errors}
     temperature = probe.temperature  # as cleaned: a number, or None
     if "temperature" not in errors and temperature is not None and not 0 <= temperature <= 2:
         errors["temperature"] = ["Give a temperature from 0 to 2, or none for the model's own."]

@@ -5,9 +5,9 @@ reads the count from the database (`unread_counts`) and sends it, so a client th
 reconnects gets the count as it is now, whatever it missed while away. Afterwards, each
 event that can change the count (a handoff created, claimed or resolved, an end user's
 message, the operator's own read markers moving) makes it recount, at most once per
-`recount_delay`. Of the ops events only `handoff.note` is forwarded, as ids without text
-(`{"kind": "note", "handoff_id", "note_id"}`): an open conversation page then fetches the
-note (static/operators/operators.js). The client notifies when the count grows
+`recount_delay`. Of the ops events only those that add a private note (a note, a transfer)
+are forwarded, as ids without text (`{"kind": "note", "handoff_id", "session_id"}`): an open
+page of that conversation then fetches its new notes (static/operators/operators.js). The client notifies when the count grows
 (static/operators/notify.js).
 """
 
@@ -24,6 +24,7 @@ from agentops.operators.services import UNREAD_CHANGED
 from tracing.consumers import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
 from tracing.live import OPS_GROUP
 
+NOTE_KINDS = frozenset({"handoff.note", "handoff.transferred"})  # a transfer leaves a note
 RECOUNT_KINDS = frozenset(
     {"handoff.created", "handoff.claimed", "handoff.resolved", "session.message"}
 )
@@ -68,9 +69,13 @@ class InboxConsumer(ResumingConsumer):
             return
         if event.get("kind") in RECOUNT_KINDS:
             self._recount_soon()
-        elif event.get("kind") == "handoff.note":
+        elif event.get("kind") in NOTE_KINDS:
             self.enqueue(
-                {"kind": "note", "handoff_id": event["handoff_id"], "note_id": event["note_id"]}
+                {
+                    "kind": "note",
+                    "handoff_id": event["handoff_id"],
+                    "session_id": event["session_id"],
+                }
             )
 
     async def live_event(self, message: dict[str, Any]) -> None:

@@ -171,18 +171,20 @@
       after = Math.max(after, Number(li.dataset.note));
     });
     window.fetch(head.dataset.notesUrl + "?after=" + after, { credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.text() : ""; })
+      .then(function (r) { return r.ok && !r.redirected ? r.text() : ""; }) // not a login page
       .then(function (html) {
         const tpl = document.createElement("template");
         tpl.innerHTML = html; // the server's own rendering: note text is escaped there
-        Array.prototype.slice.call(tpl.content.children).forEach(placeNote);
+        Array.prototype.slice.call(tpl.content.children).forEach(function (el) {
+          if (el.matches("li[data-note]")) { placeNote(el); }
+        });
       });
   }
   document.addEventListener("agentops:inbox", function (event) {
     const message = event.detail || {};
-    const head = document.querySelector("[data-handoff-id]");
+    const head = document.querySelector("[data-session-id]");
     if (!head) { return; }
-    if ((message.kind === "note" && String(message.handoff_id) === head.dataset.handoffId) ||
+    if ((message.kind === "note" && message.session_id === head.dataset.sessionId) ||
         (message.kind === "unread" && message.initial)) {
       fetchNotes();
     }

@@ -110,6 +110,8 @@ def test_it_stores_a_change_as_cleaned_so_runs_read_it_as_they_expect(alice) -> 
         ({"temperature": "hot"}, "temperature"),
         ({"temperature": [1]}, "temperature"),
         ({"max_steps": "many"}, "max_steps"),
+        ({"model": None}, "model"),
+        ({"system_prompt": None}, "system_prompt"),
     ],
 )
 def test_it_refuses_a_bad_change_naming_the_field(alice, changes, field) -> None:

@@ -11,6 +11,7 @@ from agentops.operators.services import (
     handoff_claim,
     handoff_mark_read,
     handoff_note_add,
+    handoff_transfer,
     notification_sound_set,
 )
 from agentops.runtime.checkpoint import messages_append
@@ -183,10 +184,20 @@ def test_it_tells_open_pages_of_a_new_private_note_by_ids_never_its_text(bob, al
             wait_sent()
             return note
 
-        note = await sync_to_async(add)()
+        await sync_to_async(add)()
         got = await receive_until(inbox, lambda ms: any(m["kind"] == "note" for m in ms))
         told = next(m for m in got if m["kind"] == "note")
-        assert told == {"kind": "note", "handoff_id": handoff.pk, "note_id": note.pk}
+        mine = {"kind": "note", "handoff_id": handoff.pk, "session_id": str(handoff.session_id)}
+        assert told == mine  # which conversation, never the text
+
+        def transfer():
+            handoff_claim(handoff_id=handoff.pk, user=alice)
+            handoff_transfer(handoff=handoff, user=alice, to_operator="bob", note="over to you")
+            wait_sent()
+
+        await sync_to_async(transfer)()
+        got = await receive_until(inbox, lambda ms: any(m["kind"] == "note" for m in ms))
+        assert [m for m in got if m["kind"] == "note"] == [mine]  # a transfer leaves a note
         await inbox.disconnect()
 
     run_async(main)
