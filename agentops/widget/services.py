@@ -223,6 +223,7 @@ def enduser_session_rate(
     session = enduser_session_get(agent_id=key.agent_id, enduser=enduser, session_id=session_id)
     if session is None:
         raise WidgetRefused("not your conversation")
+    rate_check(key=key, enduser=enduser)  # a rating counts as a message against the limits
     if not isinstance(comment, str):
         raise ValueError("comment: must be text")
     first = handoff_rating_get(session_id=session.pk) is None

@@ -142,6 +142,12 @@ def _api_enduser(request: HttpRequest) -> tuple[services.EndUser, WidgetKey]:
     return services.enduser_from_token(token=request.META.get(TOKEN_HEADER, ""))
 
 
+def _rate_limited(exc: RateLimited) -> JsonResponse:
+    response = _api_error(str(exc), 429, retry_after=exc.retry_after)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(request.body or b"{}")
@@ -199,9 +205,7 @@ def api_message(request: HttpRequest) -> JsonResponse:
     except WidgetRefused as exc:
         return _api_error(str(exc), 403)
     except RateLimited as exc:
-        response = _api_error(str(exc), 429, retry_after=exc.retry_after)
-        response["Retry-After"] = str(exc.retry_after)
-        return response
+        return _rate_limited(exc)
     except RuntimeConflict:
         return _api_error("Please wait for the answer to your previous message.", 409)
     except ValueError as exc:
@@ -227,6 +231,8 @@ def api_rating(request: HttpRequest) -> JsonResponse:
         )
     except WidgetRefused as exc:
         return _api_error(str(exc), 403)
+    except RateLimited as exc:
+        return _rate_limited(exc)
     except HandoffConflict as exc:
         return _api_error(str(exc), 409)
     except ValueError as exc:

@@ -244,3 +244,6 @@ def test_it_lets_the_end_user_rate_their_conversation_once_an_operator_closed_it
         refused = api(stranger, "rating", other, {**body, "score": 1})
         assert refused.status_code == 403 and refused.json()["error"] == "not your conversation"
     assert HandoffRating.objects.get().score == 5
+    # Ratings count against the end user's message limit (10 a minute here).
+    statuses = [api(client, "rating", token, {**mine, "score": 3}).status_code for _ in range(10)]
+    assert 429 in statuses and HandoffRating.objects.count() == 1
