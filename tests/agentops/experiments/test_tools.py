@@ -12,14 +12,12 @@ from agentops.experiments.models import Dataset, Result
 from agentops.experiments.services import (
     dataset_item_create,
     dataset_item_from_run,
-    experiment_create,
-    experiment_start,
 )
 from agentops.models import RunStatus, ToolCall
 from agentops.runtime.services import session_create, session_post_message
 from agentops.testing.processes import CONCURRENT_WORKER, Proc, child_env, start_worker
 from agentops.testing.tools import side_effects_log
-from tests.agentops.experiments.helpers import wait_for_experiment
+from tests.agentops.experiments.helpers import experiment_run
 from tests.agentops.runtime.helpers import side_effects_forget, wait_for_run
 from tools.models import ToolDefinition
 
@@ -61,15 +59,7 @@ def test_it_replays_recorded_non_idempotent_calls_and_refuses_the_others(
         reference="changed refund-2",
         actor=alice,
     )
-    experiment = experiment_create(
-        name="refunds",
-        dataset=dataset,
-        variants=[{"version": version.pk}],
-        checks=[{"kind": "contains"}],
-        actor=alice,
-    )
-    experiment_start(experiment=experiment, actor=alice)
-    wait_for_experiment(experiment.pk)
+    experiment_run(dataset=dataset, version=version, actor=alice)
 
     assert len(_executions()) == 1  # the experiment changed nothing in the world
     replayed = Result.objects.get(item=recorded)
@@ -93,15 +83,7 @@ def test_it_refuses_a_tool_that_needs_an_operators_approval(concurrent_worker, t
         reference="found x",
         actor=alice,
     )
-    experiment = experiment_create(
-        name="approvals",
-        dataset=dataset,
-        variants=[{"version": version.pk}],
-        checks=[{"kind": "contains"}],
-        actor=alice,
-    )
-    experiment_start(experiment=experiment, actor=alice)
-    wait_for_experiment(experiment.pk)
+    experiment_run(dataset=dataset, version=version, actor=alice)
     result = Result.objects.get(item=item)
     assert result.run_status == RunStatus.SUCCEEDED
     assert "needs an operator's approval" in result.output
