@@ -509,6 +509,7 @@ class ForkOutcome(models.TextChoices):
     """How a tool call of a forked session was answered ("": not in a fork)."""
 
     COPIED = "copied", "copied from the origin run (before the fork point)"
+    EDITED = "edited", "copied from the origin run with its result edited at the fork point"
     REPLAYED = "replayed", "answered from the origin run's recording"
     REFUSED = "refused", "not executed in a fork"
     EXECUTED = "executed", "executed"

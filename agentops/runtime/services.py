@@ -630,9 +630,14 @@ def run_fork(
             summary_upto = seq
     Message.objects.bulk_create(messages)
     edit: dict[str, object] = {}
+    edited_call: tuple[int | None, str] | None = None
     if content is not None and target is not None:
         edited = messages[[m.pk for m in copied].index(target.pk)]
         edit = {"seq": edited.seq, "role": target.role, "original": target.content}
+        if target.role == Role.TOOL:
+            edited_call = (target.step, target.tool_call_id)
+    # The record of a call whose result was edited holds the edited result, as the
+    # conversation does (the original stays in the run's `fork_edit`).
     ToolCall.objects.bulk_create(
         ToolCall(
             run=new_run,
@@ -643,14 +648,16 @@ def run_fork(
             arguments=c.arguments,
             status=c.status,
             idempotent=c.idempotent,
-            result=c.result,
+            result=content if (c.step, c.call_id) == edited_call else c.result,
             error_class=c.error_class,
             attempts=c.attempts,
             finished_at=c.finished_at,
             decided_by_id=c.decided_by_id,
             decided_at=c.decided_at,
             decision_note=c.decision_note,
-            fork_outcome=ForkOutcome.COPIED,
+            fork_outcome=ForkOutcome.EDITED
+            if (c.step, c.call_id) == edited_call
+            else ForkOutcome.COPIED,
         )
         for c in ToolCall.objects.filter(run=run, step__lte=step).order_by("step", "pk")
     )

@@ -291,7 +291,7 @@ class ToolRunner:
                 run_id=self.driver.run.pk,
                 tool_name=tool_name,
                 status=ToolCallStatus.SUCCEEDED,
-                fork_outcome__in=[ForkOutcome.COPIED, ForkOutcome.REPLAYED],
+                fork_outcome__in=[ForkOutcome.COPIED, ForkOutcome.EDITED, ForkOutcome.REPLAYED],
             )
         )
         return recorded[len(used)] if len(used) < len(recorded) else None

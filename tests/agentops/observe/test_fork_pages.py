@@ -34,6 +34,10 @@ def test_it_forks_and_shows_the_new_run(client, bob):
     assert response.redirect_chain[-1][0] == reverse("observe:run", args=[fork.pk])
     page = response.content.decode()
     assert "Forked at step 2" in page and "tool message edited" in page
+    # The tool-call table agrees with the conversation: the edited result, marked edited.
+    table = page[page.index("<h3>Tool calls</h3>") :]
+    assert 'class="badge fork-edited"' in table and "<pre>bye</pre>" in table
+    assert "fork-copied" not in table
     assert Message.objects.get(session_id=fork.session_id, step=2).content == "bye"
     assert fork.session.fork_tools == "allow"
     origin_page = client.get(reverse("observe:run", args=[origin.pk])).content.decode()

@@ -197,6 +197,10 @@ def test_it_goes_on_from_an_edited_tool_result(origin, shop, devmodel):
         "role": "tool",
         "original": ToolCall.objects.get(run=origin, tool_name="stock_lookup").result,
     }
+    # The fork's tool-call record says what its conversation says: the edited result.
+    lookup = ToolCall.objects.get(run=fork, tool_name="stock_lookup")
+    assert (lookup.result, lookup.fork_outcome) == (edited, ForkOutcome.EDITED)
+    assert ToolCall.objects.get(run=fork, tool_name="place_order").fork_outcome == "replayed"
 
 
 def test_it_goes_on_from_an_edited_assistant_message(origin, shop, devmodel, model_name):
