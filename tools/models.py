@@ -5,7 +5,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 from crypto.secrets import decrypt_text, encrypt_text
-from tools.schemas import remote_refs
+from tools.schemas import schema_refusal
 
 function_name_validator = RegexValidator(
     r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$",
@@ -19,6 +19,8 @@ def validate_json_schema(value: object) -> None:
 
     if not isinstance(value, dict):
         raise ValidationError("The parameters must be a JSON object (a JSON schema).")
+    if refusal := schema_refusal(value):  # first: it also bounds the depth check_schema recurses
+        raise ValidationError(refusal)
     try:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
@@ -26,11 +28,6 @@ def validate_json_schema(value: object) -> None:
         raise ValidationError(f"Not a valid JSON schema at {path}: {exc.message}") from exc
     if value.get("type", "object") != "object":
         raise ValidationError('Tool parameters must be a schema of "type": "object".')
-    if refs := remote_refs(value):
-        raise ValidationError(
-            f"A $ref must point inside the schema (#/…), not to {refs[0]!r}: "
-            "nothing is fetched to validate arguments."
-        )
 
 
 class CredentialKind(models.TextChoices):

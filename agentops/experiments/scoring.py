@@ -19,7 +19,7 @@ from agentops.models import ModelEndpoint
 from agentops.runtime import breaker
 from agentops.runtime.model_client import model_call
 from agentops.runtime.retry import RetryPolicy, retry_call
-from tools.schemas import Unresolvable, remote_refs, schema_validator
+from tools.schemas import Unresolvable, schema_refusal, schema_validator
 from tracing.emit import Tracer
 from tracing.failures import Failure
 
@@ -77,16 +77,14 @@ def check_validate(
     if kind == CheckKind.JSON_SCHEMA:
         if not isinstance(schema, dict):
             raise ValidationError({"schema": ["A JSON-schema check needs a schema object."]})
+        if refusal := schema_refusal(schema):  # first: it bounds the depth check_schema recurses
+            raise ValidationError({"schema": [refusal]})
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ValidationError(
                 {"schema": [f"Not a valid JSON schema: {exc.message}."]}
             ) from None
-        if refs := remote_refs(schema):
-            raise ValidationError(
-                {"schema": [f"A $ref must point inside the schema (#/…), not to {refs[0]!r}."]}
-            )
         keys = _keys_in(schema)
         if "patternProperties" in keys and keys.intersection(UNLIMITED_WITH_PATTERNS):
             raise ValidationError(
@@ -210,6 +208,8 @@ def check_score(*, check: Check, output: str, item_input: str, reference: str) -
             return CheckScore(None, error=RUNAWAY_PATTERN)
         except Unresolvable as exc:  # stored before references were checked
             return CheckScore(None, error=f"the schema's $ref {exc.ref!r} cannot be resolved")
+        except RecursionError:  # a recursive schema stored before they were refused
+            return CheckScore(None, error="the schema's references recurse without end")
         if errors:
             return CheckScore(0.0, errors[0].message)
         return CheckScore(1.0)
