@@ -30,8 +30,9 @@ def next_url(request: HttpRequest, *, fallback: str) -> str:
 
 
 def error_status(request: HttpRequest, status: int = 400) -> int:
-    """The status of an answer that shows a form's errors: htmx swaps only 2xx answers, so
-    its partials carry their errors with a 200; a full page gets `status`."""
+    """The status of an answer that shows a form's errors: 200 for an htmx partial, `status`
+    for a full page. (A partial answered with a 4xx is shown too: static/agentops/app.js lets
+    htmx swap every 4xx answer that is not a whole page.)"""
     return 200 if is_htmx(request) else status
 
 

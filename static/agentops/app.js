@@ -8,4 +8,16 @@
       event.stopPropagation();
     }
   }, true);
+  // htmx 2 swaps no 4xx response. A refused form action answers with its form again and the
+  // reason (400/409/422/429…): show it. A whole page (Django's 403/404 pages) is not a partial
+  // and is not swapped into a fragment.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const xhr = event.detail.xhr;
+    const type = xhr.getResponseHeader("Content-Type") || "";
+    if (xhr.status >= 400 && xhr.status < 500 && type.indexOf("text/html") === 0
+        && !/^\s*(<!doctype|<html)/i.test(xhr.responseText)) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 })();
