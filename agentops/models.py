@@ -283,10 +283,24 @@ class Session(models.Model):
     # A session pinned to a version (a fork, an experiment, the builder's draft chat) runs it;
     # others run their agent's published version.
     agent_version = models.ForeignKey(
+class SessionQuerySet(models.QuerySet["Session"]):
+    """The one rule for sandbox sessions (docs/architecture.md, "Sandbox sessions"): a
+    sandbox session is an experiment's, the builder's draft chat or a fork. It runs like any
+    other, but it is no traffic: every list, figure, alert, assignment and takeover of real
+    conversations reads `production()`; sandbox ones appear only on their own pages."""
+
+    def production(self) -> SessionQuerySet:
+        return self.filter(sandbox=False)
+
+    def sandbox(self) -> SessionQuerySet:
+        return self.filter(sandbox=True)
+
+
         AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    # An experiment's session: a handoff ends its run without reaching people (no handoff in
-    # the queue, no notification, no webhook).
+    # An experiment's session, a draft chat or a fork (SessionQuerySet): out of every
+    # production list and figure; a handoff ends its run without reaching people (no handoff
+    # in the queue, no notification, no webhook); never taken over; memories of its own.
     sandbox = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
     # A fork (runtime/services.py `run_fork`) continues another session's run from a step; its
@@ -325,6 +339,8 @@ class Role(models.TextChoices):
 
 class Message(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    objects = SessionQuerySet.as_manager()
+
     seq = models.PositiveIntegerField()
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True, default="")
@@ -335,6 +351,13 @@ class Message(models.Model):
         "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )
     step = models.PositiveIntegerField(null=True, blank=True)
+    @property
+    def memory_scope(self) -> str:
+        """The long-term memory scope its runs read and write (beside the agent-wide one): the
+        end user's, or for a sandbox session one of its own, so a test never writes where
+        production or another experiment variant reads."""
+        return f"sandbox:{self.pk}" if self.sandbox else self.external_user
+
     token_count = models.PositiveIntegerField(default=0)
     # The account that sent it (an operator replying; for a user message, the client: the API
     # key's owner or the console's user). `end_user` names the end user who wrote a user
@@ -398,6 +421,15 @@ class Run(models.Model):
     jobs_started = models.PositiveIntegerField(default=0)
     step = models.PositiveIntegerField(default=0)
     state = models.JSONField(default=dict, blank=True)
+class RunQuerySet(models.QuerySet["Run"]):
+    def production(self) -> RunQuerySet:
+        """Runs of real conversations (SessionQuerySet: sandbox sessions' runs left out)."""
+        return self.filter(session__sandbox=False)
+
+    def sandbox(self) -> RunQuerySet:
+        return self.filter(session__sandbox=True)
+
+
     wait_reason = models.CharField(max_length=200, blank=True, default="")
     wake_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, default="")
@@ -451,6 +483,8 @@ class Run(models.Model):
 class FeedbackRating(models.TextChoices):
     UP = "up"
     DOWN = "down"
+
+    objects = RunQuerySet.as_manager()
 
 
 class Feedback(models.Model):

@@ -144,6 +144,77 @@ class AgentQueue:
 
 
 @dataclass
+@dataclass
+class RunOutcomes:
+    """The one definition of the run outcome figures every page shows (docs/architecture.md,
+    "One number, one definition"): over the real conversations' runs (sandbox ones left out)
+    created in the window that have finished, the share that succeeded, failed or was
+    handed off (asked for or driven to, taken over included). Cancelled runs count as
+    finished: the rates of one window add up to at most 100 %."""
+
+    succeeded: int = 0
+    failed: int = 0
+    handed_off: int = 0
+    cancelled: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.handed_off + self.cancelled
+
+    def _share(self, part: int) -> float | None:
+        return part / self.finished if self.finished else None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self._share(self.succeeded)
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self._share(self.failed)
+
+    @property
+    def handoff_rate(self) -> float | None:
+        return self._share(self.handed_off)
+
+
+RUN_OUTCOME_GROUPS = ("", "agent__slug", "agent_version")
+
+
+def run_outcomes(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    agent: str = "",
+    version: int | None = None,
+    by: str = "",
+) -> dict[Any, RunOutcomes]:
+    """RunOutcomes for one filter, computed here only: one entry keyed None, or one per agent
+    slug (`by="agent__slug"`) or per agent version id (`by="agent_version"`)."""
+    if by not in RUN_OUTCOME_GROUPS:
+        raise ValueError(f"run outcomes are grouped by one of {RUN_OUTCOME_GROUPS}, not {by!r}")
+    qs = Run.objects.production().filter(status__in=FINISHED_RUN_STATUSES)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        qs = qs.filter(created_at__lt=until)
+    if agent:
+        qs = qs.filter(agent__slug=agent)
+    if version is not None:
+        qs = qs.filter(agent_version__number=version)
+    counts = {
+        field: Count("pk", filter=Q(status=status))
+        for field, status in (
+            ("succeeded", RunStatus.SUCCEEDED),
+            ("failed", RunStatus.FAILED),
+            ("handed_off", RunStatus.HANDED_OFF),
+            ("cancelled", RunStatus.CANCELLED),
+        )
+    }
+    rows = qs.values(by).annotate(**counts) if by else [qs.aggregate(**counts)]
+    out = {(row[by] if by else None): RunOutcomes(**{k: row[k] for k in counts}) for row in rows}
+    return out if by else {None: out.get(None) or RunOutcomes()}
+
+
 class RunQueue:
     queued: int = 0
     running: int = 0

@@ -52,8 +52,8 @@ from tracing.web import id_param
 def home(request: HttpRequest) -> HttpResponse:
     context = {
         "agents": Agent.objects.select_related("endpoint").order_by("slug"),
-        "runs": Run.objects.select_related("agent", "session")
-        .exclude(session__sandbox=True)
+        "runs": Run.objects.production()
+        .select_related("agent", "session")
         .order_by("-created_at")[:10],
         "services": services_status(),
         "queue": run_queue_summary(),

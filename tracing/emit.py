@@ -82,10 +82,12 @@ class Tracer:
         session_id: uuid.UUID | None = None,
         agent: str = "",
         secrets_to_redact: list[str] | None = None,
+        sandbox: bool = False,
     ) -> None:
         self.trace_id = trace_id
         self.session_id = session_id
         self.agent = agent
+        self.sandbox = sandbox
         self._secrets = [s for s in (secrets_to_redact or []) if s and len(s) >= 4]
         self._stack: list[SpanRecord] = []
         self._buffer: list[Span] = []
@@ -239,6 +241,8 @@ class Tracer:
         attributes = self.redact(record.attributes)
         if content:
             attributes.update(self.redact_content(content))
+        if self.sandbox:
+            attributes[semconv.SANDBOX] = True
         self._buffer.append(
             Span(
                 trace_id=self.trace_id,

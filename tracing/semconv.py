@@ -37,6 +37,9 @@ TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 REQUEST_TEMPERATURE = "gen_ai.request.temperature"
 CONTENT_TRUNCATED = "agentops.content_truncated"
+# On every span of a trace that is no production traffic (a sandbox session's run, a
+# playground call, an experiment's judge): metrics, alerts and Prometheus leave it out.
+SANDBOX = "agentops.sandbox"
 CONTENT_ATTRIBUTES = frozenset({INPUT_MESSAGES, TOOL_DEFINITIONS, OUTPUT_MESSAGES})
 
 # Run statuses as the runtime reports them on `run.status` events (attribute `status`).

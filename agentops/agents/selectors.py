@@ -37,6 +37,7 @@ from agentops.models import (
     Session,
     Team,
 )
+from agentops.selectors import RunOutcomes, run_outcomes
 from tools.models import ToolDefinition
 from tracing.rollups import PriceBook
 
@@ -291,9 +292,7 @@ def _latency_ms() -> Func:
 class VersionFigures:
     version: AgentVersion | None
     runs: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    handed_off: int = 0
+    outcomes: RunOutcomes = field(default_factory=RunOutcomes)  # agentops.selectors owns them
     p50_ms: float | None = None
     p95_ms: float | None = None
     tokens: int = 0
@@ -303,16 +302,12 @@ class VersionFigures:
     mean_score: float | None = None
 
     @property
-    def finished(self) -> int:
-        return self.succeeded + self.failed + self.handed_off
-
-    @property
     def success_rate(self) -> float | None:
-        return self.succeeded / self.finished if self.finished else None
+        return self.outcomes.success_rate
 
     @property
     def handoff_rate(self) -> float | None:
-        return self.handed_off / self.finished if self.finished else None
+        return self.outcomes.handoff_rate
 
     @property
     def thumbs_up_rate(self) -> float | None:
@@ -328,8 +323,9 @@ def version_figures(
 ) -> list[VersionFigures]:
     """Per agent version, newest first: runs, outcome rates, latency percentiles, tokens,
     estimated cost and feedback. Runs from before versions count under `version=None`.
-    Experiment runs are left out: these are the figures of real conversations."""
-    runs = Run.objects.filter(agent=agent).exclude(session__sandbox=True)
+    Sandbox runs are left out: these are the figures of real conversations. The outcome
+    rates are `agentops.selectors.run_outcomes`, as on every other page."""
+    runs = Run.objects.production().filter(agent=agent)
     feedback = Feedback.objects.filter(run__agent=agent)
     if since is not None:
         runs = runs.filter(created_at__gte=since)
@@ -348,17 +344,17 @@ def version_figures(
 
     for r in runs.values("agent_version").annotate(
         n=Count("pk"),
-        ok=Count("pk", filter=Q(status=RunStatus.SUCCEEDED)),
-        bad=Count("pk", filter=Q(status=RunStatus.FAILED)),
-        handed=Count("pk", filter=Q(status=RunStatus.HANDED_OFF)),
         p50=Percentile(_latency_ms(), 0.5),
         p95=Percentile(_latency_ms(), 0.95),
         tokens=Sum(F("tokens_in") + F("tokens_out")),
     ):
         figures = row(r["agent_version"])
-        figures.runs, figures.succeeded, figures.failed = r["n"], r["ok"], r["bad"]
-        figures.handed_off, figures.p50_ms, figures.p95_ms = r["handed"], r["p50"], r["p95"]
+        figures.runs, figures.p50_ms, figures.p95_ms = r["n"], r["p50"], r["p95"]
         figures.tokens = r["tokens"] or 0
+    for key, outcomes in run_outcomes(
+        agent=agent.slug, since=since, version=version, by="agent_version"
+    ).items():
+        row(key).outcomes = outcomes
     prices = PriceBook()
     for c in runs.values("agent_version", "model_used").annotate(
         tin=Sum("tokens_in"), tout=Sum("tokens_out")
@@ -430,7 +426,7 @@ def draft_context(*, session: Session) -> DraftContext:
             .order_by("-score")
         ]
     pinned = (
-        [m.text for m in memory_pinned(agent_id=session.agent_id, user_key=session.external_user)]
+        [m.text for m in memory_pinned(agent_id=session.agent_id, user_key=session.memory_scope)]
         if config.memory_enabled
         else []
     )

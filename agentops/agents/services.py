@@ -287,3 +287,5 @@ def draft_session_pin(*, session: Session, version: AgentVersion) -> None:
     if session.agent_id == version.agent_id and session.agent_version_id != version.pk:
         session.agent_version = version
         session.save(update_fields=["agent_version", "updated_at"])
+        sandbox=True,
+        version=version,

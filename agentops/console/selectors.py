@@ -16,8 +16,9 @@ def agents_list() -> QuerySet[Agent]:
 
 
 def sessions_search(*, query: str = "", agent: str = "", limit: int = 50) -> list[Session]:
-    """Recent sessions, optionally matching an external user, title or id fragment."""
-    qs = Session.objects.select_related("agent").order_by("-updated_at")
+    """Recent real conversations (sandbox ones are on their own pages), optionally matching
+    an external user, title or id fragment."""
+    qs = Session.objects.production().select_related("agent").order_by("-updated_at")
     if agent:
         qs = qs.filter(agent__slug=agent)
     query = query.strip()

@@ -252,7 +252,9 @@ def judge_score(*, check: Check, output: str, item_input: str, reference: str) -
     if endpoint is None:
         return CheckScore(None, error="the judge's model endpoint was deleted")
     model = check.model or endpoint.default_model
-    tracer = Tracer(uuid.uuid4(), agent="experiment-judge", secrets_to_redact=[endpoint.api_key])
+    tracer = Tracer(
+        uuid.uuid4(), agent="experiment-judge", secrets_to_redact=[endpoint.api_key], sandbox=True
+    )
     messages = judge_messages(
         rubric=check.rubric, output=output, item_input=item_input, reference=reference
     )

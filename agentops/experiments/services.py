@@ -48,6 +48,7 @@ from agentops.models import (
     Role,
     Run,
     Session,
+    SessionStatus,
     ToolCall,
 )
 from agentops.observe.selectors import run_costs
@@ -434,6 +435,7 @@ def experiment_advance(*, experiment_id: int) -> int:
             experiment.status = ExperimentStatus.FINISHED
             experiment.finished_at = timezone.now()
             experiment.save(update_fields=["status", "finished_at"])
+            _sessions_end(session_ids=list(results.values_list("session_id", flat=True)))
             log.info("experiment.finished", experiment_id=experiment_id)
         return len(started)
 
@@ -585,7 +587,15 @@ def result_score(*, result_id: int) -> None:
     except Exception as exc:
         log.exception("experiment.score_failed", result_id=result_id)
         _fail(result_id, exc)
+    _sessions_end(session_ids=[result.session_id])
     experiment_advance(experiment_id=result.experiment_id)
+
+
+def _sessions_end(*, session_ids: list[Any]) -> None:
+    """A scored item's conversation is over: closed, so nothing shows it active for ever."""
+    Session.objects.sandbox().filter(pk__in=[s for s in session_ids if s]).exclude(
+        status=SessionStatus.CLOSED
+    ).update(status=SessionStatus.CLOSED, updated_at=timezone.now())
 
 
 def experiments_reconcile(*, now: datetime | None = None) -> dict[str, int]:

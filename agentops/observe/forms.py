@@ -68,7 +68,11 @@ class RunFilterForm(VersionFilterMixin, forms.Form):
     source = forms.ChoiceField(
         required=False,
         label="Source",
-        choices=[("", "conversations"), ("experiments", "experiment runs"), ("all", "both")],
+        choices=[
+            ("", "conversations"),
+            ("experiments", "sandbox runs (experiments, draft chats, forks)"),
+            ("all", "both"),
+        ],
     )
 
     def __init__(self, *args, agents: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -45,15 +45,16 @@ def runs_filtered(
     version: int | None = None,
     source: str = "",
 ) -> QuerySet[Run]:
-    """Runs, newest first. `source`: "" the conversations' runs (not experiments'),
-    "experiments" only the runs experiments made in their sandbox sessions, "all" both."""
+    """Runs, newest first. `source`: "" the real conversations' runs, "experiments" (the
+    value kept for old links) only sandbox sessions' runs (experiments, draft chats, forks),
+    "all" both."""
     qs = Run.objects.select_related("agent", "session", "agent_version").order_by(
         "-created_at", "-pk"
     )
-    if source == "experiments":
-        qs = qs.filter(session__sandbox=True)
+    if source in ("experiments", "sandbox"):
+        qs = qs.sandbox()
     elif source != "all":
-        qs = qs.exclude(session__sandbox=True)
+        qs = qs.production()
     if agent:
         qs = qs.filter(agent__slug=agent)
     if version:
@@ -236,8 +237,7 @@ def run_forks(*, run: Run) -> QuerySet[Run]:
     """The first runs of the forks made from this run."""
     # Experiment runs answer from this run's recording too, but are no fork of it.
     return (
-        Run.objects.filter(forked_from=run)
-        .exclude(session__sandbox=True)
+        Run.objects.filter(forked_from=run, forked_at_step__isnull=False)
         .select_related("session")
         .order_by("created_at")
     )
@@ -275,9 +275,9 @@ def failures_grouped(
     """Failed runs and runs handed off because of a failure, grouped by (error class, agent,
     status), biggest group first. A handoff that was asked for (no error class) is no failure.
     Experiment runs are left out."""
-    qs = Run.objects.filter(
+    qs = Run.objects.production().filter(  # an experiment's are on its comparison page
         Q(status=RunStatus.FAILED) | (Q(status=RunStatus.HANDED_OFF) & ~Q(error_class=""))
-    ).exclude(session__sandbox=True)  # an experiment's failures are on its comparison page
+    )
     if since:
         qs = qs.filter(created_at__gte=since)
     if agent:

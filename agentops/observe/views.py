@@ -32,9 +32,11 @@ from agentops.observe.forms import (
     window_since,
 )
 from agentops.observe.prometheus import registry
+from agentops.selectors import RunOutcomes, run_outcomes
 from tracing import charts, conf
 from tracing.models import AlertRule, RetentionOverride, RollupState
 from tracing.selectors import (
+    Stats,
     alert_events_recent,
     metrics_overview,
     metrics_series,
@@ -351,9 +353,24 @@ def metrics(request: HtmxHttpRequest) -> HttpResponse:
     since = now - window
     overview = metrics_overview(since=since, until=now, agent=data["agent"])
     series = metrics_series(since=since, until=now, agent=data["agent"], points=48)
+    # Outcome rates come from the one selector every page uses, not from the rollups (which
+    # count run endings, retries included): the same filter reads the same number anywhere.
+    outcomes = run_outcomes(since=since, until=now, agent=data["agent"], by="agent__slug")
+    rows = {e["agent"]: e for e in overview.by_agent}
+    for slug in outcomes.keys() - rows.keys():
+        rows[slug] = {
+            "agent": slug,
+            "run": Stats(kind="run", agent=slug),
+            "model": Stats(kind="model", agent=slug),
+            "tool": Stats(kind="tool", agent=slug),
+        }
+    for slug, entry in rows.items():
+        entry["outcomes"] = outcomes.get(slug) or RunOutcomes()
+    overview.by_agent = sorted(rows.values(), key=lambda e: e["agent"])
     context = {
         "form": form,
         "overview": overview,
+        "outcomes": run_outcomes(since=since, until=now, agent=data["agent"])[None],
         "charts": _charts(series, overview.bucket_seconds, window),
         "window_label": WINDOWS[data["window"]][0],
         "agent": data["agent"],

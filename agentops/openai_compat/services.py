@@ -27,13 +27,14 @@ def chat_session_resolve(
             pk = uuid.UUID(session_id)
         except ValueError as exc:
             raise SessionNotFound(f"X-Session-Id: {session_id[:60]!r} is not a session id") from exc
-        session = Session.objects.filter(pk=pk, agent=agent).first()
+        session = Session.objects.production().filter(pk=pk, agent=agent).first()
         if session is None:
             raise SessionNotFound(f"X-Session-Id: no session {pk} with this model")
         return session, False
     if end_user:
         session = (
-            Session.objects.filter(agent=agent, external_user=end_user)
+            Session.objects.production()
+            .filter(agent=agent, external_user=end_user)
             .exclude(status=SessionStatus.CLOSED)
             .order_by("-updated_at")
             .first()

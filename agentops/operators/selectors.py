@@ -283,7 +283,7 @@ def user_memories(*, session: Session, limit: int = 100) -> list[Memory]:
     if not session.external_user:
         return []
     return list(
-        Memory.objects.filter(agent_id=session.agent_id, user_key=session.external_user)
+        Memory.objects.filter(agent_id=session.agent_id, user_key=session.memory_scope)
         .defer("embedding")
         .order_by("-pinned", "-importance", "-created_at")[:limit]
     )
@@ -295,7 +295,8 @@ def user_conversations(*, session: Session, limit: int = 20) -> list[Session]:
     if not session.external_user:
         return []
     return list(
-        Session.objects.filter(external_user=session.external_user)
+        Session.objects.production()
+        .filter(external_user=session.external_user)
         .exclude(pk=session.pk)
         .select_related("agent")
         .annotate(
@@ -433,27 +434,18 @@ def handoff_figures(*, since: datetime) -> dict[str, Any]:
     resolve = _percentiles(
         "resolved_at - created_at", "resolved_at IS NOT NULL AND created_at >= %s", [since]
     )
-    runs = dict(
-        Run.objects.filter(created_at__gte=since)
-        .exclude(session__sandbox=True)  # experiments never hand off; they are no traffic
-        .values("agent__slug")
-        .annotate(n=Count("id"))
-        .values_list("agent__slug", "n")
-    )
-    handoffs = dict(
-        Handoff.objects.filter(created_at__gte=since)
-        .values("session__agent__slug")
-        .annotate(n=Count("id"))
-        .values_list("session__agent__slug", "n")
-    )
+    from agentops.selectors import run_outcomes  # it imports us
+
+    # The handoff rate is the one every page shows (finished runs handed off), not a count of
+    # handoff rows over runs started: a takeover of an idle conversation has no run.
     rates = [
         {
             "agent": slug,
-            "runs": runs.get(slug, 0),
-            "handoffs": handoffs.get(slug, 0),
-            "rate": (handoffs.get(slug, 0) / runs[slug]) if runs.get(slug) else None,
+            "runs": outcomes.finished,
+            "handoffs": outcomes.handed_off,
+            "rate": outcomes.handoff_rate,
         }
-        for slug in sorted(set(runs) | set(handoffs))
+        for slug, outcomes in sorted(run_outcomes(since=since, by="agent__slug").items())
     ]
     outcomes = dict(
         Handoff.objects.filter(created_at__gte=since, status=HandoffStatus.RESOLVED)
@@ -646,7 +638,8 @@ def conversations_live(*, now: datetime, agent: str = "") -> list[LiveConversati
     """Conversations the agents are having now (not handed off, not closed): those with a run
     in flight or active within LIVE_WINDOW; those with signals first, then the most recent."""
     sessions_qs = (
-        Session.objects.filter(status=SessionStatus.ACTIVE)
+        Session.objects.production()
+        .filter(status=SessionStatus.ACTIVE)
         .filter(Q(updated_at__gte=now - LIVE_WINDOW) | Q(runs__status__in=ACTIVE_RUN_STATUSES))
         .select_related("agent")
         .distinct()

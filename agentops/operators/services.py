@@ -1001,7 +1001,13 @@ def session_take_over(*, session_id: uuid.UUID | str, user: Any) -> Takeover:
     checkpoint (loop.py, RunDriver.stop_for_takeover) and hands off to them. Every step is a
     conditional UPDATE, so an agent handing off meanwhile (the operator claims that handoff)
     or another operator taking over (409 naming them) resolve cleanly; a state that moved
-    under us is looked at again."""
+    under us is looked at again. A sandbox conversation (a draft chat, an experiment's, a
+    fork: models.SessionQuerySet) is refused: it is nobody's to take."""
+    if Session.objects.sandbox().filter(pk=session_id).exists():
+        raise HandoffConflict(
+            "this is a sandbox conversation (a draft chat, an experiment or a fork), not a "
+            "real one: it is never taken over"
+        )
     for _ in range(TAKEOVER_ATTEMPTS):
         outcome = _take_over_once(session_id=session_id, user=user)
         if outcome is not None:

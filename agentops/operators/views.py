@@ -662,7 +662,13 @@ def live(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _session_or_404(session_id: Any) -> Session:
-    session = Session.objects.select_related("agent", "operator").filter(pk=session_id).first()
+    """A real conversation: a sandbox one (draft chat, experiment, fork) is not watched here."""
+    session = (
+        Session.objects.production()
+        .select_related("agent", "operator")
+        .filter(pk=session_id)
+        .first()
+    )
     if session is None:
         raise Http404("No such conversation.")
     return session

@@ -52,7 +52,7 @@ def playground_run(
         messages=messages,
         tools=tools,
     )
-    tracer = Tracer(run.id, secrets_to_redact=[endpoint.api_key])
+    tracer = Tracer(run.id, secrets_to_redact=[endpoint.api_key], sandbox=True)
     started = 0.0
 
     def attempt_once(attempt: int) -> ModelReply:

@@ -205,6 +205,7 @@ class RunDriver:
             session_id=run.session_id,
             agent=self.agent.slug,
             secrets_to_redact=[endpoint.api_key for endpoint, _ in self.candidates],
+            sandbox=self.session.sandbox,
         )
         self.policy = RetryPolicy(
             self.config.retry_max_attempts,
@@ -270,12 +271,12 @@ class RunDriver:
         )
         self.parts.pinned = [
             m.text
-            for m in memory_pinned(agent_id=self.agent.pk, user_key=self.session.external_user)
+            for m in memory_pinned(agent_id=self.agent.pk, user_key=self.session.memory_scope)
         ]
         if query and self.config.recall_k:
             recalled = memory_recall(
                 agent_id=self.agent.pk,
-                user_key=self.session.external_user,
+                user_key=self.session.memory_scope,
                 query=query,
                 k=self.config.recall_k,
                 run_id=self.run.pk,

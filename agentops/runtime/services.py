@@ -151,7 +151,13 @@ def _job_send(*, run_id: uuid.UUID, job_id: str) -> None:
 
 
 def session_create(
-    *, agent: Agent, external_user: str = "", created_by: Actor = None, title: str = ""
+    *,
+    agent: Agent,
+    external_user: str = "",
+    created_by: Actor = None,
+    title: str = "",
+    sandbox: bool = False,
+    version: AgentVersion | None = None,
 ) -> Session:
     session = Session.objects.create(
         agent=agent,
@@ -159,7 +165,8 @@ def session_create(
         title=title[:200],
         created_by=created_by if created_by and created_by.is_authenticated else None,
     )
-    webhook_session_created(session=session)
+    if not sandbox:  # a draft chat is nobody's conversation: integrators are not told
+        webhook_session_created(session=session)
     return session
 
 
@@ -180,6 +187,8 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     message = Message(
         role=Role.USER,
         content=content,
+        sandbox=sandbox,
+        agent_version=version,
         token_count=message_tokens(content=content),
         author=author if author and author.is_authenticated else None,
         end_user=session.external_user,
@@ -246,6 +255,8 @@ def handoff_open(
     Session.objects.filter(pk=session_id).update(
         status=SessionStatus.HANDED_OFF, operator=operator, updated_at=now
     )
+    if Session.objects.sandbox().filter(pk=session_id).exists():
+        raise RuntimeConflict("a sandbox conversation (draft chat, experiment, fork) is no one's")
     broadcast(
         OPS_GROUP,
         {
@@ -612,6 +623,7 @@ def run_fork(
             seq=seq,
             role=m.role,
             content=text,
+        sandbox=True,  # a developer's replay, not the end user's conversation
             tool_calls=m.tool_calls,
             tool_call_id=m.tool_call_id,
             name=m.name,

@@ -421,7 +421,7 @@ class ToolRunner:
             agent_id=driver.agent.pk,
             agent_slug=driver.agent.slug,
             session_id=driver.session.pk,
-            user_key=driver.session.external_user,
+            user_key=driver.session.memory_scope,
             tracer=driver.tracer,
         )
         broadcast(

@@ -42,7 +42,8 @@ def origin_of(url: str) -> str:
 def enduser_session_current(*, agent_id: int, enduser: EndUser) -> Session | None:
     """The end user's latest conversation with this agent (closed ones too: shown as such)."""
     return (
-        Session.objects.filter(agent_id=agent_id, external_user=enduser.external_user)
+        Session.objects.production()  # a fork of their conversation is a developer's
+        .filter(agent_id=agent_id, external_user=enduser.external_user)
         .select_related("operator")
         .order_by("-created_at")
         .first()
@@ -53,9 +54,8 @@ def enduser_session_get(*, agent_id: int, enduser: EndUser, session_id: Any) -> 
     """A session only if it is this end user's, with this agent."""
     try:
         return (
-            Session.objects.filter(
-                pk=session_id, agent_id=agent_id, external_user=enduser.external_user
-            )
+            Session.objects.production()
+            .filter(pk=session_id, agent_id=agent_id, external_user=enduser.external_user)
             .select_related("operator")
             .first()
         )

@@ -200,7 +200,8 @@ def enduser_session_open(*, key: WidgetKey, enduser: EndUser) -> Session:
                 [f"widget:{key.agent_id}:{enduser.external_user}"],
             )
         current = (
-            Session.objects.filter(agent_id=key.agent_id, external_user=enduser.external_user)
+            Session.objects.production()
+            .filter(agent_id=key.agent_id, external_user=enduser.external_user)
             .exclude(status=SessionStatus.CLOSED)
             .order_by("-created_at")
             .first()

@@ -137,7 +137,8 @@ def test_it_figures_each_version_from_its_runs(alice, bob):
         )
     feedback_give(author=bob, run=run, rating="down", score=1)
     (figures,) = version_figures(agent=agent)
-    assert (figures.version, figures.runs, figures.succeeded, figures.handed_off) == (v1, 3, 2, 1)
+    outcomes = figures.outcomes
+    assert (figures.version, figures.runs, outcomes.succeeded, outcomes.handed_off) == (v1, 3, 2, 1)
     assert figures.p50_ms == pytest.approx(3000)
     assert figures.tokens == 330 and figures.feedback == 1 and figures.thumbs_up_rate == 0
     assert figures.mean_score == 1

@@ -101,7 +101,7 @@ def test_it_keeps_experiment_runs_out_of_the_runs_list_failures_and_home_unless_
     detail = client.get(reverse("observe:run", args=[sandboxed.pk])).content.decode()
     assert "data-experiment-run" in detail
     figures = version_figures(agent=real.agent)
-    assert [(f.runs, f.failed) for f in figures] == [(1, 1)]  # real conversations only
+    assert [(f.runs, f.outcomes.failed) for f in figures] == [(1, 1)]  # real conversations only
     assert (
         "data-experiment-run"
         not in client.get(reverse("observe:run", args=[real.pk])).content.decode()
