@@ -2,8 +2,9 @@
 
 Only used when DATABASE_URL / REDIS_URL are unset. Both servers live under the
 project-local data folder, listen on Unix sockets only, and outlive the process
-that started them so the web server, workers and scheduler can share them.
-Call `stop_services` (or `make stop`) to shut them down.
+that started them so the web server, workers and scheduler can share them. A one-off
+`manage.py` command stops what it started when it ends (and `check` starts nothing);
+`make run` stops what it started on Ctrl-C; `make stop` stops them whoever started them.
 """
 
 from __future__ import annotations
@@ -238,6 +239,27 @@ def development_defaults() -> str | None:
         f"development install in {var_dir()}: running with DEBUG=1 and its generated keys "
         "(set DEBUG=0 and SECRET_KEY for production)."
     )
+
+
+# Commands that read neither the database nor Redis (`check` unless given --database): they
+# are pointed at the embedded servers' addresses, and nothing is started for them.
+SERVICELESS_COMMANDS = frozenset({"check", "help", "version", "diffsettings", "stop_services"})
+
+
+def command_needs_services(argv: list[str]) -> bool:
+    """Whether the manage.py command line `argv` needs the database or Redis running."""
+    name = argv[1] if len(argv) > 1 else "help"
+    if name.startswith("-"):  # --help, --version
+        return False
+    if name == "check":
+        return any(arg == "--database" or arg.startswith("--database=") for arg in argv[2:])
+    return name not in SERVICELESS_COMMANDS
+
+
+def address_services() -> None:
+    """Point DATABASE_URL / REDIS_URL, where unset, at the embedded servers without starting them."""
+    os.environ.setdefault("DATABASE_URL", postgres_url())
+    os.environ.setdefault("REDIS_URL", redis_url())
 
 
 def ensure_services() -> list[str]:

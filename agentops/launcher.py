@@ -6,6 +6,10 @@ OpenAI endpoint is configured), the ASGI web server, an RQ worker and the RQ sch
 A child that exits is started again (with backoff) instead of taking the others down, and
 the embedded Redis is started again if it stops answering: Redis is only a queue, and the
 scheduler re-enqueues the runs whose jobs it lost.
+
+Stopping is normal, so it is quiet: every child runs in its own process group, so Ctrl-C in
+the terminal reaches only this process, which stops each child with one SIGTERM and says one
+line per process (a second Ctrl-C while it does so is ignored).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class Child:
     restarts: int = 0
 
     def start(self) -> None:
-        self.popen = subprocess.Popen(self.argv)
+        self.popen = subprocess.Popen(self.argv, process_group=0)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -103,6 +107,8 @@ class Child:
             self.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.popen.kill()
+            self.popen.wait()
+        _say(f"{self.name} stopped")
 
 
 def _worker_processes() -> int:
@@ -116,7 +122,9 @@ def _worker_processes() -> int:
 
 def _seed_demo() -> tuple[str, str]:
     """Seed the demo; return the admin user and the password if one was created just now."""
-    result = subprocess.run([*MANAGE, "seed_demo"], check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [*MANAGE, "seed_demo"], check=True, capture_output=True, text=True, process_group=0
+    )
     user, password = "admin", ""
     for line in result.stdout.splitlines():
         match = PASSWORD_LINE.search(line)
@@ -149,33 +157,36 @@ def main() -> int:
     processes = _worker_processes()
     embedded_redis = not os.environ.get("REDIS_URL")
     started_pg = started_redis = False
-    try:
-        if not os.environ.get("DATABASE_URL"):
-            started_pg = not (postgres_dir() / "postmaster.pid").exists()
-            os.environ["DATABASE_URL"] = start_postgres()
-            _say(f"Postgres (embedded, pgvector) in {postgres_dir()}")
-        if embedded_redis:
-            started_redis = not redis_socket().exists()
-            os.environ["REDIS_URL"] = start_redis()
-            _say(f"Redis (embedded) at {redis_socket()}")
-    except EmbeddedServiceError as exc:
-        _say(f"error: {exc}")
-        return 1
-
     children: list[Child] = []
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
 
     def stop_all() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(children):
             child.stop()
         for child in reversed(children):
             child.wait()
-        if started_redis:
-            stop_redis()
-        if started_pg:
-            stop_postgres()
+        if started_redis and stop_redis():
+            _say("Redis stopped")
+        if started_pg and stop_postgres():
+            _say("Postgres stopped")
 
     try:
-        subprocess.run([*MANAGE, "migrate", "--no-input", "-v", "0"], check=True)
+        try:
+            if not os.environ.get("DATABASE_URL"):
+                started_pg = not (postgres_dir() / "postmaster.pid").exists()
+                os.environ["DATABASE_URL"] = start_postgres()
+                _say(f"Postgres (embedded, pgvector) in {postgres_dir()}")
+            if embedded_redis:
+                started_redis = not redis_socket().exists()
+                os.environ["REDIS_URL"] = start_redis()
+                _say(f"Redis (embedded) at {redis_socket()}")
+        except EmbeddedServiceError as exc:
+            _say(f"error: {exc}")
+            return 1
+        subprocess.run([*MANAGE, "migrate", "--no-input", "-v", "0"], check=True, process_group=0)
         user, password = _seed_demo()
         if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
             devport = os.environ.get("DEVMODEL_PORT", "8765")
@@ -196,8 +207,6 @@ def main() -> int:
         children.append(Child("scheduler", [*MANAGE, "scheduler"]))
         for child in children:
             child.start()
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
         if _wait_ready(f"http://127.0.0.1:{port}/healthz", 90):
             print(_banner(f"http://127.0.0.1:{port}/", user, password), flush=True)
         else:

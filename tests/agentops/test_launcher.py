@@ -1,5 +1,5 @@
 """`make run` keeps the product up: a child that dies is started again, the embedded Redis too,
-and Ctrl-C (SIGTERM here) stops everything it started."""
+and Ctrl-C stops everything it started, quietly."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as in a terminal
         )
     try:
         wait_until(lambda: "AgentOps is running at" in output.read_text(), 180, "the banner")
@@ -88,8 +89,20 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
         wait_until(healthy, 60, "healthz says Redis and a worker are up")
         assert launcher.poll() is None
         children = psutil.Process(launcher.pid).children(recursive=True)
-        launcher.send_signal(signal.SIGTERM)
+        before = len(output.read_bytes())
+        os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        wait_until(lambda: "stopping" in output.read_bytes()[before:].decode(), 30, "stopping")
+        os.killpg(launcher.pid, signal.SIGINT)  # an impatient second Ctrl-C changes nothing
         assert launcher.wait(timeout=60) == 0
+        stopping = output.read_bytes()[before:].decode()
+        assert "Traceback" not in stopping and "Error" not in stopping, stopping
+        names = ["development model server", "web server", "worker 1", "worker 2", "scheduler"]
+        assert stopping.splitlines() == [
+            "[agentops] stopping…",
+            *(f"[agentops] {name} stopped" for name in reversed(names)),
+            "[agentops] Redis stopped",
+            "[agentops] Postgres stopped",
+        ], stopping
         _gone, alive = psutil.wait_procs(children, timeout=15)
         assert alive == []
         assert not embedded.redis_answers(embedded.redis_socket())

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from django_rq.cron import DjangoCronScheduler
 from redis.exceptions import RedisError
+from rq.exceptions import StopRequested
 
 from agentops.reconnect import redis_wait
 from agentops.runtime.services import runs_reconcile
@@ -38,6 +39,8 @@ class ReconcilingScheduler(DjangoCronScheduler):
             redis_wait(connection=self.connection, process=f"scheduler {self.name}")
 
     def _request_stop(self, signum: int, frame: Any) -> None:
+        if self.stopping:  # a second signal must not interrupt the shutdown it started
+            return
         self.stopping = True
         super()._request_stop(signum, frame)
 
@@ -64,5 +67,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         scheduler = ReconcilingScheduler(connection=django_rq.get_connection("maintenance"))
-        scheduler.load_config_from_file("agentops.cron")
-        scheduler.start()
+        try:
+            scheduler.load_config_from_file("agentops.cron")
+            scheduler.start()
+        except (StopRequested, KeyboardInterrupt):  # stopped while starting: stopping is normal
+            pass
