@@ -16,6 +16,12 @@ live events it has already sent. Events that are not stored (streamed `token`s, 
 notices) and changes of state carry no id; on every (re)connect the session stream sends a
 `state` event with the session's status, its latest run, its open handoff and the approvals
 it waits for, so a client that missed them is current again.
+
+Revocation: a stream joins its person's `AccessWatch` (tracing.consumers) before it is
+authorised; when their access is revoked (a deactivation, a demotion: the event that closes
+their WebSockets with 4403) it sends a last `access.revoked` event and ends. A client that
+reconnects is authorised again: a deactivated person's key or login is refused (401), a
+demoted one gets what their new role allows.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from urllib.parse import parse_qs
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.contrib.auth.models import User
 
 from agentops.auth import api_key_user, has_role
 from agentops.conversation import message_serialise, run_status_serialise
@@ -44,9 +51,9 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
-from tracing.consumers import GroupHub
+from tracing.consumers import AccessWatch, GroupHub
 from tracing.emit import span_to_event
-from tracing.live import open_notices, run_group, session_group
+from tracing.live import ACCESS_REVOKED, open_notices, run_group, session_group
 from tracing.logs import get_logger
 from tracing.models import Span
 
@@ -98,6 +105,7 @@ class _Stream:
         self.object_id = object_id
         self.last = after  # the highest stored seq sent
         self.done = False
+        self.started = False  # the response's headers were sent
 
     def group(self) -> str:
         raise NotImplementedError
@@ -260,6 +268,8 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 @database_sync_to_async
 def _authorize(user: Any, kind: str, object_id: uuid.UUID) -> tuple[int, str]:
+    if not User.objects.filter(pk=user.pk, is_active=True).exists():
+        return 401, "this account is deactivated"  # since the key or login was read
     if not has_role(user, "viewer"):
         return 403, "this needs the viewer role"
     model = Session if kind == "sessions" else Run
@@ -301,7 +311,7 @@ class EventStreams:
                 await send(message)
             return
         user = scope.get("user")
-        if not getattr(user, "is_authenticated", False):
+        if user is None or not getattr(user, "is_authenticated", False):
             for message in _json_response(
                 401,
                 "authentication required: send 'Authorization: Bearer <api key>'",
@@ -314,35 +324,54 @@ class EventStreams:
         except ValueError:
             object_id = None
         after = _last_event_id(scope)
-        status, error = (404, "not found") if object_id is None else (200, "")
-        if object_id is not None:
-            status, error = await _authorize(user, match["kind"], object_id)
-        if status == 200 and after is None:
-            status, error = 400, "Last-Event-ID: must be a whole number (the last event's id)"
-        if status != 200:
-            for message in _json_response(status, error):
-                await send(message)
-            return
-        assert object_id is not None and after is not None
-        stream_class = SessionStream if match["kind"] == "sessions" else RunStream
-        await self.stream(stream_class(object_id, after), receive, send)
+        async with AccessWatch(user.pk) as access:
+            status, error = (404, "not found") if object_id is None else (200, "")
+            if object_id is not None:
+                status, error = await _authorize(user, match["kind"], object_id)
+            if status == 200 and after is None:
+                status, error = 400, "Last-Event-ID: must be a whole number (the last event's id)"
+            if status != 200:
+                for message in _json_response(status, error):
+                    await send(message)
+                return
+            assert object_id is not None and after is not None
+            stream_class = SessionStream if match["kind"] == "sessions" else RunStream
+            await self.stream(stream_class(object_id, after), receive, send, access)
 
-    async def stream(self, stream: _Stream, receive: Any, send: Any) -> None:
+    async def stream(self, stream: _Stream, receive: Any, send: Any, access: AccessWatch) -> None:
         listener = _Listener()
         hub = GroupHub.current(get_channel_layer())
         await hub.join(stream.group(), listener)  # before reading Postgres: nothing falls between
         writer = asyncio.ensure_future(self._write(stream, listener, send))
         watcher = asyncio.ensure_future(_disconnected(receive))
+        revoked = asyncio.ensure_future(access.revoked.wait())
         try:
-            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {writer, watcher, revoked}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            for task in (writer, watcher):
+            for task in (writer, watcher, revoked):
                 task.cancel()
             await hub.leave(stream.group(), listener)
-        if writer.done() and not writer.cancelled() and writer.exception() is not None:
-            log.error("events.stream_failed", exc_info=writer.exception())
+        if writer in done:
+            if not writer.cancelled() and writer.exception() is not None:
+                log.error("events.stream_failed", exc_info=writer.exception())
+        elif revoked in done and watcher not in done:
+            await asyncio.wait({writer})  # its cancellation has run: no write is half done
+            await self._end_revoked(stream, send)
+
+    @staticmethod
+    async def _end_revoked(stream: _Stream, send: Any) -> None:
+        error = "access revoked (deactivated, or the role changed); reconnect to be authorised"
+        if not stream.started:
+            for message in _json_response(403, error):
+                await send(message)
+            return
+        body = frame(ACCESS_REVOKED, {"kind": ACCESS_REVOKED, "error": error})
+        await send({"type": "http.response.body", "body": body})
 
     async def _write(self, stream: _Stream, listener: _Listener, send: Any) -> None:
+        stream.started = True
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         body = [b"retry: 2000\n\n", *await stream.replay()]
         while True:

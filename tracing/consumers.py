@@ -43,6 +43,7 @@ from typing import Any, Protocol
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from tracing.emit import span_to_event
 from tracing.live import ACCESS_REVOKED, open_notices, run_group, user_group
@@ -167,6 +168,35 @@ class GroupHub:
             elif message.get("type") == "live.sync":
                 for member in list(members):
                     member.hub_sync(message.get("nonce", ""))
+
+
+class AccessWatch:
+    """The revocation of a person's access, for a stream that is not a `LiveConsumer` (the
+    API's event streams, `/v1/` completions): a member of their `user_group` through the hub,
+    whose `revoked` is set when `ACCESS_REVOKED` arrives there — the event that closes their
+    WebSockets with FORBIDDEN. Join it before authorising the stream, as `LiveConsumer` does:
+    a revocation between the check and the join would otherwise be missed."""
+
+    def __init__(self, user_id: Any) -> None:
+        self.group = user_group(user_id)
+        self.revoked = asyncio.Event()
+        self._hub: GroupHub | None = None
+
+    async def __aenter__(self) -> AccessWatch:
+        self._hub = GroupHub.current(get_channel_layer())
+        await self._hub.join(self.group, self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._hub is not None:
+            await self._hub.leave(self.group, self)
+
+    def hub_event(self, event: LiveEvent) -> None:
+        if event.get("kind") == ACCESS_REVOKED:
+            self.revoked.set()
+
+    def hub_sync(self, nonce: str) -> None:
+        pass
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):

@@ -32,7 +32,8 @@ from agentops.openai_compat.services import (
     chat_session_resolve,
 )
 from agentops.runtime.services import MAX_MESSAGE_CHARS, RuntimeConflict
-from tracing.live import session_group
+from tracing.consumers import AccessWatch
+from tracing.live import ACCESS_REVOKED, session_group
 from tracing.logs import get_logger
 
 log = get_logger(__name__)
@@ -336,8 +337,10 @@ class ChatCompletion:
         if self.receive is not None:
             tasks.append(asyncio.create_task(self.watch_disconnect()))
         try:
-            run = await self.post(session, user, content)
-            await self.answer(session, run)
+            async with AccessWatch(user.pk) as access:
+                tasks.append(asyncio.create_task(self.watch_access(access)))
+                run = await self.post(session, user, content)
+                await self.answer(session, run)
         finally:
             for task in tasks:
                 task.cancel()
@@ -384,6 +387,11 @@ class ChatCompletion:
             pass
         self.events.put_nowait(None)
 
+    async def watch_access(self, access: AccessWatch) -> None:
+        """The key's owner deactivated or demoted: the answer ends as their streams do."""
+        await access.revoked.wait()
+        self.events.put_nowait({"kind": ACCESS_REVOKED})
+
     # -- the answer ------------------------------------------------------------------------
     async def answer(self, session: Any, run: Any) -> None:
         self.session_id = str(session.pk)
@@ -429,6 +437,14 @@ class ChatCompletion:
                 continue
             if event is None:  # the client went away; the run goes on
                 return
+            if event.get("kind") == ACCESS_REVOKED:  # the run goes on too
+                raise ApiError(
+                    403,
+                    "access revoked: this key's user was deactivated or their role changed",
+                    type_="permission_error",
+                    code="access_revoked",
+                    headers=NO_RETRY,
+                )
             if event.get("run_id", (event.get("message") or {}).get("run_id")) != self.run_id:
                 continue
             kind = event.get("kind")

@@ -1,23 +1,29 @@
 """Role changes take effect at once: a demoted or deactivated person's open streams are closed
-with the refusal code (on the real ASGI server), and their next request sees the new role."""
+with the refusal code (on the real ASGI server), their event streams (SSE) end with
+`access.revoked`, and their next request sees the new role."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 
+import httpx
+import openai
 import pytest
 from django.test import Client
 from django.urls import reverse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from agentops.auth import api_key_create
 from agentops.models import Run
 from agentops.services import user_active_set, user_role_set
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory
 from tracing.consumers import FORBIDDEN as REFUSED
 from tracing.consumers import SIGN_IN
+from tracing.live import ACCESS_REVOKED, send_now, session_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GUARD_SECONDS = 20  # a hang fails the test instead of blocking the suite
@@ -132,3 +138,121 @@ def test_it_closes_a_deactivated_persons_streams_and_refuses_them_after(
     )
     assert codes == [REFUSED] * len(paths)
     assert not reconnects(web, cookie, "/ws/ops/")
+
+
+def sse_after(web: str, auth: dict, change, bystander: str) -> list[tuple[str, dict]]:
+    """Open the person's event streams (a session's and a run's) and a bystander's, make the
+    change, and return the last event of each of the person's streams once it has ended; the
+    bystander's stream must still carry an event sent after that."""
+    session = SessionFactory()
+    run = Run.objects.create(session=session, agent=session.agent)
+    paths = [f"/api/sessions/{session.pk}/events", f"/api/runs/{run.pk}/events"]
+
+    async def last_event(lines) -> tuple[str, dict]:  # type: ignore[no-untyped-def]
+        name, data, last = "message", "", ("", {})
+        async for line in lines:
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data += line[6:]
+            elif line == "" and data:
+                last, name, data = (name, json.loads(data)), "message", ""
+        return last
+
+    async def next_event(lines, name: str) -> None:  # type: ignore[no-untyped-def]
+        async for line in lines:
+            if line == f"event: {name}":
+                return
+
+    async def main() -> list[tuple[str, dict]]:
+        timeout = httpx.Timeout(5, read=GUARD_SECONDS)
+        async with httpx.AsyncClient(timeout=timeout) as client, AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(client.stream("GET", f"http://{web}{p}", **auth))
+                for p in paths
+            ]
+            other = await stack.enter_async_context(
+                client.stream("GET", f"http://{web}{paths[0]}", cookies={"sessionid": bystander})
+            )
+            assert [r.status_code for r in [*streams, other]] == [200] * 3
+            others = other.aiter_lines()
+            await next_event(others, "state")
+            await asyncio.to_thread(change)
+            ends = await asyncio.wait_for(
+                asyncio.gather(*(last_event(r.aiter_lines()) for r in streams)), GUARD_SECONDS
+            )
+            send_now(session_group(session.pk), {"kind": "still.here"})
+            await asyncio.wait_for(next_event(others, "still.here"), GUARD_SECONDS)
+            return list(ends)
+
+    return asyncio.run(main())
+
+
+def key_or_login(user, how: str) -> dict:  # type: ignore[no-untyped-def]
+    if how == "key":
+        return {"headers": {"Authorization": f"Bearer {api_key_create(user=user, name='k')[1]}"}}
+    return {"cookies": {"sessionid": logged_in(user).cookies["sessionid"].value}}
+
+
+def reopens(web: str, auth: dict) -> int:
+    """The status a new event stream of the person gets."""
+    path = f"/api/sessions/{SessionFactory().pk}/events"
+    with httpx.stream("GET", f"http://{web}{path}", timeout=10, **auth) as response:
+        return response.status_code
+
+
+@pytest.mark.parametrize("how", ["key", "login"])
+def test_it_ends_a_deactivated_persons_event_streams(web, how, alice, bob, charlie):
+    auth = key_or_login(bob, how)
+    ends = sse_after(
+        web,
+        auth,
+        lambda: user_active_set(user=bob, active=False, actor=alice),
+        logged_in(charlie).cookies["sessionid"].value,
+    )
+    assert [name for name, _ in ends] == [ACCESS_REVOKED] * 2
+    assert reopens(web, auth) == 401
+
+
+@pytest.mark.parametrize(("how", "role", "status"), [("key", "viewer", 200), ("login", "", 403)])
+def test_it_ends_a_demoted_persons_event_streams(web, how, role, status, alice, bob, charlie):
+    auth = key_or_login(bob, how)
+    ends = sse_after(
+        web,
+        auth,
+        lambda: user_role_set(user=bob, role=role, actor=alice),
+        logged_in(charlie).cookies["sessionid"].value,
+    )
+    assert [name for name, _ in ends] == [ACCESS_REVOKED] * 2
+    assert reopens(web, auth) == status  # authorised again: a viewer reads, no role does not
+
+
+def test_it_ends_a_deactivated_persons_v1_stream(
+    web, worker, dev_agent, devmodel, model_name, alice, bob
+):
+    """`/v1/` answers stream for as long as a run lasts (minutes): a revocation ends them too,
+    with an OpenAI-shaped error event the official client raises."""
+    key = api_key_create(user=bob, name="v1")[1]
+    devmodel.script(model_name, [{"stream_delay": 0.5}])  # a word every half second
+
+    async def main() -> openai.APIError:
+        client = openai.AsyncOpenAI(
+            base_url=f"http://{web}/v1", api_key=key, max_retries=0, timeout=60
+        )
+        stream = await client.chat.completions.create(
+            model=dev_agent.slug,
+            messages=[{"role": "user", "content": " ".join(["word"] * 80)}],
+            stream=True,
+        )
+
+        async def read() -> None:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    await asyncio.to_thread(user_active_set, user=bob, active=False, actor=alice)
+
+        with pytest.raises(openai.APIError) as raised:
+            await asyncio.wait_for(read(), GUARD_SECONDS)
+        return raised.value
+
+    error = asyncio.run(main())
+    assert isinstance(error.body, dict) and error.body["code"] == "access_revoked"
