@@ -33,18 +33,58 @@ SCALAR_FIELDS = (
     "retry_cap_seconds",
 )
 
+# The tools every agent is offered without ticking them (registered by the runtime,
+# agentops/runtime/builtins.py), each one an agent may turn off (`builtins_off` in a snapshot;
+# a snapshot without it, saved before, offers them all). The memory ones need memory on.
+BUILTIN_TOOLS = ("handoff_to_human", "remember", "recall", "note")
+MEMORY_TOOLS = ("remember", "recall")
+
 
 def config_snapshot(agent: Agent) -> dict[str, Any]:
     """The agent's behaviour as it stands, as plain JSON (ids for related rows)."""
     snapshot: dict[str, Any] = {name: getattr(agent, name) for name in SCALAR_FIELDS}
     snapshot["endpoint"] = agent.endpoint_id
     snapshot["handoff_team"] = agent.handoff_team_id
+    snapshot["builtins_off"] = sorted(agent.builtins_off or [])
     snapshot["tools"] = sorted(agent.tools.values_list("pk", flat=True)) if agent.pk else []
     snapshot["fallbacks"] = [
         {"endpoint": f.endpoint_id, "model": f.model}
         for f in (agent.fallbacks.all() if agent.pk else [])
     ]
     return snapshot
+
+
+def snapshot_complete(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot with the fields added since it was saved, at their defaults."""
+    return {"builtins_off": [], **config}
+
+
+def config_editable(agent: Agent) -> dict[str, Any]:
+    """What the builder (and every change of the agent) starts from: its latest saved version
+    (not a derived variant), else its settings. Not the row, which a rollback rewrites: an
+    edit after publishing v1 again must not undo v2. Ids of rows deleted since are dropped."""
+    from tools.models import ToolDefinition
+
+    latest = (
+        agent.versions.filter(derived_from=None).order_by("-number").first() if agent.pk else None
+    )
+    if latest is None:
+        return config_snapshot(agent)
+    config = snapshot_complete(latest.config)
+    endpoints = set(
+        ModelEndpoint.objects.filter(
+            pk__in=[config["endpoint"], *(f["endpoint"] for f in config["fallbacks"])]
+        ).values_list("pk", flat=True)
+    )
+    team = config.get("handoff_team")
+    return {
+        **config,
+        "tools": sorted(
+            ToolDefinition.objects.filter(pk__in=config["tools"]).values_list("pk", flat=True)
+        ),
+        "fallbacks": [f for f in config["fallbacks"] if f["endpoint"] in endpoints],
+        "handoff_team": team if team and Team.objects.filter(pk=team).exists() else None,
+    }
 
 
 @dataclass
@@ -70,6 +110,16 @@ class AgentConfig:
     retry_cap_seconds: float
     handoff_team: Team | None
     problem: str = ""
+    builtins_off: tuple[str, ...] = ()
+
+    @property
+    def builtins(self) -> list[str]:
+        """The built-in tools this config offers (by name)."""
+        return [
+            name
+            for name in BUILTIN_TOOLS
+            if name not in self.builtins_off and (self.memory_enabled or name not in MEMORY_TOOLS)
+        ]
 
     @property
     def candidates(self) -> list[tuple[ModelEndpoint, str]]:
@@ -114,6 +164,7 @@ def agent_config_build(
         retry_cap_seconds=snapshot["retry_cap_seconds"],
         handoff_team=Team.objects.filter(pk=team_id).first() if team_id else None,
         problem=problem,
+        builtins_off=tuple(snapshot.get("builtins_off") or ()),
     )
 
 

@@ -151,7 +151,10 @@ def on_fork_invalid(request: HttpRequest, exc: services.ForkInvalid) -> Any:
 
 @api.exception_handler(services.RuntimeConflict)
 def on_conflict(request: HttpRequest, exc: services.RuntimeConflict) -> Any:
-    return api.create_response(request, {"error": str(exc)}, status=409)
+    body = {"error": str(exc)}
+    if field := getattr(exc, "field", None):  # AgentNotLive names the agent
+        body["field"] = field
+    return api.create_response(request, body, status=409)
 
 
 def require(request: HttpRequest, role: str) -> None:
@@ -527,8 +530,8 @@ def fork_origin(run: Run) -> dict[str, Any] | None:
 # -- endpoints ----------------------------------------------------------------------------
 @api.post(
     "/sessions",
-    response={201: SessionOut, 404: ErrorOut, **AUTH_ERRORS, **BODY_ERRORS},
-    summary="Start a session with an agent",
+    response={201: SessionOut, 404: ErrorOut, 409: ErrorOut, **AUTH_ERRORS, **BODY_ERRORS},
+    summary="Start a session with an agent (409: it has no published version)",
 )
 def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str, Any]]:
     require(request, "operator")

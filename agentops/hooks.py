@@ -11,9 +11,10 @@ they know no agentops table, so agentops answers for its own tables.
 
 from __future__ import annotations
 
-from django.db.models import Count
+from typing import Any
 
-from agentops.models import Agent, ModelEndpoint
+from agentops.agent_config import config_editable
+from agentops.models import Agent, AgentVersion, ModelEndpoint
 from agentops.operators.selectors import handoffs_in_breach_count
 from agentops.selectors import run_queue_summary
 from memory.agents import MemoryAgent
@@ -34,9 +35,33 @@ def agent_directory(*, slug: str | None = None, pk: int | None = None) -> list[M
 
 
 class AgentToolAccess:
-    """tools.access.ToolAccess over Agent.tools."""
+    """tools.access.ToolAccess over the agents' tools: those of each agent's latest saved
+    version (what its builder edits), else of its settings (an agent with no version).
+    Changing them saves a new version of each agent changed, through the agents' service."""
 
     through = Agent.tools.through
+
+    def _tools(self) -> list[tuple[Agent, set[int], set[int] | None, AgentVersion | None]]:
+        """Per agent: its tools as edited, as published (None: nothing published) and the
+        latest saved version (None: it has none), in a fixed number of queries."""
+        latest = {
+            v.agent_id: v
+            for v in AgentVersion.objects.filter(derived_from=None)
+            .order_by("agent_id", "-number")
+            .distinct("agent_id")
+        }
+        links: dict[int, set[int]] = {}
+        for agent_id, tool_id in self.through.objects.values_list("agent_id", "tooldefinition_id"):
+            links.setdefault(agent_id, set()).add(tool_id)
+        rows = []
+        for agent in Agent.objects.select_related("published_version").order_by("slug"):
+            version = latest.get(agent.pk)
+            edited = set(version.config["tools"]) if version else links.get(agent.pk, set())
+            published = agent.published_version
+            rows.append(
+                (agent, edited, set(published.config["tools"]) if published else None, version)
+            )
+        return rows
 
     def callers(self) -> list[ToolCaller]:
         return [
@@ -45,21 +70,55 @@ class AgentToolAccess:
         ]
 
     def callers_of(self, *, tool_id: int) -> list[ToolCaller]:
-        rows = Agent.objects.filter(tools__pk=tool_id).order_by("slug").values_list("pk", "slug")
-        return [ToolCaller(pk, slug) for pk, slug in rows]
+        out = []
+        for agent, edited, published, version in self._tools():
+            if tool_id not in edited:
+                continue
+            note = ""
+            if version is not None and (published is None or tool_id not in published):
+                note = f"v{version.number}, not published yet"
+            out.append(ToolCaller(agent.pk, agent.slug, note))
+        return out
 
-    def callers_set(self, *, tool_id: int, caller_ids: list[int]) -> None:
-        links = self.through.objects.filter(tooldefinition_id=tool_id)
-        links.exclude(agent_id__in=caller_ids).delete()
-        have = set(links.values_list("agent_id", flat=True))
-        self.through.objects.bulk_create(
-            [self.through(agent_id=a, tooldefinition_id=tool_id) for a in set(caller_ids) - have],
-            ignore_conflicts=True,
-        )
+    def callers_set(self, *, tool_id: int, caller_ids: list[int], actor: Any) -> list[str]:
+        from agentops.agents.services import agent_update
+        from tools.models import ToolDefinition
+
+        name = ToolDefinition.objects.get(pk=tool_id).name
+        wanted = set(caller_ids)
+        said = []
+        for agent, edited, _, version in self._tools():
+            if (tool_id in edited) == (agent.pk in wanted):
+                continue
+            added = agent.pk in wanted
+            # An agent with no version runs its settings as they stand: its first version
+            # is published, so it keeps answering (with the tool) as it did before versions.
+            publish = version is None and agent.published_version_id is None
+            tools = set(config_editable(agent)["tools"])  # without tools deleted since
+            saved = agent_update(
+                agent=agent,
+                changes={"tools": sorted(tools | {tool_id} if added else tools - {tool_id})},
+                author=actor,
+                note=f"{'gave it' if added else 'took away'} the tool {name} on the tool's page",
+                publish=publish,
+            )
+            said.append(
+                f"{agent.slug}: {name} {'added' if added else 'removed'}, saved as "
+                f"v{saved.number} "
+                + (
+                    "and published."
+                    if publish
+                    else "(not published: it runs once you publish it in the agent builder)."
+                )
+            )
+        return said
 
     def counts(self) -> dict[int, int]:
-        rows = self.through.objects.values("tooldefinition_id").annotate(n=Count("agent_id"))
-        return {row["tooldefinition_id"]: row["n"] for row in rows}
+        counts: dict[int, int] = {}
+        for _, edited, _, _ in self._tools():
+            for tool_id in edited:
+                counts[tool_id] = counts.get(tool_id, 0) + 1
+        return counts
 
 
 def endpoint_keys_rotate(rotate: Rotate) -> int:

@@ -142,6 +142,17 @@ class Team(models.Model):
         return self.slug
 
 
+class AgentQuerySet(models.QuerySet["Agent"]):
+    def live(self) -> AgentQuerySet:
+        """The agents that answer outside their draft chat (Console, widget, API, /v1/, MCP):
+        one with a published version, or with no version at all (made directly in the
+        database: it runs its settings). Saved but never published: its draft chat only."""
+        return self.filter(
+            models.Q(published_version__isnull=False)
+            | ~models.Exists(AgentVersion.objects.filter(agent=models.OuterRef("pk")))
+        )
+
+
 class Agent(models.Model):
     slug = models.SlugField(max_length=64, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
@@ -160,6 +171,8 @@ class Agent(models.Model):
     )
     memory_enabled = models.BooleanField(default=True)
     recall_k = models.PositiveIntegerField(default=5)
+    # Names of built-in tools (agentops.agent_config.BUILTIN_TOOLS) this agent is not offered.
+    builtins_off = models.JSONField(default=list, blank=True)
     # Retry policy for model calls (tools carry their own).
     retry_max_attempts = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
     retry_base_seconds = models.FloatField(default=0.5, validators=[MinValueValidator(0)])
@@ -186,10 +199,15 @@ class Agent(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="The version new conversations run. Empty: the agent's current settings.",
+        help_text=(
+            "The version new conversations run. Empty: only its draft chat runs it (an agent "
+            "with no version at all, made directly in the database, runs its current settings)."
+        ),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AgentQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.slug
@@ -197,6 +215,11 @@ class Agent(models.Model):
     @property
     def model_name(self) -> str:
         return self.model or self.endpoint.default_model
+
+    @property
+    def is_live(self) -> bool:
+        """See AgentQuerySet.live (read from the database: this row may be stale)."""
+        return Agent.objects.live().filter(pk=self.pk).exists()
 
 
 class AgentVersion(models.Model):
@@ -262,6 +285,19 @@ class ForkTools(models.TextChoices):
     ALLOW = "allow", "executed (allowed when forking)"
 
 
+class SessionQuerySet(models.QuerySet["Session"]):
+    """The one rule for sandbox sessions (docs/architecture.md, "Sandbox sessions"): a
+    sandbox session is an experiment's, the builder's draft chat or a fork. It runs like any
+    other, but it is no traffic: every list, figure, alert, assignment and takeover of real
+    conversations reads `production()`; sandbox ones appear only on their own pages."""
+
+    def production(self) -> SessionQuerySet:
+        return self.filter(sandbox=False)
+
+    def sandbox(self) -> SessionQuerySet:
+        return self.filter(sandbox=True)
+
+
 class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
@@ -283,19 +319,6 @@ class Session(models.Model):
     # A session pinned to a version (a fork, an experiment, the builder's draft chat) runs it;
     # others run their agent's published version.
     agent_version = models.ForeignKey(
-class SessionQuerySet(models.QuerySet["Session"]):
-    """The one rule for sandbox sessions (docs/architecture.md, "Sandbox sessions"): a
-    sandbox session is an experiment's, the builder's draft chat or a fork. It runs like any
-    other, but it is no traffic: every list, figure, alert, assignment and takeover of real
-    conversations reads `production()`; sandbox ones appear only on their own pages."""
-
-    def production(self) -> SessionQuerySet:
-        return self.filter(sandbox=False)
-
-    def sandbox(self) -> SessionQuerySet:
-        return self.filter(sandbox=True)
-
-
         AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     # An experiment's session, a draft chat or a fork (SessionQuerySet): out of every
@@ -318,6 +341,8 @@ class SessionQuerySet(models.QuerySet["Session"]):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = SessionQuerySet.as_manager()
+
     class Meta:
         indexes = [
             models.Index(fields=["agent", "-updated_at"]),
@@ -327,6 +352,13 @@ class SessionQuerySet(models.QuerySet["Session"]):
 
     def __str__(self) -> str:
         return f"{self.agent.slug}/{self.id}"
+
+    @property
+    def memory_scope(self) -> str:
+        """The long-term memory scope its runs read and write (beside the agent-wide one): the
+        end user's, or for a sandbox session one of its own, so a test never writes where
+        production or another experiment variant reads."""
+        return f"sandbox:{self.pk}" if self.sandbox else self.external_user
 
 
 class Role(models.TextChoices):
@@ -339,8 +371,6 @@ class Role(models.TextChoices):
 
 class Message(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
-    objects = SessionQuerySet.as_manager()
-
     seq = models.PositiveIntegerField()
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True, default="")
@@ -351,13 +381,6 @@ class Message(models.Model):
         "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )
     step = models.PositiveIntegerField(null=True, blank=True)
-    @property
-    def memory_scope(self) -> str:
-        """The long-term memory scope its runs read and write (beside the agent-wide one): the
-        end user's, or for a sandbox session one of its own, so a test never writes where
-        production or another experiment variant reads."""
-        return f"sandbox:{self.pk}" if self.sandbox else self.external_user
-
     token_count = models.PositiveIntegerField(default=0)
     # The account that sent it (an operator replying; for a user message, the client: the API
     # key's owner or the console's user). `end_user` names the end user who wrote a user
@@ -400,6 +423,15 @@ FINISHED_RUN_STATUSES = (
 )
 
 
+class RunQuerySet(models.QuerySet["Run"]):
+    def production(self) -> RunQuerySet:
+        """Runs of real conversations (SessionQuerySet: sandbox sessions' runs left out)."""
+        return self.filter(session__sandbox=False)
+
+    def sandbox(self) -> RunQuerySet:
+        return self.filter(session__sandbox=True)
+
+
 class Run(models.Model):
     """One agent turn: from a user message to an answer, a handoff or a failure.
 
@@ -421,15 +453,6 @@ class Run(models.Model):
     jobs_started = models.PositiveIntegerField(default=0)
     step = models.PositiveIntegerField(default=0)
     state = models.JSONField(default=dict, blank=True)
-class RunQuerySet(models.QuerySet["Run"]):
-    def production(self) -> RunQuerySet:
-        """Runs of real conversations (SessionQuerySet: sandbox sessions' runs left out)."""
-        return self.filter(session__sandbox=False)
-
-    def sandbox(self) -> RunQuerySet:
-        return self.filter(session__sandbox=True)
-
-
     wait_reason = models.CharField(max_length=200, blank=True, default="")
     wake_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, default="")
@@ -463,6 +486,8 @@ class RunQuerySet(models.QuerySet["Run"]):
     )
     takeover_at = models.DateTimeField(null=True, blank=True)
 
+    objects = RunQuerySet.as_manager()
+
     class Meta:
         indexes = [
             models.Index(fields=["status", "-created_at"]),
@@ -483,8 +508,6 @@ class RunQuerySet(models.QuerySet["Run"]):
 class FeedbackRating(models.TextChoices):
     UP = "up"
     DOWN = "down"
-
-    objects = RunQuerySet.as_manager()
 
 
 class Feedback(models.Model):

@@ -2,19 +2,21 @@
 
 The relation (Agent.tools) belongs to the app above (agentops), which registers a
 `ToolAccess` here; the tool pages read and change it through that, so tools never touches
-the agent table, not even through the relation's reverse side.
+the agent table, not even through the relation's reverse side. What an agent runs changes
+only through a new version of it: `callers_set` saves one per agent it changes and says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
 class ToolCaller:
     pk: int
     label: str
+    note: str = ""  # e.g. "v5, not published yet": the caller does not run it yet
 
 
 class ToolAccess(Protocol):
@@ -24,7 +26,9 @@ class ToolAccess(Protocol):
 
     def callers_of(self, *, tool_id: int) -> list[ToolCaller]: ...
 
-    def callers_set(self, *, tool_id: int, caller_ids: list[int]) -> None: ...
+    def callers_set(self, *, tool_id: int, caller_ids: list[int], actor: Any) -> list[str]:
+        """Give the tool to exactly `caller_ids`; returns a sentence per caller changed."""
+        ...
 
     def counts(self) -> dict[int, int]:
         """Callers per tool id (tools nobody may call are left out)."""

@@ -70,7 +70,10 @@ class ToolForm(forms.ModelForm):
         coerce=int,
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Agents that may call this tool.",
+        help_text=(
+            "Agents that may call this tool. Ticking or unticking one saves a new version of "
+            "it (not published: it runs once published in the agent builder)."
+        ),
     )
     http_method = forms.ChoiceField(
         choices=[(m, m) for m in METHODS], initial="GET", required=False, label="Method"

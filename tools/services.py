@@ -76,11 +76,12 @@ def tool_save(*, tool: ToolDefinition) -> ToolDefinition:
     return tool
 
 
-def tool_callers_set(*, tool: ToolDefinition, caller_ids: list[int]) -> None:
+def tool_callers_set(*, tool: ToolDefinition, caller_ids: list[int], actor: Any) -> list[str]:
     """Who may call the tool, through the registered ToolAccess (tools/access.py)."""
     access = tool_access()
-    if access is not None:
-        access.callers_set(tool_id=tool.pk, caller_ids=caller_ids)
+    if access is None:
+        return []
+    return access.callers_set(tool_id=tool.pk, caller_ids=caller_ids, actor=actor)
 
 
 def tool_set_enabled(*, tool: ToolDefinition, enabled: bool) -> ToolDefinition:

@@ -62,14 +62,20 @@ def _save_tool_form(request: HttpRequest, form: ToolForm) -> ToolDefinition | No
     if not form.is_valid():
         return None
     tool = form.save()
+    said: list[str] = []
     try:
         with transaction.atomic():
             tool = tool_save(tool=tool)
             if "agents" in form.fields:
-                tool_callers_set(tool=tool, caller_ids=form.cleaned_data["agents"])
+                # Each agent changed gets a new version (see tools.access).
+                said = tool_callers_set(
+                    tool=tool, caller_ids=form.cleaned_data["agents"], actor=request.user
+                )
     except ValidationError as exc:
         _apply_errors(form, exc)
         return None
+    for sentence in said:
+        messages.info(request, sentence)
     return tool
 
 

@@ -7,9 +7,10 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from agentops.agent_config import SCALAR_FIELDS
+from agentops.agent_config import BUILTIN_TOOLS, MEMORY_TOOLS, SCALAR_FIELDS, config_editable
 from agentops.agents import selectors
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
+from tools.registry import registered_tools
 from tracing.web import MAX_DB_INT
 
 
@@ -53,6 +54,14 @@ class AgentForm(forms.Form):
         queryset=None,  # type: ignore[arg-type]
         required=False,
         widget=forms.CheckboxSelectMultiple,
+    )
+    builtins = forms.MultipleChoiceField(
+        label="Built-in tools",
+        required=False,
+        choices=[(name, name) for name in BUILTIN_TOOLS],
+        initial=list(BUILTIN_TOOLS),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Offered to the model without ticking them above; untick one to turn it off.",
     )
     memory_enabled = forms.BooleanField(
         label="Long-term memory", required=False, help_text="Recall and remember memories."
@@ -102,12 +111,25 @@ class AgentForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.agent = agent
         self.fields["endpoint"].queryset = selectors.endpoints_list()  # type: ignore[attr-defined]
-        self.fields["tools"].queryset = selectors.tools_list()  # type: ignore[attr-defined]
+        self.fields["tools"].queryset = selectors.tools_list().exclude(  # type: ignore[attr-defined]
+            name__in=BUILTIN_TOOLS
+        )
+        self.fields["builtins"].choices = [  # type: ignore[attr-defined]
+            (name, _builtin_label(name)) for name in BUILTIN_TOOLS
+        ]
+        # Built-in tools ticked as tools (older agents) stay as they are: the builtins field
+        # says whether each is offered.
+        self.kept_tools: list[int] = []
         self.fields["handoff_team"].queryset = selectors.teams_list()  # type: ignore[attr-defined]
         if agent is not None:
             del self.fields["slug"]
+            initial = agent_initial(agent)
+            builtin_ids = set(
+                selectors.tools_list().filter(name__in=BUILTIN_TOOLS).values_list("pk", flat=True)
+            )
+            self.kept_tools = [pk for pk in initial["tools"] if pk in builtin_ids]
             if not self.is_bound:
-                self.initial = agent_initial(agent)
+                self.initial = initial
 
     def clean_fallbacks(self) -> list[dict[str, Any]]:
         names = dict(ModelEndpoint.objects.values_list("name", "pk"))
@@ -129,25 +151,38 @@ class AgentForm(forms.Form):
         config = {name: data[name] for name in SCALAR_FIELDS}
         config["endpoint"] = data["endpoint"].pk
         config["handoff_team"] = data["handoff_team"].pk if data["handoff_team"] else None
-        config["tools"] = sorted(t.pk for t in data["tools"])
+        config["tools"] = sorted({*(t.pk for t in data["tools"]), *self.kept_tools})
         config["fallbacks"] = data["fallbacks"]
+        config["builtins_off"] = [b for b in BUILTIN_TOOLS if b not in data["builtins"]]
         return config
 
     def add_service_errors(self, error: ValidationError) -> None:
+        if not hasattr(error, "error_dict"):
+            self.add_error(None, error.messages)
+            return
         for name, messages in error.message_dict.items():
             self.add_error(name if name in self.fields else None, messages)
 
 
+def _builtin_label(name: str) -> str:
+    registered = registered_tools().get(name)
+    label = f"{name} — {registered.description}" if registered else name
+    return label + (" (needs long-term memory)" if name in MEMORY_TOOLS else "")
+
+
 def agent_initial(agent: Agent) -> dict[str, Any]:
-    initial: dict[str, Any] = {name: getattr(agent, name) for name in SCALAR_FIELDS}
+    """The form's values: the agent's latest saved version (what its draft chat runs)."""
+    config = config_editable(agent)
+    names = dict(ModelEndpoint.objects.values_list("pk", "name"))
+    initial: dict[str, Any] = {name: config[name] for name in SCALAR_FIELDS}
     initial.update(
-        endpoint=agent.endpoint_id,
-        handoff_team=agent.handoff_team_id,
-        tools=list(agent.tools.values_list("pk", flat=True)),
+        endpoint=config["endpoint"],
+        handoff_team=config["handoff_team"],
+        tools=list(config["tools"]),
+        builtins=[b for b in BUILTIN_TOOLS if b not in config["builtins_off"]],
         max_concurrent_runs=agent.max_concurrent_runs,
         fallbacks="\n".join(
-            f"{f.endpoint.name} {f.model}".strip()
-            for f in agent.fallbacks.select_related("endpoint")
+            f"{names.get(f['endpoint'], '')} {f['model']}".strip() for f in config["fallbacks"]
         ),
     )
     return initial

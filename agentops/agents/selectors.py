@@ -410,7 +410,6 @@ def draft_context(*, session: Session) -> DraftContext:
         transcript_load,
     )
     from agentops.runtime.model_client import tool_specs
-    from agentops.runtime.tooling import BUILTIN_TOOLS, MEMORY_TOOLS
     from memory.models import MemoryRecall
     from memory.selectors import memory_pinned
 
@@ -437,10 +436,13 @@ def draft_context(*, session: Session) -> DraftContext:
         notes=dict(session.scratchpad or {}),
         recalled=[text for text, _ in recalled if text not in pinned],
     )
-    builtins = [n for n in BUILTIN_TOOLS if config.memory_enabled or n not in MEMORY_TOOLS]
-    tools = ToolDefinition.objects.filter(
-        Q(pk__in=config.tool_ids) | Q(name__in=builtins), enabled=True
-    ).distinct()
+    tools = (
+        ToolDefinition.objects.filter(
+            Q(pk__in=config.tool_ids) | Q(name__in=config.builtins), enabled=True
+        )
+        .exclude(name__in=config.builtins_off)
+        .distinct()
+    )
     specs = tool_specs(list(tools))
     tools_tokens = count_tokens(str(specs)) if specs else 0
     transcript = transcript_load(session_id=session.pk, after_seq=session.summary_upto_seq)

@@ -9,7 +9,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agentops.agent_config import SCALAR_FIELDS, config_snapshot
+from agentops.agent_config import (
+    BUILTIN_TOOLS,
+    SCALAR_FIELDS,
+    config_editable,
+    config_snapshot,
+    snapshot_complete,
+)
 from agentops.models import (
     Agent,
     AgentFallback,
@@ -25,7 +31,7 @@ from tools.models import ToolDefinition
 if TYPE_CHECKING:
     from agentops.auth import Actor
 
-CHANGEABLE = (*SCALAR_FIELDS, "endpoint", "handoff_team", "tools", "fallbacks")
+CHANGEABLE = (*SCALAR_FIELDS, "endpoint", "handoff_team", "tools", "fallbacks", "builtins_off")
 
 
 def _author(actor: Actor) -> Any:
@@ -42,7 +48,7 @@ def agent_version_create(
     snapshot = config_snapshot(agent)
     latest = agent.versions.order_by("-number").first()
     saved = agent.versions.filter(derived_from=None).order_by("-number").first()
-    if saved is not None and saved.config == snapshot:
+    if saved is not None and snapshot_complete(saved.config) == snapshot:
         version = saved
     else:
         version = AgentVersion.objects.create(
@@ -87,6 +93,7 @@ def agent_settings_restore(*, agent: Agent, config: dict[str, Any]) -> None:
         setattr(agent, name, config[name])
     agent.endpoint_id = config["endpoint"]
     agent.handoff_team_id = config["handoff_team"]
+    agent.builtins_off = sorted(config.get("builtins_off") or [])
     agent.save()
     agent.tools.set(ToolDefinition.objects.filter(pk__in=config["tools"]))
     agent.fallbacks.all().delete()
@@ -140,6 +147,11 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         errors["fallbacks"] = [
             "Give a list of {endpoint: id, model: name} with existing endpoints."
         ]
+    builtins_off = config.get("builtins_off", [])
+    if not isinstance(builtins_off, list) or any(b not in BUILTIN_TOOLS for b in builtins_off):
+        errors["builtins_off"] = [
+            "Give a list of built-in tools to turn off, from: " + ", ".join(BUILTIN_TOOLS) + "."
+        ]
     if errors:
         raise ValidationError(errors)
     # Stored as cleaned ("7" is 7), fallbacks in their one shape: a run reads them as they are.
@@ -149,6 +161,7 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         "fallbacks": [
             {"endpoint": f["endpoint"], "model": f.get("model", "")} for f in fallbacks or ()
         ],
+        "builtins_off": sorted(set(builtins_off)),
     }
 
 
@@ -161,7 +174,7 @@ def agent_version_derive(
     unknown = sorted(set(changes) - set(CHANGEABLE))
     if unknown:
         raise ValidationError({name: ["Not a setting of an agent version."] for name in unknown})
-    config = agent_config_validate(config={**version.config, **changes})
+    config = agent_config_validate(config={**snapshot_complete(version.config), **changes})
     Agent.objects.select_for_update().filter(pk=version.agent_id).get()
     latest = AgentVersion.objects.filter(agent_id=version.agent_id).order_by("-number").first()
     assert latest is not None
@@ -246,15 +259,24 @@ def agent_update(
     max_concurrent_runs: Any = _UNSET,
     note: str = "",
     publish: bool = False,
+    based_on: int | None = None,
 ) -> AgentVersion:
-    """Change the agent's settings and save them as its next version (the latest one when
-    nothing changed); with `publish`, new conversations run it. Errors name the field and
+    """Change the agent's latest saved version (`config_editable`: not what a rollback
+    published) and save the result as its next version (the latest one when nothing
+    changed); with `publish`, new conversations run it. With `based_on`, the number of the
+    version the caller edited: refused if another was saved since. Errors name the field and
     store nothing."""
     unknown = sorted(set(changes) - set(CHANGEABLE))
     if unknown:
         raise ValidationError({name: ["Not a setting of an agent."] for name in unknown})
     Agent.objects.select_for_update().filter(pk=agent.pk).get()
-    config = agent_config_validate(config={**config_snapshot(agent), **changes})
+    latest = agent.versions.filter(derived_from=None).order_by("-number").first()
+    if based_on is not None and latest is not None and latest.number != based_on:
+        raise ValidationError(
+            f"v{latest.number} was saved since you opened v{based_on}: nothing was saved. "
+            "Reload the agent to edit its latest version."
+        )
+    config = agent_config_validate(config={**config_editable(agent), **changes})
     if max_concurrent_runs is not _UNSET:
         agent.max_concurrent_runs = _capacity_validate(max_concurrent_runs)
     agent_settings_restore(agent=agent, config=config)
@@ -276,9 +298,9 @@ def draft_session_start(*, agent: Agent, author: Actor) -> Session:
         external_user=f"draft:{user.get_username()}" if user else "draft",
         title=f"Draft chat · {agent.name}",
         created_by=user,
+        sandbox=True,
+        version=version,
     )
-    session.agent_version = version
-    session.save(update_fields=["agent_version", "updated_at"])
     return session
 
 
@@ -287,5 +309,3 @@ def draft_session_pin(*, session: Session, version: AgentVersion) -> None:
     if session.agent_id == version.agent_id and session.agent_version_id != version.pk:
         session.agent_version = version
         session.save(update_fields=["agent_version", "updated_at"])
-        sandbox=True,
-        version=version,

@@ -82,10 +82,15 @@ def _saved_text(version: AgentVersion, published: bool) -> str:
 
 def _detail_context(request: HtmxHttpRequest, agent: Agent, form: AgentForm) -> dict[str, Any]:
     draft = _draft(request, agent) if has_role(request.user, "admin") else None
+    latest = selectors.agent_latest_saved(agent=agent)
+    if draft is not None and latest is not None and draft.agent_version_id != latest.pk:
+        # Saved meanwhile (another tab, another admin, a tool's page): the chat runs what
+        # the form shows.
+        services.draft_session_pin(session=draft, version=latest)
     context: dict[str, Any] = {
         "agent": agent,
         "form": form,
-        "latest": selectors.agent_latest_saved(agent=agent),
+        "latest": latest,
         "figures": selectors.version_figures(agent=agent, since=timezone.now() - FIGURES_WINDOW),
         "draft": draft,
     }
@@ -120,6 +125,7 @@ def detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                     author=request.user,
                     note=form.cleaned_data["note"],
                     publish=publish,
+                    based_on=id_param(request.POST.get("based_on", "")),
                 )
             except ValidationError as exc:
                 form.add_service_errors(exc)
@@ -133,9 +139,10 @@ def detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                     services.draft_session_pin(session=draft, version=version)
                 return redirect("agents:detail", slug=agent.slug)
         agent.refresh_from_db()
-        return render(
-            request, "agents/edit.html", _detail_context(request, agent, form), status=400
-        )
+        context = _detail_context(request, agent, form)
+        # Still the version the admin opened: resubmitting must not save over a newer one.
+        context["based_on"] = id_param(request.POST.get("based_on", ""))
+        return render(request, "agents/edit.html", context, status=400)
     form = AgentForm(agent=agent)
     return render(request, "agents/edit.html", _detail_context(request, agent, form))
 

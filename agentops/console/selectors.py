@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import CharField, Q, QuerySet
+from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 
-from agentops.models import Agent, Session
+from agentops.models import Agent, AgentQuerySet, Session
 
 
-def agents_list() -> QuerySet[Agent]:
+def agents_list() -> AgentQuerySet:
     return Agent.objects.select_related("endpoint").order_by("name")
 
 

@@ -39,7 +39,10 @@ class SessionForm(forms.Form):
         super().__init__(*args, **kwargs)
         agent_field = self.fields["agent"]
         assert isinstance(agent_field, forms.ModelChoiceField)
-        agent_field.queryset = selectors.agents_list()
+        agent_field.queryset = selectors.agents_list().live()
+        agent_field.help_text = (
+            "Agents with a published version; try an unpublished one in its builder's draft chat."
+        )
         agent_field.label_from_instance = lambda agent: f"{agent.name} ({agent.slug})"  # type: ignore[method-assign,assignment]
 
 

@@ -95,7 +95,7 @@ async def list_tools(
     ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
     user = request_user(ctx)
-    agents = await database_sync_to_async(lambda: list(selectors.agents_usable(user=user)))()
+    agents = await database_sync_to_async(selectors.agents_listed)(user=user)
     return types.ListToolsResult(tools=[agent_tool(a) for a in agents])
 
 

@@ -31,7 +31,7 @@ from agentops.openai_compat.services import (
     chat_message_post,
     chat_session_resolve,
 )
-from agentops.runtime.services import MAX_MESSAGE_CHARS, RuntimeConflict
+from agentops.runtime.services import MAX_MESSAGE_CHARS, AgentNotLive, RuntimeConflict
 from tracing.consumers import AccessWatch
 from tracing.live import ACCESS_REVOKED, session_group
 from tracing.logs import get_logger
@@ -214,7 +214,7 @@ def model_object(agent: Any) -> dict[str, Any]:
 
 
 async def list_models(response: Response, *, user: Any, **_: Any) -> None:
-    agents = await database_sync_to_async(lambda: list(selectors.agents_usable(user=user)))()
+    agents = await database_sync_to_async(selectors.agents_listed)(user=user)
     await response.json(200, {"object": "list", "data": [model_object(a) for a in agents]})
 
 
@@ -224,6 +224,12 @@ async def retrieve_model(response: Response, *, user: Any, path: str, **_: Any) 
     if agent is None:
         raise model_not_found(model)
     await response.json(200, model_object(agent))
+
+
+def not_published(exc: AgentNotLive) -> ApiError:
+    return ApiError(
+        409, str(exc), type_="conflict_error", param="model", code="model_not_published"
+    )
 
 
 def model_not_found(model: str) -> ApiError:
@@ -358,6 +364,8 @@ class ChatCompletion:
             )
         except SessionNotFound as exc:
             raise ApiError(404, str(exc), param="X-Session-Id", code="session_not_found") from exc
+        except AgentNotLive as exc:
+            raise not_published(exc) from exc
         return session
 
     async def post(self, session: Any, user: Any, content: str) -> Any:
@@ -365,6 +373,8 @@ class ChatCompletion:
             return await database_sync_to_async(chat_message_post)(
                 session=session, user=user, content=content
             )
+        except AgentNotLive as exc:
+            raise not_published(exc) from exc
         except RuntimeConflict as exc:
             raise ApiError(409, str(exc), type_="conflict_error", code="session_busy") from exc
         except ValueError as exc:

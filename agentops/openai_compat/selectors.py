@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet
-
 from agentops.auth import api_key_user, has_role
-from agentops.models import Agent, Handoff, Message, Role, Run
+from agentops.models import Agent, AgentQuerySet, Handoff, Message, Role, Run
 
 
 def api_key_holder(*, raw: str) -> Any | None:
@@ -16,12 +14,18 @@ def api_key_holder(*, raw: str) -> Any | None:
     return api_key_user(raw) if raw else None
 
 
-def agents_usable(*, user: Any) -> QuerySet[Agent]:
+def agents_usable(*, user: Any) -> AgentQuerySet:
     """The agents a key may talk to: all of them for operators and admins (who may post
     messages through the API), none for viewers."""
     if not has_role(user, "operator"):
         return Agent.objects.none()
     return Agent.objects.order_by("slug")
+
+
+def agents_listed(*, user: Any) -> list[Agent]:
+    """The models (MCP tools) a key is shown: its usable agents that answer outside their
+    draft chat (AgentQuerySet.live); naming another is refused when it is used."""
+    return list(agents_usable(user=user).live())
 
 
 def agent_by_model(*, user: Any, model: str) -> Agent | None:

@@ -62,6 +62,25 @@ class RuntimeConflict(Exception):
     """The request cannot be done in the run's or session's current state."""
 
 
+class AgentNotLive(RuntimeConflict):
+    """The agent has saved versions but none published: only its draft chat runs it."""
+
+    field = "agent"
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(
+            f"agent: {agent.slug} has no published version yet; publish one in the agent "
+            "builder (until then only its draft chat runs it)"
+        )
+
+
+def agent_live_check(*, agent: Agent, version: AgentVersion | None = None) -> None:
+    """Refuse a conversation with an agent nothing was published of, unless it is pinned to a
+    version (a draft chat, an experiment). See AgentQuerySet.live."""
+    if version is None and not agent.is_live:
+        raise AgentNotLive(agent)
+
+
 def run_enqueue(*, run: Run) -> None:
     """Put the queued run in line for a worker: held in Postgres (queued, no job yet), then
     sent to RQ by `runs_dispatch` at once if its agent has a free slot, else when one frees."""
@@ -159,11 +178,16 @@ def session_create(
     sandbox: bool = False,
     version: AgentVersion | None = None,
 ) -> Session:
+    """A conversation with the agent's published version, or pinned to `version` (a draft
+    chat); AgentNotLive when there is neither."""
+    agent_live_check(agent=agent, version=version)
     session = Session.objects.create(
         agent=agent,
         external_user=external_user[:200],
         title=title[:200],
         created_by=created_by if created_by and created_by.is_authenticated else None,
+        sandbox=sandbox,
+        agent_version=version,
     )
     if not sandbox:  # a draft chat is nobody's conversation: integrators are not told
         webhook_session_created(session=session)
@@ -181,14 +205,13 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     session = Session.objects.select_for_update().get(pk=session.pk)
     if session.status == SessionStatus.CLOSED:
         raise RuntimeConflict("the session is closed")
+    agent_live_check(agent=session.agent, version=session.agent_version)
     active = Run.objects.filter(session=session, status__in=ACTIVE_RUN_STATUSES).first()
     if active is not None:
         raise RuntimeConflict(f"run {active.pk} is still {active.status}; wait for it or cancel it")
     message = Message(
         role=Role.USER,
         content=content,
-        sandbox=sandbox,
-        agent_version=version,
         token_count=message_tokens(content=content),
         author=author if author and author.is_authenticated else None,
         end_user=session.external_user,
@@ -232,6 +255,8 @@ def handoff_open(
     """Hand the session to a human (inside the caller's transaction): the handoff, its context
     package job, the session's state, and the news for the queue, the session's viewers and
     the webhooks. With `operator` (a takeover) it is claimed by them from the start."""
+    if Session.objects.sandbox().filter(pk=session_id).exists():
+        raise RuntimeConflict("a sandbox conversation (draft chat, experiment, fork) is no one's")
     now = timezone.now()
     handoff = Handoff.objects.create(
         session_id=session_id,
@@ -255,8 +280,6 @@ def handoff_open(
     Session.objects.filter(pk=session_id).update(
         status=SessionStatus.HANDED_OFF, operator=operator, updated_at=now
     )
-    if Session.objects.sandbox().filter(pk=session_id).exists():
-        raise RuntimeConflict("a sandbox conversation (draft chat, experiment, fork) is no one's")
     broadcast(
         OPS_GROUP,
         {
@@ -600,6 +623,7 @@ def run_fork(
         title=f"Fork of {origin.title or str(origin.pk)[:8]} at step {step}"[:200],
         created_by=actor if actor and actor.is_authenticated else None,
         forked_from=origin,
+        sandbox=True,  # a developer's replay, not the end user's conversation
         fork_tools=ForkTools.ALLOW if allow_side_effects else ForkTools.REPLAY,
         scratchpad=_fork_scratchpad(copied=copied),
         last_seq=len(copied),
@@ -623,7 +647,6 @@ def run_fork(
             seq=seq,
             role=m.role,
             content=text,
-        sandbox=True,  # a developer's replay, not the end user's conversation
             tool_calls=m.tool_calls,
             tool_call_id=m.tool_call_id,
             name=m.name,
@@ -660,7 +683,9 @@ def run_fork(
             arguments=c.arguments,
             status=c.status,
             idempotent=c.idempotent,
-            result=content if (c.step, c.call_id) == edited_call else c.result,
+            result=content
+            if content is not None and (c.step, c.call_id) == edited_call
+            else c.result,
             error_class=c.error_class,
             attempts=c.attempts,
             finished_at=c.finished_at,

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agentops.agent_config import BUILTIN_TOOLS
 from agentops.models import (
     ForkOutcome,
     ForkTools,
@@ -35,8 +36,6 @@ from tracing.live import OPS_GROUP, broadcast, session_group
 if TYPE_CHECKING:
     from agentops.runtime.loop import RunDriver
 
-BUILTIN_TOOLS = ("handoff_to_human", "remember", "recall", "note")
-MEMORY_TOOLS = ("remember", "recall")
 MAX_IDENTICAL_CALLS = 2
 MAX_TOOL_FAILURES = 3
 
@@ -60,10 +59,10 @@ class ToolRunner:
     def available(self) -> list[ToolDefinition]:
         if self._tools is None:
             config = self.driver.config
-            builtins = [n for n in BUILTIN_TOOLS if config.memory_enabled or n not in MEMORY_TOOLS]
+            # A built-in tool the agent turned off is not offered even if ticked as a tool.
             rows = ToolDefinition.objects.filter(
-                Q(pk__in=config.tool_ids) | Q(name__in=builtins), enabled=True
-            )
+                Q(pk__in=config.tool_ids) | Q(name__in=config.builtins), enabled=True
+            ).exclude(name__in=config.builtins_off)
             self._tools = {t.name: t for t in rows.select_related("fallback").distinct()}
         return list(self._tools.values())
 
@@ -139,6 +138,7 @@ class ToolRunner:
         tool = self.get(name)
         if tool is None:
             names = ", ".join(sorted(t.name for t in self.available())) or "none"
+            off = name in BUILTIN_TOOLS and name in self.driver.config.builtins_off
             tracer.event(
                 "tool.rejected",
                 status="error",
@@ -146,6 +146,11 @@ class ToolRunner:
                 error_message=f"unknown tool {name!r}",
                 **{"gen_ai.tool.name": name},
             )
+            if off:
+                return (
+                    f"Error: the tool {name} is turned off for this agent. Available tools: {names}.",
+                    None,
+                )
             return f"Error: there is no tool named {name[:100]!r}. Available tools: {names}.", None
         try:
             arguments = json.loads(raw) if raw.strip() else {}

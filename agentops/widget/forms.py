@@ -10,7 +10,11 @@ from agentops.widget.services import origins_clean
 
 class WidgetKeyForm(forms.Form):
     name = forms.CharField(max_length=100)
-    agent = forms.ModelChoiceField(queryset=Agent.objects.order_by("slug"), to_field_name="slug")
+    agent = forms.ModelChoiceField(
+        queryset=Agent.objects.live().order_by("slug"),
+        to_field_name="slug",
+        help_text="Agents with a published version (an unpublished one runs only in its draft chat).",
+    )
     allowed_origins = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="One per line, e.g. https://shop.example.com (scheme, host and port only).",

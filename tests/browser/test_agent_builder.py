@@ -79,3 +79,43 @@ def test_it_builds_tries_publishes_and_diffs_an_agent(
     expect(page.locator(".flash")).to_contain_text("Rolled back to v1")
     expect(page.locator('li.version[data-version="1"] [data-published]')).to_be_visible()
     assert Agent.objects.get(slug="helper").published_version.number == 1
+
+
+def test_after_a_rollback_the_form_and_the_draft_chat_show_the_same_version(
+    browser, base_url, dev_agent, alice
+):
+    """Issue 21 item 8: the form showed v1 after a rollback while the draft chat ran v2, and
+    saving from it undid v2."""
+    from agentops.agents.services import agent_create, agent_update
+
+    v1 = agent_create(
+        slug="desk",
+        config={"name": "Desk", "endpoint": dev_agent.endpoint.pk, "system_prompt": "Be brief."},
+        author=alice,
+        publish=True,
+    )
+    agent_update(
+        agent=v1.agent, changes={"system_prompt": "Be thorough."}, author=alice, publish=True
+    )
+    page = login(browser, base_url, "alice", "/agents/desk/")
+    page.click("[data-draft-start]")
+    expect(page.locator("[data-draft-version]")).to_have_text("v2")
+    page.goto(f"{base_url}/agents/desk/versions/")
+    page.click('[data-publish="1"]')
+    expect(page.locator(".flash")).to_contain_text("Rolled back to v1")
+
+    page.goto(f"{base_url}/agents/desk/")
+    expect(page.locator("[data-editing]")).to_contain_text("Editing v2 (latest)")
+    expect(page.locator("[data-published-version]")).to_contain_text("Published: v1")
+    expect(page.locator("[data-draft-version]")).to_have_text("v2")
+    expect(page.locator("#id_system_prompt")).to_have_value("Be thorough.")
+
+    page.fill("#id_name", "Help desk")
+    page.click("button[name=save]")
+    expect(page.locator(".flash")).to_contain_text("Saved as v3")
+    expect(page.locator("[data-draft-version]")).to_have_text("v3")
+    expect(page.locator("[data-editing]")).to_contain_text("Editing v3 (latest)")
+    expect(page.locator("#id_system_prompt")).to_have_value("Be thorough.")
+    v3 = Agent.objects.get(slug="desk").versions.get(number=3)
+    assert v3.config["system_prompt"] == "Be thorough." and v3.config["name"] == "Help desk"
+    assert Agent.objects.get(slug="desk").published_version.number == 1
