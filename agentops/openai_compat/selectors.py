@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentops.auth import api_key_user, has_role
+from agentops.conversation import handoff_serialise
 from agentops.models import Agent, AgentQuerySet, Handoff, Message, Role, Run
 
 
@@ -58,21 +59,14 @@ class RunOutcome:
 
 
 def handoff_info(handoff: Handoff | None) -> dict[str, Any] | None:
-    if handoff is None:
-        return None
-    return {
-        "id": handoff.pk,
-        "status": handoff.status,
-        "reason": handoff.reason,
-        "team": handoff.team,
-        "operator": handoff.claimed_by.get_username() if handoff.claimed_by else None,
-    }
+    """The conversation's handoff shape (the API's `HandoffStateOut`), or None."""
+    return handoff_serialise(handoff) if handoff is not None else None
 
 
 def session_handoff(*, session_id: Any) -> dict[str, Any] | None:
     """The session's latest handoff, if any."""
     handoff = (
-        Handoff.objects.select_related("claimed_by")
+        Handoff.objects.select_related("claimed_by", "team")
         .filter(session_id=session_id)
         .order_by("-created_at", "-id")
         .first()
@@ -98,6 +92,6 @@ def run_outcome(*, run_id: Any) -> RunOutcome:
         )
     if run.status == "handed_off":
         outcome.handoff = handoff_info(
-            Handoff.objects.select_related("claimed_by").filter(run_id=run.pk).first()
+            Handoff.objects.select_related("claimed_by", "team").filter(run_id=run.pk).first()
         ) or session_handoff(session_id=run.session_id)
     return outcome

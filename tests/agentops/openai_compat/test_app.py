@@ -12,7 +12,17 @@ import psutil
 import pytest
 
 from agentops.auth import api_key_create
-from agentops.models import Message, Role, Run, RunStatus, Session, SessionStatus
+from agentops.conversation import handoff_serialise
+from agentops.models import (
+    Handoff,
+    Message,
+    Role,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    Team,
+)
 from agentops.openai_compat.app import HANDOFF_NOTICE
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import AgentFactory
@@ -156,6 +166,36 @@ def test_it_says_a_person_will_join_when_the_agent_hands_off(client, agent):
     assert final["id"] == extra["handoff"]["id"]
     assert user_messages(session.pk) == ["I want a human please", "are you there?"]
     assert Run.objects.filter(session=session).count() == 1
+
+
+def test_it_answers_a_handoff_to_a_team(client, agent):
+    """The handoff field is the conversation's handoff shape, its team a slug (a Team object
+    in it failed the JSON encoding after the 200 went out)."""
+    agent.handoff_team = Team.objects.create(slug="billing", name="Billing desk")
+    agent.save()
+    completion = client.chat.completions.create(
+        model=agent.slug, messages=[{"role": "user", "content": "I want a human please"}]
+    )
+    extra = completion.model_extra or {}
+    assert completion.choices[0].message.content == HANDOFF_NOTICE
+    handoff = Handoff.objects.select_related("team", "claimed_by").get(pk=extra["handoff"]["id"])
+    assert extra["handoff"] == handoff_serialise(handoff)
+    assert extra["handoff"]["team"] == "billing"
+    # Streamed: while the person has the conversation, and a run that hands off as it streams.
+    waiting = client.chat.completions.create(
+        model=agent.slug,
+        messages=[{"role": "user", "content": "still there?"}],
+        stream=True,
+        extra_headers={"X-Session-Id": extra["session_id"]},
+    )
+    fresh = client.chat.completions.create(
+        model=agent.slug, messages=[{"role": "user", "content": "operator please"}], stream=True
+    )
+    for stream in (waiting, fresh):
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text.endswith(HANDOFF_NOTICE)
+        assert (chunks[-1].model_extra or {})["handoff"]["team"] == "billing"
 
 
 def test_it_streams_the_handoff_notice(client, agent):
