@@ -11,10 +11,31 @@ for the first paint and for the live ones alike.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentops.models import ACTIVE_RUN_STATUSES, Handoff, Message, Run, Session, ToolCall
+
+# A widget end user's `Session.external_user` (and memory scope): "key:<widget key id>:" then
+# "user:<the host site's id>" or "visitor:<random>". Unscoped "user:…"/"visitor:…" are from
+# before identities were scoped by key (reachable from no key now).
+WIDGET_END_USER = re.compile(r"(?:key:\d+:)?(user|visitor):(.*)", re.DOTALL)
+
+
+def widget_end_user(*, key_id: int, identity: str) -> str:
+    """How the widget stores an end user: per key, since a key's secret vouches only for
+    its own site's users."""
+    return f"key:{key_id}:{identity}"
+
+
+def end_user_name(*, external_user: str) -> str:
+    """What to call a conversation's end user: a widget user's id as their site gave it,
+    nothing for an anonymous visitor, else the external id as the API client gave it."""
+    match = WIDGET_END_USER.fullmatch(external_user)
+    if match is None:
+        return external_user
+    return match.group(2) if match.group(1) == "user" else ""
 
 
 def duration_ms(call: ToolCall | None) -> int | None:

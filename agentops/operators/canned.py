@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agentops.conversation import end_user_name
+
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}|]*?)\s*(?:\|\s*([^{}]*?)\s*)?\}\}")
 PLACEHOLDERS = {
-    "user.name": "the end user's name: their id without the chat widget's `user:` prefix "
+    "user.name": "the end user's name: a widget user's id as their site gave it "
     "(empty for an anonymous visitor)",
     "user.id": "the end user's id as the client gave it",
     "agent.name": "the agent's name",
@@ -31,7 +33,7 @@ def placeholders_unknown(*, text: str) -> list[str]:
 
 def placeholder_values(*, session: Any, operator: Any, team: Any = None) -> dict[str, str]:
     external = session.external_user or ""
-    name = "" if external.startswith("visitor:") else external.removeprefix("user:")
+    name = end_user_name(external_user=external)
     return {
         "user.name": name,
         "user.id": external,

@@ -27,7 +27,7 @@ def demo_page(
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<title>Example shop</title><style>body{font:16px system-ui;margin:40px}"
+        "<title>Example shop</title><link rel='icon' href='data:,'><style>body{font:16px system-ui;margin:40px}"
         "button,iframe{all:unset}</style></head><body>"
         f"<h1>Example shop</h1><p>A host page on another origin. You are {who}. "
         "The chat button is the AgentOps widget.</p>"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+import django_rq
+from redis.exceptions import RedisError
 
 from agentops.conversation import message_serialise
 from agentops.models import (
@@ -19,7 +24,10 @@ from agentops.models import (
     SessionStatus,
 )
 from agentops.widget.models import WidgetKey
-from agentops.widget.services import EndUser
+from agentops.widget.services import REFUSED_ORIGINS_DAYS, EndUser, refused_origins_name
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
 
 HISTORY_MESSAGES = 200
 
@@ -30,6 +38,31 @@ def widget_keys_list() -> list[WidgetKey]:
 
 def widget_key_get(*, public_key: str) -> WidgetKey | None:
     return WidgetKey.objects.select_related("agent").filter(public_key=public_key).first()
+
+
+def widget_refused_origins(*, key_ids: list[int]) -> dict[int, list[tuple[str, datetime]]]:
+    """Per key, the origins it refused recently (agentops.widget.services
+    widget_origin_refused_record), last seen first, with when."""
+    since = time.time() - REFUSED_ORIGINS_DAYS * 24 * 3600
+    try:
+        with django_rq.get_connection("runs").pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                pipe.zrevrangebyscore(refused_origins_name(key_id), "+inf", since, withscores=True)
+            rows = pipe.execute()
+    except RedisError as exc:  # the keys page still works; the hint is missing
+        log.warning("widget.refused_origins_unread", error=str(exc))
+        return {}
+    return {
+        key_id: [
+            (
+                origin.decode() if isinstance(origin, bytes) else str(origin),
+                datetime.fromtimestamp(seen, tz=UTC),
+            )
+            for origin, seen in found
+        ]
+        for key_id, found in zip(key_ids, rows, strict=True)
+        if found
+    }
 
 
 def origin_of(url: str) -> str:

@@ -5,29 +5,38 @@ naming the widget key and the end user; every API call and the WebSocket present
 An end user is either an anonymous visitor (a random id in a signed, long-lived cookie of
 the frame) or a user of the host app whose id the host signed with the key's secret
 (hex HMAC-SHA256, as Intercom's identity verification). Either maps to
-`Session.external_user` ("visitor:…" / "user:…") under the key's agent, which is what
-scopes their conversations and memories.
+`Session.external_user` ("key:<key id>:visitor:…" / "key:<key id>:user:…") under the key's
+agent, which is what scopes their conversations and memories: per key, since a key's
+secret vouches only for its own users (another key's site may sign any id it likes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import django_rq
+from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.db import connection, transaction
+from redis.exceptions import RedisError
 
+from agentops.conversation import widget_end_user
 from agentops.models import Session, SessionStatus
 from agentops.operators.selectors import handoff_rating_get
 from agentops.operators.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
 from agentops.services import audit_record
 from agentops.widget.models import WidgetKey
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
 
 PUBLIC_KEY_PREFIX = "pk_"
 ENDUSER_SALT = "agentops.widget.enduser"
@@ -35,6 +44,15 @@ VISITOR_SALT = "agentops.widget.visitor"
 ENDUSER_TOKEN_MAX_AGE = 24 * 3600  # a frame lives a day at most; reloading gives a new one
 VISITOR_MAX_AGE = 400 * 24 * 3600  # browsers cap cookies at 400 days
 MAX_USER_ID = 150
+REFUSED_ORIGINS_KEPT = 20  # per key, the most recently seen
+REFUSED_ORIGINS_DAYS = 7
+MAX_ORIGIN = 200
+# What a client address does, limited per minute by the setting named, in the words of a refusal.
+ADDRESS_LIMITS = {
+    "visitor": ("WIDGET_NEW_VISITORS_PER_MINUTE", "new chats"),
+    "session": ("WIDGET_SESSIONS_PER_MINUTE", "new conversations"),
+    "identify": ("WIDGET_IDENTIFY_PER_MINUTE", "sign-in checks"),
+}
 
 
 class WidgetRefused(Exception):
@@ -54,7 +72,7 @@ class EndUser:
 
     @property
     def identified(self) -> bool:
-        return self.external_user.startswith("user:")
+        return self.external_user.startswith(f"key:{self.key_id}:user:")
 
 
 def origins_clean(*, text: str) -> list[str]:
@@ -134,8 +152,10 @@ def visitor_read(*, key: WidgetKey, cookie: str) -> str | None:
     return str(data["v"])
 
 
-def enduser_token_issue(*, key: WidgetKey, external_user: str) -> str:
-    return signing.dumps({"k": key.pk, "u": external_user}, salt=ENDUSER_SALT)
+def enduser_token_issue(*, key: WidgetKey, identity: str) -> str:
+    """A frame token naming the key and the end user's unscoped identity; the scope is added
+    where a token is read (enduser_from_token), so no token can name another key's user."""
+    return signing.dumps({"k": key.pk, "u": identity}, salt=ENDUSER_SALT)
 
 
 def enduser_from_token(*, token: str) -> tuple[EndUser, WidgetKey]:
@@ -149,7 +169,8 @@ def enduser_from_token(*, token: str) -> tuple[EndUser, WidgetKey]:
     key = WidgetKey.objects.select_related("agent").filter(pk=data.get("k")).first()
     if key is None or not key.enabled:
         raise WidgetRefused("this widget key is disabled")
-    return EndUser(key_id=key.pk, external_user=str(data["u"])), key
+    external_user = widget_end_user(key_id=key.pk, identity=str(data["u"]))
+    return EndUser(key_id=key.pk, external_user=external_user), key
 
 
 def enduser_identify(*, key: WidgetKey, user_id: str, user_token: str) -> str:
@@ -160,11 +181,12 @@ def enduser_identify(*, key: WidgetKey, user_id: str, user_token: str) -> str:
     expected = user_token_for(secret=key.secret, user_id=user_id)
     if not hmac.compare_digest(expected, user_token.strip().lower()):
         raise WidgetRefused("user_token is not this user_id signed with the widget's secret")
-    return enduser_token_issue(key=key, external_user=f"user:{user_id}")
+    return enduser_token_issue(key=key, identity=f"user:{user_id}")
 
 
 def _hit(bucket: str, limit: int) -> int:
-    """Count one message in this minute's window; returns seconds to wait if over the limit."""
+    """Count one in this minute's window of `bucket` (messages, or an address's visitors,
+    conversations or sign-ins); returns seconds to wait if over the limit."""
     window = int(time.time() // 60)
     name = f"agentops:widget-rate:{bucket}:{window}"
     cache.add(name, 0, 120)
@@ -172,6 +194,54 @@ def _hit(bucket: str, limit: int) -> int:
     if count > limit:
         return 60 - int(time.time()) % 60
     return 0
+
+
+def client_address_scope(address: str) -> str:
+    """What one client is, for the per-address limits: its IPv4 address, or the /64 of an IPv6
+    one (a single host usually holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64] or "unknown"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def address_rate_check(*, action: str, address: str) -> None:
+    """Count `action` ("visitor", "session", "identify") for a client address in this
+    minute's window; RateLimited past its setting (ADDRESS_LIMITS). Without it a client
+    steps around the per end user limit by being a new visitor each time."""
+    setting, what = ADDRESS_LIMITS[action]
+    limit = int(getattr(settings, setting))
+    wait = _hit(f"address:{action}:{client_address_scope(address)}", limit)
+    if wait:
+        raise RateLimited(
+            f"Too many {what} from your network (at most {limit} a minute). Try again in {wait} s.",
+            wait,
+        )
+
+
+def refused_origins_name(key_id: int) -> str:
+    return f"agentops:widget-refused-origins:{key_id}"
+
+
+def widget_origin_refused_record(*, key: WidgetKey, origin: str) -> None:
+    """Remember that a page on `origin`, which the key does not allow, tried to show its chat
+    (shown to admins on the keys page): a sorted set by last seen, the newest
+    REFUSED_ORIGINS_KEPT, expiring REFUSED_ORIGINS_DAYS after the last refusal. A hint, not
+    a record: outside a browser anyone can send any Origin."""
+    if not origin or len(origin) > MAX_ORIGIN:
+        return
+    name = refused_origins_name(key.pk)
+    try:
+        with django_rq.get_connection("runs").pipeline() as pipe:
+            pipe.zadd(name, {origin: time.time()})
+            pipe.zremrangebyrank(name, 0, -REFUSED_ORIGINS_KEPT - 1)
+            pipe.expire(name, REFUSED_ORIGINS_DAYS * 24 * 3600)
+            pipe.execute()
+    except RedisError as exc:  # the refusal itself stands; only the admin's hint is lost
+        log.warning("widget.refused_origin_not_recorded", key=key.public_key, error=str(exc))
 
 
 def rate_check(*, key: WidgetKey, enduser: EndUser) -> None:

@@ -8,6 +8,7 @@ urlpatterns = [
     path("keys/", views.keys, name="keys"),
     path("keys/<int:key_id>/enabled", views.key_enabled, name="key_enabled"),
     path("frame/", views.frame, name="frame"),
+    path("api/available", views.api_available, name="api_available"),
     path("api/identify", views.api_identify, name="api_identify"),
     path("api/session", views.api_session, name="api_session"),
     path("api/messages", views.api_message, name="api_message"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +20,7 @@ from agentops.widget import selectors, services
 from agentops.widget.forms import WidgetKeyForm
 from agentops.widget.models import WidgetKey
 from agentops.widget.services import RateLimited, WidgetRefused
+from tracing.json_input import JsonInputError, json_parse
 
 VISITOR_COOKIE = "aow_visitor"
 TOKEN_HEADER = "HTTP_X_WIDGET_TOKEN"  # noqa: S105 - a header name
@@ -29,12 +29,17 @@ TOKEN_HEADER = "HTTP_X_WIDGET_TOKEN"  # noqa: S105 - a header name
 def _keys_page(
     request: HttpRequest, form: WidgetKeyForm, new: tuple[WidgetKey, str] | None = None
 ) -> HttpResponse:
+    keys = selectors.widget_keys_list()
+    refused = selectors.widget_refused_origins(key_ids=[k.pk for k in keys])
+    for k in keys:
+        k.refused_origins = refused.get(k.pk, [])  # type: ignore[attr-defined]
     return render(
         request,
         "widget/keys.html",
         {
             "form": form,
-            "keys": selectors.widget_keys_list(),
+            "keys": keys,
+            "refused_days": services.REFUSED_ORIGINS_DAYS,
             "script_url": request.build_absolute_uri(settings.STATIC_URL + "widget.js"),
             "new_key": new[0] if new else None,
             "new_secret": new[1] if new else None,
@@ -72,6 +77,22 @@ def _frame_refused(request: HttpRequest, reason: str, status: int = 403) -> Http
     return render(request, "widget/refused.html", {"reason": reason}, status=status)
 
 
+def _client_address(request: HttpRequest) -> str:
+    """The connection's address, as for login throttling (behind a proxy, uvicorn's
+    --forwarded-allow-ips makes it the client's)."""
+    return str(request.META.get("REMOTE_ADDR") or "")
+
+
+def _host_origin(request: HttpRequest) -> str | None:
+    """The origin of the page the widget is on: the browser's Origin, else the Referer's;
+    "" for an opaque one ("null"); None if the request names neither."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return selectors.origin_of(origin)
+    referer = request.headers.get("Referer")
+    return selectors.origin_of(referer) if referer else None
+
+
 @login_not_required
 @require_GET
 @xframe_options_exempt
@@ -86,13 +107,22 @@ def frame(request: HttpRequest) -> HttpResponse:
         return _frame_refused(request, "This widget key is for another agent.")
     referer = selectors.origin_of(request.headers.get("Referer", ""))
     if referer and referer not in key.allowed_origins:
+        services.widget_origin_refused_record(key=key, origin=referer)
         return _frame_refused(request, f"This chat may not be embedded on {referer}.")
     visitor = services.visitor_read(key=key, cookie=request.COOKIES.get(VISITOR_COOKIE, ""))
     cookie = None
     if visitor is None:
+        try:
+            services.address_rate_check(action="visitor", address=_client_address(request))
+        except RateLimited as exc:
+            refused = _frame_refused(request, str(exc), status=429)
+            refused["Retry-After"] = str(exc.retry_after)
+            # Framed where the chat would have been, so the end user reads why.
+            refused._csp_replace = {"frame-ancestors": list(key.allowed_origins)}  # type: ignore[attr-defined]
+            return refused
         cookie = services.visitor_new(key=key)
         visitor = services.visitor_read(key=key, cookie=cookie)
-    token = services.enduser_token_issue(key=key, external_user=f"visitor:{visitor}")
+    token = services.enduser_token_issue(key=key, identity=f"visitor:{visitor}")
     response = render(
         request,
         "widget/frame.html",
@@ -129,6 +159,26 @@ def _set_visitor_cookie(request: HttpRequest, response: HttpResponse, value: str
         response.cookies[VISITOR_COOKIE]["partitioned"] = True
 
 
+@login_not_required
+@require_GET
+def api_available(request: HttpRequest) -> JsonResponse:
+    """Whether widget.js should show its launcher on the page asking (a cross-origin GET,
+    so the browser names the page's origin): no for an unknown or disabled key or an origin
+    the key does not allow (recorded for the key's admins). The frame's CSP still decides;
+    this only spares the end user a panel the browser would leave blank."""
+    key = selectors.widget_key_get(public_key=request.GET.get("key", ""))
+    origin = _host_origin(request)
+    available = key is not None and key.enabled
+    if key is not None and available and origin is not None and origin not in key.allowed_origins:
+        available = False
+        services.widget_origin_refused_record(key=key, origin=origin)
+    response = JsonResponse({"available": available})
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Cache-Control"] = "private, max-age=60"
+    response["Vary"] = "Origin"
+    return response
+
+
 def _api_error(message: str, status: int, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
@@ -150,7 +200,9 @@ def _rate_limited(exc: RateLimited) -> JsonResponse:
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
-        body = json.loads(request.body or b"{}")
+        body = json_parse(request.body or b"{}")
+    except JsonInputError:
+        raise  # names the field: a NUL, a lone surrogate, nested too deep
     except ValueError as exc:
         raise ValueError("the body must be JSON") from exc
     if not isinstance(body, dict):
@@ -165,6 +217,7 @@ def api_identify(request: HttpRequest) -> JsonResponse:
     """Switch the frame from the anonymous visitor to the host app's verified user."""
     try:
         _, key = _api_enduser(request)
+        services.address_rate_check(action="identify", address=_client_address(request))
         body = _json_body(request)
         token = services.enduser_identify(
             key=key,
@@ -173,6 +226,8 @@ def api_identify(request: HttpRequest) -> JsonResponse:
         )
     except WidgetRefused as exc:
         return _api_error(str(exc), 403)
+    except RateLimited as exc:
+        return _rate_limited(exc)
     except ValueError as exc:
         return _api_error(str(exc), 400)
     return JsonResponse({"token": token})
@@ -185,8 +240,11 @@ def api_session(request: HttpRequest) -> JsonResponse:
     """The end user's current conversation (started if none), to follow before posting."""
     try:
         enduser, key = _api_enduser(request)
+        services.address_rate_check(action="session", address=_client_address(request))
     except WidgetRefused as exc:
         return _api_error(str(exc), 403)
+    except RateLimited as exc:
+        return _rate_limited(exc)
     session = services.enduser_session_open(key=key, enduser=enduser)
     return JsonResponse({"session_id": str(session.pk)})
 

@@ -15,11 +15,11 @@
     ".launch{position:fixed;right:20px;bottom:20px;z-index:2147483646;width:56px;height:56px;border-radius:50%;border:0;background:#1f6feb;color:#fff;cursor:pointer;display:grid;place-items:center;box-shadow:0 4px 14px rgba(0,0,0,.25)}" +
     ".launch:focus-visible{outline:3px solid #f0b429;outline-offset:3px}" +
     ".panel{position:fixed;right:20px;bottom:88px;z-index:2147483647;width:370px;height:min(560px,calc(100vh - 110px));border-radius:12px;overflow:hidden;box-shadow:0 8px 30px rgba(0,0,0,.3);background:#fff}" +
-    ".panel[hidden]{display:none}" +
+    ".panel[hidden],div[hidden]{display:none}" +
     "iframe{border:0;width:100%;height:100%;display:block}" +
     "@media (max-width:480px){.panel{inset:0;width:100%;height:100%;border-radius:0}.open .launch{display:none}}";
   var host = document.createElement("div");
-  host.setAttribute("data-agentops-widget", "");
+  host.setAttribute("data-agentops-widget", "checking");
   var root = host.attachShadow({ mode: "open" });
   try {
     var sheet = new CSSStyleSheet();
@@ -56,11 +56,13 @@
   panel.setAttribute("aria-label", "Chat");
   var frame = null;
   var isOpen = false;
+  var available = true;
 
   function post(message) {
     if (frame && frame.contentWindow) frame.contentWindow.postMessage(message, origin);
   }
   function open() {
+    if (!available) return;
     if (!frame) {
       frame = document.createElement("iframe");
       frame.title = "Chat";
@@ -100,7 +102,20 @@
   });
   wrap.appendChild(panel);
   wrap.appendChild(button);
+  wrap.hidden = true;
   root.appendChild(wrap);
   (document.body || document.documentElement).appendChild(host);
   window.AgentOpsWidget = { open: open, close: close };
+  // Shown only if the product says this page's origin may show the chat: elsewhere the
+  // browser would leave the panel blank. If the check cannot be made (a host CSP without
+  // connect-src, say), the launcher shows as before and the frame's own CSP decides.
+  function settle(ok) {
+    available = ok;
+    wrap.hidden = !ok;
+    host.setAttribute("data-agentops-widget", ok ? "ready" : "unavailable");
+    if (!ok) console.warn("AgentOps widget: no chat here (key unknown, disabled, or not allowing " + location.origin + ")");
+  }
+  fetch(origin + "/widget/api/available?key=" + encodeURIComponent(d.key), { credentials: "omit" })
+    .then(function (r) { return r.json(); })
+    .then(function (r) { settle(r.available !== false); }, function () { settle(true); });
 })();

@@ -5,8 +5,9 @@ from typing import Any
 
 from django.test import Client
 
+from agentops.conversation import widget_end_user
 from agentops.widget.models import WidgetKey
-from agentops.widget.services import widget_key_create
+from agentops.widget.services import EndUser, widget_key_create
 from tests.factories import AgentFactory
 
 HOST_ORIGIN = "https://shop.example.com"
@@ -16,6 +17,11 @@ OWN_ORIGIN = "http://testserver"
 def make_key(agent: Any = None, **kwargs: Any) -> tuple[WidgetKey, str]:
     kwargs.setdefault("allowed_origins", [HOST_ORIGIN])
     return widget_key_create(agent=agent or AgentFactory(), name="Shop", actor=None, **kwargs)
+
+
+def enduser(key: WidgetKey, identity: str = "visitor:me") -> EndUser:
+    """The end user a frame token for `identity` names under this key."""
+    return EndUser(key.pk, widget_end_user(key_id=key.pk, identity=identity))
 
 
 def frame_token(client: Client, key: WidgetKey, **headers: Any) -> str:

@@ -10,9 +10,9 @@ from asgiref.sync import sync_to_async
 
 from agentops.models import Message, Role, Run, RunStatus
 from agentops.runtime.checkpoint import messages_append, status_broadcast
-from agentops.widget.services import EndUser, enduser_session_open, enduser_token_issue
+from agentops.widget.services import enduser_session_open, enduser_token_issue
 from tests.agentops.observe.conftest import communicator, run_async
-from tests.agentops.widget.helpers import make_key
+from tests.agentops.widget.helpers import enduser, make_key
 from tracing.live import wait_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,16 +43,16 @@ async def receive(comm, count: int) -> list[dict]:  # type: ignore[no-untyped-de
 
 def test_it_refuses_a_forged_token_and_another_users_session():
     key, _ = make_key()
-    mine = enduser_session_open(key=key, enduser=EndUser(key.pk, "visitor:me"))
+    mine = enduser_session_open(key=key, enduser=enduser(key))
     messages_append(session_id=mine.pk, messages=[Message(role=Role.USER, content="my secret")])
-    stranger = enduser_token_issue(key=key, external_user="visitor:stranger")
+    stranger = enduser_token_issue(key=key, identity="visitor:stranger")
     other_key, _ = make_key()  # another agent's key, same end-user name
-    foreign = enduser_token_issue(key=other_key, external_user="visitor:me")
+    foreign = enduser_token_issue(key=other_key, identity="visitor:me")
 
     async def scenario() -> list[list[dict]]:
         seen = []
         for token, session in (
-            (enduser_token_issue(key=key, external_user="visitor:me") + "x", None),
+            (enduser_token_issue(key=key, identity="visitor:me") + "x", None),
             (stranger, str(mine.pk)),
             (foreign, str(mine.pk)),
         ):
@@ -73,11 +73,36 @@ def test_it_refuses_a_forged_token_and_another_users_session():
     assert stranger_own == foreign_own == [{"kind": "state", "session_id": None, "status": "new"}]
 
 
+def test_another_key_of_the_agent_cannot_follow_its_users_conversation():
+    """What identify gives key B's site for "alice" does not reach key A's Alice."""
+    key_a, _ = make_key()
+    key_b, _ = make_key(agent=key_a.agent)
+    hers = enduser_session_open(key=key_a, enduser=enduser(key_a, "user:alice"))
+    messages_append(session_id=hers.pk, messages=[Message(role=Role.USER, content="canary 7731")])
+    token_b = enduser_token_issue(key=key_b, identity="user:alice")
+    token_a = enduser_token_issue(key=key_a, identity="user:alice")
+
+    async def scenario() -> tuple[list[dict], list[dict], list[dict]]:
+        named = await receive(await hello(token_b, str(hers.pk)), 2)
+        own = await hello(token_b)
+        unnamed = await receive(own, 1)
+        assert await own.receive_nothing(timeout=0.3)
+        await own.disconnect()
+        alice = await hello(token_a)
+        mine = await receive(alice, 2)
+        await alice.disconnect()
+        return named, unnamed, mine
+
+    named, unnamed, mine = run_async(scenario)
+    assert named == [{"kind": "refused", "error": "not your conversation"}, {"closed": 4403}]
+    assert unnamed == [{"kind": "state", "session_id": None, "status": "new"}]
+    assert mine[0]["session_id"] == str(hers.pk) and mine[1]["content"] == "canary 7731"
+
+
 def test_it_resumes_after_the_last_seq_without_gap_or_duplicate():
     key, _ = make_key()
-    enduser = EndUser(key.pk, "visitor:me")
-    session = enduser_session_open(key=key, enduser=enduser)
-    token = enduser_token_issue(key=key, external_user=enduser.external_user)
+    session = enduser_session_open(key=key, enduser=enduser(key))
+    token = enduser_token_issue(key=key, identity="visitor:me")
     run = Run.objects.create(session=session, agent=session.agent, status=RunStatus.RUNNING)
     messages_append(
         session_id=session.pk,

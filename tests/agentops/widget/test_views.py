@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import time
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -21,6 +24,7 @@ from agentops.models import (
 from agentops.operators.services import handoff_claim, handoff_close
 from agentops.widget.models import WidgetKey
 from agentops.widget.selectors import session_state
+from memory.services import memory_recall, memory_remember
 from tests.agentops.widget.helpers import HOST_ORIGIN, api, frame_token, make_key
 from tests.factories import AgentFactory
 
@@ -60,7 +64,7 @@ def test_it_keeps_a_visitor_on_their_signed_id_and_ignores_a_forged_one(client):
     token = frame_token(client, key)
     assert api(client, "messages", token, {"content": "hello"}).status_code == 201
     mine = Session.objects.get()
-    assert mine.external_user.startswith("visitor:") and mine.agent == key.agent
+    assert mine.external_user.startswith(f"key:{key.pk}:visitor:") and mine.agent == key.agent
     cookie = client.cookies["aow_visitor"]
     assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/widget/"
     # Returning later: the same visitor, the same conversation.
@@ -68,7 +72,7 @@ def test_it_keeps_a_visitor_on_their_signed_id_and_ignores_a_forged_one(client):
     assert api(client, "session", again).json() == {"session_id": str(mine.pk)}
     # A forged visitor cookie (the id of mine, unsigned or signed by someone else) is
     # replaced by a new visitor, who does not get my conversation.
-    visitor_id = mine.external_user.removeprefix("visitor:")
+    visitor_id = mine.external_user.removeprefix(f"key:{key.pk}:visitor:")
     for forged in (visitor_id, f"{visitor_id}:forged", client.cookies["aow_visitor"].value + "x"):
         stranger = Client()
         stranger.cookies["aow_visitor"] = forged
@@ -100,7 +104,47 @@ def test_it_verifies_the_host_apps_signature_of_its_user(client):
     user_token = response.json()["token"]
     assert api(client, "messages", user_token, {"content": "I am 42"}).status_code == 201
     session = Session.objects.get()
-    assert session.external_user == "user:42"
+    assert session.external_user == f"key:{key.pk}:user:42"
+
+
+def test_another_key_of_the_agent_cannot_reach_a_users_conversation_or_memories(client):
+    """Key B's site can sign any id; its "alice" is not key A's Alice (issue 21, item 18)."""
+    key_a, secret_a = make_key()
+    key_b, secret_b = make_key(agent=key_a.agent, allowed_origins=[HOST_ORIGIN])
+
+    def signed_in(key, secret: str, user_id: str = "alice") -> str:  # type: ignore[no-untyped-def]
+        token = frame_token(Client(), key)
+        response = api(
+            Client(), "identify", token, {"user_id": user_id, "user_token": sign(secret, user_id)}
+        )
+        assert response.status_code == 200
+        return response.json()["token"]
+
+    alice_a = signed_in(key_a, secret_a)
+    assert api(client, "messages", alice_a, {"content": "canary 7731"}).status_code == 201
+    hers = Session.objects.get()
+    memory_remember(agent_id=key_a.agent_id, user_key=hers.external_user, text="alice likes tea")
+
+    alice_b = signed_in(key_b, secret_b)
+    theirs = api(client, "session", alice_b).json()["session_id"]
+    assert theirs != str(hers.pk)
+    other = Session.objects.get(pk=theirs)
+    assert other.external_user == f"key:{key_b.pk}:user:alice"
+    assert "canary" not in str(list(other.messages.values_list("content", flat=True)))
+    refused = api(client, "rating", alice_b, {"session_id": str(hers.pk), "score": 1})
+    assert refused.status_code == 403 and refused.json()["error"] == "not your conversation"
+
+    # Her memories are scoped to her under key A: a run of key B's "alice" recalls none.
+    def recalled(session: Session) -> list[str]:
+        found = memory_recall(
+            agent_id=session.agent_id, user_key=session.external_user, query="tea"
+        )
+        return [r.memory.text for r in found]
+
+    assert recalled(hers) == ["alice likes tea"]
+    assert recalled(other) == []
+    # The same key's Alice (signed again) is still her.
+    assert api(client, "session", signed_in(key_a, secret_a)).json()["session_id"] == str(hers.pk)
 
 
 def test_it_posts_as_the_end_user_never_as_staff(client, bob):
@@ -247,3 +291,127 @@ def test_it_lets_the_end_user_rate_their_conversation_once_an_operator_closed_it
     # Ratings count against the end user's message limit (10 a minute here).
     statuses = [api(client, "rating", token, {**mine, "score": 3}).status_code for _ in range(10)]
     assert 429 in statuses and HandoffRating.objects.count() == 1
+
+
+def one_window(scenario):  # type: ignore[no-untyped-def]
+    """Run `scenario(address)` from a fresh client address until it ran inside one fixed
+    one-minute window of the limits (a window turning over mid-way restarts the count)."""
+    for _ in range(3):
+        window = int(time.time() // 60)
+        result = scenario(f"198.51.100.{secrets.randbelow(250) + 1}")
+        if int(time.time() // 60) == window:
+            return result
+    raise AssertionError("three minutes turned over mid-scenario")
+
+
+def test_it_limits_new_visitors_per_client_address(settings):
+    """A fresh visitor per frame load no longer steps around the per end user limit."""
+    settings.WIDGET_NEW_VISITORS_PER_MINUTE = 3
+    key, _ = make_key(user_messages_per_minute=1)
+
+    def scenario(address: str) -> tuple[list[int], Any, int, int, list[int]]:
+        frame = f"/widget/frame/?key={key.public_key}"
+        clients = [Client(REMOTE_ADDR=address) for _ in range(4)]
+        loads = [c.get(frame, HTTP_REFERER=f"{HOST_ORIGIN}/").status_code for c in clients[:3]]
+        refused = clients[3].get(frame, HTTP_REFERER=f"{HOST_ORIGIN}/")
+        returning = clients[0].get(frame, HTTP_REFERER=f"{HOST_ORIGIN}/").status_code
+        elsewhere = Client(REMOTE_ADDR="203.0.113.9").get(frame, HTTP_REFERER=f"{HOST_ORIGIN}/")
+        # Messages from as many fresh visitors as an address can make: one each.
+        posted = []
+        for c in clients[:3]:
+            token = frame_token(c, key)
+            posted += [api(c, "messages", token, {"content": f"m{i}"}).status_code for i in (1, 2)]
+        return loads, refused, returning, elsewhere.status_code, posted
+
+    loads, refused, returning, elsewhere, posted = one_window(scenario)
+    assert loads == [200, 200, 200]
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    assert "Too many new chats from your network (at most 3 a minute)" in refused.content.decode()
+    assert "frame-ancestors https://shop.example.com" in refused["Content-Security-Policy"]
+    assert "aow_visitor" not in refused.cookies
+    assert returning == 200  # a visitor with their cookie is not new
+    assert elsewhere == 200
+    assert posted == [201, 429] * 3
+
+
+def test_it_limits_conversations_opened_per_client_address(settings):
+    settings.WIDGET_SESSIONS_PER_MINUTE = 2
+    key, _ = make_key()
+
+    def scenario(address: str) -> list[int]:
+        client = Client(REMOTE_ADDR=address)
+        token = frame_token(client, key)
+        return [api(client, "session", token).status_code for _ in range(3)]
+
+    assert one_window(scenario) == [200, 200, 429]
+
+
+def test_it_limits_sign_in_checks_per_client_address(settings):
+    settings.WIDGET_IDENTIFY_PER_MINUTE = 3
+    key, secret = make_key()
+
+    def scenario(address: str):  # type: ignore[no-untyped-def]
+        client = Client(REMOTE_ADDR=address)
+        token = frame_token(client, key)
+        wrong = [
+            api(client, "identify", token, {"user_id": "42", "user_token": "00" * 32}).status_code
+            for _ in range(3)
+        ]
+        right = api(client, "identify", token, {"user_id": "42", "user_token": sign(secret, "42")})
+        return wrong, right
+
+    wrong, right = one_window(scenario)
+    assert wrong == [403, 403, 403]
+    assert right.status_code == 429 and 0 < int(right["Retry-After"]) <= 60
+    assert "Too many sign-in checks" in right.json()["error"]
+
+
+def test_it_counts_an_ipv6_client_per_64():
+    from agentops.widget.services import client_address_scope
+
+    assert client_address_scope("2001:db8:1:2::7") == client_address_scope("2001:db8:1:2:ffff::1")
+    assert client_address_scope("2001:db8:1:3::7") != client_address_scope("2001:db8:1:2::7")
+    assert client_address_scope("198.51.100.7") == "198.51.100.7"
+
+
+def test_it_tells_widget_js_where_the_chat_may_show_and_lists_refused_origins(client, alice):
+    """A page on an origin the key does not allow gets no launcher (the browser would leave
+    the panel blank), and the key's admins see that origin (issue 21, item 12)."""
+    key, _ = make_key()
+    other, _ = make_key(allowed_origins=["https://other.example"])
+    disabled, _ = make_key()
+    WidgetKey.objects.filter(pk=disabled.pk).update(enabled=False)
+
+    def available(public_key: str, **headers: str):  # type: ignore[no-untyped-def]
+        return client.get(f"/widget/api/available?key={public_key}", **headers)
+
+    allowed = available(key.public_key, HTTP_ORIGIN=HOST_ORIGIN)
+    assert allowed.json() == {"available": True}
+    assert allowed["Access-Control-Allow-Origin"] == "*"
+    refused = available(key.public_key, HTTP_ORIGIN="https://copycat.example")
+    assert refused.json() == {"available": False}
+    assert refused["Access-Control-Allow-Origin"] == "*"
+    assert available(key.public_key, HTTP_REFERER="https://referer.example/p").json() == {
+        "available": False
+    }
+    assert available(key.public_key, HTTP_ORIGIN="null").json() == {"available": False}
+    assert available("pk_nope", HTTP_ORIGIN=HOST_ORIGIN).json() == {"available": False}
+    assert available(disabled.public_key, HTTP_ORIGIN=HOST_ORIGIN).json() == {"available": False}
+    junk = "https://" + "x" * 300 + ".example"
+    assert available(key.public_key, HTTP_ORIGIN=junk).json() == {"available": False}
+    framed = client.get(
+        f"/widget/frame/?key={key.public_key}", HTTP_REFERER="https://framer.example/a"
+    )
+    assert framed.status_code == 403
+
+    client.force_login(alice)
+    page = client.get("/widget/keys/").content.decode()
+    row = page[page.index(f'data-key="{key.public_key}"') :]
+    row = row[: row.index("</tr>")]
+    listed = row[row.index("data-refused-origins") :]
+    for origin in ("https://framer.example", "https://referer.example", "https://copycat.example"):
+        assert f"<code>{origin}</code>" in listed
+    assert listed.index("framer") < listed.index("referer") < listed.index("copycat")
+    assert HOST_ORIGIN not in listed and "xxxx" not in listed and "null" not in listed
+    other_row = page[page.index(f'data-key="{other.public_key}"') :]
+    assert "None in the last 7 days" in other_row[: other_row.index("</tr>")]
