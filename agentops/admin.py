@@ -30,7 +30,6 @@ class ModelEndpointForm(forms.ModelForm):
             "base_url",
             "default_model",
             "timeout_seconds",
-            "breaker_threshold",
             "breaker_cooldown_seconds",
         ]
 

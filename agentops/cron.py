@@ -35,6 +35,13 @@ cron.register(
     agentops_jobs.handoffs_sweep_job, queue_name="maintenance", interval=10, job_timeout=60, ttl=20
 )
 cron.register(
+    agentops_jobs.breaker_window_prune_job,
+    queue_name="maintenance",
+    interval=60,
+    job_timeout=120,
+    ttl=60,
+)
+cron.register(
     agentops_jobs.handoffs_wake_job, queue_name="maintenance", interval=15, job_timeout=60, ttl=30
 )
 cron.register(

@@ -6,6 +6,7 @@ from rq import get_current_job
 
 from agentops.experiments.services import result_run_finished
 from agentops.operators.services import handoffs_sweep, handoffs_wake_due
+from agentops.runtime.breaker import breaker_window_prune
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
 from agentops.runtime.services import run_slot_free
@@ -39,3 +40,8 @@ def handoffs_sweep_job() -> dict[str, int]:
 def handoffs_wake_job() -> int:
     """Snoozed handoffs whose time has come return to the queue."""
     return handoffs_wake_due()
+
+
+def breaker_window_prune_job() -> int:
+    """Model calls older than the circuit breakers' window are forgotten."""
+    return breaker_window_prune()

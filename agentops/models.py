@@ -11,6 +11,7 @@ from django.contrib.postgres.search import SearchVector
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from crypto.secrets import decrypt_text, encrypt_text
@@ -34,9 +35,6 @@ class ModelEndpoint(models.Model):
     api_key_ciphertext = models.TextField(blank=True, default="", editable=False)
     default_model = models.CharField(max_length=200)
     timeout_seconds = models.FloatField(default=60, validators=[MinValueValidator(0.1)])
-    breaker_threshold = models.PositiveIntegerField(
-        default=5, help_text="Consecutive failures that open the circuit breaker."
-    )
     breaker_cooldown_seconds = models.FloatField(
         default=30, help_text="How long the breaker stays open before a half-open probe."
     )
@@ -886,6 +884,26 @@ class BreakerTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint_id} {self.state} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BreakerCall(models.Model):
+    """One model call's outcome on an endpoint: the circuit breaker's sliding window
+    (agentops/runtime/breaker.py). Rows older than the window are pruned."""
+
+    endpoint = models.ForeignKey(
+        ModelEndpoint, on_delete=models.CASCADE, related_name="breaker_calls"
+    )
+    at = models.DateTimeField(db_default=Now())  # the database's clock, as the window reads it
+    failed = models.BooleanField()
+    # The conversation (or, with none, the trace) that made the call: a failure rate counts
+    # only once it comes from enough distinct sources.
+    source = models.UUIDField()
+
+    class Meta:
+        indexes = [models.Index(fields=["endpoint", "at"], name="breaker_call_window")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {'failed' if self.failed else 'ok'} at {self.at}"
 
 
 class PlaygroundRun(models.Model):

@@ -254,6 +254,16 @@ AGENT_MAX_CONCURRENT_RUNS = envint("AGENT_MAX_CONCURRENT_RUNS", 100, minimum=0)
 RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
 # A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.
 RUN_LOST_JOB_SECONDS = envint("RUN_LOST_JOB_SECONDS", 15, minimum=2)
+# An endpoint's circuit breaker opens when, over the last BREAKER_WINDOW_SECONDS, at least
+# BREAKER_MIN_CALLS calls were made, BREAKER_FAILURE_RATE_PERCENT of them failed as an outage
+# fails (5xx, 408, 429, timeouts, lost connections), from BREAKER_MIN_SESSIONS distinct
+# conversations at least: one conversation the endpoint refuses never opens it.
+BREAKER_WINDOW_SECONDS = envint("BREAKER_WINDOW_SECONDS", 60, minimum=1)
+BREAKER_MIN_CALLS = envint("BREAKER_MIN_CALLS", 10, minimum=1)
+BREAKER_FAILURE_RATE_PERCENT = envint("BREAKER_FAILURE_RATE_PERCENT", 50, minimum=1)
+if BREAKER_FAILURE_RATE_PERCENT > 100:
+    _fail(f"BREAKER_FAILURE_RATE_PERCENT must be at most 100, not {BREAKER_FAILURE_RATE_PERCENT}.")
+BREAKER_MIN_SESSIONS = envint("BREAKER_MIN_SESSIONS", 3, minimum=1)
 # How long POST /v1/chat/completions waits for the agent's run before answering 504 (under
 # the openai client's default timeout of 600 s, so a client gets the 504 rather than its own).
 OPENAI_API_WAIT_SECONDS = envint("OPENAI_API_WAIT_SECONDS", 540, minimum=1)

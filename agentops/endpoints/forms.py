@@ -32,7 +32,6 @@ class EndpointForm(forms.ModelForm):
             "base_url",
             "default_model",
             "timeout_seconds",
-            "breaker_threshold",
             "breaker_cooldown_seconds",
         ]
         help_texts = {

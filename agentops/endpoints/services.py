@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from agentops.models import BreakerState, BreakerTransition, ModelEndpoint
+from agentops.runtime.breaker import breaker_window_clear
 from agentops.runtime.model_client import model_complete
 from agentops.services import audit_record
 from tracing.emit import REDACTED
@@ -97,6 +98,7 @@ def endpoint_breaker_reset(*, endpoint: ModelEndpoint, actor: Actor) -> BreakerT
         ModelEndpoint.objects.filter(pk=endpoint.pk).update(
             breaker_state=BreakerState.CLOSED, breaker_failures=0, breaker_opened_at=None
         )
+        breaker_window_clear(endpoint=endpoint)
         name = getattr(actor, "username", "") or "someone"
         transition = BreakerTransition.objects.create(
             endpoint=endpoint,

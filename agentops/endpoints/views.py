@@ -66,6 +66,7 @@ def _detail(request: HtmxHttpRequest, endpoint: ModelEndpoint, form: EndpointFor
         "endpoint": endpoint,
         "test_form": extra.pop("test_form", None) or EndpointTestForm(),
         "transitions": selectors.endpoint_transitions(endpoint=endpoint),
+        "breaker_window": selectors.endpoint_breaker_window(endpoint=endpoint),
         "agents": endpoint.agents.order_by("slug"),
         **extra,
     }

@@ -16,7 +16,6 @@ from django.core.exceptions import ValidationError
 
 from agentops.experiments.models import Check, CheckKind
 from agentops.models import ModelEndpoint
-from agentops.runtime import breaker
 from agentops.runtime.model_client import model_call
 from agentops.runtime.retry import RetryPolicy, retry_call
 from tools.schemas import Unresolvable, schema_refusal, schema_validator
@@ -260,8 +259,6 @@ def judge_score(*, check: Check, output: str, item_input: str, reference: str) -
     )
 
     def attempt(number: int) -> str:
-        if not breaker.breaker_allows(endpoint=endpoint, tracer=tracer):
-            raise breaker.BreakerOpen(endpoint)
         reply = model_call(
             tracer=tracer,
             endpoint=endpoint,

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from agentops.models import ModelEndpoint, PlaygroundRun
-from agentops.runtime import breaker
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.model_client import ModelReply, model_call
 from agentops.runtime.retry import RetryPolicy, retry_call
@@ -58,8 +57,6 @@ def playground_run(
     def attempt_once(attempt: int) -> ModelReply:
         nonlocal started
         run.attempts = attempt
-        if not breaker.breaker_allows(endpoint=endpoint, tracer=tracer):
-            raise BreakerOpen(endpoint)
         started = time.perf_counter()
         return model_call(
             tracer=tracer,
@@ -78,7 +75,6 @@ def playground_run(
             policy=PLAYGROUND_RETRY,
             tracer=tracer,
             what=f"model {model}",
-            retryable=lambda f: f.transient and not isinstance(f, BreakerOpen),
         )
     except Failure as failure:
         run.error_class = failure.failure_class.value

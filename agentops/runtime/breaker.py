@@ -1,16 +1,30 @@
 """A circuit breaker per model endpoint, kept in Postgres so every worker shares it.
 
-Transitions are conditional UPDATEs: many workers may race, one wins each transition.
+It opens on evidence that the endpoint is down, not on one request it refuses (the way
+resilience4j's time window does): over the last BREAKER_WINDOW_SECONDS at least
+BREAKER_MIN_CALLS calls, of which BREAKER_FAILURE_RATE_PERCENT failed as an outage fails,
+from BREAKER_MIN_SESSIONS distinct conversations. A conversation whose request fails alone
+while others succeed exhausts its own retries and fails (or hands off) that run only.
+Every call's outcome is a `BreakerCall` row; transitions are conditional UPDATEs (many
+workers may race, one wins each) recorded as `BreakerTransition` rows.
+
+An open breaker is never retried: `BreakerOpen` is not transient, so `retry_call` raises it
+at once wherever it comes from, and `model_call` is the one place that asks the breaker.
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from django.db.models import F, Q
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from agentops.models import BreakerState, BreakerTransition, ModelEndpoint
+from agentops.models import BreakerCall, BreakerState, BreakerTransition, ModelEndpoint
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
 
@@ -20,6 +34,7 @@ COUNTED = {
     FailureClass.CONNECTION,
     FailureClass.SERVER_ERROR,
 }
+STATE_FIELDS = ["breaker_state", "breaker_failures", "breaker_opened_at"]
 
 
 class BreakerOpen(Failure):
@@ -28,12 +43,104 @@ class BreakerOpen(Failure):
     def __init__(self, endpoint: ModelEndpoint) -> None:
         super().__init__(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
 
+    @property
+    def transient(self) -> bool:
+        return False  # waiting for the cooldown is the caller's choice, never a retry loop
+
+
+def failure_counts(failure: Failure) -> bool:
+    """Does this failure say the endpoint is down? A 5xx, 408, 429, timeout or lost
+    connection does; any other 4xx (a refused request, a bad key, a context too long) is
+    about the request, and neither is a malformed reply."""
+    if isinstance(failure, BreakerOpen) or failure.failure_class not in COUNTED:
+        return False
+    status = failure.status_code
+    return status is None or status >= 500 or status in (408, 429)
+
+
+@dataclass(frozen=True)
+class BreakerRule:
+    """When an endpoint counts as down (settings: BREAKER_*)."""
+
+    window_seconds: int
+    min_calls: int
+    failure_rate_percent: int
+    min_sessions: int
+
+
+def breaker_rule() -> BreakerRule:
+    return BreakerRule(
+        window_seconds=settings.BREAKER_WINDOW_SECONDS,
+        min_calls=settings.BREAKER_MIN_CALLS,
+        failure_rate_percent=settings.BREAKER_FAILURE_RATE_PERCENT,
+        min_sessions=settings.BREAKER_MIN_SESSIONS,
+    )
+
+
+@dataclass(frozen=True)
+class BreakerWindow:
+    """The calls an endpoint's breaker weighs now, under `rule`."""
+
+    rule: BreakerRule
+    calls: int
+    failures: int
+    failing_sources: int
+
+    @property
+    def shows_outage(self) -> bool:
+        return (
+            self.calls >= self.rule.min_calls
+            and 100 * self.failures >= self.rule.failure_rate_percent * self.calls
+            and self.failing_sources >= self.rule.min_sessions
+        )
+
+    def describe(self) -> str:
+        sources = self.failing_sources
+        return (
+            f"{self.failures} of {self.calls} calls failed in {self.rule.window_seconds} s, "
+            f"from {sources} conversation{'s' if sources != 1 else ''}"
+        )
+
+
+def window_calls(*, endpoint_id: Any) -> QuerySet[BreakerCall]:
+    """The calls in an endpoint's window now (`endpoint_id` may be an OuterRef)."""
+    since = Now() - timedelta(seconds=settings.BREAKER_WINDOW_SECONDS)
+    return BreakerCall.objects.filter(endpoint_id=endpoint_id, at__gte=since)
+
+
+def breaker_window(*, endpoint: ModelEndpoint) -> BreakerWindow:
+    counts = window_calls(endpoint_id=endpoint.pk).aggregate(
+        calls=Count("id"),
+        failures=Count("id", filter=Q(failed=True)),
+        failing_sources=Count("source", filter=Q(failed=True), distinct=True),
+    )
+    return BreakerWindow(rule=breaker_rule(), **counts)
+
+
+def breaker_window_prune() -> int:
+    """Forget calls no window reads any more (a periodic job: agentops/cron.py)."""
+    cutoff = Now() - timedelta(seconds=settings.BREAKER_WINDOW_SECONDS)
+    deleted, _ = BreakerCall.objects.filter(at__lt=cutoff).delete()
+    return deleted
+
+
+def breaker_window_clear(*, endpoint: ModelEndpoint) -> None:
+    """A closed breaker starts a new window: the failures that opened it are spent."""
+    BreakerCall.objects.filter(endpoint_id=endpoint.pk).delete()
+
+
+def breaker_admit(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = True) -> None:
+    """Raise BreakerOpen unless a call may go to this endpoint now. `model_call` asks this
+    before every call, so every caller honours the same rule."""
+    if not breaker_allows(endpoint=endpoint, tracer=tracer, refresh=refresh):
+        raise BreakerOpen(endpoint)
+
 
 def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = True) -> bool:
     """May a call go to this endpoint now? Takes the half-open probe when the cooldown is over.
     `refresh=False` trusts the state the caller loaded a moment ago."""
     if refresh:
-        endpoint.refresh_from_db(fields=["breaker_state", "breaker_failures", "breaker_opened_at"])
+        endpoint.refresh_from_db(fields=STATE_FIELDS)
     if endpoint.breaker_state == BreakerState.CLOSED:
         return True
     now = timezone.now()
@@ -43,6 +150,7 @@ def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = T
         & Q(breaker_state__in=[BreakerState.OPEN, BreakerState.HALF_OPEN])
     ).update(breaker_state=BreakerState.HALF_OPEN, breaker_opened_at=now)
     if took_probe:
+        endpoint.breaker_state, endpoint.breaker_opened_at = BreakerState.HALF_OPEN, now
         tracer.event("breaker.half_open", endpoint=endpoint.name)
         transition_record(
             endpoint=endpoint,
@@ -51,6 +159,9 @@ def breaker_allows(*, endpoint: ModelEndpoint, tracer: Tracer, refresh: bool = T
             tracer=tracer,
         )
         return True
+    if not refresh:  # the state we trusted may be stale: a breaker closed since lets us in
+        endpoint.refresh_from_db(fields=STATE_FIELDS)
+        return endpoint.breaker_state == BreakerState.CLOSED
     return False
 
 
@@ -63,57 +174,70 @@ def breaker_reopens_in(*, endpoint: ModelEndpoint) -> float:
     return max(0.0, remaining)
 
 
+def call_source(tracer: Tracer) -> uuid.UUID:
+    """Who made a call: its conversation, or its trace when it has none (a judge, the
+    playground)."""
+    return tracer.session_id or tracer.trace_id
+
+
 def breaker_record_success(*, endpoint: ModelEndpoint, tracer: Tracer) -> None:
-    if endpoint.breaker_state == BreakerState.CLOSED and endpoint.breaker_failures == 0:
+    BreakerCall.objects.create(endpoint_id=endpoint.pk, failed=False, source=call_source(tracer))
+    if endpoint.breaker_state == BreakerState.CLOSED:
         return
-    closed = (
-        ModelEndpoint.objects.filter(pk=endpoint.pk)
-        .exclude(breaker_state=BreakerState.CLOSED, breaker_failures=0)
-        .update(breaker_state=BreakerState.CLOSED, breaker_failures=0, breaker_opened_at=None)
-    )
-    if closed and endpoint.breaker_state != BreakerState.CLOSED:
-        tracer.event("breaker.closed", endpoint=endpoint.name)
-        transition_record(
-            endpoint=endpoint,
-            state=BreakerState.CLOSED,
-            reason=f"a call succeeded while {endpoint.get_breaker_state_display()}",
-            tracer=tracer,
-        )
+    # The half-open probe succeeded: the endpoint answers again. (A call let in before the
+    # breaker opened proves nothing about now.)
+    closed = ModelEndpoint.objects.filter(
+        pk=endpoint.pk, breaker_state=BreakerState.HALF_OPEN
+    ).update(breaker_state=BreakerState.CLOSED, breaker_failures=0, breaker_opened_at=None)
+    if not closed:
+        return
     endpoint.breaker_state, endpoint.breaker_failures = BreakerState.CLOSED, 0
+    endpoint.breaker_opened_at = None
+    breaker_window_clear(endpoint=endpoint)
+    tracer.event("breaker.closed", endpoint=endpoint.name)
+    transition_record(
+        endpoint=endpoint,
+        state=BreakerState.CLOSED,
+        reason="the half-open probe succeeded",
+        tracer=tracer,
+    )
 
 
 def breaker_record_failure(*, endpoint: ModelEndpoint, failure: Failure, tracer: Tracer) -> None:
-    if failure.failure_class not in COUNTED:
+    if not failure_counts(failure):
         return
-    ModelEndpoint.objects.filter(pk=endpoint.pk).update(breaker_failures=F("breaker_failures") + 1)
-    endpoint.refresh_from_db(fields=["breaker_state", "breaker_failures", "breaker_opened_at"])
-    should_open = endpoint.breaker_state == BreakerState.HALF_OPEN or (
-        endpoint.breaker_state == BreakerState.CLOSED
-        and endpoint.breaker_failures >= endpoint.breaker_threshold
+    BreakerCall.objects.create(endpoint_id=endpoint.pk, failed=True, source=call_source(tracer))
+    endpoint.refresh_from_db(fields=STATE_FIELDS)
+    if endpoint.breaker_state == BreakerState.OPEN:
+        return
+    if endpoint.breaker_state == BreakerState.HALF_OPEN:
+        failures, was = endpoint.breaker_failures, "the half-open probe failed"
+    else:
+        window = breaker_window(endpoint=endpoint)
+        if not window.shows_outage:
+            return
+        failures, was = window.failures, window.describe()
+    opened = ModelEndpoint.objects.filter(
+        pk=endpoint.pk, breaker_state=endpoint.breaker_state
+    ).update(
+        breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now(), breaker_failures=failures
     )
-    if should_open:
-        opened = ModelEndpoint.objects.filter(
-            pk=endpoint.pk, breaker_state=endpoint.breaker_state
-        ).update(breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now())
-        if opened:
-            tracer.event(
-                "breaker.open",
-                endpoint=endpoint.name,
-                failures=endpoint.breaker_failures,
-                **{"error.type": failure.failure_class.value},
-            )
-            was = (
-                "the half-open probe failed"
-                if endpoint.breaker_state == BreakerState.HALF_OPEN
-                else f"{endpoint.breaker_failures} failures in a row"
-            )
-            transition_record(
-                endpoint=endpoint,
-                state=BreakerState.OPEN,
-                reason=f"{was}; last: {failure.failure_class.value}: "
-                f"{tracer.redact(str(failure))[:200]}",
-                tracer=tracer,
-            )
+    if not opened:
+        return  # another worker moved it first
+    endpoint.breaker_failures = failures
+    tracer.event(
+        "breaker.open",
+        endpoint=endpoint.name,
+        failures=failures,
+        **{"error.type": failure.failure_class.value},
+    )
+    transition_record(
+        endpoint=endpoint,
+        state=BreakerState.OPEN,
+        reason=f"{was}; last: {failure.failure_class.value}: {tracer.redact(str(failure))[:200]}",
+        tracer=tracer,
+    )
+    endpoint.breaker_state = BreakerState.OPEN
 
 
 def transition_record(

@@ -23,7 +23,6 @@ from rq.timeouts import JobTimeoutException
 
 from agentops.agent_config import agent_config_for
 from agentops.models import Handoff, Message, Run
-from agentops.runtime import breaker
 from agentops.runtime.context import to_openai
 from agentops.runtime.model_client import model_call
 from tracing.emit import Tracer
@@ -175,9 +174,6 @@ def _complete(
     for endpoint, model in candidates:
         if time.monotonic() >= deadline:
             break
-        if not breaker.breaker_allows(endpoint=endpoint, tracer=tracer):
-            last = breaker.BreakerOpen(endpoint)
-            continue
         try:
             reply = model_call(
                 tracer=tracer,

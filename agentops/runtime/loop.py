@@ -164,7 +164,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
                 failure_class=handoff.failure_class,
             )
         except Failure as failure:
-            if failure.transient:
+            if failure.transient or isinstance(failure, BreakerOpen):  # the model is unavailable
                 driver.hand_off(
                     f"model unavailable after retries and fallbacks: "
                     f"{failure.failure_class.value}: {driver.tracer.redact(str(failure))[:300]}",
@@ -555,9 +555,6 @@ class RunDriver:
                     tracer=self.tracer,
                     what=f"model {model}",
                     attempts_made=attempt,
-                    retryable=lambda failure: (
-                        failure.transient and not isinstance(failure, BreakerOpen)
-                    ),
                     recover=recover,
                     before_wait=before_wait,
                     inline_max=None,  # a long backoff of a chat call waits in before_wait
@@ -604,8 +601,6 @@ class RunDriver:
         stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
         if stale:
             self.breakers_read_at[endpoint.pk] = now
-        if not breaker.breaker_allows(endpoint=endpoint, tracer=self.tracer, refresh=stale):
-            raise BreakerOpen(endpoint)
         return model_call(
             tracer=self.tracer,
             endpoint=endpoint,
@@ -617,6 +612,7 @@ class RunDriver:
             attempt=attempt,
             on_text=self.stream_text if purpose == "chat" else None,
             should_stop=self.beat.lost.is_set,
+            breaker_refresh=stale,
         )
 
     def fall_back(self, index: int, reason: str) -> tuple[int, int]:

@@ -106,8 +106,12 @@ def model_call(
     attempt: int = 1,
     on_text: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    breaker_refresh: bool = True,
 ) -> ModelReply:
-    """One model call in a `model.call` span, counted on the endpoint's circuit breaker."""
+    """One model call in a `model.call` span, unless the endpoint's circuit breaker keeps
+    it out (BreakerOpen, never retried), and counted on that breaker. `breaker_refresh=False`
+    trusts the breaker state the caller loaded a moment ago."""
+    breaker.breaker_admit(endpoint=endpoint, tracer=tracer, refresh=breaker_refresh)
     try:
         with tracer.span(
             "model.call",

@@ -3,11 +3,13 @@ write-only."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from agentops.models import BreakerState, BreakerTransition, ModelEndpoint
+from agentops.models import BreakerCall, BreakerState, BreakerTransition, ModelEndpoint
 from tests.factories import EndpointFactory
 from tracing.models import ModelPrice
 
@@ -27,7 +29,6 @@ def endpoint_form(**changes) -> dict[str, object]:  # type: ignore[no-untyped-de
         "base_url": "https://api.openai.com/v1",
         "default_model": "gpt-4o-mini",
         "timeout_seconds": 30,
-        "breaker_threshold": 5,
         "breaker_cooldown_seconds": 30,
         "api_key": SECRET,
     }
@@ -99,6 +100,20 @@ def test_it_resets_the_breaker_from_the_page(bob):
     page = logged_in(bob).get(reverse("endpoints:detail", args=[endpoint.pk])).content.decode()
     assert "reset by bob (was open, 7 failures)" in page
     assert BreakerTransition.objects.filter(endpoint=endpoint).count() == 1
+
+
+def test_it_shows_the_breakers_window_and_rule(bob):
+    endpoint = EndpointFactory()
+    sessions = [uuid.uuid4(), uuid.uuid4()]
+    for failed, source in ((True, sessions[0]), (True, sessions[0]), (True, sessions[1])):
+        BreakerCall.objects.create(endpoint=endpoint, failed=failed, source=source)
+    BreakerCall.objects.create(endpoint=endpoint, failed=False, source=uuid.uuid4())
+    client = logged_in(bob)
+    page = client.get(reverse("endpoints:detail", args=[endpoint.pk])).content.decode()
+    assert "3 of 4 calls failed, from 2 conversations" in page
+    assert "at least 10 calls in that window, 50% or more of them failing" in page
+    listing = client.get(reverse("endpoints:list")).content.decode()
+    assert "3 recent failures" in listing
 
 
 def test_it_edits_prices_and_refuses_a_negative_one(alice):

@@ -7,10 +7,13 @@ import threading
 import time
 
 import pytest
+from django.utils import timezone
 
 from agentops.experiments.models import Check, CheckKind
 from agentops.experiments.scoring import check_score
+from agentops.models import BreakerState
 from tests.factories import EndpointFactory
+from tracing.models import Span
 
 pytestmark = pytest.mark.django_db
 
@@ -130,3 +133,16 @@ def test_it_records_the_judges_model_failure_after_retrying(judge, devmodel, mod
     assert score is None
     assert error.startswith("the judge's model call failed (")
     assert len(devmodel.requests(model_name)) == 3  # the retry owner tried three times
+
+
+def test_it_never_retries_the_judge_against_an_open_breaker(judge, devmodel, model_name):
+    """An open breaker is refused at once, as everywhere (model_call asks the breaker and
+    BreakerOpen is not transient): no retry, no wait, no request."""
+    endpoint = judge.endpoint
+    endpoint.breaker_state, endpoint.breaker_opened_at = BreakerState.OPEN, timezone.now()
+    endpoint.breaker_cooldown_seconds = 600
+    endpoint.save()
+    score, error = _score(judge, "You said: hi")
+    assert score is None and "circuit breaker open" in error
+    assert not Span.objects.filter(name="retry.wait").exists()
+    assert devmodel.requests(model_name) == []

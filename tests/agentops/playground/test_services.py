@@ -94,9 +94,12 @@ def test_it_shows_proposed_tool_calls_without_running_them(worker, dev_agent, de
     assert "temperature" not in devmodel.requests(dev_agent.model_name)[-1]["body"]
 
 
-def test_it_retries_through_the_retry_owner_and_records_a_failure(db, dev_agent, devmodel, alice):
-    """Two 500s then success: three attempts, two `retry.wait` spans; then a 401 is not
-    retried and is recorded with its class. The breaker counts them like runtime calls."""
+def test_it_retries_through_the_retry_owner_and_records_a_failure(
+    db, dev_agent, devmodel, alice, settings
+):
+    """Two 500s then success: three attempts, two `retry.wait` spans. The breaker counts them
+    like runtime calls (each playground run a source of its own): once the next run's failure
+    opens it, that run is not retried against the open breaker."""
     model = dev_agent.model_name
     devmodel.script(model, faults=[{"status": 500}, {"status": 500}])
     messages = [{"role": "user", "content": "hi"}]
@@ -114,8 +117,7 @@ def test_it_retries_through_the_retry_owner_and_records_a_failure(db, dev_agent,
     names = list(Span.objects.filter(trace_id=ok.pk).values_list("name", flat=True))
     assert names.count("retry.wait") == 2 and names.count("model.call") == 3
 
-    dev_agent.endpoint.breaker_threshold = 1
-    dev_agent.endpoint.save()
+    settings.BREAKER_MIN_CALLS, settings.BREAKER_MIN_SESSIONS = 1, 2
     devmodel.script(model, faults=[{"status": 500}] * 3)
     failed = playground_run(
         source_trace_id=ok.source_trace_id,
@@ -130,6 +132,7 @@ def test_it_retries_through_the_retry_owner_and_records_a_failure(db, dev_agent,
     failed.refresh_from_db()
     assert not failed.succeeded and failed.error_class == "server_error"
     assert "circuit breaker open" in failed.error_message
+    assert failed.attempts == 2 and len(devmodel.requests(model)) == 1  # never retried
     opened = BreakerTransition.objects.get(endpoint=dev_agent.endpoint)
     assert opened.state == BreakerState.OPEN and opened.trace_id == failed.pk
     assert PlaygroundRun.objects.count() == 2

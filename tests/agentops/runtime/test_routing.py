@@ -34,6 +34,14 @@ from tracing.models import Span
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(scope="module")
+def worker(django_db_setup):  # type: ignore[no-untyped-def]
+    """This module's worker opens a breaker on 2 failing calls from 2 conversations."""
+    proc = start_worker(child_env(BREAKER_MIN_CALLS="2", BREAKER_MIN_SESSIONS="2"))
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def agent(dev_agent):
     return agent_with_python_tools(dev_agent, retry_max_attempts=1)
@@ -46,7 +54,7 @@ def ask(agent, content):
 
 def test_it_opens_the_breaker_and_sends_steps_to_the_fallback(worker, agent, devmodel, model_name):
     primary = agent.endpoint
-    primary.breaker_threshold, primary.breaker_cooldown_seconds = 2, 600.0
+    primary.breaker_cooldown_seconds = 600.0
     primary.save()
     AgentFallback.objects.create(
         agent=agent,
@@ -54,7 +62,7 @@ def test_it_opens_the_breaker_and_sends_steps_to_the_fallback(worker, agent, dev
         endpoint=EndpointFactory(base_url=devmodel.url, default_model=model_name + "-fb"),
     )
     devmodel.script(model_name, [{"status": 500}, {"status": 500}])
-    for _ in range(2):
+    for _ in range(2):  # two conversations: the second failure opens the primary's breaker
         assert wait_for_run(ask(agent, "hi")[1].pk).status == RunStatus.SUCCEEDED
     primary.refresh_from_db()
     assert primary.breaker_state == "open"
