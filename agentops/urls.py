@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from agentops import views
 from agentops.api import api
@@ -8,6 +11,13 @@ from agentops.api import api
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (JSON, the API docs).
+    path(
+        "favicon.ico",
+        login_not_required(
+            RedirectView.as_view(url=static("agentops/favicon.svg"), permanent=True)
+        ),
+    ),
     path("login/", views.Login.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", views.account, name="account"),

@@ -304,6 +304,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                     await self.send(text_data=encode(message))
         except asyncio.CancelledError:
             raise
+        except OSError as exc:
+            # The client went away (a closed tab; the server raises ClientDisconnected, an
+            # OSError) before its disconnect reached us: normal, and nothing is left to close.
+            log.info("live.client_gone", group=self.group, error=type(exc).__name__)
         except Exception:
             log.exception("live.write_failed", group=self.group)
             await self.close()

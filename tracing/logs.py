@@ -6,6 +6,7 @@ django-structlog; trace_id, run_id, session_id and agent from the runtime).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,6 +64,17 @@ def formatter(fmt: str) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
+class RefusalWithoutTraceback(logging.Filter):
+    """A 4xx is a refusal, not a fault: Django logs a raised PermissionDenied or Http404 with
+    the exception's traceback. Keep the line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if 400 <= getattr(record, "status_code", 0) < 500:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, Any]:
     structlog.configure(
         processors=[
@@ -79,7 +91,14 @@ def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, 
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"structured": {"()": "tracing.logs.formatter", "fmt": fmt}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "filters": {"refusals": {"()": "tracing.logs.RefusalWithoutTraceback"}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "structured",
+                "filters": ["refusals"],
+            }
+        },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django_structlog": {"level": level},

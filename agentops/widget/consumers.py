@@ -147,6 +147,9 @@ class WidgetConsumer(AsyncJsonWebsocketConsumer):
         for event in message["events"]:
             await self._forward(event)
 
+    async def live_sync(self, message: dict[str, Any]) -> None:
+        """A staff stream's resume marker on the same group (tracing.consumers): not ours."""
+
     async def _forward(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
         if kind == "message":

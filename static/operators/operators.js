@@ -163,15 +163,20 @@
 
   // Another operator's notes: fetched (operators only) when the inbox socket says one was
   // added here, and on every (re)connection of that socket, for those added while away.
+  // Once refused (the conversation went to another operator), the page stops asking.
+  let notesRefused = false;
   function fetchNotes() {
     const head = document.querySelector("[data-notes-url]");
-    if (!head) { return; }
+    if (!head || notesRefused) { return; }
     let after = 0;
     document.querySelectorAll("[data-messages] [data-note]").forEach(function (li) {
       after = Math.max(after, Number(li.dataset.note));
     });
     window.fetch(head.dataset.notesUrl + "?after=" + after, { credentials: "same-origin" })
-      .then(function (r) { return r.ok && !r.redirected ? r.text() : ""; }) // not a login page
+      .then(function (r) {
+        if (r.status === 403) { notesRefused = true; }
+        return r.ok && !r.redirected ? r.text() : ""; // not a login page
+      })
       .then(function (html) {
         const tpl = document.createElement("template");
         tpl.innerHTML = html; // the server's own rendering: note text is escaped there
