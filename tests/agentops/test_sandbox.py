@@ -4,6 +4,7 @@ write memories of their own."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -31,7 +32,6 @@ from agentops.runtime.services import (
     run_fork,
     session_create,
 )
-from agentops.selectors import run_outcomes
 from tests.factories import AgentFactory
 from tracing.emit import Tracer
 from tracing.models import MetricRollup
@@ -87,6 +87,8 @@ def test_draft_chats_and_forks_are_sandbox_sessions(world):
 
 
 def test_every_production_list_and_figure_leaves_sandbox_sessions_out(world, client, alice):
+    from agentops.selectors import run_outcomes
+
     real, sandboxes, agent = world["real"], world["sandboxes"], world["agent"]
     hidden = [str(s.pk) for s in sandboxes]
     # Console
@@ -194,3 +196,46 @@ def test_a_playground_call_is_no_agent_in_the_metrics(dev_agent, devmodel, alice
     assert not MetricRollup.objects.filter(agent="").exists()
     client.force_login(alice)
     assert "(none)" not in client.get(reverse("observe:metrics")).content.decode()
+
+
+def test_every_page_shows_the_same_outcome_rates_for_the_same_filter(db, alice, bob, client):
+    """One agent, one version, the last 30 days: the builder's figures, the metrics page (its
+    figures, its per-agent row, its per-version table) and the queue's figures read one
+    number each. The runs are chosen so that the old definitions disagreed: a running run, a
+    cancelled one, a takeover of an idle conversation (a handoff without a run) and a draft
+    chat's handoff."""
+    from agentops.selectors import run_outcomes
+
+    agent = AgentFactory(slug="shop")
+    version = agent_version_create(agent=agent, author=alice, publish=True)
+    statuses = [RunStatus.SUCCEEDED] * 3 + [RunStatus.HANDED_OFF] * 2
+    statuses += [RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.RUNNING]
+    for status in statuses:
+        session = session_create(agent=agent, external_user="erin")
+        Run.objects.create(session=session, agent=agent, agent_version=version, status=status)
+    idle = session_create(agent=agent, external_user="finn")
+    session_take_over(session_id=idle.pk, user=bob)  # a handoff, but no run handed off
+    draft = draft_session_start(agent=agent, author=alice)
+    Run.objects.create(session=draft, agent=agent, agent_version=version, status="handed_off")
+    outcomes = run_outcomes(agent="shop", since=timezone.now() - timedelta(days=30))[None]
+    assert (outcomes.finished, outcomes.handoff_rate, outcomes.success_rate) == (7, 2 / 7, 3 / 7)
+
+    client.force_login(alice)
+    pages = {
+        "builder": client.get(reverse("agents:detail", args=["shop"])),
+        "metrics": client.get(reverse("observe:metrics"), {"window": "30d", "agent": "shop"}),
+        "queue": client.get(reverse("operators:queue"), {"window": "30d"}),
+    }
+    shown: dict[str, set[str]] = {"handoff": set(), "success": set()}
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        html = response.content.decode()
+        handoff = re.findall(r"data-handoff-rate>([^<]*)<", html)
+        assert handoff, f"{name} shows no handoff rate"
+        shown["handoff"] |= {f"{name}: {value}" for value in handoff}
+        success = re.findall(r"data-success-rate>([^<]*)<", html)
+        shown["success"] |= {f"{name}: {value}" for value in success}
+    assert {v.split(": ")[1] for v in shown["handoff"]} == {"28.6%"}, shown["handoff"]
+    assert {v.split(": ")[1] for v in shown["success"]} == {"42.9%"}, shown["success"]
+    metrics_html = pages["metrics"].content.decode()
+    assert metrics_html.count("data-handoff-rate>") == 3  # the KPI, the agent, the version

@@ -200,4 +200,31 @@ def test_it_keeps_an_experiments_handoffs_away_from_the_operators(
     assert result.run.wait_reason.startswith("The user asked")
     assert result.score == 0.0
     assert not Handoff.objects.exists()  # nothing in the queue, no notification, no webhook
-    assert result.session.status == SessionStatus.ACTIVE
+    assert result.session.status == SessionStatus.CLOSED  # scored: over, not "active" for ever
+
+
+def test_its_variants_remember_in_scopes_of_their_own(concurrent_worker, tooled_agent, alice):
+    """Both variants' runs call `remember`: each memory lands in its own session's scope, so
+    one variant's answer can never depend on what the other remembered, and nothing lands
+    where production (or a user called `experiment-N`) reads."""
+    from memory.models import Memory
+
+    v1 = agent_version_create(agent=tooled_agent, author=alice, publish=True)
+    v2 = agent_version_derive(version=v1, changes={"temperature": 0.5}, author=alice)
+    dataset = Dataset.objects.create(name="memories")
+    DatasetItem.objects.create(
+        dataset=dataset, input="remember the door code is 1234", reference="Remembered"
+    )
+    experiment = experiment_create(
+        name="memories",
+        dataset=dataset,
+        variants=[{"version": v1.pk}, {"version": v2.pk}],
+        checks=[{"kind": "contains"}],
+        actor=alice,
+    )
+    experiment_start(experiment=experiment, actor=alice)
+    wait_for_experiment(experiment.pk)
+    results = list(Result.objects.filter(experiment=experiment))
+    assert [r.run_status for r in results] == [RunStatus.SUCCEEDED] * 2
+    scopes = set(Memory.objects.filter(agent_id=tooled_agent.pk).values_list("user_key", flat=True))
+    assert scopes == {f"sandbox:{r.session_id}" for r in results}
