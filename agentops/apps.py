@@ -7,6 +7,7 @@ class AgentOpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import agentops.operators.receivers  # (presence at login and logout)
         import agentops.signals  # noqa: F401  (login lockouts into the audit log)
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
         from agentops.hooks import (

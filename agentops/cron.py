@@ -42,6 +42,9 @@ cron.register(
     ttl=60,
 )
 cron.register(
+    agentops_jobs.operators_away_job, queue_name="maintenance", interval=30, job_timeout=60, ttl=60
+)
+cron.register(
     agentops_jobs.handoffs_wake_job, queue_name="maintenance", interval=15, job_timeout=60, ttl=30
 )
 cron.register(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rq import get_current_job
 
 from agentops.experiments.services import result_run_finished
-from agentops.operators.services import handoffs_sweep, handoffs_wake_due
+from agentops.operators.services import handoffs_sweep, handoffs_wake_due, operators_away_sweep
 from agentops.runtime.breaker import breaker_window_prune
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
@@ -35,6 +35,11 @@ def runs_reconcile() -> dict[str, int]:
 
 def handoffs_sweep_job() -> dict[str, int]:
     return handoffs_sweep()
+
+
+def operators_away_job() -> int:
+    """Online operators with no operator page open for a while become away."""
+    return operators_away_sweep()
 
 
 def handoffs_wake_job() -> int:

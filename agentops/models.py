@@ -684,13 +684,21 @@ class Presence(models.TextChoices):
 
 class OperatorState(models.Model):
     """An operator's presence and cap: only an online operator under their cap is given
-    conversations automatically. No row: offline, the team's cap."""
+    conversations automatically. No row: offline, the team's cap.
+
+    `presence` follows the person (operators/services.py): at login, and when an operator
+    page opens, it becomes `chosen` (what they last picked, online unless they picked
+    otherwise); with no operator page open for OPERATOR_AWAY_AFTER_SECONDS (`seen_at`, kept
+    fresh by the open pages' /ws/inbox/), the scheduler's sweep makes it away; at logout,
+    offline."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="operator_state"
     )
     presence = models.CharField(max_length=8, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(default=timezone.now)
+    chosen = models.CharField(max_length=8, choices=Presence.choices, default=Presence.ONLINE)
+    seen_at = models.DateTimeField(null=True, blank=True)  # an operator page was last open
     concurrent_cap = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -252,6 +252,9 @@ WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 100, minimum=1)
 AGENT_MAX_CONCURRENT_RUNS = envint("AGENT_MAX_CONCURRENT_RUNS", 100, minimum=0)
 # A running run whose heartbeat (every 2 s) is older than this is taken over by the scheduler.
 RUN_STALE_SECONDS = envint("RUN_STALE_SECONDS", 10, minimum=3)
+# An online operator with no operator page open this long (the pages' /ws/inbox/ beats every
+# third of it) is made away by the scheduler, and given no new conversations.
+OPERATOR_AWAY_AFTER_SECONDS = envint("OPERATOR_AWAY_AFTER_SECONDS", 180, minimum=3)
 # A queued run whose RQ job is missing this long (Redis restarted or flushed) is re-enqueued.
 RUN_LOST_JOB_SECONDS = envint("RUN_LOST_JOB_SECONDS", 15, minimum=2)
 # An endpoint's circuit breaker opens when, over the last BREAKER_WINDOW_SECONDS, at least

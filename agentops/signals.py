@@ -1,14 +1,12 @@
-"""Signal receivers of the core app: login lockouts (django-axes) go to the audit log; an
-operator who logs out goes offline (is given no more conversations)."""
+"""Signal receivers of the core app: login lockouts (django-axes) go to the audit log. (An
+operator's login and logout move their presence: agentops/operators/receivers.py.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from axes.signals import user_locked_out
-from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
-from django.utils import timezone
 
 from agentops.services import audit_record
 
@@ -27,13 +25,3 @@ def login_locked_out(
         failures=getattr(request, "axes_failures_since_start", None),
         path=getattr(request, "path", ""),
     )
-
-
-@receiver(user_logged_out, dispatch_uid="agentops.operator_offline")
-def operator_offline(sender: Any, request: Any, user: Any, **_: Any) -> None:
-    from agentops.models import OperatorState, Presence
-
-    if user is not None:
-        OperatorState.objects.filter(user_id=user.pk).exclude(presence=Presence.OFFLINE).update(
-            presence=Presence.OFFLINE, presence_changed_at=timezone.now()
-        )

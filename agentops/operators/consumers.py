@@ -9,6 +9,13 @@ message, the operator's own read markers moving) makes it recount, at most once 
 are forwarded, as ids without text (`{"kind": "note", "handoff_id", "session_id"}`): an open
 page of that conversation then fetches its new notes (static/operators/operators.js). The client notifies when the count grows
 (static/operators/notify.js).
+
+The socket is also the operator's presence (operators/services.py): an operator page holds
+it open, so opening it brings back what they chose (online after the sweep made them away),
+it beats every third of OPERATOR_AWAY_AFTER_SECONDS while open, and closing it starts the
+away clock. The first message carries the operator's presence, and a change of it (another
+tab, the sweep) is forwarded as `{"kind": "presence", "presence"}`: the page's banner and
+switch follow it.
 """
 
 from __future__ import annotations
@@ -17,12 +24,16 @@ import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from agentops.auth import has_role
-from agentops.operators.selectors import notification_sound, unread_counts
-from agentops.operators.services import UNREAD_CHANGED
+from agentops.operators.selectors import notification_sound, operator_presence, unread_counts
+from agentops.operators.services import UNREAD_CHANGED, operator_page_seen
 from tracing.consumers import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
 from tracing.live import OPS_GROUP
+from tracing.logs import get_logger
+
+log = get_logger(__name__)
 
 NOTE_KINDS = frozenset({"handoff.note", "handoff.transferred"})  # a transfer leaves a note
 RECOUNT_KINDS = frozenset(
@@ -49,6 +60,20 @@ class InboxConsumer(ResumingConsumer):
     async def started(self) -> None:
         await super().started()
         self._recount: asyncio.TimerHandle | None = None
+        self._username = self.scope["user"].get_username()
+        await database_sync_to_async(operator_page_seen)(user=self.scope["user"], opened=True)
+        self._beat = asyncio.ensure_future(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        every = max(1.0, settings.OPERATOR_AWAY_AFTER_SECONDS / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await database_sync_to_async(operator_page_seen)(
+                    user=self.scope["user"], opened=False
+                )
+            except Exception as exc:  # the next beat tries again; the sweep waits minutes
+                log.warning("inbox.heartbeat_failed", error=str(exc))
 
     async def stored(self) -> dict[str, Any]:
         return await self._counts()
@@ -59,7 +84,8 @@ class InboxConsumer(ResumingConsumer):
     @staticmethod
     def _read(user: Any) -> dict[str, Any]:
         sound = notification_sound(user=user)
-        return {"kind": "unread", **unread_counts(user=user), "sound": sound}
+        presence = operator_presence(user=user)
+        return {"kind": "unread", **unread_counts(user=user), "sound": sound, "presence": presence}
 
     def resumed(self, stored: dict[str, Any], held: list[dict[str, Any]]) -> None:
         self.enqueue({**stored, "initial": True})  # newer than anything held
@@ -69,6 +95,8 @@ class InboxConsumer(ResumingConsumer):
             return
         if event.get("kind") in RECOUNT_KINDS:
             self._recount_soon()
+        elif event.get("kind") == "operator.presence" and event.get("operator") == self._username:
+            self.enqueue({"kind": "presence", "presence": event["presence"]})
         elif event.get("kind") in NOTE_KINDS:
             self.enqueue(
                 {
@@ -107,4 +135,8 @@ class InboxConsumer(ResumingConsumer):
         recount = getattr(self, "_recount", None)
         if recount is not None:
             recount.cancel()
+        beat = getattr(self, "_beat", None)
+        if beat is not None:
+            beat.cancel()
+            await database_sync_to_async(operator_page_seen)(user=self.scope["user"], opened=False)
         await super().disconnect(code)

@@ -1,5 +1,5 @@
-"""The operator's presence switch in the navigation (base.html) and the queue's
-service-level timers."""
+"""The operator's presence switch in the navigation and the banner of an operator who is not
+online (base.html), and the queue's service-level timers."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def presence_switch(context: dict[str, Any]) -> dict[str, Any]:
         "request": request,
         "csrf_token": context.get("csrf_token"),
     }
+
+
+@register.inclusion_tag("operators/_presence_banner.html", takes_context=True)
+def presence_banner(context: dict[str, Any]) -> dict[str, Any]:
+    """Says so when an operator is not online (no conversations are assigned to them), with
+    a button to go online; hidden while online, shown and hidden live by notify.js."""
+    return presence_switch(context)
 
 
 @register.filter

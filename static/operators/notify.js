@@ -3,6 +3,8 @@
 // and whenever it changes. It shows in the title and beside "Queue" in the navigation. When
 // it grows, a browser notification (only once the operator granted it with the button on
 // the queue page: never asked on page load) and, if the operator turned it on, a sound.
+// The same socket carries the operator's presence (opening it brings them back online if
+// that is what they chose): the presence switch and the "you are offline" banner follow it.
 (function () {
   "use strict";
 
@@ -52,9 +54,22 @@
     if (header && document.visibilityState === "visible") { post(header.dataset.handoffReadUrl); }
   }
 
+  function presence(value) {
+    document.querySelectorAll("[data-presence-banner]").forEach(function (banner) {
+      banner.hidden = value === "online";
+      banner.querySelector("[data-presence-word]").textContent = value;
+    });
+    document.querySelectorAll(".presence-switch").forEach(function (form) {
+      form.dataset.presence = value;
+      form.querySelector("select").value = value;
+      form.querySelector(".presence-dot").className = "presence-dot presence-" + value;
+    });
+  }
+
   function onMessage(message) {
     // Other scripts of the page (the conversation page's notes) follow the same socket.
     document.dispatchEvent(new window.CustomEvent("agentops:inbox", { detail: message }));
+    if (message.presence) { presence(message.presence); }
     if (message.kind !== "unread") { return; }
     sound = Boolean(message.sound);
     const previous = last;

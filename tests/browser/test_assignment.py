@@ -1,5 +1,5 @@
-"""Automatic assignment and service levels in real browsers: three operators go online from
-the navigation, ten end users ask the agent for a human one after another (real runs on the
+"""Automatic assignment and service levels in real browsers: three operators log in (online
+from their login), ten end users ask the agent for a human one after another (real runs on the
 worker), and each handoff lands in one operator's queue by round-robin or least busy, within
 their caps; a first-response timer turns amber then red and the breach is counted once."""
 
@@ -26,16 +26,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def three_online(browser, base_url, team):  # type: ignore[no-untyped-def]
-    """Ann, Ben and Cat, members of `team`, each on their queue, set themselves online."""
+    """Ann, Ben and Cat, members of `team`, each on their queue: online from their login."""
     people = [UserFactory(username=n, role="operator") for n in ("ann", "ben", "cat")]
     team.members.set(people)
     pages = {}
     for person in people:
         page = login(browser, base_url, person.username, "/operators/")
-        switch = page.locator(".presence-switch")
-        expect(switch).to_have_attribute("data-presence", "offline")
-        switch.locator("select").select_option("online")
         expect(page.locator(".presence-switch")).to_have_attribute("data-presence", "online")
+        expect(page.locator("[data-presence-banner]")).to_be_hidden()
         expect(page.locator("[data-live-status]")).to_contain_text("live")
         pages[person.username] = page
     return people, pages
@@ -92,6 +90,7 @@ def test_it_assigns_ten_handoffs_round_robin_within_caps(browser, base_url, chat
     # Cat goes away: she keeps hers, the next handoff skips her.
     pages["cat"].locator(".presence-switch select").select_option("away")
     expect(pages["cat"].locator(".presence-switch")).to_have_attribute("data-presence", "away")
+    expect(pages["cat"].locator("[data-presence-banner]")).to_contain_text("You are away")
     session = session_create(agent=chat_agent, external_user="late")
     session_post_message(session=session, content="A human, please")
     expect(pages["ben"].locator("tr[data-claimed]")).to_have_count(5)

@@ -116,6 +116,7 @@ def test_it_streams_the_count_recomputed_at_connect_and_on_changes(bob):
             "messages": 0,
             "total": 1,
             "sound": False,
+            "presence": "online",  # a login, and an open page
             "initial": True,
         }
 

@@ -1,0 +1,22 @@
+"""An operator's login and logout move their presence (operators/services.py): connected by
+AgentOpsConfig.ready()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.signals import user_logged_in, user_logged_out
+from django.dispatch import receiver
+
+from agentops.operators.services import operator_logged_in, operator_logged_out
+
+
+@receiver(user_logged_in, dispatch_uid="agentops.operator_logged_in")
+def operator_login(sender: Any, request: Any, user: Any, **_: Any) -> None:
+    operator_logged_in(user=user)
+
+
+@receiver(user_logged_out, dispatch_uid="agentops.operator_offline")
+def operator_logout(sender: Any, request: Any, user: Any, **_: Any) -> None:
+    if user is not None:
+        operator_logged_out(user=user)
