@@ -415,3 +415,26 @@ def test_it_tells_widget_js_where_the_chat_may_show_and_lists_refused_origins(cl
     assert HOST_ORIGIN not in listed and "xxxx" not in listed and "null" not in listed
     other_row = page[page.index(f'data-key="{other.public_key}"') :]
     assert "None in the last 7 days" in other_row[: other_row.index("</tr>")]
+
+
+def test_a_visitor_still_gets_the_chat_when_the_limits_cannot_count(client, settings):
+    """Redis unreachable (a port nothing listens on): the per-address limit lets the frame
+    open rather than fail with a 500."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",
+        }
+    }
+    key, _ = make_key()
+    response = client.get(f"/widget/frame/?key={key.public_key}", HTTP_REFERER=f"{HOST_ORIGIN}/")
+    assert response.status_code == 200 and "aow_visitor" in response.cookies
+
+
+def test_an_end_user_is_called_by_their_sites_id_without_the_key_scope():
+    from agentops.conversation import end_user_name, widget_end_user
+
+    assert end_user_name(external_user=widget_end_user(key_id=3, identity="user:Ada")) == "Ada"
+    assert end_user_name(external_user=widget_end_user(key_id=3, identity="visitor:x1")) == ""
+    assert end_user_name(external_user="user:Ada") == "Ada"  # from before the scope
+    assert end_user_name(external_user="ada@example.com") == "ada@example.com"  # an API client's
