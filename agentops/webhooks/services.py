@@ -22,6 +22,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
+from agentops.models import Session
 from agentops.services import audit_record
 from agentops.webhooks.models import (
     DeliveryStatus,
@@ -114,6 +115,9 @@ def _emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
     ]
     if not endpoints:
         return None
+    session_id = data.get("session_id")
+    if session_id and Session.objects.sandbox().filter(pk=session_id).exists():
+        return None  # a draft chat, an experiment or a fork is nobody's conversation
     now = timezone.now()
     event_id = f"evt_{key}"
     payload = {"type": type, "timestamp": now.isoformat(), "data": data}

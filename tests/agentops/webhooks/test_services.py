@@ -295,3 +295,26 @@ def test_it_names_the_handoffs_team_by_its_slug():
     webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
     event = WebhookEvent.objects.get(type="handoff.created")
     assert event.payload["data"]["team"] == "billing"
+
+
+def test_it_tells_integrators_nothing_of_a_sandbox_session(alice):
+    """A draft chat (or an experiment's session, or a fork) is nobody's conversation: no
+    session, message or run event goes out for it; a real conversation's do."""
+    from agentops.agents.services import agent_version_create, draft_session_start
+    from agentops.models import Message, Role, Run, RunStatus
+    from agentops.runtime.checkpoint import messages_append, status_broadcast
+
+    subscribe("https://hooks.example.com/a", ALL)
+    agent = AgentFactory()
+    agent_version_create(agent=agent, author=alice, publish=True)
+    for session in (draft_session_start(agent=agent, author=alice), session_create(agent=agent)):
+        messages_append(
+            session_id=session.pk, messages=[Message(role=Role.ASSISTANT, content="hi")]
+        )
+        status_broadcast(
+            Run.objects.create(session=session, agent=agent, status=RunStatus.SUCCEEDED)
+        )
+    real = str(session.pk)
+    events = list(WebhookEvent.objects.values_list("type", "payload"))
+    assert sorted(t for t, _ in events) == ["message.created", "run.succeeded", "session.created"]
+    assert {p["data"]["session_id"] for _, p in events} == {real}
