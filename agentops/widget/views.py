@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
 from agentops.operators.services import HandoffConflict
-from agentops.runtime.services import RuntimeConflict
+from agentops.runtime.services import AgentNotLive, RuntimeConflict
 from agentops.widget import selectors, services
 from agentops.widget.forms import WidgetKeyForm
 from agentops.widget.models import WidgetKey
@@ -179,6 +179,10 @@ def api_available(request: HttpRequest) -> JsonResponse:
     return response
 
 
+# The key's agent has no published version (an admin saved it in the builder, not published).
+NOT_OPEN = "This chat is not open yet. Please try again later."
+
+
 def _api_error(message: str, status: int, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
@@ -245,7 +249,10 @@ def api_session(request: HttpRequest) -> JsonResponse:
         return _api_error(str(exc), 403)
     except RateLimited as exc:
         return _rate_limited(exc)
-    session = services.enduser_session_open(key=key, enduser=enduser)
+    try:
+        session = services.enduser_session_open(key=key, enduser=enduser)
+    except AgentNotLive:
+        return _api_error(NOT_OPEN, 409)
     return JsonResponse({"session_id": str(session.pk)})
 
 
@@ -264,6 +271,8 @@ def api_message(request: HttpRequest) -> JsonResponse:
         return _api_error(str(exc), 403)
     except RateLimited as exc:
         return _rate_limited(exc)
+    except AgentNotLive:
+        return _api_error(NOT_OPEN, 409)
     except RuntimeConflict:
         return _api_error("Please wait for the answer to your previous message.", 409)
     except ValueError as exc:

@@ -115,3 +115,21 @@ def test_the_runtime_refuses_it_in_one_place(saved):  # type: ignore[no-untyped-
 
     with pytest.raises(AgentNotLive):
         session_create(agent=saved, external_user="x")
+
+
+def test_a_widget_whose_agent_lost_its_live_settings_says_the_chat_is_not_open(alice, client):  # type: ignore[no-untyped-def]
+    """An agent made directly in the database runs its settings; once an admin saves it in the
+    builder (v1, not published) only its draft chat runs it: its widget says so, no 500."""
+    from agentops.agents.services import agent_update
+    from tests.agentops.widget.helpers import api, frame_token, make_key
+    from tests.factories import AgentFactory
+
+    agent = AgentFactory()
+    key, _ = make_key(agent)
+    token = frame_token(client, key)
+    agent_update(agent=agent, changes={"name": "Renamed"}, author=alice)
+    for path, body in (("session", {}), ("messages", {"content": "hello"})):
+        response = api(client, path, token, body)
+        assert response.status_code == 409, response.content
+        assert "not open yet" in response.json()["error"]
+    assert not Session.objects.filter(agent=agent).exists()
