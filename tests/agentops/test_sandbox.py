@@ -149,6 +149,9 @@ def test_a_sandbox_session_is_never_taken_over_nor_handed_to_the_queue(world, bo
         response = client.post(reverse("operators:take_over", args=[session.pk]))
         assert response.status_code == 404
     assert not Run.objects.sandbox().exclude(takeover_by=None).exists()
+    for run in Run.objects.all():  # the run page offers no Take over of a sandbox session
+        page = client.get(reverse("observe:run", args=[run.pk])).content.decode()
+        assert ("data-take-over" in page) == (run.session_id == world["real"].pk), run.session
     assert session_take_over(session_id=world["real"].pk, user=bob).handoff is not None
 
 
