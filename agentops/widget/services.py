@@ -131,6 +131,28 @@ def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Any) -> Widg
     return key
 
 
+def widget_key_origin_allow(*, key: WidgetKey, origin: str, actor: Any) -> WidgetKey:
+    """Add an origin to the key's allowed ones (as the keys page offers for a refused one);
+    ValueError naming it if it is not an origin."""
+    origins = origins_clean(text=origin)
+    if len(origins) != 1:
+        raise ValueError("give one origin, like https://shop.example.com")
+    cleaned = origins[0]
+    with transaction.atomic():
+        key = WidgetKey.objects.select_for_update().select_related("agent").get(pk=key.pk)
+        if cleaned not in key.allowed_origins:
+            key.allowed_origins = [*key.allowed_origins, cleaned]
+            key.save(update_fields=["allowed_origins"])
+            audit_record(
+                actor=actor, action="widget_key.allow_origin", target=key.public_key, origin=cleaned
+            )
+    try:
+        django_rq.get_connection("runs").zrem(refused_origins_name(key.pk), cleaned)
+    except RedisError as exc:
+        log.warning("widget.refused_origin_not_cleared", key=key.public_key, error=str(exc))
+    return key
+
+
 def user_token_for(*, secret: str, user_id: str) -> str:
     """What the host app's backend computes for its user (documented in the snippet)."""
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()

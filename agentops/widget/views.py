@@ -73,6 +73,24 @@ def key_enabled(request: HttpRequest, key_id: int) -> HttpResponse:
     return redirect("widget:keys")
 
 
+@require_POST
+@role_required("admin")
+def key_origin_allow(request: HttpRequest, key_id: int) -> HttpResponse:
+    """Allow one more origin on a key (the keys page offers it for each refused one)."""
+    key = WidgetKey.objects.filter(pk=key_id).first()
+    if key is None:
+        raise Http404("No such widget key.")
+    try:
+        key = services.widget_key_origin_allow(
+            key=key, origin=request.POST.get("origin", ""), actor=request.user
+        )
+    except ValueError as exc:
+        messages.error(request, f"{key.name}: origin: {exc}")
+    else:
+        messages.success(request, f"{key.name}: allowed on {' '.join(key.allowed_origins)}.")
+    return redirect("widget:keys")
+
+
 def _frame_refused(request: HttpRequest, reason: str, status: int = 403) -> HttpResponse:
     return render(request, "widget/refused.html", {"reason": reason}, status=status)
 

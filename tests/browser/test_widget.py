@@ -187,7 +187,8 @@ def test_it_shows_nothing_broken_on_an_origin_the_key_does_not_allow(
     browser, base_url, host, alice
 ):
     """No launcher and no blank panel there (issue 21, item 12; the frame's CSP still refuses
-    such a page, tests/agentops/widget/test_views.py); the key's admin sees the origin."""
+    such a page, tests/agentops/widget/test_views.py); the key's admin sees the origin and
+    can allow it."""
     _, key = host
     port = free_port()
     server = demo_server(
@@ -204,13 +205,22 @@ def test_it_shows_nothing_broken_on_an_origin_the_key_does_not_allow(
         expect(page.locator("iframe")).to_have_count(0)
         expect(page.get_by_role("dialog", name="Chat")).to_be_hidden()
         screenshot(page, "widget_refused_origin")
+        assert not Session.objects.exists()
+
+        admin = login(browser, base_url, "alice", "/widget/keys/")
+        refused = admin.locator(f'tr[data-key="{key.public_key}"] [data-refused-origins]')
+        expect(refused).to_contain_text(f"http://127.0.0.1:{port}")
+        screenshot(admin, "widget_keys_refused_origin")
+        # The admin allows it there: the next visitor of that page gets the chat.
+        refused.get_by_role("button", name=f"Allow http://127.0.0.1:{port}").click()
+        expect(refused).to_contain_text("None in the last 7 days")
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("button", name="Open chat").click()
+        chat = page.frame_locator("iframe[title=Chat]")
+        expect(chat.locator("#aow")).to_have_attribute("data-connected", "1")
     finally:
         server.shutdown()
-    assert not Session.objects.exists()
-
-    admin = login(browser, base_url, "alice", "/widget/keys/")
-    refused = admin.locator(f'tr[data-key="{key.public_key}"] [data-refused-origins]')
-    expect(refused).to_contain_text(f"http://127.0.0.1:{port}")
 
 
 def test_it_renders_untrusted_text_inert(browser, host, chat_agent, bob):

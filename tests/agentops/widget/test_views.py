@@ -438,3 +438,27 @@ def test_an_end_user_is_called_by_their_sites_id_without_the_key_scope():
     assert end_user_name(external_user=widget_end_user(key_id=3, identity="visitor:x1")) == ""
     assert end_user_name(external_user="user:Ada") == "Ada"  # from before the scope
     assert end_user_name(external_user="ada@example.com") == "ada@example.com"  # an API client's
+
+
+def test_an_admin_allows_a_refused_origin_from_the_keys_page(client, alice, bob):
+    key, _ = make_key()
+    assert client.get(
+        f"/widget/api/available?key={key.public_key}", HTTP_ORIGIN="https://staging.example"
+    ).json() == {"available": False}
+    client.force_login(bob)
+    url = f"/widget/keys/{key.pk}/origins"
+    assert client.post(url, {"origin": "https://staging.example"}).status_code == 403
+    client.force_login(alice)
+    bad = client.post(url, {"origin": "staging.example/x"}, follow=True).content.decode()
+    assert "origin: " in bad and "is not an origin like" in bad
+    two = client.post(url, {"origin": "https://a.example https://b.example"}, follow=True)
+    assert "give one origin" in two.content.decode()
+    page = client.post(url, {"origin": "https://staging.example"}, follow=True).content.decode()
+    key.refresh_from_db()
+    assert key.allowed_origins == [HOST_ORIGIN, "https://staging.example"]
+    assert AuditEntry.objects.filter(action="widget_key.allow_origin", actor=alice).count() == 1
+    row = page[page.index(f'data-key="{key.public_key}"') :]
+    assert "None in the last 7 days" in row[: row.index("</tr>")]
+    assert client.get(
+        f"/widget/api/available?key={key.public_key}", HTTP_ORIGIN="https://staging.example"
+    ).json() == {"available": True}
