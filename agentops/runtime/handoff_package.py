@@ -10,7 +10,7 @@ it leaves a summary (the model's, or a note saying why there is none) and tells 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import django_rq
@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
 from agentops.agent_config import agent_config_for
@@ -61,22 +61,53 @@ def handoff_package_enqueue(*, handoff_id: int) -> None:
     transaction.on_commit(send)
 
 
-def handoff_packages_reconcile(*, older_than: timedelta) -> int:
+def handoff_packages_reconcile(*, older_than: timedelta, now: datetime | None = None) -> int:
     """Queue again the package jobs Redis never got or lost (it was away when the handoff
-    committed, or restarted empty). A job that exists — waiting, running or failed — is left
-    alone: a failed one stays in RQ's failed registry for someone to look at."""
+    committed, or came back without them). A job on its way (waiting, running) is left alone.
+    A job under the handoff's job id that is not its own — enqueued before the handoff was
+    made (the database was created or restored again while Redis kept its data), or finished
+    without writing it — would otherwise stand in for it for ever: it is replaced. A failed
+    one (its worker was killed) stays in RQ's failed registry, and the handoff gets a note as
+    its summary so that no page says the package is still being written."""
     queue = django_rq.get_queue("runs")
-    missing = Handoff.objects.filter(summary="", created_at__lt=timezone.now() - older_than)
+    now = now or timezone.now()
+    missing = Handoff.objects.filter(summary="", created_at__lt=now - older_than)
     sent = 0
-    for handoff_id in missing.values_list("pk", flat=True):
+    for handoff_id, session_id, created_at in missing.values_list("pk", "session_id", "created_at"):
         try:
-            Job.fetch(_job_id(handoff_id), connection=queue.connection)
+            job: Job | None = Job.fetch(_job_id(handoff_id), connection=queue.connection)
         except NoSuchJobError:
-            log.warning("handoff.package_requeued", handoff_id=handoff_id)
-            with transaction.atomic():
-                handoff_package_enqueue(handoff_id=handoff_id)
-            sent += 1
+            job = None
+        status = None
+        if job is not None and job.enqueued_at is not None and job.enqueued_at >= created_at:
+            status = job.get_status(refresh=False)
+        if status in PACKAGE_ON_ITS_WAY:
+            continue
+        if not Handoff.objects.filter(pk=handoff_id, summary="").exists():
+            continue  # written while we looked
+        if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            log.warning("handoff.package_job_failed", handoff_id=handoff_id, status=str(status))
+            _package_save(
+                handoff_id=handoff_id,
+                session_id=session_id,
+                summary="(No summary: the job writing it failed.)",
+                suggested_reply="",
+            )
+            continue
+        log.warning("handoff.package_requeued", handoff_id=handoff_id, stale_job=job is not None)
+        with transaction.atomic():
+            handoff_package_enqueue(handoff_id=handoff_id)
+        sent += 1
     return sent
+
+
+PACKAGE_ON_ITS_WAY = (
+    JobStatus.CREATED,
+    JobStatus.QUEUED,
+    JobStatus.STARTED,
+    JobStatus.DEFERRED,
+    JobStatus.SCHEDULED,
+)
 
 
 def _job_id(handoff_id: int) -> str:
@@ -139,22 +170,36 @@ def handoff_package_write(*, handoff_id: int) -> Handoff:
                     else "(No summary: it could not be written.)",
                 )
                 break
-    with transaction.atomic():
-        Handoff.objects.filter(pk=handoff.pk).update(
-            summary=package["summary"] or "(The model gave an empty summary.)",
-            suggested_reply=package.get("suggested_reply", ""),
-        )
-        tracer.flush()
-    broadcast(
-        OPS_GROUP,
-        {
-            "kind": "handoff.package",
-            "handoff_id": handoff.pk,
-            "session_id": str(handoff.session_id),
-        },
+    _package_save(
+        handoff_id=handoff.pk,
+        session_id=handoff.session_id,
+        summary=package["summary"] or "(The model gave an empty summary.)",
+        suggested_reply=package.get("suggested_reply", ""),
+        tracer=tracer,
     )
     handoff.refresh_from_db()
     return handoff
+
+
+def _package_save(
+    *,
+    handoff_id: int,
+    session_id: Any,
+    summary: str,
+    suggested_reply: str,
+    tracer: Tracer | None = None,
+) -> None:
+    """Store the package and tell the pages (which say "Being written…" until then)."""
+    with transaction.atomic():
+        Handoff.objects.filter(pk=handoff_id).update(
+            summary=summary, suggested_reply=suggested_reply
+        )
+        if tracer is not None:
+            tracer.flush()
+    broadcast(
+        OPS_GROUP,
+        {"kind": "handoff.package", "handoff_id": handoff_id, "session_id": str(session_id)},
+    )
 
 
 def _complete(

@@ -482,7 +482,7 @@ def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
         .distinct()
     )
     counts["dispatched"] = sum(runs_dispatch(agent_id=agent_id) for agent_id in held_agents)
-    counts["packages"] = handoff_packages_reconcile(older_than=lost_job_after)
+    counts["packages"] = handoff_packages_reconcile(older_than=lost_job_after, now=now)
     return counts
 
 

@@ -1,15 +1,23 @@
 """A handoff reaches the queue at once; its context package is written after, by a job."""
 
+import time
 from datetime import timedelta
 
+import django_rq
 import pytest
+from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
+from rq.job import JobStatus
 
+from agentops import embedded
 from agentops.models import Handoff, Message, Role, RunStatus
 from agentops.runtime.checkpoint import messages_append
-from agentops.runtime.handoff_package import handoff_packages_reconcile
-from agentops.runtime.services import session_create, session_post_message
+from agentops.runtime.handoff_package import handoff_package_enqueue, handoff_packages_reconcile
+from agentops.runtime.services import runs_reconcile, session_create, session_post_message
+from agentops.testing.processes import child_env, start_scheduler, start_worker
 from tests.agentops.runtime.helpers import spans, wait_for_package, wait_for_run
+from tests.agentops.test_redis_outage import kill_redis
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,3 +77,63 @@ def test_it_writes_the_package_of_a_handoff_whose_job_redis_never_got(
     assert handoff_packages_reconcile(older_than=timedelta(0)) == 1
     assert handoff_packages_reconcile(older_than=timedelta(0)) == 0  # its job now exists
     assert wait_for_package(handoff.pk).summary.startswith("Summary:")
+
+
+@pytest.mark.timeout(300)
+def test_it_writes_the_package_of_a_handoff_made_while_redis_was_away(
+    session, devmodel, model_name
+):
+    """The whole way: a real worker hands the run off while Redis is down (so the package job
+    is never sent); once Redis is back, the scheduler's sweep sends it and a worker writes it."""
+    env = child_env(RUN_LOST_JOB_SECONDS="2")
+    procs = [start_scheduler(env), start_worker(env, name="package-outage")]
+    try:
+        devmodel.script(model_name, [{"delay": 3}])  # time to take Redis away mid-run
+        run = session_post_message(session=session, content="a human please")
+        wait_for_run(run.pk, statuses=(RunStatus.RUNNING,))
+        kill_redis()
+        run = wait_for_run(run.pk)
+        assert run.status == RunStatus.HANDED_OFF, run.error_message
+        handoff = Handoff.objects.get(run=run)
+        assert handoff.summary == ""
+        embedded.start_redis()
+        assert wait_for_package(handoff.pk, timeout=120).summary.startswith("Summary:")
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def reconcile_later() -> dict[str, int]:
+    """The scheduler's sweep, as it runs once the handoff is past RUN_LOST_JOB_SECONDS."""
+    return runs_reconcile(now=timezone.now() + timedelta(seconds=settings.RUN_LOST_JOB_SECONDS + 1))
+
+
+def test_it_replaces_a_package_job_that_is_not_the_handoffs(worker, session):
+    """The database made again (restored, or a new one) while Redis kept its data: a finished
+    job of an earlier handoff with the same id stood in for this one, and nothing wrote it."""
+    messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="a human please")]
+    )
+    earlier = Handoff.objects.create(session=session, reason="the user asked for a person")
+    handoff_package_enqueue(handoff_id=earlier.pk)
+    wait_for_package(earlier.pk)  # its finished job stays in Redis for a while
+    handoff_id = earlier.pk
+    earlier.delete()
+    handoff = Handoff.objects.create(pk=handoff_id, session=session, reason="once more")
+    assert reconcile_later()["packages"] == 1
+    assert wait_for_package(handoff.pk).summary.startswith("Summary:")
+    assert reconcile_later()["packages"] == 0
+
+
+def test_it_notes_a_package_whose_job_failed(worker, session):
+    handoff = Handoff.objects.create(session=session, reason="the user asked for a person")
+    # Its job died (a worker killed under it, say): RQ keeps it among the failed jobs.
+    job = django_rq.get_queue("runs").enqueue(
+        "agentops.jobs.handoff_package_job", "not an id", job_id=f"handoff-package-{handoff.pk}"
+    )
+    deadline = time.monotonic() + 30
+    while job.get_status() != JobStatus.FAILED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reconcile_later()["packages"] == 0  # not run again: it would fail again
+    handoff.refresh_from_db()
+    assert handoff.summary == "(No summary: the job writing it failed.)"
