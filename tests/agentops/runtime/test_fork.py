@@ -203,6 +203,26 @@ def test_it_goes_on_from_an_edited_tool_result(origin, shop, devmodel):
     assert ToolCall.objects.get(run=fork, tool_name="place_order").fork_outcome == "replayed"
 
 
+def test_an_edited_result_stands_for_the_recording_it_replaced(worker, agent, shop):
+    """The n-th call after the fork point takes the n-th recording, counting the edited one:
+    an order placed twice is replayed as the second one, not the first again."""
+    session = session_create(agent=agent, external_user="erin")
+    twice = "\n".join(f"call place_order {json.dumps({'sku': 'A'})}" for _ in range(2))
+    origin = wait_for_run(session_post_message(session=session, content=twice).pk)
+    assert origin.status == RunStatus.SUCCEEDED, (origin.error_class, origin.error_message)
+    first, second = ToolCall.objects.filter(run=origin, tool_name="place_order").order_by("step")
+    assert first.step == 2 and "order-1" in first.result and "order-2" in second.result
+
+    fork = wait_for_run(run_fork(run=origin, step=2, content='{"order": "edited"}').pk)
+    assert fork.status == RunStatus.SUCCEEDED, (fork.error_class, fork.error_message)
+    assert shop.hits("/orders") == 2  # nothing placed again
+    calls = ToolCall.objects.filter(run=fork, tool_name="place_order").order_by("step")
+    assert [(c.fork_outcome, c.result) for c in calls] == [
+        (ForkOutcome.EDITED, '{"order": "edited"}'),
+        (ForkOutcome.REPLAYED, second.result),
+    ]
+
+
 def test_it_goes_on_from_an_edited_assistant_message(origin, shop, devmodel, model_name):
     fork = wait_for_run(run_fork(run=origin, step=1, content="Let me check the stock.").pk)
     assert fork.status == RunStatus.SUCCEEDED, (fork.error_class, fork.error_message)
