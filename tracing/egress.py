@@ -1,7 +1,8 @@
-"""Egress guard: every outbound request the product makes (tools, OAuth2 token fetches,
-MCP servers, credential tests, alert webhooks) reaches only public addresses, unless an
+"""Egress guard: every request to a tool, an OAuth2 token endpoint, an MCP server, a
+credential's test URL, an alert or an event webhook reaches only public addresses, unless an
 address is allowlisted (TOOL_EGRESS_ALLOWLIST), and ignores proxy settings of the
-environment. It lives in `tracing`, the bottom layer, so that `tracing`'s own alert
+environment. Model endpoints, the embedding endpoint and the OTLP exporter are the
+deployer's own servers (often on loopback) and are not guarded; see docs/architecture.md. It lives in `tracing`, the bottom layer, so that `tracing`'s own alert
 webhooks and the `tools` app share the one guard.
 
 The check runs after DNS resolution, inside the HTTP client's network backend, so it

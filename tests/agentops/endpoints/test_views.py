@@ -1,4 +1,4 @@
-"""Endpoint and price pages: admins edit, operators test and reset, viewers read; the key is
+"""Endpoint and price pages: admins edit and test, operators reset, viewers read; the key is
 write-only."""
 
 from __future__ import annotations
@@ -82,13 +82,20 @@ def test_it_lets_viewers_read_and_only_admins_edit(bob, charlie):
     assert operator.post(reverse("endpoints:prices"), {"model": "x"}).status_code == 403
 
 
-def test_it_tests_a_connection_from_the_page(bob, devmodel, model_name):
+def test_it_tests_a_connection_for_admins_only(alice, bob, devmodel, model_name):
+    """Model endpoints are not behind the egress guard (an admin's destination, here on
+    loopback, like a local vLLM): so only an admin may make the server send one a request."""
     endpoint = EndpointFactory(base_url=devmodel.url, default_model=model_name)
-    response = logged_in(bob).post(
-        reverse("endpoints:test", args=[endpoint.pk]), {"model": ""}, HTTP_HX_REQUEST="true"
-    )
+    url = reverse("endpoints:test", args=[endpoint.pk])
+    operator = logged_in(bob)
+    assert operator.post(url, {"model": ""}, HTTP_HX_REQUEST="true").status_code == 403
+    page = operator.get(reverse("endpoints:detail", args=[endpoint.pk])).content.decode()
+    assert "Test connection</button>" not in page
+    assert devmodel.requests(model_name) == []  # nothing reached the endpoint
+    response = logged_in(alice).post(url, {"model": ""}, HTTP_HX_REQUEST="true")
     body = response.content.decode()
     assert response.status_code == 200 and 'data-check="ok"' in body and model_name in body
+    assert len(devmodel.requests(model_name)) == 1  # the loopback address an admin set
 
 
 def test_it_resets_the_breaker_from_the_page(bob):
