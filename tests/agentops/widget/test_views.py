@@ -47,6 +47,7 @@ def test_it_frames_the_chat_only_for_the_keys_allowed_origins(client):
     )
     assert elsewhere.status_code == 403
     assert "may not be embedded on https://evil.example" in elsewhere.content.decode()
+    assert "frame-ancestors 'none'" in elsewhere["Content-Security-Policy"]
 
 
 def test_it_refuses_unknown_disabled_and_other_agents_keys(client):
