@@ -25,7 +25,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from agentops.agent_config import SCALAR_FIELDS, agent_config_for
+from agentops.agent_config import SCALAR_FIELDS, agent_config_for, snapshot_complete
 from agentops.models import (
     Agent,
     AgentVersion,
@@ -57,6 +57,7 @@ LABELS = {
     "retry_base_seconds": "Retry base delay (s)",
     "retry_cap_seconds": "Retry delay cap (s)",
     "handoff_team": "Handoff team",
+    "builtins_off": "Built-in tools turned off",
 }
 FIELD_ORDER = (
     "name",
@@ -66,6 +67,7 @@ FIELD_ORDER = (
     "system_prompt",
     "temperature",
     "tools",
+    "builtins_off",
     *(f for f in SCALAR_FIELDS if f not in ("name", "model", "system_prompt", "temperature")),
     "handoff_team",
 )
@@ -200,11 +202,16 @@ class _Names:
             return "the model's default" if value is None else str(value)
         if name == "memory_enabled":
             return "on" if value else "off"
+        if name == "builtins_off":
+            return ", ".join(value or []) or "none"
         return "" if value is None else str(value)
 
 
 def _changes(names: _Names, before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
     out = []
+    if before:  # a version saved before a field existed has its default
+        before = snapshot_complete(before)
+    after = snapshot_complete(after)
     for name in FIELD_ORDER:
         if before.get(name) == after.get(name):
             continue

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from agentops.agent_config import BUILTIN_TOOLS, agent_config_build
+from agentops.agents.selectors import version_diff
 from agentops.agents.services import agent_create, agent_update
 from agentops.models import Agent, AgentVersion, Message, Role, RunStatus
 from agentops.runtime.services import session_create, session_post_message
@@ -32,6 +33,12 @@ def test_it_validates_the_builtins_an_agent_turns_off(alice):  # type: ignore[no
         agent=agent, changes={"builtins_off": ["note", "note", "recall"]}, author=alice
     )
     assert v2.config["builtins_off"] == ["note", "recall"]
+    (change,) = version_diff(version=v2)
+    assert (change.label, change.before, change.after) == (
+        "Built-in tools turned off",
+        "none",
+        "note, recall",
+    )
 
 
 @pytest.mark.django_db
