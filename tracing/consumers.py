@@ -211,6 +211,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     def group_name(self) -> str:
         raise NotImplementedError
 
+    _closing = False
+
     async def connect(self) -> None:
         self.group: str | None = None
         self._hub: GroupHub | None = None
@@ -301,16 +303,31 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 await self.before_write()
                 batch, self._outbox = self._outbox, []
                 for message in self.prepare(coalesce(batch)):
-                    await self.send(text_data=encode(message))
+                    if not await self._deliver(encode(message)):
+                        return
         except asyncio.CancelledError:
             raise
-        except OSError as exc:
-            # The client went away (a closed tab; the server raises ClientDisconnected, an
-            # OSError) before its disconnect reached us: normal, and nothing is left to close.
-            log.info("live.client_gone", group=self.group, error=type(exc).__name__)
         except Exception:
             log.exception("live.write_failed", group=self.group)
             await self.close()
+
+    async def _deliver(self, text: str) -> bool:
+        """Send one frame; False once the socket is closed. A client that went away (a closed
+        tab) before its disconnect reached this consumer is normal: the server refuses the
+        send (uvicorn: ClientDisconnected, an OSError, or a RuntimeError once it has seen the
+        close) and there is nothing left to close."""
+        if self._closing:
+            return False
+        try:
+            await self.send(text_data=text)
+        except (OSError, RuntimeError) as exc:
+            log.info("live.client_gone", group=self.group, error=type(exc).__name__)
+            return False
+        return True
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self._closing = True  # this consumer closed the socket: its writer sends no more
+        await super().close(code=code, reason=reason)
 
     async def before_write(self) -> None:
         """Hook: runs in the writer before each batch is taken from the outbox."""

@@ -1,14 +1,23 @@
 """Headless Debian Chromium driven by Playwright against the real ASGI server, a real worker
-and the dev model. `playwright install` cannot download here: we launch /usr/bin/chromium."""
+and the dev model. `playwright install` cannot download here: we launch /usr/bin/chromium.
+
+A journey is clean or it fails: any error in a page's console (a CSP refusal, an uncaught
+exception, a resource that failed to load) and any ERROR line (or traceback) in the web
+server's log fail the test at teardown. A test that provokes one on purpose says so with
+`console_errors_expected(pattern)`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agentops.testing.processes import child_env, free_port, start_web
 from tools.services import python_tools_sync
 
 CHROMIUM_ARGS = [
@@ -24,8 +33,68 @@ PASSWORD = "correct horse battery staple"
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "artifacts" / "screenshots"
 
 
+SERVER_ERROR = re.compile(
+    r"\[(error|critical)\s*\]|^(ERROR|CRITICAL):|Traceback \(most recent call last\)", re.M
+)
+
+
 @pytest.fixture
-def browser(web, worker) -> Iterator:  # type: ignore[no-untyped-def]
+def web(transactional_db) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The ASGI server, as in tests/conftest.py; its log must end with no ERROR line."""
+    port = free_port()
+    proc = start_web(child_env(), port)
+    yield f"127.0.0.1:{port}"
+    proc.stop()
+    output = proc.output()
+    errors = [m.start() for m in SERVER_ERROR.finditer(output)]
+    if errors:
+        pytest.fail(f"the web server logged errors:\n{output[max(errors[0] - 2000, 0) :]}")
+
+
+class WatchedBrowser:
+    """The browser, with every context it opens watched for console errors and page errors."""
+
+    def __init__(self, browser: Any, errors: list[str]) -> None:
+        self._browser = browser
+        self._errors = errors
+
+    def _watch(self, context: Any) -> Any:
+        def console(message: Any) -> None:
+            if message.type == "error":
+                where = message.location.get("url", "")
+                self._errors.append(f"console error: {message.text} ({where})")
+
+        context.on("console", console)
+        context.on("weberror", lambda error: self._errors.append(f"page error: {error.error}"))
+        return context
+
+    def new_context(self, **options: Any) -> Any:
+        return self._watch(self._browser.new_context(**options))
+
+    def new_page(self, **options: Any) -> Any:
+        context = self.new_context(**options)
+        page = context.new_page()
+        page.on("close", lambda _page: context.close())
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
+
+
+@pytest.fixture
+def console_errors_expected() -> Callable[[str], None]:
+    """Call with a regular expression: console errors matching it are part of the test."""
+    expected: list[re.Pattern[str]] = []
+
+    def expect(pattern: str) -> None:
+        expected.append(re.compile(pattern))
+
+    expect.patterns = expected  # type: ignore[attr-defined]
+    return expect
+
+
+@pytest.fixture
+def browser(web, worker, console_errors_expected) -> Iterator:  # type: ignore[no-untyped-def]
     from django.db import connections
     from playwright.sync_api import sync_playwright
 
@@ -40,9 +109,17 @@ def browser(web, worker) -> Iterator:  # type: ignore[no-untyped-def]
             # one: a connection left here by an earlier journey may since have been ended
             # (suites stop Postgres or end its backends on purpose). Start and end fresh.
             connections.close_all()
-            yield chromium
+            errors: list[str] = []
+            yield WatchedBrowser(chromium, errors)
             connections.close_all()
             chromium.close()
+            unexpected = [
+                error
+                for error in errors
+                if not any(p.search(error) for p in console_errors_expected.patterns)
+            ]
+            if unexpected:
+                pytest.fail("the browser reported errors:\n" + "\n".join(unexpected))
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 

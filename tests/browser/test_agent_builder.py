@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_it_builds_tries_publishes_and_diffs_an_agent(
-    browser, base_url, dev_agent, devmodel, alice
+    browser, base_url, dev_agent, devmodel, alice, console_errors_expected
 ):
+    console_errors_expected(r"status of 400 \(Bad Request\) \(http://[^/]+/agents/new\)$")  # below
     endpoint = dev_agent.endpoint
     python_tools_sync()  # the built-in tools (`note` among them) as rows
     page = login(browser, base_url, "alice", "/agents/")

@@ -47,7 +47,14 @@ def arrives(**extra) -> Handoff:  # type: ignore[no-untyped-def]
     return handoff
 
 
-def test_it_counts_unread_live_and_right_after_a_reconnect(browser, own_web, bob):  # noqa: F811
+def test_it_counts_unread_live_and_right_after_a_reconnect(
+    browser,
+    own_web,  # noqa: F811
+    bob,
+    console_errors_expected,
+):
+    # The web server is stopped on purpose: the pages' requests meanwhile fail.
+    console_errors_expected(r"ERR_CONNECTION_REFUSED|htmx:(sendError|afterRequest)")
     first = make_handoff(reason="first one")
     asked = login(browser, own_web.url, "bob", "/operators/")
     expect(asked.locator("[data-notify-permission]")).to_be_visible()

@@ -43,7 +43,11 @@ def own_web(transactional_db) -> Iterator[RestartableWeb]:  # type: ignore[no-un
     web.proc.stop()
 
 
-def test_it_reconnects_resumes_and_stops_when_refused(browser, own_web, bob, charlie):
+def test_it_reconnects_resumes_and_stops_when_refused(
+    browser, own_web, bob, charlie, console_errors_expected
+):
+    # The web server is stopped on purpose: the pages' requests meanwhile fail.
+    console_errors_expected(r"ERR_CONNECTION_REFUSED|htmx:(sendError|afterRequest)")
     session = SessionFactory()
     messages_append(session_id=session.pk, messages=[Message(role=Role.USER, content="first")])
     console = login(browser, own_web.url, "bob", f"/console/sessions/{session.pk}/")

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 SECRET = "my card ends 4411"
 
 # What a page on http://127.0.0.1:<another port> would do with the viewer's cookie.
-FOREIGN_PAGE = """<!doctype html><title>elsewhere</title><script>
+FOREIGN_PAGE = """<!doctype html><title>elsewhere</title><link rel="icon" href="data:,"><script>
 window.results = {};
 for (const path of %(paths)s) {
   const ws = new WebSocket(%(base)s + path);
@@ -37,7 +37,15 @@ def foreign_site():
     server.stop()
 
 
-def test_it_keeps_the_streams_from_pages_of_another_origin(browser, base_url, web, foreign_site):
+def test_it_keeps_the_streams_from_pages_of_another_origin(
+    browser, base_url, web, foreign_site, console_errors_expected
+):
+    # The refusals this test provokes: the foreign page's handshakes, and the console page's
+    # own socket to another origin, which its CSP blocks.
+    console_errors_expected(r"Unexpected response code: 403 \(http://127\.0\.0\.1:\d+/page\)$")
+    console_errors_expected(
+        r"violates the following Content Security Policy directive: \"connect-src"
+    )
     UserFactory(username="charlie", role="viewer")
     session = SessionFactory()
     messages_append(session_id=session.pk, messages=[Message(role="user", content=SECRET)])

@@ -58,8 +58,9 @@
   var isOpen = false;
   var available = true;
 
+  var frameReady = false; // until the frame says so, its window is still about:blank
   function post(message) {
-    if (frame && frame.contentWindow) frame.contentWindow.postMessage(message, origin);
+    if (frame && frameReady && frame.contentWindow) frame.contentWindow.postMessage(message, origin);
   }
   function open() {
     if (!available) return;
@@ -93,6 +94,7 @@
     if (!frame || e.origin !== origin || e.source !== frame.contentWindow) return;
     var type = e.data && e.data.type;
     if (type === "aow:ready") {
+      frameReady = true;
       // The identity goes to the product's origin only (strict targetOrigin), never in a URL.
       post({ type: "aow:identity", userId: d.userId || "", userToken: d.userToken || "" });
       if (isOpen) post({ type: "aow:open" });
