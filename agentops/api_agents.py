@@ -16,7 +16,7 @@ from ninja import Path, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ConfigDict, Field
 
-from agentops.agent_config import config_snapshot
+from agentops.agent_config import BUILTIN_TOOLS, config_editable
 from agentops.agents import selectors, services
 from agentops.api import (
     BODY_ERRORS,
@@ -52,6 +52,10 @@ class AgentSettingsFields(Schema):
     temperature: float | None = Field(default=None, ge=0, le=2)
     fallbacks: list[FallbackIn] | None = None
     tools: list[Id] | None = None
+    builtins_off: list[Text] | None = Field(
+        default=None,
+        description="Built-in tools not offered to the model, of: " + ", ".join(BUILTIN_TOOLS),
+    )
     memory_enabled: bool | None = None
     recall_k: int | None = Field(default=None, ge=0, le=50)
     context_token_budget: int | None = Field(default=None, ge=256, le=MAX_INT)
@@ -183,7 +187,7 @@ def agent_out(agent: Agent) -> dict[str, Any]:
         "published_version": agent.published_version.number if agent.published_version else None,
         "latest_version": latest.number if latest else None,
         "max_concurrent_runs": agent.max_concurrent_runs,
-        "settings": config_snapshot(agent),
+        "settings": config_editable(agent),  # what PATCH changes: the latest saved version
         "created_at": agent.created_at,
         "updated_at": agent.updated_at,
     }

@@ -136,8 +136,8 @@ class Team(models.Model):
     class Meta:
         ordering = ["slug"]
 
-    def __str__(self) -> str:
-        return self.slug
+    def __str__(self) -> str:  # what people read, in every list and dropdown
+        return self.name
 
 
 class AgentQuerySet(models.QuerySet["Agent"]):

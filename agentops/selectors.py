@@ -76,7 +76,7 @@ class MemberRow:
 @dataclass
 class TeamRow:
     team: Team
-    on_shift: bool  # the team's working hours include now
+    on_shift: bool | None  # the team's working hours include now (None: it has none set)
     members: list[Any]  # users, active ones first
     agents: list[str]  # slugs of the agents handing off to it
     people: list[MemberRow] = field(default_factory=list)  # the members, with presence and load
@@ -106,7 +106,7 @@ def teams_list(*, now: datetime | None = None) -> list[TeamRow]:
         rows.append(
             TeamRow(
                 team=team,
-                on_shift=team_is_working(team=team, at=now),
+                on_shift=team_is_working(team=team, at=now) if team.working_hours else None,
                 members=members,
                 agents=sorted(a.slug for a in team.agents.all()),
                 people=people,

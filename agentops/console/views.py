@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agentops.auth import role_required
 from agentops.console import selectors
 from agentops.conversation import conversation_serialise
-from agentops.models import Agent, Session
+from agentops.models import ACTIVE_RUN_STATUSES, Agent, Session
 from agentops.operators.selectors import handoff_rating_get
 from agentops.operators.services import HandoffConflict, handoff_rate
 from agentops.runtime.services import (
@@ -122,9 +122,15 @@ def _session_context(session: Session, form: MessageForm | None = None) -> dict[
         "session": session,
         "items": conversation.items,
         "run": conversation.run,
+        "busy_run": _active_run_id(conversation.run),
         "form": form or MessageForm(),
         **_rating_context(session),
     }
+
+
+def _active_run_id(run: Any) -> str:
+    """The run the composer waits for (a message sent meanwhile would be refused), or ""."""
+    return str(run.pk) if run is not None and run.status in ACTIVE_RUN_STATUSES else ""
 
 
 def _rating_context(session: Session, form: RatingForm | None = None) -> dict[str, Any]:
@@ -185,6 +191,7 @@ def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
     form = MessageForm(request.POST)
     status = 200
     notice = ""
+    busy_run = ""
     if form.is_valid():
         try:
             run = session_post_message(
@@ -196,6 +203,7 @@ def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
         else:
             if run is None:
                 notice = "A human operator has this conversation; your message was passed on."
+            busy_run = _active_run_id(run)
             form = MessageForm()
     else:
         status = 400
@@ -204,7 +212,7 @@ def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
             messages.error(request, " ".join(str(e) for e in form.errors.get("content", [])))
         return redirect("console:session", session_id=session.pk)
     # htmx only swaps 2xx answers: errors come back as 200 with the form's error shown.
-    context = {"session": session, "form": form, "notice": notice}
+    context = {"session": session, "form": form, "notice": notice, "busy_run": busy_run}
     response = render(request, "console/session.html#composer", context)
     response["X-Send-Status"] = str(status)
     return response

@@ -208,7 +208,9 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     agent_live_check(agent=session.agent, version=session.agent_version)
     active = Run.objects.filter(session=session, status__in=ACTIVE_RUN_STATUSES).first()
     if active is not None:
-        raise RuntimeConflict(f"run {active.pk} is still {active.status}; wait for it or cancel it")
+        raise RuntimeConflict(
+            "The agent is still answering the last message: wait for its answer, or cancel it."
+        )
     message = Message(
         role=Role.USER,
         content=content,

@@ -7,6 +7,20 @@ from django.conf import settings
 
 from agentops.webhooks.models import WebhookEventType
 
+# Every event as the receiver sees it named, then what it means, in one style.
+EVENT_MEANINGS = {
+    WebhookEventType.MESSAGE_CREATED: "an agent or an operator wrote a message",
+    WebhookEventType.RUN_SUCCEEDED: "a run answered",
+    WebhookEventType.RUN_FAILED: "a run failed",
+    WebhookEventType.RUN_HANDED_OFF: "a run handed the conversation to a person",
+    WebhookEventType.HANDOFF_CREATED: "a conversation entered the queue",
+    WebhookEventType.HANDOFF_CLAIMED: "an operator took a conversation",
+    WebhookEventType.HANDOFF_CLOSED: "an operator closed a conversation or handed it back",
+    WebhookEventType.APPROVAL_REQUESTED: "a tool call waits for approval",
+    WebhookEventType.SESSION_CREATED: "a conversation started",
+}
+EVENT_CHOICES = [(t.value, f"{t.value}: {EVENT_MEANINGS[t]}") for t in WebhookEventType]
+
 
 class WebhookEndpointForm(forms.Form):
     url = forms.URLField(
@@ -17,7 +31,7 @@ class WebhookEndpointForm(forms.Form):
     )
     description = forms.CharField(max_length=200, required=False)
     event_types = forms.MultipleChoiceField(
-        choices=WebhookEventType.choices,
+        choices=EVENT_CHOICES,
         widget=forms.CheckboxSelectMultiple,
         label="Events",
     )

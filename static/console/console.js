@@ -39,6 +39,13 @@
       return list.scrollHeight - list.scrollTop - list.clientHeight < 120;
     }
     function stickToBottom(was) { if (was) { list.scrollTop = list.scrollHeight; } }
+    // A closed conversation ends with its last message in view: the notices and the rating
+    // that appear on closing push it out of the list's window, or the page's.
+    function showLast() {
+      list.scrollTop = list.scrollHeight;
+      const items = list.querySelectorAll("li[data-seq]");
+      if (items.length) { items[items.length - 1].scrollIntoView({ block: "nearest" }); }
+    }
 
     function findCall(callId) {
       const all = root.querySelectorAll("details.toolcall");
@@ -104,7 +111,7 @@
       });
       const empty = list.querySelector("[data-empty]");
       if (empty) { empty.hidden = list.querySelector("li[data-seq], li[data-pending]") !== null; }
-      stickToBottom(was);
+      if (closed()) { showLast(); } else { stickToBottom(was); }
     }
 
     function refresh() {
@@ -164,8 +171,36 @@
       refresh(); // the stored status and duration
     }
 
+    // The composer takes no message while a run lasts (the server would refuse it). The
+    // server renders it disabled for the run it has just started (data-run); that run may
+    // have ended before the form was swapped in, so ended runs are remembered.
+    const endedRuns = {};
+    let activeRun = "";
+    function composerState() {
+      const form = document.querySelector("form[data-composer]");
+      if (!form) { return; }
+      if (form.dataset.run) {
+        if (!endedRuns[form.dataset.run]) { activeRun = form.dataset.run; }
+        form.removeAttribute("data-run");
+      }
+      const busy = Boolean(activeRun) && !closed();
+      const fields = form.querySelector("[data-composer-fields]");
+      if (fields) { fields.disabled = busy || closed(); }
+      const note = form.querySelector("[data-composer-busy]");
+      if (note) { note.hidden = !busy; }
+    }
+    document.addEventListener("htmx:afterSettle", composerState);
+
     function setRun(ev) {
       if (!ev) { return; }
+      if (ev.run_id) {
+        if (ACTIVE.indexOf(ev.status) !== -1 && !endedRuns[ev.run_id]) { activeRun = ev.run_id; }
+        else if (ACTIVE.indexOf(ev.status) === -1) {
+          endedRuns[ev.run_id] = true;
+          if (activeRun === ev.run_id) { activeRun = ""; }
+        }
+        composerState();
+      }
       const badge = q("[data-run-badge]");
       const detail = q("[data-run-detail]");
       const link = q("[data-run-link]");
@@ -225,6 +260,7 @@
       if (cancel && closed()) { cancel.hidden = true; }
       const rating = document.querySelector("[data-rating]"); // the end user rates a closed one
       if (rating) { rating.hidden = !closed(); }
+      if (closed()) { showLast(); }
     }
 
     // Cancel without leaving the page; the run's status arrives on the stream.

@@ -103,7 +103,7 @@ def test_it_refuses_a_second_message_while_a_run_is_active(client, bob_key, db):
         **auth(bob_key),
     )
     assert response.status_code == 409
-    assert "still running" in response.json()["error"]
+    assert "still answering the last message" in response.json()["error"]
     assert session.messages.count() == 0
 
 

@@ -144,4 +144,4 @@ def test_it_lists_handoffs_with_their_team_slug_in_the_api(alice, client):
     body = client.get("/api/handoffs", headers={"authorization": f"Bearer {key}"}).json()
     assert sorted(h["team"] for h in body["handoffs"]) == ["", "billing"]
     queue = logged_in(alice).get(reverse("operators:queue")).content.decode()
-    assert "team billing" in queue
+    assert "team Billing desk" in queue

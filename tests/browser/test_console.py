@@ -127,9 +127,16 @@ def test_it_cancels_a_run_from_the_run_bar_and_takes_the_next_message(
     send(page, LONG)
     expect(page.locator("[data-stream-body]")).to_contain_text("You said:")
     expect(page.locator("[data-run-badge]")).to_have_text("Running")
+    # While the agent answers, the composer takes nothing and says why, in words.
+    expect(page.locator("#composer textarea")).to_be_disabled()
+    expect(page.locator("[data-composer-busy]")).to_have_text(
+        "The agent is answering; you can write again once it has."
+    )
     cancel.click()
     expect(page.locator("[data-run-badge]")).to_have_text("Cancelled")
     expect(cancel).to_be_hidden()
+    expect(page.locator("#composer textarea")).to_be_enabled()
+    expect(page.locator("[data-composer-busy]")).to_be_hidden()
     run = Run.objects.get()
     assert run.status == RunStatus.CANCELLED
     assert page.url.endswith(f"/console/sessions/{run.session_id}/"), "stayed on the page"

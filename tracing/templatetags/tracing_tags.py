@@ -77,6 +77,23 @@ def pretty_json(value: Any) -> str:
 
 
 @register.filter
+def detail_text(value: Any) -> str:
+    """A detail mapping as people read it: `key: value` pairs, strings bare, anything nested
+    as compact JSON (never a Python repr). The template escapes it like any other text."""
+    if not isinstance(value, dict):
+        return (
+            value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        )
+
+    def one(item: Any) -> str:
+        if isinstance(item, str):
+            return item
+        return json.dumps(item, ensure_ascii=False, default=str)
+
+    return "; ".join(f"{key}: {one(item)}" for key, item in value.items())
+
+
+@register.filter
 def attr(mapping: Any, key: str) -> Any:
     """mapping[key] for keys with dots (span attributes)."""
     return mapping.get(key, "") if isinstance(mapping, dict) else ""

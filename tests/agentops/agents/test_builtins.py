@@ -113,3 +113,21 @@ def test_a_turned_off_builtin_is_not_offered_and_a_call_to_it_is_refused(  # typ
     assert "the tool note is turned off for this agent" in answer.content
     session.refresh_from_db()
     assert not session.scratchpad
+
+
+@pytest.mark.django_db
+def test_the_api_turns_builtins_off_and_names_a_bad_one(alice):  # type: ignore[no-untyped-def]
+    endpoint = EndpointFactory()
+    agent_create(slug="api", config={"name": "Api", "endpoint": endpoint.pk}, author=alice)
+    client = Client()
+    client.force_login(alice)
+    response = client.patch(
+        "/api/agents/api", {"builtins_off": ["remember"]}, content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["config"]["builtins_off"] == ["remember"]
+    assert client.get("/api/agents/api").json()["settings"]["builtins_off"] == ["remember"]
+    response = client.patch(
+        "/api/agents/api", {"builtins_off": ["shell"]}, content_type="application/json"
+    )
+    assert response.status_code == 422 and response.json()["field"] == "builtins_off"

@@ -92,7 +92,9 @@ def test_it_explains_why_a_message_was_not_sent(bob):
     busy = client_for(bob).post(
         f"/console/sessions/{session.pk}/send", {"content": "again"}, HTTP_HX_REQUEST="true"
     )
-    assert busy["X-Send-Status"] == "409" and "is still running" in busy.content.decode()
+    assert busy["X-Send-Status"] == "409"
+    said = busy.content.decode()
+    assert "The agent is still answering the last message" in said and "run " not in said
     empty = client_for(bob).post(
         f"/console/sessions/{session.pk}/send", {"content": "   "}, HTTP_HX_REQUEST="true"
     )

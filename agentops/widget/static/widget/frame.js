@@ -85,6 +85,7 @@
       show(notice, s.operator ? s.operator + " from the support team has joined." : "A person will join the conversation shortly.");
     } else if (s.status === "closed") {
       show(notice, "This conversation was closed. Write to start a new one.");
+      scroll(); // the notice and the rating took room from the log: keep its end in view
     } else {
       show(notice, "");
     }
@@ -106,6 +107,7 @@
         status = "closed";
         show(notice, "This conversation was closed. Write to start a new one.");
         offerRating({ score: null });
+        scroll(); // the notice and the rating took room from the log: keep its end in view
       }
       else { status = "active"; show(notice, "You are chatting with " + agentName + " again."); }
     },
