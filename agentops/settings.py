@@ -270,18 +270,23 @@ BREAKER_MIN_SESSIONS = envint("BREAKER_MIN_SESSIONS", 3, minimum=1)
 # How long POST /v1/chat/completions waits for the agent's run before answering 504 (under
 # the openai client's default timeout of 600 s, so a client gets the 504 rather than its own).
 OPENAI_API_WAIT_SECONDS = envint("OPENAI_API_WAIT_SECONDS", 540, minimum=1)
+# RQ queues (README, "Configuration"). Every job is sent through tracing.enqueue; runs and
+# handoff packages go to RUN_QUEUE, periodic and memory jobs to MAINTENANCE_QUEUE. The
+# workers' and the scheduler's command lines name them, so they are fixed names.
+RUN_QUEUE = "runs"
+MAINTENANCE_QUEUE = "maintenance"
 # Webhook deliveries (README, "Webhooks"): the RQ queue their jobs go to (a worker must
 # listen on it) and how long one attempt may take.
-WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "").strip() or "maintenance"
+WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "").strip() or MAINTENANCE_QUEUE
 WEBHOOK_TIMEOUT_SECONDS = envfloat("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 # Experiments (README, "Datasets and experiments"): item-variant pairs of one experiment in
 # flight at once (the rest of the agent's limit stays free for live conversations), and the RQ
 # queue their start and scoring jobs go to.
 EXPERIMENT_MAX_CONCURRENT_RUNS = envint("EXPERIMENT_MAX_CONCURRENT_RUNS", 50, minimum=1)
-EXPERIMENT_QUEUE = os.environ.get("EXPERIMENT_QUEUE", "").strip() or "runs"
+EXPERIMENT_QUEUE = os.environ.get("EXPERIMENT_QUEUE", "").strip() or RUN_QUEUE
 RQ_QUEUES = {
-    "runs": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
-    "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+    RUN_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT},
+    MAINTENANCE_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
 RQ_QUEUES.setdefault(WEBHOOK_QUEUE, {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300})
 RQ_QUEUES.setdefault(EXPERIMENT_QUEUE, {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB_TIMEOUT})
@@ -356,6 +361,20 @@ CONTENT_SECURITY_POLICY = {
         "form-action": ["'self'"],
     }
 }
+
+# Tracing (README, "Observability"). tracing/conf.py reads these, with the same defaults for
+# a project that sets none of them; this module is the one place the environment is read.
+TRACE_RETENTION_DAYS = envint("TRACE_RETENTION_DAYS", 30, minimum=1)
+METRICS_MINUTE_RETENTION_DAYS = envint("METRICS_MINUTE_RETENTION_DAYS", 3, minimum=1)
+METRICS_RETENTION_DAYS = envint("METRICS_RETENTION_DAYS", 400, minimum=1)
+RETENTION_BATCH_SIZE = envint("RETENTION_BATCH_SIZE", 5000, minimum=1)
+TRACE_CONTENT_MAX_CHARS = envint("TRACE_CONTENT_MAX_CHARS", 200_000, minimum=0)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    _fail("METRICS_TOKEN must be at least 16 characters long.")
+OTEL_EXPORTER_OTLP_ENDPOINT = envurl("OTEL_EXPORTER_OTLP_ENDPOINT", {"http", "https"})
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = envurl("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", {"http", "https"})
+OTEL_SERVICE_NAME = os.environ.get("OTEL_SERVICE_NAME", "").strip() or "agentops"
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "console" if DEBUG else "json")
 if LOG_FORMAT not in {"console", "json"}:

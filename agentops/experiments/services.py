@@ -15,12 +15,10 @@ import traceback
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import django_rq
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from agentops.agents.services import agent_version_derive
 from agentops.experiments.models import (
@@ -56,6 +54,7 @@ from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_post_message
 from agentops.services import audit_record
+from tracing.enqueue import queue_job_on_commit
 from tracing.logs import get_logger
 
 if TYPE_CHECKING:
@@ -394,15 +393,14 @@ def experiment_start(*, experiment: Experiment, actor: Actor) -> Experiment:
 
 
 def _enqueue(function: str, *args: Any) -> None:
-    def send() -> None:
-        try:
-            django_rq.get_queue(settings.EXPERIMENT_QUEUE).enqueue(
-                function, *args, job_timeout=settings.RUN_JOB_TIMEOUT, result_ttl=60
-            )
-        except RedisError as exc:
-            log.warning("experiment.enqueue_failed", job=function, error=str(exc))
-
-    transaction.on_commit(send)
+    queue_job_on_commit(
+        queue=settings.EXPERIMENT_QUEUE,
+        func=function,
+        args=args,
+        job_timeout=settings.RUN_JOB_TIMEOUT,
+        result_ttl=60,
+        sweep="experiments_reconcile",
+    )
 
 
 def experiment_advance(*, experiment_id: int) -> int:
