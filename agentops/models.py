@@ -272,7 +272,7 @@ class AgentFallback(models.Model):
 
 class SessionStatus(models.TextChoices):
     ACTIVE = "active"
-    HANDED_OFF = "handed_off"
+    HANDED_OFF = "handed_off", "Handed off"
     CLOSED = "closed"
 
 
@@ -406,7 +406,7 @@ class RunStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
-    HANDED_OFF = "handed_off"
+    HANDED_OFF = "handed_off", "Handed off"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"

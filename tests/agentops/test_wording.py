@@ -57,3 +57,15 @@ def test_the_audit_log_shows_details_as_people_read_them(alice):
     for pair in ("mode: round_robin", "caps: {&quot;bob&quot;: 2}", "working: true"):
         assert pair in detail, detail
     assert "{&#x27;" not in page and "True" not in page
+
+
+def test_a_handed_off_run_reads_the_same_on_the_server_as_live(alice):
+    """The page's badge (the server's label) and the live update (console.js) say the same."""
+    from pathlib import Path
+
+    from agentops.models import Run, Session
+
+    assert Run(status="handed_off").get_status_display() == "Handed off"
+    assert Session(status="handed_off").get_status_display() == "Handed off"
+    script = (Path(__file__).parents[2] / "static/console/console.js").read_text()
+    assert 'handed_off: "Handed off"' in script
