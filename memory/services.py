@@ -34,6 +34,7 @@ from memory.models import (
 )
 from memory.selectors import RecalledMemory, memory_rank, memory_search
 from memory.text import content_hash, numbers_in
+from tracing.enqueue import queue_job_on_commit
 from tracing.logs import get_logger
 
 log = get_logger(__name__)
@@ -407,7 +408,7 @@ def memory_create(
             actor=actor,
             changes={"text": text, "kind": kind, "importance": importance},
         )
-        transaction.on_commit(lambda: enqueue_embedding(memory_ids=[memory.pk]))
+        enqueue_embedding(memory_ids=[memory.pk])
     return memory
 
 
@@ -467,7 +468,7 @@ def memory_update(
         if pin_action:
             _event(current, pin_action, actor=actor)
         if "text" in changes:
-            transaction.on_commit(lambda: enqueue_embedding(memory_ids=[current.pk]))
+            enqueue_embedding(memory_ids=[current.pk])
     return current
 
 
@@ -566,14 +567,15 @@ def memory_expire(*, now: datetime | None = None, batch_size: int = EXPIRE_BATCH
 
 
 def enqueue_embedding(*, memory_ids: list[int]) -> None:
-    """Queue `memory.jobs.memory_embed_job` on "maintenance". A failure to queue is logged,
-    not raised: the memory is saved, shows "not embedded" and `reembed_memories` catches up."""
-    import django_rq
-
-    try:
-        django_rq.get_queue("maintenance").enqueue("memory.jobs.memory_embed_job", memory_ids)
-    except Exception as exc:
-        log.error("memory.embed_enqueue_failed", memory_ids=memory_ids, error=str(exc))
+    """Queue `memory.jobs.memory_embed_job` once the caller commits. Redis being away is
+    logged, not raised: the memory is saved, shows "not embedded" and `reembed_memories`
+    catches up."""
+    queue_job_on_commit(
+        queue=settings.MAINTENANCE_QUEUE,
+        func="memory.jobs.memory_embed_job",
+        args=(memory_ids,),
+        sweep="reembed_memories",
+    )
 
 
 def memory_embed(

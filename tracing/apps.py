@@ -8,10 +8,8 @@ class TracingConfig(AppConfig):
     def ready(self) -> None:
         from django_structlog import signals
 
-        from tracing import conf
         from tracing.logs import remember_request_id
 
-        conf.check()
         signals.bind_extra_request_metadata.connect(
             remember_request_id, dispatch_uid="tracing.request_id"
         )

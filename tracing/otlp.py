@@ -92,12 +92,8 @@ class _Exporter:
 
         self.pid = os.getpid()
         self.endpoint = endpoint
-        traces_url = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
-            endpoint.rstrip("/") + "/v1/traces"
-        )
-        self.resource = Resource.create(
-            {"service.name": os.environ.get("OTEL_SERVICE_NAME", "agentops")}
-        )
+        traces_url = conf.otlp_traces_endpoint() or endpoint.rstrip("/") + "/v1/traces"
+        self.resource = Resource.create({"service.name": conf.otlp_service_name()})
         self.processor = BatchSpanProcessor(
             OTLPSpanExporter(endpoint=traces_url), schedule_delay_millis=1000
         )

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import django_rq
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
@@ -26,6 +26,7 @@ from agentops.models import Handoff, Message, Run
 from agentops.runtime.context import to_openai
 from agentops.runtime.model_client import model_call
 from tracing.emit import Tracer
+from tracing.enqueue import queue_job_on_commit
 from tracing.failures import Failure, FailureClass
 from tracing.live import OPS_GROUP, broadcast
 from tracing.logs import get_logger
@@ -42,23 +43,16 @@ SUGGEST_REPLY_PROMPT = (
 
 
 def handoff_package_enqueue(*, handoff_id: int) -> None:
-    """Queue the package job once the handoff is committed."""
-
-    def send() -> None:
-        try:
-            django_rq.get_queue("runs").enqueue(
-                "agentops.jobs.handoff_package_job",
-                handoff_id,
-                job_id=_job_id(handoff_id),
-                job_timeout=PACKAGE_SECONDS + 30,
-                result_ttl=300,
-                failure_ttl=86400,
-            )
-        except RedisError as exc:
-            # The handoff itself is committed and in the queue; only its summary is missing.
-            log.warning("handoff.package_not_enqueued", handoff_id=handoff_id, error=str(exc))
-
-    transaction.on_commit(send)
+    """Queue the package job once the handoff is committed. If Redis is away, the handoff is
+    still committed and in the queue; only its summary waits for the sweep."""
+    queue_job_on_commit(
+        queue=settings.RUN_QUEUE,
+        func="agentops.jobs.handoff_package_job",
+        args=(handoff_id,),
+        job_id=_job_id(handoff_id),
+        job_timeout=PACKAGE_SECONDS + 30,
+        sweep="handoff_packages_reconcile",
+    )
 
 
 def handoff_packages_reconcile(*, older_than: timedelta, now: datetime | None = None) -> int:
@@ -69,7 +63,7 @@ def handoff_packages_reconcile(*, older_than: timedelta, now: datetime | None = 
     without writing it — would otherwise stand in for it for ever: it is replaced. A failed
     one (its worker was killed) stays in RQ's failed registry, and the handoff gets a note as
     its summary so that no page says the package is still being written."""
-    queue = django_rq.get_queue("runs")
+    queue = django_rq.get_queue(settings.RUN_QUEUE)
     now = now or timezone.now()
     missing = Handoff.objects.filter(summary="", created_at__lt=now - older_than)
     sent = 0

@@ -17,7 +17,6 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -47,6 +46,7 @@ from agentops.runtime.handoff_package import (
 )
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event, webhook_session_created
+from tracing.enqueue import queue_job_on_commit
 from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.logs import get_logger
 
@@ -151,22 +151,16 @@ def run_slot_free(*, run_id: uuid.UUID | str) -> None:
 
 
 def _job_send(*, run_id: uuid.UUID, job_id: str) -> None:
-    def send() -> None:
-        try:
-            django_rq.get_queue("runs").enqueue(
-                "agentops.jobs.run_job",
-                str(run_id),
-                job_id=job_id,
-                job_timeout=settings.RUN_JOB_TIMEOUT,
-                result_ttl=300,
-                failure_ttl=86400,
-            )
-        except RedisError as exc:
-            # The run is stored as queued: the scheduler enqueues it again once Redis is back
-            # (after RUN_LOST_JOB_SECONDS). The caller sees a delay, not an error.
-            log.warning("run.enqueue_deferred", run_id=str(run_id), error=str(exc))
-
-    transaction.on_commit(send)
+    # If Redis is away the run stays queued: the scheduler enqueues it again once Redis is
+    # back (after RUN_LOST_JOB_SECONDS). The caller sees a delay, not an error.
+    queue_job_on_commit(
+        queue=settings.RUN_QUEUE,
+        func="agentops.jobs.run_job",
+        args=(str(run_id),),
+        job_id=job_id,
+        job_timeout=settings.RUN_JOB_TIMEOUT,
+        sweep="runs_reconcile",
+    )
 
 
 def session_create(
@@ -429,7 +423,7 @@ def _job_alive(job_id: str) -> bool:
     """
     if not job_id:
         return False
-    queue = django_rq.get_queue("runs")
+    queue = django_rq.get_queue(settings.RUN_QUEUE)
     try:
         job = Job.fetch(job_id, connection=queue.connection)
     except NoSuchJobError:

@@ -15,11 +15,9 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 from standardwebhooks.webhooks import Webhook
 
 from agentops.models import Session
@@ -32,6 +30,7 @@ from agentops.webhooks.models import (
     WebhookEventType,
 )
 from tracing.egress import PostResult, egress_post
+from tracing.enqueue import queue_job_on_commit
 from tracing.live import OPS_GROUP, broadcast
 from tracing.logs import get_logger
 
@@ -129,26 +128,21 @@ def _emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
     deliveries = WebhookDelivery.objects.bulk_create(
         [WebhookDelivery(event=event, endpoint_id=pk, next_attempt_at=now) for pk in endpoints]
     )
-    ids = [d.pk for d in deliveries]
-    transaction.on_commit(lambda: webhook_deliveries_enqueue(delivery_ids=ids))
+    webhook_deliveries_enqueue(delivery_ids=[d.pk for d in deliveries])
     return event
 
 
 def webhook_deliveries_enqueue(*, delivery_ids: list[int]) -> None:
-    """Queue one job per delivery. If Redis refuses, the deliveries stay due in Postgres and
-    the scheduler's sweep enqueues them."""
-    try:
-        queue = django_rq.get_queue(settings.WEBHOOK_QUEUE)
-        for delivery_id in delivery_ids:
-            queue.enqueue(
-                "agentops.webhooks.jobs.webhook_deliver_job",
-                delivery_id,
-                job_timeout=int(settings.WEBHOOK_TIMEOUT_SECONDS) + 30,
-                result_ttl=60,
-                failure_ttl=86400,
-            )
-    except RedisError as exc:
-        log.warning("webhook.enqueue_deferred", deliveries=len(delivery_ids), error=str(exc))
+    """Queue one job per delivery once the caller commits. If Redis refuses, the deliveries
+    stay due in Postgres and the scheduler's sweep enqueues them."""
+    queue_job_on_commit(
+        queue=settings.WEBHOOK_QUEUE,
+        func="agentops.webhooks.jobs.webhook_deliver_job",
+        each=[(delivery_id,) for delivery_id in delivery_ids],
+        job_timeout=int(settings.WEBHOOK_TIMEOUT_SECONDS) + 30,
+        result_ttl=60,
+        sweep="webhooks_dispatch_due",
+    )
 
 
 def webhooks_dispatch_due(*, now: datetime | None = None) -> int:
@@ -315,8 +309,7 @@ def webhook_delivery_resend(*, delivery: WebhookDelivery, actor: Any) -> Webhook
         target=delivery.endpoint.url[:200],
         event=delivery.event_id,
     )
-    ids = [delivery.pk]
-    transaction.on_commit(lambda: webhook_deliveries_enqueue(delivery_ids=ids))
+    webhook_deliveries_enqueue(delivery_ids=[delivery.pk])
     return delivery
 
 

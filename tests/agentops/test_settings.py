@@ -28,6 +28,10 @@ def run_check(env_changes: dict[str, str | None], *args: str) -> subprocess.Comp
         ("DB_POOL_SIZE", "0"),
         ("DB_POOL_TIMEOUT", "soon"),
         ("DB_POOL_TIMEOUT", "0"),
+        ("TRACE_RETENTION_DAYS", "thirty"),
+        ("TRACE_RETENTION_DAYS", "0"),
+        ("METRICS_TOKEN", "too-short"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
     ],
 )
 def test_it_fails_with_one_sentence_naming_a_malformed_variable(variable, value):

@@ -1,0 +1,81 @@
+"""One owner for each concept, where a grep can tell: every RQ job is sent by
+`tracing.enqueue.queue_job_on_commit`, and the environment is read by the settings module
+(and the programs that run before settings exist), by nothing else."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("agentops", "tracing", "memory", "tools", "crypto")
+ENQUEUE_OWNER = ROOT / "tracing" / "enqueue.py"
+ENQUEUE_METHODS = {"enqueue", "enqueue_call", "enqueue_many", "enqueue_at", "enqueue_in"}
+# Who may read os.environ: the settings module; the launcher, the embedded services and
+# manage.py/asgi.py, which run before settings exist; the development model server, a program
+# of its own run without Django; and the test tools.
+ENVIRON_READERS = [
+    ROOT / "agentops" / "settings.py",
+    ROOT / "agentops" / "launcher.py",
+    ROOT / "agentops" / "embedded.py",
+    ROOT / "agentops" / "asgi.py",
+    ROOT / "agentops" / "devmodel",
+    ROOT / "agentops" / "testing",
+    ROOT / "manage.py",
+]
+
+
+def production_files() -> list[Path]:
+    files = [ROOT / "manage.py"]
+    for package in PACKAGES:
+        files += [p for p in sorted((ROOT / package).rglob("*.py")) if "migrations" not in p.parts]
+    return files
+
+
+def _is_self(node: ast.expr) -> bool:
+    # A WebSocket consumer's own `self.enqueue(event)` is its send queue, not RQ.
+    if isinstance(node, ast.Name):
+        return node.id == "self"
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
+
+
+def test_it_sends_every_job_through_the_one_enqueue_owner():
+    wrong = []
+    for path in production_files():
+        if path == ENQUEUE_OWNER:
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source, str(path))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            name = node.func.attr
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            if name in ENQUEUE_METHODS and not _is_self(node.func.value):
+                wrong.append(f"{where} calls .{name}(): use tracing.enqueue.queue_job_on_commit")
+            # The owner waits for the commit itself; wrapping it again hides which it is.
+            if name == "on_commit" and "enqueue" in (ast.get_source_segment(source, node) or ""):
+                wrong.append(f"{where} enqueues inside on_commit: the owner already waits")
+    assert wrong == []
+
+
+def test_it_reads_the_environment_only_in_the_settings_module():
+    wrong = []
+    for path in production_files():
+        if any(path == allowed or allowed in path.parents for allowed in ENVIRON_READERS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            reads = (
+                isinstance(node, ast.Attribute)
+                and node.attr in {"environ", "getenv", "environb"}
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(alias.name in {"environ", "getenv"} for alias in node.names)
+            )
+            if reads:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: read django.conf.settings")
+    assert wrong == []
