@@ -56,3 +56,32 @@ def test_it_turns_free_text_teams_into_teams():
         "to escalations": "escalations",
         "to ": None,
     }
+
+
+def test_it_marks_the_draft_chats_and_forks_made_before_the_sandbox_rule():
+    from agentops.models import Session
+
+    try:
+        old = migrate([("agentops", "0025_handed_off_label")])
+        endpoint = old.get_model("agentops", "ModelEndpoint").objects.create(
+            name="e", base_url="http://127.0.0.1:9/v1", default_model="m"
+        )
+        agent = old.get_model("agentops", "Agent").objects.create(
+            slug="shop", name="Shop", endpoint=endpoint
+        )
+        version = old.get_model("agentops", "AgentVersion").objects.create(
+            agent=agent, number=1, config={}
+        )
+        OldSession = old.get_model("agentops", "Session")
+        real = OldSession.objects.create(agent=agent, external_user="erin", title="Order")
+        OldSession.objects.create(
+            agent=agent,
+            external_user="draft:alice",
+            title="Draft chat · Shop",
+            agent_version=version,
+        )
+        OldSession.objects.create(agent=agent, external_user="erin", forked_from=real)
+    finally:
+        migrate(None)
+    assert set(Session.objects.production().values_list("title", flat=True)) == {"Order"}
+    assert Session.objects.sandbox().count() == 2
