@@ -186,10 +186,12 @@ class ToolRunner:
                 failure_class=FailureClass.LIMIT,
             )
         if self.driver.session.sandbox and tool.requires_approval:
-            # An experiment asks no operator: the run would wait for a person forever.
+            # A sandbox session (experiment, draft chat, fork) asks no operator: the run would
+            # wait for a person forever, and operators never see it.
             return (
-                f"Not executed in an experiment: {tool.name} needs an operator's approval, "
-                "and no operator is asked here. Go on without it, or tell the user it was not done."
+                f"Not executed in a test conversation (a draft chat, an experiment or a fork): "
+                f"{tool.name} needs an operator's approval, and no operator is asked here. Go on "
+                "without it, or tell the user it was not done."
             ), None
         if self.driver.session.fork_tools:
             forked = self.fork_guard(call_id, tool, arguments)
