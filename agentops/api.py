@@ -17,6 +17,7 @@ from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
@@ -40,6 +41,7 @@ from agentops.models import (
 from agentops.runtime import services
 from agentops.selectors import conversation_get
 from tracing.emit import span_to_event
+from tracing.json_input import JsonInputError, json_parse
 from tracing.models import Span, SpanStatus
 
 
@@ -81,8 +83,18 @@ class SessionCookie(APIKeyCookie):
         return user if user is not None and user.is_authenticated else None
 
 
+class JsonBodyParser(Parser):
+    """Bodies are read by the one parser of JSON from outside: a NUL, a lone surrogate or
+    nesting too deep is refused naming the field (422, see on_http_error), where json.loads
+    would let them through to Postgres or into RecursionError."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json_parse(request.body)
+
+
 api = NinjaAPI(
     title="AgentOps API",
+    parser=JsonBodyParser(),
     version="1.0",
     urls_namespace="api",
     auth=[BearerKey(), SessionCookie(csrf=True)],
@@ -135,6 +147,11 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> Any:
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> Any:
+    if isinstance(exc.__cause__, JsonInputError):  # django-ninja wraps the parser's error
+        refused = exc.__cause__
+        return api.create_response(
+            request, {"error": str(refused), "field": refused.field}, status=422
+        )
     return api.create_response(request, {"error": str(exc)}, status=exc.status_code)
 
 

@@ -15,6 +15,7 @@ django_asgi_app = get_asgi_application()
 from agentops.event_streams import EventStreams  # noqa: E402
 from agentops.mcp_server.app import mount as mount_mcp  # noqa: E402
 from agentops.openai_compat.app import mount  # noqa: E402
+from agentops.request_guard import RequestGuard  # noqa: E402
 from agentops.routing import websocket_urlpatterns  # noqa: E402
 from agentops.websocket import (  # noqa: E402
     ApiKeyOrSiteOrigin,
@@ -25,8 +26,9 @@ from agentops.websocket import (  # noqa: E402
 websocket_routes = URLRouter(websocket_urlpatterns)
 application = ProtocolTypeRouter(
     {
-        # /api/…/events (SSE), /mcp/ (agents as MCP tools), /v1/ (OpenAI-compatible), Django
-        "http": EventStreams(mount_mcp(mount(django_asgi_app))),
+        # A URL with a NUL refused; then /api/…/events (SSE), /mcp/ (agents as MCP tools),
+        # /v1/ (OpenAI-compatible), Django
+        "http": RequestGuard(EventStreams(mount_mcp(mount(django_asgi_app)))),
         "websocket": DatabaseUnavailableClose(
             ApiKeyOrSiteOrigin(
                 websocket_routes, SiteOriginValidator(AuthMiddlewareStack(websocket_routes))

@@ -86,6 +86,19 @@ def roles_context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
+# django-axes keeps the username a login tried in a column of this size.
+LOGIN_ATTEMPT_USERNAME_CHARS = 255
+
+
+def login_attempt_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """The username django-axes counts a login attempt against (AXES_USERNAME_CALLABLE): the
+    one typed, cut to its column (a longer one matches no account anyway; every login form,
+    the admin's too, reaches axes before any length check)."""
+    source = credentials if credentials else getattr(request, "POST", {})
+    username = source.get("username")
+    return None if username is None else str(username)[:LOGIN_ATTEMPT_USERNAME_CHARS]
+
+
 def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 

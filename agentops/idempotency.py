@@ -57,7 +57,7 @@ def _fingerprint(request: HttpRequest) -> str:
     body = request.body
     try:  # the same JSON sent with other spacing or key order is the same request
         body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
+    except (ValueError, RecursionError):  # refused by the parser later, naming the field
         pass
     return hashlib.sha256(f"{request.method} {request.path}\n".encode() + body).hexdigest()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, JsonResponse
 from django.template.loader import render_to_string
+from rq.exceptions import NoSuchJobError
 
 from tracing.logs import get_logger
 
@@ -53,3 +54,27 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
         )
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+class RqDashboardNotFoundMiddleware:
+    """django-rq's dashboard (admins only) fails with an exception on a queue, scheduler,
+    worker or job that does not exist (an old link, a typed URL, a job that expired):
+    `NoSuchJobError`, `IndexError`, a `ValueError` for a worker key, an `assert` on the
+    worker. Raised by its own views, they are a 404, not a server error."""
+
+    NOT_FOUND = (NoSuchJobError, IndexError, ValueError, AssertionError)
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        match = request.resolver_match
+        view_module = getattr(getattr(match, "func", None), "__module__", "") or ""
+        if match is None or not view_module.startswith("django_rq"):
+            return None
+        if isinstance(exception, self.NOT_FOUND):
+            return HttpResponseNotFound(f"Not found: {exception}")
+        return None

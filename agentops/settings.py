@@ -185,6 +185,7 @@ MIDDLEWARE = [
     "django_structlog.middlewares.RequestMiddleware",
     "agentops.auth.LoginRequiredMiddleware",
     "axes.middleware.AxesMiddleware",
+    "agentops.middleware.RqDashboardNotFoundMiddleware",
 ]
 
 ROOT_URLCONF = "agentops.urls"
@@ -307,6 +308,7 @@ AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_LOCKOUT_CALLABLE = "agentops.views.login_locked_out"
+AXES_USERNAME_CALLABLE = "agentops.auth.login_attempt_username"
 AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False
 LOGIN_URL = "login"

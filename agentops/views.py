@@ -75,8 +75,8 @@ def account(request: HttpRequest) -> HttpResponse:
     new_key = None
     if request.method == "POST":
         name = request.POST.get("name", "").strip()
-        if not name or len(name) > 100:
-            messages.error(request, "Give the key a name of 1 to 100 characters.")
+        if not name or len(name) > 100 or "\x00" in name:
+            messages.error(request, "Give the key a name of 1 to 100 characters (no NUL).")
         else:
             _, new_key = api_key_create(user=request.user, name=name)
     keys = ApiKey.objects.filter(user_id=request.user.pk or 0).order_by("-created_at")

@@ -19,6 +19,7 @@ from tools.http_executor import (
 from tools.models import Credential, McpServer, ToolDefinition, ToolKind
 from tools.registry import get_python_tool
 from tools.selectors import python_function_choices
+from tracing.json_input import JsonInputError, json_parse
 
 MONO = {"class": "mono", "spellcheck": "false", "autocomplete": "off"}
 
@@ -26,7 +27,9 @@ MONO = {"class": "mono", "spellcheck": "false", "autocomplete": "off"}
 def parse_json_text(text: str, *, what: str) -> Any:
     """JSON from a form field, or a ValidationError saying where it breaks."""
     try:
-        return json.loads(text)
+        return json_parse(text)
+    except JsonInputError as exc:  # a NUL, a lone surrogate, nested too deep
+        raise ValidationError(f"{what}: {exc}.") from exc
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."

@@ -99,10 +99,11 @@ def endpoint_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     check = None
     if test_form.is_valid():
         check = services.endpoint_test(endpoint=endpoint, model=test_form.cleaned_data["model"])
-    context = {"endpoint": endpoint, "test_form": test_form, "check": check}
     if request.htmx:
+        context = {"endpoint": endpoint, "test_form": test_form, "check": check}
         return render(request, "endpoints/detail.html#test", context)
-    return _detail(request, endpoint, EndpointForm(instance=endpoint), **context)
+    form = EndpointForm(instance=endpoint)
+    return _detail(request, endpoint, form, test_form=test_form, check=check)
 
 
 @role_required("operator")

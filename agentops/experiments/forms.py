@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
 
 from agentops.experiments.models import Dataset
 from agentops.models import AgentVersion, ModelEndpoint
+from tracing.json_input import json_parse
 
 
 class DatasetForm(forms.Form):
@@ -93,7 +93,7 @@ class ExperimentForm(forms.Form):
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            return json_parse(raw)
         except ValueError as exc:
             raise forms.ValidationError(f"Not JSON: {exc}") from None
 

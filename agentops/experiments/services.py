@@ -10,7 +10,6 @@ rest of the agent's limit to live conversations."""
 
 from __future__ import annotations
 
-import json
 import traceback
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,7 @@ from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_post_message
 from agentops.services import audit_record
 from tracing.enqueue import queue_job_on_commit
+from tracing.json_input import json_parse
 from tracing.logs import get_logger
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def dataset_import_jsonl(*, dataset: Dataset, text: str, actor: Actor) -> int:
     items = []
     for number, line in lines:
         try:
-            row = json.loads(line)
+            row = json_parse(line)
         except ValueError as exc:
             raise ValidationError({"file": [f"line {number}: not JSON ({exc})."]}) from None
         if not isinstance(row, dict):
@@ -264,7 +264,9 @@ def dataset_import_jsonl(*, dataset: Dataset, text: str, actor: Actor) -> int:
 # -- experiments ----------------------------------------------------------------------------
 def _version_label(version: AgentVersion) -> str:
     model = version.config.get("model") or ""
-    return f"{version.agent.slug} v{version.number}" + (f" ({model})" if model else "")
+    label = f"{version.agent.slug} v{version.number}" + (f" ({model})" if model else "")
+    limit = Variant._meta.get_field("label").max_length or len(label)
+    return label if len(label) <= limit else label[: limit - 1] + "…"  # a 200-character model
 
 
 def _check_build(spec: dict[str, Any], position: int) -> Check:

@@ -33,6 +33,7 @@ from agentops.openai_compat.services import (
 )
 from agentops.runtime.services import MAX_MESSAGE_CHARS, AgentNotLive, RuntimeConflict
 from tracing.consumers import AccessWatch
+from tracing.json_input import JsonInputError, json_parse
 from tracing.live import ACCESS_REVOKED, session_group
 from tracing.logs import get_logger
 
@@ -245,7 +246,10 @@ def model_not_found(model: str) -> ApiError:
 def parse_request(body: bytes) -> dict[str, Any]:
     """The fields of a chat completion request this endpoint uses; 400 naming the field."""
     try:
-        data = json.loads(body or b"null")
+        data = json_parse(body or b"null")
+    except JsonInputError as exc:  # a NUL, a lone surrogate, nested too deep
+        param = (exc.field or "").split(".")[0] or None
+        raise ApiError(400, str(exc), param=param) from exc
     except ValueError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

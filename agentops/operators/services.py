@@ -608,6 +608,8 @@ def _note_content(content: str, *, required: bool) -> str:
         raise ValueError("the note must not be empty")
     if len(content) > MAX_NOTE_CHARS:
         raise ValueError(f"the note is longer than {MAX_NOTE_CHARS} characters")
+    if "\x00" in content:
+        raise ValueError("the note must not contain NUL characters")
     return content
 
 
@@ -836,6 +838,8 @@ def label_name_clean(*, name: str) -> str:
         raise ValueError("name: give the label a name")
     if len(name) > MAX_LABEL_CHARS:
         raise ValueError(f"name: at most {MAX_LABEL_CHARS} characters")
+    if "\x00" in name:
+        raise ValueError("name: must not contain NUL characters")
     return name
 
 

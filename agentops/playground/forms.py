@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from agentops.models import ModelEndpoint
+from tracing.json_input import JsonInputError, json_parse
 
 MONO = {"class": "mono", "spellcheck": "false"}
 ROLES = [(r, r) for r in ("system", "user", "assistant", "tool")]
@@ -18,7 +19,9 @@ def _json(value: str, what: str, expect: type) -> Any:
     if not value.strip():
         return expect()
     try:
-        parsed = json.loads(value)
+        parsed = json_parse(value)
+    except JsonInputError as exc:  # a NUL, a lone surrogate, nested too deep
+        raise ValidationError(f"{what}: {exc}.") from None
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}).") from None
     if not isinstance(parsed, expect):
