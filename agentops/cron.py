@@ -25,6 +25,13 @@ cron.register(
     memory_jobs.memory_expire_job, queue_name="maintenance", interval=600, job_timeout=600, ttl=600
 )
 cron.register(
+    memory_jobs.memories_embed_missing_job,
+    queue_name="maintenance",
+    interval=60,
+    job_timeout=300,
+    ttl=60,
+)
+cron.register(
     webhook_jobs.webhooks_dispatch_due_job,
     queue_name="maintenance",
     interval=5,

@@ -64,6 +64,12 @@ class Memory(models.Model):
                 name="memory_expires_idx",
                 condition=Q(expires_at__isnull=False),
             ),
+            # The sweep for memories whose embedding job was lost (memories_embed_missing).
+            models.Index(
+                fields=["created_at"],
+                name="memory_unembedded_idx",
+                condition=Q(embedding__isnull=True),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -564,18 +564,34 @@ def memory_expire(*, now: datetime | None = None, batch_size: int = EXPIRE_BATCH
 
 
 # -- embedding ----------------------------------------------------------------------------
+EMBED_SWEEP_BATCH = 1000
 
 
 def enqueue_embedding(*, memory_ids: list[int]) -> None:
     """Queue `memory.jobs.memory_embed_job` once the caller commits. Redis being away is
-    logged, not raised: the memory is saved, shows "not embedded" and `reembed_memories`
-    catches up."""
+    logged, not raised: the memory is saved, shows "not embedded" until
+    `memories_embed_missing` (every minute) embeds it."""
     queue_job_on_commit(
         queue=settings.MAINTENANCE_QUEUE,
         func="memory.jobs.memory_embed_job",
         args=(memory_ids,),
-        sweep="reembed_memories",
+        sweep="memories_embed_missing",
     )
+
+
+def memories_embed_missing(
+    *, older_than: timedelta = timedelta(minutes=1), now: datetime | None = None
+) -> int:
+    """The scheduler's sweep for vectors whose job Redis never got (it was away when the
+    memory was saved) or that failed: embed the memories still without one, oldest first,
+    EMBED_SWEEP_BATCH at a time. Returns how many."""
+    before = (now or timezone.now()) - older_than
+    ids = list(
+        Memory.objects.filter(embedding__isnull=True, created_at__lt=before)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:EMBED_SWEEP_BATCH]
+    )
+    return memory_embed(memory_ids=ids) if ids else 0
 
 
 def memory_embed(

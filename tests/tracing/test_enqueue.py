@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 import django_rq
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from agentops.testing.processes import free_port
 from memory.models import Memory
-from memory.services import memory_create
+from memory.services import memories_embed_missing, memory_create
 from tests.factories import AgentFactory
 from tracing.enqueue import queue_job_on_commit
 
@@ -83,5 +85,10 @@ def test_it_saves_a_memory_written_while_redis_is_away(redis_away, settings, cap
     settings.MAINTENANCE_QUEUE = redis_away
     with caplog.at_level(logging.WARNING):
         memory = memory_create(agent_id=agent.pk, user_key="u", text="likes tea", actor=None)
-    assert Memory.objects.get(pk=memory.pk).embedding is None  # embedded by the sweep later
-    assert "reembed_memories" in caplog.text
+    assert Memory.objects.get(pk=memory.pk).embedding is None
+    assert "memories_embed_missing" in caplog.text
+    # The scheduler's sweep embeds it once it is a minute old (the memory app had no sweep:
+    # a memory saved while Redis was away stayed out of recall until someone ran a command).
+    assert memories_embed_missing() == 0
+    assert memories_embed_missing(now=timezone.now() + timedelta(minutes=2)) == 1
+    assert Memory.objects.get(pk=memory.pk).embedding is not None
