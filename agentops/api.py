@@ -22,7 +22,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from agentops.auth import api_key_user, has_role
+from agentops.auth import api_key_user, bearer_token, has_role
 from agentops.conversation import conversation_serialise
 from agentops.idempotency import idempotent
 from agentops.models import (
@@ -52,8 +52,8 @@ class InvalidApiKey(AuthenticationError):
 class BearerKey(HttpBearer):
     def __call__(self, request: HttpRequest) -> Any:
         # django-ninja's own parsing logs a header of another scheme (Basic …) whole in DEBUG.
-        scheme, _, token = request.headers.get(self.header, "").partition(" ")
-        if scheme.lower() != self.openapi_scheme:
+        token = bearer_token(request.headers.get(self.header))
+        if token is None:
             return None
         return self.authenticate(request, token)
 

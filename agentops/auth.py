@@ -112,7 +112,22 @@ def api_key_create(*, user: Any, name: str) -> tuple[ApiKey, str]:
     return row, raw
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, read here and nowhere else (every
+    door: the API, metrics, SSE, WebSocket, /v1/, /mcp/, the Idempotency-Key scope). The
+    scheme is case-insensitive (RFC 9110 §11.1) and whitespace around the key does not count.
+    None when no key was sent: no header, a blank one, "Bearer" naming nothing, or another
+    scheme (Basic from a proxy in front of the site), so a door that takes the login cookie
+    lets the cookie decide and the others answer "authentication required"."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return key.strip() or None
+
+
 def api_key_user(raw: str) -> User | None:
+    """The active user a personal API key (from bearer_token) belongs to, or None: an unknown
+    key, or one of a deactivated account."""
     from agentops.models import ApiKey
 
     if not raw.startswith(API_KEY_PREFIX):

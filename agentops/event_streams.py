@@ -38,7 +38,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
-from agentops.auth import api_key_user, has_role
+from agentops.auth import api_key_user, bearer_token, has_role
 from agentops.conversation import message_serialise, run_status_serialise
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
@@ -288,12 +288,9 @@ class EventStreams:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not ROUTE.match(scope.get("path", "")):
             return await self.app(scope, receive, send)
-        authorization = _header(scope, b"authorization")
-        if authorization is not None:  # the key's verdict is final, as in the JSON API
-            scheme, _, token = authorization.partition(" ")
-            user = None
-            if scheme.lower() == "bearer":
-                user = await _db(api_key_user)(token.strip())
+        token = bearer_token(_header(scope, b"authorization"))
+        if token is not None:  # the key's verdict is final, as in the JSON API
+            user = await _db(api_key_user)(token)
             if user is None:
                 for message in _json_response(
                     401, "invalid API key", **{"WWW-Authenticate": "Bearer"}

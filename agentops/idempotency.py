@@ -30,7 +30,7 @@ from django.db import OperationalError, connection, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils import timezone
 
-from agentops.auth import hash_api_key
+from agentops.auth import bearer_token, hash_api_key
 from agentops.models import ApiKey, IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -45,9 +45,9 @@ def _refusal(status: int, message: str) -> JsonResponse:
 
 
 def _scope(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        key = ApiKey.objects.filter(key_hash=hash_api_key(token.strip())).values("pk").first()
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is not None:
+        key = ApiKey.objects.filter(key_hash=hash_api_key(token)).values("pk").first()
         return f"key:{key['pk']}" if key else None
     user = getattr(request, "user", None)
     return f"user:{user.pk}" if user is not None and user.is_authenticated else None

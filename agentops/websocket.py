@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
-from agentops.auth import api_key_user
+from agentops.auth import api_key_user, bearer_token
 from tracing.logs import get_logger
 
 log = get_logger(__name__)
@@ -87,13 +87,10 @@ class ApiKeyOrSiteOrigin:
         self.cookie_app = cookie_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        authorization = _header(scope, b"authorization")
-        if scope["type"] != "websocket" or not authorization:
+        token = bearer_token(_header(scope, b"authorization"))
+        if scope["type"] != "websocket" or token is None:
             return await self.cookie_app(scope, receive, send)
-        scheme, _, token = authorization.partition(" ")
-        user = None
-        if scheme.lower() == "bearer":
-            user = await database_sync_to_async(api_key_user, thread_sensitive=False)(token.strip())
+        user = await database_sync_to_async(api_key_user, thread_sensitive=False)(token)
         if user is None:
             return await WebsocketDenier()(scope, receive, send)
         return await self.key_app({**scope, "user": user}, receive, send)

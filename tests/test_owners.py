@@ -79,3 +79,44 @@ def test_it_reads_the_environment_only_in_the_settings_module():
             if reads:
                 wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: read django.conf.settings")
     assert wrong == []
+
+
+BEARER_OWNER = ROOT / "agentops" / "auth.py"
+# No doors: the development model server stands in for a provider and checks its own key;
+# the tool clients read back the token they themselves sent to a tool (an OAuth refresh).
+BEARER_EXEMPT = [
+    ROOT / "agentops" / "devmodel",
+    ROOT / "tools" / "http_executor.py",
+    ROOT / "tools" / "mcp_client.py",
+]
+
+
+def _names_bearer(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.strip().lower().startswith("bearer")
+    if isinstance(node, ast.JoinedStr):  # f"Bearer {key}"
+        return any(_names_bearer(part) for part in node.values)
+    return False
+
+
+def test_it_reads_the_bearer_header_only_in_its_owner():
+    """`Authorization: Bearer <key>` is read by agentops.auth.bearer_token alone; the doors
+    (API, metrics, SSE, WebSocket, /v1/, /mcp/) call it. Saying "Bearer" (a challenge, a
+    header sent to a provider) is fine; comparing with it is parsing."""
+    wrong = []
+    for path in production_files():
+        if path == BEARER_OWNER or any(e == path or e in path.parents for e in BEARER_EXEMPT):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            compared = isinstance(node, ast.Compare) and any(
+                _names_bearer(operand) for operand in [node.left, *node.comparators]
+            )
+            prefix = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"startswith", "removeprefix", "partition", "split"}
+                and any(_names_bearer(arg) for arg in node.args)
+            )
+            if compared or prefix:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: use auth.bearer_token")
+    assert wrong == []

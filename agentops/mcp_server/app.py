@@ -27,6 +27,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 from starlette.types import Receive, Scope, Send
 
+from agentops.auth import api_key_user, bearer_token
 from agentops.openai_compat import selectors
 from agentops.openai_compat.app import HANDOFF_NOTICE, ApiError, ChatCompletion
 from agentops.openai_compat.services import SessionNotFound, chat_session_resolve
@@ -216,10 +217,10 @@ class Endpoint:
 
 async def authenticate(scope: Scope) -> Any:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(headers.get("authorization"))
+    if token is None:
         raise ApiError(401, "authentication required: send 'Authorization: Bearer <api key>'")
-    user = await database_sync_to_async(selectors.api_key_holder)(raw=token.strip())
+    user = await database_sync_to_async(api_key_user)(token)
     if user is None:
         raise ApiError(401, "invalid API key")
     return user

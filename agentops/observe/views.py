@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentops.agents.forms import FeedbackForm
-from agentops.auth import api_key_user, has_role, role_required
+from agentops.auth import api_key_user, bearer_token, has_role, role_required
 from agentops.feedback.selectors import feedback_for_run, feedback_mine
 from agentops.feedback.services import feedback_give
 from agentops.models import Run
@@ -417,10 +417,9 @@ def storage(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _metrics_authorized(request: HtmxHttpRequest) -> bool:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
+    raw = bearer_token(request.headers.get("Authorization"))
+    if raw is None:
         return False
-    raw = header[len("Bearer ") :].strip()
     token = conf.metrics_token()
     if token and hmac.compare_digest(raw.encode(), token.encode()):
         return True

@@ -24,7 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from agentops.auth import has_role
+from agentops.auth import api_key_user, bearer_token, has_role
 from agentops.openai_compat import selectors
 from agentops.openai_compat.services import (
     SessionNotFound,
@@ -191,14 +191,14 @@ class Response:
 
 
 async def authenticate(headers: dict[str, str]) -> Any:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(headers.get("authorization"))
+    if token is None:
         raise ApiError(
             401,
             "authentication required: send 'Authorization: Bearer <api key>'",
             code="missing_api_key",
         )
-    user = await database_sync_to_async(selectors.api_key_holder)(raw=token.strip())
+    user = await database_sync_to_async(api_key_user)(token)
     if user is None:
         raise ApiError(401, "invalid API key", code="invalid_api_key")
     return user

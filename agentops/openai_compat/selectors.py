@@ -5,14 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentops.auth import api_key_user, has_role
+from agentops.auth import has_role
 from agentops.conversation import handoff_serialise
 from agentops.models import Agent, AgentQuerySet, Handoff, Message, Role, Run
-
-
-def api_key_holder(*, raw: str) -> Any | None:
-    """The active user a personal API key belongs to, or None."""
-    return api_key_user(raw) if raw else None
 
 
 def agents_usable(*, user: Any) -> AgentQuerySet:
