@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench chaos stop clean
+.PHONY: run test test-fast lint typecheck bench chaos stop clean
 
 # uv installs in a fraction of pip's time; it is used when it is on PATH.
 $(STAMP): pyproject.toml
@@ -16,9 +16,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m agentops.launcher
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each with its own Postgres and Redis under
+# var/test-gw<N>; a module's tests stay in one process (its worker fixture starts once).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
 	$(BIN)/python -m agentops.testing.browser_deps
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+# The inner loop: no Chromium and none of the slow process tests (killed workers, outages).
+test-fast: $(STAMP)
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not browser and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,7 +49,8 @@ chaos: $(STAMP)
 
 stop: $(STAMP)
 	DEBUG=1 $(BIN)/python manage.py stop_services
-	DEBUG=1 AGENTOPS_VAR_DIR=$(CURDIR)/var/test $(BIN)/python manage.py stop_services
+	for folder in $(CURDIR)/var/test $(wildcard $(CURDIR)/var/test-gw*); do \
+		DEBUG=1 AGENTOPS_VAR_DIR=$$folder $(BIN)/python manage.py stop_services; done
 
 clean: stop
 	rm -rf var

@@ -273,6 +273,7 @@ values = [{handoff}]
 """
 
 
+@pytest.mark.slow
 def test_it_gives_no_server_error_and_keeps_to_its_schema_under_schemathesis(
     web, worker, bob_key, dev_agent, tmp_path
 ):

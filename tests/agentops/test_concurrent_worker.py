@@ -112,6 +112,7 @@ def test_it_outlives_a_job_that_crashes(concurrent_worker, tooled_agent):
     assert concurrent_worker.alive()
 
 
+@pytest.mark.slow
 def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
     concurrent_worker, tooled_agent, worker
 ):
@@ -136,6 +137,7 @@ def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
         scheduler.stop()
 
 
+@pytest.mark.slow
 def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, tooled_agent):
     side_effects_forget()
     (run,) = _post(tooled_agent, 1, 'call slow_lookup {"label": "c", "seconds": 3}')
@@ -147,6 +149,7 @@ def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, tooled_ag
     assert not Message.objects.filter(session_id=run.session_id, role=Role.TOOL).exists()
 
 
+@pytest.mark.slow
 def test_it_fails_a_run_that_goes_over_its_time_limit(tooled_agent, settings):
     side_effects_forget()
     settings.RUN_JOB_TIMEOUT = 10  # the job's limit is set where it is enqueued
@@ -169,6 +172,7 @@ def test_it_fails_a_run_that_goes_over_its_time_limit(tooled_agent, settings):
         proc.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(
     tooled_agent, devmodel, model_name

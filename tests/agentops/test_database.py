@@ -74,6 +74,7 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert int(response.headers["Retry-After"]) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_it_survives_a_burst_and_finishes_every_accepted_run(
     pooled_web, worker, dev_agent, bob_key
@@ -121,6 +122,7 @@ def web_backends() -> int:
         return cursor.fetchone()[0]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_503_while_postgres_refuses_and_recovers_by_itself(pooled_web, bob_key):
     session = SessionFactory()
@@ -141,6 +143,7 @@ def test_it_answers_503_while_postgres_refuses_and_recovers_by_itself(pooled_web
             time.sleep(0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_it_closes_a_websocket_with_try_again_later_while_postgres_refuses(pooled_web, bob):
     session = SessionFactory()

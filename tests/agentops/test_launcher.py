@@ -39,6 +39,7 @@ def child_pids(launcher: subprocess.Popen, marker: str) -> set[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_path):
     folder = services_folder

@@ -61,6 +61,7 @@ def post_message(base: str, key: str, session_id: str, content: str) -> tuple[in
         return exc.code, {"body": exc.read().decode(errors="replace")}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("worker_class", [FORKING_WORKER, CONCURRENT_WORKER])
 def test_it_finishes_every_run_when_redis_is_killed_and_restarted(tooled_agent, bob, worker_class):

@@ -72,6 +72,7 @@ def test_it_drops_the_connection_of_a_killed_work_horse(worker, agent):
     assert backend_of_a_run(agent) != lent  # the next horse gets a fresh, working connection
 
 
+@pytest.mark.slow
 def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(worker, agent):
     session = session_create(agent=agent, external_user="gina")
     queue = django_rq.get_queue("runs")

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ATTEMPTS = 1000
 
 
+@pytest.mark.slow
 def test_it_never_gives_one_handoff_to_two_people_in_a_thousand_races():
     team = Team.objects.create(
         slug="race", name="Race", assignment_mode=AssignmentMode.ROUND_ROBIN, concurrent_cap=5000

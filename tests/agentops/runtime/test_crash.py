@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
     ("worker_class", "modes"),
     [(FORKING_WORKER, KILL_MODES), (CONCURRENT_WORKER, THREADED_KILL_MODES)],
 )
+@pytest.mark.slow
 def test_it_survives_twenty_kills_without_losing_or_repeating_work(
     tooled_agent, worker_class, modes
 ):
@@ -48,6 +49,7 @@ def test_it_survives_twenty_kills_without_losing_or_repeating_work(
     ("tool", "expected_status", "executions"),
     [("side_effect", "handed_off", 1), ("slow_lookup", "succeeded", 2)],
 )
+@pytest.mark.slow
 def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
     tooled_agent, tool, expected_status, executions
 ):
@@ -94,6 +96,7 @@ def test_it_never_repeats_a_non_idempotent_call_that_was_in_flight(
     assert Run.objects.get(pk=run.pk).epoch == 2
 
 
+@pytest.mark.slow
 def test_it_resumes_runs_after_postgres_and_redis_restart(tooled_agent):
     from django.db import connections
 
@@ -128,6 +131,7 @@ def test_it_resumes_runs_after_postgres_and_redis_restart(tooled_agent):
     assert Run.objects.filter(pk__in=run_ids, jobs_started__gt=1).exists()
 
 
+@pytest.mark.slow
 def test_it_never_repeats_a_call_already_found_in_doubt(tooled_agent, worker):
     """A resume that marked a call 'unknown' and then died itself must not run it on the next."""
     from agentops.models import Message, Run, ToolCall

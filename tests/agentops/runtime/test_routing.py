@@ -188,6 +188,7 @@ def test_it_drops_an_approval_whose_run_was_taken_over_and_hands_back_cleanly(wo
     assert not Message.objects.filter(session=session, role=Role.TOOL).exists()  # never ran
 
 
+@pytest.mark.slow
 def test_it_fences_an_orphaned_job_out_after_a_takeover(agent):
     env = child_env()
     first = start_worker(env, name="first")
