@@ -17,6 +17,7 @@ from django.utils import timezone
 from agentops.auth import ROLES, hash_api_key
 from agentops.conversation import Conversation, ConversationItem, ToolCallView, duration_ms
 from agentops.models import (
+    FINISHED_RUN_STATUSES,
     WEEKDAYS,
     Agent,
     Handoff,
@@ -144,7 +145,6 @@ class AgentQueue:
 
 
 @dataclass
-@dataclass
 class RunOutcomes:
     """The one definition of the run outcome figures every page shows (docs/architecture.md,
     "One number, one definition"): over the real conversations' runs (sandbox ones left out)
@@ -215,6 +215,7 @@ def run_outcomes(
     return out if by else {None: out.get(None) or RunOutcomes()}
 
 
+@dataclass
 class RunQueue:
     queued: int = 0
     running: int = 0
