@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
+from django_rq.queues import get_queue_by_index
+from django_rq.settings import get_queues_list
+from rq import Worker
 from rq.exceptions import NoSuchJobError
+from rq.job import validate_job_id
 
 from tracing.logs import get_logger
 
@@ -58,11 +63,12 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
 
 class RqDashboardNotFoundMiddleware:
     """django-rq's dashboard (admins only) fails with an exception on a queue, scheduler,
-    worker or job that does not exist (an old link, a typed URL, a job that expired):
-    `NoSuchJobError`, `IndexError`, a `ValueError` for a worker key, an `assert` on the
-    worker. Raised by its own views, they are a 404, not a server error."""
-
-    NOT_FOUND = (NoSuchJobError, IndexError, ValueError, AssertionError)
+    worker or job that does not exist (an old link, a typed URL, a job that expired): an
+    IndexError for a queue index, rq's ValueError for a job id it would never issue, an
+    `assert` on a worker. Those URL parts are checked before its view runs and answered with
+    Http404 (Django's 404 page, which shows nothing of the URL); of the exceptions its views
+    raise, only rq's NoSuchJobError (a job gone meanwhile) is a 404: any other stays a
+    server error, to be seen and fixed."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -70,11 +76,43 @@ class RqDashboardNotFoundMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    @staticmethod
+    def _dashboard(request: HttpRequest, view: Callable[..., Any]) -> bool:
+        user = getattr(request, "user", None)
+        staff = bool(user and user.is_active and user.is_staff)
+        # Anyone else gets the view's own answer: a redirect to the admin login.
+        return staff and (getattr(view, "__module__", "") or "").startswith("django_rq")
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: list[Any],
+        view_kwargs: dict[str, Any],
+    ) -> None:
+        if not self._dashboard(request, view_func):
+            return
+        index = view_kwargs.get("queue_index", view_kwargs.get("scheduler_index"))
+        if index is not None and not 0 <= index < len(get_queues_list()):
+            raise Http404("No such queue.")
+        if "job_id" in view_kwargs:
+            try:
+                validate_job_id(view_kwargs["job_id"])
+            except ValueError:
+                raise Http404("No such job.") from None
+        if "key" in view_kwargs:
+            queue = get_queue_by_index(view_kwargs["queue_index"])
+            key = view_kwargs["key"]
+            if not key.startswith(Worker.redis_worker_namespace_prefix) or (
+                Worker.find_by_key(key, connection=queue.connection) is None
+            ):
+                raise Http404("No such worker.")
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         match = request.resolver_match
-        view_module = getattr(getattr(match, "func", None), "__module__", "") or ""
-        if match is None or not view_module.startswith("django_rq"):
-            return None
-        if isinstance(exception, self.NOT_FOUND):
-            return HttpResponseNotFound(f"Not found: {exception}")
-        return None
+        if (
+            match is not None
+            and isinstance(exception, NoSuchJobError)
+            and self._dashboard(request, match.func)
+        ):
+            raise Http404("No such job.") from None
