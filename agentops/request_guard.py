@@ -22,9 +22,11 @@ _NUL_IN_QUERY = re.compile(rb"%00|\x00")
 
 def url_problem(scope: Scope) -> tuple[str, str] | None:
     """(the part of the URL, what is wrong with it), or None."""
-    if "\x00" in scope.get("path", "") or b"%00" in scope.get("raw_path", b""):
+    # The ASGI spec lets a server leave raw_path out or set it to None.
+    raw_path = scope.get("raw_path") or b""
+    if "\x00" in (scope.get("path") or "") or b"%00" in raw_path or b"\x00" in raw_path:
         return "path", "the URL path must not contain NUL characters (%00)"
-    if _NUL_IN_QUERY.search(scope.get("query_string", b"")):
+    if _NUL_IN_QUERY.search(scope.get("query_string") or b""):
         return "query", "the query string must not contain NUL characters (%00)"
     return None
 
