@@ -23,7 +23,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from agentops.auth import api_key_user, bearer_token, has_role
-from agentops.conversation import conversation_serialise
+from agentops.conversation import conversation_serialise, handoff_detail_serialise
 from agentops.idempotency import idempotent
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
@@ -460,31 +460,6 @@ def session_out(session: Session) -> dict[str, Any]:
     }
 
 
-def handoff_out(h: Handoff) -> dict[str, Any]:
-    """A handoff with its context package (summary, last tool calls, suggested reply)."""
-    return {
-        "id": h.pk,
-        "session": str(h.session_id),
-        "run": str(h.run_id) if h.run_id else None,
-        "agent": h.session.agent.slug,
-        "reason": h.reason,
-        "team": h.team.slug if h.team else "",
-        "priority": h.priority,
-        "status": h.status,
-        "claimed_by": h.claimed_by.get_username() if h.claimed_by else None,
-        "created_at": h.created_at.isoformat(),
-        "claimed_at": h.claimed_at.isoformat() if h.claimed_at else None,
-        "resolved_at": h.resolved_at.isoformat() if h.resolved_at else None,
-        "resolution": h.resolution,
-        "summary": h.summary,
-        "last_tool_calls": h.last_tool_calls,
-        "suggested_reply": h.suggested_reply,
-        "snoozed_at": h.snoozed_at.isoformat() if h.snoozed_at else None,
-        "snoozed_until": h.snoozed_until.isoformat() if h.snoozed_until else None,
-        "labels": [label.name for label in h.session.labels.all()],
-    }
-
-
 def toolcall_out(call: ToolCall) -> dict[str, Any]:
     return {
         "id": call.pk,
@@ -709,7 +684,7 @@ def list_handoffs(
         rows = rows.filter(status=status.value)
     if label:
         rows = rows.filter(session__labels__name__iexact=label)
-    return {"handoffs": [handoff_out(h) for h in rows[:500]]}
+    return {"handoffs": [handoff_detail_serialise(h) for h in rows[:500]]}
 
 
 @api.post(

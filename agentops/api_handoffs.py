@@ -28,11 +28,10 @@ from agentops.api import (
     ToolCallOut,
     _no_nul,
     api,
-    handoff_out,
     require,
     toolcall_out,
 )
-from agentops.conversation import message_serialise
+from agentops.conversation import handoff_detail_serialise, message_serialise
 from agentops.models import ACTIVE_RUN_STATUSES, HandoffRating, Session, ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
 from agentops.operators.models import LabelColour
@@ -192,7 +191,7 @@ def _workable(request: HttpRequest, handoff_id: int) -> Any:
 
 
 def _fresh(handoff_id: int) -> dict[str, Any]:
-    return handoff_out(_handoff(handoff_id))
+    return handoff_detail_serialise(_handoff(handoff_id))
 
 
 def note_out(note: Any) -> dict[str, Any]:

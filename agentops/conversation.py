@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 from agentops.models import ACTIVE_RUN_STATUSES, Handoff, Message, Run, Session, ToolCall
 
@@ -124,15 +125,94 @@ def tool_call_serialise(call: ToolCall) -> dict[str, Any]:
     return {"status": call.status, "duration_ms": duration_ms(call), "tool": call.tool_name}
 
 
-def handoff_serialise(handoff: Handoff) -> dict[str, Any]:
+class HandoffBrief(TypedDict):
+    """A handoff inside a conversation (the snapshot, `GET …/messages`, `/v1/`'s `handoff`)."""
+
+    id: int
+    status: str
+    reason: str
+    team: str
+    priority: int
+    claimed_by: str | None
+    created_at: str
+
+
+class HandoffJson(HandoffBrief):
+    """A handoff on its own (the API's `HandoffOut`, the SSE snapshot): the brief shape and
+    where it stands, with its context package."""
+
+    session: str
+    run: str | None
+    agent: str
+    claimed_at: str | None
+    resolved_at: str | None
+    resolution: str
+    summary: str
+    last_tool_calls: list[dict[str, Any]]
+    suggested_reply: str
+    snoozed_at: str | None
+    snoozed_until: str | None
+    labels: list[str]
+
+
+class HandoffEventData(TypedDict):
+    """A handoff in a `handoff.*` webhook's `data` and the `handoff.created` ops event: the
+    webhook contract (README) names ids `<entity>_id`, as every webhook payload does."""
+
+    handoff_id: int
+    session_id: str
+    run_id: str | None
+    reason: str
+    team: str
+    priority: int
+    status: str
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def handoff_serialise(handoff: Handoff) -> HandoffBrief:
+    """The one JSON shape of a handoff, which the other two extend or rename."""
     return {
         "id": handoff.pk,
         "status": handoff.status,
         "reason": handoff.reason,
-        "team": handoff.team.slug if handoff.team else "",
+        "team": handoff.team.slug if handoff.team_id else "",
         "priority": handoff.priority,
-        "claimed_by": handoff.claimed_by.get_username() if handoff.claimed_by else None,
+        "claimed_by": handoff.claimed_by.get_username() if handoff.claimed_by_id else None,
         "created_at": handoff.created_at.isoformat(),
+    }
+
+
+def handoff_detail_serialise(handoff: Handoff) -> HandoffJson:
+    return {
+        **handoff_serialise(handoff),
+        "session": str(handoff.session_id),
+        "run": str(handoff.run_id) if handoff.run_id else None,
+        "agent": handoff.session.agent.slug,
+        "claimed_at": _iso(handoff.claimed_at),
+        "resolved_at": _iso(handoff.resolved_at),
+        "resolution": handoff.resolution,
+        "summary": handoff.summary,
+        "last_tool_calls": handoff.last_tool_calls,
+        "suggested_reply": handoff.suggested_reply,
+        "snoozed_at": _iso(handoff.snoozed_at),
+        "snoozed_until": _iso(handoff.snoozed_until),
+        "labels": [label.name for label in handoff.session.labels.all()],
+    }
+
+
+def handoff_event_serialise(handoff: Handoff) -> HandoffEventData:
+    brief = handoff_serialise(handoff)
+    return {
+        "handoff_id": brief["id"],
+        "session_id": str(handoff.session_id),
+        "run_id": str(handoff.run_id) if handoff.run_id else None,
+        "reason": brief["reason"],
+        "team": brief["team"],
+        "priority": brief["priority"],
+        "status": brief["status"],
     }
 
 

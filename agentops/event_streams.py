@@ -39,7 +39,11 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
 from agentops.auth import api_key_user, bearer_token, has_role
-from agentops.conversation import message_serialise, run_status_serialise
+from agentops.conversation import (
+    handoff_detail_serialise,
+    message_serialise,
+    run_status_serialise,
+)
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
@@ -147,7 +151,7 @@ class SessionStream(_Stream):
         return [message_serialise(m) for m in rows]
 
     def _state(self) -> dict[str, Any]:
-        from agentops.api import handoff_out, toolcall_out
+        from agentops.api import toolcall_out
 
         session = Session.objects.select_related("operator").get(pk=self.object_id)
         run = Run.objects.select_related("agent").filter(session=session).order_by("-created_at")
@@ -174,7 +178,7 @@ class SessionStream(_Stream):
                 "operator": session.operator.get_username() if session.operator else None,
             },
             "run": run_status_serialise(latest) if latest else None,
-            "handoff": handoff_out(handoff) if handoff else None,
+            "handoff": handoff_detail_serialise(handoff) if handoff else None,
             "pending_approvals": [
                 {**toolcall_out(c), "run": str(c.run_id), "session": str(c.run.session_id)}
                 for c in approvals.order_by("started_at")

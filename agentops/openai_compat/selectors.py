@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentops.auth import has_role
-from agentops.conversation import handoff_serialise
+from agentops.conversation import HandoffBrief, handoff_serialise
 from agentops.models import Agent, AgentQuerySet, Handoff, Message, Role, Run
 
 
@@ -53,7 +53,7 @@ class RunOutcome:
         return self.status in ("succeeded", "failed", "cancelled", "handed_off")
 
 
-def handoff_info(handoff: Handoff | None) -> dict[str, Any] | None:
+def handoff_info(handoff: Handoff | None) -> HandoffBrief | None:
     """The conversation's handoff shape (the API's `HandoffStateOut`), or None."""
     return handoff_serialise(handoff) if handoff is not None else None
 

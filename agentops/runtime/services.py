@@ -20,6 +20,7 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from agentops.conversation import handoff_event_serialise
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
@@ -280,12 +281,8 @@ def handoff_open(
         OPS_GROUP,
         {
             "kind": "handoff.created",
-            "handoff_id": handoff.pk,
-            "session_id": str(session_id),
+            **handoff_event_serialise(handoff),
             "agent": agent_slug,
-            "reason": reason,
-            "team": team.slug if team else "",
-            "priority": priority,
         },
     )
     webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from agentops.conversation import handoff_event_serialise
 from agentops.models import Session
 from agentops.services import audit_record
 from agentops.webhooks.models import (
@@ -338,16 +339,7 @@ def webhook_handoff_event(*, type: str, handoff: Any, key: str = "", **extra: An
     webhook_event_emit(
         type=type,
         key=f"handoff_{handoff.pk}_{type.split('.')[1]}_{key or secrets.token_hex(6)}",
-        data={
-            "handoff_id": handoff.pk,
-            "session_id": str(handoff.session_id),
-            "run_id": str(handoff.run_id) if handoff.run_id else None,
-            "reason": handoff.reason,
-            "team": handoff.team.slug if handoff.team_id else "",
-            "priority": handoff.priority,
-            "status": handoff.status,
-            **extra,
-        },
+        data={**handoff_event_serialise(handoff), **extra},
     )
 
 
