@@ -73,6 +73,8 @@ def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
         found = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
     except Unresolvable as exc:
         return [f"the tool's schema has a reference that cannot be resolved: {exc.ref}"]
+    except RecursionError:  # a recursive schema stored before they were refused at entry
+        return ["the tool's schema refers to itself without end, so no arguments can be checked"]
     errors = []
     for error in found:
         where = "/".join(str(p) for p in error.path) or "(arguments)"

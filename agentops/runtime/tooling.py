@@ -31,6 +31,7 @@ from agentops.webhooks.services import webhook_event_emit
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
 from tracing.failures import Failure, FailureClass
+from tracing.json_input import JsonInputError, json_parse
 from tracing.live import OPS_GROUP, broadcast, session_group
 
 if TYPE_CHECKING:
@@ -153,7 +154,20 @@ class ToolRunner:
                 )
             return f"Error: there is no tool named {name[:100]!r}. Available tools: {names}.", None
         try:
-            arguments = json.loads(raw) if raw.strip() else {}
+            arguments = json_parse(raw) if raw.strip() else {}
+        except JsonInputError as exc:
+            # Nested too deep or holding text Postgres cannot store (a lone surrogate).
+            tracer.event(
+                "tool.rejected",
+                status="error",
+                error_class=FailureClass.INVALID_REQUEST,
+                error_message=f"unusable JSON: {exc}",
+                **{"gen_ai.tool.name": name},
+            )
+            return (
+                f"Error: the arguments for {name} cannot be used: {exc}. "
+                "Send a JSON object matching the tool's schema."
+            ), None
         except json.JSONDecodeError as exc:
             tracer.event(
                 "tool.rejected",

@@ -11,6 +11,7 @@ from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import NOT_RUN, message_tokens, tool_calls_answered
 from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.runtime.helpers import span_names, spans, wait_for_package, wait_for_run
+from tools.models import ToolDefinition
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,6 +71,10 @@ def test_it_keeps_output_holding_a_nul_character(worker, session):
         ('call no_such_tool {"a": 1}', "there is no tool named 'no_such_tool'"),
         ('call echo {"text": ', "not valid JSON"),
         ('call echo {"text": 5}', "do not fit its schema"),
+        # json.loads raised RecursionError here and the run failed as a bug.
+        ('call echo {"text": ' + "[" * 1100 + "]" * 1100 + "}", "nested more than 64 levels"),
+        # json.loads accepted it; storing the tool's result then failed in Postgres.
+        ('call echo {"text": "\\ud800"}', "lone surrogate (U+D800)"),
     ],
 )
 def test_it_tells_the_model_about_bad_tool_calls(worker, session, content, expected):
@@ -78,6 +83,18 @@ def test_it_tells_the_model_about_bad_tool_calls(worker, session, content, expec
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     tool_message = Message.objects.get(session=session, role=Role.TOOL)
     assert expected in tool_message.content
+    assert not ToolCall.objects.filter(run=run).exists()
+
+
+def test_it_tells_the_model_about_a_recursive_tool_schema(worker, session):
+    # Stored before tools/schemas.py refused recursive schemas at entry.
+    ToolDefinition.objects.filter(name="echo").update(parameters={"$ref": "#"})
+    run = wait_for_run(session_post_message(session=session, content='call echo {"text": "hi"}').pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    tool_message = Message.objects.get(session=session, role=Role.TOOL)
+    assert "refers to itself without end" in tool_message.content
+    (rejected,) = spans(run.pk, "tool.rejected")
+    assert "refers to itself without end" in rejected.error_message
     assert not ToolCall.objects.filter(run=run).exists()
 
 
