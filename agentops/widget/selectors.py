@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import django_rq
+from django.core.cache import cache
 from redis.exceptions import RedisError
 
 from agentops.conversation import message_serialise
@@ -40,29 +41,33 @@ def widget_key_get(*, public_key: str) -> WidgetKey | None:
     return WidgetKey.objects.select_related("agent").filter(public_key=public_key).first()
 
 
-def widget_refused_origins(*, key_ids: list[int]) -> dict[int, list[tuple[str, datetime]]]:
+@dataclass(frozen=True)
+class RefusedOrigin:
+    origin: str
+    networks: int  # how many client networks reported it (unverified: any client can)
+    seen: datetime
+
+
+def widget_refused_origins(*, key_ids: list[int]) -> dict[int, list[RefusedOrigin]]:
     """Per key, the origins it refused recently (agentops.widget.services
-    widget_origin_refused_record), last seen first, with when."""
+    widget_origin_refused_record), reported by the most networks first, then last seen."""
     since = time.time() - REFUSED_ORIGINS_DAYS * 24 * 3600
+    names = {refused_origins_name(key_id): key_id for key_id in key_ids}
     try:
-        with django_rq.get_connection("runs").pipeline(transaction=False) as pipe:
-            for key_id in key_ids:
-                pipe.zrevrangebyscore(refused_origins_name(key_id), "+inf", since, withscores=True)
-            rows = pipe.execute()
+        stored = cache.get_many(list(names))
     except RedisError as exc:  # the keys page still works; the hint is missing
         log.warning("widget.refused_origins_unread", error=str(exc))
         return {}
-    return {
-        key_id: [
-            (
-                origin.decode() if isinstance(origin, bytes) else str(origin),
-                datetime.fromtimestamp(seen, tz=UTC),
-            )
-            for origin, seen in found
+    found = {}
+    for name, seen in stored.items():
+        rows = [
+            RefusedOrigin(origin, networks, datetime.fromtimestamp(at, tz=UTC))
+            for origin, (networks, at) in seen.items()
+            if at > since
         ]
-        for key_id, found in zip(key_ids, rows, strict=True)
-        if found
-    }
+        if rows:
+            found[names[name]] = sorted(rows, key=lambda r: (-r.networks, -r.seen.timestamp()))
+    return found
 
 
 def origin_of(url: str) -> str:

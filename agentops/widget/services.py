@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
@@ -44,8 +43,9 @@ VISITOR_SALT = "agentops.widget.visitor"
 ENDUSER_TOKEN_MAX_AGE = 24 * 3600  # a frame lives a day at most; reloading gives a new one
 VISITOR_MAX_AGE = 400 * 24 * 3600  # browsers cap cookies at 400 days
 MAX_USER_ID = 150
-REFUSED_ORIGINS_KEPT = 20  # per key, the most recently seen
+REFUSED_ORIGINS_KEPT = 20  # per key, the most seen (from the most client networks)
 REFUSED_ORIGINS_DAYS = 7
+REFUSED_ORIGINS_PER_ADDRESS = 5  # a minute: what one client network may add to the list
 MAX_ORIGIN = 200
 # What a client address does, limited per minute by the setting named, in the words of a refusal.
 ADDRESS_LIMITS = {
@@ -81,6 +81,8 @@ def origins_clean(*, text: str) -> list[str]:
 
     origins = []
     for raw in text.replace(",", "\n").split():
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in raw):
+            raise ValueError(f"{raw!r} holds a control character (a NUL, say)")
         parts = urlsplit(raw.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{raw!r} is not an origin like https://shop.example.com")
@@ -146,8 +148,11 @@ def widget_key_origin_allow(*, key: WidgetKey, origin: str, actor: Any) -> Widge
             audit_record(
                 actor=actor, action="widget_key.allow_origin", target=key.public_key, origin=cleaned
             )
+    name = refused_origins_name(key.pk)
     try:
-        django_rq.get_connection("runs").zrem(refused_origins_name(key.pk), cleaned)
+        seen = cache.get(name) or {}
+        if seen.pop(cleaned, None) is not None:
+            cache.set(name, seen, REFUSED_ORIGINS_DAYS * 24 * 3600)
     except RedisError as exc:
         log.warning("widget.refused_origin_not_cleared", key=key.public_key, error=str(exc))
     return key
@@ -225,6 +230,8 @@ def client_address_scope(address: str) -> str:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address[:64] or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)  # an IPv4 client as a dual-stack listener reports it
     if ip.version == 6:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
@@ -252,20 +259,37 @@ def refused_origins_name(key_id: int) -> str:
     return f"agentops:widget-refused-origins:{key_id}"
 
 
-def widget_origin_refused_record(*, key: WidgetKey, origin: str) -> None:
+def widget_origin_refused_record(*, key: WidgetKey, origin: str, address: str) -> None:
     """Remember that a page on `origin`, which the key does not allow, tried to show its chat
-    (shown to admins on the keys page): a sorted set by last seen, the newest
-    REFUSED_ORIGINS_KEPT, expiring REFUSED_ORIGINS_DAYS after the last refusal. A hint, not
-    a record: outside a browser anyone can send any Origin."""
+    (shown to admins on the keys page). A hint, not a record: outside a browser anyone can
+    send any Origin. So a client network adds at most REFUSED_ORIGINS_PER_ADDRESS a minute,
+    each origin counts the client networks that reported it, and when REFUSED_ORIGINS_KEPT
+    are listed a new one only replaces one reported by no more networks than itself (a flood
+    from a few addresses cannot push out origins many visitors hit). Entries expire
+    REFUSED_ORIGINS_DAYS after they were last seen. Stored in the cache as
+    {origin: (networks, last seen)}; two reports at once may lose one (it is a hint)."""
     if not origin or len(origin) > MAX_ORIGIN:
         return
     name = refused_origins_name(key.pk)
+    scope = client_address_scope(address)
+    ttl = REFUSED_ORIGINS_DAYS * 24 * 3600
     try:
-        with django_rq.get_connection("runs").pipeline() as pipe:
-            pipe.zadd(name, {origin: time.time()})
-            pipe.zremrangebyrank(name, 0, -REFUSED_ORIGINS_KEPT - 1)
-            pipe.expire(name, REFUSED_ORIGINS_DAYS * 24 * 3600)
-            pipe.execute()
+        if _hit(f"address:refused-origin:{scope}", REFUSED_ORIGINS_PER_ADDRESS):
+            return
+        digest = hashlib.sha256(f"{origin} {scope}".encode()).hexdigest()[:32]
+        new_network = cache.add(f"{name}:network:{digest}", 1, ttl)
+        now = time.time()
+        seen: dict[str, tuple[int, float]] = {
+            o: (n, at) for o, (n, at) in (cache.get(name) or {}).items() if at > now - ttl
+        }
+        networks = seen.get(origin, (0, now))[0] + (1 if new_network else 0)
+        if origin not in seen and len(seen) >= REFUSED_ORIGINS_KEPT:
+            least = min(seen, key=lambda o: seen[o])
+            if seen[least][0] > networks:
+                return
+            del seen[least]
+        seen[origin] = (max(networks, 1), now)
+        cache.set(name, seen, ttl)
     except RedisError as exc:  # the refusal itself stands; only the admin's hint is lost
         log.warning("widget.refused_origin_not_recorded", key=key.public_key, error=str(exc))
 
@@ -286,9 +310,10 @@ def rate_check(*, key: WidgetKey, enduser: EndUser) -> None:
         )
 
 
-def enduser_session_open(*, key: WidgetKey, enduser: EndUser) -> Session:
+def enduser_session_open(*, key: WidgetKey, enduser: EndUser, address: str) -> Session:
     """The end user's current conversation with the key's agent, started if there is none
-    (or the last one was closed)."""
+    (or the last one was closed). Starting one counts against the client address's limit of
+    conversations opened (RateLimited past it); returning the current one does not."""
     with transaction.atomic():
         with connection.cursor() as cursor:  # two first messages at once: one conversation
             cursor.execute(
@@ -304,6 +329,7 @@ def enduser_session_open(*, key: WidgetKey, enduser: EndUser) -> Session:
         )
         if current is not None:
             return current
+        address_rate_check(action="session", address=address)
         return session_create(
             agent=key.agent, external_user=enduser.external_user, title="Chat widget"
         )
@@ -327,11 +353,13 @@ def enduser_session_rate(
     return handoff_rate(session_id=session.pk, score=score, comment=comment), first
 
 
-def enduser_message_post(*, key: WidgetKey, enduser: EndUser, content: str) -> Session:
+def enduser_message_post(
+    *, key: WidgetKey, enduser: EndUser, content: str, address: str
+) -> Session:
     """Post the end user's message (authored by nobody on the staff) after the rate limits."""
     if not content.strip():
         raise ValueError("content must not be empty")
     rate_check(key=key, enduser=enduser)
-    session = enduser_session_open(key=key, enduser=enduser)
+    session = enduser_session_open(key=key, enduser=enduser, address=address)
     session_post_message(session=session, content=content, author=None)
     return session

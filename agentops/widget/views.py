@@ -125,7 +125,9 @@ def frame(request: HttpRequest) -> HttpResponse:
         return _frame_refused(request, "This widget key is for another agent.")
     referer = selectors.origin_of(request.headers.get("Referer", ""))
     if referer and referer not in key.allowed_origins:
-        services.widget_origin_refused_record(key=key, origin=referer)
+        services.widget_origin_refused_record(
+            key=key, origin=referer, address=_client_address(request)
+        )
         return _frame_refused(request, f"This chat may not be embedded on {referer}.")
     visitor = services.visitor_read(key=key, cookie=request.COOKIES.get(VISITOR_COOKIE, ""))
     cookie = None
@@ -189,7 +191,9 @@ def api_available(request: HttpRequest) -> JsonResponse:
     available = key is not None and key.enabled
     if key is not None and available and origin is not None and origin not in key.allowed_origins:
         available = False
-        services.widget_origin_refused_record(key=key, origin=origin)
+        services.widget_origin_refused_record(
+            key=key, origin=origin, address=_client_address(request)
+        )
     response = JsonResponse({"available": available})
     response["Access-Control-Allow-Origin"] = "*"
     response["Cache-Control"] = "private, max-age=60"
@@ -262,13 +266,13 @@ def api_session(request: HttpRequest) -> JsonResponse:
     """The end user's current conversation (started if none), to follow before posting."""
     try:
         enduser, key = _api_enduser(request)
-        services.address_rate_check(action="session", address=_client_address(request))
+        session = services.enduser_session_open(
+            key=key, enduser=enduser, address=_client_address(request)
+        )
     except WidgetRefused as exc:
         return _api_error(str(exc), 403)
     except RateLimited as exc:
         return _rate_limited(exc)
-    try:
-        session = services.enduser_session_open(key=key, enduser=enduser)
     except AgentNotLive:
         return _api_error(NOT_OPEN, 409)
     return JsonResponse({"session_id": str(session.pk)})
@@ -284,7 +288,9 @@ def api_message(request: HttpRequest) -> JsonResponse:
         content = body.get("content")
         if not isinstance(content, str):
             raise ValueError("content: a string is required")
-        session = services.enduser_message_post(key=key, enduser=enduser, content=content)
+        session = services.enduser_message_post(
+            key=key, enduser=enduser, content=content, address=_client_address(request)
+        )
     except WidgetRefused as exc:
         return _api_error(str(exc), 403)
     except RateLimited as exc:

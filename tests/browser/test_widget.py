@@ -212,7 +212,9 @@ def test_it_shows_nothing_broken_on_an_origin_the_key_does_not_allow(
         expect(refused).to_contain_text(f"http://127.0.0.1:{port}")
         screenshot(admin, "widget_keys_refused_origin")
         # The admin allows it there: the next visitor of that page gets the chat.
-        refused.get_by_role("button", name=f"Allow http://127.0.0.1:{port}").click()
+        expect(refused).to_contain_text("unverified")
+        refused.locator("summary").click()  # Allow asks first
+        refused.get_by_role("button", name=f"Yes, allow http://127.0.0.1:{port}").click()
         expect(refused).to_contain_text("None in the last 7 days")
         page = browser.new_context().new_page()
         page.goto(f"http://127.0.0.1:{port}/")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_the_widget_keeps_following_while_staff_open_the_conversation(alice):
     key, _ = make_key()
-    session = enduser_session_open(key=key, enduser=enduser(key))
+    session = enduser_session_open(key=key, enduser=enduser(key), address="127.0.0.1")
     token = enduser_token_issue(key=key, identity="visitor:me")
     cookie = session_cookie(alice)
 

@@ -43,7 +43,7 @@ async def receive(comm, count: int) -> list[dict]:  # type: ignore[no-untyped-de
 
 def test_it_refuses_a_forged_token_and_another_users_session():
     key, _ = make_key()
-    mine = enduser_session_open(key=key, enduser=enduser(key))
+    mine = enduser_session_open(key=key, enduser=enduser(key), address="127.0.0.1")
     messages_append(session_id=mine.pk, messages=[Message(role=Role.USER, content="my secret")])
     stranger = enduser_token_issue(key=key, identity="visitor:stranger")
     other_key, _ = make_key()  # another agent's key, same end-user name
@@ -77,7 +77,9 @@ def test_another_key_of_the_agent_cannot_follow_its_users_conversation():
     """What identify gives key B's site for "alice" does not reach key A's Alice."""
     key_a, _ = make_key()
     key_b, _ = make_key(agent=key_a.agent)
-    hers = enduser_session_open(key=key_a, enduser=enduser(key_a, "user:alice"))
+    hers = enduser_session_open(
+        key=key_a, enduser=enduser(key_a, "user:alice"), address="127.0.0.1"
+    )
     messages_append(session_id=hers.pk, messages=[Message(role=Role.USER, content="canary 7731")])
     token_b = enduser_token_issue(key=key_b, identity="user:alice")
     token_a = enduser_token_issue(key=key_a, identity="user:alice")
@@ -101,7 +103,7 @@ def test_another_key_of_the_agent_cannot_follow_its_users_conversation():
 
 def test_it_resumes_after_the_last_seq_without_gap_or_duplicate():
     key, _ = make_key()
-    session = enduser_session_open(key=key, enduser=enduser(key))
+    session = enduser_session_open(key=key, enduser=enduser(key), address="127.0.0.1")
     token = enduser_token_issue(key=key, identity="visitor:me")
     run = Run.objects.create(session=session, agent=session.agent, status=RunStatus.RUNNING)
     messages_append(

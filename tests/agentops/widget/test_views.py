@@ -31,6 +31,14 @@ from tests.factories import AgentFactory
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def client() -> Client:
+    """A client from a network of its own: the per-address limits count across the tests of
+    a minute (one Redis per test session), and a refusal reported by one test must not use up
+    another's allowance."""
+    return Client(REMOTE_ADDR=f"198.18.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}")
+
+
 def sign(secret: str, user_id: str) -> str:
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
@@ -336,15 +344,27 @@ def test_it_limits_new_visitors_per_client_address(settings):
 
 
 def test_it_limits_conversations_opened_per_client_address(settings):
+    """Only opening a conversation counts, wherever it is opened: the current one asked for
+    again does not, and a first message that opens one does (issue 21 item 22, review)."""
     settings.WIDGET_SESSIONS_PER_MINUTE = 2
     key, _ = make_key()
 
-    def scenario(address: str) -> list[int]:
+    def scenario(address: str) -> tuple[list[int], int, int, int]:
         client = Client(REMOTE_ADDR=address)
         token = frame_token(client, key)
-        return [api(client, "session", token).status_code for _ in range(3)]
+        again = [api(client, "session", token).status_code for _ in range(3)]
+        second, third = Client(REMOTE_ADDR=address), Client(REMOTE_ADDR=address)
+        opened = api(second, "messages", frame_token(second, key), {"content": "hi"})
+        third_token = frame_token(third, key)
+        by_message = api(third, "messages", third_token, {"content": "hi"}).status_code
+        by_session = api(third, "session", third_token).status_code
+        return again, opened.status_code, by_message, by_session
 
-    assert one_window(scenario) == [200, 200, 429]
+    again, opened, by_message, by_session = one_window(scenario)
+    assert again == [200, 200, 200]
+    assert opened == 201
+    assert (by_message, by_session) == (429, 429)
+    assert Session.objects.count() == 2
 
 
 def test_it_limits_sign_in_checks_per_client_address(settings):
@@ -373,6 +393,16 @@ def test_it_counts_an_ipv6_client_per_64():
     assert client_address_scope("2001:db8:1:2::7") == client_address_scope("2001:db8:1:2:ffff::1")
     assert client_address_scope("2001:db8:1:3::7") != client_address_scope("2001:db8:1:2::7")
     assert client_address_scope("198.51.100.7") == "198.51.100.7"
+
+
+def test_it_counts_an_ipv4_client_of_a_dual_stack_listener_by_its_ipv4_address():
+    """A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d: not one shared /64."""
+    from agentops.widget.services import client_address_scope
+
+    assert client_address_scope("::ffff:198.51.100.7") == "198.51.100.7"
+    assert client_address_scope("::ffff:198.51.100.7") != client_address_scope(
+        "::ffff:198.51.100.8"
+    )
 
 
 def test_it_tells_widget_js_where_the_chat_may_show_and_lists_refused_origins(client, alice):
@@ -463,3 +493,77 @@ def test_an_admin_allows_a_refused_origin_from_the_keys_page(client, alice, bob)
     assert client.get(
         f"/widget/api/available?key={key.public_key}", HTTP_ORIGIN="https://staging.example"
     ).json() == {"available": True}
+
+
+def test_a_flood_of_made_up_origins_cannot_push_out_real_ones(client, alice, monkeypatch):
+    """Anyone may call /widget/api/available with any Origin: a client network adds at most
+    REFUSED_ORIGINS_PER_ADDRESS a minute, an origin counts the networks that reported it, and
+    a full list only loses its least reported; the page says the origins are unverified and
+    Allow asks first (issue 21 item 12, review)."""
+    from agentops.widget import services
+
+    monkeypatch.setattr(services, "REFUSED_ORIGINS_KEPT", 4)
+    key, _ = make_key()
+
+    def report(origin: str, address: str) -> None:
+        Client(REMOTE_ADDR=address).get(
+            f"/widget/api/available?key={key.public_key}", HTTP_ORIGIN=origin
+        )
+
+    for n in range(3):
+        report("https://staging.example", f"198.51.100.{n + 1}")
+
+    def scenario(address: str) -> None:
+        for n in range(10):
+            report(f"https://fake{n}.example", address)
+
+    one_window(scenario)
+    for n in range(20):
+        report(f"https://spread{n}.example", f"203.0.113.{n + 1}")
+
+    client.force_login(alice)
+    page = client.get("/widget/keys/").content.decode()
+    row = page[page.index(f'data-key="{key.public_key}"') :]
+    listed = row[row.index("data-refused-origins") : row.index("</tr>")]
+    assert "<code>https://staging.example</code>" in listed  # three networks: not pushed out
+    assert "fake5.example" not in listed  # one network reported five at most
+    assert listed.count("<li data-refused-origin>") == 4
+    assert '<code>https://staging.example</code> <span class="muted">from 3 networks' in listed
+    assert "unverified" in listed and "Yes, allow" in listed
+
+
+def test_refused_origins_are_kept_in_the_cache_with_the_widgets_counters(client):
+    """One owner of the widget's Redis data: the Django cache, as the rate limits use."""
+    from django.core.cache import cache
+
+    from agentops.widget.services import refused_origins_name
+
+    key, _ = make_key()
+    client.get(f"/widget/api/available?key={key.public_key}", HTTP_ORIGIN="https://x.example")
+    assert "https://x.example" in (cache.get(refused_origins_name(key.pk)) or {})
+
+
+@pytest.mark.parametrize("bad", ["https://a.example\x00", "https://a\x01.example", "\x00"])
+def test_an_origin_with_a_control_character_is_refused_naming_it(client, alice, bad):
+    key, _ = make_key()
+    client.force_login(alice)
+    response = client.post(f"/widget/keys/{key.pk}/origins", {"origin": bad}, follow=True)
+    assert response.status_code == 200
+    assert "holds a control character" in response.content.decode()
+    key.refresh_from_db()
+    assert key.allowed_origins == [HOST_ORIGIN]
+    created = client.post(
+        "/widget/keys/",
+        {
+            "name": "K",
+            "agent": key.agent.slug,
+            "allowed_origins": bad,
+            "user_messages_per_minute": 10,
+            "key_messages_per_minute": 300,
+        },
+    )
+    assert created.status_code == 400  # Django's own check names a NUL first
+    assert any(
+        said in created.content.decode()
+        for said in ("holds a control character", "Null characters are not allowed")
+    )
