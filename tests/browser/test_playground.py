@@ -51,12 +51,15 @@ def test_it_reruns_a_model_call_from_a_trace_side_by_side(
     assert not Message.objects.filter(session=session, content__contains="goodbye").exists()
 
 
-def test_it_tests_an_endpoint_and_resets_its_breaker(browser, base_url, devmodel, model_name, bob):
+def test_it_tests_an_endpoint_and_resets_its_breaker(
+    browser, base_url, devmodel, model_name, alice
+):
+    """Testing a connection is an admin's (docs/architecture.md, "Egress")."""
     endpoint = EndpointFactory(name="dev", base_url=devmodel.url, default_model=model_name)
     broken = EndpointFactory(
         name="broken", base_url="http://127.0.0.1:9/v1", breaker_state=BreakerState.OPEN
     )
-    page = login(browser, base_url, "bob", "/endpoints/")
+    page = login(browser, base_url, "alice", "/endpoints/")
     page.click("a:has-text('dev')")
     page.click("#endpoint-test button[type=submit]")
     expect(page.locator("[data-check=ok]")).to_be_visible()
@@ -69,7 +72,7 @@ def test_it_tests_an_endpoint_and_resets_its_breaker(browser, base_url, devmodel
     page.on("dialog", lambda d: d.accept())
     page.click("#breaker button:has-text('Reset breaker')")
     expect(page.locator("[data-breaker-state]")).to_have_text("Closed")
-    expect(page.locator("#breaker-history")).to_contain_text("reset by bob (was open")
+    expect(page.locator("#breaker-history")).to_contain_text("reset by alice (was open")
     broken.refresh_from_db()
     assert broken.breaker_state == BreakerState.CLOSED
     assert endpoint.breaker_transitions.count() == 0
