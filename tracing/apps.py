@@ -13,3 +13,18 @@ class TracingConfig(AppConfig):
         signals.bind_extra_request_metadata.connect(
             remember_request_id, dispatch_uid="tracing.request_id"
         )
+        self._admin_json_fields()
+
+    @staticmethod
+    def _admin_json_fields() -> None:
+        """Every admin form reads JSON through json_parse (JsonFormField). The admin site is
+        complete here: django.contrib.admin, first in INSTALLED_APPS, discovered every app's
+        admin module in its own ready()."""
+        from django.contrib import admin
+        from django.db import models
+
+        from tracing.json_input import JsonFormField
+
+        for model_admin in admin.site._registry.values():
+            overrides = model_admin.formfield_overrides.setdefault(models.JSONField, {})
+            overrides["form_class"] = JsonFormField

@@ -13,6 +13,9 @@ import json
 import re
 from typing import Any
 
+from django import forms
+from django.core.exceptions import ValidationError
+
 # Real documents here (settings, dataset items, tool schemas) stay far below this; JSON
 # libraries elsewhere draw the line near it (serde_json 128, jiter 200).
 MAX_DEPTH = 64
@@ -95,3 +98,29 @@ def _deep_field(text: str) -> str | None:
 
 def _dotted(path: tuple[Any, ...]) -> str | None:
     return ".".join(str(part) for part in path) or None
+
+
+class JsonFormField(forms.JSONField):
+    """Django's form JSONField (the admin's, for every model JSONField: tracing/apps.py) with
+    json_parse's refusals as a form error; Django's own would pass a lone surrogate on to
+    Postgres and raise RecursionError, parsing and re-rendering, on deep nesting."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and not self.disabled:
+            try:
+                json_parse(value)
+            except JsonInputError as exc:
+                raise ValidationError(str(exc), code="invalid") from None
+            except ValueError:
+                pass  # not JSON: Django's own message
+        return super().to_python(value)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if isinstance(data, str) and not self.disabled:
+            try:
+                json_parse(data)
+            except JsonInputError:  # shown again as typed, not as the value it parses to
+                return forms.fields.InvalidJSONInput(data)
+            except ValueError:
+                pass
+        return super().bound_data(data, initial)

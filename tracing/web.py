@@ -20,9 +20,10 @@ def is_htmx(request: HttpRequest) -> bool:
 
 
 def next_url(request: HttpRequest, *, fallback: str) -> str:
-    """The form's `next` when it stays on this site (host and scheme), else `fallback`."""
+    """The form's `next` when it stays on this site (host and scheme) and holds no control
+    character (a NUL in a Location header fails in the server), else `fallback`."""
     target = request.POST.get("next", "") or request.GET.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
+    if target and target.isprintable() and url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return target

@@ -14,7 +14,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
@@ -25,7 +24,7 @@ from agentops.operators.models import CannedReply, Label, LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
 from agentops.selectors import conversation_get
-from tracing.web import HtmxHttpRequest, error_status, page_query
+from tracing.web import HtmxHttpRequest, error_status, next_url, page_query
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DRAFTS_KEY = "handoff_drafts"
@@ -637,10 +636,7 @@ def presence(request: HtmxHttpRequest) -> HttpResponse:
         return render(request, "operators/_presence.html", context, status=400 if error else 200)
     if error:
         messages.error(request, f"Not changed: {error}.")
-    back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-        back = reverse("operators:queue")  # never off-site
-    return redirect(back)
+    return redirect(next_url(request, fallback=reverse("operators:queue")))  # never off-site
 
 
 # --- the live view and takeover -------------------------------------------------------------

@@ -154,3 +154,18 @@ def test_a_variant_model_of_200_characters_is_kept(alice, db):  # type: ignore[n
     assert len(label) == 200 and label.endswith("…")
     experiment = Experiment.objects.get()
     assert experiment.variants.last().version.config["model"] == model
+
+
+def test_admin_json_fields_refuse_a_lone_surrogate_and_deep_json(admin_client):  # type: ignore[no-untyped-def]
+    for value in ('{"a": "\\ud800"}', DEEP):
+        response = admin_client.post(
+            "/admin/agentops/team/add/", {"slug": "t", "name": "T", "working_hours": value}
+        )
+        assert response.status_code == 200  # the form again, with the field's error
+        assert b"surrogate" in response.content or b"nested" in response.content
+
+
+def test_a_next_with_a_nul_goes_to_the_default_page(client, bob):  # type: ignore[no-untyped-def]
+    client.force_login(bob)
+    response = client.post("/operators/presence", {"presence": "online", "next": "/a\x00b"})
+    assert response.status_code == 302 and response["Location"] == "/operators/"
