@@ -22,6 +22,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import DatabaseError
 
 from agentops.auth import api_key_user, bearer_token, has_role
@@ -304,6 +305,20 @@ def parse_request(body: bytes) -> dict[str, Any]:
     }
 
 
+def access_check(*, user_id: Any) -> None:
+    """The ACCESS_REVOKED refusal unless the key's user is, in the database now, active and
+    an operator."""
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not has_role(user, "operator"):
+        raise ApiError(
+            403,
+            "access revoked: this key's user was deactivated or their role changed",
+            type_="permission_error",
+            code="access_revoked",
+            headers=NO_RETRY,
+        )
+
+
 class ChatCompletion:
     """One `POST /v1/chat/completions`: post the message, then wait for (or stream) the run."""
 
@@ -348,6 +363,9 @@ class ChatCompletion:
             tasks.append(asyncio.create_task(self.watch_disconnect()))
         try:
             async with AccessWatch(user.pk) as access:
+                # Checked again once joined: a revocation since the key was read (its event
+                # gone before the join) is caught here, any later one by the watch.
+                await database_sync_to_async(access_check)(user_id=user.pk)
                 tasks.append(asyncio.create_task(self.watch_access(access)))
                 run = await self.post(session, user, content)
                 await self.answer(session, run)

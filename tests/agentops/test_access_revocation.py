@@ -256,3 +256,31 @@ def test_it_ends_a_deactivated_persons_v1_stream(
 
     error = asyncio.run(main())
     assert isinstance(error.body, dict) and error.body["code"] == "access_revoked"
+
+
+@pytest.mark.parametrize("change", ["deactivate", "demote"])
+def test_a_v1_message_is_refused_when_access_went_before_the_watch_joined(
+    worker, dev_agent, alice, bob, change
+):
+    """A revocation after the key was read but before the completion joined its AccessWatch
+    (its event sent while nobody listened) still stops the message: the access is checked
+    again once joined. The key's user is read before the change, as the door read it."""
+    from agentops.auth import has_role
+    from agentops.mcp_server.app import AgentCall
+    from agentops.models import Message
+    from agentops.openai_compat.app import ApiError
+    from agentops.openai_compat.services import chat_session_resolve
+
+    key_user = type(bob).objects.get(pk=bob.pk)
+    assert has_role(key_user, "operator")
+    session, _ = chat_session_resolve(agent=dev_agent, user=key_user, session_id="", end_user="")
+    if change == "deactivate":
+        user_active_set(user=bob, active=False, actor=alice)
+    else:
+        user_role_set(user=bob, role="viewer", actor=alice)
+    call = AgentCall()
+    call.model = dev_agent.slug
+    with pytest.raises(ApiError) as raised:
+        asyncio.run(asyncio.wait_for(call.converse(session, key_user, "hello"), GUARD_SECONDS))
+    assert raised.value.status == 403 and raised.value.code == "access_revoked"
+    assert not Message.objects.filter(session=session).exists()
