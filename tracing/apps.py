@@ -1,3 +1,5 @@
+from typing import Any, cast
+
 from django.apps import AppConfig
 
 
@@ -26,5 +28,6 @@ class TracingConfig(AppConfig):
         from tracing.json_input import JsonFormField
 
         for model_admin in admin.site._registry.values():
-            overrides = model_admin.formfield_overrides.setdefault(models.JSONField, {})
-            overrides["form_class"] = JsonFormField
+            # The instance's own dict: ModelAdmin.__init__ merged the defaults into a copy.
+            overrides = cast("dict[Any, dict[str, Any]]", model_admin.formfield_overrides)
+            overrides.setdefault(models.JSONField, {})["form_class"] = JsonFormField
