@@ -31,7 +31,7 @@ from agentops.api import (
     require,
     toolcall_out,
 )
-from agentops.conversation import handoff_detail_serialise, message_serialise
+from agentops.conversation import HandoffJson, handoff_detail_serialise, message_serialise
 from agentops.models import ACTIVE_RUN_STATUSES, HandoffRating, Session, ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
 from agentops.operators.models import LabelColour
@@ -190,7 +190,7 @@ def _workable(request: HttpRequest, handoff_id: int) -> Any:
     return handoff
 
 
-def _fresh(handoff_id: int) -> dict[str, Any]:
+def _fresh(handoff_id: int) -> HandoffJson:
     return handoff_detail_serialise(_handoff(handoff_id))
 
 
@@ -211,7 +211,7 @@ def note_out(note: Any) -> dict[str, Any]:
     response={200: HandoffOut, **WRITE_ERRORS},
     summary="Claim an open handoff (one of several racing operators wins; the others get 409)",
 )
-def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
     require(request, "operator")
     _handoff(handoff_id)
     services.handoff_claim(handoff_id=handoff_id, user=request.user)
@@ -253,7 +253,7 @@ def hand_back_handoff(request: HttpRequest, handoff_id: HandoffId) -> Status[dic
     response={200: HandoffOut, **WRITE_ERRORS},
     summary="Resolve a handoff you hold and close its session",
 )
-def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
     require(request, "operator")
     services.handoff_close(handoff=_handoff(handoff_id), user=request.user)
     return _fresh(handoff_id)
@@ -266,7 +266,7 @@ def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]
 )
 def reassign_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: ReassignIn
-) -> dict[str, Any]:
+) -> HandoffJson:
     require(request, "admin")
     handoff = _handoff(handoff_id)
     try:
@@ -312,7 +312,7 @@ def add_note(
 )
 def transfer_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: TransferIn
-) -> dict[str, Any]:
+) -> HandoffJson:
     require(request, "operator")
     handoff = _handoff(handoff_id)
     kind, _, name = payload.to.partition(":")
@@ -335,9 +335,7 @@ def transfer_handoff(
     response={200: HandoffOut, **WRITE_ERRORS},
     summary="Hide it from the active queue for some minutes or until the user writes again",
 )
-def snooze_handoff(
-    request: HttpRequest, handoff_id: HandoffId, payload: SnoozeIn
-) -> dict[str, Any]:
+def snooze_handoff(request: HttpRequest, handoff_id: HandoffId, payload: SnoozeIn) -> HandoffJson:
     require(request, "operator")
     handoff = _handoff(handoff_id)
     until = timezone.now() + timedelta(minutes=payload.minutes) if payload.minutes else None
@@ -350,7 +348,7 @@ def snooze_handoff(
     response={200: HandoffOut, **WRITE_ERRORS},
     summary="Bring a snoozed handoff back to the queue now",
 )
-def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
+def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
     require(request, "operator")
     services.handoff_wake(handoff=_handoff(handoff_id), user=request.user)
     return _fresh(handoff_id)

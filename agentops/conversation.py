@@ -178,9 +178,9 @@ def handoff_serialise(handoff: Handoff) -> HandoffBrief:
         "id": handoff.pk,
         "status": handoff.status,
         "reason": handoff.reason,
-        "team": handoff.team.slug if handoff.team_id else "",
+        "team": handoff.team.slug if handoff.team else "",
         "priority": handoff.priority,
-        "claimed_by": handoff.claimed_by.get_username() if handoff.claimed_by_id else None,
+        "claimed_by": handoff.claimed_by.get_username() if handoff.claimed_by else None,
         "created_at": handoff.created_at.isoformat(),
     }
 

@@ -46,7 +46,7 @@ class RunOutcome:
     tokens_out: int = 0
     # The run's assistant messages, oldest first: (id, content).
     answers: list[tuple[int, str]] = field(default_factory=list)
-    handoff: dict[str, Any] | None = None
+    handoff: HandoffBrief | None = None
 
     @property
     def finished(self) -> bool:
@@ -58,7 +58,7 @@ def handoff_info(handoff: Handoff | None) -> HandoffBrief | None:
     return handoff_serialise(handoff) if handoff is not None else None
 
 
-def session_handoff(*, session_id: Any) -> dict[str, Any] | None:
+def session_handoff(*, session_id: Any) -> HandoffBrief | None:
     """The session's latest handoff, if any."""
     handoff = (
         Handoff.objects.select_related("claimed_by", "team")
