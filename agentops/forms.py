@@ -16,6 +16,7 @@ from agentops.models import (
     Team,
     slug_validator,
 )
+from agentops.selectors import team_get, teams_all
 
 ROLE_LABELS = {
     "": "none (cannot use the console)",
@@ -44,7 +45,7 @@ class InviteForm(forms.Form):
         choices=[(r, ROLE_LABELS[r]) for r in ROLES], initial="operator", widget=forms.RadioSelect
     )
     teams = TeamsField(
-        queryset=Team.objects.order_by("slug"),
+        queryset=teams_all(),
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
@@ -54,7 +55,7 @@ class InviteForm(forms.Form):
 
 
 class UserTeamsForm(forms.Form):
-    teams = forms.ModelMultipleChoiceField(queryset=Team.objects.all(), required=False)
+    teams = forms.ModelMultipleChoiceField(queryset=teams_all(), required=False)
 
 
 class AcceptInvitationForm(UserCreationForm):
@@ -94,7 +95,7 @@ class TeamForm(forms.Form):
         help_text="Empty: never.",
     )
     escalate_to = forms.ModelChoiceField(
-        queryset=Team.objects.order_by("slug"),
+        queryset=teams_all(),
         required=False,
         empty_label="the admins",
         label="Escalate to",
@@ -153,10 +154,8 @@ class TeamForm(forms.Form):
 
     def clean_slug(self) -> str:
         slug: str = self.cleaned_data["slug"]
-        taken = Team.objects.filter(slug=slug)
-        if self.team is not None:
-            taken = taken.exclude(pk=self.team.pk)
-        if taken.exists():
+        other = team_get(slug=slug)
+        if other is not None and (self.team is None or other.pk != self.team.pk):
             raise forms.ValidationError("Another team has this slug.")
         return slug
 

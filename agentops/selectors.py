@@ -10,7 +10,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -83,7 +83,17 @@ class TeamRow:
     people: list[MemberRow] = field(default_factory=list)  # the members, with presence and load
 
 
-def teams_list(*, now: datetime | None = None) -> list[TeamRow]:
+def teams_all() -> QuerySet[Team]:
+    """Every team, in slug order: the one list behind each team picker and filter."""
+    return Team.objects.order_by("slug")
+
+
+def team_get(*, slug: str) -> Team | None:
+    """The team with this slug (as the model, a form or a URL names it), or None."""
+    return Team.objects.filter(slug=slug).first() if slug else None
+
+
+def team_rows(*, now: datetime | None = None) -> list[TeamRow]:
     """Every team with its members and whether it is within working hours now (who is on
     shift: its active members, while it is)."""
     now = now or timezone.now()

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required, login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
@@ -29,7 +29,9 @@ from agentops.selectors import (
     invitation_by_token,
     invitations_pending,
     run_queue_summary,
-    teams_list,
+    team_get,
+    team_rows,
+    teams_all,
     users_list,
 )
 from agentops.services import (
@@ -141,7 +143,7 @@ def people_page(
         "invite_link": invite_link,
         "invitation_days": settings.INVITATION_DAYS,
         "invitations": invitations_pending(),
-        "teams": Team.objects.order_by("slug"),
+        "teams": teams_all(),
         "role_choices": ROLE_CHOICES,
     }
     return render(request, "agentops/users.html", context, status=status)
@@ -279,7 +281,10 @@ def teams(request: HttpRequest) -> HttpResponse:
 
 @role_required("admin")
 def team_edit(request: HttpRequest, slug: str) -> HttpResponse:
-    return team_form_page(request, team=get_object_or_404(Team, slug=slug))
+    team = team_get(slug=slug)
+    if team is None:
+        raise Http404("no such team")
+    return team_form_page(request, team=team)
 
 
 def team_form_page(request: HttpRequest, *, team: Team | None) -> HttpResponse:
@@ -297,6 +302,6 @@ def team_form_page(request: HttpRequest, *, team: Team | None) -> HttpResponse:
         )
         messages.success(request, f"Team {saved.slug} saved.")
         return redirect("teams")
-    context = {"rows": teams_list() if team is None else [], "form": form, "team": team}
+    context = {"rows": team_rows() if team is None else [], "form": form, "team": team}
     template = "agentops/teams.html" if team is None else "agentops/team_edit.html"
     return render(request, template, context, status=400 if form.errors else 200)

@@ -120,3 +120,44 @@ def test_it_reads_the_bearer_header_only_in_its_owner():
             if compared or prefix:
                 wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: use auth.bearer_token")
     assert wrong == []
+
+
+TEAM_OWNER = ROOT / "agentops" / "selectors.py"
+
+
+def _on_teams(node: ast.expr) -> bool:
+    """`Team.objects…`, or `get_object_or_404(Team, …)`."""
+    while isinstance(node, ast.Call | ast.Attribute):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return isinstance(node, ast.Name) and node.id == "Team"
+
+
+def test_it_reads_teams_by_slug_only_in_the_selectors():
+    """A team named by its slug is read by agentops.selectors.team_get, and the teams to pick
+    from by teams_all (slug order); nothing else queries Team by slug."""
+    wrong = []
+    for path in production_files():
+        if path == TEAM_OWNER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            by_slug = any(k.arg == "slug" for k in node.keywords)
+            method = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            # All of them in slug order (a filtered report may sort as it likes).
+            ordered = (
+                method == "order_by"
+                and ast.unparse(node.func.value) == "Team.objects"
+                and any(isinstance(a, ast.Constant) and a.value == "slug" for a in node.args)
+            )
+            on_teams = isinstance(node.func, ast.Attribute) and _on_teams(node.func.value)
+            fetched = (
+                isinstance(node.func, ast.Name)
+                and node.func.id == "get_object_or_404"
+                and bool(node.args)
+                and _on_teams(node.args[0])
+            )
+            if (on_teams and (by_slug or ordered)) or (fetched and by_slug):
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                wrong.append(f"{where}: use selectors.team_get / teams_all")
+    assert wrong == []

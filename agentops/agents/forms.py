@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from agentops.agent_config import BUILTIN_TOOLS, MEMORY_TOOLS, SCALAR_FIELDS, config_editable
 from agentops.agents import selectors
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
+from agentops.selectors import teams_all
 from tools.registry import registered_tools
 from tracing.web import MAX_DB_INT
 
@@ -120,7 +121,7 @@ class AgentForm(forms.Form):
         # Built-in tools ticked as tools (older agents) stay as they are: the builtins field
         # says whether each is offered.
         self.kept_tools: list[int] = []
-        self.fields["handoff_team"].queryset = selectors.teams_list()  # type: ignore[attr-defined]
+        self.fields["handoff_team"].queryset = teams_all()  # type: ignore[attr-defined]
         if agent is not None:
             del self.fields["slug"]
             initial = agent_initial(agent)

@@ -123,10 +123,6 @@ def tools_list() -> QuerySet[ToolDefinition]:
     return ToolDefinition.objects.order_by("name")
 
 
-def teams_list() -> QuerySet[Team]:
-    return Team.objects.order_by("slug")
-
-
 # --- versions -------------------------------------------------------------------------------
 
 

@@ -5,9 +5,9 @@ from typing import Any
 from django import forms
 
 from agentops.auth import has_role
-from agentops.models import Team
 from agentops.operators.canned import PLACEHOLDERS, placeholders_unknown
 from agentops.operators.models import CannedReply, LabelColour, shortcut_validator
+from agentops.selectors import teams_all
 
 SNOOZE_CHOICES = [
     ("reply", "until the user writes"),
@@ -23,7 +23,7 @@ def scope_choices(*, user: Any) -> list[tuple[str, str]]:
     """Where the user may file a canned reply: for themselves, their teams (admins: any
     team), every operator (admins)."""
     choices = [("personal", "Personal (only you)")]
-    teams = Team.objects.order_by("slug")
+    teams = teams_all()
     if not has_role(user, "admin"):
         teams = teams.filter(members=user)
     choices += [(f"team:{t.slug}", f"Team {t.name}") for t in teams]

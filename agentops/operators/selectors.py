@@ -234,10 +234,6 @@ def search_query(q: str) -> SearchQuery:
     return SearchQuery(" & ".join(f"{w}:*" for w in words), config="simple", search_type="raw")
 
 
-def teams_all() -> list[Team]:
-    return list(Team.objects.order_by("slug"))
-
-
 def handoffs_claimed(*, user: Any, label: str = "") -> QuerySet[Handoff]:
     """Handoffs being worked: an operator's own; every operator's for admins. Not snoozed."""
     qs = (

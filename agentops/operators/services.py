@@ -49,6 +49,7 @@ from agentops.operators.selectors import canned_reply_may_edit, operator_loads, 
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_free, run_start
+from agentops.selectors import team_get
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event
 from tracing.live import OPS_GROUP, broadcast, session_group, user_group
@@ -657,7 +658,7 @@ def handoff_transfer(
         if target is None or not has_role(target, "operator"):
             raise ValueError(f"operator: {to_operator!r} is not an active operator")
     else:
-        team = Team.objects.filter(slug=to_team).first()
+        team = team_get(slug=to_team)
         if team is None:
             raise ValueError(f"team: there is no team {to_team!r}")
     handoff = (
@@ -938,7 +939,7 @@ def canned_reply_save(
     if scope == "personal":
         owner = actor
     elif scope.startswith("team:"):
-        team = Team.objects.filter(slug=scope.removeprefix("team:")).first()
+        team = team_get(slug=scope.removeprefix("team:"))
         if team is None:
             raise ValueError(f"scope: there is no team {scope.removeprefix('team:')!r}")
         if not has_role(actor, "admin") and not actor.teams.filter(pk=team.pk).exists():

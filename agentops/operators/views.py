@@ -17,13 +17,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
-from agentops.models import Handoff, HandoffStatus, Session, Team, ToolCall
+from agentops.models import Handoff, HandoffStatus, Session, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm, LabelForm
 from agentops.operators.models import CannedReply, Label, LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
-from agentops.selectors import conversation_get
+from agentops.selectors import conversation_get, teams_all
 from tracing.web import HtmxHttpRequest, error_status, next_url, page_query
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -89,7 +89,7 @@ def _queue_context(request: HtmxHttpRequest) -> dict[str, Any]:
         "filter_error": filter_error,
         "filtered": any(v for k, v in filters.items() if k != "status")
         or filters["status"] != "open",
-        "teams": selectors.teams_all(),
+        "teams": teams_all(),
         "sound": has_role(request.user, "operator")
         and selectors.notification_sound(user=request.user),
         "waiting_choices": list(selectors.QUEUE_WAITING),
@@ -222,7 +222,7 @@ def handoff_detail(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
         "workable": workable,
         "operators": operators if has_role(request.user, "admin") else [],
         "transfer_operators": [u for u in operators if u.pk != handoff.claimed_by_id],
-        "teams": Team.objects.order_by("slug"),
+        "teams": teams_all(),
         "snooze_choices": SNOOZE_CHOICES,
         "canned": selectors.canned_replies_for_handoff(handoff=handoff, user=request.user)
         if mine

@@ -36,7 +36,6 @@ from agentops.models import (
     Role,
     Run,
     RunStatus,
-    Team,
     ToolCall,
 )
 from agentops.operators.services import handoff_assign
@@ -64,6 +63,7 @@ from agentops.runtime.model_client import ModelReply, model_call, tool_specs
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from agentops.runtime.services import handoff_open
 from agentops.runtime.tooling import ToolRunner
+from agentops.selectors import team_get
 from tracing import semconv
 from tracing.emit import Tracer
 from tracing.failures import Failure, FailureClass
@@ -733,9 +733,7 @@ class RunDriver:
             return
         last_tool_calls = self.last_tool_calls()
         # A team the model named goes first if it exists; otherwise the agent's team.
-        to_team = (Team.objects.filter(slug=team).first() if team else None) or (
-            self.config.handoff_team
-        )
+        to_team = team_get(slug=team) or self.config.handoff_team
         with transaction.atomic():
             # An operator who asked to take it over gets it, whatever made the run hand off.
             operator = self.takeover_operator()

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from agentops.models import AuditEntry, Team
-from agentops.selectors import team_is_working, teams_list
+from agentops.selectors import team_is_working, team_rows
 from agentops.services import team_save
 from tests.agentops.operators.helpers import make_handoff
 
@@ -125,7 +125,7 @@ def test_it_shows_who_is_on_shift(alice, bob, charlie):
     charlie.is_active = False
     charlie.save()
     monday_noon = datetime(2026, 11, 23, 12, tzinfo=UTC)
-    rows = {r.team.slug: r for r in teams_list(now=monday_noon)}
+    rows = {r.team.slug: r for r in team_rows(now=monday_noon)}
     assert rows["day"].on_shift and not rows["night"].on_shift
     assert [m.username for m in rows["day"].members] == ["bob", "charlie"]  # active first
 
