@@ -154,7 +154,8 @@ class ToolRunner:
                 )
             return f"Error: there is no tool named {name[:100]!r}. Available tools: {names}.", None
         try:
-            arguments = json_parse(raw) if raw.strip() else {}
+            # A NUL is kept (as U+FFFD when stored); what no replacement can fix is refused.
+            arguments = json_parse(raw, nul_ok=True) if raw.strip() else {}
         except JsonInputError as exc:
             # Nested too deep or holding text Postgres cannot store (a lone surrogate).
             tracer.event(
