@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -131,7 +132,7 @@ def test_it_retries_a_500_with_backoff_keeping_the_event_id(receiver, hook_worke
 
 def test_it_emits_one_event_per_occurrence(receiver, hook_worker):
     _, secret = subscribe(receiver.url, ["message.created"])
-    data = {"session_id": "s", "content": "hi"}
+    data = {"session_id": str(uuid.uuid4()), "content": "hi"}  # a session id, as services send
     first = webhook_event_emit(type="message.created", key="message_1", data=data)
     again = webhook_event_emit(type="message.created", key="message_1", data=data)
     assert first is not None and again is not None and first.pk == again.pk == "evt_message_1"
