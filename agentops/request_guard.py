@@ -51,12 +51,15 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (problem := url_problem(scope)):
             field, message = problem
-            body = json.dumps(error_body(scope.get("path", ""), field, message)).encode()
+            path = scope.get("path", "")
+            body = json.dumps(error_body(path, field, message)).encode()
+            # The JSON API answers invalid input 422, the status each of its operations declares.
+            status = 422 if path.startswith("/api/") else 400
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),
             ]
-            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
