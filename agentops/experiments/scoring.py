@@ -4,7 +4,6 @@ check records an error (and no score) instead of guessing."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from agentops.runtime.retry import RetryPolicy, retry_call
 from tools.schemas import Unresolvable, schema_refusal, schema_validator
 from tracing.emit import Tracer
 from tracing.failures import Failure
+from tracing.json_input import json_parse
 
 JUDGE_PREAMBLE = (
     "You are a judge. You grade an AI agent's answer to a user's message against a reference "
@@ -167,14 +167,14 @@ def _keys_in(schema: Any) -> set[str]:
 def _json_in(text: str) -> Any:
     """The answer as JSON: all of it, else the outermost {...} or [...] in it."""
     try:
-        return json.loads(text)
+        return json_parse(text, nul_ok=True)
     except ValueError:
         pass
     for opening, closing in (("{", "}"), ("[", "]")):
         start, end = text.find(opening), text.rfind(closing)
         if 0 <= start < end:
             try:
-                return json.loads(text[start : end + 1])
+                return json_parse(text[start : end + 1], nul_ok=True)
             except ValueError:
                 continue
     raise ValueError("the answer holds no JSON")
@@ -234,7 +234,7 @@ def verdict_parse(text: str) -> CheckScore:
     if fence:
         body = fence.group(1)
     try:
-        verdict = json.loads(body)
+        verdict = json_parse(body, nul_ok=True)
     except ValueError:
         return CheckScore(None, error=f"the judge's reply is not JSON: {text[:200]!r}")
     problems = sorted(jsonschema.Draft202012Validator(VERDICT_SCHEMA).iter_errors(verdict), key=str)

@@ -76,6 +76,13 @@ def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
     assert _score(pattern, '"#12"') == (1.0, "") and _score(pattern, '"#x"') == (0.0, "")
 
 
+def test_it_scores_an_answer_nested_without_end_as_no_json():
+    """Model output is untrusted: 5,000 brackets deep is a 0 with a reason, not a RecursionError."""
+    schema = Check(kind=CheckKind.JSON_SCHEMA, schema={"type": "array"})
+    result = check_score(check=schema, output="[" * 5000 + "]" * 5000, item_input="", reference="")
+    assert (result.score, result.detail) == (0.0, "the answer holds no JSON")
+
+
 def test_it_checks_additional_properties_as_jsonschema_does():
     closed = Check(
         kind=CheckKind.JSON_SCHEMA,
