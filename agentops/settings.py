@@ -316,6 +316,12 @@ LOGIN_REDIRECT_URL = "home"
 # An invitation link (people page) works once, for this many days.
 INVITATION_DAYS = envint("INVITATION_DAYS", 7, minimum=1)
 LOGOUT_REDIRECT_URL = "login"
+# Chat widget, per client address (an IPv6 one per /64) and minute, beyond the per end user
+# and per key message limits: new anonymous visitors (frame loads without a visitor cookie),
+# conversations opened, and identity checks (agentops/widget/services.py).
+WIDGET_NEW_VISITORS_PER_MINUTE = envint("WIDGET_NEW_VISITORS_PER_MINUTE", 20, minimum=1)
+WIDGET_SESSIONS_PER_MINUTE = envint("WIDGET_SESSIONS_PER_MINUTE", 30, minimum=1)
+WIDGET_IDENTIFY_PER_MINUTE = envint("WIDGET_IDENTIFY_PER_MINUTE", 20, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -330,12 +336,6 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # Security: HTTPS defaults on in production (DEBUG off); set HTTPS=0 behind plain HTTP.
-# Chat widget, per client address (an IPv6 one per /64) and minute, beyond the per end user
-# and per key message limits: new anonymous visitors (frame loads without a visitor cookie),
-# conversations opened, and identity checks (agentops/widget/services.py).
-WIDGET_NEW_VISITORS_PER_MINUTE = envint("WIDGET_NEW_VISITORS_PER_MINUTE", 20, minimum=1)
-WIDGET_SESSIONS_PER_MINUTE = envint("WIDGET_SESSIONS_PER_MINUTE", 30, minimum=1)
-WIDGET_IDENTIFY_PER_MINUTE = envint("WIDGET_IDENTIFY_PER_MINUTE", 20, minimum=1)
 HTTPS = envbool("HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
 SESSION_COOKIE_SECURE = HTTPS
