@@ -3,6 +3,7 @@ model server over HTTP, real RQ worker and ASGI server processes."""
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Iterator
 
@@ -64,6 +65,15 @@ def admin_client(client, alice):  # type: ignore[no-untyped-def]
     alice.save()
     client.force_login(alice)
     return client
+
+
+@pytest.fixture
+def seeded_prices(db) -> None:  # type: ignore[no-untyped-def]
+    """The list prices tracing's migration 0006 seeds. A transactional test that ran before in
+    the same process (the order xdist deals them in) flushed them with every table."""
+    from django.apps import apps
+
+    importlib.import_module("tracing.migrations.0006_seed_model_prices").seed(apps, None)
 
 
 @pytest.fixture

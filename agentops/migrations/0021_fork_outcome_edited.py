@@ -4,15 +4,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agentops', '0020_takeover_and_csat'),
+        ("agentops", "0020_takeover_and_csat"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='toolcall',
-            name='fork_outcome',
-            field=models.CharField(blank=True, choices=[('copied', 'copied from the origin run (before the fork point)'), ('edited', 'copied from the origin run with its result edited at the fork point'), ('replayed', "answered from the origin run's recording"), ('refused', 'not executed in a fork'), ('executed', 'executed')], default='', max_length=8),
+            model_name="toolcall",
+            name="fork_outcome",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("copied", "copied from the origin run (before the fork point)"),
+                    (
+                        "edited",
+                        "copied from the origin run with its result edited at the fork point",
+                    ),
+                    ("replayed", "answered from the origin run's recording"),
+                    ("refused", "not executed in a fork"),
+                    ("executed", "executed"),
+                ],
+                default="",
+                max_length=8,
+            ),
         ),
     ]

@@ -30,7 +30,9 @@ def test_it_starts_fresh_services_in_a_new_folder_and_stops_them(services_folder
 
 def collect_tests(folder) -> None:
     """A test run (collection only) on the embedded servers of `folder`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    # A run of its own: not this xdist worker's (which would add -gwN to the folder).
+    outer = ("DATABASE_URL", "REDIS_URL", "AGENTOPS_TEST_EMBEDDED")
+    env = {k: v for k, v in os.environ.items() if k not in outer and not k.startswith("PYTEST_")}
     env["AGENTOPS_VAR_DIR"] = str(folder)
     result = python_run(
         ["-m", "pytest", "--collect-only", "-q", "tests/agentops/test_settings.py"], env=env
@@ -72,7 +74,9 @@ def test_it_takes_no_development_defaults_without_the_generated_key(tmp_path, mo
 
 def manage(folder, *args: str):  # type: ignore[no-untyped-def]
     """`manage.py <args>` alone (no `make run`), on the embedded servers of `folder`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    # A run of its own: not this xdist worker's (which would add -gwN to the folder).
+    outer = ("DATABASE_URL", "REDIS_URL", "AGENTOPS_TEST_EMBEDDED")
+    env = {k: v for k, v in os.environ.items() if k not in outer and not k.startswith("PYTEST_")}
     env["AGENTOPS_VAR_DIR"] = str(folder)
     result = python_run(["manage.py", *args], env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

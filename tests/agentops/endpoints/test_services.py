@@ -174,7 +174,7 @@ def test_it_opens_the_breaker_only_on_evidence_that_the_endpoint_is_down():
     assert opened.reason.startswith("10 of 10 calls failed in 60 s, from 10 conversations")
 
 
-def test_it_seeds_prices_of_well_known_models_with_their_date():
+def test_it_seeds_prices_of_well_known_models_with_their_date(seeded_prices):
     book = PriceBook()
     for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1-nano", "o3", "o4-mini", "claude-sonnet-4"):
         assert book.price(model) is not None, model

@@ -123,7 +123,7 @@ def test_it_shows_the_breakers_window_and_rule(bob):
     assert "3 recent failures" in listing
 
 
-def test_it_edits_prices_and_refuses_a_negative_one(alice):
+def test_it_edits_prices_and_refuses_a_negative_one(alice, seeded_prices):
     client = logged_in(alice)
     page = client.get(reverse("endpoints:prices")).content.decode()
     assert 'data-price="gpt-4o"' in page and "2025-08-01" in page

@@ -10,7 +10,13 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from agentops.models import Run, RunStatus
-from tests.browser.conftest import base_url, browser, login, screenshot  # noqa: F401 (fixtures)
+from tests.browser.conftest import (  # noqa: F401 (fixtures)
+    base_url,
+    browser,
+    console_errors_expected,
+    login,
+    screenshot,
+)
 from tests.factories import SessionFactory
 from tests.tracing.helpers import fixed_runs
 from tracing.emit import Tracer
