@@ -23,8 +23,12 @@ def next_url(request: HttpRequest, *, fallback: str) -> str:
     """The form's `next` when it stays on this site (host and scheme) and holds no control
     character (a NUL in a Location header fails in the server), else `fallback`."""
     target = request.POST.get("next", "") or request.GET.get("next", "")
-    if target and target.isprintable() and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    if (
+        target
+        and target.isprintable()
+        and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return target
     return fallback
