@@ -358,6 +358,12 @@ class Session(models.Model):
         production or another experiment variant reads."""
         return f"sandbox:{self.pk}" if self.sandbox else self.external_user
 
+    @property
+    def memory_also_reads(self) -> str:
+        """A scope its runs read but never write: a fork recalls its end user's memories, as
+        the conversation it continues did (an experiment's or draft chat's user is made up)."""
+        return self.external_user if self.sandbox and self.forked_from_id else ""
+
 
 class Role(models.TextChoices):
     SYSTEM = "system"

@@ -66,8 +66,10 @@ class SearchResult:
     scope_size: int  # rows in scope, counted up to MEMORY_EXACT_SEARCH_MAX + 1
 
 
-def _scope_user_keys(user_key: str) -> list[str]:
-    return [""] if not user_key else ["", user_key]
+def _scope_user_keys(user_key: str, also: str = "") -> list[str]:
+    """The agent-wide scope, the user's, and `also`: a scope read but never written (a fork
+    reads its end user's memories and writes its own, docs/memory.md)."""
+    return ["", *(key for key in dict.fromkeys((user_key, also)) if key)]
 
 
 def _where(
@@ -216,7 +218,13 @@ class Ranking:
 
 
 def memory_rank(
-    *, agent_id: int, user_key: str, query: str, k: int = 5, now: datetime | None = None
+    *,
+    agent_id: int,
+    user_key: str,
+    query: str,
+    k: int = 5,
+    now: datetime | None = None,
+    also_user_key: str = "",
 ) -> Ranking:
     """The k memories most useful for `query` in this agent+user scope, best first. Reads only:
     `memory.services.memory_recall` records what a run recalled.
@@ -237,7 +245,7 @@ def memory_rank(
         agent_id=agent_id,
         embedding=vector,
         limit=max(3 * k, 20),
-        user_keys=_scope_user_keys(user_key),
+        user_keys=_scope_user_keys(user_key, also_user_key),
         pinned=False,
         now=now,
         embedder_name=embedder.name,
@@ -271,19 +279,22 @@ def memory_rank(
     )
 
 
-def _scope_q(*, agent_id: int, user_key: str) -> Q:
-    return Q(agent_id=agent_id, user_key__in=_scope_user_keys(user_key))
+def _scope_q(*, agent_id: int, user_key: str, also_user_key: str = "") -> Q:
+    return Q(agent_id=agent_id, user_key__in=_scope_user_keys(user_key, also_user_key))
 
 
 def _unexpired_q(now: datetime) -> Q:
     return Q(expires_at__isnull=True) | Q(expires_at__gt=now)
 
 
-def memory_pinned(*, agent_id: int, user_key: str) -> list[Memory]:
+def memory_pinned(*, agent_id: int, user_key: str, also_user_key: str = "") -> list[Memory]:
     """Pinned, unexpired memories in scope (always placed in context): the PINNED_LIMIT most
     important, newest first among equals."""
     return list(
-        Memory.objects.filter(_scope_q(agent_id=agent_id, user_key=user_key), pinned=True)
+        Memory.objects.filter(
+            _scope_q(agent_id=agent_id, user_key=user_key, also_user_key=also_user_key),
+            pinned=True,
+        )
         .filter(_unexpired_q(timezone.now()))
         .defer("embedding")
         .order_by("-importance", "-created_at")[:PINNED_LIMIT]

@@ -317,12 +317,21 @@ def memory_recall(
     k: int = 5,
     run_id: Any = None,
     tracer: Any = None,
+    also_user_key: str = "",
 ) -> list[RecalledMemory]:
-    """Recall for a run: the memories `memory.selectors.memory_rank` picks, recorded as used
-    (`memory_recall_record`), in one `memory.recall` span."""
+    """Recall for a run: the memories `memory.selectors.memory_rank` picks (in the user's
+    scope and `also_user_key`'s, read only), recorded as used (`memory_recall_record`), in one
+    `memory.recall` span."""
     with _traced(tracer, "memory.recall", **{"memory.k": k, "agent_id": agent_id}) as span:
         now = timezone.now()
-        ranking = memory_rank(agent_id=agent_id, user_key=user_key, query=query, k=k, now=now)
+        ranking = memory_rank(
+            agent_id=agent_id,
+            user_key=user_key,
+            query=query,
+            k=k,
+            now=now,
+            also_user_key=also_user_key,
+        )
         if ranking.recalled:
             memory_recall_record(recalled=ranking.recalled, run_id=run_id, now=now)
         if not ranking.strategy:

@@ -428,7 +428,14 @@ def draft_context(*, session: Session) -> DraftContext:
             .order_by("-score")
         ]
     pinned = (
-        [m.text for m in memory_pinned(agent_id=session.agent_id, user_key=session.memory_scope)]
+        [
+            m.text
+            for m in memory_pinned(
+                agent_id=session.agent_id,
+                user_key=session.memory_scope,
+                also_user_key=session.memory_also_reads,
+            )
+        ]
         if config.memory_enabled
         else []
     )

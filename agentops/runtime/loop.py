@@ -271,12 +271,17 @@ class RunDriver:
         )
         self.parts.pinned = [
             m.text
-            for m in memory_pinned(agent_id=self.agent.pk, user_key=self.session.memory_scope)
+            for m in memory_pinned(
+                agent_id=self.agent.pk,
+                user_key=self.session.memory_scope,
+                also_user_key=self.session.memory_also_reads,
+            )
         ]
         if query and self.config.recall_k:
             recalled = memory_recall(
                 agent_id=self.agent.pk,
                 user_key=self.session.memory_scope,
+                also_user_key=self.session.memory_also_reads,
                 query=query,
                 k=self.config.recall_k,
                 run_id=self.run.pk,

@@ -19,6 +19,8 @@ from agentops.runtime.services import (
     session_post_message,
 )
 from agentops.testing.processes import Proc, child_env, start_worker
+from memory.models import Memory, MemoryRecall
+from memory.services import memory_remember
 from tests.agentops.runtime.helpers import recorded_run, spans, wait_for_run
 from tests.tools.servers import Handler, LoopbackServer
 from tools.models import ToolDefinition, ToolKind
@@ -221,6 +223,24 @@ def test_an_edited_result_stands_for_the_recording_it_replaced(worker, agent, sh
         (ForkOutcome.EDITED, '{"order": "edited"}'),
         (ForkOutcome.REPLAYED, second.result),
     ]
+
+
+def test_a_fork_recalls_its_end_users_memories_and_writes_only_its_own(worker, agent):
+    """A fork reads the scope of the conversation it continues (read only) and remembers into
+    a scope of its own, which the end user's conversations never read."""
+    tea = memory_remember(agent_id=agent.pk, user_key="erin", text="Erin likes green tea")
+    session = session_create(agent=agent, external_user="erin")
+    origin = wait_for_run(session_post_message(session=session, content="which tea?").pk)
+    assert origin.status == RunStatus.SUCCEEDED, (origin.error_class, origin.error_message)
+
+    fork = wait_for_run(run_fork(run=origin, step=0, content="remember erin likes mint tea").pk)
+    assert fork.status == RunStatus.SUCCEEDED, (fork.error_class, fork.error_message)
+    assert MemoryRecall.objects.filter(run_id=fork.pk, memory=tea).exists()
+    mint = Memory.objects.get(text__icontains="mint")
+    assert mint.user_key == fork.session.memory_scope != "erin"
+    erin = session_create(agent=agent, external_user="erin")
+    again = wait_for_run(session_post_message(session=erin, content="mint tea?").pk)
+    assert not MemoryRecall.objects.filter(run_id=again.pk, memory=mint).exists()
 
 
 def test_it_goes_on_from_an_edited_assistant_message(origin, shop, devmodel, model_name):
