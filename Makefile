@@ -35,7 +35,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	DEBUG=1 DATABASE_URL=postgresql://localhost/typecheck REDIS_URL=redis://localhost:6379/0 \
-		$(BIN)/mypy agentops tracing tools memory crypto
+		$(BIN)/mypy agentops tracing tools memory
 
 bench: $(STAMP)
 	$(BIN)/python bench/step_overhead.py

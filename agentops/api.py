@@ -41,8 +41,8 @@ from agentops.models import (
 from agentops.runtime import services
 from agentops.selectors import conversation_get
 from tracing.emit import span_to_event
-from tracing.json_input import JsonInputError, json_parse
 from tracing.models import Span, SpanStatus
+from tracing.platform.json_input import JsonInputError, json_parse
 
 
 class InvalidApiKey(AuthenticationError):

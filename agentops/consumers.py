@@ -18,7 +18,7 @@ from agentops.conversation import conversation_serialise
 from agentops.models import Session
 from agentops.selectors import conversation_get
 from tracing.consumers import FORBIDDEN, NOT_FOUND, SIGN_IN, ResumingConsumer
-from tracing.live import session_group
+from tracing.platform.live import session_group
 
 SNAPSHOT_MESSAGES = 200
 

@@ -57,9 +57,9 @@ from agentops.models import (
 )
 from tracing.consumers import AccessWatch, GroupHub
 from tracing.emit import span_to_event
-from tracing.live import ACCESS_REVOKED, open_notices, run_group, session_group
-from tracing.logs import get_logger
 from tracing.models import Span
+from tracing.platform.live import ACCESS_REVOKED, open_notices, run_group, session_group
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -14,7 +14,7 @@ from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import validate_job_id
 
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from crypto.secrets import decrypt_text, encrypt_text
+from tracing.platform.crypto import decrypt_text, encrypt_text
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$", "Use lowercase letters, digits and dashes."

@@ -10,7 +10,7 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agentops.auth import hash_api_key
 from agentops.models import AuditEntry, Invitation, ModelEndpoint, Team
-from tracing.live import ACCESS_REVOKED, broadcast, user_group
+from tracing.platform.live import ACCESS_REVOKED, broadcast, user_group
 
 if TYPE_CHECKING:
     from agentops.auth import Actor
@@ -103,7 +103,7 @@ def user_role_set(*, user: User, role: str, actor: Actor) -> None:
 
 
 def user_streams_close(*, user: User) -> None:
-    """Close the person's open WebSockets once the transaction commits (see tracing/live.py,
+    """Close the person's open WebSockets once the transaction commits (see tracing/platform/live.py,
     `user_group`): a stream opened again is authorised with the role they hold then. Pages
     need nothing: the role is read at each request."""
     broadcast(user_group(user.pk), {"kind": ACCESS_REVOKED})

@@ -271,7 +271,7 @@ BREAKER_MIN_SESSIONS = envint("BREAKER_MIN_SESSIONS", 3, minimum=1)
 # How long POST /v1/chat/completions waits for the agent's run before answering 504 (under
 # the openai client's default timeout of 600 s, so a client gets the 504 rather than its own).
 OPENAI_API_WAIT_SECONDS = envint("OPENAI_API_WAIT_SECONDS", 540, minimum=1)
-# RQ queues (README, "Configuration"). Every job is sent through tracing.enqueue; runs and
+# RQ queues (README, "Configuration"). Every job is sent through tracing.platform.enqueue; runs and
 # handoff packages go to RUN_QUEUE, periodic and memory jobs to MAINTENANCE_QUEUE. The
 # workers' and the scheduler's command lines name them, so they are fixed names.
 RUN_QUEUE = "runs"
@@ -364,7 +364,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Tracing (README, "Observability"). tracing/conf.py reads these, with the same defaults for
+# Tracing (README, "Observability"). tracing/platform/conf.py reads these, with the same defaults for
 # a project that sets none of them; this module is the one place the environment is read.
 TRACE_RETENTION_DAYS = envint("TRACE_RETENTION_DAYS", 30, minimum=1)
 METRICS_MINUTE_RETENTION_DAYS = envint("METRICS_MINUTE_RETENTION_DAYS", 3, minimum=1)
@@ -385,7 +385,7 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
     _fail(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {LOG_LEVEL!r}.")
 
-from tracing.logs import logging_config  # noqa: E402
+from tracing.platform.logs import logging_config  # noqa: E402
 
 # `make run` turns the per-request lines off so the terminal shows what matters.
 LOG_REQUESTS = envbool("LOG_REQUESTS", True)

@@ -47,7 +47,7 @@ from agentops.services import (
     user_role_set,
     user_teams_set,
 )
-from tracing.web import id_param
+from tracing.platform.web import id_param
 
 
 @role_required("viewer")

@@ -14,7 +14,7 @@ from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from agentops.auth import api_key_user, bearer_token
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -44,7 +44,7 @@ from rq.worker import BaseWorker
 from rq.worker import Worker as RQWorker
 
 from agentops.reconnect import redis_wait
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

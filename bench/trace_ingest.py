@@ -95,7 +95,7 @@ async def clients_main(
 
 def sustained_write(seconds: float, batch: int) -> dict:
     from tracing.emit import Tracer
-    from tracing.live import wait_sent
+    from tracing.platform.live import wait_sent
 
     trace = uuid.uuid4()
     tracer = Tracer(trace, agent="bench")
@@ -134,7 +134,7 @@ def latency_run(
     web_pid: int,
 ) -> dict:
     from tracing.emit import Tracer
-    from tracing.live import wait_sent
+    from tracing.platform.live import wait_sent
 
     total = int(rate * seconds)
     child = subprocess.Popen(

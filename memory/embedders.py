@@ -20,7 +20,7 @@ import numpy as np
 from django.conf import settings
 
 from memory.models import EMBEDDING_DIMENSIONS
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 BATCH_SIZE = 256
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 
 class MemoryInputError(Failure):

@@ -34,8 +34,8 @@ from memory.models import (
 )
 from memory.selectors import RecalledMemory, memory_rank, memory_search
 from memory.text import content_hash, numbers_in
-from tracing.enqueue import queue_job_on_commit
-from tracing.logs import get_logger
+from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -27,8 +27,8 @@ from memory.selectors import (
     memory_unembedded_count,
 )
 from memory.services import memory_create, memory_delete, memory_update
-from tracing.failures import Failure
-from tracing.web import HtmxHttpRequest, error_status, page_query
+from tracing.platform.failures import Failure
+from tracing.platform.web import HtmxHttpRequest, error_status, page_query
 
 PAGE_SIZE = 50
 

@@ -12,12 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # What each package may import of ours (besides itself). `agentops.auth` is the one import
 # of the top app allowed below it: the views' role check.
 ALLOWED = {
-    "crypto": set(),
     "tracing": set(),
-    "memory": {"tracing", "crypto"},
-    "tools": {"tracing", "crypto"},
+    "memory": {"tracing"},
+    "tools": {"tracing"},
 }
-OURS = {"agentops", "tracing", "memory", "tools", "crypto"}
+OURS = {"agentops", "tracing", "memory", "tools"}
 VIEW_EXCEPTION = "agentops.auth"
 
 
@@ -49,6 +48,15 @@ def test_it_keeps_lower_apps_from_importing_the_apps_above():
     assert wrong == []
 
 
+def test_it_keeps_the_platform_floor_free_of_everything_above_it():
+    wrong = []
+    for path in sorted((ROOT / "tracing" / "platform").rglob("*.py")):
+        for line, module in imports(path):
+            if module.split(".")[0] in OURS and not module.startswith("tracing.platform"):
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert wrong == []
+
+
 # `apps.get_model("agentops", ...)`, `"agentops.Agent"` (a lazy relation or get_model
 # argument) and the like: doors to an upper app's tables that no import shows.
 HIDDEN_DOOR = re.compile(r"""get_model\(\s*["'](?P<app>\w+)["']|["'](?P<lazy>\w+)\.[A-Z]\w*["']""")
@@ -68,7 +76,7 @@ def test_it_keeps_lower_apps_from_reaching_upper_tables_by_name():
 
 def test_it_keeps_the_test_tools_off_the_production_path():
     wrong = []
-    for package in ("agentops", "tracing", "memory", "tools", "crypto"):
+    for package in ("agentops", "tracing", "memory", "tools"):
         for path in python_files(package):
             if path.is_relative_to(ROOT / "agentops" / "testing"):
                 continue
@@ -97,8 +105,6 @@ def test_it_gives_lower_models_no_relation_to_upper_tables():
 
     wrong = []
     for package, allowed in ALLOWED.items():
-        if package == "crypto":
-            continue
         for model in apps.get_app_config(package).get_models():
             for field in model._meta.get_fields(include_hidden=False):
                 other = field.related_model

@@ -1,5 +1,5 @@
 """One owner for each concept, where a grep can tell: every RQ job is sent by
-`tracing.enqueue.queue_job_on_commit`, and the environment is read by the settings module
+`tracing.platform.enqueue.queue_job_on_commit`, and the environment is read by the settings module
 (and the programs that run before settings exist), by nothing else."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agentops", "tracing", "memory", "tools", "crypto")
-ENQUEUE_OWNER = ROOT / "tracing" / "enqueue.py"
+PACKAGES = ("agentops", "tracing", "memory", "tools")
+ENQUEUE_OWNER = ROOT / "tracing" / "platform" / "enqueue.py"
 ENQUEUE_METHODS = {"enqueue", "enqueue_call", "enqueue_many", "enqueue_at", "enqueue_in"}
 # Who may read os.environ: the settings module; the launcher, the embedded services and
 # manage.py/asgi.py, which run before settings exist; the development model server, a program
@@ -53,7 +53,9 @@ def test_it_sends_every_job_through_the_one_enqueue_owner():
             name = node.func.attr
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             if name in ENQUEUE_METHODS and not _is_self(node.func.value):
-                wrong.append(f"{where} calls .{name}(): use tracing.enqueue.queue_job_on_commit")
+                wrong.append(
+                    f"{where} calls .{name}(): use tracing.platform.enqueue.queue_job_on_commit"
+                )
             # The owner waits for the commit itself; wrapping it again hides which it is.
             if name == "on_commit" and "enqueue" in (ast.get_source_segment(source, node) or ""):
                 wrong.append(f"{where} enqueues inside on_commit: the owner already waits")

@@ -17,12 +17,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from crypto.secrets import SecretUnreadable
 from tools.models import Credential, CredentialKind
 from tools.transport import Redactor, failure_for_status, http_send
-from tracing.egress import Resolver
-from tracing.failures import Failure, FailureClass
-from tracing.logs import get_logger
+from tracing.platform.crypto import SecretUnreadable
+from tracing.platform.egress import Resolver
+from tracing.platform.failures import Failure, FailureClass
+from tracing.platform.logs import get_logger
 
 logger = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.db import connections
 
-from tracing.failures import FailureClass
+from tracing.platform.failures import FailureClass
 
 
 class ToolTimeout(BaseException):

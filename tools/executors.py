@@ -1,7 +1,7 @@
 """One executor interface for every kind of tool. The runtime calls `tool_execute`.
 
 An executor makes exactly one attempt: it returns a `ToolResult` or raises a
-`tracing.failures.Failure` saying what failed (timeout, connection, rate limit with
+`tracing.platform.failures.Failure` saying what failed (timeout, connection, rate limit with
 Retry-After, server error, client error, bad response) and whether the request may
 have reached the server. Retries and fallbacks belong to the runtime's retry owner.
 """
@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 from jsonschema import Draft202012Validator
 
-from crypto.secrets import SecretUnreadable
 from tools.deadline import ToolTimeout, call_with_deadline
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
 from tools.schemas import Unresolvable, schema_validator
 from tracing.emit import REDACTED
-from tracing.failures import Failure, FailureClass
+from tracing.platform.crypto import SecretUnreadable
+from tracing.platform.failures import Failure, FailureClass
 
 MAX_RESULT_CHARS = 8000
 

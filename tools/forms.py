@@ -19,7 +19,7 @@ from tools.http_executor import (
 from tools.models import Credential, McpServer, ToolDefinition, ToolKind
 from tools.registry import get_python_tool
 from tools.selectors import python_function_choices
-from tracing.json_input import JsonInputError, json_parse
+from tracing.platform.json_input import JsonInputError, json_parse
 
 MONO = {"class": "mono", "spellcheck": "false", "autocomplete": "off"}
 

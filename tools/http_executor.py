@@ -32,8 +32,8 @@ from tools.templating import (
     render_url_encoded,
 )
 from tools.transport import Redactor, failure_for_status, http_send
-from tracing.egress import Resolver
-from tracing.failures import Failure, FailureClass
+from tracing.platform.egress import Resolver
+from tracing.platform.failures import Failure, FailureClass
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 BODY_FORMATS = {

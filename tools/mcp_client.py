@@ -26,8 +26,8 @@ from mcp_types import CONNECTION_CLOSED
 from tools.credentials import credential_auth_headers, credential_secret_values
 from tools.models import CredentialKind, McpServer, McpTransport, ToolDefinition
 from tools.transport import Redactor
-from tracing.egress import Resolver, guarded_async_client
-from tracing.failures import Failure, FailureClass, retry_after_seconds
+from tracing.platform.egress import Resolver, guarded_async_client
+from tracing.platform.failures import Failure, FailureClass, retry_after_seconds
 
 T = TypeVar("T")
 LIST_TIMEOUT = 30.0

@@ -4,8 +4,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-from crypto.secrets import decrypt_text, encrypt_text
 from tools.schemas import schema_refusal
+from tracing.platform.crypto import decrypt_text, encrypt_text
 
 function_name_validator = RegexValidator(
     r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$",

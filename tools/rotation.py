@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from django.db import transaction
 
-from crypto.secrets import SecretUnreadable, rotate_text
 from tools.models import Credential
+from tracing.platform.crypto import SecretUnreadable, rotate_text
 
 # rotate(ciphertext, what) -> the ciphertext under the first key; `what` names the secret in
 # the error when no key can read it.

@@ -16,8 +16,8 @@ from django.db import transaction
 from tools.access import tool_access
 from tools.models import ToolDefinition, ToolKind, ToolVersion
 from tools.registry import registered_tools
-from tracing.failures import Failure, FailureClass
-from tracing.logs import get_logger
+from tracing.platform.failures import Failure, FailureClass
+from tracing.platform.logs import get_logger
 
 logger = get_logger(__name__)
 

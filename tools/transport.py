@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from tracing.egress import Resolver, guarded_client
 from tracing.emit import REDACTED
-from tracing.failures import Failure, FailureClass, retry_after_from, transport_failure
+from tracing.platform.egress import Resolver, guarded_client
+from tracing.platform.failures import Failure, FailureClass, retry_after_from, transport_failure
 
 USER_AGENT = "AgentOps-Tool/1"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

@@ -31,8 +31,8 @@ from tools.services import (
     tool_set_enabled,
     tool_try,
 )
-from tracing.failures import Failure
-from tracing.web import is_htmx, next_url
+from tracing.platform.failures import Failure
+from tracing.platform.web import is_htmx, next_url
 
 
 def _apply_errors(form: object, exc: ValidationError) -> None:

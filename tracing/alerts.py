@@ -14,10 +14,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from tracing.egress import egress_post
-from tracing.live import OPS_GROUP, broadcast
-from tracing.logs import get_logger
 from tracing.models import AlertEvent, AlertMetric, AlertRule, AlertState
+from tracing.platform.egress import egress_post
+from tracing.platform.live import OPS_GROUP, broadcast
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

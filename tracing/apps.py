@@ -10,7 +10,7 @@ class TracingConfig(AppConfig):
     def ready(self) -> None:
         from django_structlog import signals
 
-        from tracing.logs import remember_request_id
+        from tracing.platform.logs import remember_request_id
 
         signals.bind_extra_request_metadata.connect(
             remember_request_id, dispatch_uid="tracing.request_id"
@@ -25,7 +25,7 @@ class TracingConfig(AppConfig):
         from django.contrib import admin
         from django.db import models
 
-        from tracing.json_input import JsonFormField
+        from tracing.platform.json_input import JsonFormField
 
         for model_admin in admin.site._registry.values():
             # The instance's own dict: ModelAdmin.__init__ merged the defaults into a copy.

@@ -46,9 +46,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from tracing.emit import span_to_event
-from tracing.live import ACCESS_REVOKED, open_notices, run_group, user_group
-from tracing.logs import get_logger
 from tracing.models import Span
+from tracing.platform.live import ACCESS_REVOKED, open_notices, run_group, user_group
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -22,10 +22,11 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from tracing import conf, otlp, semconv
-from tracing.failures import Interruption, failure_class_of
-from tracing.live import broadcast, cancel_soon, run_group, send_now, send_soon
+from tracing import otlp, semconv
 from tracing.models import Span, SpanStatus
+from tracing.platform import conf
+from tracing.platform.failures import Interruption, failure_class_of
+from tracing.platform.live import broadcast, cancel_soon, run_group, send_now, send_soon
 
 MAX_ATTRIBUTE_CHARS = 2000
 SPAN_START_NOTICE_DELAY = 0.05  # seconds a span must stay open before "span.start" is sent

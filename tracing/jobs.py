@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tracing import alerts, retention, rollups
-from tracing.logs import bind_context
+from tracing.platform.logs import bind_context
 
 
 def rollup_metrics() -> int:

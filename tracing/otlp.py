@@ -20,9 +20,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tracing import conf
-from tracing.logs import get_logger
 from tracing.models import Span, SpanStatus
+from tracing.platform import conf
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

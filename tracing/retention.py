@@ -12,9 +12,9 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tracing import conf
-from tracing.logs import get_logger
 from tracing.models import MetricRollup, RetentionOverride, Span
+from tracing.platform import conf
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -15,9 +15,9 @@ from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from tracing import semconv
-from tracing.logs import get_logger
 from tracing.metrics import COUNTERS, Totals, hist_new, sums_add
 from tracing.models import MetricRollup, ModelPrice, RollupKind, RollupState, Span, SpanStatus
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from agentops.agents import selectors
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
 from agentops.selectors import teams_all
 from tools.registry import registered_tools
-from tracing.web import MAX_DB_INT
+from tracing.platform.web import MAX_DB_INT
 
 
 class ToolChoices(forms.ModelMultipleChoiceField):

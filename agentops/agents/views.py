@@ -21,7 +21,7 @@ from agentops.console.views import MessageForm
 from agentops.experiments.selectors import agent_version_gate
 from agentops.models import Agent, AgentVersion, Session
 from agentops.selectors import conversation_get
-from tracing.web import HtmxHttpRequest, id_param, next_url
+from tracing.platform.web import HtmxHttpRequest, id_param, next_url
 
 DRAFT_KEY = "agent-draft:{slug}"
 FIGURES_WINDOW = timedelta(days=30)

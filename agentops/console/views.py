@@ -23,7 +23,7 @@ from agentops.runtime.services import (
     session_post_message,
 )
 from agentops.selectors import conversation_get
-from tracing.web import HtmxHttpRequest
+from tracing.platform.web import HtmxHttpRequest
 
 
 class SessionForm(forms.Form):

@@ -13,8 +13,8 @@ from agentops.runtime.breaker import breaker_window_clear
 from agentops.runtime.model_client import model_complete
 from agentops.services import audit_record
 from tracing.emit import REDACTED
-from tracing.failures import Failure
 from tracing.models import ModelPrice
+from tracing.platform.failures import Failure
 
 if TYPE_CHECKING:
     from agentops.auth import Actor

@@ -16,7 +16,7 @@ from agentops.endpoints import selectors, services
 from agentops.endpoints.forms import EndpointForm, EndpointTestForm, PriceForm
 from agentops.models import ModelEndpoint
 from tracing.models import ModelPrice
-from tracing.web import HtmxHttpRequest, error_status
+from tracing.platform.web import HtmxHttpRequest, error_status
 
 
 def _require_admin(request: HtmxHttpRequest) -> None:

@@ -6,7 +6,7 @@ from django import forms
 
 from agentops.experiments.models import Dataset
 from agentops.models import AgentVersion, ModelEndpoint
-from tracing.json_input import json_parse
+from tracing.platform.json_input import json_parse
 
 
 class DatasetForm(forms.Form):

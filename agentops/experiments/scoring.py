@@ -19,8 +19,8 @@ from agentops.runtime.model_client import model_call
 from agentops.runtime.retry import RetryPolicy, retry_call
 from tools.schemas import Unresolvable, schema_refusal, schema_validator
 from tracing.emit import Tracer
-from tracing.failures import Failure
-from tracing.json_input import json_parse
+from tracing.platform.failures import Failure
+from tracing.platform.json_input import json_parse
 
 JUDGE_PREAMBLE = (
     "You are a judge. You grade an AI agent's answer to a user's message against a reference "

@@ -53,9 +53,9 @@ from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_post_message
 from agentops.services import audit_record
-from tracing.enqueue import queue_job_on_commit
-from tracing.json_input import json_parse
-from tracing.logs import get_logger
+from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.json_input import json_parse
+from tracing.platform.logs import get_logger
 
 if TYPE_CHECKING:
     from agentops.auth import Actor

@@ -16,7 +16,7 @@ from agentops.auth import has_role, role_required
 from agentops.experiments import forms, selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, ExperimentStatus
 from agentops.models import Handoff, Run
-from tracing.web import HtmxHttpRequest, error_status, id_param
+from tracing.platform.web import HtmxHttpRequest, error_status, id_param
 
 
 def _form_errors(form: Any, exc: ValidationError, fields: dict[str, str] | None = None) -> None:

@@ -32,7 +32,7 @@ from agentops.openai_compat import selectors
 from agentops.openai_compat.app import HANDOFF_NOTICE, ApiError, ChatCompletion
 from agentops.openai_compat.services import SessionNotFound, chat_session_resolve
 from agentops.runtime.services import MAX_MESSAGE_CHARS
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from agentops.consumers import stream_refusal
 from agentops.models import Run
 from tracing.consumers import LiveConsumer, TraceStreamConsumer
-from tracing.live import OPS_GROUP
+from tracing.platform.live import OPS_GROUP
 
 
 class RunConsumer(TraceStreamConsumer):

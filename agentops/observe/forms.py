@@ -6,7 +6,7 @@ from django import forms
 from django.utils import timezone
 
 from agentops.models import RunStatus
-from tracing.failures import FailureClass
+from tracing.platform.failures import FailureClass
 
 WINDOWS = {
     "15m": ("last 15 minutes", timedelta(minutes=15)),

@@ -22,8 +22,8 @@ from agentops.models import (
     ToolCall,
 )
 from tracing import semconv
-from tracing.live import open_notices, run_group
 from tracing.models import Span, SpanStatus
+from tracing.platform.live import open_notices, run_group
 from tracing.rollups import PriceBook
 from tracing.selectors import SpanNode, span_waterfall
 

@@ -33,8 +33,10 @@ from agentops.observe.forms import (
 )
 from agentops.observe.prometheus import registry
 from agentops.selectors import RunOutcomes, run_outcomes
-from tracing import charts, conf
+from tracing import charts
 from tracing.models import AlertRule, RetentionOverride, RollupState
+from tracing.platform import conf
+from tracing.platform.web import HtmxHttpRequest, error_status, next_url, page_query
 from tracing.selectors import (
     Stats,
     alert_events_recent,
@@ -43,7 +45,6 @@ from tracing.selectors import (
     rollup_agents,
     storage_tables,
 )
-from tracing.web import HtmxHttpRequest, error_status, next_url, page_query
 
 PAGE_SIZE = 50
 

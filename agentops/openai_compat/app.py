@@ -34,9 +34,9 @@ from agentops.openai_compat.services import (
 )
 from agentops.runtime.services import MAX_MESSAGE_CHARS, AgentNotLive, RuntimeConflict
 from tracing.consumers import AccessWatch
-from tracing.json_input import JsonInputError, json_parse
-from tracing.live import ACCESS_REVOKED, session_group
-from tracing.logs import get_logger
+from tracing.platform.json_input import JsonInputError, json_parse
+from tracing.platform.live import ACCESS_REVOKED, session_group
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -30,8 +30,8 @@ from agentops.auth import has_role
 from agentops.operators.selectors import notification_sound, operator_presence, unread_counts
 from agentops.operators.services import UNREAD_CHANGED, operator_page_seen
 from tracing.consumers import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
-from tracing.live import OPS_GROUP
-from tracing.logs import get_logger
+from tracing.platform.live import OPS_GROUP
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -52,7 +52,7 @@ from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_
 from agentops.selectors import team_get
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event
-from tracing.live import OPS_GROUP, broadcast, session_group, user_group
+from tracing.platform.live import OPS_GROUP, broadcast, session_group, user_group
 
 
 class HandoffConflict(Exception):

@@ -24,7 +24,7 @@ from agentops.operators.models import CannedReply, Label, LabelColour
 from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import RuntimeConflict, toolcall_decide
 from agentops.selectors import conversation_get, teams_all
-from tracing.web import HtmxHttpRequest, error_status, next_url, page_query
+from tracing.platform.web import HtmxHttpRequest, error_status, next_url, page_query
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DRAFTS_KEY = "handoff_drafts"

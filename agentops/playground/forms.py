@@ -9,7 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from agentops.models import ModelEndpoint
-from tracing.json_input import JsonInputError, json_parse
+from tracing.platform.json_input import JsonInputError, json_parse
 
 MONO = {"class": "mono", "spellcheck": "false"}
 ROLES = [(r, r) for r in ("system", "user", "assistant", "tool")]

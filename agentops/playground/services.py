@@ -16,7 +16,7 @@ from agentops.runtime.model_client import ModelReply, model_call
 from agentops.runtime.retry import RetryPolicy, retry_call
 from agentops.services import audit_record
 from tracing.emit import Tracer
-from tracing.failures import Failure
+from tracing.platform.failures import Failure
 
 if TYPE_CHECKING:
     from agentops.auth import Actor

@@ -21,7 +21,7 @@ from agentops.playground.forms import (
     request_from_forms,
 )
 from agentops.playground.selectors import ModelCallSource
-from tracing.web import HtmxHttpRequest, error_status
+from tracing.platform.web import HtmxHttpRequest, error_status
 
 
 def _source_or_404(trace_id: uuid.UUID, span_id: str) -> ModelCallSource:

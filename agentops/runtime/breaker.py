@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from agentops.models import BreakerCall, BreakerState, BreakerTransition, ModelEndpoint
 from tracing.emit import Tracer
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 COUNTED = {
     FailureClass.RATE_LIMIT,

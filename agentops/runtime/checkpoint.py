@@ -21,8 +21,8 @@ from agentops.conversation import message_serialise, run_status_serialise
 from agentops.models import Message, Run, RunStatus, ToolCall
 from agentops.runtime.errors import LeaseLost
 from agentops.webhooks.services import webhook_message_created, webhook_run_ended
-from tracing.live import OPS_GROUP, broadcast, session_group
 from tracing.models import Span
+from tracing.platform.live import OPS_GROUP, broadcast, session_group
 
 # Jobs pass ids as strings; the ORM hands back UUIDs.
 RunId = uuid.UUID | str

@@ -1,10 +1,10 @@
-"""Classify whatever a model call raised into a FailureClass (tracing.failures)."""
+"""Classify whatever a model call raised into a FailureClass (tracing.platform.failures)."""
 
 from __future__ import annotations
 
 import openai
 
-from tracing.failures import (
+from tracing.platform.failures import (
     Failure,
     FailureClass,
     Interruption,

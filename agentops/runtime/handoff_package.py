@@ -26,10 +26,10 @@ from agentops.models import Handoff, Message, Run
 from agentops.runtime.context import to_openai
 from agentops.runtime.model_client import model_call
 from tracing.emit import Tracer
-from tracing.enqueue import queue_job_on_commit
-from tracing.failures import Failure, FailureClass
-from tracing.live import OPS_GROUP, broadcast
-from tracing.logs import get_logger
+from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.failures import Failure, FailureClass
+from tracing.platform.live import OPS_GROUP, broadcast
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

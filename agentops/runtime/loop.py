@@ -66,9 +66,9 @@ from agentops.runtime.tooling import ToolRunner
 from agentops.selectors import team_get
 from tracing import semconv
 from tracing.emit import Tracer
-from tracing.failures import Failure, FailureClass
-from tracing.live import send_now, session_group, wait_sent
-from tracing.logs import bind_context, get_logger
+from tracing.platform.failures import Failure, FailureClass
+from tracing.platform.live import send_now, session_group, wait_sent
+from tracing.platform.logs import bind_context, get_logger
 
 log = get_logger(__name__)
 

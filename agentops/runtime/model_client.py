@@ -18,7 +18,7 @@ from agentops.runtime import breaker
 from agentops.runtime.errors import classify_model_error
 from tracing import semconv
 from tracing.emit import Tracer
-from tracing.failures import Failure
+from tracing.platform.failures import Failure
 
 _clients: dict[tuple[int, str, str, float], openai.OpenAI] = {}
 
@@ -170,7 +170,7 @@ def model_complete(
     on_text: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ModelReply:
-    """One streamed chat completion. Raises tracing.failures.Failure on any error."""
+    """One streamed chat completion. Raises tracing.platform.failures.Failure on any error."""
     request: dict[str, Any] = {"model": model, "messages": messages}
     if tools:
         request["tools"] = tools

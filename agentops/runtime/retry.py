@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tracing.emit import Tracer
-from tracing.failures import Failure
+from tracing.platform.failures import Failure
 
 INLINE_WAIT_MAX = 3.0
 

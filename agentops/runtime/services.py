@@ -47,9 +47,9 @@ from agentops.runtime.handoff_package import (
 )
 from agentops.services import audit_record
 from agentops.webhooks.services import webhook_handoff_event, webhook_session_created
-from tracing.enqueue import queue_job_on_commit
-from tracing.live import OPS_GROUP, broadcast, session_group
-from tracing.logs import get_logger
+from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.live import OPS_GROUP, broadcast, session_group
+from tracing.platform.logs import get_logger
 
 if TYPE_CHECKING:
     from agentops.auth import Actor

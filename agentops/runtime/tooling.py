@@ -30,9 +30,9 @@ from agentops.runtime.retry import RetryPolicy, retry_call
 from agentops.webhooks.services import webhook_event_emit
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
-from tracing.failures import Failure, FailureClass
-from tracing.json_input import JsonInputError, json_parse
-from tracing.live import OPS_GROUP, broadcast, session_group
+from tracing.platform.failures import Failure, FailureClass
+from tracing.platform.json_input import JsonInputError, json_parse
+from tracing.platform.live import OPS_GROUP, broadcast, session_group
 
 if TYPE_CHECKING:
     from agentops.runtime.loop import RunDriver

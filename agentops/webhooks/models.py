@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from crypto.secrets import decrypt_text, encrypt_text
+from tracing.platform.crypto import decrypt_text, encrypt_text
 
 
 class WebhookEventType(models.TextChoices):

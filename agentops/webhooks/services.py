@@ -30,10 +30,10 @@ from agentops.webhooks.models import (
     WebhookEvent,
     WebhookEventType,
 )
-from tracing.egress import PostResult, egress_post
-from tracing.enqueue import queue_job_on_commit
-from tracing.live import OPS_GROUP, broadcast
-from tracing.logs import get_logger
+from tracing.platform.egress import PostResult, egress_post
+from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.live import OPS_GROUP, broadcast
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

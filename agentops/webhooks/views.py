@@ -18,7 +18,7 @@ from agentops.webhooks.services import (
     webhook_endpoint_delete,
     webhook_endpoint_enable,
 )
-from tracing.web import id_param
+from tracing.platform.web import id_param
 
 
 @role_required("admin")

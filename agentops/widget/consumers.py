@@ -25,7 +25,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from agentops.models import RunStatus
 from agentops.widget import selectors
 from agentops.widget.services import EndUser, WidgetRefused, enduser_from_token
-from tracing.live import session_group
+from tracing.platform.live import session_group
 
 REFUSED = 4403
 HELLO_TIMEOUT = 10.0  # seconds

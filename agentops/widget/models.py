@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from crypto.secrets import decrypt_text, encrypt_text
+from tracing.platform.crypto import decrypt_text, encrypt_text
 
 
 class WidgetKey(models.Model):

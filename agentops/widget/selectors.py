@@ -26,7 +26,7 @@ from agentops.models import (
 )
 from agentops.widget.models import WidgetKey
 from agentops.widget.services import REFUSED_ORIGINS_DAYS, EndUser, refused_origins_name
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

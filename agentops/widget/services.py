@@ -33,7 +33,7 @@ from agentops.operators.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
 from agentops.services import audit_record
 from agentops.widget.models import WidgetKey
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ from agentops.widget import selectors, services
 from agentops.widget.forms import WidgetKeyForm
 from agentops.widget.models import WidgetKey
 from agentops.widget.services import RateLimited, WidgetRefused
-from tracing.json_input import JsonInputError, json_parse
+from tracing.platform.json_input import JsonInputError, json_parse
 
 VISITOR_COOKIE = "aow_visitor"
 TOKEN_HEADER = "HTTP_X_WIDGET_TOKEN"  # noqa: S105 - a header name

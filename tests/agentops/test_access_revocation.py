@@ -23,7 +23,7 @@ from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory
 from tracing.consumers import FORBIDDEN as REFUSED
 from tracing.consumers import SIGN_IN
-from tracing.live import ACCESS_REVOKED, send_now, session_group
+from tracing.platform.live import ACCESS_REVOKED, send_now, session_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GUARD_SECONDS = 20  # a hang fails the test instead of blocking the suite

@@ -54,7 +54,7 @@ def test_it_sends_a_snapshot_to_a_viewer(session, charlie):
 
 
 def test_it_sends_the_snapshot_then_live_events_and_answers_pings(session, charlie):
-    from tracing.live import send_now, session_group, wait_sent
+    from tracing.platform.live import send_now, session_group, wait_sent
 
     async def scenario():
         communicator = user_communicator(f"/ws/sessions/{session.pk}/", charlie)
@@ -76,7 +76,7 @@ def test_it_sends_the_snapshot_then_live_events_and_answers_pings(session, charl
 def test_it_forwards_a_batch_of_live_events_in_order(session, charlie):
     from channels.layers import get_channel_layer
 
-    from tracing.live import session_group
+    from tracing.platform.live import session_group
 
     async def scenario():
         communicator = user_communicator(f"/ws/sessions/{session.pk}/", charlie)

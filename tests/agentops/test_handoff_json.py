@@ -18,7 +18,7 @@ from agentops.selectors import conversation_get
 from agentops.webhooks.models import WebhookEvent
 from agentops.webhooks.services import webhook_endpoint_create
 from tests.factories import SessionFactory, UserFactory
-from tracing.live import OPS_GROUP, capture_live_events
+from tracing.platform.live import OPS_GROUP, capture_live_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EVENT_NAMES = {"handoff_id": "id", "reason": "reason", "team": "team", "priority": "priority"}

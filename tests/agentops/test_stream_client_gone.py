@@ -16,7 +16,7 @@ from agentops.models import Message, Role
 from agentops.runtime.checkpoint import messages_append
 from tests.agentops.observe.conftest import receive_until, run_async, session_cookie
 from tests.factories import SessionFactory
-from tracing.live import wait_sent
+from tracing.platform.live import wait_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

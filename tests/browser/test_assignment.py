@@ -20,7 +20,7 @@ from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot
 from tests.factories import UserFactory
-from tracing.live import wait_sent
+from tracing.platform.live import wait_sent
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,7 @@ from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot
 from tests.browser.test_streams import own_web  # noqa: F401 - the fixture
 from tests.factories import AgentFactory
-from tracing.live import OPS_GROUP, broadcast, wait_sent
+from tracing.platform.live import OPS_GROUP, broadcast, wait_sent
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ from agentops.devmodel.server import embed_text
 from agentops.testing.processes import free_port, python_run
 from memory.embedders import OpenAIEmbedder, WordLlamaEmbedder, get_embedder
 from memory.services import memory_recall, memory_remember
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 
 def test_it_loads_wordllama_from_a_cache_folder_without_downloading(tmp_path):

@@ -9,7 +9,7 @@ from tests.tools.conftest import make_http_tool
 from tests.tools.servers import LoopbackServer, add_standard_routes
 from tests.tracing.helpers import resolver_for
 from tools.executors import ToolContext, tool_execute
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 
 def test_it_checks_the_resolved_address_inside_the_http_executor(db, settings):  # type: ignore[no-untyped-def]

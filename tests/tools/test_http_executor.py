@@ -14,7 +14,7 @@ from agentops.testing.processes import free_port
 from tests.tools.conftest import make_credential, make_http_tool
 from tools.executors import ToolContext, tool_execute
 from tools.models import ToolDefinition
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 pytestmark = pytest.mark.usefixtures("allow_loopback")
 

@@ -15,7 +15,7 @@ from tools.executors import ToolContext, tool_execute
 from tools.mcp_sync import mcp_server_save, mcp_server_sync
 from tools.models import McpServer, ToolDefinition
 from tools.services import tool_save, tool_set_enabled
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 SERVER_TOOLS = {"demo_add", "demo_shout_text", "demo_explode", "demo_key_digest", "demo_nap"}
 

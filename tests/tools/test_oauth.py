@@ -13,7 +13,7 @@ from tests.tools.servers import OAuthServer
 from tools.credentials import credential_test
 from tools.executors import ToolContext, tool_execute
 from tools.models import Credential
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 CLIENT_ID = "agentops-client"
 CLIENT_SECRET = "client-secret-8d1e5f7a"

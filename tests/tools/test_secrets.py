@@ -15,15 +15,15 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.urls import reverse
 
-from crypto.secrets import SecretUnreadable
 from tests.factories import EndpointFactory
 from tests.tools.conftest import make_credential, make_http_tool
 from tests.tools.servers import OAuthServer
 from tools.executors import ToolContext, tool_execute
 from tools.models import Credential
 from tracing.emit import Tracer
-from tracing.failures import Failure
 from tracing.models import Span
+from tracing.platform.crypto import SecretUnreadable
+from tracing.platform.failures import Failure
 
 API_KEY = "apikey-Zq8v1LmN0pRt"
 BEARER = "bearer-Hj2kP9sXw4Yb"

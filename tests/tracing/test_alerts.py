@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from tests.tracing.helpers import Receiver, fixed_runs
 from tracing.alerts import alert_value, alerts_evaluate
-from tracing.live import wait_sent
 from tracing.models import AlertEvent, AlertRule, ModelPrice
+from tracing.platform.live import wait_sent
 from tracing.rollups import rollup_metrics
 
 

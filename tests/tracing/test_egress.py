@@ -1,4 +1,4 @@
-"""The egress guard (tracing/egress.py): decisions with a stubbed resolver (no packet leaves)."""
+"""The egress guard (tracing/platform/egress.py): decisions with a stubbed resolver (no packet leaves)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import socket
 import pytest
 
 from tests.tracing.helpers import resolver_for
-from tracing.egress import EgressDenied, egress_resolve
-from tracing.failures import FailureClass
+from tracing.platform.egress import EgressDenied, egress_resolve
+from tracing.platform.failures import FailureClass
 
 
 @pytest.mark.parametrize(

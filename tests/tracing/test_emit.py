@@ -37,7 +37,7 @@ def test_it_records_nested_spans_and_events_in_one_insert(db, django_assert_num_
 
 
 def test_it_marks_a_failing_span_with_its_class(db):
-    from tracing.failures import Failure, FailureClass
+    from tracing.platform.failures import Failure, FailureClass
 
     tracer = Tracer(uuid.uuid4())
     with pytest.raises(Failure), tracer.span("tool.call"):
@@ -56,7 +56,7 @@ def test_it_marks_a_failing_span_with_its_class(db):
 
 
 def test_it_ends_a_span_an_interruption_passes_through_as_ok(db):
-    from tracing.failures import Interruption
+    from tracing.platform.failures import Interruption
 
     class Paused(Interruption):
         outcome = "wait"

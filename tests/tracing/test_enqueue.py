@@ -17,7 +17,7 @@ from agentops.testing.processes import free_port
 from memory.models import Memory
 from memory.services import memories_embed_missing, memory_create
 from tests.factories import AgentFactory
-from tracing.enqueue import queue_job_on_commit
+from tracing.platform.enqueue import queue_job_on_commit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ import uuid
 
 from channels.layers import get_channel_layer
 
-from tracing.live import _Sender
+from tracing.platform.live import _Sender
 
 
 def test_it_sends_a_group_s_queued_events_as_one_batch_in_order():

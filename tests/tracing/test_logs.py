@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tracing.logs import bind_context, formatter, get_logger
+from tracing.platform.logs import bind_context, formatter, get_logger
 
 
 @pytest.fixture

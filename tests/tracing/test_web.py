@@ -1,4 +1,4 @@
-"""The web helpers every app's views share (tracing/web.py): one safe-redirect rule, one
+"""The web helpers every app's views share (tracing/platform/web.py): one safe-redirect rule, one
 htmx form-error status, one pager."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from agentops.models import Run, RunStatus
 from tests.factories import SessionFactory, ToolFactory
-from tracing.web import error_status, id_param, next_url, page_query
+from tracing.platform.web import error_status, id_param, next_url, page_query
 
 OFF_SITE = [
     "https://evil.example/",

@@ -16,7 +16,7 @@ import django_rq
 from django.db import transaction
 from redis.exceptions import RedisError
 
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

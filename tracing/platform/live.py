@@ -28,7 +28,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -90,8 +90,8 @@ def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, 
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"structured": {"()": "tracing.logs.formatter", "fmt": fmt}},
-        "filters": {"refusals": {"()": "tracing.logs.RefusalWithoutTraceback"}},
+        "formatters": {"structured": {"()": "tracing.platform.logs.formatter", "fmt": fmt}},
+        "filters": {"refusals": {"()": "tracing.platform.logs.RefusalWithoutTraceback"}},
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",

@@ -16,7 +16,7 @@ from rq.exceptions import StopRequested
 
 from agentops.reconnect import redis_wait
 from agentops.runtime.services import runs_reconcile
-from tracing.logs import get_logger
+from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 TICK_SECONDS = 1.0

@@ -20,8 +20,8 @@ from agentops.models import (
 from agentops.runtime import breaker
 from tests.factories import EndpointFactory
 from tracing.emit import Tracer
-from tracing.failures import Failure, FailureClass
 from tracing.models import ModelPrice
+from tracing.platform.failures import Failure, FailureClass
 from tracing.rollups import PriceBook
 
 pytestmark = pytest.mark.django_db

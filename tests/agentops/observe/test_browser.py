@@ -20,8 +20,8 @@ from tests.browser.conftest import (  # noqa: F401 (fixtures)
 from tests.factories import SessionFactory
 from tests.tracing.helpers import fixed_runs
 from tracing.emit import Tracer
-from tracing.live import OPS_GROUP, send_now, wait_sent
 from tracing.models import ModelPrice
+from tracing.platform.live import OPS_GROUP, send_now, wait_sent
 from tracing.rollups import rollup_metrics
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -23,7 +23,7 @@ from tests.agentops.observe.conftest import (
 from tests.factories import UserFactory
 from tracing.consumers import coalesce
 from tracing.emit import Tracer
-from tracing.live import (
+from tracing.platform.live import (
     OPS_GROUP,
     broadcast,
     capture_live_events,

@@ -105,7 +105,7 @@ def test_it_streams_the_count_recomputed_at_connect_and_on_changes(bob):
     async def main():
         from asgiref.sync import sync_to_async
 
-        from tracing.live import wait_sent
+        from tracing.platform.live import wait_sent
 
         inbox = communicator("/ws/inbox/", cookie)
         assert (await inbox.connect())[0]
@@ -122,7 +122,7 @@ def test_it_streams_the_count_recomputed_at_connect_and_on_changes(bob):
 
         def act():
             make_handoff()
-            from tracing.live import broadcast
+            from tracing.platform.live import broadcast
 
             broadcast("ops", {"kind": "handoff.created", "handoff_id": 0})
             wait_sent()
@@ -149,7 +149,7 @@ def test_it_recounts_when_the_operators_read_markers_move(bob):
     async def main():
         from asgiref.sync import sync_to_async
 
-        from tracing.live import wait_sent
+        from tracing.platform.live import wait_sent
 
         inbox = communicator("/ws/inbox/", cookie)
         assert (await inbox.connect())[0]
@@ -174,7 +174,7 @@ def test_it_tells_open_pages_of_a_new_private_note_by_ids_never_its_text(bob, al
     async def main():
         from asgiref.sync import sync_to_async
 
-        from tracing.live import wait_sent
+        from tracing.platform.live import wait_sent
 
         inbox = communicator("/ws/inbox/", cookie)
         assert (await inbox.connect())[0]

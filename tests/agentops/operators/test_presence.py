@@ -115,7 +115,7 @@ def test_the_inbox_socket_brings_the_operator_back_and_follows_their_presence(bo
     async def main():  # type: ignore[no-untyped-def]
         from asgiref.sync import sync_to_async
 
-        from tracing.live import wait_sent
+        from tracing.platform.live import wait_sent
 
         inbox = communicator("/ws/inbox/", cookie)
         assert (await inbox.connect())[0]

@@ -154,7 +154,7 @@ def test_it_bulk_closes_with_an_audit_entry_each(bob):
     theirs = make_handoff()
     handoff_claim(handoff_id=theirs.pk, user=dave)
     done = make_handoff(status=HandoffStatus.RESOLVED)
-    from tracing.live import capture_live_events
+    from tracing.platform.live import capture_live_events
 
     ids = [h.pk for h in [*opened, mine, theirs, done]] + [999999]
     with capture_live_events() as events:

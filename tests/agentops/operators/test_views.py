@@ -258,7 +258,7 @@ def test_it_streams_queue_events_and_operator_replies(bob):
         from asgiref.sync import sync_to_async
 
         from agentops.operators.services import handoff_reply
-        from tracing.live import wait_sent
+        from tracing.platform.live import wait_sent
 
         ops = communicator("/ws/ops/", cookie)
         convo = communicator(f"/ws/sessions/{handoff.session_id}/", cookie)

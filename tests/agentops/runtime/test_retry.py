@@ -9,7 +9,7 @@ import pytest
 from agentops.runtime.errors import WaitRequired
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from tracing.emit import Tracer
-from tracing.failures import Failure, FailureClass
+from tracing.platform.failures import Failure, FailureClass
 
 pytestmark = pytest.mark.django_db
 

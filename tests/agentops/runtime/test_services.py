@@ -11,7 +11,7 @@ from agentops.runtime.services import (
     session_post_message,
 )
 from tests.agentops.runtime.helpers import wait_for_run
-from tracing.live import OPS_GROUP, capture_live_events, session_group
+from tracing.platform.live import OPS_GROUP, capture_live_events, session_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.widget.services import enduser_session_open, enduser_token_issue
 from tests.agentops.observe.conftest import communicator, run_async
 from tests.agentops.widget.helpers import enduser, make_key
-from tracing.live import wait_sent
+from tracing.platform.live import wait_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from crypto.secrets import SecretUnreadable
 from tools.rotation import credentials_rotate_key
+from tracing.platform.crypto import SecretUnreadable
 
 
 class Command(BaseCommand):
