@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
 import openai
@@ -45,6 +45,9 @@ from rq.worker import Worker as RQWorker
 
 from agentops.reconnect import redis_wait
 from tracing.platform.logs import get_logger
+
+if TYPE_CHECKING:
+    from redis.client import PubSubWorkerThread
 
 log = get_logger(__name__)
 
@@ -182,10 +185,12 @@ class Worker(RQWorker):
         """After an outage: stop the old command listener and mark the old registration dead
         (a restarted Redis may have restored it from its snapshot), so that RQ can register
         this worker again under its name."""
-        if self.pubsub_thread is not None:
+        # RQ sets the listener thread after its __init__ left it None; its type says None only.
+        thread = cast("PubSubWorkerThread | None", self.pubsub_thread)
+        if thread is not None:
             with contextlib.suppress(Exception):
-                self.pubsub_thread.stop()
-                self.pubsub_thread.join(timeout=1)
+                thread.stop()
+                thread.join(timeout=1)
             self.pubsub_thread = None
         with contextlib.suppress(RedisError):
             self.register_death()

@@ -61,7 +61,7 @@ def _check_fallback(tool: ToolDefinition) -> None:
 def tool_save(*, tool: ToolDefinition) -> ToolDefinition:
     """Save a tool; a changed definition becomes a new version and the old one is kept."""
     _check_fallback(tool)
-    if tool.pk is None:
+    if not tool.pk:
         tool.version = 1
         tool.full_clean()
         tool.save()

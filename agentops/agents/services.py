@@ -201,7 +201,7 @@ def _capacity_validate(value: Any) -> int | None:
         raise ValidationError(
             {"max_concurrent_runs": ["Give a whole number (0: no limit), or none for the default."]}
         )
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 @transaction.atomic
