@@ -12,11 +12,13 @@ memories. MEMORY_AUTO_PIN_RECALLS=0 turns the rule off.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
@@ -36,6 +38,13 @@ from memory.selectors import RecalledMemory, memory_rank, memory_search
 from memory.text import content_hash, numbers_in
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.logs import get_logger
+from tracing.platform.types import Actor, RunId
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
+    from tracing.emit import Tracer
 
 log = get_logger(__name__)
 
@@ -47,11 +56,22 @@ MERGE_IMPORTANCE_BUMP = 0.1
 AUTO_PIN_MAX_PER_SCOPE = 10
 EXPIRE_BATCH = 1000
 
-_UNSET: Any = object()
+
+class _Unset:
+    """An argument not given (None is a value here)."""
+
+
+_UNSET = _Unset()
+
+
+class _Span(Protocol):
+    def set(self, **attributes: object) -> None: ...
+
+    def fail(self, error_class: str, message: str) -> None: ...
 
 
 class _NullSpan:
-    def set(self, **attributes: Any) -> None:
+    def set(self, **attributes: object) -> None:
         pass
 
     def fail(self, error_class: str, message: str) -> None:
@@ -66,7 +86,9 @@ class _NullContext:
         return None
 
 
-def _traced(tracer: Any, name: str, **attributes: Any) -> Any:
+def _traced(
+    tracer: Tracer | None, name: str, **attributes: object
+) -> AbstractContextManager[_Span]:
     """`tracer.span(...)` when a tracer is given, else a context that records nothing."""
     return tracer.span(name, **attributes) if tracer is not None else _NullContext()
 
@@ -74,7 +96,7 @@ def _traced(tracer: Any, name: str, **attributes: Any) -> Any:
 # -- validation -------------------------------------------------------------------------
 
 
-def _clean_text(text: Any) -> str:
+def _clean_text(text: object) -> str:
     if not isinstance(text, str) or not text.strip():
         raise MemoryInputError("text", "text must be a non-empty string.")
     text = text.strip()
@@ -85,7 +107,7 @@ def _clean_text(text: Any) -> str:
     return text
 
 
-def _clean_importance(importance: Any) -> float:
+def _clean_importance(importance: object) -> float:
     if isinstance(importance, bool) or not isinstance(importance, int | float):
         raise MemoryInputError("importance", "importance must be a number from 0 to 1.")
     value = float(importance)
@@ -94,13 +116,13 @@ def _clean_importance(importance: Any) -> float:
     return value
 
 
-def _clean_kind(kind: Any) -> str:
+def _clean_kind(kind: object) -> str:
     if kind not in MemoryKind.values:
         raise MemoryInputError("kind", f"kind must be one of {', '.join(MemoryKind.values)}.")
     return str(kind)
 
 
-def _clean_ttl(ttl_seconds: Any) -> int | None:
+def _clean_ttl(ttl_seconds: object) -> int | None:
     if ttl_seconds is None:
         return None
     if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
@@ -112,7 +134,7 @@ def _clean_ttl(ttl_seconds: Any) -> int | None:
     return ttl_seconds
 
 
-def _clean_user_key(user_key: Any) -> str:
+def _clean_user_key(user_key: object) -> str:
     if not isinstance(user_key, str) or len(user_key) > MAX_USER_KEY_CHARS:
         raise MemoryInputError(
             "user_key", f"user_key must be a string of at most {MAX_USER_KEY_CHARS} characters."
@@ -123,7 +145,11 @@ def _clean_user_key(user_key: Any) -> str:
 # -- audit ------------------------------------------------------------------------------
 
 
-def _actor_label(actor: Any, run_id: Any) -> str:
+def _person(actor: Actor) -> User | None:
+    return actor if isinstance(actor, User) else None
+
+
+def _actor_label(actor: User | None, run_id: RunId | None) -> str:
     if actor is not None:
         return actor.get_username()
     if run_id is not None:
@@ -135,8 +161,8 @@ def _event(
     memory: Memory,
     action: str,
     *,
-    actor: Any = None,
-    run_id: Any = None,
+    actor: User | None = None,
+    run_id: RunId | None = None,
     changes: dict[str, Any] | None = None,
 ) -> MemoryEvent:
     return MemoryEvent.objects.create(
@@ -181,8 +207,8 @@ def _merge(
     *,
     importance: float,
     expires_at: datetime | None,
-    run_id: Any,
-    step: Any,
+    run_id: RunId | None,
+    step: int | None,
     reason: str,
     incoming_text: str,
     similarity: float | None = None,
@@ -209,10 +235,10 @@ def memory_remember(
     text: str,
     kind: str = "fact",
     importance: float = 0.5,
-    source_run_id: Any = None,
-    source_step: Any = None,
+    source_run_id: RunId | None = None,
+    source_step: int | None = None,
     ttl_seconds: int | None = None,
-    tracer: Any = None,
+    tracer: Tracer | None = None,
 ) -> Memory:
     """Store a memory in the scope (agent, user_key; '' = agent-wide), embedding it inline
     (this runs in the worker), or merge it into a duplicate. Bad input raises
@@ -232,13 +258,14 @@ def memory_remember(
                 "memory.scoped_to_user": bool(user_key),
             }
         )
-        merge_args = {
-            "importance": importance,
-            "expires_at": expires_at,
-            "run_id": source_run_id,
-            "step": source_step,
-            "incoming_text": text,
-        }
+        merge = functools.partial(
+            _merge,
+            importance=importance,
+            expires_at=expires_at,
+            run_id=source_run_id,
+            step=source_step,
+            incoming_text=text,
+        )
 
         with transaction.atomic():
             same = (
@@ -248,7 +275,7 @@ def memory_remember(
                 .first()
             )
             if same is not None:
-                memory = _merge(same, reason="same_text", **merge_args)
+                memory = merge(same, reason="same_text")
                 span.set(**{"memory.id": memory.pk, "memory.merged": "same_text"})
                 return memory
 
@@ -268,9 +295,7 @@ def memory_remember(
                 and nearest[0].similarity >= DEDUPE_SIMILARITY
                 and numbers_in(nearest[0].text) == numbers_in(text)
             ):
-                memory = _merge(
-                    nearest[0], reason="similar", similarity=nearest[0].similarity, **merge_args
-                )
+                memory = merge(nearest[0], reason="similar", similarity=nearest[0].similarity)
                 span.set(**{"memory.id": memory.pk, "memory.merged": "similar"})
                 return memory
             try:
@@ -293,7 +318,7 @@ def memory_remember(
                 same = Memory.objects.defer("embedding").get(
                     agent_id=agent_id, user_key=user_key, content_hash=digest
                 )
-                memory = _merge(same, reason="same_text", **merge_args)
+                memory = merge(same, reason="same_text")
                 span.set(**{"memory.id": memory.pk, "memory.merged": "same_text"})
                 return memory
             _event(
@@ -315,8 +340,8 @@ def memory_recall(
     user_key: str,
     query: str,
     k: int = 5,
-    run_id: Any = None,
-    tracer: Any = None,
+    run_id: RunId | None = None,
+    tracer: Tracer | None = None,
     also_user_key: str = "",
 ) -> list[RecalledMemory]:
     """Recall for a run: the memories `memory.selectors.memory_rank` picks (in the user's
@@ -351,7 +376,7 @@ def memory_recall(
 
 
 def memory_recall_record(
-    *, recalled: list[RecalledMemory], run_id: Any = None, now: datetime | None = None
+    *, recalled: list[RecalledMemory], run_id: RunId | None = None, now: datetime | None = None
 ) -> None:
     """Count a recall: access_count + 1 and last_accessed_at = now on each memory (one UPDATE),
     a MemoryRecall row each when `run_id` is given, then the auto-pin rule."""
@@ -389,9 +414,10 @@ def memory_create(
     text: str,
     kind: str = "fact",
     importance: float = 0.5,
-    actor: Any,
+    actor: Actor,
 ) -> Memory:
     """A memory written by a person on the memory pages; embedded by a job after commit."""
+    person = _person(actor)
     text = _clean_text(text)
     kind = _clean_kind(kind)
     importance = _clean_importance(importance)
@@ -409,12 +435,12 @@ def memory_create(
             kind=kind,
             importance=importance,
             content_hash=digest,
-            edited_by=actor,
+            edited_by=person,
         )
         _event(
             memory,
             MemoryAction.CREATED,
-            actor=actor,
+            actor=person,
             changes={"text": text, "kind": kind, "importance": importance},
         )
         enqueue_embedding(memory_ids=[memory.pk])
@@ -424,13 +450,14 @@ def memory_create(
 def memory_update(
     *,
     memory: Memory,
-    text: Any = _UNSET,
-    pinned: Any = _UNSET,
-    importance: Any = _UNSET,
-    actor: Any,
+    text: str | _Unset = _UNSET,
+    pinned: bool | _Unset = _UNSET,
+    importance: float | _Unset = _UNSET,
+    actor: Actor,
 ) -> Memory:
     """Change a memory's text, pin or importance. A new text keeps the previous one as a
     MemoryRevision and is embedded by a job after commit (recall skips it meanwhile)."""
+    person = _person(actor)
     with transaction.atomic():
         current = Memory.objects.select_for_update().defer("embedding").get(pk=memory.pk)
         changes: dict[str, Any] = {}
@@ -450,7 +477,7 @@ def memory_update(
                     raise MemoryInputError(
                         "text", f"Another memory in this scope (#{clash.pk}) already says this."
                     )
-                MemoryRevision.objects.create(memory=current, text=current.text, edited_by=actor)
+                MemoryRevision.objects.create(memory=current, text=current.text, edited_by=person)
                 changes["text"] = [current.text, new_text]
                 update.update(text=new_text, content_hash=digest, embedding=None, embedder="")
         if importance is not _UNSET:
@@ -473,16 +500,17 @@ def memory_update(
         Memory.objects.filter(pk=current.pk).update(**update)
         current.refresh_from_db()
         if changes:
-            _event(current, MemoryAction.UPDATED, actor=actor, changes=changes)
+            _event(current, MemoryAction.UPDATED, actor=person, changes=changes)
         if pin_action:
-            _event(current, pin_action, actor=actor)
+            _event(current, pin_action, actor=person)
         if "text" in changes:
             enqueue_embedding(memory_ids=[current.pk])
     return current
 
 
-def memory_delete(*, memory: Memory, actor: Any) -> None:
+def memory_delete(*, memory: Memory, actor: Actor) -> None:
     """Delete a memory; the audit trail keeps a snapshot, including earlier texts."""
+    person = _person(actor)
     with transaction.atomic():
         current = Memory.objects.select_for_update().defer("embedding").filter(pk=memory.pk).first()
         if current is None:
@@ -497,14 +525,14 @@ def memory_delete(*, memory: Memory, actor: Any) -> None:
             agent_id=current.agent_id,
             user_key=current.user_key,
             action=MemoryAction.DELETED,
-            actor=actor,
-            actor_label=_actor_label(actor, None),
+            actor=person,
+            actor_label=_actor_label(person, None),
             changes=snapshot,
         )
         current.delete()
 
 
-def memory_auto_pin(*, memories: list[Memory], run_id: Any = None) -> list[Memory]:
+def memory_auto_pin(*, memories: list[Memory], run_id: RunId | None = None) -> list[Memory]:
     """Apply the auto-pin rule (module docstring) to memories a recall just returned."""
     threshold = settings.MEMORY_AUTO_PIN_RECALLS
     if threshold <= 0:
@@ -608,7 +636,7 @@ def memory_embed(
     memory_ids: list[int] | None = None,
     everything: bool = False,
     batch_size: int = 256,
-    progress: Any = None,
+    progress: Callable[[int], object] | None = None,
 ) -> int:
     """Embed memories with the current embedder: those without a vector or with another
     embedder's (all of them with `everything`), optionally only `memory_ids`. Rows whose
