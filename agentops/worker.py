@@ -45,9 +45,14 @@ from rq.worker import Worker as RQWorker
 
 from agentops.reconnect import redis_wait
 from tracing.platform.logs import get_logger
+from tracing.platform.types import RunId
 
 if TYPE_CHECKING:
-    from redis.client import PubSubWorkerThread
+    from resource import struct_rusage
+    from types import FrameType
+
+    from redis.client import Pipeline, PubSubWorkerThread
+    from rq.executions import Execution
 
 log = get_logger(__name__)
 
@@ -195,23 +200,23 @@ class Worker(RQWorker):
         with contextlib.suppress(RedisError):
             self.register_death()
 
-    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         try:
             super().maintain_heartbeats(job, execution)
         except RedisError as exc:
             log.warning("worker.heartbeat_failed", worker=self.name, error=str(exc))
 
-    def execute_job(self, job: Any, queue: Any) -> None:
+    def execute_job(self, job: Job, queue: Queue) -> None:
         database_lend()
         super().execute_job(job, queue)
 
-    def wait_for_horse(self) -> Any:
+    def wait_for_horse(self) -> tuple[int | None, int | None, struct_rusage | None]:
         pid, status, rusage = super().wait_for_horse()
         if status != os.EX_OK:
             connections[DEFAULT_DB_ALIAS].close()
         return pid, status, rusage
 
-    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         try:
             return super().perform_job(job, queue, execution)
         finally:
@@ -221,7 +226,7 @@ class Worker(RQWorker):
 # -- many runs at once in one process ----------------------------------------------------------
 
 # The time limit of the job this thread performs: (its seconds, when it ends on time.monotonic()).
-_job_deadline: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar(
+_job_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar(
     "job_deadline", default=None
 )
 
@@ -241,7 +246,7 @@ class RuntimeDeadline(BaseDeathPenalty):
 class HeldRun:
     """One run's place in its process's shared heartbeat (the `RunBeat` the loop checks)."""
 
-    def __init__(self, owner: SharedHeartbeat, run_id: Any, epoch: int) -> None:
+    def __init__(self, owner: SharedHeartbeat, run_id: RunId, epoch: int) -> None:
         self.owner = owner
         self.run_id = run_id
         self.epoch = epoch
@@ -264,7 +269,7 @@ class SharedHeartbeat:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def join(self, run_id: Any, epoch: int) -> HeldRun:
+    def join(self, run_id: RunId, epoch: int) -> HeldRun:
         held = HeldRun(self, run_id, epoch)
         with self.lock:
             self.held.add(held)
@@ -394,7 +399,7 @@ class ConcurrentWorker(Worker):
         for job, execution, _ in list(self.running.values()):
             self.maintain_heartbeats(job, execution)
 
-    def execute_job(self, job: Any, queue: Any) -> None:
+    def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
         thread = threading.Thread(
             target=self.perform_in_thread, args=(job, queue, execution), name=f"job-{job.id}"
@@ -404,7 +409,7 @@ class ConcurrentWorker(Worker):
             self.running[execution.id] = (job, execution, thread)
         thread.start()
 
-    def perform_in_thread(self, job: Any, queue: Any, execution: Any) -> None:
+    def perform_in_thread(self, job: Job, queue: Queue, execution: Execution) -> None:
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         if timeout and timeout > 0:
             _job_deadline.set((timeout, time.monotonic() + timeout))
@@ -423,7 +428,7 @@ class ConcurrentWorker(Worker):
                 with contextlib.suppress(RedisError):
                     self.set_state("idle")
 
-    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ beats twice per job dequeued, three round trips each; with many runs starting at
         # once, once a second is plenty (its TTL is minutes) and keeps the dequeue loop quick.
         if timeout is None and pipeline is None:
@@ -433,11 +438,11 @@ class ConcurrentWorker(Worker):
             self.beat_at = now
         super().heartbeat(timeout, pipeline)
 
-    def set_state(self, state: str, pipeline: Any = None) -> None:
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         # RQ marks the worker idle whenever it listens; it is busy while a run is in flight.
         super().set_state("busy" if state == "idle" and self.running else state, pipeline)
 
-    def request_force_stop(self, signum: int, frame: Any) -> None:
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         self.cold = True
         super().request_force_stop(signum, frame)
 

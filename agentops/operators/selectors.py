@@ -35,6 +35,7 @@ from agentops.models import (
 from agentops.operators.canned import placeholder_values, placeholders_fill
 from agentops.operators.models import CannedReply, Label, PrivateNote
 from memory.models import Memory
+from tracing.platform.types import RequestUser, SessionId
 
 
 def _labelled(qs: QuerySet[Handoff], label: str) -> QuerySet[Handoff]:
@@ -55,13 +56,18 @@ def handoffs_open(*, label: str = "") -> QuerySet[Handoff]:
     return _labelled(qs, label)
 
 
-def handoffs_open_for(*, user: Any, label: str = "") -> QuerySet[Handoff]:
+def _user_pk(user: RequestUser) -> int:
+    """The signed-in user's id; 0, which matches nobody, for an anonymous visitor."""
+    return user.pk or 0
+
+
+def handoffs_open_for(*, user: RequestUser, label: str = "") -> QuerySet[Handoff]:
     """The queue a person sees: an operator their teams' handoffs and those of no team (all
     of them when in no team); an admin every one."""
     qs = handoffs_open(label=label)
     if has_role(user, "admin"):
         return qs
-    team_ids = list(Team.objects.filter(members__pk=user.pk).values_list("pk", flat=True))
+    team_ids = list(Team.objects.filter(members__pk=_user_pk(user)).values_list("pk", flat=True))
     return qs.filter(Q(team_id__in=team_ids) | Q(team__isnull=True)) if team_ids else qs
 
 
@@ -84,8 +90,8 @@ def operator_loads(*, user_ids: list[int]) -> dict[int, int]:
     return {pk: held.get(pk, 0) for pk in user_ids}
 
 
-def operator_presence(*, user: Any) -> str:
-    state = OperatorState.objects.filter(user_id=user.pk).values_list("presence", flat=True)
+def operator_presence(*, user: RequestUser) -> str:
+    state = OperatorState.objects.filter(user_id=_user_pk(user)).values_list("presence", flat=True)
     return state.first() or Presence.OFFLINE
 
 
@@ -138,6 +144,13 @@ def handoffs_in_breach_count(*, agent: str = "") -> int:
     return qs.count()
 
 
+def sla_breaches(agent: str) -> float:
+    """The SLA-breaches alert gauge (tracing.alerts): handoffs (of one agent, or of all) not
+    resolved yet that breached a first response or resolution target; a rule on it fires
+    while any is left unresolved."""
+    return float(handoffs_in_breach_count(agent=agent))
+
+
 def sla_figures(*, since: datetime) -> dict[str, Any]:
     """Service-level breaches per team whose deadline fell in the window, beside the
     handoffs that arrived in it."""
@@ -169,7 +182,7 @@ QUEUE_PAGE_SIZE = 50
 
 def handoffs_queue(
     *,
-    user: Any,
+    user: RequestUser,
     status: str = "open",
     team: str = "",
     waiting: str = "",
@@ -197,7 +210,9 @@ def handoffs_queue(
         qs = qs.filter(status=status).order_by("priority", "created_at")
     if not has_role(user, "admin"):
         qs = qs.exclude(Q(status=HandoffStatus.CLAIMED) & ~Q(claimed_by=user.pk))
-        team_ids = list(Team.objects.filter(members__pk=user.pk).values_list("pk", flat=True))
+        team_ids = list(
+            Team.objects.filter(members__pk=_user_pk(user)).values_list("pk", flat=True)
+        )
         if team_ids:
             qs = qs.exclude(
                 Q(status=HandoffStatus.OPEN) & Q(team__isnull=False) & ~Q(team_id__in=team_ids)
@@ -234,17 +249,19 @@ def search_query(q: str) -> SearchQuery:
     return SearchQuery(" & ".join(f"{w}:*" for w in words), config="simple", search_type="raw")
 
 
-def handoffs_claimed(*, user: Any, label: str = "") -> QuerySet[Handoff]:
+def handoffs_claimed(*, user: RequestUser, label: str = "") -> QuerySet[Handoff]:
     """Handoffs being worked: an operator's own; every operator's for admins. Not snoozed."""
     qs = (
         Handoff.objects.filter(status=HandoffStatus.CLAIMED, snoozed_at__isnull=True)
         .select_related("session__agent", "claimed_by", "run", "team")
         .order_by("priority", "claimed_at")
     )
-    return _labelled(qs if has_role(user, "admin") else qs.filter(claimed_by=user), label)
+    return _labelled(
+        qs if has_role(user, "admin") else qs.filter(claimed_by_id=_user_pk(user)), label
+    )
 
 
-def handoffs_snoozed(*, user: Any, label: str = "") -> QuerySet[Handoff]:
+def handoffs_snoozed(*, user: RequestUser, label: str = "") -> QuerySet[Handoff]:
     """Snoozed handoffs: open ones, and claimed ones the user holds (all for admins); those
     waking first come first, those waiting for the user last."""
     qs = Handoff.objects.filter(snoozed_at__isnull=False).exclude(status=HandoffStatus.RESOLVED)
@@ -311,7 +328,7 @@ class NoteItem:
     note: PrivateNote
 
     @property
-    def created_at(self) -> Any:
+    def created_at(self) -> datetime:
         return self.note.created_at
 
 
@@ -345,7 +362,7 @@ def session_labels(*, session: Session) -> list[Label]:
     return list(session.labels.order_by("name"))
 
 
-def canned_reply_may_edit(*, reply: CannedReply, user: Any) -> bool:
+def canned_reply_may_edit(*, reply: CannedReply, user: RequestUser) -> bool:
     """Personal replies: their owner only. Team replies: admins and the team's members.
     Replies for everyone: admins."""
     if reply.owner_id:
@@ -354,20 +371,23 @@ def canned_reply_may_edit(*, reply: CannedReply, user: Any) -> bool:
         return False
     if has_role(user, "admin"):
         return True
-    return reply.team_id is not None and user.teams.filter(pk=reply.team_id).exists()
+    return (
+        reply.team_id is not None
+        and Team.objects.filter(pk=reply.team_id, members__pk=_user_pk(user)).exists()
+    )
 
 
-def canned_replies_usable(*, user: Any, team: Team | None = None) -> QuerySet[CannedReply]:
+def canned_replies_usable(*, user: RequestUser, team: Team | None = None) -> QuerySet[CannedReply]:
     """The replies an operator may insert: their own, those for every operator, their
     teams' and the team of the handoff they are answering."""
-    teams = Q(team__in=user.teams.all())
+    teams = Q(team__in=Team.objects.filter(members__pk=_user_pk(user)))
     if team is not None:
         teams |= Q(team=team)
     scope = Q(owner=user) | Q(owner__isnull=True, team__isnull=True) | teams
     return CannedReply.objects.filter(scope).select_related("team").order_by("shortcut", "id")
 
 
-def canned_replies_for_handoff(*, handoff: Handoff, user: Any) -> list[dict[str, str]]:
+def canned_replies_for_handoff(*, handoff: Handoff, user: RequestUser) -> list[dict[str, str]]:
     """The usable replies with their placeholders filled for this conversation, as the reply
     box's `/` search gets them (plain text: the box inserts text, never markup)."""
     values = placeholder_values(session=handoff.session, operator=user, team=handoff.team)
@@ -382,7 +402,7 @@ def canned_replies_for_handoff(*, handoff: Handoff, user: Any) -> list[dict[str,
     ]
 
 
-def canned_replies_manageable(*, user: Any) -> list[CannedReply]:
+def canned_replies_manageable(*, user: RequestUser) -> list[CannedReply]:
     """The replies listed on the management page: those the user may use, admins' view
     adds every team's (personal replies stay their owner's)."""
     qs = CannedReply.objects.select_related("team", "owner")
@@ -459,7 +479,7 @@ def handoff_figures(*, since: datetime) -> dict[str, Any]:
     }
 
 
-def handoff_rating_get(*, session_id: Any) -> HandoffRating | None:
+def handoff_rating_get(*, session_id: SessionId) -> HandoffRating | None:
     """The rating of the session's latest closed handoff, if the end user gave one."""
     return (
         HandoffRating.objects.filter(handoff__session_id=session_id)
@@ -499,7 +519,11 @@ def csat_figures(*, since: datetime) -> dict[str, list[dict[str, Any]]]:
 
 
 def audit_entries(
-    *, action: str = "", actor: str = "", session_id: Any = None, since: datetime | None = None
+    *,
+    action: str = "",
+    actor: str = "",
+    session_id: SessionId | None = None,
+    since: datetime | None = None,
 ) -> QuerySet[AuditEntry]:
     qs = AuditEntry.objects.select_related("actor", "session__agent").order_by("-created_at")
     if action:
@@ -517,7 +541,7 @@ def audit_actions() -> list[str]:
     return list(AuditEntry.objects.values_list("action", flat=True).distinct().order_by("action"))
 
 
-def _queue_of(user: Any) -> tuple[str, list[Any]]:
+def _queue_of(user: RequestUser) -> tuple[str, list[int]]:
     """SQL condition (on `h`, the handoff) for an open handoff being in `user`'s queue: for
     admins and operators in no team, every open handoff; otherwise those of their teams and
     those sent to no team."""
@@ -527,11 +551,11 @@ def _queue_of(user: Any) -> tuple[str, list[Any]]:
         """(h.team_id IS NULL
             OR NOT EXISTS (SELECT 1 FROM agentops_team_members m WHERE m.user_id = %s)
             OR h.team_id IN (SELECT m.team_id FROM agentops_team_members m WHERE m.user_id = %s))""",
-        [user.pk, user.pk],
+        [_user_pk(user), _user_pk(user)],
     )
 
 
-def unread_counts(*, user: Any) -> dict[str, int]:
+def unread_counts(*, user: RequestUser) -> dict[str, int]:
     """What the operator has not seen, in one query: handoffs in their queue (or claimed by
     them) they have not opened, and end-user messages in their claimed conversations written
     after their read marker (or, never opened, after the handoff)."""
@@ -554,13 +578,13 @@ def unread_counts(*, user: Any) -> dict[str, int]:
                   AND CASE WHEN r.id IS NULL THEN msg.created_at > h.created_at
                            ELSE msg.seq > r.last_seq END)
             """,  # noqa: S608 - a fixed fragment, values are parameters
-            [*params, user.pk, user.pk, user.pk, user.pk],
+            [*params, *[_user_pk(user)] * 4],
         )
         handoffs, messages = cursor.fetchone()
     return {"handoffs": handoffs, "messages": messages, "total": handoffs + messages}
 
 
-def notification_sound(*, user: Any) -> bool:
+def notification_sound(*, user: RequestUser) -> bool:
     from agentops.models import NotificationSettings
 
     return NotificationSettings.objects.filter(user=user.pk, sound=True).exists()
@@ -707,7 +731,7 @@ def labels_with_counts() -> QuerySet[Label]:
     )
 
 
-def handoff_workable_by(*, handoff: Handoff, user: Any) -> bool:
+def handoff_workable_by(*, handoff: Handoff, user: RequestUser) -> bool:
     """Whether `user` may open and work this handoff: admins any; operators open and resolved
     ones and those they hold, not another operator's (an admin reassigns it)."""
     if has_role(user, "admin") or handoff.status != HandoffStatus.CLAIMED:
@@ -715,7 +739,7 @@ def handoff_workable_by(*, handoff: Handoff, user: Any) -> bool:
     return bool(handoff.claimed_by_id == user.pk)
 
 
-def session_held_by_another(*, session: Session, user: Any) -> bool:
+def session_held_by_another(*, session: Session, user: RequestUser) -> bool:
     """A handoff of the session is claimed by an operator other than `user` (not an admin)."""
     if has_role(user, "admin"):
         return False
