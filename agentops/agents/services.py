@@ -3,8 +3,9 @@ version new conversations run. Runs keep the version they started with."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 CHANGEABLE = (*SCALAR_FIELDS, "endpoint", "handoff_team", "tools", "fallbacks", "builtins_off")
 
 
-def _author(actor: Actor) -> Any:
-    return actor if actor is not None and actor.is_authenticated else None
+def _author(actor: Actor) -> User | None:
+    return actor if isinstance(actor, User) and actor.is_authenticated else None
 
 
 @transaction.atomic
@@ -103,7 +104,7 @@ def agent_settings_restore(*, agent: Agent, config: dict[str, Any]) -> None:
     )
 
 
-def _is_id(value: Any) -> bool:
+def _is_id(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -196,8 +197,10 @@ def agent_version_derive(
     return derived
 
 
-def _capacity_validate(value: Any) -> int | None:
-    if value is not None and (not _is_id(value) or value < 0):
+def _capacity_validate(value: object) -> int | None:
+    if value is None:
+        return None
+    if not _is_id(value) or value < 0:
         raise ValidationError(
             {"max_concurrent_runs": ["Give a whole number (0: no limit), or none for the default."]}
         )
@@ -247,7 +250,11 @@ def agent_create(
     return agent_version_create(agent=agent, author=author, note=note or "created", publish=publish)
 
 
-_UNSET: Any = object()
+class _Unset:
+    """An argument not given (None is a value here)."""
+
+
+_UNSET = _Unset()
 
 
 @transaction.atomic
@@ -256,7 +263,7 @@ def agent_update(
     agent: Agent,
     changes: dict[str, Any],
     author: Actor,
-    max_concurrent_runs: Any = _UNSET,
+    max_concurrent_runs: int | _Unset | None = _UNSET,
     note: str = "",
     publish: bool = False,
     based_on: int | None = None,
@@ -277,7 +284,7 @@ def agent_update(
             "Reload the agent to edit its latest version."
         )
     config = agent_config_validate(config={**config_editable(agent), **changes})
-    if max_concurrent_runs is not _UNSET:
+    if not isinstance(max_concurrent_runs, _Unset):
         agent.max_concurrent_runs = _capacity_validate(max_concurrent_runs)
     agent_settings_restore(agent=agent, config=config)
     return agent_version_create(agent=agent, author=author, note=note, publish=publish)

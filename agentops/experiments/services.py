@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
@@ -35,6 +36,7 @@ from agentops.experiments.models import (
 )
 from agentops.experiments.scoring import check_score, check_validate
 from agentops.experiments.selectors import Turn, turn_from_handoff, turn_from_run
+from agentops.hooks import Event
 from agentops.models import (
     FINISHED_RUN_STATUSES,
     AgentVersion,
@@ -56,6 +58,7 @@ from agentops.services import audit_record
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.json_input import json_parse
 from tracing.platform.logs import get_logger
+from tracing.platform.types import RunId
 
 if TYPE_CHECKING:
     from agentops.auth import Actor
@@ -68,8 +71,8 @@ MAX_IMPORT_LINES = 10_000
 CONTEXT_ROLES = (Role.USER, Role.ASSISTANT, Role.OPERATOR)
 
 
-def _user(actor: Actor) -> Any:
-    return actor if actor is not None and actor.is_authenticated else None
+def _user(actor: Actor) -> User | None:
+    return actor if isinstance(actor, User) and actor.is_authenticated else None
 
 
 # -- datasets -------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def dataset_delete(*, dataset: Dataset, actor: Actor) -> None:
     dataset.delete()
 
 
-def _context_clean(context: Any, *, field: str = "context") -> list[dict[str, str]]:
+def _context_clean(context: object, *, field: str = "context") -> list[dict[str, str]]:
     if not isinstance(context, list):
         raise ValidationError({field: ["Give a list of {role, content} messages."]})
     if len(context) > MAX_CONTEXT_MESSAGES:
@@ -125,7 +128,7 @@ def _context_clean(context: Any, *, field: str = "context") -> list[dict[str, st
     return cleaned
 
 
-def _text_clean(value: Any, *, field: str, required: bool) -> str:
+def _text_clean(value: object, *, field: str, required: bool) -> str:
     if not isinstance(value, str):
         raise ValidationError({field: ["Give a text."]})
     if required and not value.strip():
@@ -141,7 +144,7 @@ def dataset_item_create(
     *,
     dataset: Dataset,
     input: str,
-    context: Any = (),
+    context: object = (),
     reference: str = "",
     source: str = ItemSource.API,
     source_run: Run | None = None,
@@ -394,7 +397,7 @@ def experiment_start(*, experiment: Experiment, actor: Actor) -> Experiment:
     return experiment
 
 
-def _enqueue(function: str, *args: Any) -> None:
+def _enqueue(function: str, *args: object) -> None:
     queue_job_on_commit(
         queue=settings.EXPERIMENT_QUEUE,
         func=function,
@@ -508,14 +511,14 @@ def experiment_session_policy() -> dict[str, Any]:
     return {"fork_tools": ForkTools.REPLAY}
 
 
-def experiment_run_link(*, run: Run, source_run_id: Any) -> None:
+def experiment_run_link(*, run: Run, source_run_id: RunId | None) -> None:
     """The item's recorded run is the recording the policy answers from (same tool, same
     arguments, in order). Not a fork at a step: `forked_at_step` stays empty."""
     if source_run_id is not None:
         Run.objects.filter(pk=run.pk).update(forked_from_id=source_run_id)
 
 
-def result_run_finished(*, run_id: Any) -> None:
+def result_run_finished(*, run_id: RunId) -> None:
     """Told by the run's job when it ends: an experiment's run that finished gets scored."""
     try:
         result_id = (
@@ -635,3 +638,8 @@ def experiment_rescore(*, experiment: Experiment, actor: Actor) -> int:
         _enqueue("agentops.experiments.jobs.result_score_job", result_id)
     audit_record(actor=actor, action="experiment.rescore", target=experiment.name)
     return len(ids)
+
+
+def results_on_run_job_ended(event: Event) -> None:
+    """A hook subscriber (ExperimentsConfig.ready): a worker is done with a run's job."""
+    result_run_finished(run_id=event.data["run_id"])

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from django import template
 
@@ -13,7 +14,7 @@ DASH = "\u2013"  # an en dash for "no value"
 
 
 @register.filter
-def ms(value: Any) -> str:
+def ms(value: float | str | None) -> str:
     """A duration in milliseconds, readable ("850 ms", "2.4 s", "3 min 5 s")."""
     if value is None or value == "":
         return DASH
@@ -29,7 +30,7 @@ def ms(value: Any) -> str:
 
 
 @register.filter
-def elapsed(start: Any, end: Any) -> str:
+def elapsed(start: datetime | None, end: datetime | Literal[""] | None) -> str:
     """The time from `start` to `end` (datetimes), as `ms` writes it."""
     if start is None or end is None or end == "":
         return DASH
@@ -37,14 +38,14 @@ def elapsed(start: Any, end: Any) -> str:
 
 
 @register.filter
-def pct(value: Any, digits: int = 1) -> str:
+def pct(value: float | str | None, digits: int = 1) -> str:
     if value is None or value == "":
         return DASH
     return f"{float(value) * 100:.{int(digits)}f}%"
 
 
 @register.filter
-def money(value: Any) -> str:
+def money(value: Decimal | float | str | None) -> str:
     if value is None or value == "":
         return DASH
     value = Decimal(value)
@@ -54,12 +55,12 @@ def money(value: Any) -> str:
 
 
 @register.filter
-def ratio(value: Any) -> str:
+def ratio(value: float | None) -> str:
     return DASH if value is None else f"{float(value):.2f}"
 
 
 @register.filter
-def filesize(value: Any) -> str:
+def filesize(value: float | None) -> str:
     size = float(value or 0)
     for unit in ("B", "kB", "MB", "GB"):
         if size < 1024:
@@ -69,7 +70,7 @@ def filesize(value: Any) -> str:
 
 
 @register.filter
-def pretty_json(value: Any) -> str:
+def pretty_json(value: object) -> str:
     """JSON for a <pre>; the template escapes it like any other text."""
     if isinstance(value, str):
         return value
@@ -77,7 +78,7 @@ def pretty_json(value: Any) -> str:
 
 
 @register.filter
-def detail_text(value: Any) -> str:
+def detail_text(value: object) -> str:
     """A detail mapping as people read it: `key: value` pairs, strings bare, anything nested
     as compact JSON (never a Python repr). The template escapes it like any other text."""
     if not isinstance(value, dict):
@@ -85,7 +86,7 @@ def detail_text(value: Any) -> str:
             value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
         )
 
-    def one(item: Any) -> str:
+    def one(item: object) -> str:
         if isinstance(item, str):
             return item
         return json.dumps(item, ensure_ascii=False, default=str)
@@ -94,7 +95,7 @@ def detail_text(value: Any) -> str:
 
 
 @register.filter
-def attr(mapping: Any, key: str) -> Any:
+def attr(mapping: object, key: str) -> object:
     """mapping[key] for keys with dots (span attributes)."""
     return mapping.get(key, "") if isinstance(mapping, dict) else ""
 
