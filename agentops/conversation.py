@@ -157,7 +157,7 @@ class HandoffJson(HandoffBrief):
 
 class HandoffEventData(TypedDict):
     """A handoff in a `handoff.*` webhook's `data` and the `handoff.created` ops event: the
-    webhook contract (README) names ids `<entity>_id`, as every webhook payload does."""
+    webhook contract (docs/api.md) names ids `<entity>_id`, as every webhook payload does."""
 
     handoff_id: int
     session_id: str

@@ -1,4 +1,4 @@
-"""AgentOps settings: everything comes from the environment (see README, "Configuration").
+"""AgentOps settings: everything comes from the environment (see docs/configuration.md).
 
 A missing or malformed variable stops the process with one sentence naming it.
 """
@@ -130,7 +130,7 @@ if not CREDENTIALS_KEYS:
         _cred_file.chmod(0o600)
     CREDENTIALS_KEYS = [_cred_file.read_text().strip()]
 
-# Long-term memory (README, "Memory"): the embedder, and the thresholds bench/recall.py chose.
+# Long-term memory (docs/memory.md): the embedder, and the thresholds bench/recall.py chose.
 MEMORY_EMBEDDER = os.environ.get("MEMORY_EMBEDDER", "").strip().lower() or "wordllama"
 if MEMORY_EMBEDDER not in {"wordllama", "openai"}:
     _fail(f"MEMORY_EMBEDDER must be 'wordllama' or 'openai', not {MEMORY_EMBEDDER!r}.")
@@ -166,6 +166,8 @@ INSTALLED_APPS = [
     "tools",
     "memory",
     "agentops",
+    "agentops.operators",
+    "agentops.webhooks",
     "agentops.widget",
     "agentops.experiments",
 ]
@@ -271,16 +273,19 @@ BREAKER_MIN_SESSIONS = envint("BREAKER_MIN_SESSIONS", 3, minimum=1)
 # How long POST /v1/chat/completions waits for the agent's run before answering 504 (under
 # the openai client's default timeout of 600 s, so a client gets the 504 rather than its own).
 OPENAI_API_WAIT_SECONDS = envint("OPENAI_API_WAIT_SECONDS", 540, minimum=1)
-# RQ queues (README, "Configuration"). Every job is sent through tracing.platform.enqueue; runs and
+# RQ queues (docs/configuration.md). Every job is sent through tracing.platform.enqueue; runs and
 # handoff packages go to RUN_QUEUE, periodic and memory jobs to MAINTENANCE_QUEUE. The
 # workers' and the scheduler's command lines name them, so they are fixed names.
 RUN_QUEUE = "runs"
 MAINTENANCE_QUEUE = "maintenance"
-# Webhook deliveries (README, "Webhooks"): the RQ queue their jobs go to (a worker must
+# How often a worker reports that it is alive, idle or busy (/healthz trusts a heartbeat for
+# three times this). RQ's default is one every 405 s while idle.
+WORKER_HEARTBEAT_SECONDS = 10
+# Webhook deliveries (docs/api.md, "Webhooks"): the RQ queue their jobs go to (a worker must
 # listen on it) and how long one attempt may take.
 WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "").strip() or MAINTENANCE_QUEUE
 WEBHOOK_TIMEOUT_SECONDS = envfloat("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
-# Experiments (README, "Datasets and experiments"): item-variant pairs of one experiment in
+# Experiments (docs/features.md, "Datasets and experiments"): item-variant pairs of one experiment in
 # flight at once (the rest of the agent's limit stays free for live conversations), and the RQ
 # queue their start and scoring jobs go to.
 EXPERIMENT_MAX_CONCURRENT_RUNS = envint("EXPERIMENT_MAX_CONCURRENT_RUNS", 50, minimum=1)
@@ -364,7 +369,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Tracing (README, "Observability"). tracing/platform/conf.py reads these, with the same defaults for
+# Tracing (docs/configuration.md, "Tracing, metrics and logs"). tracing/platform/conf.py reads these, with the same defaults for
 # a project that sets none of them; this module is the one place the environment is read.
 TRACE_RETENTION_DAYS = envint("TRACE_RETENTION_DAYS", 30, minimum=1)
 METRICS_MINUTE_RETENTION_DAYS = envint("METRICS_MINUTE_RETENTION_DAYS", 3, minimum=1)
