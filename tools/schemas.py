@@ -16,12 +16,14 @@ subschema wherever it sits."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
+from jsonschema.protocols import Validator
+from referencing.jsonschema import Schema
 
 NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry()
 REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
@@ -50,8 +52,13 @@ SUBSCHEMA_MAP = frozenset(
 MAX_SCHEMA_DEPTH = 64
 Unresolvable = referencing.exceptions.Unresolvable
 
+if TYPE_CHECKING:
+    from referencing._core import Resolver
 
-def schema_validator(schema: Any, *, draft: Any = None, **extensions: Any) -> Any:
+
+def schema_validator(
+    schema: Schema, *, draft: type[Validator] | None = None, **extensions: object
+) -> Validator:
     """A validator for `schema` that never retrieves a reference: of `draft` if given, else of
     the schema's own `$schema`; keywords in `extensions` replace the draft's (e.g. a
     time-limited `pattern`)."""
@@ -68,14 +75,16 @@ class _Refs:
     recursive: list[str] = field(default_factory=list)
 
 
-def _specification(schema: Any) -> Any:
+def _specification(schema: Schema) -> referencing.Specification[Schema]:
     dialect = schema.get("$schema", "") if isinstance(schema, dict) else ""
     return referencing.jsonschema.specification_with(
         dialect if isinstance(dialect, str) else "", default=referencing.jsonschema.DRAFT202012
     )
 
 
-def _refs_under(node: Any, resolver: Any, specification: Any) -> list[tuple[Any, str, Any]]:
+def _refs_under(
+    node: object, resolver: Resolver[Schema], specification: referencing.Specification[Schema]
+) -> list[tuple[dict[str, Any], str, Resolver[Schema]]]:
     """The references in the subschemas of `node` (itself included), not following them:
     (the schema holding one, its keyword, the resolver in effect there)."""
     found = []
@@ -98,7 +107,7 @@ def _refs_under(node: Any, resolver: Any, specification: Any) -> list[tuple[Any,
     return found
 
 
-def _depth(value: Any) -> int:
+def _depth(value: object) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -110,7 +119,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _refs(schema: Any) -> _Refs:
+def _refs(schema: Schema) -> _Refs:
     """Every reference a validator of `schema` could follow, by where it points."""
     refs = _Refs()
     specification = _specification(schema)
@@ -168,12 +177,12 @@ def _in_cycles(edges: dict[tuple[int, str], list[tuple[int, str]]]) -> list[tupl
     return cyclic
 
 
-def remote_refs(schema: Any) -> list[str]:
+def remote_refs(schema: Schema) -> list[str]:
     """The references in `schema` that point outside it (anything but `#…`)."""
     return _refs(schema).remote
 
 
-def schema_refusal(schema: Any) -> str | None:
+def schema_refusal(schema: Schema) -> str | None:
     """Why `schema` cannot be used here (one sentence), or None: nested deeper than
     MAX_SCHEMA_DEPTH, a `$ref` outside the schema, to nothing in it, or recursive."""
     if _depth(schema) > MAX_SCHEMA_DEPTH:
