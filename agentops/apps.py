@@ -7,7 +7,6 @@ class AgentOpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        import agentops.operators.receivers  # (presence at login and logout)
         import agentops.signals  # noqa: F401  (login lockouts into the audit log)
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
         from agentops.hooks import (
@@ -16,7 +15,6 @@ class AgentOpsConfig(AppConfig):
             endpoint_keys_rotate,
             queue_depth,
             queue_wait,
-            sla_breaches,
         )
         from agentops.idempotency import idempotency_keys_purge
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
@@ -35,7 +33,3 @@ class AgentOpsConfig(AppConfig):
         key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)
         alert_gauge_register(metric=AlertMetric.QUEUE_DEPTH, gauge=queue_depth)
         alert_gauge_register(metric=AlertMetric.QUEUE_WAIT, gauge=queue_wait)
-        alert_gauge_register(metric=AlertMetric.SLA_BREACHES, gauge=sla_breaches)
-        from agentops.webhooks.services import webhooks_purge
-
-        retention_hook_register(name="agentops.webhooks", hook=webhooks_purge)

@@ -7,16 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import django_rq
+from django.conf import settings
 from django.db import connection
 from redis import Redis
 from rq import Worker
 from rq.cron_scheduler_registry import get_registry_key as cron_scheduler_registry_key
 
-from agentops.worker import HEARTBEAT_SECONDS
-
 # A worker or scheduler counts as running while its last heartbeat is this recent. Registrations
 # outlive a killed process (RQ keeps a worker's for minutes, a scheduler's until cleaned up).
-HEARTBEAT_FRESH_SECONDS = 3 * HEARTBEAT_SECONDS
+HEARTBEAT_FRESH_SECONDS = 3 * settings.WORKER_HEARTBEAT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def services_status() -> list[ServiceStatus]:
     except Exception as exc:
         statuses.append(ServiceStatus("Postgres", False, type(exc).__name__))
     try:
-        redis = django_rq.get_connection("runs")
+        redis = django_rq.get_connection(settings.RUN_QUEUE)
         redis.ping()
         statuses.append(ServiceStatus("Redis", True, "answering"))
         workers = live_worker_names(redis=redis)

@@ -5,21 +5,121 @@ they know no agentops table, so agentops answers for its own tables.
 - tool pages: which agents may call a tool, the Agent.tools relation (tools.access);
 - key rotation: the model endpoints' API keys (tools.rotation);
 - retention: old tool calls (tracing.retention; agentops.runtime.retention);
-- alerts: the run queue's depth and oldest wait, and the handoffs in breach of a service
-  level, as gauges (tracing.alerts).
+- alerts: the run queue's depth and oldest wait, as gauges (tracing.alerts).
+
+And what the core and the runtime announce to the features above them, which subscribe in
+their AppConfig.ready() (the announcer knows none of them):
+
+- events: every state change recorded by `agentops.events.event_record` is announced here
+  under its kind (HOOKS below names them), in the caller's transaction; the inbox, the
+  webhooks and the experiments react (`event_subscribe`);
+- periodic jobs: each feature registers its own (`periodic_job_register`), and the
+  scheduler's agentops/cron.py registers them all with RQ's cron.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from agentops.agent_config import config_editable
-from agentops.models import Agent, AgentVersion, ModelEndpoint
-from agentops.operators.selectors import handoffs_in_breach_count
+from agentops.models import Agent, AgentVersion, Handoff, ModelEndpoint, Run
 from agentops.selectors import run_queue_summary
 from memory.agents import MemoryAgent
 from tools.access import ToolCaller
 from tools.rotation import Rotate
+
+if TYPE_CHECKING:
+    from agentops.auth import Actor
+
+# The kinds announced (each is also the live event's `kind`). What each one carries:
+HOOKS = {
+    "session.created": "a conversation began (`session_id`); not for sandbox ones",
+    "session.message": "the end user wrote to a conversation a human has (`session_id`)",
+    "message": "a message was stored (`data['message']`: message_serialise)",
+    "run.status": "a run's status changed (`run`; `data`: run_status_serialise)",
+    "run.job_ended": "a worker is done with a run's job (`data['run_id']`), however it ended",
+    "approval.requested": "a tool call waits for an operator (`data`, `detail['arguments']`)",
+    "approval.decided": "an operator approved or rejected it",
+    "run.takeover": "an operator asked a running run to stop and hand over",
+    "handoff.created": "a conversation was handed to a human (`handoff`)",
+    "handoff.claimed": "an operator has the handoff now (`data['operator']`)",
+    "handoff.resolved": "closed or handed back (`data['resolution']`)",
+    "handoff.escalated": "moved to the escalation team or the admins",
+    "handoff.reply": "an operator replied",
+    "handoff.note": "a private note was added",
+    "handoff.transferred": "passed to another operator or team",
+    "handoff.snoozed": "hidden from the queue for a while",
+    "handoff.woken": "back in the queue",
+    "handoff.sla_breached": "a service level was missed",
+    "handoff.rated": "the end user rated the conversation",
+    "operator.presence": "an operator went online, away or offline",
+    "session.labels": "a conversation's labels changed",
+    "labels.changed": "a label was renamed, recoloured or deleted",
+    "team.saved": "a team was created or changed (`data['team_id']`)",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A state change as announced: what happened (`kind`), who did it, to what, the live
+    event's fields (`data`) and what only the audit log and subscribers are told (`detail`)."""
+
+    kind: str
+    actor: Actor = None
+    session_id: uuid.UUID | str | None = None
+    handoff: Handoff | None = None
+    run: Run | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventHandler = Callable[[Event], None]
+_subscribers: dict[str, list[EventHandler]] = {}
+
+
+def event_subscribe(*, kinds: Iterable[str], handler: EventHandler) -> None:
+    """Call `handler` with each event of these kinds, in the announcer's transaction (work
+    that must wait for the commit uses transaction.on_commit). Subscribing twice is once."""
+    for kind in kinds:
+        if kind not in HOOKS:
+            raise ValueError(f"kind: no hook named {kind!r} (see agentops.hooks.HOOKS)")
+        handlers = _subscribers.setdefault(kind, [])
+        if handler not in handlers:
+            handlers.append(handler)
+
+
+def event_announce(event: Event) -> None:
+    if event.kind not in HOOKS:
+        raise ValueError(f"kind: no hook named {event.kind!r} (see agentops.hooks.HOOKS)")
+    for handler in _subscribers.get(event.kind, ()):
+        handler(event)
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    func: Callable[[], object]
+    interval: int  # seconds
+    job_timeout: int
+    ttl: int
+
+
+_periodic: list[PeriodicJob] = []
+
+
+def periodic_job_register(
+    *, func: Callable[[], object], interval: int, job_timeout: int, ttl: int
+) -> None:
+    """A job the scheduler enqueues on MAINTENANCE_QUEUE every `interval` seconds."""
+    job = PeriodicJob(func=func, interval=interval, job_timeout=job_timeout, ttl=ttl)
+    if all(j.func is not func for j in _periodic):
+        _periodic.append(job)
+
+
+def periodic_jobs() -> list[PeriodicJob]:
+    return list(_periodic)
 
 
 def agent_directory(*, slug: str | None = None, pk: int | None = None) -> list[MemoryAgent]:
@@ -148,9 +248,3 @@ def queue_wait(agent: str) -> float:
     rows = [a for a in summary.agents if not agent or a.agent == agent]
     waits = [a.oldest_wait.total_seconds() for a in rows if a.oldest_wait is not None]
     return max(waits, default=0.0)
-
-
-def sla_breaches(agent: str) -> float:
-    """Handoffs (of one agent, or of all) not resolved yet that breached a team's first
-    response or resolution target: a rule on it fires while any is left unresolved."""
-    return float(handoffs_in_breach_count(agent=agent))

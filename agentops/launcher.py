@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from agentops.embedded import (
     EmbeddedServiceError,
     postgres_dir,
@@ -200,7 +202,8 @@ def main() -> int:
         web = [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1"]
         web += ["--port", port, "--log-level", "warning", "--ws", "websockets"]
         children.append(Child("web server", web))
-        worker = [*MANAGE, "rqworker", "maintenance", "runs", "-v", "0"]
+        queues = [settings.MAINTENANCE_QUEUE, settings.RUN_QUEUE]
+        worker = [*MANAGE, "rqworker", *queues, "-v", "0"]
         worker += ["--worker-class", "agentops.worker.ConcurrentWorker"]
         for index in range(processes):
             children.append(Child("worker" if processes == 1 else f"worker {index + 1}", worker))

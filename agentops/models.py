@@ -863,19 +863,6 @@ class Invitation(models.Model):
         return f"invitation {self.pk} ({self.role})"
 
 
-# The webhook models live beside their feature and are registered with this app.
-from agentops.operators.models import (  # noqa: E402, F401
-    CannedReply,
-    Label,
-    PrivateNote,
-)
-from agentops.webhooks.models import (  # noqa: E402, F401
-    WebhookDelivery,
-    WebhookEndpoint,
-    WebhookEvent,
-)
-
-
 class BreakerTransition(models.Model):
     """A change of an endpoint's circuit breaker: opened, half-open probe, closed, or reset."""
 

@@ -33,7 +33,17 @@ from agentops.models import (
     Team,
     ToolCall,
 )
-from agentops.operators.selectors import operator_loads
+
+
+def operator_loads(*, user_ids: list[int]) -> dict[int, int]:
+    """How many conversations each person holds now (claimed handoffs), 0 for none."""
+    held = dict(
+        Handoff.objects.filter(status=HandoffStatus.CLAIMED, claimed_by_id__in=user_ids)
+        .values("claimed_by_id")
+        .annotate(n=Count("id"))
+        .values_list("claimed_by_id", "n")
+    )
+    return {pk: held.get(pk, 0) for pk in user_ids}
 
 
 @dataclass

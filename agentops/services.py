@@ -14,12 +14,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentops.auth import hash_api_key
-from agentops.models import AuditEntry, Invitation, ModelEndpoint, Team
+from agentops.events import audit_record, event_record
+from agentops.models import Invitation, ModelEndpoint, Team
 from tracing.platform.live import ACCESS_REVOKED, broadcast, user_group
 
 if TYPE_CHECKING:
     from agentops.auth import Actor
-    from agentops.models import Session
 
 if TYPE_CHECKING:
     pass
@@ -57,18 +57,6 @@ def endpoint_ensure_default() -> ModelEndpoint:
     endpoint.set_api_key(settings.OPENAI_API_KEY)
     endpoint.save()
     return endpoint
-
-
-def audit_record(
-    *, actor: Actor, action: str, session: Session | None = None, target: str = "", **detail: Any
-) -> AuditEntry:
-    return AuditEntry.objects.create(
-        actor=actor if actor is not None and actor.is_authenticated else None,
-        action=action,
-        session=session,
-        target=target[:200],
-        detail=detail,
-    )
 
 
 def user_role_set(*, user: User, role: str, actor: Actor) -> None:
@@ -219,18 +207,18 @@ def team_save(
     with transaction.atomic():
         team.save()
         team.members.set(members)
-        if policy:  # now automatic, a larger cap or new members: give out what waits
-            from agentops.operators.services import handoffs_assign_pending
-
-            transaction.on_commit(lambda: handoffs_assign_pending(team_ids=[team.pk]), robust=True)
         changes: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
-        if changes:
-            audit_record(
-                actor=actor,
-                action="team.created" if created else "team.changed",
-                target=slug,
-                **changes,
-            )
+        # Audited if anything changed; announced either way (the inbox gives out what waits:
+        # the team may be automatic now, have a larger cap or new members).
+        event_record(
+            kind="team.saved",
+            actor=actor,
+            data={"team": slug, "team_id": team.pk},
+            audit=("team.created" if created else "team.changed") if changes else "",
+            target=slug,
+            detail=changes,
+            ops=False,
+        )
     return team
 
 

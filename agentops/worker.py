@@ -56,9 +56,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# How often a worker reports that it is alive, idle or busy (/healthz trusts a heartbeat for
-# three times this). RQ's default is one every 405 s while idle.
-HEARTBEAT_SECONDS = 10
+# How often a worker reports that it is alive, idle or busy (settings.WORKER_HEARTBEAT_SECONDS).
+HEARTBEAT_SECONDS = settings.WORKER_HEARTBEAT_SECONDS
 
 _WARM_UP_STREAM: list[dict[str, Any]] = [
     {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "warm"}}]},

@@ -114,3 +114,185 @@ def test_it_gives_lower_models_no_relation_to_upper_tables():
                 if app in OURS and app != package and app not in allowed:
                     wrong.append(f"{model.__name__}.{field.name} -> {app}.{other.__name__}")
     assert wrong == []
+
+
+def all_imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """Every module `path` imports, at the top or inside a function, relative imports
+    resolved; `from a import b` counts as `a.b` too (b may be a module)."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+# The house's layers (docs/architecture.md, "The house as it should stand"): what these
+# modules must never import, not even inside a function.
+RUNTIME = [
+    "agentops/runtime/loop.py",
+    "agentops/runtime/services.py",
+    "agentops/runtime/checkpoint.py",
+    "agentops/runtime/tooling.py",
+    "agentops/jobs.py",
+    "agentops/cron.py",
+]
+CORE = [
+    "agentops/models.py",
+    "agentops/services.py",
+    "agentops/selectors.py",
+    "agentops/events.py",
+    "agentops/agents/services.py",
+    "agentops/agents/selectors.py",
+    "agentops/hooks.py",
+    "agentops/health.py",
+]
+INBOX = "agentops.operators"
+WEBHOOKS = "agentops.webhooks"
+EXPERIMENTS = "agentops.experiments"
+FORBIDDEN = {
+    **{path: (INBOX, WEBHOOKS, EXPERIMENTS) for path in RUNTIME},
+    **{
+        path: (
+            "agentops.runtime",
+            "agentops.jobs",
+            "agentops.cron",
+            "agentops.worker",
+            INBOX,
+            WEBHOOKS,
+            EXPERIMENTS,
+        )
+        for path in CORE
+    },
+    **{str(p.relative_to(ROOT)): (WEBHOOKS,) for p in python_files("agentops/operators")},
+}
+
+
+def forbidden_imports(rules: dict[str, tuple[str, ...]], root: Path = ROOT) -> list[str]:
+    wrong = []
+    for name, forbidden in rules.items():
+        path = root / name
+        for line, module in all_imports(path, root):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                wrong.append(f"{name}:{line} imports {module}")
+    return sorted(set(wrong))
+
+
+def test_the_runtime_and_the_core_import_nothing_of_the_features_above_them():
+    """The runtime announces (a run ended, a handoff opened, the user wrote) and the inbox,
+    the webhooks and the experiments react (agentops.hooks); the core knows neither them nor
+    the runtime; the inbox knows no webhooks."""
+    for name in FORBIDDEN:
+        assert (ROOT / name).is_file(), name
+    assert forbidden_imports(FORBIDDEN) == []
+
+
+def test_the_layer_check_sees_an_import_inside_a_function(tmp_path):
+    """The check reads imports inside functions and relative ones too (it can fail)."""
+    (tmp_path / "agentops" / "runtime").mkdir(parents=True)
+    (tmp_path / "agentops" / "runtime" / "probe.py").write_text(
+        "def f():\n    from agentops.operators.services import handoff_assign\n"
+        "def g():\n    from ..webhooks import services\n"
+    )
+    rules = {"agentops/runtime/probe.py": (INBOX, WEBHOOKS)}
+    assert forbidden_imports(rules, tmp_path) == [
+        "agentops/runtime/probe.py:2 imports agentops.operators.services",
+        "agentops/runtime/probe.py:2 imports agentops.operators.services.handoff_assign",
+        "agentops/runtime/probe.py:4 imports agentops.webhooks",
+        "agentops/runtime/probe.py:4 imports agentops.webhooks.services",
+    ]
+
+
+def service_modules() -> dict[str, Path]:
+    found = {}
+    for package in ("agentops", "tracing", "memory", "tools"):
+        for path in python_files(package):
+            if path.name == "services.py":
+                found[".".join(path.relative_to(ROOT).with_suffix("").parts)] = path
+    return found
+
+
+def service_import_cycle(modules: dict[str, Path], root: Path = ROOT) -> list[str]:
+    """A circle of service modules importing one another (any import, in a function too),
+    as the list of modules around it; [] when there is none."""
+    graph = {
+        name: sorted(
+            {
+                target
+                for _, module in all_imports(path, root)
+                for target in modules
+                if target != name and (module == target or module.startswith(target + "."))
+            }
+        )
+        for name, path in modules.items()
+    }
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> list[str]:
+        if name in trail:
+            return [*trail[trail.index(name) :], name]
+        if name in done:
+            return []
+        for target in graph[name]:
+            cycle = visit(target, [*trail, name])
+            if cycle:
+                return cycle
+        done.add(name)
+        return []
+
+    for name in sorted(graph):
+        cycle = visit(name, [])
+        if cycle:
+            return cycle
+    return []
+
+
+def test_no_service_modules_import_each_other_in_a_circle():
+    modules = service_modules()
+    assert "agentops.operators.services" in modules and "agentops.runtime.services" in modules
+    assert service_import_cycle(modules) == []
+
+
+def test_the_cycle_check_finds_a_circle(tmp_path):
+    """Three service modules around a circle, one link inside a function (it can fail)."""
+    for name, text in {
+        "a": "from pkg.b.services import f\n",
+        "b": "def f():\n    from pkg.c import services\n",
+        "c": "from pkg.a.services import g\n",
+    }.items():
+        (tmp_path / "pkg" / name).mkdir(parents=True)
+        (tmp_path / "pkg" / name / "services.py").write_text(text)
+    modules = {f"pkg.{n}.services": tmp_path / "pkg" / n / "services.py" for n in "abc"}
+    assert service_import_cycle(modules, tmp_path) == [
+        "pkg.a.services",
+        "pkg.b.services",
+        "pkg.c.services",
+        "pkg.a.services",
+    ]
+
+
+def test_each_feature_app_loads_its_own_models():
+    """One rule for where a feature's models live: in its package, loaded by its own app
+    (INSTALLED_APPS), with the tables its migrations made (app_label "agentops"); no model
+    module imports another's at the bottom."""
+    from django.apps import apps
+    from django.conf import settings
+
+    for feature, model in (("agentops.operators", "Label"), ("agentops.webhooks", "WebhookEvent")):
+        assert feature in settings.INSTALLED_APPS
+        config = apps.get_containing_app_config(f"{feature}.models")
+        assert config is not None and config.name == feature
+        assert apps.get_model("agentops", model).__module__ == f"{feature}.models"
+    assert [
+        module
+        for _, module in all_imports(ROOT / "agentops" / "models.py")
+        if module.startswith("agentops.") and ".models" in module
+    ] == []

@@ -4,7 +4,6 @@ comparison, and the draft chat's context window."""
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -25,7 +24,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from agentops.agent_config import SCALAR_FIELDS, agent_config_for, snapshot_complete
+from agentops.agent_config import SCALAR_FIELDS, snapshot_complete
 from agentops.models import (
     Agent,
     AgentVersion,
@@ -377,116 +376,6 @@ def version_figures(
 
 
 # --- the draft chat -------------------------------------------------------------------------
-
-
-@dataclass
-class ContextMessage:
-    role: str
-    content: str
-    tokens: int
-
-
-@dataclass
-class DraftContext:
-    """What the next model call of a draft chat is sent, and the memory beside it."""
-
-    version: AgentVersion | None
-    messages: list[ContextMessage]
-    tokens: int
-    tools_tokens: int
-    budget: int
-    summary: str
-    notes: dict[str, Any]
-    pinned: list[str]
-    recalled: list[tuple[str, float]]
-    run: Run | None
-
-
-def draft_context(*, session: Session) -> DraftContext:
-    """The session's context window as the runtime assembles it (agentops.runtime.context),
-    with the memories its latest run recalled."""
-    from agentops.runtime.context import (
-        ContextParts,
-        context_assemble,
-        count_tokens,
-        message_tokens,
-        transcript_load,
-    )
-    from agentops.runtime.model_client import tool_specs
-    from memory.models import MemoryRecall
-    from memory.selectors import memory_pinned
-
-    version = session.agent_version
-    config = agent_config_for(agent=session.agent, version=version)
-    run = session.runs.order_by("-created_at").first()
-    recalled: list[tuple[str, float]] = []
-    if run is not None and config.memory_enabled:
-        recalled = [
-            (r.memory.text, r.score)
-            for r in MemoryRecall.objects.filter(run_id=run.pk)
-            .select_related("memory")
-            .order_by("-score")
-        ]
-    pinned = (
-        [
-            m.text
-            for m in memory_pinned(
-                agent_id=session.agent_id,
-                user_key=session.memory_scope,
-                also_user_key=session.memory_also_reads,
-            )
-        ]
-        if config.memory_enabled
-        else []
-    )
-    parts = ContextParts(
-        system_prompt=config.system_prompt,
-        pinned=pinned,
-        summary=session.summary,
-        notes=dict(session.scratchpad or {}),
-        recalled=[text for text, _ in recalled if text not in pinned],
-    )
-    tools = (
-        ToolDefinition.objects.filter(
-            Q(pk__in=config.tool_ids) | Q(name__in=config.builtins), enabled=True
-        )
-        .exclude(name__in=config.builtins_off)
-        .distinct()
-    )
-    specs = tool_specs(list(tools))
-    tools_tokens = count_tokens(str(specs)) if specs else 0
-    transcript = transcript_load(session_id=session.pk, after_seq=session.summary_upto_seq)
-    sent, used, _ = context_assemble(
-        parts=parts,
-        transcript=transcript,
-        budget=config.context_token_budget,
-        tools_tokens=tools_tokens,
-    )
-    system = parts.system_messages()
-    recent = transcript.messages[len(transcript.messages) - (len(sent) - len(system)) :]
-    rows = [
-        ContextMessage("system", m["content"], message_tokens(content=m["content"])) for m in system
-    ]
-    rows += [
-        ContextMessage(
-            m.role if m.role != "operator" else "assistant",
-            m.content or (json.dumps(m.tool_calls) if m.tool_calls else ""),
-            m.token_count,
-        )
-        for m in recent
-    ]
-    return DraftContext(
-        version=version,
-        messages=rows,
-        tokens=used,
-        tools_tokens=tools_tokens,
-        budget=config.context_token_budget,
-        summary=session.summary,
-        notes=dict(session.scratchpad or {}),
-        pinned=pinned,
-        recalled=recalled,
-        run=run,
-    )
 
 
 def draft_session_get(*, agent: Agent, session_id: Any) -> Session | None:

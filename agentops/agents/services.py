@@ -290,27 +290,6 @@ def agent_update(
     return agent_version_create(agent=agent, author=author, note=note, publish=publish)
 
 
-@transaction.atomic
-def draft_session_start(*, agent: Agent, author: Actor) -> Session:
-    """A console session pinned to the agent's latest saved version (saved now if it has
-    none), to chat with the draft before publishing it."""
-    from agentops.runtime.services import session_create
-
-    version = agent.versions.filter(derived_from=None).order_by(
-        "-number"
-    ).first() or agent_version_create(agent=agent, author=author, note="first saved version")
-    user = _author(author)
-    session = session_create(
-        agent=agent,
-        external_user=f"draft:{user.get_username()}" if user else "draft",
-        title=f"Draft chat · {agent.name}",
-        created_by=user,
-        sandbox=True,
-        version=version,
-    )
-    return session
-
-
 def draft_session_pin(*, session: Session, version: AgentVersion) -> None:
     """Move a draft chat onto a newer saved version: its next run uses it."""
     if session.agent_id == version.agent_id and session.agent_version_id != version.pk:

@@ -20,6 +20,7 @@ from agentops.auth import has_role, role_required
 from agentops.console.views import MessageForm
 from agentops.experiments.selectors import agent_version_gate
 from agentops.models import Agent, AgentVersion, Session
+from agentops.runtime import drafts
 from agentops.selectors import conversation_get
 from tracing.platform.web import HtmxHttpRequest, id_param, next_url
 
@@ -100,7 +101,7 @@ def _detail_context(request: HtmxHttpRequest, agent: Agent, form: AgentForm) -> 
             draft_items=conversation.items,
             draft_run=conversation.run,
             message_form=MessageForm(),
-            context=selectors.draft_context(session=draft),
+            context=drafts.draft_context(session=draft),
         )
     return context
 
@@ -152,7 +153,7 @@ def detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def draft_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Open a new draft chat on the agent's latest saved version."""
     agent = _agent_or_404(slug)
-    session = services.draft_session_start(agent=agent, author=request.user)
+    session = drafts.draft_session_start(agent=agent, author=request.user)
     request.session[DRAFT_KEY.format(slug=agent.slug)] = str(session.pk)
     return redirect(reverse("agents:detail", args=[agent.slug]) + "#draft")
 
@@ -164,7 +165,7 @@ def draft_context(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     draft = _draft(request, agent)
     if draft is None:
         raise Http404("No draft chat.")
-    context = {"agent": agent, "draft": draft, "context": selectors.draft_context(session=draft)}
+    context = {"agent": agent, "draft": draft, "context": drafts.draft_context(session=draft)}
     return render(request, "agents/edit.html#context", context)
 
 

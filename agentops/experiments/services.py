@@ -36,6 +36,7 @@ from agentops.experiments.models import (
 )
 from agentops.experiments.scoring import check_score, check_validate
 from agentops.experiments.selectors import Turn, turn_from_handoff, turn_from_run
+from agentops.hooks import Event
 from agentops.models import (
     FINISHED_RUN_STATUSES,
     AgentVersion,
@@ -637,3 +638,8 @@ def experiment_rescore(*, experiment: Experiment, actor: Actor) -> int:
         _enqueue("agentops.experiments.jobs.result_score_job", result_id)
     audit_record(actor=actor, action="experiment.rescore", target=experiment.name)
     return len(ids)
+
+
+def results_on_run_job_ended(event: Event) -> None:
+    """A hook subscriber (ExperimentsConfig.ready): a worker is done with a run's job."""
+    result_run_finished(run_id=event.data["run_id"])

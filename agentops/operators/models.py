@@ -1,5 +1,6 @@
-"""Working a conversation: canned replies, labels and private notes (registered with the
-agentops app through agentops/models.py)."""
+"""Working a conversation: canned replies, labels and private notes. Loaded by the inbox's app
+(agentops.operators.apps); the tables stay the `agentops` app's (app_label), as its
+migrations made them."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class CannedReply(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        app_label = "agentops"
         ordering = ["shortcut"]
         verbose_name_plural = "canned replies"
         constraints = [
@@ -90,6 +92,7 @@ class Label(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        app_label = "agentops"
         ordering = ["name"]
         constraints = [models.UniqueConstraint(Lower("name"), name="label_name_ci")]
 
@@ -121,6 +124,7 @@ class PrivateNote(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        app_label = "agentops"
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["session", "created_at"])]
 

@@ -79,17 +79,6 @@ def operator_user_ids(*, team: Team) -> list[int]:
     return sorted(set(members.values_list("pk", flat=True)))
 
 
-def operator_loads(*, user_ids: list[int]) -> dict[int, int]:
-    """How many conversations each person holds now (claimed handoffs), 0 for none."""
-    held = dict(
-        Handoff.objects.filter(status=HandoffStatus.CLAIMED, claimed_by_id__in=user_ids)
-        .values("claimed_by_id")
-        .annotate(n=Count("id"))
-        .values_list("claimed_by_id", "n")
-    )
-    return {pk: held.get(pk, 0) for pk in user_ids}
-
-
 def operator_presence(*, user: RequestUser) -> str:
     state = OperatorState.objects.filter(user_id=_user_pk(user)).values_list("presence", flat=True)
     return state.first() or Presence.OFFLINE

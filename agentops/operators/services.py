@@ -21,12 +21,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentops.auth import has_role
+from agentops.events import event_record
+from agentops.hooks import Event
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     MAX_CAP,
     MAX_POLICY_MINUTES,
     AssignmentMode,
-    AuditEntry,
     Handoff,
     HandoffRating,
     HandoffRead,
@@ -45,14 +46,13 @@ from agentops.models import (
 )
 from agentops.operators.canned import placeholders_unknown
 from agentops.operators.models import CannedReply, Label, LabelColour, PrivateNote
-from agentops.operators.selectors import canned_reply_may_edit, operator_loads, operator_user_ids
+from agentops.operators.selectors import canned_reply_may_edit, operator_user_ids
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_free, run_start
-from agentops.selectors import team_get
+from agentops.selectors import operator_loads, team_get
 from agentops.services import audit_record
-from agentops.webhooks.services import webhook_handoff_event
-from tracing.platform.live import OPS_GROUP, broadcast, session_group, user_group
+from tracing.platform.live import broadcast, user_group
 
 
 class HandoffConflict(Exception):
@@ -61,18 +61,6 @@ class HandoffConflict(Exception):
 
 def _username(user: Any) -> str:
     return user.get_username() if user is not None else "nobody"
-
-
-def _ops_event(kind: str, handoff: Handoff, **extra: Any) -> None:
-    broadcast(
-        OPS_GROUP,
-        {
-            "kind": kind,
-            "handoff_id": handoff.pk,
-            "session_id": str(handoff.session_id),
-            **extra,
-        },
-    )
 
 
 def _may_act(*, handoff: Handoff, user: Any) -> None:
@@ -99,15 +87,14 @@ def handoff_claim(*, handoff_id: int, user: Any) -> Handoff:
             raise HandoffConflict(f"{_username(handoff.claimed_by)} claimed it first")
         raise HandoffConflict(f"this handoff is already {handoff.status}")
     Session.objects.filter(pk=handoff.session_id).update(operator=user, updated_at=now)
-    audit_record(
-        actor=user, action="handoff.claim", session=handoff.session, target=f"handoff {handoff.pk}"
+    event_record(
+        kind="handoff.claimed",
+        actor=user,
+        handoff=handoff,
+        data={"operator": _username(user)},
+        audit="handoff.claim",
+        viewers=True,
     )
-    _ops_event("handoff.claimed", handoff, operator=_username(user))
-    broadcast(
-        session_group(handoff.session_id),
-        {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": _username(user)},
-    )
-    webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=_username(user))
     return handoff
 
 
@@ -163,23 +150,30 @@ def handoff_assign(*, handoff_id: int) -> Any | None:
         handoff = Handoff.objects.select_related("claimed_by", "session").get(pk=handoff_id)
         operator = handoff.claimed_by
         Session.objects.filter(pk=handoff.session_id).update(operator=operator, updated_at=now)
-        audit_record(
-            actor=None,
-            action="handoff.assign",
-            session=handoff.session,
-            target=f"handoff {handoff.pk}",
-            operator=_username(operator),
-            team=team.slug,
-            mode=team.assignment_mode,
-            load=loads[chosen.user_id] + 1,
+        event_record(
+            kind="handoff.claimed",
+            handoff=handoff,
+            data={"operator": _username(operator), "assigned": True},
+            audit="handoff.assign",
+            detail={
+                "operator": _username(operator),
+                "team": team.slug,
+                "mode": team.assignment_mode,
+                "load": loads[chosen.user_id] + 1,
+            },
+            viewers=True,
         )
-        _ops_event("handoff.claimed", handoff, operator=_username(operator), assigned=True)
-        broadcast(
-            session_group(handoff.session_id),
-            {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": _username(operator)},
-        )
-        webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=_username(operator))
     return operator
+
+
+def handoff_on_created(event: Event) -> None:
+    """A hook subscriber (OperatorsConfig.ready): a handoff opened for a team that assigns
+    automatically is given to one of its operators once it commits (if that fails, it waits
+    in the queue for the scheduler's sweep)."""
+    handoff = event.handoff
+    if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.team_id is None:
+        return
+    transaction.on_commit(partial(handoff_assign, handoff_id=handoff.pk), robust=True)
 
 
 def handoffs_assign_pending(*, team_ids: Iterable[int] | None = None) -> int:
@@ -201,6 +195,14 @@ def handoffs_assign_pending(*, team_ids: Iterable[int] | None = None) -> int:
             elif waiting.filter(pk=handoff_id).exists():
                 break  # nobody in this team can take one now
     return assigned
+
+
+def teams_on_saved(event: Event) -> None:
+    """A hook subscriber (OperatorsConfig.ready): a team was saved (it may assign
+    automatically now, have a larger cap or new members): give out what waits, once it
+    commits."""
+    team_ids = [event.data["team_id"]]
+    transaction.on_commit(partial(handoffs_assign_pending, team_ids=team_ids), robust=True)
 
 
 def _assign_after_commit(*, user_id: int | None) -> None:
@@ -235,9 +237,8 @@ def _presence_change(
         if fields:
             state.save(update_fields=fields)
         if changed:
-            broadcast(
-                OPS_GROUP,
-                {"kind": "operator.presence", "operator": _username(user), "presence": presence},
+            event_record(
+                kind="operator.presence", data={"operator": _username(user), "presence": presence}
             )
     if changed and presence == Presence.ONLINE:
         handoffs_assign_pending(team_ids=user.teams.values_list("pk", flat=True))
@@ -295,13 +296,9 @@ def operators_away_sweep(*, now: datetime | None = None) -> int:
             presence=Presence.AWAY, presence_changed_at=now
         ):
             away += 1
-            broadcast(
-                OPS_GROUP,
-                {
-                    "kind": "operator.presence",
-                    "operator": _username(state.user),
-                    "presence": Presence.AWAY,
-                },
+            event_record(
+                kind="operator.presence",
+                data={"operator": _username(state.user), "presence": Presence.AWAY},
             )
     return away
 
@@ -346,15 +343,13 @@ def handoff_escalate(*, handoff: Handoff, team: Team, now: datetime) -> bool:
     if not won:
         return False
     destination = to.slug if to else "admins"
-    audit_record(
-        actor=None,
-        action="handoff.escalated",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-        **{"from": team.slug, "to": destination},
-        after_minutes=team.escalate_after_minutes,
+    event_record(
+        kind="handoff.escalated",
+        handoff=handoff,
+        data={"team": team.slug, "to": destination},
+        audit="handoff.escalated",
+        detail={"from": team.slug, "to": destination, "after_minutes": team.escalate_after_minutes},
     )
-    _ops_event("handoff.escalated", handoff, team=team.slug, to=destination)
     if to is not None:
         transaction.on_commit(partial(handoff_assign, handoff_id=handoff.pk), robust=True)
     return True
@@ -422,7 +417,11 @@ def handoffs_sla_check(*, now: datetime | None = None) -> int:
                 ).update(**{field: due})
                 if counted:
                     new += 1
-                    _ops_event("handoff.sla_breached", handoff, sla=kind, team=team.slug)
+                    event_record(
+                        kind="handoff.sla_breached",
+                        handoff=handoff,
+                        data={"sla": kind, "team": team.slug},
+                    )
     return new
 
 
@@ -460,14 +459,14 @@ def handoff_reply(*, handoff: Handoff, user: Any, content: str) -> Message:
     Handoff.objects.filter(pk=handoff.pk, first_response_at__isnull=True).update(
         first_response_at=message.created_at
     )
-    audit_record(
+    event_record(
+        kind="handoff.reply",
         actor=user,
-        action="handoff.reply",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-        seq=message.seq,
+        handoff=handoff,
+        data={"operator": _username(user)},
+        audit="handoff.reply",
+        detail={"seq": message.seq},
     )
-    _ops_event("handoff.reply", handoff, operator=_username(user))
     return message
 
 
@@ -493,15 +492,19 @@ def _resolve(*, handoff: Handoff, user: Any, resolution: str) -> Handoff:
     return handoff
 
 
-def _resolved_announce(handoff: Handoff) -> None:
-    """Tells the ops feed, the session's viewers and the webhooks that the handoff ended."""
-    _ops_event("handoff.resolved", handoff, resolution=handoff.resolution)
-    broadcast(
-        session_group(handoff.session_id),
-        {"kind": "handoff.resolved", "handoff_id": handoff.pk, "resolution": handoff.resolution},
-    )
-    webhook_handoff_event(
-        type="handoff.closed", handoff=handoff, key="0", resolution=handoff.resolution
+def _resolved_record(
+    *, handoff: Handoff, user: Any, audit: str, detail: dict[str, Any] | None = None
+) -> None:
+    """The handoff ended: audited, and told to the ops feed, the session's viewers and the
+    hooks (the webhooks' handoff.closed)."""
+    event_record(
+        kind="handoff.resolved",
+        actor=user,
+        handoff=handoff,
+        data={"resolution": handoff.resolution},
+        audit=audit,
+        detail=detail,
+        viewers=True,
     )
 
 
@@ -517,14 +520,9 @@ def handoff_hand_back(*, handoff: Handoff, user: Any) -> Run:
     )
     session.refresh_from_db()
     run = run_start(session=session)
-    audit_record(
-        actor=user,
-        action="handoff.hand_back",
-        session=session,
-        target=f"handoff {handoff.pk}",
-        run=str(run.pk),
+    _resolved_record(
+        handoff=handoff, user=user, audit="handoff.hand_back", detail={"run": str(run.pk)}
     )
-    _resolved_announce(handoff)
     return run
 
 
@@ -535,13 +533,7 @@ def handoff_close(*, handoff: Handoff, user: Any) -> Handoff:
     Session.objects.filter(pk=handoff.session_id).update(
         status=SessionStatus.CLOSED, operator=None, updated_at=timezone.now()
     )
-    audit_record(
-        actor=user,
-        action="handoff.close",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-    )
-    _resolved_announce(handoff)
+    _resolved_record(handoff=handoff, user=user, audit="handoff.close")
     return handoff
 
 
@@ -570,20 +562,15 @@ def handoff_reassign(*, handoff: Handoff, user: Any, to_username: str) -> Handof
     )
     Session.objects.filter(pk=handoff.session_id).update(operator=target, updated_at=now)
     handoff.refresh_from_db()
-    audit_record(
+    event_record(
+        kind="handoff.claimed",
         actor=user,
-        action="handoff.reassign",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-        to=target.get_username(),
-        previous=previous,
+        handoff=handoff,
+        data={"operator": target.get_username()},
+        audit="handoff.reassign",
+        detail={"to": target.get_username(), "previous": previous},
+        viewers=True,
     )
-    _ops_event("handoff.claimed", handoff, operator=target.get_username())
-    broadcast(
-        session_group(handoff.session_id),
-        {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": target.get_username()},
-    )
-    webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=target.get_username())
     return handoff
 
 
@@ -624,15 +611,15 @@ def handoff_note_add(*, handoff: Handoff, user: Any, content: str) -> PrivateNot
     note = PrivateNote.objects.create(
         session_id=handoff.session_id, handoff=handoff, author=user, content=content
     )
-    audit_record(
-        actor=user,
-        action="handoff.note",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-        note=note.pk,
-    )
     # Operators' feed only, and no text: the session's stream also reaches end users.
-    _ops_event("handoff.note", handoff, note_id=note.pk)
+    event_record(
+        kind="handoff.note",
+        actor=user,
+        handoff=handoff,
+        data={"note_id": note.pk},
+        audit="handoff.note",
+        detail={"note": note.pk},
+    )
     return note
 
 
@@ -707,30 +694,35 @@ def handoff_transfer(
         content=note,
         transfer_to=destination,
     )
-    audit_record(
+    event_record(
+        kind="handoff.transferred",
         actor=user,
-        action="handoff.transfer",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-        to=destination,
-        previous_operator=previous["operator"],
-        previous_team=previous["team"],
-        note=private.pk,
+        handoff=handoff,
+        data={"to": destination},
+        audit="handoff.transfer",
+        detail={
+            "to": destination,
+            "previous_operator": previous["operator"],
+            "previous_team": previous["team"],
+            "note": private.pk,
+        },
     )
-    _ops_event("handoff.transferred", handoff, to=destination)
     # The slot it freed is filled, and a team that assigns automatically is given it.
     if previous_holder is not None and previous_holder != handoff.claimed_by_id:
         _assign_after_commit(user_id=previous_holder)
     if team is not None:
         transaction.on_commit(partial(handoffs_assign_pending, team_ids=[team.pk]), robust=True)
     if target is not None:
-        operator = target.get_username()
-        broadcast(
-            session_group(handoff.session_id),
-            {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": operator},
+        # The session's viewers and the integrators hear who has the conversation now; never
+        # the note (operator-only). The transfer above was the audit row and the ops event.
+        event_record(
+            kind="handoff.claimed",
+            actor=user,
+            handoff=handoff,
+            data={"operator": target.get_username()},
+            ops=False,
+            viewers=True,
         )
-        # Integrators hear who has the conversation now; never the note (operator-only).
-        webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=operator)
     return handoff
 
 
@@ -753,14 +745,13 @@ def handoff_snooze(*, handoff: Handoff, user: Any, until: datetime | None) -> Ha
     _may_work(handoff=handoff, user=user)
     Handoff.objects.filter(pk=handoff.pk).update(snoozed_at=now, snoozed_until=until)
     handoff.refresh_from_db()
-    audit_record(
+    event_record(
+        kind="handoff.snoozed",
         actor=user,
-        action="handoff.snooze",
-        session=handoff.session,
-        target=f"handoff {handoff.pk}",
-        until=until.isoformat() if until else "the user writes",
+        handoff=handoff,
+        audit="handoff.snooze",
+        detail={"until": until.isoformat() if until else "the user writes"},
     )
-    _ops_event("handoff.snoozed", handoff)
     return handoff
 
 
@@ -780,14 +771,14 @@ def _wake(*, handoff_ids: list[int], actor: Any, why: str, skip_locked: bool = F
     if team_ids:  # back in the queue: an automatic team assigns it now, not at the next sweep
         transaction.on_commit(partial(handoffs_assign_pending, team_ids=team_ids), robust=True)
     for handoff in woken:
-        audit_record(
+        event_record(
+            kind="handoff.woken",
             actor=actor,
-            action="handoff.wake",
-            session=handoff.session,
-            target=f"handoff {handoff.pk}",
-            why=why,
+            handoff=handoff,
+            data={"why": why},
+            audit="handoff.wake",
+            detail={"why": why},
         )
-        _ops_event("handoff.woken", handoff, why=why)
     return len(woken)
 
 
@@ -812,6 +803,13 @@ def handoffs_wake_for_message(*, session_id: Any) -> int:
         )
     )
     return _wake(handoff_ids=ids, actor=None, why="the user wrote") if ids else 0
+
+
+def handoffs_on_user_message(event: Event) -> None:
+    """A hook subscriber (OperatorsConfig.ready): the end user wrote to a conversation a
+    human has, so its snoozed handoffs return to the queue, in the same transaction."""
+    if event.session_id is not None:
+        handoffs_wake_for_message(session_id=event.session_id)
 
 
 @transaction.atomic
@@ -862,8 +860,13 @@ def session_label_add(*, session: Session, name: str, actor: Any, colour: str = 
             label = Label.objects.get(name__iexact=name)
     if not label.sessions.filter(pk=session.pk).exists():
         label.sessions.add(session)
-        audit_record(actor=actor, action="session.label", session=session, target=label.name)
-        broadcast(OPS_GROUP, {"kind": "session.labels", "session_id": str(session.pk)})
+        event_record(
+            kind="session.labels",
+            actor=actor,
+            session=session,
+            audit="session.label",
+            target=label.name,
+        )
     return label
 
 
@@ -873,8 +876,13 @@ def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
         raise PermissionError("this needs the operator role")
     if label.sessions.filter(pk=session.pk).exists():
         label.sessions.remove(session)
-        audit_record(actor=actor, action="session.unlabel", session=session, target=label.name)
-        broadcast(OPS_GROUP, {"kind": "session.labels", "session_id": str(session.pk)})
+        event_record(
+            kind="session.labels",
+            actor=actor,
+            session=session,
+            audit="session.unlabel",
+            target=label.name,
+        )
 
 
 @transaction.atomic
@@ -894,8 +902,13 @@ def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
     except IntegrityError:
         raise ValueError(f"name: a label named {name!r} exists already") from None
     label.name, label.colour = name, colour
-    audit_record(actor=actor, action="label.update", target=before, name=name, colour=colour)
-    broadcast(OPS_GROUP, {"kind": "labels.changed"})
+    event_record(
+        kind="labels.changed",
+        actor=actor,
+        audit="label.update",
+        target=before,
+        detail={"name": name, "colour": colour},
+    )
     return label
 
 
@@ -906,8 +919,13 @@ def label_delete(*, label: Label, actor: Any) -> int:
         raise PermissionError("only admins delete labels")
     carried = label.sessions.count()
     label.delete()
-    audit_record(actor=actor, action="label.delete", target=label.name, conversations=carried)
-    broadcast(OPS_GROUP, {"kind": "labels.changed"})
+    event_record(
+        kind="labels.changed",
+        actor=actor,
+        audit="label.delete",
+        target=label.name,
+        detail={"conversations": carried},
+    )
     return carried
 
 
@@ -1041,21 +1059,14 @@ def handoffs_bulk_close(*, handoff_ids: list[int], user: Any) -> tuple[list[int]
     Session.objects.filter(pk__in=[h.session_id for h in closing]).update(
         status=SessionStatus.CLOSED, operator=None, updated_at=now
     )
-    AuditEntry.objects.bulk_create(
-        AuditEntry(
-            actor=user,
-            action="handoff.close",
-            session_id=h.session_id,
-            target=f"handoff {h.pk}",
-            detail={"bulk": True, "was": h.status},
-        )
-        for h in closing
-    )
     for handoff in closing:
+        was = handoff.status
         handoff.status = HandoffStatus.RESOLVED
         handoff.resolution = HandoffResolution.CLOSED
         handoff.resolved_at = now
-        _resolved_announce(handoff)
+        _resolved_record(
+            handoff=handoff, user=user, audit="handoff.close", detail={"bulk": True, "was": was}
+        )
     return ids, skipped
 
 
@@ -1111,17 +1122,12 @@ def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | Non
             .update(takeover_by=user, takeover_at=now)
         )
         if flagged:
-            audit_record(
-                actor=user, action="run.take_over", session=run.session, target=str(run.pk)
-            )
-            broadcast(
-                OPS_GROUP,
-                {
-                    "kind": "run.takeover",
-                    "run_id": str(run.pk),
-                    "session_id": str(session_id),
-                    "operator": name,
-                },
+            event_record(
+                kind="run.takeover",
+                actor=user,
+                run=run,
+                data={"operator": name},
+                audit="run.take_over",
             )
             return Takeover(run=run)
         _takeover_refused_if_held(run)
@@ -1234,5 +1240,7 @@ def handoff_rate(
             "rated_by": rated_by if rated_by is not None and rated_by.is_authenticated else None,
         },
     )
-    _ops_event("handoff.rated", handoff, score=score, replaced=not created)
+    event_record(
+        kind="handoff.rated", handoff=handoff, data={"score": score, "replaced": not created}
+    )
     return rating

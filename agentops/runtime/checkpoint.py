@@ -12,17 +12,19 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models, transaction
 from django.utils import timezone
 
 from agentops.conversation import message_serialise, run_status_serialise
+from agentops.events import event_record
 from agentops.models import Message, Run, RunStatus, ToolCall
 from agentops.runtime.errors import LeaseLost
-from agentops.webhooks.services import webhook_message_created, webhook_run_ended
 from tracing.models import Span
-from tracing.platform.live import OPS_GROUP, broadcast, session_group
+
+if TYPE_CHECKING:
+    from agentops.auth import Actor
 
 # Jobs pass ids as strings; the ORM hands back UUIDs.
 RunId = uuid.UUID | str
@@ -199,11 +201,14 @@ def _appended(*, session_id: SessionId, messages: list[Message], rows: list[list
     for message, (pk, seq) in zip(messages, sorted(rows, key=lambda row: row[1]), strict=True):
         message.pk, message.seq = pk, seq
         message._state.adding = False
-    group = session_group(session_id)
     for message in messages:
-        event = message_serialise(message)
-        broadcast(group, {"kind": "message", "message": event})
-        webhook_message_created(message=message, data={"session_id": str(session_id), **event})
+        event_record(
+            kind="message",
+            session=session_id,
+            data={"message": message_serialise(message)},
+            ops=False,
+            viewers=True,
+        )
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
@@ -293,8 +298,8 @@ def _json_default(value: Any) -> Any:
     return str(value)  # UUID, Decimal
 
 
-def status_broadcast(run: Run) -> None:
-    event = run_status_serialise(run)
-    broadcast(session_group(run.session_id), event)
-    broadcast(OPS_GROUP, event)
-    webhook_run_ended(run=run, data={k: v for k, v in event.items() if k != "kind"})
+def status_broadcast(run: Run, *, actor: Actor = None, audit: str = "") -> None:
+    """The run's status changed: the ops feed, the session's viewers and the hooks hear it
+    (the webhooks' run.succeeded/failed/handed_off); `audit` names the audit row, if any."""
+    data = {k: v for k, v in run_status_serialise(run).items() if k != "kind"}
+    event_record(kind="run.status", actor=actor, run=run, data=data, audit=audit, viewers=True)

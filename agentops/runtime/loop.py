@@ -30,7 +30,6 @@ from django.utils import timezone
 from agentops.agent_config import agent_config_for_run
 from agentops.models import (
     Agent,
-    AssignmentMode,
     Message,
     ModelEndpoint,
     Role,
@@ -38,7 +37,6 @@ from agentops.models import (
     RunStatus,
     ToolCall,
 )
-from agentops.operators.services import handoff_assign
 from agentops.runtime import breaker
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
@@ -758,7 +756,7 @@ class RunDriver:
                     wait_reason=reason[:200],
                     error_class=str(failure_class),
                 )
-                handoff = handoff_open(
+                handoff_open(
                     session_id=self.session.pk,
                     agent_slug=self.agent.slug,
                     run_id=self.run.pk,
@@ -769,15 +767,7 @@ class RunDriver:
                     operator=operator,
                 )
             self.tracer.flush()
-        if (
-            operator is None
-            and to_team is not None
-            and to_team.assignment_mode != AssignmentMode.MANUAL
-        ):
-            try:
-                handoff_assign(handoff_id=handoff.pk)
-            except DatabaseError:  # it waits in the queue; the scheduler's sweep assigns it
-                log.exception("handoff.assign_failed", handoff=handoff.pk)
+        # An automatic team's operator is given it by the inbox, which heard handoff.created.
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
         self.run.error_class = str(failure_class)
         status_broadcast(self.run)

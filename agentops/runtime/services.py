@@ -21,6 +21,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from agentops.conversation import handoff_event_serialise
+from agentops.events import event_record
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
@@ -45,10 +46,7 @@ from agentops.runtime.handoff_package import (
     handoff_package_enqueue,
     handoff_packages_reconcile,
 )
-from agentops.services import audit_record
-from agentops.webhooks.services import webhook_handoff_event, webhook_session_created
 from tracing.platform.enqueue import queue_job_on_commit
-from tracing.platform.live import OPS_GROUP, broadcast, session_group
 from tracing.platform.logs import get_logger
 
 if TYPE_CHECKING:
@@ -185,7 +183,7 @@ def session_create(
         agent_version=version,
     )
     if not sandbox:  # a draft chat is nobody's conversation: integrators are not told
-        webhook_session_created(session=session)
+        event_record(kind="session.created", session=session, ops=False)
     return session
 
 
@@ -215,12 +213,9 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     )
     (message,) = messages_append(session_id=session.pk, messages=[message])
     if session.status == SessionStatus.HANDED_OFF:
-        # A human has the conversation: the message waits for the operator, no run starts;
-        # a snoozed handoff of it returns to the queue.
-        from agentops.operators.services import handoffs_wake_for_message  # imports us
-
-        handoffs_wake_for_message(session_id=session.pk)
-        broadcast(OPS_GROUP, {"kind": "session.message", "session_id": str(session.pk)})
+        # A human has the conversation: the message waits for the operator, no run starts
+        # (the inbox hears it and returns a snoozed handoff of it to the queue).
+        event_record(kind="session.message", session=session)
         return None
     run = _run_create(session=session, trigger=message)
     run_enqueue(run=run)
@@ -277,28 +272,22 @@ def handoff_open(
     Session.objects.filter(pk=session_id).update(
         status=SessionStatus.HANDED_OFF, operator=operator, updated_at=now
     )
-    broadcast(
-        OPS_GROUP,
-        {
-            "kind": "handoff.created",
-            **handoff_event_serialise(handoff),
-            "agent": agent_slug,
-        },
+    # The inbox hears it and gives it to an operator of an automatic team once it commits.
+    event_record(
+        kind="handoff.created",
+        handoff=handoff,
+        data={**handoff_event_serialise(handoff), "agent": agent_slug},
     )
-    webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
     if operator is not None:
-        name = operator.get_username()
-        audit_record(
+        event_record(
+            kind="handoff.claimed",
             actor=operator,
-            action="handoff.take_over",
-            session=Session(pk=session_id),
-            target=f"handoff {handoff.pk}",
-            run=str(run_id) if run_id else "",
+            handoff=handoff,
+            data={"operator": operator.get_username()},
+            audit="handoff.take_over",
+            detail={"run": str(run_id) if run_id else ""},
+            viewers=True,
         )
-        claimed = {"kind": "handoff.claimed", "handoff_id": handoff.pk, "operator": name}
-        broadcast(OPS_GROUP, {**claimed, "session_id": str(session_id)})
-        broadcast(session_group(session_id), claimed)
-        webhook_handoff_event(type="handoff.claimed", handoff=handoff, operator=name)
     return handoff
 
 
@@ -318,8 +307,7 @@ def run_cancel(*, run: Run, actor: Actor = None) -> Run:
     run.refresh_from_db()
     if not cancelled:
         raise RuntimeConflict(f"run {run.pk} is already {run.status}")
-    audit_record(actor=actor, action="run.cancel", session=run.session, target=str(run.pk))
-    status_broadcast(run)
+    status_broadcast(run, actor=actor, audit="run.cancel")
     return run
 
 
@@ -359,9 +347,8 @@ def run_retry(*, run: Run, actor: Actor = None) -> Run:
             "this run's message has since been folded into the conversation's summary, so it "
             "can no longer be answered as it was asked; send it again as a new message"
         )
-    audit_record(actor=actor, action="run.retry", session=run.session, target=str(run.pk))
     run_enqueue(run=run)
-    status_broadcast(run)
+    status_broadcast(run, actor=actor, audit="run.retry")
     return run
 
 
@@ -381,14 +368,6 @@ def toolcall_decide(
     if not decided:
         raise RuntimeConflict(f"this call was already {tool_call.status}")
     run = Run.objects.select_related("session", "agent").get(pk=tool_call.run_id)
-    audit_record(
-        actor=actor,
-        action="tool.approve" if approve else "tool.reject",
-        session=run.session,
-        target=tool_call.tool_name,
-        tool_call=tool_call.pk,
-        note=note[:500],
-    )
     woke = Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(
         status=RunStatus.QUEUED, wake_at=None, wait_reason=""
     )
@@ -396,17 +375,15 @@ def toolcall_decide(
         run.refresh_from_db()
         run_enqueue(run=run)
         status_broadcast(run)
-    broadcast(
-        OPS_GROUP, {"kind": "approval.decided", "tool_call_id": tool_call.pk, "approved": approve}
-    )
-    broadcast(
-        session_group(run.session_id),
-        {
-            "kind": "approval.decided",
-            "tool_call_id": tool_call.pk,
-            "approved": approve,
-            "tool": tool_call.tool_name,
-        },
+    event_record(
+        kind="approval.decided",
+        actor=actor,
+        session=run.session_id,
+        data={"tool_call_id": tool_call.pk, "approved": approve, "tool": tool_call.tool_name},
+        audit="tool.approve" if approve else "tool.reject",
+        target=tool_call.tool_name,
+        detail={"tool_call": tool_call.pk, "note": note[:500]},
+        viewers=True,
     )
     return tool_call
 
@@ -697,17 +674,21 @@ def run_fork(
         Session.objects.filter(pk=fork.pk).update(
             summary=origin.summary, summary_upto_seq=summary_upto
         )
-    audit_record(
+    # A fork is a sandbox: the webhooks tell integrators nothing of it.
+    event_record(
+        kind="session.created",
         actor=actor,
-        action="run.fork",
         session=fork,
+        audit="run.fork",
         target=str(run.pk),
-        step=step,
-        edited=bool(edit),
-        allow_side_effects=allow_side_effects,
-        agent_version=version.number if version else None,
+        detail={
+            "step": step,
+            "edited": bool(edit),
+            "allow_side_effects": allow_side_effects,
+            "agent_version": version.number if version else None,
+        },
+        ops=False,
     )
-    webhook_session_created(session=fork)
     run_enqueue(run=new_run)
     status_broadcast(new_run)
     return new_run

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentops.agent_config import BUILTIN_TOOLS
+from agentops.events import event_record
 from agentops.models import (
     ForkOutcome,
     ForkTools,
@@ -27,12 +28,11 @@ from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
 from agentops.runtime.model_client import connection_release
 from agentops.runtime.retry import RetryPolicy, retry_call
-from agentops.webhooks.services import webhook_event_emit
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
 from tracing.platform.failures import Failure, FailureClass
 from tracing.platform.json_input import JsonInputError, json_parse
-from tracing.platform.live import OPS_GROUP, broadcast, session_group
+from tracing.platform.live import broadcast, session_group
 
 if TYPE_CHECKING:
     from agentops.runtime.loop import RunDriver
@@ -389,23 +389,12 @@ class ToolRunner:
         driver = self.driver
         if row is None:
             row = self.mark(None, call_id, tool, arguments, ToolCallStatus.AWAITING_APPROVAL)
-            event = {
-                "kind": "approval.requested",
-                "tool_call_id": row.pk,
-                "tool": tool.name,
-                "run_id": str(driver.run.pk),
-                "session_id": str(driver.session.pk),
-                "agent": driver.agent.slug,
-            }
-            broadcast(OPS_GROUP, event)
-            broadcast(session_group(driver.session.pk), event)
-            webhook_event_emit(
-                type="approval.requested",
-                key=f"approval_{row.pk}",
-                data={
-                    **{k: v for k, v in event.items() if k != "kind"},
-                    "arguments": driver.tracer.redact(arguments),
-                },
+            event_record(
+                kind="approval.requested",
+                run=driver.run,
+                data={"tool_call_id": row.pk, "tool": tool.name, "agent": driver.agent.slug},
+                detail={"arguments": driver.tracer.redact(arguments)},  # not for the pages
+                viewers=True,
             )
         raise WaitRequired(None, f"approval needed for {tool.name}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from django.conf import settings
 from django.db import connection
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
@@ -156,13 +157,14 @@ def start_worker(
     name: str = "worker",
     simple: bool = False,
     worker_class: str = FORKING_WORKER,
-    queues: tuple[str, ...] = ("maintenance", "runs"),
+    queues: tuple[str, ...] | None = None,
 ) -> Proc:
+    """A worker on `queues` (by default the maintenance and run queues, as deployed)."""
     args = [
         PYTHON,
         "manage.py",
         "rqworker",
-        *queues,
+        *(queues or (settings.MAINTENANCE_QUEUE, settings.RUN_QUEUE)),
         "--name",
         f"{name}-{time.time_ns()}",
     ]

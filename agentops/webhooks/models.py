@@ -1,6 +1,7 @@
 """Webhook subscriptions, the events they get, and one delivery per (event, endpoint).
 
-Registered with the `agentops` app (imported by agentops/models.py)."""
+Loaded by the webhooks app (agentops.webhooks.apps); the tables stay the `agentops` app's
+(app_label), as its migrations made them."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class WebhookEndpoint(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        app_label = "agentops"
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
@@ -59,6 +61,9 @@ class WebhookEvent(models.Model):
     type = models.CharField(max_length=40, choices=WebhookEventType.choices)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        app_label = "agentops"
 
     def __str__(self) -> str:
         return self.id
@@ -89,6 +94,7 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        app_label = "agentops"
         verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(fields=["event", "endpoint"], name="webhook_delivery_once")

@@ -21,6 +21,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from agentops.conversation import handoff_event_serialise
+from agentops.hooks import Event
 from agentops.models import Session
 from agentops.services import audit_record
 from agentops.webhooks.models import (
@@ -317,43 +318,77 @@ def webhook_delivery_resend(*, delivery: WebhookDelivery, actor: Any) -> Webhook
 EVENT_TYPES = [t.value for t in WebhookEventType]
 
 
-# -- the events the product emits (one call where each happens) ------------------------------
-def webhook_message_created(*, message: Any, data: dict[str, Any]) -> None:
-    """An agent's answer or an operator's reply was stored (`data`: the message as the
-    session stream shows it)."""
-    if message.role == "operator" or (message.role == "assistant" and message.content):
+# -- the events the product emits: what agentops.events records, as integrators see it ------
+# The announced kind -> the webhook type (None: one of several, decided below).
+EMITTED = {
+    "session.created": WebhookEventType.SESSION_CREATED,
+    "message": WebhookEventType.MESSAGE_CREATED,
+    "run.status": None,
+    "approval.requested": WebhookEventType.APPROVAL_REQUESTED,
+    "handoff.created": WebhookEventType.HANDOFF_CREATED,
+    "handoff.claimed": WebhookEventType.HANDOFF_CLAIMED,
+    "handoff.resolved": WebhookEventType.HANDOFF_CLOSED,
+}
+RUN_ENDINGS = ("succeeded", "failed", "handed_off")
+
+
+def webhook_event_on_record(event: Event) -> None:
+    """A hook subscriber (WebhooksConfig.ready): emit the webhook of a recorded event, in its
+    transaction. Its key names what happened, so the same event is never sent twice."""
+    data: dict[str, Any] = dict(event.data)
+    if event.kind == "session.created" and event.session_id is not None:
+        session = Session.objects.select_related("agent").get(pk=event.session_id)
         webhook_event_emit(
-            type=WebhookEventType.MESSAGE_CREATED, key=f"message_{message.pk}", data=data
+            type=WebhookEventType.SESSION_CREATED,
+            key=f"session_{session.pk}",
+            data={
+                "session_id": str(session.pk),
+                "agent": session.agent.slug,
+                "user": session.external_user,
+                "title": session.title,
+            },
         )
-
-
-def webhook_run_ended(*, run: Any, data: dict[str, Any]) -> None:
-    """A run succeeded, failed or handed off (`data`: its status event)."""
-    if run.status in ("succeeded", "failed", "handed_off"):
+    elif event.kind == "message":
+        message = data["message"]
+        if message["role"] == "operator" or (message["role"] == "assistant" and message["content"]):
+            webhook_event_emit(
+                type=WebhookEventType.MESSAGE_CREATED,
+                key=f"message_{message['id']}",
+                data={"session_id": str(event.session_id), **message},
+            )
+    elif event.kind == "run.status" and event.run is not None:
+        run = event.run
+        if run.status in RUN_ENDINGS:
+            webhook_event_emit(
+                type=f"run.{run.status}",
+                key=f"run_{run.pk}_{run.status}_{run.epoch}",
+                data={k: v for k, v in data.items() if k != "kind"},
+            )
+    elif event.kind == "approval.requested":
         webhook_event_emit(
-            type=f"run.{run.status}", key=f"run_{run.pk}_{run.status}_{run.epoch}", data=data
+            type=WebhookEventType.APPROVAL_REQUESTED,
+            key=f"approval_{data['tool_call_id']}",
+            data={
+                "run_id": str(event.run.pk) if event.run else data.get("run_id"),
+                "session_id": str(event.session_id),
+                **data,
+                "arguments": event.detail.get("arguments"),
+            },
         )
-
-
-def webhook_handoff_event(*, type: str, handoff: Any, key: str = "", **extra: Any) -> None:
-    webhook_event_emit(
-        type=type,
-        key=f"handoff_{handoff.pk}_{type.split('.')[1]}_{key or secrets.token_hex(6)}",
-        data={**handoff_event_serialise(handoff), **extra},
-    )
-
-
-def webhook_session_created(*, session: Any) -> None:
-    webhook_event_emit(
-        type=WebhookEventType.SESSION_CREATED,
-        key=f"session_{session.pk}",
-        data={
-            "session_id": str(session.pk),
-            "agent": session.agent.slug,
-            "user": session.external_user,
-            "title": session.title,
-        },
-    )
+    elif event.kind in EMITTED and event.handoff is not None:
+        type_ = EMITTED[event.kind]
+        handoff = event.handoff
+        # Created and closed happen once per handoff; claimed as often as it changes hands.
+        once = event.kind in ("handoff.created", "handoff.resolved")
+        key = f"handoff_{handoff.pk}_{str(type_).split('.')[1]}_"
+        webhook_event_emit(
+            type=str(type_),
+            key=key + ("0" if once else secrets.token_hex(6)),
+            data={
+                **handoff_event_serialise(handoff),
+                **{k: v for k, v in data.items() if k in ("operator", "resolution")},
+            },
+        )
 
 
 def webhooks_purge(policy: Any) -> int:

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agentops.agents.selectors import version_figures
-from agentops.agents.services import agent_version_create, draft_session_start
+from agentops.agents.services import agent_version_create
 from agentops.console.selectors import sessions_search
 from agentops.models import Message, Role, Run, RunStatus, Session
 from agentops.observe.selectors import failures_grouped, run_forks
@@ -26,6 +26,7 @@ from agentops.operators.selectors import (
 from agentops.operators.services import HandoffConflict, session_take_over
 from agentops.playground.services import playground_run
 from agentops.runtime.checkpoint import messages_append
+from agentops.runtime.drafts import draft_session_start
 from agentops.runtime.services import (
     RuntimeConflict,
     handoff_open,

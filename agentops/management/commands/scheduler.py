@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import django_rq
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from django_rq.cron import DjangoCronScheduler
@@ -66,7 +67,8 @@ class Command(BaseCommand):
     help = "Run the scheduler: periodic jobs (agentops/cron.py) and the run reconciler. Run exactly one."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        scheduler = ReconcilingScheduler(connection=django_rq.get_connection("maintenance"))
+        connection = django_rq.get_connection(settings.MAINTENANCE_QUEUE)
+        scheduler = ReconcilingScheduler(connection=connection)
         try:
             scheduler.load_config_from_file("agentops.cron")
             scheduler.start()

@@ -11,10 +11,10 @@ from agentops.agents.services import (
     agent_create,
     agent_update,
     agent_version_publish,
-    draft_session_start,
 )
 from agentops.agents.views import DRAFT_KEY
 from agentops.models import Agent, AgentVersion
+from agentops.runtime.drafts import draft_session_start
 from tests.agentops.agents.test_views import form_data
 from tests.factories import EndpointFactory
 

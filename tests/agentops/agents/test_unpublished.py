@@ -8,9 +8,10 @@ import openai
 import pytest
 from django.test import Client
 
-from agentops.agents.services import agent_create, agent_version_publish, draft_session_start
+from agentops.agents.services import agent_create, agent_version_publish
 from agentops.auth import api_key_create
 from agentops.models import Agent, Run, Session
+from agentops.runtime.drafts import draft_session_start
 from agentops.runtime.services import AgentNotLive, session_post_message
 from tests.factories import EndpointFactory, SessionFactory
 

@@ -10,7 +10,6 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from agentops.hooks import sla_breaches
 from agentops.models import (
     AssignmentMode,
     AuditEntry,
@@ -20,7 +19,7 @@ from agentops.models import (
     Presence,
     Team,
 )
-from agentops.operators.selectors import handoff_sla_timer, operator_loads, sla_figures
+from agentops.operators.selectors import handoff_sla_timer, sla_breaches, sla_figures
 from agentops.operators.services import (
     handoff_assign,
     handoff_claim,
@@ -34,6 +33,7 @@ from agentops.operators.services import (
     operator_cap_set,
     operator_presence_set,
 )
+from agentops.selectors import operator_loads
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory
 from tracing.alerts import alerts_evaluate

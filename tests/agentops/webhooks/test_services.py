@@ -287,13 +287,14 @@ def test_it_forgets_old_deliveries_with_the_traces(settings):
 
 
 def test_it_names_the_handoffs_team_by_its_slug():
-    from agentops.webhooks.services import webhook_handoff_event
+    from agentops.hooks import Event
+    from agentops.webhooks.services import webhook_event_on_record
     from tests.agentops.operators.helpers import make_handoff
 
     subscribe("https://hooks.example.com/a", ["handoff.created"])
     team = Team.objects.create(slug="billing", name="Billing")
     handoff = make_handoff(team=team)
-    webhook_handoff_event(type="handoff.created", handoff=handoff, key="0")
+    webhook_event_on_record(Event(kind="handoff.created", handoff=handoff))
     event = WebhookEvent.objects.get(type="handoff.created")
     assert event.payload["data"]["team"] == "billing"
 
@@ -301,9 +302,10 @@ def test_it_names_the_handoffs_team_by_its_slug():
 def test_it_tells_integrators_nothing_of_a_sandbox_session(alice):
     """A draft chat (or an experiment's session, or a fork) is nobody's conversation: no
     session, message or run event goes out for it; a real conversation's do."""
-    from agentops.agents.services import agent_version_create, draft_session_start
+    from agentops.agents.services import agent_version_create
     from agentops.models import Message, Role, Run, RunStatus
     from agentops.runtime.checkpoint import messages_append, status_broadcast
+    from agentops.runtime.drafts import draft_session_start
 
     subscribe("https://hooks.example.com/a", ALL)
     agent = AgentFactory()
