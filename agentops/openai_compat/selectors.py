@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from agentops.auth import has_role
 from agentops.conversation import HandoffBrief, handoff_serialise
 from agentops.models import Agent, AgentQuerySet, Handoff, Message, Role, Run
+from tracing.platform.types import RequestUser, RunId, SessionId
 
 
-def agents_usable(*, user: Any) -> AgentQuerySet:
+def agents_usable(*, user: RequestUser) -> AgentQuerySet:
     """The agents a key may talk to: all of them for operators and admins (who may post
     messages through the API), none for viewers."""
     if not has_role(user, "operator"):
@@ -18,13 +18,13 @@ def agents_usable(*, user: Any) -> AgentQuerySet:
     return Agent.objects.order_by("slug")
 
 
-def agents_listed(*, user: Any) -> list[Agent]:
+def agents_listed(*, user: RequestUser) -> list[Agent]:
     """The models (MCP tools) a key is shown: its usable agents that answer outside their
     draft chat (AgentQuerySet.live); naming another is refused when it is used."""
     return list(agents_usable(user=user).live())
 
 
-def agent_by_model(*, user: Any, model: str) -> Agent | None:
+def agent_by_model(*, user: RequestUser, model: str) -> Agent | None:
     """The agent a request's `model` names: its slug, else its exact (unique) name."""
     agents = agents_usable(user=user)
     agent = agents.filter(slug=model).first()
@@ -38,7 +38,7 @@ def agent_by_model(*, user: Any, model: str) -> Agent | None:
 class RunOutcome:
     """What a finished (or still running) run gives back to an OpenAI client."""
 
-    run_id: Any
+    run_id: RunId | None
     status: str
     error_class: str = ""
     error_message: str = ""
@@ -58,7 +58,7 @@ def handoff_info(handoff: Handoff | None) -> HandoffBrief | None:
     return handoff_serialise(handoff) if handoff is not None else None
 
 
-def session_handoff(*, session_id: Any) -> HandoffBrief | None:
+def session_handoff(*, session_id: SessionId) -> HandoffBrief | None:
     """The session's latest handoff, if any."""
     handoff = (
         Handoff.objects.select_related("claimed_by", "team")
@@ -69,7 +69,7 @@ def session_handoff(*, session_id: Any) -> HandoffBrief | None:
     return handoff_info(handoff)
 
 
-def run_outcome(*, run_id: Any) -> RunOutcome:
+def run_outcome(*, run_id: RunId) -> RunOutcome:
     run = Run.objects.get(pk=run_id)
     outcome = RunOutcome(
         run_id=run.pk,
