@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 
 from agentops.experiments.models import Check, CheckKind
 from agentops.models import ModelEndpoint
-from agentops.runtime.model_client import model_call
-from agentops.runtime.retry import RetryPolicy, retry_call
+from agentops.runtime.model_client import model_call_guarded
+from agentops.runtime.retry import MODEL_RETRY
 from tools.schemas import Unresolvable, schema_refusal, schema_validator
 from tracing.emit import Tracer
 from tracing.platform.failures import Failure
@@ -31,7 +31,6 @@ JUDGE_FORMAT = (
     'number from 0 to 1, "reason": "one sentence"}.'
 )
 DEFAULT_RUBRIC = "The answer gives the same information as the reference answer."
-JUDGE_RETRY = RetryPolicy(max_attempts=3, base=0.5, cap=4.0)
 MAX_JUDGE_TEXT = 8000
 # A pattern is the user's and an answer the model's: a pattern that backtracks for ever on
 # one answer scores an error, and, with the GIL released, the worker's other runs go on.
@@ -257,22 +256,16 @@ def judge_score(*, check: Check, output: str, item_input: str, reference: str) -
     messages = judge_messages(
         rubric=check.rubric, output=output, item_input=item_input, reference=reference
     )
-
-    def attempt(number: int) -> str:
-        reply = model_call(
+    try:
+        text = model_call_guarded(
             tracer=tracer,
-            endpoint=endpoint,
-            model=model,
+            candidates=[(endpoint, model)],
+            policy=MODEL_RETRY,
             messages=messages,
             tools=[],
             temperature=0,
             purpose="judge",
-            attempt=number,
-        )
-        return reply.content
-
-    try:
-        text = retry_call(attempt, policy=JUDGE_RETRY, tracer=tracer, what="judge")
+        ).reply.content
     except Failure as failure:
         return CheckScore(
             None,

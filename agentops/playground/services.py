@@ -1,6 +1,6 @@
-"""Playground runs: a recorded model call sent again, as edited, through the runtime's client,
-circuit breaker and retry owner. Nothing here writes to a session: tool calls the model
-proposes are recorded and shown, never executed."""
+"""Playground runs: a recorded model call sent again, as edited, through the runtime's one
+guarded model call (client, circuit breaker, retries). Nothing here writes to a session:
+tool calls the model proposes are recorded and shown, never executed."""
 
 from __future__ import annotations
 
@@ -12,17 +12,14 @@ from django.db import transaction
 
 from agentops.models import ModelEndpoint, PlaygroundRun
 from agentops.runtime.breaker import BreakerOpen
-from agentops.runtime.model_client import ModelReply, model_call
-from agentops.runtime.retry import RetryPolicy, retry_call
+from agentops.runtime.model_client import model_call_guarded
+from agentops.runtime.retry import MODEL_RETRY
 from agentops.services import audit_record
 from tracing.emit import Tracer
 from tracing.platform.failures import Failure
 
 if TYPE_CHECKING:
     from agentops.auth import Actor
-
-# Waits over retry.INLINE_WAIT_MAX are not slept: the failure is shown instead.
-PLAYGROUND_RETRY = RetryPolicy(max_attempts=3, base=0.5, cap=3.0)
 
 
 def playground_run(
@@ -54,28 +51,22 @@ def playground_run(
     tracer = Tracer(run.id, secrets_to_redact=[endpoint.api_key], sandbox=True)
     started = 0.0
 
-    def attempt_once(attempt: int) -> ModelReply:
+    def attempt_started(endpoint: ModelEndpoint, attempt: int) -> None:
         nonlocal started
         run.attempts = attempt
         started = time.perf_counter()
-        return model_call(
+
+    try:
+        reply = model_call_guarded(
             tracer=tracer,
-            endpoint=endpoint,
-            model=model,
+            candidates=[(endpoint, model)],
+            policy=MODEL_RETRY,
             messages=messages,
             tools=tools,
             temperature=temperature,
             purpose="playground",
-            attempt=attempt,
-        )
-
-    try:
-        reply = retry_call(
-            attempt_once,
-            policy=PLAYGROUND_RETRY,
-            tracer=tracer,
-            what=f"model {model}",
-        )
+            before_attempt=attempt_started,
+        ).reply
     except Failure as failure:
         run.error_class = failure.failure_class.value
         run.error_message = tracer.redact(str(failure) or type(failure).__name__)

@@ -8,8 +8,9 @@ while others succeed exhausts its own retries and fails (or hands off) that run 
 Every call's outcome is a `BreakerCall` row; transitions are conditional UPDATEs (many
 workers may race, one wins each) recorded as `BreakerTransition` rows.
 
-An open breaker is never retried: `BreakerOpen` is not transient, so `retry_call` raises it
-at once wherever it comes from, and `model_call` is the one place that asks the breaker.
+An open breaker is never retried: `model_client.model_call_guarded`, the one way to call a
+model, asks the breaker before every attempt and moves on to the next candidate at once when
+it says no (`BreakerOpen` is not transient either, so no `retry_call` would retry it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class BreakerOpen(Failure):
 
     def __init__(self, endpoint: ModelEndpoint) -> None:
         super().__init__(FailureClass.SERVER_ERROR, f"circuit breaker open for {endpoint.name}")
+        self.reopens_in = breaker_reopens_in(endpoint=endpoint)
 
     @property
     def transient(self) -> bool:

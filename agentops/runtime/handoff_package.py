@@ -21,10 +21,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
-from agentops.agent_config import agent_config_for
+from agentops.agent_config import AgentConfig, agent_config_for
 from agentops.models import Handoff, Message, Run
 from agentops.runtime.context import to_openai
-from agentops.runtime.model_client import model_call
+from agentops.runtime.model_client import model_call_guarded
+from agentops.runtime.retry import RetryPolicy
 from tracing.emit import Tracer
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.failures import Failure, FailureClass
@@ -122,12 +123,11 @@ def handoff_package_write(*, handoff_id: int) -> Handoff:
     session = handoff.session
     version = run.agent_version if run else session.agent_version or agent.published_version
     config = agent_config_for(agent=agent, version=version)
-    candidates = config.candidates
     tracer = Tracer(
         run.pk if run else handoff.session_id,
         session_id=handoff.session_id,
         agent=agent.slug,
-        secrets_to_redact=[endpoint.api_key for endpoint, _ in candidates],
+        secrets_to_redact=[endpoint.api_key for endpoint, _ in config.candidates],
     )
     rows = Message.objects.filter(session_id=handoff.session_id).order_by("-seq")[:30]
     conversation = [to_openai(m) for m in reversed(rows) if m.content]
@@ -141,7 +141,11 @@ def handoff_package_write(*, handoff_id: int) -> Handoff:
         ):
             try:
                 package[key] = _complete(
-                    tracer, candidates, prompt, transcript, deadline, config.temperature
+                    tracer=tracer,
+                    config=config,
+                    prompt=prompt,
+                    transcript=transcript,
+                    deadline=deadline,
                 )
             except Failure as failure:
                 package[key] = (
@@ -197,34 +201,27 @@ def _package_save(
 
 
 def _complete(
+    *,
     tracer: Tracer,
-    candidates: list[tuple[Any, str]],
+    config: AgentConfig,
     prompt: str,
     transcript: str,
     deadline: float,
-    temperature: float | None,
 ) -> str:
-    """One attempt per endpoint, in the agent's order, while time is left."""
-    messages = [
-        {"role": "system", "content": prompt},
-        {"role": "user", "content": transcript or "(empty)"},
-    ]
-    last: Failure = Failure(FailureClass.TIMEOUT, "no time left for the context package")
-    for endpoint, model in candidates:
-        if time.monotonic() >= deadline:
-            break
-        try:
-            reply = model_call(
-                tracer=tracer,
-                endpoint=endpoint,
-                model=model,
-                messages=messages,
-                tools=[],
-                temperature=temperature,
-                purpose="handoff",
-            )
-        except Failure as failure:
-            last = failure
-            continue
-        return reply.content.strip()
-    raise last
+    """The agent's models, in its order, through the one guarded call, while time is left."""
+    guarded = model_call_guarded(
+        tracer=tracer,
+        candidates=config.candidates,
+        policy=RetryPolicy(
+            config.retry_max_attempts, config.retry_base_seconds, config.retry_cap_seconds
+        ),
+        messages=[
+            {"role": "system", "content": prompt},
+            {"role": "user", "content": transcript or "(empty)"},
+        ],
+        tools=[],
+        temperature=config.temperature,
+        purpose="handoff",
+        deadline=deadline,
+    )
+    return guarded.reply.content.strip()

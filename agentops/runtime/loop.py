@@ -37,7 +37,6 @@ from agentops.models import (
     RunStatus,
     ToolCall,
 )
-from agentops.runtime import breaker
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
@@ -57,8 +56,13 @@ from agentops.runtime.context import (
     transcript_load,
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
-from agentops.runtime.model_client import ModelReply, model_call, tool_specs
-from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
+from agentops.runtime.model_client import (
+    ModelReply,
+    RetryNotice,
+    model_call_guarded,
+    tool_specs,
+)
+from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy
 from agentops.runtime.services import handoff_open
 from agentops.runtime.tooling import ToolRunner
 from agentops.selectors import team_get
@@ -505,18 +509,18 @@ class RunDriver:
     def call_model(
         self, messages: list[dict[str, Any]], specs: list[dict[str, Any]], *, purpose: str = "chat"
     ) -> ModelReply:
-        """Model calls through the retry owner (runtime/retry.py), one endpoint after the
-        other: breaker, backoff and Retry-After, one auth refresh, one compaction, fallbacks."""
+        """The run's model call through the one guarded call (model_client.model_call_guarded),
+        with the run's own hooks: one auth refresh, one compaction, retries and fallbacks
+        counted on the run, a long backoff or every breaker open waited out off the worker."""
         saved = (self.run.state or {}).get("model_retry") or {}
-        index = saved.get("candidate", 0) if purpose == "chat" else 0
-        attempt = saved.get("attempt", 0) if purpose == "chat" else 0
+        resume = (0, 0)
+        if purpose == "chat":
+            resume = (saved.get("candidate", 0), saved.get("attempt", 0))
         refreshed = compacted = False
-        last_failure: Failure | None = None
-        waits: list[float] = []
 
-        def recover(failure: Failure) -> bool:
+        def recover(failure: Failure, endpoint: ModelEndpoint) -> bool:
             """Try again at once, without backoff: a rotated key, a context that got too long."""
-            nonlocal refreshed, compacted, messages
+            nonlocal refreshed, compacted
             if failure.failure_class == FailureClass.AUTH and not refreshed:
                 refreshed = True
                 endpoint.refresh_from_db()
@@ -528,106 +532,62 @@ class RunDriver:
                 and purpose == "chat"
             ):
                 compacted = True
-                messages = self.compact(messages)
+                messages[:] = self.compact(messages)
                 return True
             return False
 
-        def before_wait(failure: Failure, attempt: int, delay: float) -> None:
+        def before_wait(notice: RetryNotice) -> None:
             self.run.retries += 1
             fenced_update(run_id=self.run.pk, epoch=self.epoch, retries=self.run.retries)
-            if delay > INLINE_WAIT_MAX and purpose == "chat":
-                self.run.state = {"model_retry": {"candidate": index, "attempt": attempt}}
+            if notice.delay > INLINE_WAIT_MAX and purpose == "chat":
+                self.run.state = {
+                    "model_retry": {"candidate": notice.candidate, "attempt": notice.attempt}
+                }
                 raise WaitRequired(
-                    delay, f"backoff after {failure.failure_class.value} (attempt {attempt})"
-                ) from failure
+                    notice.delay,
+                    f"backoff after {notice.failure.failure_class.value} "
+                    f"(attempt {notice.attempt})",
+                ) from notice.failure
 
-        while index < len(self.candidates):
-            endpoint, model = self.candidates[index]
+        try:
+            guarded = model_call_guarded(
+                tracer=self.tracer,
+                candidates=self.candidates,
+                policy=self.policy,
+                messages=messages,
+                tools=specs,
+                temperature=self.config.temperature,
+                purpose=purpose,
+                resume=resume,
+                recover=recover,
+                before_attempt=lambda endpoint, attempt: self.check_alive(),
+                breaker_refresh=self.breaker_stale,
+                before_wait=before_wait,
+                inline_max=None,  # a long backoff of a chat call waits in before_wait
+                on_text=self.stream_text if purpose == "chat" else None,
+                should_stop=self.beat.lost.is_set,
+            )
+        except BreakerOpen as every_breaker_open:
+            if every_breaker_open.reopens_in > 0 and purpose == "chat":
+                self.run.state = {"model_retry": {"candidate": 0, "attempt": 1}}
+                raise WaitRequired(
+                    every_breaker_open.reopens_in,
+                    "every model endpoint's circuit breaker is open",
+                ) from every_breaker_open
+            raise
+        if guarded.candidate:
+            self.run.fallbacks += 1
+            fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
+        return guarded.reply
 
-            def attempt_once(
-                attempt: int, endpoint: ModelEndpoint = endpoint, model: str = model
-            ) -> ModelReply:
-                return self.model_attempt(
-                    endpoint, model, attempt, messages, specs, purpose=purpose
-                )
-
-            try:
-                reply = retry_call(
-                    attempt_once,
-                    policy=self.policy,
-                    tracer=self.tracer,
-                    what=f"model {model}",
-                    attempts_made=attempt,
-                    recover=recover,
-                    before_wait=before_wait,
-                    inline_max=None,  # a long backoff of a chat call waits in before_wait
-                )
-            except BreakerOpen as failure:
-                last_failure = failure
-                waits.append(breaker.breaker_reopens_in(endpoint=endpoint))
-                index, attempt = self.fall_back(index, "breaker_open")
-                continue
-            except Failure as failure:
-                last_failure = failure
-                if failure.failure_class == FailureClass.BUG:
-                    raise
-                index, attempt = self.fall_back(index, failure.failure_class.value)
-                continue
-            if index:
-                self.run.fallbacks += 1
-                fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
-            return reply
-        assert last_failure is not None
-        if (
-            waits
-            and all(w > 0 for w in waits)
-            and purpose == "chat"
-            and attempt < self.policy.max_attempts
-        ):
-            self.run.state = {"model_retry": {"candidate": 0, "attempt": attempt + 1}}
-            raise WaitRequired(min(waits), "every model endpoint's circuit breaker is open")
-        raise last_failure
-
-    def model_attempt(
-        self,
-        endpoint: ModelEndpoint,
-        model: str,
-        attempt: int,
-        messages: list[dict[str, Any]],
-        specs: list[dict[str, Any]],
-        *,
-        purpose: str,
-    ) -> ModelReply:
-        """One call to one endpoint, unless its circuit breaker keeps calls out."""
-        self.check_alive()
+    def breaker_stale(self, endpoint: ModelEndpoint) -> bool:
+        """Read the endpoint's breaker again? Its state came with the run, and is read again
+        once older than BREAKER_READ_EVERY."""
         now = time.monotonic()
         stale = now - self.breakers_read_at.get(endpoint.pk, 0.0) > BREAKER_READ_EVERY
         if stale:
             self.breakers_read_at[endpoint.pk] = now
-        return model_call(
-            tracer=self.tracer,
-            endpoint=endpoint,
-            model=model,
-            messages=messages,
-            tools=specs,
-            temperature=self.config.temperature,
-            purpose=purpose,
-            attempt=attempt,
-            on_text=self.stream_text if purpose == "chat" else None,
-            should_stop=self.beat.lost.is_set,
-            breaker_refresh=stale,
-        )
-
-    def fall_back(self, index: int, reason: str) -> tuple[int, int]:
-        if index + 1 < len(self.candidates):
-            endpoint, model = self.candidates[index + 1]
-            self.tracer.event(
-                "fallback",
-                reason=reason,
-                to_endpoint=endpoint.name,
-                **{"gen_ai.request.model": model},
-            )
-        return index + 1, 0
+        return stale
 
     def stream_text(self, text: str) -> None:
         send_now(

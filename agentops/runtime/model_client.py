@@ -1,12 +1,20 @@
 """Model calls through the official `openai` client, streamed, with the client's own
-hidden retries turned off (max_retries=0): retries are ours, in runtime/retry.py."""
+hidden retries turned off (max_retries=0).
+
+`model_call_guarded` is the one way to call a model: the loop, the handoff package, the
+judge and the playground all go through it. It takes the candidates (endpoint, model) in
+order and, for each, asks its circuit breaker before every attempt (an open breaker is never
+retried: on to the next candidate at once), retries transient failures through
+runtime/retry.py (each wait a `retry.wait` span), and falls back to the next candidate under
+one rule (a `fallback` event with the reason). What is particular to a caller comes in as
+hooks."""
 
 from __future__ import annotations
 
 import functools
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +23,16 @@ from django.db import connection
 
 from agentops.models import ModelEndpoint
 from agentops.runtime import breaker
+from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.errors import classify_model_error
+from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy, retry_call
 from tracing import semconv
 from tracing.emit import Tracer
-from tracing.platform.failures import Failure
+from tracing.platform.failures import Failure, FailureClass
 
 _clients: dict[tuple[int, str, str, float], openai.OpenAI] = {}
+
+Candidate = tuple[ModelEndpoint, str]
 
 
 @functools.cache
@@ -94,6 +106,183 @@ def model_call_attributes(
     }
 
 
+@dataclass(frozen=True)
+class GuardedReply:
+    """What `model_call_guarded` got: the reply, and which candidate gave it at which attempt."""
+
+    reply: ModelReply
+    candidate: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """A retry about to wait: told to the caller's `before_wait`, which may raise instead."""
+
+    failure: Failure
+    candidate: int
+    attempt: int
+    delay: float
+
+
+def model_call_guarded(
+    *,
+    tracer: Tracer,
+    candidates: Sequence[Candidate],
+    policy: RetryPolicy,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    temperature: float | None,
+    purpose: str,
+    resume: tuple[int, int] = (0, 0),
+    deadline: float | None = None,
+    recover: Callable[[Failure, ModelEndpoint], bool] | None = None,
+    before_attempt: Callable[[ModelEndpoint, int], None] | None = None,
+    breaker_refresh: Callable[[ModelEndpoint], bool] | None = None,
+    before_wait: Callable[[RetryNotice], None] | None = None,
+    inline_max: float | None = INLINE_WAIT_MAX,
+    on_text: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> GuardedReply:
+    """The one guarded model call: each candidate in turn, from `resume` (candidate index,
+    attempts already made there), each attempt admitted by the endpoint's breaker.
+
+    On one candidate: a transient failure is tried again while `policy` has attempts left,
+    after a `retry.wait`; `recover(failure, endpoint)` may fix the cause and ask for another
+    attempt at once (it may change `messages` in place); an open breaker is never retried.
+    `before_attempt(endpoint, attempt)` is told of each attempt and may raise to stop;
+    `breaker_refresh(endpoint)` says whether to read the breaker's state again (default:
+    always); `before_wait` is told of each retry and may raise to wait elsewhere; a wait over
+    `inline_max` is not slept, nor one that would end past `deadline` (time.monotonic()).
+
+    Any failure but a bug moves on to the next candidate, with a `fallback` event saying why,
+    while time is left. When none is left: the last failure that reached an endpoint is
+    raised, or, when every candidate's breaker kept it out, the BreakerOpen that reopens first.
+    """
+    first, attempts_made = resume
+    failures: list[Failure] = []
+    for index in range(first, len(candidates)):
+        endpoint, model = candidates[index]
+        if not _time_left(deadline):
+            break
+        if failures:
+            last = failures[-1]
+            tracer.event(
+                "fallback",
+                reason="breaker_open"
+                if isinstance(last, BreakerOpen)
+                else last.failure_class.value,
+                to_endpoint=endpoint.name,
+                **{"gen_ai.request.model": model},
+            )
+        try:
+            reply, attempt = _candidate_call(
+                tracer=tracer,
+                index=index,
+                endpoint=endpoint,
+                model=model,
+                policy=policy,
+                attempts_made=attempts_made if index == first else 0,
+                messages=messages,
+                tools=tools,
+                temperature=temperature,
+                purpose=purpose,
+                deadline=deadline,
+                recover=recover,
+                before_attempt=before_attempt,
+                breaker_refresh=breaker_refresh,
+                before_wait=before_wait,
+                inline_max=inline_max,
+                on_text=on_text,
+                should_stop=should_stop,
+            )
+        except Failure as failure:
+            if failure.failure_class == FailureClass.BUG:
+                raise
+            failures.append(failure)
+            continue
+        return GuardedReply(reply=reply, candidate=index, attempt=attempt)
+    reached = [f for f in failures if not isinstance(f, BreakerOpen)]
+    if reached:
+        raise reached[-1]
+    kept_out = [f for f in failures if isinstance(f, BreakerOpen)]
+    if kept_out:
+        raise min(kept_out, key=lambda f: f.reopens_in)
+    raise Failure(FailureClass.TIMEOUT, f"no time left for the {purpose} model call")
+
+
+def _time_left(deadline: float | None, wait: float = 0.0) -> bool:
+    return deadline is None or time.monotonic() + wait < deadline
+
+
+def _candidate_call(
+    *,
+    tracer: Tracer,
+    index: int,
+    endpoint: ModelEndpoint,
+    model: str,
+    policy: RetryPolicy,
+    attempts_made: int,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    temperature: float | None,
+    purpose: str,
+    deadline: float | None,
+    recover: Callable[[Failure, ModelEndpoint], bool] | None,
+    before_attempt: Callable[[ModelEndpoint, int], None] | None,
+    breaker_refresh: Callable[[ModelEndpoint], bool] | None,
+    before_wait: Callable[[RetryNotice], None] | None,
+    inline_max: float | None,
+    on_text: Callable[[str], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[ModelReply, int]:
+    """One candidate's attempts, through the retry owner. An open breaker ends them at once."""
+
+    def attempt_once(attempt: int) -> tuple[ModelReply, int]:
+        if before_attempt is not None:
+            before_attempt(endpoint, attempt)
+        reply = model_call(
+            tracer=tracer,
+            endpoint=endpoint,
+            model=model,
+            messages=messages,
+            tools=tools,
+            temperature=temperature,
+            purpose=purpose,
+            attempt=attempt,
+            on_text=on_text,
+            should_stop=should_stop,
+            breaker_refresh=breaker_refresh(endpoint) if breaker_refresh is not None else True,
+        )
+        return reply, attempt
+
+    def retryable(failure: Failure) -> bool:
+        return failure.transient and not isinstance(failure, BreakerOpen)
+
+    def recover_here(failure: Failure) -> bool:
+        if recover is None or isinstance(failure, BreakerOpen):
+            return False
+        return recover(failure, endpoint)
+
+    def told(failure: Failure, attempt: int, delay: float) -> None:
+        if not _time_left(deadline, delay):
+            raise failure
+        if before_wait is not None:
+            before_wait(RetryNotice(failure=failure, candidate=index, attempt=attempt, delay=delay))
+
+    return retry_call(
+        attempt_once,
+        policy=policy,
+        tracer=tracer,
+        what=f"model {model}",
+        attempts_made=attempts_made,
+        retryable=retryable,
+        recover=recover_here,
+        before_wait=told,
+        inline_max=inline_max,
+    )
+
+
 def model_call(
     *,
     tracer: Tracer,
@@ -110,7 +299,8 @@ def model_call(
 ) -> ModelReply:
     """One model call in a `model.call` span, unless the endpoint's circuit breaker keeps
     it out (BreakerOpen, never retried), and counted on that breaker. `breaker_refresh=False`
-    trusts the breaker state the caller loaded a moment ago."""
+    trusts the breaker state the caller loaded a moment ago. Callers outside this module
+    use `model_call_guarded`."""
     breaker.breaker_admit(endpoint=endpoint, tracer=tracer, refresh=breaker_refresh)
     try:
         with tracer.span(

@@ -1,10 +1,10 @@
 """The one retry owner: exponential backoff with full jitter, honouring Retry-After.
 
-Model calls (runtime/loop.py) and tool calls (runtime/tooling.py) both retry through
-`retry_call`, and every wait is a `retry.wait` span, so each attempt shows up in the
-trace. A wait longer than INLINE_WAIT_MAX does not sleep on the worker: the caller's
-`before_wait` raises WaitRequired and the run is woken later by the scheduler, or the
-failure is raised.
+Model calls (runtime/model_client.py's `model_call_guarded`, for every caller) and tool
+calls (runtime/tooling.py) both retry through `retry_call`, and every wait is a
+`retry.wait` span, so each attempt shows up in the trace. A wait longer than
+INLINE_WAIT_MAX does not sleep on the worker: the caller's `before_wait` raises
+WaitRequired and the run is woken later by the scheduler, or the failure is raised.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1` (attempt counts from 1)."""
         backoff = random.uniform(0, min(self.cap, self.base * (2 ** (attempt - 1))))
         return max(backoff, retry_after) if retry_after is not None else backoff
+
+
+# Model calls made for no agent (a judge's verdict, a playground run); an agent's calls use
+# its own policy. Waits over INLINE_WAIT_MAX are not slept: the failure is shown instead.
+MODEL_RETRY = RetryPolicy(max_attempts=3, base=0.5, cap=3.0)
 
 
 def is_transient(failure: Failure) -> bool:
