@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import django_rq
 import pytest
 from django.db import connection
+from django.test import Client
 
-from agentops.testing.processes import DevModel, Proc, child_env, free_port, start_web, start_worker
+from agentops.testing.processes import (
+    FORKING_WORKER,
+    DevModel,
+    Proc,
+    child_env,
+    free_port,
+    start_web,
+    start_worker,
+)
 from tests.factories import AgentFactory, EndpointFactory, UserFactory
+from tests.kit import api_key
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,6 +69,12 @@ def charlie(db):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def bob_key(bob: Any) -> str:
+    """An API key of bob, the operator."""
+    return api_key(bob)
+
+
+@pytest.fixture
 def admin_client(client, alice):  # type: ignore[no-untyped-def]
     """The Django admin signed in as a superuser: every model permission, so only the admin
     classes limit what it may do."""
@@ -88,19 +105,95 @@ def dev_agent(db, devmodel, model_name):  # type: ignore[no-untyped-def]
     return AgentFactory(endpoint=endpoint)
 
 
-@pytest.fixture(scope="module")
-def worker(django_db_setup) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
-    """One RQ worker process for the test module, on the test database (tests must be
-    transactional). Per module, not per session: a test that starts workers of its own (to
-    kill them, say) must not find another one taking its runs."""
-    proc = start_worker(child_env())
-    yield proc
-    proc.stop()
+def worker_fixture(
+    *,
+    name: str = "worker",
+    worker_class: str = FORKING_WORKER,
+    queues: tuple[str, ...] = ("maintenance", "runs"),
+    **env: str,
+) -> Any:
+    """A module-scoped fixture running one RQ worker process on the test database, started
+    when a test of the module first asks for it and stopped when the module ends. `env` is
+    added to the worker's environment (settings of its own, say). Assign it in a test module,
+    under the name its tests ask for: `worker = worker_fixture(BREAKER_MIN_CALLS="2")`."""
+
+    @pytest.fixture(scope="module")
+    def fixture(django_db_setup: None) -> Iterator[Proc]:
+        proc = start_worker(child_env(**env), name=name, worker_class=worker_class, queues=queues)
+        yield proc
+        proc.stop()
+
+    return fixture
+
+
+# One RQ worker process for the test module, on the test database (tests must be
+# transactional). Per module, not per session: a test that starts workers of its own (to kill
+# them, say) must not find another one taking its runs.
+worker = worker_fixture()
+
+
+class Workers:
+    """Worker processes a test starts itself (to kill them, say); the fixture stops whatever is
+    left of them after the test."""
+
+    def __init__(self) -> None:
+        self.started: list[Proc] = []
+
+    def start(
+        self,
+        *,
+        name: str = "worker",
+        worker_class: str = FORKING_WORKER,
+        queues: tuple[str, ...] = ("maintenance", "runs"),
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        proc = start_worker(
+            env if env is not None else child_env(),
+            name=name,
+            worker_class=worker_class,
+            queues=queues,
+        )
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop()
 
 
 @pytest.fixture
-def web(transactional_db) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def workers(transactional_db: None) -> Iterator[Workers]:
+    started = Workers()
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture(scope="module")
+def web_server(django_db_setup: None) -> Iterator[str]:
+    """The ASGI server (uvicorn) on the test database, once per module: starting one costs
+    seconds, and it keeps nothing between tests that the database flush does not clear."""
     port = free_port()
     proc = start_web(child_env(), port)
     yield f"127.0.0.1:{port}"
     proc.stop()
+
+
+@pytest.fixture
+def web(transactional_db: None, web_server: str) -> str:
+    """The address (host:port) of the module's ASGI server; the test is transactional, so the
+    server sees its rows."""
+    return web_server
+
+
+@pytest.fixture
+def client_as(db: None) -> Callable[[Any], Client]:
+    """`client_as("operator")`: a Django test client signed in as a new user of that role
+    (admin, operator, viewer); `client_as(user)`: signed in as that user."""
+
+    def signed_in(who: Any) -> Client:
+        user = UserFactory(role=who) if isinstance(who, str) else who
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return signed_in

@@ -11,17 +11,9 @@ from agentops.models import Message, Run, RunStatus, Session, ToolCall, ToolCall
 from tests.agentops.operators.helpers import make_handoff
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import SessionFactory, UserFactory
+from tests.kit import bearer as auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def bob_key(bob):
-    return api_key_create(user=bob, name="tests")[1]
-
-
-def auth(key):
-    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
 
 
 def test_it_refuses_requests_without_credentials(client):

@@ -11,11 +11,6 @@ from tests.agentops.runtime.helpers import recorded_run
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def bob_key(bob):  # type: ignore[no-untyped-def]
-    return api_key_create(user=bob, name="tests")[1]
-
-
 def post_fork(client, key, run_id, body):  # type: ignore[no-untyped-def]
     return client.post(
         f"/api/runs/{run_id}/fork",

@@ -9,7 +9,6 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from agentops.auth import api_key_create
 from agentops.models import (
     Handoff,
     HandoffStatus,
@@ -22,13 +21,10 @@ from agentops.models import (
 from tests.agentops.operators.helpers import make_handoff
 from tests.agentops.runtime.helpers import wait_for_package, wait_for_run
 from tests.factories import SessionFactory, UserFactory
+from tests.kit import bearer
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def key_of(user) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=user, name='t')[1]}"}
 
 
 def post(client: Client, path: str, headers: dict[str, str], body: dict | None = None):
@@ -38,7 +34,7 @@ def post(client: Client, path: str, headers: dict[str, str], body: dict | None =
 def test_it_takes_over_through_the_api_alone(client, bob, dev_agent, worker):
     dev_agent.tools.add(*python_tools_sync())
     integrator = UserFactory(username="integrator", role="operator")
-    backend, operator = key_of(integrator), key_of(bob)
+    backend, operator = bearer(integrator), bearer(bob)
 
     created = post(client, "/api/sessions", backend, {"agent": dev_agent.slug, "user": "erin"})
     session = created.json()["id"]
@@ -97,7 +93,7 @@ def test_it_takes_over_through_the_api_alone(client, bob, dev_agent, worker):
 
 def test_it_applies_the_pages_role_rules(client, alice, bob, charlie):
     handoff = make_handoff()
-    viewer, operator, admin = key_of(charlie), key_of(bob), key_of(alice)
+    viewer, operator, admin = bearer(charlie), bearer(bob), bearer(alice)
     dave = UserFactory(username="dave", role="operator")
     for action in ("claim", "reply", "hand-back", "close", "reassign"):
         body = {"content": "x", "operator": "bob"}
@@ -106,7 +102,7 @@ def test_it_applies_the_pages_role_rules(client, alice, bob, charlie):
         assert "role" in refused.json()["error"]
     assert post(client, "/api/handoffs/999999/claim", operator).status_code == 404
 
-    assert post(client, f"/api/handoffs/{handoff.pk}/claim", key_of(dave)).status_code == 200
+    assert post(client, f"/api/handoffs/{handoff.pk}/claim", bearer(dave)).status_code == 200
     taken = post(client, f"/api/handoffs/{handoff.pk}/reply", operator, {"content": "hi"})
     assert taken.status_code == 409 and "claimed by dave" in taken.json()["error"]
     assert post(client, f"/api/handoffs/{handoff.pk}/close", operator).status_code == 409
@@ -128,7 +124,7 @@ def test_it_applies_the_pages_role_rules(client, alice, bob, charlie):
 
 def test_it_lets_one_of_many_racing_api_clients_claim(db):
     handoff = make_handoff()
-    keys = [key_of(UserFactory(username=f"op{i}", role="operator")) for i in range(6)]
+    keys = [bearer(UserFactory(username=f"op{i}", role="operator")) for i in range(6)]
     barrier = threading.Barrier(len(keys))
     answers: list = []
 
@@ -165,7 +161,7 @@ def test_it_lists_the_tool_calls_awaiting_approval(client, bob, charlie):
     ToolCall.objects.create(
         run=run, step=0, call_id="c0", tool_name="echo", status=ToolCallStatus.SUCCEEDED
     )
-    viewer = key_of(charlie)
+    viewer = bearer(charlie)
     (listed,) = client.get("/api/tool-calls?status=awaiting_approval", **viewer).json()[
         "tool_calls"
     ]
@@ -175,7 +171,7 @@ def test_it_lists_the_tool_calls_awaiting_approval(client, bob, charlie):
     detail = client.get(f"/api/runs/{run.pk}", **viewer).json()
     assert [c["id"] for c in detail["pending_approvals"]] == [call.pk]
 
-    decided = post(client, f"/api/tool-calls/{call.pk}/decision", key_of(bob), {"approve": True})
+    decided = post(client, f"/api/tool-calls/{call.pk}/decision", bearer(bob), {"approve": True})
     assert decided.status_code == 200
     assert client.get("/api/tool-calls", **viewer).json()["tool_calls"] == []
     assert client.get(f"/api/runs/{run.pk}", **viewer).json()["pending_approvals"] == []

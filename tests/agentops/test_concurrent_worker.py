@@ -38,6 +38,7 @@ from tests.agentops.runtime.helpers import (
     wait_for_run,
     wait_for_side_effects,
 )
+from tests.kit import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,13 +122,13 @@ def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
     postgres_end_backends()  # the pool's connections are gone
     with postgres_full():
         job = _enqueue(run)
-        deadline = time.monotonic() + 40
-        while (
-            concurrent_worker.alive()
-            and job.get_status(refresh=True) != JobStatus.FAILED
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)  # the worker took the job and could not get a connection
+        # The worker took the job and could not get a connection (or died: asserted below).
+        until(
+            lambda: (
+                not concurrent_worker.alive() or job.get_status(refresh=True) == JobStatus.FAILED
+            ),
+            seconds=40,
+        )
         assert job.get_status() == JobStatus.FAILED
     assert concurrent_worker.alive(), concurrent_worker.output()[-2000:]
     scheduler = start_scheduler(child_env(RUN_LOST_JOB_SECONDS="2"))
@@ -143,7 +144,7 @@ def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, tooled_ag
     (run,) = _post(tooled_agent, 1, 'call slow_lookup {"label": "c", "seconds": 3}')
     wait_for_side_effects(1)  # the run's thread is inside the tool
     run_cancel(run=run)
-    time.sleep(5)  # the tool ends; its result must not be written
+    time.sleep(5)  # on purpose: the tool ends (after 3 s); its result must not be written
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
     assert not Message.objects.filter(session_id=run.session_id, role=Role.TOOL).exists()
@@ -164,7 +165,7 @@ def test_it_fails_a_run_that_goes_over_its_time_limit(tooled_agent, settings):
         # The stuck thread holds one slot, not the process: another run goes through.
         (quick,) = _post(tooled_agent, 1, "hello")
         assert wait_for_run(quick.pk).status == RunStatus.SUCCEEDED
-        time.sleep(15)  # the tool returns; its result must not be written
+        time.sleep(15)  # on purpose: the tool returns (at 25 s); its result must not be written
         slow.refresh_from_db()
         assert slow.status == RunStatus.FAILED
         assert not Message.objects.filter(session_id=slow.session_id, role=Role.TOOL).exists()
@@ -186,15 +187,14 @@ def test_it_resumes_all_twenty_runs_of_a_killed_worker_elsewhere(
     )
     ids = [run.pk for run in runs]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            in_flight = Run.objects.filter(
-                pk__in=ids, status=RunStatus.RUNNING, worker__endswith=f":{victim.pid}", step__gt=0
-            ).count()
-            if in_flight == 20:
-                break
-            time.sleep(0.05)
-        assert in_flight == 20, f"only {in_flight} of 20 runs were in flight"
+        in_flight = Run.objects.filter(
+            pk__in=ids, status=RunStatus.RUNNING, worker__endswith=f":{victim.pid}", step__gt=0
+        )
+        until(
+            lambda: in_flight.count() == 20,
+            seconds=60,
+            message=lambda: f"only {in_flight.count()} of 20 runs were in flight",
+        )
         os.kill(victim.pid, signal.SIGKILL)
         victim.popen.wait(10)
     finally:

@@ -28,11 +28,6 @@ def headers(key: str, idempotency_key: str | None = None) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def bob_key(bob):
-    return api_key_create(user=bob, name="t")[1]
-
-
 def post(path: str, body: dict, **extra):
     return Client().post(path, body, content_type="application/json", **extra)
 

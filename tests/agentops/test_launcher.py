@@ -8,24 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Callable
 
 import psutil
 import pytest
 
 from agentops import embedded
 from agentops.testing.processes import PROJECT_DIR, free_port, python_run
+from tests.kit import T, until
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
+def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    return until(predicate, seconds=timeout, every=0.2, message=what)
 
 
 def child_pids(launcher: subprocess.Popen, marker: str) -> set[int]:

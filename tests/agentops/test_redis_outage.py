@@ -35,6 +35,7 @@ from tests.agentops.runtime.helpers import (
     wait_for_side_effects,
     wait_for_success,
 )
+from tests.kit import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,9 +43,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def kill_redis() -> None:
     pid = int((embedded.redis_dir() / "redis.pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while embedded.redis_answers(embedded.redis_socket()) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    until(lambda: not embedded.redis_answers(embedded.redis_socket()), seconds=10)
 
 
 def post_message(base: str, key: str, session_id: str, content: str) -> tuple[int, dict]:
@@ -84,7 +83,7 @@ def test_it_finishes_every_run_when_redis_is_killed_and_restarted(tooled_agent, 
         status, body = post_message(f"http://127.0.0.1:{port}", key, str(waiting.pk), "hello")
         assert status == 202, body  # accepted while Redis is away; enqueued when it is back
         run_ids.append(body["run"])
-        time.sleep(2)
+        time.sleep(2)  # on purpose: the outage lasts, and the processes live through it
         embedded.start_redis()
         wait_for_success(run_ids)
         assert [proc.name for proc in procs if not proc.alive()] == []
@@ -103,22 +102,24 @@ def test_it_reports_only_processes_with_a_recent_heartbeat():
     env = child_env()
     scheduler, worker = start_scheduler(env), start_worker(env, name="health")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            workers = [n for n in live_worker_names(redis=redis) if n.startswith("health-")]
-            if workers and live_scheduler_names(redis=redis):
-                break
-            time.sleep(0.2)
+
+        def health_workers() -> list[str]:
+            return [n for n in live_worker_names(redis=redis) if n.startswith("health-")]
+
+        until(lambda: health_workers() and live_scheduler_names(redis=redis), seconds=60)
+        workers = health_workers()
         assert len(workers) == 1
         schedulers_before = set(live_scheduler_names(redis=redis))
         scheduler.kill_group()
         worker.kill_group()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            gone = workers[0] not in live_worker_names(redis=redis)
-            if gone and not schedulers_before & set(live_scheduler_names(redis=redis)):
-                break
-            time.sleep(0.5)
+        until(
+            lambda: (
+                workers[0] not in live_worker_names(redis=redis)
+                and not schedulers_before & set(live_scheduler_names(redis=redis))
+            ),
+            seconds=90,
+            every=0.2,
+        )
         assert workers[0] not in live_worker_names(redis=redis)
         assert not schedulers_before & set(live_scheduler_names(redis=redis))
         # RQ still lists the killed worker: only its heartbeat says it is gone.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from contextlib import suppress
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,6 +17,7 @@ from agentops.models import Message, Role
 from agentops.runtime.checkpoint import messages_append
 from tests.agentops.observe.conftest import receive_until, run_async, session_cookie
 from tests.factories import SessionFactory
+from tests.kit import until_async
 from tracing.platform.live import wait_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,10 +54,8 @@ def test_a_stream_whose_client_went_away_stops_quietly(alice):
             session_id=session.pk, messages=[Message(role=Role.USER, content="anyone?")]
         )
         await sync_to_async(wait_sent)()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not logged() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        with suppress(AssertionError):  # at most 10 s; the assertions after say what was logged
+            await until_async(logged, seconds=10)
         await stream.disconnect()
 
     console = next(h for h in logging.getLogger().handlers if h.get_name() == "console")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import django_rq
 import pytest
@@ -25,6 +24,7 @@ from tests.agentops.runtime.helpers import (
     wait_for_run,
     wait_for_side_effects,
 )
+from tests.kit import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,10 +65,11 @@ def test_it_drops_the_connection_of_a_killed_work_horse(worker, agent):
     run.refresh_from_db()
     horse = int(run.worker.rsplit(":", 1)[1])
     os.kill(horse, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while backend_alive(lent) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not backend_alive(lent), "the parent closed its copy of the killed horse's connection"
+    until(
+        lambda: not backend_alive(lent),
+        seconds=10,
+        message="the parent closed its copy of the killed horse's connection",
+    )
     assert backend_of_a_run(agent) != lent  # the next horse gets a fresh, working connection
 
 
@@ -81,13 +82,8 @@ def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(worker, a
         run = session_post_message(session=session, content="hello")
         run.refresh_from_db()
         job = Job.fetch(run.job_id, connection=queue.connection)
-        deadline = time.monotonic() + 30
-        while (
-            worker.alive()
-            and job.get_status(refresh=True) != JobStatus.FAILED
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)  # the worker took the job and could not connect
+        # The worker took the job and could not connect (or died, which the assert below shows).
+        until(lambda: not worker.alive() or job.get_status(refresh=True) == JobStatus.FAILED)
     assert worker.alive(), worker.output()[-2000:]
     scheduler = start_scheduler(child_env(RUN_LOST_JOB_SECONDS="2"))
     try:

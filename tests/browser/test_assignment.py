@@ -5,7 +5,6 @@ their caps; a first-response timer turns amber then red and the breach is counte
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import django_rq
@@ -14,12 +13,13 @@ from django.utils import timezone
 from playwright.sync_api import expect
 from rq.job import Job, JobStatus
 
-from agentops.models import AssignmentMode, Handoff, HandoffStatus, Team
+from agentops.models import AssignmentMode, Handoff, HandoffStatus, Run, Team
 from agentops.operators.services import handoff_claim, handoffs_sweep, operator_cap_set
 from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot
 from tests.factories import UserFactory
+from tests.kit import until
 from tracing.platform.live import wait_sent
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -49,16 +49,9 @@ def ten_ask_for_a_human(agent) -> list[str | None]:  # type: ignore[no-untyped-d
         session = session_create(agent=agent, external_user=f"customer-{i}")
         run = session_post_message(session=session, content="I want a human please")
         assert run is not None
-        for _ in range(600):
-            run.refresh_from_db()
-            if run.job_id:
-                break
-            time.sleep(0.05)
-        job = Job.fetch(run.job_id, connection=queue.connection)
-        for _ in range(600):
-            if job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED):
-                break
-            time.sleep(0.05)
+        job_id = until(lambda pk=run.pk: Run.objects.get(pk=pk).job_id)
+        job = Job.fetch(job_id, connection=queue.connection)
+        until(lambda j=job: j.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED))
         assert job.get_status() == JobStatus.FINISHED, f"run {i}: {job.get_status()}"
         handoff = Handoff.objects.select_related("claimed_by").get(session=session)
         given.append(handoff.claimed_by.username if handoff.claimed_by else None)

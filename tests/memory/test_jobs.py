@@ -1,11 +1,11 @@
 import io
-import time
 
 from django.core.management import call_command
 
 from memory.embedders import get_embedder
 from memory.models import Memory
 from memory.services import memory_create, memory_recall, memory_remember
+from tests.kit import until
 
 
 def test_it_embeds_a_memory_a_person_wrote_in_the_worker(transactional_db, worker, agent, bob):
@@ -13,12 +13,8 @@ def test_it_embeds_a_memory_a_person_wrote_in_the_worker(transactional_db, worke
         agent_id=agent.pk, user_key="ana", text="Ana's parcel goes to the back door.", actor=bob
     )  # commits, and queues the embedding job on "maintenance"
     assert memory.embedding is None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        memory.refresh_from_db()
-        if memory.embedder:
-            break
-        time.sleep(0.2)
+    until(lambda: Memory.objects.filter(pk=memory.pk).exclude(embedder="").exists(), seconds=60)
+    memory.refresh_from_db()
     assert memory.embedder == get_embedder().name, worker.output()[-2000:]
     got = memory_recall(agent_id=agent.pk, user_key="ana", query="where does the parcel go", k=3)
     assert [r.id for r in got] == [memory.pk]

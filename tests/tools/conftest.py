@@ -76,17 +76,16 @@ class McpProcess:
 
 def _wait_port(port: int, proc: McpProcess, seconds: float = 20) -> None:
     import socket
-    import time
 
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    from tests.kit import until
+
+    def listening() -> bool:
         if proc.popen.poll() is not None:
             raise RuntimeError("the MCP test server exited")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("the MCP test server did not start")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    until(listening, seconds=seconds, message="the MCP test server did not start")
 
 
 @pytest.fixture(scope="session")

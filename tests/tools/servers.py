@@ -156,7 +156,7 @@ def add_standard_routes(server: LoopbackServer) -> None:
 
     @server.route("/slow")
     def slow(h: Handler) -> None:
-        time.sleep(float(h.query.get("s", ["3"])[0]))
+        time.sleep(float(h.query.get("s", ["3"])[0]))  # on purpose: a slow upstream
         h.send_json(200, {"late": True})
 
     @server.route("/drip")
@@ -169,7 +169,7 @@ def add_standard_routes(server: LoopbackServer) -> None:
             for _ in range(100):
                 h.wfile.write(b"x")
                 h.wfile.flush()
-                time.sleep(0.05)
+                time.sleep(0.05)  # on purpose: a body that trickles in
         except OSError:
             pass
 

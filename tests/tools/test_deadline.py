@@ -14,7 +14,7 @@ from tools.deadline import ToolTimeout, call_with_deadline
 
 def nap(seconds: float, log: list[str]) -> str:
     try:
-        time.sleep(seconds)
+        time.sleep(seconds)  # on purpose: the slow call a deadline cuts short
         return "rested"
     finally:
         log.append("finally ran")

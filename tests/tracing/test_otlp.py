@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.kit import until
 from tests.tracing.helpers import Receiver
 from tracing import otlp
 from tracing.emit import Tracer
@@ -108,13 +109,12 @@ def exported_span_ids(collector: Receiver) -> set[str]:
 
 
 def wait_for_export(collector: Receiver, expected: set[str], seconds: float = 20) -> set[str]:
-    """The span ids the collector has received once it has all of `expected` or time is up."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not expected <= (got := exported_span_ids(collector)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return got
+    """The span ids the collector has received, once it has all of `expected`."""
+    return until(
+        lambda: expected <= (got := exported_span_ids(collector)) and got,
+        seconds=seconds,
+        message=lambda: f"exported {exported_span_ids(collector)}, wanted {expected}",
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -115,18 +115,15 @@ def test_it_shows_a_model_call_in_progress_and_streams_its_tokens(
 ):
     """The page opens while the run's first model call streams: nothing of the run is stored
     yet, the call is only in the worker's memory."""
-    import time
-
     from agentops.runtime.services import session_create, session_post_message
+    from tests.kit import until
     from tracing.models import Span
 
     words = [f"word{i:02d}" for i in range(40)]
     devmodel.script(model_name, faults=[{"stream_delay": 0.25}])
     session = session_create(agent=dev_agent, external_user="erin")
     run = session_post_message(session=session, content=" ".join(words))
-    deadline = time.monotonic() + 30
-    while not devmodel.requests(model_name) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the model call has started
+    until(lambda: devmodel.requests(model_name))  # the model call has started
     page = login(browser, base_url, "charlie", path=f"/runs/{run.pk}/")
     problems = watch_console(page)
 

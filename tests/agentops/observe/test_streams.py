@@ -21,8 +21,9 @@ from tests.agentops.observe.conftest import (
     span_seqs,
 )
 from tests.factories import UserFactory
-from tracing.consumers import coalesce
+from tests.kit import until, until_async
 from tracing.emit import Tracer
+from tracing.platform.hub import coalesce
 from tracing.platform.live import (
     OPS_GROUP,
     broadcast,
@@ -122,7 +123,7 @@ def test_it_joins_mid_run_with_nothing_missing_or_duplicated(run, charlie):
             started.set()
             if connected.is_set():
                 after_connect += 1
-            time.sleep(0.002)
+            time.sleep(0.002)  # on purpose: a steady writer, not a tight loop
         wait_sent()
         connections.close_all()
 
@@ -203,13 +204,6 @@ def test_it_coalesces_span_batches_and_drops_finished_span_starts():
     ]
 
 
-async def until_async(predicate, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {seconds} s"
-        await asyncio.sleep(0.01)
-
-
 class SlowBrowserRunConsumer(RunConsumer):
     """A browser that takes nothing until `gate` opens (sends wait on it). `listening` is set
     once the consumer joined its group, with the consumer as `current`."""
@@ -267,16 +261,6 @@ def test_it_bounds_what_waits_for_a_slow_browser_and_still_delivers_everything(r
         "the backlog was dropped and re-read from the database"
     )
     assert len(batches) < 30
-
-
-def until(predicate, seconds: float = 10.0):  # type: ignore[no-untyped-def]
-    """Poll `predicate` until it returns something true; that value, or the last one."""
-    deadline = time.monotonic() + seconds
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.02)
-        value = predicate()
-    return value
 
 
 def test_it_replays_spans_open_when_the_client_connects_with_their_text(run, charlie):

@@ -72,7 +72,7 @@ def test_it_never_gives_one_handoff_to_two_people_in_a_thousand_races():
         for i, handoff_id in enumerate(ids):
             barrier.wait(30)
             if i % 10 == 0:
-                # An assignment does more work before its conditional UPDATE than a claim, so
+                # On purpose: an assignment does more work before its conditional UPDATE than a claim, so
                 # on a loaded machine the claim can win every even start; a late claim every
                 # tenth race lets assignments win too, and the other nine stay even starts.
                 time.sleep(0.05)

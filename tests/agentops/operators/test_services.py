@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -28,6 +27,7 @@ from agentops.operators.services import (
 )
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory
+from tests.kit import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,10 +98,8 @@ def test_it_makes_the_second_connection_wait_for_the_first_and_lose(bob):
         with transaction.atomic():
             handoff_claim(handoff_id=handoff.pk, user=bob)
             claimed.set()
-            deadline = time.monotonic() + 10
-            while not waiting_on_a_lock():  # the second claim is blocked on our row lock
-                assert time.monotonic() < deadline, "the second claim never waited"
-                time.sleep(0.01)
+            # The second claim is blocked on our row lock.
+            until(waiting_on_a_lock, seconds=10, message="the second claim never waited")
         return "committed"
 
     def second():

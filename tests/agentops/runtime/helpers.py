@@ -1,26 +1,28 @@
 from __future__ import annotations
 
-import time
+from collections.abc import Collection
 
 from agentops.models import Agent, Run, RunStatus
 from agentops.testing.tools import side_effects_log
+from tests.kit import until
 from tools.services import python_tools_sync
 from tracing.models import Span
 
 DONE = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HANDED_OFF, RunStatus.CANCELLED}
 
 
-def wait_for_run(run_id, statuses=DONE, timeout: float = 60.0) -> Run:
-    deadline = time.monotonic() + timeout
-    run = Run.objects.get(pk=run_id)
-    while time.monotonic() < deadline:
+def wait_for_run(run_id: object, statuses: Collection[str] = DONE, timeout: float = 60.0) -> Run:
+    """The run once its status is one of `statuses` (by default: it has ended)."""
+
+    def ended() -> Run | None:
         run = Run.objects.get(pk=run_id)
-        if run.status in statuses:
-            return run
-        time.sleep(0.05)
-    raise AssertionError(
-        f"run {run_id} still {run.status} after {timeout} s ({run.error_class}: {run.error_message})"
-    )
+        return run if run.status in statuses else None
+
+    def still() -> str:
+        run = Run.objects.get(pk=run_id)
+        return f"run {run_id} still {run.status} ({run.error_class}: {run.error_message})"
+
+    return until(ended, seconds=timeout, message=still)
 
 
 def agent_with_python_tools(agent: Agent, **fields: object) -> Agent:
@@ -38,13 +40,12 @@ def side_effects_forget() -> None:
 
 def wait_for_side_effects(count: int = 1, timeout: float = 30.0) -> None:
     """Until the test tools have logged `count` executions (one: a tool has started)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = side_effects_log()
-        if log.exists() and len(log.read_text().splitlines()) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} tool executions after {timeout} s")
+    log = side_effects_log()
+    until(
+        lambda: log.exists() and len(log.read_text().splitlines()) >= count,
+        seconds=timeout,
+        message=f"fewer than {count} tool executions",
+    )
 
 
 def runs_post(agent: Agent, content: str, count: int) -> list:
@@ -77,13 +78,11 @@ def wait_for_package(handoff_id, timeout: float = 60.0):
     """The handoff once its context package (written after the handoff) is there."""
     from agentops.models import Handoff
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        handoff = Handoff.objects.get(pk=handoff_id)
-        if handoff.summary:
-            return handoff
-        time.sleep(0.05)
-    raise AssertionError(f"handoff {handoff_id} has no context package after {timeout} s")
+    return until(
+        lambda: Handoff.objects.filter(pk=handoff_id).exclude(summary="").first(),
+        seconds=timeout,
+        message=f"handoff {handoff_id} has no context package",
+    )
 
 
 def recorded_run(*, session=None, earlier_turn: bool = False, question: str = "call echo") -> Run:

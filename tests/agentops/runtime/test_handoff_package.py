@@ -1,6 +1,5 @@
 """A handoff reaches the queue at once; its context package is written after, by a job."""
 
-import time
 from datetime import timedelta
 
 import django_rq
@@ -18,6 +17,7 @@ from agentops.runtime.services import runs_reconcile, session_create, session_po
 from agentops.testing.processes import child_env, start_scheduler, start_worker
 from tests.agentops.runtime.helpers import spans, wait_for_package, wait_for_run
 from tests.agentops.test_redis_outage import kill_redis
+from tests.kit import until
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,12 +57,18 @@ def test_it_hands_off_at_once_and_writes_the_package_after(
 def test_it_leaves_a_note_when_the_model_cannot_write_the_package(
     worker, session, devmodel, model_name
 ):
-    devmodel.script(model_name, [{}, {"status": 500}, {"status": 500}])
+    # The answer, then a 500 for every attempt the agent's retry policy allows, for the summary
+    # and for the suggested reply: both go through the one guarded call, retried alike.
+    attempts = session.agent.retry_max_attempts
+    devmodel.script(model_name, [{}] + [{"status": 500}] * (2 * attempts))
     run = wait_for_run(session_post_message(session=session, content="a human please").pk)
     assert run.status == RunStatus.HANDED_OFF
     handoff = wait_for_package(Handoff.objects.get(run=run).pk)
     assert handoff.summary == "(No summary: the model failed with server_error.)"
     assert handoff.suggested_reply == ""
+    calls = [s for s in spans(run.pk, "model.call") if s.attributes["purpose"] == "handoff"]
+    assert [s.error_class for s in calls] == ["server_error"] * (2 * attempts)
+    assert len(spans(run.pk, "retry.wait")) == 2 * (attempts - 1)
 
 
 def test_it_writes_the_package_of_a_handoff_whose_job_redis_never_got(
@@ -131,9 +137,7 @@ def test_it_notes_a_package_whose_job_failed(worker, session):
     job = django_rq.get_queue("runs").enqueue(
         "agentops.jobs.handoff_package_job", "not an id", job_id=f"handoff-package-{handoff.pk}"
     )
-    deadline = time.monotonic() + 30
-    while job.get_status() != JobStatus.FAILED and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: job.get_status() == JobStatus.FAILED)
     assert reconcile_later()["packages"] == 0  # not run again: it would fail again
     handoff.refresh_from_db()
     assert handoff.summary == "(No summary: the job writing it failed.)"

@@ -18,6 +18,7 @@ from tests.agentops.runtime.helpers import (
     wait_for_side_effects,
 )
 from tests.factories import UserFactory
+from tests.kit import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,9 +104,7 @@ def test_it_hands_over_an_answer_written_while_the_takeover_was_asked(
     devmodel.script(model_name, latency=2.0)
     session = session_create(agent=dev_agent, external_user="erin")
     run = session_post_message(session=session, content="hello there")
-    deadline = time.monotonic() + 30
-    while not devmodel.requests(model_name) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: devmodel.requests(model_name))  # the model call has started
     assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
     assert session_take_over(session_id=session.pk, user=bob).run is not None
     run = wait_for_run(run.pk)
@@ -129,7 +128,7 @@ def test_it_gives_one_handoff_to_the_operator_when_the_agent_hands_off_at_the_sa
     for i in range(6):
         session = session_create(agent=tooled_agent, external_user=f"user{i}")
         run = session_post_message(session=session, content="I want a human please")
-        time.sleep(0.05 * i)  # take over at different points of the run
+        time.sleep(0.05 * i)  # on purpose: take over at different points of the run
         try:
             session_take_over(session_id=session.pk, user=bob)
         except HandoffConflict as exc:  # pragma: no cover - would fail the assertions below
@@ -137,12 +136,8 @@ def test_it_gives_one_handoff_to_the_operator_when_the_agent_hands_off_at_the_sa
         sessions.append((session, run))
     for session, run in sessions:
         wait_for_run(run.pk)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            handoffs = list(Handoff.objects.filter(session=session))
-            if handoffs and handoffs[0].status == HandoffStatus.CLAIMED:
-                break
-            time.sleep(0.05)
+        until(lambda s=session: Handoff.objects.filter(session=s, status=HandoffStatus.CLAIMED))
+        handoffs = list(Handoff.objects.filter(session=session))
         assert len(handoffs) == 1, handoffs
         assert handoffs[0].claimed_by == bob and handoffs[0].status == HandoffStatus.CLAIMED
         session.refresh_from_db()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 
 from agentops.testing.processes import Proc, child_env, start_worker
 from tests.agentops.runtime.conftest import _handoff_packages_written  # noqa: F401
+from tests.kit import until
 
 WEBHOOK_ENV = {"TOOL_EGRESS_ALLOWLIST": "127.0.0.1/32", "WEBHOOK_QUEUE": "tests"}
 
@@ -45,10 +45,11 @@ class Receiver:
         self.thread.start()
 
     def wait(self, count: int, timeout: float = 20.0) -> list[tuple[dict[str, str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.requests) >= count, f"{len(self.requests)} requests, wanted {count}"
+        until(
+            lambda: len(self.requests) >= count,
+            seconds=timeout,
+            message=lambda: f"{len(self.requests)} requests, wanted {count}",
+        )
         return self.requests
 
     def stop(self) -> None:

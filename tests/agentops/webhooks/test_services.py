@@ -5,7 +5,6 @@ RQ worker to a loopback HTTP server, over the real Postgres and Redis."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +28,7 @@ from agentops.webhooks.services import (
 )
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import AgentFactory
+from tests.kit import until
 from tools.models import ToolDefinition
 from tools.services import python_tools_sync
 
@@ -39,16 +39,6 @@ ALL = ["session.created", "message.created", "run.succeeded", "run.failed", "run
 
 def subscribe(url: str, types: list[str]) -> tuple[WebhookEndpoint, str]:
     return webhook_endpoint_create(url=url, event_types=types)
-
-
-def wait_for(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def next_attempt_now(delivery: WebhookDelivery) -> None:
@@ -84,7 +74,7 @@ def test_it_delivers_a_signed_event_the_standard_verifier_accepts(receiver, hook
         "title": "Billing",
     }
     assert headers["webhook-id"] == f"evt_session_{session.pk}"
-    delivery = wait_for(
+    delivery = until(
         lambda: WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).first()
     )
     assert delivery.attempts == 1 and delivery.response_status == 200
@@ -99,7 +89,7 @@ def test_it_retries_a_500_with_backoff_keeping_the_event_id(receiver, hook_worke
     session_create(agent=AgentFactory())
 
     receiver.wait(1)
-    delivery = wait_for(lambda: WebhookDelivery.objects.filter(error="HTTP 500").first())
+    delivery = until(lambda: WebhookDelivery.objects.filter(error="HTTP 500").first())
     assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 1
     assert delivery.response_status == 500 and "receiver is down" in delivery.response_body
     wait = delivery.next_attempt_at - delivery.last_attempt_at
@@ -109,7 +99,7 @@ def test_it_retries_a_500_with_backoff_keeping_the_event_id(receiver, hook_worke
     next_attempt_now(delivery)
     assert webhooks_dispatch_due() == 1
     receiver.wait(2)
-    delivery = wait_for(
+    delivery = until(
         lambda: WebhookDelivery.objects.filter(pk=delivery.pk, attempts=2, error="HTTP 500").first()
     )
     wait = delivery.next_attempt_at - delivery.last_attempt_at
@@ -118,7 +108,7 @@ def test_it_retries_a_500_with_backoff_keeping_the_event_id(receiver, hook_worke
     next_attempt_now(delivery)
     webhooks_dispatch_due()
     requests = receiver.wait(3)
-    delivery = wait_for(
+    delivery = until(
         lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="succeeded").first()
     )
     assert delivery.attempts == 3 and delivery.response_status == 200
@@ -138,7 +128,7 @@ def test_it_emits_one_event_per_occurrence(receiver, hook_worker):
     assert first is not None and again is not None and first.pk == again.pk == "evt_message_1"
     assert WebhookDelivery.objects.count() == 1
     receiver.wait(1)
-    delivery = wait_for(lambda: WebhookDelivery.objects.filter(status="succeeded").first())
+    delivery = until(lambda: WebhookDelivery.objects.filter(status="succeeded").first())
 
     # Sending it again by hand keeps the event id: the receiver can tell it has it already.
     webhook_delivery_resend(delivery=delivery, actor=None)
@@ -169,7 +159,7 @@ def test_it_disables_an_endpoint_that_keeps_failing(receiver, hook_worker, alice
     attempted = WebhookDelivery.objects.filter(pk=delivery.pk).exclude(error="")
     for attempt in range(1, MAX_ATTEMPTS + 1):
         receiver.wait(attempt)
-        delivery = wait_for(lambda n=attempt: attempted.filter(attempts=n).first())
+        delivery = until(lambda n=attempt: attempted.filter(attempts=n).first())
         if attempt < MAX_ATTEMPTS:
             assert delivery.status == DeliveryStatus.PENDING
             next_attempt_now(delivery)
@@ -190,7 +180,7 @@ def test_it_keeps_an_endpoint_that_failed_one_event_but_took_others(receiver, ho
     endpoint, _ = subscribe(receiver.url, ["session.created"])
     session_create(agent=AgentFactory())
     receiver.wait(1)
-    delivery = wait_for(lambda: WebhookDelivery.objects.filter(status="succeeded").first())
+    delivery = until(lambda: WebhookDelivery.objects.filter(status="succeeded").first())
     # An older delivery that gave up while a newer one got through: the endpoint works.
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status="pending",
@@ -202,7 +192,7 @@ def test_it_keeps_an_endpoint_that_failed_one_event_but_took_others(receiver, ho
     receiver.statuses = [500]
     webhooks_dispatch_due()
     receiver.wait(2)
-    wait_for(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="failed").first())
+    until(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="failed").first())
     endpoint.refresh_from_db()
     assert endpoint.enabled
 
@@ -231,14 +221,14 @@ def test_it_emits_the_events_of_runs_handoffs_and_approvals(worker, agent, bob):
     assert answer["data"]["role"] == "assistant" and answer["data"]["content"] == "You said: hello"
     assert answer["data"]["run_id"] == str(run.pk)
     # A run's ending is emitted just after it is stored: the test may read it first.
-    (succeeded,) = wait_for(lambda: events("run.succeeded"))
+    (succeeded,) = until(lambda: events("run.succeeded"))
     assert succeeded["data"]["run_id"] == str(run.pk) and succeeded["data"]["status"] == "succeeded"
 
     echo = ToolDefinition.objects.get(name="echo")
     echo.requires_approval = True
     echo.save()
     waiting = session_post_message(session=session, content='call echo {"text": "x"}')
-    (approval,) = wait_for(lambda: events("approval.requested"))
+    (approval,) = until(lambda: events("approval.requested"))
     assert approval["data"]["tool"] == "echo" and approval["data"]["arguments"] == {"text": "x"}
     assert approval["data"]["run_id"] == str(waiting.pk)
     toolcall_decide(tool_call=waiting.tool_calls.get(), approve=True, actor=bob, note="fine")
@@ -247,7 +237,7 @@ def test_it_emits_the_events_of_runs_handoffs_and_approvals(worker, agent, bob):
     handed = wait_for_run(session_post_message(session=session, content="a human please").pk)
     assert handed.status == "handed_off"
     (created,) = events("handoff.created")
-    (ended,) = wait_for(lambda: events("run.handed_off"))
+    (ended,) = until(lambda: events("run.handed_off"))
     assert ended["data"]["run_id"] == str(handed.pk)
     handoff = handed.handoffs.get()
     assert created["data"]["handoff_id"] == handoff.pk and "human" in created["data"]["reason"]

@@ -11,8 +11,8 @@ from agentops.models import AuditEntry
 from agentops.runtime.services import session_create
 from agentops.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from agentops.webhooks.services import webhook_endpoint_create
-from tests.agentops.webhooks.test_services import wait_for
 from tests.factories import AgentFactory
+from tests.kit import until
 
 
 def client_for(user) -> Client:  # type: ignore[no-untyped-def]
@@ -88,7 +88,7 @@ def test_it_lists_deliveries_and_sends_one_again(alice, receiver, hook_worker):
     webhook_endpoint_create(url=receiver.url, event_types=["session.created"])
     session_create(agent=AgentFactory())
     receiver.wait(1)
-    delivery = wait_for(lambda: WebhookDelivery.objects.exclude(error="").first())
+    delivery = until(lambda: WebhookDelivery.objects.exclude(error="").first())
     client = client_for(alice)
     page = client.get(reverse("webhooks:index")).content.decode()
     assert f'id="delivery-{delivery.pk}"' in page
@@ -100,7 +100,7 @@ def test_it_lists_deliveries_and_sends_one_again(alice, receiver, hook_worker):
     assert response.status_code == 302
     requests = receiver.wait(2)
     assert requests[0][0]["webhook-id"] == requests[1][0]["webhook-id"] == delivery.event_id
-    delivery = wait_for(
+    delivery = until(
         lambda: WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).first()
     )
     assert delivery.attempts == 1
