@@ -20,7 +20,7 @@ from tools.deadline import ToolTimeout, call_with_deadline
 from tools.models import ToolDefinition, ToolKind
 from tools.registry import get_python_tool
 from tools.schemas import Unresolvable, schema_validator
-from tracing.emit import REDACTED
+from tracing.emit import REDACTED, Tracer
 from tracing.platform.crypto import SecretUnreadable
 from tracing.platform.failures import Failure, FailureClass
 
@@ -38,7 +38,7 @@ class ToolContext:
     agent_slug: str = ""
     session_id: uuid.UUID | None = None
     user_key: str = ""
-    tracer: Any = None
+    tracer: Tracer | None = None
     services: dict[str, Any] = field(default_factory=dict)
     # When a list, executors append what they sent and received (secrets redacted): "Try it".
     exchanges: list[dict[str, Any]] | None = None
@@ -51,7 +51,7 @@ class ToolContext:
 @dataclass
 class ToolResult:
     content: str
-    data: Any = None
+    data: object = None
     status_code: int | None = None
     # Set by a tool that ends the run's turn (e.g. handoff_to_human).
     control: dict[str, Any] | None = None
@@ -63,7 +63,7 @@ class ToolExecutor(Protocol):
     ) -> ToolResult: ...
 
 
-def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
+def arguments_errors(tool: ToolDefinition, arguments: object) -> list[str]:
     """Why these arguments do not fit the tool's schema (empty when they do)."""
     if not isinstance(arguments, dict):
         return ["arguments must be a JSON object"]
@@ -82,7 +82,7 @@ def arguments_errors(tool: ToolDefinition, arguments: Any) -> list[str]:
     return errors
 
 
-def as_text(value: Any) -> str:
+def as_text(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = text.replace("\x00", "\ufffd")  # Postgres can store no NUL character
     if len(text) > MAX_RESULT_CHARS:
@@ -141,11 +141,15 @@ def tool_secret_values(tool: ToolDefinition) -> list[str]:
     return values
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
+def _scrub_text(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _scrub(value: object, secrets: list[str]) -> object:
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
+        return _scrub_text(value, secrets)
     if isinstance(value, dict):
         return {k: _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -186,7 +190,7 @@ def tool_execute(
         failure.args = tuple(_scrub(a, secrets) for a in failure.args)
         raise
     secrets = _secrets_of(tool, context)
-    result.content = _scrub(result.content, secrets)
+    result.content = _scrub_text(result.content, secrets)
     result.data = _scrub(result.data, secrets)
     return result
 

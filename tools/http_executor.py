@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -31,9 +31,14 @@ from tools.templating import (
     render_text,
     render_url_encoded,
 )
-from tools.transport import Redactor, failure_for_status, http_send
+from tools.transport import HttpOutcome, Redactor, failure_for_status, http_send
 from tracing.platform.egress import Resolver
 from tracing.platform.failures import Failure, FailureClass
+from tracing.platform.types import JsonValue
+
+if TYPE_CHECKING:
+    from tools.executors import ToolContext, ToolResult
+    from tools.models import Credential
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 BODY_FORMATS = {
@@ -153,12 +158,14 @@ def _truncate(text: str, limit: int) -> str:
     return text[:limit] + f"… [truncated {len(text) - limit} chars]"
 
 
-def map_response(config: dict[str, Any], status: int, body: bytes, where: str) -> tuple[str, Any]:
+def map_response(
+    config: dict[str, Any], status: int, body: bytes, where: str
+) -> tuple[str, JsonValue]:
     """The tool's result (text for the model, structured data) from a successful response."""
     response = config.get("response") or {}
     mode = response.get("mode") or "body"
     limit = int(response.get("max_chars") or DEFAULT_MAX_CHARS)
-    data: Any
+    data: JsonValue
     if mode == "status":
         content, data = f"HTTP {status}", {"status": status}
     elif mode == "json":
@@ -195,7 +202,9 @@ class HttpExecutor:
     def __init__(self, resolver: Resolver | None = None) -> None:
         self.resolver = resolver
 
-    def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: Any) -> Any:
+    def execute(
+        self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext
+    ) -> ToolResult:
         from tools.credentials import credential_record_failure, credential_record_use
         from tools.executors import ToolResult
 
@@ -242,7 +251,7 @@ class HttpExecutor:
                     status_code=401,
                 ) from failure
             _protect(context, credential)
-            if record:
+            if context.exchanges is not None:
                 context.exchanges.append(
                     {"note": "HTTP 401: fetched a new OAuth2 token and sent the request again."}
                 )
@@ -266,10 +275,10 @@ class HttpExecutor:
         headers: dict[str, str],
         tool: ToolDefinition,
         config: dict[str, Any],
-        context: Any,
-        credential: Any,
+        context: ToolContext,
+        credential: Credential | None,
         record: bool,
-    ) -> Any:
+    ) -> HttpOutcome:
         redactor = Redactor(
             credential_secret_values(credential), credential_header_names(credential)
         )
@@ -291,16 +300,16 @@ class HttpExecutor:
                 resolver=self.resolver,
             )
         except Failure as failure:
-            if record:
+            if context.exchanges is not None:
                 context.exchanges.extend(getattr(failure, "exchanges", []))
             raise
-        if record:
+        if context.exchanges is not None:
             context.exchanges.extend(outcome.exchanges)
         return outcome
 
 
-def _protect(context: Any, credential: Any) -> None:
-    tracer = getattr(context, "tracer", None)
+def _protect(context: ToolContext, credential: Credential | None) -> None:
+    tracer = context.tracer
     if tracer is not None:
         for value in credential_secret_values(credential):
             tracer.add_secret(value)
