@@ -1,7 +1,7 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import UserChangeForm
@@ -13,6 +13,8 @@ from agentops.auth import user_role
 from agentops.forms import ROLE_CHOICES
 from agentops.services import user_active_set, user_role_set
 from tracing.admin import HistoryAdmin
+from tracing.platform.errors import ApplicationError
+from tracing.platform.forms import refusal_message
 
 
 class ModelEndpointForm(forms.ModelForm):
@@ -178,8 +180,8 @@ class PersonAdmin(UserAdmin):
             role = form.cleaned_data.get("role", "")
             if "role" in form.changed_data and not obj.is_superuser:
                 user_role_set(user=obj, role=role, actor=request.user)
-        except ValueError as exc:
-            self.message_user(request, f"Not changed: {exc}.", level=messages.ERROR)
+        except ApplicationError as exc:
+            refusal_message(request, exc, refused="Not changed")
 
 
 admin.site.unregister(get_user_model())

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import NinjaAPI, Path, Query, Schema, Status
@@ -42,6 +43,7 @@ from agentops.runtime import services
 from agentops.selectors import conversation_get
 from tracing.emit import span_to_event
 from tracing.models import Span, SpanStatus
+from tracing.platform.errors import ApplicationError
 from tracing.platform.json_input import JsonInputError, json_parse
 
 
@@ -162,18 +164,27 @@ def on_not_found(request: HttpRequest, exc: Http404) -> Any:
     return api.create_response(request, {"error": "not found"}, status=404)
 
 
-@api.exception_handler(services.ForkInvalid)
-def on_fork_invalid(request: HttpRequest, exc: services.ForkInvalid) -> Any:
-    # Well-formed but not what this run can give (a step it does not have): 409, field named.
-    return api.create_response(request, {"error": str(exc), "field": exc.field}, status=409)
+@api.exception_handler(ApplicationError)
+def on_application_error(request: HttpRequest, exc: ApplicationError) -> Any:
+    """Every service refusal, for every router of this API: its status, its field named."""
+    return api.create_response(request, exc.body(), status=exc.status)
 
 
-@api.exception_handler(services.RuntimeConflict)
-def on_conflict(request: HttpRequest, exc: services.RuntimeConflict) -> Any:
-    body = {"error": str(exc)}
-    if field := getattr(exc, "field", None):  # AgentNotLive names the agent
-        body["field"] = field
-    return api.create_response(request, body, status=409)
+@api.exception_handler(DjangoValidationError)
+def on_model_validation_error(request: HttpRequest, exc: DjangoValidationError) -> Any:
+    """A model's own validation (`full_clean`) refused values: 422 naming the first field,
+    every field's messages in `detail`."""
+    if not hasattr(exc, "error_dict"):
+        message = " ".join(exc.messages) or "invalid"
+        return api.create_response(request, {"error": message, "field": None}, status=422)
+    errors = exc.message_dict
+    field = next(iter(errors))
+    body = {
+        "error": f"{field}: {' '.join(errors[field])}",
+        "field": field,
+        "detail": [{"loc": [key], "msg": " ".join(messages)} for key, messages in errors.items()],
+    }
+    return api.create_response(request, body, status=422)
 
 
 def require(request: HttpRequest, role: str) -> None:
@@ -554,12 +565,9 @@ def post_message(
 ) -> Status[dict[str, Any]]:
     require(request, "operator")
     session = get_object_or_404(Session, pk=session_id)
-    try:
-        run = services.session_post_message(
-            session=session, content=payload.content, author=request.user
-        )
-    except ValueError as exc:
-        raise HttpError(422, f"content: {exc}") from exc
+    run = services.session_post_message(
+        session=session, content=payload.content, author=request.user
+    )
     return Status(202, {"run": run.pk if run else None})
 
 

@@ -9,7 +9,6 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Path, Query, Router, Schema, Status
@@ -148,19 +147,6 @@ class FeedbackOut(Schema):
     updated_at: datetime
 
 
-def _invalid(exc: DjangoValidationError) -> Status[dict[str, Any]]:
-    errors = exc.message_dict
-    field = next(iter(errors))
-    return Status(
-        422,
-        {
-            "error": f"{field}: {' '.join(errors[field])}",
-            "field": field,
-            "detail": [{"loc": [k], "msg": " ".join(v)} for k, v in errors.items()],
-        },
-    )
-
-
 def _agent(slug: str) -> Agent:
     return get_object_or_404(Agent.objects.select_related("published_version"), slug=slug)
 
@@ -243,17 +229,14 @@ def get_agent(request: HttpRequest, slug: Slug) -> dict[str, Any]:
 def create_agent(request: HttpRequest, payload: AgentCreateIn) -> Status[dict[str, Any]]:
     require(request, "admin")
     config, extra = _settings(payload)
-    try:
-        version = services.agent_create(
-            slug=payload.slug,
-            config=config,
-            author=request.user,
-            max_concurrent_runs=extra.get("max_concurrent_runs"),
-            note=extra.get("note", ""),
-            publish=extra.get("publish", False),
-        )
-    except DjangoValidationError as exc:
-        return _invalid(exc)
+    version = services.agent_create(
+        slug=payload.slug,
+        config=config,
+        author=request.user,
+        max_concurrent_runs=extra.get("max_concurrent_runs"),
+        note=extra.get("note", ""),
+        publish=extra.get("publish", False),
+    )
     return Status(201, version_out(version, Agent.objects.get(pk=version.agent_id)))
 
 
@@ -273,17 +256,14 @@ def update_agent(
         if "max_concurrent_runs" in extra
         else {}
     )
-    try:
-        version = services.agent_update(
-            agent=agent,
-            changes=changes,
-            author=request.user,
-            note=extra.get("note", ""),
-            publish=extra.get("publish", False),
-            **capacity,
-        )
-    except DjangoValidationError as exc:
-        return _invalid(exc)
+    version = services.agent_update(
+        agent=agent,
+        changes=changes,
+        author=request.user,
+        note=extra.get("note", ""),
+        publish=extra.get("publish", False),
+        **capacity,
+    )
     agent.refresh_from_db()
     return version_out(version, agent)
 
@@ -365,15 +345,12 @@ def derive_version(
 ) -> Status[dict[str, Any]]:
     require(request, "admin")
     agent = _agent(slug)
-    try:
-        derived = services.agent_version_derive(
-            version=_version(agent, number),
-            changes=payload.changes.model_dump(exclude_unset=True),
-            author=request.user,
-            note=payload.note,
-        )
-    except DjangoValidationError as exc:
-        return _invalid(exc)
+    derived = services.agent_version_derive(
+        version=_version(agent, number),
+        changes=payload.changes.model_dump(exclude_unset=True),
+        author=request.user,
+        note=payload.note,
+    )
     return Status(201, version_out(derived, agent))
 
 
@@ -385,17 +362,14 @@ def _feedback(
     existed = Feedback.objects.filter(
         author=user, message=message, **({"run": run} if run else {})
     ).exists()
-    try:
-        feedback = feedback_give(
-            author=request.user,
-            run=run,
-            message=message,
-            rating=payload.rating,
-            score=payload.score,
-            comment=payload.comment,
-        )
-    except DjangoValidationError as exc:
-        return _invalid(exc)
+    feedback = feedback_give(
+        author=request.user,
+        run=run,
+        message=message,
+        rating=payload.rating,
+        score=payload.score,
+        comment=payload.comment,
+    )
     feedback = Feedback.objects.select_related("author", "run__agent_version").get(pk=feedback.pk)
     return Status(200 if existed else 201, feedback_out(feedback))
 

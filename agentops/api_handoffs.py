@@ -27,7 +27,6 @@ from agentops.api import (
     Text,
     ToolCallOut,
     _no_nul,
-    api,
     require,
     toolcall_out,
 )
@@ -35,18 +34,12 @@ from agentops.conversation import HandoffJson, handoff_detail_serialise, message
 from agentops.models import ACTIVE_RUN_STATUSES, HandoffRating, Session, ToolCall, ToolCallStatus
 from agentops.operators import selectors, services
 from agentops.operators.models import LabelColour
-from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import MAX_MESSAGE_CHARS
 
 router: Router = Router(tags=["handoffs"])
 
 HandoffId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 WRITE_ERRORS = {409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS}
-
-
-@api.exception_handler(HandoffConflict)
-def on_handoff_conflict(request: HttpRequest, exc: HandoffConflict) -> Any:
-    return api.create_response(request, {"error": str(exc)}, status=409)
 
 
 class ReplyIn(Schema):
@@ -228,12 +221,7 @@ def reply_handoff(
 ) -> Status[dict[str, Any]]:
     require(request, "operator")
     handoff = _handoff(handoff_id)
-    try:
-        message = services.handoff_reply(
-            handoff=handoff, user=request.user, content=payload.content
-        )
-    except ValueError as exc:
-        raise HttpError(422, f"content: {exc}") from exc
+    message = services.handoff_reply(handoff=handoff, user=request.user, content=payload.content)
     return Status(201, message_serialise(message))
 
 
@@ -269,10 +257,7 @@ def reassign_handoff(
 ) -> HandoffJson:
     require(request, "admin")
     handoff = _handoff(handoff_id)
-    try:
-        services.handoff_reassign(handoff=handoff, user=request.user, to_username=payload.operator)
-    except ValueError as exc:
-        raise HttpError(422, f"operator: {exc}") from exc
+    services.handoff_reassign(handoff=handoff, user=request.user, to_username=payload.operator)
     return _fresh(handoff_id)
 
 
@@ -296,12 +281,9 @@ def add_note(
     request: HttpRequest, handoff_id: HandoffId, payload: NoteIn
 ) -> Status[dict[str, Any]]:
     require(request, "operator")
-    try:
-        note = services.handoff_note_add(
-            handoff=_workable(request, handoff_id), user=request.user, content=payload.content
-        )
-    except ValueError as exc:
-        raise HttpError(422, f"content: {exc}") from exc
+    note = services.handoff_note_add(
+        handoff=_workable(request, handoff_id), user=request.user, content=payload.content
+    )
     return Status(201, note_out(note))
 
 
@@ -316,17 +298,13 @@ def transfer_handoff(
     require(request, "operator")
     handoff = _handoff(handoff_id)
     kind, _, name = payload.to.partition(":")
-    try:
-        services.handoff_transfer(
-            handoff=handoff,
-            user=request.user,
-            to_operator=name if kind == "operator" else "",
-            to_team=name if kind == "team" else "",
-            note=payload.note,
-        )
-    except ValueError as exc:
-        # A name that is no active operator or no team: nothing to transfer to.
-        raise HttpError(404, f"to: {str(exc).partition(': ')[2] or exc}") from exc
+    services.handoff_transfer(
+        handoff=handoff,
+        user=request.user,
+        to_operator=name if kind == "operator" else "",
+        to_team=name if kind == "team" else "",
+        note=payload.note,
+    )
     return _fresh(handoff_id)
 
 
@@ -426,16 +404,9 @@ def rate_session(
     require(request, "operator")
     get_object_or_404(Session, pk=session_id)
     had = selectors.handoff_rating_get(session_id=session_id) is not None
-    try:
-        rating = services.handoff_rate(
-            session_id=session_id,
-            score=payload.score,
-            comment=payload.comment,
-            rated_by=request.user,
-        )
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        return Status(422, {"error": str(exc), "field": field, "detail": [{"msg": message}]})
+    rating = services.handoff_rate(
+        session_id=session_id, score=payload.score, comment=payload.comment, rated_by=request.user
+    )
     rating = HandoffRating.objects.select_related("handoff__claimed_by").get(pk=rating.pk)
     return Status(200 if had else 201, rating_out(rating))
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from agentops.auth import hash_api_key
 from agentops.events import audit_record, event_record
 from agentops.models import Invitation, ModelEndpoint, Team
+from tracing.platform.errors import Conflict, Invalid
 from tracing.platform.live import ACCESS_REVOKED, broadcast, user_group
 
 if TYPE_CHECKING:
@@ -67,11 +68,11 @@ def user_role_set(*, user: User, role: str, actor: Actor) -> None:
     from agentops.auth import ROLES, user_role
 
     if role not in ("", *ROLES):
-        raise ValueError(f"role: choose one of {', '.join(ROLES)} or none, not {role!r}")
+        raise Invalid(f"choose one of {', '.join(ROLES)} or none, not {role!r}", field="role")
     if user.is_superuser:
-        raise ValueError("role: a superuser is always an admin; change it in the Django admin")
+        raise Invalid("a superuser is always an admin; change it in the Django admin", field="role")
     if actor is not None and user.pk == actor.pk:
-        raise ValueError("role: you cannot change your own role; ask another admin")
+        raise Invalid("you cannot change your own role; ask another admin", field="role")
     previous = user_role(user) or ""
     with transaction.atomic():
         user.groups.remove(*Group.objects.filter(name__in=ROLE_GROUPS))
@@ -101,7 +102,7 @@ def user_active_set(*, user: User, active: bool, actor: Actor) -> None:
     """Deactivate (or reactivate) a person. Deactivation ends their logins and closes their
     streams at once; their history stays."""
     if actor is not None and user.pk == actor.pk:
-        raise ValueError("active: you cannot deactivate yourself; ask another admin")
+        raise Invalid("you cannot deactivate yourself; ask another admin", field="active")
     if user.is_active == active:
         return
     with transaction.atomic():
@@ -229,7 +230,7 @@ def invitation_create(
     from agentops.auth import ROLES
 
     if role not in ROLES:
-        raise ValueError(f"role: choose one of {', '.join(ROLES)}")
+        raise Invalid(f"choose one of {', '.join(ROLES)}", field="role")
     raw = secrets.token_urlsafe(32)
     teams = list(teams)
     with transaction.atomic():
@@ -253,7 +254,7 @@ def invitation_create(
     return invitation, raw
 
 
-class InvitationUnusable(Exception):
+class InvitationUnusable(Conflict):
     """The link is unknown, expired, revoked or used already (the message says which)."""
 
 

@@ -47,6 +47,8 @@ from agentops.services import (
     user_role_set,
     user_teams_set,
 )
+from tracing.platform.errors import ApplicationError
+from tracing.platform.forms import refusal_message
 from tracing.platform.web import id_param
 
 
@@ -221,8 +223,8 @@ def user_role(request: HttpRequest, user_id: int) -> HttpResponse:
     role = form.cleaned_data["role"]
     try:
         user_role_set(user=user, role=role, actor=request.user)
-    except ValueError as exc:
-        messages.error(request, f"Not changed: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not changed")
     else:
         messages.success(request, f"{user.get_username()}: {role or 'no role'}.")
     return redirect("users")
@@ -266,8 +268,8 @@ def user_active(request: HttpRequest, user_id: int) -> HttpResponse:
     active = request.POST.get("active") == "1"
     try:
         user_active_set(user=user, active=active, actor=request.user)
-    except ValueError as exc:
-        messages.error(request, f"Not changed: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not changed")
     else:
         state = "reactivated" if active else "deactivated: signed out everywhere"
         messages.success(request, f"{user.get_username()} {state}.")

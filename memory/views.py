@@ -12,7 +12,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from agentops.auth import role_required
-from memory.errors import MemoryInputError
 from memory.forms import MemoryCreateForm, MemoryEditForm, MemoryFilterForm
 from memory.models import Memory
 from memory.selectors import (
@@ -28,6 +27,7 @@ from memory.selectors import (
 )
 from memory.services import memory_create, memory_delete, memory_update
 from tracing.platform.failures import Failure
+from tracing.platform.forms import form_submit
 from tracing.platform.web import HtmxHttpRequest, error_status, page_query
 
 PAGE_SIZE = 50
@@ -101,21 +101,21 @@ def agent_memories(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def memory_new(request: HttpRequest, slug: str) -> HttpResponse:
     agent = _agent_or_404(slug)
     form = MemoryCreateForm(request.POST)
-    if form.is_valid():
-        try:
-            memory = memory_create(
-                agent_id=agent.pk,
-                user_key=form.cleaned_data["user_key"].strip(),
-                text=form.cleaned_data["text"],
-                kind=form.cleaned_data["kind"],
-                importance=form.cleaned_data["importance"],
-                actor=request.user,
-            )
-        except MemoryInputError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
-        else:
-            messages.success(request, "Memory added; it is searchable once embedded.")
-            return redirect("memory:detail", pk=memory.pk)
+    memory = form_submit(
+        request,
+        form,
+        lambda: memory_create(
+            agent_id=agent.pk,
+            user_key=form.cleaned_data["user_key"].strip(),
+            text=form.cleaned_data["text"],
+            kind=form.cleaned_data["kind"],
+            importance=form.cleaned_data["importance"],
+            actor=request.user,
+        ),
+        done="Memory added; it is searchable once embedded.",
+    )
+    if memory is not None:
+        return redirect("memory:detail", pk=memory.pk)
     context = {
         "agent": agent,
         "form": MemoryFilterForm(),
@@ -167,19 +167,19 @@ def memory_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def memory_edit(request: HttpRequest, pk: int) -> HttpResponse:
     memory = _memory_or_404(pk)
     form = MemoryEditForm(request.POST)
-    if form.is_valid():
-        try:
-            memory_update(
-                memory=memory,
-                text=form.cleaned_data["text"],
-                importance=form.cleaned_data["importance"],
-                actor=request.user,
-            )
-        except MemoryInputError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
-        else:
-            messages.success(request, "Memory saved; the previous text is kept in its history.")
-            return redirect("memory:detail", pk=memory.pk)
+    saved = form_submit(
+        request,
+        form,
+        lambda: memory_update(
+            memory=memory,
+            text=form.cleaned_data["text"],
+            importance=form.cleaned_data["importance"],
+            actor=request.user,
+        ),
+        done="Memory saved; the previous text is kept in its history.",
+    )
+    if saved is not None:
+        return redirect("memory:detail", pk=memory.pk)
     return _detail(request, memory, edit_form=form, status=400)
 
 

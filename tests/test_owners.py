@@ -163,3 +163,101 @@ def test_it_reads_teams_by_slug_only_in_the_selectors():
                 where = f"{path.relative_to(ROOT)}:{node.lineno}"
                 wrong.append(f"{where}: use selectors.team_get / teams_all")
     assert wrong == []
+
+
+# A try block that only parses (these calls, nothing else) may catch ValueError: that is how
+# Python says "not a number" or "not a UUID", and the handler says so about its own input.
+PARSERS = {
+    *("int", "float", "str", "max", "min", "UUID", "ip_address", "ZoneInfo", "fromisoformat"),
+    *("loads", "dumps", "json_parse", "encode", "decode", "strip", "get"),
+    "parsedate_to_datetime",
+}
+# Other handlers of ValueError, each with why it is not a service's refusal being mapped.
+VALUE_ERROR_ALLOWED = {
+    ("agentops/experiments/scoring.py", "check_score"): "_json_in parses the answer as JSON",
+    ("agentops/middleware.py", "process_view"): "rq's validate_job_id parses a job id",
+    ("agentops/openai_compat/app.py", "post"): "/v1/'s own wire format (OpenAI's error shape)",
+    ("tools/schemas.py", "_refs"): "resolving a JSON Schema $ref (the referencing library's)",
+    ("tools/schemas.py", "schema_refusal"): "the same $ref resolution, said about the schema",
+}
+REFUSALS = {"ApplicationError", "Invalid", "Conflict", "Forbidden", "NotFound", "BadRequest"}
+FORM_HELPER = ROOT / "tracing" / "platform" / "forms.py"
+
+
+def _caught(handler: ast.ExceptHandler) -> set[str]:
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return {
+        t.id if isinstance(t, ast.Name) else t.attr if isinstance(t, ast.Attribute) else ""
+        for t in types
+        if t is not None
+    }
+
+
+def _called(nodes: list[ast.stmt]) -> set[str]:
+    return {
+        c.func.id if isinstance(c.func, ast.Name) else getattr(c.func, "attr", "?")
+        for node in nodes
+        for c in ast.walk(node)
+        if isinstance(c, ast.Call)
+    }
+
+
+def _try_blocks(tree: ast.AST) -> list[tuple[str, ast.Try]]:
+    """Every try block with the name of the function it is in."""
+    found: list[tuple[str, ast.Try]] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        if isinstance(node, ast.Try):
+            found.append((function, node))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, "<module>")
+    return found
+
+
+def test_it_maps_a_service_refusal_in_one_place_only() -> None:
+    """Services refuse with ApplicationError (its status and field on it); no caller catches
+    ValueError or PermissionError to guess a status or a form error, pages place a refusal
+    with tracing.platform.forms, and the API maps it in one handler for every router."""
+    wrong = []
+    for path in production_files():
+        name = str(path.relative_to(ROOT))
+        for function, block in _try_blocks(ast.parse(path.read_text(), name)):
+            for handler in block.handlers:
+                caught = _caught(handler) if handler.type is not None else set()
+                where = f"{name}:{handler.lineno} ({function})"
+                if "PermissionError" in caught:
+                    wrong.append(f"{where} catches PermissionError: services raise Forbidden")
+                parsing = _called(block.body) <= PARSERS
+                allowed = parsing or (name, function) in VALUE_ERROR_ALLOWED
+                if "ValueError" in caught and not allowed:
+                    wrong.append(f"{where} catches ValueError around a service call")
+                refusal = caught & (REFUSALS | {"ValidationError"}) and path != FORM_HELPER
+                if refusal and "add_error" in _called(handler.body):
+                    wrong.append(f"{where} maps a refusal by hand: use form_errors_from")
+    assert wrong == []
+
+
+def test_the_api_maps_application_error_in_exactly_one_handler() -> None:
+    from ninja import NinjaAPI
+
+    from agentops.api import api
+    from tracing.platform.errors import ApplicationError
+
+    apis = [
+        str(path.relative_to(ROOT))
+        for path in production_files()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "NinjaAPI"
+    ]
+    assert apis == ["agentops/api.py"], "one NinjaAPI: every router shares its handlers"
+    assert isinstance(api, NinjaAPI)
+    refusals = [
+        exc
+        for exc in api._exception_handlers
+        if isinstance(exc, type) and issubclass(exc, ApplicationError)
+    ]
+    assert refusals == [ApplicationError]

@@ -31,20 +31,10 @@ from tools.services import (
     tool_set_enabled,
     tool_try,
 )
+from tracing.platform.errors import ApplicationError
 from tracing.platform.failures import Failure
+from tracing.platform.forms import form_submit, refusal_message
 from tracing.platform.web import is_htmx, next_url
-
-
-def _apply_errors(form: object, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            target = field if field in form.fields else None  # type: ignore[attr-defined]
-            for error in errors:
-                form.add_error(target, error)  # type: ignore[attr-defined]
-    else:
-        for message in exc.messages:
-            form.add_error(None, message)  # type: ignore[attr-defined]
-
 
 # -- tools --------------------------------------------------------------------------------
 
@@ -59,21 +49,21 @@ def tools_index(request: HttpRequest) -> HttpResponse:
 
 
 def _save_tool_form(request: HttpRequest, form: ToolForm) -> ToolDefinition | None:
-    if not form.is_valid():
-        return None
-    tool = form.save()
     said: list[str] = []
-    try:
-        with transaction.atomic():
-            tool = tool_save(tool=tool)
-            if "agents" in form.fields:
-                # Each agent changed gets a new version (see tools.access).
-                said = tool_callers_set(
+
+    @transaction.atomic
+    def save() -> ToolDefinition:
+        tool = tool_save(tool=form.save())
+        if "agents" in form.fields:
+            # Each agent changed gets a new version (see tools.access).
+            said.extend(
+                tool_callers_set(
                     tool=tool, caller_ids=form.cleaned_data["agents"], actor=request.user
                 )
-    except ValidationError as exc:
-        _apply_errors(form, exc)
-        return None
+            )
+        return tool
+
+    tool = form_submit(request, form, save)
     for sentence in said:
         messages.info(request, sentence)
     return tool
@@ -156,10 +146,9 @@ def tool_toggle(request: HttpRequest, pk: int) -> HttpResponse:
     enable = request.POST.get("enabled") == "1"
     try:
         tool = tool_set_enabled(tool=tool, enabled=enable)
-    except ValidationError as exc:
-        messages.error(
-            request,
-            f"Cannot {'enable' if enable else 'disable'} {tool.name}: {'; '.join(exc.messages)}",
+    except (ApplicationError, ValidationError) as exc:
+        refusal_message(
+            request, exc, refused=f"Cannot {'enable' if enable else 'disable'} {tool.name}"
         )
     else:
         messages.success(
@@ -177,17 +166,14 @@ def credentials_index(request: HttpRequest) -> HttpResponse:
     return render(request, "tools/credential_list.html", {"credentials": credential_list()})
 
 
-def _save_credential_form(form: CredentialForm) -> Credential | None:
-    if not form.is_valid():
-        return None
-    credential = form.save(commit=False)
-    try:
-        return credential_save(
-            credential=credential, secret=form.cleaned_data.get("secret") or None
-        )
-    except ValidationError as exc:
-        _apply_errors(form, exc)
-        return None
+def _save_credential_form(request: HttpRequest, form: CredentialForm) -> Credential | None:
+    return form_submit(
+        request,
+        form,
+        lambda: credential_save(
+            credential=form.save(commit=False), secret=form.cleaned_data.get("secret") or None
+        ),
+    )
 
 
 @role_required("admin")
@@ -195,7 +181,7 @@ def _save_credential_form(form: CredentialForm) -> Credential | None:
 def credential_create(request: HttpRequest) -> HttpResponse:
     form = CredentialForm(request.POST or None)
     if request.method == "POST":
-        credential = _save_credential_form(form)
+        credential = _save_credential_form(request, form)
         if credential is not None:
             messages.success(
                 request, f"Credential {credential.name} saved. Its secret is stored encrypted."
@@ -210,7 +196,7 @@ def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
     credential = get_object_or_404(Credential, pk=pk)
     form = CredentialForm(request.POST or None, instance=credential)
     if request.method == "POST":
-        saved = _save_credential_form(form)
+        saved = _save_credential_form(request, form)
         if saved is not None:
             messages.success(request, f"Credential {saved.name} saved.")
             return redirect("tools:credential", pk=saved.pk)
@@ -251,21 +237,15 @@ def mcp_index(request: HttpRequest) -> HttpResponse:
     return render(request, "tools/mcp_list.html", {"servers": mcp_server_list()})
 
 
-def _save_mcp_form(form: McpServerForm) -> McpServer | None:
-    if not form.is_valid():
-        return None
-    try:
-        return mcp_server_save(server=form.save(commit=False))
-    except ValidationError as exc:
-        _apply_errors(form, exc)
-        return None
+def _save_mcp_form(request: HttpRequest, form: McpServerForm) -> McpServer | None:
+    return form_submit(request, form, lambda: mcp_server_save(server=form.save(commit=False)))
 
 
 @role_required("admin")
 def mcp_create(request: HttpRequest) -> HttpResponse:
     form = McpServerForm(request.POST or None)
     if request.method == "POST":
-        server = _save_mcp_form(form)
+        server = _save_mcp_form(request, form)
         if server is not None:
             messages.success(
                 request, f"MCP server {server.name} saved. Sync it to import its tools."
@@ -279,7 +259,7 @@ def mcp_detail(request: HttpRequest, pk: int) -> HttpResponse:
     server = get_object_or_404(McpServer, pk=pk)
     form = McpServerForm(request.POST or None, instance=server)
     if request.method == "POST":
-        saved = _save_mcp_form(form)
+        saved = _save_mcp_form(request, form)
         if saved is not None:
             messages.success(request, f"MCP server {saved.name} saved.")
             return redirect("tools:mcp", pk=saved.pk)

@@ -157,13 +157,6 @@ class AgentForm(forms.Form):
         config["builtins_off"] = [b for b in BUILTIN_TOOLS if b not in data["builtins"]]
         return config
 
-    def add_service_errors(self, error: ValidationError) -> None:
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error.messages)
-            return
-        for name, messages in error.message_dict.items():
-            self.add_error(name if name in self.fields else None, messages)
-
 
 def _builtin_label(name: str) -> str:
     registered = registered_tools().get(name)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,6 +22,7 @@ from agentops.experiments.selectors import agent_version_gate
 from agentops.models import Agent, AgentVersion, Session
 from agentops.runtime import drafts
 from agentops.selectors import conversation_get
+from tracing.platform.forms import form_submit
 from tracing.platform.web import HtmxHttpRequest, id_param, next_url
 
 DRAFT_KEY = "agent-draft:{slug}"
@@ -58,20 +59,21 @@ def index(request: HtmxHttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def create(request: HtmxHttpRequest) -> HttpResponse:
     form = AgentForm(request.POST or None, initial={"memory_enabled": True})
-    if request.method == "POST" and form.is_valid():
-        try:
-            version = services.agent_create(
+    if request.method == "POST":
+        version = form_submit(
+            request,
+            form,
+            lambda: services.agent_create(
                 slug=form.cleaned_data["slug"],
                 config=form.config(),
                 max_concurrent_runs=form.cleaned_data["max_concurrent_runs"],
                 author=request.user,
                 note=form.cleaned_data["note"],
                 publish="publish" in request.POST,
-            )
-        except ValidationError as exc:
-            form.add_service_errors(exc)
-        else:
-            messages.success(request, _saved_text(version, "publish" in request.POST))
+            ),
+            done=lambda version: _saved_text(version, "publish" in request.POST),
+        )
+        if version is not None:
             return redirect("agents:detail", slug=version.agent.slug)
     status = 400 if form.is_bound else 200
     return render(request, "agents/edit.html", {"form": form, "agent": None}, status=status)
@@ -115,30 +117,30 @@ def detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         if not has_role(request.user, "admin"):
             raise PermissionDenied("Changing an agent needs the admin role.")
         form = AgentForm(request.POST, agent=agent)
-        if form.is_valid():
-            publish = "publish" in request.POST
-            before = selectors.agent_latest_saved(agent=agent)
-            try:
-                version = services.agent_update(
-                    agent=agent,
-                    changes=form.config(),
-                    max_concurrent_runs=form.cleaned_data["max_concurrent_runs"],
-                    author=request.user,
-                    note=form.cleaned_data["note"],
-                    publish=publish,
-                    based_on=id_param(request.POST.get("based_on", "")),
-                )
-            except ValidationError as exc:
-                form.add_service_errors(exc)
+        publish = "publish" in request.POST
+        before = selectors.agent_latest_saved(agent=agent)
+        version = form_submit(
+            request,
+            form,
+            lambda: services.agent_update(
+                agent=agent,
+                changes=form.config(),
+                max_concurrent_runs=form.cleaned_data["max_concurrent_runs"],
+                author=request.user,
+                note=form.cleaned_data["note"],
+                publish=publish,
+                based_on=id_param(request.POST.get("based_on", "")),
+            ),
+        )
+        if version is not None:
+            if before is not None and version.pk == before.pk and not publish:
+                messages.info(request, f"Nothing changed since v{version.number}.")
             else:
-                if before is not None and version.pk == before.pk and not publish:
-                    messages.info(request, f"Nothing changed since v{version.number}.")
-                else:
-                    messages.success(request, _saved_text(version, publish))
-                draft = _draft(request, agent)
-                if draft is not None:
-                    services.draft_session_pin(session=draft, version=version)
-                return redirect("agents:detail", slug=agent.slug)
+                messages.success(request, _saved_text(version, publish))
+            draft = _draft(request, agent)
+            if draft is not None:
+                services.draft_session_pin(session=draft, version=version)
+            return redirect("agents:detail", slug=agent.slug)
         agent.refresh_from_db()
         context = _detail_context(request, agent, form)
         # Still the version the admin opened: resubmitting must not save over a newer one.

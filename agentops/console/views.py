@@ -15,14 +15,11 @@ from agentops.console import selectors
 from agentops.conversation import conversation_serialise
 from agentops.models import ACTIVE_RUN_STATUSES, Agent, Session
 from agentops.operators.selectors import handoff_rating_get
-from agentops.operators.services import HandoffConflict, handoff_rate
-from agentops.runtime.services import (
-    MAX_MESSAGE_CHARS,
-    RuntimeConflict,
-    session_create,
-    session_post_message,
-)
+from agentops.operators.services import handoff_rate
+from agentops.runtime.services import MAX_MESSAGE_CHARS, session_create, session_post_message
 from agentops.selectors import conversation_get
+from tracing.platform.errors import ApplicationError, Invalid
+from tracing.platform.forms import form_errors_from, form_submit
 from tracing.platform.web import HtmxHttpRequest
 
 
@@ -98,7 +95,17 @@ def index(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 def session_new(request: HtmxHttpRequest) -> HttpResponse:
     form = SessionForm(request.POST)
-    if not form.is_valid():
+    session = form_submit(
+        request,
+        form,
+        lambda: session_create(
+            agent=form.cleaned_data["agent"],
+            external_user=form.cleaned_data["external_user"],
+            title=form.cleaned_data["title"],
+            created_by=request.user,
+        ),
+    )
+    if session is None:
         context = {
             "agents": selectors.agents_list(),
             "sessions": selectors.sessions_search(),
@@ -107,12 +114,6 @@ def session_new(request: HtmxHttpRequest) -> HttpResponse:
             "form": form,
         }
         return render(request, "console/index.html", context, status=400)
-    session = session_create(
-        agent=form.cleaned_data["agent"],
-        external_user=form.cleaned_data["external_user"],
-        title=form.cleaned_data["title"],
-        created_by=request.user,
-    )
     return redirect("console:session", session_id=session.pk)
 
 
@@ -154,9 +155,9 @@ def session_rate(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
                 comment=form.cleaned_data["comment"],
                 rated_by=request.user,
             )
-        except HandoffConflict as exc:
-            form.add_error(None, str(exc))
-            status = 409
+        except ApplicationError as exc:
+            form_errors_from(form, exc)
+            status = exc.status
         else:
             status = 200
     rated = status == 200
@@ -197,9 +198,9 @@ def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
             run = session_post_message(
                 session=session, content=form.cleaned_data["content"], author=request.user
             )
-        except (RuntimeConflict, ValueError) as exc:
-            form.add_error("content", str(exc))
-            status = 409 if isinstance(exc, RuntimeConflict) else 400
+        except ApplicationError as exc:
+            form_errors_from(form, exc, fallback="content")
+            status = 400 if isinstance(exc, Invalid) else exc.status
         else:
             if run is None:
                 notice = "A human operator has this conversation; your message was passed on."

@@ -6,7 +6,7 @@ docs/architecture.md), so only those who may set that address may make it send o
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -16,6 +16,7 @@ from agentops.endpoints import selectors, services
 from agentops.endpoints.forms import EndpointForm, EndpointTestForm, PriceForm
 from agentops.models import ModelEndpoint
 from tracing.models import ModelPrice
+from tracing.platform.forms import form_submit
 from tracing.platform.web import HtmxHttpRequest, error_status
 
 
@@ -25,18 +26,17 @@ def _require_admin(request: HtmxHttpRequest) -> None:
 
 
 def _save(request: HtmxHttpRequest, form: EndpointForm) -> ModelEndpoint | None:
-    if not form.is_valid():
-        return None
-    try:
-        return services.endpoint_save(
+    return form_submit(
+        request,
+        form,
+        lambda: services.endpoint_save(
             endpoint=form.save(commit=False),
             api_key=form.cleaned_data.get("api_key") or None,
             clear_api_key=form.cleaned_data.get("clear_api_key", False),
             actor=request.user,
-        )
-    except ValidationError as exc:
-        form.add_error(None, exc)
-        return None
+        ),
+        done=lambda endpoint: f"Endpoint {endpoint.name} saved.",
+    )
 
 
 @role_required("viewer")
@@ -52,7 +52,6 @@ def endpoint_create(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         endpoint = _save(request, form)
         if endpoint is not None:
-            messages.success(request, f"Endpoint {endpoint.name} saved.")
             return redirect("endpoints:detail", pk=endpoint.pk)
     status = error_status(request) if form.errors else 200
     return render(request, "endpoints/detail.html", {"form": form, "endpoint": None}, status=status)
@@ -84,7 +83,6 @@ def endpoint_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         form = EndpointForm(request.POST, instance=endpoint)
         saved = _save(request, form)
         if saved is not None:
-            messages.success(request, f"Endpoint {saved.name} saved.")
             return redirect("endpoints:detail", pk=saved.pk)
         endpoint = ModelEndpoint.objects.get(pk=pk)
         return _detail(request, endpoint, form, status=error_status(request))
@@ -124,9 +122,13 @@ def prices(request: HtmxHttpRequest) -> HttpResponse:
     form = PriceForm(request.POST or None)
     if request.method == "POST":
         _require_admin(request)
-        if form.is_valid():
-            price = services.price_save(price=form.save(commit=False), actor=request.user)
-            messages.success(request, f"Price of {price.model} saved.")
+        saved = form_submit(
+            request,
+            form,
+            lambda: services.price_save(price=form.save(commit=False), actor=request.user),
+            done=lambda price: f"Price of {price.model} saved.",
+        )
+        if saved is not None:
             return redirect("endpoints:prices")
     status = error_status(request) if form.errors else 200
     return render(
@@ -142,10 +144,15 @@ def prices(request: HtmxHttpRequest) -> HttpResponse:
 def price_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     price = get_object_or_404(ModelPrice, pk=pk)
     form = PriceForm(request.POST or None, instance=price)
-    if request.method == "POST" and form.is_valid():
-        services.price_save(price=form.save(commit=False), actor=request.user)
-        messages.success(request, f"Price of {price.model} saved.")
-        return redirect("endpoints:prices")
+    if request.method == "POST":
+        saved = form_submit(
+            request,
+            form,
+            lambda: services.price_save(price=form.save(commit=False), actor=request.user),
+            done=lambda saved: f"Price of {saved.model} saved.",
+        )
+        if saved is not None:
+            return redirect("endpoints:prices")
     status = error_status(request) if form.errors else 200
     return render(
         request, "endpoints/price_form.html", {"form": form, "price": price}, status=status

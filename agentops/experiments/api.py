@@ -13,10 +13,11 @@ from ninja import Path, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
-from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, Text, api, require
+from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, Text, require
 from agentops.experiments import selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, Result
 from agentops.models import AgentVersion, Handoff, ModelEndpoint, Run
+from tracing.platform.errors import Conflict
 
 router: Router = Router(tags=["datasets and experiments"])
 
@@ -24,32 +25,12 @@ Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 WRITE_ERRORS = {409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS}
 
 
-class Unsatisfiable(Exception):
+class Unsatisfiable(Conflict):
     """Well-formed by the schema, but naming what does not exist or asking for what cannot go
     together: 409 naming the field (422 is for what the schema itself refuses)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-@api.exception_handler(Unsatisfiable)
-def on_unsatisfiable(request: HttpRequest, exc: Unsatisfiable) -> Any:
-    return api.create_response(request, {"error": str(exc), "field": exc.field}, status=409)
-
-
-@api.exception_handler(DjangoValidationError)
-def on_model_validation_error(request: HttpRequest, exc: DjangoValidationError) -> Any:
-    if hasattr(exc, "error_dict"):
-        field, errors = next(iter(exc.message_dict.items()))
-        message = errors[0] if errors else "invalid"
-    else:
-        field, message = None, exc.messages[0] if exc.messages else "invalid"
-    return api.create_response(
-        request,
-        {"error": f"{field}: {message}" if field else message, "field": field},
-        status=422,
-    )
+        super().__init__(message, field=field)
 
 
 class DatasetIn(Schema):
@@ -387,10 +368,7 @@ def update_item(
     require(request, "operator")
     # Every field is optional, so django-ninja would read a body that is not an object (a
     # list, a number) as "no change"; it is refused instead.
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        body = {}
+    body = json.loads(request.body or b"{}")  # the API's parser has read it already
     if not isinstance(body, dict):
         raise DjangoValidationError({"body": ["Send a JSON object: {input?, reference?}."]})
     item = services.dataset_item_update(

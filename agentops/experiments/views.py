@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -16,21 +17,21 @@ from agentops.auth import has_role, role_required
 from agentops.experiments import forms, selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, ExperimentStatus
 from agentops.models import Handoff, Run
+from tracing.platform.errors import ApplicationError
+from tracing.platform.forms import form_submit, refusal_text
 from tracing.platform.web import HtmxHttpRequest, error_status, id_param
 
 
-def _form_errors(form: Any, exc: ValidationError, fields: dict[str, str] | None = None) -> None:
-    """A service's errors on the form: on the field they name when the form has it."""
-    for key, errors in exc.message_dict.items():
-        name = key
-        if fields and key.startswith("checks."):
-            index = int(key.split(".")[1])
-            kinds = [c["kind"] for c in form.checks()]
-            name = fields.get(kinds[index], "") if index < len(kinds) else ""
-        elif key.startswith("variants."):
-            name = "model" if key.endswith(".model") else "baseline"
-        for error in errors:
-            form.add_error(name if name in form.fields else None, error)
+def _experiment_field(form: forms.ExperimentForm, key: str) -> str:
+    """The experiment form's field for what the service names: a check by its kind (checks.1
+    is the second check the form made), a variant's model or version."""
+    if key.startswith("checks."):
+        kinds = [check["kind"] for check in form.checks()]
+        index = int(key.split(".")[1])
+        return forms.CHECK_FIELDS.get(kinds[index], "") if index < len(kinds) else ""
+    if key.startswith("variants."):
+        return "model" if key.endswith(".model") else "baseline"
+    return key
 
 
 # -- datasets ------------------------------------------------------------------------------
@@ -40,17 +41,17 @@ def datasets(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         if not has_role(request.user, "operator"):
             raise PermissionDenied("This needs the operator role.")
-        if form.is_valid():
-            try:
-                dataset = services.dataset_create(
-                    name=form.cleaned_data["name"],
-                    description=form.cleaned_data["description"],
-                    actor=request.user,
-                )
-            except ValidationError as exc:
-                _form_errors(form, exc)
-            else:
-                return redirect("experiments:dataset", dataset.pk)
+        dataset = form_submit(
+            request,
+            form,
+            lambda: services.dataset_create(
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                actor=request.user,
+            ),
+        )
+        if dataset is not None:
+            return redirect("experiments:dataset", dataset.pk)
     status = 400 if form.errors else 200
     return render(
         request,
@@ -98,8 +99,8 @@ def dataset_import(request: HtmxHttpRequest, dataset_id: int) -> HttpResponse:
             count = services.dataset_import_jsonl(dataset=dataset, text=text, actor=request.user)
         except UnicodeDecodeError:
             messages.error(request, "The file is not UTF-8 text.")
-        except ValidationError as exc:
-            messages.error(request, "; ".join(exc.messages))
+        except (ApplicationError, ValidationError) as exc:
+            messages.error(request, refusal_text(exc))
         else:
             messages.success(request, f"{count} item{'s' if count != 1 else ''} imported.")
     else:
@@ -124,8 +125,8 @@ def item_reference(request: HtmxHttpRequest, item_id: int) -> HttpResponse:
     if form.is_valid():
         try:
             services.dataset_item_update(item=item, reference=form.cleaned_data["reference"])
-        except ValidationError as exc:
-            error = "; ".join(exc.messages)
+        except (ApplicationError, ValidationError) as exc:
+            error = refusal_text(exc)
     status = error_status(request) if error else 200
     if request.htmx:
         return render(
@@ -156,9 +157,10 @@ def _source(request: HtmxHttpRequest) -> tuple[Any, selectors.Turn | None, str]:
     handoff_id = request.GET.get("handoff", "")
     if run_id:
         try:
-            run = Run.objects.select_related("trigger").filter(pk=uuid.UUID(run_id)).first()
+            run_pk = uuid.UUID(run_id)
         except ValueError:
-            run = None
+            raise Http404("No such run.") from None
+        run = Run.objects.select_related("trigger").filter(pk=run_pk).first()
         if run is None:
             raise Http404("No such run.")
         return run, selectors.turn_from_run(run=run), reverse("observe:run", args=[run.pk])
@@ -180,26 +182,30 @@ def dataset_add(request: HtmxHttpRequest) -> HttpResponse:
     source, turn, back = _source(request)
     initial = {"reference": turn.reference if turn else ""}
     form = forms.AddTurnForm(request.POST or None, initial=initial)
-    if request.method == "POST" and turn is not None and form.is_valid():
-        try:
+    if request.method == "POST" and turn is not None:
+
+        @transaction.atomic
+        def add() -> DatasetItem:
             dataset = form.cleaned_data["dataset"] or services.dataset_create(
                 name=form.cleaned_data["new_dataset"], actor=request.user
             )
             reference = form.cleaned_data["reference"]
             if isinstance(source, Run):
-                item = services.dataset_item_from_run(
+                return services.dataset_item_from_run(
                     dataset=dataset, run=source, actor=request.user, reference=reference
                 )
-            else:
-                item = services.dataset_item_from_handoff(
-                    dataset=dataset, handoff=source, actor=request.user, reference=reference
-                )
-        except ValidationError as exc:
-            for key, errors in exc.message_dict.items():
-                for error in errors:
-                    form.add_error("new_dataset" if key == "name" else None, error)
-        else:
-            messages.success(request, f"Added to the dataset {dataset.name} (item {item.pk}).")
+            return services.dataset_item_from_handoff(
+                dataset=dataset, handoff=source, actor=request.user, reference=reference
+            )
+
+        item = form_submit(
+            request,
+            form,
+            add,
+            done=lambda item: f"Added to the dataset {item.dataset.name} (item {item.pk}).",
+            rename=lambda key: "new_dataset" if key == "name" else "",
+        )
+        if item is not None:
             return redirect(back)
     return render(
         request,
@@ -216,20 +222,21 @@ def experiments(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         if not has_role(request.user, "operator"):
             raise PermissionDenied("This needs the operator role.")
-        if form.is_valid():
-            try:
-                experiment = services.experiment_create(
-                    name=form.cleaned_data["name"],
-                    dataset=form.cleaned_data["dataset"],
-                    variants=form.variants(),
-                    checks=form.checks(),
-                    threshold=form.cleaned_data["threshold"],
-                    actor=request.user,
-                )
-            except ValidationError as exc:
-                _form_errors(form, exc, forms.CHECK_FIELDS)
-            else:
-                return redirect("experiments:experiment", experiment.pk)
+        experiment = form_submit(
+            request,
+            form,
+            lambda: services.experiment_create(
+                name=form.cleaned_data["name"],
+                dataset=form.cleaned_data["dataset"],
+                variants=form.variants(),
+                checks=form.checks(),
+                threshold=form.cleaned_data["threshold"],
+                actor=request.user,
+            ),
+            rename=lambda key: _experiment_field(form, key),
+        )
+        if experiment is not None:
+            return redirect("experiments:experiment", experiment.pk)
     return render(
         request,
         "experiments/experiments.html",
@@ -263,8 +270,8 @@ def experiment_run(request: HtmxHttpRequest, experiment_id: int) -> HttpResponse
     experiment = get_object_or_404(Experiment, pk=experiment_id)
     try:
         services.experiment_start(experiment=experiment, actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
+    except (ApplicationError, ValidationError) as exc:
+        messages.error(request, refusal_text(exc))
     return redirect("experiments:experiment", experiment.pk)
 
 
@@ -278,8 +285,8 @@ def check_edit(request: HtmxHttpRequest, experiment_id: int, check_id: int) -> H
             rubric=request.POST.get("rubric"),
             expected=request.POST.get("expected"),
         )
-    except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
+    except (ApplicationError, ValidationError) as exc:
+        messages.error(request, refusal_text(exc))
     else:
         count = services.experiment_rescore(experiment=check.experiment, actor=request.user)
         messages.success(request, f"Check saved; {count} answers are being scored again.")

@@ -36,6 +36,8 @@ from agentops.selectors import RunOutcomes, run_outcomes
 from tracing import charts
 from tracing.models import AlertRule, RetentionOverride, RollupState
 from tracing.platform import conf
+from tracing.platform.errors import ApplicationError
+from tracing.platform.forms import form_errors_from, refusal_message
 from tracing.platform.web import HtmxHttpRequest, error_status, next_url, page_query
 from tracing.selectors import (
     Stats,
@@ -117,14 +119,13 @@ def run_detail(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
 @role_required("operator")
 @require_POST
 def run_retry(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    from agentops.runtime.services import RuntimeConflict
     from agentops.runtime.services import run_retry as retry
 
     run = _run_or_404(run_id)
     try:
         retry(run=run, actor=request.user)
-    except RuntimeConflict as exc:
-        messages.error(request, f"Not retried: {exc}")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not retried")
     else:
         messages.success(
             request, f"Run {run.pk} resumes from its last checkpoint (step {run.step})."
@@ -137,22 +138,23 @@ def run_retry(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
 def run_cancel(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """Cancel a queued, running or waiting run. A script's fetch (Accept: application/json)
     gets JSON (409 naming why not); a form post goes back to `next` or the run's page."""
-    from agentops.runtime.services import RuntimeConflict
     from agentops.runtime.services import run_cancel as cancel
 
     run = _run_or_404(run_id)
-    error = ""
+    refusal: ApplicationError | None = None
     try:
         cancel(run=run, actor=request.user)
-    except RuntimeConflict as exc:
-        error = f"Not cancelled: {exc}"
+    except ApplicationError as exc:
+        refusal = exc
     if request.headers.get("Accept") == "application/json":
         body = {"run": str(run.pk), "status": run.status}
+        if refusal is None:
+            return JsonResponse(body)
         return JsonResponse(
-            {**body, "error": error} if error else body, status=409 if error else 200
+            {**body, **refusal.body(), "error": f"Not cancelled: {refusal}"}, status=refusal.status
         )
-    if error:
-        messages.error(request, error)
+    if refusal:
+        refusal_message(request, refusal, refused="Not cancelled")
     else:
         messages.success(request, f"Run {run.pk} cancelled.")
     return redirect(next_url(request, fallback=reverse("observe:run", args=[run.pk])))
@@ -162,7 +164,6 @@ def run_cancel(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
 @require_POST
 def run_fork(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """Fork the run at a step into a new session; its run's page follows."""
-    from agentops.runtime.services import ForkInvalid
     from agentops.runtime.services import run_fork as fork
 
     run = _run_or_404(run_id)
@@ -182,8 +183,8 @@ def run_fork(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
             model=data["model"] or None,
             actor=request.user,
         )
-    except ForkInvalid as exc:
-        messages.error(request, f"Not forked: {exc}")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not forked")
         return redirect(reverse("observe:run", args=[run.pk]))
     messages.success(
         request,
@@ -215,9 +216,8 @@ def run_feedback(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
                 score=form.cleaned_data["score"],
                 comment=form.cleaned_data["comment"],
             )
-        except ValidationError as exc:
-            for name, errors in exc.message_dict.items():
-                form.add_error(name if name in form.fields else None, errors)
+        except (ApplicationError, ValidationError) as exc:
+            form_errors_from(form, exc)
     if request.htmx:
         context = {
             "m": message,

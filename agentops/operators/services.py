@@ -52,10 +52,11 @@ from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_free, run_start
 from agentops.selectors import operator_loads, team_get
 from agentops.services import audit_record
+from tracing.platform.errors import Conflict, Forbidden, Invalid, NotFound
 from tracing.platform.live import broadcast, user_group
 
 
-class HandoffConflict(Exception):
+class HandoffConflict(Conflict):
     """The handoff is not in a state that allows this (someone else acted first)."""
 
 
@@ -250,9 +251,9 @@ def operator_presence_set(*, user: Any, presence: str) -> OperatorState:
     offline (no new ones; those they hold stay theirs). The choice is remembered: a login
     or an opened page brings it back."""
     if presence not in Presence.values:
-        raise ValueError(f"presence: choose one of {', '.join(Presence.values)}")
+        raise Invalid(f"choose one of {', '.join(Presence.values)}", field="presence")
     if not has_role(user, "operator"):
-        raise PermissionError("only operators have a presence")
+        raise Forbidden("only operators have a presence")
     return _presence_change(user=user, presence=presence, chosen=presence)
 
 
@@ -306,7 +307,7 @@ def operators_away_sweep(*, now: datetime | None = None) -> int:
 def operator_cap_set(*, user: Any, cap: int | None, actor: Any) -> OperatorState:
     """An admin sets how many conversations a person is given at once (None: the team's)."""
     if cap is not None and not 1 <= cap <= MAX_CAP:
-        raise ValueError(f"cap: give 1 to {MAX_CAP}, or leave it empty for the team's cap")
+        raise Invalid(f"give 1 to {MAX_CAP}, or leave it empty for the team's cap", field="cap")
     with transaction.atomic():
         state, _ = OperatorState.objects.select_for_update().get_or_create(user=user)
         if state.concurrent_cap != cap:
@@ -440,9 +441,9 @@ def handoff_reply(*, handoff: Handoff, user: Any, content: str) -> Message:
     """The operator answers the end user; the message reaches the console live."""
     content = content.strip()
     if not content:
-        raise ValueError("the reply must not be empty")
+        raise Invalid("the reply must not be empty", field="content")
     if len(content) > MAX_MESSAGE_CHARS:
-        raise ValueError(f"the reply is longer than {MAX_MESSAGE_CHARS} characters")
+        raise Invalid(f"the reply is longer than {MAX_MESSAGE_CHARS} characters", field="content")
     handoff = (
         Handoff.objects.select_for_update(of=("self",))
         .select_related("claimed_by")
@@ -541,10 +542,10 @@ def handoff_close(*, handoff: Handoff, user: Any) -> Handoff:
 def handoff_reassign(*, handoff: Handoff, user: Any, to_username: str) -> Handoff:
     """An admin moves an open or claimed handoff to another operator."""
     if not has_role(user, "admin"):
-        raise PermissionError("only admins can reassign")
+        raise Forbidden("only admins can reassign")
     target = get_user_model().objects.filter(username=to_username, is_active=True).first()
     if target is None or not has_role(target, "operator"):
-        raise ValueError(f"{to_username!r} is not an active operator")
+        raise Invalid(f"{to_username!r} is not an active operator", field="operator")
     handoff = (
         Handoff.objects.select_for_update(of=("self",))
         .select_related("claimed_by")
@@ -583,7 +584,7 @@ def _may_work(*, handoff: Handoff, user: Any) -> None:
     """Transfer and snooze: an open handoff is anyone's on the shift; a claimed one its
     holder's (or an admin's); a resolved one nobody's."""
     if not has_role(user, "operator"):
-        raise PermissionError("this needs the operator role")
+        raise Forbidden("this needs the operator role")
     if handoff.status == HandoffStatus.RESOLVED:
         raise HandoffConflict("this handoff is already resolved")
     if handoff.status == HandoffStatus.CLAIMED:
@@ -593,11 +594,11 @@ def _may_work(*, handoff: Handoff, user: Any) -> None:
 def _note_content(content: str, *, required: bool) -> str:
     content = content.strip()
     if required and not content:
-        raise ValueError("the note must not be empty")
+        raise Invalid("the note must not be empty", field="content")
     if len(content) > MAX_NOTE_CHARS:
-        raise ValueError(f"the note is longer than {MAX_NOTE_CHARS} characters")
+        raise Invalid(f"the note is longer than {MAX_NOTE_CHARS} characters", field="content")
     if "\x00" in content:
-        raise ValueError("the note must not contain NUL characters")
+        raise Invalid("the note must not contain NUL characters", field="content")
     return content
 
 
@@ -606,7 +607,7 @@ def handoff_note_add(*, handoff: Handoff, user: Any, content: str) -> PrivateNot
     """A private note in the conversation's thread: for operators only (see PrivateNote).
     Any operator may leave one, on any handoff they can open."""
     if not has_role(user, "operator"):
-        raise PermissionError("this needs the operator role")
+        raise Forbidden("this needs the operator role")
     content = _note_content(content, required=True)
     note = PrivateNote.objects.create(
         session_id=handoff.session_id, handoff=handoff, author=user, content=content
@@ -636,18 +637,18 @@ def handoff_transfer(
     a team (back to the open queue, in that team). The note is a private note; the move is
     audit-logged. A snooze ends: the receiver sees it now."""
     if bool(to_operator) == bool(to_team):
-        raise ValueError("to: choose either an operator or a team")
+        raise Invalid("choose either an operator or a team", field="to")
     note = _note_content(note, required=False)
     target: Any = None
     team: Team | None = None
     if to_operator:
         target = get_user_model().objects.filter(username=to_operator, is_active=True).first()
         if target is None or not has_role(target, "operator"):
-            raise ValueError(f"operator: {to_operator!r} is not an active operator")
+            raise NotFound(f"{to_operator!r} is not an active operator", field="to")
     else:
         team = team_get(slug=to_team)
         if team is None:
-            raise ValueError(f"team: there is no team {to_team!r}")
+            raise NotFound(f"there is no team {to_team!r}", field="to")
     handoff = (
         Handoff.objects.select_for_update(of=("self",))
         .select_related("claimed_by", "team", "session")
@@ -734,9 +735,9 @@ def handoff_snooze(*, handoff: Handoff, user: Any, until: datetime | None) -> Ha
     now = timezone.now()
     if until is not None:
         if until <= now:
-            raise ValueError("until: choose a time in the future")
+            raise Invalid("choose a time in the future", field="until")
         if (until - now).days >= MAX_SNOOZE_DAYS:
-            raise ValueError(f"until: snooze for less than {MAX_SNOOZE_DAYS} days")
+            raise Invalid(f"snooze for less than {MAX_SNOOZE_DAYS} days", field="until")
     handoff = (
         Handoff.objects.select_for_update(of=("self",))
         .select_related("claimed_by")
@@ -834,11 +835,11 @@ MAX_LABEL_CHARS = 50
 def label_name_clean(*, name: str) -> str:
     name = " ".join(name.split())
     if not name:
-        raise ValueError("name: give the label a name")
+        raise Invalid("give the label a name", field="name")
     if len(name) > MAX_LABEL_CHARS:
-        raise ValueError(f"name: at most {MAX_LABEL_CHARS} characters")
+        raise Invalid(f"at most {MAX_LABEL_CHARS} characters", field="name")
     if "\x00" in name:
-        raise ValueError("name: must not contain NUL characters")
+        raise Invalid("must not contain NUL characters", field="name")
     return name
 
 
@@ -847,10 +848,10 @@ def session_label_add(*, session: Session, name: str, actor: Any, colour: str = 
     """Put a label on a conversation, creating the label if it is new (names are compared
     without regard to case; `colour`, from the palette, is used only for a new label)."""
     if not has_role(actor, "operator"):
-        raise PermissionError("this needs the operator role")
+        raise Forbidden("this needs the operator role")
     name = label_name_clean(name=name)
     if colour and colour not in LabelColour.values:
-        raise ValueError(f"colour: choose one of {', '.join(LabelColour.values)} or none")
+        raise Invalid(f"choose one of {', '.join(LabelColour.values)} or none", field="colour")
     label = Label.objects.filter(name__iexact=name).first()
     if label is None:
         try:
@@ -873,7 +874,7 @@ def session_label_add(*, session: Session, name: str, actor: Any, colour: str = 
 @transaction.atomic
 def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
     if not has_role(actor, "operator"):
-        raise PermissionError("this needs the operator role")
+        raise Forbidden("this needs the operator role")
     if label.sessions.filter(pk=session.pk).exists():
         label.sessions.remove(session)
         event_record(
@@ -889,18 +890,18 @@ def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
 def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
     """Rename or recolour a label (admins): every conversation carrying it shows the change."""
     if not has_role(actor, "admin"):
-        raise PermissionError("only admins change labels")
+        raise Forbidden("only admins change labels")
     name = label_name_clean(name=name)
     if colour not in ("", *LabelColour.values):
-        raise ValueError(f"colour: choose one of {', '.join(LabelColour.values)} or none")
+        raise Invalid(f"choose one of {', '.join(LabelColour.values)} or none", field="colour")
     if Label.objects.filter(name__iexact=name).exclude(pk=label.pk).exists():
-        raise ValueError(f"name: a label named {name!r} exists already")
+        raise Invalid(f"a label named {name!r} exists already", field="name")
     before = label.name
     try:
         with transaction.atomic():  # taken meanwhile: the same error as above
             Label.objects.filter(pk=label.pk).update(name=name, colour=colour)
     except IntegrityError:
-        raise ValueError(f"name: a label named {name!r} exists already") from None
+        raise Invalid(f"a label named {name!r} exists already", field="name") from None
     label.name, label.colour = name, colour
     event_record(
         kind="labels.changed",
@@ -916,7 +917,7 @@ def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
 def label_delete(*, label: Label, actor: Any) -> int:
     """Delete a label (admins): it leaves every conversation; returns how many carried it."""
     if not has_role(actor, "admin"):
-        raise PermissionError("only admins delete labels")
+        raise Forbidden("only admins delete labels")
     carried = label.sessions.count()
     label.delete()
     event_record(
@@ -943,15 +944,15 @@ def canned_reply_save(
     "everyone". Unknown placeholders and scopes the actor may not write to are refused
     (ValueError naming the field)."""
     if not has_role(actor, "operator"):
-        raise PermissionError("this needs the operator role")
+        raise Forbidden("this needs the operator role")
     unknown = placeholders_unknown(text=content)
     if unknown:
         names = ", ".join("{{ " + n + " }}" for n in unknown)
-        raise ValueError(f"content: unknown placeholder {names}")
+        raise Invalid(f"unknown placeholder {names}", field="content")
     created = reply is None
     reply = reply or CannedReply(created_by=actor)
     if not created and not canned_reply_may_edit(reply=reply, user=actor):
-        raise PermissionError("you may not change this canned reply")
+        raise Forbidden("you may not change this canned reply")
     team: Team | None = None
     owner: Any = None
     if scope == "personal":
@@ -959,28 +960,28 @@ def canned_reply_save(
     elif scope.startswith("team:"):
         team = team_get(slug=scope.removeprefix("team:"))
         if team is None:
-            raise ValueError(f"scope: there is no team {scope.removeprefix('team:')!r}")
+            raise Invalid(f"there is no team {scope.removeprefix('team:')!r}", field="scope")
         if not has_role(actor, "admin") and not actor.teams.filter(pk=team.pk).exists():
-            raise ValueError(f"scope: you are not a member of team {team.slug}")
+            raise Invalid(f"you are not a member of team {team.slug}", field="scope")
     elif scope == "everyone":
         if not has_role(actor, "admin"):
-            raise ValueError("scope: only admins write replies for every operator")
+            raise Invalid("only admins write replies for every operator", field="scope")
     else:
-        raise ValueError("scope: choose personal, a team or everyone")
+        raise Invalid("choose personal, a team or everyone", field="scope")
     reply.shortcut, reply.title, reply.content = shortcut, title, content
     reply.team, reply.owner = team, owner
     taken = CannedReply.objects.filter(shortcut=shortcut, team=team, owner=owner)
     if not created:
         taken = taken.exclude(pk=reply.pk)
     if taken.exists():
-        raise ValueError(f"shortcut: /{shortcut} is taken in this scope")
+        raise Invalid(f"/{shortcut} is taken in this scope", field="shortcut")
     reply.full_clean(validate_unique=False, validate_constraints=False)
     with transaction.atomic():
         try:
             with transaction.atomic():  # taken meanwhile by another admin: the same error
                 reply.save()
         except IntegrityError:
-            raise ValueError(f"shortcut: /{shortcut} is taken in this scope") from None
+            raise Invalid(f"/{shortcut} is taken in this scope", field="shortcut") from None
         audit_record(
             actor=actor,
             action="canned_reply.created" if created else "canned_reply.changed",
@@ -993,7 +994,7 @@ def canned_reply_save(
 @transaction.atomic
 def canned_reply_delete(*, reply: CannedReply, actor: Any) -> None:
     if not canned_reply_may_edit(reply=reply, user=actor):
-        raise PermissionError("you may not delete this canned reply")
+        raise Forbidden("you may not delete this canned reply")
     audit_record(
         actor=actor, action="canned_reply.deleted", target=f"/{reply.shortcut}", scope=reply.scope
     )
@@ -1025,7 +1026,7 @@ def handoffs_bulk_close(*, handoff_ids: list[int], user: Any) -> tuple[list[int]
     claimed ones of the operator's own (any, for admins). Returns the ids closed and why the
     others were not; each closed one is audited and announced as a single close would be."""
     if not has_role(user, "operator"):
-        raise PermissionError("closing needs the operator role")
+        raise Forbidden("closing needs the operator role")
     admin = has_role(user, "admin")
     rows = list(
         Handoff.objects.select_for_update(of=("self",))
@@ -1212,12 +1213,12 @@ def handoff_rate(
     Bad input is a ValueError naming the field; a conversation not closed by an operator, a
     HandoffConflict."""
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-        raise ValueError("score: give a whole number from 1 to 5")
+        raise Invalid("give a whole number from 1 to 5", field="score")
     comment = (comment or "").strip()
     if len(comment) > MAX_RATING_COMMENT:
-        raise ValueError(f"comment: at most {MAX_RATING_COMMENT} characters")
+        raise Invalid(f"at most {MAX_RATING_COMMENT} characters", field="comment")
     if "\x00" in comment:
-        raise ValueError("comment: must not contain NUL characters")
+        raise Invalid("must not contain NUL characters", field="comment")
     handoff = (
         Handoff.objects.select_for_update(of=("self",))
         .select_related("session")

@@ -21,9 +21,10 @@ from agentops.models import Handoff, HandoffStatus, Session, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm, LabelForm
 from agentops.operators.models import CannedReply, Label, LabelColour
-from agentops.operators.services import HandoffConflict
-from agentops.runtime.services import RuntimeConflict, toolcall_decide
+from agentops.runtime.services import toolcall_decide
 from agentops.selectors import conversation_get, teams_all
+from tracing.platform.errors import ApplicationError, Forbidden
+from tracing.platform.forms import form_submit, refusal_message
 from tracing.platform.web import HtmxHttpRequest, error_status, next_url, page_query
 
 FIGURE_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -172,11 +173,11 @@ def claim(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     _handoff_or_404(handoff_id)
     try:
         services.handoff_claim(handoff_id=handoff_id, user=request.user)
-    except HandoffConflict as exc:
+    except ApplicationError as exc:
         if request.htmx:
             context = {**_queue_context(request), "claim_error": f"Not claimed: {exc}."}
             return render(request, "operators/queue.html#live", context)
-        messages.error(request, f"Not claimed: {exc}.")
+        refusal_message(request, exc, refused="Not claimed")
         return redirect("operators:queue")
     url = reverse("operators:handoff", kwargs={"handoff_id": handoff_id})
     _draft_set(request, handoff_id, request.POST.get("draft", ""))
@@ -273,11 +274,11 @@ def note(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     content = request.POST.get("content", "")
     try:
         added = services.handoff_note_add(handoff=handoff, user=request.user, content=content)
-    except (ValueError, PermissionError) as exc:
-        if request.htmx:
-            context = {"handoff": handoff, "note_error": str(exc), "note_draft": content}
-            return render(request, "operators/handoff.html#note-form", context, status=422)
-        messages.error(request, f"Note not saved: {exc}.")
+    except ApplicationError as exc:
+        if request.htmx:  # the error sits beside the note's field
+            context = {"handoff": handoff, "note_error": exc.message, "note_draft": content}
+            return render(request, "operators/handoff.html#note-form", context, status=exc.status)
+        refusal_message(request, exc, refused="Note not saved")
         return redirect("operators:handoff", handoff_id=handoff_id)
     if request.htmx:
         return render(
@@ -303,8 +304,8 @@ def transfer(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
             to_team=name if kind == "team" else "",
             note=request.POST.get("note", ""),
         )
-    except (HandoffConflict, ValueError, PermissionError) as exc:
-        messages.error(request, f"Not transferred: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not transferred")
         return redirect("operators:handoff", handoff_id=handoff_id)
     where = f"operator {name}" if kind == "operator" else f"team {name}"
     messages.success(request, f"Transferred to {where}.")
@@ -325,8 +326,8 @@ def snooze(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     until = timezone.now() + timedelta(hours=hours) if hours else None
     try:
         services.handoff_snooze(handoff=handoff, user=request.user, until=until)
-    except (HandoffConflict, ValueError, PermissionError) as exc:
-        messages.error(request, f"Not snoozed: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not snoozed")
         return redirect("operators:handoff", handoff_id=handoff_id)
     messages.success(request, f"Snoozed {dict(SNOOZE_CHOICES)[choice]}.")
     return redirect("operators:queue")
@@ -338,8 +339,8 @@ def wake(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _visible_handoff(request, handoff_id)
     try:
         services.handoff_wake(handoff=handoff, user=request.user)
-    except (HandoffConflict, PermissionError) as exc:
-        messages.error(request, f"Not woken: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not woken")
     else:
         messages.success(request, "Back in the queue.")
     return redirect("operators:handoff", handoff_id=handoff_id)
@@ -349,7 +350,6 @@ def wake(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
 @require_POST
 def label_add(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _visible_handoff(request, handoff_id)
-    error = ""
     try:
         services.session_label_add(
             session=handoff.session,
@@ -357,17 +357,14 @@ def label_add(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
             colour=request.POST.get("colour", ""),
             actor=request.user,
         )
-    except ValueError as exc:
-        error = str(exc)
-    if request.htmx:
-        return render(
-            request,
-            "operators/handoff.html#labels",
-            _labels_context(handoff, error),
-            status=422 if error else 200,
-        )
-    if error:
-        messages.error(request, f"Not labelled: {error}.")
+    except ApplicationError as exc:
+        if request.htmx:
+            context = _labels_context(handoff, str(exc))
+            return render(request, "operators/handoff.html#labels", context, status=exc.status)
+        refusal_message(request, exc, refused="Not labelled")
+    else:
+        if request.htmx:
+            return render(request, "operators/handoff.html#labels", _labels_context(handoff))
     return redirect("operators:handoff", handoff_id=handoff_id)
 
 
@@ -401,14 +398,14 @@ def label_edit(request: HtmxHttpRequest, label_id: int) -> HttpResponse:
     label = get_object_or_404(Label, pk=label_id)
     initial = {"name": label.name, "colour": label.colour}
     form = LabelForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.label_update(label=label, actor=request.user, **form.cleaned_data)
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            form.add_error(field if field in form.fields else None, message or str(exc))
-        else:
-            messages.success(request, f"Label {label.name} saved.")
+    if request.method == "POST":
+        saved = form_submit(
+            request,
+            form,
+            lambda: services.label_update(label=label, actor=request.user, **form.cleaned_data),
+            done=lambda saved: f"Label {saved.name} saved.",
+        )
+        if saved is not None:
             return redirect("operators:labels")
     status = 400 if form.is_bound else 200
     return _labels_page(request, form=form, label=label, status=status)
@@ -441,17 +438,14 @@ def _replies_page(
 def _reply_form_save(
     request: HtmxHttpRequest, form: CannedReplyForm, reply: CannedReply | None
 ) -> HttpResponse:
-    if form.is_valid():
-        try:
-            saved = services.canned_reply_save(reply=reply, actor=request.user, **form.cleaned_data)
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            form.add_error(field if field in form.fields else None, message or str(exc))
-        except PermissionError as exc:
-            raise PermissionDenied(str(exc)) from exc
-        else:
-            messages.success(request, f"Canned reply /{saved.shortcut} saved.")
-            return redirect("operators:replies")
+    saved = form_submit(
+        request,
+        form,
+        lambda: services.canned_reply_save(reply=reply, actor=request.user, **form.cleaned_data),
+        done=lambda saved: f"Canned reply /{saved.shortcut} saved.",
+    )
+    if saved is not None:
+        return redirect("operators:replies")
     return _replies_page(request, form=form, reply=reply, status=400)
 
 
@@ -480,7 +474,7 @@ def reply_delete(request: HtmxHttpRequest, reply_id: int) -> HttpResponse:
     reply = get_object_or_404(CannedReply, pk=reply_id)
     try:
         services.canned_reply_delete(reply=reply, actor=request.user)
-    except PermissionError as exc:
+    except Forbidden as exc:
         raise PermissionDenied(str(exc)) from exc
     messages.success(request, f"Canned reply /{reply.shortcut} deleted.")
     return redirect("operators:replies")
@@ -491,18 +485,19 @@ def reply_delete(request: HtmxHttpRequest, reply_id: int) -> HttpResponse:
 def reply(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     handoff = _handoff_or_404(handoff_id)
     content = request.POST.get("content", "")
-    error = ""
+    refusal: ApplicationError | None = None
     try:
         services.handoff_reply(handoff=handoff, user=request.user, content=content)
         _draft_set(request, handoff_id, None)
         content = ""
-    except (HandoffConflict, ValueError) as exc:
-        error = str(exc)
-    if request.htmx:
+    except ApplicationError as exc:
+        refusal = exc
+    if request.htmx:  # the error sits beside the reply's field
+        error = refusal.message if refusal else ""
         context = {"handoff": handoff, "mine": True, "draft": content, "reply_error": error}
         return render(request, "operators/handoff.html#reply", context)
-    if error:
-        messages.error(request, f"Not sent: {error}.")
+    if refusal:
+        refusal_message(request, refusal, refused="Not sent")
     return redirect("operators:handoff", handoff_id=handoff_id)
 
 
@@ -518,8 +513,8 @@ def _resolve(
     handoff = _handoff_or_404(handoff_id)
     try:
         resolve(handoff=handoff, user=request.user)
-    except HandoffConflict as exc:
-        messages.error(request, f"{refused}: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused=refused)
         return redirect("operators:handoff", handoff_id=handoff_id)
     messages.success(request, done)
     return redirect("operators:queue")
@@ -556,8 +551,8 @@ def reassign(request: HtmxHttpRequest, handoff_id: int) -> HttpResponse:
     to = request.POST.get("operator", "")
     try:
         services.handoff_reassign(handoff=handoff, user=request.user, to_username=to)
-    except (HandoffConflict, ValueError) as exc:
-        messages.error(request, f"Not reassigned: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not reassigned")
     else:
         messages.success(request, f"Reassigned to {to}.")
     return redirect("operators:handoff", handoff_id=handoff_id)
@@ -580,8 +575,8 @@ def decide(request: HtmxHttpRequest, tool_call_id: int) -> HttpResponse:
             actor=request.user,
             note=request.POST.get("note", ""),
         )
-    except RuntimeConflict as exc:
-        messages.error(request, f"Not decided: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not decided")
     else:
         messages.success(
             request, f"{tool_call.tool_name}: {'approved' if verdict == 'approve' else 'rejected'}."
@@ -626,16 +621,17 @@ def audit(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 def presence(request: HtmxHttpRequest) -> HttpResponse:
     """The operator's own online/away/offline switch in the navigation."""
-    error = ""
+    refusal: ApplicationError | None = None
     try:
         services.operator_presence_set(user=request.user, presence=request.POST.get("presence", ""))
-    except ValueError as exc:
-        error = str(exc)
+    except ApplicationError as exc:
+        refusal = exc
     if request.htmx:
-        context = {"presence": selectors.operator_presence(user=request.user), "error": error}
-        return render(request, "operators/_presence.html", context, status=400 if error else 200)
-    if error:
-        messages.error(request, f"Not changed: {error}.")
+        presence = selectors.operator_presence(user=request.user)
+        context = {"presence": presence, "error": str(refusal) if refusal else ""}
+        return render(request, "operators/_presence.html", context, status=400 if refusal else 200)
+    if refusal:
+        refusal_message(request, refusal, refused="Not changed")
     return redirect(next_url(request, fallback=reverse("operators:queue")))  # never off-site
 
 
@@ -708,8 +704,8 @@ def take_over(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
     session = _session_or_404(session_id)
     try:
         outcome = services.session_take_over(session_id=session.pk, user=request.user)
-    except HandoffConflict as exc:
-        messages.error(request, f"Not taken over: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not taken over")
         return redirect("operators:watch", session_id=session.pk)
     if outcome.handoff is not None:
         messages.success(request, "You have this conversation now; the end user sees you join.")

@@ -47,6 +47,7 @@ from agentops.runtime.handoff_package import (
     handoff_packages_reconcile,
 )
 from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.errors import Conflict, Invalid
 from tracing.platform.logs import get_logger
 
 if TYPE_CHECKING:
@@ -57,19 +58,18 @@ log = get_logger(__name__)
 MAX_MESSAGE_CHARS = 32_000
 
 
-class RuntimeConflict(Exception):
+class RuntimeConflict(Conflict):
     """The request cannot be done in the run's or session's current state."""
 
 
 class AgentNotLive(RuntimeConflict):
     """The agent has saved versions but none published: only its draft chat runs it."""
 
-    field = "agent"
-
     def __init__(self, agent: Agent) -> None:
         super().__init__(
-            f"agent: {agent.slug} has no published version yet; publish one in the agent "
-            "builder (until then only its draft chat runs it)"
+            f"{agent.slug} has no published version yet; publish one in the agent "
+            "builder (until then only its draft chat runs it)",
+            field="agent",
         )
 
 
@@ -192,9 +192,9 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     """Add the end user's message (written by the session's external user, sent by `author`:
     the API key's owner or the console's user) and start a run for it."""
     if not content.strip():
-        raise ValueError("content must not be empty")
+        raise Invalid("must not be empty", field="content")
     if len(content) > MAX_MESSAGE_CHARS:
-        raise ValueError(f"content is longer than {MAX_MESSAGE_CHARS} characters")
+        raise Invalid(f"longer than {MAX_MESSAGE_CHARS} characters", field="content")
     session = Session.objects.select_for_update().get(pk=session.pk)
     if session.status == SessionStatus.CLOSED:
         raise RuntimeConflict("the session is closed")
@@ -456,13 +456,11 @@ def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-class ForkInvalid(ValueError):
+class ForkInvalid(Conflict):
     """A fork asked for what the run cannot give; `field` names the input to change."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+        super().__init__(message, field=field)
 
 
 def _fork_prefix(*, run: Run, own: list[Message]) -> list[Message]:

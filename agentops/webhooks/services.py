@@ -33,6 +33,7 @@ from agentops.webhooks.models import (
 )
 from tracing.platform.egress import PostResult, egress_post
 from tracing.platform.enqueue import queue_job_on_commit
+from tracing.platform.errors import Conflict
 from tracing.platform.live import OPS_GROUP, broadcast
 from tracing.platform.logs import get_logger
 
@@ -47,7 +48,7 @@ ATTEMPT_LEASE = timedelta(seconds=120)
 DISPATCH_BATCH = 500
 
 
-class WebhookConflict(Exception):
+class WebhookConflict(Conflict):
     """The delivery or endpoint is not in a state that allows this."""
 
 

@@ -12,12 +12,13 @@ from agentops.webhooks.forms import WebhookEndpointForm
 from agentops.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from agentops.webhooks.selectors import webhook_deliveries, webhook_endpoints
 from agentops.webhooks.services import (
-    WebhookConflict,
     webhook_delivery_resend,
     webhook_endpoint_create,
     webhook_endpoint_delete,
     webhook_endpoint_enable,
 )
+from tracing.platform.errors import ApplicationError
+from tracing.platform.forms import refusal_message
 from tracing.platform.web import id_param
 
 
@@ -75,8 +76,8 @@ def delivery_resend(request: HttpRequest, delivery_id: int) -> HttpResponse:
     delivery = get_object_or_404(WebhookDelivery, pk=delivery_id)
     try:
         webhook_delivery_resend(delivery=delivery, actor=request.user)
-    except WebhookConflict as exc:
-        messages.error(request, f"Not sent: {exc}.")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused="Not sent")
     else:
         messages.success(request, f"{delivery.event_id} will be sent again now.")
     return redirect("webhooks:index")

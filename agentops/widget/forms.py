@@ -6,6 +6,7 @@ from django import forms
 
 from agentops.models import Agent
 from agentops.widget.services import origins_clean
+from tracing.platform.errors import Invalid
 
 
 class WidgetKeyForm(forms.Form):
@@ -25,8 +26,8 @@ class WidgetKeyForm(forms.Form):
     def clean_allowed_origins(self) -> list[str]:
         try:
             return origins_clean(text=self.cleaned_data["allowed_origins"])
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        except Invalid as exc:
+            raise forms.ValidationError(exc.message) from exc
 
     def values(self) -> dict[str, Any]:
         return dict(self.cleaned_data)

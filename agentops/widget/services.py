@@ -33,6 +33,7 @@ from agentops.operators.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
 from agentops.services import audit_record
 from agentops.widget.models import WidgetKey
+from tracing.platform.errors import Forbidden, Invalid, TooMany
 from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -55,13 +56,13 @@ ADDRESS_LIMITS = {
 }
 
 
-class WidgetRefused(Exception):
+class WidgetRefused(Forbidden):
     """The key, origin or identity is not acceptable."""
 
 
-class RateLimited(Exception):
+class RateLimited(TooMany):
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
+        super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
 
 
@@ -82,17 +83,17 @@ def origins_clean(*, text: str) -> list[str]:
     origins = []
     for raw in text.replace(",", "\n").split():
         if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in raw):
-            raise ValueError(f"{raw!r} holds a control character (a NUL, say)")
+            raise Invalid(f"{raw!r} holds a control character (a NUL, say)", field="origin")
         parts = urlsplit(raw.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{raw!r} is not an origin like https://shop.example.com")
+            raise Invalid(f"{raw!r} is not an origin like https://shop.example.com", field="origin")
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-            raise ValueError(f"{raw!r} has more than scheme, host and port")
+            raise Invalid(f"{raw!r} has more than scheme, host and port", field="origin")
         origin = f"{parts.scheme}://{parts.netloc.lower()}"
         if origin not in origins:
             origins.append(origin)
     if not origins:
-        raise ValueError("list at least one origin")
+        raise Invalid("list at least one origin", field="origin")
     return origins
 
 
@@ -135,10 +136,10 @@ def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Any) -> Widg
 
 def widget_key_origin_allow(*, key: WidgetKey, origin: str, actor: Any) -> WidgetKey:
     """Add an origin to the key's allowed ones (as the keys page offers for a refused one);
-    ValueError naming it if it is not an origin."""
+    Invalid naming it if it is not an origin."""
     origins = origins_clean(text=origin)
     if len(origins) != 1:
-        raise ValueError("give one origin, like https://shop.example.com")
+        raise Invalid("give one origin, like https://shop.example.com", field="origin")
     cleaned = origins[0]
     with transaction.atomic():
         key = WidgetKey.objects.select_for_update().select_related("agent").get(pk=key.pk)
@@ -339,8 +340,8 @@ def enduser_session_rate(
     *, key: WidgetKey, enduser: EndUser, session_id: Any, score: Any, comment: Any = ""
 ) -> tuple[Any, bool]:
     """The end user rates their own conversation an operator closed (CSAT); returns the
-    rating and whether it is the first. Another's conversation is WidgetRefused; bad input a
-    ValueError naming the field; a conversation no operator closed, a HandoffConflict."""
+    rating and whether it is the first. Another's conversation is WidgetRefused; bad input
+    Invalid naming the field; a conversation no operator closed, a HandoffConflict."""
     from agentops.widget.selectors import enduser_session_get  # it imports EndUser from here
 
     session = enduser_session_get(agent_id=key.agent_id, enduser=enduser, session_id=session_id)
@@ -348,7 +349,7 @@ def enduser_session_rate(
         raise WidgetRefused("not your conversation")
     rate_check(key=key, enduser=enduser)  # a rating counts as a message against the limits
     if not isinstance(comment, str):
-        raise ValueError("comment: must be text")
+        raise Invalid("must be text", field="comment")
     first = handoff_rating_get(session_id=session.pk) is None
     return handoff_rate(session_id=session.pk, score=score, comment=comment), first
 
@@ -358,7 +359,7 @@ def enduser_message_post(
 ) -> Session:
     """Post the end user's message (authored by nobody on the staff) after the rate limits."""
     if not content.strip():
-        raise ValueError("content must not be empty")
+        raise Invalid("must not be empty", field="content")
     rate_check(key=key, enduser=enduser)
     session = enduser_session_open(key=key, enduser=enduser, address=address)
     session_post_message(session=session, content=content, author=None)

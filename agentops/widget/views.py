@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -14,12 +15,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
-from agentops.operators.services import HandoffConflict
 from agentops.runtime.services import AgentNotLive, RuntimeConflict
 from agentops.widget import selectors, services
 from agentops.widget.forms import WidgetKeyForm
 from agentops.widget.models import WidgetKey
 from agentops.widget.services import RateLimited, WidgetRefused
+from tracing.platform.errors import ApplicationError, BadRequest, Invalid
+from tracing.platform.forms import refusal_message
 from tracing.platform.json_input import JsonInputError, json_parse
 
 VISITOR_COOKIE = "aow_visitor"
@@ -84,8 +86,8 @@ def key_origin_allow(request: HttpRequest, key_id: int) -> HttpResponse:
         key = services.widget_key_origin_allow(
             key=key, origin=request.POST.get("origin", ""), actor=request.user
         )
-    except ValueError as exc:
-        messages.error(request, f"{key.name}: origin: {exc}")
+    except ApplicationError as exc:
+        refusal_message(request, exc, refused=f"{key.name} not changed")
     else:
         messages.success(request, f"{key.name}: allowed on {' '.join(key.allowed_origins)}.")
     return redirect("widget:keys")
@@ -218,21 +220,28 @@ def _api_enduser(request: HttpRequest) -> tuple[services.EndUser, WidgetKey]:
     return services.enduser_from_token(token=request.META.get(TOKEN_HEADER, ""))
 
 
-def _rate_limited(exc: RateLimited) -> JsonResponse:
-    response = _api_error(str(exc), 429, retry_after=exc.retry_after)
-    response["Retry-After"] = str(exc.retry_after)
+def _refused(exc: ApplicationError) -> JsonResponse:
+    """The frame's answer to a refusal, {"error", "field"?}: its contract answers bad input
+    with 400 (not the API's 422), and words a conflict for the end user reading it."""
+    if isinstance(exc, AgentNotLive):
+        return _api_error(NOT_OPEN, 409)
+    if isinstance(exc, RuntimeConflict):
+        return _api_error("Please wait for the answer to your previous message.", 409)
+    response = JsonResponse(exc.body(), status=400 if isinstance(exc, Invalid) else exc.status)
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
     return response
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json_parse(request.body or b"{}")
-    except JsonInputError:
-        raise  # names the field: a NUL, a lone surrogate, nested too deep
-    except ValueError as exc:
-        raise ValueError("the body must be JSON") from exc
+    except JsonInputError as exc:  # a NUL, a lone surrogate, nested too deep
+        raise BadRequest(exc.message, field=exc.field or "body") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("must be JSON", field="body") from exc
     if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
+        raise BadRequest("must be a JSON object", field="body")
     return body
 
 
@@ -250,12 +259,8 @@ def api_identify(request: HttpRequest) -> JsonResponse:
             user_id=str(body.get("user_id", "")),
             user_token=str(body.get("user_token", "")),
         )
-    except WidgetRefused as exc:
-        return _api_error(str(exc), 403)
-    except RateLimited as exc:
-        return _rate_limited(exc)
-    except ValueError as exc:
-        return _api_error(str(exc), 400)
+    except ApplicationError as exc:
+        return _refused(exc)
     return JsonResponse({"token": token})
 
 
@@ -269,12 +274,8 @@ def api_session(request: HttpRequest) -> JsonResponse:
         session = services.enduser_session_open(
             key=key, enduser=enduser, address=_client_address(request)
         )
-    except WidgetRefused as exc:
-        return _api_error(str(exc), 403)
-    except RateLimited as exc:
-        return _rate_limited(exc)
-    except AgentNotLive:
-        return _api_error(NOT_OPEN, 409)
+    except ApplicationError as exc:
+        return _refused(exc)
     return JsonResponse({"session_id": str(session.pk)})
 
 
@@ -287,20 +288,12 @@ def api_message(request: HttpRequest) -> JsonResponse:
         body = _json_body(request)
         content = body.get("content")
         if not isinstance(content, str):
-            raise ValueError("content: a string is required")
+            raise BadRequest("a string is required", field="content")
         session = services.enduser_message_post(
             key=key, enduser=enduser, content=content, address=_client_address(request)
         )
-    except WidgetRefused as exc:
-        return _api_error(str(exc), 403)
-    except RateLimited as exc:
-        return _rate_limited(exc)
-    except AgentNotLive:
-        return _api_error(NOT_OPEN, 409)
-    except RuntimeConflict:
-        return _api_error("Please wait for the answer to your previous message.", 409)
-    except ValueError as exc:
-        return _api_error(str(exc), 400, field="content")
+    except ApplicationError as exc:
+        return _refused(exc)
     return JsonResponse({"session_id": str(session.pk)}, status=201)
 
 
@@ -320,15 +313,8 @@ def api_rating(request: HttpRequest) -> JsonResponse:
             score=body.get("score"),
             comment=body.get("comment") or "",
         )
-    except WidgetRefused as exc:
-        return _api_error(str(exc), 403)
-    except RateLimited as exc:
-        return _rate_limited(exc)
-    except HandoffConflict as exc:
-        return _api_error(str(exc), 409)
-    except ValueError as exc:
-        field, _, _ = str(exc).partition(": ")
-        return _api_error(str(exc), 400, field=field if field in ("score", "comment") else "body")
+    except ApplicationError as exc:
+        return _refused(exc)
     return JsonResponse(
         {"score": rating.score, "comment": rating.comment}, status=201 if first else 200
     )

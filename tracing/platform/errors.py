@@ -1,7 +1,7 @@
 """The one error a service raises when it refuses (HackSoft's ApplicationError, zulip's
 JsonableError): the HTTP status sits on the class, the refused field (if any) on the
-instance. One API handler (`agentops.api`) and one view helper (`form_errors_from`) map it;
-nothing catches `ValueError` to guess a status."""
+instance. One API handler (`agentops.api`) and one view helper (`tracing.platform.forms`) map
+it; nothing catches `ValueError` to guess a status."""
 
 from __future__ import annotations
 
@@ -20,23 +20,29 @@ class ApplicationError(Exception):
         self.field = field
         self.extra = extra
 
+    def __str__(self) -> str:
+        """The message where the field is not beside it (a flash message, an API body):
+        "field: message", as the schema's own refusals read."""
+        return f"{self.field}: {self.message}" if self.field else self.message
+
     def body(self) -> dict[str, Any]:
-        """The JSON every door answers with: {"error": message, "field": name?, ...extra}."""
-        body: dict[str, Any] = {"error": self.message}
+        """The JSON every door answers with: {"error": "field: message", "field"?, ...extra}."""
+        body: dict[str, Any] = {"error": str(self)}
         if self.field:
             body["field"] = self.field
         return {**body, **self.extra}
 
 
-class Invalid(ApplicationError):
-    """The input is malformed or out of range (422)."""
+class Invalid(ApplicationError, ValueError):
+    """The input is malformed or out of range (422). Also a ValueError, so the doors with a
+    wire format of their own (`/v1/`, a tool's result for the model) keep reading it."""
 
 
 class BadRequest(ApplicationError):
     status = 400
 
 
-class Forbidden(ApplicationError):
+class Forbidden(ApplicationError, PermissionError):
     """The actor may not do this (403): a missing role, another person's conversation."""
 
     status = 403

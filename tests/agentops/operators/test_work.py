@@ -31,6 +31,7 @@ from agentops.selectors import conversation_get
 from agentops.widget.selectors import session_messages_after
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory, UserFactory
+from tracing.platform.errors import NotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,9 +101,9 @@ def test_it_refuses_a_transfer_by_someone_who_does_not_hold_it_and_to_nobody(bob
         handoff_transfer(handoff=handoff, user=dave, to_operator="dave")
     with pytest.raises(ValueError, match="either an operator or a team"):
         handoff_transfer(handoff=handoff, user=bob)
-    with pytest.raises(ValueError, match="not an active operator"):
+    with pytest.raises(NotFound, match="not an active operator"):
         handoff_transfer(handoff=handoff, user=bob, to_operator="nobody")
-    with pytest.raises(ValueError, match="no team"):
+    with pytest.raises(NotFound, match="no team"):
         handoff_transfer(handoff=handoff, user=bob, to_team="nope")
     handoff.refresh_from_db()
     assert handoff.claimed_by == bob and not PrivateNote.objects.exists()

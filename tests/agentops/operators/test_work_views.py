@@ -207,7 +207,7 @@ def test_it_transfers_with_a_note_and_the_receiver_finds_it_in_their_queue(bob):
     refused = dave_client.post(
         reverse("operators:transfer", args=[handoff.pk]), {"to": "team:nope"}, follow=True
     )
-    assert "Not transferred: team: there is no team" in refused.content.decode()
+    assert "Not transferred: to: there is no team" in refused.content.decode()
     # bob no longer holds it: he may not see it, let alone move it.
     gone = client_for(bob).post(reverse("operators:transfer", args=[handoff.pk]), {"to": "x"})
     assert gone.status_code == 403
