@@ -15,19 +15,33 @@ import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import (
+    CONNECTION_CLOSED,
+    AudioContent,
+    EmbeddedResource,
+    ImageContent,
+    TextContent,
+    TextResourceContents,
+)
 
 from tools.credentials import credential_auth_headers, credential_secret_values
 from tools.models import CredentialKind, McpServer, McpTransport, ToolDefinition
 from tools.transport import Redactor
 from tracing.platform.egress import Resolver, guarded_async_client
 from tracing.platform.failures import Failure, FailureClass, retry_after_seconds
+
+if TYPE_CHECKING:
+    import httpx
+    from mcp.client._transport import Transport
+    from mcp_types import CallToolResult
+
+    from tools.executors import ToolContext, ToolResult
 
 T = TypeVar("T")
 LIST_TIMEOUT = 30.0
@@ -93,10 +107,10 @@ def _prepare(server: McpServer, *, resolver: Resolver | None) -> _Connection:
 
 
 def _client(connection: _Connection, *, timeout: float, resolver: Resolver | None) -> Client:
-    target: Any
+    target: Transport | StdioServerParameters
     if connection.transport == McpTransport.HTTP:
 
-        async def on_response(response: Any) -> None:
+        async def on_response(response: httpx.Response) -> None:
             if response.status_code >= 400:
                 connection.error_status = response.status_code
                 connection.retry_after = response.headers.get("retry-after")
@@ -313,21 +327,19 @@ def mcp_list_tools(*, server: McpServer, resolver: Resolver | None = None) -> li
     return _call(server, LIST_TIMEOUT, resolver, work)
 
 
-def _content_text(result: Any) -> str:
+def _content_text(result: CallToolResult) -> str:
     parts = []
     for block in result.content or []:
-        kind = getattr(block, "type", "")
-        if kind == "text":
+        if isinstance(block, TextContent):
             parts.append(block.text)
-        elif kind in ("image", "audio"):
-            parts.append(f"[{kind}: {getattr(block, 'mime_type', '')}]")
-        elif kind == "resource":
+        elif isinstance(block, ImageContent | AudioContent):
+            parts.append(f"[{block.type}: {block.mime_type}]")
+        elif isinstance(block, EmbeddedResource):
             resource = block.resource
-            parts.append(getattr(resource, "text", None) or f"[resource: {resource.uri}]")
-        elif kind == "resource_link":
+            text = resource.text if isinstance(resource, TextResourceContents) else None
+            parts.append(text or f"[resource: {resource.uri}]")
+        else:  # a ResourceLink: the content types are a closed union, checked when parsed
             parts.append(f"[resource link: {block.uri}]")
-        else:
-            parts.append(f"[{kind or 'content'}]")
     return "\n".join(parts)
 
 
@@ -335,7 +347,9 @@ class McpExecutor:
     def __init__(self, resolver: Resolver | None = None) -> None:
         self.resolver = resolver
 
-    def execute(self, tool: ToolDefinition, arguments: dict[str, Any], context: Any) -> Any:
+    def execute(
+        self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext
+    ) -> ToolResult:
         from tools.credentials import credential_record_use
         from tools.executors import ToolResult
 
@@ -357,7 +371,7 @@ class McpExecutor:
                 context.tracer.add_secret(value)
         name = tool.mcp_tool_name
 
-        async def work(session: Client, mark_sent: Callable[[], None]) -> Any:
+        async def work(session: Client, mark_sent: Callable[[], None]) -> CallToolResult:
             mark_sent()
             return await session.call_tool(name, arguments)
 

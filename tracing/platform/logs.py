@@ -9,14 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
 REQUEST_ID_ATTRIBUTE = "_structlog_request_id"
 
 
-def remember_request_id(sender: Any, request: Any, **kwargs: Any) -> None:
+def remember_request_id(sender: object, request: HttpRequest, **kwargs: object) -> None:
     """django-structlog signal receiver: keep the request id on the request itself."""
     setattr(
         request, REQUEST_ID_ATTRIBUTE, structlog.contextvars.get_contextvars().get("request_id")
@@ -24,8 +28,8 @@ def remember_request_id(sender: Any, request: Any, **kwargs: Any) -> None:
 
 
 def add_request_id_of_record(
-    logger: Any, method: str, event_dict: dict[str, Any]
-) -> dict[str, Any]:
+    logger: WrappedLogger, method: str, event_dict: EventDict
+) -> EventDict:
     """Django logs some lines (e.g. "Not Found") after django-structlog's middleware has
     cleared the context; those records carry the request, which carries its id."""
     if "request_id" not in event_dict:
@@ -45,7 +49,7 @@ _SHARED_PROCESSORS: list[Any] = [
 ]
 
 
-def renderer_for(fmt: str) -> Any:
+def renderer_for(fmt: str) -> Processor:
     if fmt == "json":
         return structlog.processors.JSONRenderer()
     return structlog.dev.ConsoleRenderer(colors=False)
@@ -116,12 +120,13 @@ def logging_config(*, fmt: str, level: str, requests: bool = True) -> dict[str, 
     }
 
 
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger
 
 
 @contextmanager
-def bind_context(**values: Any) -> Iterator[None]:
+def bind_context(**values: object) -> Iterator[None]:
     """Bind values to every log line emitted inside the block (contextvars, thread/task local)."""
     tokens = structlog.contextvars.bind_contextvars(**values)
     try:
