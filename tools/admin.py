@@ -1,6 +1,5 @@
-from typing import Any
-
 from django.contrib import admin
+from django.http import HttpRequest
 
 from tools import models
 from tools.credentials import credential_save
@@ -14,7 +13,9 @@ class ToolDefinitionAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     readonly_fields = ["version"]
 
-    def save_model(self, request: Any, obj: models.ToolDefinition, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: models.ToolDefinition, form: object, change: bool
+    ) -> None:
         # The one write path: a changed definition becomes a new version.
         tool_save(tool=obj)
 
@@ -23,10 +24,12 @@ class ToolDefinitionAdmin(admin.ModelAdmin):
 class ToolVersionAdmin(admin.ModelAdmin):
     list_display = ["tool", "version", "created_at"]
 
-    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: models.ToolVersion | None = None
+    ) -> bool:
         return False
 
-    def has_add_permission(self, request: Any) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 
@@ -36,7 +39,9 @@ class CredentialAdmin(admin.ModelAdmin):
     exclude = ["secret_ciphertext", "access_token_ciphertext"]
     readonly_fields = ["last_used_at", "last_failure_at", "last_failure", "token_expires_at"]
 
-    def save_model(self, request: Any, obj: models.Credential, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: models.Credential, form: object, change: bool
+    ) -> None:
         credential_save(credential=obj)
 
 

@@ -18,11 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 from django.db import connections
 
 from tracing.platform.failures import FailureClass
+
+T = TypeVar("T")
 
 
 class ToolTimeout(BaseException):
@@ -32,7 +35,7 @@ class ToolTimeout(BaseException):
     failure_class = FailureClass.TIMEOUT
 
 
-def call_with_deadline(func: Callable[..., Any], kwargs: dict[str, Any], *, seconds: float) -> Any:
+def call_with_deadline(func: Callable[..., T], kwargs: dict[str, Any], *, seconds: float) -> T:
     """`func(**kwargs)`, or ToolTimeout once `seconds` have passed."""
     if threading.current_thread() is threading.main_thread():
         try:
@@ -52,7 +55,7 @@ def _alarm(seconds: float) -> Iterator[None]:
     fired = []
     started = time.monotonic()
 
-    def expire(signum: int, frame: Any) -> None:
+    def expire(signum: int, frame: FrameType | None) -> None:
         fired.append(True)
         if outer_first and callable(previous):
             previous(signum, frame)  # the job's own time is up first: its handler raises
@@ -77,7 +80,7 @@ def _drop_unusable_connections() -> None:
             connection.close()
 
 
-def _on_helper_thread(func: Callable[..., Any], kwargs: dict[str, Any], seconds: float) -> Any:
+def _on_helper_thread(func: Callable[..., T], kwargs: dict[str, Any], seconds: float) -> T:
     outcome: dict[str, Any] = {}
     done = threading.Event()
 

@@ -25,8 +25,8 @@ def placeholders(template: str) -> list[str]:
     return PLACEHOLDER_RE.findall(template or "")
 
 
-def _lookup(arguments: dict[str, Any], path: str) -> Any:
-    value: Any = arguments
+def _lookup(arguments: dict[str, Any], path: str) -> object:
+    value: object = arguments
     for part in path.split("."):
         if isinstance(value, dict) and part in value:
             value = value[part]
@@ -37,7 +37,7 @@ def _lookup(arguments: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _plain(value: Any) -> str:
+def _plain(value: object) -> str:
     if value is _MISSING or value is None:
         return ""
     if isinstance(value, bool):

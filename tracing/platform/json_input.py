@@ -52,7 +52,7 @@ def json_parse(text: str | bytes, *, nul_ok: bool = False) -> Any:
     return value
 
 
-def json_check(value: Any, *, nul_ok: bool = False) -> None:
+def json_check(value: object, *, nul_ok: bool = False) -> None:
     """json_parse's refusals for a value parsed already (by pydantic, say)."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
@@ -105,7 +105,7 @@ class JsonFormField(forms.JSONField):
     json_parse's refusals as a form error; Django's own would pass a lone surrogate on to
     Postgres and raise RecursionError, parsing and re-rendering, on deep nesting."""
 
-    def to_python(self, value: Any) -> Any:
+    def to_python(self, value: object) -> Any:
         if isinstance(value, str) and not self.disabled:
             try:
                 json_parse(value)
@@ -115,7 +115,7 @@ class JsonFormField(forms.JSONField):
                 pass  # not JSON: Django's own message
         return super().to_python(value)
 
-    def bound_data(self, data: Any, initial: Any) -> Any:
+    def bound_data(self, data: object, initial: object) -> object:
         if isinstance(data, str) and not self.disabled:
             try:
                 json_parse(data)
