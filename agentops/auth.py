@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+
+from tracing.platform.live import access_revoke, api_key_group, user_group
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -125,9 +129,23 @@ def bearer_token(authorization: str | None) -> str | None:
     return key.strip() or None
 
 
-def api_key_user(raw: str) -> User | None:
-    """The active user a personal API key (from bearer_token) belongs to, or None: an unknown
-    key, or one of a deactivated account."""
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a personal API key lets in: its (active) user, and the key, whose deletion ends
+    what it opened (`api_key_group`)."""
+
+    user: User
+    key_id: int
+
+    @property
+    def access_groups(self) -> list[str]:
+        """The groups whose `ACCESS_REVOKED` ends a stream this key opened."""
+        return [user_group(self.user.pk), api_key_group(self.key_id)]
+
+
+def api_key_holder(raw: str) -> KeyHolder | None:
+    """The active user a personal API key (from bearer_token) belongs to, with the key, or
+    None: an unknown key, or one of a deactivated account."""
     from agentops.models import ApiKey
 
     if not raw.startswith(API_KEY_PREFIX):
@@ -136,4 +154,24 @@ def api_key_user(raw: str) -> User | None:
     if key is None or not key.user.is_active:
         return None
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
-    return key.user
+    return KeyHolder(user=key.user, key_id=key.pk)
+
+
+def api_key_user(raw: str) -> User | None:
+    """The active user a personal API key (from bearer_token) belongs to, or None."""
+    holder = api_key_holder(raw)
+    return holder.user if holder is not None else None
+
+
+@transaction.atomic
+def api_key_delete(*, user: Actor, key_id: int) -> bool:
+    """Delete one of the user's keys; the streams it opened end once this commits (their
+    next request with it is refused). False when the user has no such key."""
+    from agentops.models import ApiKey
+
+    if user is None or user.pk is None:
+        return False
+    deleted, _ = ApiKey.objects.filter(pk=key_id, user_id=user.pk).delete()
+    if deleted:
+        access_revoke(group=api_key_group(key_id))
+    return bool(deleted)

@@ -1,9 +1,9 @@
 """`/ws/sessions/<id>/`: the conversation stream (messages, streamed tokens, tool calls, status).
 
-A `tracing.consumers.ResumingConsumer` like the trace stream: once the subscription is live
+A `tracing.platform.hub.ResumingConsumer` like the trace stream: once the subscription is live
 the client gets a snapshot of the conversation from the database (agentops/conversation.py),
 then the live events; both carry message `seq`, so a client drops what it got twice.
-`stream_refusal` is the role check of every stream (the close codes are tracing.consumers').
+`stream_refusal` is the role check of every stream (the close codes are tracing.platform.hub's).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from agentops.auth import has_role
 from agentops.conversation import conversation_serialise
 from agentops.models import Session
 from agentops.selectors import conversation_get
-from tracing.consumers import FORBIDDEN, NOT_FOUND, SIGN_IN, ResumingConsumer
+from tracing.platform.hub import FORBIDDEN, NOT_FOUND, SIGN_IN, ResumingConsumer
 from tracing.platform.live import session_group
 
 SNAPSHOT_MESSAGES = 200
@@ -36,6 +36,8 @@ def stream_refusal(user: Any, model: type[Model] | None = None, pk: Any = None) 
 
 
 class SessionConsumer(ResumingConsumer):
+    droppable_kinds = frozenset({"token"})  # never a message or a status
+
     def session_id(self) -> Any:
         return self.scope["url_route"]["kwargs"]["session_id"]
 
@@ -70,11 +72,3 @@ class SessionConsumer(ResumingConsumer):
             "kind": "snapshot",
             "session": {"id": str(session.pk), "status": session.status},
         }
-
-    def squeeze(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A client that cannot keep up loses streamed tokens (their message follows), never
-        a message or a status."""
-        kept = [m for m in messages if m.get("kind") != "token"]
-        if len(kept) > self.max_pending:
-            return super().squeeze(messages)
-        return [{"kind": "coalesced", "dropped": len(messages) - len(kept)}, *kept]

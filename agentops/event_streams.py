@@ -6,9 +6,10 @@ long as its client, and through Django's middleware stack each request would kee
 (its sync middleware's) and a pooled database connection (DatabaseConnectionMiddleware's)
 for that long. Here a stream is a coroutine on the server's event loop: it reads Postgres
 briefly through the shared thread pool and holds nothing between reads, and its events come
-from the process's one membership of each channel group (tracing.consumers.GroupHub).
+from the process's one membership of each channel group (tracing.platform.hub.GroupHub);
+headers, the key and JSON errors are read and written by agentops/asgi_http.py.
 
-Resuming: every stored event carries its sequence number as the SSE `id` — a message's
+Resuming (tracing.platform.hub `SeqCursor`): every stored event carries its sequence number as the SSE `id` — a message's
 `seq` in its session, a span's `seq` in its run's trace. A client that reconnects with
 `Last-Event-ID` (or `?last_event_id=`) gets everything stored after it, then live events,
 each stored one once: the stream joins the group before it reads the database, and drops
@@ -17,11 +18,11 @@ notices) and changes of state carry no id; on every (re)connect the session stre
 `state` event with the session's status, its latest run, its open handoff and the approvals
 it waits for, so a client that missed them is current again.
 
-Revocation: a stream joins its person's `AccessWatch` (tracing.consumers) before it is
-authorised; when their access is revoked (a deactivation, a demotion: the event that closes
-their WebSockets with 4403) it sends a last `access.revoked` event and ends. A client that
-reconnects is authorised again: a deactivated person's key or login is refused (401), a
-demoted one gets what their new role allows.
+Revocation: a stream joins its `AccessWatch` (the person's group, and the key's when it came
+with one) before it is authorised; when its access is revoked (a deactivation, a demotion, its
+key deleted: the event that closes WebSockets with 4403) it sends a last `access.revoked`
+event and ends. A client that reconnects is authorised again: a deactivated person's key or
+login, or a deleted key, is refused (401), a demoted one gets what their new role allows.
 """
 
 from __future__ import annotations
@@ -35,10 +36,21 @@ from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
-from agentops.auth import api_key_user, bearer_token, has_role
+from agentops.asgi_http import (
+    HttpError,
+    InvalidKey,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    access_watch,
+    disconnected,
+    header,
+    key_holder,
+)
+from agentops.auth import KeyHolder, has_role
 from agentops.conversation import (
     handoff_detail_serialise,
     message_serialise,
@@ -55,9 +67,9 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
-from tracing.consumers import AccessWatch, GroupHub
 from tracing.emit import span_to_event
 from tracing.models import Span
+from tracing.platform.hub import AccessWatch, GroupHub, Listener, SeqCursor, seq_parse
 from tracing.platform.live import ACCESS_REVOKED, open_notices, run_group, session_group
 from tracing.platform.logs import get_logger
 
@@ -84,30 +96,12 @@ def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> byte
     return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class _Listener:
-    """A member of the process's GroupHub: queues the group's events for one stream."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.lost = False
-
-    def hub_event(self, event: dict[str, Any]) -> None:
-        if self.queue.qsize() >= MAX_QUEUED:
-            self.lost = True  # the client is far behind: forget these, re-read the database
-            while not self.queue.empty():
-                self.queue.get_nowait()
-        self.queue.put_nowait(event)
-
-    def hub_sync(self, nonce: str) -> None:
-        pass
-
-
 class _Stream:
     """One client's stream; subclasses know what is stored and how it is numbered."""
 
     def __init__(self, object_id: uuid.UUID, after: int) -> None:
         self.object_id = object_id
-        self.last = after  # the highest stored seq sent
+        self.cursor = SeqCursor(after)  # the highest stored seq sent
         self.done = False
         self.started = False  # the response's headers were sent
 
@@ -131,12 +125,12 @@ class SessionStream(_Stream):
     async def replay(self) -> list[bytes]:
         out = []
         while True:
-            chunk = await _db(self._messages)(self.last)
+            chunk = await _db(self._messages)(self.cursor.last)
             for message in chunk:
-                out.append(
-                    frame("message", {"kind": "message", "message": message}, message["seq"])
-                )
-                self.last = message["seq"]
+                if self.cursor.take(message["seq"]):
+                    out.append(
+                        frame("message", {"kind": "message", "message": message}, message["seq"])
+                    )
             if len(chunk) < REPLAY_CHUNK:
                 break
         out.append(frame("state", await _db(self._state)()))
@@ -183,16 +177,15 @@ class SessionStream(_Stream):
                 {**toolcall_out(c), "run": str(c.run_id), "session": str(c.run.session_id)}
                 for c in approvals.order_by("started_at")
             ],
-            "last_event_id": self.last,
+            "last_event_id": self.cursor.last,
         }
 
     def forward(self, event: dict[str, Any]) -> list[bytes]:
         kind = str(event.get("kind", "event"))
         if kind == "message":
             seq = event["message"]["seq"]
-            if seq <= self.last:
+            if not self.cursor.take(seq):
                 return []  # sent already, from the database
-            self.last = seq
             return [frame("message", event, seq)]
         return [frame(kind, event)]
 
@@ -207,9 +200,10 @@ class RunStream(_Stream):
         finished = await self.finished()
         out = []
         while True:
-            chunk = await _db(self._spans)(self.last)
+            chunk = await _db(self._spans)(self.cursor.last)
             for span in chunk:
-                out += self._span(span)
+                if self.cursor.take(span["seq"]):
+                    out += self._span(span)
             if len(chunk) < REPLAY_CHUNK:
                 break
         sent = set()
@@ -225,7 +219,6 @@ class RunStream(_Stream):
         return [span_to_event(s) for s in rows[:REPLAY_CHUNK]]
 
     def _span(self, span: dict[str, Any]) -> list[bytes]:
-        self.last = span["seq"]
         status = (span.get("attributes") or {}).get("status")
         if (span["name"] == "run.status" and status in FINISHED_RUN_STATUSES) or span[
             "name"
@@ -238,7 +231,7 @@ class RunStream(_Stream):
         if kind == "spans":
             out = []
             for span in event.get("spans", []):
-                if span["seq"] > self.last:
+                if self.cursor.take(span["seq"]):
                     out += self._span(span)
             return out
         return [frame(kind, event)]
@@ -250,36 +243,24 @@ class RunStream(_Stream):
         return status in FINISHED_RUN_STATUSES
 
 
-def _json_response(status: int, error: str, **headers: str) -> list[dict[str, Any]]:
-    body = json.dumps({"error": error}).encode()
-    return [
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")]
-            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        },
-        {"type": "http.response.body", "body": body},
-    ]
+def _error(status: int, error: str, **headers: str) -> HttpError:
+    return HttpError(status, {"error": error}, headers)
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return bytes(value).decode("latin1").strip()
-    return None
+def _refuse_key() -> HttpError:
+    return _error(401, "invalid API key", **{"WWW-Authenticate": "Bearer"})
 
 
 @database_sync_to_async
-def _authorize(user: Any, kind: str, object_id: uuid.UUID) -> tuple[int, str]:
+def _authorize(user: Any, kind: str, object_id: uuid.UUID) -> HttpError | None:
     if not User.objects.filter(pk=user.pk, is_active=True).exists():
-        return 401, "this account is deactivated"  # since the key or login was read
+        return _error(401, "this account is deactivated")  # since the key or login was read
     if not has_role(user, "viewer"):
-        return 403, "this needs the viewer role"
+        return _error(403, "this needs the viewer role")
     model = Session if kind == "sessions" else Run
     if not model.objects.filter(pk=object_id).exists():
-        return 404, "not found"
-    return 200, ""
+        return _error(404, "not found")
+    return None
 
 
 class EventStreams:
@@ -289,62 +270,57 @@ class EventStreams:
         self.app = app
         self.with_cookie = AuthMiddlewareStack(self.serve)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not ROUTE.match(scope.get("path", "")):
             return await self.app(scope, receive, send)
-        token = bearer_token(_header(scope, b"authorization"))
-        if token is not None:  # the key's verdict is final, as in the JSON API
-            user = await _db(api_key_user)(token)
-            if user is None:
-                for message in _json_response(
-                    401, "invalid API key", **{"WWW-Authenticate": "Bearer"}
-                ):
-                    await send(message)
-                return None
-            return await self.serve({**scope, "user": user}, receive, send)
+        try:  # the key's verdict is final, as in the JSON API
+            holder = await key_holder(scope)
+        except InvalidKey:
+            return await Response(send).error(_refuse_key())
+        if holder is not None:
+            return await self.serve({**scope, "user": holder.user}, receive, send, holder)
         return await self.with_cookie(scope, receive, send)
 
-    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, holder: KeyHolder | None = None
+    ) -> None:
+        response = Response(send)
         match = ROUTE.match(scope["path"])
         assert match is not None
         if scope["method"] != "GET":
-            for message in _json_response(405, "method not allowed: use GET", Allow="GET"):
-                await send(message)
-            return
+            return await response.error(_error(405, "method not allowed: use GET", Allow="GET"))
         user = scope.get("user")
         if user is None or not getattr(user, "is_authenticated", False):
-            for message in _json_response(
-                401,
-                "authentication required: send 'Authorization: Bearer <api key>'",
-                **{"WWW-Authenticate": "Bearer"},
-            ):
-                await send(message)
-            return
+            return await response.error(
+                _error(
+                    401,
+                    "authentication required: send 'Authorization: Bearer <api key>'",
+                    **{"WWW-Authenticate": "Bearer"},
+                )
+            )
         try:
             object_id = uuid.UUID(match["id"])
         except ValueError:
             object_id = None
         after = _last_event_id(scope)
-        async with AccessWatch(user.pk) as access:
-            status, error = (404, "not found") if object_id is None else (200, "")
+        async with access_watch(user, holder) as access:
+            refused = _error(404, "not found") if object_id is None else None
             if object_id is not None:
-                status, error = await _authorize(user, match["kind"], object_id)
-            if status == 200 and after is None:
-                status, error = 400, "Last-Event-ID: must be a whole number (the last event's id)"
-            if status != 200:
-                for message in _json_response(status, error):
-                    await send(message)
-                return
+                refused = await _authorize(user, match["kind"], object_id)
+            if refused is None and after is None:
+                refused = _error(400, "Last-Event-ID: must be a whole number (the last event's id)")
+            if refused is not None:
+                return await response.error(refused)
             assert object_id is not None and after is not None
             stream_class = SessionStream if match["kind"] == "sessions" else RunStream
             await self.stream(stream_class(object_id, after), receive, send, access)
 
     async def stream(self, stream: _Stream, receive: Any, send: Any, access: AccessWatch) -> None:
-        listener = _Listener()
-        hub = GroupHub.current(get_channel_layer())
+        listener = Listener(MAX_QUEUED)
+        hub = GroupHub.current()
         await hub.join(stream.group(), listener)  # before reading Postgres: nothing falls between
         writer = asyncio.ensure_future(self._write(stream, listener, send))
-        watcher = asyncio.ensure_future(_disconnected(receive))
+        watcher = asyncio.ensure_future(disconnected(receive))
         revoked = asyncio.ensure_future(access.revoked.wait())
         try:
             done, _ = await asyncio.wait(
@@ -365,13 +341,12 @@ class EventStreams:
     async def _end_revoked(stream: _Stream, send: Any) -> None:
         error = "access revoked (deactivated, or the role changed); reconnect to be authorised"
         if not stream.started:
-            for message in _json_response(403, error):
-                await send(message)
+            await Response(send).error(_error(403, error))
             return
         body = frame(ACCESS_REVOKED, {"kind": ACCESS_REVOKED, "error": error})
         await send({"type": "http.response.body", "body": body})
 
-    async def _write(self, stream: _Stream, listener: _Listener, send: Any) -> None:
+    async def _write(self, stream: _Stream, listener: Listener, send: Send) -> None:
         stream.started = True
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         body = [b"retry: 2000\n\n", *await stream.replay()]
@@ -399,20 +374,9 @@ class EventStreams:
                 body += stream.forward(listener.queue.get_nowait())
 
 
-async def _disconnected(receive: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-def _last_event_id(scope: dict[str, Any]) -> int | None:
-    raw = _header(scope, b"last-event-id")
+def _last_event_id(scope: Scope) -> int | None:
+    raw = header(scope, "last-event-id")
     if raw is None:
         query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin1"))
         raw = (query.get("last_event_id") or ["0"])[0]
-    try:
-        value = int(raw or "0")
-    except ValueError:
-        return None
-    return value if 0 <= value <= 2**31 - 1 else None
+    return seq_parse(raw)

@@ -90,7 +90,8 @@ def account(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def api_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
-    get_object_or_404(ApiKey, pk=key_id, user=request.user).delete()
+    if not auth.api_key_delete(user=request.user, key_id=key_id):  # its streams end too
+        raise Http404("no such key")
     messages.success(request, "API key revoked.")
     return redirect("account")
 

@@ -6,32 +6,29 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
-from agentops.auth import api_key_user, bearer_token
+from agentops.asgi_http import InvalidKey, header, key_holder
+from tracing.platform.hub import ACCESS_GROUPS_SCOPE_KEY
 from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return bytes(value).decode("latin1").strip()
-    return ""
+def _header(scope: dict[str, Any], name: str) -> str:
+    return header(scope, name) or ""
 
 
 def _is_secure(scope: dict[str, Any]) -> bool:
     """Like Django's `HttpRequest.is_secure()`: the proxy's header when one is configured."""
     proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     if proxy_header:
-        header, secure_value = proxy_header
-        name = header.removeprefix("HTTP_").lower().replace("_", "-").encode()
+        meta_name, secure_value = proxy_header
+        name = meta_name.removeprefix("HTTP_").lower().replace("_", "-")
         value = _header(scope, name)
         if value:
             return value.split(",", 1)[0].strip() == secure_value
@@ -40,7 +37,7 @@ def _is_secure(scope: dict[str, Any]) -> bool:
 
 def site_origin(scope: dict[str, Any]) -> str | None:
     """`scheme://host[:port]` of this connection, when its Host is one of ALLOWED_HOSTS."""
-    host = _header(scope, b"host").lower()
+    host = _header(scope, "host").lower()
     domain, _port = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
@@ -65,7 +62,7 @@ class SiteOriginValidator(OriginValidator):
         return await WebsocketDenier()(scope, receive, send)
 
     def origin_allowed(self, scope: dict[str, Any]) -> bool:
-        origin = urlparse(_header(scope, b"origin"))
+        origin = urlparse(_header(scope, "origin"))
         if not origin.scheme or origin.hostname is None:
             return False
         own = site_origin(scope)
@@ -80,20 +77,24 @@ class ApiKeyOrSiteOrigin:
     cannot put that header on a WebSocket handshake, so no page of another site can make
     one, and the Origin check (which exists because browsers send the login cookie along)
     does not apply. A bad key is refused; without the header, `cookie_app` (the Origin check
-    and the login session) decides. Consumers then authorise the user either way."""
+    and the login session) decides. Consumers then authorise the user either way; a key's
+    streams also watch the key's group (deleting it closes them with 4403)."""
 
     def __init__(self, key_app: Any, cookie_app: Any) -> None:
         self.key_app = key_app
         self.cookie_app = cookie_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        token = bearer_token(_header(scope, b"authorization"))
-        if scope["type"] != "websocket" or token is None:
+        if scope["type"] != "websocket":
             return await self.cookie_app(scope, receive, send)
-        user = await database_sync_to_async(api_key_user, thread_sensitive=False)(token)
-        if user is None:
+        try:
+            holder = await key_holder(scope)
+        except InvalidKey:
             return await WebsocketDenier()(scope, receive, send)
-        return await self.key_app({**scope, "user": user}, receive, send)
+        if holder is None:
+            return await self.cookie_app(scope, receive, send)
+        scope = {**scope, "user": holder.user, ACCESS_GROUPS_SCOPE_KEY: holder.access_groups}
+        return await self.key_app(scope, receive, send)
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -2,8 +2,10 @@
 `StreamableHTTPSessionManager`, mounted in front of Django like `/v1/`.
 
 Each request carries the personal API key (`Authorization: Bearer ao_…`); it is checked here
-before the MCP transport sees the request, and the key's user travels in the ASGI scope to the
-handlers (`ctx.request.scope`). The manager is stateless (no `Mcp-Session-Id`; every POST is
+(agentops/asgi_http.py, as for `/v1/` and the event streams) before the MCP transport sees the
+request, and the key's holder travels in the ASGI scope to the handlers (`ctx.request.scope`).
+A tool call in progress ends as every stream does when the key is deleted or its user
+deactivated or demoted (an `access_revoked` tool error). The manager is stateless (no `Mcp-Session-Id`; every POST is
 a connection of its own), so any number of server processes can serve one client, and answers
 are JSON (`json_response`): a tool call is one POST answered once the agent's run has ended.
 
@@ -14,8 +16,6 @@ A tool call is one turn of a session, posted and awaited by the same code as
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types as types
@@ -27,7 +27,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 from starlette.types import Receive, Scope, Send
 
-from agentops.auth import api_key_user, bearer_token
+from agentops import asgi_http
+from agentops.asgi_http import InvalidKey
+from agentops.auth import KeyHolder
 from agentops.openai_compat import selectors
 from agentops.openai_compat.app import HANDOFF_NOTICE, ApiError, ChatCompletion
 from agentops.openai_compat.services import SessionNotFound, chat_session_resolve
@@ -84,12 +86,16 @@ def agent_tool(agent: Any) -> types.Tool:
     )
 
 
-def request_user(ctx: ServerRequestContext[Any, Any]) -> Any:
+def request_holder(ctx: ServerRequestContext[Any, Any]) -> KeyHolder:
     request = ctx.request
-    user = request.scope.get(USER_KEY) if request is not None else None
-    if user is None:  # every request passes `endpoint`'s key check first
+    holder = request.scope.get(USER_KEY) if request is not None else None
+    if not isinstance(holder, KeyHolder):  # every request passes `endpoint`'s key check first
         raise MCPError(types.INVALID_REQUEST, "no authenticated user on this request")
-    return user
+    return holder
+
+
+def request_user(ctx: ServerRequestContext[Any, Any]) -> Any:
+    return request_holder(ctx).user
 
 
 async def list_tools(
@@ -119,7 +125,8 @@ class AgentCall(ChatCompletion):
 async def call_tool(
     ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
 ) -> types.CallToolResult:
-    user = request_user(ctx)
+    holder = request_holder(ctx)
+    user = holder.user
     agent = await database_sync_to_async(selectors.agent_by_model)(user=user, model=params.name)
     if agent is None or agent.slug != params.name:
         raise MCPError(
@@ -146,7 +153,7 @@ async def call_tool(
     call = AgentCall()
     call.model = agent.slug
     try:
-        await call.converse(session, user, message)
+        await call.converse(session, user, message, holder)
     except ApiError as error:  # the session is busy or closed, the wait ran out, bad content
         return tool_error(error.message.replace("messages: ", "message: ", 1))
     outcome = call.outcome
@@ -198,7 +205,7 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            user = await authenticate(scope)
+            holder = await authenticate(scope)
         except ApiError as error:
             await unauthorized(send, error)
             return
@@ -212,43 +219,32 @@ class Endpoint:
             self.started = asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self.run_manager())
         await self.started.wait()
-        await self.manager.handle_request({**scope, USER_KEY: user}, receive, send)
+        await self.manager.handle_request({**scope, USER_KEY: holder}, receive, send)
 
 
-async def authenticate(scope: Scope) -> Any:
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    token = bearer_token(headers.get("authorization"))
-    if token is None:
+async def authenticate(scope: Scope) -> KeyHolder:
+    try:
+        holder = await asgi_http.key_holder(scope)
+    except InvalidKey:
+        raise ApiError(401, "invalid API key") from None
+    if holder is None:
         raise ApiError(401, "authentication required: send 'Authorization: Bearer <api key>'")
-    user = await database_sync_to_async(api_key_user)(token)
-    if user is None:
-        raise ApiError(401, "invalid API key")
-    return user
+    return holder
 
 
-async def json_response(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    raw = [(b"content-type", b"application/json"), *(headers or [])]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+async def json_response(send: Send, status: int, body: dict[str, Any]) -> None:
+    await asgi_http.Response(send).json(status, body)
 
 
 async def unauthorized(send: Send, error: ApiError) -> None:
     body = {"error": "invalid_token", "error_description": error.message}
-    await json_response(send, 401, body, [(b"www-authenticate", b'Bearer error="invalid_token"')])
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    await asgi_http.Response(send).json(401, body, headers)
 
 
 endpoint = Endpoint()
 
 
-def mount(app: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def mount(app: asgi_http.ASGIApp) -> asgi_http.ASGIApp:
     """`/mcp` and `/mcp/…` here, everything else to `app`."""
-
-    async def http(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["path"] + "/").startswith(PREFIX):
-            await endpoint(scope, receive, send)
-        else:
-            await app(scope, receive, send)
-
-    return http
+    return asgi_http.mount(PREFIX, endpoint, app)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from agentops.consumers import stream_refusal
 from agentops.models import Run
-from tracing.consumers import LiveConsumer, TraceStreamConsumer
+from tracing.consumers import TraceStreamConsumer
+from tracing.platform.hub import LiveConsumer
 from tracing.platform.live import OPS_GROUP
 
 

@@ -5,27 +5,31 @@ middleware), so Django would run an async view in a thread for the whole request
 completion waits for a run (seconds to minutes). Here each request is a coroutine on the
 server's event loop: database work goes through the shared `database_sync_to_async` pool
 (a connection borrowed per call), and the run's tokens, messages and status arrive on the
-session's channel-layer group, the same one `/ws/sessions/<id>/` follows. Pub/sub may drop
-events, so the run's row is read every `POLL_SECONDS` too, and the answer always comes from
-Postgres once the run has ended.
+session's group through the process's hub (tracing.platform.hub), as `/ws/sessions/<id>/`
+follows it. Pub/sub may drop events, so the run's row is read every `POLL_SECONDS` too, and
+the answer always comes from Postgres once the run has ended. Headers, the body, the key and
+the access watch are agentops/asgi_http.py's, as for the event streams and `/mcp/`: a
+completion ends with 403 `access_revoked` when its key is deleted or its user deactivated or
+demoted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DatabaseError
 
-from agentops.auth import api_key_user, bearer_token, has_role
+from agentops import asgi_http
+from agentops.asgi_http import HttpError, InvalidKey, Receive, Scope, Send
+from agentops.auth import KeyHolder, has_role
+from agentops.models import ApiKey
 from agentops.openai_compat import selectors
 from agentops.openai_compat.services import (
     SessionNotFound,
@@ -33,16 +37,12 @@ from agentops.openai_compat.services import (
     chat_session_resolve,
 )
 from agentops.runtime.services import MAX_MESSAGE_CHARS, AgentNotLive, RuntimeConflict
-from tracing.consumers import AccessWatch
+from tracing.platform.hub import AccessWatch, GroupHub, Listener
 from tracing.platform.json_input import JsonInputError, json_parse
 from tracing.platform.live import ACCESS_REVOKED, session_group
 from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PREFIX = "/v1/"
 POLL_SECONDS = 2.0
@@ -51,9 +51,13 @@ HANDOFF_NOTICE = "A person will join this conversation shortly."
 # again: the official clients honour this header.
 NO_RETRY = {"x-should-retry": "false"}
 FINISHED = ("succeeded", "failed", "cancelled", "handed_off")
+CLIENT_GONE = "client.gone"  # queued by this request when its client disconnects
+ACCESS_REVOKED_TEXT = (
+    "access revoked: this key was deleted, or its user deactivated or their role changed"
+)
 
 
-class ApiError(Exception):
+class ApiError(HttpError):
     """An OpenAI-shaped error: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(
@@ -66,45 +70,27 @@ class ApiError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+        super().__init__(status, body, headers)
         self.message = message
         self.type = type_
         self.param = param
         self.code = code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
-def mount(django_app: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def mount(django_app: asgi_http.ASGIApp) -> asgi_http.ASGIApp:
     """The deployment's HTTP application: `/v1/…` here, everything else to Django."""
-
-    async def http(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["path"] + "/").startswith(PREFIX):
-            await application(scope, receive, send)
-        else:
-            await django_app(scope, receive, send)
-
-    return http
+    return asgi_http.mount(PREFIX, application, django_app)
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     response = Response(send)
     try:
-        body = await read_body(receive)
+        body = await asgi_http.body_read(receive, too_large)
         if body is None:  # the client went away before it finished sending
             return
         method, path = scope["method"], scope["path"].rstrip("/")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = asgi_http.headers_read(scope)
         routes: dict[str, Callable[..., Awaitable[None]]] = {
             "/v1/chat/completions": ChatCompletion(response, receive).handle,
             "/v1/models": list_models,
@@ -117,8 +103,10 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         wanted = "POST" if handler is routes["/v1/chat/completions"] else "GET"
         if method != wanted:
             raise ApiError(405, f"{path} takes {wanted}", headers={"Allow": wanted})
-        user = await authenticate(headers)
-        await handler(response, user=user, headers=headers, body=body, path=path)
+        holder = await authenticate(scope)
+        await handler(
+            response, user=holder.user, holder=holder, headers=headers, body=body, path=path
+        )
     except ApiError as error:
         await response.error(error)
     except DatabaseError as exc:
@@ -134,75 +122,38 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         )
 
 
-async def read_body(receive: Receive) -> bytes | None:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2**31
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body too large: at most {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body too large: at most {limit} bytes")
 
 
-class Response:
+class Response(asgi_http.Response):
     """One HTTP response, sent once as JSON or as an event stream."""
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
-        self.ended = False
-
-    async def start(self, status: int, content_type: str, headers: dict[str, str]) -> None:
-        self.started = True
-        raw = [(b"content-type", content_type.encode())]
-        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        await self.send({"type": "http.response.start", "status": status, "headers": raw})
-
-    async def json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        await self.start(status, "application/json", headers or {})
-        await self.end(json.dumps(body).encode())
-
-    async def event(self, data: Any) -> None:
-        text = data if isinstance(data, str) else json.dumps(data)
-        await self.send(
-            {"type": "http.response.body", "body": f"data: {text}\n\n".encode(), "more_body": True}
-        )
-
-    async def end(self, body: bytes = b"") -> None:
-        self.ended = True
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
-
-    async def error(self, error: ApiError) -> None:
+    async def error(self, error: HttpError) -> None:
         if self.ended:
             return
         if self.started:  # mid-stream: an error event, as OpenAI sends it
-            await self.event(error.body())
+            await self.event(error.body)
             await self.end()
             return
         headers = dict(error.headers)
         if error.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        await self.json(error.status, error.body(), headers)
+        await self.json(error.status, error.body, headers)
 
 
-async def authenticate(headers: dict[str, str]) -> Any:
-    token = bearer_token(headers.get("authorization"))
-    if token is None:
+async def authenticate(scope: Scope) -> KeyHolder:
+    try:
+        holder = await asgi_http.key_holder(scope)
+    except InvalidKey:
+        raise ApiError(401, "invalid API key", code="invalid_api_key") from None
+    if holder is None:
         raise ApiError(
             401,
             "authentication required: send 'Authorization: Bearer <api key>'",
             code="missing_api_key",
         )
-    user = await database_sync_to_async(api_key_user)(token)
-    if user is None:
-        raise ApiError(401, "invalid API key", code="invalid_api_key")
-    return user
+    return holder
 
 
 def model_object(agent: Any) -> dict[str, Any]:
@@ -305,14 +256,15 @@ def parse_request(body: bytes) -> dict[str, Any]:
     }
 
 
-def access_check(*, user_id: Any) -> None:
+def access_check(*, user_id: int, key_id: int | None = None) -> None:
     """The ACCESS_REVOKED refusal unless the key's user is, in the database now, active and
-    an operator."""
+    an operator, and the key (when the request came with one) is not deleted."""
     user = User.objects.filter(pk=user_id, is_active=True).first()
-    if user is None or not has_role(user, "operator"):
+    key_gone = key_id is not None and not ApiKey.objects.filter(pk=key_id).exists()
+    if user is None or key_gone or not has_role(user, "operator"):
         raise ApiError(
             403,
-            "access revoked: this key's user was deactivated or their role changed",
+            ACCESS_REVOKED_TEXT,
             type_="permission_error",
             code="access_revoked",
             headers=NO_RETRY,
@@ -325,12 +277,20 @@ class ChatCompletion:
     def __init__(self, response: Response, receive: Receive | None) -> None:
         self.response = response
         self.receive = receive
-        self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.listener = Listener()  # the session's group, through the hub
+        self.events = self.listener.queue
         self.streamed = ""  # text streamed since the run's last assistant message
         self.answered: set[int] = set()  # assistant messages whose text the client has
 
     async def handle(
-        self, response: Response, *, user: Any, headers: dict[str, str], body: bytes, **_: Any
+        self,
+        response: Response,
+        *,
+        user: User,
+        holder: KeyHolder,
+        headers: dict[str, str],
+        body: bytes,
+        **_: Any,
     ) -> None:
         request = parse_request(body)
         if not await database_sync_to_async(has_role)(user, "operator"):
@@ -348,31 +308,34 @@ class ChatCompletion:
         self.model, self.stream = agent.slug, request["stream"]
         self.include_usage = request["include_usage"]
         session = await self.session(agent, user, request, headers)
-        await self.converse(session, user, request["content"])
+        await self.converse(session, user, request["content"], holder)
 
-    async def converse(self, session: Any, user: Any, content: str) -> None:
+    async def converse(
+        self, session: Any, user: User, content: str, holder: KeyHolder | None = None
+    ) -> None:
         """Post the user's message to the session and answer once its run has ended (also
         the MCP endpoint's tool call, which overrides `finish`)."""
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
         group = session_group(session.pk)
+        hub = GroupHub.current()
         # Subscribed before the message is posted: no token of its run can be missed.
-        await layer.group_add(group, channel)
-        tasks = [asyncio.create_task(self.pump(layer, channel))]
+        await hub.join(group, self.listener)
+        tasks = []
         if self.receive is not None:
             tasks.append(asyncio.create_task(self.watch_disconnect()))
         try:
-            async with AccessWatch(user.pk) as access:
+            async with asgi_http.access_watch(user, holder) as access:
                 # Checked again once joined: a revocation since the key was read (its event
                 # gone before the join) is caught here, any later one by the watch.
-                await database_sync_to_async(access_check)(user_id=user.pk)
+                await database_sync_to_async(access_check)(
+                    user_id=user.pk, key_id=holder.key_id if holder else None
+                )
                 tasks.append(asyncio.create_task(self.watch_access(access)))
                 run = await self.post(session, user, content)
                 await self.answer(session, run)
         finally:
             for task in tasks:
                 task.cancel()
-            await layer.group_discard(group, channel)
+            await hub.leave(group, self.listener)
 
     async def session(
         self, agent: Any, user: Any, request: dict[str, Any], headers: dict[str, str]
@@ -402,25 +365,14 @@ class ChatCompletion:
         except ValueError as exc:
             raise ApiError(400, f"messages: {exc}", param="messages") from exc
 
-    async def pump(self, layer: Any, channel: str) -> None:
-        """Move the group's messages into this request's queue (cancelling a channel layer
-        receive unsubscribes the channel, so it is never waited on with a timeout)."""
-        while True:
-            message = await layer.receive(channel)
-            if message.get("type") == "live.batch":
-                for event in message["events"]:
-                    self.events.put_nowait(event)
-            elif message.get("type") == "live.event":
-                self.events.put_nowait(message["event"])
-
     async def watch_disconnect(self) -> None:
         assert self.receive is not None
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        self.events.put_nowait(None)
+        await asgi_http.disconnected(self.receive)
+        self.events.put_nowait({"kind": CLIENT_GONE})
 
     async def watch_access(self, access: AccessWatch) -> None:
-        """The key's owner deactivated or demoted: the answer ends as their streams do."""
+        """The key deleted, its owner deactivated or demoted: the answer ends as every
+        stream does."""
         await access.revoked.wait()
         self.events.put_nowait({"kind": ACCESS_REVOKED})
 
@@ -467,12 +419,12 @@ class ChatCompletion:
                 )
             except TimeoutError:
                 continue
-            if event is None:  # the client went away; the run goes on
+            if event.get("kind") == CLIENT_GONE:  # the client went away; the run goes on
                 return
             if event.get("kind") == ACCESS_REVOKED:  # the run goes on too
                 raise ApiError(
                     403,
-                    "access revoked: this key's user was deactivated or their role changed",
+                    ACCESS_REVOKED_TEXT,
                     type_="permission_error",
                     code="access_revoked",
                     headers=NO_RETRY,

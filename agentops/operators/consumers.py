@@ -1,6 +1,6 @@
 """`/ws/inbox/`: an operator's unread count, live.
 
-A `tracing.consumers.ResumingConsumer` on the ops group: once the subscription is live it
+A `tracing.platform.hub.ResumingConsumer` on the ops group: once the subscription is live it
 reads the count from the database (`unread_counts`) and sends it, so a client that
 reconnects gets the count as it is now, whatever it missed while away. Afterwards, each
 event that can change the count (a handoff created, claimed or resolved, an end user's
@@ -29,7 +29,7 @@ from django.conf import settings
 from agentops.auth import has_role
 from agentops.operators.selectors import notification_sound, operator_presence, unread_counts
 from agentops.operators.services import UNREAD_CHANGED, operator_page_seen
-from tracing.consumers import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
+from tracing.platform.hub import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
 from tracing.platform.live import OPS_GROUP
 from tracing.platform.logs import get_logger
 
@@ -58,7 +58,6 @@ class InboxConsumer(ResumingConsumer):
         return await _refusal(self.scope.get("user"))
 
     async def started(self) -> None:
-        await super().started()
         self._recount: asyncio.TimerHandle | None = None
         self._username = self.scope["user"].get_username()
         await database_sync_to_async(operator_page_seen)(user=self.scope["user"], opened=True)
@@ -91,7 +90,7 @@ class InboxConsumer(ResumingConsumer):
         self.enqueue({**stored, "initial": True})  # newer than anything held
 
     def hub_event(self, event: LiveEvent) -> None:
-        if not getattr(self, "_resumed", False):
+        if not self.is_resumed:
             return
         if event.get("kind") in RECOUNT_KINDS:
             self._recount_soon()
@@ -106,15 +105,9 @@ class InboxConsumer(ResumingConsumer):
                 }
             )
 
-    async def live_event(self, message: dict[str, Any]) -> None:
-        await super().live_event(message)
-        if message["event"].get("kind") == UNREAD_CHANGED and getattr(self, "_resumed", False):
-            self._recount_soon()
-
-    async def live_batch(self, message: dict[str, Any]) -> None:
-        await super().live_batch(message)
-        changed = any(e.get("kind") == UNREAD_CHANGED for e in message["events"])
-        if changed and getattr(self, "_resumed", False):
+    def access_event(self, event: LiveEvent) -> None:
+        """The operator's own group: their read markers moved."""
+        if event.get("kind") == UNREAD_CHANGED and self.is_resumed:
             self._recount_soon()
 
     def _recount_soon(self) -> None:

@@ -1,34 +1,32 @@
 """`/ws/widget/`: the end user's conversation, live, for the widget's frame.
 
-Authenticated by the frame's signed end-user token (the first message), never by a staff
-login cookie. Protocol (JSON):
+A `tracing.platform.hub.ResumingConsumer` like every stream (the one hub, close codes and
+resume), authenticated by its first message (`hello_first`): the frame's signed end-user
+token, never a staff login cookie. Protocol (JSON):
 - client `{"kind": "hello", "token": …, "session": id|null, "after": seq}`: the server
   answers `state` then the visible messages above `after`, then live events;
 - client `{"kind": "watch", "session": id, "after": seq}`: after the first message started
   a conversation, follow it;
 - server `message` (seq), `token` (streamed text of the run), `status`, `operator`
-  (someone joined), `handback`, `state`.
-Only the end user's own session (same agent, same external user) can be followed. A live
-event is sent only if its seq is above what was sent, so a reconnect with the last seq the
-client saw has no gap and no duplicate: Channels hands this consumer one message at a time,
-so group events that arrive while the stored messages are read wait behind them.
+  (someone joined), `handback`, `state`; `refused` before a 4403 close.
+Only the end user's own session (same agent, same external user) can be followed. A message
+is sent only if its seq is above what was sent (`SeqCursor`), so a reconnect with the last
+seq the client saw has no gap and no duplicate. The socket watches its widget key's group:
+disabling the key closes it with 4403, as revocation closes every stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from agentops.models import RunStatus
+from agentops.models import RunStatus, Session
 from agentops.widget import selectors
 from agentops.widget.services import EndUser, WidgetRefused, enduser_from_token
-from tracing.platform.live import session_group
+from tracing.platform.hub import FORBIDDEN, LiveEvent, ResumingConsumer, SeqCursor, seq_parse
+from tracing.platform.live import session_group, widget_key_group
 
-REFUSED = 4403
-HELLO_TIMEOUT = 10.0  # seconds
 STATUS_SHOWN = {
     RunStatus.QUEUED: "thinking",
     RunStatus.RUNNING: "thinking",
@@ -40,130 +38,111 @@ STATUS_SHOWN = {
 }
 
 
-class WidgetConsumer(AsyncJsonWebsocketConsumer):
-    async def connect(self) -> None:
-        self.enduser: EndUser | None = None
-        self.agent_id = 0
-        self.group = ""
-        self.sent_seq = 0
-        await self.accept()
-        # A socket that never says who it is does not stay open.
-        self.hello_timer = asyncio.get_running_loop().call_later(
-            HELLO_TIMEOUT, lambda: asyncio.ensure_future(self._hello_missing())
-        )
+class WidgetConsumer(ResumingConsumer):
+    hello_first = True
+    droppable_kinds = frozenset({"token"})  # a client that cannot keep up gets the message
 
-    async def _hello_missing(self) -> None:
-        if self.enduser is None:
-            await self.close(code=REFUSED)
+    enduser: EndUser | None = None
+    agent_id = 0
+    session: Session | None = None
+    after = 0
+    cursor: SeqCursor
 
-    async def disconnect(self, code: int) -> None:
-        self.hello_timer.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+    def access_groups(self) -> list[str]:
+        """The widget key's, once the hello names it (a staff login in the same browser is
+        not what this socket stands on)."""
+        return []
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict):
-            return
-        kind = content.get("kind")
-        if kind == "hello" and self.enduser is None:
-            try:
-                self.enduser, key = await database_sync_to_async(enduser_from_token)(
-                    token=str(content.get("token", ""))
-                )
-            except WidgetRefused as exc:
-                await self.send_json({"kind": "refused", "error": str(exc)})
-                await self.close(code=REFUSED)
-                return
-            self.hello_timer.cancel()
-            self.agent_id = key.agent_id
-            await self.watch(content.get("session"), content.get("after"))
-        elif kind == "watch" and self.enduser is not None:
-            await self.watch(content.get("session"), content.get("after"))
-        elif kind == "ping":
-            await self.send_json({"kind": "pong"})
-        elif self.enduser is None:
-            await self.close(code=REFUSED)
+    def group_name(self) -> str | None:
+        return None  # the hello or a watch names the conversation
 
-    async def watch(self, session_id: Any, after: Any) -> None:
-        assert self.enduser is not None
+    async def refusal(self) -> int | None:
+        assert self.hello is not None
+        token = str(self.hello.get("token", ""))
         try:
-            after_seq = max(int(after or 0), 0)
-        except (TypeError, ValueError):
-            after_seq = 0
-        snapshot = await database_sync_to_async(self._snapshot)(session_id, after_seq)
-        if snapshot is None:
-            if session_id:
-                await self.send_json({"kind": "refused", "error": "not your conversation"})
-                await self.close(code=REFUSED)
-            else:
-                await self.send_json({"kind": "state", "session_id": None, "status": "new"})
-            return
-        state, messages, group = snapshot
-        if group != self.group:
-            if self.group:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = group
-            await self.channel_layer.group_add(group, self.channel_name)
-            # Stored messages are read again now that the group is joined: a message
-            # committed in between is then either read here or received live (or both).
-            snapshot = await database_sync_to_async(self._snapshot)(state["session_id"], after_seq)
-            assert snapshot is not None
-            state, messages, _ = snapshot
-        self.sent_seq = after_seq
-        await self.send_json(state)
-        for message in messages:
-            await self._send_message(message)
+            self.enduser, key = await database_sync_to_async(enduser_from_token)(token=token)
+            # Read again once its group is joined: a key disabled in between is not missed.
+            await self.access.add(widget_key_group(key.pk))
+            await database_sync_to_async(enduser_from_token)(token=token)
+        except WidgetRefused as exc:
+            return await self.refuse(str(exc))
+        self.agent_id = key.agent_id
+        return None
 
-    def _snapshot(
-        self, session_id: Any, after: int
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], str] | None:
+    async def refuse(self, error: str) -> int:
+        await self.send_json({"kind": "refused", "error": error})
+        return FORBIDDEN
+
+    async def started(self) -> None:
+        assert self.hello is not None
+        self.cursor = SeqCursor()
+        await self.watch(self.hello.get("session"), self.hello.get("after"))
+
+    async def receive_message(self, content: Any) -> None:
+        if isinstance(content, dict) and content.get("kind") == "watch":
+            await self.watch(content.get("session"), content.get("after"))
+
+    async def watch(self, session_id: object, after: object) -> None:
+        session = await database_sync_to_async(self._session)(session_id)
+        if session is None:
+            if session_id:
+                await self.close(code=await self.refuse("not your conversation"))
+            else:
+                self.enqueue({"kind": "state", "session_id": None, "status": "new"})
+            return
+        self.session, self.after = session, seq_parse(after) or 0
+        await self.subscribe(session_group(session.pk))
+
+    def _session(self, session_id: object) -> Session | None:
         assert self.enduser is not None
         if session_id:
-            session = selectors.enduser_session_get(
+            return selectors.enduser_session_get(
                 agent_id=self.agent_id, enduser=self.enduser, session_id=session_id
             )
-        else:
-            session = selectors.enduser_session_current(
-                agent_id=self.agent_id, enduser=self.enduser
-            )
-        if session is None:
-            return None
+        return selectors.enduser_session_current(agent_id=self.agent_id, enduser=self.enduser)
+
+    async def stored(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return await database_sync_to_async(self._snapshot)()
+
+    def _snapshot(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        assert self.session is not None
+        session = Session.objects.select_related("operator").get(pk=self.session.pk)
         return (
             selectors.session_state(session=session),
-            selectors.session_messages_after(session=session, after=after),
-            session_group(session.pk),
+            selectors.session_messages_after(session=session, after=self.after),
         )
 
-    async def _send_message(self, message: dict[str, Any]) -> None:
-        if message["seq"] <= self.sent_seq:
-            return
-        self.sent_seq = message["seq"]
-        await self.send_json(message)
+    def resumed(
+        self, stored: tuple[dict[str, Any], list[dict[str, Any]]], held: list[dict[str, Any]]
+    ) -> None:
+        state, messages = stored
+        self.cursor = SeqCursor(self.after)
+        for event in [state, *messages, *held]:
+            self.enqueue(event)
 
-    async def live_event(self, message: dict[str, Any]) -> None:
-        await self._forward(message["event"])
+    def hub_event(self, event: LiveEvent) -> None:
+        shown = self.shown(event)
+        if shown is not None:
+            super().hub_event(LiveEvent(shown))
 
-    async def live_batch(self, message: dict[str, Any]) -> None:
-        for event in message["events"]:
-            await self._forward(event)
+    def prepare(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            m for m in messages if m.get("kind") != "message" or self.cursor.take(int(m["seq"]))
+        ]
 
-    async def live_sync(self, message: dict[str, Any]) -> None:
-        """A staff stream's resume marker on the same group (tracing.consumers): not ours."""
-
-    async def _forward(self, event: dict[str, Any]) -> None:
+    @staticmethod
+    def shown(event: dict[str, Any]) -> dict[str, Any] | None:
+        """What the end user sees of a conversation's event (never tool traffic)."""
         kind = event.get("kind")
         if kind == "message":
-            visible = selectors.message_visible_event(event["message"])
-            if visible is not None:
-                await self._send_message(visible)
-        elif kind == "token":
-            await self.send_json(
-                {"kind": "token", "run_id": event["run_id"], "text": event["text"]}
-            )
-        elif kind == "run.status":
+            return selectors.message_visible_event(event["message"])
+        if kind == "token":
+            return {"kind": "token", "run_id": event["run_id"], "text": event["text"]}
+        if kind == "run.status":
             status = STATUS_SHOWN.get(event.get("status", ""), "idle")
-            await self.send_json({"kind": "status", "run_id": event["run_id"], "status": status})
-        elif kind == "handoff.claimed":
-            await self.send_json({"kind": "operator", "name": event.get("operator")})
-        elif kind == "handoff.resolved":
-            await self.send_json({"kind": "handback", "resolution": event.get("resolution")})
+            return {"kind": "status", "run_id": event["run_id"], "status": status}
+        if kind == "handoff.claimed":
+            return {"kind": "operator", "name": event.get("operator")}
+        if kind == "handoff.resolved":
+            return {"kind": "handback", "resolution": event.get("resolution")}
+        return None

@@ -34,6 +34,7 @@ from agentops.runtime.services import session_create, session_post_message
 from agentops.services import audit_record
 from agentops.widget.models import WidgetKey
 from tracing.platform.errors import Forbidden, Invalid, TooMany
+from tracing.platform.live import access_revoke, widget_key_group
 from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -131,6 +132,8 @@ def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Any) -> Widg
         action="widget_key.enable" if enabled else "widget_key.disable",
         target=key.public_key,
     )
+    if not enabled:  # its open chats close (4403), as revoked access closes every stream
+        access_revoke(group=widget_key_group(key.pk))
     return key
 
 

@@ -21,8 +21,8 @@ from agentops.models import Run
 from agentops.services import user_active_set, user_role_set
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory
-from tracing.consumers import FORBIDDEN as REFUSED
-from tracing.consumers import SIGN_IN
+from tracing.platform.hub import FORBIDDEN as REFUSED
+from tracing.platform.hub import SIGN_IN
 from tracing.platform.live import ACCESS_REVOKED, send_now, session_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -284,3 +284,160 @@ def test_a_v1_message_is_refused_when_access_went_before_the_watch_joined(
         asyncio.run(asyncio.wait_for(call.converse(session, key_user, "hello"), GUARD_SECONDS))
     assert raised.value.status == 403 and raised.value.code == "access_revoked"
     assert not Message.objects.filter(session=session).exists()
+
+
+# -- Every kind of stream ends the same way when what opened it is revoked ---------------------
+# A personal API key opens the console's WebSockets, the event streams, `/v1/` and `/mcp/`; a
+# widget key opens the widget's chats. Deleting the one, disabling the other, ends each stream
+# at once with its door's refusal: 4403, `access.revoked`, 403 `access_revoked`.
+STREAM_KINDS = ["console_ws", "sse", "v1", "mcp", "widget"]
+
+
+async def _ended_console_ws(web: str, key: str, session_id: str, revoke) -> str:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {key}"}
+    async with connect(f"ws://{web}/ws/sessions/{session_id}/", additional_headers=headers) as ws:
+        snapshot = json.loads(await asyncio.wait_for(ws.recv(), GUARD_SECONDS))
+        assert snapshot["kind"] == "snapshot"
+        await asyncio.to_thread(revoke)
+        return f"closed {await asyncio.wait_for(close_code(ws), GUARD_SECONDS)}"
+
+
+async def _ended_sse(web: str, key: str, session_id: str, revoke) -> str:  # type: ignore[no-untyped-def]
+    timeout = httpx.Timeout(5, read=GUARD_SECONDS)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        path = f"http://{web}/api/sessions/{session_id}/events"
+        async with client.stream("GET", path, headers=headers) as response:
+            assert response.status_code == 200
+            name, last = "", ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line == "" and name:
+                    last = name
+                    if name == "state":
+                        await asyncio.to_thread(revoke)
+            return f"event {last}"
+
+
+async def _ended_v1(web: str, key: str, agent_slug: str, revoke) -> str:  # type: ignore[no-untyped-def]
+    client = openai.AsyncOpenAI(base_url=f"http://{web}/v1", api_key=key, max_retries=0, timeout=60)
+    stream = await client.chat.completions.create(
+        model=agent_slug,
+        messages=[{"role": "user", "content": " ".join(["word"] * 80)}],
+        stream=True,
+    )
+    try:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                await asyncio.to_thread(revoke)
+    except openai.APIError as error:
+        assert isinstance(error.body, dict)
+        return f"error {error.body['code']}"
+    return "not ended"
+
+
+async def _ended_mcp(web: str, key: str, agent_slug: str, revoke) -> str:  # type: ignore[no-untyped-def]
+    import httpx2
+    from asgiref.sync import sync_to_async
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from agentops.models import RunStatus
+    from tests.kit import until_async
+
+    running = Run.objects.filter(agent__slug=agent_slug, status=RunStatus.RUNNING)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        async with streamable_http_client(f"http://{web}/mcp/", http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                call = asyncio.ensure_future(
+                    session.call_tool(agent_slug, {"message": " ".join(["word"] * 80)})
+                )
+                await until_async(sync_to_async(running.exists), seconds=GUARD_SECONDS)
+                await asyncio.to_thread(revoke)
+                result = await asyncio.wait_for(call, GUARD_SECONDS)
+    text = " ".join(getattr(part, "text", "") for part in result.content)
+    assert result.is_error, text
+    return "error access_revoked" if text.startswith("access revoked") else f"error {text}"
+
+
+async def _ended_widget(web: str, token: str, session_id: str, revoke) -> str:  # type: ignore[no-untyped-def]
+    async with connect(f"ws://{web}/ws/widget/", origin=f"http://{web}") as ws:
+        await ws.send(json.dumps({"kind": "hello", "token": token, "session": session_id}))
+        state = json.loads(await asyncio.wait_for(ws.recv(), GUARD_SECONDS))
+        assert state["kind"] == "state" and state["session_id"] == session_id
+        await asyncio.to_thread(revoke)
+        return f"closed {await asyncio.wait_for(close_code(ws), GUARD_SECONDS)}"
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_revoking_the_key_ends_every_kind_of_stream_it_opened(
+    kind, web, worker, dev_agent, devmodel, model_name, alice, bob
+):
+    """Deleting an API key (or disabling a widget key) ends what it opened, whatever the kind,
+    and nothing else: another key of the same person keeps its stream."""
+    from agentops.auth import api_key_delete
+    from agentops.widget.services import (
+        enduser_session_open,
+        enduser_token_issue,
+        widget_key_set_enabled,
+    )
+    from tests.agentops.widget.helpers import enduser, make_key
+
+    devmodel.script(model_name, [{"stream_delay": 0.5}])  # a word every half second
+    row, key = api_key_create(user=bob, name="revoked")
+    other_key = api_key_create(user=bob, name="kept")[1]
+    session = SessionFactory(agent=dev_agent)
+    revoke = lambda: api_key_delete(user=bob, key_id=row.pk)  # noqa: E731
+
+    async def main() -> tuple[str, dict]:
+        headers = {"Authorization": f"Bearer {other_key}"}
+        async with connect(f"ws://{web}/ws/ops/", additional_headers=headers) as kept:
+            if kind == "widget":
+                widget_key, _ = await asyncio.to_thread(make_key, agent=dev_agent)
+                chat = await asyncio.to_thread(
+                    enduser_session_open,
+                    key=widget_key,
+                    enduser=enduser(widget_key),
+                    address="127.0.0.1",
+                )
+                token = enduser_token_issue(key=widget_key, identity="visitor:me")
+                ended = await _ended_widget(
+                    web,
+                    token,
+                    str(chat.pk),
+                    lambda: widget_key_set_enabled(key=widget_key, enabled=False, actor=alice),
+                )
+            elif kind in ("v1", "mcp"):
+                opened = _ended_v1 if kind == "v1" else _ended_mcp
+                ended = await opened(web, key, dev_agent.slug, revoke)
+            else:
+                opened = _ended_console_ws if kind == "console_ws" else _ended_sse
+                ended = await opened(web, key, str(session.pk), revoke)
+            await kept.send(json.dumps({"kind": "ping"}))
+            while (reply := json.loads(await asyncio.wait_for(kept.recv(), GUARD_SECONDS)))[
+                "kind"
+            ] != "pong":  # the ops stream carries the runs' events too
+                pass
+            return ended, reply
+
+    ended, reply = asyncio.run(main())
+    assert (
+        ended
+        == {
+            "console_ws": f"closed {REFUSED}",
+            "widget": f"closed {REFUSED}",
+            "sse": f"event {ACCESS_REVOKED}",
+            "v1": "error access_revoked",
+            "mcp": "error access_revoked",
+        }[kind]
+    )
+    assert reply == {"kind": "pong"}  # the person's other key is untouched
+    if kind != "widget":  # the deleted key opens nothing more
+        response = httpx.get(
+            f"http://{web}/api/sessions/{session.pk}/events",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert response.status_code == 401

@@ -45,13 +45,28 @@ def session_group(session_id: uuid.UUID | str) -> str:
     return f"session-{session_id}"
 
 
-# Every stream of a signed-in person also joins their own group; `ACCESS_REVOKED` sent there
-# (a demotion, a deactivation) closes them all with the refusal code.
+# Every stream watches the groups its access depends on (tracing.platform.hub.AccessWatch):
+# its person's, the API key's it came in with, the widget key's. `ACCESS_REVOKED` sent there
+# (`access_revoke`: a demotion, a deactivation, a deleted or disabled key) ends them all.
 ACCESS_REVOKED = "access.revoked"
 
 
 def user_group(user_id: Any) -> str:
     return f"user-{user_id}"
+
+
+def api_key_group(key_id: int) -> str:
+    return f"api-key-{key_id}"
+
+
+def widget_key_group(key_id: int) -> str:
+    return f"widget-key-{key_id}"
+
+
+def access_revoke(*, group: str) -> None:
+    """End every stream whose access hangs on `group` (`user_group`, `api_key_group`,
+    `widget_key_group`) once the current transaction commits."""
+    broadcast(group, {"kind": ACCESS_REVOKED})
 
 
 def _open_key(group: str) -> str:
