@@ -52,8 +52,8 @@ def event_record(
     - `audit`: the audit log's action ("" writes no row), about `target` (by default the
       handoff or the run), with `detail`;
     - the live event `{"kind": kind, <the handoff, run and session ids>, **data}` goes to the
-      operators' feed (`ops`) and to the conversation's own stream (`viewers`: the console,
-      the widget; nothing operator-only there);
+      conversation's own stream (`viewers`: the console, the widget; nothing operator-only
+      there), then to the operators' feed (`ops`);
     - subscribers get the Event, `detail` included (never sent to a browser).
     """
     data = dict(data or {})
@@ -75,10 +75,10 @@ def event_record(
     if session_id is not None:
         live["session_id"] = str(session_id)
     live.update(data)
-    if ops:
-        broadcast(OPS_GROUP, live)
     if viewers and session_id is not None:
         broadcast(session_group(session_id), live)
+    if ops:
+        broadcast(OPS_GROUP, live)
     event = Event(
         kind=kind,
         actor=actor,

@@ -59,6 +59,7 @@ HOOKS = {
     "session.labels": "a conversation's labels changed",
     "labels.changed": "a label was renamed, recoloured or deleted",
     "team.saved": "a team was created or changed (`data['team_id']`)",
+    "alert.firing": "the admins must act (`data['message']`), e.g. a webhook endpoint was disabled",
 }
 
 

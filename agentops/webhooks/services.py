@@ -21,6 +21,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from agentops.conversation import handoff_event_serialise
+from agentops.events import event_record
 from agentops.hooks import Event
 from agentops.models import Session
 from agentops.services import audit_record
@@ -34,7 +35,6 @@ from agentops.webhooks.models import (
 from tracing.platform.egress import PostResult, egress_post
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.errors import Conflict
-from tracing.platform.live import OPS_GROUP, broadcast
 from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -279,15 +279,16 @@ def _disable_if_failing(*, delivery: WebhookDelivery) -> None:
         return
     url = delivery.endpoint.url
     log.error("webhook.endpoint_disabled", endpoint=delivery.endpoint_id, url=url, reason=reason)
-    audit_record(actor=None, action="webhook.disabled", target=url[:200], reason=reason)
-    broadcast(
-        OPS_GROUP,
-        {
-            "kind": "alert.firing",
+    event_record(
+        kind="alert.firing",
+        data={
             "alert": "webhook endpoint disabled",
             "endpoint_id": delivery.endpoint_id,
             "message": f"Webhook endpoint {url} was disabled: {reason}",
         },
+        audit="webhook.disabled",
+        target=url,
+        detail={"reason": reason},
     )
 
 

@@ -65,7 +65,7 @@ def test_a_claim_is_one_audit_row_one_live_event_and_one_delivery_after_commit()
             assert elsewhere(lambda: audits("handoff.claim")) == 0
             assert elsewhere(lambda: deliveries("handoff.claimed")) == 0
     claimed = [(group, e) for group, e in sent if e["kind"] == "handoff.claimed"]
-    assert [group for group, _ in claimed] == [OPS_GROUP, session_group(handoff.session_id)]
+    assert [group for group, _ in claimed] == [session_group(handoff.session_id), OPS_GROUP]
     assert all(e["operator"] == "bob" and e["handoff_id"] == handoff.pk for _, e in claimed)
     assert audits("handoff.claim") == 1
     assert deliveries("handoff.claimed") == 1
