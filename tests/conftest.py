@@ -13,17 +13,9 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from agentops.testing.processes import (
-    FORKING_WORKER,
-    DevModel,
-    Proc,
-    child_env,
-    free_port,
-    start_web,
-    start_worker,
-)
+from agentops.testing.processes import DevModel, child_env, free_port, start_web
 from tests.factories import AgentFactory, EndpointFactory, UserFactory
-from tests.kit import api_key
+from tests.kit import Workers, api_key, worker_fixture
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -105,60 +97,10 @@ def dev_agent(db, devmodel, model_name):  # type: ignore[no-untyped-def]
     return AgentFactory(endpoint=endpoint)
 
 
-def worker_fixture(
-    *,
-    name: str = "worker",
-    worker_class: str = FORKING_WORKER,
-    queues: tuple[str, ...] = ("maintenance", "runs"),
-    **env: str,
-) -> Any:
-    """A module-scoped fixture running one RQ worker process on the test database, started
-    when a test of the module first asks for it and stopped when the module ends. `env` is
-    added to the worker's environment (settings of its own, say). Assign it in a test module,
-    under the name its tests ask for: `worker = worker_fixture(BREAKER_MIN_CALLS="2")`."""
-
-    @pytest.fixture(scope="module")
-    def fixture(django_db_setup: None) -> Iterator[Proc]:
-        proc = start_worker(child_env(**env), name=name, worker_class=worker_class, queues=queues)
-        yield proc
-        proc.stop()
-
-    return fixture
-
-
 # One RQ worker process for the test module, on the test database (tests must be
 # transactional). Per module, not per session: a test that starts workers of its own (to kill
 # them, say) must not find another one taking its runs.
 worker = worker_fixture()
-
-
-class Workers:
-    """Worker processes a test starts itself (to kill them, say); the fixture stops whatever is
-    left of them after the test."""
-
-    def __init__(self) -> None:
-        self.started: list[Proc] = []
-
-    def start(
-        self,
-        *,
-        name: str = "worker",
-        worker_class: str = FORKING_WORKER,
-        queues: tuple[str, ...] = ("maintenance", "runs"),
-        env: dict[str, str] | None = None,
-    ) -> Proc:
-        proc = start_worker(
-            env if env is not None else child_env(),
-            name=name,
-            worker_class=worker_class,
-            queues=queues,
-        )
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            proc.stop()
 
 
 @pytest.fixture

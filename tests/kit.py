@@ -16,8 +16,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import pytest
+
+from agentops.testing.processes import FORKING_WORKER, Proc, child_env, start_worker
 
 if TYPE_CHECKING:
     from agentops.models import User
@@ -84,3 +88,53 @@ def bearer(who: User | str) -> dict[str, str]:
     """Django test client headers carrying a bearer key: `who`'s new key, or the key given."""
     key = who if isinstance(who, str) else api_key(who)
     return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def worker_fixture(
+    *,
+    name: str = "worker",
+    worker_class: str = FORKING_WORKER,
+    queues: tuple[str, ...] = ("maintenance", "runs"),
+    **env: str,
+) -> Any:
+    """A module-scoped fixture running one RQ worker process on the test database, started
+    when a test of the module first asks for it and stopped when the module ends. `env` is
+    added to the worker's environment (settings of its own, say). Assign it in a test module,
+    under the name its tests ask for: `worker = worker_fixture(BREAKER_MIN_CALLS="2")`."""
+
+    @pytest.fixture(scope="module")
+    def fixture(django_db_setup: None) -> Iterator[Proc]:
+        proc = start_worker(child_env(**env), name=name, worker_class=worker_class, queues=queues)
+        yield proc
+        proc.stop()
+
+    return fixture
+
+
+class Workers:
+    """Worker processes a test starts itself (to kill them, say); the fixture stops whatever is
+    left of them after the test."""
+
+    def __init__(self) -> None:
+        self.started: list[Proc] = []
+
+    def start(
+        self,
+        *,
+        name: str = "worker",
+        worker_class: str = FORKING_WORKER,
+        queues: tuple[str, ...] = ("maintenance", "runs"),
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        proc = start_worker(
+            env if env is not None else child_env(),
+            name=name,
+            worker_class=worker_class,
+            queues=queues,
+        )
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop()

@@ -101,9 +101,15 @@ class Proc:
     """A child process we started; stopped by pid, never by name."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], name: str, new_group: bool = True
+        self,
+        args: list[str],
+        env: dict[str, str],
+        name: str,
+        new_group: bool = True,
+        done_line: str = "",
     ) -> None:
         self.name = name
+        self.done_line = done_line.encode()
         self.log_path = (
             Path(os.environ["AGENTOPS_VAR_DIR"]) / "logs" / f"{name}-{time.time_ns()}.log"
         )
@@ -126,13 +132,24 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL to the group if it has not exited within `timeout` seconds, or
+        half a second after its log's last line holds `done_line` (it has nothing left to do)."""
         if self.alive():
             self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                if self.done_line and self.done_line in self._last_line():
+                    deadline = min(deadline, time.monotonic() + 0.5)
+                time.sleep(0.05)
+            if self.alive():
                 self.kill_group()
         self.log.close()
+
+    def _last_line(self) -> bytes:
+        self.log.flush()
+        with self.log_path.open("rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - 4096, 0))
+            return log.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
 
     def kill_group(self, sig: int = 9) -> None:
         try:
@@ -169,7 +186,9 @@ def start_worker(
         f"{name}-{time.time_ns()}",
     ]
     args += ["--worker-class", "rq.worker.SimpleWorker" if simple else worker_class]
-    return Proc(args, env, name)
+    # RQ's teardown ends with this line; what may follow is redis-py's join of the pub/sub
+    # thread, which (rq 3.0 with redis 8.2) can wait out that thread's 60 s poll.
+    return Proc(args, env, name, done_line="unsubscribing from channel")
 
 
 def start_web(env: dict[str, str], port: int) -> Proc:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agentops.testing.processes import child_env, free_port, start_web
+from agentops.testing.processes import Proc, child_env, free_port, start_web
 from tools.services import python_tools_sync
 
 CHROMIUM_ARGS = [
@@ -38,14 +38,22 @@ SERVER_ERROR = re.compile(
 )
 
 
-@pytest.fixture
-def web(transactional_db) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The ASGI server, as in tests/conftest.py; its log must end with no ERROR line."""
+@pytest.fixture(scope="module")
+def web_process(django_db_setup: None) -> Iterator[tuple[str, Proc]]:
+    """The ASGI server, as in tests/conftest.py, once per module: its address and process."""
     port = free_port()
     proc = start_web(child_env(), port)
-    yield f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{port}", proc
     proc.stop()
-    output = proc.output()
+
+
+@pytest.fixture
+def web(transactional_db: None, web_process: tuple[str, Proc]) -> Iterator[str]:
+    """The module's ASGI server; what it logs during the test must hold no ERROR line."""
+    address, proc = web_process
+    start = len(proc.output())
+    yield address
+    output = proc.output()[start:]
     errors = [m.start() for m in SERVER_ERROR.finditer(output)]
     if errors:
         pytest.fail(f"the web server logged errors:\n{output[max(errors[0] - 2000, 0) :]}")

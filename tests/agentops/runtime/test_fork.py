@@ -18,10 +18,10 @@ from agentops.runtime.services import (
     session_create,
     session_post_message,
 )
-from agentops.testing.processes import Proc, child_env, start_worker
 from memory.models import Memory, MemoryRecall
 from memory.services import memory_remember
 from tests.agentops.runtime.helpers import recorded_run, spans, wait_for_run
+from tests.kit import worker_fixture
 from tests.tools.servers import Handler, LoopbackServer
 from tools.models import ToolDefinition, ToolKind
 from tools.services import python_tools_sync, tool_save
@@ -39,12 +39,8 @@ def script(sku: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def worker(django_db_setup) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
-    """The module's worker may reach the loopback tool server (the egress guard allows it)."""
-    proc = start_worker(child_env(TOOL_EGRESS_ALLOWLIST="127.0.0.1/32"))
-    yield proc
-    proc.stop()
+# The module's worker may reach the loopback tool server (the egress guard allows it).
+worker = worker_fixture(TOOL_EGRESS_ALLOWLIST="127.0.0.1/32")
 
 
 @pytest.fixture

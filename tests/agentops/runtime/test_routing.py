@@ -27,6 +27,7 @@ from tests.agentops.runtime.helpers import (
     wait_for_side_effects,
 )
 from tests.factories import EndpointFactory
+from tests.kit import worker_fixture
 from tools.models import ToolDefinition
 from tools.services import tool_save
 from tracing.models import Span
@@ -34,12 +35,8 @@ from tracing.models import Span
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def worker(django_db_setup):  # type: ignore[no-untyped-def]
-    """This module's worker opens a breaker on 2 failing calls from 2 conversations."""
-    proc = start_worker(child_env(BREAKER_MIN_CALLS="2", BREAKER_MIN_SESSIONS="2"))
-    yield proc
-    proc.stop()
+# This module's worker opens a breaker on 2 failing calls from 2 conversations.
+worker = worker_fixture(BREAKER_MIN_CALLS="2", BREAKER_MIN_SESSIONS="2")
 
 
 @pytest.fixture

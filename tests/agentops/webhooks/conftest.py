@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from agentops.testing.processes import Proc, child_env, start_worker
 from tests.agentops.runtime.conftest import _handoff_packages_written  # noqa: F401
-from tests.kit import until
+from tests.kit import until, worker_fixture
 
 WEBHOOK_ENV = {"TOOL_EGRESS_ALLOWLIST": "127.0.0.1/32", "WEBHOOK_QUEUE": "tests"}
 
@@ -67,10 +66,6 @@ def receiver(settings) -> Iterator[Receiver]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def hook_worker(django_db_setup) -> Iterator[Proc]:  # type: ignore[no-untyped-def]
-    """A worker of this module's own on the `tests` queue, allowed to reach loopback (the
-    suite's shared worker is not)."""
-    proc = start_worker(child_env(**WEBHOOK_ENV), name="webhooks", queues=("tests",))
-    yield proc
-    proc.stop()
+# A worker of the module's own on the `tests` queue, allowed to reach loopback (the suite's
+# shared worker is not).
+hook_worker = worker_fixture(name="webhooks", queues=("tests",), **WEBHOOK_ENV)
