@@ -10,6 +10,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -48,7 +49,7 @@ def operator_loads(*, user_ids: list[int]) -> dict[int, int]:
 
 @dataclass
 class UserRow:
-    user: Any
+    user: User
     role: str  # "" for none
     groups: list[str]  # role groups held (more than one only if set in the Django admin)
     teams: list[Team] = field(default_factory=list)
@@ -78,7 +79,7 @@ def team_is_working(*, team: Team, at: datetime) -> bool:
 
 @dataclass
 class MemberRow:
-    user: Any
+    user: User
     presence: str  # online, away or offline
     load: int  # conversations held now
     cap: int  # given at most this many at once (their own cap, or the team's)
@@ -286,7 +287,7 @@ def run_queue_summary(*, now: datetime | None = None) -> RunQueue:
     return summary
 
 
-def _pretty(arguments: Any) -> str:
+def _pretty(arguments: object) -> str:
     if not isinstance(arguments, str):
         return json.dumps(arguments, indent=2)
     try:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
@@ -23,8 +23,8 @@ class PercentileCont(Aggregate):
     template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
     output_field = FloatField()
 
-    def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
-        super().__init__(expression, percentile=float(percentile), **extra)
+    def __init__(self, expression: str, percentile: float) -> None:
+        super().__init__(expression, percentile=float(percentile))
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ToolStats:
         return self.errors / self.calls if self.calls else None
 
 
-def _tool_spans(since: Any) -> QuerySet[Span]:
+def _tool_spans(since: datetime) -> QuerySet[Span]:
     return Span.objects.filter(name=TOOL_SPAN, is_event=False, start_time__gte=since)
 
 

@@ -66,7 +66,7 @@ class SpanRecord:
         self.error_class = ""
         self.error_message = ""
 
-    def set(self, **attributes: Any) -> None:
+    def set(self, **attributes: object) -> None:
         self.attributes.update(attributes)
 
     def fail(self, error_class: str, message: str) -> None:
@@ -159,7 +159,7 @@ class Tracer:
         return self._stack[-1].span_id if self._stack else ""
 
     @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[SpanRecord]:
+    def span(self, name: str, **attributes: object) -> Iterator[SpanRecord]:
         record = SpanRecord(name, self.current_span_id, attributes)
         self._stack.append(record)
         # Announced only if still open after a moment: most spans end sooner, and a
@@ -219,7 +219,7 @@ class Tracer:
         status: str = SpanStatus.OK,
         error_class: str = "",
         error_message: str = "",
-        **attributes: Any,
+        **attributes: object,
     ) -> None:
         if status not in SpanStatus.values:
             # A status of something else (`run.status` events: "running", "failed", ...) is

@@ -22,6 +22,7 @@ from django.db.models import (
     Subquery,
     Sum,
 )
+from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 from agentops.agent_config import SCALAR_FIELDS, snapshot_complete
@@ -38,6 +39,7 @@ from agentops.models import (
 )
 from agentops.selectors import RunOutcomes, run_outcomes
 from tools.models import ToolDefinition
+from tracing.platform.types import SessionId
 from tracing.rollups import PriceBook
 
 LABELS = {
@@ -175,8 +177,9 @@ class _Names:
         team_ids: list[int] = [c["handoff_team"] for c in configs if c.get("handoff_team")]
         self.teams = dict(Team.objects.filter(pk__in=team_ids).values_list("pk", "slug"))
 
-    def endpoint(self, pk: Any) -> str:
-        return self.endpoints.get(pk, f"#{pk} (deleted)")
+    def endpoint(self, pk: int | None) -> str:
+        known = self.endpoints.get(pk) if pk is not None else None
+        return known or f"#{pk} (deleted)"
 
     def show(self, name: str, config: dict[str, Any]) -> str:
         value = config.get(name)
@@ -278,8 +281,8 @@ class Percentile(Aggregate):
     template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
     output_field = FloatField()
 
-    def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
-        super().__init__(expression, percentile=float(percentile), **extra)
+    def __init__(self, expression: Combinable, percentile: float) -> None:
+        super().__init__(expression, percentile=float(percentile))
 
 
 def _latency_ms() -> Func:
@@ -337,11 +340,11 @@ def version_figures(
         runs = runs.filter(agent_version__number=version)
         feedback = feedback.filter(run__agent_version__number=version)
         versions = {k: v for k, v in versions.items() if v.number == version}
-    rows: dict[Any, VersionFigures] = {}
+    rows: dict[int | None, VersionFigures] = {}
 
-    def row(key: Any) -> VersionFigures:
+    def row(key: int | None) -> VersionFigures:
         if key not in rows:
-            rows[key] = VersionFigures(versions.get(key))
+            rows[key] = VersionFigures(versions.get(key) if key is not None else None)
         return rows[key]
 
     for r in runs.values("agent_version").annotate(
@@ -378,7 +381,7 @@ def version_figures(
 # --- the draft chat -------------------------------------------------------------------------
 
 
-def draft_session_get(*, agent: Agent, session_id: Any) -> Session | None:
+def draft_session_get(*, agent: Agent, session_id: SessionId | None) -> Session | None:
     if not session_id:
         return None
     return (
