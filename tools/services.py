@@ -18,6 +18,7 @@ from tools.models import ToolDefinition, ToolKind, ToolVersion
 from tools.registry import registered_tools
 from tracing.platform.failures import Failure, FailureClass
 from tracing.platform.logs import get_logger
+from tracing.platform.types import Actor
 
 logger = get_logger(__name__)
 
@@ -76,7 +77,7 @@ def tool_save(*, tool: ToolDefinition) -> ToolDefinition:
     return tool
 
 
-def tool_callers_set(*, tool: ToolDefinition, caller_ids: list[int], actor: Any) -> list[str]:
+def tool_callers_set(*, tool: ToolDefinition, caller_ids: list[int], actor: Actor) -> list[str]:
     """Who may call the tool, through the registered ToolAccess (tools/access.py)."""
     access = tool_access()
     if access is None:
@@ -122,13 +123,13 @@ class ToolTrial:
     argument_errors: list[str] = field(default_factory=list)
 
 
-def tool_try(*, tool: ToolDefinition, arguments: Any) -> ToolTrial:
+def tool_try(*, tool: ToolDefinition, arguments: object) -> ToolTrial:
     """Run a tool once with sample arguments (checked against its schema first) and report
     the request, the response and the timing, secrets redacted."""
     from tools.executors import ToolContext, arguments_errors, tool_execute
 
     errors = arguments_errors(tool, arguments)
-    if errors:
+    if errors or not isinstance(arguments, dict):
         return ToolTrial(ok=False, elapsed_ms=0, argument_errors=errors)
     context = ToolContext(call_id=f"try-{uuid.uuid4().hex[:8]}", exchanges=[])
     started = time.monotonic()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ class Redactor:
             value = value.replace(secret, REDACTED)
         return value
 
-    def value(self, value: Any) -> Any:
+    def value(self, value: object) -> object:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
@@ -46,7 +47,7 @@ class Redactor:
             return [self.value(v) for v in value]
         return value
 
-    def headers(self, headers: Any) -> dict[str, str]:
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         shown = {}
         for name, value in dict(headers).items():
             if name.lower() in self.header_names or _SENSITIVE_HEADER_RE.search(name):

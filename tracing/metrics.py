@@ -14,7 +14,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tracing.models import MetricRollup
 
 _FACTOR = 2**0.25
 LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(
@@ -72,7 +75,7 @@ COUNTERS = (
 )
 
 
-def sums_add(target: Any, other: Any) -> None:
+def sums_add(target: MetricRollup | Totals, other: MetricRollup | Totals) -> None:
     """Add `other`'s sums to `target`'s: either may be a MetricRollup row or a Totals."""
     for name in COUNTERS:
         setattr(target, name, getattr(target, name) + getattr(other, name))
@@ -105,5 +108,5 @@ class Totals:
         self.latency_sum_ms += duration_ms
         self.latency_hist[bucket_index(duration_ms)] += 1
 
-    def add(self, other: Any) -> None:
+    def add(self, other: MetricRollup | Totals) -> None:
         sums_add(self, other)

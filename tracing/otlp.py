@@ -18,16 +18,21 @@ import os
 import queue
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tracing.models import Span, SpanStatus
 from tracing.platform import conf
 from tracing.platform.logs import get_logger
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.util.types import AttributeValue
+
 log = get_logger(__name__)
 
 
-def _attribute(value: Any) -> Any:
+def _attribute(value: object) -> AttributeValue:
     if isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
@@ -35,7 +40,7 @@ def _attribute(value: Any) -> Any:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
-def span_to_otel(span: Span, resource: Any) -> Any:
+def span_to_otel(span: Span, resource: Resource) -> ReadableSpan:
     """One stored span as an OpenTelemetry ReadableSpan with the same ids."""
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope

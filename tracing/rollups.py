@@ -5,6 +5,7 @@ with costs from the price table. A scheduled job (tracing/jobs.py); safe to run 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -130,7 +131,7 @@ def rollup_metrics(
     return read
 
 
-def _span_rows(after: int, upto: int, limit: int) -> Any:
+def _span_rows(after: int, upto: int, limit: int) -> Iterable[tuple[Any, ...]]:
     return (
         Span.objects.filter(id__gt=after, id__lte=upto, name__in=_ROLLED_NAMES)
         .exclude(attributes__has_key=semconv.SANDBOX)  # no traffic: semconv.SANDBOX
