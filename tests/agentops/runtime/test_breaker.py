@@ -4,15 +4,19 @@ the endpoint refuses: a real concurrent worker, the dev model over HTTP, default
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection, transaction
 
-from agentops.models import BreakerState, BreakerTransition, ModelEndpoint, RunStatus
-from agentops.runtime.breaker import breaker_window
+from agentops.models import BreakerCall, BreakerState, BreakerTransition, ModelEndpoint, RunStatus
+from agentops.runtime.breaker import breaker_record_success, breaker_window
 from agentops.testing.processes import CONCURRENT_WORKER, Proc, child_env, start_worker
 from tests.agentops.runtime.helpers import runs_post, span_names, wait_for_run, wait_for_success
+from tracing.emit import Tracer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,3 +106,41 @@ def test_a_refused_request_never_counts(concurrent_worker, dev_agent, devmodel, 
     assert breaker_state(endpoint) == BreakerState.CLOSED
     assert breaker_window(endpoint=endpoint).failures == 0
     assert not BreakerTransition.objects.filter(endpoint=endpoint).exists()
+
+
+def rows_seen_elsewhere(endpoint: ModelEndpoint) -> int:
+    """The endpoint's window rows as another worker's connection sees them now."""
+    seen: list[int] = []
+
+    def count() -> None:
+        try:
+            seen.append(BreakerCall.objects.filter(endpoint=endpoint).count())
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=count)
+    reader.start()
+    reader.join()
+    return seen[0]
+
+
+def synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+def test_a_calls_row_is_seen_by_every_worker_at_once_and_relaxes_only_itself(dev_agent):
+    """A call's row is committed without waiting for the disk, yet visible to every other
+    connection the moment it is counted (the window is read as before); the relaxed commit
+    is the row's own, never the connection's nor the caller's transaction's."""
+    endpoint = dev_agent.endpoint
+    tracer = Tracer(uuid.uuid4())
+    breaker_record_success(endpoint=endpoint, tracer=tracer)
+    assert rows_seen_elsewhere(endpoint) == 1
+    assert synchronous_commit() == "on"
+    with transaction.atomic():
+        breaker_record_success(endpoint=endpoint, tracer=tracer)
+        assert synchronous_commit() == "on"  # inside a transaction: the caller's commit rules
+    assert rows_seen_elsewhere(endpoint) == 2
+    assert breaker_window(endpoint=endpoint).calls == 2
