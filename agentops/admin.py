@@ -1,4 +1,6 @@
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin
@@ -15,6 +17,10 @@ from agentops.services import user_active_set, user_role_set
 from tracing.admin import HistoryAdmin
 from tracing.platform.errors import ApplicationError
 from tracing.platform.forms import refusal_message
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django.forms import ModelForm
 
 
 class ModelEndpointForm(forms.ModelForm):
@@ -77,7 +83,9 @@ class AgentAdmin(admin.ModelAdmin):
     inlines = [AgentFallbackInline]
     readonly_fields = ["published_version"]
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+    def save_related(
+        self, request: HttpRequest, form: ModelForm[models.Agent], formsets: object, change: bool
+    ) -> None:
         # The admin is for emergencies: what is saved here runs at once, as a published version.
         super().save_related(request, form, formsets, change)
         agent_version_create(
@@ -165,7 +173,9 @@ class PersonAdmin(UserAdmin):
             form.base_fields["role"].initial = user_role(obj) or ""
         return form
 
-    def save_model(self, request: Any, obj: Any, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: User, form: ModelForm[User], change: bool
+    ) -> None:
         if not change:
             super().save_model(request, obj, form, change)
             return

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from agentops.auth import bearer_token, hash_api_key
 from agentops.models import ApiKey, IdempotencyKey
+from tracing.retention import RetentionPolicy
 
 HEADER = "Idempotency-Key"
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -145,7 +146,7 @@ def idempotent(run: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def idempotency_keys_purge(policy: Any) -> int:
+def idempotency_keys_purge(policy: RetentionPolicy) -> int:
     """The retention job's hook: delete keys past IDEMPOTENCY_TTL."""
     from tracing.retention import delete_in_batches
 

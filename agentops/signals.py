@@ -3,17 +3,16 @@ operator's login and logout move their presence: agentops/operators/receivers.py
 
 from __future__ import annotations
 
-from typing import Any
-
 from axes.signals import user_locked_out
 from django.dispatch import receiver
+from django.http import HttpRequest
 
 from agentops.services import audit_record
 
 
 @receiver(user_locked_out, dispatch_uid="agentops.login_locked_out")
 def login_locked_out(
-    sender: Any, request: Any, username: str | None, ip_address: str, **_: Any
+    sender: object, request: HttpRequest | None, username: str | None, ip_address: str, **_: object
 ) -> None:
     """Each refused login of a locked-out account or address: the one that reached the limit
     and every further try (which also restarts the wait)."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from django.conf import settings
+from numpy.typing import ArrayLike
 
 from memory.models import EMBEDDING_DIMENSIONS
 from tracing.platform.failures import Failure, FailureClass
@@ -25,7 +26,7 @@ from tracing.platform.failures import Failure, FailureClass
 BATCH_SIZE = 256
 
 
-def vector_text(embedding: Any) -> str:
+def vector_text(embedding: ArrayLike) -> str:
     """pgvector's text form; 7 significant digits keep float32 precision and parse fast."""
     values = np.asarray(embedding, dtype=np.float32).tolist()
     return "[" + ",".join(map("{:.7g}".format, values)) + "]"

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from numpy.typing import ArrayLike
 
 from memory.agents import MemoryAgent, agent_directory
 from memory.embedders import get_embedder, vector_text
@@ -109,7 +110,7 @@ def _where(
 def memory_search(
     *,
     agent_id: int,
-    embedding: Any,
+    embedding: ArrayLike,
     limit: int,
     user_keys: Sequence[str] | None,
     kinds: Sequence[str] | None = None,

@@ -9,7 +9,9 @@ only through a new version of it: `callers_set` saves one per agent it changes a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from tracing.platform.types import Actor
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class ToolAccess(Protocol):
 
     def callers_of(self, *, tool_id: int) -> list[ToolCaller]: ...
 
-    def callers_set(self, *, tool_id: int, caller_ids: list[int], actor: Any) -> list[str]:
+    def callers_set(self, *, tool_id: int, caller_ids: list[int], actor: Actor) -> list[str]:
         """Give the tool to exactly `caller_ids`; returns a sentence per caller changed."""
         ...
 

@@ -1,12 +1,20 @@
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from django.apps import AppConfig
+
+if TYPE_CHECKING:
+    from tools.executors import ToolContext, ToolResult
+    from tools.models import ToolDefinition
 
 
 class _LazyMcpExecutor:
     """Imports the `mcp` package (about 0.6 s) on the first MCP call, not at every start."""
 
-    def execute(self, tool: Any, arguments: dict[str, Any], context: Any) -> Any:
+    def execute(
+        self, tool: ToolDefinition, arguments: dict[str, Any], context: ToolContext
+    ) -> ToolResult:
         from tools.mcp_client import McpExecutor
 
         return McpExecutor().execute(tool, arguments, context)

@@ -25,7 +25,7 @@ class PythonTool:
 _registry: dict[str, PythonTool] = {}
 
 
-def _schema_for(annotation: Any) -> dict[str, Any]:
+def _schema_for(annotation: object) -> dict[str, Any]:
     origin = get_origin(annotation)
     if annotation in _JSON_TYPES:
         return {"type": _JSON_TYPES[annotation]}

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 
 from agentops.models import Agent, AgentQuerySet, Session
+from tracing.platform.types import SessionId
 
 
 def agents_list() -> AgentQuerySet:
@@ -31,5 +30,5 @@ def sessions_search(*, query: str = "", agent: str = "", limit: int = 50) -> lis
     return list(qs[:limit])
 
 
-def session_get(*, session_id: Any) -> Session | None:
+def session_get(*, session_id: SessionId) -> Session | None:
     return Session.objects.select_related("agent", "operator").filter(pk=session_id).first()

@@ -23,6 +23,7 @@ from agentops.experiments.models import (
     Variant,
 )
 from agentops.models import AgentVersion, Handoff, Message, Role, Run
+from tracing.platform.types import SessionId
 
 CONTEXT_ROLES = (Role.USER, Role.ASSISTANT, Role.OPERATOR)
 
@@ -37,7 +38,7 @@ class Turn:
     run: Run | None
 
 
-def _context_before(*, session_id: Any, seq: int) -> list[dict[str, str]]:
+def _context_before(*, session_id: SessionId, seq: int) -> list[dict[str, str]]:
     """The talk before a message: user, assistant and operator text (tool traffic is the
     agent's own business and is redone by whichever version answers)."""
     rows = Message.objects.filter(

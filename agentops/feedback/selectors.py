@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import Q, QuerySet
 
 from agentops.models import Feedback, Run
+from tracing.platform.types import Actor, RunId
 
 
 def feedback_for_run(*, run: Run) -> QuerySet[Feedback]:
@@ -19,7 +18,7 @@ def feedback_for_run(*, run: Run) -> QuerySet[Feedback]:
 
 
 def feedback_list(
-    *, run_id: Any = None, message_id: int | None = None, agent: str = "", limit: int = 100
+    *, run_id: RunId | None = None, message_id: int | None = None, agent: str = "", limit: int = 100
 ) -> list[Feedback]:
     qs = Feedback.objects.select_related("author", "message", "run__agent_version").order_by(
         "-updated_at", "-pk"
@@ -33,7 +32,7 @@ def feedback_list(
     return list(qs[:limit])
 
 
-def feedback_mine(*, run: Run, author: Any) -> dict[Any, Feedback]:
+def feedback_mine(*, run: Run, author: Actor) -> dict[int | None, Feedback]:
     """The author's own feedback on the run (key None) and its messages (key: message id)."""
     if author is None or not author.is_authenticated:
         return {}

@@ -22,7 +22,7 @@ def feedback_give(
     rating: str,
     run: Run | None = None,
     message: Message | None = None,
-    score: Any = None,
+    score: object = None,
     comment: str = "",
 ) -> Feedback:
     """Score a run or a message (thumbs up/down, an optional 1-5 score, a comment). The

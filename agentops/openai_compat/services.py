@@ -4,12 +4,12 @@ session — the request's last user message is posted, and a run starts as throu
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.db import transaction
 
 from agentops.models import Agent, Run, Session, SessionStatus
 from agentops.runtime import services as runtime
+from tracing.platform.types import RequestUser
 
 
 class SessionNotFound(Exception):
@@ -18,7 +18,7 @@ class SessionNotFound(Exception):
 
 @transaction.atomic
 def chat_session_resolve(
-    *, agent: Agent, user: Any, session_id: str, end_user: str
+    *, agent: Agent, user: RequestUser, session_id: str, end_user: str
 ) -> tuple[Session, bool]:
     """The session a request continues: the one `X-Session-Id` names, else the end user's
     (`user` field) latest open session with this agent, else a new one."""
@@ -45,7 +45,7 @@ def chat_session_resolve(
     return session, True
 
 
-def chat_message_post(*, session: Session, user: Any, content: str) -> Run | None:
+def chat_message_post(*, session: Session, user: RequestUser, content: str) -> Run | None:
     """Post the request's user message and start a run, as `POST /api/sessions/{id}/messages`
     does (RuntimeConflict when a run of the session is still active or the session is
     closed; ValueError for bad content). None: a person has the conversation."""

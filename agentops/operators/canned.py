@@ -6,9 +6,13 @@ page escapes a message where it renders it."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agentops.conversation import end_user_name
+from tracing.platform.types import RequestUser
+
+if TYPE_CHECKING:
+    from agentops.models import Session, Team
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}|]*?)\s*(?:\|\s*([^{}]*?)\s*)?\}\}")
 PLACEHOLDERS = {
@@ -31,14 +35,18 @@ def placeholders_unknown(*, text: str) -> list[str]:
     return unknown
 
 
-def placeholder_values(*, session: Any, operator: Any, team: Any = None) -> dict[str, str]:
+def placeholder_values(
+    *, session: Session, operator: RequestUser | None, team: Team | None = None
+) -> dict[str, str]:
     external = session.external_user or ""
     name = end_user_name(external_user=external)
     return {
         "user.name": name,
         "user.id": external,
         "agent.name": session.agent.name,
-        "operator.name": (operator.first_name or operator.get_username()) if operator else "",
+        "operator.name": (getattr(operator, "first_name", "") or operator.get_username())
+        if operator
+        else "",
         "team.name": team.name if team is not None else "",
     }
 

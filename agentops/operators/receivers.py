@@ -3,20 +3,20 @@ AgentOpsConfig.ready()."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.dispatch import receiver
+from django.http import HttpRequest
 
 from agentops.operators.services import operator_logged_in, operator_logged_out
 
 
 @receiver(user_logged_in, dispatch_uid="agentops.operator_logged_in")
-def operator_login(sender: Any, request: Any, user: Any, **_: Any) -> None:
+def operator_login(sender: object, request: HttpRequest, user: User, **_: object) -> None:
     operator_logged_in(user=user)
 
 
 @receiver(user_logged_out, dispatch_uid="agentops.operator_offline")
-def operator_logout(sender: Any, request: Any, user: Any, **_: Any) -> None:
+def operator_logout(sender: object, request: HttpRequest, user: User, **_: object) -> None:
     if user is not None:
         operator_logged_out(user=user)

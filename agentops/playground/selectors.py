@@ -141,5 +141,5 @@ def output_diff(*, original: str, new: str) -> list[DiffPart]:
     return parts
 
 
-def pretty(value: Any) -> str:
+def pretty(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)

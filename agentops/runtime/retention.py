@@ -6,13 +6,11 @@ deleted in batches; the conversation itself (messages) is kept.
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentops.models import Agent
-from tracing.retention import delete_in_batches
+from tracing.retention import RetentionPolicy, delete_in_batches
 
 
-def toolcalls_purge(policy: Any) -> int:
+def toolcalls_purge(policy: RetentionPolicy) -> int:
     deleted = 0
     for agent in Agent.objects.only("pk", "slug"):
         deleted += delete_in_batches(

@@ -88,12 +88,13 @@ def enduser_session_current(*, agent_id: int, enduser: EndUser) -> Session | Non
     )
 
 
-def enduser_session_get(*, agent_id: int, enduser: EndUser, session_id: Any) -> Session | None:
-    """A session only if it is this end user's, with this agent."""
+def enduser_session_get(*, agent_id: int, enduser: EndUser, session_id: object) -> Session | None:
+    """A session only if it is this end user's, with this agent (`session_id` as the client
+    sent it: anything but a UUID's text finds none)."""
     try:
         return (
             Session.objects.production()
-            .filter(pk=session_id, agent_id=agent_id, external_user=enduser.external_user)
+            .filter(pk=str(session_id), agent_id=agent_id, external_user=enduser.external_user)
             .select_related("operator")
             .first()
         )

@@ -1,5 +1,4 @@
 import json
-from typing import Any
 
 from django import template
 
@@ -7,6 +6,6 @@ register = template.Library()
 
 
 @register.filter
-def as_json(value: Any) -> str:
+def as_json(value: object) -> str:
     """Pretty JSON text (escaped by the template like any other text)."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
