@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -154,9 +155,20 @@ def test_a_reconnect_with_the_last_seq_resumes_without_loss_or_duplicate(web, ch
             seen += await take(seqs, 2)
             await asyncio.to_thread(store, 2)  # live again
             seen += await take(seqs, 2)
+        # Reconnecting while items keep coming: some are both read from Postgres and
+        # received live (the stream joins before it reads); each must arrive once.
+        steady = asyncio.ensure_future(asyncio.to_thread(store_steadily, 20))
+        async with opened(seen[-1]) as seqs:
+            seen += await take(seqs, 20)
+            await steady
             await asyncio.to_thread(store, 1)  # one more: nothing was sent twice before it
             seen += await take(seqs, 1)
         return seen
 
+    def store_steadily(count: int) -> None:
+        for _ in range(count):
+            store(1)
+            time.sleep(0.005)  # on purpose: a steady writer across the reconnect
+
     seen: list[Any] = asyncio.run(main())
-    assert seen == list(range(1, written + 1)) == list(range(1, 11))
+    assert seen == list(range(1, written + 1)) == list(range(1, 31))

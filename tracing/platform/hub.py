@@ -311,8 +311,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self._opened = False
         self._revoked_close: asyncio.Task[None] | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None  # started once authorised
         await self.accept()
-        self._writer: asyncio.Task[None] | None = asyncio.create_task(self._write_loop())
         # Joined first: a revocation is never missed.
         self.access = await AccessWatch(*self.access_groups(), on_event=self._access_event).start()
         if self.hello_first:
@@ -334,6 +334,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=code)
             return
         self._opened = True
+        self._writer = asyncio.create_task(self._write_loop())  # sends what queued meanwhile
         await self.started()
         group = self.group_name()
         if group is not None:
