@@ -12,11 +12,11 @@ class AgentOpsConfig(AppConfig):
         from agentops.hooks import (
             AgentToolAccess,
             agent_directory,
-            endpoint_keys_rotate,
             queue_depth,
             queue_wait,
         )
         from agentops.idempotency import idempotency_keys_purge
+        from agentops.models import ModelEndpoint
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
         from agentops.runtime.retention import toolcalls_purge
         from memory.agents import agent_directory_register
@@ -30,6 +30,11 @@ class AgentOpsConfig(AppConfig):
         retention_hook_register(name="agentops.idempotency_keys", hook=idempotency_keys_purge)
         agent_directory_register(directory=agent_directory)
         tool_access_register(access=AgentToolAccess())
-        key_rotation_register(name="endpoint keys", participant=endpoint_keys_rotate)
+        key_rotation_register(
+            name="endpoint keys",
+            model=ModelEndpoint,
+            field="api_key_ciphertext",
+            what="API key of endpoint",
+        )
         alert_gauge_register(metric=AlertMetric.QUEUE_DEPTH, gauge=queue_depth)
         alert_gauge_register(metric=AlertMetric.QUEUE_WAIT, gauge=queue_wait)

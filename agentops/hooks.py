@@ -3,7 +3,6 @@ they know no agentops table, so agentops answers for its own tables.
 
 - memory pages: the agent directory (memory.agents);
 - tool pages: which agents may call a tool, the Agent.tools relation (tools.access);
-- key rotation: the model endpoints' API keys (tools.rotation);
 - retention: old tool calls (tracing.retention; agentops.runtime.retention);
 - alerts: the run queue's depth and oldest wait, as gauges (tracing.alerts).
 
@@ -25,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentops.agent_config import config_editable
-from agentops.models import Agent, AgentVersion, Handoff, ModelEndpoint, Run
+from agentops.models import Agent, AgentVersion, Handoff, Run
 from agentops.selectors import run_queue_summary
 from memory.agents import MemoryAgent
 from tools.access import ToolCaller
-from tools.rotation import Rotate
 
 if TYPE_CHECKING:
     from agentops.auth import Actor
@@ -220,19 +218,6 @@ class AgentToolAccess:
             for tool_id in edited:
                 counts[tool_id] = counts.get(tool_id, 0) + 1
         return counts
-
-
-def endpoint_keys_rotate(rotate: Rotate) -> int:
-    """Re-encrypt every model endpoint's API key (a tools.rotation participant)."""
-    count = 0
-    for endpoint in ModelEndpoint.objects.select_for_update().exclude(api_key_ciphertext=""):
-        ModelEndpoint.objects.filter(pk=endpoint.pk).update(
-            api_key_ciphertext=rotate(
-                endpoint.api_key_ciphertext, f"API key of endpoint {endpoint}"
-            )
-        )
-        count += 1
-    return count
 
 
 def queue_depth(agent: str) -> float:

@@ -1,16 +1,17 @@
 """Key rotation: re-encrypt every stored secret under the first CREDENTIALS_KEY.
 
 tools rotates its own secrets (credential secrets, OAuth2 access tokens); an app above it
-that stores secrets of its own (agentops: model endpoint keys) registers a participant with
-`key_rotation_register`, so tools never touches another app's table. All of it happens in
-one transaction: one unreadable secret changes nothing.
+that stores secrets of its own (model endpoint keys, webhook signing secrets, widget key
+secrets) registers the column with `key_rotation_register`, so tools never names another
+app's table. All of it happens in one transaction: one unreadable secret changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import models, transaction
 
 from tools.models import Credential
 from tracing.platform.crypto import SecretUnreadable, rotate_text
@@ -18,14 +19,36 @@ from tracing.platform.crypto import SecretUnreadable, rotate_text
 # rotate(ciphertext, what) -> the ciphertext under the first key; `what` names the secret in
 # the error when no key can read it.
 Rotate = Callable[[str, str], str]
-# participant(rotate) re-encrypts its rows (locking them) and returns how many it changed.
-RotationParticipant = Callable[[Rotate], int]
-_participants: dict[str, RotationParticipant] = {}
 
 
-def key_rotation_register(*, name: str, participant: RotationParticipant) -> None:
-    """Add an app's secrets to key rotation; `name` ("endpoint keys") labels its count."""
-    _participants[name] = participant
+@dataclass(frozen=True)
+class RotatedColumn:
+    """A text column of Fernet ciphertext ("" for none) on another app's model."""
+
+    model: type[models.Model]
+    field: str
+    what: str
+
+
+_columns: dict[str, RotatedColumn] = {}
+
+
+def key_rotation_register(*, name: str, model: type[models.Model], field: str, what: str) -> None:
+    """Add an app's encrypted column to key rotation: `name` ("endpoint keys") labels its
+    count, `what` ("API key of endpoint") with the row names a secret no key can read."""
+    _columns[name] = RotatedColumn(model=model, field=field, what=what)
+
+
+def column_rotate(*, column: RotatedColumn, rotate: Rotate) -> int:
+    """Re-encrypt one registered column, row by row under lock; how many rows changed."""
+    manager = column.model._default_manager
+    count = 0
+    rows = manager.select_for_update().exclude(**{column.field: ""}).only("pk", column.field)
+    for row in rows:
+        ciphertext = rotate(getattr(row, column.field), f"{column.what} {row}")
+        manager.filter(pk=row.pk).update(**{column.field: ciphertext})
+        count += 1
+    return count
 
 
 def _rotate(token: str, what: str) -> str:
@@ -56,6 +79,6 @@ def credentials_rotate_key() -> dict[str, int]:
                 secret_ciphertext=credential.secret_ciphertext,
                 access_token_ciphertext=credential.access_token_ciphertext,
             )
-        for name, participant in _participants.items():
-            counts[name] = participant(_rotate)
+        for name, column in _columns.items():
+            counts[name] = column_rotate(column=column, rotate=_rotate)
     return counts

@@ -15,7 +15,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.urls import reverse
 
-from tests.factories import EndpointFactory
+from agentops.webhooks.models import WebhookEndpoint
+from agentops.widget.models import WidgetKey
+from tests.factories import AgentFactory, EndpointFactory
 from tests.tools.conftest import make_credential, make_http_tool
 from tests.tools.servers import OAuthServer
 from tools.executors import ToolContext, tool_execute
@@ -162,21 +164,43 @@ def test_it_rotates_every_secret_to_a_new_key(db, settings):  # type: ignore[no-
     endpoint = EndpointFactory()
     endpoint.set_api_key("sk-endpoint-key-42")
     endpoint.save()
-    before = (credential.secret_ciphertext, endpoint.api_key_ciphertext)
+    webhook = WebhookEndpoint(url="https://hooks.example.com/in")
+    webhook.set_secret("whsec-signing-7")
+    webhook.save()
+    widget_key = WidgetKey(agent=AgentFactory(), name="site", public_key="pk_rotation_test")
+    widget_key.set_secret("widget-secret-9")
+    widget_key.save()
+    before = (
+        credential.secret_ciphertext,
+        endpoint.api_key_ciphertext,
+        webhook.secret_ciphertext,
+        widget_key.secret_ciphertext,
+    )
 
     settings.CREDENTIALS_KEYS = [new, old]
     out = io.StringIO()
     call_command("rotate_credentials_key", stdout=out)
     assert "1 credential secrets, 1 access tokens, 1 endpoint keys" in out.getvalue()
+    assert "1 webhook secrets" in out.getvalue()
+    assert "1 widget key secrets" in out.getvalue()
     assert BEARER not in out.getvalue()
 
     settings.CREDENTIALS_KEYS = [new]
     credential = Credential.objects.get(pk=credential.pk)
-    endpoint.refresh_from_db()
-    assert (credential.secret_ciphertext, endpoint.api_key_ciphertext) != before
+    for row in (endpoint, webhook, widget_key):
+        row.refresh_from_db()
+    after = (
+        credential.secret_ciphertext,
+        endpoint.api_key_ciphertext,
+        webhook.secret_ciphertext,
+        widget_key.secret_ciphertext,
+    )
+    assert all(b != a for b, a in zip(before, after, strict=True))
     assert credential.secret == BEARER
     assert credential.access_token == "token-abc-123"
     assert endpoint.api_key == "sk-endpoint-key-42"
+    assert webhook.secret == "whsec-signing-7"
+    assert widget_key.secret == "widget-secret-9"
     settings.CREDENTIALS_KEYS = [old]
     with pytest.raises(SecretUnreadable):
         _ = Credential.objects.get(pk=credential.pk).secret
