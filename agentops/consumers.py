@@ -19,12 +19,15 @@ from agentops.models import Session
 from agentops.selectors import conversation_get
 from tracing.platform.hub import FORBIDDEN, NOT_FOUND, SIGN_IN, ResumingConsumer
 from tracing.platform.live import session_group
+from tracing.platform.types import Actor, SessionId
 
 SNAPSHOT_MESSAGES = 200
 
 
 @database_sync_to_async
-def stream_refusal(user: Any, model: type[Model] | None = None, pk: Any = None) -> int | None:
+def stream_refusal(
+    user: Actor, model: type[Model] | None = None, pk: SessionId | int | None = None
+) -> int | None:
     """Streams are for viewers and above; `model` and `pk` name the row the stream follows."""
     if user is None or not user.is_authenticated:
         return SIGN_IN
@@ -38,7 +41,7 @@ def stream_refusal(user: Any, model: type[Model] | None = None, pk: Any = None) 
 class SessionConsumer(ResumingConsumer):
     droppable_kinds = frozenset({"token"})  # never a message or a status
 
-    def session_id(self) -> Any:
+    def session_id(self) -> SessionId:
         return self.scope["url_route"]["kwargs"]["session_id"]
 
     def group_name(self) -> str:
@@ -61,7 +64,7 @@ class SessionConsumer(ResumingConsumer):
             self.enqueue(event)
 
     @staticmethod
-    def snapshot(session_id: Any) -> dict[str, Any] | None:
+    def snapshot(session_id: SessionId) -> dict[str, Any] | None:
         session = Session.objects.filter(pk=session_id).first()
         if session is None:
             return None
