@@ -11,9 +11,9 @@ from django.http import HttpRequest
 
 from agentops import models
 from agentops.agents.services import agent_version_create
-from agentops.auth import user_role
-from agentops.forms import ROLE_CHOICES
-from agentops.services import user_active_set, user_role_set
+from agentops.auth import role_changeable, user_role
+from agentops.people.forms import ROLE_CHOICES
+from agentops.people.services import user_active_set, user_role_set
 from tracing.admin import HistoryAdmin
 from tracing.platform.errors import ApplicationError
 from tracing.platform.forms import refusal_message
@@ -188,7 +188,7 @@ class PersonAdmin(UserAdmin):
             if active_changed:
                 user_active_set(user=obj, active=not obj.is_active, actor=request.user)
             role = form.cleaned_data.get("role", "")
-            if "role" in form.changed_data and not obj.is_superuser:
+            if "role" in form.changed_data and role_changeable(obj):
                 user_role_set(user=obj, role=role, actor=request.user)
         except ApplicationError as exc:
             refusal_message(request, exc, refused="Not changed")

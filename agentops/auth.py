@@ -1,4 +1,6 @@
-"""Roles, login enforcement and personal API keys."""
+"""Roles, login enforcement and personal API keys. The one owner of a role check: `has_role`
+asks, `role_require` refuses (Forbidden, a 403 everywhere), `role_required` guards a page,
+`role_holders` filters users; nothing else reads role groups or `is_superuser`."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLogi
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from tracing.platform.errors import Forbidden
 from tracing.platform.live import access_revoke, api_key_group, user_group
 
 if TYPE_CHECKING:
@@ -32,8 +36,24 @@ ROLES = ("viewer", "operator", "admin")
 API_KEY_PREFIX = "ao_"
 
 
+def user_role_groups(user: User) -> list[str]:
+    """The role groups the account is in (more than one only if set in the Django admin),
+    read through a prefetch of `groups` when there is one."""
+    return [group.name for group in user.groups.all() if group.name in ROLES]
+
+
+def user_role_held(user: User) -> str | None:
+    """The highest role the account holds, active or not (the People page lists both), or
+    None. Superusers are admins."""
+    if user.is_superuser:
+        return "admin"
+    names = user_role_groups(user)
+    return next((r for r in reversed(ROLES) if r in names), None)
+
+
 def user_role(user: Any) -> str | None:
-    """The user's highest role, or None. Superusers are admins."""
+    """The user's highest role, or None: nobody signed in, or an inactive account. Read once
+    per request (`user_role_forget` after changing it)."""
     if not user or not user.is_authenticated or not user.is_active:
         return None
     if user.is_superuser:
@@ -41,30 +61,61 @@ def user_role(user: Any) -> str | None:
     if hasattr(user, "_agentops_role"):
         cached: str | None = user._agentops_role
         return cached
-    names = set(user.groups.values_list("name", flat=True))
-    role = next((r for r in reversed(ROLES) if r in names), None)
+    role = user_role_held(user)
     user._agentops_role = role
     return role
 
 
-def has_role(user: Any, minimum: str) -> bool:
-    role = user_role(user)
-    return role is not None and ROLES.index(role) >= ROLES.index(minimum)
+def user_role_forget(user: User) -> None:
+    """Forget the role read for this user object (its groups were just changed)."""
+    user.__dict__.pop("_agentops_role", None)
+
+
+def role_changeable(user: User) -> bool:
+    """Whether the role groups decide this person's role: a superuser is an admin whatever
+    they hold (changed in the Django admin only)."""
+    return not user.is_superuser
+
+
+def has_role(user: Any, role: str) -> bool:
+    """The one question about a role: does `user` hold `role` or a higher one (signed in and
+    active)? For a page that shows more to an admin, a stream that closes, a list filtered."""
+    held = user_role(user)
+    return held is not None and ROLES.index(held) >= ROLES.index(role)
+
+
+def role_require(*, user: Any, role: str, refusal: str = "") -> None:
+    """The one refusal for a missing role: `Forbidden` (403) unless `user` holds `role` or a
+    higher one. The API's handler and the pages (`role_required`, `form_submit`) answer it
+    with a 403; a service calls it first thing. `refusal`: the message, when "this needs the
+    <role> role" would not say enough ("only admins can reassign")."""
+    if not has_role(user, role):
+        raise Forbidden(refusal or f"this needs the {role} role")
+
+
+def role_holders(role: str) -> Q:
+    """The people holding `role` or a higher one, as a filter on users (add `is_active=True`
+    for those who may act now; `.distinct()`, since it joins their groups)."""
+    return Q(is_superuser=True) | Q(groups__name__in=ROLES[ROLES.index(role) :])
 
 
 def role_required(
-    minimum: str,
+    role: str,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """View decorator: the user must hold `minimum` or a higher role (403 otherwise)."""
+    """View decorator: the user must hold `role` or a higher one (403 otherwise). A
+    `role_require` inside the view (an action needing more than the page) is a 403 too."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not has_role(request.user, minimum):
-                raise PermissionDenied(f"This page needs the {minimum} role.")
-            return view(request, *args, **kwargs)
+            if not has_role(request.user, role):
+                raise PermissionDenied(f"This page needs the {role} role.")
+            try:
+                return view(request, *args, **kwargs)
+            except Forbidden as exc:
+                raise PermissionDenied(str(exc)) from exc
 
-        wrapped.agentops_min_role = minimum  # type: ignore[attr-defined]
+        wrapped.agentops_min_role = role  # type: ignore[attr-defined]
         return wrapped
 
     return decorator

@@ -7,7 +7,7 @@ from axes.signals import user_locked_out
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from agentops.services import audit_record
+from agentops.events import audit_record
 
 
 @receiver(user_locked_out, dispatch_uid="agentops.login_locked_out")

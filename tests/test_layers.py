@@ -147,13 +147,15 @@ RUNTIME = [
 ]
 CORE = [
     "agentops/models.py",
-    "agentops/services.py",
     "agentops/selectors.py",
+    "agentops/auth.py",
     "agentops/events.py",
     "agentops/agents/services.py",
     "agentops/agents/selectors.py",
     "agentops/hooks.py",
     "agentops/health.py",
+    # People (users, teams, invitations) belong to the core: a team's change is announced.
+    *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "agentops" / "people").rglob("*.py"))),
 ]
 INBOX = "agentops.operators"
 WEBHOOKS = "agentops.webhooks"

@@ -124,7 +124,7 @@ def test_it_reads_the_bearer_header_only_in_its_owner():
     assert wrong == []
 
 
-TEAM_OWNER = ROOT / "agentops" / "selectors.py"
+TEAM_OWNER = ROOT / "agentops" / "people" / "selectors.py"
 
 
 def _on_teams(node: ast.expr) -> bool:
@@ -135,7 +135,7 @@ def _on_teams(node: ast.expr) -> bool:
 
 
 def test_it_reads_teams_by_slug_only_in_the_selectors():
-    """A team named by its slug is read by agentops.selectors.team_get, and the teams to pick
+    """A team named by its slug is read by agentops.people.selectors.team_get, and the teams to pick
     from by teams_all (slug order); nothing else queries Team by slug."""
     wrong = []
     for path in production_files():
@@ -261,3 +261,4 @@ def test_the_api_maps_application_error_in_exactly_one_handler() -> None:
         if isinstance(exc, type) and issubclass(exc, ApplicationError)
     ]
     assert refusals == [ApplicationError]
+

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from agentops.agent_config import BUILTIN_TOOLS, MEMORY_TOOLS, SCALAR_FIELDS, config_editable
 from agentops.agents import selectors
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
-from agentops.selectors import teams_all
+from agentops.people.selectors import teams_all
 from tools.registry import registered_tools
 from tracing.platform.web import MAX_DB_INT
 

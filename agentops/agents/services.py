@@ -17,6 +17,7 @@ from agentops.agent_config import (
     config_snapshot,
     snapshot_complete,
 )
+from agentops.events import audit_record
 from agentops.models import (
     Agent,
     AgentFallback,
@@ -26,7 +27,6 @@ from agentops.models import (
     Team,
     slug_validator,
 )
-from agentops.services import audit_record
 from tools.models import ToolDefinition
 
 if TYPE_CHECKING:

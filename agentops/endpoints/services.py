@@ -6,12 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
 
+from agentops.events import audit_record
 from agentops.models import BreakerState, BreakerTransition, ModelEndpoint
 from agentops.runtime.breaker import breaker_window_clear
 from agentops.runtime.model_client import model_complete
-from agentops.services import audit_record
 from tracing.emit import REDACTED
 from tracing.models import ModelPrice
 from tracing.platform.failures import Failure
@@ -20,6 +21,33 @@ if TYPE_CHECKING:
     from agentops.auth import Actor
 
 TEST_PROMPT = "Reply with one word: pong"
+
+
+def default_endpoint_config() -> dict[str, str]:
+    """Where the default endpoint points: OPENAI_BASE_URL, OpenAI itself, or the dev model."""
+    if settings.OPENAI_BASE_URL:
+        return {
+            "base_url": settings.OPENAI_BASE_URL,
+            "model": settings.DEFAULT_MODEL or "gpt-4o-mini",
+        }
+    if settings.OPENAI_API_KEY:
+        return {
+            "base_url": "https://api.openai.com/v1",
+            "model": settings.DEFAULT_MODEL or "gpt-4o-mini",
+        }
+    return {"base_url": settings.DEVMODEL_URL, "model": settings.DEFAULT_MODEL or "devmodel"}
+
+
+def endpoint_ensure_default() -> ModelEndpoint:
+    config = default_endpoint_config()
+    endpoint, _ = ModelEndpoint.objects.get_or_create(
+        name="default", defaults={"base_url": config["base_url"], "default_model": config["model"]}
+    )
+    endpoint.base_url = config["base_url"]
+    endpoint.default_model = config["model"]
+    endpoint.set_api_key(settings.OPENAI_API_KEY)
+    endpoint.save()
+    return endpoint
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from agentops.agents.services import agent_version_derive
+from agentops.events import audit_record
 from agentops.experiments.models import (
     IN_FLIGHT,
     Check,
@@ -54,7 +55,6 @@ from agentops.observe.selectors import run_costs
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_post_message
-from agentops.services import audit_record
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.json_input import json_parse
 from tracing.platform.logs import get_logger

@@ -7,7 +7,7 @@ from django import forms
 from agentops.auth import has_role
 from agentops.operators.canned import PLACEHOLDERS, placeholders_unknown
 from agentops.operators.models import CannedReply, LabelColour, shortcut_validator
-from agentops.selectors import teams_all
+from agentops.people.selectors import teams_all
 
 SNOOZE_CHOICES = [
     ("reply", "until the user writes"),

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentops.auth import has_role
-from agentops.events import event_record
+from agentops.events import audit_record, event_record
 from agentops.hooks import Event
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
@@ -47,11 +47,11 @@ from agentops.models import (
 from agentops.operators.canned import placeholders_unknown
 from agentops.operators.models import CannedReply, Label, LabelColour, PrivateNote
 from agentops.operators.selectors import canned_reply_may_edit, operator_user_ids
+from agentops.people.selectors import team_get
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, handoff_open, run_slot_free, run_start
-from agentops.selectors import operator_loads, team_get
-from agentops.services import audit_record
+from agentops.selectors import operator_loads
 from tracing.platform.errors import Conflict, Forbidden, Invalid, NotFound
 from tracing.platform.live import broadcast, user_group
 

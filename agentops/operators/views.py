@@ -21,8 +21,9 @@ from agentops.models import Handoff, HandoffStatus, Session, ToolCall
 from agentops.operators import selectors, services
 from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS, CannedReplyForm, LabelForm
 from agentops.operators.models import CannedReply, Label, LabelColour
+from agentops.people.selectors import teams_all
 from agentops.runtime.services import toolcall_decide
-from agentops.selectors import conversation_get, teams_all
+from agentops.selectors import conversation_get
 from tracing.platform.errors import ApplicationError, Forbidden
 from tracing.platform.forms import form_submit, refusal_message
 from tracing.platform.web import HtmxHttpRequest, error_status, next_url, page_query

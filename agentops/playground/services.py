@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
+from agentops.events import audit_record
 from agentops.models import ModelEndpoint, PlaygroundRun
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.model_client import model_call_guarded
 from agentops.runtime.retry import MODEL_RETRY
-from agentops.services import audit_record
 from tracing.emit import Tracer
 from tracing.platform.failures import Failure
 

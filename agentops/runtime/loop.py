@@ -37,6 +37,7 @@ from agentops.models import (
     RunStatus,
     ToolCall,
 )
+from agentops.people.selectors import team_get
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
@@ -65,7 +66,6 @@ from agentops.runtime.model_client import (
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy
 from agentops.runtime.services import handoff_open
 from agentops.runtime.tooling import ToolRunner
-from agentops.selectors import team_get
 from tracing import semconv
 from tracing.emit import Tracer
 from tracing.platform.failures import Failure, FailureClass

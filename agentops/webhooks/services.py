@@ -21,10 +21,9 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from agentops.conversation import handoff_event_serialise
-from agentops.events import event_record
+from agentops.events import audit_record, event_record
 from agentops.hooks import Event
 from agentops.models import Session
-from agentops.services import audit_record
 from agentops.webhooks.models import (
     DeliveryStatus,
     WebhookDelivery,

@@ -27,11 +27,11 @@ from django.db import connection, transaction
 from redis.exceptions import RedisError
 
 from agentops.conversation import widget_end_user
+from agentops.events import audit_record
 from agentops.models import Session, SessionStatus
 from agentops.operators.selectors import handoff_rating_get
 from agentops.operators.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
-from agentops.services import audit_record
 from agentops.widget.models import WidgetKey
 from tracing.platform.errors import Forbidden, Invalid, TooMany
 from tracing.platform.live import access_revoke, widget_key_group

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from agentops.auth import api_key_create
 from agentops.models import Run
-from agentops.services import user_active_set, user_role_set
+from agentops.people.services import user_active_set, user_role_set
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory
 from tracing.platform.hub import FORBIDDEN as REFUSED

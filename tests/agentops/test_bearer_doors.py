@@ -16,7 +16,7 @@ from django.test import Client
 from websockets.asyncio.client import connect
 
 from agentops.auth import api_key_create
-from agentops.services import user_active_set
+from agentops.people.services import user_active_set
 from tests.factories import SessionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

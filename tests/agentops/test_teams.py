@@ -10,8 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from agentops.models import AuditEntry, Team
-from agentops.selectors import team_is_working, team_rows
-from agentops.services import team_save
+from agentops.people.selectors import team_is_working, team_rows
+from agentops.people.services import team_save
 from tests.agentops.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.usefixtures("db")

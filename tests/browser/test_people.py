@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from agentops.auth import user_role
 from agentops.models import Team
-from agentops.services import user_role_set
+from agentops.people.services import user_role_set
 from tests.browser.conftest import login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -82,7 +82,7 @@ def test_it_refuses_an_off_site_next_on_every_form_that_takes_one(alice):
 
 @pytest.mark.django_db
 def test_it_renders_one_pager_on_every_paged_list(alice):
-    from agentops.services import audit_record
+    from agentops.events import audit_record
 
     session = SessionFactory()
     for _ in range(51):

@@ -6,8 +6,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from agentops.agents.services import agent_version_create, agent_version_publish
+from agentops.endpoints.services import endpoint_ensure_default
 from agentops.models import Agent
-from agentops.services import endpoint_ensure_default, roles_ensure
+from agentops.people.services import roles_ensure
 from tools.services import python_tools_sync
 
 DEMO_PROMPT = (

@@ -1,4 +1,6 @@
-"""Writes of the core app (HackSoft style: keyword-only, `<entity>_<action>`)."""
+"""The people's writes: roles, activation, teams and invitations (HackSoft style:
+keyword-only, `<entity>_<action>`). They announce through agentops.events as the rest of the
+core does (`team.saved` is how the inbox learns of a team's change)."""
 
 from __future__ import annotations
 
@@ -13,51 +15,20 @@ from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
 from django.utils import timezone
 
-from agentops.auth import hash_api_key
+from agentops.auth import ROLES, hash_api_key, role_changeable, user_role, user_role_forget
 from agentops.events import audit_record, event_record
-from agentops.models import Invitation, ModelEndpoint, Team
+from agentops.models import Invitation, Team
 from tracing.platform.errors import Conflict, Invalid
 from tracing.platform.live import ACCESS_REVOKED, broadcast, user_group
 
 if TYPE_CHECKING:
     from agentops.auth import Actor
 
-if TYPE_CHECKING:
-    pass
-
-ROLE_GROUPS = ("admin", "operator", "viewer")
-
 
 def roles_ensure() -> None:
-    for name in ROLE_GROUPS:
+    """The role groups exist (a fresh database has none)."""
+    for name in ROLES:
         Group.objects.get_or_create(name=name)
-
-
-def default_endpoint_config() -> dict[str, str]:
-    """Where the default endpoint points: OPENAI_BASE_URL, OpenAI itself, or the dev model."""
-    if settings.OPENAI_BASE_URL:
-        return {
-            "base_url": settings.OPENAI_BASE_URL,
-            "model": settings.DEFAULT_MODEL or "gpt-4o-mini",
-        }
-    if settings.OPENAI_API_KEY:
-        return {
-            "base_url": "https://api.openai.com/v1",
-            "model": settings.DEFAULT_MODEL or "gpt-4o-mini",
-        }
-    return {"base_url": settings.DEVMODEL_URL, "model": settings.DEFAULT_MODEL or "devmodel"}
-
-
-def endpoint_ensure_default() -> ModelEndpoint:
-    config = default_endpoint_config()
-    endpoint, _ = ModelEndpoint.objects.get_or_create(
-        name="default", defaults={"base_url": config["base_url"], "default_model": config["model"]}
-    )
-    endpoint.base_url = config["base_url"]
-    endpoint.default_model = config["model"]
-    endpoint.set_api_key(settings.OPENAI_API_KEY)
-    endpoint.save()
-    return endpoint
 
 
 def user_role_set(*, user: User, role: str, actor: Actor) -> None:
@@ -65,17 +36,15 @@ def user_role_set(*, user: User, role: str, actor: Actor) -> None:
 
     Holding several role groups (possible in the Django admin) means the highest one, so a
     single picker is the safe way to change a role."""
-    from agentops.auth import ROLES, user_role
-
     if role not in ("", *ROLES):
         raise Invalid(f"choose one of {', '.join(ROLES)} or none, not {role!r}", field="role")
-    if user.is_superuser:
+    if not role_changeable(user):
         raise Invalid("a superuser is always an admin; change it in the Django admin", field="role")
     if actor is not None and user.pk == actor.pk:
         raise Invalid("you cannot change your own role; ask another admin", field="role")
     previous = user_role(user) or ""
     with transaction.atomic():
-        user.groups.remove(*Group.objects.filter(name__in=ROLE_GROUPS))
+        user.groups.remove(*Group.objects.filter(name__in=ROLES))
         if role:
             user.groups.add(Group.objects.get_or_create(name=role)[0])
         if role != previous:
@@ -88,7 +57,7 @@ def user_role_set(*, user: User, role: str, actor: Actor) -> None:
             )
         if previous and (not role or ROLES.index(role) < ROLES.index(previous)):
             user_streams_close(user=user)
-    user.__dict__.pop("_agentops_role", None)
+    user_role_forget(user)
 
 
 def user_streams_close(*, user: User) -> None:
@@ -227,8 +196,6 @@ def invitation_create(
     *, role: str, teams: Iterable[Team], note: str, actor: Actor
 ) -> tuple[Invitation, str]:
     """A one-time link for a new person; returns (row, raw token). Only the hash is kept."""
-    from agentops.auth import ROLES
-
     if role not in ROLES:
         raise Invalid(f"choose one of {', '.join(ROLES)}", field="role")
     raw = secrets.token_urlsafe(32)

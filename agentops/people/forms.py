@@ -1,3 +1,6 @@
+"""The people's forms: a role, a new person, an invitation and its acceptance, a person's teams,
+a team with its hours and policy."""
+
 from __future__ import annotations
 
 import zoneinfo
@@ -16,7 +19,7 @@ from agentops.models import (
     Team,
     slug_validator,
 )
-from agentops.selectors import team_get, teams_all
+from agentops.people.selectors import team_get, teams_all
 
 ROLE_LABELS = {
     "": "none (cannot use the console)",
