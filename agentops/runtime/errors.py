@@ -25,10 +25,13 @@ class WaitRequired(Interruption):
 
     outcome = "wait"
 
-    def __init__(self, delay: float | None, reason: str) -> None:
+    def __init__(
+        self, delay: float | None, reason: str, *, approval_call: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
+        self.approval_call = approval_call  # the ToolCall an operator must decide
 
 
 class LeaseLost(Interruption):

@@ -36,6 +36,7 @@ from agentops.models import (
     Run,
     RunStatus,
     ToolCall,
+    ToolCallStatus,
 )
 from agentops.people.selectors import team_get
 from agentops.runtime.breaker import BreakerOpen
@@ -64,7 +65,7 @@ from agentops.runtime.model_client import (
     tool_specs,
 )
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy
-from agentops.runtime.services import handoff_open
+from agentops.runtime.services import handoff_open, run_enqueue
 from agentops.runtime.tooling import ToolRunner
 from tracing import semconv
 from tracing.emit import Tracer
@@ -643,6 +644,7 @@ class RunDriver:
     # -- endings -------------------------------------------------------------------------
     def wait(self, wait: WaitRequired) -> None:
         wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None
+        decided_already = False
         with transaction.atomic():
             operator = self.takeover_operator()
             if operator is None:
@@ -667,11 +669,31 @@ class RunDriver:
                 }
                 self.tracer.event(semconv.RUN_WAIT, **waited)
                 self.tracer.flush()
+                decided_already = self.approval_decided(wait)
         if operator is not None:  # a human takes it over rather than it waiting
             self.hand_off(f"taken over by {operator.get_username()}")
             return
         self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
+        if decided_already:
+            with transaction.atomic():
+                woke = Run.objects.filter(pk=self.run.pk, status=RunStatus.WAITING).update(
+                    status=RunStatus.QUEUED, wake_at=None, wait_reason=""
+                )
+                if woke:
+                    self.run.status, self.run.wait_reason = RunStatus.QUEUED, ""
+                    run_enqueue(run=self.run)
+                    status_broadcast(self.run)
+
+    def approval_decided(self, wait: WaitRequired) -> bool:
+        """Was the call this run waits on decided before the run was seen waiting? The
+        decision then found no waiting run to wake (toolcall_decide wakes only a waiting
+        one), so the run wakes itself: read after its own WAITING row is written."""
+        if wait.approval_call is None:
+            return False
+        return not ToolCall.objects.filter(
+            pk=wait.approval_call, status=ToolCallStatus.AWAITING_APPROVAL
+        ).exists()
 
     def hand_off(
         self, reason: str, *, team: str = "", priority: int = 2, failure_class: str = ""

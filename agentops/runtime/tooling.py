@@ -396,7 +396,7 @@ class ToolRunner:
                 detail={"arguments": driver.tracer.redact(arguments)},  # not for the pages
                 viewers=True,
             )
-        raise WaitRequired(None, f"approval needed for {tool.name}")
+        raise WaitRequired(None, f"approval needed for {tool.name}", approval_call=row.pk)
 
     def unknown_outcome(self, row: ToolCall) -> tuple[str, dict[str, Any] | None]:
         """A non-idempotent call was in flight when its worker died: never repeat it."""

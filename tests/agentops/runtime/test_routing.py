@@ -159,6 +159,43 @@ def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, appr
     ).exists()
 
 
+def test_it_wakes_itself_when_the_decision_came_before_it_waited(worker, agent, bob):
+    """The operator decided in the moment between the call being marked for approval and
+    the run writing that it waits: the decision found no waiting run to wake, so the run
+    must see the decision itself, or it waits forever."""
+    from agentops.runtime.checkpoint import messages_append, run_claim
+    from agentops.runtime.errors import WaitRequired
+    from agentops.runtime.loop import RunDriver, heartbeat_thread
+
+    echo = ToolDefinition.objects.get(name="echo")
+    echo.requires_approval = True
+    tool_save(tool=echo)
+    session = session_create(agent=agent, external_user="erin")
+    content = 'call echo {"text": "refund 5 EUR"}'
+    (trigger,) = messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content=content)]
+    )
+    run = Run.objects.create(session=session, agent=agent, trigger=trigger)
+    epoch = run_claim(run_id=run.pk, worker="test")
+    assert epoch is not None
+    run = Run.objects.select_related("agent__endpoint", "session").get(pk=run.pk)
+    beat = heartbeat_thread(run.pk, epoch)
+    try:
+        driver = RunDriver(run, epoch, beat)
+        driver.start()
+        with pytest.raises(WaitRequired) as stopped:
+            driver.drive()
+        call = ToolCall.objects.get(run=run, status="awaiting_approval")
+        toolcall_decide(tool_call=call, approve=True, actor=bob)
+        assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING  # nothing to wake yet
+        driver.wait(stopped.value)
+    finally:
+        beat.stop()
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED
+    assert Message.objects.get(session=session, role=Role.TOOL).content == "refund 5 EUR"
+
+
 def test_it_drops_an_approval_whose_run_was_taken_over_and_hands_back_cleanly(worker, agent, bob):
     from agentops.operators.selectors import approvals_pending
     from agentops.operators.services import handoff_hand_back, session_take_over
