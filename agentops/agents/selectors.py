@@ -77,13 +77,23 @@ FIELD_ORDER = (
 # --- agents ---------------------------------------------------------------------------------
 
 
-def agents_overview(*, now: datetime | None = None) -> list[Agent]:
-    """Every agent with its published version, its latest saved change (`last_change`) and
-    today's runs and failures (`runs_today`, `failures_today`), in a fixed number of queries."""
+@dataclass
+class AgentOverview:
+    """An agent as the agents page lists it."""
+
+    agent: Agent
+    last_change: AgentVersion | None  # its latest saved version
+    runs_today: int
+    failures_today: int
+
+
+def agents_overview(*, now: datetime | None = None) -> list[AgentOverview]:
+    """Every agent with its published version, its latest saved change and today's runs and
+    failures, in a fixed number of queries."""
     now = now or timezone.now()
     today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     latest = AgentVersion.objects.filter(agent=OuterRef("pk")).order_by("-number")
-    agents: list[Agent] = list(
+    agents = list(
         Agent.objects.select_related("endpoint", "published_version", "handoff_team")
         .annotate(
             runs_today=Count("runs", filter=Q(runs__created_at__gte=today)),
@@ -96,11 +106,17 @@ def agents_overview(*, now: datetime | None = None) -> list[Agent]:
         .order_by("name", "slug")
     )
     changes = AgentVersion.objects.select_related("author").in_bulk(
-        [a.last_change_id for a in agents if a.last_change_id]  # type: ignore[attr-defined]
+        [a.last_change_id for a in agents if a.last_change_id]
     )
-    for agent in agents:
-        agent.last_change = changes.get(agent.last_change_id)  # type: ignore[attr-defined]
-    return agents
+    return [
+        AgentOverview(
+            agent=agent,
+            last_change=changes.get(agent.last_change_id),
+            runs_today=agent.runs_today,
+            failures_today=agent.failures_today,
+        )
+        for agent in agents
+    ]
 
 
 def agent_get(*, slug: str) -> Agent | None:
