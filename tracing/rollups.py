@@ -66,7 +66,9 @@ def _floor(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
 
 
-def _int(value: Any) -> int:
+def _int(value: str | None) -> int:
+    if value is None:
+        return 0
     try:
         return max(int(float(value)), 0)
     except (TypeError, ValueError):

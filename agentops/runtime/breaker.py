@@ -19,11 +19,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -106,7 +105,7 @@ class BreakerWindow:
         )
 
 
-def window_calls(*, endpoint_id: Any) -> QuerySet[BreakerCall]:
+def window_calls(*, endpoint_id: int | OuterRef) -> QuerySet[BreakerCall]:
     """The calls in an endpoint's window now (`endpoint_id` may be an OuterRef)."""
     since = Now() - timedelta(seconds=settings.BREAKER_WINDOW_SECONDS)
     return BreakerCall.objects.filter(endpoint_id=endpoint_id, at__gte=since)

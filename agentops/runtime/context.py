@@ -13,11 +13,14 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q
 
 from agentops.models import Message, Role
+
+if TYPE_CHECKING:
+    from bpe_openai.tokenizer import Encoding
 
 PER_MESSAGE_OVERHEAD = 4
 SUMMARY_PROMPT = (
@@ -27,7 +30,7 @@ SUMMARY_PROMPT = (
 
 
 @cache
-def _encoding() -> Any:
+def _encoding() -> Encoding:
     import bpe_openai
 
     return bpe_openai.get_encoding("o200k_base")

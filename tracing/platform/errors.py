@@ -14,7 +14,7 @@ class ApplicationError(Exception):
 
     status: ClassVar[int] = 422
 
-    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(self, message: str, *, field: str | None = None, **extra: object) -> None:
         super().__init__(message)
         self.message = message
         self.field = field

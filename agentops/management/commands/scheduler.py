@@ -5,6 +5,7 @@ waiting runs and recovering runs whose worker died never waits for a free worker
 from __future__ import annotations
 
 import time
+from types import FrameType
 from typing import Any
 
 import django_rq
@@ -39,7 +40,7 @@ class ReconcilingScheduler(DjangoCronScheduler):
                 log.warning("scheduler.redis_lost", scheduler=self.name, error=str(exc))
             redis_wait(connection=self.connection, process=f"scheduler {self.name}")
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
+    def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:  # a second signal must not interrupt the shutdown it started
             return
         self.stopping = True

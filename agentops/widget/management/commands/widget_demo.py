@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agentops.models import Agent
 from agentops.widget.demo import demo_server
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         "the product at --product; creates the demo widget key the first time."
     )
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8010)
         parser.add_argument("--product", default="http://127.0.0.1:8000")
         parser.add_argument("--agent", default="demo")
