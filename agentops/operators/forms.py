@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from agentops.auth import has_role
-from agentops.operators.canned import PLACEHOLDERS, placeholders_unknown
+from agentops.operators.canned.placeholders import PLACEHOLDERS, placeholders_unknown
 from agentops.operators.models import CannedReply, LabelColour, shortcut_validator
 from agentops.people.selectors import teams_all
 

@@ -32,7 +32,7 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
-from agentops.operators.canned import placeholder_values, placeholders_fill
+from agentops.operators.canned.placeholders import placeholder_values, placeholders_fill
 from agentops.operators.models import CannedReply, Label, PrivateNote
 from memory.models import Memory
 from tracing.platform.types import RequestUser, SessionId

@@ -44,7 +44,7 @@ from agentops.models import (
     SessionStatus,
     Team,
 )
-from agentops.operators.canned import placeholders_unknown
+from agentops.operators.canned.placeholders import placeholders_unknown
 from agentops.operators.models import CannedReply, Label, LabelColour, PrivateNote
 from agentops.operators.selectors import canned_reply_may_edit, operator_user_ids
 from agentops.people.selectors import team_get

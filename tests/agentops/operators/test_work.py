@@ -11,7 +11,7 @@ from django.utils import timezone
 from agentops.conversation import conversation_serialise
 from agentops.models import AuditEntry, Handoff, HandoffStatus, Message, Role, Session, Team
 from agentops.operators import selectors
-from agentops.operators.canned import placeholders_fill, placeholders_unknown
+from agentops.operators.canned.placeholders import placeholders_fill, placeholders_unknown
 from agentops.operators.models import CannedReply, Label, PrivateNote
 from agentops.operators.services import (
     HandoffConflict,
