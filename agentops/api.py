@@ -717,10 +717,25 @@ def decide_tool_call(
     return {"id": call.pk, "status": call.status}
 
 
-# Handoffs (takeover), approvals list, live event streams: agentops/api_handoffs.py.
-from agentops import api_handoffs  # noqa: E402
+# The inbox, by feature: handoffs claimed and reassigned, worked (reply, notes, transfer, hand
+# back, close), snoozed and woken; conversations' labels; tool calls waiting for approval;
+# ratings. Mounted in this order, the order of their operations in /api/openapi.json.
+from agentops.operators.approvals import api as approvals_api  # noqa: E402
+from agentops.operators.assignment import api as assignment_api  # noqa: E402
+from agentops.operators.labels import api as labels_api  # noqa: E402
+from agentops.operators.queue import api as queue_api  # noqa: E402
+from agentops.operators.ratings import api as ratings_api  # noqa: E402
+from agentops.operators.work import api as work_api  # noqa: E402
 
-api.add_router("", api_handoffs.router)
+for inbox_router in (
+    assignment_api.router,
+    work_api.router,
+    queue_api.router,
+    labels_api.router,
+    approvals_api.router,
+    ratings_api.router,
+):
+    api.add_router("", inbox_router)
 
 # Agents, versions and feedback: agentops/api_agents.py.
 from agentops import api_agents  # noqa: E402

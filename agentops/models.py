@@ -98,7 +98,7 @@ class Team(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="teams")
     timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validate])
     working_hours = models.JSONField(default=dict, blank=True, validators=[working_hours_validate])
-    # Assignment (see agentops/operators/services.py, handoff_assign).
+    # Assignment (see agentops/operators/assignment/services.py, handoff_assign).
     assignment_mode = models.CharField(
         max_length=12, choices=AssignmentMode.choices, default=AssignmentMode.MANUAL
     )
@@ -400,7 +400,7 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq")
         ]
-        indexes = [  # the queue's search (operators/selectors.py, `handoffs_queue`)
+        indexes = [  # the queue's search (operators/queue/selectors.py, `handoffs_queue`)
             GinIndex(SearchVector("content", config="simple"), name="message_content_fts")
         ]
 
@@ -484,7 +484,7 @@ class Run(models.Model):
         default=dict, blank=True, help_text="The message edited at the fork point, if any."
     )
     # An operator asked to take the conversation over: the run stops at its next checkpoint
-    # and hands the session off to them (agentops/operators/services.py, session_take_over).
+    # and hands the session off to them (agentops/operators/takeover/services.py, session_take_over).
     takeover_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -659,7 +659,7 @@ class Handoff(models.Model):
     last_tool_calls = models.JSONField(default=list, blank=True)
     suggested_reply = models.TextField(blank=True, default="")
     # Snoozed (out of the active queue) since `snoozed_at`, until `snoozed_until` or, when
-    # that is empty, until the user writes again (agentops/operators/services.py).
+    # that is empty, until the user writes again (agentops/operators/queue/services.py).
     snoozed_at = models.DateTimeField(null=True, blank=True)
     snoozed_until = models.DateTimeField(null=True, blank=True)
     # An operator took the conversation over before the agent asked (claimed from the start).
@@ -692,7 +692,7 @@ class OperatorState(models.Model):
     """An operator's presence and cap: only an online operator under their cap is given
     conversations automatically. No row: offline, the team's cap.
 
-    `presence` follows the person (operators/services.py): at login, and when an operator
+    `presence` follows the person (operators/presence/services.py): at login, and when an operator
     page opens, it becomes `chosen` (what they last picked, online unless they picked
     otherwise); with no operator page open for OPERATOR_AWAY_AFTER_SECONDS (`seen_at`, kept
     fresh by the open pages' /ws/inbox/), the scheduler's sweep makes it away; at logout,
@@ -718,7 +718,7 @@ class OperatorState(models.Model):
 
 class HandoffRead(models.Model):
     """An operator's read marker on a handoff: they opened it, and had seen the conversation
-    up to `last_seq`. No row: the handoff is unread for them (agentops/operators/selectors.py,
+    up to `last_seq`. No row: the handoff is unread for them (agentops/operators/work/selectors.py,
     `unread_counts`)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

@@ -34,7 +34,7 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     from agentops.models import Agent, Handoff, Message, ModelEndpoint, Session, Team
-    from agentops.operators.selectors import unread_counts
+    from agentops.operators.work.selectors import unread_counts
 
     rng = random.Random(7)
     words = [

@@ -201,16 +201,29 @@ def test_the_layer_check_sees_an_import_inside_a_function(tmp_path):
     """The check reads imports inside functions and relative ones too (it can fail)."""
     (tmp_path / "agentops" / "runtime").mkdir(parents=True)
     (tmp_path / "agentops" / "runtime" / "probe.py").write_text(
-        "def f():\n    from agentops.operators.services import handoff_assign\n"
+        "def f():\n    from agentops.operators.assignment.services import handoff_assign\n"
         "def g():\n    from ..webhooks import services\n"
     )
     rules = {"agentops/runtime/probe.py": (INBOX, WEBHOOKS)}
     assert forbidden_imports(rules, tmp_path) == [
-        "agentops/runtime/probe.py:2 imports agentops.operators.services",
-        "agentops/runtime/probe.py:2 imports agentops.operators.services.handoff_assign",
+        "agentops/runtime/probe.py:2 imports agentops.operators.assignment.services",
+        "agentops/runtime/probe.py:2 imports agentops.operators.assignment.services.handoff_assign",
         "agentops/runtime/probe.py:4 imports agentops.webhooks",
         "agentops/runtime/probe.py:4 imports agentops.webhooks.services",
     ]
+
+
+# The inbox's features with services of their own (agentops/operators/<feature>/services.py).
+INBOX_FEATURES = (
+    "assignment",
+    "canned",
+    "labels",
+    "presence",
+    "queue",
+    "ratings",
+    "takeover",
+    "work",
+)
 
 
 def service_modules() -> dict[str, Path]:
@@ -259,7 +272,9 @@ def service_import_cycle(modules: dict[str, Path], root: Path = ROOT) -> list[st
 
 def test_no_service_modules_import_each_other_in_a_circle():
     modules = service_modules()
-    assert "agentops.operators.services" in modules and "agentops.runtime.services" in modules
+    inbox = {name for name in modules if name.startswith("agentops.operators.")}
+    assert inbox == {f"agentops.operators.{feature}.services" for feature in INBOX_FEATURES}
+    assert "agentops.runtime.services" in modules
     assert service_import_cycle(modules) == []
 
 

@@ -14,8 +14,8 @@ from agentops.auth import role_required
 from agentops.console import selectors
 from agentops.conversation import conversation_serialise
 from agentops.models import ACTIVE_RUN_STATUSES, Agent, Session
-from agentops.operators.selectors import handoff_rating_get
-from agentops.operators.services import handoff_rate
+from agentops.operators.ratings.selectors import handoff_rating_get
+from agentops.operators.ratings.services import handoff_rate
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_create, session_post_message
 from agentops.selectors import conversation_get
 from tracing.platform.errors import ApplicationError, Invalid

@@ -15,12 +15,9 @@ class OperatorsConfig(AppConfig):
         import agentops.operators.receivers  # noqa: F401  (presence at login and logout)
         from agentops.hooks import event_subscribe, periodic_job_register
         from agentops.operators import jobs
-        from agentops.operators.selectors import sla_breaches
-        from agentops.operators.services import (
-            handoff_on_created,
-            handoffs_on_user_message,
-            teams_on_saved,
-        )
+        from agentops.operators.assignment.services import handoff_on_created, teams_on_saved
+        from agentops.operators.queue.selectors import sla_breaches
+        from agentops.operators.queue.services import handoffs_on_user_message
         from tracing.alerts import alert_gauge_register
         from tracing.models import AlertMetric
 

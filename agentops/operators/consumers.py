@@ -10,7 +10,7 @@ are forwarded, as ids without text (`{"kind": "note", "handoff_id", "session_id"
 page of that conversation then fetches its new notes (static/operators/operators.js). The client notifies when the count grows
 (static/operators/notify.js).
 
-The socket is also the operator's presence (operators/services.py): an operator page holds
+The socket is also the operator's presence (operators/presence/services.py): an operator page holds
 it open, so opening it brings back what they chose (online after the sweep made them away),
 it beats every third of OPERATOR_AWAY_AFTER_SECONDS while open, and closing it starts the
 away clock. The first message carries the operator's presence, and a change of it (another
@@ -27,8 +27,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agentops.auth import has_role
-from agentops.operators.selectors import notification_sound, operator_presence, unread_counts
-from agentops.operators.services import UNREAD_CHANGED, operator_page_seen
+from agentops.operators.presence.selectors import operator_presence
+from agentops.operators.presence.services import operator_page_seen
+from agentops.operators.queue.selectors import notification_sound
+from agentops.operators.work.selectors import unread_counts
+from agentops.operators.work.services import UNREAD_CHANGED
 from tracing.platform.hub import FORBIDDEN, SIGN_IN, LiveEvent, ResumingConsumer
 from tracing.platform.live import OPS_GROUP
 from tracing.platform.logs import get_logger

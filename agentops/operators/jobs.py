@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agentops.operators.services import handoffs_sweep, handoffs_wake_due, operators_away_sweep
+from agentops.operators.presence.services import operators_away_sweep
+from agentops.operators.queue.services import handoffs_sweep, handoffs_wake_due
 
 
 def handoffs_sweep_job() -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""An operator's login and logout move their presence (operators/services.py): connected by
-AgentOpsConfig.ready()."""
+"""An operator's login and logout move their presence (operators/presence/services.py):
+connected by AgentOpsConfig.ready()."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from agentops.operators.services import operator_logged_in, operator_logged_out
+from agentops.operators.presence.services import operator_logged_in, operator_logged_out
 
 
 @receiver(user_logged_in, dispatch_uid="agentops.operator_logged_in")

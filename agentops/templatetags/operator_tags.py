@@ -8,7 +8,8 @@ from typing import Any
 from django import template
 
 from agentops.models import Handoff
-from agentops.operators.selectors import SlaTimer, handoff_sla_timer, operator_presence
+from agentops.operators.presence.selectors import operator_presence
+from agentops.operators.queue.selectors import SlaTimer, handoff_sla_timer
 
 register = template.Library()
 

@@ -29,8 +29,8 @@ from redis.exceptions import RedisError
 from agentops.conversation import widget_end_user
 from agentops.events import audit_record
 from agentops.models import Session, SessionStatus
-from agentops.operators.selectors import handoff_rating_get
-from agentops.operators.services import handoff_rate
+from agentops.operators.ratings.selectors import handoff_rating_get
+from agentops.operators.ratings.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
 from agentops.widget.models import WidgetKey
 from tracing.platform.errors import Forbidden, Invalid, TooMany

@@ -14,7 +14,8 @@ from django.db import connection, transaction
 from agentops.events import event_record
 from agentops.hooks import HOOKS, Event, event_announce, event_subscribe
 from agentops.models import AuditEntry, Message, Role, Team
-from agentops.operators.services import handoff_claim, handoff_close
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.work.services import handoff_close
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.services import handoff_open
 from agentops.webhooks.models import WebhookDelivery
@@ -107,7 +108,7 @@ def test_the_runtime_records_a_message_once_for_its_viewers_and_the_webhooks():
 def test_the_inbox_hears_a_handoff_opened_and_assigns_it_after_the_commit():
     """The runtime no longer calls the inbox: handoff.created reaches it through the hooks."""
     from agentops.models import AssignmentMode, HandoffStatus
-    from agentops.operators.services import operator_presence_set
+    from agentops.operators.presence.services import operator_presence_set
 
     team = Team.objects.create(slug="billing", name="Billing")
     Team.objects.filter(pk=team.pk).update(assignment_mode=AssignmentMode.ROUND_ROBIN)

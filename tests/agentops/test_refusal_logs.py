@@ -9,7 +9,7 @@ import logging
 import pytest
 from django.test import Client
 
-from agentops.operators.services import handoff_claim
+from agentops.operators.assignment.services import handoff_claim
 from tests.agentops.operators.helpers import make_handoff
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,12 +18,11 @@ from agentops.console.selectors import sessions_search
 from agentops.models import Message, Role, Run, RunStatus, Session
 from agentops.observe.selectors import failures_grouped, run_forks
 from agentops.openai_compat.services import chat_session_resolve
-from agentops.operators.selectors import (
-    conversations_live,
-    handoff_figures,
-    user_conversations,
-)
-from agentops.operators.services import HandoffConflict, session_take_over
+from agentops.operators.access import HandoffConflict
+from agentops.operators.queue.selectors import handoff_figures
+from agentops.operators.takeover.selectors import conversations_live
+from agentops.operators.takeover.services import session_take_over
+from agentops.operators.work.selectors import user_conversations
 from agentops.playground.services import playground_run
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.drafts import draft_session_start

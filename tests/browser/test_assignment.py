@@ -14,7 +14,8 @@ from playwright.sync_api import expect
 from rq.job import Job, JobStatus
 
 from agentops.models import AssignmentMode, Handoff, HandoffStatus, Run, Team
-from agentops.operators.services import handoff_claim, handoffs_sweep, operator_cap_set
+from agentops.operators.assignment.services import handoff_claim, operator_cap_set
+from agentops.operators.queue.services import handoffs_sweep
 from agentops.runtime.services import session_create, session_post_message
 from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot

@@ -20,7 +20,8 @@ REPLIES = 14
 
 
 def reply_then_close(bob) -> str:  # type: ignore[no-untyped-def]
-    from agentops.operators.services import handoff_claim, handoff_reply
+    from agentops.operators.assignment.services import handoff_claim
+    from agentops.operators.work.services import handoff_reply
 
     handoff = handoff_claim(handoff_id=Handoff.objects.get().pk, user=bob)
     for n in range(REPLIES - 1):
@@ -31,7 +32,7 @@ def reply_then_close(bob) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_the_console_keeps_the_last_message_in_view_on_close(browser, base_url, chat_agent, bob):
-    from agentops.operators.services import handoff_close
+    from agentops.operators.work.services import handoff_close
 
     page = login(browser, base_url, "bob", viewport={"width": 1000, "height": 700})
     start_session(page, chat_agent, "erin")
@@ -47,7 +48,7 @@ def test_the_console_keeps_the_last_message_in_view_on_close(browser, base_url, 
 
 
 def test_the_widget_keeps_the_last_message_in_view_on_close(browser, host, bob):
-    from agentops.operators.services import handoff_close
+    from agentops.operators.work.services import handoff_close
 
     host_url, _ = host
     _page, chat = open_widget(browser, host_url)

@@ -167,7 +167,8 @@ def test_it_closes_the_composer_when_an_operator_closes_the_session(
     browser, base_url, chat_agent, bob
 ):
     from agentops.models import Handoff
-    from agentops.operators.services import handoff_claim, handoff_close
+    from agentops.operators.assignment.services import handoff_claim
+    from agentops.operators.work.services import handoff_close
 
     page = login(browser, base_url, "bob")
     start_session(page, chat_agent, "erin")

@@ -10,7 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from agentops.models import AuditEntry, Handoff, HandoffStatus, NotificationSettings, Team
-from agentops.operators.services import handoff_claim, handoff_close
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.work.services import handoff_close
 from agentops.runtime.services import session_post_message
 from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot

@@ -69,7 +69,8 @@ def test_it_asks_the_end_user_for_a_rating_when_the_operator_closes(
     browser, base_url, chat_agent, bob
 ):
     from agentops.models import HandoffRating
-    from agentops.operators.services import handoff_claim, handoff_close
+    from agentops.operators.assignment.services import handoff_claim
+    from agentops.operators.work.services import handoff_close
 
     UserFactory(username="erin", role="operator")
     user = login(browser, base_url, "erin")

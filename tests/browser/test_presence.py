@@ -12,7 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from agentops.models import OperatorState
-from agentops.operators.services import operators_away_sweep
+from agentops.operators.presence.services import operators_away_sweep
 from tests.browser.conftest import login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from agentops.operators.assignment.services import handoff_claim
 from agentops.operators.models import PrivateNote
-from agentops.operators.services import handoff_claim
 from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login
 

@@ -109,7 +109,8 @@ def test_it_chats_hands_off_to_an_operator_and_back_through_the_widget(
 
 
 def test_it_asks_for_a_rating_when_the_operator_closes_and_remembers_it(browser, host, bob):
-    from agentops.operators.services import handoff_claim, handoff_close
+    from agentops.operators.assignment.services import handoff_claim
+    from agentops.operators.work.services import handoff_close
 
     host_url, _ = host
     page, chat = open_widget(browser, host_url)

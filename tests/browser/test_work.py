@@ -10,7 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from agentops.models import Handoff, Session
-from agentops.operators.services import canned_reply_save, handoff_claim
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.canned.services import canned_reply_save
 from tests.agentops.operators.helpers import make_handoff
 from tests.browser.conftest import login, screenshot
 from tests.browser.test_console import send, start_session

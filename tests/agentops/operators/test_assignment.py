@@ -19,20 +19,16 @@ from agentops.models import (
     Presence,
     Team,
 )
-from agentops.operators.selectors import handoff_sla_timer, sla_breaches, sla_figures
-from agentops.operators.services import (
-    handoff_assign,
-    handoff_claim,
-    handoff_close,
-    handoff_reply,
+from agentops.operators.assignment.services import handoff_assign, handoff_claim, operator_cap_set
+from agentops.operators.presence.services import operator_presence_set
+from agentops.operators.queue.selectors import handoff_sla_timer, sla_breaches, sla_figures
+from agentops.operators.queue.services import (
     handoff_snooze,
-    handoff_transfer,
     handoffs_sla_check,
     handoffs_sweep,
     handoffs_wake_for_message,
-    operator_cap_set,
-    operator_presence_set,
 )
+from agentops.operators.work.services import handoff_close, handoff_reply, handoff_transfer
 from agentops.selectors import operator_loads
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory

@@ -23,12 +23,9 @@ from agentops.models import (
     SessionStatus,
     Team,
 )
-from agentops.operators.services import (
-    HandoffConflict,
-    handoff_assign,
-    handoff_claim,
-    operator_presence_set,
-)
+from agentops.operators.access import HandoffConflict
+from agentops.operators.assignment.services import handoff_assign, handoff_claim
+from agentops.operators.presence.services import operator_presence_set
 from tests.factories import AgentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,8 +8,9 @@ from django.test import Client
 from django.utils import timezone
 
 from agentops.models import HandoffRating, Team
-from agentops.operators.selectors import csat_figures
-from agentops.operators.services import handoff_claim, handoff_close
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.ratings.selectors import csat_figures
+from agentops.operators.work.services import handoff_close
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import AgentFactory, UserFactory
 

@@ -6,14 +6,10 @@ import pytest
 from django.test import Client
 
 from agentops.models import HandoffRead, Message, NotificationSettings, Role, Team
-from agentops.operators.selectors import unread_counts
-from agentops.operators.services import (
-    handoff_claim,
-    handoff_mark_read,
-    handoff_note_add,
-    handoff_transfer,
-    notification_sound_set,
-)
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.queue.services import notification_sound_set
+from agentops.operators.work.selectors import unread_counts
+from agentops.operators.work.services import handoff_mark_read, handoff_note_add, handoff_transfer
 from agentops.runtime.checkpoint import messages_append
 from tests.agentops.observe.conftest import communicator, receive_until, run_async, session_cookie
 from tests.agentops.operators.helpers import make_handoff

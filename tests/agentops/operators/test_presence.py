@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agentops.models import AssignmentMode, Handoff, OperatorState, Presence, Team
-from agentops.operators.services import (
-    handoff_assign,
+from agentops.operators.assignment.services import handoff_assign
+from agentops.operators.presence.services import (
     operator_logged_in,
     operator_page_seen,
     operator_presence_set,

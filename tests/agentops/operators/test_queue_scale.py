@@ -22,13 +22,11 @@ from agentops.models import (
     SessionStatus,
     Team,
 )
-from agentops.operators.selectors import QUEUE_PAGE_SIZE, handoffs_queue
-from agentops.operators.services import (
-    handoff_claim,
-    handoff_snooze,
-    handoffs_bulk_close,
-    session_label_add,
-)
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.labels.services import session_label_add
+from agentops.operators.queue.selectors import QUEUE_PAGE_SIZE, handoffs_queue
+from agentops.operators.queue.services import handoff_snooze
+from agentops.operators.work.services import handoffs_bulk_close
 from agentops.runtime.checkpoint import messages_append
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory

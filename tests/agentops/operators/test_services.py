@@ -17,14 +17,9 @@ from agentops.models import (
     RunStatus,
     SessionStatus,
 )
-from agentops.operators.services import (
-    HandoffConflict,
-    handoff_claim,
-    handoff_close,
-    handoff_hand_back,
-    handoff_reassign,
-    handoff_reply,
-)
+from agentops.operators.access import HandoffConflict
+from agentops.operators.assignment.services import handoff_claim, handoff_reassign
+from agentops.operators.work.services import handoff_close, handoff_hand_back, handoff_reply
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import UserFactory
 from tests.kit import until

@@ -23,8 +23,10 @@ from agentops.models import (
     RunStatus,
     SessionStatus,
 )
-from agentops.operators.selectors import conversations_live
-from agentops.operators.services import HandoffConflict, handoff_hand_back, session_take_over
+from agentops.operators.access import HandoffConflict
+from agentops.operators.takeover.selectors import conversations_live
+from agentops.operators.takeover.services import session_take_over
+from agentops.operators.work.services import handoff_hand_back
 from agentops.runtime.checkpoint import messages_append
 from tests.factories import SessionFactory, UserFactory
 
@@ -198,7 +200,7 @@ def test_it_sends_the_operator_to_the_watch_page_while_the_run_stops(bob):
 
 @pytest.mark.django_db
 def test_it_leaves_takeovers_out_of_the_time_to_pickup(bob):
-    from agentops.operators.selectors import handoff_figures
+    from agentops.operators.queue.selectors import handoff_figures
 
     session = SessionFactory()
     say(session, ("user", "hi"))

@@ -19,8 +19,8 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
-from agentops.operators.selectors import handoff_figures
-from agentops.operators.services import handoff_claim
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.queue.selectors import handoff_figures
 from memory.models import Memory
 from tests.agentops.observe.conftest import communicator, receive_until, run_async, session_cookie
 from tests.agentops.operators.helpers import make_handoff
@@ -257,7 +257,7 @@ def test_it_streams_queue_events_and_operator_replies(bob):
     async def main():
         from asgiref.sync import sync_to_async
 
-        from agentops.operators.services import handoff_reply
+        from agentops.operators.work.services import handoff_reply
         from tracing.platform.live import wait_sent
 
         ops = communicator("/ws/ops/", cookie)

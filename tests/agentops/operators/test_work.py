@@ -10,22 +10,17 @@ from django.utils import timezone
 
 from agentops.conversation import conversation_serialise
 from agentops.models import AuditEntry, Handoff, HandoffStatus, Message, Role, Session, Team
-from agentops.operators import selectors
+from agentops.operators.access import HandoffConflict
+from agentops.operators.assignment.services import handoff_claim
 from agentops.operators.canned.placeholders import placeholders_fill, placeholders_unknown
+from agentops.operators.canned.selectors import canned_replies_for_handoff, canned_replies_usable
+from agentops.operators.canned.services import canned_reply_delete, canned_reply_save
+from agentops.operators.labels.services import session_label_add, session_label_remove
 from agentops.operators.models import CannedReply, Label, PrivateNote
-from agentops.operators.services import (
-    HandoffConflict,
-    canned_reply_delete,
-    canned_reply_save,
-    handoff_claim,
-    handoff_note_add,
-    handoff_snooze,
-    handoff_transfer,
-    handoff_wake,
-    handoffs_wake_due,
-    session_label_add,
-    session_label_remove,
-)
+from agentops.operators.queue.selectors import handoffs_claimed, handoffs_open, handoffs_snoozed
+from agentops.operators.queue.services import handoff_snooze, handoff_wake, handoffs_wake_due
+from agentops.operators.work.selectors import session_notes, thread_with_notes, user_conversations
+from agentops.operators.work.services import handoff_note_add, handoff_transfer
 from agentops.runtime.services import session_post_message
 from agentops.selectors import conversation_get
 from agentops.widget.selectors import session_messages_after
@@ -47,9 +42,7 @@ def test_it_keeps_a_private_note_out_of_every_end_user_read(bob):
     assert "fraudulent" not in str(conversation_serialise(conversation))  # API + stream shape
     assert "fraudulent" not in str(session_messages_after(session=session, after=0))  # widget
     assert not Message.objects.filter(content__contains="fraudulent").exists()  # model context
-    thread = selectors.thread_with_notes(
-        items=conversation.items, notes=selectors.session_notes(session=session)
-    )
+    thread = thread_with_notes(items=conversation.items, notes=session_notes(session=session))
     assert [type(t).__name__ for t in thread][-1] == "NoteItem"  # operators see it in the thread
     assert AuditEntry.objects.filter(action="handoff.note", detail__note=note.pk).exists()
 
@@ -72,8 +65,8 @@ def test_it_transfers_to_an_operator_who_then_holds_it_with_the_note(bob):
     handoff.refresh_from_db()
     assert handoff.status == HandoffStatus.CLAIMED and handoff.claimed_by == dave
     assert handoff.session.operator == dave
-    assert [h.pk for h in selectors.handoffs_claimed(user=dave)] == [handoff.pk]
-    assert list(selectors.handoffs_claimed(user=bob)) == []
+    assert [h.pk for h in handoffs_claimed(user=dave)] == [handoff.pk]
+    assert list(handoffs_claimed(user=bob)) == []
     note = PrivateNote.objects.get()
     assert note.transfer_to == "operator dave" and note.content == "VIP, be gentle"
     entry = AuditEntry.objects.get(action="handoff.transfer")
@@ -89,7 +82,7 @@ def test_it_transfers_to_a_team_back_into_the_open_queue(bob):
     handoff.refresh_from_db()
     assert handoff.status == HandoffStatus.OPEN and handoff.claimed_by is None
     assert handoff.team == billing and handoff.session.operator is None
-    assert [h.pk for h in selectors.handoffs_open()] == [handoff.pk]
+    assert [h.pk for h in handoffs_open()] == [handoff.pk]
     assert PrivateNote.objects.get().transfer_to == "team billing"
 
 
@@ -114,11 +107,11 @@ def test_it_hides_a_snoozed_handoff_until_the_sweep_finds_its_time_come(bob):
     handoff = make_handoff()
     until = timezone.now() + timedelta(hours=1)
     handoff_snooze(handoff=handoff, user=bob, until=until)
-    assert list(selectors.handoffs_open()) == []
-    assert [h.pk for h in selectors.handoffs_snoozed(user=bob)] == [handoff.pk]
+    assert list(handoffs_open()) == []
+    assert [h.pk for h in handoffs_snoozed(user=bob)] == [handoff.pk]
     assert handoffs_wake_due(now=until - timedelta(seconds=1)) == 0
     assert handoffs_wake_due(now=until) == 1
-    assert [h.pk for h in selectors.handoffs_open()] == [handoff.pk]
+    assert [h.pk for h in handoffs_open()] == [handoff.pk]
     woken = AuditEntry.objects.get(action="handoff.wake")
     assert woken.actor is None and woken.detail["why"] == "the snooze ended"
 
@@ -147,10 +140,10 @@ def test_it_wakes_a_snoozed_handoff_when_the_user_writes(bob):
     handoff = make_handoff()
     handoff_claim(handoff_id=handoff.pk, user=bob)
     handoff_snooze(handoff=handoff, user=bob, until=None)  # until the user writes
-    assert list(selectors.handoffs_claimed(user=bob)) == []
+    assert list(handoffs_claimed(user=bob)) == []
     assert handoffs_wake_due(now=timezone.now() + timedelta(days=365)) == 0
     session_post_message(session=handoff.session, content="any news?")
-    assert [h.pk for h in selectors.handoffs_claimed(user=bob)] == [handoff.pk]
+    assert [h.pk for h in handoffs_claimed(user=bob)] == [handoff.pk]
     assert AuditEntry.objects.get(action="handoff.wake").detail["why"] == "the user wrote"
 
 
@@ -174,10 +167,10 @@ def test_it_creates_labels_on_the_fly_and_filters_the_queue_by_them(bob):
     again = session_label_add(session=second.session, name="billing", actor=bob)
     assert again.pk == label.pk and Label.objects.get().name == "Billing"
     assert label.colour == "red"
-    assert [h.pk for h in selectors.handoffs_open(label="BILLING")] == [first.pk, second.pk]
+    assert [h.pk for h in handoffs_open(label="BILLING")] == [first.pk, second.pk]
     session_label_remove(session=second.session, label=label, actor=bob)
-    assert [h.pk for h in selectors.handoffs_open(label="billing")] == [first.pk]
-    assert len(selectors.handoffs_open()) == 2
+    assert [h.pk for h in handoffs_open(label="billing")] == [first.pk]
+    assert len(handoffs_open()) == 2
     assert AuditEntry.objects.filter(action="session.label").count() == 2
     with pytest.raises(ValueError, match="colour"):
         session_label_add(session=first.session, name="x", colour="#123456", actor=bob)
@@ -238,10 +231,10 @@ def test_it_scopes_canned_replies_personal_team_and_everyone(alice, bob):
         canned_reply_save(
             reply=None, shortcut="hi", title="x", content="x", scope="personal", actor=bob
         )
-    assert set(selectors.canned_replies_usable(user=bob)) == {mine, team, every}
-    assert set(selectors.canned_replies_usable(user=dave)) == {every}
+    assert set(canned_replies_usable(user=bob)) == {mine, team, every}
+    assert set(canned_replies_usable(user=dave)) == {every}
     # Answering a billing handoff, dave may use the team's replies too.
-    assert set(selectors.canned_replies_usable(user=dave, team=billing)) == {team, every}
+    assert set(canned_replies_usable(user=dave, team=billing)) == {team, every}
     with pytest.raises(PermissionError):
         canned_reply_delete(reply=mine, actor=alice)  # personal: the owner's alone
     with pytest.raises(PermissionError):
@@ -267,7 +260,7 @@ def test_it_gives_the_reply_box_replies_with_the_conversation_filled_in(bob):
         scope="personal",
         actor=bob,
     )
-    (entry,) = selectors.canned_replies_for_handoff(handoff=handoff, user=bob)
+    (entry,) = canned_replies_for_handoff(handoff=handoff, user=bob)
     # Plain text: the box inserts it as text and pages escape it where they render it.
     assert entry["text"] == "Hello Ada <b>, I am Bob from support."
 
@@ -279,6 +272,6 @@ def test_it_lists_the_users_other_conversations_with_any_agent(bob):
     older = SessionFactory(external_user=user, title="Earlier order")
     Message.objects.create(session=older, seq=1, role=Role.USER, content="where is it")
     SessionFactory(external_user="someone-else")
-    (row,) = selectors.user_conversations(session=handoff.session)
+    (row,) = user_conversations(session=handoff.session)
     assert row.pk == older.pk and row.message_count == 1 and row.handoff_count == 0
-    assert selectors.user_conversations(session=SessionFactory(external_user="")) == []
+    assert user_conversations(session=SessionFactory(external_user="")) == []

@@ -11,8 +11,10 @@ from django.test import Client
 from django.urls import reverse
 
 from agentops.models import AuditEntry, Handoff, HandoffStatus, Message, Role, Team
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.canned.services import canned_reply_save
+from agentops.operators.labels.services import session_label_add
 from agentops.operators.models import CannedReply, Label, PrivateNote
-from agentops.operators.services import canned_reply_save, handoff_claim, session_label_add
 from tests.agentops.operators.helpers import make_handoff
 from tests.factories import SessionFactory, UserFactory
 

@@ -197,8 +197,9 @@ def test_it_wakes_itself_when_the_decision_came_before_it_waited(worker, agent, 
 
 
 def test_it_drops_an_approval_whose_run_was_taken_over_and_hands_back_cleanly(worker, agent, bob):
-    from agentops.operators.selectors import approvals_pending
-    from agentops.operators.services import handoff_hand_back, session_take_over
+    from agentops.operators.approvals.selectors import approvals_pending
+    from agentops.operators.takeover.services import session_take_over
+    from agentops.operators.work.services import handoff_hand_back
 
     echo = ToolDefinition.objects.get(name="echo")
     echo.requires_approval = True

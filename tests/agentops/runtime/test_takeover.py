@@ -47,7 +47,8 @@ def assert_nothing_repeated(session: Session) -> None:
 
 
 def test_it_stops_a_running_run_at_its_next_checkpoint_and_hands_back(tooled_agent, worker, client):
-    from agentops.operators.services import handoff_hand_back, session_take_over
+    from agentops.operators.takeover.services import session_take_over
+    from agentops.operators.work.services import handoff_hand_back
     from agentops.runtime.services import session_create, session_post_message
 
     bob = UserFactory(username="bob", role="operator")
@@ -97,7 +98,7 @@ def test_it_hands_over_an_answer_written_while_the_takeover_was_asked(
 ):
     """The takeover is asked for during the model call that writes the run's answer: the
     answer is kept (once), and the run hands off instead of ending as succeeded."""
-    from agentops.operators.services import session_take_over
+    from agentops.operators.takeover.services import session_take_over
     from agentops.runtime.services import session_create, session_post_message
 
     bob = UserFactory(username="bob", role="operator")
@@ -120,7 +121,8 @@ def test_it_gives_one_handoff_to_the_operator_when_the_agent_hands_off_at_the_sa
 ):
     """The agent hands off (the user asked for a human) while an operator takes over: each
     conversation ends with exactly one handoff, and the operator holds it."""
-    from agentops.operators.services import HandoffConflict, session_take_over
+    from agentops.operators.access import HandoffConflict
+    from agentops.operators.takeover.services import session_take_over
     from agentops.runtime.services import session_create, session_post_message
 
     bob = UserFactory(username="bob", role="operator")

@@ -13,7 +13,8 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from agentops.models import AuditEntry, Team
-from agentops.operators.services import handoff_claim, handoff_close, handoff_reply
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.work.services import handoff_close, handoff_reply
 from agentops.runtime.services import session_create, session_post_message, toolcall_decide
 from agentops.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from agentops.webhooks.services import (

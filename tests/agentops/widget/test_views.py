@@ -21,7 +21,8 @@ from agentops.models import (
     Session,
     SessionStatus,
 )
-from agentops.operators.services import handoff_claim, handoff_close
+from agentops.operators.assignment.services import handoff_claim
+from agentops.operators.work.services import handoff_close
 from agentops.widget.models import WidgetKey
 from agentops.widget.selectors import session_state
 from memory.services import memory_recall, memory_remember
