@@ -1,4 +1,4 @@
-"""The takeover through the API alone (agentops/api_handoffs.py): the pages' services and
+"""The takeover through the API alone (agentops/operators/*/api.py): the pages' services and
 role rules, 409 for a lost race or a wrong state, pending approvals listed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Working a conversation through the API (agentops/api_handoffs.py): private notes reach
+"""Working a conversation through the API (agentops/operators/*/api.py): private notes reach
 operators only — never the conversation's JSON, the widget's history or the model after
 hand-back — and transfer, snooze and labels with their errors naming the field."""
 
@@ -11,8 +11,9 @@ from agentops.operators.models import PrivateNote
 from agentops.widget.selectors import session_messages_after
 from tests.agentops.operators.helpers import make_handoff
 from tests.agentops.runtime.helpers import wait_for_run
-from tests.agentops.test_api_handoffs import key_of, post
+from tests.agentops.test_api_handoffs import post
 from tests.factories import UserFactory
+from tests.kit import bearer
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,7 +26,7 @@ def test_it_keeps_a_private_note_from_the_end_user_and_the_model(
 ):
     dev_agent.tools.add(*python_tools_sync())
     integrator = UserFactory(username="integrator", role="operator")
-    backend, operator = key_of(integrator), key_of(bob)
+    backend, operator = bearer(integrator), bearer(bob)
     session = post(client, "/api/sessions", backend, {"agent": dev_agent.slug, "user": "erin"})
     session_id = session.json()["id"]
     posted = post(client, f"/api/sessions/{session_id}/messages", backend, {"content": "a human"})
@@ -44,7 +45,7 @@ def test_it_keeps_a_private_note_from_the_end_user_and_the_model(
     # Operators read the notes; a viewer may not.
     notes = client.get(f"/api/handoffs/{handoff.pk}/notes", **operator).json()["notes"]
     assert [n["content"] for n in notes] == [SECRET]
-    assert client.get(f"/api/handoffs/{handoff.pk}/notes", **key_of(charlie)).status_code == 403
+    assert client.get(f"/api/handoffs/{handoff.pk}/notes", **bearer(charlie)).status_code == 403
 
     # The end user's side: the conversation JSON and the widget's history.
     conversation = client.get(f"/api/sessions/{session_id}/messages", **backend)
@@ -71,11 +72,11 @@ def test_it_keeps_a_private_note_from_the_end_user_and_the_model(
 def test_it_keeps_another_operators_conversation_theirs_as_its_page_does(client, alice, bob):
     dave = UserFactory(username="dave", role="operator")
     handoff = make_handoff()
-    assert post(client, f"/api/handoffs/{handoff.pk}/claim", key_of(bob)).status_code == 200
-    post(client, f"/api/handoffs/{handoff.pk}/notes", key_of(bob), {"content": SECRET})
+    assert post(client, f"/api/handoffs/{handoff.pk}/claim", bearer(bob)).status_code == 200
+    post(client, f"/api/handoffs/{handoff.pk}/notes", bearer(bob), {"content": SECRET})
     notes = f"/api/handoffs/{handoff.pk}/notes"
     labels = f"/api/sessions/{handoff.session_id}/labels"
-    other = key_of(dave)
+    other = bearer(dave)
     refused = [
         client.get(notes, **other),
         post(client, notes, other, {"content": "mine now"}),
@@ -85,7 +86,7 @@ def test_it_keeps_another_operators_conversation_theirs_as_its_page_does(client,
     assert [r.status_code for r in refused] == [403, 403, 403, 403]
     assert "bob has this conversation" in refused[0].json()["error"]
     assert PrivateNote.objects.count() == 1 and not Session.objects.get().labels.exists()
-    admin = key_of(alice)  # admins may, as on the pages
+    admin = bearer(alice)  # admins may, as on the pages
     assert client.get(notes, **admin).json()["notes"][0]["content"] == SECRET
     assert post(client, labels, admin, {"name": "VIP"}).status_code == 200
 
@@ -94,7 +95,7 @@ def test_it_transfers_snoozes_and_labels_through_the_api(client, bob):
     dave = UserFactory(username="dave", role="operator")
     Team.objects.create(slug="billing", name="Billing")
     handoff = make_handoff()
-    operator = key_of(bob)
+    operator = bearer(bob)
     base = f"/api/handoffs/{handoff.pk}"
     assert post(client, f"{base}/claim", operator).status_code == 200
 
@@ -129,7 +130,7 @@ def test_it_transfers_snoozes_and_labels_through_the_api(client, bob):
     assert moved.json()["claimed_by"] == "dave" and moved.json()["status"] == "claimed"
     again = post(client, f"{base}/transfer", operator, {"to": "team:billing"})
     assert again.status_code == 409  # bob no longer holds it
-    same = post(client, f"{base}/transfer", key_of(dave), {"to": "operator:dave"})
+    same = post(client, f"{base}/transfer", bearer(dave), {"to": "operator:dave"})
     assert same.status_code == 409 and "already has" in same.json()["error"]
-    to_team = post(client, f"{base}/transfer", key_of(dave), {"to": "team:billing"})
+    to_team = post(client, f"{base}/transfer", bearer(dave), {"to": "team:billing"})
     assert to_team.json()["status"] == HandoffStatus.OPEN and to_team.json()["team"] == "billing"
