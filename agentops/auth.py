@@ -23,17 +23,13 @@ from tracing.platform.errors import Forbidden
 from tracing.platform.live import access_revoke, api_key_group, user_group
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    from django.contrib.auth.models import AnonymousUser
-
     from agentops.models import ApiKey
-
-    # Who acts: a signed-in user, or nobody (an anonymous visitor, a job): request.user as is.
-    Actor: TypeAlias = User | AnonymousUser | None
+    from tracing.platform.types import Actor as Actor  # where the services import it from
 
 ROLES = ("viewer", "operator", "admin")
 API_KEY_PREFIX = "ao_"
+# The role read for a user object, kept on it for the request (see user_role_forget).
+_ROLE_READ = "_agentops_role"
 
 
 def user_role_groups(user: User) -> list[str]:
@@ -51,24 +47,24 @@ def user_role_held(user: User) -> str | None:
     return next((r for r in reversed(ROLES) if r in names), None)
 
 
-def user_role(user: Any) -> str | None:
+def user_role(user: Actor) -> str | None:
     """The user's highest role, or None: nobody signed in, or an inactive account. Read once
     per request (`user_role_forget` after changing it)."""
     if not user or not user.is_authenticated or not user.is_active:
         return None
     if user.is_superuser:
         return "admin"
-    if hasattr(user, "_agentops_role"):
-        cached: str | None = user._agentops_role
+    if hasattr(user, _ROLE_READ):
+        cached: str | None = getattr(user, _ROLE_READ)
         return cached
     role = user_role_held(user)
-    user._agentops_role = role
+    setattr(user, _ROLE_READ, role)
     return role
 
 
 def user_role_forget(user: User) -> None:
     """Forget the role read for this user object (its groups were just changed)."""
-    user.__dict__.pop("_agentops_role", None)
+    user.__dict__.pop(_ROLE_READ, None)
 
 
 def role_changeable(user: User) -> bool:
@@ -77,14 +73,14 @@ def role_changeable(user: User) -> bool:
     return not user.is_superuser
 
 
-def has_role(user: Any, role: str) -> bool:
+def has_role(user: Actor, role: str) -> bool:
     """The one question about a role: does `user` hold `role` or a higher one (signed in and
     active)? For a page that shows more to an admin, a stream that closes, a list filtered."""
     held = user_role(user)
     return held is not None and ROLES.index(held) >= ROLES.index(role)
 
 
-def role_require(*, user: Any, role: str, refusal: str = "") -> None:
+def role_require(*, user: Actor, role: str, refusal: str = "") -> None:
     """The one refusal for a missing role: `Forbidden` (403) unless `user` holds `role` or a
     higher one. The API's handler and the pages (`role_required`, `form_submit`) answer it
     with a 403; a service calls it first thing. `refusal`: the message, when "this needs the
