@@ -22,8 +22,8 @@ from agentops.api import (
     FOUND_ERRORS,
     MAX_INT,
     Text,
-    require,
 )
+from agentops.auth import role_require
 from agentops.feedback.selectors import feedback_list
 from agentops.feedback.services import MAX_COMMENT_CHARS, feedback_give
 from agentops.models import Agent, AgentVersion, Feedback, FeedbackRating, Message, Run
@@ -208,7 +208,7 @@ def _settings(payload: SettingsIn) -> tuple[dict[str, Any], dict[str, Any]]:
 # -- agents --------------------------------------------------------------------------------
 @router.get("/agents", response={200: list[AgentOut], **FOUND_ERRORS}, summary="List agents")
 def list_agents(request: HttpRequest) -> list[dict[str, Any]]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     agents = Agent.objects.select_related("published_version").prefetch_related(
         "tools", "fallbacks"
     )
@@ -217,7 +217,7 @@ def list_agents(request: HttpRequest) -> list[dict[str, Any]]:
 
 @router.get("/agents/{slug}", response={200: AgentOut, **FOUND_ERRORS})
 def get_agent(request: HttpRequest, slug: Slug) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     return agent_out(_agent(slug))
 
 
@@ -227,7 +227,7 @@ def get_agent(request: HttpRequest, slug: Slug) -> dict[str, Any]:
     summary="Create an agent (its first version)",
 )
 def create_agent(request: HttpRequest, payload: AgentCreateIn) -> Status[dict[str, Any]]:
-    require(request, "admin")
+    role_require(user=request.user, role="admin")
     config, extra = _settings(payload)
     version = services.agent_create(
         slug=payload.slug,
@@ -248,7 +248,7 @@ def create_agent(request: HttpRequest, payload: AgentCreateIn) -> Status[dict[st
 def update_agent(
     request: HttpRequest, slug: Slug, payload: SettingsIn
 ) -> Status[dict[str, Any]] | dict[str, Any]:
-    require(request, "admin")
+    role_require(user=request.user, role="admin")
     agent = _agent(slug)
     changes, extra = _settings(payload)
     capacity = (
@@ -271,7 +271,7 @@ def update_agent(
 # -- versions ------------------------------------------------------------------------------
 @router.get("/agents/{slug}/versions", response={200: list[VersionOut], **FOUND_ERRORS})
 def list_versions(request: HttpRequest, slug: Slug) -> list[dict[str, Any]]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     agent = _agent(slug)
     return [version_out(v, agent) for v in selectors.versions_list(agent=agent)]
 
@@ -285,7 +285,7 @@ def _version(agent: Agent, number: int) -> AgentVersion:
 
 @router.get("/agents/{slug}/versions/{number}", response={200: VersionOut, **FOUND_ERRORS})
 def get_version(request: HttpRequest, slug: Slug, number: Number) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     agent = _agent(slug)
     return version_out(_version(agent, number), agent)
 
@@ -301,7 +301,7 @@ def diff_version(
     number: Number,
     against: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     agent = _agent(slug)
     version = _version(agent, number)
     base = _version(agent, against) if against else selectors.version_previous(version=version)
@@ -328,7 +328,7 @@ def diff_version(
     summary="Publish a version (an older one: a rollback); runs in flight keep theirs",
 )
 def publish_version(request: HttpRequest, slug: Slug, number: Number) -> dict[str, Any]:
-    require(request, "admin")
+    role_require(user=request.user, role="admin")
     agent = _agent(slug)
     version = services.agent_version_publish(version=_version(agent, number), actor=request.user)
     agent.refresh_from_db()
@@ -343,7 +343,7 @@ def publish_version(request: HttpRequest, slug: Slug, number: Number) -> dict[st
 def derive_version(
     request: HttpRequest, slug: Slug, number: Number, payload: DeriveIn
 ) -> Status[dict[str, Any]]:
-    require(request, "admin")
+    role_require(user=request.user, role="admin")
     agent = _agent(slug)
     derived = services.agent_version_derive(
         version=_version(agent, number),
@@ -383,7 +383,7 @@ def _feedback(
 def create_run_feedback(
     request: HttpRequest, run_id: uuid.UUID, payload: FeedbackIn
 ) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     return _feedback(request, payload, run=get_object_or_404(Run, pk=run_id), message=None)
 
 
@@ -396,7 +396,7 @@ def create_run_feedback(
 def create_message_feedback(
     request: HttpRequest, message_id: Annotated[int, Path(ge=1, le=MAX_INT)], payload: FeedbackIn
 ) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     message = get_object_or_404(Message, pk=message_id)
     return _feedback(request, payload, run=None, message=message)
 
@@ -410,7 +410,7 @@ def list_feedback(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
     """Newest first; `run` includes the feedback on its messages."""
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     return [
         feedback_out(f)
         for f in feedback_list(run_id=run, message_id=message, agent=agent, limit=limit)

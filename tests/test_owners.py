@@ -262,3 +262,105 @@ def test_the_api_maps_application_error_in_exactly_one_handler() -> None:
     ]
     assert refusals == [ApplicationError]
 
+
+ROLE_OWNER = ROOT / "agentops" / "auth.py"
+# The Django admin's own user form edits `is_superuser` (its fields and filters name it).
+ROLE_EXEMPT = {ROOT / "agentops" / "admin.py": "the Django admin's user form sets the flag"}
+# Not converted yet: the inbox (agentops/operators/, agentops/api_handoffs.py) is being split
+# by feature; once it calls auth.role_require / role_holders, this set and agentops.api.require
+# go.
+ROLE_PENDING = (ROOT / "agentops" / "operators", ROOT / "agentops" / "api_handoffs.py")
+REFUSAL_TYPES = {"PermissionDenied", "PermissionError", "Forbidden", "HttpError"}
+GROUP_READS = {"all", "filter", "exclude", "values", "values_list", "exists", "get", "first"}
+
+
+def _asks_role(node: ast.expr) -> bool:
+    return any(
+        isinstance(c, ast.Call) and ast.unparse(c.func).split(".")[-1] in {"has_role", "user_role"}
+        for c in ast.walk(node)
+    )
+
+
+def _raised(body: list[ast.stmt]) -> set[str]:
+    names = set()
+    for node in body:
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            names.add(ast.unparse(node.exc.func).split(".")[-1])
+    return names
+
+
+def role_checks_elsewhere(files: list[Path], root: Path = ROOT) -> list[str]:
+    """Every role check written by hand outside agentops.auth: a 403 raised by hand, a role
+    asked then refused (`if not has_role(...): raise ...`), the role groups or the superuser
+    flag read, the API's old `require`."""
+    wrong = []
+    for path in files:
+        if path == root / "agentops" / "auth.py" or path in ROLE_EXEMPT:
+            continue
+        name = str(path.relative_to(root))
+        for node in ast.walk(ast.parse(path.read_text(), name)):
+            where = f"{name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call):
+                func = ast.unparse(node.func)
+                first = node.args[0] if node.args else None
+                if (
+                    func.endswith("HttpError")
+                    and isinstance(first, ast.Constant)
+                    and first.value == 403
+                ):
+                    wrong.append(f"{where}: HttpError(403): raise Forbidden / role_require")
+                if func == "require":
+                    wrong.append(f"{where}: require(): call auth.role_require")
+                parts = func.split(".")
+                if len(parts) >= 3 and parts[-2] == "groups" and parts[-1] in GROUP_READS:
+                    wrong.append(f"{where}: reads role groups: ask auth (has_role, role_holders)")
+                for keyword in node.keywords:
+                    if keyword.arg and (
+                        keyword.arg.startswith("groups__name") or keyword.arg == "is_superuser"
+                    ):
+                        wrong.append(f"{where}: {keyword.arg}=: filter with auth.role_holders")
+            elif isinstance(node, ast.Attribute) and node.attr == "is_superuser":
+                wrong.append(f"{where}: reads is_superuser: ask auth (has_role, user_role)")
+            elif (
+                isinstance(node, ast.If)
+                and _asks_role(node.test)
+                and _raised(node.body) & REFUSAL_TYPES
+            ):
+                wrong.append(f"{where}: a role asked, then refused: call auth.role_require")
+    return sorted(set(wrong))
+
+
+def test_it_checks_a_role_only_through_its_owner() -> None:
+    """agentops.auth owns the role check: `has_role` asks, `role_require` refuses (Forbidden,
+    a 403 from the API's handler and from the pages), `role_required` guards a page,
+    `role_holders` filters people. Streams ask `has_role` and answer in their own wire format
+    (a close code, an SSE error, /v1/'s error), so only refusals raised by hand count."""
+    files = [
+        path
+        for path in production_files()
+        if not any(path == p or p in path.parents for p in ROLE_PENDING)
+    ]
+    assert role_checks_elsewhere(files) == []
+
+
+def test_the_role_check_finds_a_check_written_by_hand(tmp_path: Path) -> None:
+    (tmp_path / "agentops").mkdir()
+    probe = tmp_path / "agentops" / "probe.py"
+    probe.write_text(
+        "def view(request):\n"
+        "    if not has_role(request.user, 'admin'):\n"
+        "        raise PermissionDenied('no')\n"
+        "    if request.user.is_superuser:\n"
+        "        raise HttpError(403, 'no')\n"
+        "    request.user.groups.filter(name='admin').exists()\n"
+        "    User.objects.filter(groups__name__in=['admin'])\n"
+        "    require(request, 'viewer')\n"
+    )
+    assert role_checks_elsewhere([probe], tmp_path) == [
+        "agentops/probe.py:2: a role asked, then refused: call auth.role_require",
+        "agentops/probe.py:4: reads is_superuser: ask auth (has_role, user_role)",
+        "agentops/probe.py:5: HttpError(403): raise Forbidden / role_require",
+        "agentops/probe.py:6: reads role groups: ask auth (has_role, role_holders)",
+        "agentops/probe.py:7: groups__name__in=: filter with auth.role_holders",
+        "agentops/probe.py:8: require(): call auth.role_require",
+    ]

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from agentops.agents import selectors, services
 from agentops.agents.forms import AgentForm
-from agentops.auth import has_role, role_required
+from agentops.auth import has_role, role_require, role_required
 from agentops.console.views import MessageForm
 from agentops.experiments.selectors import agent_version_gate
 from agentops.models import Agent, AgentVersion, Session
@@ -114,8 +113,9 @@ def detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The agent's settings (a form for admins), its per-version figures and the draft chat."""
     agent = _agent_or_404(slug)
     if request.method == "POST":
-        if not has_role(request.user, "admin"):
-            raise PermissionDenied("Changing an agent needs the admin role.")
+        role_require(
+            user=request.user, role="admin", refusal="Changing an agent needs the admin role."
+        )
         form = AgentForm(request.POST, agent=agent)
         publish = "publish" in request.POST
         before = selectors.agent_latest_saved(agent=agent)

@@ -6,12 +6,11 @@ docs/architecture.md), so only those who may set that address may make it send o
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from agentops.auth import has_role, role_required
+from agentops.auth import has_role, role_require, role_required
 from agentops.endpoints import selectors, services
 from agentops.endpoints.forms import EndpointForm, EndpointTestForm, PriceForm
 from agentops.models import ModelEndpoint
@@ -19,10 +18,7 @@ from tracing.models import ModelPrice
 from tracing.platform.forms import form_submit
 from tracing.platform.web import HtmxHttpRequest, error_status
 
-
-def _require_admin(request: HtmxHttpRequest) -> None:
-    if not has_role(request.user, "admin"):
-        raise PermissionDenied("Changing this needs the admin role.")
+CHANGE_NEEDS_ADMIN = "Changing this needs the admin role."
 
 
 def _save(request: HtmxHttpRequest, form: EndpointForm) -> ModelEndpoint | None:
@@ -79,7 +75,7 @@ def _detail(request: HtmxHttpRequest, endpoint: ModelEndpoint, form: EndpointFor
 def endpoint_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     endpoint = get_object_or_404(ModelEndpoint, pk=pk)
     if request.method == "POST":
-        _require_admin(request)
+        role_require(user=request.user, role="admin", refusal=CHANGE_NEEDS_ADMIN)
         form = EndpointForm(request.POST, instance=endpoint)
         saved = _save(request, form)
         if saved is not None:
@@ -121,7 +117,7 @@ def endpoint_reset(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def prices(request: HtmxHttpRequest) -> HttpResponse:
     form = PriceForm(request.POST or None)
     if request.method == "POST":
-        _require_admin(request)
+        role_require(user=request.user, role="admin", refusal=CHANGE_NEEDS_ADMIN)
         saved = form_submit(
             request,
             form,

@@ -13,7 +13,8 @@ from ninja import Path, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
-from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, Text, require
+from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, Text
+from agentops.auth import role_require
 from agentops.experiments import selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, Result
 from agentops.models import AgentVersion, Handoff, ModelEndpoint, Run
@@ -282,13 +283,13 @@ def result_out(result: Result, regressed: bool) -> dict[str, Any]:
 
 @router.get("/datasets", response={200: list[DatasetOut], **FOUND_ERRORS}, summary="Datasets")
 def list_datasets(request: HttpRequest) -> list[dict[str, Any]]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     return [dataset_out(d) for d in selectors.datasets_list()]
 
 
 @router.post("/datasets", response={201: DatasetOut, **WRITE_ERRORS}, summary="Create a dataset")
 def create_dataset(request: HttpRequest, payload: DatasetIn) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     if Dataset.objects.filter(name=payload.name.strip()).exists():
         raise Unsatisfiable("name", f"A dataset named {payload.name.strip()!r} exists already.")
     dataset = services.dataset_create(
@@ -299,20 +300,20 @@ def create_dataset(request: HttpRequest, payload: DatasetIn) -> Status[dict[str,
 
 @router.get("/datasets/{dataset_id}", response={200: DatasetOut, **FOUND_ERRORS})
 def get_dataset(request: HttpRequest, dataset_id: Id) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     return dataset_out(_dataset(dataset_id))
 
 
 @router.delete("/datasets/{dataset_id}", response={204: None, **WRITE_ERRORS})
 def delete_dataset(request: HttpRequest, dataset_id: Id) -> Status[None]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     services.dataset_delete(dataset=_dataset(dataset_id), actor=request.user)
     return Status(204, None)
 
 
 @router.get("/datasets/{dataset_id}/items", response={200: ItemsOut, **FOUND_ERRORS})
 def list_items(request: HttpRequest, dataset_id: Id) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     items = selectors.dataset_items(dataset=_dataset(dataset_id))
     return {"items": [item_out(i) for i in items]}
 
@@ -323,7 +324,7 @@ def list_items(request: HttpRequest, dataset_id: Id) -> dict[str, Any]:
     summary="Add a conversation turn: given, or taken from a run, a failure or a handoff",
 )
 def add_item(request: HttpRequest, dataset_id: Id, payload: ItemIn) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     dataset = _dataset(dataset_id)
     sources = [s for s in ("input", "run", "handoff") if getattr(payload, s) is not None]
     if len(sources) != 1:
@@ -365,7 +366,7 @@ def _item(dataset_id: int, item_id: int) -> DatasetItem:
 def update_item(
     request: HttpRequest, dataset_id: Id, item_id: Id, payload: ItemPatch
 ) -> dict[str, Any]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     # Every field is optional, so django-ninja would read a body that is not an object (a
     # list, a number) as "no change"; it is refused instead.
     body = json.loads(request.body or b"{}")  # the API's parser has read it already
@@ -379,7 +380,7 @@ def update_item(
 
 @router.delete("/datasets/{dataset_id}/items/{item_id}", response={204: None, **WRITE_ERRORS})
 def delete_item(request: HttpRequest, dataset_id: Id, item_id: Id) -> Status[None]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     services.dataset_item_delete(item=_item(dataset_id, item_id), actor=request.user)
     return Status(204, None)
 
@@ -390,7 +391,7 @@ def delete_item(request: HttpRequest, dataset_id: Id, item_id: Id) -> Status[Non
     summary="Create an experiment: a dataset against agent versions (or a version with another model)",
 )
 def create_experiment(request: HttpRequest, payload: ExperimentIn) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     dataset = Dataset.objects.filter(pk=payload.dataset).first()
     if dataset is None:
         raise Unsatisfiable("dataset", f"No dataset {payload.dataset}.")
@@ -420,7 +421,7 @@ def create_experiment(request: HttpRequest, payload: ExperimentIn) -> Status[dic
     summary="Run the experiment (as RQ jobs; poll GET for progress and results)",
 )
 def run_experiment(request: HttpRequest, experiment_id: Id) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     experiment = services.experiment_start(
         experiment=_experiment(experiment_id), actor=request.user
     )
@@ -429,7 +430,7 @@ def run_experiment(request: HttpRequest, experiment_id: Id) -> Status[dict[str, 
 
 @router.get("/experiments/{experiment_id}", response={200: ExperimentOut, **FOUND_ERRORS})
 def get_experiment(request: HttpRequest, experiment_id: Id) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     return experiment_out(_experiment(experiment_id))
 
 
@@ -439,7 +440,7 @@ def get_experiment(request: HttpRequest, experiment_id: Id) -> dict[str, Any]:
     summary="Per item and variant: answer, scores, latency, tokens, cost, regression",
 )
 def get_results(request: HttpRequest, experiment_id: Id) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     comparison = selectors.experiment_comparison(experiment=_experiment(experiment_id))
     return {
         "results": [

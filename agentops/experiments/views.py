@@ -6,14 +6,14 @@ import uuid
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from agentops.auth import has_role, role_required
+from agentops.auth import role_require, role_required
 from agentops.experiments import forms, selectors, services
 from agentops.experiments.models import Check, Dataset, DatasetItem, Experiment, ExperimentStatus
 from agentops.models import Handoff, Run
@@ -39,8 +39,7 @@ def _experiment_field(form: forms.ExperimentForm, key: str) -> str:
 def datasets(request: HtmxHttpRequest) -> HttpResponse:
     form = forms.DatasetForm(request.POST or None)
     if request.method == "POST":
-        if not has_role(request.user, "operator"):
-            raise PermissionDenied("This needs the operator role.")
+        role_require(user=request.user, role="operator")
         dataset = form_submit(
             request,
             form,
@@ -220,8 +219,7 @@ def dataset_add(request: HtmxHttpRequest) -> HttpResponse:
 def experiments(request: HtmxHttpRequest) -> HttpResponse:
     form = forms.ExperimentForm(request.POST or None, initial={"exact": True})
     if request.method == "POST":
-        if not has_role(request.user, "operator"):
-            raise PermissionDenied("This needs the operator role.")
+        role_require(user=request.user, role="operator")
         experiment = form_submit(
             request,
             form,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from agentops.auth import has_role, role_required
+from agentops.auth import has_role, role_require, role_required
 from agentops.models import PlaygroundRun
 from agentops.playground import selectors, services
 from agentops.playground.forms import (
@@ -104,8 +103,11 @@ def open_call(request: HtmxHttpRequest, trace_id: uuid.UUID, span_id: str) -> Ht
     form, formset = _forms(request, source=source, base=None)
     status = 200
     if request.method == "POST":
-        if not has_role(request.user, "admin"):
-            raise PermissionDenied("Running a model call in the playground needs the admin role.")
+        role_require(
+            user=request.user,
+            role="admin",
+            refusal="Running a model call in the playground needs the admin role.",
+        )
         if form.is_valid() and formset.is_valid():
             messages, tools = request_from_forms(form, formset)
             if messages:

@@ -67,3 +67,33 @@ def test_it_sets_a_nonce_based_csp(client, charlie):
     client.force_login(charlie)
     header = client.get(reverse("home"))["Content-Security-Policy"]
     assert "'nonce-" in header and "unsafe-inline" not in header
+
+
+def test_role_require_is_one_refusal_a_403_on_every_door(client, charlie, client_as):
+    """A missing role is `Forbidden` from agentops.auth.role_require: a 403 page when a view
+    asks for more than its page needs (a viewer posting a dataset on a page viewers read), a
+    403 with the API's body from a router, and nothing written either way."""
+    from agentops.auth import role_require
+    from agentops.experiments.models import Dataset
+    from tests.kit import bearer
+    from tracing.platform.errors import Forbidden
+
+    with pytest.raises(Forbidden) as refused:
+        role_require(user=charlie, role="operator")
+    assert refused.value.status == 403 and str(refused.value) == "this needs the operator role"
+    role_require(user=charlie, role="viewer")
+
+    page = client_as(charlie)
+    assert page.get(reverse("experiments:datasets")).status_code == 200
+    assert page.post(reverse("experiments:datasets"), {"name": "x"}).status_code == 403
+    api = client.post(
+        "/api/datasets", {"name": "y"}, content_type="application/json", **bearer(charlie)
+    )
+    assert api.status_code == 403
+    assert api.json() == {"error": "this needs the operator role"}
+    assert not Dataset.objects.exists()
+    assert (
+        client_as("operator").post(reverse("experiments:datasets"), {"name": "z"}).status_code
+        == 302
+    )
+    assert list(Dataset.objects.values_list("name", flat=True)) == ["z"]
