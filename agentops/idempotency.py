@@ -104,7 +104,7 @@ def idempotent(run: Callable[..., Any]) -> Callable[..., Any]:
         return run  # the async operations are GET streams
 
     @wraps(run)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
         key = request.headers.get(HEADER)
         if request.method != "POST" or key is None:
             return run(request, *args, **kwargs)

@@ -161,7 +161,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         assert last is not None
         raise last
 
-    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+    def connect_unix_socket(self, *args: object, **kwargs: object) -> httpcore.NetworkStream:
         raise EgressDenied("Outbound requests may not connect to Unix sockets.")
 
     def sleep(self, seconds: float) -> None:
@@ -203,7 +203,9 @@ class AsyncGuardedBackend(httpcore2.AsyncNetworkBackend):
         assert last is not None
         raise last
 
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, *args: object, **kwargs: object
+    ) -> httpcore2.AsyncNetworkStream:
         raise EgressDenied("Outbound requests may not connect to Unix sockets.")
 
     async def sleep(self, seconds: float) -> None:
