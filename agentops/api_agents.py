@@ -82,8 +82,8 @@ class VersionChangesIn(AgentSettingsFields):
 
 class AgentCreateIn(SettingsIn):
     slug: Text = Field(min_length=1, max_length=64)
-    name: Text = Field(min_length=1, max_length=200)  # type: ignore[assignment]
-    endpoint: Id  # type: ignore[assignment]
+    name: Text = Field(min_length=1, max_length=200)
+    endpoint: Id
 
 
 class VersionOut(Schema):

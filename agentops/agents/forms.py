@@ -52,7 +52,7 @@ class AgentForm(forms.Form):
         ),
     )
     tools = ToolChoices(
-        queryset=None,  # type: ignore[arg-type]
+        queryset=None,
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
@@ -98,8 +98,8 @@ class AgentForm(forms.Form):
     retry_cap_seconds = forms.FloatField(
         label="Retry delay cap (s)", min_value=0, max_value=86_400, initial=30
     )
-    handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(  # type: ignore[type-arg]
-        queryset=None,  # type: ignore[arg-type]
+    handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(
+        queryset=None,
         required=False,
         empty_label="any operator",
         help_text="The team its handoffs go to.",

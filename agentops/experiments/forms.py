@@ -48,7 +48,7 @@ class VersionChoice(forms.ModelChoiceField):
 
 
 class VersionsChoice(forms.ModelMultipleChoiceField):
-    label_from_instance = VersionChoice.label_from_instance  # type: ignore[assignment]
+    label_from_instance = VersionChoice.label_from_instance
 
 
 def _versions() -> Any:

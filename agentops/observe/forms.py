@@ -37,7 +37,7 @@ class VersionFilterMixin(forms.Form):
         widget=forms.NumberInput(attrs={"placeholder": "any", "min": 1}),
     )
 
-    def clean(self) -> dict:  # type: ignore[type-arg]
+    def clean(self) -> dict:
         data = super().clean() or {}
         if data.get("version") and not data.get("agent"):
             self.add_error("version", "Pick an agent: version numbers are per agent.")

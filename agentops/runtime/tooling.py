@@ -377,7 +377,7 @@ class ToolRunner:
             else:
                 for key, value in {"status": status, **fields}.items():
                     setattr(row, key, value)
-                if row.pk is None:
+                if not row.pk:
                     row.save()
                 else:
                     row.save(update_fields=["status", *fields.keys()])
