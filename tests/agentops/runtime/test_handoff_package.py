@@ -66,8 +66,13 @@ def test_it_leaves_a_note_when_the_model_cannot_write_the_package(
     handoff = wait_for_package(Handoff.objects.get(run=run).pk)
     assert handoff.summary == "(No summary: the model failed with server_error.)"
     assert handoff.suggested_reply == ""
-    calls = [s for s in spans(run.pk, "model.call") if s.attributes["purpose"] == "handoff"]
-    assert [s.error_class for s in calls] == ["server_error"] * (2 * attempts)
+
+    def package_calls() -> list:
+        return [s for s in spans(run.pk, "model.call") if s.attributes["purpose"] == "handoff"]
+
+    # The job's spans are flushed after it wrote the package.
+    until(lambda: len(package_calls()) >= 2 * attempts, seconds=10)
+    assert [s.error_class for s in package_calls()] == ["server_error"] * (2 * attempts)
     assert len(spans(run.pk, "retry.wait")) == 2 * (attempts - 1)
 
 
