@@ -39,6 +39,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 from agentops.asgi_http import (
+    ASGIApp,
     HttpError,
     InvalidKey,
     Receive,
@@ -252,7 +253,7 @@ def _refuse_key() -> HttpError:
 
 
 @database_sync_to_async
-def _authorize(user: Any, kind: str, object_id: uuid.UUID) -> HttpError | None:
+def _authorize(user: User, kind: str, object_id: uuid.UUID) -> HttpError | None:
     if not User.objects.filter(pk=user.pk, is_active=True).exists():
         return _error(401, "this account is deactivated")  # since the key or login was read
     if not has_role(user, "viewer"):
@@ -266,7 +267,7 @@ def _authorize(user: Any, kind: str, object_id: uuid.UUID) -> HttpError | None:
 class EventStreams:
     """Serves the two event streams; every other HTTP request goes on to `app` (Django)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.with_cookie = AuthMiddlewareStack(self.serve)
 
@@ -315,7 +316,9 @@ class EventStreams:
             stream_class = SessionStream if match["kind"] == "sessions" else RunStream
             await self.stream(stream_class(object_id, after), receive, send, access)
 
-    async def stream(self, stream: _Stream, receive: Any, send: Any, access: AccessWatch) -> None:
+    async def stream(
+        self, stream: _Stream, receive: Receive, send: Send, access: AccessWatch
+    ) -> None:
         listener = Listener(MAX_QUEUED)
         hub = GroupHub.current()
         await hub.join(stream.group(), listener)  # before reading Postgres: nothing falls between
@@ -338,7 +341,7 @@ class EventStreams:
             await self._end_revoked(stream, send)
 
     @staticmethod
-    async def _end_revoked(stream: _Stream, send: Any) -> None:
+    async def _end_revoked(stream: _Stream, send: Send) -> None:
         error = "access revoked (deactivated, or the role changed); reconnect to be authorised"
         if not stream.started:
             await Response(send).error(_error(403, error))

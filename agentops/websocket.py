@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
-from agentops.asgi_http import InvalidKey, header, key_holder
+from agentops.asgi_http import ASGIApp, InvalidKey, Receive, Scope, Send, header, key_holder
 from tracing.platform.hub import ACCESS_GROUPS_SCOPE_KEY
 from tracing.platform.logs import get_logger
 
@@ -53,10 +53,10 @@ class SiteOriginValidator(OriginValidator):
     applies to a form post. Channels' AllowedHostsOriginValidator compares host names only,
     so a page on another port or scheme of the same host could read the streams."""
 
-    def __init__(self, application: Any) -> None:
+    def __init__(self, application: ASGIApp) -> None:
         super().__init__(application, [])
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.origin_allowed(scope):
             return await self.application(scope, receive, send)
         return await WebsocketDenier()(scope, receive, send)
@@ -80,11 +80,11 @@ class ApiKeyOrSiteOrigin:
     and the login session) decides. Consumers then authorise the user either way; a key's
     streams also watch the key's group (deleting it closes them with 4403)."""
 
-    def __init__(self, key_app: Any, cookie_app: Any) -> None:
+    def __init__(self, key_app: ASGIApp, cookie_app: ASGIApp) -> None:
         self.key_app = key_app
         self.cookie_app = cookie_app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             return await self.cookie_app(scope, receive, send)
         try:
@@ -114,10 +114,10 @@ class DatabaseUnavailableClose:
     than failing with a 500 the browser sees as a bare 1006. Clients reconnect after a pause
     (static/agentops/stream.js backs off)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent: set[str] = set()
 
         async def tracking_send(message: dict[str, Any]) -> None:

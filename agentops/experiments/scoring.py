@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import regex
 from django.core.exceptions import ValidationError
+from jsonschema.protocols import Validator
 
 from agentops.experiments.models import Check, CheckKind
 from agentops.models import ModelEndpoint
@@ -140,7 +141,7 @@ def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: 
 UNLIMITED_WITH_PATTERNS = ("unevaluatedProperties",)
 
 
-def _schema_validator(schema: Any) -> Any:
+def _schema_validator(schema: Any) -> Validator:
     """The schema's validator (retrieving nothing), every regex it runs under the time limit."""
     return schema_validator(
         schema,
@@ -150,7 +151,7 @@ def _schema_validator(schema: Any) -> Any:
     )
 
 
-def _keys_in(schema: Any) -> set[str]:
+def _keys_in(schema: object) -> set[str]:
     keys: set[str] = set()
     stack = [schema]
     while stack:

@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from agentops import asgi_http
 from agentops.asgi_http import InvalidKey
 from agentops.auth import KeyHolder
+from agentops.models import Agent
 from agentops.openai_compat import selectors
 from agentops.openai_compat.app import HANDOFF_NOTICE, ApiError, ChatCompletion
 from agentops.openai_compat.services import SessionNotFound, chat_session_resolve
@@ -68,7 +69,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 }
 
 
-def tool_description(agent: Any) -> str:
+def tool_description(agent: Agent) -> str:
     first = next((line.strip() for line in agent.system_prompt.splitlines() if line.strip()), "")
     description = f"Talk to the agent {agent.name!r}: send a message, get its answer."
     if first and len(first) <= PROMPT_LINE_CHARS:
@@ -76,7 +77,7 @@ def tool_description(agent: Any) -> str:
     return description
 
 
-def agent_tool(agent: Any) -> types.Tool:
+def agent_tool(agent: Agent) -> types.Tool:
     return types.Tool(
         name=agent.slug,
         title=agent.name,

@@ -29,7 +29,7 @@ from django.db import DatabaseError
 from agentops import asgi_http
 from agentops.asgi_http import HttpError, InvalidKey, Receive, Scope, Send
 from agentops.auth import KeyHolder, has_role
-from agentops.models import ApiKey
+from agentops.models import Agent, ApiKey, Run, Session
 from agentops.openai_compat import selectors
 from agentops.openai_compat.services import (
     SessionNotFound,
@@ -156,7 +156,7 @@ async def authenticate(scope: Scope) -> KeyHolder:
     return holder
 
 
-def model_object(agent: Any) -> dict[str, Any]:
+def model_object(agent: Agent) -> dict[str, Any]:
     return {
         "id": agent.slug,
         "object": "model",
@@ -166,12 +166,12 @@ def model_object(agent: Any) -> dict[str, Any]:
     }
 
 
-async def list_models(response: Response, *, user: Any, **_: Any) -> None:
+async def list_models(response: Response, *, user: User, **_: object) -> None:
     agents = await database_sync_to_async(selectors.agents_listed)(user=user)
     await response.json(200, {"object": "list", "data": [model_object(a) for a in agents]})
 
 
-async def retrieve_model(response: Response, *, user: Any, path: str, **_: Any) -> None:
+async def retrieve_model(response: Response, *, user: User, path: str, **_: object) -> None:
     model = path.removeprefix("/v1/models/")
     agent = await database_sync_to_async(selectors.agent_by_model)(user=user, model=model)
     if agent is None:
@@ -290,7 +290,7 @@ class ChatCompletion:
         holder: KeyHolder,
         headers: dict[str, str],
         body: bytes,
-        **_: Any,
+        **_: object,
     ) -> None:
         request = parse_request(body)
         if not await database_sync_to_async(has_role)(user, "operator"):
@@ -311,7 +311,7 @@ class ChatCompletion:
         await self.converse(session, user, request["content"], holder)
 
     async def converse(
-        self, session: Any, user: User, content: str, holder: KeyHolder | None = None
+        self, session: Session, user: User, content: str, holder: KeyHolder | None = None
     ) -> None:
         """Post the user's message to the session and answer once its run has ended (also
         the MCP endpoint's tool call, which overrides `finish`)."""
@@ -338,8 +338,8 @@ class ChatCompletion:
             await hub.leave(group, self.listener)
 
     async def session(
-        self, agent: Any, user: Any, request: dict[str, Any], headers: dict[str, str]
-    ) -> Any:
+        self, agent: Agent, user: User, request: dict[str, Any], headers: dict[str, str]
+    ) -> Session:
         try:
             session, _ = await database_sync_to_async(chat_session_resolve)(
                 agent=agent,
@@ -353,7 +353,7 @@ class ChatCompletion:
             raise not_published(exc) from exc
         return session
 
-    async def post(self, session: Any, user: Any, content: str) -> Any:
+    async def post(self, session: Session, user: User, content: str) -> Run | None:
         try:
             return await database_sync_to_async(chat_message_post)(
                 session=session, user=user, content=content
@@ -377,7 +377,7 @@ class ChatCompletion:
         self.events.put_nowait({"kind": ACCESS_REVOKED})
 
     # -- the answer ------------------------------------------------------------------------
-    async def answer(self, session: Any, run: Any) -> None:
+    async def answer(self, session: Session, run: Run | None) -> None:
         self.session_id = str(session.pk)
         self.headers = {"X-Session-Id": self.session_id}
         if run is None:  # a person has the conversation: the message waits for them
@@ -508,7 +508,9 @@ class ChatCompletion:
         await self.response.event("[DONE]")
         await self.response.end()
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict:
+    def chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None, **extra: object
+    ) -> dict[str, Any]:
         return {
             "id": self.completion_id,
             "object": "chat.completion.chunk",

@@ -41,7 +41,7 @@ MAX_IDENTICAL_CALLS = 2
 MAX_TOOL_FAILURES = 3
 
 
-def canonical(arguments: Any) -> str:
+def canonical(arguments: object) -> str:
     return json.dumps(arguments, sort_keys=True, separators=(",", ":"))
 
 
@@ -248,7 +248,7 @@ class ToolRunner:
         return as_text(result.content), result.control
 
     # -- forks ---------------------------------------------------------------------------
-    def fork_guard(self, call_id: str, tool: ToolDefinition, arguments: Any) -> str | None:
+    def fork_guard(self, call_id: str, tool: ToolDefinition, arguments: object) -> str | None:
         """A call after the fork point of a forked session. Idempotent tools run (repeating a
         read is safe, and the fork sees today's answers). A non-idempotent one runs only if
         forking allowed it; else the origin run's recording of the same call answers it, or
@@ -291,7 +291,7 @@ class ToolRunner:
         )
         return text
 
-    def fork_recording(self, tool_name: str, arguments: Any) -> ToolCall | None:
+    def fork_recording(self, tool_name: str, arguments: object) -> ToolCall | None:
         """The origin run's recorded result for this call, if one is left: the n-th call of a
         tool with the same arguments gets the n-th recording (the calls copied from before the
         fork point used theirs), so a change made once is never reported done twice."""
@@ -326,7 +326,7 @@ class ToolRunner:
             run_id=self.driver.run.pk, step=self.driver.run.step + 1, call_id=call_id
         ).first()
 
-    def start_row(self, call_id: str, tool: ToolDefinition, arguments: Any) -> ToolCall:
+    def start_row(self, call_id: str, tool: ToolDefinition, arguments: object) -> ToolCall:
         """A non-idempotent call is committed as `started` before it runs, so a crash can never
         repeat it. An idempotent one is written with the step's checkpoint: if a crash comes
         first, running it again is safe."""
@@ -354,7 +354,7 @@ class ToolRunner:
         row: ToolCall | None,
         call_id: str,
         tool: ToolDefinition,
-        arguments: Any,
+        arguments: object,
         status: str,
         **fields: Any,
     ) -> ToolCall:
@@ -384,7 +384,7 @@ class ToolRunner:
         return row
 
     def ask_approval(
-        self, row: ToolCall | None, call_id: str, tool: ToolDefinition, arguments: Any
+        self, row: ToolCall | None, call_id: str, tool: ToolDefinition, arguments: object
     ) -> None:
         driver = self.driver
         if row is None:

@@ -35,6 +35,8 @@ from tracing.platform.egress import PostResult, egress_post
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.errors import Conflict
 from tracing.platform.logs import get_logger
+from tracing.platform.types import Actor
+from tracing.retention import RetentionPolicy
 
 log = get_logger(__name__)
 
@@ -56,7 +58,7 @@ def webhook_secret_new() -> str:
 
 
 def webhook_endpoint_create(
-    *, url: str, event_types: list[str], description: str = "", actor: Any = None
+    *, url: str, event_types: list[str], description: str = "", actor: Actor = None
 ) -> tuple[WebhookEndpoint, str]:
     """Subscribe `url` to `event_types`; returns (endpoint, signing secret). The secret is
     shown once; it is stored encrypted, for signing."""
@@ -73,7 +75,7 @@ def webhook_endpoint_create(
     return endpoint, secret
 
 
-def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, enabled: bool, actor: Any) -> None:
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, enabled: bool, actor: Actor) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
         enabled=enabled,
         failing_since=None,
@@ -87,7 +89,7 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, enabled: bool, actor: 
     )
 
 
-def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Any) -> None:
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
     audit_record(actor=actor, action="webhook.delete", target=endpoint.url[:200])
     endpoint.delete()
 
@@ -292,7 +294,7 @@ def _disable_if_failing(*, delivery: WebhookDelivery) -> None:
 
 
 @transaction.atomic
-def webhook_delivery_resend(*, delivery: WebhookDelivery, actor: Any) -> WebhookDelivery:
+def webhook_delivery_resend(*, delivery: WebhookDelivery, actor: Actor) -> WebhookDelivery:
     """Send a delivery again now (same event id: the receiver may deduplicate), whatever
     became of it; its attempts start over."""
     delivery = (
@@ -392,7 +394,7 @@ def webhook_event_on_record(event: Event) -> None:
         )
 
 
-def webhooks_purge(policy: Any) -> int:
+def webhooks_purge(policy: RetentionPolicy) -> int:
     """Retention (tracing's job): deliveries done before the traces' cutoff, then the events
     left without any delivery. Pending deliveries stay whatever their age."""
     from tracing.retention import delete_in_batches
