@@ -13,13 +13,14 @@ from django.views.decorators.http import require_GET, require_POST
 from agentops.auth import role_required
 from agentops.console import selectors
 from agentops.conversation import conversation_serialise
-from agentops.models import ACTIVE_RUN_STATUSES, Agent, Session
+from agentops.models import ACTIVE_RUN_STATUSES, Agent, Run, Session
 from agentops.operators.ratings.selectors import handoff_rating_get
 from agentops.operators.ratings.services import handoff_rate
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_create, session_post_message
 from agentops.selectors import conversation_get
 from tracing.platform.errors import ApplicationError, Invalid
 from tracing.platform.forms import form_errors_from, form_submit
+from tracing.platform.types import SessionId
 from tracing.platform.web import HtmxHttpRequest
 
 
@@ -68,7 +69,7 @@ class RatingForm(forms.Form):
     )
 
 
-def _session_or_404(session_id: Any) -> Session:
+def _session_or_404(session_id: SessionId) -> Session:
     session = selectors.session_get(session_id=session_id)
     if session is None:
         raise Http404("No such session.")
@@ -129,7 +130,7 @@ def _session_context(session: Session, form: MessageForm | None = None) -> dict[
     }
 
 
-def _active_run_id(run: Any) -> str:
+def _active_run_id(run: Run | None) -> str:
     """The run the composer waits for (a message sent meanwhile would be refused), or ""."""
     return str(run.pk) if run is not None and run.status in ACTIVE_RUN_STATUSES else ""
 
@@ -142,7 +143,7 @@ def _rating_context(session: Session, form: RatingForm | None = None) -> dict[st
 
 @role_required("operator")
 @require_POST
-def session_rate(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+def session_rate(request: HtmxHttpRequest, session_id: SessionId) -> HttpResponse:
     """The end user rates the conversation an operator closed (1-5 and a comment)."""
     session = _session_or_404(session_id)
     form = RatingForm(request.POST)
@@ -180,14 +181,14 @@ def session_rate(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def session_detail(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+def session_detail(request: HtmxHttpRequest, session_id: SessionId) -> HttpResponse:
     session = _session_or_404(session_id)
     return render(request, "console/session.html", _session_context(session))
 
 
 @role_required("operator")
 @require_POST
-def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+def session_send(request: HtmxHttpRequest, session_id: SessionId) -> HttpResponse:
     session = _session_or_404(session_id)
     form = MessageForm(request.POST)
     status = 200
@@ -221,7 +222,7 @@ def session_send(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def session_items(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
+def session_items(request: HtmxHttpRequest, session_id: SessionId) -> HttpResponse:
     """The stored messages the page has not shown as they are now: those above seq `after`,
     those whose tool result came after it, and those holding one of the `call` ids. The
     conversation view inserts them as they come (the one renderer of a message)."""
@@ -241,7 +242,7 @@ def session_items(request: HtmxHttpRequest, session_id: Any) -> HttpResponse:
 
 @role_required("viewer")
 @require_GET
-def session_tool_calls(request: HtmxHttpRequest, session_id: Any) -> JsonResponse:
+def session_tool_calls(request: HtmxHttpRequest, session_id: SessionId) -> JsonResponse:
     session = _session_or_404(session_id)
     return JsonResponse(
         {"tool_calls": conversation_serialise(conversation_get(session=session))["tool_calls"]}

@@ -6,19 +6,17 @@ resolved one nobody's to change. A refusal is a HandoffConflict naming why.
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentops.auth import has_role
 from agentops.models import Handoff, HandoffStatus, Session
 from tracing.platform.errors import Conflict, Forbidden
-from tracing.platform.types import RequestUser
+from tracing.platform.types import Actor, RequestUser
 
 
 class HandoffConflict(Conflict):
     """The handoff is not in a state that allows this (someone else acted first)."""
 
 
-def username_of(user: Any) -> str:
+def username_of(user: Actor) -> str:
     return user.get_username() if user is not None else "nobody"
 
 
@@ -35,7 +33,7 @@ def handoff_workable_by(*, handoff: Handoff, user: RequestUser) -> bool:
     return bool(handoff.claimed_by_id == user.pk)
 
 
-def handoff_act_check(*, handoff: Handoff, user: Any) -> None:
+def handoff_act_check(*, handoff: Handoff, user: RequestUser) -> None:
     """Reply, hand back, close: the handoff is claimed, by `user` (or `user` is an admin)."""
     if handoff.status != HandoffStatus.CLAIMED:
         raise HandoffConflict(f"this handoff is {handoff.status}, not claimed")
@@ -43,7 +41,7 @@ def handoff_act_check(*, handoff: Handoff, user: Any) -> None:
         raise HandoffConflict(f"this handoff is claimed by {username_of(handoff.claimed_by)}")
 
 
-def handoff_work_check(*, handoff: Handoff, user: Any) -> None:
+def handoff_work_check(*, handoff: Handoff, user: RequestUser) -> None:
     """Transfer and snooze: an open handoff is anyone's on the shift; a claimed one its
     holder's (or an admin's); a resolved one nobody's."""
     if not has_role(user, "operator"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
@@ -24,6 +23,7 @@ from agentops.operators.access import HandoffConflict, username_of
 from agentops.operators.assignment.services import handoff_claim
 from agentops.runtime.checkpoint import status_broadcast
 from agentops.runtime.services import handoff_open, run_slot_free
+from tracing.platform.types import RequestUser
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Takeover:
 TAKEOVER_ATTEMPTS = 5
 
 
-def session_take_over(*, session_id: uuid.UUID | str, user: Any) -> Takeover:
+def session_take_over(*, session_id: uuid.UUID | str, user: RequestUser) -> Takeover:
     """An operator takes over a conversation the agent never handed off.
 
     No run in flight (or one only queued or waiting, which no worker holds): the session is
@@ -61,7 +61,7 @@ def session_take_over(*, session_id: uuid.UUID | str, user: Any) -> Takeover:
 
 
 @transaction.atomic
-def _take_over_once(*, session_id: uuid.UUID | str, user: Any) -> Takeover | None:
+def _take_over_once(*, session_id: uuid.UUID | str, user: RequestUser) -> Takeover | None:
     name = username_of(user)
     now = timezone.now()
     mine_or_nobody = Q(takeover_by__isnull=True) | Q(takeover_by=user)
