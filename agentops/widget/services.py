@@ -18,9 +18,9 @@ import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core import signing
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from agentops.conversation import widget_end_user
 from agentops.events import audit_record
-from agentops.models import Session, SessionStatus
+from agentops.models import Agent, HandoffRating, Session, SessionStatus
 from agentops.operators.ratings.selectors import handoff_rating_get
 from agentops.operators.ratings.services import handoff_rate
 from agentops.runtime.services import session_create, session_post_message
@@ -36,6 +36,7 @@ from agentops.widget.models import WidgetKey
 from tracing.platform.errors import Forbidden, Invalid, TooMany
 from tracing.platform.live import access_revoke, widget_key_group
 from tracing.platform.logs import get_logger
+from tracing.platform.types import Actor
 
 log = get_logger(__name__)
 
@@ -100,10 +101,10 @@ def origins_clean(*, text: str) -> list[str]:
 
 def widget_key_create(
     *,
-    agent: Any,
+    agent: Agent,
     name: str,
     allowed_origins: list[str],
-    actor: Any,
+    actor: Actor,
     user_messages_per_minute: int = 10,
     key_messages_per_minute: int = 300,
 ) -> tuple[WidgetKey, str]:
@@ -116,7 +117,7 @@ def widget_key_create(
         allowed_origins=allowed_origins,
         user_messages_per_minute=user_messages_per_minute,
         key_messages_per_minute=key_messages_per_minute,
-        created_by=actor,
+        created_by=actor if isinstance(actor, User) else None,
     )
     key.set_secret(secret)
     key.save()
@@ -124,7 +125,7 @@ def widget_key_create(
     return key, secret
 
 
-def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Any) -> WidgetKey:
+def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Actor) -> WidgetKey:
     WidgetKey.objects.filter(pk=key.pk).update(enabled=enabled)
     key.enabled = enabled
     audit_record(
@@ -137,7 +138,7 @@ def widget_key_set_enabled(*, key: WidgetKey, enabled: bool, actor: Any) -> Widg
     return key
 
 
-def widget_key_origin_allow(*, key: WidgetKey, origin: str, actor: Any) -> WidgetKey:
+def widget_key_origin_allow(*, key: WidgetKey, origin: str, actor: Actor) -> WidgetKey:
     """Add an origin to the key's allowed ones (as the keys page offers for a refused one);
     Invalid naming it if it is not an origin."""
     origins = origins_clean(text=origin)
@@ -340,8 +341,8 @@ def enduser_session_open(*, key: WidgetKey, enduser: EndUser, address: str) -> S
 
 
 def enduser_session_rate(
-    *, key: WidgetKey, enduser: EndUser, session_id: Any, score: Any, comment: Any = ""
-) -> tuple[Any, bool]:
+    *, key: WidgetKey, enduser: EndUser, session_id: object, score: object, comment: object = ""
+) -> tuple[HandoffRating, bool]:
     """The end user rates their own conversation an operator closed (CSAT); returns the
     rating and whether it is the first. Another's conversation is WidgetRefused; bad input
     Invalid naming the field; a conversation no operator closed, a HandoffConflict."""
