@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from agentops.auth import role_required
 from agentops.operators.canned import selectors, services
-from agentops.operators.forms import CannedReplyForm
+from agentops.operators.canned.forms import CannedReplyForm
 from agentops.operators.models import CannedReply
 from tracing.platform.errors import Forbidden
 from tracing.platform.forms import form_submit

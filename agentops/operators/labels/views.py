@@ -11,8 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
 from agentops.models import Handoff
-from agentops.operators.forms import LabelForm
 from agentops.operators.labels import selectors, services
+from agentops.operators.labels.forms import LabelForm
 from agentops.operators.models import Label, LabelColour
 from agentops.operators.pages import handoff_visible
 from tracing.platform.errors import ApplicationError

@@ -17,9 +17,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import has_role, role_required
 from agentops.operators.approvals.selectors import approvals_pending
-from agentops.operators.forms import SNOOZE_CHOICES, SNOOZE_HOURS
 from agentops.operators.pages import handoff_visible
 from agentops.operators.queue import selectors, services
+from agentops.operators.queue.forms import SNOOZE_CHOICES, SNOOZE_HOURS
 from agentops.operators.ratings.selectors import csat_figures
 from agentops.people.selectors import teams_all
 from tracing.platform.errors import ApplicationError

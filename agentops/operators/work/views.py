@@ -18,9 +18,9 @@ from agentops.auth import has_role, role_required
 from agentops.models import HandoffStatus
 from agentops.operators.access import handoff_workable_by
 from agentops.operators.canned.selectors import canned_replies_for_handoff
-from agentops.operators.forms import SNOOZE_CHOICES
 from agentops.operators.labels.views import handoff_labels_context
 from agentops.operators.pages import DRAFTS_KEY, draft_set, handoff_or_404, handoff_visible
+from agentops.operators.queue.forms import SNOOZE_CHOICES
 from agentops.operators.work import selectors, services
 from agentops.people.selectors import teams_all
 from agentops.selectors import conversation_get

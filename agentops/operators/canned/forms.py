@@ -1,3 +1,5 @@
+"""The canned reply form: its scopes are those the user may write to."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,17 +8,8 @@ from django import forms
 
 from agentops.auth import has_role
 from agentops.operators.canned.placeholders import PLACEHOLDERS, placeholders_unknown
-from agentops.operators.models import CannedReply, LabelColour, shortcut_validator
+from agentops.operators.models import CannedReply, shortcut_validator
 from agentops.people.selectors import teams_all
-
-SNOOZE_CHOICES = [
-    ("reply", "until the user writes"),
-    ("1h", "for 1 hour"),
-    ("4h", "for 4 hours"),
-    ("1d", "until tomorrow (24 hours)"),
-    ("3d", "for 3 days"),
-]
-SNOOZE_HOURS = {"1h": 1, "4h": 4, "1d": 24, "3d": 72}
 
 
 def scope_choices(*, user: Any) -> list[tuple[str, str]]:
@@ -76,8 +69,3 @@ class CannedReplyForm(forms.Form):
                 f"Unknown placeholder {', '.join('{{ ' + n + ' }}' for n in unknown)}; use {known}."
             )
         return content
-
-
-class LabelForm(forms.Form):
-    name = forms.CharField(max_length=50)
-    colour = forms.ChoiceField(required=False, choices=[("", "no colour"), *LabelColour.choices])
