@@ -99,8 +99,10 @@ def test_it_never_shows_a_private_note_to_the_end_user(browser, base_url, chat_a
     operator.locator("#reply button[type=submit]").click()
     expect(user.locator("li.msg-operator .msg-body")).to_have_text("Hello Erin, looking into it.")
     # The note stays in the thread after a live message arrived, above it.
+    thread = operator.locator("[data-messages] > li:not([hidden])")
+    expect(thread.filter(has_text="Hello Erin")).to_have_count(1)  # the reply reached it too
     expect(operator.locator("li.msg-note")).to_have_count(1)
-    texts = operator.locator("[data-messages] > li:not([hidden])").all_inner_texts()
+    texts = thread.all_inner_texts()
     where = {
         word: next(i for i, t in enumerate(texts) if word in t) for word in ("flagged", "Erin")
     }
