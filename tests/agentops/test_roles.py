@@ -97,3 +97,23 @@ def test_role_require_is_one_refusal_a_403_on_every_door(client, charlie, client
         == 302
     )
     assert list(Dataset.objects.values_list("name", flat=True)) == ["z"]
+
+
+def test_role_holders_filters_the_people_has_role_says_yes_to(db):
+    """`role_holders` is has_role as a query: a higher role counts, a superuser is an admin
+    whatever its groups, someone in no role group is nobody (and `has_role` also asks for an
+    active account, which the filter leaves to its caller)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from agentops.auth import ROLES, has_role, role_holders
+    from tests.factories import UserFactory
+
+    people = [UserFactory(role=role) for role in ROLES]
+    people += [UserFactory(), UserFactory(is_superuser=True)]
+    two = UserFactory(role="viewer")
+    two.groups.add(Group.objects.get(name="admin"))  # two role groups: the higher one counts
+    people.append(two)
+    for role in ROLES:
+        found = get_user_model().objects.filter(role_holders(role)).distinct()
+        assert {u.pk for u in found} == {u.pk for u in people if has_role(u, role)}, role
