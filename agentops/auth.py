@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from tracing.platform.errors import Forbidden
-from tracing.platform.live import access_revoke, api_key_group, user_group
+from tracing.platform.live import api_key_group, user_group
 
 if TYPE_CHECKING:
     from agentops.models import ApiKey
@@ -219,6 +219,4 @@ def api_key_delete(*, user: Actor, key_id: int) -> bool:
     if user is None or user.pk is None:
         return False
     deleted, _ = ApiKey.objects.filter(pk=key_id, user_id=user.pk).delete()
-    if deleted:
-        access_revoke(group=api_key_group(key_id))
-    return bool(deleted)
+    return bool(deleted)  # its streams end: agentops.signals.api_key_deleted

@@ -441,3 +441,22 @@ def test_revoking_the_key_ends_every_kind_of_stream_it_opened(
             timeout=10,
         )
         assert response.status_code == 401
+
+
+@pytest.mark.parametrize("how", ["admin", "person deleted"])
+def test_a_key_deleted_outside_the_account_page_ends_its_streams_too(web, dev_agent, bob, how):
+    """The admin deletes a key row by row; deleting its person cascades to it. Neither goes
+    through auth.api_key_delete, and its streams must end all the same."""
+    from agentops.models import ApiKey
+
+    row, key = api_key_create(user=bob, name="elsewhere")
+    session = SessionFactory(agent=dev_agent)
+
+    def revoke() -> None:
+        if how == "admin":
+            ApiKey.objects.filter(pk=row.pk).delete()
+        else:
+            bob.delete()
+
+    ended = asyncio.run(_ended_sse(web, key, str(session.pk), revoke))
+    assert ended == f"event {ACCESS_REVOKED}"
