@@ -187,13 +187,6 @@ def on_model_validation_error(request: HttpRequest, exc: DjangoValidationError) 
     return api.create_response(request, body, status=422)
 
 
-def require(request: HttpRequest, role: str) -> None:
-    """What the handoffs' API still calls: `auth.role_require` for the request's user (the
-    routers here call that directly). Goes once the inbox's routers (agentops/operators/*/api.py)
-    do too."""
-    role_require(user=request.user, role=role)
-
-
 # -- schemas ------------------------------------------------------------------------------
 def _no_nul(value: str) -> str:
     if "\x00" in value:

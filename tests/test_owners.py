@@ -266,10 +266,6 @@ def test_the_api_maps_application_error_in_exactly_one_handler() -> None:
 ROLE_OWNER = ROOT / "agentops" / "auth.py"
 # The Django admin's own user form edits `is_superuser` (its fields and filters name it).
 ROLE_EXEMPT = {ROOT / "agentops" / "admin.py": "the Django admin's user form sets the flag"}
-# Not converted yet: the inbox (agentops/operators/, its API routes in <feature>/api.py
-# included); once it calls auth.role_require / role_holders, this set and agentops.api.require
-# go.
-ROLE_PENDING = (ROOT / "agentops" / "operators",)
 REFUSAL_TYPES = {"PermissionDenied", "PermissionError", "Forbidden", "HttpError"}
 GROUP_READS = {"all", "filter", "exclude", "values", "values_list", "exists", "get", "first"}
 
@@ -335,12 +331,7 @@ def test_it_checks_a_role_only_through_its_owner() -> None:
     a 403 from the API's handler and from the pages), `role_required` guards a page,
     `role_holders` filters people. Streams ask `has_role` and answer in their own wire format
     (a close code, an SSE error, /v1/'s error), so only refusals raised by hand count."""
-    files = [
-        path
-        for path in production_files()
-        if not any(path == p or p in path.parents for p in ROLE_PENDING)
-    ]
-    assert role_checks_elsewhere(files) == []
+    assert role_checks_elsewhere(production_files()) == []
 
 
 def test_the_role_check_finds_a_check_written_by_hand(tmp_path: Path) -> None:

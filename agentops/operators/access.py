@@ -6,9 +6,9 @@ resolved one nobody's to change. A refusal is a HandoffConflict naming why.
 
 from __future__ import annotations
 
-from agentops.auth import has_role
+from agentops.auth import has_role, role_require
 from agentops.models import Handoff, HandoffStatus, Session
-from tracing.platform.errors import Conflict, Forbidden
+from tracing.platform.errors import Conflict
 from tracing.platform.types import Actor, RequestUser
 
 
@@ -44,8 +44,7 @@ def handoff_act_check(*, handoff: Handoff, user: RequestUser) -> None:
 def handoff_work_check(*, handoff: Handoff, user: RequestUser) -> None:
     """Transfer and snooze: an open handoff is anyone's on the shift; a claimed one its
     holder's (or an admin's); a resolved one nobody's."""
-    if not has_role(user, "operator"):
-        raise Forbidden("this needs the operator role")
+    role_require(user=user, role="operator")
     if handoff.status == HandoffStatus.RESOLVED:
         raise HandoffConflict("this handoff is already resolved")
     if handoff.status == HandoffStatus.CLAIMED:

@@ -19,6 +19,7 @@ from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, _no_nul
 from agentops.conversation import HandoffJson, handoff_detail_serialise
 from agentops.operators.access import handoff_workable_by
 from agentops.operators.queue.selectors import handoff_get
+from tracing.platform.errors import Forbidden
 
 HandoffId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 WRITE_ERRORS = {409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS}
@@ -50,9 +51,7 @@ def handoff_workable_or_403(request: HttpRequest, handoff_id: int) -> Any:
     """The handoff, if the caller may work it (as on its page): not another operator's."""
     handoff = handoff_or_404(handoff_id)
     if not handoff_workable_by(handoff=handoff, user=request.user):
-        raise HttpError(
-            403, f"{handoff.claimed_by} has this conversation; an admin can reassign it"
-        )
+        raise Forbidden(f"{handoff.claimed_by} has this conversation; an admin can reassign it")
     return handoff
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from agentops.api import FOUND_ERRORS, ToolCallOut, require, toolcall_out
+from agentops.api import FOUND_ERRORS, ToolCallOut, toolcall_out
+from agentops.auth import role_require
 from agentops.models import ACTIVE_RUN_STATUSES, ToolCall, ToolCallStatus
 
 router: Router = Router(tags=["handoffs"])
@@ -30,7 +31,7 @@ def list_tool_calls(
     run: uuid.UUID | None = None,
     session: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     rows = ToolCall.objects.filter(status=status)
     if status == ToolCallStatus.AWAITING_APPROVAL:  # a call whose run ended awaits nothing
         rows = rows.filter(run__status__in=ACTIVE_RUN_STATUSES)

@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 from pydantic import Field
 
-from agentops.api import HandoffOut, Text, require
+from agentops.api import HandoffOut, Text
+from agentops.auth import role_require
 from agentops.conversation import HandoffJson
 from agentops.operators.api_shared import WRITE_ERRORS, HandoffId, handoff_fresh, handoff_or_404
 from agentops.operators.assignment import services
@@ -27,7 +28,7 @@ class ReassignIn(Schema):
     summary="Claim an open handoff (one of several racing operators wins; the others get 409)",
 )
 def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     handoff_or_404(handoff_id)
     services.handoff_claim(handoff_id=handoff_id, user=request.user)
     return handoff_fresh(handoff_id)
@@ -42,7 +43,7 @@ def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
 def reassign_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: ReassignIn
 ) -> HandoffJson:
-    require(request, "admin")
+    role_require(user=request.user, role="admin")
     handoff = handoff_or_404(handoff_id)
     services.handoff_reassign(handoff=handoff, user=request.user, to_username=payload.operator)
     return handoff_fresh(handoff_id)

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from agentops.auth import has_role
+from agentops.auth import has_role, role_require
 from agentops.events import audit_record, event_record
 from agentops.hooks import Event
 from agentops.models import (
@@ -31,7 +31,7 @@ from agentops.models import (
 from agentops.operators.access import HandoffConflict, username_of
 from agentops.operators.assignment.selectors import operator_user_ids
 from agentops.selectors import operator_loads
-from tracing.platform.errors import Forbidden, Invalid
+from tracing.platform.errors import Invalid
 
 
 @transaction.atomic
@@ -201,8 +201,7 @@ def operator_cap_set(*, user: Any, cap: int | None, actor: Any) -> OperatorState
 @transaction.atomic
 def handoff_reassign(*, handoff: Handoff, user: Any, to_username: str) -> Handoff:
     """An admin moves an open or claimed handoff to another operator."""
-    if not has_role(user, "admin"):
-        raise Forbidden("only admins can reassign")
+    role_require(user=user, role="admin", refusal="only admins can reassign")
     target = get_user_model().objects.filter(username=to_username, is_active=True).first()
     if target is None or not has_role(target, "operator"):
         raise Invalid(f"{to_username!r} is not an active operator", field="operator")

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from agentops.auth import has_role
+from agentops.auth import has_role, role_require
 from agentops.events import audit_record
 from agentops.models import Team
 from agentops.operators.canned.placeholders import placeholders_unknown
@@ -28,8 +28,7 @@ def canned_reply_save(
     """Create (`reply` None) or change a canned reply. `scope`: "personal", "team:<slug>" or
     "everyone". Unknown placeholders and scopes the actor may not write to are refused
     (ValueError naming the field)."""
-    if not has_role(actor, "operator"):
-        raise Forbidden("this needs the operator role")
+    role_require(user=actor, role="operator")
     unknown = placeholders_unknown(text=content)
     if unknown:
         names = ", ".join("{{ " + n + " }}" for n in unknown)

@@ -12,12 +12,13 @@ from ninja.errors import HttpError
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from agentops.api import require
+from agentops.auth import role_require
 from agentops.models import Session
 from agentops.operators.access import session_held_by_another
 from agentops.operators.api_shared import WRITE_ERRORS, Filled
 from agentops.operators.labels import selectors, services
 from agentops.operators.models import LabelColour
+from tracing.platform.errors import Forbidden
 
 router: Router = Router(tags=["handoffs"])
 
@@ -45,7 +46,7 @@ class LabelsOut(Schema):
 def _labelable(request: HttpRequest, session_id: uuid.UUID) -> Session:
     session = get_object_or_404(Session, pk=session_id)
     if session_held_by_another(session=session, user=request.user):
-        raise HttpError(403, "another operator has this conversation; an admin can reassign it")
+        raise Forbidden("another operator has this conversation; an admin can reassign it")
     return session
 
 
@@ -56,7 +57,7 @@ def _labelable(request: HttpRequest, session_id: uuid.UUID) -> Session:
     summary="Label a conversation (the label is created if new)",
 )
 def add_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     session = _labelable(request, session_id)
     services.session_label_add(
         session=session, name=payload.name, colour=payload.colour, actor=request.user
@@ -71,7 +72,7 @@ def add_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> 
     summary="Take a label off a conversation",
 )
 def remove_label(request: HttpRequest, session_id: uuid.UUID, payload: LabelIn) -> dict[str, Any]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     session = _labelable(request, session_id)
     label = session.labels.filter(name__iexact=payload.name.strip()).first()
     if label is None:

@@ -6,11 +6,11 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from agentops.auth import has_role
+from agentops.auth import role_require
 from agentops.events import event_record
 from agentops.models import Session
 from agentops.operators.models import Label, LabelColour
-from tracing.platform.errors import Forbidden, Invalid
+from tracing.platform.errors import Invalid
 
 MAX_LABEL_CHARS = 50
 
@@ -30,8 +30,7 @@ def label_name_clean(*, name: str) -> str:
 def session_label_add(*, session: Session, name: str, actor: Any, colour: str = "") -> Label:
     """Put a label on a conversation, creating the label if it is new (names are compared
     without regard to case; `colour`, from the palette, is used only for a new label)."""
-    if not has_role(actor, "operator"):
-        raise Forbidden("this needs the operator role")
+    role_require(user=actor, role="operator")
     name = label_name_clean(name=name)
     if colour and colour not in LabelColour.values:
         raise Invalid(f"choose one of {', '.join(LabelColour.values)} or none", field="colour")
@@ -56,8 +55,7 @@ def session_label_add(*, session: Session, name: str, actor: Any, colour: str = 
 
 @transaction.atomic
 def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
-    if not has_role(actor, "operator"):
-        raise Forbidden("this needs the operator role")
+    role_require(user=actor, role="operator")
     if label.sessions.filter(pk=session.pk).exists():
         label.sessions.remove(session)
         event_record(
@@ -72,8 +70,7 @@ def session_label_remove(*, session: Session, label: Label, actor: Any) -> None:
 @transaction.atomic
 def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
     """Rename or recolour a label (admins): every conversation carrying it shows the change."""
-    if not has_role(actor, "admin"):
-        raise Forbidden("only admins change labels")
+    role_require(user=actor, role="admin", refusal="only admins change labels")
     name = label_name_clean(name=name)
     if colour not in ("", *LabelColour.values):
         raise Invalid(f"choose one of {', '.join(LabelColour.values)} or none", field="colour")
@@ -99,8 +96,7 @@ def label_update(*, label: Label, actor: Any, name: str, colour: str) -> Label:
 @transaction.atomic
 def label_delete(*, label: Label, actor: Any) -> int:
     """Delete a label (admins): it leaves every conversation; returns how many carried it."""
-    if not has_role(actor, "admin"):
-        raise Forbidden("only admins delete labels")
+    role_require(user=actor, role="admin", refusal="only admins delete labels")
     carried = label.sessions.count()
     label.delete()
     event_record(

@@ -12,12 +12,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agentops.auth import has_role
+from agentops.auth import has_role, role_require
 from agentops.events import event_record
 from agentops.models import OperatorState, Presence
 from agentops.operators.access import username_of
 from agentops.operators.assignment.services import handoffs_assign_pending
-from tracing.platform.errors import Forbidden, Invalid
+from tracing.platform.errors import Invalid
 
 
 def _presence_change(
@@ -57,8 +57,7 @@ def operator_presence_set(*, user: Any, presence: str) -> OperatorState:
     or an opened page brings it back."""
     if presence not in Presence.values:
         raise Invalid(f"choose one of {', '.join(Presence.values)}", field="presence")
-    if not has_role(user, "operator"):
-        raise Forbidden("only operators have a presence")
+    role_require(user=user, role="operator", refusal="only operators have a presence")
     return _presence_change(user=user, presence=presence, chosen=presence)
 
 

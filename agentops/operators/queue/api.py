@@ -11,7 +11,8 @@ from django.utils import timezone
 from ninja import Router, Schema
 from pydantic import Field
 
-from agentops.api import HandoffOut, require
+from agentops.api import HandoffOut
+from agentops.auth import role_require
 from agentops.conversation import HandoffJson
 from agentops.operators.api_shared import WRITE_ERRORS, HandoffId, handoff_fresh, handoff_or_404
 from agentops.operators.queue import services
@@ -34,7 +35,7 @@ class SnoozeIn(Schema):
     summary="Hide it from the active queue for some minutes or until the user writes again",
 )
 def snooze_handoff(request: HttpRequest, handoff_id: HandoffId, payload: SnoozeIn) -> HandoffJson:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     handoff = handoff_or_404(handoff_id)
     until = timezone.now() + timedelta(minutes=payload.minutes) if payload.minutes else None
     services.handoff_snooze(handoff=handoff, user=request.user, until=until)
@@ -48,6 +49,6 @@ def snooze_handoff(request: HttpRequest, handoff_id: HandoffId, payload: SnoozeI
     summary="Bring a snoozed handoff back to the queue now",
 )
 def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     services.handoff_wake(handoff=handoff_or_404(handoff_id), user=request.user)
     return handoff_fresh(handoff_id)

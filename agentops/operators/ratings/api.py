@@ -12,7 +12,8 @@ from ninja.errors import HttpError
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from agentops.api import FOUND_ERRORS, Text, require
+from agentops.api import FOUND_ERRORS, Text
+from agentops.auth import role_require
 from agentops.models import HandoffRating, Session
 from agentops.operators.api_shared import WRITE_ERRORS
 from agentops.operators.ratings import selectors, services
@@ -68,7 +69,7 @@ def rating_out(rating: Any) -> dict[str, Any]:
 def rate_session(
     request: HttpRequest, session_id: uuid.UUID, payload: RatingIn
 ) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     get_object_or_404(Session, pk=session_id)
     had = selectors.handoff_rating_get(session_id=session_id) is not None
     rating = services.handoff_rate(
@@ -86,7 +87,7 @@ def rate_session(
     tags=["ratings"],
 )
 def get_session_rating(request: HttpRequest, session_id: uuid.UUID) -> dict[str, Any]:
-    require(request, "viewer")
+    role_require(user=request.user, role="viewer")
     get_object_or_404(Session, pk=session_id)
     rating = selectors.handoff_rating_get(session_id=session_id)
     if rating is None:

@@ -12,7 +12,8 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import Field
 
-from agentops.api import FOUND_ERRORS, HandoffOut, MessageOut, Text, require
+from agentops.api import FOUND_ERRORS, HandoffOut, MessageOut, Text
+from agentops.auth import role_require
 from agentops.conversation import HandoffJson, message_serialise
 from agentops.operators.api_shared import (
     WRITE_ERRORS,
@@ -85,7 +86,7 @@ def note_out(note: Any) -> dict[str, Any]:
 def reply_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: ReplyIn
 ) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     handoff = handoff_or_404(handoff_id)
     message = services.handoff_reply(handoff=handoff, user=request.user, content=payload.content)
     return Status(201, message_serialise(message))
@@ -98,7 +99,7 @@ def reply_handoff(
     summary="Give the conversation back to the agent; it answers in a new run",
 )
 def hand_back_handoff(request: HttpRequest, handoff_id: HandoffId) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     run = services.handoff_hand_back(handoff=handoff_or_404(handoff_id), user=request.user)
     return Status(202, {"handoff": handoff_fresh(handoff_id), "run": run.pk})
 
@@ -110,7 +111,7 @@ def hand_back_handoff(request: HttpRequest, handoff_id: HandoffId) -> Status[dic
     summary="Resolve a handoff you hold and close its session",
 )
 def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     services.handoff_close(handoff=handoff_or_404(handoff_id), user=request.user)
     return handoff_fresh(handoff_id)
 
@@ -122,7 +123,7 @@ def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
     summary="The private notes of the handoff's conversation (operators only; never end users')",
 )
 def list_notes(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     handoff = handoff_workable_or_403(request, handoff_id)
     return {"notes": [note_out(n) for n in selectors.session_notes(session=handoff.session)]}
 
@@ -136,7 +137,7 @@ def list_notes(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
 def add_note(
     request: HttpRequest, handoff_id: HandoffId, payload: NoteIn
 ) -> Status[dict[str, Any]]:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     note = services.handoff_note_add(
         handoff=handoff_workable_or_403(request, handoff_id),
         user=request.user,
@@ -154,7 +155,7 @@ def add_note(
 def transfer_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: TransferIn
 ) -> HandoffJson:
-    require(request, "operator")
+    role_require(user=request.user, role="operator")
     handoff = handoff_or_404(handoff_id)
     kind, _, name = payload.to.partition(":")
     services.handoff_transfer(

@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 
-from agentops.auth import has_role
+from agentops.auth import has_role, role_holders
 from agentops.models import Session
 from agentops.operators.access import user_pk
 from agentops.operators.models import PrivateNote
@@ -85,11 +85,7 @@ def thread_with_notes(*, items: list[Any], notes: list[PrivateNote]) -> list[Any
 def operators_list() -> list[Any]:
     from django.contrib.auth import get_user_model
 
-    users = (
-        get_user_model()
-        .objects.filter(is_active=True)
-        .filter(Q(groups__name__in=["operator", "admin"]) | Q(is_superuser=True))
-    )
+    users = get_user_model().objects.filter(is_active=True).filter(role_holders("operator"))
     return list(users.distinct().order_by("username"))
 
 

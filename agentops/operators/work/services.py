@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from agentops.auth import has_role
+from agentops.auth import has_role, role_require
 from agentops.events import event_record
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
@@ -41,7 +41,7 @@ from agentops.people.selectors import team_get
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, run_start
-from tracing.platform.errors import Forbidden, Invalid, NotFound
+from tracing.platform.errors import Invalid, NotFound
 from tracing.platform.live import broadcast, user_group
 
 
@@ -165,8 +165,7 @@ def _note_content(content: str, *, required: bool) -> str:
 def handoff_note_add(*, handoff: Handoff, user: Any, content: str) -> PrivateNote:
     """A private note in the conversation's thread: for operators only (see PrivateNote).
     Any operator may leave one, on any handoff they can open."""
-    if not has_role(user, "operator"):
-        raise Forbidden("this needs the operator role")
+    role_require(user=user, role="operator")
     content = _note_content(content, required=True)
     note = PrivateNote.objects.create(
         session_id=handoff.session_id, handoff=handoff, author=user, content=content
@@ -305,8 +304,7 @@ def handoffs_bulk_close(*, handoff_ids: list[int], user: Any) -> tuple[list[int]
     """Close many handoffs at once (duplicates, spam, an outage's flood): open ones, and
     claimed ones of the operator's own (any, for admins). Returns the ids closed and why the
     others were not; each closed one is audited and announced as a single close would be."""
-    if not has_role(user, "operator"):
-        raise Forbidden("closing needs the operator role")
+    role_require(user=user, role="operator", refusal="closing needs the operator role")
     admin = has_role(user, "admin")
     rows = list(
         Handoff.objects.select_for_update(of=("self",))
