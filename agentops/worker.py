@@ -189,15 +189,36 @@ class Worker(RQWorker):
         """After an outage: stop the old command listener and mark the old registration dead
         (a restarted Redis may have restored it from its snapshot), so that RQ can register
         this worker again under its name."""
-        # RQ sets the listener thread after its __init__ left it None; its type says None only.
-        thread = cast("PubSubWorkerThread | None", self.pubsub_thread)
-        if thread is not None:
-            with contextlib.suppress(Exception):
-                thread.stop()
-                thread.join(timeout=1)
-            self.pubsub_thread = None
+        with contextlib.suppress(Exception):
+            self._listener_stop()
         with contextlib.suppress(RedisError):
             self.register_death()
+
+    def unsubscribe(self) -> None:
+        """RQ's own teardown waits out the command listener's 60 s poll (redis-py 8 joins the
+        thread in stop()), so a stopped worker lingered up to a minute after its last job."""
+        if self._listener() is not None:
+            self.log.info(
+                "Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name
+            )
+            self._listener_stop()
+
+    def _listener(self) -> PubSubWorkerThread | None:
+        # RQ sets the listener thread after its __init__ left it None; its type says None only.
+        return cast("PubSubWorkerThread | None", self.pubsub_thread)
+
+    def _listener_stop(self) -> None:
+        """Stop the command listener at once: clear its flag first (stop with no wait), then
+        unsubscribe, whose reply wakes its blocking read so it sees the flag and ends."""
+        thread = self._listener()
+        if thread is None:
+            return
+        thread.stop(timeout=0)
+        if self.pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                self.pubsub.unsubscribe()
+        thread.join(timeout=2)
+        self.pubsub_thread = None
 
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         try:
