@@ -83,18 +83,26 @@ def tool_stats_by_name(*, window: timedelta = STATS_WINDOW) -> dict[str, ToolSta
     }
 
 
-def tool_list() -> list[ToolDefinition]:
-    """Every tool by name, each with `agent_count` (agents that may call it)."""
+@dataclass(frozen=True)
+class ToolRow:
+    """A line of the tool list: the tool, how many agents may call it, and its calls in the
+    stats window (None: no calls)."""
+
+    tool: ToolDefinition
+    agent_count: int
+    stats: ToolStats | None
+
+
+def tool_list() -> list[ToolRow]:
+    """Every tool by name, with the agents that may call it and its recent calls."""
     access = tool_access()
     counts = access.counts() if access is not None else {}
-    tools = list(
-        ToolDefinition.objects.select_related("credential", "mcp_server", "fallback").order_by(
-            "name"
-        )
-    )
-    for tool in tools:
-        tool.agent_count = counts.get(tool.pk, 0)  # type: ignore[attr-defined]
-    return tools
+    stats = tool_stats_by_name()
+    tools = ToolDefinition.objects.select_related("credential", "mcp_server", "fallback")
+    return [
+        ToolRow(tool=tool, agent_count=counts.get(tool.pk, 0), stats=stats.get(tool.name))
+        for tool in tools.order_by("name")
+    ]
 
 
 def tool_callers(*, tool: ToolDefinition) -> list[ToolCaller]:

@@ -22,7 +22,6 @@ from tools.selectors import (
     tool_callers,
     tool_list,
     tool_stats,
-    tool_stats_by_name,
     tool_versions,
 )
 from tools.services import (
@@ -41,11 +40,7 @@ from tracing.platform.web import is_htmx, next_url
 
 @role_required("admin")
 def tools_index(request: HttpRequest) -> HttpResponse:
-    tools = list(tool_list())
-    stats = tool_stats_by_name()
-    for tool in tools:
-        tool.stats = stats.get(tool.name)  # type: ignore[attr-defined]
-    return render(request, "tools/tool_list.html", {"tools": tools})
+    return render(request, "tools/tool_list.html", {"tools": tool_list()})
 
 
 def _save_tool_form(request: HttpRequest, form: ToolForm) -> ToolDefinition | None:

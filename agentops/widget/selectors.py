@@ -70,6 +70,21 @@ def widget_refused_origins(*, key_ids: list[int]) -> dict[int, list[RefusedOrigi
     return found
 
 
+@dataclass(frozen=True)
+class WidgetKeyRow:
+    """A line of the keys page: the key, and the origins it refused recently."""
+
+    key: WidgetKey
+    refused_origins: list[RefusedOrigin]
+
+
+def widget_key_rows() -> list[WidgetKeyRow]:
+    """Every widget key, newest first, each with its recently refused origins."""
+    keys = widget_keys_list()
+    refused = widget_refused_origins(key_ids=[k.pk for k in keys])
+    return [WidgetKeyRow(key=k, refused_origins=refused.get(k.pk, [])) for k in keys]
+
+
 def origin_of(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -31,16 +31,12 @@ TOKEN_HEADER = "HTTP_X_WIDGET_TOKEN"  # noqa: S105 - a header name
 def _keys_page(
     request: HttpRequest, form: WidgetKeyForm, new: tuple[WidgetKey, str] | None = None
 ) -> HttpResponse:
-    keys = selectors.widget_keys_list()
-    refused = selectors.widget_refused_origins(key_ids=[k.pk for k in keys])
-    for k in keys:
-        k.refused_origins = refused.get(k.pk, [])  # type: ignore[attr-defined]
     return render(
         request,
         "widget/keys.html",
         {
             "form": form,
-            "keys": keys,
+            "keys": selectors.widget_key_rows(),
             "refused_days": services.REFUSED_ORIGINS_DAYS,
             "script_url": request.build_absolute_uri(settings.STATIC_URL + "widget.js"),
             "new_key": new[0] if new else None,

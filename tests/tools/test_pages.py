@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 from agentops.models import Agent
 from tests.factories import AgentFactory
 from tests.tools.conftest import make_credential, make_http_tool
+from tools.access import tool_access
 from tools.models import ToolDefinition, ToolVersion
 from tools.registry import python_tool
 from tracing.models import Span
@@ -340,8 +342,14 @@ def test_it_shows_per_tool_stats_from_spans(client, alice):  # type: ignore[no-u
     assert 'data-stat="error-rate">20%<' in page
     assert 'data-stat="p95">191 ms<' in page  # percentile_cont over 10..200 ms
     assert "stats_tool timed out #0" in page and "stats_tool timed out #15" in page
+    access = tool_access()
+    assert access is not None
+    callers = [AgentFactory().pk, AgentFactory().pk]
+    access.callers_set(tool_id=tool.pk, caller_ids=callers, actor=alice)
     listing = client.get(reverse("tools:list")).content.decode()
-    assert 'data-tool="stats_tool"' in listing and "20%" in listing
+    row = listing[listing.index('data-tool="stats_tool"') :].split("</tr>")[0]
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    assert cells[-4:] == ["2", "20", "20%", "191 ms"]  # agents, calls, errors, p95
 
 
 def test_it_keeps_a_credentials_secret_write_only(client, alice):  # type: ignore[no-untyped-def]
