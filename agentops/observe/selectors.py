@@ -24,6 +24,7 @@ from agentops.models import (
 from tracing import semconv
 from tracing.models import Span, SpanStatus
 from tracing.platform.live import open_notices, run_group
+from tracing.platform.queries import filter_given
 from tracing.rollups import PriceBook
 from tracing.selectors import SpanNode, span_waterfall
 
@@ -55,18 +56,15 @@ def runs_filtered(
         qs = qs.sandbox()
     elif source != "all":
         qs = qs.production()
-    if agent:
-        qs = qs.filter(agent__slug=agent)
-    if version:
-        qs = qs.filter(agent_version__number=version)
-    if status:
-        qs = qs.filter(status=status)
-    if error_class:
-        qs = qs.filter(error_class=error_class)
-    if since:
-        qs = qs.filter(created_at__gte=since)
-    if until:
-        qs = qs.filter(created_at__lt=until)
+    qs = filter_given(
+        qs,
+        agent__slug=agent,
+        agent_version__number=version,
+        status=status,
+        error_class=error_class,
+        created_at__gte=since,
+        created_at__lt=until,
+    )
     query = query.strip()
     if query:
         try:
@@ -278,12 +276,7 @@ def failures_grouped(
     qs = Run.objects.production().filter(  # an experiment's are on its comparison page
         Q(status=RunStatus.FAILED) | (Q(status=RunStatus.HANDED_OFF) & ~Q(error_class=""))
     )
-    if since:
-        qs = qs.filter(created_at__gte=since)
-    if agent:
-        qs = qs.filter(agent__slug=agent)
-    if version:
-        qs = qs.filter(agent_version__number=version)
+    qs = filter_given(qs, created_at__gte=since, agent__slug=agent, agent_version__number=version)
     groups = (
         qs.values("error_class", "agent__slug", "status")
         .annotate(count=Count("pk"), last_at=Max("created_at"))
