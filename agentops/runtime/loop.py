@@ -703,18 +703,9 @@ class RunDriver:
         only those are listed with the failures."""
         if self.session.sandbox:
             with transaction.atomic(), self.tracer.span("handoff", reason=reason, sandbox=True):
-                fenced_update(
-                    run_id=self.run.pk,
-                    epoch=self.epoch,
-                    status=RunStatus.HANDED_OFF,
-                    finished_at=timezone.now(),
-                    wait_reason=reason[:200],
-                    error_class=str(failure_class),
-                )
+                self.fence_handed_off(reason, failure_class)
             self.tracer.flush()
-            self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
-            self.run.error_class = str(failure_class)
-            status_broadcast(self.run)
+            self.announce_handed_off(reason, failure_class)
             return
         last_tool_calls = self.last_tool_calls()
         # A team the model named goes first if it exists; otherwise the agent's team.
@@ -730,14 +721,7 @@ class RunDriver:
                 **({"error.type": str(failure_class)} if failure_class else {}),
                 **({"taken_over_by": operator.get_username()} if operator else {}),
             ):
-                fenced_update(
-                    run_id=self.run.pk,
-                    epoch=self.epoch,
-                    status=RunStatus.HANDED_OFF,
-                    finished_at=timezone.now(),
-                    wait_reason=reason[:200],
-                    error_class=str(failure_class),
-                )
+                self.fence_handed_off(reason, failure_class)
                 handoff_open(
                     session_id=self.session.pk,
                     agent_slug=self.agent.slug,
@@ -750,6 +734,21 @@ class RunDriver:
                 )
             self.tracer.flush()
         # An automatic team's operator is given it by the inbox, which heard handoff.created.
+        self.announce_handed_off(reason, failure_class)
+
+    def fence_handed_off(self, reason: str, failure_class: str) -> None:
+        """Mark the run handed off in the database, if this worker still holds it."""
+        fenced_update(
+            run_id=self.run.pk,
+            epoch=self.epoch,
+            status=RunStatus.HANDED_OFF,
+            finished_at=timezone.now(),
+            wait_reason=reason[:200],
+            error_class=str(failure_class),
+        )
+
+    def announce_handed_off(self, reason: str, failure_class: str) -> None:
+        """The run in memory as `fence_handed_off` left it in the database, told to watchers."""
         self.run.status, self.run.wait_reason = RunStatus.HANDED_OFF, reason[:200]
         self.run.error_class = str(failure_class)
         status_broadcast(self.run)
