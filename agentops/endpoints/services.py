@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -65,21 +65,35 @@ def endpoint_save(
 ) -> ModelEndpoint:
     """Save an endpoint. `api_key` None keeps the stored key; the key is write-only (stored
     encrypted, never shown or logged)."""
-    created = endpoint.pk is None
     if clear_api_key:
         endpoint.set_api_key("")
     elif api_key:
         endpoint.set_api_key(api_key)
-    endpoint.full_clean()
+    _save_audited(
+        endpoint,
+        actor=actor,
+        kind="endpoint",
+        target=endpoint.name,
+        api_key_changed=bool(api_key) or clear_api_key,
+    )
+    return endpoint
+
+
+def _save_audited(
+    instance: ModelEndpoint | ModelPrice, *, actor: Actor, kind: str, target: str, **details: Any
+) -> None:
+    """Validate and save `instance`, recording `<kind>.create` or `<kind>.update` in the audit
+    log in the same transaction."""
+    created = instance.pk is None
+    instance.full_clean()
     with transaction.atomic():
-        endpoint.save()
+        instance.save()
         audit_record(
             actor=actor,
-            action="endpoint.create" if created else "endpoint.update",
-            target=endpoint.name,
-            api_key_changed=bool(api_key) or clear_api_key,
+            action=f"{kind}.create" if created else f"{kind}.update",
+            target=target,
+            **details,
         )
-    return endpoint
 
 
 def endpoint_test(*, endpoint: ModelEndpoint, model: str = "") -> EndpointCheck:
@@ -147,17 +161,14 @@ def endpoint_breaker_reset(*, endpoint: ModelEndpoint, actor: Actor) -> BreakerT
 
 
 def price_save(*, price: ModelPrice, actor: Actor) -> ModelPrice:
-    created = price.pk is None
-    price.full_clean()
-    with transaction.atomic():
-        price.save()
-        audit_record(
-            actor=actor,
-            action="price.create" if created else "price.update",
-            target=price.model,
-            input_per_million=str(price.input_per_million),
-            output_per_million=str(price.output_per_million),
-        )
+    _save_audited(
+        price,
+        actor=actor,
+        kind="price",
+        target=price.model,
+        input_per_million=str(price.input_per_million),
+        output_per_million=str(price.output_per_million),
+    )
     return price
 
 

@@ -112,19 +112,24 @@ def endpoint_reset(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 # --- prices ---------------------------------------------------------------------------------
 
 
+def _price_submit(request: HtmxHttpRequest, form: PriceForm) -> bool:
+    """Save the price the form describes (a new one or the one it edits); True when saved."""
+    saved = form_submit(
+        request,
+        form,
+        lambda: services.price_save(price=form.save(commit=False), actor=request.user),
+        done=lambda price: f"Price of {price.model} saved.",
+    )
+    return saved is not None
+
+
 @role_required("viewer")
 @require_http_methods(["GET", "POST"])
 def prices(request: HtmxHttpRequest) -> HttpResponse:
     form = PriceForm(request.POST or None)
     if request.method == "POST":
         role_require(user=request.user, role="admin", refusal=CHANGE_NEEDS_ADMIN)
-        saved = form_submit(
-            request,
-            form,
-            lambda: services.price_save(price=form.save(commit=False), actor=request.user),
-            done=lambda price: f"Price of {price.model} saved.",
-        )
-        if saved is not None:
+        if _price_submit(request, form):
             return redirect("endpoints:prices")
     status = error_status(request) if form.errors else 200
     return render(
@@ -140,15 +145,8 @@ def prices(request: HtmxHttpRequest) -> HttpResponse:
 def price_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     price = get_object_or_404(ModelPrice, pk=pk)
     form = PriceForm(request.POST or None, instance=price)
-    if request.method == "POST":
-        saved = form_submit(
-            request,
-            form,
-            lambda: services.price_save(price=form.save(commit=False), actor=request.user),
-            done=lambda saved: f"Price of {saved.model} saved.",
-        )
-        if saved is not None:
-            return redirect("endpoints:prices")
+    if request.method == "POST" and _price_submit(request, form):
+        return redirect("endpoints:prices")
     status = error_status(request) if form.errors else 200
     return render(
         request, "endpoints/price_form.html", {"form": form, "price": price}, status=status
