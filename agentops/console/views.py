@@ -141,6 +141,16 @@ def _rating_context(session: Session, form: RatingForm | None = None) -> dict[st
     return {"rating": rating, "rating_form": form or RatingForm(initial=initial)}
 
 
+def _htmx_answer(
+    request: HtmxHttpRequest, fragment: str, context: dict[str, Any], header: str, status: int
+) -> HttpResponse:
+    """A form's fragment for htmx, which only swaps 2xx answers: errors come back as 200 with
+    the form's errors shown, and the real status in `header`."""
+    response = render(request, fragment, context)
+    response[header] = str(status)
+    return response
+
+
 @role_required("operator")
 @require_POST
 def session_rate(request: HtmxHttpRequest, session_id: SessionId) -> HttpResponse:
@@ -173,10 +183,7 @@ def session_rate(request: HtmxHttpRequest, session_id: SessionId) -> HttpRespons
         **_rating_context(session, None if rated else form),
         "rated": rated,
     }
-    # htmx only swaps 2xx answers: errors come back as 200 with the form's errors shown.
-    response = render(request, "console/session.html#rating", context)
-    response["X-Rating-Status"] = str(status)
-    return response
+    return _htmx_answer(request, "console/session.html#rating", context, "X-Rating-Status", status)
 
 
 @role_required("viewer")
@@ -213,11 +220,8 @@ def session_send(request: HtmxHttpRequest, session_id: SessionId) -> HttpRespons
         if status != 200:
             messages.error(request, " ".join(str(e) for e in form.errors.get("content", [])))
         return redirect("console:session", session_id=session.pk)
-    # htmx only swaps 2xx answers: errors come back as 200 with the form's error shown.
     context = {"session": session, "form": form, "notice": notice, "busy_run": busy_run}
-    response = render(request, "console/session.html#composer", context)
-    response["X-Send-Status"] = str(status)
-    return response
+    return _htmx_answer(request, "console/session.html#composer", context, "X-Send-Status", status)
 
 
 @role_required("viewer")
