@@ -45,7 +45,9 @@ class Events:
             elif line.startswith("data: "):
                 data += line[6:]
 
-    def until(self, done) -> list[tuple[int | None, str, dict]]:
+    def read_until(self, done) -> list[tuple[int | None, str, dict]]:
+        """The events up to the first for which `done` is true, read as the server sends them
+        (no polling: a blocking read; the stream's read timeout bounds the wait)."""
         seen = []
         for item in self:
             seen.append(item)
@@ -91,10 +93,10 @@ def test_it_resumes_a_session_stream_with_no_gap_or_duplicate(web, worker, dev_a
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         stream = Events(response)
-        (state,) = stream.until(lambda item: item[1] == "state")
+        (state,) = stream.read_until(lambda item: item[1] == "state")
         assert state[2]["session"]["user"] == "erin" and state[2]["run"] is None
         run = api(web, operator, f"/sessions/{session}/messages", {"content": "hello there"})["run"]
-        seen = stream.until(
+        seen = stream.read_until(
             lambda item: item[1] == "run.status" and item[2]["status"] == "succeeded"
         )
     kinds = {name for _, name, _ in seen}
@@ -114,7 +116,7 @@ def test_it_resumes_a_session_stream_with_no_gap_or_duplicate(web, worker, dev_a
     api(web, operator, f"/sessions/{session}/messages", {"content": "third"})  # in flight now
     with events(web, path, viewer, last_event_id=received[-1]) as response:
         stream = Events(response)
-        seen = stream.until(
+        seen = stream.read_until(
             lambda item: item[1] == "message" and item[2]["message"]["content"] == "You said: third"
         )
     received += [seq for seq in map(message_seq, seen) if seq is not None]
@@ -129,7 +131,7 @@ def test_it_streams_a_runs_trace_and_resumes_it(web, worker, dev_agent, keys):
     session = api(web, operator, "/sessions", {"agent": dev_agent.slug})["id"]
     run = api(web, operator, f"/sessions/{session}/messages", {"content": "hi"})["run"]
     with events(web, f"/api/runs/{run}/events", viewer) as response:
-        first = Events(response).until(lambda item: item[1] == "end")
+        first = Events(response).read_until(lambda item: item[1] == "end")
     wait_for_run(run)
     trace = httpx.get(
         f"http://{web}/api/runs/{run}/trace", headers={"Authorization": f"Bearer {viewer}"}
@@ -139,7 +141,7 @@ def test_it_streams_a_runs_trace_and_resumes_it(web, worker, dev_agent, keys):
     assert spans[-1][1]["name"] == "run.status"
     resume_from = spans[len(spans) // 2][0]
     with events(web, f"/api/runs/{run}/events", viewer, last_event_id=resume_from) as response:
-        rest = Events(response).until(lambda item: item[1] == "end")
+        rest = Events(response).read_until(lambda item: item[1] == "end")
     assert [i for i, n, _ in rest if n == "span"] == [i for i, _ in spans if i > resume_from]
 
 

@@ -1,24 +1,26 @@
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from agentops.experiments.models import Dataset, Experiment, ExperimentStatus, Result
 from agentops.experiments.services import experiment_create, experiment_start
+from tests.kit import until
 
 
 def wait_for_experiment(experiment_id: int, timeout: float = 180.0) -> Experiment:
-    deadline = time.monotonic() + timeout
-    experiment = Experiment.objects.get(pk=experiment_id)
-    while time.monotonic() < deadline:
+    def finished() -> Experiment | None:
         experiment = Experiment.objects.get(pk=experiment_id)
-        if experiment.status == ExperimentStatus.FINISHED:
-            return experiment
-        time.sleep(0.2)
-    statuses = list(
-        Result.objects.filter(experiment_id=experiment_id).values_list("status", flat=True)
-    )
-    raise AssertionError(f"experiment {experiment_id} still {experiment.status}: {statuses}")
+        return experiment if experiment.status == ExperimentStatus.FINISHED else None
+
+    def unfinished() -> str:
+        status = Experiment.objects.get(pk=experiment_id).status
+        results = Result.objects.filter(experiment_id=experiment_id)
+        statuses = list(results.values_list("status", flat=True))
+        return f"experiment {experiment_id} still {status}: {statuses}"
+
+    experiment = until(finished, seconds=timeout, every=0.2, message=unfinished)
+    assert experiment is not None
+    return experiment
 
 
 def experiment_run(*, dataset: Dataset, version: Any, actor: Any) -> Experiment:

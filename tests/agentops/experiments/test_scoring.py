@@ -50,6 +50,7 @@ def test_it_scores_exact_contains_regex_and_json_schema():
 def test_it_scores_an_error_not_a_hang_for_a_pattern_that_backtracks_for_ever():
     runaway = Check(kind=CheckKind.REGEX, expected=r"(a|aa)+$")
     woke: list[float] = []
+    # On purpose: a thread that only sleeps, to see whether it wakes while the match runs.
     beside = threading.Thread(target=lambda: time.sleep(0.2) or woke.append(time.monotonic()))
     beside.start()  # another run's thread in the same worker
     score, error = _score(runaway, "a" * 60 + "b")

@@ -4,7 +4,6 @@ real uvicorn serving the product, a real RQ worker and the dev model."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import openai
@@ -26,6 +25,7 @@ from agentops.models import (
 from agentops.openai_compat.app import HANDOFF_NOTICE
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import AgentFactory
+from tests.kit import until
 from tools.services import python_tools_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,16 +54,6 @@ def user_messages(session_id) -> list[str]:
         .order_by("seq")
         .values_list("content", flat=True)
     )
-
-
-def wait_for_row(queryset, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = queryset.first()
-        if row is not None:
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"no row after {timeout} s")
 
 
 def test_it_answers_with_the_agents_reply(client, agent):
@@ -256,7 +246,11 @@ def test_it_refuses_a_second_message_while_a_run_is_active(client, agent, devmod
 
     thread = threading.Thread(target=slow)
     thread.start()
-    started = wait_for_row(Run.objects.filter(session__external_user="zoe"))
+    started = until(
+        lambda: Run.objects.filter(session__external_user="zoe").first(),
+        seconds=10,
+        message="zoe's first run never started",
+    )
     with pytest.raises(openai.ConflictError) as raised:
         client.chat.completions.create(
             model=agent.slug, messages=[{"role": "user", "content": "meanwhile"}], user="zoe"
@@ -388,7 +382,7 @@ def test_it_waits_for_many_runs_without_a_thread_each(client, agent, devmodel, m
         thread.start()
     while any(t.is_alive() for t in threads):
         peak.append(server.num_threads())
-        threading.Event().wait(0.1)
+        threading.Event().wait(0.1)  # on purpose: samples the thread count while they run
     assert sorted(results) == sorted(f"You said: number {n}" for n in range(16))
     # The server's shared pools (database calls, the live sender) only; not one per request.
     assert max(peak) - before < 16, (before, max(peak))

@@ -5,7 +5,6 @@ the endpoint refuses: a real concurrent worker, the dev model over HTTP, default
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from agentops.models import BreakerCall, BreakerState, BreakerTransition, ModelE
 from agentops.runtime.breaker import breaker_record_success, breaker_window
 from agentops.testing.processes import CONCURRENT_WORKER, Proc, child_env, start_worker
 from tests.agentops.runtime.helpers import runs_post, span_names, wait_for_run, wait_for_success
+from tests.kit import until
 from tracing.emit import Tracer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,14 +37,9 @@ def breaker_state(endpoint: ModelEndpoint) -> str:
 
 def wait_for_opening(endpoint: ModelEndpoint, timeout: float = 60.0) -> BreakerTransition:
     """The transition that opened the endpoint's breaker (written just after its state)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        opened = BreakerTransition.objects.filter(endpoint=endpoint, state=BreakerState.OPEN)
-        if opened.exists():
-            return opened.get()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the breaker of {endpoint.name} never opened")
-        time.sleep(0.05)
+    opened = BreakerTransition.objects.filter(endpoint=endpoint, state=BreakerState.OPEN)
+    until(opened.exists, seconds=timeout, message=f"the breaker of {endpoint.name} never opened")
+    return opened.get()
 
 
 def test_one_poisoned_conversation_fails_alone_and_others_never_see_the_breaker(
