@@ -47,6 +47,18 @@ def _context_before(*, session_id: SessionId, seq: int) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in rows if m.content.strip()]
 
 
+def _turn(
+    *, trigger: Message, session_id: SessionId, reference: str | None, run: Run | None
+) -> Turn:
+    """The turn `trigger` opened: its text, the talk before it, and `reference` ("" for none)."""
+    return Turn(
+        input=trigger.content,
+        context=_context_before(session_id=session_id, seq=trigger.seq),
+        reference=reference or "",
+        run=run,
+    )
+
+
 def turn_from_run(*, run: Run) -> Turn | None:
     """The user message a run answered, the talk before it, and its final answer (empty for
     a failed run: the reference is to be written). None: the run answered no user message."""
@@ -60,12 +72,7 @@ def turn_from_run(*, run: Run) -> Turn | None:
         .values_list("content", flat=True)
         .first()
     )
-    return Turn(
-        input=trigger.content,
-        context=_context_before(session_id=run.session_id, seq=trigger.seq),
-        reference=answer or "",
-        run=run,
-    )
+    return _turn(trigger=trigger, session_id=run.session_id, reference=answer, run=run)
 
 
 def turn_from_handoff(*, handoff: Handoff) -> Turn | None:
@@ -91,12 +98,7 @@ def turn_from_handoff(*, handoff: Handoff) -> Turn | None:
         .values_list("content", flat=True)
         .first()
     )
-    return Turn(
-        input=trigger.content,
-        context=_context_before(session_id=handoff.session_id, seq=trigger.seq),
-        reference=reply or "",
-        run=run,
-    )
+    return _turn(trigger=trigger, session_id=handoff.session_id, reference=reply, run=run)
 
 
 def datasets_list() -> QuerySet[Dataset]:
