@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from agentops.models import AuditEntry
+from tracing.platform.queries import filter_given
 from tracing.platform.types import SessionId
 
 
@@ -17,16 +18,13 @@ def audit_entries(
     session_id: SessionId | None = None,
     since: datetime | None = None,
 ) -> QuerySet[AuditEntry]:
-    qs = AuditEntry.objects.select_related("actor", "session__agent").order_by("-created_at")
-    if action:
-        qs = qs.filter(action=action)
-    if actor:
-        qs = qs.filter(actor__username=actor)
-    if session_id:
-        qs = qs.filter(session_id=session_id)
-    if since:
-        qs = qs.filter(created_at__gte=since)
-    return qs
+    return filter_given(
+        AuditEntry.objects.select_related("actor", "session__agent").order_by("-created_at"),
+        action=action,
+        actor__username=actor,
+        session_id=session_id,
+        created_at__gte=since,
+    )
 
 
 def audit_actions() -> list[str]:
