@@ -99,7 +99,10 @@
     window.AgentOpsStream.follow(el.dataset.liveWs, {
       open: function () {
         // Back after a drop: what the page missed is re-rendered (a trace replays by seq too).
-        if (el.dataset.liveConnected === "0") { refresh(); }
+        // With data-live-catch-up, so is what happened between the page's render and the
+        // socket's first join (a takeover that completes while the watch page loads).
+        const caughtUp = el.dataset.liveCatchUp !== undefined && !el.dataset.liveConnected;
+        if (el.dataset.liveConnected === "0" || caughtUp) { refresh(); }
         el.dataset.liveConnected = "1";
         say("● live");
       },

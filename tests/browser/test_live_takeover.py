@@ -92,3 +92,15 @@ def test_it_asks_the_end_user_for_a_rating_when_the_operator_closes(
     screenshot(user, "csat")
     saved = HandoffRating.objects.get()
     assert (saved.score, saved.comment, saved.handoff_id) == (4, "Solved quickly", handoff.pk)
+
+
+def test_the_watch_page_catches_up_with_a_takeover_done_while_it_loaded(browser, base_url, bob):
+    """The claim's live event went out before the page's socket joined: the page learns it
+    on joining and opens the claimed conversation, instead of waiting for an event gone by."""
+    from agentops.operators.assignment.services import handoff_claim
+    from tests.agentops.operators.helpers import make_handoff
+
+    handoff = make_handoff(reason="taken over by bob")
+    handoff_claim(handoff_id=handoff.pk, user=bob)
+    operator = login(browser, base_url, "bob", f"/operators/live/{handoff.session_id}/")
+    operator.wait_for_url(re.compile(rf".*/operators/handoffs/{handoff.pk}/$"), timeout=15000)
