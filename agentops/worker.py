@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from psycopg.pq import TransactionStatus
 from redis.exceptions import RedisError
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty
@@ -383,6 +384,7 @@ class ConcurrentWorker(Worker):
         self.heartbeats = SharedHeartbeat()
         self.cold = False
         self.finite = False
+        self.dequeueing = False
         self.heartbeats_maintained_at = 0.0
         self.beat_at = 0.0
 
@@ -412,7 +414,21 @@ class ConcurrentWorker(Worker):
                 self.maintain_running_heartbeats()
         if self._stop_requested:
             return None
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        self.dequeueing = True
+        try:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        finally:
+            self.dequeueing = False
+
+    def _shutdown(self) -> None:
+        """A warm stop asked while runs are in flight: RQ only marks it (the worker is busy)
+        and its dequeue loop never looks at the mark, so the main thread would wait for a job
+        forever. While it waits in the dequeue, end the wait; teardown then lets the runs in
+        flight finish. (A job popped at that very moment is re-enqueued by runs_reconcile.)"""
+        if self.dequeueing:
+            self._stop_requested = True
+            raise StopRequested()
+        super()._shutdown()
 
     def maintain_running_heartbeats(self) -> None:
         self.heartbeats_maintained_at = time.monotonic()
