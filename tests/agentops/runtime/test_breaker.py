@@ -21,6 +21,7 @@ from tracing.emit import Tracer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 POISON = "[[fault:500]] tell me about my order"
+LATE = "a new conversation while the endpoint is down"
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +82,12 @@ def test_a_real_outage_still_opens_the_breaker(concurrent_worker, dev_agent, dev
     assert breaker_state(endpoint) == BreakerState.OPEN
     assert "calls failed in 60 s, from" in opened.reason and "server_error" in opened.reason
     assert opened.failures >= 10
-    reached = len(devmodel.requests(model_name))
-    [late] = runs_post(dev_agent, "Hi", 1)
+    [late] = runs_post(dev_agent, LATE, 1)
     late_run = wait_for_run(late, statuses={RunStatus.WAITING})
     assert "circuit breaker is open" in late_run.wait_reason
-    assert len(devmodel.requests(model_name)) == reached  # kept out, not retried
+    # Kept out, not retried. Counted by its own text: the first conversations' attempts
+    # admitted just before the opening may still be landing.
+    assert not [r for r in devmodel.requests(model_name) if r["last"]["content"] == LATE]
 
 
 def test_a_refused_request_never_counts(concurrent_worker, dev_agent, devmodel, model_name):
