@@ -2,7 +2,8 @@
 
 Starts (or reuses) the embedded Postgres and Redis when DATABASE_URL / REDIS_URL are
 unset, migrates, seeds the demo, then runs the development model server (when no
-OpenAI endpoint is configured), the ASGI web server, an RQ worker and the RQ scheduler.
+OpenAI endpoint is configured), the ASGI web server (WEB_PROCESSES processes behind one port,
+one per core by default), WORKER_PROCESSES RQ workers and the RQ scheduler.
 A child that exits is started again (with backoff) instead of taking the others down, and
 the embedded Redis is started again if it stops answering: Redis is only a queue, and the
 scheduler re-enqueues the runs whose jobs it lost.
@@ -86,6 +87,7 @@ class Child:
         if self.popen is None or self.popen.poll() is None:
             return
         if self.restart_at is None:
+            self._kill_leftovers()
             lived = now - self.started_at
             self.quick_exits = 0 if lived >= HEALTHY_SECONDS else self.quick_exits + 1
             delay = min(2.0 ** max(self.quick_exits - 1, 0), MAX_BACKOFF_SECONDS)
@@ -110,16 +112,55 @@ class Child:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        self._kill_leftovers()
         _say(f"{self.name} stopped")
 
+    def _kill_leftovers(self) -> None:
+        """Kill what is left of the exited child's process group: the processes it started
+        itself (the web server's) would otherwise keep the port, or run on unsupervised."""
+        assert self.popen is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
 
-def _worker_processes() -> int:
+
+def _process_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number, 1 or more, not {raw!r}")
+    return int(raw)
+
+
+def worker_processes() -> int:
     """WORKER_PROCESSES: concurrent worker processes `make run` starts (default 2, one per core
     on a small machine: one process's runs share one core, see bench/concurrency.py)."""
-    raw = os.environ.get("WORKER_PROCESSES", "2").strip()
-    if not raw.isdigit() or int(raw) < 1:
-        raise SystemExit(f"WORKER_PROCESSES must be a whole number, 1 or more, not {raw!r}")
-    return int(raw)
+    return _process_count("WORKER_PROCESSES", 2)
+
+
+def web_processes() -> int:
+    """WEB_PROCESSES: web server processes `make run` starts behind its one port (default one
+    per core: one process accepts posts on one core only, see bench/concurrency.py --api)."""
+    return _process_count("WEB_PROCESSES", os.cpu_count() or 1)
+
+
+def web_command(port: int | str, processes: int) -> list[str]:
+    """The ASGI server, as `make run` starts it. With more than one process, uvicorn's
+    supervisor shares the socket among them and starts again any of them that dies."""
+    web = [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1"]
+    web += ["--port", str(port), "--log-level", "warning", "--ws", "websockets"]
+    if processes > 1:
+        web += ["--workers", str(processes)]
+    return web
+
+
+def worker_command() -> list[str]:
+    """A concurrent RQ worker on the maintenance and run queues, as `make run` starts it."""
+    queues = [settings.MAINTENANCE_QUEUE, settings.RUN_QUEUE]
+    worker = [*MANAGE, "rqworker", *queues, "-v", "0"]
+    return [*worker, "--worker-class", "agentops.worker.ConcurrentWorker"]
+
+
+def scheduler_command() -> list[str]:
+    return [*MANAGE, "scheduler"]
 
 
 def _seed_demo() -> tuple[str, str]:
@@ -156,7 +197,8 @@ def main() -> int:
     os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("LOG_REQUESTS", "0")
     port = os.environ.get("PORT", "8000")
-    processes = _worker_processes()
+    processes = worker_processes()
+    web_count = web_processes()
     embedded_redis = not os.environ.get("REDIS_URL")
     started_pg = started_redis = False
     children: list[Child] = []
@@ -199,15 +241,11 @@ def main() -> int:
                 )
             )
             _say(f"development model server on http://127.0.0.1:{devport}/v1")
-        web = [PYTHON, "-m", "uvicorn", "agentops.asgi:application", "--host", "127.0.0.1"]
-        web += ["--port", port, "--log-level", "warning", "--ws", "websockets"]
-        children.append(Child("web server", web))
-        queues = [settings.MAINTENANCE_QUEUE, settings.RUN_QUEUE]
-        worker = [*MANAGE, "rqworker", *queues, "-v", "0"]
-        worker += ["--worker-class", "agentops.worker.ConcurrentWorker"]
+        children.append(Child("web server", web_command(port, web_count)))
+        worker = worker_command()
         for index in range(processes):
             children.append(Child("worker" if processes == 1 else f"worker {index + 1}", worker))
-        children.append(Child("scheduler", [*MANAGE, "scheduler"]))
+        children.append(Child("scheduler", scheduler_command()))
         for child in children:
             child.start()
         if _wait_ready(f"http://127.0.0.1:{port}/healthz", 90):

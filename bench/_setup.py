@@ -6,7 +6,9 @@ import atexit
 import json
 import os
 import sys
+import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,3 +66,107 @@ def devmodel_script(base: str, script: dict[str, Any]) -> None:
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - loopback only
+
+
+@dataclass
+class Product:
+    """The product in `make run`'s shape, started by `product_start`."""
+
+    web: Proc
+    workers: list[Proc]
+    scheduler: Proc
+    url: str
+    web_processes: int
+
+    @property
+    def procs(self) -> list[Proc]:
+        return [self.web, *self.workers, self.scheduler]
+
+    def web_children(self) -> list[int]:
+        """The web server's processes when uvicorn supervises several, else the server itself."""
+        import psutil
+
+        if self.web_processes == 1:
+            return [self.web.pid]
+        children = psutil.Process(self.web.pid).children()
+        return [c.pid for c in children if "spawn_main" in " ".join(c.cmdline())]
+
+    def warm(self, paths: list[str], key: str, body: dict[str, Any] | None = None) -> None:
+        """Sends the API key's requests (GET, or POST `body`) to `paths` in turn, 16 at a
+        time, until every web process has spent a third of a CPU second on them: a process's
+        first API request, and its first post, load what they use (half a second each)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import psutil
+
+        def cpu(pid: int) -> float:
+            times = psutil.Process(pid).cpu_times()
+            return times.user + times.system
+
+        def send(path: str) -> None:
+            data = None if body is None else json.dumps(body).encode()
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+            request = urllib.request.Request(self.url + path, data, headers)  # noqa: S310
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                response.read()
+
+        pids = self.web_children()
+        before = {pid: cpu(pid) for pid in pids}
+        with ThreadPoolExecutor(16) as pool:
+            for start in range(0, 50 * 16, 16):
+                batch = [paths[i % len(paths)] for i in range(start, start + 16)]
+                if body is not None and start + 16 > len(paths):
+                    break  # a path is posted to once
+                list(pool.map(send, batch))
+                if all(cpu(pid) - before[pid] >= 0.33 for pid in pids):
+                    return
+        print("warning: a web process took none of the warm-up requests", file=sys.stderr)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop(timeout=30)
+
+
+def product_start(env: dict[str, str], *, name: str = "bench") -> Product:
+    """The web server (WEB_PROCESSES processes behind one port), WORKER_PROCESSES concurrent
+    workers and the scheduler, with `make run`'s command lines (agentops/launcher.py) and the
+    same settings, once every web process has started its application and every worker
+    listens. The web server logs at info with no access log, to tell when each process is up."""
+    import django_rq
+    from rq import Worker as RQWorker
+
+    from agentops.launcher import (
+        scheduler_command,
+        web_command,
+        web_processes,
+        worker_command,
+        worker_processes,
+    )
+    from agentops.testing.processes import Proc, free_port, wait_http
+
+    port = free_port()
+    count = web_processes()
+    web_argv = web_command(port, count)
+    web_argv[web_argv.index("--log-level") + 1] = "info"
+    web = Proc([*web_argv, "--no-access-log"], env, f"{name}-web")
+    names = [f"{name}-worker-{index}-{time.time_ns()}" for index in range(worker_processes())]
+    workers = [
+        Proc([*worker_command(), "--name", worker], env, worker, done_line="unsubscribing")
+        for worker in names
+    ]
+    product = Product(web, workers, Proc(scheduler_command(), env, f"{name}-scheduler"), "", count)
+    product.url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{product.url}/healthz", 120)
+        deadline = time.monotonic() + 120
+        connection = django_rq.get_connection("runs")
+        while web.output().count("Application startup complete") < count or set(names) - {
+            w.name for w in RQWorker.all(connection=connection)
+        }:
+            if time.monotonic() > deadline or not all(p.alive() for p in product.procs):
+                raise RuntimeError(f"the product did not start; see {web.log_path.parent}")
+            time.sleep(0.1)
+    except BaseException:
+        product.stop()
+        raise
+    return product

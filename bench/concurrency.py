@@ -12,19 +12,47 @@ flooding agent holds at most its limit of runs in flight, AGENT_MAX_CONCURRENT_R
 
 Usage: `python bench/concurrency.py [--quick] [--large] [--fairness]` (own data folder var/bench).
 `--large` adds 1,000 runs with a 10 s latency on 4 worker processes.
+
+`--api [--runs 100] [--latency 2] [--clients 4]`: what a user meets. The product runs in
+`make run`'s shape (agentops/launcher.py's command lines: WEB_PROCESSES uvicorn processes on
+127.0.0.1, WORKER_PROCESSES concurrent workers, the scheduler) against the development model
+server. Each of `--clients` client processes (spawned, asyncio, a plain HTTP/1.1 client that
+costs the shared cores little) opens the event stream of each of its sessions
+(`GET /api/sessions/{id}/events`, with its own API key) and reads the `state` event; once all
+listen, every client posts one message to each of its sessions at one named moment
+(`POST /api/sessions/{id}/messages`, a connection each). Reported apart: the time until each
+post is answered (202, or 503 with Retry-After: counted, never a 500) from its own send, and
+the time until its run's finished `run.status` arrives on the stream; peak RSS of every
+product process (the web server and each of its processes, each worker with its children,
+the scheduler) and in total; the product's CPU seconds during the burst; the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import math
+import multiprocessing as mp
+import os
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from _setup import devmodel_script, devmodel_start, django_setup, percentile
+from _setup import (
+    devmodel_script,
+    devmodel_start,
+    django_setup,
+    percentile,
+    product_start,
+)
 
 FORKING = "agentops.worker.Worker"
 CONCURRENT = "agentops.worker.ConcurrentWorker"
@@ -38,8 +66,25 @@ class RssSampler(threading.Thread):
         self.pids = pids
         self.peak: dict[int, int] = dict.fromkeys(pids, 0)
         self.peak_total = 0
+        self.child_peak: dict[int, int] = {}  # each child's own peak, by its pid
         self.cpu: dict[int, float] = dict.fromkeys(pids, 0.0)
         self.stopped = threading.Event()
+
+    def cpu_now(self) -> dict[int, float]:
+        """CPU seconds of each process with its children, the live ones included."""
+        import psutil
+
+        seconds: dict[int, float] = {}
+        for pid in self.pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(pid)
+                times = process.cpu_times()
+                total = times.user + times.system + times.children_user + times.children_system
+                for child in process.children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        total += child.cpu_times().user + child.cpu_times().system
+                seconds[pid] = total
+        return seconds
 
     def run(self) -> None:
         import psutil
@@ -53,13 +98,329 @@ class RssSampler(threading.Thread):
                     times = process.cpu_times()
                     cpu = times.user + times.system + times.children_user + times.children_system
                     for child in process.children(recursive=True):
-                        rss += child.memory_info().rss
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            own = child.memory_info().rss
+                            rss += own
+                            self.child_peak[child.pid] = max(self.child_peak.get(child.pid, 0), own)
                 except psutil.NoSuchProcess:
                     continue
                 self.peak[pid] = max(self.peak[pid], rss)
                 self.cpu[pid] = cpu
                 total += rss
             self.peak_total = max(self.peak_total, total)
+
+
+# --- --api: through the front door ------------------------------------------------------------
+
+FINISHED = {"handed_off", "succeeded", "failed", "cancelled"}
+
+
+@dataclass
+class Post:
+    """One client's post and what it saw of it."""
+
+    session: str
+    status: str = ""  # the HTTP status, or the exception's class
+    retry_after: str | None = None
+    run: str | None = None
+    stream_error: str | None = None
+    sent_at: float = 0.0  # time.time() just before connecting
+    accepted_s: float | None = None
+    done_s: float | None = None  # the run's finished `run.status` on the session's stream
+    run_status: str | None = None
+
+
+async def _http_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    status = int((await reader.readline()).split()[1])
+    headers = {}
+    while line := (await reader.readline()).strip():
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+def _http_request(method: str, url: str, key: str, body: bytes = b"") -> bytes:
+    host = urllib.parse.urlsplit(url).netloc
+    head = [f"{method} {urllib.parse.urlsplit(url).path} HTTP/1.1", f"Host: {host}"]
+    head += [f"Authorization: Bearer {key}", "Connection: close"]
+    if body:
+        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def _sse_lines(reader: asyncio.StreamReader, chunked: bool) -> AsyncIterator[str]:
+    """The lines of an event stream's body (chunked, as uvicorn sends it, or not)."""
+    buffer = b""
+    while True:
+        if chunked:
+            size = int((await reader.readline()).strip() or b"0", 16)
+            if size == 0:
+                return
+            data = await reader.readexactly(size + 2)
+            buffer += data[:-2]
+        else:
+            data = await reader.read(65536)
+            if not data:
+                return
+            buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.decode().rstrip("\r")
+
+
+async def _api_client(
+    url: str,
+    key: str,
+    sessions: list[str],
+    ready: mp.Queue[int],
+    start_at: mp.Queue[float],
+    timeout: float,
+) -> list[Post]:
+    """Listens on each session's event stream, then posts one message to each at the moment
+    the bench names, and waits for every answer (or the timeout)."""
+    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+    posts = {session: Post(session) for session in sessions}
+    subscribed = {session: asyncio.Event() for session in sessions}
+    answered = {session: asyncio.Event() for session in sessions}
+
+    async def listen(session: str) -> None:
+        post = posts[session]
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(_http_request("GET", f"{url}/api/sessions/{session}/events", key))
+            status, headers = await _http_head(reader)
+            if status != 200:
+                post.stream_error = str(status)
+                return
+            event = ""
+            chunked = headers.get("transfer-encoding") == "chunked"
+            async for line in _sse_lines(reader, chunked):
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "state":
+                    subscribed[session].set()
+                elif line.startswith("data: ") and event == "run.status":
+                    data = json.loads(line[6:])
+                    if data["status"] in FINISHED:
+                        post.done_s = time.time() - post.sent_at if post.sent_at else None
+                        post.run_status = data["status"]
+                        post.run = post.run or data["run_id"]
+                        break
+            writer.close()
+        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+            post.stream_error = type(exc).__name__
+        finally:
+            subscribed[session].set()
+            answered[session].set()
+
+    async def send(session: str) -> None:
+        post = posts[session]
+        body = json.dumps({"content": "hello"}).encode()
+        post.sent_at = time.time()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(_http_request("POST", f"{url}/api/sessions/{session}/messages", key, body))
+            status, headers = await _http_head(reader)
+            post.accepted_s = time.time() - post.sent_at
+            post.status = str(status)
+            post.retry_after = headers.get("retry-after")
+            answer = await reader.read()
+            if status == 202:
+                post.run = json.loads(answer)["run"]
+            else:
+                answered[session].set()  # no run: nothing to wait for
+            writer.close()
+        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+            post.status = type(exc).__name__
+            answered[session].set()
+
+    listeners = [asyncio.ensure_future(listen(session)) for session in sessions]
+    await asyncio.gather(*(event.wait() for event in subscribed.values()))
+    ready.put(len(sessions))
+    moment = await asyncio.get_running_loop().run_in_executor(None, start_at.get)
+    await asyncio.sleep(max(0.0, moment - time.time()))
+    await asyncio.gather(*(send(session) for session in sessions))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(event.wait() for event in answered.values()))
+    for listener in listeners:
+        listener.cancel()
+    return list(posts.values())
+
+
+def api_client_process(
+    url: str,
+    key: str,
+    sessions: list[str],
+    ready: mp.Queue[int],
+    start_at: mp.Queue[float],
+    results: mp.Queue[list[dict[str, Any]]],
+    timeout: float,
+) -> None:
+    """A client process (spawned: no Django, no GIL shared with the bench or the product)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    posts = asyncio.run(_api_client(url, key, sessions, ready, start_at, timeout))
+    results.put([post.__dict__ for post in posts])
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "p50": round(percentile(values, 50), 3),
+        "p95": round(percentile(values, 95), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def api_main(args: argparse.Namespace) -> dict[str, Any]:
+    """`--api`: N posts at once from client processes, through HTTP, to `make run`'s shape."""
+    load_before = os.getloadavg()
+    django_setup()
+    from agentops.auth import api_key_create
+    from agentops.models import FINISHED_RUN_STATUSES, Run
+    from agentops.runtime.services import session_create
+    from agentops.testing.processes import child_env
+    from tests.factories import AgentFactory, EndpointFactory, UserFactory
+
+    devmodel, devmodel_base = devmodel_start()
+    model = f"bench-{uuid.uuid4().hex[:8]}"
+    devmodel_script(devmodel_base, {"model": model, "latency": args.latency})
+    endpoint = EndpointFactory(
+        name=model, base_url=f"{devmodel_base}/v1", default_model=model, timeout_seconds=60
+    )
+    agent: Any = AgentFactory(
+        slug=model, endpoint=endpoint, memory_enabled=False, max_concurrent_runs=args.agent_limit
+    )
+    sessions = [
+        str(session_create(agent=agent, external_user=f"api-{i}").pk) for i in range(args.runs)
+    ]
+    clients = max(1, min(args.clients, args.runs))
+    keys = [
+        api_key_create(user=UserFactory(username=f"{model}-{i}", role="operator"), name=model)[1]
+        for i in range(clients)
+    ]
+    product = product_start(child_env(LOG_LEVEL="ERROR", LOG_REQUESTS="0"), name="bench-api")
+    # A make run that has been up a while: every web process has served the API and a post,
+    # and the warm-up's runs are done.
+    product.warm([f"/api/sessions/{sessions[0]}"], keys[0])
+    warm = [str(session_create(agent=agent, external_user=f"warm-{i}").pk) for i in range(64)]
+    product.warm([f"/api/sessions/{s}/messages" for s in warm], keys[0], {"content": "hi"})
+    deadline = time.monotonic() + 120
+    unfinished = Run.objects.filter(session_id__in=warm).exclude(status__in=FINISHED_RUN_STATUSES)
+    while unfinished.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sampler = RssSampler([proc.pid for proc in product.procs])
+    sampler.start()
+    context = mp.get_context("spawn")
+    ready: mp.Queue[int] = context.Queue()
+    results: mp.Queue[list[dict[str, Any]]] = context.Queue()
+    starts: list[mp.Queue[float]] = [context.Queue() for _ in range(clients)]
+    timeout = args.timeout or max(120.0, 3 * args.latency * math.ceil(args.runs / 100))
+    processes = [
+        context.Process(
+            target=api_client_process,
+            args=(product.url, keys[i], sessions[i::clients], ready, starts[i], results, timeout),
+            daemon=True,
+        )
+        for i in range(clients)
+    ]
+    posts: list[dict[str, Any]] = []
+    try:
+        for process in processes:
+            process.start()
+        listening = 0
+        while listening < len(sessions):  # every stream open, its `state` read
+            listening += ready.get(timeout=120)
+        load_burst = os.getloadavg()
+        cpu_before = sampler.cpu_now()
+        moment = time.time() + 0.5
+        for start in starts:
+            start.put(moment)
+        for _ in processes:
+            posts += results.get(timeout=timeout + 120)
+        cpu_used = {
+            pid: seconds - cpu_before.get(pid, 0.0) for pid, seconds in sampler.cpu_now().items()
+        }
+        for process in processes:
+            process.join(30)
+        load_after = os.getloadavg()
+        runs = Counter(Run.objects.filter(session_id__in=sessions).values_list("status", flat=True))
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        sampler.stopped.set()
+        sampler.join()
+        web_children = product.web_children()
+        product.stop()
+        devmodel.stop()
+
+    statuses = Counter(post["status"] for post in posts)
+    web, workers, scheduler = product.web, product.workers, product.scheduler
+    web_cpu = cpu_used.get(web.pid, 0.0)
+    return {
+        "mode": "api",
+        "conversations": args.runs,
+        "model_latency_s": args.latency,
+        "web_processes": product.web_processes,
+        "worker_processes": len(workers),
+        "worker_concurrency": settings_value("WORKER_CONCURRENCY"),
+        "agent_limit": settings_value("AGENT_MAX_CONCURRENT_RUNS")
+        if args.agent_limit is None
+        else args.agent_limit,
+        "client_processes": clients,
+        "posts_sent_within_s": round(
+            max(p["sent_at"] for p in posts) - min(p["sent_at"] for p in posts), 3
+        )
+        if posts
+        else None,
+        "accepted": {
+            "statuses": dict(statuses),
+            "503_without_retry_after": sum(
+                1 for p in posts if p["status"] == "503" and not p["retry_after"]
+            ),
+            "seconds": _spread([p["accepted_s"] for p in posts if p["accepted_s"] is not None]),
+            "seconds_202": _spread([p["accepted_s"] for p in posts if p["status"] == "202"]),
+        },
+        "answered_on_sse": {
+            "answers": sum(1 for p in posts if p["done_s"] is not None),
+            "run_statuses": dict(Counter(p["run_status"] for p in posts if p["run_status"])),
+            "stream_errors": dict(Counter(p["stream_error"] for p in posts if p["stream_error"])),
+            "seconds": _spread([p["done_s"] for p in posts if p["done_s"] is not None]),
+        },
+        "runs_in_db": dict(runs),
+        "peak_rss_mb": {
+            "web_server": round(sampler.peak[web.pid] / 2**20),
+            "web_processes": [round(sampler.child_peak.get(pid, 0) / 2**20) for pid in web_children]
+            if product.web_processes > 1
+            else [round(sampler.peak[web.pid] / 2**20)],
+            "workers": [round(sampler.peak[w.pid] / 2**20) for w in workers],
+            "scheduler": round(sampler.peak[scheduler.pid] / 2**20),
+            "total": round(sampler.peak_total / 2**20),
+        },
+        "cpu_s_during_burst": {
+            "web_server": round(web_cpu, 2),
+            "web_ms_per_conversation": round(1000 * web_cpu / max(len(posts), 1), 1),
+            "workers": round(sum(cpu_used.get(w.pid, 0.0) for w in workers), 2),
+            "scheduler": round(cpu_used.get(scheduler.pid, 0.0), 2),
+        },
+        "load_average": {
+            "before": [round(x, 2) for x in load_before],
+            "at_burst": [round(x, 2) for x in load_burst],
+            "after": [round(x, 2) for x in load_after],
+        },
+        "cpus": os.cpu_count(),
+    }
+
+
+def settings_value(name: str) -> Any:
+    from django.conf import settings
+
+    return getattr(settings, name)
 
 
 def main() -> int:
@@ -73,7 +434,16 @@ def main() -> int:
     parser.add_argument(
         "--fairness", action="store_true", help="only the flood beside a trickle, twice"
     )
+    parser.add_argument("--api", action="store_true", help="through HTTP, `make run`'s shape")
+    parser.add_argument("--runs", type=int, default=100, help="conversations posted (--api)")
+    parser.add_argument("--latency", type=float, default=2.0, help="model seconds (--api)")
+    parser.add_argument("--clients", type=int, default=4, help="client processes (--api)")
+    parser.add_argument("--agent-limit", type=int, default=None, help="the agent's (--api)")
+    parser.add_argument("--timeout", type=float, default=0, help="seconds to wait (--api)")
     args = parser.parse_args()
+    if args.api:
+        print(json.dumps(api_main(args), indent=2, default=str))
+        return 0
     django_setup()
     import django_rq
     from django.conf import settings

@@ -34,6 +34,18 @@ def child_pids(launcher: subprocess.Popen, marker: str) -> set[int]:
     return pids
 
 
+def web_servers(launcher: subprocess.Popen) -> tuple[int, set[int]]:
+    """The uvicorn supervisor `make run` started and the web processes it serves with."""
+    supervisor = next(iter(child_pids(launcher, "uvicorn")), 0)
+    if not supervisor:
+        return 0, set()
+    try:
+        children = psutil.Process(supervisor).children()
+        return supervisor, {c.pid for c in children if "spawn_main" in " ".join(c.cmdline())}
+    except psutil.NoSuchProcess:
+        return 0, set()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_path):
@@ -41,6 +53,7 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env |= {"AGENTOPS_VAR_DIR": str(folder), "PORT": str(port), "DEVMODEL_PORT": str(free_port())}
+    env |= {"WEB_PROCESSES": "2"}
     output = tmp_path / "out.log"
     with output.open("wb") as sink:
         launcher = subprocess.Popen(
@@ -60,6 +73,23 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
         # The password is in the box only, not also in the lines above it.
         password = banner.split("password: ", 1)[1].split()[0]
         assert text.count(password) == 1
+
+        # Two web processes behind the port; one that dies is replaced, and so are both when
+        # their supervisor dies (its orphans would keep the port from the new one).
+        def serving(count: int, other_than: set[int]) -> tuple[int, set[int]] | None:
+            supervisor, servers = web_servers(launcher)
+            return (supervisor, servers) if len(servers - other_than) == count else None
+
+        supervisor, servers = wait_until(lambda: serving(2, set()), 60, "two web processes")
+        os.kill(next(iter(servers)), signal.SIGKILL)
+        _, replaced = wait_until(lambda: serving(1, servers), 30, "a web process started again")
+        os.kill(supervisor, signal.SIGKILL)
+        wait_until(lambda: not any(psutil.pid_exists(pid) for pid in replaced), 30, "orphans gone")
+        wait_until(
+            lambda: web_servers(launcher)[0] not in (0, supervisor) and serving(2, replaced),
+            60,
+            "the web server started again, with two processes",
+        )
 
         worker = wait_until(
             lambda: len(child_pids(launcher, "ConcurrentWorker")) == 2, 30, "two workers"
