@@ -7,11 +7,17 @@ token counting, tool validation and tracing are all on. Compared: a short conver
 and one of 2,000 messages; RQ's forking Worker, its non-forking SimpleWorker and the
 concurrent worker (one run at a time, 40 at once with an instant model — they queue for one
 GIL —, and `make run`'s shape: 2 processes, 100 conversations, a model thinking 1 s per
-call); steps/s with 1 and 2 workers.
+call); steps/s with 1 and 2 workers; and throughput: steps/s of one concurrent worker process
+kept full with 40 and with 200 conversations in flight, an instant model (every run queued
+before the worker starts; steps counted while all its slots were busy).
+
+Usage: `python bench/step_overhead.py [--scenarios NAME,...]` (names in SCENARIOS; default all).
+Each worker's pid is printed to stderr as it starts (to profile one, e.g. `py-spy record -p`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -21,8 +27,38 @@ from collections import defaultdict
 
 from _setup import django_setup, percentile
 
+SCENARIOS = (
+    "forking",
+    "simple",
+    "long-forking",
+    "long-simple",
+    "two-forking",
+    "two-simple",
+    "concurrent-one",
+    "concurrent-40",
+    "concurrent-long",
+    "make-run",
+    "throughput-40",
+    "throughput-200",
+)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system, all its threads): a figure that a loaded
+    machine disturbs far less than steps/s."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated names")
+    chosen = [name for name in parser.parse_args().scenarios.split(",") if name]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     django_setup()
     import os
 
@@ -46,7 +82,7 @@ def main() -> int:
     env = dict(os.environ)
     tools = python_tools_sync()
 
-    def make_agent(latency: float = 0):
+    def make_agent(latency: float = 0, max_concurrent_runs: int | None = None):
         endpoint = EndpointFactory(
             name=f"bench-{uuid.uuid4().hex[:8]}",
             base_url=devmodel.url,
@@ -59,6 +95,7 @@ def main() -> int:
             endpoint=endpoint,
             max_steps=10,
             memory_enabled=False,
+            max_concurrent_runs=max_concurrent_runs,
         )
         agent.tools.add(*tools)
         return agent
@@ -150,6 +187,8 @@ def main() -> int:
             start_worker(worker_env, name="bench", simple=simple, worker_class=worker_class)
             for _ in range(workers)
         ]
+        for proc in procs:
+            print(f"worker pid {proc.pid}", file=sys.stderr, flush=True)
         try:
             wait_ready(procs)
             sessions = [long_session(agent)] if long else []
@@ -198,25 +237,91 @@ def main() -> int:
             "steps_per_s": round(steps / elapsed, 1),
         }
 
-    results = [
-        scenario(long=False, workers=1, simple=False, runs=40),
-        scenario(long=False, workers=1, simple=True, runs=40),
-        scenario(long=True, workers=1, simple=False, runs=20),
-        scenario(long=True, workers=1, simple=True, runs=20),
-        scenario(long=False, workers=2, simple=False, runs=60),
-        scenario(long=False, workers=2, simple=True, runs=60),
-        scenario(long=False, workers=1, simple=False, runs=40, concurrent=True, concurrency=1),
-        scenario(long=False, workers=1, simple=False, runs=40, concurrent=True),
-        scenario(long=True, workers=1, simple=False, runs=20, concurrent=True),
+    def throughput(*, in_flight: int, runs: int):
+        """One concurrent worker with `in_flight` slots and `runs` runs queued before it starts:
+        steps/s while every slot was busy (from the start of the `in_flight`-th run to the end
+        of the `runs - in_flight`-th), counted by their checkpoints."""
+        agent = make_agent(max_concurrent_runs=0)
+        run_ids = []
+        for index in range(runs):
+            session = session_create(agent=agent, external_user=f"t{index}")
+            run = session_post_message(session=session, content=f'call echo {{"text": "{index}"}}')
+            run_ids.append(run.pk)
+        proc = start_worker(
+            {**env, "WORKER_CONCURRENCY": str(in_flight)},
+            name="bench",
+            worker_class=CONCURRENT_WORKER,
+        )
+        print(f"worker pid {proc.pid}", file=sys.stderr, flush=True)
+        try:
+            wait_ready([proc])
+            cpu_ready = process_cpu_seconds(proc.pid)  # after its start and warm-up
+            wait(run_ids)
+            cpu_s = process_cpu_seconds(proc.pid) - cpu_ready
+        finally:
+            proc.stop()
+        started = sorted(Run.objects.filter(pk__in=run_ids).values_list("started_at", flat=True))
+        finished = sorted(Run.objects.filter(pk__in=run_ids).values_list("finished_at", flat=True))
+        full_from, full_to = started[in_flight - 1], finished[runs - in_flight - 1]
+        steps_full = Span.objects.filter(
+            trace_id__in=run_ids,
+            name="checkpoint",
+            end_time__gt=full_from,
+            end_time__lte=full_to,
+        ).count()
+        steps = sum(Run.objects.filter(pk__in=run_ids).values_list("step", flat=True))
+        elapsed = (finished[-1] - started[0]).total_seconds()
+        infra = step_infra_ms(run_ids)
+        return {
+            "conversation": "short",
+            "workers": 1,
+            "worker_class": "ConcurrentWorker (threads)",
+            "runs": runs,
+            "worker_concurrency": in_flight,
+            "model_latency_s": 0,
+            "steps": steps,
+            "step_infra_ms_p50": round(statistics.median(infra), 2),
+            "step_infra_ms_p95": round(percentile(infra, 95), 2),
+            "steps_per_s": round(steps / elapsed, 1),
+            "worker_cpu_ms_per_step": round(1000 * cpu_s / steps, 2),
+            "steps_per_s_while_full": round(
+                steps_full / max((full_to - full_from).total_seconds(), 1e-9), 1
+            ),
+        }
+
+    scenarios = {
+        "forking": lambda: scenario(long=False, workers=1, simple=False, runs=40),
+        "simple": lambda: scenario(long=False, workers=1, simple=True, runs=40),
+        "long-forking": lambda: scenario(long=True, workers=1, simple=False, runs=20),
+        "long-simple": lambda: scenario(long=True, workers=1, simple=True, runs=20),
+        "two-forking": lambda: scenario(long=False, workers=2, simple=False, runs=60),
+        "two-simple": lambda: scenario(long=False, workers=2, simple=True, runs=60),
+        "concurrent-one": lambda: scenario(
+            long=False, workers=1, simple=False, runs=40, concurrent=True, concurrency=1
+        ),
+        "concurrent-40": lambda: scenario(
+            long=False, workers=1, simple=False, runs=40, concurrent=True
+        ),
+        "concurrent-long": lambda: scenario(
+            long=True, workers=1, simple=False, runs=20, concurrent=True
+        ),
         # make run's shape: many conversations at once, each waiting on a model that thinks.
-        scenario(long=False, workers=2, simple=False, runs=100, concurrent=True, latency=1),
-    ]
+        "make-run": lambda: scenario(
+            long=False, workers=2, simple=False, runs=100, concurrent=True, latency=1
+        ),
+        "throughput-40": lambda: throughput(in_flight=40, runs=400),
+        "throughput-200": lambda: throughput(in_flight=200, runs=1000),
+    }
+    results = []
+    for name in chosen:
+        result = scenarios[name]()
+        results.append({"scenario": name, **result})
     devmodel.stop()
     print(
         json.dumps(
             {
                 "benchmark": "step_overhead",
-                "targets": {"p50_ms": 5, "p95_ms": 15},
+                "targets": {"p50_ms": 5, "p95_ms": 15, "steps_per_s_at_200": 300},
                 "results": results,
             },
             indent=2,
