@@ -123,8 +123,8 @@ class Child:
             os.killpg(self.popen.pid, signal.SIGKILL)
 
 
-def _process_count(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip() or str(default)
+def _process_count(name: str, raw: str) -> int:
+    raw = raw.strip()
     if not raw.isdigit() or int(raw) < 1:
         raise SystemExit(f"{name} must be a whole number, 1 or more, not {raw!r}")
     return int(raw)
@@ -133,13 +133,14 @@ def _process_count(name: str, default: int) -> int:
 def worker_processes() -> int:
     """WORKER_PROCESSES: concurrent worker processes `make run` starts (default 2, one per core
     on a small machine: one process's runs share one core, see bench/concurrency.py)."""
-    return _process_count("WORKER_PROCESSES", 2)
+    return _process_count("WORKER_PROCESSES", os.environ.get("WORKER_PROCESSES", "2"))
 
 
 def web_processes() -> int:
     """WEB_PROCESSES: web server processes `make run` starts behind its one port (default one
     per core: one process accepts posts on one core only, see bench/concurrency.py --api)."""
-    return _process_count("WEB_PROCESSES", os.cpu_count() or 1)
+    cores = str(os.cpu_count() or 1)
+    return _process_count("WEB_PROCESSES", os.environ.get("WEB_PROCESSES", cores))
 
 
 def web_command(port: int | str, processes: int) -> list[str]:

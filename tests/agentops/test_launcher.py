@@ -140,9 +140,10 @@ def test_it_restarts_what_dies_and_stops_what_it_started(services_folder, tmp_pa
         embedded.stop_services()
 
 
-def test_it_refuses_a_worker_process_count_that_is_not_a_number(services_folder):
-    env = dict(os.environ) | {"AGENTOPS_VAR_DIR": str(services_folder), "WORKER_PROCESSES": "two"}
+@pytest.mark.parametrize("name", ["WORKER_PROCESSES", "WEB_PROCESSES"])
+def test_it_refuses_a_process_count_that_is_not_a_number(services_folder, name):
+    env = dict(os.environ) | {"AGENTOPS_VAR_DIR": str(services_folder), name: "two"}
     result = python_run(["-m", "agentops.launcher"], env=env, timeout=60)
     assert result.returncode == 1
-    assert "WORKER_PROCESSES must be a whole number, 1 or more, not 'two'" in result.stderr
+    assert f"{name} must be a whole number, 1 or more, not 'two'" in result.stderr
     assert not (services_folder / "postgres").exists()  # nothing was started
