@@ -16,3 +16,7 @@ RQ_QUEUES = {**RQ_QUEUES, "tests": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RUN_JOB
 # Every test's client is 127.0.0.1: the widget's per-address limits are tested with their own
 # values (tests/agentops/widget), not met by accident by the rest of the suite.
 WIDGET_NEW_VISITORS_PER_MINUTE = WIDGET_SESSIONS_PER_MINUTE = WIDGET_IDENTIFY_PER_MINUTE = 100_000
+
+# Workers beat every 3 s (a heartbeat is trusted for three beats), so a test that kills a worker
+# sees it gone within about 9 s instead of 30 s.
+WORKER_HEARTBEAT_SECONDS = 3

@@ -114,28 +114,32 @@ def test_it_outlives_a_job_that_crashes(concurrent_worker, tooled_agent):
 
 
 @pytest.mark.slow
-def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(
-    concurrent_worker, tooled_agent, worker
-):
-    # The scheduler re-enqueues on the "runs" queue, which the session's worker serves.
-    (run,) = _post(tooled_agent, 1, "hello", enqueue=False)
-    postgres_end_backends()  # the pool's connections are gone
-    with postgres_full():
-        job = _enqueue(run)
-        # The worker took the job and could not get a connection (or died: asserted below).
-        until(
-            lambda: (
-                not concurrent_worker.alive() or job.get_status(refresh=True) == JobStatus.FAILED
-            ),
-            seconds=40,
-        )
-        assert job.get_status() == JobStatus.FAILED
-    assert concurrent_worker.alive(), concurrent_worker.output()[-2000:]
-    scheduler = start_scheduler(child_env(RUN_LOST_JOB_SECONDS="2"))
+def test_it_survives_a_postgres_that_refuses_it_and_runs_the_job_later(tooled_agent, worker):
+    # A short pool timeout: the job fails after a few waits for a connection, not 3 x 10 s.
+    concurrent_worker = _start(child_env(WORKER_CONCURRENCY="25", DB_POOL_TIMEOUT="2"))
     try:
-        assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED  # re-enqueued, then run
+        # The scheduler re-enqueues on the "runs" queue, which the session's worker serves.
+        (run,) = _post(tooled_agent, 1, "hello", enqueue=False)
+        postgres_end_backends()  # the pool's connections are gone
+        with postgres_full():
+            job = _enqueue(run)
+            # The worker took the job and could not get a connection (or died: asserted below).
+            until(
+                lambda: (
+                    not concurrent_worker.alive()
+                    or job.get_status(refresh=True) == JobStatus.FAILED
+                ),
+                seconds=40,
+            )
+            assert job.get_status() == JobStatus.FAILED
+        assert concurrent_worker.alive(), concurrent_worker.output()[-2000:]
+        scheduler = start_scheduler(child_env(RUN_LOST_JOB_SECONDS="2"))
+        try:
+            assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED  # re-enqueued, then run
+        finally:
+            scheduler.stop()
     finally:
-        scheduler.stop()
+        concurrent_worker.stop()
 
 
 @pytest.mark.slow
@@ -153,19 +157,21 @@ def test_it_stops_a_cancelled_run_at_its_next_write(concurrent_worker, tooled_ag
 @pytest.mark.slow
 def test_it_fails_a_run_that_goes_over_its_time_limit(tooled_agent, settings):
     side_effects_forget()
-    settings.RUN_JOB_TIMEOUT = 10  # the job's limit is set where it is enqueued
+    settings.RUN_JOB_TIMEOUT = 4  # the job's limit is set where it is enqueued
     proc = _start(child_env(WORKER_CONCURRENCY="4"))
     try:
-        (slow,) = _post(tooled_agent, 1, 'call slow_lookup {"label": "t", "seconds": 25}')
+        (slow,) = _post(tooled_agent, 1, 'call slow_lookup {"label": "t", "seconds": 7}')
         wait_for_side_effects(1)
+        tool_returns_at = time.monotonic() + 7
         slow = wait_for_run(slow.pk, timeout=40)
         assert slow.status == RunStatus.FAILED
         assert slow.error_class == "timeout"
-        assert "time limit of 10 s (RUN_JOB_TIMEOUT)" in slow.error_message
+        assert "time limit of 4 s (RUN_JOB_TIMEOUT)" in slow.error_message
         # The stuck thread holds one slot, not the process: another run goes through.
         (quick,) = _post(tooled_agent, 1, "hello")
         assert wait_for_run(quick.pk).status == RunStatus.SUCCEEDED
-        time.sleep(15)  # on purpose: the tool returns (at 25 s); its result must not be written
+        # On purpose: past the tool's return, its result must not be written.
+        time.sleep(max(0.0, tool_returns_at - time.monotonic()) + 2)
         slow.refresh_from_db()
         assert slow.status == RunStatus.FAILED
         assert not Message.objects.filter(session_id=slow.session_id, role=Role.TOOL).exists()
