@@ -17,6 +17,7 @@ therefore counts the scope first (capped, on the (agent_id, user_key) index) and
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -48,6 +49,13 @@ _COLUMNS = (
     "id, agent_id, user_key, text, kind, importance, metadata, pinned, content_hash, embedder, "
     "source_run_id, source_step, edited_by_id, created_at, last_accessed_at, access_count, expires_at"
 )
+
+
+_FIELD_NAMES = [name.strip() for name in _COLUMNS.split(",")]
+_METADATA_AT = _FIELD_NAMES.index("metadata")
+# "+ 0" keeps the planner off the HNSW index: it sorts the scope, found through the
+# (agent_id, user_key) btree. Exact, and for small scopes faster than the graph.
+_EXACT_ORDER = "(embedding <=> %(query)s::vector) + 0"
 
 
 @dataclass(frozen=True)
@@ -140,9 +148,12 @@ def memory_search(
     )
     exact_max = settings.MEMORY_EXACT_SEARCH_MAX
     scope_size = -1
+    params.update(query=vector_text(embedding), limit=limit)
     if strategy == "auto":
-        # Counted on the btree's own columns (an index-only scan): an upper bound of the
-        # scope, which the other conditions can only shrink.
+        # One round trip: count the scope (capped, an index-only scan on the btree's own
+        # columns: an upper bound, which the other conditions can only shrink) and, when it
+        # holds at most MEMORY_EXACT_SEARCH_MAX rows, search it exactly (_EXACT_ORDER); for
+        # a larger one the exact part never runs and only the count comes back.
         count_where, count_params = _where(
             agent_id=agent_id,
             embedder_name=None,
@@ -151,22 +162,40 @@ def memory_search(
             pinned=None,
             now=None,
         )
+        count_where = count_where.replace("%(", "%(count_")
+        sql = (
+            f"WITH scope AS MATERIALIZED (SELECT count(*) AS n FROM "  # noqa: S608
+            f"(SELECT 1 FROM {table} WHERE {count_where} LIMIT %(cap)s) s) "
+            f"SELECT scope.n, found.* FROM scope LEFT JOIN LATERAL "
+            f"(SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "
+            f"WHERE {where} AND scope.n <= %(exact_max)s "
+            f"ORDER BY {_EXACT_ORDER} LIMIT %(limit)s) found ON true"
+        )
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {count_where} LIMIT %(cap)s) s",  # noqa: S608
-                {**count_params, "cap": exact_max + 1},
+                sql,
+                {
+                    **params,
+                    **{f"count_{key}": value for key, value in count_params.items()},
+                    "cap": exact_max + 1,
+                    "exact_max": exact_max,
+                },
             )
-            scope_size = cursor.fetchone()[0]
+            rows = cursor.fetchall()
+        scope_size = rows[0][0]
         if scope_size == 0:
             return SearchResult([], "empty", 0)
-        strategy = "exact" if scope_size <= exact_max else "hnsw"
-    params.update(query=vector_text(embedding), limit=limit)
+        if scope_size <= exact_max:
+            return _search_result(
+                [_memory_from_row(row[1:]) for row in rows if row[1] is not None],
+                "exact",
+                scope_size,
+            )
+        strategy = "hnsw"
     if strategy == "exact":
-        # "+ 0" keeps the planner off the HNSW index: it sorts the scope, found through the
-        # (agent_id, user_key) btree. Exact, and for small scopes faster than the graph.
         sql = (
             f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
-            f"WHERE {where} ORDER BY (embedding <=> %(query)s::vector) + 0 LIMIT %(limit)s"
+            f"WHERE {where} ORDER BY {_EXACT_ORDER} LIMIT %(limit)s"
         )
         rows = list(Memory.objects.raw(sql, params))
     elif strategy in ("hnsw", "planner"):
@@ -189,10 +218,24 @@ def memory_search(
             transaction.set_rollback(True)
     else:
         raise ValueError(f"Unknown search strategy {strategy!r}.")
+    return _search_result(rows, strategy, scope_size)
+
+
+def _search_result(rows: list[Memory], strategy: str, scope_size: int) -> SearchResult:
     for row in rows:
         row.similarity = 1.0 - float(row.distance)
     rows.sort(key=lambda m: -m.similarity)  # relaxed order is only nearly sorted
     return SearchResult(rows, strategy, scope_size)
+
+
+def _memory_from_row(row: Sequence[Any]) -> Memory:
+    """A Memory (embedding deferred) from _COLUMNS and the distance, as the ORM would load it."""
+    values = list(row[:-1])
+    metadata = values[_METADATA_AT]
+    values[_METADATA_AT] = json.loads(metadata) if isinstance(metadata, str) else metadata
+    memory = Memory.from_db(connection.alias, _FIELD_NAMES, values)
+    memory.distance = row[-1]
+    return memory
 
 
 def rerank_score(

@@ -13,10 +13,13 @@ memories. MEMORY_AUTO_PIN_RECALLS=0 turns the rule off.
 from __future__ import annotations
 
 import functools
+import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
@@ -24,6 +27,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
+from memory.deferred import DeferredWriter
 from memory.embedders import get_embedder, vector_text
 from memory.errors import MemoryInputError
 from memory.models import (
@@ -331,6 +335,291 @@ def memory_remember(
         return memory
 
 
+@dataclass(frozen=True)
+class MemoryDraft:
+    """One memory for `memory_remember_many`, with `memory_remember`'s defaults."""
+
+    text: str
+    kind: str = "fact"
+    importance: float = 0.5
+    ttl_seconds: int | None = None
+
+
+@dataclass
+class _Item:
+    index: int
+    text: str
+    kind: str
+    importance: float
+    digest: str
+    expires_at: datetime | None
+    vector: Any = None
+    memory: Memory | None = None
+    merge_into: _Item | Memory | None = None
+    reason: str = ""
+    similarity: float | None = None
+
+
+def _draft_item(index: int, draft: MemoryDraft, now: datetime) -> _Item:
+    try:
+        text = _clean_text(draft.text)
+        kind = _clean_kind(draft.kind)
+        importance = _clean_importance(draft.importance)
+        ttl_seconds = _clean_ttl(draft.ttl_seconds)
+    except MemoryInputError as exc:
+        raise MemoryInputError(exc.field or "text", f"memory {index + 1}: {exc}") from exc
+    expires_at = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
+    return _Item(index, text, kind, importance, content_hash(text), expires_at)
+
+
+def memory_remember_many(
+    *,
+    agent_id: int,
+    user_key: str,
+    drafts: list[MemoryDraft],
+    source_run_id: RunId | None = None,
+    source_step: int | None = None,
+    tracer: Tracer | None = None,
+) -> list[Memory]:
+    """`memory_remember` for several memories of one scope at once: the same validation
+    (all drafts before anything is written; the message names the draft), the same merging
+    (a draft that repeats, or nearly repeats with the same numbers, a memory of the scope or
+    an earlier draft bumps that memory), but one embedding call, one nearest-neighbour query,
+    one INSERT and one INSERT of audit events for all of them. Returns each draft's memory,
+    in order (a merged draft, the memory it was merged into)."""
+    with _traced(tracer, "memory.write", agent_id=agent_id) as span:
+        user_key = _clean_user_key(user_key)
+        now = timezone.now()
+        items = [_draft_item(i, draft, now) for i, draft in enumerate(drafts)]
+        span.set(**{"memory.count": len(items), "memory.scoped_to_user": bool(user_key)})
+        if not items:
+            return []
+        existing = {
+            m.content_hash: m
+            for m in Memory.objects.defer("embedding").filter(
+                agent_id=agent_id,
+                user_key=user_key,
+                content_hash__in=[item.digest for item in items],
+            )
+        }
+        first_of: dict[str, _Item] = {}
+        fresh: list[_Item] = []
+        for item in items:
+            if item.digest in existing:
+                item.merge_into, item.reason = existing[item.digest], "same_text"
+            elif item.digest in first_of:
+                item.merge_into, item.reason = first_of[item.digest], "same_text"
+            else:
+                first_of[item.digest] = item
+                fresh.append(item)
+        embedder = get_embedder()
+        if fresh:
+            vectors = embedder.embed([item.text for item in fresh])
+            for item, vector in zip(fresh, vectors, strict=True):
+                item.vector = vector
+        with transaction.atomic():
+            created = _remember_fresh(
+                agent_id=agent_id,
+                user_key=user_key,
+                fresh=fresh,
+                embedder_name=embedder.name,
+                now=now,
+                run_id=source_run_id,
+                step=source_step,
+            )
+            for item in items:
+                if item.merge_into is None:
+                    continue
+                target = item.merge_into
+                memory = target if isinstance(target, Memory) else target.memory
+                assert memory is not None  # an earlier draft, stored or merged above
+                item.memory = _merge(
+                    memory,
+                    importance=item.importance,
+                    expires_at=item.expires_at,
+                    run_id=source_run_id,
+                    step=source_step,
+                    reason=item.reason,
+                    incoming_text=item.text,
+                    similarity=item.similarity,
+                )
+            MemoryEvent.objects.bulk_create(
+                [
+                    MemoryEvent(
+                        memory=item.memory,
+                        memory_ref=item.memory.pk,
+                        agent_id=agent_id,
+                        user_key=user_key,
+                        action=MemoryAction.CREATED,
+                        actor_label=_actor_label(None, source_run_id),
+                        run_id=source_run_id,
+                        changes={
+                            "text": item.text,
+                            "kind": item.kind,
+                            "importance": item.importance,
+                            "step": source_step,
+                        },
+                    )
+                    for item in created
+                    if item.memory is not None
+                ]
+            )
+        memories = [item.memory for item in items]
+        span.set(
+            **{
+                "memory.ids": [m.pk for m in memories if m is not None],
+                "memory.created": len(created),
+                "memory.merged": len(items) - len(created),
+            }
+        )
+        return [m for m in memories if m is not None]
+
+
+_NEAREST_SQL = """
+SELECT q.i, m.id, 1 - (m.embedding <=> q.v) AS similarity
+FROM unnest(%(indexes)s::int[], %(vectors)s::vector[]) AS q(i, v)
+CROSS JOIN LATERAL (
+    SELECT id, embedding FROM {table}
+    WHERE agent_id = %(agent_id)s AND user_key = %(user_key)s AND embedding IS NOT NULL
+      AND embedder = %(embedder)s AND (expires_at IS NULL OR expires_at > %(now)s)
+    ORDER BY {order} LIMIT 1
+) AS m
+"""
+
+_INSERT_SQL = """
+INSERT INTO {table} (agent_id, user_key, text, kind, importance, metadata, pinned,
+    content_hash, embedding, embedder, source_run_id, source_step, created_at, access_count,
+    expires_at)
+SELECT %(agent_id)s, %(user_key)s, d.text, d.kind, d.importance, '{{}}'::jsonb, false,
+    d.digest, d.embedding, %(embedder)s, %(run_id)s, %(step)s, %(now)s, 0, d.expires_at
+FROM unnest(%(texts)s::text[], %(kinds)s::text[], %(importances)s::float8[],
+    %(digests)s::text[], %(vectors)s::vector[], %(expiries)s::timestamptz[])
+    AS d(text, kind, importance, digest, embedding, expires_at)
+ON CONFLICT (agent_id, user_key, content_hash) DO NOTHING
+RETURNING id, content_hash
+"""
+
+
+def _remember_fresh(
+    *,
+    agent_id: int,
+    user_key: str,
+    fresh: list[_Item],
+    embedder_name: str,
+    now: datetime,
+    run_id: RunId | None,
+    step: int | None,
+) -> list[_Item]:
+    """Store the drafts of memory_remember_many that repeat no text, unless one is a near
+    duplicate (memory_remember's rule) of the scope's nearest memory or of an earlier draft;
+    returns those stored. Runs in the caller's transaction."""
+    if not fresh:
+        return []
+    table = Memory._meta.db_table
+    scope_rows = Memory.objects.filter(agent_id=agent_id, user_key=user_key)[
+        : settings.MEMORY_EXACT_SEARCH_MAX + 1
+    ].count()
+    nearest: dict[int, tuple[int, float]] = {}
+    if scope_rows:
+        exact = scope_rows <= settings.MEMORY_EXACT_SEARCH_MAX
+        with transaction.atomic(), connection.cursor() as cursor:
+            if not exact:
+                cursor.execute(
+                    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                    "set_config('hnsw.ef_search', '200', true), "
+                    "set_config('enable_sort', 'off', true)"
+                )
+            cursor.execute(
+                _NEAREST_SQL.format(
+                    table=table,
+                    order="(embedding <=> q.v) + 0" if exact else "embedding <=> q.v",
+                ),
+                {
+                    "indexes": [item.index for item in fresh],
+                    "vectors": [vector_text(item.vector) for item in fresh],
+                    "agent_id": agent_id,
+                    "user_key": user_key,
+                    "embedder": embedder_name,
+                    "now": now,
+                },
+            )
+            nearest = {i: (pk, float(similarity)) for i, pk, similarity in cursor.fetchall()}
+            transaction.set_rollback(True)  # read only; undoes the set_config()s
+        near_ids = {pk for pk, _ in nearest.values()}
+        near_rows = {m.pk: m for m in Memory.objects.defer("embedding").filter(pk__in=near_ids)}
+    else:
+        near_rows = {}
+    stored: list[_Item] = []
+    for item in fresh:
+        best: _Item | Memory | None = None
+        best_similarity = -1.0
+        if item.index in nearest:
+            pk, best_similarity = nearest[item.index]
+            best = near_rows.get(pk)
+        for earlier in stored:
+            similarity = float(np.dot(earlier.vector, item.vector))
+            if similarity > best_similarity:
+                best, best_similarity = earlier, similarity
+        best_text = best.text if best is not None else ""
+        if (
+            best is not None
+            and best_similarity >= DEDUPE_SIMILARITY
+            and numbers_in(best_text) == numbers_in(item.text)
+        ):
+            item.merge_into, item.reason, item.similarity = best, "similar", best_similarity
+        else:
+            stored.append(item)
+    if not stored:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_SQL.format(table=table),
+            {
+                "agent_id": agent_id,
+                "user_key": user_key,
+                "embedder": embedder_name,
+                "run_id": run_id,
+                "step": step,
+                "now": now,
+                "texts": [item.text for item in stored],
+                "kinds": [item.kind for item in stored],
+                "importances": [item.importance for item in stored],
+                "digests": [item.digest for item in stored],
+                "vectors": [vector_text(item.vector) for item in stored],
+                "expiries": [item.expires_at for item in stored],
+            },
+        )
+        ids = {digest: pk for pk, digest in cursor.fetchall()}
+    created = []
+    for item in stored:
+        new_id = ids.get(item.digest)
+        if new_id is None:
+            # Another worker stored the same text a moment ago.
+            item.merge_into = Memory.objects.defer("embedding").get(
+                agent_id=agent_id, user_key=user_key, content_hash=item.digest
+            )
+            item.reason = "same_text"
+            continue
+        item.memory = Memory(
+            pk=new_id,
+            agent_id=agent_id,
+            user_key=user_key,
+            text=item.text,
+            kind=item.kind,
+            importance=item.importance,
+            content_hash=item.digest,
+            embedding=item.vector,
+            embedder=embedder_name,
+            source_run_id=run_id,
+            source_step=step,
+            created_at=now,
+            expires_at=item.expires_at,
+        )
+        item.memory._state.adding = False
+        created.append(item)
+    return created
+
+
 # -- recall -----------------------------------------------------------------------------
 
 
@@ -375,33 +664,114 @@ def memory_recall(
         return ranking.recalled
 
 
+@dataclass(frozen=True)
+class RecallUse:
+    """One memory a recall returned: what its bookkeeping writes."""
+
+    memory_id: int
+    run_id: RunId | None
+    score: float
+    at: datetime
+
+
 def memory_recall_record(
     *, recalled: list[RecalledMemory], run_id: RunId | None = None, now: datetime | None = None
 ) -> None:
-    """Count a recall: access_count + 1 and last_accessed_at = now on each memory (one UPDATE),
-    a MemoryRecall row each when `run_id` is given, then the auto-pin rule."""
+    """Count a recall: access_count + 1 and last_accessed_at = now on each memory, a
+    MemoryRecall row each when `run_id` is given, then the auto-pin rule.
+
+    Inside a caller's transaction this is written there and then (it commits or rolls back
+    with the caller's work). Otherwise it is written behind the caller's back, off the
+    step's hot path: queued for this process's writer thread, which writes whatever has
+    queued in one batched statement, normally within milliseconds; `memory_recall_flush()`
+    waits for it. The returned objects show the new count at once."""
     if not recalled:
         return
     now = now or timezone.now()
-    ids = [r.id for r in recalled]
-    outer_transaction = connection.in_atomic_block
-    with transaction.atomic():
-        if not outer_transaction:
-            # Bookkeeping only (access counts, provenance): a crash may lose the last
-            # few hundred ms of it, and recall does not wait for a WAL flush.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        Memory.objects.filter(id__in=ids).update(
-            access_count=F("access_count") + 1, last_accessed_at=now
-        )
-        if run_id is not None:
-            MemoryRecall.objects.bulk_create(
-                [MemoryRecall(memory_id=r.id, run_id=run_id, score=r.score) for r in recalled]
-            )
+    uses = [RecallUse(r.id, run_id, r.score, now) for r in recalled]
     for r in recalled:
         r.memory.access_count += 1
         r.memory.last_accessed_at = now
-    memory_auto_pin(memories=[r.memory for r in recalled], run_id=run_id)
+    if connection.in_atomic_block:
+        memory_recall_uses_write(uses=uses)
+    else:
+        _recall_writer.add(uses)
+
+
+def memory_recall_flush(timeout: float = 10.0) -> bool:
+    """Wait until the recall bookkeeping queued in this process so far is written; False if
+    it took longer than `timeout` seconds. A forking worker's horse must call it before it
+    exits (os._exit runs no exit handler); other processes flush at exit by themselves."""
+    return _recall_writer.flush(timeout)
+
+
+_RECALL_USES_SQL = """
+WITH used AS (
+    SELECT id, count(*) AS n, max(at) AS at
+    FROM unnest(%(ids)s::bigint[], %(ats)s::timestamptz[]) AS u(id, at)
+    GROUP BY id
+), recalls AS (
+    INSERT INTO {recall_table} (memory_id, run_id, score, created_at)
+    SELECT r.id, r.run_id, r.score, r.at
+    FROM unnest(%(ids)s::bigint[], %(runs)s::uuid[], %(scores)s::float8[], %(ats)s::timestamptz[])
+        AS r(id, run_id, score, at)
+    WHERE r.run_id IS NOT NULL AND EXISTS (SELECT 1 FROM {memory_table} m WHERE m.id = r.id)
+)
+UPDATE {memory_table} AS m
+SET access_count = m.access_count + used.n,
+    last_accessed_at = GREATEST(m.last_accessed_at, used.at)
+FROM used WHERE m.id = used.id
+RETURNING m.id, m.agent_id, m.user_key, m.access_count, m.pinned, m.metadata
+"""
+
+
+def memory_recall_uses_write(*, uses: list[RecallUse]) -> None:
+    """Write recall bookkeeping in one statement: the access counts (a memory recalled n
+    times gets + n, and the latest time), the MemoryRecall rows (stamped with the time of
+    the recall, not of the write; memories deleted meanwhile are skipped), then the
+    auto-pin rule for memories now at its threshold."""
+    if not uses:
+        return
+    outer_transaction = connection.in_atomic_block
+    sql = _RECALL_USES_SQL.format(
+        recall_table=MemoryRecall._meta.db_table, memory_table=Memory._meta.db_table
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not outer_transaction:
+            # Bookkeeping only (access counts, provenance): a crash may lose the last
+            # few hundred ms of it, and the writer does not wait for a WAL flush.
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute(
+            sql,
+            {
+                "ids": [u.memory_id for u in uses],
+                "runs": [u.run_id for u in uses],
+                "scores": [u.score for u in uses],
+                "ats": [u.at for u in uses],
+            },
+        )
+        bumped = cursor.fetchall()
+    threshold = settings.MEMORY_AUTO_PIN_RECALLS
+    if threshold <= 0:
+        return
+    last_run = {u.memory_id: u.run_id for u in uses}
+    for pk, agent_id, user_key, access_count, pinned, metadata in bumped:
+        if pinned or access_count < threshold:
+            continue
+        memory = Memory(
+            pk=pk,
+            agent_id=agent_id,
+            user_key=user_key,
+            access_count=access_count,
+            pinned=pinned,
+            metadata=metadata if isinstance(metadata, dict) else json.loads(metadata or "{}"),
+        )
+        memory_auto_pin(memories=[memory], run_id=last_run.get(pk))
+
+
+_recall_writer: DeferredWriter[RecallUse] = DeferredWriter(
+    name="memory-recall", write=lambda uses: memory_recall_uses_write(uses=uses)
+)
 
 
 # -- edits from people --------------------------------------------------------------------

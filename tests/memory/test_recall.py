@@ -10,7 +10,17 @@ from memory.embedders import get_embedder
 from memory.errors import MemoryInputError
 from memory.models import Memory, MemoryAction, MemoryEvent, MemoryRecall
 from memory.selectors import memory_pinned, memory_rank, memory_search, rerank_score
-from memory.services import memory_expire, memory_recall, memory_remember, memory_update
+from memory.services import (
+    RecallUse,
+    memory_delete,
+    memory_expire,
+    memory_recall,
+    memory_recall_flush,
+    memory_recall_uses_write,
+    memory_remember,
+    memory_update,
+)
+from tests.kit import until
 from tests.memory.labelled import AGENT_WIDE, MEMORIES, QUERIES
 from tracing.emit import Tracer
 from tracing.models import Span
@@ -238,8 +248,11 @@ def test_it_ranks_without_writing_and_records_only_through_the_service(agent):
     with CaptureQueriesContext(connection) as queries:
         ranking = memory_rank(agent_id=agent.pk, user_key="u", query="tea", k=3)
     assert [r.id for r in ranking.recalled] == [tea.pk] and ranking.strategy == "exact"
-    statements = [q["sql"].lstrip().split()[0].upper() for q in queries.captured_queries]
-    assert statements and set(statements) == {"SELECT"}
+    assert queries.captured_queries and not any(
+        word in q["sql"].upper()
+        for q in queries.captured_queries
+        for word in ("INSERT", "UPDATE", "DELETE")
+    )
     tea.refresh_from_db()
     assert tea.access_count == 0 and not MemoryRecall.objects.exists()
 
@@ -248,3 +261,73 @@ def test_it_ranks_without_writing_and_records_only_through_the_service(agent):
     tea.refresh_from_db()
     assert tea.access_count == 1
     assert list(MemoryRecall.objects.values_list("memory_id", "run_id")) == [(tea.pk, run)]
+
+
+def _writes(queries: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if any(word in q["sql"].upper() for word in ("INSERT", "UPDATE", "DELETE"))
+    ]
+
+
+def test_outside_a_transaction_recall_only_reads_and_its_bookkeeping_lands_behind_it(
+    transactional_db, agent, settings
+):
+    """As the worker calls it (autocommit), recall writes nothing on the caller's connection:
+    the access counts, the MemoryRecall rows (stamped with the recall's time) and the
+    auto-pin rule are written by the process's writer thread, in batches, moments later;
+    memory_recall_flush() waits for them."""
+    settings.MEMORY_AUTO_PIN_RECALLS = 3
+    tea = memory_remember(agent_id=agent.pk, user_key="u", text="The customer drinks green tea.")
+    runs = [uuid.uuid4() for _ in range(3)]
+    before = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        for run in runs:
+            got = memory_recall(agent_id=agent.pk, user_key="u", query="tea", k=1, run_id=run)
+            assert [r.id for r in got] == [tea.pk]
+    after = timezone.now()
+    assert _writes(queries) == []
+
+    assert memory_recall_flush()
+    tea.refresh_from_db()
+    assert tea.access_count == 3 and before <= tea.last_accessed_at <= after
+    recalls = list(MemoryRecall.objects.filter(memory=tea).order_by("created_at"))
+    assert [r.run_id for r in recalls] == runs
+    assert all(before <= r.created_at <= after for r in recalls)
+    assert tea.pinned  # the third recall reached the threshold
+    pin = MemoryEvent.objects.get(memory=tea, action=MemoryAction.AUTO_PINNED)
+    assert pin.run_id == runs[-1] and pin.changes["access_count"] == 3
+
+
+def test_recall_bookkeeping_lands_without_anyone_waiting_for_it(transactional_db, agent):
+    tea = memory_remember(agent_id=agent.pk, user_key="u", text="The customer drinks green tea.")
+    run = uuid.uuid4()
+    memory_recall(agent_id=agent.pk, user_key="u", query="tea", k=1, run_id=run)
+    until(
+        lambda: MemoryRecall.objects.filter(memory=tea, run_id=run).exists(),
+        seconds=10,
+        message="the recall's MemoryRecall row was never written",
+    )
+    until(lambda: Memory.objects.get(pk=tea.pk).access_count == 1, seconds=10)
+
+
+def test_recall_bookkeeping_counts_repeats_and_skips_memories_deleted_meanwhile(agent):
+    tea = memory_remember(agent_id=agent.pk, user_key="u", text="The customer drinks green tea.")
+    gone = memory_remember(agent_id=agent.pk, user_key="u", text="The customer is called Ana.")
+    gone_pk = gone.pk
+    memory_delete(memory=gone, actor=None)
+    run = uuid.uuid4()
+    now = timezone.now()
+    memory_recall_uses_write(
+        uses=[
+            RecallUse(tea.pk, run, 0.9, now - timedelta(seconds=5)),
+            RecallUse(gone_pk, run, 0.8, now),
+            RecallUse(tea.pk, None, 0.7, now),
+        ]
+    )
+    tea.refresh_from_db()
+    assert tea.access_count == 2 and tea.last_accessed_at == now
+    assert list(MemoryRecall.objects.values_list("memory_id", "run_id", "score")) == [
+        (tea.pk, run, 0.9)
+    ]

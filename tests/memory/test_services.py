@@ -1,13 +1,19 @@
+import uuid
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from memory.embedders import get_embedder
 from memory.errors import MemoryInputError
 from memory.models import Memory, MemoryAction, MemoryEvent, MemoryRevision
 from memory.services import (
+    MemoryDraft,
     memory_delete,
     memory_embed,
     memory_recall,
     memory_remember,
+    memory_remember_many,
     memory_update,
 )
 
@@ -78,8 +84,6 @@ def test_it_keeps_the_longest_lifetime_when_merging(agent):
 
 
 def test_it_records_provenance(agent):
-    import uuid
-
     run = uuid.uuid4()
     memory = memory_remember(
         agent_id=agent.pk,
@@ -170,3 +174,102 @@ def test_it_audits_pins_and_deletions(agent, bob):
     deleted = events[-1]
     assert deleted.actor == bob and deleted.changes["text"] == "Lives in Paris."
     assert deleted.changes["revisions"] == ["Lives in Lyon."] and deleted.changes["pinned"] is True
+
+
+BATCH = [
+    "the customer prefers to be contacted by email",  # the same text as a stored memory
+    "The customer prefers being contacted by email.",  # a near duplicate of it
+    "Ship to 14 Baker Street",  # near a stored one, but other numbers
+    "Owns a red bicycle.",
+    "owns a red bicycle",  # repeats an earlier draft
+    "Prefers the morning delivery slot.",
+]
+
+
+def _shape(memories: list[Memory]) -> list[tuple[int, float, int]]:
+    """Which memory each write ended in (numbered by first appearance), its importance and
+    access count afterwards."""
+    order: dict[int, int] = {}
+    rows = {m.pk: m for m in Memory.objects.filter(pk__in=[m.pk for m in memories])}
+    return [
+        (
+            order.setdefault(m.pk, len(order)),
+            round(rows[m.pk].importance, 3),
+            rows[m.pk].access_count,
+        )
+        for m in memories
+    ]
+
+
+@pytest.mark.parametrize("exact_max", [1000, 0])  # the scope searched exactly, then by HNSW
+def test_remember_many_stores_and_merges_like_one_at_a_time(agent, settings, exact_max):
+    settings.MEMORY_EXACT_SEARCH_MAX = exact_max
+    results = {}
+    for user_key in ("one-by-one", "batch"):
+        stored = [
+            memory_remember(agent_id=agent.pk, user_key=user_key, text=text)
+            for text in (
+                "The customer prefers to be contacted by email.",
+                "Ship to 12 Baker Street",
+            )
+        ]
+        if user_key == "batch":
+            written = memory_remember_many(
+                agent_id=agent.pk, user_key=user_key, drafts=[MemoryDraft(text) for text in BATCH]
+            )
+        else:
+            written = [
+                memory_remember(agent_id=agent.pk, user_key=user_key, text=text) for text in BATCH
+            ]
+        results[user_key] = _shape(stored + written)
+        events = MemoryEvent.objects.filter(agent_id=agent.pk, user_key=user_key)
+        results[user_key + " events"] = sorted(
+            (e.action, e.changes.get("reason", ""), e.changes.get("text", "")) for e in events
+        )
+    assert results["batch"] == results["one-by-one"]
+    assert results["batch events"] == results["one-by-one events"]
+    email, baker, fourteen, bicycle, again, slot = results["batch"][:2] + results["batch"][4:]
+    assert results["batch"][2][0] == results["batch"][3][0] == email[0]  # both merged
+    assert len({email[0], baker[0], fourteen[0], bicycle[0], slot[0]}) == 5
+    assert again[0] == bicycle[0]
+
+
+def test_remember_many_writes_with_a_fixed_number_of_queries_and_records_provenance(agent):
+    run = uuid.uuid4()
+
+    def queries_for(n: int, user_key: str) -> int:
+        memory_remember(agent_id=agent.pk, user_key=user_key, text="Order 3 was late")
+        drafts = [
+            MemoryDraft(f"Order {i} of {user_key} shipped on day {i % 28}", kind="episode")
+            for i in range(n)
+        ]
+        with CaptureQueriesContext(connection) as queries:
+            written = memory_remember_many(
+                agent_id=agent.pk,
+                user_key=user_key,
+                drafts=drafts,
+                source_run_id=run,
+                source_step=4,
+            )
+        assert len({m.pk for m in written}) == n  # "Order 3 of ..." is not "Order 3 was late"
+        return len(queries.captured_queries)
+
+    assert queries_for(3, "few") == queries_for(40, "many")
+    memory = Memory.objects.get(agent_id=agent.pk, user_key="many", text__startswith="Order 7 ")
+    assert (memory.kind, memory.source_run_id, memory.source_step) == ("episode", run, 4)
+    assert memory.embedder == get_embedder().name and len(memory.embedding) == 256
+    created = MemoryEvent.objects.get(memory=memory, action=MemoryAction.CREATED)
+    assert created.run_id == run and created.actor_label == f"run {run}"
+    assert created.changes["step"] == 4
+
+
+def test_remember_many_rejects_a_bad_draft_before_writing_any(agent):
+    drafts = [MemoryDraft("A fine memory."), MemoryDraft("Another one.", importance=1.5)]
+    with pytest.raises(MemoryInputError) as caught:
+        memory_remember_many(agent_id=agent.pk, user_key="u", drafts=drafts)
+    assert caught.value.field == "importance" and "memory 2" in str(caught.value)
+    assert not Memory.objects.exists()
+    with pytest.raises(MemoryInputError) as caught:
+        memory_remember_many(agent_id=agent.pk, user_key="u" * 201, drafts=drafts[:1])
+    assert caught.value.field == "user_key"
+    assert memory_remember_many(agent_id=agent.pk, user_key="u", drafts=[]) == []
