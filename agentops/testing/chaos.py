@@ -2,7 +2,7 @@
 check that every run completes or hands off with a reason, that no non-idempotent tool
 call ran twice and no completed call ran again, and that nothing stored was lost.
 
-Used by tests/agentops/runtime/test_crash.py (20 kills) and bench/chaos.py (200 kills).
+Used by tests/agentops/runtime/test_crash.py (12 kills) and bench/chaos.py (200 kills).
 """
 
 from __future__ import annotations

@@ -360,7 +360,7 @@ def test_it_refuses_an_unknown_session_id(client, agent):
 
 
 def test_it_waits_for_many_runs_without_a_thread_each(client, agent, devmodel, model_name, web):
-    devmodel.script(model_name, latency=2)
+    devmodel.script(model_name, latency=0.5)  # the runs are done one after another
     port = int(web.rsplit(":", 1)[1])
     server = next(
         p

@@ -20,14 +20,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
     [(FORKING_WORKER, KILL_MODES), (CONCURRENT_WORKER, THREADED_KILL_MODES)],
 )
 @pytest.mark.slow
-def test_it_survives_twenty_kills_without_losing_or_repeating_work(
+def test_it_survives_a_dozen_kills_without_losing_or_repeating_work(
     tooled_agent, worker_class, modes
 ):
+    # Every kill mode several times; `make chaos` (bench/chaos.py) makes 200 kills.
     env = child_env(RUN_STALE_SECONDS="4", RUN_LOST_JOB_SECONDS="5")
     report = chaos_run(
         agent=tooled_agent,
         env=env,
-        kills=21,
+        kills=12,
         workers=3,
         steps=4,
         timeout=240,
@@ -35,7 +36,7 @@ def test_it_survives_twenty_kills_without_losing_or_repeating_work(
     )
     figures = report.figures()
     print(figures)
-    assert figures["kills"] >= 20
+    assert figures["kills"] >= 12
     assert set(report.kills) == set(modes)
     assert figures["problems"] == []
     assert figures["non_idempotent_executed_twice"] == 0
