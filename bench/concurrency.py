@@ -13,7 +13,7 @@ flooding agent holds at most its limit of runs in flight, AGENT_MAX_CONCURRENT_R
 Usage: `python bench/concurrency.py [--quick] [--large] [--fairness]` (own data folder var/bench).
 `--large` adds 1,000 runs with a 10 s latency on 4 worker processes.
 
-`--api [--runs 100] [--latency 2] [--clients 4]`: what a user meets. The product runs in
+`--api [--runs 100] [--latency 2] [--clients 4] [--agents 1]`: what a user meets. The product runs in
 `make run`'s shape (agentops/launcher.py's command lines: WEB_PROCESSES uvicorn processes on
 127.0.0.1, WORKER_PROCESSES concurrent workers, the scheduler) against the development model
 server. Each of `--clients` client processes (spawned, asyncio, a plain HTTP/1.1 client that
@@ -58,6 +58,36 @@ FORKING = "agentops.worker.Worker"
 CONCURRENT = "agentops.worker.ConcurrentWorker"
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children, the live ones included (0 when gone)."""
+    import psutil
+
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = child.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def services_pids() -> dict[str, int]:
+    """The embedded Postgres and Redis this bench uses (their first process), when found."""
+    from agentops.embedded import postgres_dir, redis_dir
+
+    pids = {}
+    for name, path in (
+        ("postgres", postgres_dir() / "postmaster.pid"),
+        ("redis", redis_dir() / "redis.pid"),
+    ):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids[name] = int(path.read_text().split()[0])
+    return pids
+
+
 class RssSampler(threading.Thread):
     """Samples the resident memory of processes (and their children) every 0.2 s."""
 
@@ -72,19 +102,7 @@ class RssSampler(threading.Thread):
 
     def cpu_now(self) -> dict[int, float]:
         """CPU seconds of each process with its children, the live ones included."""
-        import psutil
-
-        seconds: dict[int, float] = {}
-        for pid in self.pids:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process = psutil.Process(pid)
-                times = process.cpu_times()
-                total = times.user + times.system + times.children_user + times.children_system
-                for child in process.children(recursive=True):
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        total += child.cpu_times().user + child.cpu_times().system
-                seconds[pid] = total
-        return seconds
+        return {pid: tree_cpu(pid) for pid in self.pids}
 
     def run(self) -> None:
         import psutil
@@ -120,11 +138,12 @@ class Post:
     """One client's post and what it saw of it."""
 
     session: str
-    status: str = ""  # the HTTP status, or the exception's class
-    retry_after: str | None = None
+    status: str = ""  # the last answer's HTTP status, or the exception's class
+    unavailable: int = 0  # 503 answers (then retried after Retry-After with --retry)
+    unavailable_without_retry_after: int = 0
     run: str | None = None
     stream_error: str | None = None
-    sent_at: float = 0.0  # time.time() just before connecting
+    sent_at: float = 0.0  # time.time() just before connecting (the first time)
     accepted_s: float | None = None
     done_s: float | None = None  # the run's finished `run.status` on the session's stream
     run_status: str | None = None
@@ -175,7 +194,8 @@ async def _api_client(
     ready: mp.Queue[int],
     start_at: mp.Queue[float],
     timeout: float,
-) -> list[Post]:
+    retries: int,
+) -> tuple[list[Post], float]:
     """Listens on each session's event stream, then posts one message to each at the moment
     the bench names, and waits for every answer (or the timeout)."""
     host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
@@ -217,19 +237,29 @@ async def _api_client(
         post = posts[session]
         body = json.dumps({"content": "hello"}).encode()
         post.sent_at = time.time()
+        path = f"{url}/api/sessions/{session}/messages"
         try:
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(_http_request("POST", f"{url}/api/sessions/{session}/messages", key, body))
-            status, headers = await _http_head(reader)
-            post.accepted_s = time.time() - post.sent_at
-            post.status = str(status)
-            post.retry_after = headers.get("retry-after")
-            answer = await reader.read()
-            if status == 202:
+            for attempt in range(retries + 1):
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(_http_request("POST", path, key, body))
+                status, headers = await _http_head(reader)
+                answer = await reader.read()
+                writer.close()
+                post.accepted_s = time.time() - post.sent_at
+                post.status = str(status)
+                if status != 503:
+                    break
+                post.unavailable += 1
+                retry_after = headers.get("retry-after", "")
+                if not retry_after.isdigit():
+                    post.unavailable_without_retry_after += 1
+                    break
+                if attempt < retries:
+                    await asyncio.sleep(int(retry_after))
+            if post.status == "202":
                 post.run = json.loads(answer)["run"]
             else:
                 answered[session].set()  # no run: nothing to wait for
-            writer.close()
         except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
             post.status = type(exc).__name__
             answered[session].set()
@@ -239,31 +269,33 @@ async def _api_client(
     ready.put(len(sessions))
     moment = await asyncio.get_running_loop().run_in_executor(None, start_at.get)
     await asyncio.sleep(max(0.0, moment - time.time()))
+    cpu = os.times()
     await asyncio.gather(*(send(session) for session in sessions))
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(event.wait() for event in answered.values()))
     for listener in listeners:
         listener.cancel()
-    return list(posts.values())
+    cpu_used = os.times().user + os.times().system - cpu.user - cpu.system
+    return list(posts.values()), cpu_used
 
 
 def api_client_process(
     url: str,
     key: str,
     sessions: list[str],
-    ready: mp.Queue[int],
-    start_at: mp.Queue[float],
-    results: mp.Queue[list[dict[str, Any]]],
+    queues: tuple[mp.Queue[int], mp.Queue[float], mp.Queue[dict[str, Any]]],
     timeout: float,
+    retries: int,
 ) -> None:
     """A client process (spawned: no Django, no GIL shared with the bench or the product)."""
+    ready, start_at, results = queues
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    posts = asyncio.run(_api_client(url, key, sessions, ready, start_at, timeout))
-    results.put([post.__dict__ for post in posts])
+    posts, cpu = asyncio.run(_api_client(url, key, sessions, ready, start_at, timeout, retries))
+    results.put({"posts": [post.__dict__ for post in posts], "cpu_s": cpu})
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:
@@ -292,11 +324,19 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
     endpoint = EndpointFactory(
         name=model, base_url=f"{devmodel_base}/v1", default_model=model, timeout_seconds=60
     )
-    agent: Any = AgentFactory(
-        slug=model, endpoint=endpoint, memory_enabled=False, max_concurrent_runs=args.agent_limit
-    )
+    agents: list[Any] = [
+        AgentFactory(
+            slug=f"{model}-{i}",
+            endpoint=endpoint,
+            memory_enabled=False,
+            max_concurrent_runs=args.agent_limit,
+        )
+        for i in range(max(1, args.agents))
+    ]
+    agent = agents[0]
     sessions = [
-        str(session_create(agent=agent, external_user=f"api-{i}").pk) for i in range(args.runs)
+        str(session_create(agent=agents[i % len(agents)], external_user=f"api-{i}").pk)
+        for i in range(args.runs)
     ]
     clients = max(1, min(args.clients, args.runs))
     keys = [
@@ -317,13 +357,20 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
     sampler.start()
     context = mp.get_context("spawn")
     ready: mp.Queue[int] = context.Queue()
-    results: mp.Queue[list[dict[str, Any]]] = context.Queue()
+    results: mp.Queue[dict[str, Any]] = context.Queue()
     starts: list[mp.Queue[float]] = [context.Queue() for _ in range(clients)]
     timeout = args.timeout or max(120.0, 3 * args.latency * math.ceil(args.runs / 100))
     processes = [
         context.Process(
             target=api_client_process,
-            args=(product.url, keys[i], sessions[i::clients], ready, starts[i], results, timeout),
+            args=(
+                product.url,
+                keys[i],
+                sessions[i::clients],
+                (ready, starts[i], results),
+                timeout,
+                args.retry,
+            ),
             daemon=True,
         )
         for i in range(clients)
@@ -337,13 +384,21 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
             listening += ready.get(timeout=120)
         load_burst = os.getloadavg()
         cpu_before = sampler.cpu_now()
+        services = services_pids()
+        services_before = {name: tree_cpu(pid) for name, pid in services.items()}
         moment = time.time() + 0.5
         for start in starts:
             start.put(moment)
+        client_cpu = 0.0
         for _ in processes:
-            posts += results.get(timeout=timeout + 120)
+            result = results.get(timeout=timeout + 60 * (args.retry + 2))
+            posts += result["posts"]
+            client_cpu += result["cpu_s"]
         cpu_used = {
             pid: seconds - cpu_before.get(pid, 0.0) for pid, seconds in sampler.cpu_now().items()
+        }
+        services_used = {
+            name: tree_cpu(pid) - services_before[name] for name, pid in services.items()
         }
         for process in processes:
             process.join(30)
@@ -372,6 +427,7 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         "agent_limit": settings_value("AGENT_MAX_CONCURRENT_RUNS")
         if args.agent_limit is None
         else args.agent_limit,
+        "agents": len(agents),
         "client_processes": clients,
         "posts_sent_within_s": round(
             max(p["sent_at"] for p in posts) - min(p["sent_at"] for p in posts), 3
@@ -380,9 +436,9 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         else None,
         "accepted": {
             "statuses": dict(statuses),
-            "503_without_retry_after": sum(
-                1 for p in posts if p["status"] == "503" and not p["retry_after"]
-            ),
+            "retries_after_503": args.retry,
+            "503_answers": sum(p["unavailable"] for p in posts),
+            "503_without_retry_after": sum(p["unavailable_without_retry_after"] for p in posts),
             "seconds": _spread([p["accepted_s"] for p in posts if p["accepted_s"] is not None]),
             "seconds_202": _spread([p["accepted_s"] for p in posts if p["status"] == "202"]),
         },
@@ -407,6 +463,8 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
             "web_ms_per_conversation": round(1000 * web_cpu / max(len(posts), 1), 1),
             "workers": round(sum(cpu_used.get(w.pid, 0.0) for w in workers), 2),
             "scheduler": round(cpu_used.get(scheduler.pid, 0.0), 2),
+            **{name: round(seconds, 2) for name, seconds in services_used.items()},
+            "clients": round(client_cpu, 2),
         },
         "load_average": {
             "before": [round(x, 2) for x in load_before],
@@ -438,8 +496,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100, help="conversations posted (--api)")
     parser.add_argument("--latency", type=float, default=2.0, help="model seconds (--api)")
     parser.add_argument("--clients", type=int, default=4, help="client processes (--api)")
-    parser.add_argument("--agent-limit", type=int, default=None, help="the agent's (--api)")
+    parser.add_argument("--agents", type=int, default=1, help="sessions spread on (--api)")
+    parser.add_argument("--agent-limit", type=int, default=None, help="each agent's (--api)")
     parser.add_argument("--timeout", type=float, default=0, help="seconds to wait (--api)")
+    parser.add_argument(
+        "--retry", type=int, default=0, help="times a post answered 503 is sent again (--api)"
+    )
     args = parser.parse_args()
     if args.api:
         print(json.dumps(api_main(args), indent=2, default=str))
