@@ -387,6 +387,8 @@ class ConcurrentWorker(Worker):
         self.dequeueing = False
         self.heartbeats_maintained_at = 0.0
         self.beat_at = 0.0
+        self.suspension_checked_at = 0.0
+        self.state_sent: tuple[str, float] = ("", 0.0)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         from agentops.runtime import loop
@@ -476,7 +478,23 @@ class ConcurrentWorker(Worker):
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         # RQ marks the worker idle whenever it listens; it is busy while a run is in flight.
-        super().set_state("busy" if state == "idle" and self.running else state, pipeline)
+        state = "busy" if state == "idle" and self.running else state
+        # And it sets it before every dequeue, a Redis round trip each: the same state is sent
+        # again at most once a second (so a registration made anew after an outage gets it).
+        now = time.monotonic()
+        if pipeline is None and self.state_sent[0] == state and now - self.state_sent[1] < 1.0:
+            self._state = state
+            return
+        super().set_state(state, pipeline)
+        self.state_sent = (state, now) if pipeline is None else ("", 0.0)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        # RQ asks Redis before every dequeue; once a second is soon enough for `rq suspend`.
+        now = time.monotonic()
+        if now - self.suspension_checked_at < 1.0:
+            return
+        self.suspension_checked_at = now
+        super().check_for_suspension(burst)
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         self.cold = True

@@ -278,6 +278,11 @@ class Tracer:
         batch, self._buffer = self._buffer, []
         return batch
 
+    def restore(self, batch: list[Span]) -> None:
+        """Give back records `take` handed out that were not stored after all (they go first,
+        as they were made first)."""
+        self._buffer[:0] = batch
+
     def written(self, batch: list[Span]) -> None:
         """Broadcast stored records (and export them) once the transaction commits."""
         if not batch:
@@ -289,6 +294,8 @@ class Tracer:
 
     def flush_now(self) -> list[Span]:
         """Flush in a transaction of its own (for records made outside a step)."""
+        if not self._buffer:
+            return []
         with transaction.atomic():
             return self.flush()
 

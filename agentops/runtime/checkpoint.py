@@ -124,12 +124,18 @@ def step_commit(
     messages: list[Message],
     tool_calls: list[ToolCall],
     spans: list[Span],
+    unless_taken_over: bool = False,
 ) -> int | None:
     """Store one step — run fields, new messages numbered from the session's counter, tool
     call records, trace records — all or nothing, and only while this worker holds the run
     at `epoch` (LeaseLost otherwise). Gives the messages and records their ids, and returns
     the id of the operator who asked to take the conversation over, if one did (read in the
     same statement: the run learns of a takeover at each checkpoint at no extra cost).
+
+    `unless_taken_over` (a run's last write): nothing is stored if an operator asked to take
+    the conversation over, and their id is returned. The statement's row lock does what a
+    `SELECT ... FOR UPDATE` first would: a takeover asked for meanwhile waits, then finds the
+    run ended.
 
     One statement (data-modifying CTEs, rows passed as JSON) rather than a transaction of
     six: a step costs one round trip and one commit.
@@ -140,7 +146,9 @@ def step_commit(
     ctes = [
         "held AS (UPDATE agentops_run SET "  # noqa: S608 (names from the model, values are parameters)
         + ", ".join(f"{_quoted(f)} = %s" for f in columns)
-        + " WHERE id = %s AND epoch = %s AND status = 'running' RETURNING id, takeover_by_id)"
+        + " WHERE id = %s AND epoch = %s AND status = 'running'"
+        + (" AND takeover_by_id IS NULL" if unless_taken_over else "")
+        + " RETURNING id, takeover_by_id)"
     ]
     params = [
         f.get_db_prep_save(v, connection) for f, v in zip(columns, fields.values(), strict=True)
@@ -165,6 +173,14 @@ def step_commit(
         cursor.execute(f"WITH {', '.join(ctes)} SELECT {', '.join(results)}", params)
         held, takeover_by, *stored = cursor.fetchone()
     if not held:
+        if unless_taken_over:
+            asked = (
+                Run.objects.filter(pk=run_id, epoch=epoch, status=RunStatus.RUNNING)
+                .values_list("takeover_by_id", flat=True)
+                .first()
+            )
+            if asked is not None:
+                return int(asked)
         raise LeaseLost(f"run {run_id} is no longer held at epoch {epoch}")
     if messages:
         _appended(session_id=session_id, messages=messages, rows=stored.pop(0))

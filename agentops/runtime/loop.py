@@ -7,6 +7,7 @@ Nothing here knows about HTTP or templates.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -126,6 +127,13 @@ def heartbeat_thread(run_id: uuid.UUID, epoch: int) -> RunBeat:
 heartbeat_start: Callable[[uuid.UUID, int], RunBeat] = heartbeat_thread
 
 
+@functools.lru_cache(maxsize=256)
+def specs_tokens(text: str) -> int:
+    """Tool definitions' token cost: the same few lists come back run after run, and counting
+    one costs more than the rest of a run's setup."""
+    return count_tokens(text)
+
+
 def takeover_name(user_id: int | None) -> str:
     from django.contrib.auth import get_user_model
 
@@ -143,7 +151,9 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
     epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
     if epoch is None:
         return "not-claimed"
-    run = Run.objects.select_related("agent__endpoint", "session", "agent_version").get(pk=run_id)
+    run = Run.objects.select_related("agent__endpoint", "session", "agent_version", "trigger").get(
+        pk=run_id
+    )
     beat = heartbeat_start(run.pk, epoch)
     with bind_context(
         trace_id=str(run.pk),
@@ -188,7 +198,8 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
             except Exception:
                 log.exception("run.trace_flush_failed")
             wait_sent()
-    run.refresh_from_db(fields=["status"])
+    if run.status == RunStatus.RUNNING:  # ended otherwise than by its driver (a lost lease)
+        run.refresh_from_db(fields=["status"])
     return run.status
 
 
@@ -242,17 +253,19 @@ class RunDriver:
             raise Failure(FailureClass.INVALID_REQUEST, self.config.problem)
         self.run.status = RunStatus.RUNNING
         status_broadcast(self.run)
-        trigger_seq = (
-            Message.objects.filter(pk=self.run.trigger_id).values_list("seq", flat=True).first()
-            if self.run.trigger_id
-            else None
-        )
+        trigger = self.run.trigger  # loaded with the run
+        trigger_seq = trigger.seq if trigger is not None else None
         # Retried after newer turns: the run answers its own message, seeing the conversation
-        # as it stood then (and what the run did so far); its folds stay its own.
-        self.in_place = trigger_seq is not None and (
-            Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
-            .exclude(run_id=self.run.pk)
-            .exists()
+        # as it stood then (and what the run did so far); its folds stay its own. (Nothing
+        # to look for when the session, read with the run, ends at the trigger.)
+        self.in_place = (
+            trigger_seq is not None
+            and self.session.last_seq > trigger_seq
+            and (
+                Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
+                .exclude(run_id=self.run.pk)
+                .exists()
+            )
         )
         self.transcript = transcript_load(
             session_id=self.session.pk,
@@ -416,12 +429,25 @@ class RunDriver:
         self.tracer.written(spans)
 
     def finish(self) -> None:
-        with transaction.atomic():
-            operator = self.takeover_operator()
-            if operator is not None:  # asked for while the answer was written: hand it over
-                raise HandoffRequired(f"taken over by {operator.get_username()}")
-            self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
-            self.commit({"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}})
+        """The run succeeded: one fenced statement, which stores nothing if an operator asked
+        to take the conversation over (while the answer was written): then it is handed over."""
+        self.tracer.event("run.status", status=RunStatus.SUCCEEDED)
+        spans = self.tracer.take()
+        operator_id = step_commit(
+            run_id=self.run.pk,
+            epoch=self.epoch,
+            session_id=self.session.pk,
+            fields={"status": RunStatus.SUCCEEDED, "finished_at": timezone.now(), "state": {}},
+            messages=[],
+            tool_calls=[],
+            spans=spans,
+            unless_taken_over=True,
+        )
+        if operator_id is not None:
+            self.tracer.restore(spans[:-1])  # all but the success that did not happen
+            self.takeover_by = operator_id
+            raise HandoffRequired(f"taken over by {takeover_name(operator_id)}")
+        self.tracer.written(spans)
         self.run.status = RunStatus.SUCCEEDED
         status_broadcast(self.run)
 
@@ -504,7 +530,7 @@ class RunDriver:
         """The run's tools as the model sees them, and their token cost (fixed for a run)."""
         if self._specs is None:
             specs = tool_specs(self.tools.available())
-            self._specs = (specs, count_tokens(str(specs)) if specs else 0)
+            self._specs = (specs, specs_tokens(str(specs)) if specs else 0)
         return self._specs
 
     def call_model(
