@@ -50,7 +50,7 @@ def handoff_package_enqueue(*, handoff_id: int) -> None:
         queue=settings.RUN_QUEUE,
         func="agentops.jobs.handoff_package_job",
         args=(handoff_id,),
-        job_id=_job_id(handoff_id),
+        job_id=handoff_package_job_id(handoff_id),
         job_timeout=PACKAGE_SECONDS + 30,
         sweep="handoff_packages_reconcile",
     )
@@ -70,7 +70,9 @@ def handoff_packages_reconcile(*, older_than: timedelta, now: datetime | None = 
     sent = 0
     for handoff_id, session_id, created_at in missing.values_list("pk", "session_id", "created_at"):
         try:
-            job: Job | None = Job.fetch(_job_id(handoff_id), connection=queue.connection)
+            job: Job | None = Job.fetch(
+                handoff_package_job_id(handoff_id), connection=queue.connection
+            )
         except NoSuchJobError:
             job = None
         status = None
@@ -105,7 +107,7 @@ PACKAGE_ON_ITS_WAY = (
 )
 
 
-def _job_id(handoff_id: int) -> str:
+def handoff_package_job_id(handoff_id: int) -> str:
     return f"handoff-package-{handoff_id}"
 
 
