@@ -559,9 +559,9 @@ def post_message(
     request: HttpRequest, session_id: uuid.UUID, payload: MessageIn
 ) -> Status[dict[str, Any]]:
     role_require(user=request.user, role="operator")
-    session = get_object_or_404(Session, pk=session_id)
+    # The service reads the session under its lock (404 when there is none): not twice.
     run = services.session_post_message(
-        session=session, content=payload.content, author=request.user
+        session=Session(pk=session_id), content=payload.content, author=request.user
     )
     return Status(202, {"run": run.pk if run else None})
 

@@ -8,13 +8,14 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -176,6 +177,10 @@ def bearer_token(authorization: str | None) -> str | None:
     return key.strip() or None
 
 
+# How stale a key's `last_used_at` may get before a request with it writes it again.
+API_KEY_TOUCH = timedelta(seconds=60)
+
+
 @dataclass(frozen=True)
 class KeyHolder:
     """Who a personal API key lets in: its (active) user, and the key, whose deletion ends
@@ -190,18 +195,49 @@ class KeyHolder:
         return [user_group(self.user.pk), api_key_group(self.key_id)]
 
 
+# The key's user, the key, and the user's role groups, in one statement (SQL rather than the
+# ORM: this runs on every API request, and composing the query cost more than running it).
+_KEY_HOLDER = (
+    "SELECT u.*, k.id AS api_key_id, k.last_used_at AS api_key_used_at,"
+    " ARRAY(SELECT g.name FROM auth_group g JOIN auth_user_groups ug ON ug.group_id = g.id"
+    "       WHERE ug.user_id = u.id AND g.name = ANY(%s)) AS role_groups"
+    " FROM agentops_apikey k JOIN auth_user u ON u.id = k.user_id WHERE k.key_hash = %s"
+)
+
+
 def api_key_holder(raw: str) -> KeyHolder | None:
     """The active user a personal API key (from bearer_token) belongs to, with the key, or
-    None: an unknown key, or one of a deactivated account."""
-    from agentops.models import ApiKey
+    None: an unknown key, or one of a deactivated account.
 
+    One query: the key, its user and the user's role groups (kept on the user object for the
+    request, so `has_role` asks nothing more). `last_used_at` is written at most once a
+    minute (API_KEY_TOUCH; the pages show it to the minute), and never waits: a burst of
+    requests with one key does not queue on the key's row."""
     if not raw.startswith(API_KEY_PREFIX):
         return None
-    key = ApiKey.objects.select_related("user").filter(key_hash=hash_api_key(raw)).first()
-    if key is None or not key.user.is_active:
+    user = next(iter(User.objects.raw(_KEY_HOLDER, [list(ROLES), hash_api_key(raw)])), None)
+    if user is None or not user.is_active:
         return None
-    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
-    return KeyHolder(user=key.user, key_id=key.pk)
+    names: list[str] = user.role_groups  # type: ignore[attr-defined]
+    setattr(user, _ROLE_READ, next((r for r in reversed(ROLES) if r in names), None))
+    key_id: int = user.api_key_id  # type: ignore[attr-defined]
+    used_at: datetime | None = user.api_key_used_at  # type: ignore[attr-defined]
+    now = timezone.now()
+    if used_at is None or now - used_at >= API_KEY_TOUCH:
+        _api_key_touch(key_id=key_id, now=now)
+    return KeyHolder(user=user, key_id=key_id)
+
+
+def _api_key_touch(*, key_id: int, now: datetime) -> None:
+    """Mark the key used now, unless another request is doing so (SKIP LOCKED: inside an
+    idempotent POST's transaction the row stays locked until it ends)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE agentops_apikey SET last_used_at = %s WHERE id = ("
+            " SELECT id FROM agentops_apikey WHERE id = %s"
+            " AND (last_used_at IS NULL OR last_used_at <= %s) FOR UPDATE SKIP LOCKED)",
+            [now, key_id, now - API_KEY_TOUCH],
+        )
 
 
 def api_key_user(raw: str) -> User | None:

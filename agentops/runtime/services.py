@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import django_rq
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
@@ -47,7 +47,7 @@ from agentops.runtime.handoff_package import (
     handoff_packages_reconcile,
 )
 from tracing.platform.enqueue import queue_job_on_commit
-from tracing.platform.errors import Conflict, Invalid
+from tracing.platform.errors import Conflict, Invalid, NotFound
 from tracing.platform.logs import get_logger
 
 if TYPE_CHECKING:
@@ -73,10 +73,13 @@ class AgentNotLive(RuntimeConflict):
         )
 
 
-def agent_live_check(*, agent: Agent, version: AgentVersion | None = None) -> None:
+def agent_live_check(
+    *, agent: Agent, version: AgentVersion | None = None, is_live: bool | None = None
+) -> None:
     """Refuse a conversation with an agent nothing was published of, unless it is pinned to a
-    version (a draft chat, an experiment). See AgentQuerySet.live."""
-    if version is None and not agent.is_live:
+    version (a draft chat, an experiment). See AgentQuerySet.live. `is_live`: already read
+    with the row that holds the agent (else asked of the database)."""
+    if version is None and not (agent.is_live if is_live is None else is_live):
         raise AgentNotLive(agent)
 
 
@@ -89,6 +92,27 @@ def run_enqueue(*, run: Run) -> None:
     runs_dispatch(agent_id=run.agent_id)
 
 
+# The agent's held runs that fit under its limit (NULL: no limit), each given its job id, in
+# one statement. Its own statement, after the agent's row lock: under READ COMMITTED it sees
+# what the dispatcher that held the lock before committed.
+_DISPATCH = """
+WITH in_flight AS (
+    SELECT count(*) AS n FROM agentops_run
+    WHERE agent_id = %(agent)s
+      AND (status = %(running)s OR (status = %(queued)s AND job_id <> ''))
+), picked AS (
+    SELECT id FROM agentops_run
+    WHERE agent_id = %(agent)s AND status = %(queued)s AND job_id = ''
+    ORDER BY enqueued_at, created_at
+    LIMIT (SELECT CASE WHEN %(limit)s = 0 THEN NULL ELSE greatest(%(limit)s - n, 0) END
+           FROM in_flight)
+)
+UPDATE agentops_run AS r SET job_id = 'run-' || r.id::text || '-' || %(stamp)s
+FROM picked WHERE r.id = picked.id AND r.status = %(queued)s AND r.job_id = ''
+RETURNING r.id, r.job_id
+"""
+
+
 def runs_dispatch(*, agent_id: int) -> int:
     """Send the agent's held runs to RQ, oldest first, while it has fewer than its limit of
     runs in flight (`Agent.max_concurrent_runs`, else AGENT_MAX_CONCURRENT_RUNS; 0: none).
@@ -96,43 +120,33 @@ def runs_dispatch(*, agent_id: int) -> int:
     The limit is what keeps agents fair: however many runs one agent has waiting, at most its
     limit stand in the RQ queue or run, so another agent's run lines up behind those, not
     behind the whole flood. The agent's row lock serialises dispatchers (the web, workers
-    finishing runs, the scheduler); each send is a conditional UPDATE, so a run cancelled
-    meanwhile is skipped. Returns how many runs were sent.
+    finishing runs, the scheduler), held until the caller's transaction ends; each send is a
+    conditional UPDATE, so a run cancelled meanwhile is skipped. Returns how many runs were
+    sent. Two statements: the lock, then the count, the pick and the sends.
     """
-    with transaction.atomic():
-        agent = (
-            Agent.objects.select_for_update(no_key=True)
-            .filter(pk=agent_id)
-            .values("max_concurrent_runs")
-            .first()
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT max_concurrent_runs FROM agentops_agent WHERE id = %s FOR NO KEY UPDATE",
+            [agent_id],
         )
+        agent = cursor.fetchone()
         if agent is None:
             return 0
-        limit = agent["max_concurrent_runs"]
-        if limit is None:
-            limit = settings.AGENT_MAX_CONCURRENT_RUNS
-        held = Run.objects.filter(agent_id=agent_id, status=RunStatus.QUEUED, job_id="")
-        if limit:
-            in_flight = (
-                Run.objects.filter(
-                    agent_id=agent_id, status__in=(RunStatus.QUEUED, RunStatus.RUNNING)
-                )
-                .exclude(status=RunStatus.QUEUED, job_id="")
-                .count()
-            )
-            free = limit - in_flight
-            if free <= 0:
-                return 0
-            held = held.order_by("enqueued_at", "created_at")[:free]
-        sent = 0
-        for run_id in list(held.values_list("pk", flat=True)):
-            job_id = f"run-{run_id}-{time.time_ns()}"
-            if Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, job_id="").update(
-                job_id=job_id
-            ):
-                _job_send(run_id=run_id, job_id=job_id)
-                sent += 1
-        return sent
+        limit = agent[0] if agent[0] is not None else settings.AGENT_MAX_CONCURRENT_RUNS
+        cursor.execute(
+            _DISPATCH,
+            {
+                "agent": agent_id,
+                "limit": limit,
+                "running": RunStatus.RUNNING.value,
+                "queued": RunStatus.QUEUED.value,
+                "stamp": str(time.time_ns()),
+            },
+        )
+        sent = cursor.fetchall()
+    for run_id, job_id in sent:
+        _job_send(run_id=run_id, job_id=job_id)
+    return len(sent)
 
 
 def run_slot_free(*, run_id: uuid.UUID | str) -> None:
@@ -190,17 +204,27 @@ def session_create(
 @transaction.atomic
 def session_post_message(*, session: Session, content: str, author: Actor = None) -> Run | None:
     """Add the end user's message (written by the session's external user, sent by `author`:
-    the API key's owner or the console's user) and start a run for it."""
+    the API key's owner or the console's user) and start a run for it. The session is read
+    here, under its lock (only `session.pk` is used): NotFound when there is none.
+
+    A fixed number of statements whatever the conversation or the agent's load: the session's
+    lock (with its agent and whether that is live), the active-run check (after the lock, so
+    it sees the run a concurrent post just committed), the message, the run, the dispatch."""
     if not content.strip():
         raise Invalid("must not be empty", field="content")
     if len(content) > MAX_MESSAGE_CHARS:
         raise Invalid(f"longer than {MAX_MESSAGE_CHARS} characters", field="content")
-    session = Session.objects.select_for_update().get(pk=session.pk)
+    locked = _session_lock(session_id=session.pk)
+    if locked is None:
+        raise NotFound("not found")
+    session = locked
     if session.status == SessionStatus.CLOSED:
         raise RuntimeConflict("the session is closed")
-    agent_live_check(agent=session.agent, version=session.agent_version)
-    active = Run.objects.filter(session=session, status__in=ACTIVE_RUN_STATUSES).first()
-    if active is not None:
+    if session.agent_version_id is None:  # one pinned to a version runs it, published or not
+        # Published: live without asking (AgentQuerySet.live); else the database decides.
+        published = session.agent.published_version_id is not None
+        agent_live_check(agent=session.agent, is_live=True if published else None)
+    if _session_run_active(session_id=session.pk):
         raise RuntimeConflict(
             "The agent is still answering the last message: wait for its answer, or cancel it."
         )
@@ -217,19 +241,54 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
         # (the inbox hears it and returns a snoozed handoff of it to the queue).
         event_record(kind="session.message", session=session)
         return None
-    run = _run_create(session=session, trigger=message)
-    run_enqueue(run=run)
+    run = _run_create(session=session, trigger=message, enqueued_at=timezone.now())
+    runs_dispatch(agent_id=run.agent_id)  # created in line: what run_enqueue would set
     status_broadcast(run)
     return run
 
 
-def _run_create(*, session: Session, trigger: Message | None = None) -> Run:
+# The post path's reads, in SQL: composing them with the ORM cost more CPU than running them.
+_SESSION_LOCK = (
+    "SELECT s.*, a.slug AS agent_slug, a.published_version_id AS agent_published_version_id"
+    " FROM agentops_session s JOIN agentops_agent a ON a.id = s.agent_id"
+    " WHERE s.id = %s FOR UPDATE OF s"
+)
+
+
+def _session_lock(*, session_id: uuid.UUID | str) -> Session | None:
+    """The session, locked until the transaction ends, with what the post needs of its agent
+    (its id, slug and published version; any other field is read if asked for)."""
+    session = next(iter(Session.objects.raw(_SESSION_LOCK, [session_id])), None)
+    if session is None:
+        return None
+    session.agent = Agent.from_db(
+        connection.alias,
+        ["id", "slug", "published_version_id"],
+        [session.agent_id, session.agent_slug, session.agent_published_version_id],  # type: ignore[attr-defined]
+    )
+    return session
+
+
+def _session_run_active(*, session_id: uuid.UUID | str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM agentops_run WHERE session_id = %s AND status = ANY(%s))",
+            [session_id, [str(status) for status in ACTIVE_RUN_STATUSES]],
+        )
+        (active,) = cursor.fetchone()
+    return bool(active)
+
+
+def _run_create(
+    *, session: Session, trigger: Message | None = None, enqueued_at: datetime | None = None
+) -> Run:
     """A run records the version it runs: the session's own, else the agent's published one."""
     return Run.objects.create(
         session=session,
         agent=session.agent,
         agent_version_id=session.agent_version_id or session.agent.published_version_id,
         trigger=trigger,
+        enqueued_at=enqueued_at,
     )
 
 

@@ -2,15 +2,31 @@ import json
 import logging
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from agentops.auth import api_key_create
-from agentops.models import Message, Run, RunStatus, Session, ToolCall, ToolCallStatus
+from agentops.models import (
+    Agent,
+    AgentVersion,
+    Message,
+    Role,
+    Run,
+    RunStatus,
+    Session,
+    ToolCall,
+    ToolCallStatus,
+)
+from agentops.runtime.checkpoint import messages_append
+from agentops.webhooks.services import EVENT_TYPES, webhook_endpoint_create
 from tests.agentops.operators.helpers import make_handoff
 from tests.agentops.runtime.helpers import wait_for_run
-from tests.factories import SessionFactory, UserFactory
+from tests.factories import AgentFactory, SessionFactory, UserFactory
 from tests.kit import bearer as auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,6 +113,58 @@ def test_it_refuses_a_second_message_while_a_run_is_active(client, bob_key, db):
     assert response.status_code == 409
     assert "still answering the last message" in response.json()["error"]
     assert session.messages.count() == 0
+
+
+def _post_message(client: Client, key: str, session_id: object) -> Any:
+    return client.post(
+        f"/api/sessions/{session_id}/messages",
+        {"content": "hello"},
+        content_type="application/json",
+        **auth(key),
+    )
+
+
+def _published_agent() -> Agent:
+    agent = AgentFactory()
+    agent.published_version = AgentVersion.objects.create(agent=agent, number=1, config={})
+    agent.save(update_fields=["published_version"])
+    return agent
+
+
+def test_a_message_post_costs_a_fixed_number_of_queries(client, bob_key):
+    """The key with its user and roles; inside the transaction the session's lock, the
+    active-run check, the message, the run, the agent's lock and the dispatch. None more
+    for each webhook endpoint, each run of the agent or each message of the conversation."""
+    agent = _published_agent()
+    first, second = SessionFactory(agent=agent), SessionFactory(agent=agent)
+    assert _post_message(client, bob_key, SessionFactory(agent=agent).pk).status_code == 202
+    with CaptureQueriesContext(connection) as few:
+        assert _post_message(client, bob_key, first.pk).status_code == 202
+    for n in range(3):
+        webhook_endpoint_create(url=f"https://hooks.example.com/{n}", event_types=EVENT_TYPES)
+        busy = SessionFactory(agent=agent)
+        Run.objects.create(session=busy, agent=agent, status=RunStatus.RUNNING)
+        held = SessionFactory(agent=agent)
+        Run.objects.create(
+            session=held, agent=agent, status=RunStatus.QUEUED, enqueued_at=timezone.now()
+        )
+        messages_append(
+            session_id=second.pk,
+            messages=[
+                Message(role=Role.USER, content=f"question {n}"),
+                Message(role=Role.ASSISTANT, content=f"answer {n}"),
+            ],
+        )
+    with CaptureQueriesContext(connection) as many:
+        assert _post_message(client, bob_key, second.pk).status_code == 202
+    statements = [query["sql"][:80] for query in many]
+    assert len(many) == len(few) <= 9, statements
+    assert Run.objects.filter(agent=agent, status=RunStatus.QUEUED, job_id="").count() == 0
+
+
+def test_it_answers_404_to_a_message_for_no_session(client, bob_key, db):
+    response = _post_message(client, bob_key, "00000000-0000-0000-0000-000000000000")
+    assert response.status_code == 404 and response.json() == {"error": "not found"}
 
 
 def test_it_rejects_empty_content_and_keeps_the_conversation(client, bob_key, db):

@@ -9,16 +9,31 @@ Only Redis's own errors are caught; any other failure is a bug and is raised.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import django_rq
+from django.conf import settings
 from django.db import transaction
 from redis.exceptions import RedisError
+from rq import Queue
 
 from tracing.platform.logs import get_logger
 
 log = get_logger(__name__)
+
+# One RQ queue (and its Redis connection pool) per queue name, settings and process:
+# django_rq.get_queue builds a new Redis client, and so a new connection, on every call.
+_queues: dict[tuple[int, str, str], Queue] = {}
+
+
+def _queue(name: str) -> Queue:
+    key = (os.getpid(), name, repr(sorted(settings.RQ_QUEUES[name].items())))
+    queue = _queues.get(key)
+    if queue is None:
+        queue = _queues[key] = django_rq.get_queue(name)
+    return queue
 
 
 def queue_job_on_commit(
@@ -44,7 +59,7 @@ def queue_job_on_commit(
 
     def send() -> None:
         try:
-            target = django_rq.get_queue(queue)
+            target = _queue(queue)
             for call_args in calls:
                 target.enqueue(
                     func,
