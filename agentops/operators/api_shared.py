@@ -7,7 +7,7 @@ schema call them by those names.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from django.http import HttpRequest
 from ninja import Path
@@ -16,7 +16,9 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from agentops.api import BODY_ERRORS, FOUND_ERRORS, ErrorOut, _no_nul
+from agentops.auth import role_require
 from agentops.conversation import HandoffJson, handoff_detail_serialise
+from agentops.models import Handoff
 from agentops.operators.access import handoff_workable_by
 from agentops.operators.queue.selectors import handoff_get
 from tracing.platform.errors import Forbidden
@@ -40,16 +42,24 @@ Filled = Annotated[
 ]
 
 
-def handoff_or_404(handoff_id: int) -> Any:
+def handoff_or_404(handoff_id: int) -> Handoff:
     handoff = handoff_get(handoff_id=handoff_id)
     if handoff is None:
         raise HttpError(404, f"no handoff {handoff_id}")
     return handoff
 
 
-def handoff_workable_or_403(request: HttpRequest, handoff_id: int) -> Any:
-    """The handoff, if the caller may work it (as on its page): not another operator's."""
-    handoff = handoff_or_404(handoff_id)
+def handoff_for(request: HttpRequest, handoff_id: int, *, role: str) -> Handoff:
+    """The handoff a route acts on: the caller's role is checked first (403), then it must
+    exist (404)."""
+    role_require(user=request.user, role=role)
+    return handoff_or_404(handoff_id)
+
+
+def handoff_workable_or_403(request: HttpRequest, handoff_id: int) -> Handoff:
+    """The handoff, if the caller, an operator, may work it (as on its page): not another
+    operator's."""
+    handoff = handoff_for(request, handoff_id, role="operator")
     if not handoff_workable_by(handoff=handoff, user=request.user):
         raise Forbidden(f"{handoff.claimed_by} has this conversation; an admin can reassign it")
     return handoff

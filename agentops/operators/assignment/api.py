@@ -9,9 +9,8 @@ from ninja import Router, Schema
 from pydantic import Field
 
 from agentops.api import HandoffOut, Text
-from agentops.auth import role_require
 from agentops.conversation import HandoffJson
-from agentops.operators.api_shared import WRITE_ERRORS, HandoffId, handoff_fresh, handoff_or_404
+from agentops.operators.api_shared import WRITE_ERRORS, HandoffId, handoff_for, handoff_fresh
 from agentops.operators.assignment import services
 
 router: Router = Router(tags=["handoffs"])
@@ -28,8 +27,7 @@ class ReassignIn(Schema):
     summary="Claim an open handoff (one of several racing operators wins; the others get 409)",
 )
 def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
-    role_require(user=request.user, role="operator")
-    handoff_or_404(handoff_id)
+    handoff_for(request, handoff_id, role="operator")
     services.handoff_claim(handoff_id=handoff_id, user=request.user)
     return handoff_fresh(handoff_id)
 
@@ -43,7 +41,6 @@ def claim_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
 def reassign_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: ReassignIn
 ) -> HandoffJson:
-    role_require(user=request.user, role="admin")
-    handoff = handoff_or_404(handoff_id)
+    handoff = handoff_for(request, handoff_id, role="admin")
     services.handoff_reassign(handoff=handoff, user=request.user, to_username=payload.operator)
     return handoff_fresh(handoff_id)

@@ -12,9 +12,8 @@ from ninja import Router, Schema
 from pydantic import Field
 
 from agentops.api import HandoffOut
-from agentops.auth import role_require
 from agentops.conversation import HandoffJson
-from agentops.operators.api_shared import WRITE_ERRORS, HandoffId, handoff_fresh, handoff_or_404
+from agentops.operators.api_shared import WRITE_ERRORS, HandoffId, handoff_for, handoff_fresh
 from agentops.operators.queue import services
 
 router: Router = Router(tags=["handoffs"])
@@ -35,8 +34,7 @@ class SnoozeIn(Schema):
     summary="Hide it from the active queue for some minutes or until the user writes again",
 )
 def snooze_handoff(request: HttpRequest, handoff_id: HandoffId, payload: SnoozeIn) -> HandoffJson:
-    role_require(user=request.user, role="operator")
-    handoff = handoff_or_404(handoff_id)
+    handoff = handoff_for(request, handoff_id, role="operator")
     until = timezone.now() + timedelta(minutes=payload.minutes) if payload.minutes else None
     services.handoff_snooze(handoff=handoff, user=request.user, until=until)
     return handoff_fresh(handoff_id)
@@ -49,6 +47,7 @@ def snooze_handoff(request: HttpRequest, handoff_id: HandoffId, payload: SnoozeI
     summary="Bring a snoozed handoff back to the queue now",
 )
 def wake_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
-    role_require(user=request.user, role="operator")
-    services.handoff_wake(handoff=handoff_or_404(handoff_id), user=request.user)
+    services.handoff_wake(
+        handoff=handoff_for(request, handoff_id, role="operator"), user=request.user
+    )
     return handoff_fresh(handoff_id)

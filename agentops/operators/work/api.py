@@ -13,14 +13,13 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from agentops.api import FOUND_ERRORS, HandoffOut, MessageOut, Text
-from agentops.auth import role_require
 from agentops.conversation import HandoffJson, message_serialise
 from agentops.operators.api_shared import (
     WRITE_ERRORS,
     Filled,
     HandoffId,
+    handoff_for,
     handoff_fresh,
-    handoff_or_404,
     handoff_workable_or_403,
 )
 from agentops.operators.work import selectors, services
@@ -86,8 +85,7 @@ def note_out(note: Any) -> dict[str, Any]:
 def reply_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: ReplyIn
 ) -> Status[dict[str, Any]]:
-    role_require(user=request.user, role="operator")
-    handoff = handoff_or_404(handoff_id)
+    handoff = handoff_for(request, handoff_id, role="operator")
     message = services.handoff_reply(handoff=handoff, user=request.user, content=payload.content)
     return Status(201, message_serialise(message))
 
@@ -99,8 +97,9 @@ def reply_handoff(
     summary="Give the conversation back to the agent; it answers in a new run",
 )
 def hand_back_handoff(request: HttpRequest, handoff_id: HandoffId) -> Status[dict[str, Any]]:
-    role_require(user=request.user, role="operator")
-    run = services.handoff_hand_back(handoff=handoff_or_404(handoff_id), user=request.user)
+    run = services.handoff_hand_back(
+        handoff=handoff_for(request, handoff_id, role="operator"), user=request.user
+    )
     return Status(202, {"handoff": handoff_fresh(handoff_id), "run": run.pk})
 
 
@@ -111,8 +110,9 @@ def hand_back_handoff(request: HttpRequest, handoff_id: HandoffId) -> Status[dic
     summary="Resolve a handoff you hold and close its session",
 )
 def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
-    role_require(user=request.user, role="operator")
-    services.handoff_close(handoff=handoff_or_404(handoff_id), user=request.user)
+    services.handoff_close(
+        handoff=handoff_for(request, handoff_id, role="operator"), user=request.user
+    )
     return handoff_fresh(handoff_id)
 
 
@@ -123,7 +123,6 @@ def close_handoff(request: HttpRequest, handoff_id: HandoffId) -> HandoffJson:
     summary="The private notes of the handoff's conversation (operators only; never end users')",
 )
 def list_notes(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
-    role_require(user=request.user, role="operator")
     handoff = handoff_workable_or_403(request, handoff_id)
     return {"notes": [note_out(n) for n in selectors.session_notes(session=handoff.session)]}
 
@@ -137,7 +136,6 @@ def list_notes(request: HttpRequest, handoff_id: HandoffId) -> dict[str, Any]:
 def add_note(
     request: HttpRequest, handoff_id: HandoffId, payload: NoteIn
 ) -> Status[dict[str, Any]]:
-    role_require(user=request.user, role="operator")
     note = services.handoff_note_add(
         handoff=handoff_workable_or_403(request, handoff_id),
         user=request.user,
@@ -155,8 +153,7 @@ def add_note(
 def transfer_handoff(
     request: HttpRequest, handoff_id: HandoffId, payload: TransferIn
 ) -> HandoffJson:
-    role_require(user=request.user, role="operator")
-    handoff = handoff_or_404(handoff_id)
+    handoff = handoff_for(request, handoff_id, role="operator")
     kind, _, name = payload.to.partition(":")
     services.handoff_transfer(
         handoff=handoff,
