@@ -384,6 +384,8 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
             listening += ready.get(timeout=120)
         load_burst = os.getloadavg()
         cpu_before = sampler.cpu_now()
+        web_pids = product.web_children()
+        web_before = {pid: tree_cpu(pid) for pid in web_pids}
         services = services_pids()
         services_before = {name: tree_cpu(pid) for name, pid in services.items()}
         moment = time.time() + 0.5
@@ -397,6 +399,7 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         cpu_used = {
             pid: seconds - cpu_before.get(pid, 0.0) for pid, seconds in sampler.cpu_now().items()
         }
+        web_used = [tree_cpu(pid) - web_before[pid] for pid in web_pids]
         services_used = {
             name: tree_cpu(pid) - services_before[name] for name, pid in services.items()
         }
@@ -460,6 +463,7 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "cpu_s_during_burst": {
             "web_server": round(web_cpu, 2),
+            "web_processes": [round(seconds, 2) for seconds in web_used],
             "web_ms_per_conversation": round(1000 * web_cpu / max(len(posts), 1), 1),
             "workers": round(sum(cpu_used.get(w.pid, 0.0) for w in workers), 2),
             "scheduler": round(cpu_used.get(scheduler.pid, 0.0), 2),
