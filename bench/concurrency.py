@@ -343,7 +343,9 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         api_key_create(user=UserFactory(username=f"{model}-{i}", role="operator"), name=model)[1]
         for i in range(clients)
     ]
-    product = product_start(child_env(LOG_LEVEL="ERROR", LOG_REQUESTS="0"), name="bench-api")
+    # make run's settings and logging (this process uses the test settings for its factories).
+    env = child_env(LOG_LEVEL="ERROR", LOG_REQUESTS="0", DJANGO_SETTINGS_MODULE="agentops.settings")
+    product = product_start(env, name="bench-api")
     # A make run that has been up a while: every web process has served the API and a post,
     # and the warm-up's runs are done.
     product.warm([f"/api/sessions/{sessions[0]}"], keys[0])
