@@ -31,6 +31,7 @@ from agentops.webhooks.models import (
     WebhookEvent,
     WebhookEventType,
 )
+from agentops.webhooks.selectors import webhook_subscribers
 from tracing.platform.egress import PostResult, egress_post
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.errors import Conflict
@@ -109,13 +110,7 @@ def webhook_event_emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookE
 
 
 def _emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
-    endpoints = [
-        pk
-        for pk, types in WebhookEndpoint.objects.filter(enabled=True).values_list(
-            "pk", "event_types"
-        )
-        if type in types
-    ]
+    endpoints = webhook_subscribers(type=type)
     if not endpoints:
         return None
     session_id = data.get("session_id")
@@ -340,6 +335,8 @@ def webhook_event_on_record(event: Event) -> None:
     transaction. Its key names what happened, so the same event is never sent twice."""
     data: dict[str, Any] = dict(event.data)
     if event.kind == "session.created" and event.session_id is not None:
+        if not webhook_subscribers(type=WebhookEventType.SESSION_CREATED):
+            return  # nobody listens: the session is not read for nothing
         session = Session.objects.select_related("agent").get(pk=event.session_id)
         webhook_event_emit(
             type=WebhookEventType.SESSION_CREATED,

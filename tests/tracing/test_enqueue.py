@@ -92,3 +92,21 @@ def test_it_saves_a_memory_written_while_redis_is_away(redis_away, settings, cap
     assert memories_embed_missing() == 0
     assert memories_embed_missing(now=timezone.now() + timedelta(minutes=2)) == 1
     assert Memory.objects.get(pk=memory.pk).embedding is not None
+
+
+def test_it_keeps_one_queue_per_process_and_follows_its_settings(settings, caplog):
+    # One Redis client per queue, not a new connection per job; a queue whose settings
+    # change (here: its Redis goes elsewhere) is built again from them.
+    from tracing.platform.enqueue import _queue
+
+    name = settings.MAINTENANCE_QUEUE
+    assert _queue(name) is _queue(name)
+    settings.RQ_QUEUES = {
+        **settings.RQ_QUEUES,
+        name: {"URL": f"redis://127.0.0.1:{free_port()}/0", "DEFAULT_TIMEOUT": 60},
+    }
+    with caplog.at_level(logging.WARNING), transaction.atomic():
+        queue_job_on_commit(
+            queue=name, func="memory.jobs.memory_embed_job", args=([],), sweep="none"
+        )
+    assert "job.enqueue_deferred" in caplog.text

@@ -312,3 +312,27 @@ def test_it_tells_integrators_nothing_of_a_sandbox_session(alice):
     events = list(WebhookEvent.objects.values_list("type", "payload"))
     assert sorted(t for t, _ in events) == ["message.created", "run.succeeded", "session.created"]
     assert {p["data"]["session_id"] for _, p in events} == {real}
+
+
+def test_an_event_asks_one_query_of_the_subscriptions_and_counts_a_new_one_at_once():
+    """Whatever the endpoints, an event nobody subscribes to costs one statement (a session
+    created is not even read); one subscribed a moment ago, or removed, counts at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agentops.webhooks.services import webhook_endpoint_delete
+
+    agent = AgentFactory()
+    for n in range(3):
+        subscribe(f"https://hooks.example.com/{n}", ["run.failed"])
+    with CaptureQueriesContext(connection) as asked:
+        session_create(agent=agent)
+    assert len([q for q in asked if "agentops_webhookendpoint" in q["sql"]]) == 1
+    assert not any('FROM "agentops_session"' in q["sql"] for q in asked)
+    assert not WebhookEvent.objects.exists()
+    endpoint, _ = subscribe("https://hooks.example.com/new", ["session.created"])
+    session_create(agent=agent)
+    assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 1
+    webhook_endpoint_delete(endpoint=endpoint, actor=None)
+    session_create(agent=agent)
+    assert WebhookEvent.objects.filter(type="session.created").count() == 1
