@@ -7,7 +7,9 @@ token counting, tool validation and tracing are all on. Compared: a short conver
 and one of 2,000 messages; RQ's forking Worker, its non-forking SimpleWorker and the
 concurrent worker (one run at a time, 40 at once with an instant model — they queue for one
 GIL —, and `make run`'s shape: 2 processes, 100 conversations, a model thinking 1 s per
-call); steps/s with 1 and 2 workers; and throughput: steps/s of one concurrent worker process
+call); steps/s with 1 and 2 workers; the CPU time per step of runs driven one after another
+in the bench's own thread (`inline`: Python per step, little disturbed by a loaded machine);
+and throughput: steps/s of one concurrent worker process
 kept full with 40 and with 200 conversations in flight, an instant model (every run queued
 before the worker starts; steps counted while all its slots were busy).
 
@@ -25,9 +27,10 @@ import time
 import uuid
 from collections import defaultdict
 
-from _setup import django_setup, percentile
+from _setup import devmodel_start, django_setup, percentile
 
 SCENARIOS = (
+    "inline",
     "forking",
     "simple",
     "long-forking",
@@ -289,7 +292,49 @@ def main() -> int:
             ),
         }
 
+    def inline(*, runs: int):
+        """Runs driven one after another in this process (`run_execute`, what a worker's job
+        calls), the model in a process of its own: the CPU time of the driving thread per
+        step. Python per step with no other thread to wait for, and little disturbed by a
+        loaded machine."""
+        import django_rq
+
+        from agentops.runtime.loop import run_execute
+
+        model_proc, base = devmodel_start()
+        try:
+            agent = make_agent(max_concurrent_runs=0)
+            agent.endpoint.base_url = f"{base}/v1"
+            agent.endpoint.save()
+            run_ids, cpu = [], 0.0
+            for index in range(-5, runs):  # the first five warm the process up, uncounted
+                session = session_create(agent=agent, external_user=f"i{index}")
+                run = session_post_message(
+                    session=session, content=f'call echo {{"text": "{index}"}}'
+                )
+                before = time.thread_time()
+                run_execute(run_id=run.pk)
+                if index >= 0:
+                    cpu += time.thread_time() - before
+                    run_ids.append(run.pk)
+        finally:
+            model_proc.stop()
+            django_rq.get_queue(settings.RUN_QUEUE).empty()  # their jobs: no worker is to run them
+        steps = sum(Run.objects.filter(pk__in=run_ids).values_list("step", flat=True))
+        infra = step_infra_ms(run_ids)
+        return {
+            "conversation": "short",
+            "workers": 0,
+            "worker_class": "none: run_execute in the bench's own thread",
+            "runs": runs,
+            "steps": steps,
+            "step_infra_ms_p50": round(statistics.median(infra), 2),
+            "step_infra_ms_p95": round(percentile(infra, 95), 2),
+            "cpu_ms_per_step": round(1000 * cpu / steps, 2),
+        }
+
     scenarios = {
+        "inline": lambda: inline(runs=100),
         "forking": lambda: scenario(long=False, workers=1, simple=False, runs=40),
         "simple": lambda: scenario(long=False, workers=1, simple=True, runs=40),
         "long-forking": lambda: scenario(long=True, workers=1, simple=False, runs=20),
