@@ -22,7 +22,8 @@ costs the shared cores little) opens the event stream of each of its sessions
 listen, every client posts one message to each of its sessions at one named moment
 (`POST /api/sessions/{id}/messages`, a connection each). Reported apart: the time until each
 post is answered (202, or 503 with Retry-After: counted, never a 500) from its own send, and
-the time until its run's finished `run.status` arrives on the stream; peak RSS of every
+the time until its run's finished `run.status` arrives on the stream (and its first
+`running`); peak RSS of every
 product process (the web server and each of its processes, each worker with its children,
 the scheduler) and in total; the product's CPU seconds during the burst; the load average.
 """
@@ -145,6 +146,7 @@ class Post:
     stream_error: str | None = None
     sent_at: float = 0.0  # time.time() just before connecting (the first time)
     accepted_s: float | None = None
+    started_s: float | None = None  # its first `running` on the session's stream
     done_s: float | None = None  # the run's finished `run.status` on the session's stream
     run_status: str | None = None
 
@@ -221,6 +223,8 @@ async def _api_client(
                     subscribed[session].set()
                 elif line.startswith("data: ") and event == "run.status":
                     data = json.loads(line[6:])
+                    if data["status"] == "running" and post.started_s is None and post.sent_at:
+                        post.started_s = time.time() - post.sent_at
                     if data["status"] in FINISHED:
                         post.done_s = time.time() - post.sent_at if post.sent_at else None
                         post.run_status = data["status"]
@@ -452,6 +456,9 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
             "run_statuses": dict(Counter(p["run_status"] for p in posts if p["run_status"])),
             "stream_errors": dict(Counter(p["stream_error"] for p in posts if p["stream_error"])),
             "seconds": _spread([p["done_s"] for p in posts if p["done_s"] is not None]),
+            "running_seconds": _spread(
+                [p["started_s"] for p in posts if p["started_s"] is not None]
+            ),
         },
         "runs_in_db": dict(runs),
         "peak_rss_mb": {
