@@ -23,9 +23,9 @@ listen, every client posts one message to each of its sessions at one named mome
 (`POST /api/sessions/{id}/messages`, a connection each). Reported apart: the time until each
 post is answered (202, or 503 with Retry-After: counted, never a 500) from its own send, and
 the time until its run's finished `run.status` arrives on the stream (and its first
-`running`); peak RSS of every
-product process (the web server and each of its processes, each worker with its children,
-the scheduler) and in total; the product's CPU seconds during the burst; the load average.
+`running`); peak RSS of every product process (the web server and each of its processes,
+each worker with its children, the scheduler) and in total; the CPU seconds the product,
+Postgres, Redis and the clients spent during the burst; the load average.
 """
 
 from __future__ import annotations
