@@ -200,8 +200,8 @@ def memory_search(
         rows = list(Memory.objects.raw(sql, params))
     elif strategy in ("hnsw", "planner"):
         settings_sql = (
-            "SELECT set_config('hnsw.iterative_scan', %s, true), "
-            "set_config('hnsw.ef_search', %s, true)"
+            "SELECT set_config('hnsw.iterative_scan', %(iterative_scan)s, true), "
+            "set_config('hnsw.ef_search', %(ef_search)s, true)"
         )
         if strategy == "hnsw":
             # Sorting priced out: the ordered HNSW scan is the only plan left.
@@ -210,12 +210,22 @@ def memory_search(
             f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
             f"WHERE {where} ORDER BY embedding <=> %(query)s::vector LIMIT %(limit)s"
         )
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(settings_sql, [iterative_scan, str(max(ef_search, limit))])
-            rows = list(Memory.objects.raw(sql, params))
-            # Read-only: rolling back (a savepoint when nested) undoes the set_config()s,
-            # which would otherwise last until the caller's transaction ends.
-            transaction.set_rollback(True)
+        params.update(iterative_scan=iterative_scan, ef_search=str(max(ef_search, limit)))
+        if not connection.in_atomic_block:
+            # One round trip: the statements of one query string run in one implicit
+            # transaction, so the set_config()s hold while the search is planned and run,
+            # and end with it.
+            with connection.cursor() as cursor:
+                cursor.execute(f"{settings_sql}; {sql}", params)
+                cursor.nextset()
+                rows = [_memory_from_row(row) for row in cursor.fetchall()]
+        else:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(settings_sql, params)
+                rows = list(Memory.objects.raw(sql, params))
+                # Read-only: rolling back (a savepoint) undoes the set_config()s, which
+                # would otherwise last until the caller's transaction ends.
+                transaction.set_rollback(True)
     else:
         raise ValueError(f"Unknown search strategy {strategy!r}.")
     return _search_result(rows, strategy, scope_size)

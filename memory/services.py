@@ -23,7 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
@@ -754,9 +754,30 @@ def memory_recall_uses_write(*, uses: list[RecallUse]) -> None:
     threshold = settings.MEMORY_AUTO_PIN_RECALLS
     if threshold <= 0:
         return
+    candidates = [
+        row
+        for row in bumped
+        if not row[4] and row[3] >= threshold and not _loaded_json(row[5]).get("auto_pin_blocked")
+    ]
+    if not candidates:
+        return
+    # One count for the scopes involved: a full scope (common once its popular memories are
+    # pinned) is skipped without a query per memory.
+    scopes = {(row[1], row[2]) for row in candidates}
+    pinned_in = dict.fromkeys(scopes, 0)
+    scope_q = Q()
+    for agent_id, user_key in scopes:
+        scope_q |= Q(agent_id=agent_id, user_key=user_key)
+    for agent_id, user_key, n in (
+        Memory.objects.filter(scope_q, pinned=True)
+        .values("agent_id", "user_key")
+        .annotate(n=Count("id"))
+        .values_list("agent_id", "user_key", "n")
+    ):
+        pinned_in[(agent_id, user_key)] = n
     last_run = {u.memory_id: u.run_id for u in uses}
-    for pk, agent_id, user_key, access_count, pinned, metadata in bumped:
-        if pinned or access_count < threshold:
+    for pk, agent_id, user_key, access_count, pinned, metadata in candidates:
+        if pinned_in[(agent_id, user_key)] >= AUTO_PIN_MAX_PER_SCOPE:
             continue
         memory = Memory(
             pk=pk,
@@ -764,9 +785,15 @@ def memory_recall_uses_write(*, uses: list[RecallUse]) -> None:
             user_key=user_key,
             access_count=access_count,
             pinned=pinned,
-            metadata=metadata if isinstance(metadata, dict) else json.loads(metadata or "{}"),
+            metadata=_loaded_json(metadata),
         )
-        memory_auto_pin(memories=[memory], run_id=last_run.get(pk))
+        if memory_auto_pin(memories=[memory], run_id=last_run.get(pk)):
+            pinned_in[(agent_id, user_key)] += 1
+
+
+def _loaded_json(value: object) -> dict[str, Any]:
+    loaded = json.loads(value) if isinstance(value, str) else value
+    return loaded if isinstance(loaded, dict) else {}
 
 
 _recall_writer: DeferredWriter[RecallUse] = DeferredWriter(

@@ -73,6 +73,21 @@ def test_it_never_recalls_another_users_memory(agent, other_agent, settings):
 
 
 def test_it_finds_a_small_scope_hidden_behind_a_crowd_of_nearer_memories(agent, settings):
+    _hidden_scope_found(agent, settings)
+
+
+def test_outside_a_transaction_the_hnsw_settings_hold_for_the_one_round_trip_search(
+    transactional_db, agent, settings
+):
+    """Outside a transaction the HNSW search sends its set_config()s and the query as one
+    query string (one implicit transaction): they must still hold for it, and end with it."""
+    _hidden_scope_found(agent, settings)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW hnsw.iterative_scan")
+        assert cursor.fetchone()[0] == "off"
+
+
+def _hidden_scope_found(agent, settings):  # type: ignore[no-untyped-def]
     # The filtered-HNSW pitfall: 300 memories of one user lie nearer the query than any of
     # the other user's three; the graph walk meets only the crowd.
     for i in range(300):

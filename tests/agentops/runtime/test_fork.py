@@ -21,7 +21,7 @@ from agentops.runtime.services import (
 from memory.models import Memory, MemoryRecall
 from memory.services import memory_remember
 from tests.agentops.runtime.helpers import recorded_run, spans, wait_for_run
-from tests.kit import worker_fixture
+from tests.kit import until, worker_fixture
 from tests.tools.servers import Handler, LoopbackServer
 from tools.models import ToolDefinition, ToolKind
 from tools.services import python_tools_sync, tool_save
@@ -231,11 +231,13 @@ def test_a_fork_recalls_its_end_users_memories_and_writes_only_its_own(worker, a
 
     fork = wait_for_run(run_fork(run=origin, step=0, content="remember erin likes mint tea").pk)
     assert fork.status == RunStatus.SUCCEEDED, (fork.error_class, fork.error_message)
-    assert MemoryRecall.objects.filter(run_id=fork.pk, memory=tea).exists()
+    # Recall's bookkeeping is written behind the run (memory.deferred), moments later.
+    until(lambda: MemoryRecall.objects.filter(run_id=fork.pk, memory=tea).exists(), seconds=10)
     mint = Memory.objects.get(text__icontains="mint")
     assert mint.user_key == fork.session.memory_scope != "erin"
     erin = session_create(agent=agent, external_user="erin")
     again = wait_for_run(session_post_message(session=erin, content="mint tea?").pk)
+    until(lambda: MemoryRecall.objects.filter(run_id=again.pk, memory=tea).exists(), seconds=10)
     assert not MemoryRecall.objects.filter(run_id=again.pk, memory=mint).exists()
 
 
