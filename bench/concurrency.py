@@ -13,19 +13,20 @@ flooding agent holds at most its limit of runs in flight, AGENT_MAX_CONCURRENT_R
 Usage: `python bench/concurrency.py [--quick] [--large] [--fairness]` (own data folder var/bench).
 `--large` adds 1,000 runs with a 10 s latency on 4 worker processes.
 
-`--api [--runs 100] [--latency 2] [--clients 4] [--agents 1]`: what a user meets. The product runs in
-`make run`'s shape (agentops/launcher.py's command lines: WEB_PROCESSES uvicorn processes on
-127.0.0.1, WORKER_PROCESSES concurrent workers, the scheduler) against the development model
-server. Each of `--clients` client processes (spawned, asyncio, a plain HTTP/1.1 client that
-costs the shared cores little) opens the event stream of each of its sessions
-(`GET /api/sessions/{id}/events`, with its own API key) and reads the `state` event; once all
-listen, every client posts one message to each of its sessions at one named moment
-(`POST /api/sessions/{id}/messages`, a connection each). Reported apart: the time until each
-post is answered (202, or 503 with Retry-After: counted, never a 500) from its own send, and
-the time until its run's finished `run.status` arrives on the stream (and its first
-`running`); peak RSS of every product process (the web server and each of its processes,
-each worker with its children, the scheduler) and in total; the CPU seconds the product,
-Postgres, Redis and the clients spent during the burst; the load average.
+`--api [--runs 100] [--latency 2] [--clients 4] [--agents 1] [--retry 0] [--no-streams]`:
+what a user meets. The product runs in `make run`'s shape (agentops/launcher.py's command
+lines: WEB_PROCESSES uvicorn processes on 127.0.0.1, WORKER_PROCESSES concurrent workers,
+the scheduler) against the development model server. Each of `--clients` client processes
+(spawned, asyncio, a plain HTTP/1.1 client that costs the shared cores little) opens the
+event stream of each of its sessions (`GET /api/sessions/{id}/events`, with its own API key)
+and reads the `state` event; once all listen, every client posts one message to each of its
+sessions at one named moment (`POST /api/sessions/{id}/messages`, a connection each).
+Reported apart: the time until each post is answered (202, or 503 with Retry-After: counted,
+never a 500) from its own send, and the time until its run's finished `run.status` arrives
+on the stream (and its first `running`); peak RSS of every product process (the web server
+and each of its processes, each worker with its children, the scheduler) and in total; the
+CPU seconds the product, Postgres, Redis and the clients spent during the burst; the load
+average.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ async def _api_client(
     start_at: mp.Queue[float],
     timeout: float,
     retries: int,
+    streams: bool = True,
 ) -> tuple[list[Post], float]:
     """Listens on each session's event stream, then posts one message to each at the moment
     the bench names, and waits for every answer (or the timeout)."""
@@ -260,7 +262,7 @@ async def _api_client(
                     break
                 if attempt < retries:
                     await asyncio.sleep(int(retry_after))
-            if post.status == "202":
+            if post.status == "202" and streams:
                 post.run = json.loads(answer)["run"]
             else:
                 answered[session].set()  # no run: nothing to wait for
@@ -268,8 +270,8 @@ async def _api_client(
             post.status = type(exc).__name__
             answered[session].set()
 
-    listeners = [asyncio.ensure_future(listen(session)) for session in sessions]
-    await asyncio.gather(*(event.wait() for event in subscribed.values()))
+    listeners = [asyncio.ensure_future(listen(session)) for session in sessions if streams]
+    await asyncio.gather(*(event.wait() for event in subscribed.values() if streams))
     ready.put(len(sessions))
     moment = await asyncio.get_running_loop().run_in_executor(None, start_at.get)
     await asyncio.sleep(max(0.0, moment - time.time()))
@@ -291,6 +293,7 @@ def api_client_process(
     queues: tuple[mp.Queue[int], mp.Queue[float], mp.Queue[dict[str, Any]]],
     timeout: float,
     retries: int,
+    streams: bool,
 ) -> None:
     """A client process (spawned: no Django, no GIL shared with the bench or the product)."""
     ready, start_at, results = queues
@@ -298,7 +301,9 @@ def api_client_process(
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    posts, cpu = asyncio.run(_api_client(url, key, sessions, ready, start_at, timeout, retries))
+    posts, cpu = asyncio.run(
+        _api_client(url, key, sessions, ready, start_at, timeout, retries, streams)
+    )
     results.put({"posts": [post.__dict__ for post in posts], "cpu_s": cpu})
 
 
@@ -376,6 +381,7 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
                 (ready, starts[i], results),
                 timeout,
                 args.retry,
+                not args.no_streams,
             ),
             daemon=True,
         )
@@ -411,6 +417,12 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         }
         for process in processes:
             process.join(30)
+        deadline = time.monotonic() + timeout  # without streams, the clients did not wait
+        unfinished = Run.objects.filter(session_id__in=sessions).exclude(
+            status__in=FINISHED_RUN_STATUSES
+        )
+        while unfinished.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
         load_after = os.getloadavg()
         runs = Counter(Run.objects.filter(session_id__in=sessions).values_list("status", flat=True))
     finally:
@@ -438,6 +450,7 @@ def api_main(args: argparse.Namespace) -> dict[str, Any]:
         else args.agent_limit,
         "agents": len(agents),
         "client_processes": clients,
+        "streams": not args.no_streams,
         "posts_sent_within_s": round(
             max(p["sent_at"] for p in posts) - min(p["sent_at"] for p in posts), 3
         )
@@ -514,6 +527,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=0, help="seconds to wait (--api)")
     parser.add_argument(
         "--retry", type=int, default=0, help="times a post answered 503 is sent again (--api)"
+    )
+    parser.add_argument(
+        "--no-streams", action="store_true", help="post without listening first (--api)"
     )
     args = parser.parse_args()
     if args.api:
