@@ -208,7 +208,7 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
     here, under its lock (only `session.pk` is used): NotFound when there is none.
 
     A fixed number of statements whatever the conversation or the agent's load: the session's
-    lock (with its agent and whether that is live), the active-run check (after the lock, so
+    lock (with what the post needs of its agent), the active-run check (after the lock, so
     it sees the run a concurrent post just committed), the message, the run, the dispatch."""
     if not content.strip():
         raise Invalid("must not be empty", field="content")

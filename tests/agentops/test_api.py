@@ -2,10 +2,11 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -14,6 +15,7 @@ from agentops.auth import api_key_create
 from agentops.models import (
     Agent,
     AgentVersion,
+    ApiKey,
     Message,
     Role,
     Run,
@@ -160,6 +162,37 @@ def test_a_message_post_costs_a_fixed_number_of_queries(client, bob_key):
     statements = [query["sql"][:80] for query in many]
     assert len(many) == len(few) <= 9, statements
     assert Run.objects.filter(agent=agent, status=RunStatus.QUEUED, job_id="").count() == 0
+
+
+def test_a_request_does_not_wait_on_its_keys_row(client, bob):
+    """An idempotent POST holds its key's row locked to its end (its last use is written in
+    its transaction): the burst's other requests with that key must not queue behind it."""
+    key = api_key_create(user=bob, name="burst")[1]
+    row = ApiKey.objects.get(user=bob, name="burst")
+    locked, answered, outcome = threading.Event(), threading.Event(), {}
+
+    def hold_the_row() -> None:
+        with transaction.atomic():
+            ApiKey.objects.select_for_update().get(pk=row.pk)
+            locked.set()
+            outcome["released_by_the_answer"] = answered.wait(timeout=30)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    assert locked.wait(timeout=30)
+    try:
+        response = client.get("/api/handoffs", **auth(key))
+    finally:
+        answered.set()
+        holder.join()
+    assert response.status_code == 200
+    assert outcome["released_by_the_answer"], "the request waited for the key's row"
+    row.refresh_from_db()
+    assert row.last_used_at is None  # skipped while locked; the next request writes it
+    assert client.get("/api/handoffs", **auth(key)).status_code == 200
+    row.refresh_from_db()
+    assert row.last_used_at is not None
 
 
 def test_it_answers_404_to_a_message_for_no_session(client, bob_key, db):
