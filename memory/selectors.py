@@ -53,6 +53,9 @@ _COLUMNS = (
 
 _FIELD_NAMES = [name.strip() for name in _COLUMNS.split(",")]
 _METADATA_AT = _FIELD_NAMES.index("metadata")
+_IMPORTANCE_AT = _FIELD_NAMES.index("importance")
+_LAST_ACCESSED_AT = _FIELD_NAMES.index("last_accessed_at")
+_CREATED_AT = _FIELD_NAMES.index("created_at")
 # "+ 0" keeps the planner off the HNSW index: it sorts the scope, found through the
 # (agent_id, user_key) btree. Exact, and for small scopes faster than the graph.
 _EXACT_ORDER = "(embedding <=> %(query)s::vector) + 0"
@@ -137,6 +140,41 @@ def memory_search(
     on, no count); `iterative_scan` ("relaxed_order", "strict_order", "off") and `ef_search`
     tune the HNSW path. The benchmark compares them all.
     """
+    rows, used, scope_size = _search_rows(
+        agent_id=agent_id,
+        embedding=embedding,
+        limit=limit,
+        user_keys=user_keys,
+        kinds=kinds,
+        pinned=pinned,
+        now=now,
+        embedder_name=embedder_name,
+        strategy=strategy,
+        iterative_scan=iterative_scan,
+        ef_search=ef_search,
+    )
+    memories = [_memory_from_row(row) for row in rows]
+    for memory in memories:
+        memory.similarity = 1.0 - float(memory.distance)
+    memories.sort(key=lambda m: -m.similarity)  # relaxed order is only nearly sorted
+    return SearchResult(memories, used, scope_size)
+
+
+def _search_rows(
+    *,
+    agent_id: int,
+    embedding: ArrayLike,
+    limit: int,
+    user_keys: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    pinned: bool | None,
+    now: datetime | None,
+    embedder_name: str | None,
+    strategy: str,
+    iterative_scan: str,
+    ef_search: int,
+) -> tuple[list[tuple[Any, ...]], str, int]:
+    """memory_search's rows (_COLUMNS, then the distance), unsorted, and how it went."""
     table = Memory._meta.db_table
     where, params = _where(
         agent_id=agent_id,
@@ -184,20 +222,18 @@ def memory_search(
             rows = cursor.fetchall()
         scope_size = rows[0][0]
         if scope_size == 0:
-            return SearchResult([], "empty", 0)
+            return [], "empty", 0
         if scope_size <= exact_max:
-            return _search_result(
-                [_memory_from_row(row[1:]) for row in rows if row[1] is not None],
-                "exact",
-                scope_size,
-            )
+            return [row[1:] for row in rows if row[1] is not None], "exact", scope_size
         strategy = "hnsw"
     if strategy == "exact":
         sql = (
             f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance FROM {table} "  # noqa: S608
             f"WHERE {where} ORDER BY {_EXACT_ORDER} LIMIT %(limit)s"
         )
-        rows = list(Memory.objects.raw(sql, params))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
     elif strategy in ("hnsw", "planner"):
         settings_sql = (
             "SELECT set_config('hnsw.iterative_scan', %(iterative_scan)s, true), "
@@ -218,24 +254,18 @@ def memory_search(
             with connection.cursor() as cursor:
                 cursor.execute(f"{settings_sql}; {sql}", params)
                 cursor.nextset()
-                rows = [_memory_from_row(row) for row in cursor.fetchall()]
+                rows = cursor.fetchall()
         else:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(settings_sql, params)
-                rows = list(Memory.objects.raw(sql, params))
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
                 # Read-only: rolling back (a savepoint) undoes the set_config()s, which
                 # would otherwise last until the caller's transaction ends.
                 transaction.set_rollback(True)
     else:
         raise ValueError(f"Unknown search strategy {strategy!r}.")
-    return _search_result(rows, strategy, scope_size)
-
-
-def _search_result(rows: list[Memory], strategy: str, scope_size: int) -> SearchResult:
-    for row in rows:
-        row.similarity = 1.0 - float(row.distance)
-    rows.sort(key=lambda m: -m.similarity)  # relaxed order is only nearly sorted
-    return SearchResult(rows, strategy, scope_size)
+    return rows, strategy, scope_size
 
 
 def _memory_from_row(row: Sequence[Any]) -> Memory:
@@ -295,42 +325,50 @@ def memory_rank(
         return Ranking([], "", 0, 0, embedder.name)
     now = now or timezone.now()
     vector = embedder.embed([query.strip()[:4000]])[0]
-    result = memory_search(
+    rows, strategy, scope_size = _search_rows(
         agent_id=agent_id,
         embedding=vector,
         limit=max(3 * k, 20),
         user_keys=_scope_user_keys(user_key, also_user_key),
+        kinds=None,
         pinned=False,
         now=now,
         embedder_name=embedder.name,
+        strategy="auto",
+        iterative_scan=HNSW_ITERATIVE_SCAN,
+        ef_search=HNSW_EF_SEARCH,
     )
-    scored = [
+    # Ranked on the rows; only the k returned become Memory objects.
+    scored = sorted(
         (
-            rerank_score(
-                similarity=m.similarity,
-                importance=m.importance,
-                last_used=m.last_accessed_at or m.created_at,
-                now=now,
-            ),
-            m,
-        )
-        for m in result.memories
-    ]
-    scored.sort(key=lambda pair: -pair[0])
-    recalled = [
-        RecalledMemory(
-            memory=m,
-            id=m.id,
-            text=m.text,
-            kind=m.kind,
-            score=round(score, 4),
-            similarity=round(m.similarity, 4),
-        )
-        for score, m in scored[:k]
-    ]
-    return Ranking(
-        recalled, result.strategy, result.scope_size, len(result.memories), embedder.name
+            (
+                rerank_score(
+                    similarity=1.0 - float(row[-1]),
+                    importance=row[_IMPORTANCE_AT],
+                    last_used=row[_LAST_ACCESSED_AT] or row[_CREATED_AT],
+                    now=now,
+                ),
+                row,
+            )
+            for row in rows
+        ),
+        key=lambda pair: (-pair[0], pair[1][-1]),  # ties: the nearer first
     )
+    recalled = []
+    for score, row in scored[:k]:
+        memory = _memory_from_row(row)
+        memory.similarity = 1.0 - float(memory.distance)
+        recalled.append(
+            RecalledMemory(
+                memory=memory,
+                id=memory.id,
+                text=memory.text,
+                kind=memory.kind,
+                score=round(score, 4),
+                similarity=round(memory.similarity, 4),
+            )
+        )
+    return Ranking(recalled, strategy, scope_size, len(rows), embedder.name)
 
 
 def _scope_q(*, agent_id: int, user_key: str, also_user_key: str = "") -> Q:
