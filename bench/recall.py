@@ -22,9 +22,15 @@ numpy over the scope. Strategies, all through `memory.selectors.memory_search`:
                   the btree+sort or the HNSW plan from its estimates
   partial         (large set) a partial HNSW index WHERE agent_id = 0, relaxed order
 and `recall_e2e`: the product's `memory_recall` with text queries (embedding, search,
-re-rank, access UPDATE, MemoryRecall rows), k=5.
+re-rank; its bookkeeping, the access counts and MemoryRecall rows, is written behind it by
+the process's writer, and the time until it landed after the last call is reported), k=5,
+outside any transaction as the worker calls it. `writes`: `memory_remember` one at a time
+and `memory_remember_many` in batches of 50, into the table with its HNSW index.
+`recall_and_remember` sums up the largest size against issue 23's targets. Django's DEBUG
+(query logging) is off while timing, as in production.
 
-Usage: python bench/recall.py [--sizes 10000,100000] [--queries 200]
+Usage: python bench/recall.py [--sizes 10000,100000] [--queries 200] [--e2e-only]
+(--e2e-only: only memory_recall and the write rates; 3-5 minutes at 100k on 2 loaded cores.)
 """
 
 from __future__ import annotations
