@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -216,16 +217,24 @@ def enduser_identify(*, key: WidgetKey, user_id: str, user_token: str) -> str:
     return enduser_token_issue(key=key, identity=f"user:{user_id}")
 
 
-def _hit(bucket: str, limit: int) -> int:
-    """Count one in this minute's window of `bucket` (messages, or an address's visitors,
-    conversations or sign-ins); returns seconds to wait if over the limit."""
-    window = int(time.time() // 60)
-    name = f"agentops:widget-rate:{bucket}:{window}"
-    cache.add(name, 0, 120)
-    count = cache.incr(name)
-    if count > limit:
-        return 60 - int(time.time()) % 60
-    return 0
+def rate_hit(bucket: str, limit: int, *, now: float | None = None) -> int:
+    """Count one in `bucket` (messages, or an address's visitors, conversations or sign-ins)
+    against `limit` a minute; returns seconds to wait if over it. A sliding minute, estimated
+    from this clock minute's count and the last one's (weighted by how much of it is still in
+    the last 60 s), so that no one gets twice the limit across a minute's turn."""
+    window, elapsed = divmod(time.time() if now is None else now, 60)
+    prefix = f"agentops:widget-rate:{bucket}"
+    current_name = f"{prefix}:{int(window)}"
+    cache.add(current_name, 0, 120)
+    current = cache.incr(current_name)
+    previous = cache.get(f"{prefix}:{int(window) - 1}") or 0
+    still_counted = (60 - elapsed) / 60
+    if previous * still_counted + current <= limit:
+        return 0
+    if current > limit or not previous:
+        return max(1, math.ceil(60 - elapsed))
+    # Until enough of the last minute's count has slid out of the 60 s.
+    return max(1, math.ceil(60 - elapsed - (limit - current) * 60 / previous))
 
 
 def client_address_scope(address: str) -> str:
@@ -249,7 +258,7 @@ def address_rate_check(*, action: str, address: str) -> None:
     setting, what = ADDRESS_LIMITS[action]
     limit = int(getattr(settings, setting))
     try:
-        wait = _hit(f"address:{action}:{client_address_scope(address)}", limit)
+        wait = rate_hit(f"address:{action}:{client_address_scope(address)}", limit)
     except RedisError as exc:  # a limit that cannot count lets the chat open, said in the log
         log.warning("widget.address_limit_unchecked", action=action, error=str(exc))
         return
@@ -279,7 +288,7 @@ def widget_origin_refused_record(*, key: WidgetKey, origin: str, address: str) -
     scope = client_address_scope(address)
     ttl = REFUSED_ORIGINS_DAYS * 24 * 3600
     try:
-        if _hit(f"address:refused-origin:{scope}", REFUSED_ORIGINS_PER_ADDRESS):
+        if rate_hit(f"address:refused-origin:{scope}", REFUSED_ORIGINS_PER_ADDRESS):
             return
         digest = hashlib.sha256(f"{origin} {scope}".encode()).hexdigest()[:32]
         new_network = cache.add(f"{name}:network:{digest}", 1, ttl)
@@ -300,14 +309,14 @@ def widget_origin_refused_record(*, key: WidgetKey, origin: str, address: str) -
 
 
 def rate_check(*, key: WidgetKey, enduser: EndUser) -> None:
-    wait = _hit(f"user:{key.pk}:{enduser.external_user}", key.user_messages_per_minute)
+    wait = rate_hit(f"user:{key.pk}:{enduser.external_user}", key.user_messages_per_minute)
     if wait:
         raise RateLimited(
             f"You are sending messages too fast (at most {key.user_messages_per_minute} a "
             f"minute). Try again in {wait} s.",
             wait,
         )
-    wait = _hit(f"key:{key.pk}", key.key_messages_per_minute)
+    wait = rate_hit(f"key:{key.pk}", key.key_messages_per_minute)
     if wait:
         raise RateLimited(
             f"This chat is very busy right now. Try again in {wait} s.",

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from agentops.operators.assignment.services import handoff_claim
 from agentops.operators.work.services import handoff_close
 from agentops.widget.models import WidgetKey
 from agentops.widget.selectors import session_state
+from agentops.widget.services import rate_hit
 from memory.services import memory_recall, memory_remember
 from tests.agentops.widget.helpers import HOST_ORIGIN, api, frame_token, make_key
 from tests.factories import AgentFactory
@@ -206,6 +208,21 @@ def test_it_limits_messages_per_end_user_and_per_key(client):
     assert api(other, "messages", token, {"content": "x"}).status_code == 201
     busy = api(other, "messages", token, {"content": "y"})
     assert busy.status_code == 429 and "This chat is very busy" in busy.json()["error"]
+
+
+def test_it_limits_over_a_sliding_minute_not_per_clock_minute(db):
+    """Two messages in the last second of a minute and one in the first of the next are three
+    within a second: over a limit of 2 (a per-clock-minute count let them all through)."""
+    bucket = f"test:{uuid.uuid4()}"
+    minute = (time.time() // 60 + 1) * 60
+    assert [rate_hit(bucket, 2, now=minute - 1) for _ in range(2)] == [0, 0]
+    wait = rate_hit(bucket, 2, now=minute + 0.5)
+    assert 0 < wait <= 60
+    # Half a minute on, half the last minute's two have slid out: one more is allowed.
+    assert rate_hit(f"{bucket}:b", 2, now=minute - 1) == 0
+    assert rate_hit(f"{bucket}:b", 2, now=minute - 1) == 0
+    assert rate_hit(f"{bucket}:b", 2, now=minute + 31) == 0
+    assert rate_hit(f"{bucket}:b", 2, now=minute + 32) > 0
 
 
 def test_it_lets_admins_create_keys_and_shows_the_secret_once(client, alice, bob):
