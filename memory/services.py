@@ -354,6 +354,7 @@ class _Item:
     digest: str
     expires_at: datetime | None
     vector: Any = None
+    vector_sql: str = ""  # pgvector's text form, made once
     memory: Memory | None = None
     merge_into: _Item | Memory | None = None
     reason: str = ""
@@ -417,6 +418,7 @@ def memory_remember_many(
             vectors = embedder.embed([item.text for item in fresh])
             for item, vector in zip(fresh, vectors, strict=True):
                 item.vector = vector
+                item.vector_sql = vector_text(vector)
         with transaction.atomic():
             created = _remember_fresh(
                 agent_id=agent_id,
@@ -536,7 +538,7 @@ def _remember_fresh(
                 ),
                 {
                     "indexes": [item.index for item in fresh],
-                    "vectors": [vector_text(item.vector) for item in fresh],
+                    "vectors": [item.vector_sql for item in fresh],
                     "agent_id": agent_id,
                     "user_key": user_key,
                     "embedder": embedder_name,
@@ -585,7 +587,7 @@ def _remember_fresh(
                 "kinds": [item.kind for item in stored],
                 "importances": [item.importance for item in stored],
                 "digests": [item.digest for item in stored],
-                "vectors": [vector_text(item.vector) for item in stored],
+                "vectors": [item.vector_sql for item in stored],
                 "expiries": [item.expires_at for item in stored],
             },
         )
