@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from agentops.testing.processes import Proc, child_env, free_port, start_web
 from tools.services import python_tools_sync
@@ -31,6 +32,9 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery staple"
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "artifacts" / "screenshots"
+# What a page shows after a run (the worker, the model, the live event) can take longer than
+# Playwright's 5 s on a loaded 2-core machine; an expectation met sooner returns at once.
+expect.set_options(timeout=15_000)
 
 
 SERVER_ERROR = re.compile(
