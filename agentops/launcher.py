@@ -138,8 +138,9 @@ def worker_processes() -> int:
 
 def web_processes() -> int:
     """WEB_PROCESSES: web server processes `make run` starts behind its one port (default one
-    per core: one process accepts posts on one core only, see bench/concurrency.py --api)."""
-    cores = str(os.cpu_count() or 1)
+    per core, at most 4: one process accepts posts on one core only, see bench/concurrency.py
+    --api; more by default would outgrow the embedded Postgres's 100 connections)."""
+    cores = str(min(os.cpu_count() or 1, 4))
     return _process_count("WEB_PROCESSES", os.environ.get("WEB_PROCESSES", cores))
 
 

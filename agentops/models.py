@@ -503,6 +503,13 @@ class Run(models.Model):
                 name="run_active_heartbeat",
                 condition=models.Q(status__in=["queued", "running", "waiting"]),
             ),
+            # The agent's runs in flight and held (runs_dispatch, on every post): without it
+            # the count under the agent's lock walks every run the agent ever had.
+            models.Index(
+                fields=["agent", "enqueued_at", "created_at"],
+                name="run_agent_in_flight",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
         ]
 
     def __str__(self) -> str:
