@@ -45,6 +45,7 @@ from rq.worker import BaseWorker
 from rq.worker import Worker as RQWorker
 
 from agentops.reconnect import redis_wait
+from memory.services import memory_recall_flush
 from tracing.platform.logs import get_logger
 from tracing.platform.types import RunId
 
@@ -238,9 +239,11 @@ class Worker(RQWorker):
         return pid, status, rusage
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """In the work horse, which RQ ends with os._exit (no exit handlers run)."""
         try:
             return super().perform_job(job, queue, execution)
         finally:
+            memory_recall_flush()  # the recall bookkeeping written behind the run
             database_return()
 
 
