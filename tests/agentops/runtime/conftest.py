@@ -3,12 +3,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import suppress
 
+import psutil
 import pytest
 from rq.worker import Worker
 
 from tests.kit import until
 
 PACKAGE_WAIT_SECONDS = 20
+
+
+def _running(pid: int | None) -> bool:
+    """A test's workers run on this machine: a killed one still has a fresh heartbeat."""
+    try:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _package_being_written() -> bool:
@@ -25,7 +34,7 @@ def _package_being_written() -> bool:
     queue = django_rq.get_queue(settings.RUN_QUEUE)
     live = set(live_worker_names(redis=queue.connection))
     taken_up = any(
-        worker.name in live and queue.name in worker.queue_names()
+        worker.name in live and queue.name in worker.queue_names() and _running(worker.pid)
         for worker in Worker.all(connection=queue.connection)
     )
     for handoff_id in Handoff.objects.filter(summary="").values_list("pk", flat=True):
