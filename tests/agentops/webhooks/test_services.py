@@ -261,11 +261,13 @@ def test_it_emits_the_events_of_runs_handoffs_and_approvals(worker, agent, bob):
 def test_it_forgets_old_deliveries_with_the_traces(settings):
     from tracing.retention import retention_purge
 
-    subscribe("https://hooks.example.com/a", ["session.created"])
-    for _ in range(3):
-        session_create(agent=AgentFactory())
+    # Rows as delivery leaves them, written here: a worker of this module's other tests must
+    # not be attempting them while the purge runs.
+    endpoint, _ = subscribe("https://hooks.example.com/a", ["session.created"])
+    for index, status in enumerate(["succeeded", "succeeded", "pending"]):
+        event = WebhookEvent.objects.create(id=f"evt_{index}", type="session.created", payload={})
+        WebhookDelivery.objects.create(event=event, endpoint=endpoint, status=status)
     old, kept, pending = WebhookDelivery.objects.order_by("pk")
-    WebhookDelivery.objects.filter(pk__in=[old.pk, kept.pk]).update(status="succeeded")
     long_ago = timezone.now() - timedelta(days=365)
     WebhookDelivery.objects.filter(pk__in=[old.pk, pending.pk]).update(created_at=long_ago)
     WebhookEvent.objects.filter(pk__in=[old.event_id, pending.event_id]).update(created_at=long_ago)
