@@ -19,9 +19,6 @@ os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.testing.settings")
 os.environ.setdefault("LOG_FORMAT", "console")
 os.environ.setdefault("TOOL_EGRESS_ALLOWLIST", "")
-# This process's Postgres connections, told apart from those of the processes it starts
-# (agentops.testing.processes.child_env drops it; postgres_end_backends spares it).
-os.environ["PGAPPNAME"] = "agentops-tests"
 
 from agentops import embedded  # noqa: E402
 

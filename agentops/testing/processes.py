@@ -34,15 +34,8 @@ def database_url_for_current_db() -> str:
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
 
-# The test process's own connections (its threads' too: channels' database_sync_to_async keeps
-# one per executor thread) connect as this (agentops/testing/plugin.py sets PGAPPNAME), so
-# that ending "every other backend" ends the processes a test started, never them.
-TEST_PROCESS_APP_NAME = "agentops-tests"
-
-
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("PGAPPNAME", None)
     env["DATABASE_URL"] = database_url_for_current_db()
     env.update(extra)
     return env
@@ -59,14 +52,14 @@ def python_run(
 
 def postgres_end_backends(*, application_name: str | None = None) -> None:
     """End the backends of processes that connect as `application_name` (PGAPPNAME in their
-    environment), or, without one, those of every process the tests started."""
+    environment), or, without one, every other backend of this database."""
     query = (
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     with connection.cursor() as cursor:
         if application_name is None:
-            cursor.execute(query + " AND application_name <> %s", [TEST_PROCESS_APP_NAME])
+            cursor.execute(query)
         else:
             cursor.execute(query + " AND application_name = %s", [application_name])
 
