@@ -19,7 +19,7 @@ run: $(STAMP)
 # The suite in TEST_WORKERS processes (pytest-xdist), each with its own Postgres and Redis under
 # var/test-gw<N>; a module's tests stay in one process (its worker and web server start once).
 # The 20 slowest tests are listed at the end, to keep the suite fast.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test: $(STAMP)
