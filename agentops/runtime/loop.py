@@ -670,7 +670,6 @@ class RunDriver:
     # -- endings -------------------------------------------------------------------------
     def wait(self, wait: WaitRequired) -> None:
         wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None
-        decided_already = False
         with transaction.atomic():
             operator = self.takeover_operator()
             if operator is None:
@@ -695,10 +694,10 @@ class RunDriver:
                 }
                 self.tracer.event(semconv.RUN_WAIT, **waited)
                 self.tracer.flush()
-                decided_already = self.approval_decided(wait)
         if operator is not None:  # a human takes it over rather than it waiting
             self.hand_off(f"taken over by {operator.get_username()}")
             return
+        decided_already = self.approval_decided(wait)
         self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
         if decided_already:
@@ -714,7 +713,8 @@ class RunDriver:
     def approval_decided(self, wait: WaitRequired) -> bool:
         """Was the call this run waits on decided before the run was seen waiting? The
         decision then found no waiting run to wake (toolcall_decide wakes only a waiting
-        one), so the run wakes itself: read after its own WAITING row is written."""
+        one), so the run wakes itself. Read after its WAITING row is committed: a decision
+        made while that row was still uncommitted saw the run running, not waiting."""
         if wait.approval_call is None:
             return False
         return not ToolCall.objects.filter(

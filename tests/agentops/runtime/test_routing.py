@@ -2,15 +2,30 @@
 
 import os
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import psutil
 import pytest
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from agentops.models import AgentFallback, Message, ModelEndpoint, Role, Run, RunStatus, ToolCall
+from agentops.models import (
+    Agent,
+    AgentFallback,
+    Message,
+    ModelEndpoint,
+    Role,
+    Run,
+    RunStatus,
+    ToolCall,
+)
 from agentops.runtime.breaker import breaker_reopens_in
+from agentops.runtime.errors import WaitRequired
+from agentops.runtime.loop import RunDriver, heartbeat_thread
 from agentops.runtime.services import (
     RuntimeConflict,
     runs_reconcile,
@@ -159,13 +174,11 @@ def test_it_waits_for_approval_without_holding_a_worker(worker, agent, bob, appr
     ).exists()
 
 
-def test_it_wakes_itself_when_the_decision_came_before_it_waited(worker, agent, bob):
-    """The operator decided in the moment between the call being marked for approval and
-    the run writing that it waits: the decision found no waiting run to wake, so the run
-    must see the decision itself, or it waits forever."""
+@contextmanager
+def run_stopped_for_approval(agent: Agent) -> Iterator[tuple[RunDriver, WaitRequired]]:
+    """A run driven in this process up to the moment it must wait for an operator to approve
+    an echo call; the body decides that call (and waits) as its test needs."""
     from agentops.runtime.checkpoint import messages_append, run_claim
-    from agentops.runtime.errors import WaitRequired
-    from agentops.runtime.loop import RunDriver, heartbeat_thread
 
     echo = ToolDefinition.objects.get(name="echo")
     echo.requires_approval = True
@@ -185,15 +198,50 @@ def test_it_wakes_itself_when_the_decision_came_before_it_waited(worker, agent, 
         driver.start()
         with pytest.raises(WaitRequired) as stopped:
             driver.drive()
-        call = ToolCall.objects.get(run=run, status="awaiting_approval")
-        toolcall_decide(tool_call=call, approve=True, actor=bob)
-        assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING  # nothing to wake yet
-        driver.wait(stopped.value)
+        yield driver, stopped.value
     finally:
         beat.stop()
     run = wait_for_run(run.pk)
     assert run.status == RunStatus.SUCCEEDED
     assert Message.objects.get(session=session, role=Role.TOOL).content == "refund 5 EUR"
+
+
+def test_it_wakes_itself_when_the_decision_came_before_it_waited(worker, agent, bob):
+    """The operator decided in the moment between the call being marked for approval and
+    the run writing that it waits: the decision found no waiting run to wake, so the run
+    must see the decision itself, or it waits forever."""
+    with run_stopped_for_approval(agent) as (driver, stopped):
+        call = ToolCall.objects.get(run=driver.run, status="awaiting_approval")
+        toolcall_decide(tool_call=call, approve=True, actor=bob)
+        assert Run.objects.get(pk=driver.run.pk).status == RunStatus.RUNNING  # nothing to wake
+        driver.wait(stopped)
+
+
+def test_it_wakes_when_the_decision_came_while_its_wait_was_uncommitted(worker, agent, bob):
+    """The operator decided after the run wrote WAITING and read the call still undecided,
+    but before that write was committed: the decision saw a running run, nothing to wake.
+    (Postgres skips a row whose committed version misses the WHERE, even if it is locked.)"""
+    decided: list[ToolCall] = []
+
+    def decide_elsewhere() -> None:
+        try:
+            call = ToolCall.objects.get(status="awaiting_approval")
+            decided.append(toolcall_decide(tool_call=call, approve=True, actor=bob))
+        finally:
+            connection.close()
+
+    def decide_after_the_first_read_of_the_call(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        result = execute(sql, params, many, context)
+        if not decided and sql.startswith("SELECT") and '"agentops_toolcall"' in sql:
+            elsewhere = threading.Thread(target=decide_elsewhere)
+            elsewhere.start()
+            elsewhere.join()
+        return result
+
+    with run_stopped_for_approval(agent) as (driver, stopped):
+        with connection.execute_wrapper(decide_after_the_first_read_of_the_call):
+            driver.wait(stopped)
+        assert decided and decided[0].status == "approved"
 
 
 def test_it_drops_an_approval_whose_run_was_taken_over_and_hands_back_cleanly(worker, agent, bob):
