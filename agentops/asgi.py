@@ -12,6 +12,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from django.urls import get_resolver  # noqa: E402
+
+from agentops.runtime.context import count_tokens  # noqa: E402
+
+# Load before serving what the first requests would otherwise load, each of them waiting on
+# the import locks: every view module and API schema (the URLconf is imported lazily), and
+# the o200k encoding a posted message's tokens are counted with (~0.5 s).
+get_resolver().url_patterns  # noqa: B018
+count_tokens("warm up the o200k encoding")
+
 from agentops.event_streams import EventStreams  # noqa: E402
 from agentops.mcp_server.app import mount as mount_mcp  # noqa: E402
 from agentops.openai_compat.app import mount  # noqa: E402

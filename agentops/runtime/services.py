@@ -92,27 +92,6 @@ def run_enqueue(*, run: Run) -> None:
     runs_dispatch(agent_id=run.agent_id)
 
 
-# The agent's held runs that fit under its limit (NULL: no limit), each given its job id, in
-# one statement. Its own statement, after the agent's row lock: under READ COMMITTED it sees
-# what the dispatcher that held the lock before committed.
-_DISPATCH = """
-WITH in_flight AS (
-    SELECT count(*) AS n FROM agentops_run
-    WHERE agent_id = %(agent)s
-      AND (status = %(running)s OR (status = %(queued)s AND job_id <> ''))
-), picked AS (
-    SELECT id FROM agentops_run
-    WHERE agent_id = %(agent)s AND status = %(queued)s AND job_id = ''
-    ORDER BY enqueued_at, created_at
-    LIMIT (SELECT CASE WHEN %(limit)s = 0 THEN NULL ELSE greatest(%(limit)s - n, 0) END
-           FROM in_flight)
-)
-UPDATE agentops_run AS r SET job_id = 'run-' || r.id::text || '-' || %(stamp)s
-FROM picked WHERE r.id = picked.id AND r.status = %(queued)s AND r.job_id = ''
-RETURNING r.id, r.job_id
-"""
-
-
 def runs_dispatch(*, agent_id: int) -> int:
     """Send the agent's held runs to RQ, oldest first, while it has fewer than its limit of
     runs in flight (`Agent.max_concurrent_runs`, else AGENT_MAX_CONCURRENT_RUNS; 0: none).
@@ -120,33 +99,35 @@ def runs_dispatch(*, agent_id: int) -> int:
     The limit is what keeps agents fair: however many runs one agent has waiting, at most its
     limit stand in the RQ queue or run, so another agent's run lines up behind those, not
     behind the whole flood. The agent's row lock serialises dispatchers (the web, workers
-    finishing runs, the scheduler), held until the caller's transaction ends; each send is a
-    conditional UPDATE, so a run cancelled meanwhile is skipped. Returns how many runs were
-    sent. Two statements: the lock, then the count, the pick and the sends.
+    finishing runs, the scheduler), held until the caller's transaction ends, or only while
+    Postgres runs the dispatch when there is none; each send is a conditional UPDATE, so a
+    run cancelled meanwhile is skipped. One statement, the server-side function of migration
+    0028 (`agentops_runs_dispatch`). Returns how many runs were sent.
     """
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT max_concurrent_runs FROM agentops_agent WHERE id = %s FOR NO KEY UPDATE",
-            [agent_id],
-        )
-        agent = cursor.fetchone()
-        if agent is None:
-            return 0
-        limit = agent[0] if agent[0] is not None else settings.AGENT_MAX_CONCURRENT_RUNS
-        cursor.execute(
-            _DISPATCH,
-            {
-                "agent": agent_id,
-                "limit": limit,
-                "running": RunStatus.RUNNING.value,
-                "queued": RunStatus.QUEUED.value,
-                "stamp": str(time.time_ns()),
-            },
+            "SELECT dispatched_id, dispatched_job_id FROM agentops_runs_dispatch(%s, %s, %s)",
+            [agent_id, settings.AGENT_MAX_CONCURRENT_RUNS, str(time.time_ns())],
         )
         sent = cursor.fetchall()
     for run_id, job_id in sent:
         _job_send(run_id=run_id, job_id=job_id)
     return len(sent)
+
+
+def runs_dispatch_on_commit(*, agent_id: int) -> None:
+    """`runs_dispatch` once the caller's transaction has committed, outside any: the agent's
+    row lock is then held while Postgres runs the dispatch, not for the rest of the caller's
+    work (with a hundred posts at once, waiting for that lock was most of a post's time). If
+    Postgres fails it then, the scheduler's sweep sends the held run."""
+
+    def dispatch() -> None:
+        try:
+            runs_dispatch(agent_id=agent_id)
+        except DatabaseError as exc:
+            log.warning("run.dispatch_deferred", agent_id=agent_id, error=str(exc))
+
+    transaction.on_commit(dispatch)
 
 
 def run_slot_free(*, run_id: uuid.UUID | str) -> None:
@@ -209,7 +190,8 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
 
     A fixed number of statements whatever the conversation or the agent's load: the session's
     lock (with what the post needs of its agent), the active-run check (after the lock, so
-    it sees the run a concurrent post just committed), the message, the run, the dispatch."""
+    it sees the run a concurrent post just committed), the message, the run; then, committed,
+    the dispatch in its own transaction."""
     if not content.strip():
         raise Invalid("must not be empty", field="content")
     if len(content) > MAX_MESSAGE_CHARS:
@@ -242,7 +224,7 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
         event_record(kind="session.message", session=session)
         return None
     run = _run_create(session=session, trigger=message, enqueued_at=timezone.now())
-    runs_dispatch(agent_id=run.agent_id)  # created in line: what run_enqueue would set
+    runs_dispatch_on_commit(agent_id=run.agent_id)  # created in line, as run_enqueue sets
     status_broadcast(run)
     return run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from django.test import TestCase
 from django.utils import timezone
 
 from agentops.models import Run, RunStatus
@@ -19,15 +20,17 @@ from agentops.runtime.services import (
 from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import AgentFactory
 
-# Outside the end-to-end test nothing reaches Redis: in a test transaction no on_commit
-# hook runs, so a sent run is one whose job id is set.
+# A sent run is one whose job id is set. A post dispatches once it has committed: in a test
+# transaction, its on_commit hooks run as the post returns (its jobs reach Redis; no worker
+# listens outside the end-to-end test).
 
 
 def _post(agent, count: int, content: str = "hello") -> list[Run]:
     runs = []
     for i in range(count):
         session = session_create(agent=agent, external_user=f"{agent.slug}-{i}")
-        run = session_post_message(session=session, content=f"{content} {i}")
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            run = session_post_message(session=session, content=f"{content} {i}")
         assert run is not None
         runs.append(run)
     return runs
