@@ -37,7 +37,9 @@ def _encoding() -> Encoding:
 
 
 def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text)) if text else 0
+    # Ordinary: a text that spells a special token ("<|endoftext|>") is counted as the text it
+    # is. `encode` refuses it (a ValueError: a user's message, a tool's output, a server error).
+    return len(_encoding().encode_ordinary(text)) if text else 0
 
 
 def message_tokens(*, content: str, tool_calls: list[dict[str, Any]] | None = None) -> int:

@@ -117,10 +117,10 @@ def test_it_refuses_a_second_message_while_a_run_is_active(client, bob_key, db):
     assert session.messages.count() == 0
 
 
-def _post_message(client: Client, key: str, session_id: object) -> Any:
+def _post_message(client: Client, key: str, session_id: object, content: str = "hello") -> Any:
     return client.post(
         f"/api/sessions/{session_id}/messages",
-        {"content": "hello"},
+        {"content": content},
         content_type="application/json",
         **auth(key),
     )
@@ -276,6 +276,17 @@ def test_it_refuses_a_nul_byte_in_a_message_and_keeps_the_conversation(client, b
     )
     assert response.status_code == 422 and response.json()["field"] == "content"
     assert not Message.objects.filter(session=session).exists()
+
+
+def test_it_takes_a_message_that_spells_a_special_token_as_plain_text(client, bob_key, db):
+    """A user may write what looks like the model's control tokens: it is text, counted as
+    text, never a server error."""
+    session = SessionFactory(agent=_published_agent())
+    content = "what does <|endoftext|> mean? and <|fim_prefix|>?"
+    response = _post_message(client, bob_key, session.pk, content)
+    assert response.status_code == 202, response.content
+    message = Message.objects.get(session=session)
+    assert message.content == content and message.token_count > 10
 
 
 def test_it_answers_413_in_json_to_a_body_over_the_limit(client, bob_key, dev_agent):
