@@ -130,16 +130,24 @@ def runs_dispatch_on_commit(*, agent_id: int) -> None:
     transaction.on_commit(dispatch)
 
 
+# The run's agent, if it has runs held back (queued, not yet sent): one statement.
+_AGENT_WITH_HELD_RUNS = """
+SELECT r.agent_id FROM agentops_run AS r WHERE r.id = %s AND EXISTS (
+    SELECT 1 FROM agentops_run AS h
+    WHERE h.agent_id = r.agent_id AND h.status = 'queued' AND h.job_id = ''
+)
+"""
+
+
 def run_slot_free(*, run_id: uuid.UUID | str) -> None:
     """A worker is done with the run: if its agent has runs held back, send the next ones.
     If Postgres is away, the scheduler's sweep sends them once it is back."""
     try:
-        agent_id = Run.objects.filter(pk=run_id).values_list("agent_id", flat=True).first()
-        if (
-            agent_id
-            and Run.objects.filter(agent_id=agent_id, status=RunStatus.QUEUED, job_id="").exists()
-        ):
-            runs_dispatch(agent_id=agent_id)
+        with connection.cursor() as cursor:
+            cursor.execute(_AGENT_WITH_HELD_RUNS, [run_id])
+            held = cursor.fetchone()
+        if held:
+            runs_dispatch(agent_id=held[0])
     except DatabaseError as exc:
         log.warning("run.dispatch_deferred", run_id=str(run_id), error=str(exc))
 

@@ -102,17 +102,20 @@ def webhook_event_emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookE
     (e.g. "message_42"): the event's id is derived from it, so emitting it again is a no-op.
     A failure here is logged, never raised into what emitted it."""
     try:
+        # Most events have no subscriber: one statement, not a transaction around it.
+        endpoints = webhook_subscribers(type=type)
+        if not endpoints:
+            return None
         with transaction.atomic():  # a savepoint: a failure leaves the caller's work intact
-            return _emit(type=type, key=key, data=data)
+            return _emit(type=type, key=key, data=data, endpoints=endpoints)
     except Exception:
         log.exception("webhook.emit_failed", type=type, key=key)
         return None
 
 
-def _emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
-    endpoints = webhook_subscribers(type=type)
-    if not endpoints:
-        return None
+def _emit(
+    *, type: str, key: str, data: dict[str, Any], endpoints: list[int]
+) -> WebhookEvent | None:
     session_id = data.get("session_id")
     if session_id and Session.objects.sandbox().filter(pk=session_id).exists():
         return None  # a draft chat, an experiment or a fork is nobody's conversation

@@ -24,14 +24,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHECKPOINT = "held AS (UPDATE"
 # What one step may send besides its checkpoint: a model step, the breaker's window row
 # (agentops.runtime.breaker); the answer, also the webhooks' subscription lookup for its
-# message event (in a transaction: three statements). Nothing per span or per message.
-STEP_QUERIES_MAX = 4
+# message event (one statement: no transaction is opened around it when nobody is
+# subscribed). Nothing per span or per message.
+STEP_QUERIES_MAX = 2
 # Over a whole run, besides the checkpoints: that row per model call and one event's lookup.
 EXTRA_PER_MODEL_CALL = 1
-EXTRA_PER_RUN = 3
+EXTRA_PER_RUN = 1
 # Claiming the run and loading what it drives with (run, config, span numbering, transcript,
 # tools), and after the last checkpoint (the run's status event): fixed, however many steps.
-RUN_QUERIES_MAX = 16
+RUN_QUERIES_MAX = 11
 
 
 def run_queries(agent: Agent, content: str) -> tuple[Run, list[str]]:
