@@ -671,8 +671,23 @@ class RunDriver:
     def wait(self, wait: WaitRequired) -> None:
         wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None
         with transaction.atomic():
+            # Locks the run's row: toolcall_decide locks it too, so a decision either came
+            # before (and is read below) or waits for this wait to commit and wakes it.
             operator = self.takeover_operator()
-            if operator is None:
+            if operator is None and self.approval_decided(wait):
+                fenced_update(
+                    run_id=self.run.pk,
+                    epoch=self.epoch,
+                    status=RunStatus.QUEUED,
+                    wake_at=None,
+                    wait_reason="",
+                    state=self.run.state or {},
+                )
+                self.run.status, self.run.wait_reason = RunStatus.QUEUED, ""
+                self.tracer.event("run.status", status=RunStatus.QUEUED, reason="decided already")
+                self.tracer.flush()
+                run_enqueue(run=self.run)
+            elif operator is None:
                 fenced_update(
                     run_id=self.run.pk,
                     epoch=self.epoch,
@@ -681,6 +696,7 @@ class RunDriver:
                     wait_reason=wait.reason[:200],
                     state=self.run.state or {},
                 )
+                self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
                 self.tracer.event(
                     "run.status",
                     status=RunStatus.WAITING,
@@ -697,24 +713,12 @@ class RunDriver:
         if operator is not None:  # a human takes it over rather than it waiting
             self.hand_off(f"taken over by {operator.get_username()}")
             return
-        decided_already = self.approval_decided(wait)
-        self.run.status, self.run.wait_reason = RunStatus.WAITING, wait.reason[:200]
         status_broadcast(self.run)
-        if decided_already:
-            with transaction.atomic():
-                woke = Run.objects.filter(pk=self.run.pk, status=RunStatus.WAITING).update(
-                    status=RunStatus.QUEUED, wake_at=None, wait_reason=""
-                )
-                if woke:
-                    self.run.status, self.run.wait_reason = RunStatus.QUEUED, ""
-                    run_enqueue(run=self.run)
-                    status_broadcast(self.run)
 
     def approval_decided(self, wait: WaitRequired) -> bool:
-        """Was the call this run waits on decided before the run was seen waiting? The
+        """Was the call this run is to wait on decided before the run could wait? The
         decision then found no waiting run to wake (toolcall_decide wakes only a waiting
-        one), so the run wakes itself. Read after its WAITING row is committed: a decision
-        made while that row was still uncommitted saw the run running, not waiting."""
+        one), so the run goes on at once. Read under the run's row lock (see `wait`)."""
         if wait.approval_call is None:
             return False
         return not ToolCall.objects.filter(

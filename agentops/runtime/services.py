@@ -405,35 +405,48 @@ def run_retry(*, run: Run, actor: Actor = None) -> Run:
 def toolcall_decide(
     *, tool_call: ToolCall, approve: bool, actor: Actor, note: str = ""
 ) -> ToolCall:
-    """An operator approves or rejects a call waiting for approval; the run resumes."""
+    """An operator approves or rejects a call waiting for approval; the run resumes.
+
+    The run's row is locked first: a run about to wait holds it until its wait is committed
+    (RunDriver.wait), so this either finds the run waiting and wakes it, or comes first and
+    is read by the run, which then goes on without waiting. Without the lock a decision made
+    while the run's WAITING write was uncommitted saw a running run (Postgres skips a locked
+    row whose committed version misses the WHERE) and the run waited forever."""
     status = ToolCallStatus.APPROVED if approve else ToolCallStatus.REJECTED
-    ended = Run.objects.filter(pk=tool_call.run_id).exclude(status__in=ACTIVE_RUN_STATUSES)
-    if ended.exists():
-        raise RuntimeConflict("its run has ended (cancelled or taken over): nothing awaits it")
-    decided = ToolCall.objects.filter(
-        pk=tool_call.pk, status=ToolCallStatus.AWAITING_APPROVAL
-    ).update(status=status, decided_by=actor, decided_at=timezone.now(), decision_note=note[:2000])
-    tool_call.refresh_from_db()
-    if not decided:
-        raise RuntimeConflict(f"this call was already {tool_call.status}")
-    run = Run.objects.select_related("session", "agent").get(pk=tool_call.run_id)
-    woke = Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(
-        status=RunStatus.QUEUED, wake_at=None, wait_reason=""
-    )
-    if woke:
-        run.refresh_from_db()
-        run_enqueue(run=run)
-        status_broadcast(run)
-    event_record(
-        kind="approval.decided",
-        actor=actor,
-        session=run.session_id,
-        data={"tool_call_id": tool_call.pk, "approved": approve, "tool": tool_call.tool_name},
-        audit="tool.approve" if approve else "tool.reject",
-        target=tool_call.tool_name,
-        detail={"tool_call": tool_call.pk, "note": note[:500]},
-        viewers=True,
-    )
+    with transaction.atomic():
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("session", "agent")
+            .filter(pk=tool_call.run_id)
+            .first()
+        )
+        if run is None or run.status not in ACTIVE_RUN_STATUSES:
+            raise RuntimeConflict("its run has ended (cancelled or taken over): nothing awaits it")
+        decided = ToolCall.objects.filter(
+            pk=tool_call.pk, status=ToolCallStatus.AWAITING_APPROVAL
+        ).update(
+            status=status, decided_by=actor, decided_at=timezone.now(), decision_note=note[:2000]
+        )
+        tool_call.refresh_from_db()
+        if not decided:
+            raise RuntimeConflict(f"this call was already {tool_call.status}")
+        woke = Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(
+            status=RunStatus.QUEUED, wake_at=None, wait_reason=""
+        )
+        if woke:
+            run.refresh_from_db()
+            run_enqueue(run=run)
+            status_broadcast(run)
+        event_record(
+            kind="approval.decided",
+            actor=actor,
+            session=run.session_id,
+            data={"tool_call_id": tool_call.pk, "approved": approve, "tool": tool_call.tool_name},
+            audit="tool.approve" if approve else "tool.reject",
+            target=tool_call.tool_name,
+            detail={"tool_call": tool_call.pk, "note": note[:500]},
+            viewers=True,
+        )
     return tool_call
 
 

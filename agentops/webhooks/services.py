@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -102,20 +102,24 @@ def webhook_event_emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookE
     (e.g. "message_42"): the event's id is derived from it, so emitting it again is a no-op.
     A failure here is logged, never raised into what emitted it."""
     try:
-        # Most events have no subscriber: one statement, not a transaction around it.
-        endpoints = webhook_subscribers(type=type)
-        if not endpoints:
+        if connection.in_atomic_block:  # a savepoint: a failure leaves the caller's work intact
+            with transaction.atomic():
+                return _emit(type=type, key=key, data=data)
+        # Outside a transaction there is nothing to protect, and most events have no
+        # subscriber: one statement, not BEGIN, the lookup and COMMIT.
+        if not webhook_subscribers(type=type):
             return None
-        with transaction.atomic():  # a savepoint: a failure leaves the caller's work intact
-            return _emit(type=type, key=key, data=data, endpoints=endpoints)
+        with transaction.atomic():
+            return _emit(type=type, key=key, data=data)
     except Exception:
         log.exception("webhook.emit_failed", type=type, key=key)
         return None
 
 
-def _emit(
-    *, type: str, key: str, data: dict[str, Any], endpoints: list[int]
-) -> WebhookEvent | None:
+def _emit(*, type: str, key: str, data: dict[str, Any]) -> WebhookEvent | None:
+    endpoints = webhook_subscribers(type=type)
+    if not endpoints:
+        return None
     session_id = data.get("session_id")
     if session_id and Session.objects.sandbox().filter(pk=session_id).exists():
         return None  # a draft chat, an experiment or a fork is nobody's conversation

@@ -162,6 +162,9 @@ def test_a_message_post_costs_a_fixed_number_of_queries(client, bob_key):
         assert _post_message(client, bob_key, second.pk).status_code == 202
     statements = [query["sql"][:80] for query in many]
     assert len(many) == len(few) <= 9, statements  # BEGIN and COMMIT counted
+    # The dispatch (the agent's lock) comes after the post's COMMIT, never inside it.
+    dispatch = next(i for i, sql in enumerate(statements) if "agentops_runs_dispatch" in sql)
+    assert "COMMIT" in statements[:dispatch], statements
     assert Run.objects.filter(agent=agent, status=RunStatus.QUEUED, job_id="").count() == 0
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
+import django_rq
 import pytest
+from django.conf import settings
 from django.test import TestCase
 from django.utils import timezone
 
@@ -21,8 +24,14 @@ from tests.agentops.runtime.helpers import wait_for_run
 from tests.factories import AgentFactory
 
 # A sent run is one whose job id is set. A post dispatches once it has committed: in a test
-# transaction, its on_commit hooks run as the post returns (its jobs reach Redis; no worker
-# listens outside the end-to-end test).
+# transaction, its on_commit hooks run as the post returns, so its jobs reach Redis; each
+# test empties the run queue after itself, or the end-to-end test's worker would take them.
+
+
+@pytest.fixture(autouse=True)
+def _run_queue_emptied() -> Iterator[None]:
+    yield
+    django_rq.get_queue(settings.RUN_QUEUE).empty()
 
 
 def _post(agent, count: int, content: str = "hello") -> list[Run]:

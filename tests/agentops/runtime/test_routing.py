@@ -4,12 +4,12 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 
 import psutil
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -217,30 +217,38 @@ def test_it_wakes_itself_when_the_decision_came_before_it_waited(worker, agent, 
         driver.wait(stopped)
 
 
-def test_it_wakes_when_the_decision_came_while_its_wait_was_uncommitted(worker, agent, bob):
-    """The operator decided after the run wrote WAITING and read the call still undecided,
-    but before that write was committed: the decision saw a running run, nothing to wake.
-    (Postgres skips a row whose committed version misses the WHERE, even if it is locked.)"""
+@pytest.mark.parametrize("in_a_transaction", [False, True])
+def test_it_wakes_when_the_decision_comes_while_it_is_about_to_wait(
+    worker, agent, bob, in_a_transaction
+):
+    """The operator decides while the run is writing that it waits: after it read the call
+    still undecided, before that write is committed. Unserialised, the decision saw a running
+    run, nothing to wake (Postgres skips a locked row whose committed version misses the
+    WHERE), and the run waited forever. The decision now waits for the run's row; the
+    idempotent API decides inside a transaction of its own, hence both."""
     decided: list[ToolCall] = []
 
     def decide_elsewhere() -> None:
         try:
             call = ToolCall.objects.get(status="awaiting_approval")
-            decided.append(toolcall_decide(tool_call=call, approve=True, actor=bob))
+            with transaction.atomic() if in_a_transaction else nullcontext():
+                decided.append(toolcall_decide(tool_call=call, approve=True, actor=bob))
         finally:
             connection.close()
 
-    def decide_after_the_first_read_of_the_call(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    elsewhere = threading.Thread(target=decide_elsewhere)
+
+    def decide_after_the_runs_read_of_the_call(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         result = execute(sql, params, many, context)
-        if not decided and sql.startswith("SELECT") and '"agentops_toolcall"' in sql:
-            elsewhere = threading.Thread(target=decide_elsewhere)
+        if elsewhere.ident is None and sql.startswith("SELECT") and '"agentops_toolcall"' in sql:
             elsewhere.start()
-            elsewhere.join()
+            elsewhere.join(timeout=2)  # unserialised, the decision is done by now
         return result
 
     with run_stopped_for_approval(agent) as (driver, stopped):
-        with connection.execute_wrapper(decide_after_the_first_read_of_the_call):
+        with connection.execute_wrapper(decide_after_the_runs_read_of_the_call):
             driver.wait(stopped)
+        elsewhere.join(timeout=30)
         assert decided and decided[0].status == "approved"
 
 
