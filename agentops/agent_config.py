@@ -9,7 +9,7 @@ runs cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentops.models import Agent, ModelEndpoint, Team
@@ -31,7 +31,21 @@ SCALAR_FIELDS = (
     "retry_max_attempts",
     "retry_base_seconds",
     "retry_cap_seconds",
+    "run_max_cost",
+    "run_max_tokens",
+    "run_max_tool_calls",
+    "run_max_seconds",
 )
+
+# Fields added to snapshots since versions were first saved, with what an older snapshot means.
+SNAPSHOT_DEFAULTS: dict[str, Any] = {
+    "builtins_off": [],
+    "guardrails": [],
+    "run_max_cost": None,
+    "run_max_tokens": None,
+    "run_max_tool_calls": None,
+    "run_max_seconds": None,
+}
 
 # The tools every agent is offered without ticking them (registered by the runtime,
 # agentops/runtime/builtins.py), each one an agent may turn off (`builtins_off` in a snapshot;
@@ -46,6 +60,7 @@ def config_snapshot(agent: Agent) -> dict[str, Any]:
     snapshot["endpoint"] = agent.endpoint_id
     snapshot["handoff_team"] = agent.handoff_team_id
     snapshot["builtins_off"] = sorted(agent.builtins_off or [])
+    snapshot["guardrails"] = list(agent.guardrails or [])
     snapshot["tools"] = sorted(agent.tools.values_list("pk", flat=True)) if agent.pk else []
     snapshot["fallbacks"] = [
         {"endpoint": f.endpoint_id, "model": f.model}
@@ -56,7 +71,7 @@ def config_snapshot(agent: Agent) -> dict[str, Any]:
 
 def snapshot_complete(config: dict[str, Any]) -> dict[str, Any]:
     """A stored snapshot with the fields added since it was saved, at their defaults."""
-    return {"builtins_off": [], **config}
+    return {**SNAPSHOT_DEFAULTS, **config}
 
 
 def config_editable(agent: Agent) -> dict[str, Any]:
@@ -111,6 +126,11 @@ class AgentConfig:
     handoff_team: Team | None
     problem: str = ""
     builtins_off: tuple[str, ...] = ()
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    run_max_cost: float | None = None
+    run_max_tokens: int | None = None
+    run_max_tool_calls: int | None = None
+    run_max_seconds: float | None = None
 
     @property
     def builtins(self) -> list[str]:
@@ -130,6 +150,7 @@ class AgentConfig:
 def agent_config_build(
     *, agent: Agent, snapshot: dict[str, Any], version_id: int | None, version_number: int | None
 ) -> AgentConfig:
+    snapshot = snapshot_complete(snapshot)
     endpoint_ids = {snapshot["endpoint"], *(f["endpoint"] for f in snapshot["fallbacks"])}
     endpoints = ModelEndpoint.objects.in_bulk(endpoint_ids)
     problem = ""
@@ -164,7 +185,12 @@ def agent_config_build(
         retry_cap_seconds=snapshot["retry_cap_seconds"],
         handoff_team=Team.objects.filter(pk=team_id).first() if team_id else None,
         problem=problem,
-        builtins_off=tuple(snapshot.get("builtins_off") or ()),
+        builtins_off=tuple(snapshot["builtins_off"] or ()),
+        guardrails=list(snapshot["guardrails"] or []),
+        run_max_cost=snapshot["run_max_cost"],
+        run_max_tokens=snapshot["run_max_tokens"],
+        run_max_tool_calls=snapshot["run_max_tool_calls"],
+        run_max_seconds=snapshot["run_max_seconds"],
     )
 
 

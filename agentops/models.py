@@ -183,6 +183,15 @@ class Agent(models.Model):
         related_name="agents",
         help_text="The team its handoffs go to.",
     )
+    # Checks on what goes into and comes out of the model, in order (agentops.guardrails).
+    guardrails = models.JSONField(default=list, blank=True)
+    # Limits on one run: reaching one stops the run with a clear reason. Empty: no limit.
+    run_max_cost = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="In USD."
+    )
+    run_max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    run_max_tool_calls = models.PositiveIntegerField(null=True, blank=True)
+    run_max_seconds = models.FloatField(null=True, blank=True, validators=[MinValueValidator(1)])
     max_concurrent_runs = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -98,6 +98,29 @@ class AgentForm(forms.Form):
     retry_cap_seconds = forms.FloatField(
         label="Retry delay cap (s)", min_value=0, max_value=86_400, initial=30
     )
+    run_max_cost = forms.FloatField(
+        label="Max cost per run (USD)",
+        required=False,
+        min_value=0,
+        help_text="Estimated from the price table; the run stops at it. Empty: no limit.",
+    )
+    run_max_tokens = forms.IntegerField(
+        label="Max tokens per run",
+        required=False,
+        min_value=1,
+        max_value=MAX_DB_INT,
+        help_text="Model tokens in and out. Empty: no limit.",
+    )
+    run_max_tool_calls = forms.IntegerField(
+        label="Max tool calls per run", required=False, min_value=1, max_value=MAX_DB_INT
+    )
+    run_max_seconds = forms.FloatField(
+        label="Max wall time per run (s)",
+        required=False,
+        min_value=1,
+        max_value=86_400 * 7,
+        help_text="From its start, waits included. Empty: no limit.",
+    )
     handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(
         queryset=None,
         required=False,

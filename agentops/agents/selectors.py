@@ -26,6 +26,7 @@ from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 from agentops.agent_config import SCALAR_FIELDS, snapshot_complete
+from agentops.guardrails.spec import guardrail_describe
 from agentops.models import (
     Agent,
     AgentVersion,
@@ -59,6 +60,11 @@ LABELS = {
     "retry_cap_seconds": "Retry delay cap (s)",
     "handoff_team": "Handoff team",
     "builtins_off": "Built-in tools turned off",
+    "guardrails": "Guardrails",
+    "run_max_cost": "Max cost per run (USD)",
+    "run_max_tokens": "Max tokens per run",
+    "run_max_tool_calls": "Max tool calls per run",
+    "run_max_seconds": "Max wall time per run (s)",
 }
 FIELD_ORDER = (
     "name",
@@ -69,6 +75,7 @@ FIELD_ORDER = (
     "temperature",
     "tools",
     "builtins_off",
+    "guardrails",
     *(f for f in SCALAR_FIELDS if f not in ("name", "model", "system_prompt", "temperature")),
     "handoff_team",
 )
@@ -218,6 +225,10 @@ class _Names:
             return "on" if value else "off"
         if name == "builtins_off":
             return ", ".join(value or []) or "none"
+        if name == "guardrails":
+            return "; ".join(guardrail_describe(g) for g in value or []) or "none"
+        if name.startswith("run_max_"):
+            return "no limit" if value is None else str(value)
         return "" if value is None else str(value)
 
 

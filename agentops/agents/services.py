@@ -90,11 +90,13 @@ def agent_version_publish(*, version: AgentVersion, actor: Actor) -> AgentVersio
 
 def agent_settings_restore(*, agent: Agent, config: dict[str, Any]) -> None:
     """Write a snapshot back onto the agent's row, its tools and its fallbacks (unsaved row)."""
+    config = snapshot_complete(config)
     for name in SCALAR_FIELDS:
         setattr(agent, name, config[name])
     agent.endpoint_id = config["endpoint"]
     agent.handoff_team_id = config["handoff_team"]
-    agent.builtins_off = sorted(config.get("builtins_off") or [])
+    agent.builtins_off = sorted(config["builtins_off"] or [])
+    agent.guardrails = list(config["guardrails"] or [])
     agent.save()
     agent.tools.set(ToolDefinition.objects.filter(pk__in=config["tools"]))
     agent.fallbacks.all().delete()
