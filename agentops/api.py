@@ -167,7 +167,10 @@ def on_not_found(request: HttpRequest, exc: Http404) -> Any:
 @api.exception_handler(ApplicationError)
 def on_application_error(request: HttpRequest, exc: ApplicationError) -> Any:
     """Every service refusal, for every router of this API: its status, its field named."""
-    return api.create_response(request, exc.body(), status=exc.status)
+    response = api.create_response(request, exc.body(), status=exc.status)
+    for name, value in exc.headers().items():  # a 429's Retry-After
+        response[name] = value
+    return response
 
 
 @api.exception_handler(DjangoValidationError)

@@ -62,6 +62,24 @@ class AgentSettingsFields(Schema):
     retry_max_attempts: int | None = Field(default=None, ge=1, le=100)
     retry_base_seconds: float | None = Field(default=None, ge=0, le=3600)
     retry_cap_seconds: float | None = Field(default=None, ge=0, le=86_400)
+    run_max_cost: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="USD a run may spend (estimated from the price table); null: no limit",
+    )
+    run_max_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="Model tokens in and out; null: no limit"
+    )
+    run_max_tool_calls: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="Tool calls a run may make; null: no limit"
+    )
+    run_max_seconds: float | None = Field(
+        default=None,
+        ge=1,
+        le=86_400 * 7,
+        description="Wall time from a run's start, waits included; null: no limit",
+    )
     handoff_team: Id | None = None
 
 

@@ -64,6 +64,8 @@ def _breached(rule: AlertRule, value: float | None) -> bool:
         return False
     if rule.metric == AlertMetric.NO_RUNS:
         return value == 0
+    if rule.metric == AlertMetric.BUDGET:  # "at 80 %" means once 80 % is reached
+        return value >= rule.threshold
     return value > rule.threshold
 
 

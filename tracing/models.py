@@ -141,6 +141,7 @@ class AlertMetric(models.TextChoices):
     QUEUE_DEPTH = "queue_depth", "Runs waiting in the queue now"
     QUEUE_WAIT = "queue_wait", "Oldest queued run's wait now (s)"
     SLA_BREACHES = "sla_breaches", "Handoffs in breach of a service level now (unresolved)"
+    BUDGET = "budget", "Budget used now (% of its limit, the fullest budget)"
 
 
 class AlertRule(models.Model):

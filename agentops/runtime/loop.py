@@ -16,6 +16,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 from django.db import (
@@ -26,9 +27,12 @@ from django.db import (
     connection,
     transaction,
 )
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agentops.agent_config import agent_config_for_run
+from agentops.budgets.models import BudgetHold
+from agentops.budgets.services import RunSpend
 from agentops.models import (
     Agent,
     Message,
@@ -70,9 +74,11 @@ from agentops.runtime.services import handoff_open, run_enqueue
 from agentops.runtime.tooling import ToolRunner
 from tracing import semconv
 from tracing.emit import Tracer
+from tracing.models import Span
 from tracing.platform.failures import Failure, FailureClass
 from tracing.platform.live import send_now, session_group, wait_sent
 from tracing.platform.logs import bind_context, get_logger
+from tracing.rollups import PriceBook
 
 log = get_logger(__name__)
 
@@ -151,8 +157,10 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
     epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
     if epoch is None:
         return "not-claimed"
-    run = Run.objects.select_related("agent__endpoint", "session", "agent_version", "trigger").get(
-        pk=run_id
+    run = (
+        Run.objects.select_related("agent__endpoint", "session", "agent_version", "trigger")
+        .annotate(budget_held=Exists(BudgetHold.objects.filter(run_id=OuterRef("pk"))))
+        .get(pk=run_id)
     )
     beat = heartbeat_start(run.pk, epoch)
     with bind_context(
@@ -193,6 +201,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
             driver.fail(exc)
         finally:
             beat.stop()
+            driver.spend_settle()
             try:
                 driver.tracer.flush_now()
             except Exception:
@@ -234,6 +243,12 @@ class RunDriver:
         self._specs: tuple[list[dict[str, Any]], int] | None = None
         # Who asked to take the conversation over (a user id), as the last checkpoint read it.
         self.takeover_by: int | None = run.takeover_by_id
+        # What the run's model calls cost (priced only when a limit or a budget needs it),
+        # and its reservations against budgets (agentops.budgets), if it holds any.
+        self.spend = RunSpend(run_id=run.pk) if getattr(run, "budget_held", False) else None
+        self.prices: PriceBook | None = None
+        self.cost = Decimal(0)
+        self.cost_counted = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def check_alive(self) -> None:
@@ -313,7 +328,13 @@ class RunDriver:
             if self.takeover_by is not None:
                 self.stop_for_takeover(pending)
             if pending:
-                for call in pending:
+                allowed = self.tool_calls_allowed(len(pending))
+                reached = self.run_limit_reached() or (
+                    None if allowed else self.tool_calls_limit_text()
+                )
+                if reached:
+                    self.stop_at_limit(reached, pending)
+                for call in pending[:allowed]:
                     self.tools.run_call(call)
                 continue
             last = self.transcript.messages[-1] if self.transcript.messages else None
@@ -325,7 +346,130 @@ class RunDriver:
                     f"max_steps reached ({self.config.max_steps} model calls)",
                     failure_class=FailureClass.LIMIT,
                 )
+            reached = self.run_limit_reached()
+            if reached:
+                self.stop_at_limit(reached, [])
             self.model_step()
+
+    # -- per-run limits (Agent.run_max_*) --------------------------------------------------
+    def tool_calls_made(self, pending: int) -> int:
+        """Tool calls this run ran (or answered) so far: those its model asked for, less the
+        `pending` ones."""
+        asked = sum(
+            len(m.tool_calls or [])
+            for m in self.transcript.messages
+            if m.role == Role.ASSISTANT and m.run_id == self.run.pk
+        )
+        return asked - pending
+
+    def tool_calls_allowed(self, pending: int) -> int:
+        """How many of the `pending` calls may run under the run's limit on tool calls."""
+        limit = self.config.run_max_tool_calls
+        if limit is None:
+            return pending
+        return max(0, min(pending, limit - self.tool_calls_made(pending)))
+
+    def tool_calls_limit_text(self) -> str:
+        return f"max tool calls per run reached ({self.config.run_max_tool_calls} tool calls)"
+
+    def run_limit_reached(self) -> str | None:
+        """Why the run may not take another step: its wall time, tokens or cost reached the
+        agent version's limit (None: it may)."""
+        config = self.config
+        if config.run_max_seconds is not None and self.run.started_at is not None:
+            elapsed = (timezone.now() - self.run.started_at).total_seconds()
+            if elapsed >= config.run_max_seconds:
+                return (
+                    f"max wall time per run reached ({elapsed:.1f} s of "
+                    f"{config.run_max_seconds:g} s)"
+                )
+        if config.run_max_tokens is not None:
+            tokens = self.run.tokens_in + self.run.tokens_out
+            if tokens >= config.run_max_tokens:
+                return f"max tokens per run reached ({tokens} of {config.run_max_tokens} tokens)"
+        if config.run_max_cost is not None:
+            cost = self.cost_so_far()
+            if cost >= Decimal(str(config.run_max_cost)):
+                return (
+                    f"max cost per run reached (${cost:.6f} of ${config.run_max_cost:g}, "
+                    f"estimated from the price table)"
+                )
+        return None
+
+    def stop_at_limit(self, reason: str, pending: list[dict[str, Any]]) -> None:
+        """Stop the run at a per-run limit, as at max_steps: handed off with the LIMIT class.
+        Calls the model asked for but that will not run are answered "not run", so the
+        conversation stays whole for whoever goes on with it."""
+        self.tracer.event("run.limit", reason=reason, **{"error.type": FailureClass.LIMIT})
+        if pending:
+            text = f"Not run: {reason}."
+            self.checkpoint(
+                messages=[
+                    Message(
+                        role=Role.TOOL,
+                        tool_call_id=str(call.get("id") or ""),
+                        name=str((call.get("function") or {}).get("name") or "")[:100],
+                        content=text,
+                        token_count=message_tokens(content=text),
+                    )
+                    for call in pending
+                ]
+            )
+        raise HandoffRequired(reason, failure_class=FailureClass.LIMIT)
+
+    # -- spend (the per-run cost limit, budgets) -----------------------------------------
+    def cost_so_far(self) -> Decimal:
+        """What the run's model calls cost, from the price table: this job's calls, plus,
+        on the first ask of a resumed run, those of its jobs before (from its trace)."""
+        if not self.cost_counted:
+            self.cost_counted = True
+            if self.run.step > 0:
+                prices = self.price_book()
+                for attributes in Span.objects.filter(
+                    trace_id=self.run.pk, name=semconv.MODEL_CALL
+                ).values_list("attributes", flat=True):
+                    self.cost += prices.cost(
+                        str(
+                            attributes.get(semconv.RESPONSE_MODEL)
+                            or attributes.get(semconv.REQUEST_MODEL)
+                            or ""
+                        ),
+                        int(attributes.get(semconv.INPUT_TOKENS) or 0),
+                        int(attributes.get(semconv.OUTPUT_TOKENS) or 0),
+                    )
+        return self.cost
+
+    def price_book(self) -> PriceBook:
+        if self.prices is None:
+            self.prices = PriceBook()
+        return self.prices
+
+    def spend_record(self, reply: ModelReply) -> None:
+        """A model call's tokens and cost, counted for the run's limits and its budgets."""
+        wants_cost = self.config.run_max_cost is not None or (
+            self.spend is not None and self.spend.wants_cost
+        )
+        cost = (
+            self.price_book().cost(reply.model, reply.input_tokens, reply.output_tokens)
+            if wants_cost
+            else Decimal(0)
+        )
+        self.cost += cost
+        if self.spend is not None:
+            self.spend.add(tokens=reply.input_tokens + reply.output_tokens, cost=cost)
+
+    def spend_settle(self) -> None:
+        """The job ends: charge what the run spent to its budgets; if the run ended, release
+        what it held. Postgres away: the scheduler's sweep releases it."""
+        if self.spend is None:
+            return
+        try:
+            if self.run.status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.WAITING):
+                self.spend.flush()
+            else:
+                self.spend.release()
+        except DatabaseError:
+            log.warning("run.budget_settle_deferred", exc_info=True)
 
     def pending_tool_calls(self) -> list[dict[str, Any]]:
         answered = set()
@@ -400,6 +544,8 @@ class RunDriver:
             message.step = self.run.step
         with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
             self.commit(fields, messages=messages, records=records or [])
+        if self.spend is not None:  # the step's spend, charged to the run's budgets
+            self.spend.flush()
         for key, value in fields.items():
             setattr(self.run, key, value)
         for message in messages:
@@ -605,6 +751,7 @@ class RunDriver:
         if guarded.candidate:
             self.run.fallbacks += 1
             fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
+        self.spend_record(guarded.reply)
         return guarded.reply
 
     def breaker_stale(self, endpoint: ModelEndpoint) -> bool:

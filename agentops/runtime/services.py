@@ -20,6 +20,12 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from agentops.budgets.services import (
+    BudgetExceeded,
+    budget_admit,
+    budget_holds_record,
+    budget_holds_release_ended,
+)
 from agentops.conversation import handoff_event_serialise
 from agentops.events import event_record
 from agentops.models import (
@@ -191,10 +197,16 @@ def session_create(
 
 
 @transaction.atomic
-def session_post_message(*, session: Session, content: str, author: Actor = None) -> Run | None:
+def session_post_message(
+    *, session: Session, content: str, author: Actor = None, api_key_id: int | None = None
+) -> Run | None:
     """Add the end user's message (written by the session's external user, sent by `author`:
-    the API key's owner or the console's user) and start a run for it. The session is read
-    here, under its lock (only `session.pk` is used): NotFound when there is none.
+    the API key's owner or the console's user, with the key `api_key_id`) and start a run for
+    it. The session is read here, under its lock (only `session.pk` is used): NotFound when
+    there is none. The run counts against the budgets that apply (agentops.budgets):
+    BudgetExceeded (429) at one set to refuse; at one set to hand off, the conversation goes
+    to a person and no run starts (None). No statement more when no budget exists (the
+    session's lock reads whether any does).
 
     A fixed number of statements whatever the conversation or the agent's load: the session's
     lock (with what the post needs of its agent), the active-run check (after the lock, so
@@ -231,15 +243,37 @@ def session_post_message(*, session: Session, content: str, author: Actor = None
         # (the inbox hears it and returns a snoozed handoff of it to the queue).
         event_record(kind="session.message", session=session)
         return None
+    admission = None
+    if session.budgets_any and not session.sandbox:  # type: ignore[attr-defined]
+        admission = budget_admit(session=session, api_key_id=api_key_id)
+        if admission.handoff is not None:
+            _budget_hand_off(session=session, refusal=admission.handoff)
+            return None
     run = _run_create(session=session, trigger=message, enqueued_at=timezone.now())
+    if admission is not None:
+        budget_holds_record(run_id=run.pk, admission=admission)
     runs_dispatch_on_commit(agent_id=run.agent_id)  # created in line, as run_enqueue sets
     status_broadcast(run)
     return run
 
 
+def _budget_hand_off(*, session: Session, refusal: BudgetExceeded) -> None:
+    """A budget at its limit says hand off: the message waits for a person of the agent's
+    team, as when a run hands off."""
+    agent = Agent.objects.select_related("handoff_team").get(pk=session.agent_id)
+    handoff_open(
+        session_id=session.pk,
+        agent_slug=agent.slug,
+        run_id=None,
+        reason=f"budget reached: {refusal.message}"[:2000],
+        team=agent.handoff_team,
+    )
+
+
 # The post path's reads, in SQL: composing them with the ORM cost more CPU than running them.
 _SESSION_LOCK = (
-    "SELECT s.*, a.slug AS agent_slug, a.published_version_id AS agent_published_version_id"
+    "SELECT s.*, a.slug AS agent_slug, a.published_version_id AS agent_published_version_id,"
+    " EXISTS (SELECT 1 FROM agentops_budget b WHERE b.enabled) AS budgets_any"
     " FROM agentops_session s JOIN agentops_agent a ON a.id = s.agent_id"
     " WHERE s.id = %s FOR UPDATE OF s"
 )
@@ -476,7 +510,14 @@ def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.RUN_STALE_SECONDS)
     lost_job_after = timedelta(seconds=settings.RUN_LOST_JOB_SECONDS)
-    counts = {"woken": 0, "recovered": 0, "requeued": 0, "dispatched": 0, "packages": 0}
+    counts = {
+        "woken": 0,
+        "recovered": 0,
+        "requeued": 0,
+        "dispatched": 0,
+        "packages": 0,
+        "budget_holds": 0,
+    }
     for run in Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).only(
         "pk", "session_id"
     ):
@@ -515,6 +556,7 @@ def runs_reconcile(*, now: datetime | None = None) -> dict[str, int]:
     )
     counts["dispatched"] = sum(runs_dispatch(agent_id=agent_id) for agent_id in held_agents)
     counts["packages"] = handoff_packages_reconcile(older_than=lost_job_after, now=now)
+    counts["budget_holds"] = budget_holds_release_ended()
     return counts
 
 

@@ -25,6 +25,10 @@ class ApplicationError(Exception):
         "field: message", as the schema's own refusals read."""
         return f"{self.field}: {self.message}" if self.field else self.message
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the refusal goes with (none but for TooMany's Retry-After)."""
+        return {}
+
     def body(self) -> dict[str, Any]:
         """The JSON every door answers with: {"error": "field: message", "field"?, ...extra}."""
         body: dict[str, Any] = {"error": str(self)}
@@ -59,7 +63,26 @@ class Conflict(ApplicationError):
 
 
 class TooMany(ApplicationError):
+    """Refused for now (429): `retry_after` (seconds) says when to try again, in the body and
+    as the `Retry-After` header (`headers`, which the one API handler sends)."""
+
     status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        field: str | None = None,
+        **extra: object,
+    ) -> None:
+        if retry_after is not None:
+            extra["retry_after"] = retry_after
+        super().__init__(message, field=field, **extra)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class Unavailable(ApplicationError):
