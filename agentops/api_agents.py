@@ -81,6 +81,17 @@ class AgentSettingsFields(Schema):
         description="Wall time from a run's start, waits included; null: no limit",
     )
     handoff_team: Id | None = None
+    guardrails: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=20,
+        description=(
+            "Checked in order. Each: name, stage (input, output, tool_arguments, tool_result), "
+            "kind (terms, regex, pii, classifier, json_schema), action (block, redact, "
+            "handoff, flag, approval) and its kind's fields (terms, patterns, entities, "
+            "region, rubric, endpoint, model, mode, schema, tools, message); errors name the "
+            "guardrail by position and field"
+        ),
+    )
 
 
 class SettingsIn(AgentSettingsFields):

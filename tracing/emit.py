@@ -100,6 +100,29 @@ class Tracer:
         if value and len(value) >= 4 and value not in self._secrets:
             self._secrets.append(value)
 
+    def forget(self, values: list[str]) -> None:
+        """Texts taken out of the conversation (a guardrail redacted them): replaced in the
+        records not stored yet, and in every record made from now on."""
+        added = [v for v in values if v and len(v) >= 4 and v not in self._secrets]
+        if not added:
+            return
+        self._secrets += added
+
+        def scrub(value: Any) -> Any:
+            if isinstance(value, str):
+                for text in added:
+                    value = value.replace(text, REDACTED)
+                return value
+            if isinstance(value, dict):
+                return {k: scrub(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [scrub(v) for v in value]
+            return value
+
+        for span in self._buffer:
+            span.attributes = scrub(span.attributes)
+            span.error_message = scrub(span.error_message)
+
     def redact(self, value: Any, key: str = "") -> Any:
         if key and _SECRET_KEY_RE.search(key) and not key.startswith("gen_ai.usage"):
             return REDACTED if value not in (None, "", 0) else value
@@ -271,6 +294,26 @@ class Tracer:
             Span.objects.bulk_create(batch)
             self.written(batch)
         return batch
+
+    def fork(self) -> Tracer:
+        """A tracer for work another thread does for this trace; `adopt` takes its records."""
+        child = Tracer(
+            self.trace_id,
+            session_id=self.session_id,
+            agent=self.agent,
+            secrets_to_redact=list(self._secrets),
+            sandbox=self.sandbox,
+        )
+        child._seq = 0  # numbered again when adopted
+        return child
+
+    def adopt(self, child: Tracer) -> None:
+        """The records a forked tracer made, numbered in this trace, under the current span."""
+        parent = self.current_span_id
+        for span in child.take():
+            span.seq = self._next_seq()
+            span.parent_span_id = span.parent_span_id or parent
+            self._buffer.append(span)
 
     def take(self) -> list[Span]:
         """Hand the buffered records to a caller that stores them in a statement of its own

@@ -20,6 +20,9 @@ HANDOFF = "handoff"
 FALLBACK = "fallback"
 TOOL_REJECTED = "tool.rejected"
 RUN_STATUS = "run.status"
+GUARDRAIL = "guardrail"  # one decision: `guardrail.name`, `guardrail.outcome`
+GUARDRAIL_NAME = "guardrail.name"
+GUARDRAIL_OUTCOME = "guardrail.outcome"
 RUN_WAIT = "run.wait"  # a pause (backoff, approval): `wait.reason`, `wait.wake_at`; no error
 
 # Attributes

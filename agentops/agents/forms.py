@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from agentops.agent_config import BUILTIN_TOOLS, MEMORY_TOOLS, SCALAR_FIELDS, config_editable
 from agentops.agents import selectors
+from agentops.guardrails.spec import guardrails_validate
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
 from agentops.people.selectors import teams_all
 from tools.registry import registered_tools
@@ -121,6 +123,18 @@ class AgentForm(forms.Form):
         max_value=86_400 * 7,
         help_text="From its start, waits included. Empty: no limit.",
     )
+    guardrails = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "mono"}),
+        help_text=(
+            "A JSON list, checked in order. Each: name, stage (input, output, tool_arguments, "
+            "tool_result), kind (terms, regex, pii, classifier, json_schema), action (block, "
+            "redact, handoff, flag; approval for tool arguments), and its kind's fields: terms, "
+            "patterns, entities (card, iban, email, phone, national_id), rubric, schema; "
+            "message (shown when it blocks); tools (for tool stages); mode (blocking or "
+            "parallel, input classifiers). See docs/features.md#guardrails."
+        ),
+    )
     handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(
         queryset=None,
         required=False,
@@ -169,6 +183,20 @@ class AgentForm(forms.Form):
             out.append({"endpoint": names[parts[0]], "model": parts[1] if len(parts) > 1 else ""})
         return out
 
+    def clean_guardrails(self) -> list[dict[str, Any]]:
+        text = self.cleaned_data["guardrails"].strip()
+        if not text:
+            return []
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}.") from None
+        endpoints = set(ModelEndpoint.objects.values_list("pk", flat=True))
+        try:
+            return guardrails_validate(value=value, endpoints=endpoints)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["guardrails"]) from None
+
     def config(self) -> dict[str, Any]:
         """The cleaned form as snapshot fields (agentops.agent_config)."""
         data = self.cleaned_data
@@ -178,6 +206,7 @@ class AgentForm(forms.Form):
         config["tools"] = sorted({*(t.pk for t in data["tools"]), *self.kept_tools})
         config["fallbacks"] = data["fallbacks"]
         config["builtins_off"] = [b for b in BUILTIN_TOOLS if b not in data["builtins"]]
+        config["guardrails"] = data["guardrails"]
         return config
 
 
@@ -197,6 +226,7 @@ def agent_initial(agent: Agent) -> dict[str, Any]:
         handoff_team=config["handoff_team"],
         tools=list(config["tools"]),
         builtins=[b for b in BUILTIN_TOOLS if b not in config["builtins_off"]],
+        guardrails=json.dumps(config["guardrails"], indent=2) if config["guardrails"] else "",
         max_concurrent_runs=agent.max_concurrent_runs,
         fallbacks="\n".join(
             f"{names.get(f['endpoint'], '')} {f['model']}".strip() for f in config["fallbacks"]

@@ -18,6 +18,7 @@ from agentops.agent_config import (
     snapshot_complete,
 )
 from agentops.events import audit_record
+from agentops.guardrails.spec import guardrails_validate
 from agentops.models import (
     Agent,
     AgentFallback,
@@ -32,7 +33,15 @@ from tools.models import ToolDefinition
 if TYPE_CHECKING:
     from agentops.auth import Actor
 
-CHANGEABLE = (*SCALAR_FIELDS, "endpoint", "handoff_team", "tools", "fallbacks", "builtins_off")
+CHANGEABLE = (
+    *SCALAR_FIELDS,
+    "endpoint",
+    "handoff_team",
+    "tools",
+    "fallbacks",
+    "builtins_off",
+    "guardrails",
+)
 
 
 def _author(actor: Actor) -> User | None:
@@ -155,6 +164,13 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         errors["builtins_off"] = [
             "Give a list of built-in tools to turn off, from: " + ", ".join(BUILTIN_TOOLS) + "."
         ]
+    try:
+        guardrails = guardrails_validate(
+            value=config.get("guardrails", []),
+            endpoints=set(ModelEndpoint.objects.values_list("pk", flat=True)),
+        )
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     # Stored as cleaned ("7" is 7), fallbacks in their one shape: a run reads them as they are.
@@ -165,6 +181,7 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
             {"endpoint": f["endpoint"], "model": f.get("model", "")} for f in fallbacks or ()
         ],
         "builtins_off": sorted(set(builtins_off)),
+        "guardrails": guardrails,
     }
 
 

@@ -18,6 +18,9 @@ Deterministic, scripted behaviour (driven by the latest user message):
   "reason"}``: pass when the text after ``REFERENCE:`` appears in the text after ``ANSWER:``
   in the user message; a rubric containing ``[[malformed]]`` gets prose instead of JSON, and
   one containing ``[[invalid]]`` gets JSON of the wrong shape
+- a guardrail classifier (system prompt starting "You are a guardrail classifier") -> a JSON
+  verdict ``{"pass", "reason"}``: fails a text containing "ignore previous instructions" or
+  ``[[unsafe]]``; ``[[malformed]]`` / ``[[invalid]]`` in its rule as for a judge
 - a system prompt containing "Reply in capitals." -> the usual answer, upper-cased (two agent
   versions that answer differently, for experiments)
 - after tool results        -> an answer quoting the tool results
@@ -156,6 +159,8 @@ def plan_reply(
         return {"content": "Summary: " + " | ".join(body)[:1500]}
     if system.startswith("You are a judge"):
         return {"content": judge_verdict(system, _content_text(messages[-1]))}
+    if system.startswith("You are a guardrail classifier"):
+        return {"content": classifier_verdict(system, _content_text(messages[-1]))}
     reply = _plan_reply(messages, tools, fault)
     if "Reply in capitals." in system and "content" in reply:
         reply["content"] = reply["content"].upper()
@@ -173,6 +178,18 @@ def judge_verdict(rubric: str, case: str) -> str:
     passed = bool(reference) and reference in answer
     reason = "the answer contains the reference" if passed else "the reference is missing"
     return json.dumps({"pass": passed, "score": 1.0 if passed else 0.0, "reason": reason})
+
+
+def classifier_verdict(rule: str, text: str) -> str:
+    """A deterministic verdict: a text asking to ignore instructions, or marked unsafe, fails."""
+    if "[[malformed]]" in rule:
+        return "This text seems fine to me."
+    if "[[invalid]]" in rule:
+        return json.dumps({"pass": "perhaps"})
+    lowered = text.lower()
+    unsafe = "ignore previous instructions" in lowered or "[[unsafe]]" in lowered
+    reason = "it asks to ignore the instructions" if unsafe else "nothing against the rule"
+    return json.dumps({"pass": not unsafe, "reason": reason})
 
 
 def _plan_reply(

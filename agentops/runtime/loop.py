@@ -63,6 +63,7 @@ from agentops.runtime.context import (
     transcript_load,
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
+from agentops.runtime.guards import ParallelCheck, RunGuards
 from agentops.runtime.model_client import (
     ModelReply,
     RetryNotice,
@@ -238,6 +239,8 @@ class RunDriver:
         self.transcript = Transcript()
         self.parts = ContextParts(self.config.system_prompt, [], "", {}, [])
         self.tools = ToolRunner(self)
+        self.guards = RunGuards(self)
+        self.parallel_check: ParallelCheck | None = None
         self.budget = self.config.context_token_budget
         self.in_place = False
         self._specs: tuple[list[dict[str, Any]], int] | None = None
@@ -290,6 +293,8 @@ class RunDriver:
         )
         self.parts.summary = self.session.summary
         self.parts.notes = dict(self.session.scratchpad or {})
+        if self.config.guardrails:
+            self.guards.check_input()  # before its text goes anywhere (memory recall too)
         if self.config.memory_enabled:
             self.recall_memories()
 
@@ -602,27 +607,39 @@ class RunDriver:
         specs, tools_tokens = self.tool_specs()
         with self.tracer.span("step", step=self.run.step + 1, kind="model") as step_span:
             messages = self.assemble(tools_tokens)
-            reply = self.call_model(messages, specs)
+            self.parallel_check = self.guards.beside_first_call()
+            try:
+                reply = self.call_model(messages, specs)
+            finally:
+                beside, self.parallel_check = self.parallel_check, None
+                checked = beside.finish() if beside is not None else None
             step_span.set(
                 **{
                     "gen_ai.usage.input_tokens": reply.input_tokens,
                     "gen_ai.usage.output_tokens": reply.output_tokens,
                 }
             )
+        if checked is not None and checked.stopped_by is not None:
+            self.guards.withhold(reply, checked)  # the input was refused: its answer is not used
+            self.guards.stop_if_tripped(checked, "input")
+        stopped = self.guards.check_output(reply)
         message = Message(
             role=Role.ASSISTANT,
             content=reply.content,
             tool_calls=reply.tool_calls,
             token_count=message_tokens(content=reply.content, tool_calls=reply.tool_calls),
         )
+        handed_off = stopped is not None and stopped.action == "handoff"
         self.checkpoint(
-            messages=[message],
+            messages=[] if handed_off else [message],  # a withheld answer is not stored
             model_calls=self.run.model_calls + 1,
             tokens_in=self.run.tokens_in + reply.input_tokens,
             tokens_out=self.run.tokens_out + reply.output_tokens,
             model_used=reply.model[:200],
             state={},
         )
+        if stopped is not None:
+            self.guards.stop_if_tripped(stopped, "output")
 
     def assemble(self, tools_tokens: int) -> list[dict[str, Any]]:
         """The context for the next model call. The current turn (the run's user message, the
@@ -737,8 +754,10 @@ class RunDriver:
                 breaker_refresh=self.breaker_stale,
                 before_wait=before_wait,
                 inline_max=None,  # a long backoff of a chat call waits in before_wait
-                on_text=self.stream_text if purpose == "chat" else None,
-                should_stop=self.beat.lost.is_set,
+                on_text=self.stream_text
+                if purpose == "chat" and not self.guards.holds_answers
+                else None,
+                should_stop=self.model_call_unwanted,
             )
         except BreakerOpen as every_breaker_open:
             if every_breaker_open.reopens_in > 0 and purpose == "chat":
@@ -753,6 +772,12 @@ class RunDriver:
             fenced_update(run_id=self.run.pk, epoch=self.epoch, fallbacks=self.run.fallbacks)
         self.spend_record(guarded.reply)
         return guarded.reply
+
+    def model_call_unwanted(self) -> bool:
+        """Stop reading the model's reply: the lease is lost, or a guardrail beside the call
+        refused its input (the reply would be discarded)."""
+        beside = self.parallel_check
+        return self.beat.lost.is_set() or (beside is not None and beside.tripped.is_set())
 
     def breaker_stale(self, endpoint: ModelEndpoint) -> bool:
         """Read the endpoint's breaker again? Its state came with the run, and is read again

@@ -27,6 +27,7 @@ class FailureClass(StrEnum):
     BAD_RESPONSE = "bad_response"
     CANCELLED = "cancelled"
     LIMIT = "limit"  # a guard stopped the run: max_steps, a repeated identical tool call
+    GUARDRAIL = "guardrail"  # a guardrail blocked the input, the answer or a tool call
     BUG = "bug"
 
 
