@@ -1,7 +1,10 @@
 """`make chaos`: kill -9 workers mid-run N times; print recovery figures as JSON.
 
 Targets: every run succeeds or hands off with a stated reason; no non-idempotent call runs
-twice; no completed call runs again; recovery p95 under 60 s.
+twice; no completed call runs again; recovery p95 under 60 s. Calls of tools that honour an
+idempotency key, in flight at a kill, are sent again (`keyed_calls_resent`) with 0 handoffs
+(`keyed_calls_handed_off`) and 0 changes made twice (`keyed_duplicated_effects`); those of
+tools that honour none are handed off (`unknown_outcomes_handed_off`).
 """
 
 from __future__ import annotations

@@ -45,6 +45,10 @@ class ToolContext:
 
     @property
     def idempotency_key(self) -> str:
+        """The same on every attempt of a call, in every job of its run (ToolCall's key). A
+        call outside a run (a try from the tool's page) is a call of its own."""
+        if self.run_id is None:
+            return self.call_id
         return f"{self.run_id}:{self.step}:{self.call_id}"
 
 
@@ -176,6 +180,9 @@ def tool_execute(
             f"Arguments for {tool.name} do not fit its schema: " + "; ".join(errors),
             may_have_reached_server=False,
         )
+    if tool.honours_idempotency_key and tool.kind != ToolKind.HTTP:
+        # Filled in last: whatever the model sent under that name, the key is the call's own.
+        arguments = {**arguments, tool.idempotency_key_argument: context.idempotency_key}
     try:
         secrets = _secrets_of(tool, context)
         result = executor.execute(tool, arguments, context)

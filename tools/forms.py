@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from tools.access import tool_access
 from tools.http_executor import (
     BODY_FORMATS,
+    DEFAULT_IDEMPOTENCY_HEADER,
     DEFAULT_MAX_CHARS,
     DEFAULT_MAX_RESPONSE_BYTES,
     MAX_RESPONSE_BYTES_LIMIT,
@@ -19,6 +20,7 @@ from tools.http_executor import (
 from tools.models import Credential, McpServer, ToolDefinition, ToolKind
 from tools.registry import get_python_tool
 from tools.selectors import python_function_choices
+from tools.services import tool_idempotency_key_errors
 from tracing.platform.json_input import JsonInputError, json_parse
 
 MONO = {"class": "mono", "spellcheck": "false", "autocomplete": "off"}
@@ -145,6 +147,15 @@ class ToolForm(forms.ModelForm):
         label="Response bytes at most",
     )
     follow_redirects = forms.BooleanField(required=False, initial=True, label="Follow redirects")
+    http_idempotency_header = forms.CharField(
+        required=False,
+        max_length=100,
+        initial=DEFAULT_IDEMPOTENCY_HEADER,
+        label="Idempotency-key header",
+        widget=forms.TextInput(attrs=MONO),
+        help_text="Sent with every request but GET and HEAD, the same on each attempt of a call "
+        "(run, step, call id). Empty: no key is sent.",
+    )
 
     class Meta:
         model = ToolDefinition
@@ -158,6 +169,8 @@ class ToolForm(forms.ModelForm):
             "retry_base_seconds",
             "retry_cap_seconds",
             "idempotent",
+            "honours_idempotency_key",
+            "idempotency_key_argument",
             "fallback",
             "requires_approval",
             "enabled",
@@ -171,6 +184,12 @@ class ToolForm(forms.ModelForm):
             "name": "The function name the model sees: letters, digits, underscores.",
             "idempotent": "Safe to repeat. A non-idempotent tool is never retried once a request may have "
             "reached the server.",
+            "honours_idempotency_key": "The service makes a change once per idempotency key and "
+            "answers a repeated key with its first answer (as Stripe does). A call whose outcome "
+            "is unknown (its worker died, it timed out) is then sent again with the same key; "
+            "without this it is never repeated and the run goes to a person.",
+            "idempotency_key_argument": "Python and MCP tools: the argument the key is passed in "
+            "(the model does not see it). HTTP tools send it in the idempotency-key header.",
             "requires_approval": "An operator approves each call before it runs.",
             "fallback": "Called with the same arguments when this tool still fails after its retries.",
             "retry_max_attempts": "Attempts in all (1 = no retry).",
@@ -214,6 +233,7 @@ class ToolForm(forms.ModelForm):
             "response_include_status": response.get("include_status", False),
             "max_response_bytes": config.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
             "follow_redirects": config.get("follow_redirects", True),
+            "http_idempotency_header": config.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER),
         }
         for key, value in initial.items():
             self.fields[key].initial = value
@@ -231,6 +251,7 @@ class ToolForm(forms.ModelForm):
         "response": "response_mode",
         "json_path": "response_json_path",
         "max_response_bytes": "max_response_bytes",
+        "idempotency_header": "http_idempotency_header",
     }
 
     def clean(self) -> dict[str, Any]:
@@ -258,7 +279,22 @@ class ToolForm(forms.ModelForm):
             )
         if "parameters" in data and not data["parameters"]:
             data["parameters"] = {"type": "object", "properties": {}}
+        self._clean_idempotency_key(data)
         return data
+
+    def _clean_idempotency_key(self, data: dict[str, Any]) -> None:
+        declared = ToolDefinition(
+            kind=data.get("kind") or "",
+            honours_idempotency_key=bool(data.get("honours_idempotency_key")),
+            idempotency_key_argument=data.get("idempotency_key_argument") or "",
+            http_config=self.http_config,
+            python_function=data.get("python_function") or "",
+        )
+        for key, messages in tool_idempotency_key_errors(declared).items():
+            field = self._HTTP_ERROR_FIELDS.get(key, key)
+            if field not in self.errors:
+                for message in messages:
+                    self.add_error(field, message)
 
     def _clean_http(self, data: dict[str, Any]) -> None:
         config = {
@@ -277,9 +313,13 @@ class ToolForm(forms.ModelForm):
             "max_response_bytes": data.get("max_response_bytes") or DEFAULT_MAX_RESPONSE_BYTES,
             "follow_redirects": bool(data.get("follow_redirects")),
         }
-        for key in ("max_redirects", "idempotency_header"):
-            if key in self.http_config:
-                config[key] = self.http_config[key]
+        if "max_redirects" in self.http_config:
+            config["max_redirects"] = self.http_config["max_redirects"]
+        header = (data.get("http_idempotency_header") or "").strip()
+        if "http_idempotency_header" not in self.data:  # a post from before the field: kept
+            header = self.http_config.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER)
+        if header != DEFAULT_IDEMPOTENCY_HEADER or "idempotency_header" in self.http_config:
+            config["idempotency_header"] = header  # else left out, as before: no new version
         parameters = data.get("parameters") or {}
         names = (
             set((parameters.get("properties") or {}).keys())

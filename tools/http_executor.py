@@ -9,6 +9,7 @@ follow_redirects, max_redirects, idempotency_header.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,9 @@ DEFAULT_MAX_RESPONSE_BYTES = 1_000_000
 MAX_RESPONSE_BYTES_LIMIT = 50_000_000
 DEFAULT_MAX_CHARS = 8000
 DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
+# Requests that carry no idempotency key: safe by definition.
+KEYLESS_METHODS = ("GET", "HEAD")
 
 
 @dataclass
@@ -149,6 +153,12 @@ def http_config_errors(config: dict[str, Any], parameter_names: set[str]) -> dic
             "max_response_bytes",
             f"Give a whole number of bytes from 1 to {MAX_RESPONSE_BYTES_LIMIT}.",
         )
+    header = config.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER)
+    if not isinstance(header, str) or (header and not HEADER_NAME_RE.fullmatch(header)):
+        add(
+            "idempotency_header",
+            "A header name: letters, digits and hyphens (empty: send no idempotency key).",
+        )
     return errors
 
 
@@ -221,7 +231,7 @@ class HttpExecutor:
         record = context.exchanges is not None
         headers = dict(request.headers)
         idempotency_header = config.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER)
-        if idempotency_header and request.method not in ("GET", "HEAD") and context.run_id:
+        if idempotency_header and request.method not in KEYLESS_METHODS and context.run_id:
             headers[idempotency_header] = context.idempotency_key
         auth: dict[str, str] = {}
         if credential is not None:

@@ -11,6 +11,10 @@ function_name_validator = RegexValidator(
     r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$",
     "A tool name is a function name: letters, digits and underscores, not starting with a digit.",
 )
+argument_name_validator = RegexValidator(
+    r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$",
+    "An argument name: letters, digits, underscores and hyphens, not starting with a digit.",
+)
 
 
 def validate_json_schema(value: object) -> None:
@@ -117,6 +121,14 @@ class ToolDefinition(models.Model):
     retry_base_seconds = models.FloatField(default=0.2, validators=[MinValueValidator(0)])
     retry_cap_seconds = models.FloatField(default=5, validators=[MinValueValidator(0)])
     idempotent = models.BooleanField(default=True)
+    # The tool's service keeps the first result of a call per idempotency key (Stripe-style):
+    # a call whose outcome is unknown after a crash is sent again instead of handed off.
+    honours_idempotency_key = models.BooleanField(default=False)
+    # Python and MCP tools: the argument the key is passed in (HTTP tools: a request header,
+    # `http_config["idempotency_header"]`).
+    idempotency_key_argument = models.CharField(
+        max_length=64, blank=True, default="", validators=[argument_name_validator]
+    )
     fallback = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
     requires_approval = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)

@@ -20,6 +20,18 @@ class PythonTool:
     func: Callable[..., Any]
     idempotent: bool
     takes_context: bool
+    # The parameter an idempotency key is passed in, when the function honours one.
+    idempotency_key_argument: str = ""
+
+    def accepts(self, argument: str) -> bool:
+        """Whether the function can be called with a keyword argument of this name."""
+        parameters = inspect.signature(self.func).parameters
+        if argument in parameters and argument != "context":
+            return parameters[argument].kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY,
+            )
+        return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 _registry: dict[str, PythonTool] = {}
@@ -45,12 +57,19 @@ def _schema_for(annotation: object) -> dict[str, Any]:
     raise TypeError(f"Unsupported parameter type {annotation!r} for a Python tool")
 
 
-def schema_from_signature(func: Callable[..., Any]) -> dict[str, Any]:
+def schema_from_signature(
+    func: Callable[..., Any], *, runtime_filled: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The JSON schema of the function's parameters, less those the runtime fills in (the
+    context, an idempotency key): the model never sees or sets them."""
     hints = typing.get_type_hints(func)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for name, param in inspect.signature(func).parameters.items():
-        if name == "context" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if name in ("context", *runtime_filled) or param.kind in (
+            param.VAR_POSITIONAL,
+            param.VAR_KEYWORD,
+        ):
             continue
         if name not in hints:
             raise TypeError(f"Parameter {name!r} of {func.__name__} needs a type hint")
@@ -70,21 +89,32 @@ def schema_from_signature(func: Callable[..., Any]) -> dict[str, Any]:
 
 
 def python_tool(
-    name: str | None = None, *, description: str | None = None, idempotent: bool = True
+    name: str | None = None,
+    *,
+    description: str | None = None,
+    idempotent: bool = True,
+    idempotency_key: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a function as a tool. A `context` parameter receives the ToolContext."""
+    """Register a function as a tool. A `context` parameter receives the ToolContext; the
+    parameter named by `idempotency_key` receives the call's idempotency key (the same on
+    every attempt), which says the function honours one: it makes its change once per key."""
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         tool_name = name or func.__name__
         doc = description or inspect.getdoc(func) or tool_name
-        _registry[tool_name] = PythonTool(
+        runtime_filled = (idempotency_key,) if idempotency_key else ()
+        registered = PythonTool(
             name=tool_name,
             description=doc,
-            parameters=schema_from_signature(func),
+            parameters=schema_from_signature(func, runtime_filled=runtime_filled),
             func=func,
             idempotent=idempotent,
             takes_context="context" in inspect.signature(func).parameters,
+            idempotency_key_argument=idempotency_key,
         )
+        if idempotency_key and not registered.accepts(idempotency_key):
+            raise TypeError(f"{func.__name__} takes no argument named {idempotency_key!r}")
+        _registry[tool_name] = registered
         return func
 
     return decorator

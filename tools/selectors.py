@@ -110,9 +110,17 @@ def tool_callers(*, tool: ToolDefinition) -> list[ToolCaller]:
     return access.callers_of(tool_id=tool.pk) if access is not None else []
 
 
+SNAPSHOT_DEFAULTS: dict[str, Any] = {
+    "honours_idempotency_key": False,
+    "idempotency_key_argument": "",
+}
+
+
 def tool_versions(*, tool: ToolDefinition) -> list[dict[str, Any]]:
     """The tool's versions, newest first, each with the fields changed from the one before."""
     versions = list(ToolVersion.objects.filter(tool=tool).order_by("version"))
+    for version in versions:  # versions saved before a field existed had its default
+        version.snapshot = {**SNAPSHOT_DEFAULTS, **version.snapshot}
     shown = []
     previous: dict[str, Any] | None = None
     for version in versions:

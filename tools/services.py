@@ -15,7 +15,7 @@ from django.db import transaction
 
 from tools.access import tool_access
 from tools.models import ToolDefinition, ToolKind, ToolVersion
-from tools.registry import registered_tools
+from tools.registry import get_python_tool, registered_tools
 from tracing.platform.failures import Failure, FailureClass
 from tracing.platform.logs import get_logger
 from tracing.platform.types import Actor
@@ -32,6 +32,8 @@ VERSIONED_FIELDS = [
     "retry_base_seconds",
     "retry_cap_seconds",
     "idempotent",
+    "honours_idempotency_key",
+    "idempotency_key_argument",
     "requires_approval",
     "enabled",
     "python_function",
@@ -58,10 +60,67 @@ def _check_fallback(tool: ToolDefinition) -> None:
         current = current.fallback
 
 
+def tool_idempotency_key_errors(tool: ToolDefinition) -> dict[str, list[str]]:
+    """Why the tool's idempotency-key declaration cannot work, by field (empty when it can).
+    HTTP tools send the key in `http_config["idempotency_header"]` (error key
+    `idempotency_header`); Python and MCP tools in the argument `idempotency_key_argument`."""
+    from tools.http_executor import DEFAULT_IDEMPOTENCY_HEADER, KEYLESS_METHODS
+
+    if not tool.honours_idempotency_key:
+        return {}
+    if tool.kind == ToolKind.HTTP:
+        config = tool.http_config or {}
+        if not config.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER):
+            return {
+                "idempotency_header": [
+                    "Name the header the key is sent in: the tool is said to honour one."
+                ]
+            }
+        if str(config.get("method") or "GET").upper() in KEYLESS_METHODS:
+            return {
+                "honours_idempotency_key": [
+                    "A GET or HEAD request carries no idempotency key; such a request is safe "
+                    "to repeat: tick idempotent instead."
+                ]
+            }
+        return {}
+    argument = tool.idempotency_key_argument
+    if not argument:
+        return {
+            "idempotency_key_argument": [
+                "Name the argument the key is passed in: the tool is said to honour one."
+            ]
+        }
+    if tool.kind == ToolKind.PYTHON:
+        registered = get_python_tool(tool.python_function or tool.name)
+        if registered is not None and not registered.accepts(argument):
+            return {
+                "idempotency_key_argument": [
+                    f"The function {registered.name} takes no argument named {argument}."
+                ]
+            }
+    return {}
+
+
+def _parameters_without(parameters: dict[str, Any], argument: str) -> dict[str, Any]:
+    """The schema the model sees, without the argument the runtime fills in itself."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict) or argument not in properties:
+        return parameters
+    stripped = {**parameters, "properties": {k: v for k, v in properties.items() if k != argument}}
+    if isinstance(parameters.get("required"), list):
+        stripped["required"] = [r for r in parameters["required"] if r != argument]
+    return stripped
+
+
 @transaction.atomic
 def tool_save(*, tool: ToolDefinition) -> ToolDefinition:
     """Save a tool; a changed definition becomes a new version and the old one is kept."""
     _check_fallback(tool)
+    if errors := tool_idempotency_key_errors(tool):
+        raise ValidationError(errors)
+    if tool.honours_idempotency_key and tool.kind != ToolKind.HTTP:
+        tool.parameters = _parameters_without(tool.parameters or {}, tool.idempotency_key_argument)
     if not tool.pk:
         tool.version = 1
         tool.full_clean()
@@ -102,6 +161,9 @@ def python_tools_sync() -> list[ToolDefinition]:
         tool.parameters = registered.parameters
         tool.python_function = name
         tool.idempotent = registered.idempotent
+        if registered.idempotency_key_argument:
+            tool.honours_idempotency_key = True
+            tool.idempotency_key_argument = registered.idempotency_key_argument
         synced.append(tool_save(tool=tool))
     return synced
 

@@ -399,21 +399,52 @@ class ToolRunner:
         raise WaitRequired(None, f"approval needed for {tool.name}", approval_call=row.pk)
 
     def unknown_outcome(self, row: ToolCall) -> tuple[str, dict[str, Any] | None]:
-        """A non-idempotent call was in flight when its worker died: never repeat it."""
+        """A non-idempotent call was in flight when its worker died. A tool that honours an
+        idempotency key gets it again, with the same key: its service answers a call it
+        already made with its first answer, so nothing happens twice. Any other is never
+        repeated: a person checks."""
+        # A call that takes its worker down every time must end too (then a person checks).
+        in_doubt_max_attempts = 10
+        tool = self.get(row.tool_name)
+        arguments = row.arguments
+        if (
+            tool is not None
+            and tool.honours_idempotency_key
+            and row.status == ToolCallStatus.STARTED
+            and row.attempts < in_doubt_max_attempts
+            and isinstance(arguments, dict)
+        ):
+            self.driver.tracer.event(
+                "tool.resend",
+                reason="outcome unknown: the worker stopped while the call ran",
+                attempts_before=row.attempts,
+                idempotency_key=row.idempotency_key,
+                **{"gen_ai.tool.name": tool.name, "gen_ai.tool.call.id": row.call_id},
+            )
+            try:
+                result = self.execute(row, tool, arguments)
+            except Failure as failure:
+                return (
+                    f"Error: the tool {tool.name} failed ({failure.failure_class.value}): "
+                    f"{self.driver.tracer.redact(str(failure))[:500]}. "
+                    "Try another approach or tell the user."
+                ), None
+            return as_text(result.content), result.control
         self.mark(
             row,
             row.call_id,
-            self.get(row.tool_name) or ToolDefinition(name=row.tool_name),
+            tool or ToolDefinition(name=row.tool_name),
             row.arguments,
             ToolCallStatus.UNKNOWN,
             finished_at=timezone.now(),
         )
+        after = f" after {row.attempts} attempts" if tool and tool.honours_idempotency_key else ""
         return (
-            f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran); "
-            "it was not repeated. A human will check.",
+            f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran"
+            f"{after}); it was not repeated. A human will check.",
             {
                 "handoff": {
-                    "reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id})",
+                    "reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id}){after}",
                     "failure_class": FailureClass.TOOL_ERROR,
                 }
             },
@@ -479,7 +510,9 @@ class ToolRunner:
             return result
 
         try:
-            # A call that may have reached the server is repeated only if the tool is idempotent.
+            # A call that may have reached the server is repeated only if the tool is idempotent
+            # or honours the idempotency key (each attempt carries the same one).
+            repeatable = tool.idempotent or tool.honours_idempotency_key
             result = retry_call(
                 attempt_once,
                 policy=policy,
@@ -487,7 +520,7 @@ class ToolRunner:
                 what=f"tool {tool.name}",
                 attempts_made=row.attempts,
                 retryable=lambda failure: (
-                    failure.transient and (tool.idempotent or not failure.may_have_reached_server)
+                    failure.transient and (repeatable or not failure.may_have_reached_server)
                 ),
             )
         except Failure as failure:

@@ -2,6 +2,11 @@
 check that every run completes or hands off with a reason, that no non-idempotent tool
 call ran twice and no completed call ran again, and that nothing stored was lost.
 
+The runs call four tools: an idempotent lookup, a non-idempotent change that honours no
+key (in flight at a kill: handed off, "tool outcome unknown"), and two that honour an
+idempotency key, an HTTP tool calling a loopback service (KeyedChargeServer) and a Python
+tool (in flight at a kill: sent again with the same key, never handed off, never twice).
+
 Used by tests/agentops/runtime/test_crash.py (12 kills) and bench/chaos.py (200 kills).
 """
 
@@ -23,9 +28,13 @@ from django.db import close_old_connections
 from agentops.models import FINISHED_RUN_STATUSES, Agent, Message, Role, Run, RunStatus, ToolCall
 from agentops.runtime.services import session_create, session_post_message
 from agentops.testing.processes import FORKING_WORKER, Proc, start_scheduler, start_worker
-from agentops.testing.tools import side_effects_log
+from agentops.testing.tools import KeyedChargeServer, keyed_charge_tool, side_effects_log
+from tools.models import ToolDefinition
+from tracing.models import Span
 
 KILL_MODES = ("horse", "parent", "group")
+CHAOS_TOOLS = ("side_effect", "slow_lookup", "keyed_charge", "keyed_side_effect")
+UNKNOWN_OUTCOME = "tool outcome unknown"
 # A worker that drives its runs in threads has no work horse: a kill takes all its runs down.
 THREADED_KILL_MODES = ("parent", "group")
 
@@ -39,6 +48,13 @@ class ChaosReport:
     problems: list[str] = field(default_factory=list)
     duplicate_side_effects: int = 0
     repeated_completed_calls: int = 0
+    # Calls of tools that honour an idempotency key, found in flight after a kill and sent
+    # again; and those of tools that honour none, handed off ("tool outcome unknown").
+    keyed_calls_resent: int = 0
+    keyed_calls_handed_off: int = 0
+    unknown_outcomes_handed_off: int = 0
+    keyed_effects: int = 0
+    keyed_duplicated_effects: int = 0
     seconds: float = 0.0
 
     def figures(self) -> dict[str, Any]:
@@ -48,6 +64,11 @@ class ChaosReport:
             "kills_by_mode": dict(self.kills),
             "runs": dict(self.runs),
             "handoff_reasons": dict(self.handoff_reasons),
+            "keyed_calls_resent": self.keyed_calls_resent,
+            "keyed_calls_handed_off": self.keyed_calls_handed_off,
+            "keyed_effects": self.keyed_effects,
+            "keyed_duplicated_effects": self.keyed_duplicated_effects,
+            "unknown_outcomes_handed_off": self.unknown_outcomes_handed_off,
             "recoveries_measured": len(rec),
             "recovery_p50_s": round(statistics.median(rec), 2) if rec else None,
             "recovery_p95_s": round(rec[max(0, int(len(rec) * 0.95) - 1)], 2) if rec else None,
@@ -103,7 +124,7 @@ def start_runs(agent: Agent, count: int, rng: random.Random, steps: int) -> list
     runs = []
     for _ in range(count):
         session = session_create(agent=agent, external_user=f"chaos-{rng.randrange(10**6)}")
-        tool = rng.choice(["side_effect", "slow_lookup"])
+        tool = rng.choice(CHAOS_TOOLS)
         run = session_post_message(session=session, content=f"chain {steps} {tool} 0.6")
         assert run is not None
         runs.append(run.pk)
@@ -129,6 +150,9 @@ def chaos_run(
     log_file = side_effects_log()
     if log_file.exists():
         log_file.unlink()
+    charges = KeyedChargeServer()
+    agent.tools.add(keyed_charge_tool(charges.url))
+    env = {**env, "TOOL_EGRESS_ALLOWLIST": "127.0.0.1/32"}  # the workers reach `charges`
     scheduler = start_scheduler(env)
     pool = [start_worker(env, name=f"chaos{i}", worker_class=worker_class) for i in range(workers)]
     all_runs: list[Any] = start_runs(agent, runs_per_wave, rng, steps)
@@ -180,8 +204,9 @@ def chaos_run(
             proc.stop(timeout=5)
             if proc.alive():
                 proc.kill_group()
+        charges.stop()
     report.seconds = time.monotonic() - started
-    verify(all_runs, report)
+    verify(all_runs, report, charges=charges)
     return report
 
 
@@ -195,14 +220,26 @@ def watch_recoveries(pending: dict[Any, tuple[int, float]], report: ChaosReport)
             del pending[run.pk]
 
 
-def verify(run_ids: list[Any], report: ChaosReport) -> None:
+def verify(
+    run_ids: list[Any], report: ChaosReport, *, charges: KeyedChargeServer | None = None
+) -> None:
     runs = list(Run.objects.filter(pk__in=run_ids).select_related("session"))
+    keyed_tools = set(
+        ToolDefinition.objects.filter(honours_idempotency_key=True).values_list("name", flat=True)
+    )
     for run in runs:
         report.runs[run.status] += 1
         if run.status == RunStatus.HANDED_OFF:
             report.handoff_reasons[run.wait_reason.split(":")[0]] += 1
             if not run.wait_reason:
                 report.problems.append(f"run {run.pk} handed off without a reason")
+            if run.wait_reason.startswith(UNKNOWN_OUTCOME):
+                tool = run.wait_reason.removeprefix(f"{UNKNOWN_OUTCOME}: ").split(" ")[0]
+                if tool in keyed_tools:
+                    report.keyed_calls_handed_off += 1
+                    report.problems.append(f"run {run.pk} handed off a keyed call: {tool}")
+                else:
+                    report.unknown_outcomes_handed_off += 1
         elif run.status != RunStatus.SUCCEEDED:
             report.problems.append(
                 f"run {run.pk} ended {run.status}: {run.error_class} {run.error_message[:200]}"
@@ -239,3 +276,36 @@ def verify(run_ids: list[Any], report: ChaosReport) -> None:
                     report.problems.append(
                         f"tool call {call['id']} of session {run.session_id} has no result"
                     )
+    verify_keyed(run_ids, keyed_tools, report, charges)
+
+
+def verify_keyed(
+    run_ids: list[Any],
+    keyed_tools: set[str],
+    report: ChaosReport,
+    charges: KeyedChargeServer | None,
+) -> None:
+    """Each call of a tool that honours an idempotency key made its change at most once, under
+    its own key (run, step, call id): a key that changed between attempts would show as a
+    second change, or a change under a key no call has."""
+    report.keyed_calls_resent = Span.objects.filter(
+        trace_id__in=run_ids, name="tool.resend"
+    ).count()
+    calls = ToolCall.objects.filter(run_id__in=run_ids, tool_name__in=keyed_tools)
+    keys = {call.idempotency_key for call in calls}
+    runs = {str(run_id) for run_id in run_ids}
+    effects: Counter[str] = Counter()
+    if charges is not None:
+        effects.update(charge.key for charge in charges.charges.values())
+    if side_effects_log().exists():
+        for line in side_effects_log().read_text().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            if entry.get("keyed"):
+                effects[entry["key"]] += 1
+    for key, count in effects.items():
+        if key.split(":")[0] not in runs:
+            continue  # a run of another test
+        report.keyed_effects += 1
+        if count > 1 or key not in keys:
+            report.keyed_duplicated_effects += count if key not in keys else count - 1
+            report.problems.append(f"keyed call {key} made {count} changes")

@@ -42,6 +42,16 @@ async def nap(seconds: float) -> str:
     return "rested"
 
 
+_orders: dict[str, str] = {}
+
+
+@server.tool(
+    description="Place an order: once per idempotency key, a repeat gets the first answer."
+)
+def place_order(item: str, idempotency_key: str) -> str:
+    return _orders.setdefault(idempotency_key, f"order {len(_orders) + 1}: {item}")
+
+
 def main() -> None:
     mode = sys.argv[1]
     if mode == "stdio":

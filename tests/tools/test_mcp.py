@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import uuid
 
 import pytest
 from django.urls import reverse
@@ -17,7 +18,14 @@ from tools.models import McpServer, ToolDefinition
 from tools.services import tool_save, tool_set_enabled
 from tracing.platform.failures import Failure, FailureClass
 
-SERVER_TOOLS = {"demo_add", "demo_shout_text", "demo_explode", "demo_key_digest", "demo_nap"}
+SERVER_TOOLS = {
+    "demo_add",
+    "demo_shout_text",
+    "demo_explode",
+    "demo_key_digest",
+    "demo_nap",
+    "demo_place_order",
+}
 
 
 @pytest.fixture
@@ -80,6 +88,28 @@ def test_it_classifies_mcp_failures(http_server):  # type: ignore[no-untyped-def
     assert "wrong-token-value" not in str(caught.value)
 
 
+def test_it_passes_the_idempotency_key_in_the_argument_the_tool_names(http_server):  # type: ignore[no-untyped-def]
+    mcp_server_sync(server=http_server)
+    tool = ToolDefinition.objects.get(name="demo_place_order")
+    assert "idempotency_key" in tool.parameters["properties"]
+    tool.idempotent = False
+    tool.honours_idempotency_key, tool.idempotency_key_argument = True, "idempotency_key"
+    tool = tool_save(tool=tool)
+    assert set(tool.parameters["properties"]) == {"item"}  # the model is not offered it
+    assert tool.parameters["required"] == ["item"]
+    context = ToolContext(run_id=uuid.uuid4(), step=1, call_id="call_a")
+    first = tool_execute(tool=tool, arguments={"item": "tea"}, context=context)
+    again = tool_execute(tool=tool, arguments={"item": "tea"}, context=context)
+    other = ToolContext(run_id=context.run_id, step=1, call_id="call_b")
+    third = tool_execute(tool=tool, arguments={"item": "tea"}, context=other)
+    assert first.content == again.content != third.content
+    # A later sync keeps the declaration and the schema the model sees: no new version.
+    report = mcp_server_sync(server=http_server)
+    assert "demo_place_order" in report.unchanged
+    tool.refresh_from_db()
+    assert tool.honours_idempotency_key and set(tool.parameters["properties"]) == {"item"}
+
+
 def test_it_never_sends_mcp_arguments_that_fail_the_schema(db, allow_loopback):  # type: ignore[no-untyped-def]
     recorder = LoopbackServer()
     try:
@@ -140,7 +170,7 @@ def test_it_syncs_and_enables_from_the_mcp_page(client, alice, http_server):  # 
     client.force_login(alice)
     response = client.post(reverse("tools:mcp_sync", args=[http_server.pk]), follow=True)
     page = response.content.decode()
-    assert "5 new (disabled until you enable them)" in page
+    assert "6 new (disabled until you enable them)" in page
     assert 'data-tool="demo_add"' in page
     add = ToolDefinition.objects.get(name="demo_add")
     response = client.post(
