@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from agentops.models import RunStatus, Session
 from agentops.widget import selectors
 from agentops.widget.services import EndUser, WidgetRefused, enduser_from_token
+from tracing.platform.failures import FailureClass
 from tracing.platform.hub import FORBIDDEN, LiveEvent, ResumingConsumer, SeqCursor, seq_parse
 from tracing.platform.live import session_group, widget_key_group
 
@@ -140,6 +141,8 @@ class WidgetConsumer(ResumingConsumer):
             return {"kind": "token", "run_id": event["run_id"], "text": event["text"]}
         if kind == "run.status":
             status = STATUS_SHOWN.get(event.get("status", ""), "idle")
+            if event.get("error_class") == FailureClass.GUARDRAIL:
+                status = "idle"  # blocked: the guardrail's message was the agent's reply
             return {"kind": "status", "run_id": event["run_id"], "status": status}
         if kind == "handoff.claimed":
             return {"kind": "operator", "name": event.get("operator")}

@@ -135,3 +135,11 @@ def test_it_shows_a_guardrail_error_beside_the_builder_field(client: Client, ali
     assert response.status_code == 400  # the form again, with its errors
     assert "#1 (x) patterns" in response.content.decode()
     assert AgentVersion.objects.filter(agent=agent).count() == 1
+
+
+@pytest.mark.parametrize(("error_class", "shown"), [("guardrail", "idle"), ("bug", "failed")])
+def test_the_widget_shows_a_blocked_run_as_its_reply_not_as_an_error(error_class, shown):
+    from agentops.widget.consumers import WidgetConsumer
+
+    event = {"kind": "run.status", "run_id": "r", "status": "failed", "error_class": error_class}
+    assert WidgetConsumer.shown(event) == {"kind": "status", "run_id": "r", "status": shown}
