@@ -63,6 +63,7 @@ class RollupKind(models.TextChoices):
     RUN = "run"
     MODEL = "model"
     TOOL = "tool"
+    GUARDRAIL = "guard"
 
 
 class MetricRollup(models.Model):
@@ -80,6 +81,7 @@ class MetricRollup(models.Model):
     = failed, plus run starts, retries, fallbacks and handoffs seen in the bucket. A run
     retried after failing is counted once per ending.
     kind=model / kind=tool: count = calls, `errors` = failed calls, key = model / tool name.
+    kind=guard: count = a guardrail's decisions, `errors` = those that tripped it, key = its name.
     """
 
     bucket_seconds = models.PositiveIntegerField()

@@ -53,6 +53,11 @@ class RollupCollector:
         tool_calls = CounterMetricFamily(
             "agentops_tool_calls", "Tool calls.", labels=["agent", "tool", "status"]
         )
+        guardrails = CounterMetricFamily(
+            "agentops_guardrail_checks",
+            "Guardrail decisions: passed, or tripped (redacted, flagged, blocked, handed off).",
+            labels=["agent", "guardrail", "outcome"],
+        )
         durations: dict[str, HistogramMetricFamily] = {
             RollupKind.RUN: HistogramMetricFamily(
                 "agentops_run_duration_seconds", "Run wall time.", labels=["agent"]
@@ -66,6 +71,11 @@ class RollupCollector:
                 "agentops_tool_call_duration_seconds",
                 "Tool call latency.",
                 labels=["agent", "tool"],
+            ),
+            RollupKind.GUARDRAIL: HistogramMetricFamily(
+                "agentops_guardrail_duration_seconds",
+                "Guardrail check latency.",
+                labels=["agent", "guardrail"],
             ),
         }
         for row in MetricRollup.objects.filter(bucket_seconds=0).order_by("kind", "agent", "key"):
@@ -89,6 +99,9 @@ class RollupCollector:
                 tokens.add_metric([agent, row.key, "input"], row.tokens_in)
                 tokens.add_metric([agent, row.key, "output"], row.tokens_out)
                 cost.add_metric([agent, row.key], float(row.cost))
+            elif row.kind == RollupKind.GUARDRAIL:
+                guardrails.add_metric([agent, row.key, "passed"], row.count - row.errors)
+                guardrails.add_metric([agent, row.key, "tripped"], row.errors)
             else:
                 tool_calls.add_metric([agent, row.key, "ok"], row.count - row.errors)
                 tool_calls.add_metric([agent, row.key, "error"], row.errors)
@@ -107,6 +120,7 @@ class RollupCollector:
             tokens,
             cost,
             tool_calls,
+            guardrails,
         )
         yield from durations.values()
 

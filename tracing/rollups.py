@@ -34,6 +34,7 @@ _ROLLED_NAMES = (
     semconv.HANDOFF,
     semconv.RUN_STATUS,
     semconv.TOOL_REJECTED,
+    semconv.GUARDRAIL,
 )
 
 
@@ -144,6 +145,8 @@ def _span_rows(after: int, upto: int, limit: int) -> Iterable[tuple[Any, ...]]:
             a_in=KeyTextTransform(semconv.INPUT_TOKENS, "attributes"),
             a_out=KeyTextTransform(semconv.OUTPUT_TOKENS, "attributes"),
             a_tool=KeyTextTransform(semconv.TOOL_NAME, "attributes"),
+            a_guardrail=KeyTextTransform(semconv.GUARDRAIL_NAME, "attributes"),
+            a_outcome=KeyTextTransform(semconv.GUARDRAIL_OUTCOME, "attributes"),
             a_status=KeyTextTransform("status", "attributes"),
             a_run_status=KeyTextTransform("run.status", "attributes"),
         )
@@ -160,6 +163,8 @@ def _span_rows(after: int, upto: int, limit: int) -> Iterable[tuple[Any, ...]]:
             "a_in",
             "a_out",
             "a_tool",
+            "a_guardrail",
+            "a_outcome",
             "a_status",
             "a_run_status",
         )[:limit]
@@ -190,6 +195,8 @@ def _fold(rows: list[tuple], accs: dict, prices: PriceBook) -> None:
         tin,
         tout,
         tool,
+        guardrail,
+        outcome,
         a_status,
         a_run_status,
     ) in rows:
@@ -222,6 +229,11 @@ def _fold(rows: list[tuple], accs: dict, prices: PriceBook) -> None:
                 a.handoffs += 1
             if not failed:
                 terminal.append((trace_id, end, agent, semconv.RUN_HANDED_OFF))
+        elif name == semconv.GUARDRAIL:
+            for a in acc(RollupKind.GUARDRAIL, agent, guardrail or "unknown", end):
+                a.count += 1
+                a.errors += outcome != "pass"  # tripped: redacted, flagged, or stopped
+                a.observe(duration)
         elif name == semconv.TOOL_REJECTED:
             for a in acc(RollupKind.TOOL, agent, tool or "unknown", end):
                 a.count += 1

@@ -270,3 +270,29 @@ def test_it_only_flags_and_goes_on(worker, dev_agent):
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     assert decisions(run.pk) == [("rude", "flagged")]
     assert Message.objects.get(session=session, role=Role.USER).content == "darn printer"
+
+
+def test_it_counts_decisions_on_metrics(worker, dev_agent):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tracing.models import MetricRollup
+    from tracing.prometheus import RollupCollector
+    from tracing.rollups import rollup_metrics
+
+    session = guarded(
+        dev_agent,
+        {"name": "rude", "stage": "input", "kind": "terms", "action": "flag", "terms": ["darn"]},
+    )
+    wait_for_run(session_post_message(session=session, content="darn printer").pk)
+    polite = session_create(agent=dev_agent, external_user="frank")
+    wait_for_run(session_post_message(session=polite, content="kind printer").pk)
+    rollup_metrics(settle_seconds=0)
+    row = MetricRollup.objects.get(bucket_seconds=0, kind="guard", key="rude")
+    assert (row.agent, row.count, row.errors) == (dev_agent.slug, 2, 1)
+    registry = CollectorRegistry()
+    registry.register(RollupCollector())
+    text = generate_latest(registry).decode()
+    assert (
+        f'agentops_guardrail_checks_total{{agent="{dev_agent.slug}",guardrail="rude",'
+        'outcome="tripped"} 1.0'
+    ) in text
