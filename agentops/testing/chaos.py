@@ -122,9 +122,11 @@ def kill(worker: Proc, mode: str, *, threaded: bool = False) -> int | None:
 
 def start_runs(agent: Agent, count: int, rng: random.Random, steps: int) -> list[Any]:
     runs = []
-    for _ in range(count):
+    # Every tool in every wave (of four runs or more), in a random order.
+    tools = rng.sample(CHAOS_TOOLS, len(CHAOS_TOOLS))
+    for index in range(count):
         session = session_create(agent=agent, external_user=f"chaos-{rng.randrange(10**6)}")
-        tool = rng.choice(CHAOS_TOOLS)
+        tool = tools[index % len(tools)]
         run = session_post_message(session=session, content=f"chain {steps} {tool} 0.6")
         assert run is not None
         runs.append(run.pk)

@@ -44,6 +44,11 @@ def test_it_survives_a_dozen_kills_without_losing_or_repeating_work(
     assert figures["recoveries_measured"] > 0
     assert set(figures["runs"]) <= {"succeeded", "handed_off"}
     assert set(figures["handoff_reasons"]) <= {"tool outcome unknown"}
+    # Calls of tools that honour an idempotency key are sent again, never handed off, and
+    # their services made each change once.
+    assert figures["keyed_calls_resent"] > 0
+    assert figures["keyed_calls_handed_off"] == 0
+    assert figures["keyed_duplicated_effects"] == 0 and figures["keyed_effects"] > 0
 
 
 @pytest.mark.parametrize(

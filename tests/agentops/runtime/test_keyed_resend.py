@@ -1,0 +1,97 @@
+"""A call in flight when its worker is killed (SIGKILL of a real RQ worker's work horse): a
+tool that honours an idempotency key is sent again with the same key, as a new attempt, and
+its service makes the change once; a tool that honours none is handed to a person."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.utils import timezone
+
+from agentops.models import Handoff, Message, Run, ToolCall
+from agentops.runtime.services import runs_reconcile, session_create, session_post_message
+from agentops.testing.chaos import kill
+from agentops.testing.processes import child_env, start_worker
+from agentops.testing.tools import KeyedChargeServer, keyed_charge_tool, side_effects_log
+from tests.agentops.runtime.helpers import side_effects_forget, spans, wait_for_run
+from tests.kit import until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def charges() -> Iterator[KeyedChargeServer]:
+    server = KeyedChargeServer()
+    yield server
+    server.stop()
+
+
+def effects_started(tool: str, charges: KeyedChargeServer) -> bool:
+    if tool == "keyed_charge":
+        return bool(charges.charges)
+    log = side_effects_log()
+    return log.exists() and bool(log.read_text().strip())
+
+
+def effect_keys(tool: str, charges: KeyedChargeServer) -> list[str]:
+    if tool == "keyed_charge":
+        return [charge.key for charge in charges.charges.values()]
+    return [json.loads(line)["key"] for line in side_effects_log().read_text().splitlines()]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("tool", "keyed"),
+    [("keyed_charge", True), ("keyed_side_effect", True), ("side_effect", False)],
+)
+def test_a_call_in_doubt_is_sent_again_only_when_its_tool_honours_a_key(  # type: ignore[no-untyped-def]
+    tooled_agent, charges, tool, keyed
+):
+    side_effects_forget()
+    tooled_agent.tools.add(keyed_charge_tool(charges.url))
+    env = child_env(TOOL_EGRESS_ALLOWLIST="127.0.0.1/32")
+    victim = start_worker(env, name="victim")
+    try:
+        session = session_create(agent=tooled_agent, external_user="erin")
+        run = session_post_message(session=session, content=f"chain 1 {tool} 3")
+        assert run is not None
+        until(lambda: effects_started(tool, charges), message=f"{tool} never started")
+        assert kill(victim, "horse") is not None  # mid-call: the change is made, no answer
+    finally:
+        victim.stop()
+    call = ToolCall.objects.get(run=run)
+    assert (call.status, call.attempts) == ("started", 1)
+    rescuer = start_worker(env, name="rescuer")
+    try:
+        run.refresh_from_db()
+        recovered = runs_reconcile(now=run.heartbeat_at + timezone.timedelta(seconds=30))
+        assert recovered["recovered"] == 1
+        run = wait_for_run(run.pk)
+    finally:
+        rescuer.stop()
+    call.refresh_from_db()
+    # One change, under the call's own key, however many times it was sent.
+    assert effect_keys(tool, charges) == [call.idempotency_key]
+    if not keyed:
+        assert run.status == "handed_off" and call.status == "unknown" and call.attempts == 1
+        assert Handoff.objects.get(run=run).reason.startswith("tool outcome unknown")
+        assert not spans(run.pk, "tool.resend")
+        return
+    assert run.status == "succeeded", (run.status, run.wait_reason, run.error_message)
+    assert not Handoff.objects.filter(run=run).exists()
+    assert (call.status, call.attempts) == ("succeeded", 2)
+    (resend,) = spans(run.pk, "tool.resend")
+    assert resend.attributes["idempotency_key"] == call.idempotency_key
+    assert resend.attributes["attempts_before"] == 1
+    attempts = [s.attributes["attempt"] for s in spans(run.pk, "tool.call")]
+    assert 2 in attempts and all(a <= 2 for a in attempts)
+    answer = Message.objects.get(session=session, role="tool", tool_call_id=call.call_id)
+    if tool == "keyed_charge":
+        # The service answered the repeat with its first answer: charge 1, not a new one.
+        assert json.loads(answer.content) == {"charge": 1, "label": "1"}
+        assert charges.requests[call.idempotency_key] == 2
+    else:
+        assert answer.content == f"changed 1 once for {call.idempotency_key}"
+    assert Run.objects.get(pk=run.pk).epoch == 2
