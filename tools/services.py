@@ -136,6 +136,45 @@ def tool_save(*, tool: ToolDefinition) -> ToolDefinition:
     return tool
 
 
+TOOL_CHANGEABLE = {
+    "description",
+    "enabled",
+    "timeout_seconds",
+    "retry_max_attempts",
+    "retry_base_seconds",
+    "retry_cap_seconds",
+    "idempotent",
+    "requires_approval",
+    "honours_idempotency_key",
+    "idempotency_key_argument",
+}
+
+
+def tool_update(*, tool: ToolDefinition, changes: dict[str, Any]) -> ToolDefinition:
+    """Change a tool's description, switches, failure handling and idempotency key (the API's
+    PATCH): saved as a new version when anything changed. `idempotency_header` is the HTTP
+    tool's header ("" sends none). Refusals name the field."""
+    from tools.http_executor import http_config_errors
+
+    changes = dict(changes)
+    if "idempotency_header" in changes:
+        header = changes.pop("idempotency_header")
+        if tool.kind != ToolKind.HTTP:
+            raise ValidationError(
+                {"idempotency_header": "Only HTTP tools send a header; use the argument."}
+            )
+        config = {**(tool.http_config or {}), "idempotency_header": header}
+        if errors := http_config_errors(config, set()).get("idempotency_header"):
+            raise ValidationError({"idempotency_header": errors})
+        tool.http_config = config
+    unknown = set(changes) - TOOL_CHANGEABLE
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "This field cannot be changed here."})
+    for name, value in changes.items():
+        setattr(tool, name, value)
+    return tool_save(tool=tool)
+
+
 def tool_callers_set(*, tool: ToolDefinition, caller_ids: list[int], actor: Actor) -> list[str]:
     """Who may call the tool, through the registered ToolAccess (tools/access.py)."""
     access = tool_access()
