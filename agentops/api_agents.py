@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from django.http import HttpRequest
@@ -24,9 +25,14 @@ from agentops.api import (
     Text,
 )
 from agentops.auth import role_require
+from agentops.budgets import selectors as budget_selectors
+from agentops.budgets import services as budget_services
+from agentops.budgets.models import Budget, BudgetAction, BudgetMetric, BudgetPeriod, BudgetScope
+from agentops.budgets.selectors import BudgetSpend, WindowSpend
 from agentops.feedback.selectors import feedback_list
 from agentops.feedback.services import MAX_COMMENT_CHARS, feedback_give
 from agentops.models import Agent, AgentVersion, Feedback, FeedbackRating, Message, Run
+from tracing.platform.errors import Invalid
 
 router: Router = Router(tags=["agents"])
 
@@ -444,3 +450,176 @@ def list_feedback(
         feedback_out(f)
         for f in feedback_list(run_id=run, message_id=message, agent=agent, limit=limit)
     ]
+
+
+# -- budgets -------------------------------------------------------------------------------
+class BudgetIn(Schema):
+    """A budget: what one agent, end user, API key or widget key may spend in a window."""
+
+    name: Text = Field(min_length=1, max_length=100)
+    scope: BudgetScope
+    agent: Text | None = Field(
+        default=None, max_length=64, description="An agent's slug: only its runs count"
+    )
+    subject: Text = Field(
+        default="",
+        max_length=200,
+        description="One end user's id, or a key's id; empty: each one separately",
+    )
+    metric: BudgetMetric
+    period: BudgetPeriod = Field(description="runs: per minute; tokens and cost: day or month")
+    limit: float = Field(ge=0, le=1e12)
+    on_limit: BudgetAction = BudgetAction.REFUSE
+    enabled: bool = True
+
+
+class BudgetPatch(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text | None = Field(default=None, min_length=1, max_length=100)
+    limit: float | None = Field(default=None, ge=0, le=1e12)
+    on_limit: BudgetAction | None = None
+    enabled: bool | None = None
+
+
+class WindowOut(Schema):
+    subject: str = Field(description="Empty in `windows`: every subject summed")
+    window_start: datetime
+    used: float
+    reserved: float = Field(description="Held by runs in flight, released as they spend")
+    percent: float
+
+
+class BudgetOut(Schema):
+    id: int
+    name: str
+    scope: BudgetScope
+    agent: str | None
+    subject: str
+    metric: BudgetMetric
+    period: BudgetPeriod
+    limit: float
+    on_limit: BudgetAction
+    enabled: bool
+    run_estimate: float = Field(description="What one run is expected to spend (learned)")
+    current: list[WindowOut] = Field(description="The current window, fullest subject first")
+    windows: list[WindowOut] = Field(description="The last 14 windows, newest first")
+
+
+def _window_out(window: WindowSpend) -> dict[str, Any]:
+    return {
+        "subject": window.subject,
+        "window_start": window.window_start,
+        "used": float(window.used),
+        "reserved": float(window.reserved),
+        "percent": round(window.percent, 2),
+    }
+
+
+def budget_out(spend: BudgetSpend) -> dict[str, Any]:
+    budget = spend.budget
+    return {
+        "id": budget.pk,
+        "name": budget.name,
+        "scope": budget.scope,
+        "agent": budget.agent.slug if budget.agent else None,
+        "subject": budget.subject,
+        "metric": budget.metric,
+        "period": budget.period,
+        "limit": float(budget.limit),
+        "on_limit": budget.on_limit,
+        "enabled": budget.enabled,
+        "run_estimate": float(budget.run_estimate),
+        "current": [_window_out(w) for w in spend.current],
+        "windows": [_window_out(w) for w in spend.windows],
+    }
+
+
+def _budget(budget_id: int) -> Budget:
+    budget = budget_selectors.budget_get(budget_id=budget_id)
+    if budget is None:
+        raise HttpError(404, f"budget: no budget {budget_id}")
+    return budget
+
+
+def _budget_agent(slug: str | None) -> Agent | None:
+    if not slug:
+        return None
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None:
+        raise Invalid(f"no agent with slug {slug!r}", field="agent")
+    return agent
+
+
+BudgetId = Annotated[int, Path(ge=1, le=MAX_INT)]
+
+
+@router.get(
+    "/budgets",
+    response={200: list[BudgetOut], **FOUND_ERRORS},
+    summary="Budgets, with what each has spent",
+    tags=["budgets"],
+)
+def list_budgets(request: HttpRequest, agent: Annotated[str, Query(max_length=64)] = "") -> Any:
+    role_require(user=request.user, role="viewer")
+    agent_id = (
+        Agent.objects.filter(slug=agent).values_list("pk", flat=True).first() if agent else None
+    )
+    if agent and agent_id is None:
+        return []  # no such agent: no budget counts its runs
+    budgets = list(budget_selectors.budgets_list(agent_id=agent_id))
+    return [budget_out(s) for s in budget_selectors.budget_spend(budgets=budgets)]
+
+
+@router.get(
+    "/budgets/{budget_id}",
+    response={200: BudgetOut, **FOUND_ERRORS},
+    tags=["budgets"],
+)
+def get_budget(request: HttpRequest, budget_id: BudgetId) -> Any:
+    role_require(user=request.user, role="viewer")
+    return budget_out(budget_selectors.budget_spend(budgets=[_budget(budget_id)])[0])
+
+
+@router.post(
+    "/budgets",
+    response={201: BudgetOut, **WRITE_ERRORS},
+    summary="Create a budget (runs per minute, tokens or cost per day or month)",
+    tags=["budgets"],
+)
+def create_budget(request: HttpRequest, payload: BudgetIn) -> Status[dict[str, Any]]:
+    role_require(user=request.user, role="admin")
+    values = payload.dict()
+    values["agent"] = _budget_agent(values["agent"])
+    values["limit"] = Decimal(str(values["limit"]))
+    budget = budget_services.budget_create(actor=request.user, **values)
+    return Status(201, budget_out(budget_selectors.budget_spend(budgets=[budget])[0]))
+
+
+@router.patch(
+    "/budgets/{budget_id}",
+    response={200: BudgetOut, **WRITE_ERRORS},
+    summary="Change a budget's name, limit, action at the limit, or turn it off",
+    tags=["budgets"],
+)
+def update_budget(request: HttpRequest, budget_id: BudgetId, payload: BudgetPatch) -> Any:
+    role_require(user=request.user, role="admin")
+    values = payload.dict(exclude_unset=True)
+    for name in ("name", "limit", "on_limit", "enabled"):
+        if name in values and values[name] is None:
+            raise Invalid("must not be null", field=name)
+    if "limit" in values:
+        values["limit"] = Decimal(str(values["limit"]))
+    budget = budget_services.budget_update(budget=_budget(budget_id), actor=request.user, **values)
+    return budget_out(budget_selectors.budget_spend(budgets=[budget])[0])
+
+
+@router.delete(
+    "/budgets/{budget_id}",
+    response={204: None, **FOUND_ERRORS},
+    tags=["budgets"],
+)
+def delete_budget(request: HttpRequest, budget_id: BudgetId) -> Status[None]:
+    role_require(user=request.user, role="admin")
+    budget_services.budget_delete(budget_id=_budget(budget_id).pk, actor=request.user)
+    return Status(204, None)

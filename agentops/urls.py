@@ -29,6 +29,7 @@ urlpatterns = [
     path("console/", include("agentops.console.urls")),
     path("operators/", include("agentops.operators.urls")),
     path("webhooks/", include("agentops.webhooks.urls")),
+    path("budgets/", include("agentops.budgets.urls")),
     path("widget/", include("agentops.widget.urls")),
     path("endpoints/", include("agentops.endpoints.urls")),
     path("playground/", include("agentops.playground.urls")),

@@ -29,6 +29,7 @@ from django.db import DatabaseError
 from agentops import asgi_http
 from agentops.asgi_http import HttpError, InvalidKey, Receive, Scope, Send
 from agentops.auth import KeyHolder, has_role
+from agentops.budgets.services import BudgetExceeded
 from agentops.models import Agent, ApiKey, Run, Session
 from agentops.openai_compat import selectors
 from agentops.openai_compat.services import (
@@ -185,6 +186,19 @@ def not_published(exc: AgentNotLive) -> ApiError:
     )
 
 
+def budget_exceeded(exc: BudgetExceeded) -> ApiError:
+    """OpenAI's shape of a limit: 429, `rate_limit_exceeded`, Retry-After. The official
+    clients retry a 429 by themselves: not when the wait is longer than they would wait."""
+    wait = exc.retry_after or 1
+    return ApiError(
+        429,
+        exc.message,
+        type_="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(wait), **(NO_RETRY if wait > 60 else {})},
+    )
+
+
 def model_not_found(model: str) -> ApiError:
     return ApiError(
         404,
@@ -330,7 +344,7 @@ class ChatCompletion:
                     user_id=user.pk, key_id=holder.key_id if holder else None
                 )
                 tasks.append(asyncio.create_task(self.watch_access(access)))
-                run = await self.post(session, user, content)
+                run = await self.post(session, user, content, holder)
                 await self.answer(session, run)
         finally:
             for task in tasks:
@@ -353,11 +367,18 @@ class ChatCompletion:
             raise not_published(exc) from exc
         return session
 
-    async def post(self, session: Session, user: User, content: str) -> Run | None:
+    async def post(
+        self, session: Session, user: User, content: str, holder: KeyHolder | None = None
+    ) -> Run | None:
         try:
             return await database_sync_to_async(chat_message_post)(
-                session=session, user=user, content=content
+                session=session,
+                user=user,
+                content=content,
+                api_key_id=holder.key_id if holder else None,
             )
+        except BudgetExceeded as exc:
+            raise budget_exceeded(exc) from exc
         except AgentNotLive as exc:
             raise not_published(exc) from exc
         except RuntimeConflict as exc:

@@ -45,8 +45,13 @@ def chat_session_resolve(
     return session, True
 
 
-def chat_message_post(*, session: Session, user: RequestUser, content: str) -> Run | None:
+def chat_message_post(
+    *, session: Session, user: RequestUser, content: str, api_key_id: int | None = None
+) -> Run | None:
     """Post the request's user message and start a run, as `POST /api/sessions/{id}/messages`
     does (RuntimeConflict when a run of the session is still active or the session is
-    closed; ValueError for bad content). None: a person has the conversation."""
-    return runtime.session_post_message(session=session, content=content, author=user)
+    closed; ValueError for bad content; BudgetExceeded at a budget of the agent, the end user
+    or the key `api_key_id`). None: a person has the conversation."""
+    return runtime.session_post_message(
+        session=session, content=content, author=user, api_key_id=api_key_id
+    )

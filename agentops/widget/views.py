@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.auth import role_required
+from agentops.budgets.services import BudgetExceeded
 from agentops.runtime.services import AgentNotLive, RuntimeConflict
 from agentops.widget import selectors, services
 from agentops.widget.forms import WidgetKeyForm
@@ -223,9 +224,12 @@ def _refused(exc: ApplicationError) -> JsonResponse:
         return _api_error(NOT_OPEN, 409)
     if isinstance(exc, RuntimeConflict):
         return _api_error("Please wait for the answer to your previous message.", 409)
-    response = JsonResponse(exc.body(), status=400 if isinstance(exc, Invalid) else exc.status)
-    if isinstance(exc, RateLimited):
-        response["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, BudgetExceeded):  # a plain sentence: no budget's name or figures
+        response = _api_error(exc.sentence, exc.status, retry_after=exc.retry_after)
+    else:
+        response = JsonResponse(exc.body(), status=400 if isinstance(exc, Invalid) else exc.status)
+    for name, value in exc.headers().items():  # a 429's Retry-After
+        response[name] = value
     return response
 
 
