@@ -193,6 +193,14 @@ class ToolRunner:
             return f"Error: the arguments for {name} do not fit its schema: " + "; ".join(
                 problems
             ), None
+        arguments, guarded = self.driver.guards.check_arguments(name, arguments)
+        if guarded.action == "block" and guarded.stopped_by is not None:
+            return (
+                f"Error: the call to {name} was refused by the guardrail "
+                f"{guarded.stopped_by['name']} ({guarded.reason}); it was not run. "
+                f"{guarded.stopped_by['message']}"
+            ), None
+        needs_approval = tool.requires_approval or guarded.action == "approval"
         key = (name, canonical(arguments))
         if self.calls_made[key] >= MAX_IDENTICAL_CALLS:
             raise HandoffRequired(
@@ -200,7 +208,7 @@ class ToolRunner:
                 f"{self.calls_made[key] + 1} times",
                 failure_class=FailureClass.LIMIT,
             )
-        if self.driver.session.sandbox and tool.requires_approval:
+        if self.driver.session.sandbox and needs_approval:
             # A sandbox session (experiment, draft chat, fork) asks no operator: the run would
             # wait for a person forever, and operators never see it.
             return (
@@ -227,10 +235,8 @@ class ToolRunner:
             # In flight when a worker died (or already found so by an earlier resume that died
             # too): the outcome is unknown and the call is never made again.
             return self.unknown_outcome(row)
-        if tool.requires_approval and (
-            row is None or row.status == ToolCallStatus.AWAITING_APPROVAL
-        ):
-            self.ask_approval(row, call_id, tool, arguments)
+        if needs_approval and (row is None or row.status == ToolCallStatus.AWAITING_APPROVAL):
+            self.ask_approval(row, call_id, tool, arguments, why=guarded.reason)
         self.calls_made[key] += 1
         row = row or self.start_row(call_id, tool, arguments)
         try:
@@ -245,7 +251,24 @@ class ToolRunner:
                     f"{tracer.redact(str(failure))[:500]}. Try another approach or tell the user."
                 ), None
             result = fallback_result
-        return as_text(result.content), result.control
+        return self.result_checked(row, name, as_text(result.content)), result.control
+
+    def result_checked(self, row: ToolCall, name: str, text: str) -> str:
+        """A tool's result through its result guardrails before the model reads it; a
+        redacted result is what the call's row keeps too."""
+        checked = self.driver.guards.check_result(name, text)
+        if checked.stopped_by is not None:
+            text = (
+                f"Error: the result of {name} was withheld by the guardrail "
+                f"{checked.stopped_by['name']} ({checked.reason})."
+            )
+        else:
+            text = checked.text
+        if text != row.result and (checked.stopped_by is not None or checked.redacted):
+            row.result = text
+            if row.pk and row not in self.deferred:
+                ToolCall.objects.filter(pk=row.pk).update(result=text)
+        return text
 
     # -- forks ---------------------------------------------------------------------------
     def fork_guard(self, call_id: str, tool: ToolDefinition, arguments: object) -> str | None:
@@ -384,7 +407,13 @@ class ToolRunner:
         return row
 
     def ask_approval(
-        self, row: ToolCall | None, call_id: str, tool: ToolDefinition, arguments: object
+        self,
+        row: ToolCall | None,
+        call_id: str,
+        tool: ToolDefinition,
+        arguments: object,
+        *,
+        why: str = "",
     ) -> None:
         driver = self.driver
         if row is None:
@@ -392,7 +421,12 @@ class ToolRunner:
             event_record(
                 kind="approval.requested",
                 run=driver.run,
-                data={"tool_call_id": row.pk, "tool": tool.name, "agent": driver.agent.slug},
+                data={
+                    "tool_call_id": row.pk,
+                    "tool": tool.name,
+                    "agent": driver.agent.slug,
+                    **({"why": why} if why else {}),
+                },
                 detail={"arguments": driver.tracer.redact(arguments)},  # not for the pages
                 viewers=True,
             )
