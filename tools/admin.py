@@ -8,7 +8,15 @@ from tools.services import tool_save
 
 @admin.register(models.ToolDefinition)
 class ToolDefinitionAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "version", "enabled", "requires_approval", "idempotent"]
+    list_display = [
+        "name",
+        "kind",
+        "version",
+        "enabled",
+        "requires_approval",
+        "idempotent",
+        "honours_idempotency_key",
+    ]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "description"]
     readonly_fields = ["version"]
