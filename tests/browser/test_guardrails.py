@@ -32,10 +32,10 @@ GUARDRAILS = [
 def test_it_sets_guardrails_in_the_builder_and_the_end_user_meets_them(
     browser,
     base_url,
-    host,
+    host,  # noqa: F811 - the fixture imported above
     chat_agent,
     alice,
-    console_errors_expected,  # noqa: F811
+    console_errors_expected,
 ):
     console_errors_expected(r"status of 400 \(Bad Request\)")  # the refused save below
     page = login(browser, base_url, "alice", f"/agents/{chat_agent.slug}/")
