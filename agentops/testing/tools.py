@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -150,6 +151,10 @@ class _ChargeHandler(BaseHTTPRequestHandler):
 class _ChargeHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     owner: KeyedChargeServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a killed caller resets: expected
+            super().handle_error(request, client_address)
 
 
 class KeyedChargeServer:
