@@ -15,8 +15,10 @@ ended otherwise by `budget_holds_release_ended`).
 from __future__ import annotations
 
 import calendar
+import json
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -136,14 +138,10 @@ class Admission:
 # reserved only while the budget allows (else no row comes back).
 _ADMIT = """
 INSERT INTO agentops_budgetusage (budget_id, subject, window_start, used, reserved)
-VALUES (%(budget)s, %(subject)s, %(start)s, %(count)s, %(first_reserve)s)
+VALUES (%(budget)s, %(subject)s, %(start)s, %(count)s, %(reserve)s)
 ON CONFLICT (budget_id, subject, window_start) DO UPDATE
    SET used = agentops_budgetusage.used + EXCLUDED.used,
-       reserved = agentops_budgetusage.reserved + CASE
-           WHEN %(estimate)s > 0 THEN %(estimate)s
-           WHEN %(count)s > 0 THEN 0
-           ELSE GREATEST(%(limit)s - agentops_budgetusage.used - agentops_budgetusage.reserved, 0)
-       END
+       reserved = agentops_budgetusage.reserved + EXCLUDED.reserved
  WHERE CASE WHEN EXCLUDED.used > 0
             THEN agentops_budgetusage.used + EXCLUDED.used <= %(limit)s
             ELSE agentops_budgetusage.used + agentops_budgetusage.reserved < %(limit)s END
@@ -154,8 +152,12 @@ RETURNING id
 def budget_admit(*, session: Session, api_key_id: int | None = None) -> Admission:
     """Count or reserve the new run against every budget that applies to the post (in the
     caller's transaction: a refusal raised here rolls back what was reserved before it).
-    BudgetExceeded for the first refusing budget set to refuse; a budget set to hand off
-    is returned in `handoff` (its reservations are not made)."""
+    BudgetExceeded for a refusing budget set to refuse (those are asked first); a refusing
+    budget set to hand off is returned in `handoff`, and what the others counted or
+    reserved for the post is given back (no run starts).
+
+    A token or cost budget reserves a run's worth (`Budget.run_estimate`); with nothing
+    learned yet, its whole limit, so runs go one at a time until the first has settled."""
     subjects = Subjects(
         agent_id=session.agent_id, end_user=session.external_user, api_key_id=api_key_id
     )
@@ -166,13 +168,15 @@ def budget_admit(*, session: Session, api_key_id: int | None = None) -> Admissio
         )
         if subjects.of(b.scope) and b.subject in ("", subjects.of(b.scope))
     ]
+    budgets.sort(key=lambda b: b.on_limit != BudgetAction.REFUSE)
     admission = Admission()
+    counted: list[tuple[int, int, Decimal]] = []  # (usage row, runs, reserved) for an undo
     now = timezone.now()
     for budget in budgets:
         subject = subjects.of(budget.scope)
         start = window_start(period=budget.period, now=now)
         counts = budget.metric == BudgetMetric.RUNS
-        estimate = Decimal(0) if counts else budget.run_estimate
+        reserve = Decimal(0) if counts else (budget.run_estimate or budget.limit)
         row_id = None
         if budget.limit >= (1 if counts else Decimal("0.000001")):
             with connection.cursor() as cursor:
@@ -183,8 +187,7 @@ def budget_admit(*, session: Session, api_key_id: int | None = None) -> Admissio
                         "subject": subject,
                         "start": start,
                         "count": 1 if counts else 0,
-                        "first_reserve": 0 if counts else (estimate or budget.limit),
-                        "estimate": estimate,
+                        "reserve": reserve,
                         "limit": budget.limit,
                     },
                 )
@@ -195,12 +198,29 @@ def budget_admit(*, session: Session, api_key_id: int | None = None) -> Admissio
                 budget, retry_after=_retry_after(budget=budget, subject=subject, start=start)
             )
             if budget.on_limit == BudgetAction.HANDOFF:
-                admission.handoff = admission.handoff or refusal
-                continue
+                _admission_undo(counted=counted)
+                return Admission(handoff=refusal)
             raise refusal
+        counted.append((row_id, 1 if counts else 0, reserve))
         if not counts:
-            admission.holds.append((row_id, budget.metric, estimate or budget.limit))
+            admission.holds.append((row_id, budget.metric, reserve))
     return admission
+
+
+def _admission_undo(*, counted: list[tuple[int, int, Decimal]]) -> None:
+    """Give back what a post counted and reserved (its rows are still locked by it)."""
+    if not counted:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE agentops_budgetusage AS u
+               SET used = u.used - v.runs, reserved = GREATEST(u.reserved - v.reserved, 0)
+              FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[]) AS v(id, runs, reserved)
+             WHERE u.id = v.id
+            """,
+            [[c[0] for c in counted], [c[1] for c in counted], [c[2] for c in counted]],
+        )
 
 
 def _retry_after(*, budget: Budget, subject: str, start: datetime) -> int:
@@ -225,10 +245,16 @@ def budget_holds_record(*, run_id: uuid.UUID, admission: Admission) -> None:
 
 
 # -- spending --------------------------------------------------------------------------------
+# A step's spend: the holds' new figures and the usage rows' charges, one statement. Like
+# the breaker's rows, committed without waiting for the disk (1-4 ms a commit): a Postgres
+# crash may lose the last fraction of a second of them; a hold left behind is released by
+# the sweep (without the charge it missed).
 _SPEND = """
-WITH v(hold_id, usage_id, spend, released, remaining, spent) AS (
-    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[],
-                         %s::numeric[], %s::numeric[])
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+v AS (
+    SELECT x.* FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[],
+                           %s::numeric[], %s::numeric[])
+                    AS x(hold_id, usage_id, spend, released, remaining, spent), relaxed
 ), h AS (
     UPDATE agentops_budgethold AS h SET remaining = v.remaining, spent = v.spent
       FROM v WHERE h.id = v.hold_id
@@ -237,6 +263,39 @@ UPDATE agentops_budgetusage AS u
    SET used = u.used + v.spend, reserved = GREATEST(u.reserved - v.released, 0)
   FROM v WHERE u.id = v.usage_id
 """
+
+# The run ended: its last charges, what it did not use given back, its budgets taught a
+# run's size (never below the last run's, slowly down from a larger one), the holds gone.
+_RELEASE = """
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+v AS (
+    SELECT x.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
+                           %s::numeric[], %s::numeric[])
+                    AS x(hold_id, usage_id, budget_id, spend, released, spent), relaxed
+), u AS (
+    UPDATE agentops_budgetusage AS u
+       SET used = u.used + v.spend, reserved = GREATEST(u.reserved - v.released, 0)
+      FROM v WHERE u.id = v.usage_id
+), b AS (
+    UPDATE agentops_budget AS b
+       SET run_estimate = GREATEST(v.spent, b.run_estimate * 0.8 + v.spent * 0.2)
+      FROM v WHERE b.id = v.budget_id AND v.spent > 0
+)
+DELETE FROM agentops_budgethold AS h USING v WHERE h.id = v.hold_id
+"""
+
+# A run's reservations, as the run's own read brings them (agentops.runtime.loop): a JSON
+# list of [hold, usage, budget, metric, remaining, spent], empty when it holds none.
+HOLDS_OF_RUN = """
+SELECT COALESCE(jsonb_agg(jsonb_build_array(h.id, h.usage_id, u.budget_id, h.metric,
+                                            h.remaining::text, h.spent::text)), '[]'::jsonb)
+  FROM agentops_budgethold h JOIN agentops_budgetusage u ON u.id = h.usage_id
+ WHERE h.run_id = agentops_run.id
+"""
+
+# Spend within what a run reserved is already counted (as reserved): it is written at most
+# this often; spend beyond a reservation is written at once.
+FLUSH_EVERY_SECONDS = 5.0
 
 
 @dataclass
@@ -253,21 +312,34 @@ class HeldBudget:
 
 class RunSpend:
     """A run's reservations, charged as its model calls spend: in memory per call, written
-    at each checkpoint (`flush`, one statement) and released when the run ends."""
+    at a checkpoint when the run has spent past a reservation or FLUSH_EVERY_SECONDS after
+    the last write (`flush`, one statement), and released when the run ends (`release`, one
+    statement). `holds`: as HOLDS_OF_RUN read them with the run; else they are read here."""
 
-    def __init__(self, *, run_id: uuid.UUID) -> None:
+    def __init__(self, *, run_id: uuid.UUID, holds: list[list[Any]] | None = None) -> None:
         self.run_id = run_id
+        if holds is None:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT ({HOLDS_OF_RUN}) FROM agentops_run WHERE id = %s",  # noqa: S608 - a constant
+                    [run_id],
+                )
+                row = cursor.fetchone()
+            holds = (row[0] if row else None) or []
+            if isinstance(holds, str):
+                holds = json.loads(holds)
         self.held = [
             HeldBudget(
-                hold_id=h.pk,
-                usage_id=h.usage_id,
-                budget_id=h.usage.budget_id,
-                metric=h.metric,
-                remaining=h.remaining,
-                spent=h.spent,
+                hold_id=int(hold_id),
+                usage_id=int(usage_id),
+                budget_id=int(budget_id),
+                metric=str(metric),
+                remaining=Decimal(str(remaining)),
+                spent=Decimal(str(spent)),
             )
-            for h in BudgetHold.objects.filter(run_id=run_id).select_related("usage")
+            for hold_id, usage_id, budget_id, metric, remaining, spent in holds
         ]
+        self.flushed_at = time.monotonic()
 
     @property
     def wants_cost(self) -> bool:
@@ -282,15 +354,15 @@ class RunSpend:
             held.spent += amount
             held.unflushed += amount
 
-    def flush(self, *, release_all: bool = False) -> None:
-        rows = []
-        for held in self.held:
-            if release_all:
-                held.released += held.remaining
-                held.remaining = Decimal(0)
-            if held.unflushed or held.released:
-                rows.append(held)
+    def flush(self, *, now: bool = False) -> None:
+        """Write what the run spent since the last write, if it spent past a reservation (or
+        `now`, or FLUSH_EVERY_SECONDS after the last write)."""
+        rows = [h for h in self.held if h.unflushed or h.released]
         if not rows:
+            return
+        beyond = any(h.unflushed > h.released for h in rows)
+        due = time.monotonic() - self.flushed_at >= FLUSH_EVERY_SECONDS
+        if not (now or beyond or due):
             return
         with connection.cursor() as cursor:
             cursor.execute(
@@ -306,34 +378,27 @@ class RunSpend:
             )
         for held in rows:
             held.unflushed = held.released = Decimal(0)
+        self.flushed_at = time.monotonic()
 
     def release(self) -> None:
         """The run ended: charge what is left to charge, give back what it did not use, and
         teach its budgets a run's size; the holds go."""
         if not self.held:
             return
-        with transaction.atomic():
-            self.flush(release_all=True)
-            _estimates_learn(spent={h.budget_id: h.spent for h in self.held})
-            BudgetHold.objects.filter(pk__in=[h.hold_id for h in self.held]).delete()
+        held = self.held
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _RELEASE,
+                [
+                    [h.hold_id for h in held],
+                    [h.usage_id for h in held],
+                    [h.budget_id for h in held],
+                    [h.unflushed for h in held],
+                    [h.released + h.remaining for h in held],
+                    [h.spent for h in held],
+                ],
+            )
         self.held = []
-
-
-def _estimates_learn(*, spent: dict[int, Decimal]) -> None:
-    """A run's size: never below the last run's, and slowly down from a larger one (what the
-    next runs reserve at admission)."""
-    if not spent:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE agentops_budget AS b
-               SET run_estimate = GREATEST(v.spent, b.run_estimate * 0.8 + v.spent * 0.2)
-              FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, spent)
-             WHERE b.id = v.id AND v.spent > 0
-            """,
-            [list(spent), list(spent.values())],
-        )
 
 
 _HOLDS_OF_ENDED = """

@@ -27,12 +27,12 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import Exists, OuterRef
+from django.db.models import JSONField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from agentops.agent_config import agent_config_for_run
-from agentops.budgets.models import BudgetHold
-from agentops.budgets.services import RunSpend
+from agentops.budgets.services import HOLDS_OF_RUN, RunSpend
 from agentops.models import (
     Agent,
     Message,
@@ -160,7 +160,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
         return "not-claimed"
     run = (
         Run.objects.select_related("agent__endpoint", "session", "agent_version", "trigger")
-        .annotate(budget_held=Exists(BudgetHold.objects.filter(run_id=OuterRef("pk"))))
+        .annotate(budget_holds=RawSQL(HOLDS_OF_RUN, [], output_field=JSONField()))  # noqa: S611 - a constant
         .get(pk=run_id)
     )
     beat = heartbeat_start(run.pk, epoch)
@@ -248,7 +248,8 @@ class RunDriver:
         self.takeover_by: int | None = run.takeover_by_id
         # What the run's model calls cost (priced only when a limit or a budget needs it),
         # and its reservations against budgets (agentops.budgets), if it holds any.
-        self.spend = RunSpend(run_id=run.pk) if getattr(run, "budget_held", False) else None
+        holds = getattr(run, "budget_holds", None)  # read with the run (run_execute)
+        self.spend = RunSpend(run_id=run.pk, holds=holds) if holds else None
         self.prices: PriceBook | None = None
         self.cost = Decimal(0)
         self.cost_counted = False
@@ -470,7 +471,7 @@ class RunDriver:
             return
         try:
             if self.run.status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.WAITING):
-                self.spend.flush()
+                self.spend.flush(now=True)
             else:
                 self.spend.release()
         except DatabaseError:

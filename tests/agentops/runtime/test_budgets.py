@@ -73,6 +73,9 @@ def test_a_daily_cost_budget_holds_under_fifty_runs_at_once(worker, dev_agent, c
     at_80 = AlertRule.objects.create(
         name="budget at 80%", metric=AlertMetric.BUDGET, threshold=80, min_runs=0
     )
+    at_100 = AlertRule.objects.create(
+        name="budget at 100%", metric=AlertMetric.BUDGET, threshold=100, min_runs=0
+    )
     # One run teaches the budget what a run costs (before it, a run reserves all of it).
     first = session_post_message(
         session=session_create(agent=dev_agent, external_user="u0"), content="hello"
@@ -116,6 +119,10 @@ def test_a_daily_cost_budget_holds_under_fifty_runs_at_once(worker, dev_agent, c
     assert refused.json()["retry_after"] == int(refused["Retry-After"])
     alerts_evaluate()
     assert AlertEvent.objects.filter(rule=at_80, state="firing").count() == 1
+    assert AlertEvent.objects.filter(rule=at_100, state="firing").count() == 1
+    assert AlertEvent.objects.filter(rule=at_80).earliest("created_at").created_at <= (
+        AlertEvent.objects.filter(rule=at_100).earliest("created_at").created_at
+    )
 
 
 def test_runs_per_minute_count_per_end_user(db, dev_agent):
@@ -158,6 +165,37 @@ def test_a_budget_set_to_hand_off_hands_the_conversation_to_a_person(db, dev_age
     assert Handoff.objects.get(session=second).reason.startswith("budget reached: budget 'one")
     assert not Run.objects.filter(session=second).exists()
     assert second.messages.get().content == "y"  # the message waits for the person
+
+
+def test_a_hand_off_gives_back_what_the_other_budgets_reserved(db, dev_agent):
+    cost = budget_create(
+        actor=None,
+        name="cost per day",
+        scope="agent",
+        agent=dev_agent,
+        metric="cost",
+        period="day",
+        limit=Decimal(100),
+    )
+    Budget.objects.filter(pk=cost.pk).update(run_estimate=Decimal(2))
+    budget_create(
+        actor=None,
+        name="erin, once a minute",
+        scope="end_user",
+        subject="erin",
+        metric="runs",
+        period="minute",
+        limit=Decimal(1),
+        on_limit="handoff",
+    )
+    session_post_message(session=session_create(agent=dev_agent, external_user="erin"), content="a")
+    usage = BudgetUsage.objects.get(budget=cost)
+    assert usage.reserved == 2
+    second = session_create(agent=dev_agent, external_user="erin")
+    assert session_post_message(session=second, content="b") is None
+    usage.refresh_from_db()
+    assert (usage.used, usage.reserved) == (0, 2)  # the handed-off post's reservation went back
+    assert BudgetHold.objects.count() == 1
 
 
 def test_a_budget_of_another_agent_costs_the_post_one_statement(db, dev_agent):
