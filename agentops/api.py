@@ -23,7 +23,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from agentops.auth import api_key_user, bearer_token, has_role, role_require
+from agentops.auth import api_key_holder, bearer_token, has_role, role_require
 from agentops.conversation import conversation_serialise, handoff_detail_serialise
 from agentops.idempotency import idempotent
 from agentops.models import (
@@ -60,13 +60,14 @@ class BearerKey(HttpBearer):
         return self.authenticate(request, token)
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = api_key_user(token)
-        if user is None:
+        holder = api_key_holder(token)
+        if holder is None:
             # A Bearer header was sent: its verdict is final, no falling through to the
             # session cookie (whose CSRF check would answer 403 instead).
             raise InvalidApiKey()
-        request.user = user
-        return user
+        request.user = holder.user
+        request.api_key_id = holder.key_id  # type: ignore[attr-defined]  # its budgets
+        return holder.user
 
 
 class SessionCookie(APIKeyCookie):
@@ -564,7 +565,10 @@ def post_message(
     role_require(user=request.user, role="operator")
     # The service reads the session under its lock (404 when there is none): not twice.
     run = services.session_post_message(
-        session=Session(pk=session_id), content=payload.content, author=request.user
+        session=Session(pk=session_id),
+        content=payload.content,
+        author=request.user,
+        api_key_id=getattr(request, "api_key_id", None),  # the key's budgets count it
     )
     return Status(202, {"run": run.pk if run else None})
 
