@@ -41,6 +41,7 @@ SCALAR_FIELDS = (
 SNAPSHOT_DEFAULTS: dict[str, Any] = {
     "builtins_off": [],
     "guardrails": [],
+    "transfers": [],
     "run_max_cost": None,
     "run_max_tokens": None,
     "run_max_tool_calls": None,
@@ -54,6 +55,64 @@ BUILTIN_TOOLS = ("handoff_to_human", "remember", "recall", "note")
 MEMORY_TOOLS = ("remember", "recall")
 
 
+TRANSFER_HISTORY = ("all", "summary", "last_n")
+MAX_TRANSFERS = 10
+
+
+def transfers_validate(*, value: object, agent_slug: str) -> list[dict[str, Any]]:
+    """The agents a version may transfer to, cleaned: each {agent (a slug), description,
+    history ("all", "summary" or "last_n" with `turns`)}; errors name the entry and field."""
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(value, list) or len(value) > MAX_TRANSFERS:
+        raise ValidationError({"transfers": [f"Give a list of up to {MAX_TRANSFERS} transfers."]})
+    slugs = set(
+        Agent.objects.filter(
+            slug__in=[t.get("agent") for t in value if isinstance(t, dict)]
+        ).values_list("slug", flat=True)
+    )
+    cleaned, problems, seen = [], [], set()
+    for number, entry in enumerate(value, start=1):
+        label = f"#{number}"
+        if not isinstance(entry, dict):
+            problems.append(f"{label}: give an object.")
+            continue
+        target = entry.get("agent")
+        label += f" ({str(target)[:64]})" if target else ""
+        history = entry.get("history", "all")
+        turns = entry.get("turns", 3)
+        description = entry.get("description", "")
+        if target not in slugs:
+            problems.append(f"{label} agent: no agent with this slug.")
+        elif target == agent_slug:
+            problems.append(f"{label} agent: an agent does not transfer to itself.")
+        elif target in seen:
+            problems.append(f"{label} agent: listed twice.")
+        elif not isinstance(description, str) or not description.strip() or len(description) > 1000:
+            problems.append(
+                f"{label} description: say what the agent handles (up to 1000 characters)."
+            )
+        elif history not in TRANSFER_HISTORY:
+            problems.append(f"{label} history: use one of {', '.join(TRANSFER_HISTORY)}.")
+        elif history == "last_n" and not (
+            isinstance(turns, int) and not isinstance(turns, bool) and 1 <= turns <= 50
+        ):
+            problems.append(f"{label} turns: give a whole number of turns from 1 to 50.")
+        else:
+            seen.add(target)
+            cleaned.append(
+                {
+                    "agent": target,
+                    "description": description.strip(),
+                    "history": history,
+                    **({"turns": turns} if history == "last_n" else {}),
+                }
+            )
+    if problems:
+        raise ValidationError({"transfers": problems})
+    return cleaned
+
+
 def config_snapshot(agent: Agent) -> dict[str, Any]:
     """The agent's behaviour as it stands, as plain JSON (ids for related rows)."""
     snapshot: dict[str, Any] = {name: getattr(agent, name) for name in SCALAR_FIELDS}
@@ -61,6 +120,7 @@ def config_snapshot(agent: Agent) -> dict[str, Any]:
     snapshot["handoff_team"] = agent.handoff_team_id
     snapshot["builtins_off"] = sorted(agent.builtins_off or [])
     snapshot["guardrails"] = list(agent.guardrails or [])
+    snapshot["transfers"] = list(agent.transfers or [])
     snapshot["tools"] = sorted(agent.tools.values_list("pk", flat=True)) if agent.pk else []
     snapshot["fallbacks"] = [
         {"endpoint": f.endpoint_id, "model": f.model}
@@ -127,6 +187,7 @@ class AgentConfig:
     problem: str = ""
     builtins_off: tuple[str, ...] = ()
     guardrails: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
     run_max_cost: float | None = None
     run_max_tokens: int | None = None
     run_max_tool_calls: int | None = None
@@ -187,6 +248,7 @@ def agent_config_build(
         problem=problem,
         builtins_off=tuple(snapshot["builtins_off"] or ()),
         guardrails=list(snapshot["guardrails"] or []),
+        transfers=list(snapshot["transfers"] or []),
         run_max_cost=snapshot["run_max_cost"],
         run_max_tokens=snapshot["run_max_tokens"],
         run_max_tool_calls=snapshot["run_max_tool_calls"],

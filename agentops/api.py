@@ -349,6 +349,11 @@ class RunOut(Schema):
     )
 
 
+class MessageAgentOut(Schema):
+    slug: str
+    name: str
+
+
 class MessageOut(Schema):
     id: int
     seq: int
@@ -358,6 +363,9 @@ class MessageOut(Schema):
     tool_call_id: str
     name: str
     run_id: uuid.UUID | None
+    agent: MessageAgentOut | None = Field(
+        default=None, description="The agent that wrote an assistant message"
+    )
     author: str | None = Field(description="Who wrote it: the end user, or the operator")
     client: str | None = Field(
         default=None, description="The account that sent it (the API key's owner)"

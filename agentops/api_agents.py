@@ -98,6 +98,14 @@ class AgentSettingsFields(Schema):
             "guardrail by position and field"
         ),
     )
+    transfers: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=10,
+        description=(
+            "Agents the model may transfer the conversation to: each {agent: slug, description,"
+            " history: all | summary | last_n, turns (for last_n)}"
+        ),
+    )
 
 
 class SettingsIn(AgentSettingsFields):

@@ -100,6 +100,10 @@ def message_serialise(message: Message) -> dict[str, Any]:
         "tool_call_id": message.tool_call_id,
         "name": message.name,
         "run_id": str(message.run_id) if message.run_id else None,
+        # Which agent spoke (a conversation may pass between agents); load with `agent`.
+        "agent": {"slug": message.agent.slug, "name": message.agent.name}
+        if message.agent_id and message.agent
+        else None,
         "author": message.end_user or client,
         "client": client,
         "created_at": message.created_at.isoformat() if message.created_at else None,

@@ -140,7 +140,7 @@ class SessionStream(_Stream):
     def _messages(self, after: int) -> list[dict[str, Any]]:
         rows = (
             Message.objects.filter(session_id=self.object_id, seq__gt=after)
-            .select_related("author")
+            .select_related("author", "agent")
             .order_by("seq")[:REPLAY_CHUNK]
         )
         return [message_serialise(m) for m in rows]

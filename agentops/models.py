@@ -185,6 +185,8 @@ class Agent(models.Model):
     )
     # Checks on what goes into and comes out of the model, in order (agentops.guardrails).
     guardrails = models.JSONField(default=list, blank=True)
+    # Agents the model may transfer the conversation to (agentops.runtime.transfers).
+    transfers = models.JSONField(default=list, blank=True)
     # Limits on one run: reaching one stops the run with a clear reason. Empty: no limit.
     run_max_cost = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0)], help_text="In USD."
@@ -402,6 +404,10 @@ class Message(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     end_user = models.CharField(max_length=200, blank=True, default="")
+    # The agent that wrote an assistant message (a conversation can pass between agents).
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -498,6 +504,10 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     takeover_at = models.DateTimeField(null=True, blank=True)
+    # The run whose agent transferred the conversation to this run's agent (the same turn).
+    transferred_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="transfers"
+    )
 
     objects = RunQuerySet.as_manager()
 

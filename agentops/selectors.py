@@ -188,7 +188,7 @@ def conversation_get(
     pages and the stream) or the first `limit` (the API's paging) — each tool call with its
     recorded status, duration and result, the latest run and the open or claimed handoff.
     Four queries, however long the conversation."""
-    rows = session.messages.select_related("author").filter(seq__gt=after)
+    rows = session.messages.select_related("author", "agent").filter(seq__gt=after)
     if newest:
         messages: list[Message] = list(reversed(rows.order_by("-seq")[:limit]))
     else:

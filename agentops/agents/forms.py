@@ -8,7 +8,13 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from agentops.agent_config import BUILTIN_TOOLS, MEMORY_TOOLS, SCALAR_FIELDS, config_editable
+from agentops.agent_config import (
+    BUILTIN_TOOLS,
+    MEMORY_TOOLS,
+    SCALAR_FIELDS,
+    config_editable,
+    transfers_validate,
+)
 from agentops.agents import selectors
 from agentops.guardrails.spec import guardrails_validate
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
@@ -135,6 +141,17 @@ class AgentForm(forms.Form):
             "parallel, input classifiers). See docs/features.md#guardrails."
         ),
     )
+    transfers = forms.CharField(
+        label="Transfers to other agents",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "class": "mono"}),
+        help_text=(
+            'A JSON list: [{"agent": "billing", "description": "refunds and invoices", '
+            '"history": "all"}]. history: all, summary (of what came before the message) or '
+            'last_n (with "turns"). The model is offered one transfer_to_<agent> tool each; '
+            "the target must be published."
+        ),
+    )
     handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(
         queryset=None,
         required=False,
@@ -197,6 +214,20 @@ class AgentForm(forms.Form):
         except ValidationError as exc:
             raise ValidationError(exc.message_dict["guardrails"]) from None
 
+    def clean_transfers(self) -> list[dict[str, Any]]:
+        text = self.cleaned_data["transfers"].strip()
+        if not text:
+            return []
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}.") from None
+        slug = self.agent.slug if self.agent else self.data.get("slug", "")
+        try:
+            return transfers_validate(value=value, agent_slug=str(slug))
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["transfers"]) from None
+
     def config(self) -> dict[str, Any]:
         """The cleaned form as snapshot fields (agentops.agent_config)."""
         data = self.cleaned_data
@@ -207,6 +238,7 @@ class AgentForm(forms.Form):
         config["fallbacks"] = data["fallbacks"]
         config["builtins_off"] = [b for b in BUILTIN_TOOLS if b not in data["builtins"]]
         config["guardrails"] = data["guardrails"]
+        config["transfers"] = data["transfers"]
         return config
 
 
@@ -227,6 +259,7 @@ def agent_initial(agent: Agent) -> dict[str, Any]:
         tools=list(config["tools"]),
         builtins=[b for b in BUILTIN_TOOLS if b not in config["builtins_off"]],
         guardrails=json.dumps(config["guardrails"], indent=2) if config["guardrails"] else "",
+        transfers=json.dumps(config["transfers"], indent=2) if config["transfers"] else "",
         max_concurrent_runs=agent.max_concurrent_runs,
         fallbacks="\n".join(
             f"{names.get(f['endpoint'], '')} {f['model']}".strip() for f in config["fallbacks"]

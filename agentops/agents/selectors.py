@@ -61,6 +61,7 @@ LABELS = {
     "handoff_team": "Handoff team",
     "builtins_off": "Built-in tools turned off",
     "guardrails": "Guardrails",
+    "transfers": "Transfers",
     "run_max_cost": "Max cost per run (USD)",
     "run_max_tokens": "Max tokens per run",
     "run_max_tool_calls": "Max tool calls per run",
@@ -76,6 +77,7 @@ FIELD_ORDER = (
     "tools",
     "builtins_off",
     "guardrails",
+    "transfers",
     *(f for f in SCALAR_FIELDS if f not in ("name", "model", "system_prompt", "temperature")),
     "handoff_team",
 )
@@ -227,6 +229,16 @@ class _Names:
             return ", ".join(value or []) or "none"
         if name == "guardrails":
             return "; ".join(guardrail_describe(g) for g in value or []) or "none"
+        if name == "transfers":
+            return (
+                "; ".join(
+                    f"{t['agent']} ({t['history']}"
+                    + (f" {t['turns']}" if t.get("turns") else "")
+                    + ")"
+                    for t in value or []
+                )
+                or "none"
+            )
         if name.startswith("run_max_"):
             return "no limit" if value is None else str(value)
         return "" if value is None else str(value)

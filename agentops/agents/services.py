@@ -16,6 +16,7 @@ from agentops.agent_config import (
     config_editable,
     config_snapshot,
     snapshot_complete,
+    transfers_validate,
 )
 from agentops.events import audit_record
 from agentops.guardrails.spec import guardrails_validate
@@ -41,6 +42,7 @@ CHANGEABLE = (
     "fallbacks",
     "builtins_off",
     "guardrails",
+    "transfers",
 )
 
 
@@ -106,6 +108,7 @@ def agent_settings_restore(*, agent: Agent, config: dict[str, Any]) -> None:
     agent.handoff_team_id = config["handoff_team"]
     agent.builtins_off = sorted(config["builtins_off"] or [])
     agent.guardrails = list(config["guardrails"] or [])
+    agent.transfers = list(config["transfers"] or [])
     agent.save()
     agent.tools.set(ToolDefinition.objects.filter(pk__in=config["tools"]))
     agent.fallbacks.all().delete()
@@ -119,7 +122,7 @@ def _is_id(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
+def agent_config_validate(*, config: dict[str, Any], slug: str = "") -> dict[str, Any]:
     """Check a whole snapshot (as changed by a caller) field by field; errors name the field."""
     errors: dict[str, list[str]] = {}
     endpoint_id: Any = config.get("endpoint")
@@ -171,6 +174,10 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         )
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    try:
+        transfers = transfers_validate(value=config.get("transfers", []), agent_slug=slug)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     # Stored as cleaned ("7" is 7), fallbacks in their one shape: a run reads them as they are.
@@ -182,6 +189,7 @@ def agent_config_validate(*, config: dict[str, Any]) -> dict[str, Any]:
         ],
         "builtins_off": sorted(set(builtins_off)),
         "guardrails": guardrails,
+        "transfers": transfers,
     }
 
 
@@ -194,7 +202,9 @@ def agent_version_derive(
     unknown = sorted(set(changes) - set(CHANGEABLE))
     if unknown:
         raise ValidationError({name: ["Not a setting of an agent version."] for name in unknown})
-    config = agent_config_validate(config={**snapshot_complete(version.config), **changes})
+    config = agent_config_validate(
+        config={**snapshot_complete(version.config), **changes}, slug=version.agent.slug
+    )
     Agent.objects.select_for_update().filter(pk=version.agent_id).get()
     latest = AgentVersion.objects.filter(agent_id=version.agent_id).order_by("-number").first()
     assert latest is not None
@@ -250,7 +260,7 @@ def agent_create(
         if Agent.objects.filter(slug=slug).exists():
             errors["slug"] = [f"An agent {slug!r} exists already."]
     try:
-        full = agent_config_validate(config={**config_snapshot(Agent()), **config})
+        full = agent_config_validate(config={**config_snapshot(Agent()), **config}, slug=slug)
     except ValidationError as exc:
         errors.update(exc.message_dict)
     try:
@@ -302,7 +312,7 @@ def agent_update(
             f"v{latest.number} was saved since you opened v{based_on}: nothing was saved. "
             "Reload the agent to edit its latest version."
         )
-    config = agent_config_validate(config={**config_editable(agent), **changes})
+    config = agent_config_validate(config={**config_editable(agent), **changes}, slug=agent.slug)
     if not isinstance(max_concurrent_runs, _Unset):
         agent.max_concurrent_runs = _capacity_validate(max_concurrent_runs)
     agent_settings_restore(agent=agent, config=config)

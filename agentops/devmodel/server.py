@@ -13,6 +13,8 @@ Deterministic, scripted behaviour (driven by the latest user message):
 - ``chain N TOOL [SECONDS]`` -> calls TOOL N times in a row, then answers; the arguments fit the
                               TOOL's schema: ``seconds`` (default 0.2) and ``label`` (k) where it has
                               them, k for its other required strings and numbers
+- a ``transfer_to_*`` tool whose description shares a word with the message (the first five
+  letters of words of five or more) -> a call of it (a triage agent passing a refund on)
 - a summarisation request (system prompt starting "Summarize") -> a deterministic summary
 - a judge (system prompt starting "You are a judge") -> a JSON verdict ``{"pass", "score",
   "reason"}``: pass when the text after ``REFERENCE:`` appears in the text after ``ANSWER:``
@@ -180,6 +182,21 @@ def judge_verdict(rubric: str, case: str) -> str:
     return json.dumps({"pass": passed, "score": 1.0 if passed else 0.0, "reason": reason})
 
 
+def transfer_for(text: str, tools: list[dict[str, Any]]) -> str:
+    """A `transfer_to_*` tool whose description shares a word with the text (the first five
+    letters of words of five or more), else ""."""
+    said = {w[:5] for w in re.findall(r"[a-z]{5,}", text.lower())}
+    for tool in tools:
+        function = tool.get("function") or {}
+        name = str(function.get("name") or "")
+        if not name.startswith("transfer_to_"):
+            continue
+        about = str(function.get("description") or "").lower().rsplit(": ", 1)[-1]
+        if said & {w[:5] for w in re.findall(r"[a-z]{5,}", about)}:
+            return name
+    return ""
+
+
 def classifier_verdict(rule: str, text: str) -> str:
     """A deterministic verdict: a text asking to ignore instructions, or marked unsafe, fails."""
     if "[[malformed]]" in rule:
@@ -283,6 +300,9 @@ def _plan_reply(
         return call("remember", json.dumps({"text": user_text.strip()[9:], "kind": "fact"}))
     if lowered.startswith("recall ") and "recall" in tool_names:
         return call("recall", json.dumps({"query": user_text.strip()[7:], "k": 5}))
+    transfer = transfer_for(user_text, tools)
+    if transfer:
+        return call(transfer, json.dumps({"reason": f"The user asked: {user_text[:200]}"}))
     if HANDOFF_RE.search(user_text) and "handoff_to_human" in tool_names:
         return call(
             "handoff_to_human", json.dumps({"reason": f"The user asked: {user_text[:200]}"})

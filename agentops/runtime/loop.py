@@ -73,6 +73,13 @@ from agentops.runtime.model_client import (
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy
 from agentops.runtime.services import handoff_open, run_enqueue
 from agentops.runtime.tooling import ToolRunner
+from agentops.runtime.transfers import (
+    TransferRequired,
+    transfer_entry,
+    transfer_perform,
+    transfer_specs,
+    transferred_view,
+)
 from tracing import semconv
 from tracing.emit import Tracer
 from tracing.models import Span
@@ -178,6 +185,8 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
             log.warning("run.lease_lost", epoch=epoch)
         except WaitRequired as wait:
             driver.wait(wait)
+        except TransferRequired as transfer:
+            driver.transfer(transfer)
         except HandoffRequired as handoff:
             driver.hand_off(
                 handoff.reason,
@@ -277,14 +286,13 @@ class RunDriver:
         # Retried after newer turns: the run answers its own message, seeing the conversation
         # as it stood then (and what the run did so far); its folds stay its own. (Nothing
         # to look for when the session, read with the run, ends at the trigger.)
+        later = Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
+        if self.run.transferred_from_id:  # the turn's earlier agents wrote after the trigger
+            later = later.filter(role=Role.USER)
         self.in_place = (
             trigger_seq is not None
             and self.session.last_seq > trigger_seq
-            and (
-                Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
-                .exclude(run_id=self.run.pk)
-                .exists()
-            )
+            and later.exclude(run_id=self.run.pk).exists()
         )
         self.transcript = transcript_load(
             session_id=self.session.pk,
@@ -294,10 +302,33 @@ class RunDriver:
         )
         self.parts.summary = self.session.summary
         self.parts.notes = dict(self.session.scratchpad or {})
+        if self.run.transferred_from_id:
+            self.transferred_view()
         if self.config.guardrails:
             self.guards.check_input()  # before its text goes anywhere (memory recall too)
         if self.config.memory_enabled:
             self.recall_memories()
+
+    def transferred_view(self) -> None:
+        """A run the conversation was transferred to sees what its transfer says: all of it,
+        a summary of what came before the turn, or the last N turns."""
+        source_id = self.run.transferred_from_id
+        assert source_id is not None
+        source = Run.objects.select_related("agent", "agent_version").get(pk=source_id)
+        entry = transfer_entry(
+            transfers=agent_config_for_run(source).transfers,
+            tool=f"transfer_to_{self.agent.slug}"[:64],
+        ) or {"history": "all"}
+        older, seen = transferred_view(
+            messages=self.transcript.messages,
+            trigger_id=self.run.trigger_id,
+            history=entry.get("history", "all"),
+            turns=entry.get("turns", 3),
+        )
+        self.transcript.messages = seen
+        if older:
+            self.transcript.messages = older + seen
+            self.fold_into_summary(older)  # into this run's context only (in place)
 
     def recall_memories(self) -> None:
         from memory.selectors import memory_pinned
@@ -548,6 +579,8 @@ class RunDriver:
         for message in messages:
             message.run_id = self.run.pk
             message.step = self.run.step
+            if message.role == Role.ASSISTANT:
+                message.agent = self.agent
         with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
             self.commit(fields, messages=messages, records=records or [])
         if self.spend is not None:  # the step's spend, charged to the run's budgets
@@ -693,7 +726,7 @@ class RunDriver:
     def tool_specs(self) -> tuple[list[dict[str, Any]], int]:
         """The run's tools as the model sees them, and their token cost (fixed for a run)."""
         if self._specs is None:
-            specs = tool_specs(self.tools.available())
+            specs = tool_specs(self.tools.available()) + transfer_specs(self.config.transfers)
             self._specs = (specs, specs_tokens(str(specs)) if specs else 0)
         return self._specs
 
@@ -841,6 +874,31 @@ class RunDriver:
         self.transcript.messages = [m for m in self.transcript.messages if m.seq > upto]
 
     # -- endings -------------------------------------------------------------------------
+    def transfer(self, transfer: TransferRequired) -> None:
+        """The model passed the conversation to another agent: calls it asked for beside the
+        transfer are answered "not run", then this run ends and the target's starts."""
+        pending = self.pending_tool_calls()
+        if pending:
+            text = f"Not run: the conversation was transferred to {transfer.target.slug}."
+            self.checkpoint(
+                messages=[
+                    Message(
+                        role=Role.TOOL,
+                        tool_call_id=str(call.get("id") or ""),
+                        name=str((call.get("function") or {}).get("name") or "")[:100],
+                        content=text,
+                        token_count=message_tokens(content=text),
+                    )
+                    for call in pending
+                ]
+            )
+        try:
+            transfer_perform(driver=self, target=transfer.target, reason=transfer.reason)
+        except HandoffRequired as taken_over:
+            self.hand_off(taken_over.reason)
+        except LeaseLost:
+            log.warning("run.lease_lost", epoch=self.epoch)
+
     def wait(self, wait: WaitRequired) -> None:
         wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None
         with transaction.atomic():

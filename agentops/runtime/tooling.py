@@ -28,6 +28,7 @@ from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
 from agentops.runtime.model_client import connection_release
 from agentops.runtime.retry import RetryPolicy, retry_call
+from agentops.runtime.transfers import TransferRequired, transfer_entry, transfer_refusal
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
 from tracing.platform.failures import Failure, FailureClass
@@ -114,6 +115,8 @@ class ToolRunner:
                 "content": text[:2000],
             },
         )
+        if control and control.get("transfer"):
+            raise TransferRequired(control["transfer"]["target"], control["transfer"]["reason"])
         if control and control.get("handoff"):
             handoff = control["handoff"]
             raise HandoffRequired(
@@ -136,6 +139,9 @@ class ToolRunner:
     def resolve(self, call_id: str, name: str, raw: str) -> tuple[str, dict[str, Any] | None]:
         """The text the model will read for this call, and any control request from the tool."""
         tracer = self.driver.tracer
+        entry = transfer_entry(transfers=self.driver.config.transfers, tool=name)
+        if entry is not None:
+            return self.transfer_asked(name, entry, raw)
         tool = self.get(name)
         if tool is None:
             names = ", ".join(sorted(t.name for t in self.available())) or "none"
@@ -252,6 +258,31 @@ class ToolRunner:
                 ), None
             result = fallback_result
         return self.result_checked(row, name, as_text(result.content)), result.control
+
+    def transfer_asked(
+        self, name: str, entry: dict[str, Any], raw: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """A transfer tool: the target takes the conversation, or the model reads why not."""
+        try:
+            arguments = json_parse(raw, nul_ok=True) if raw.strip() else {}
+        except ValueError:
+            arguments = {}
+        reason = arguments.get("reason") if isinstance(arguments, dict) else None
+        reason = reason[:500] if isinstance(reason, str) else ""
+        target, refusal = transfer_refusal(driver=self.driver, entry=entry)
+        if target is None:
+            self.driver.tracer.event(
+                "tool.rejected",
+                status="error",
+                error_class=FailureClass.INVALID_REQUEST,
+                error_message=refusal,
+                **{"gen_ai.tool.name": name},
+            )
+            return refusal, None
+        return (
+            f"Transferred to {target.name}: the conversation is theirs from here.",
+            {"transfer": {"target": target, "reason": reason}},
+        )
 
     def result_checked(self, row: ToolCall, name: str, text: str) -> str:
         """A tool's result through its result guardrails before the model reads it; a

@@ -136,6 +136,7 @@ def message_visible_event(event: dict[str, Any]) -> dict[str, Any] | None:
         "content": content,
         "run_id": event.get("run_id"),
         "operator": event.get("author") if role == Role.OPERATOR else None,
+        "agent": (event.get("agent") or {}).get("name") if role == Role.ASSISTANT else None,
     }
 
 

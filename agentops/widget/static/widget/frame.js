@@ -35,7 +35,7 @@
   function who(m) {
     if (m.role === "user") return "You";
     if (m.role === "operator") return (m.operator || "Support") + " (support team)";
-    return agentName;
+    return m.agent || agentName;
   }
   function endStream() { if (stream) { stream.li.remove(); stream = null; } }
   function onMessage(m) {

@@ -1,0 +1,197 @@
+"""Transfers between agents: an agent version lists the agents it may pass the conversation to
+(`transfers` in its snapshot, agentops/agent_config.py); the model is offered one
+`transfer_to_<slug>` tool per target. Calling one ends this run (succeeded, "transferred to
+…") and starts a run of the target's published version on the same user message, in the same
+session (which is the target's from then on), linked by `Run.transferred_from`: the run chain
+of one turn. The target sees the whole history, a summary of what came before the turn, or
+the last N turns, as the transfer says; never the transfer call itself.
+
+Loops are bounded (MAX_PER_TURN, MAX_PER_SESSION); a target that is not published, or has
+its concurrency limit of runs in flight, is a tool error the model reads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agentops.models import Agent, Message, Role, Run, RunStatus, Session
+from agentops.runtime.checkpoint import fenced_update, status_broadcast
+from agentops.runtime.errors import HandoffRequired
+from agentops.runtime.services import runs_dispatch_on_commit
+from tracing.platform.failures import Interruption
+
+if TYPE_CHECKING:
+    from agentops.runtime.loop import RunDriver
+
+PREFIX = "transfer_to_"
+MAX_PER_TURN = 3
+MAX_PER_SESSION = 20
+
+
+def transfer_tool_name(slug: str) -> str:
+    return (PREFIX + slug)[:64]
+
+
+def transfer_specs(transfers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The transfer tools as the model sees them."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": transfer_tool_name(t["agent"]),
+                "description": "Transfer the conversation to another agent, who answers the "
+                f"user's message from here on: {t['description']}",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "reason": {
+                            "type": "string",
+                            "description": "Why, in one sentence, for the next agent.",
+                        }
+                    },
+                },
+            },
+        }
+        for t in transfers
+    ]
+
+
+class TransferRequired(Interruption):
+    """The model transferred the conversation: this run ends and the target's run starts."""
+
+    outcome = "transfer"
+
+    def __init__(self, target: Agent, reason: str) -> None:
+        super().__init__(f"transferred to {target.slug}")
+        self.target = target
+        self.reason = reason
+
+
+def transfer_entry(*, transfers: list[dict[str, Any]], tool: str) -> dict[str, Any] | None:
+    return next((t for t in transfers if transfer_tool_name(t["agent"]) == tool), None)
+
+
+def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent | None, str]:
+    """The target, or why the conversation cannot go to it (a message the model reads)."""
+    slug = entry["agent"]
+    target = Agent.objects.filter(slug=slug).first()
+    if target is None:
+        return None, f"Error: there is no agent {slug} any more. Answer yourself, or hand off."
+    if target.published_version_id is None:
+        return None, (
+            f"Error: the agent {slug} is not published, so it cannot take the conversation. "
+            "Answer yourself, or hand off to a human."
+        )
+    run = driver.run
+    chain = Run.objects.filter(
+        session_id=run.session_id, trigger_id=run.trigger_id, transferred_from__isnull=False
+    ).count()
+    if chain >= MAX_PER_TURN:
+        return None, (
+            f"Error: this message was transferred {chain} times already (at most "
+            f"{MAX_PER_TURN}). Answer it yourself, or hand off to a human."
+        )
+    in_session = Run.objects.filter(
+        session_id=run.session_id, transferred_from__isnull=False
+    ).count()
+    if in_session >= MAX_PER_SESSION:
+        return None, (
+            f"Error: this conversation was transferred {in_session} times (at most "
+            f"{MAX_PER_SESSION}). Answer yourself, or hand off to a human."
+        )
+    limit = (
+        target.max_concurrent_runs
+        if target.max_concurrent_runs is not None
+        else settings.AGENT_MAX_CONCURRENT_RUNS
+    )
+    if limit:
+        busy = Run.objects.filter(
+            agent=target, status__in=(RunStatus.QUEUED, RunStatus.RUNNING)
+        ).count()
+        if busy >= limit:
+            return None, (
+                f"Error: the agent {slug} is at its limit of {limit} conversations at once. "
+                "Answer yourself, or try the transfer again later."
+            )
+    return target, ""
+
+
+def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
+    """End this run as transferred and start the target's on the same message (fenced: a
+    worker that lost the run changes nothing)."""
+    run = driver.run
+    with transaction.atomic():
+        operator = driver.takeover_operator()  # the run's row, locked
+        if operator is not None:
+            raise HandoffRequired(f"taken over by {operator.get_username()}")
+        with driver.tracer.span(
+            "transfer",
+            **{"transfer.from": driver.agent.slug, "transfer.to": target.slug, "reason": reason},
+        ):
+            fenced_update(
+                run_id=run.pk,
+                epoch=driver.epoch,
+                status=RunStatus.SUCCEEDED,
+                finished_at=timezone.now(),
+                wait_reason=f"transferred to {target.slug}"[:200],
+                state={},
+            )
+            Session.objects.filter(pk=run.session_id).update(
+                agent=target, agent_version=None, updated_at=timezone.now()
+            )
+            successor = Run.objects.create(
+                session_id=run.session_id,
+                agent=target,
+                agent_version_id=target.published_version_id,
+                trigger_id=run.trigger_id,
+                transferred_from=run,
+                enqueued_at=timezone.now(),
+            )
+        driver.tracer.flush()
+        runs_dispatch_on_commit(agent_id=target.pk)
+    run.status, run.wait_reason = RunStatus.SUCCEEDED, f"transferred to {target.slug}"[:200]
+    status_broadcast(run)
+    status_broadcast(successor)
+    return successor
+
+
+def transferred_view(
+    *, messages: list[Message], trigger_id: int | None, history: str, turns: int
+) -> tuple[list[Message], list[Message]]:
+    """What a transferred run sees of the conversation: (messages before its turn that it is
+    to be told of in a summary, the messages it sees). The transfer calls of the turn (and
+    their results) are left out: they are the previous agent's plumbing."""
+    start = next((i for i, m in enumerate(messages) if m.pk == trigger_id), len(messages))
+    plumbing = {
+        str(c.get("id"))
+        for m in messages[start:]
+        if m.role == Role.ASSISTANT and m.tool_calls and _only_transfers(m.tool_calls)
+        for c in m.tool_calls
+    }
+    turn = [
+        m
+        for m in messages[start:]
+        if not (m.role == Role.ASSISTANT and m.tool_calls and _only_transfers(m.tool_calls))
+        and not (m.role == Role.TOOL and m.tool_call_id in plumbing)
+    ]
+    before = messages[:start]
+    if history == "all":
+        return [], before + turn
+    if history == "summary":
+        return before, turn
+    earlier = turns - 1  # the turn itself is the last of them
+    user_turns = [i for i, m in enumerate(before) if m.role == Role.USER]
+    keep_from = (
+        len(before) if not earlier else (user_turns[-earlier] if len(user_turns) >= earlier else 0)
+    )
+    return [], before[keep_from:] + turn
+
+
+def _only_transfers(tool_calls: list[dict[str, Any]]) -> bool:
+    return all(
+        str((c.get("function") or {}).get("name") or "").startswith(PREFIX) for c in tool_calls
+    )

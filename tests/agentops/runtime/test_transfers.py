@@ -1,0 +1,147 @@
+"""Transfers between agents on real runs: a real worker process, the real openai client, the
+dev model over HTTP (which transfers when a transfer tool's description shares a word with the
+message, and whose request log shows what each agent was sent)."""
+
+import json
+
+import pytest
+
+from agentops.agent_config import transfers_validate
+from agentops.agents.services import agent_version_create
+from agentops.models import Agent, Handoff, Message, Role, Run, RunStatus, Session, Team
+from agentops.runtime.services import session_create, session_post_message
+from agentops.runtime.transfers import MAX_PER_TURN
+from tests.agentops.runtime.helpers import spans, wait_for_run
+from tests.factories import AgentFactory
+from tools.services import python_tools_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def published(agent: Agent, **fields) -> Agent:
+    if "transfers" in fields:
+        fields["transfers"] = transfers_validate(value=fields["transfers"], agent_slug=agent.slug)
+    for name, value in fields.items():
+        setattr(agent, name, value)
+    agent.save()
+    agent_version_create(agent=agent, author=None, publish=True)
+    agent.refresh_from_db()
+    return agent
+
+
+@pytest.fixture
+def billing(dev_agent):
+    python_tools_sync()  # the built-in tools (handoff_to_human) as rows
+    team = Team.objects.create(slug="billing-desk", name="Billing desk")
+    return published(
+        AgentFactory(slug="billing", name="Billing", endpoint=dev_agent.endpoint),
+        handoff_team=team,
+    )
+
+
+def triage(dev_agent, history: str = "all", **entry) -> Agent:
+    transfer = {
+        "agent": "billing",
+        "description": "Billing: refunds and invoices",
+        "history": history,
+    }
+    return published(dev_agent, slug="triage", name="Triage", transfers=[{**transfer, **entry}])
+
+
+def chain_of(run: Run) -> list[Run]:
+    """The runs of the turn, first to last (each transferred from the one before)."""
+    runs = [run]
+    while (nxt := Run.objects.filter(transferred_from=runs[-1]).first()) is not None:
+        runs.append(wait_for_run(nxt.pk))
+    return runs
+
+
+def test_it_transfers_a_refund_to_billing_who_answers_and_takes_the_conversation(
+    worker, dev_agent, billing, devmodel, model_name
+):
+    session = session_create(agent=triage(dev_agent), external_user="erin")
+    first = wait_for_run(session_post_message(session=session, content="I want a refund please").pk)
+    assert (first.status, first.wait_reason) == (RunStatus.SUCCEEDED, "transferred to billing")
+    _, second = chain_of(first)
+    assert second.status == RunStatus.SUCCEEDED, second.error_message
+    assert (second.agent, second.trigger_id) == (billing, first.trigger_id)
+    assert Session.objects.get(pk=session.pk).agent == billing
+    messages = list(Message.objects.filter(session=session).order_by("seq"))
+    assert [(m.role, m.agent.slug if m.agent else None) for m in messages] == [
+        (Role.USER, None),
+        (Role.ASSISTANT, "triage"),
+        (Role.TOOL, None),
+        (Role.ASSISTANT, "billing"),
+    ]
+    assert messages[1].tool_calls[0]["function"]["name"] == "transfer_to_billing"
+    assert messages[-1].content == "You said: I want a refund please"
+    (transfer,) = spans(first.pk, "transfer")
+    assert (transfer.attributes["transfer.from"], transfer.attributes["transfer.to"]) == (
+        "triage",
+        "billing",
+    )
+    # Billing saw the conversation without the transfer plumbing, and no transfer tool of its own.
+    (request,) = [
+        r for r in devmodel.requests(model_name) if r["body"]["messages"][-1]["role"] == "user"
+    ][-1:]
+    assert "transfer_to_billing" not in json.dumps(request["body"]["messages"])
+    # The next message goes to billing; its handoff goes to billing's team.
+    run = wait_for_run(session_post_message(session=session, content="I need a human").pk)
+    assert (run.agent, run.status) == (billing, RunStatus.HANDED_OFF)
+    assert Handoff.objects.get(session=session).team.slug == "billing-desk"
+
+
+def test_it_shows_which_agent_spoke_in_the_api(worker, dev_agent, billing, client, alice):
+    from agentops.auth import api_key_create
+
+    session = session_create(agent=triage(dev_agent), external_user="erin")
+    chain_of(wait_for_run(session_post_message(session=session, content="refund my order").pk))
+    token = api_key_create(user=alice, name="t")[1]
+    body = client.get(
+        f"/api/sessions/{session.pk}/messages", HTTP_AUTHORIZATION=f"Bearer {token}"
+    ).json()
+    spoke = [(m["role"], (m["agent"] or {}).get("name")) for m in body["messages"]]
+    assert spoke == [
+        ("user", None),
+        ("assistant", "Triage"),
+        ("tool", None),
+        ("assistant", "Billing"),
+    ]
+
+
+@pytest.mark.parametrize(("history", "sees_earlier", "summary"), [("all", True, False), ("last_n", False, False), ("summary", False, True)])  # fmt: skip
+def test_it_gives_the_target_the_history_its_transfer_says(
+    worker, dev_agent, billing, devmodel, model_name, history, sees_earlier, summary
+):
+    agent = triage(dev_agent, history, **({"turns": 1} if history == "last_n" else {}))
+    session = session_create(agent=agent, external_user="erin")
+    wait_for_run(session_post_message(session=session, content="hello there").pk)
+    chain_of(wait_for_run(session_post_message(session=session, content="a refund, please").pk))
+    sent = [r["body"]["messages"] for r in devmodel.requests(model_name)]
+    to_billing = [m for m in sent if m[0]["content"].startswith("You are a test agent.")][-1]
+    assert any(m["content"] == "hello there" for m in to_billing) is sees_earlier
+    assert ("Summary of the earlier conversation" in json.dumps(to_billing)) is summary
+    assert to_billing[-1]["content"] == "a refund, please"
+
+
+def test_it_tells_the_model_when_the_target_cannot_take_it(worker, dev_agent):
+    AgentFactory(slug="billing", endpoint=dev_agent.endpoint)  # never published
+    session = session_create(agent=triage(dev_agent), external_user="erin")
+    run = wait_for_run(session_post_message(session=session, content="refund please").pk)
+    assert run.status == RunStatus.SUCCEEDED and not Run.objects.filter(transferred_from=run)
+    result = Message.objects.get(session=session, role=Role.TOOL)
+    assert result.content.startswith("Error: the agent billing is not published")
+    assert Session.objects.get(pk=session.pk).agent == dev_agent
+
+
+def test_it_bounds_a_loop_of_transfers(worker, dev_agent):
+    ping = AgentFactory(slug="ping", endpoint=dev_agent.endpoint)
+    pong = AgentFactory(slug="pong", endpoint=dev_agent.endpoint)
+    published(ping, transfers=[{"agent": "pong", "description": "anything about refunds"}])
+    published(pong, transfers=[{"agent": "ping", "description": "anything about refunds"}])
+    session = session_create(agent=ping, external_user="erin")
+    runs = chain_of(wait_for_run(session_post_message(session=session, content="refunds!").pk))
+    assert len(runs) == MAX_PER_TURN + 1
+    assert all(r.status == RunStatus.SUCCEEDED for r in runs)
+    last = Message.objects.filter(session=session, role=Role.TOOL).order_by("-seq").first()
+    assert last.content.startswith(f"Error: this message was transferred {MAX_PER_TURN} times")
