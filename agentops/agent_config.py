@@ -98,6 +98,8 @@ def transfers_validate(*, value: object, agent_slug: str) -> list[dict[str, Any]
             isinstance(turns, int) and not isinstance(turns, bool) and 1 <= turns <= 50
         ):
             problems.append(f"{label} turns: give a whole number of turns from 1 to 50.")
+        elif (when := _when_problem(entry.get("when"))) is not None:
+            problems.append(f"{label} when: {when}")
         else:
             seen.add(target)
             cleaned.append(
@@ -106,11 +108,38 @@ def transfers_validate(*, value: object, agent_slug: str) -> list[dict[str, Any]
                     "description": description.strip(),
                     "history": history,
                     **({"turns": turns} if history == "last_n" else {}),
+                    **({"when": entry["when"]} if entry.get("when") else {}),
                 }
             )
     if problems:
         raise ValidationError({"transfers": problems})
     return cleaned
+
+
+ROUTE_KEYS = ("pattern", "end_user")
+
+
+def _when_problem(when: object) -> str | None:
+    """Why a routing rule is wrong, or None. A rule routes a session's first message before any
+    model call: `pattern` (a regex on the message), `end_user` (a regex on the session's end
+    user id: a widget's are `key:<widget key id>:…`); all given must match."""
+    import regex
+
+    if when is None or when == {}:
+        return None
+    if not isinstance(when, dict) or set(when) - set(ROUTE_KEYS):
+        return f"give an object of {', '.join(ROUTE_KEYS)}."
+    for key in ROUTE_KEYS:
+        value = when.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or len(value) > 500:
+            return f"{key}: give a text (up to 500 characters)."
+        try:
+            regex.compile(value)
+        except regex.error as exc:
+            return f"{key}: not a valid pattern: {exc}."
+    return None
 
 
 def config_snapshot(agent: Agent) -> dict[str, Any]:

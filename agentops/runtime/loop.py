@@ -75,8 +75,10 @@ from agentops.runtime.services import handoff_open, run_enqueue
 from agentops.runtime.tooling import ToolRunner
 from agentops.runtime.transfers import (
     TransferRequired,
+    route_pick,
     transfer_entry,
     transfer_perform,
+    transfer_refusal,
     transfer_specs,
     transferred_view,
 )
@@ -306,8 +308,33 @@ class RunDriver:
             self.transferred_view()
         if self.config.guardrails:
             self.guards.check_input()  # before its text goes anywhere (memory recall too)
+        if self.config.transfers and not self.run.transferred_from_id:
+            self.route(trigger)
         if self.config.memory_enabled:
             self.recall_memories()
+
+    def route(self, trigger: Message | None) -> None:
+        """A session's first message, before any model call: a transfer whose routing rule
+        matches takes the conversation at once."""
+        first = (
+            trigger is not None
+            and self.run.model_calls == 0
+            and not any(m.role == Role.ASSISTANT for m in self.transcript.messages)
+        )
+        if not first:
+            return
+        assert trigger is not None
+        text = next((m.content for m in self.transcript.messages if m.pk == trigger.pk), "")
+        entry = route_pick(
+            transfers=self.config.transfers, text=text, end_user=self.session.external_user
+        )
+        if entry is None:
+            return
+        target, refusal = transfer_refusal(driver=self, entry=entry)
+        if target is None:
+            self.tracer.event("route.refused", agent=entry["agent"], reason=refusal[:300])
+            return
+        raise TransferRequired(target, f"routed by rule: {entry['when']}")
 
     def transferred_view(self) -> None:
         """A run the conversation was transferred to sees what its transfer says: all of it,

@@ -75,6 +75,32 @@ def transfer_entry(*, transfers: list[dict[str, Any]], tool: str) -> dict[str, A
     return next((t for t in transfers if transfer_tool_name(t["agent"]) == tool), None)
 
 
+ROUTE_TIMEOUT = 0.5
+
+
+def route_pick(
+    *, transfers: list[dict[str, Any]], text: str, end_user: str
+) -> dict[str, Any] | None:
+    """The first transfer whose routing rule (`when`) matches a session's first message."""
+    import regex
+
+    for entry in transfers:
+        when = entry.get("when") or {}
+        if not when:
+            continue
+        try:
+            matched = all(
+                regex.search(when[key], value, timeout=ROUTE_TIMEOUT) is not None
+                for key, value in (("pattern", text), ("end_user", end_user))
+                if when.get(key)
+            )
+        except TimeoutError:
+            matched = False  # a runaway pattern routes nothing
+        if matched:
+            return entry
+    return None
+
+
 def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent | None, str]:
     """The target, or why the conversation cannot go to it (a message the model reads)."""
     slug = entry["agent"]

@@ -145,3 +145,26 @@ def test_it_bounds_a_loop_of_transfers(worker, dev_agent):
     assert all(r.status == RunStatus.SUCCEEDED for r in runs)
     last = Message.objects.filter(session=session, role=Role.TOOL).order_by("-seq").first()
     assert last.content.startswith(f"Error: this message was transferred {MAX_PER_TURN} times")
+
+
+@pytest.mark.parametrize(
+    ("when", "user", "content", "routed"),
+    [
+        ({"pattern": "(?i)invoice"}, "erin", "where is my invoice?", True),
+        ({"pattern": "(?i)invoice"}, "erin", "hello there", False),
+        ({"end_user": "^vip-"}, "vip-42", "hello there", True),
+        ({"pattern": "(?i)bill", "end_user": "^vip-"}, "erin", "my bill", False),
+    ],
+)
+def test_it_routes_a_first_message_by_rule_before_any_model_call(
+    worker, dev_agent, billing, devmodel, model_name, when, user, content, routed
+):
+    session = session_create(agent=triage(dev_agent, when=when), external_user=user)
+    first = wait_for_run(session_post_message(session=session, content=content).pk)
+    runs = chain_of(first)
+    assert [r.agent.slug for r in runs] == (["triage", "billing"] if routed else ["triage"])
+    assert first.model_calls == (0 if routed else 1)
+    assert len(devmodel.requests(model_name)) == 1  # only the agent that answered was asked
+    assert all(r.status == RunStatus.SUCCEEDED for r in runs)
+    if routed:
+        assert spans(first.pk, "transfer")[0].attributes["reason"].startswith("routed by rule")

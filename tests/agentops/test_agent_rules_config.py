@@ -1,4 +1,4 @@
-"""Guardrails as configured: what each finder finds (and what it must not), the validation that
+"""Guardrails and transfers as configured: what each finder finds (and what it must not), the validation that
 names the guardrail and its field, in the agents API and the builder, and the version diff."""
 
 from __future__ import annotations
@@ -143,3 +143,40 @@ def test_the_widget_shows_a_blocked_run_as_its_reply_not_as_an_error(error_class
 
     event = {"kind": "run.status", "run_id": "r", "status": "failed", "error_class": error_class}
     assert WidgetConsumer.shown(event) == {"kind": "status", "run_id": "r", "status": shown}
+
+
+@pytest.mark.django_db
+def test_it_names_a_wrong_transfer_through_the_api(client: Client, alice):
+    agent = AgentFactory(slug="triage")
+    AgentFactory(slug="billing")
+    agent_version_create(agent=agent, author=alice, publish=True)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=alice, name='t')[1]}"}
+    good = {"agent": "billing", "description": "refunds"}
+    for entry, problem in [
+        ({"agent": "nobody", "description": "x"}, "#1 (nobody) agent: no agent"),
+        ({"agent": "triage", "description": "x"}, "to itself"),
+        ({**good, "description": ""}, "#1 (billing) description"),
+        ({**good, "history": "most"}, "#1 (billing) history"),
+        ({**good, "history": "last_n", "turns": 0}, "#1 (billing) turns"),
+        ({**good, "when": {"pattern": "("}}, "#1 (billing) when: pattern"),
+        ({**good, "when": {"weekday": "mon"}}, "#1 (billing) when"),
+    ]:
+        bad = client.patch(
+            "/api/agents/triage",
+            {"transfers": [entry]},
+            content_type="application/json",
+            **headers,
+        )
+        assert bad.status_code == 422 and bad.json()["field"] == "transfers", bad.content
+        assert problem in json.dumps(bad.json()), (entry, bad.json())
+    assert AgentVersion.objects.filter(agent=agent).count() == 1
+    ok = client.patch(
+        "/api/agents/triage",
+        {"transfers": [{**good, "history": "last_n", "turns": 2}]},
+        content_type="application/json",
+        **headers,
+    )
+    assert ok.status_code == 200, ok.content
+    assert ok.json()["config"]["transfers"] == [
+        {"agent": "billing", "description": "refunds", "history": "last_n", "turns": 2}
+    ]
