@@ -17,8 +17,36 @@ DEMO_PROMPT = (
 )
 
 
+# A triage agent that passes conversations to two specialists (issue 24's transfers).
+SPECIALISTS = {
+    "billing": (
+        "Billing",
+        "You are the billing specialist. You handle refunds, invoices and payments.",
+        "Billing: refunds, invoices, payments and charges.",
+    ),
+    "tech-support": (
+        "Tech support",
+        "You are the technical support specialist. You fix login problems, errors and devices.",
+        "Technical problems: logins, passwords, errors, crashes and devices.",
+    ),
+}
+TRIAGE_PROMPT = (
+    "You are the front desk. Greet the user, find out what they need, and transfer the "
+    "conversation to the specialist who handles it; answer general questions yourself."
+)
+
+
+def publish(agent: Agent, note: str) -> None:
+    version = agent_version_create(agent=agent, author=None, note=note)
+    if agent.published_version_id != version.pk:
+        agent_version_publish(version=version, actor=None)
+
+
 class Command(BaseCommand):
-    help = "Create the roles, an admin user (password printed once), the default endpoint and the demo agent."
+    help = (
+        "Create the roles, an admin user (password printed once), the default endpoint, the "
+        "demo agent, and a triage agent with two specialists it transfers to."
+    )
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--username", default="admin")
@@ -46,10 +74,28 @@ class Command(BaseCommand):
             defaults={"name": "Demo agent", "endpoint": endpoint, "system_prompt": DEMO_PROMPT},
         )
         agent.tools.add(*tools)
-        version = agent_version_create(agent=agent, author=None, note="the demo agent")
-        if agent.published_version_id != version.pk:
-            agent_version_publish(version=version, actor=None)
+        publish(agent, "the demo agent")
+        for slug, (name, prompt, _) in SPECIALISTS.items():
+            specialist, _ = Agent.objects.get_or_create(
+                slug=slug, defaults={"name": name, "endpoint": endpoint, "system_prompt": prompt}
+            )
+            specialist.tools.add(*tools)
+            publish(specialist, "a specialist the triage agent transfers to")
+        triage, _ = Agent.objects.get_or_create(
+            slug="triage",
+            defaults={
+                "name": "Front desk",
+                "endpoint": endpoint,
+                "system_prompt": TRIAGE_PROMPT,
+                "transfers": [
+                    {"agent": slug, "description": about, "history": "all"}
+                    for slug, (_, _, about) in SPECIALISTS.items()
+                ],
+            },
+        )
+        publish(triage, "the front desk: transfers to billing and tech support")
         self.stdout.write(
             f"Demo agent 'demo' {'created' if created else 'ready'} on {endpoint.base_url} "
-            f"({agent.model_name}) with tools: {', '.join(sorted(t.name for t in tools))}"
+            f"({agent.model_name}) with tools: {', '.join(sorted(t.name for t in tools))}; "
+            "'triage' transfers to 'billing' and 'tech-support'"
         )

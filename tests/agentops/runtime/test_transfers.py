@@ -168,3 +168,29 @@ def test_it_routes_a_first_message_by_rule_before_any_model_call(
     assert all(r.status == RunStatus.SUCCEEDED for r in runs)
     if routed:
         assert spans(first.pk, "transfer")[0].attributes["reason"].startswith("routed by rule")
+
+
+def test_the_demo_front_desk_passes_a_refund_to_billing_and_a_login_problem_to_tech_support(
+    worker, devmodel
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=StringIO())
+    call_command("seed_demo", stdout=StringIO())  # again: nothing changes
+    triage_agent = Agent.objects.get(slug="triage")
+    assert triage_agent.published_version.number == 1
+    assert [t["agent"] for t in triage_agent.published_version.config["transfers"]] == [
+        "billing",
+        "tech-support",
+    ]
+    triage_agent.endpoint.base_url = devmodel.url  # the seeded endpoint, on this test's server
+    triage_agent.endpoint.save()
+    for content, specialist in [
+        ("I was charged twice, I want a refund", "billing"),
+        ("my password reset link gives an error", "tech-support"),
+    ]:
+        session = session_create(agent=triage_agent, external_user="erin")
+        runs = chain_of(wait_for_run(session_post_message(session=session, content=content).pk))
+        assert [r.agent.slug for r in runs] == ["triage", specialist], content
