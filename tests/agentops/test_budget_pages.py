@@ -46,7 +46,7 @@ def test_an_admin_adds_a_budget_and_a_bad_field_is_named_beside_it(client_as):
     }
     refused = admin.post("/budgets/", body)
     assert refused.status_code == 400
-    assert b'data-field-error="period"' in refused.content
+    assert b'data-error-for="period"' in refused.content
     assert not Budget.objects.exists()
     added = admin.post("/budgets/", {**body, "period": "day"})
     assert added.status_code == 302, added.content
