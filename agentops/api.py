@@ -564,8 +564,8 @@ def get_session(request: HttpRequest, session_id: uuid.UUID) -> dict[str, Any]:
 
 @api.post(
     "/sessions/{session_id}/messages",
-    response={202: RunRef, 409: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
-    summary="Send a user message; starts a run",
+    response={202: RunRef, 409: ErrorOut, 429: ErrorOut, **FOUND_ERRORS, **BODY_ERRORS},
+    summary="Send a user message; starts a run (429 with Retry-After: a budget is spent)",
 )
 def post_message(
     request: HttpRequest, session_id: uuid.UUID, payload: MessageIn
