@@ -266,22 +266,28 @@ UPDATE agentops_budgetusage AS u
 
 # The run ended: its last charges, what it did not use given back, its budgets taught a
 # run's size (never below the last run's, slowly down from a larger one), the holds gone.
+# Only for the holds this statement deleted: a hold released already (by the sweep, by
+# another job of the run) is not given back twice.
 _RELEASE = """
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
 v AS (
     SELECT x.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[],
                            %s::numeric[], %s::numeric[])
                     AS x(hold_id, usage_id, budget_id, spend, released, spent), relaxed
+), gone AS (
+    DELETE FROM agentops_budgethold AS h USING v WHERE h.id = v.hold_id RETURNING h.id
+), w AS (
+    SELECT v.* FROM v JOIN gone ON gone.id = v.hold_id
 ), u AS (
     UPDATE agentops_budgetusage AS u
-       SET used = u.used + v.spend, reserved = GREATEST(u.reserved - v.released, 0)
-      FROM v WHERE u.id = v.usage_id
+       SET used = u.used + w.spend, reserved = GREATEST(u.reserved - w.released, 0)
+      FROM w WHERE u.id = w.usage_id
 ), b AS (
     UPDATE agentops_budget AS b
-       SET run_estimate = GREATEST(v.spent, b.run_estimate * 0.8 + v.spent * 0.2)
-      FROM v WHERE b.id = v.budget_id AND v.spent > 0
+       SET run_estimate = GREATEST(w.spent, b.run_estimate * 0.8 + w.spent * 0.2)
+      FROM w WHERE b.id = w.budget_id AND w.spent > 0
 )
-DELETE FROM agentops_budgethold AS h USING v WHERE h.id = v.hold_id
+SELECT count(*) FROM gone
 """
 
 # A run's reservations, as the run's own read brings them (agentops.runtime.loop): a JSON
@@ -401,10 +407,14 @@ class RunSpend:
         self.held = []
 
 
+# Runs that ended a while ago (their driver releases at once what it holds) with holds.
 _HOLDS_OF_ENDED = """
 SELECT h.run_id FROM agentops_budgethold h JOIN agentops_run r ON r.id = h.run_id
- WHERE r.status NOT IN ('queued', 'running', 'waiting') GROUP BY h.run_id LIMIT 200
+ WHERE r.status NOT IN ('queued', 'running', 'waiting')
+   AND COALESCE(r.finished_at, r.created_at) < now() - make_interval(secs => %s)
+ GROUP BY h.run_id LIMIT 200
 """
+ENDED_RELEASE_AFTER_SECONDS = 30
 
 
 def budget_holds_release_ended() -> int:
@@ -412,7 +422,7 @@ def budget_holds_release_ended() -> int:
     (cancelled while queued, failed by the reconciler, a worker that died). Returns how
     many runs' holds went."""
     with connection.cursor() as cursor:
-        cursor.execute(_HOLDS_OF_ENDED)
+        cursor.execute(_HOLDS_OF_ENDED, [ENDED_RELEASE_AFTER_SECONDS])
         ended = [row[0] for row in cursor.fetchall()]
     for run_id in ended:
         RunSpend(run_id=run_id).release()

@@ -349,3 +349,37 @@ def test_an_api_key_budget_counts_the_keys_posts_on_the_api(client, bob, dev_age
     assert refused.status_code == 429 and refused.json()["budget"] == "limited key"
     assert 0 < int(refused["Retry-After"]) <= 60
     assert post(sessions[2], api_key_create(user=bob, name="other")[1]).status_code == 202
+
+
+def _cost_budget(agent, estimate: Decimal) -> Budget:  # type: ignore[no-untyped-def]
+    budget = budget_create(
+        actor=None,
+        name="cost per day",
+        scope="agent",
+        agent=agent,
+        metric="cost",
+        period="day",
+        limit=Decimal(100),
+    )
+    Budget.objects.filter(pk=budget.pk).update(run_estimate=estimate)
+    return budget
+
+
+def test_a_cancelled_runs_reservation_is_released_by_the_sweep_once(db, dev_agent, monkeypatch):
+    from agentops.budgets import services as budgets
+    from agentops.runtime.services import run_cancel
+
+    budget = _cost_budget(dev_agent, Decimal(3))
+    sessions = [session_create(agent=dev_agent, external_user=f"c{i}") for i in range(2)]
+    kept, cancelled = (session_post_message(session=s, content="x") for s in sessions)
+    usage = BudgetUsage.objects.get(budget=budget)
+    assert usage.reserved == 6
+    run_cancel(run=cancelled)
+    assert budgets.budget_holds_release_ended() == 0  # ended just now: its driver may release
+    monkeypatch.setattr(budgets, "ENDED_RELEASE_AFTER_SECONDS", 0)
+    late = budgets.RunSpend(run_id=cancelled.pk)  # as a job that read the holds before the sweep
+    assert budgets.budget_holds_release_ended() == 1
+    late.release()  # found nothing left to release: not given back twice
+    usage.refresh_from_db()
+    assert (usage.used, usage.reserved) == (0, 3)  # only the kept run's reservation is held
+    assert list(BudgetHold.objects.values_list("run_id", flat=True)) == [kept.pk]
