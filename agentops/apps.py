@@ -9,7 +9,6 @@ class AgentOpsConfig(AppConfig):
     def ready(self) -> None:
         import agentops.signals  # noqa: F401  (login lockouts into the audit log)
         from agentops import demo_tools  # noqa: F401  (registers the demo Python tools)
-        from agentops.budgets.selectors import budget_fullest
         from agentops.hooks import (
             AgentToolAccess,
             agent_directory,
@@ -39,4 +38,3 @@ class AgentOpsConfig(AppConfig):
         )
         alert_gauge_register(metric=AlertMetric.QUEUE_DEPTH, gauge=queue_depth)
         alert_gauge_register(metric=AlertMetric.QUEUE_WAIT, gauge=queue_wait)
-        alert_gauge_register(metric=AlertMetric.BUDGET, gauge=budget_fullest)

@@ -970,7 +970,3 @@ class PlaygroundRun(models.Model):
 
     def __str__(self) -> str:
         return f"playground {self.pk} ({self.model})"
-
-
-# Budgets live in their own package; their tables are this app's.
-from agentops.budgets.models import Budget, BudgetHold, BudgetUsage  # noqa: E402, F401

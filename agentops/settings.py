@@ -168,6 +168,7 @@ INSTALLED_APPS = [
     "agentops",
     "agentops.operators",
     "agentops.webhooks",
+    "agentops.budgets",
     "agentops.widget",
     "agentops.experiments",
 ]

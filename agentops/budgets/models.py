@@ -2,7 +2,8 @@
 minute, tokens or cost per day or month), what each has spent in the current window, and
 what each run in flight holds reserved against them.
 
-Imported by `agentops.models` (at its end), so the tables are the `agentops` app's."""
+Loaded by the budgets app (agentops.budgets.apps); the tables are the `agentops` app's
+(app_label), as its migrations made them."""
 
 from __future__ import annotations
 
