@@ -288,14 +288,12 @@ class RunDriver:
         # Retried after newer turns: the run answers its own message, seeing the conversation
         # as it stood then (and what the run did so far); its folds stay its own. (Nothing
         # to look for when the session, read with the run, ends at the trigger.)
-        later = Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
-        if self.run.transferred_from_id:  # the turn's earlier agents wrote after the trigger
-            later = later.filter(role=Role.USER)
-        self.in_place = (
-            trigger_seq is not None
-            and self.session.last_seq > trigger_seq
-            and later.exclude(run_id=self.run.pk).exists()
-        )
+        self.in_place = False
+        if trigger_seq is not None and self.session.last_seq > trigger_seq:
+            later = Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
+            if self.run.transferred_from_id:  # the turn's earlier agents wrote after it
+                later = later.filter(role=Role.USER)
+            self.in_place = later.exclude(run_id=self.run.pk).exists()
         self.transcript = transcript_load(
             session_id=self.session.pk,
             after_seq=self.session.summary_upto_seq,
