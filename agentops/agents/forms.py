@@ -20,6 +20,7 @@ from agentops.guardrails.spec import guardrails_validate
 from agentops.models import Agent, FeedbackRating, ModelEndpoint, slug_validator
 from agentops.people.selectors import teams_all
 from tools.registry import registered_tools
+from tracing.platform.json_input import json_parse
 from tracing.platform.web import MAX_DB_INT
 
 
@@ -205,7 +206,7 @@ class AgentForm(forms.Form):
         if not text:
             return []
         try:
-            value = json.loads(text)
+            value = json_parse(text)
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}.") from None
         endpoints = set(ModelEndpoint.objects.values_list("pk", flat=True))
@@ -219,7 +220,7 @@ class AgentForm(forms.Form):
         if not text:
             return []
         try:
-            value = json.loads(text)
+            value = json_parse(text)
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}.") from None
         slug = self.agent.slug if self.agent else self.data.get("slug", "")
