@@ -42,6 +42,7 @@ SNAPSHOT_DEFAULTS: dict[str, Any] = {
     "builtins_off": [],
     "guardrails": [],
     "transfers": [],
+    "agent_tools": [],
     "run_max_cost": None,
     "run_max_tokens": None,
     "run_max_tool_calls": None,
@@ -116,6 +117,39 @@ def transfers_validate(*, value: object, agent_slug: str) -> list[dict[str, Any]
     return cleaned
 
 
+def agent_tools_validate(*, value: object, agent_slug: str) -> list[dict[str, Any]]:
+    """The agents a version may call as tools, cleaned: each {agent (a slug), description}."""
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(value, list) or len(value) > MAX_TRANSFERS:
+        raise ValidationError(
+            {"agent_tools": [f"Give a list of up to {MAX_TRANSFERS} agents to call."]}
+        )
+    targets = [t.get("agent") for t in value if isinstance(t, dict)]
+    slugs = set(Agent.objects.filter(slug__in=targets).values_list("slug", flat=True))
+    cleaned, problems, seen = [], [], set()
+    for number, entry in enumerate(value, start=1):
+        if not isinstance(entry, dict):
+            problems.append(f"#{number}: give an object.")
+            continue
+        target, description = entry.get("agent"), entry.get("description", "")
+        label = f"#{number}" + (f" ({str(target)[:64]})" if target else "")
+        if target not in slugs:
+            problems.append(f"{label} agent: no agent with this slug.")
+        elif target == agent_slug:
+            problems.append(f"{label} agent: an agent does not call itself.")
+        elif target in seen:
+            problems.append(f"{label} agent: listed twice.")
+        elif not isinstance(description, str) or not description.strip() or len(description) > 1000:
+            problems.append(f"{label} description: say what it does (up to 1000 characters).")
+        else:
+            seen.add(target)
+            cleaned.append({"agent": target, "description": description.strip()})
+    if problems:
+        raise ValidationError({"agent_tools": problems})
+    return cleaned
+
+
 ROUTE_KEYS = ("pattern", "end_user")
 
 
@@ -150,6 +184,7 @@ def config_snapshot(agent: Agent) -> dict[str, Any]:
     snapshot["builtins_off"] = sorted(agent.builtins_off or [])
     snapshot["guardrails"] = list(agent.guardrails or [])
     snapshot["transfers"] = list(agent.transfers or [])
+    snapshot["agent_tools"] = list(agent.agent_tools or [])
     snapshot["tools"] = sorted(agent.tools.values_list("pk", flat=True)) if agent.pk else []
     snapshot["fallbacks"] = [
         {"endpoint": f.endpoint_id, "model": f.model}
@@ -217,6 +252,7 @@ class AgentConfig:
     builtins_off: tuple[str, ...] = ()
     guardrails: list[dict[str, Any]] = field(default_factory=list)
     transfers: list[dict[str, Any]] = field(default_factory=list)
+    agent_tools: list[dict[str, Any]] = field(default_factory=list)
     run_max_cost: float | None = None
     run_max_tokens: int | None = None
     run_max_tool_calls: int | None = None
@@ -278,6 +314,7 @@ def agent_config_build(
         builtins_off=tuple(snapshot["builtins_off"] or ()),
         guardrails=list(snapshot["guardrails"] or []),
         transfers=list(snapshot["transfers"] or []),
+        agent_tools=list(snapshot["agent_tools"] or []),
         run_max_cost=snapshot["run_max_cost"],
         run_max_tokens=snapshot["run_max_tokens"],
         run_max_tool_calls=snapshot["run_max_tool_calls"],

@@ -106,6 +106,11 @@ class AgentSettingsFields(Schema):
             " history: all | summary | last_n, turns (for last_n)}"
         ),
     )
+    agent_tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=10,
+        description="Agents the model may call as tools: each {agent: slug, description}",
+    )
 
 
 class SettingsIn(AgentSettingsFields):

@@ -12,12 +12,14 @@ class AgentOpsConfig(AppConfig):
         from agentops.hooks import (
             AgentToolAccess,
             agent_directory,
+            event_subscribe,
             queue_depth,
             queue_wait,
         )
         from agentops.idempotency import idempotency_keys_purge
         from agentops.models import ModelEndpoint
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
+        from agentops.runtime.agent_calls import child_ended
         from agentops.runtime.retention import toolcalls_purge
         from memory.agents import agent_directory_register
         from tools.access import tool_access_register
@@ -27,6 +29,7 @@ class AgentOpsConfig(AppConfig):
         from tracing.retention import retention_hook_register
 
         retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
+        event_subscribe(kinds=["run.status"], handler=child_ended)  # a child run wakes its caller
         retention_hook_register(name="agentops.idempotency_keys", hook=idempotency_keys_purge)
         agent_directory_register(directory=agent_directory)
         tool_access_register(access=AgentToolAccess())

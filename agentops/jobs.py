@@ -6,6 +6,7 @@ from __future__ import annotations
 from rq import get_current_job
 
 from agentops.hooks import Event, event_announce
+from agentops.runtime.agent_calls import parents_reconcile
 from agentops.runtime.breaker import breaker_window_prune
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
@@ -31,7 +32,7 @@ def handoff_package_job(handoff_id: int) -> None:
 
 
 def runs_reconcile() -> dict[str, int]:
-    return reconcile()
+    return {**reconcile(), "callers_woken": parents_reconcile()}
 
 
 def breaker_window_prune_job() -> int:

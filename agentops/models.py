@@ -187,6 +187,8 @@ class Agent(models.Model):
     guardrails = models.JSONField(default=list, blank=True)
     # Agents the model may transfer the conversation to (agentops.runtime.transfers).
     transfers = models.JSONField(default=list, blank=True)
+    # Agents the model may call as tools (agentops.runtime.agent_calls).
+    agent_tools = models.JSONField(default=list, blank=True)
     # Limits on one run: reaching one stops the run with a clear reason. Empty: no limit.
     run_max_cost = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0)], help_text="In USD."
@@ -508,6 +510,11 @@ class Run(models.Model):
     transferred_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="transfers"
     )
+    # A child run: another agent's run that answers a tool call (`parent_call_id`) of this one.
+    parent_run = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    parent_call_id = models.CharField(max_length=100, blank=True, default="")
 
     objects = RunQuerySet.as_manager()
 
@@ -529,6 +536,14 @@ class Run(models.Model):
                 name="run_agent_in_flight",
                 condition=models.Q(status__in=["queued", "running"]),
             ),
+        ]
+        constraints = [
+            # One child run per tool call, whatever crashes and resumes happen around it.
+            models.UniqueConstraint(
+                fields=["parent_run", "parent_call_id"],
+                name="run_one_child_per_call",
+                condition=models.Q(parent_run__isnull=False),
+            )
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from agentops.agent_config import (
     BUILTIN_TOOLS,
     MEMORY_TOOLS,
     SCALAR_FIELDS,
+    agent_tools_validate,
     config_editable,
     transfers_validate,
 )
@@ -153,6 +154,16 @@ class AgentForm(forms.Form):
             "the target must be published."
         ),
     )
+    agent_tools = forms.CharField(
+        label="Agents called as tools",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "class": "mono"}),
+        help_text=(
+            'A JSON list: [{"agent": "summariser", "description": "summarises a text"}]. The '
+            "model is offered one ask_<agent> tool each: the agent's published version answers "
+            "the request in a child run, and its answer is the tool's result."
+        ),
+    )
     handoff_team: forms.ModelChoiceField = forms.ModelChoiceField(
         queryset=None,
         required=False,
@@ -229,6 +240,20 @@ class AgentForm(forms.Form):
         except ValidationError as exc:
             raise ValidationError(exc.message_dict["transfers"]) from None
 
+    def clean_agent_tools(self) -> list[dict[str, Any]]:
+        text = self.cleaned_data["agent_tools"].strip()
+        if not text:
+            return []
+        try:
+            value = json_parse(text)
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}.") from None
+        slug = self.agent.slug if self.agent else self.data.get("slug", "")
+        try:
+            return agent_tools_validate(value=value, agent_slug=str(slug))
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["agent_tools"]) from None
+
     def config(self) -> dict[str, Any]:
         """The cleaned form as snapshot fields (agentops.agent_config)."""
         data = self.cleaned_data
@@ -240,6 +265,7 @@ class AgentForm(forms.Form):
         config["builtins_off"] = [b for b in BUILTIN_TOOLS if b not in data["builtins"]]
         config["guardrails"] = data["guardrails"]
         config["transfers"] = data["transfers"]
+        config["agent_tools"] = data["agent_tools"]
         return config
 
 
@@ -261,6 +287,7 @@ def agent_initial(agent: Agent) -> dict[str, Any]:
         builtins=[b for b in BUILTIN_TOOLS if b not in config["builtins_off"]],
         guardrails=json.dumps(config["guardrails"], indent=2) if config["guardrails"] else "",
         transfers=json.dumps(config["transfers"], indent=2) if config["transfers"] else "",
+        agent_tools=json.dumps(config["agent_tools"], indent=2) if config["agent_tools"] else "",
         max_concurrent_runs=agent.max_concurrent_runs,
         fallbacks="\n".join(
             f"{names.get(f['endpoint'], '')} {f['model']}".strip() for f in config["fallbacks"]

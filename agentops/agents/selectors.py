@@ -62,6 +62,7 @@ LABELS = {
     "builtins_off": "Built-in tools turned off",
     "guardrails": "Guardrails",
     "transfers": "Transfers",
+    "agent_tools": "Agents called as tools",
     "run_max_cost": "Max cost per run (USD)",
     "run_max_tokens": "Max tokens per run",
     "run_max_tool_calls": "Max tool calls per run",
@@ -78,6 +79,7 @@ FIELD_ORDER = (
     "builtins_off",
     "guardrails",
     "transfers",
+    "agent_tools",
     *(f for f in SCALAR_FIELDS if f not in ("name", "model", "system_prompt", "temperature")),
     "handoff_team",
 )
@@ -229,6 +231,8 @@ class _Names:
             return ", ".join(value or []) or "none"
         if name == "guardrails":
             return "; ".join(guardrail_describe(g) for g in value or []) or "none"
+        if name == "agent_tools":
+            return ", ".join(t["agent"] for t in value or []) or "none"
         if name == "transfers":
             return (
                 "; ".join(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from agentops.agent_config import (
     BUILTIN_TOOLS,
     SCALAR_FIELDS,
+    agent_tools_validate,
     config_editable,
     config_snapshot,
     snapshot_complete,
@@ -43,6 +44,7 @@ CHANGEABLE = (
     "builtins_off",
     "guardrails",
     "transfers",
+    "agent_tools",
 )
 
 
@@ -109,6 +111,7 @@ def agent_settings_restore(*, agent: Agent, config: dict[str, Any]) -> None:
     agent.builtins_off = sorted(config["builtins_off"] or [])
     agent.guardrails = list(config["guardrails"] or [])
     agent.transfers = list(config["transfers"] or [])
+    agent.agent_tools = list(config["agent_tools"] or [])
     agent.save()
     agent.tools.set(ToolDefinition.objects.filter(pk__in=config["tools"]))
     agent.fallbacks.all().delete()
@@ -178,6 +181,10 @@ def agent_config_validate(*, config: dict[str, Any], slug: str = "") -> dict[str
         transfers = transfers_validate(value=config.get("transfers", []), agent_slug=slug)
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    try:
+        agent_tools = agent_tools_validate(value=config.get("agent_tools", []), agent_slug=slug)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     # Stored as cleaned ("7" is 7), fallbacks in their one shape: a run reads them as they are.
@@ -190,6 +197,7 @@ def agent_config_validate(*, config: dict[str, Any], slug: str = "") -> dict[str
         "builtins_off": sorted(set(builtins_off)),
         "guardrails": guardrails,
         "transfers": transfers,
+        "agent_tools": agent_tools,
     }
 
 

@@ -26,12 +26,18 @@ class WaitRequired(Interruption):
     outcome = "wait"
 
     def __init__(
-        self, delay: float | None, reason: str, *, approval_call: int | None = None
+        self,
+        delay: float | None,
+        reason: str,
+        *,
+        approval_call: int | None = None,
+        child_run: object = None,
     ) -> None:
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
         self.approval_call = approval_call  # the ToolCall an operator must decide
+        self.child_run = child_run  # the Run (another agent's) whose answer it waits for
 
 
 class LeaseLost(Interruption):

@@ -44,6 +44,7 @@ from agentops.models import (
     ToolCallStatus,
 )
 from agentops.people.selectors import team_get
+from agentops.runtime.agent_calls import agent_tool_specs, child_answer
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
@@ -751,7 +752,11 @@ class RunDriver:
     def tool_specs(self) -> tuple[list[dict[str, Any]], int]:
         """The run's tools as the model sees them, and their token cost (fixed for a run)."""
         if self._specs is None:
-            specs = tool_specs(self.tools.available()) + transfer_specs(self.config.transfers)
+            specs = (
+                tool_specs(self.tools.available())
+                + transfer_specs(self.config.transfers)
+                + agent_tool_specs(self.config.agent_tools)
+            )
             self._specs = (specs, specs_tokens(str(specs)) if specs else 0)
         return self._specs
 
@@ -930,7 +935,7 @@ class RunDriver:
             # Locks the run's row: toolcall_decide locks it too, so a decision either came
             # before (and is read below) or waits for this wait to commit and wakes it.
             operator = self.takeover_operator()
-            if operator is None and self.approval_decided(wait):
+            if operator is None and (self.approval_decided(wait) or self.child_done(wait)):
                 fenced_update(
                     run_id=self.run.pk,
                     epoch=self.epoch,
@@ -970,6 +975,11 @@ class RunDriver:
             self.hand_off(f"taken over by {operator.get_username()}")
             return
         status_broadcast(self.run)
+
+    def child_done(self, wait: WaitRequired) -> bool:
+        """Did the child run this run waits on end before it could wait? (Read under the
+        run's row lock, which the child's wake takes too: see agent_calls.parent_wake.)"""
+        return isinstance(wait.child_run, Run) and child_answer(wait.child_run) is not None
 
     def approval_decided(self, wait: WaitRequired) -> bool:
         """Was the call this run is to wait on decided before the run could wait? The

@@ -23,6 +23,7 @@ from agentops.models import (
     ToolCall,
     ToolCallStatus,
 )
+from agentops.runtime.agent_calls import agent_tool_entry, chain_tokens, child_answer, child_start
 from agentops.runtime.checkpoint import fenced_update
 from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
@@ -93,6 +94,9 @@ class ToolRunner:
             token_count=message_tokens(content=text),
         )
         extra: dict[str, Any] = {}
+        if control and control.get("rollup"):  # a child run's tokens count on its caller
+            extra["tokens_in"] = driver.run.tokens_in + control["rollup"]["tokens_in"]
+            extra["tokens_out"] = driver.run.tokens_out + control["rollup"]["tokens_out"]
         if control and control.get("scratchpad"):
             notes = {**(driver.session.scratchpad or {}), **control["scratchpad"]}
             driver.session.scratchpad = notes
@@ -142,6 +146,9 @@ class ToolRunner:
         entry = transfer_entry(transfers=self.driver.config.transfers, tool=name)
         if entry is not None:
             return self.transfer_asked(name, entry, raw)
+        entry = agent_tool_entry(agent_tools=self.driver.config.agent_tools, tool=name)
+        if entry is not None:
+            return self.agent_asked(call_id, name, entry, raw)
         tool = self.get(name)
         if tool is None:
             names = ", ".join(sorted(t.name for t in self.available())) or "none"
@@ -258,6 +265,33 @@ class ToolRunner:
                 ), None
             result = fallback_result
         return self.result_checked(row, name, as_text(result.content)), result.control
+
+    def agent_asked(
+        self, call_id: str, name: str, entry: dict[str, Any], raw: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Another agent as a tool: its child run's answer, or a wait for it (no worker held)."""
+        driver = self.driver
+        try:
+            arguments = json_parse(raw, nul_ok=True) if raw.strip() else {}
+        except ValueError:
+            arguments = {}
+        request = arguments.get("request") if isinstance(arguments, dict) else None
+        if not isinstance(request, str) or not request.strip():
+            return f"Error: give {name} a request: what to do, as text.", None
+        with driver.tracer.span(
+            "agent.call", **{"gen_ai.tool.name": name, "agent.callee": entry["agent"]}
+        ) as span:
+            child = child_start(driver=driver, entry=entry, call_id=call_id, request=request)
+            if isinstance(child, str):
+                span.fail(FailureClass.TOOL_ERROR, child)
+                return child, None
+            span.set(**{"agent.child_run": str(child.pk)})
+            answered = child_answer(child)
+            if answered is None:
+                raise WaitRequired(None, f"waiting for agent {entry['agent']}", child_run=child)
+        text, _ = answered
+        tokens_in, tokens_out = chain_tokens(child)
+        return text, {"rollup": {"tokens_in": tokens_in, "tokens_out": tokens_out}}
 
     def transfer_asked(
         self, name: str, entry: dict[str, Any], raw: str

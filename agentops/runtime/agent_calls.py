@@ -1,0 +1,221 @@
+"""Agents as tools: an agent version lists agents it may call (`agent_tools` in its snapshot);
+the model is offered one `ask_<slug>` tool each. A call starts a child run of the callee's
+published version in a child session of its own (the request as its user message), linked to
+the call by `Run.parent_run` / `parent_call_id` (unique: one child per call, whatever crashes
+and resumes happen around it). The caller waits without holding a worker (WAITING) and is
+woken when the child's turn ends (`child_ended`, a subscriber of run.status; the scheduler's
+reconcile sweep catches a wake lost to a crash); on resume the call reads the child's answer,
+or its failure as a tool error. Tokens roll up from the child to the caller.
+
+Depth (MAX_DEPTH) and fan-out (MAX_CHILDREN per run) are bounded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agentops.models import Agent, Message, Role, Run, RunStatus, Session
+from agentops.runtime.checkpoint import messages_append, status_broadcast
+from agentops.runtime.context import message_tokens
+from agentops.runtime.services import run_enqueue, runs_dispatch_on_commit
+
+if TYPE_CHECKING:
+    from agentops.hooks import Event
+    from agentops.runtime.loop import RunDriver
+
+PREFIX = "ask_"
+MAX_DEPTH = 3
+MAX_CHILDREN = 5
+ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HANDED_OFF, RunStatus.CANCELLED)
+
+
+def agent_tool_name(slug: str) -> str:
+    return (PREFIX + slug)[:64]
+
+
+def agent_tool_specs(agent_tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": agent_tool_name(t["agent"]),
+                "description": f"Ask another agent, who answers with its own tools: {t['description']}",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "request": {
+                            "type": "string",
+                            "description": "What to do, with everything it needs to know.",
+                        }
+                    },
+                    "required": ["request"],
+                },
+            },
+        }
+        for t in agent_tools
+    ]
+
+
+def agent_tool_entry(*, agent_tools: list[dict[str, Any]], tool: str) -> dict[str, Any] | None:
+    return next((t for t in agent_tools if agent_tool_name(t["agent"]) == tool), None)
+
+
+def chain_last(run: Run) -> Run:
+    """The last run of `run`'s turn (it may have been transferred on)."""
+    while (successor := Run.objects.filter(transferred_from=run).first()) is not None:
+        run = successor
+    return run
+
+
+def chain_first(run: Run) -> Run:
+    while run.transferred_from_id is not None:
+        run = Run.objects.get(pk=run.transferred_from_id)
+    return run
+
+
+def _depth(run: Run) -> int:
+    depth = 0
+    first = chain_first(run)
+    while first.parent_run_id is not None:
+        depth += 1
+        first = chain_first(Run.objects.get(pk=first.parent_run_id))
+    return depth
+
+
+def child_start(
+    *, driver: RunDriver, entry: dict[str, Any], call_id: str, request: str
+) -> Run | str:
+    """The call's child run (started now, or the one an earlier attempt started), or why
+    there is none (a message the model reads)."""
+    run = driver.run
+    existing = Run.objects.filter(parent_run=run, parent_call_id=call_id).first()
+    if existing is not None:
+        return existing
+    slug = entry["agent"]
+    callee = Agent.objects.filter(slug=slug).first()
+    if callee is None or callee.published_version_id is None:
+        return f"Error: the agent {slug} is not published, so it cannot be asked. Go on without it."
+    if _depth(run) + 1 > MAX_DEPTH:
+        return f"Error: agents call agents at most {MAX_DEPTH} deep. Answer without asking {slug}."
+    if Run.objects.filter(parent_run=run).count() >= MAX_CHILDREN:
+        return f"Error: this run asked other agents {MAX_CHILDREN} times already. Go on with what you have."
+    try:
+        with transaction.atomic():
+            session = Session.objects.create(
+                agent=callee,
+                external_user=driver.session.external_user,
+                title=f"Asked by {driver.agent.name}"[:200],
+                sandbox=driver.session.sandbox,
+            )
+            (message,) = messages_append(
+                session_id=session.pk,
+                messages=[
+                    Message(
+                        role=Role.USER, content=request, token_count=message_tokens(content=request)
+                    )
+                ],
+            )
+            child = Run.objects.create(
+                session=session,
+                agent=callee,
+                agent_version_id=callee.published_version_id,
+                trigger=message,
+                parent_run=run,
+                parent_call_id=call_id,
+                enqueued_at=timezone.now(),
+            )
+            runs_dispatch_on_commit(agent_id=callee.pk)
+    except IntegrityError:  # started meanwhile by another attempt of this call
+        return Run.objects.get(parent_run=run, parent_call_id=call_id)
+    status_broadcast(child)
+    return child
+
+
+def child_answer(child: Run) -> tuple[str, Run] | None:
+    """The child's answer for the caller's model (None while its turn goes on), and the run
+    that ended it."""
+    last = chain_last(child)
+    if last.status not in ENDED:
+        return None
+    name = last.agent.slug
+    if last.status == RunStatus.SUCCEEDED:
+        answer = (
+            Message.objects.filter(run=last, role=Role.ASSISTANT)
+            .exclude(content="")
+            .order_by("-seq")
+            .values_list("content", flat=True)
+            .first()
+        )
+        return (answer or f"(the agent {name} gave no answer)"), last
+    if last.status == RunStatus.HANDED_OFF:
+        return f"Error: the agent {name} handed the request to a human ({last.wait_reason}).", last
+    detail = f"{last.error_class}: {last.error_message[:300]}" if last.error_class else last.status
+    return f"Error: the agent {name} failed ({detail}).", last
+
+
+def chain_tokens(child: Run) -> tuple[int, int]:
+    runs = [chain_first(child)]
+    while (successor := Run.objects.filter(transferred_from=runs[-1]).first()) is not None:
+        runs.append(successor)
+    return sum(r.tokens_in for r in runs), sum(r.tokens_out for r in runs)
+
+
+def parent_wake(*, run_id: uuid.UUID | str) -> None:
+    """A run's turn ended: if it answers another run's call, wake that run (locked first, as
+    the caller's wait locks it: the caller either sees the child ended, or is waiting now)."""
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        return
+    parent_id = chain_first(run).parent_run_id
+    if parent_id is None:
+        return
+    with transaction.atomic():
+        parent = (
+            Run.objects.select_for_update(of=("self",))
+            .filter(pk=parent_id, status=RunStatus.WAITING)
+            .first()
+        )
+        if parent is None:
+            return
+        Run.objects.filter(pk=parent.pk).update(
+            status=RunStatus.QUEUED, wake_at=None, wait_reason=""
+        )
+        parent.status = RunStatus.QUEUED
+        run_enqueue(run=parent)
+    status_broadcast(parent)
+
+
+def child_ended(event: Event) -> None:
+    """Subscriber of run.status: a child run's turn ended → its caller wakes (after commit)."""
+    run = event.run
+    if run is None or event.data.get("status") not in ENDED:
+        return
+    if run.parent_run_id is None and run.transferred_from_id is None:
+        return
+    if (
+        event.data.get("status") == RunStatus.SUCCEEDED
+        and Run.objects.filter(transferred_from=run).exists()
+    ):
+        return  # transferred on: the turn goes on
+    run_id = run.pk
+    transaction.on_commit(lambda: parent_wake(run_id=run_id))
+
+
+def parents_reconcile() -> int:
+    """Waiting callers whose children have all ended (a wake lost to a crash): woken."""
+    woken = 0
+    for parent_id in (
+        Run.objects.filter(status=RunStatus.WAITING, children__isnull=False)
+        .exclude(children__status__in=(RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING))
+        .values_list("pk", flat=True)
+        .distinct()
+    ):
+        child = Run.objects.filter(parent_run_id=parent_id).order_by("-created_at").first()
+        if child is not None and child_answer(child) is not None:
+            parent_wake(run_id=child.pk)
+            woken += 1
+    return woken
