@@ -501,16 +501,14 @@ class ToolRunner:
         """A non-idempotent call was in flight when its worker died. A tool that honours an
         idempotency key gets it again, with the same key: its service answers a call it
         already made with its first answer, so nothing happens twice. Any other is never
-        repeated: a person checks."""
-        # A call that takes its worker down every time must end too (then a person checks).
-        in_doubt_max_attempts = 10
+        repeated: a person checks. A keyed call is sent again after every crash, as an
+        idempotent call is run again: what bounds a run whose every job dies bounds both."""
         tool = self.get(row.tool_name)
         arguments = row.arguments
         if (
             tool is not None
             and tool.honours_idempotency_key
             and row.status == ToolCallStatus.STARTED
-            and row.attempts < in_doubt_max_attempts
             and isinstance(arguments, dict)
         ):
             self.driver.tracer.event(
@@ -537,13 +535,12 @@ class ToolRunner:
             ToolCallStatus.UNKNOWN,
             finished_at=timezone.now(),
         )
-        after = f" after {row.attempts} attempts" if tool and tool.honours_idempotency_key else ""
         return (
-            f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran"
-            f"{after}); it was not repeated. A human will check.",
+            f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran); "
+            "it was not repeated. A human will check.",
             {
                 "handoff": {
-                    "reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id}){after}",
+                    "reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id})",
                     "failure_class": FailureClass.TOOL_ERROR,
                 }
             },
