@@ -292,10 +292,14 @@ SELECT count(*) FROM gone
 
 # A run's reservations, as the run's own read brings them (agentops.runtime.loop): a JSON
 # list of [hold, usage, budget, metric, remaining, spent], empty when it holds none.
+# In the order admission locks the usage rows (refusing budgets first, then by name): spend and
+# release lock them in the same order, so the two never wait on each other in a circle.
 HOLDS_OF_RUN = """
 SELECT COALESCE(jsonb_agg(jsonb_build_array(h.id, h.usage_id, u.budget_id, h.metric,
-                                            h.remaining::text, h.spent::text)), '[]'::jsonb)
+                                            h.remaining::text, h.spent::text)
+                           ORDER BY b.on_limit <> 'refuse', b.name), '[]'::jsonb)
   FROM agentops_budgethold h JOIN agentops_budgetusage u ON u.id = h.usage_id
+       JOIN agentops_budget b ON b.id = u.budget_id
  WHERE h.run_id = agentops_run.id
 """
 

@@ -89,11 +89,25 @@ def _schema(value: object) -> dict[str, Any]:
         raise _Problem("schema", "give a JSON schema (an object)")
     if refusal := schema_refusal(value):  # first: it bounds the depth check_schema recurses
         raise _Problem("schema", refusal)
+    if _keys_in(value) & {"pattern", "patternProperties"}:
+        # jsonschema matches these with `re`, out of reach of a time limit: a regex guardrail
+        # checks text with one.
+        raise _Problem(
+            "schema", "pattern and patternProperties are not allowed here: use a regex guardrail"
+        )
     try:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
         raise _Problem("schema", f"not a valid JSON schema: {exc.message}") from None
     return value
+
+
+def _keys_in(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys_in(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys_in(v)}
+    return set()
 
 
 def _one(guardrail: object, endpoints: set[int]) -> dict[str, Any]:

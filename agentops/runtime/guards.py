@@ -55,8 +55,12 @@ class RunGuards:
     def __init__(self, driver: RunDriver) -> None:
         self.driver = driver
         self.guardrails = driver.config.guardrails
-        # An answer is checked before anyone sees it, so it is not streamed as it comes.
-        self.holds_answers = bool(for_stage(self.guardrails, "output"))
+        # An answer is checked before anyone sees it (or a classifier beside its call may yet
+        # discard it), so it is not streamed as it comes.
+        self.holds_answers = bool(
+            for_stage(self.guardrails, "output")
+            or for_stage(self.guardrails, "input", mode="parallel")
+        )
         self._classify: Callable[[dict[str, Any], str], ClassifierVerdict] | None = None
 
     def classify(self, guardrail: dict[str, Any], text: str) -> ClassifierVerdict:
@@ -77,12 +81,29 @@ class RunGuards:
         message = next((m for m in driver.transcript.messages if m.pk == trigger_id), None)
         if not blocking or message is None or driver.run.model_calls:
             return
+        self.redact_unanswered(blocking, message)
         outcome = guardrails_apply(
             guardrails=blocking, text=message.content, tracer=driver.tracer, classify=self.classify
         )
         if outcome.text != message.content:
             self.message_rewrite(message, outcome)
         self.stop_if_tripped(outcome, "input")
+
+    def redact_unanswered(self, blocking: list[dict[str, Any]], trigger: Message) -> None:
+        """User messages since the agent last spoke that started no run of their own (sent
+        while a person had the conversation): the redacting guardrails apply to them too,
+        before the model reads them."""
+        redacting = [g for g in blocking if g["action"] == "redact"]
+        for message in reversed(self.driver.transcript.messages):
+            if message.role == Role.ASSISTANT:
+                break
+            if message.role != Role.USER or message.pk == trigger.pk or not redacting:
+                continue
+            outcome = guardrails_apply(
+                guardrails=redacting, text=message.content, tracer=self.driver.tracer
+            )
+            if outcome.text != message.content:
+                self.message_rewrite(message, outcome)
 
     def message_rewrite(self, message: Message, outcome: GuardOutcome) -> None:
         """The user's message as redacted, stored in the run's next step (fenced)."""

@@ -81,6 +81,7 @@ from agentops.runtime.transfers import (
     transfer_perform,
     transfer_refusal,
     transfer_specs,
+    transfer_unfinished,
     transferred_view,
 )
 from tracing import semconv
@@ -309,6 +310,8 @@ class RunDriver:
             self.guards.check_input()  # before its text goes anywhere (memory recall too)
         if self.config.transfers and not self.run.transferred_from_id:
             self.route(trigger)
+        if self.config.transfers and (target := transfer_unfinished(driver=self)) is not None:
+            raise TransferRequired(target, "resumed after the worker stopped mid-transfer")
         if self.config.memory_enabled:
             self.recall_memories()
 
@@ -354,7 +357,7 @@ class RunDriver:
         self.transcript.messages = seen
         if older:
             self.transcript.messages = older + seen
-            self.fold_into_summary(older)  # into this run's context only (in place)
+            self.fold_into_summary(older, persist=False)  # this run's view, not the session's
 
     def recall_memories(self) -> None:
         from memory.selectors import memory_pinned
@@ -864,7 +867,7 @@ class RunDriver:
         self.budget = max(256, self.budget // 2)
         return self.assemble(self.tool_specs()[1])
 
-    def fold_into_summary(self, older: list[Message]) -> None:
+    def fold_into_summary(self, older: list[Message], *, persist: bool = True) -> None:
         """Older messages no longer fit: the model folds them into the running summary."""
         with self.tracer.span("memory.summarize", messages=len(older)) as span:
             chunk_budget = max(512, self.budget // 2)
@@ -891,7 +894,7 @@ class RunDriver:
                 summary = self.call_model(prompt, [], purpose="summary").content.strip()
             upto = older[-1].seq
             span.set(upto_seq=upto, summary_tokens=count_tokens(summary))
-        if not self.in_place:  # the session's summary is of its latest state, not of the past
+        if persist and not self.in_place:  # the session's summary is of its latest state
             from agentops.models import Session
 
             with transaction.atomic():
@@ -922,6 +925,9 @@ class RunDriver:
                     for call in pending
                 ]
             )
+        if self.spend is not None:  # what it spent is charged; its reservations go on
+            self.spend.flush(now=True)
+            self.spend = None
         try:
             transfer_perform(driver=self, target=transfer.target, reason=transfer.reason)
         except HandoffRequired as taken_over:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agentops.budgets.models import BudgetHold
 from agentops.models import Agent, Message, Role, Run, RunStatus, Session
 from agentops.runtime.checkpoint import fenced_update, status_broadcast
 from agentops.runtime.errors import HandoffRequired
@@ -166,9 +167,10 @@ def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
                 wait_reason=f"transferred to {target.slug}"[:200],
                 state={},
             )
-            Session.objects.filter(pk=run.session_id).update(
-                agent=target, agent_version=None, updated_at=timezone.now()
-            )
+            if not driver.session.sandbox:  # a test conversation stays on what it tests
+                Session.objects.filter(pk=run.session_id).update(
+                    agent=target, agent_version=None, updated_at=timezone.now()
+                )
             successor = Run.objects.create(
                 session_id=run.session_id,
                 agent=target,
@@ -177,12 +179,35 @@ def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
                 transferred_from=run,
                 enqueued_at=timezone.now(),
             )
+            # The turn's budget reservations go on with it: the target spends against them.
+            BudgetHold.objects.filter(run_id=run.pk).update(run=successor)
         driver.tracer.flush()
         runs_dispatch_on_commit(agent_id=target.pk)
     run.status, run.wait_reason = RunStatus.SUCCEEDED, f"transferred to {target.slug}"[:200]
     status_broadcast(run)
     status_broadcast(successor)
     return successor
+
+
+def transfer_unfinished(*, driver: RunDriver) -> Agent | None:
+    """The target of a transfer this run answered but did not carry out (its worker died
+    between the two): the run carries it out on resume rather than going on itself."""
+    if Run.objects.filter(transferred_from=driver.run).exists():
+        return None
+    mine = [m for m in driver.transcript.messages if m.run_id == driver.run.pk]
+    done = {
+        m.tool_call_id
+        for m in mine
+        if m.role == Role.TOOL and m.content.startswith("Transferred to")
+    }
+    for message in reversed(mine):
+        for call in message.tool_calls or []:
+            if call.get("id") in done:
+                name = str((call.get("function") or {}).get("name") or "")
+                entry = transfer_entry(transfers=driver.config.transfers, tool=name)
+                if entry is not None:
+                    return Agent.objects.filter(slug=entry["agent"]).first()
+    return None
 
 
 def transferred_view(

@@ -180,3 +180,38 @@ def test_it_names_a_wrong_transfer_through_the_api(client: Client, alice):
     assert ok.json()["config"]["transfers"] == [
         {"agent": "billing", "description": "refunds", "history": "last_n", "turns": 2}
     ]
+
+
+def test_it_refuses_schema_patterns_that_no_time_limit_could_stop():
+    guardrail = {
+        "name": "ids",
+        "stage": "output",
+        "kind": "json_schema",
+        "action": "block",
+        "schema": {"properties": {"id": {"type": "string", "pattern": "^(a+)+$"}}},
+    }
+    with pytest.raises(ValidationError) as caught:
+        guardrails_validate(value=[guardrail], endpoints=set())
+    assert (
+        "#1 (ids) schema: pattern and patternProperties"
+        in caught.value.message_dict["guardrails"][0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("guardrail", "holds"),
+    [
+        ({"stage": "output", "kind": "terms", "action": "flag", "terms": ["x"]}, True),
+        ({"stage": "input", "kind": "classifier", "action": "block", "rubric": "r", "mode": "parallel"}, True),
+        ({"stage": "input", "kind": "classifier", "action": "block", "rubric": "r"}, False),
+        ({"stage": "input", "kind": "terms", "action": "block", "terms": ["x"]}, False),
+    ],
+)  # fmt: skip
+def test_it_streams_no_answer_that_a_guardrail_may_yet_stop(guardrail, holds):
+    from types import SimpleNamespace
+
+    from agentops.runtime.guards import RunGuards
+
+    (clean,) = guardrails_validate(value=[{"name": "g", **guardrail}], endpoints=set())
+    driver = SimpleNamespace(config=SimpleNamespace(guardrails=[clean]))
+    assert RunGuards(driver).holds_answers is holds  # type: ignore[arg-type]

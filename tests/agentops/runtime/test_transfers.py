@@ -194,3 +194,68 @@ def test_the_demo_front_desk_passes_a_refund_to_billing_and_a_login_problem_to_t
         session = session_create(agent=triage_agent, external_user="erin")
         runs = chain_of(wait_for_run(session_post_message(session=session, content=content).pk))
         assert [r.agent.slug for r in runs] == ["triage", specialist], content
+
+
+def test_the_turns_budget_reservation_goes_on_with_the_transfer(worker, dev_agent, billing):
+    from agentops.budgets.models import Budget, BudgetHold, BudgetUsage
+    from tests.kit import until
+
+    Budget.objects.create(
+        name="erin-day",
+        scope="end_user",
+        subject="erin",
+        metric="tokens",
+        period="day",
+        limit=10**6,
+    )
+    session = session_create(agent=triage(dev_agent), external_user="erin")
+    runs = chain_of(wait_for_run(session_post_message(session=session, content="a refund").pk))
+    assert [r.agent.slug for r in runs] == ["triage", "billing"]
+    until(lambda: not BudgetHold.objects.exists(), message="the turn's holds were not released")
+    usage = BudgetUsage.objects.get()
+    spent = sum(r.tokens_in + r.tokens_out for r in runs)
+    assert runs[1].tokens_in > 0 and (usage.used, usage.reserved) == (spent, 0)
+
+
+def test_a_transfer_answered_but_not_carried_out_is_carried_out_on_resume(
+    worker, dev_agent, billing
+):
+    """The worker died between the transfer call's answer and the transfer: on resume the run
+    transfers rather than answering itself under a false 'transferred'."""
+    from agentops.runtime.checkpoint import messages_append
+    from agentops.runtime.services import run_enqueue
+
+    agent = triage(dev_agent)
+    session = session_create(agent=agent, external_user="erin")
+    (user,) = messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="refund", token_count=3)]
+    )
+    run = Run.objects.create(
+        session=session, agent=agent, agent_version=agent.published_version, trigger=user
+    )
+    call = {
+        "id": "call_t",
+        "type": "function",
+        "function": {"name": "transfer_to_billing", "arguments": "{}"},
+    }
+    messages_append(
+        session_id=session.pk,
+        messages=[
+            Message(role=Role.ASSISTANT, tool_calls=[call], run=run, step=1, token_count=9),
+            Message(
+                role=Role.TOOL,
+                tool_call_id="call_t",
+                name="transfer_to_billing",
+                content="Transferred to Billing: the conversation is theirs from here.",
+                run=run,
+                step=2,
+                token_count=9,
+            ),
+        ],
+    )
+    Run.objects.filter(pk=run.pk).update(step=2, model_calls=1)
+    run_enqueue(run=run)
+    first, second = chain_of(wait_for_run(run.pk))
+    assert (first.status, first.wait_reason) == (RunStatus.SUCCEEDED, "transferred to billing")
+    assert first.model_calls == 1  # it did not answer itself
+    assert second.agent == billing and second.status == RunStatus.SUCCEEDED
