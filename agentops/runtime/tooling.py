@@ -264,7 +264,7 @@ class ToolRunner:
                     f"{tracer.redact(str(failure))[:500]}. Try another approach or tell the user."
                 ), None
             result = fallback_result
-        return self.result_checked(row, name, as_text(result.content)), result.control
+        return as_text(result.content), result.control  # through its result guardrails
 
     def agent_asked(
         self, call_id: str, name: str, entry: dict[str, Any], raw: str
@@ -318,22 +318,17 @@ class ToolRunner:
             {"transfer": {"target": target, "reason": reason}},
         )
 
-    def result_checked(self, row: ToolCall, name: str, text: str) -> str:
-        """A tool's result through its result guardrails before the model reads it; a
-        redacted result is what the call's row keeps too."""
+    def result_guarded(self, name: str, text: str) -> str:
+        """A tool's result through its result guardrails, before anything keeps it or the
+        model reads it: redacted, or withheld."""
         checked = self.driver.guards.check_result(name, text)
         if checked.stopped_by is not None:
-            text = (
+            self.driver.tracer.forget([text])  # out of the call's span too
+            return (
                 f"Error: the result of {name} was withheld by the guardrail "
                 f"{checked.stopped_by['name']} ({checked.reason})."
             )
-        else:
-            text = checked.text
-        if text != row.result and (checked.stopped_by is not None or checked.redacted):
-            row.result = text
-            if row.pk and row not in self.deferred:
-                ToolCall.objects.filter(pk=row.pk).update(result=text)
-        return text
+        return checked.text
 
     # -- forks ---------------------------------------------------------------------------
     def fork_guard(self, call_id: str, tool: ToolDefinition, arguments: object) -> str | None:
@@ -632,6 +627,8 @@ class ToolRunner:
             )
             raise
         finished_at = timezone.now()
+        # Checked before the row keeps it: a resume after a crash reads the row.
+        result.content = self.result_guarded(tool.name, as_text(result.content))
         output = driver.tracer.redact(result.content)[:20000]
         if tool.idempotent:
             row.status, row.finished_at, row.result = (
