@@ -751,6 +751,10 @@ for inbox_router in (
 from agentops import api_agents  # noqa: E402
 
 api.add_router("", api_agents.router)
+# Tools (switches, retries, idempotency keys): agentops/api_tools.py.
+from agentops import api_tools  # noqa: E402
+
+api.add_router("", api_tools.router)
 # Datasets and experiments: agentops/experiments/api.py.
 from agentops.experiments import api as experiments_api  # noqa: E402
 
