@@ -5,35 +5,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agentops', '0028_runs_dispatch_function'),
+        ("agentops", "0028_runs_dispatch_function"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='guardrails',
+            model_name="agent",
+            name="guardrails",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='agent',
-            name='run_max_cost',
-            field=models.FloatField(blank=True, help_text='In USD.', null=True, validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="agent",
+            name="run_max_cost",
+            field=models.FloatField(
+                blank=True,
+                help_text="In USD.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='agent',
-            name='run_max_seconds',
-            field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="agent",
+            name="run_max_seconds",
+            field=models.FloatField(
+                blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)]
+            ),
         ),
         migrations.AddField(
-            model_name='agent',
-            name='run_max_tokens',
+            model_name="agent",
+            name="run_max_tokens",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='agent',
-            name='run_max_tool_calls',
+            model_name="agent",
+            name="run_max_tool_calls",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
     ]

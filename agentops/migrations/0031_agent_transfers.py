@@ -5,25 +5,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agentops', '0030_budgets'),
+        ("agentops", "0030_budgets"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='transfers',
+            model_name="agent",
+            name="transfers",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='message',
-            name='agent',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agentops.agent'),
+            model_name="message",
+            name="agent",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="agentops.agent",
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='transferred_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='transfers', to='agentops.run'),
+            model_name="run",
+            name="transferred_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="transfers",
+                to="agentops.run",
+            ),
         ),
     ]

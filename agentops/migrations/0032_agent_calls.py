@@ -6,30 +6,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agentops', '0031_agent_transfers'),
+        ("agentops", "0031_agent_transfers"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='agent_tools',
+            model_name="agent",
+            name="agent_tools",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='run',
-            name='parent_call_id',
-            field=models.CharField(blank=True, default='', max_length=100),
+            model_name="run",
+            name="parent_call_id",
+            field=models.CharField(blank=True, default="", max_length=100),
         ),
         migrations.AddField(
-            model_name='run',
-            name='parent_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='children', to='agentops.run'),
+            model_name="run",
+            name="parent_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="children",
+                to="agentops.run",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='run',
-            constraint=models.UniqueConstraint(condition=models.Q(('parent_run__isnull', False)), fields=('parent_run', 'parent_call_id'), name='run_one_child_per_call'),
+            model_name="run",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("parent_run__isnull", False)),
+                fields=("parent_run", "parent_call_id"),
+                name="run_one_child_per_call",
+            ),
         ),
     ]

@@ -87,6 +87,7 @@ def test_it_serialises_a_conversation_in_one_shape():
                 "tool_call_id": m.tool_call_id,
                 "name": "",
                 "run_id": str(run.pk) if m.run_id else None,
+                "agent": None,  # written by hand, not by an agent's run
                 "author": "bob" if m.role == Role.OPERATOR else None,
                 "client": "bob" if m.role == Role.OPERATOR else None,
                 "created_at": m.created_at.isoformat(),

@@ -149,6 +149,7 @@ def test_a_python_tool_declares_its_key_argument_in_code(db):  # type: ignore[no
     tool = next(t for t in python_tools_sync() if t.name == "keyed_side_effect")
     assert tool.honours_idempotency_key and tool.idempotency_key_argument == "idempotency_key"
     assert not tool.idempotent
+
     def reserve(seat: str) -> str:
         return seat
 

@@ -3,7 +3,6 @@ from collections.abc import Iterator
 import pytest
 
 from agentops.testing.processes import Proc, child_env, start_worker
-from tests.agentops.runtime.conftest import _handoff_packages_written  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from tests.agentops.runtime.conftest import _handoff_packages_written  # noqa: F401
 from tests.kit import until, worker_fixture
 
 WEBHOOK_ENV = {"TOOL_EGRESS_ALLOWLIST": "127.0.0.1/32", "WEBHOOK_QUEUE": "tests"}
