@@ -52,6 +52,7 @@ from agentops.models import (
     ToolCall,
 )
 from agentops.observe.selectors import run_costs
+from agentops.runtime.agent_calls import chain_first
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_post_message
@@ -519,11 +520,17 @@ def experiment_run_link(*, run: Run, source_run_id: RunId | None) -> None:
 
 
 def result_run_finished(*, run_id: RunId) -> None:
-    """Told by the run's job when it ends: an experiment's run that finished gets scored."""
+    """Told by the run's job when it ends: an experiment's run that finished gets scored —
+    once its turn has ended (a run its agent transferred on is scored by the last one)."""
     try:
+        run = Run.objects.filter(pk=run_id).first()
+        if run is None or Run.objects.filter(transferred_from=run).exists():
+            return
         result_id = (
             Result.objects.filter(
-                run_id=run_id, status=ResultStatus.RUNNING, run__status__in=FINISHED_RUN_STATUSES
+                run_id=chain_first(run).pk,
+                status=ResultStatus.RUNNING,
+                run__status__in=FINISHED_RUN_STATUSES,
             )
             .values_list("pk", flat=True)
             .first()
@@ -538,7 +545,11 @@ def result_run_finished(*, run_id: RunId) -> None:
 
 def _measure(result: Result) -> dict[str, Any]:
     assert result.run_id is not None
-    run = Run.objects.get(pk=result.run_id)
+    first = Run.objects.get(pk=result.run_id)
+    chain = [first]  # the turn's runs: its agent may have transferred it on
+    while (successor := Run.objects.filter(transferred_from=chain[-1]).first()) is not None:
+        chain.append(successor)
+    run = chain[-1]
     output = (
         Message.objects.filter(run=run, role=Role.ASSISTANT)
         .exclude(content="")
@@ -547,16 +558,17 @@ def _measure(result: Result) -> dict[str, Any]:
         .first()
     ) or ""
     latency = None
-    if run.started_at and run.finished_at:
-        latency = int((run.finished_at - run.started_at).total_seconds() * 1000)
+    if first.started_at and run.finished_at:
+        latency = int((run.finished_at - first.started_at).total_seconds() * 1000)
+    costs = run_costs(runs=chain)
     return {
         "run_status": run.status,
         "output": output,
         "latency_ms": latency,
-        "tokens_in": run.tokens_in,
-        "tokens_out": run.tokens_out,
-        "cost": run_costs(runs=[run]).get(run.pk, 0),
-        "tool_calls": ToolCall.objects.filter(run=run).count(),
+        "tokens_in": sum(r.tokens_in for r in chain),
+        "tokens_out": sum(r.tokens_out for r in chain),
+        "cost": sum((costs.get(r.pk, 0) for r in chain), 0),
+        "tool_calls": ToolCall.objects.filter(run__in=chain).count(),
         "error_class": run.error_class,
         "error_message": run.error_message[:2000],
     }

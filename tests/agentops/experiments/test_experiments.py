@@ -228,3 +228,39 @@ def test_its_variants_remember_in_scopes_of_their_own(concurrent_worker, tooled_
     assert [r.run_status for r in results] == [RunStatus.SUCCEEDED] * 2
     scopes = set(Memory.objects.filter(agent_id=tooled_agent.pk).values_list("user_key", flat=True))
     assert scopes == {f"sandbox:{r.session_id}" for r in results}
+
+
+def test_it_scores_the_answer_of_the_agent_a_turn_was_transferred_to(
+    concurrent_worker, dev_agent, alice
+):
+    from agentops.agent_config import transfers_validate
+    from tests.factories import AgentFactory
+
+    billing = AgentFactory(slug="billing", name="Billing", endpoint=dev_agent.endpoint)
+    agent_version_create(agent=billing, author=alice, publish=True)
+    dev_agent.transfers = transfers_validate(
+        value=[{"agent": "billing", "description": "Billing: refunds"}], agent_slug=dev_agent.slug
+    )
+    dev_agent.save()
+    version = agent_version_create(agent=dev_agent, author=alice, publish=True)
+    dataset = Dataset.objects.create(name="refunds")
+    DatasetItem.objects.create(
+        dataset=dataset,
+        input="I want a refund",
+        reference="You said: I want a refund",
+        source=ItemSource.IMPORT,
+    )
+    experiment = experiment_create(
+        name="triage",
+        dataset=dataset,
+        variants=[{"version": version.pk}],
+        checks=[{"kind": "contains"}],
+        actor=alice,
+    )
+    experiment_start(experiment=experiment, actor=alice)
+    wait_for_experiment(experiment.pk)
+    result = Result.objects.select_related("run").get(experiment=experiment)
+    (successor,) = Run.objects.filter(transferred_from=result.run)
+    assert successor.agent == billing
+    assert (result.output, result.score) == ("You said: I want a refund", 1.0)
+    assert result.tokens_in == result.run.tokens_in + successor.tokens_in
