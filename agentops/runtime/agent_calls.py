@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agentops.budgets.models import Budget
+from agentops.budgets.services import BudgetExceeded, budget_admit, budget_holds_record
 from agentops.models import Agent, Message, Role, Run, RunStatus, Session
 from agentops.runtime.checkpoint import messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
@@ -104,33 +106,48 @@ def child_start(
     if Run.objects.filter(parent_run=run).count() >= MAX_CHILDREN:
         return f"Error: this run asked other agents {MAX_CHILDREN} times already. Go on with what you have."
     try:
-        with transaction.atomic():
-            session = Session.objects.create(
-                agent=callee,
-                external_user=driver.session.external_user,
-                title=f"Asked by {driver.agent.name}"[:200],
-                sandbox=driver.session.sandbox,
-            )
-            (message,) = messages_append(
-                session_id=session.pk,
-                messages=[
-                    Message(
-                        role=Role.USER, content=request, token_count=message_tokens(content=request)
-                    )
-                ],
-            )
-            child = Run.objects.create(
-                session=session,
-                agent=callee,
-                agent_version_id=callee.published_version_id,
-                trigger=message,
-                parent_run=run,
-                parent_call_id=call_id,
-                enqueued_at=timezone.now(),
-            )
-            runs_dispatch_on_commit(agent_id=callee.pk)
+        return _child_create(driver=driver, callee=callee, call_id=call_id, request=request)
     except IntegrityError:  # started meanwhile by another attempt of this call
         return Run.objects.get(parent_run=run, parent_call_id=call_id)
+    except BudgetExceeded as spent:
+        return f"Error: the agent {slug} cannot be asked now: {spent}. Go on without it."
+
+
+def _child_create(*, driver: RunDriver, callee: Agent, call_id: str, request: str) -> Run:
+    """The child session, its message and run, admitted against the budgets that apply to
+    the child's session (its agent, the same end user): all or nothing."""
+    with transaction.atomic():
+        session = Session.objects.create(
+            agent=callee,
+            external_user=driver.session.external_user,
+            title=f"Asked by {driver.agent.name}"[:200],
+            sandbox=driver.session.sandbox,
+        )
+        (message,) = messages_append(
+            session_id=session.pk,
+            messages=[
+                Message(
+                    role=Role.USER, content=request, token_count=message_tokens(content=request)
+                )
+            ],
+        )
+        admission = None
+        if not session.sandbox and Budget.objects.filter(enabled=True).exists():
+            admission = budget_admit(session=session)
+            if admission.handoff is not None:  # a person cannot take a child's request
+                raise admission.handoff
+        child = Run.objects.create(
+            session=session,
+            agent=callee,
+            agent_version_id=callee.published_version_id,
+            trigger=message,
+            parent_run=driver.run,
+            parent_call_id=call_id,
+            enqueued_at=timezone.now(),
+        )
+        if admission is not None:
+            budget_holds_record(run_id=child.pk, admission=admission)
+        runs_dispatch_on_commit(agent_id=callee.pk)
     status_broadcast(child)
     return child
 

@@ -111,3 +111,28 @@ def test_it_tells_the_model_when_the_agent_cannot_be_asked(worker, dev_agent):
     assert not Run.objects.filter(parent_run=run).exists()
     result = Message.objects.get(session=session, role=Role.TOOL)
     assert result.content.startswith("Error: the agent summariser is not published")
+
+
+def test_a_child_run_is_admitted_against_its_agents_budgets(worker, research):
+    from agentops.budgets.models import Budget, BudgetUsage
+
+    summariser = Agent.objects.get(slug="summariser")
+    Budget.objects.create(
+        name="summariser-rpm",
+        scope="agent",
+        agent=summariser,
+        metric="runs",
+        period="minute",
+        limit=1,
+    )
+    ask = 'call ask_summariser {"request": "summarise"}'
+    results = []
+    for user in ("erin", "frank"):
+        session = session_create(agent=research, external_user=user)
+        run = wait_for_run(session_post_message(session=session, content=ask).pk)
+        assert run.status == RunStatus.SUCCEEDED, run.error_message
+        results.append(Message.objects.get(session=session, role=Role.TOOL).content)
+    assert results[0] == "You said: summarise"
+    assert results[1].startswith("Error: the agent summariser cannot be asked now: budget")
+    assert Run.objects.filter(agent=summariser).count() == 1
+    assert BudgetUsage.objects.get().used == 1
