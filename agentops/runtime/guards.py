@@ -179,8 +179,29 @@ class RunGuards:
                     Message(
                         role=Role.ASSISTANT, content=text, token_count=message_tokens(content=text)
                     )
-                ]
+                ],
+                state={"guardrail": stop_record(outcome, stage)},
             )
+        raise GuardrailStop(outcome, stage)
+
+    def stop_again(self) -> None:
+        """A run whose last step recorded a guardrail's stop (its worker died before the run
+        ended) ends the same way on resume, without asking the model again."""
+        held = (self.driver.run.state or {}).get("guardrail")
+        if not isinstance(held, dict):
+            return
+        outcome = GuardOutcome(
+            text="",
+            stopped_by={
+                "name": held.get("name", "?"),
+                "action": held.get("action", "block"),
+                "message": "",
+            },
+            reason=str(held.get("reason", "")),
+        )
+        stage = str(held.get("stage", "output"))
+        if outcome.action == "handoff":
+            self.stop_if_tripped(outcome, stage)
         raise GuardrailStop(outcome, stage)
 
     # -- tools ---------------------------------------------------------------------------
@@ -203,6 +224,17 @@ class RunGuards:
         outcome = guardrails_apply(guardrails=guardrails, text=text, tracer=self.driver.tracer)
         self.driver.tracer.forget(outcome.redacted)
         return outcome
+
+
+def stop_record(outcome: GuardOutcome, stage: str) -> dict[str, str]:
+    """A guardrail's stop as the run's state keeps it, with the step that stopped."""
+    guardrail = outcome.stopped_by or {}
+    return {
+        "stage": stage,
+        "name": str(guardrail.get("name", "?")),
+        "action": outcome.action,
+        "reason": outcome.reason[:300],
+    }
 
 
 class ParallelCheck(threading.Thread):

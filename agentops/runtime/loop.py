@@ -64,7 +64,7 @@ from agentops.runtime.context import (
     transcript_load,
 )
 from agentops.runtime.errors import HandoffRequired, LeaseLost, WaitRequired
-from agentops.runtime.guards import ParallelCheck, RunGuards
+from agentops.runtime.guards import ParallelCheck, RunGuards, stop_record
 from agentops.runtime.model_client import (
     ModelReply,
     RetryNotice,
@@ -307,6 +307,7 @@ class RunDriver:
         if self.run.transferred_from_id:
             self.transferred_view()
         if self.config.guardrails:
+            self.guards.stop_again()  # a stop decided before a crash stands
             self.guards.check_input()  # before its text goes anywhere (memory recall too)
         if self.config.transfers and not self.run.transferred_from_id:
             self.route(trigger)
@@ -699,7 +700,7 @@ class RunDriver:
             tokens_in=self.run.tokens_in + reply.input_tokens,
             tokens_out=self.run.tokens_out + reply.output_tokens,
             model_used=reply.model[:200],
-            state={},
+            state={"guardrail": stop_record(stopped, "output")} if stopped else {},
         )
         if stopped is not None:
             self.guards.stop_if_tripped(stopped, "output")

@@ -296,3 +296,47 @@ def test_it_counts_decisions_on_metrics(worker, dev_agent):
         f'agentops_guardrail_checks_total{{agent="{dev_agent.slug}",guardrail="rude",'
         'outcome="tripped"} 1.0'
     ) in text
+
+
+@pytest.mark.parametrize(("action", "status"), [("handoff", "handed_off"), ("block", "failed")])
+def test_a_stop_decided_before_a_crash_stands_on_resume(
+    worker, dev_agent, devmodel, model_name, action, status
+):
+    """The step that a guardrail stopped was stored, then the worker died: the resumed run
+    ends as decided, without asking the model again."""
+    from agentops.models import Run
+    from agentops.runtime.checkpoint import messages_append
+    from agentops.runtime.services import run_enqueue
+
+    session = guarded(
+        dev_agent,
+        {
+            "name": "no-promises",
+            "stage": "output",
+            "kind": "regex",
+            "action": action,
+            "patterns": ["x"],
+        },
+    )
+    (user,) = messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="hi", token_count=2)]
+    )
+    run = Run.objects.create(
+        session=session,
+        agent=dev_agent,
+        trigger=user,
+        step=1,
+        model_calls=1,
+        state={
+            "guardrail": {
+                "stage": "output",
+                "name": "no-promises",
+                "action": action,
+                "reason": "found",
+            }
+        },
+    )
+    run_enqueue(run=run)
+    run = wait_for_run(run.pk)
+    assert (run.status, run.error_class) == (status, "guardrail")
+    assert devmodel.requests(model_name) == []
