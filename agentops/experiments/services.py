@@ -52,7 +52,7 @@ from agentops.models import (
     ToolCall,
 )
 from agentops.observe.selectors import run_costs
-from agentops.runtime.agent_calls import chain_first
+from agentops.runtime.agent_calls import chain_first, chain_last
 from agentops.runtime.checkpoint import messages_append
 from agentops.runtime.context import message_tokens
 from agentops.runtime.services import MAX_MESSAGE_CHARS, session_post_message
@@ -524,8 +524,8 @@ def result_run_finished(*, run_id: RunId) -> None:
     once its turn has ended (a run its agent transferred on is scored by the last one)."""
     try:
         run = Run.objects.filter(pk=run_id).first()
-        if run is None or Run.objects.filter(transferred_from=run).exists():
-            return
+        if run is None or chain_last(run).status not in FINISHED_RUN_STATUSES:
+            return  # transferred on: the turn goes on
         result_id = (
             Result.objects.filter(
                 run_id=chain_first(run).pk,

@@ -187,17 +187,19 @@ def parent_wake(*, run_id: uuid.UUID | str) -> None:
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return
-    parent_id = chain_first(run).parent_run_id
-    if parent_id is None:
+    child = chain_first(run)
+    if child.parent_run_id is None:
         return
     with transaction.atomic():
-        parent = (
-            Run.objects.select_for_update(of=("self",))
-            .filter(pk=parent_id, status=RunStatus.WAITING)
-            .first()
-        )
-        if parent is None:
-            return
+        # Locked by its key alone: a caller about to write WAITING holds the lock, and a
+        # status filter would skip its row (still `running` as committed) instead of waiting.
+        parent = Run.objects.select_for_update(of=("self",)).filter(pk=child.parent_run_id).first()
+        if (
+            parent is None
+            or parent.status != RunStatus.WAITING
+            or (parent.state or {}).get("child") != str(child.pk)
+        ):
+            return  # not waiting, or waiting for something else (an approval, a backoff)
         Run.objects.filter(pk=parent.pk).update(
             status=RunStatus.QUEUED, wake_at=None, wait_reason=""
         )
@@ -225,13 +227,9 @@ def child_ended(event: Event) -> None:
 def parents_reconcile() -> int:
     """Waiting callers whose children have all ended (a wake lost to a crash): woken."""
     woken = 0
-    for parent_id in (
-        Run.objects.filter(status=RunStatus.WAITING, children__isnull=False)
-        .exclude(children__status__in=(RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING))
-        .values_list("pk", flat=True)
-        .distinct()
-    ):
-        child = Run.objects.filter(parent_run_id=parent_id).order_by("-created_at").first()
+    waiting = Run.objects.filter(status=RunStatus.WAITING, state__has_key="child")
+    for state in waiting.values_list("state", flat=True):
+        child = Run.objects.filter(pk=state["child"]).first()
         if child is not None and child_answer(child) is not None:
             parent_wake(run_id=child.pk)
             woken += 1

@@ -97,6 +97,7 @@ class ToolRunner:
         if control and control.get("rollup"):  # a child run's tokens count on its caller
             extra["tokens_in"] = driver.run.tokens_in + control["rollup"]["tokens_in"]
             extra["tokens_out"] = driver.run.tokens_out + control["rollup"]["tokens_out"]
+            extra["state"] = {}  # no longer waiting for it
         if control and control.get("scratchpad"):
             notes = {**(driver.session.scratchpad or {}), **control["scratchpad"]}
             driver.session.scratchpad = notes
@@ -281,13 +282,17 @@ class ToolRunner:
         with driver.tracer.span(
             "agent.call", **{"gen_ai.tool.name": name, "agent.callee": entry["agent"]}
         ) as span:
-            child = child_start(driver=driver, entry=entry, call_id=call_id, request=request)
+            # Keyed by step too: a provider that numbers its calls from 0 each step must not
+            # find the last step's child.
+            key = f"{driver.run.step}:{call_id}"[:100]
+            child = child_start(driver=driver, entry=entry, call_id=key, request=request)
             if isinstance(child, str):
                 span.fail(FailureClass.TOOL_ERROR, child)
                 return child, None
             span.set(**{"agent.child_run": str(child.pk)})
             answered = child_answer(child)
             if answered is None:
+                driver.run.state = {"child": str(child.pk)}  # what its wake must match
                 raise WaitRequired(None, f"waiting for agent {entry['agent']}", child_run=child)
         text, _ = answered
         tokens_in, tokens_out = chain_tokens(child)

@@ -79,6 +79,33 @@ def test_a_killed_worker_leaves_exactly_one_child_and_the_caller_gets_its_answer
     assert answer.content == "Chain of 1 done."  # the child's answer, after its tool
 
 
+def test_the_sweep_wakes_only_a_caller_waiting_for_that_child(research):
+    """A caller that asked a child, read its answer and now waits for something else (an
+    approval, a backoff) is not woken by that child having ended. (Before the tests that
+    start the module's worker: nothing is to run the caller made here.)"""
+    import django_rq
+    from django.conf import settings
+
+    from agentops.runtime.agent_calls import parents_reconcile
+    from tests.factories import SessionFactory
+
+    summariser = Agent.objects.get(slug="summariser")
+    caller = Run.objects.create(session=SessionFactory(agent=research), agent=research)
+    child = Run.objects.create(
+        session=SessionFactory(agent=summariser),
+        agent=summariser,
+        parent_run=caller,
+        parent_call_id="1:call_0",
+        status=RunStatus.SUCCEEDED,
+    )
+    Run.objects.filter(pk=caller.pk).update(status=RunStatus.WAITING, state={})
+    assert parents_reconcile() == 0
+    Run.objects.filter(pk=caller.pk).update(state={"child": str(child.pk)})
+    assert parents_reconcile() == 1
+    assert Run.objects.get(pk=caller.pk).status == RunStatus.QUEUED
+    django_rq.get_queue(settings.RUN_QUEUE).empty()  # a run made by hand: no worker runs it
+
+
 def test_it_asks_another_agent_and_answers_with_its_answer(worker, research):
     session = session_create(agent=research, external_user="erin")
     ask = 'call ask_summariser {"request": "summarise the moon landing"}'
