@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -212,47 +213,42 @@ class AgentForm(forms.Form):
             out.append({"endpoint": names[parts[0]], "model": parts[1] if len(parts) > 1 else ""})
         return out
 
-    def clean_guardrails(self) -> list[dict[str, Any]]:
-        text = self.cleaned_data["guardrails"].strip()
+    def _json_list(
+        self, name: str, validate: Callable[[object], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """A JSON list field (guardrails, transfers, agent tools), cleaned by its one validator
+        (whose errors, by entry and field, show beside the field)."""
+        text = self.cleaned_data[name].strip()
         if not text:
             return []
         try:
             value = json_parse(text)
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}.") from None
-        endpoints = set(ModelEndpoint.objects.values_list("pk", flat=True))
         try:
-            return guardrails_validate(value=value, endpoints=endpoints)
+            return validate(value)
         except ValidationError as exc:
-            raise ValidationError(exc.message_dict["guardrails"]) from None
+            raise ValidationError(exc.message_dict[name]) from None
+
+    def _slug(self) -> str:
+        return self.agent.slug if self.agent else str(self.data.get("slug", ""))
+
+    def clean_guardrails(self) -> list[dict[str, Any]]:
+        endpoints = set(ModelEndpoint.objects.values_list("pk", flat=True))
+        return self._json_list(
+            "guardrails", lambda value: guardrails_validate(value=value, endpoints=endpoints)
+        )
 
     def clean_transfers(self) -> list[dict[str, Any]]:
-        text = self.cleaned_data["transfers"].strip()
-        if not text:
-            return []
-        try:
-            value = json_parse(text)
-        except ValueError as exc:
-            raise ValidationError(f"Not valid JSON: {exc}.") from None
-        slug = self.agent.slug if self.agent else self.data.get("slug", "")
-        try:
-            return transfers_validate(value=value, agent_slug=str(slug))
-        except ValidationError as exc:
-            raise ValidationError(exc.message_dict["transfers"]) from None
+        return self._json_list(
+            "transfers", lambda value: transfers_validate(value=value, agent_slug=self._slug())
+        )
 
     def clean_agent_tools(self) -> list[dict[str, Any]]:
-        text = self.cleaned_data["agent_tools"].strip()
-        if not text:
-            return []
-        try:
-            value = json_parse(text)
-        except ValueError as exc:
-            raise ValidationError(f"Not valid JSON: {exc}.") from None
-        slug = self.agent.slug if self.agent else self.data.get("slug", "")
-        try:
-            return agent_tools_validate(value=value, agent_slug=str(slug))
-        except ValidationError as exc:
-            raise ValidationError(exc.message_dict["agent_tools"]) from None
+        return self._json_list(
+            "agent_tools",
+            lambda value: agent_tools_validate(value=value, agent_slug=self._slug()),
+        )
 
     def config(self) -> dict[str, Any]:
         """The cleaned form as snapshot fields (agentops.agent_config)."""

@@ -468,20 +468,7 @@ class RunDriver:
         Calls the model asked for but that will not run are answered "not run", so the
         conversation stays whole for whoever goes on with it."""
         self.tracer.event("run.limit", reason=reason, **{"error.type": FailureClass.LIMIT})
-        if pending:
-            text = f"Not run: {reason}."
-            self.checkpoint(
-                messages=[
-                    Message(
-                        role=Role.TOOL,
-                        tool_call_id=str(call.get("id") or ""),
-                        name=str((call.get("function") or {}).get("name") or "")[:100],
-                        content=text,
-                        token_count=message_tokens(content=text),
-                    )
-                    for call in pending
-                ]
-            )
+        self.answer_not_run(pending, f"Not run: {reason}.")
         raise HandoffRequired(reason, failure_class=FailureClass.LIMIT)
 
     # -- spend (the per-run cost limit, budgets) -----------------------------------------
@@ -553,25 +540,32 @@ class RunDriver:
             return []
         return []
 
+    def answer_not_run(self, pending: list[dict[str, Any]], text: str) -> None:
+        """Tool calls the model asked for that will never run get `text` as their result (in
+        one step), so the conversation stays whole for whoever goes on with it."""
+        if not pending:
+            return
+        self.checkpoint(
+            messages=[
+                Message(
+                    role=Role.TOOL,
+                    tool_call_id=str(call.get("id") or ""),
+                    name=str((call.get("function") or {}).get("name") or "")[:100],
+                    content=text,
+                    token_count=message_tokens(content=text),
+                )
+                for call in pending
+            ]
+        )
+
     def stop_for_takeover(self, pending: list[dict[str, Any]]) -> None:
         """An operator takes the conversation over: the run stops here, between two steps.
         Tool calls the model asked for but that have not run are answered "not run" (so the
         conversation stays whole for the agent after a hand-back), and are never run."""
         name = takeover_name(self.takeover_by)
-        if pending:
-            text = f"Not run: {name}, a human operator, took the conversation over."
-            self.checkpoint(
-                messages=[
-                    Message(
-                        role=Role.TOOL,
-                        tool_call_id=str(call.get("id") or ""),
-                        name=str((call.get("function") or {}).get("name") or "")[:100],
-                        content=text,
-                        token_count=message_tokens(content=text),
-                    )
-                    for call in pending
-                ]
-            )
+        self.answer_not_run(
+            pending, f"Not run: {name}, a human operator, took the conversation over."
+        )
         raise HandoffRequired(f"taken over by {name}")
 
     def takeover_operator(self) -> Any:
@@ -912,20 +906,9 @@ class RunDriver:
         """The model passed the conversation to another agent: calls it asked for beside the
         transfer are answered "not run", then this run ends and the target's starts."""
         pending = self.pending_tool_calls()
-        if pending:
-            text = f"Not run: the conversation was transferred to {transfer.target.slug}."
-            self.checkpoint(
-                messages=[
-                    Message(
-                        role=Role.TOOL,
-                        tool_call_id=str(call.get("id") or ""),
-                        name=str((call.get("function") or {}).get("name") or "")[:100],
-                        content=text,
-                        token_count=message_tokens(content=text),
-                    )
-                    for call in pending
-                ]
-            )
+        self.answer_not_run(
+            pending, f"Not run: the conversation was transferred to {transfer.target.slug}."
+        )
         if self.spend is not None:  # what it spent is charged; its reservations go on
             self.spend.flush(now=True)
             self.spend = None
