@@ -150,25 +150,35 @@ def agent_tools_validate(*, value: object, agent_slug: str) -> list[dict[str, An
     return cleaned
 
 
-ROUTE_KEYS = ("pattern", "end_user")
+ROUTE_KEYS = ("pattern", "end_user", "widget_key", "classify")
 
 
 def _when_problem(when: object) -> str | None:
     """Why a routing rule is wrong, or None. A rule routes a session's first message before any
     model call: `pattern` (a regex on the message), `end_user` (a regex on the session's end
-    user id: a widget's are `key:<widget key id>:…`); all given must match."""
+    user id: a widget's are `key:<widget key id>:…`), `widget_key` (the public key of the
+    widget it came through); all given must match. `classify: true` leaves the choice to a
+    classifier model call among the transfers asking for it (their rules matching)."""
     import regex
+
+    from agentops.widget.models import WidgetKey
 
     if when is None or when == {}:
         return None
     if not isinstance(when, dict) or set(when) - set(ROUTE_KEYS):
         return f"give an object of {', '.join(ROUTE_KEYS)}."
-    for key in ROUTE_KEYS:
+    if "classify" in when and when["classify"] is not True:
+        return "classify: give true (a classifier chooses among such transfers), or leave it out."
+    for key in ("pattern", "end_user", "widget_key"):
         value = when.get(key)
         if value is None:
             continue
         if not isinstance(value, str) or not value or len(value) > 500:
             return f"{key}: give a text (up to 500 characters)."
+        if key == "widget_key":
+            if not WidgetKey.objects.filter(public_key=value).exists():
+                return "widget_key: no widget key with this public key."
+            continue
         try:
             regex.compile(value)
         except regex.error as exc:

@@ -103,7 +103,10 @@ class AgentSettingsFields(Schema):
         max_length=10,
         description=(
             "Agents the model may transfer the conversation to: each {agent: slug, description,"
-            " history: all | summary | last_n, turns (for last_n)}"
+            " history: all | summary | last_n, turns (for last_n), when (routing of a session's"
+            " first message before any model call: {pattern, end_user, widget_key} rules, all"
+            " given must match; classify: true lets one classifier model call choose among such"
+            " transfers)}"
         ),
     )
     agent_tools: list[dict[str, Any]] | None = Field(

@@ -152,7 +152,10 @@ class AgentForm(forms.Form):
             'A JSON list: [{"agent": "billing", "description": "refunds and invoices", '
             '"history": "all"}]. history: all, summary (of what came before the message) or '
             'last_n (with "turns"). The model is offered one transfer_to_<agent> tool each; '
-            "the target must be published."
+            'the target must be published. Routing of a first message, "when": {"pattern": a '
+            'regex on the message, "end_user": a regex on the end user id, "widget_key": a '
+            'widget\'s public key} (all given must match); "classify": true lets one model call '
+            "choose among such transfers (or keep the message)."
         ),
     )
     agent_tools = forms.CharField(

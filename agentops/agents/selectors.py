@@ -25,7 +25,7 @@ from django.db.models import (
 from django.db.models.expressions import Combinable
 from django.utils import timezone
 
-from agentops.agent_config import SCALAR_FIELDS, snapshot_complete
+from agentops.agent_config import ROUTE_KEYS, SCALAR_FIELDS, snapshot_complete
 from agentops.guardrails.spec import guardrail_describe
 from agentops.models import (
     Agent,
@@ -238,6 +238,7 @@ class _Names:
                 "; ".join(
                     f"{t['agent']} ({t['history']}"
                     + (f" {t['turns']}" if t.get("turns") else "")
+                    + (f"; when {_when_describe(t['when'])}" if t.get("when") else "")
                     + ")"
                     for t in value or []
                 )
@@ -246,6 +247,15 @@ class _Names:
         if name.startswith("run_max_"):
             return "no limit" if value is None else str(value)
         return "" if value is None else str(value)
+
+
+def _when_describe(when: dict[str, Any]) -> str:
+    """A transfer's routing rules in a diff, in a fixed order: `pattern (?i)invoice, classifier`."""
+    return ", ".join(
+        "classifier" if key == "classify" else f"{key} {when[key]}"
+        for key in ROUTE_KEYS
+        if key in when
+    )
 
 
 def _changes(names: _Names, before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:

@@ -23,6 +23,10 @@ Deterministic, scripted behaviour (driven by the latest user message):
 - a guardrail classifier (system prompt starting "You are a guardrail classifier") -> a JSON
   verdict ``{"pass", "reason"}``: fails a text containing "ignore previous instructions" or
   ``[[unsafe]]``; ``[[malformed]]`` / ``[[invalid]]`` in its rule as for a judge
+- a router (system prompt starting "You are a router", lines ``- AGENT: DESCRIPTION``) -> a
+  JSON verdict ``{"agent", "reason"}``: the first agent whose description shares a word with
+  the message (as for transfers), else "none"; ``[[malformed]]`` in the prompt gets prose,
+  ``[[invalid]]`` names an agent that is not listed
 - a system prompt containing "Reply in capitals." -> the usual answer, upper-cased (two agent
   versions that answer differently, for experiments)
 - after tool results        -> an answer quoting the tool results
@@ -163,6 +167,8 @@ def plan_reply(
         return {"content": judge_verdict(system, _content_text(messages[-1]))}
     if system.startswith("You are a guardrail classifier"):
         return {"content": classifier_verdict(system, _content_text(messages[-1]))}
+    if system.startswith("You are a router"):
+        return {"content": route_verdict(system, _content_text(messages[-1]))}
     reply = _plan_reply(messages, tools, fault)
     if "Reply in capitals." in system and "content" in reply:
         reply["content"] = reply["content"].upper()
@@ -207,6 +213,21 @@ def classifier_verdict(rule: str, text: str) -> str:
     unsafe = "ignore previous instructions" in lowered or "[[unsafe]]" in lowered
     reason = "it asks to ignore the instructions" if unsafe else "nothing against the rule"
     return json.dumps({"pass": not unsafe, "reason": reason})
+
+
+def route_verdict(prompt: str, text: str) -> str:
+    """A deterministic routing verdict: the first listed agent whose description shares a
+    word with the message (the first five letters of words of five or more), else "none"."""
+    if "[[malformed]]" in prompt:
+        return "I think billing should take this one."
+    if "[[invalid]]" in prompt:
+        return json.dumps({"agent": "no-such-agent", "reason": "made up"})
+    message = text.partition("MESSAGE:")[2] or text
+    said = {w[:5] for w in re.findall(r"[a-z]{5,}", message.lower())}
+    for slug, about in re.findall(r"^- ([\w-]+): (.*)$", prompt, re.M):
+        if said & {w[:5] for w in re.findall(r"[a-z]{5,}", about.lower())}:
+            return json.dumps({"agent": slug, "reason": "the message is about its work"})
+    return json.dumps({"agent": "none", "reason": "no agent fits better"})
 
 
 def _plan_reply(

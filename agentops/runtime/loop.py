@@ -76,6 +76,7 @@ from agentops.runtime.services import handoff_open, run_enqueue
 from agentops.runtime.tooling import ToolRunner
 from agentops.runtime.transfers import (
     TransferRequired,
+    route_classify,
     route_pick,
     transfer_entry,
     transfer_perform,
@@ -317,8 +318,9 @@ class RunDriver:
             self.recall_memories()
 
     def route(self, trigger: Message | None) -> None:
-        """A session's first message, before any model call: a transfer whose routing rule
-        matches takes the conversation at once."""
+        """A session's first message, before any model call: a transfer whose routing rules
+        match takes the conversation at once; else, if transfers ask for it, a classifier
+        call chooses one of them (or none: this agent answers)."""
         first = (
             trigger is not None
             and self.run.model_calls == 0
@@ -328,16 +330,21 @@ class RunDriver:
             return
         assert trigger is not None
         text = next((m.content for m in self.transcript.messages if m.pk == trigger.pk), "")
-        entry = route_pick(
+        pick = route_pick(
             transfers=self.config.transfers, text=text, end_user=self.session.external_user
         )
+        entry, how = pick.entry, f"routed by rule: {pick.entry and pick.entry['when']}"
+        if entry is None and pick.candidates:
+            verdict = route_classify(driver=self, candidates=pick.candidates, text=text)
+            entry = next((c for c in pick.candidates if c["agent"] == verdict.agent), None)
+            how = f"routed by classifier: {verdict.reason}"
         if entry is None:
             return
         target, refusal = transfer_refusal(driver=self, entry=entry)
         if target is None:
             self.tracer.event("route.refused", agent=entry["agent"], reason=refusal[:300])
             return
-        raise TransferRequired(target, f"routed by rule: {entry['when']}")
+        raise TransferRequired(target, how[:500])
 
     def transferred_view(self) -> None:
         """A run the conversation was transferred to sees what its transfer says: all of it,

@@ -182,6 +182,72 @@ def test_it_names_a_wrong_transfer_through_the_api(client: Client, alice):
     ]
 
 
+@pytest.mark.django_db
+def test_it_names_a_wrong_routing_rule_and_shows_routing_in_the_diff(client: Client, alice):
+    from agentops.widget.services import widget_key_create
+
+    agent = AgentFactory(slug="triage")
+    AgentFactory(slug="billing")
+    shop, _ = widget_key_create(agent=agent, name="shop", allowed_origins=[], actor=alice)
+    agent_version_create(agent=agent, author=alice, publish=True)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=alice, name='t')[1]}"}
+    good = {"agent": "billing", "description": "refunds"}
+    for when, problem in [
+        ({"widget_key": "pk_nobody"}, "#1 (billing) when: widget_key: no widget key"),
+        ({"widget_key": 7}, "#1 (billing) when: widget_key: give a text"),
+        ({"classify": "yes"}, "#1 (billing) when: classify: give true"),
+        ({"classify": False}, "#1 (billing) when: classify: give true"),
+        ({"end_user_attributes": {"plan": "pro"}}, "#1 (billing) when: give an object of"),
+    ]:
+        bad = client.patch(
+            "/api/agents/triage",
+            {"transfers": [{**good, "when": when}]},
+            content_type="application/json",
+            **headers,
+        )
+        assert bad.status_code == 422 and bad.json()["field"] == "transfers", bad.content
+        assert problem in json.dumps(bad.json()), (when, bad.json())
+    assert AgentVersion.objects.filter(agent=agent).count() == 1
+
+    when = {"widget_key": shop.public_key, "classify": True}
+    ok = client.patch(
+        "/api/agents/triage",
+        {"transfers": [{**good, "when": when}], "publish": True},
+        content_type="application/json",
+        **headers,
+    )
+    assert ok.status_code == 200, ok.content
+    assert ok.json()["config"]["transfers"][0]["when"] == when
+    diff = client.get("/api/agents/triage/versions/2/diff", **headers)
+    assert diff.status_code == 200, diff.content
+    shown = f"billing (all; when widget_key {shop.public_key}, classifier)"
+    assert shown in json.dumps(diff.json(), ensure_ascii=False)
+
+
+@pytest.mark.django_db
+def test_it_shows_a_routing_error_beside_the_builder_field(client: Client, alice):
+    from agentops.agents.forms import agent_initial
+
+    agent = AgentFactory(slug="triage")
+    AgentFactory(slug="billing")
+    agent_version_create(agent=agent, author=alice, publish=True)
+    client.force_login(alice)
+    form = {k: v for k, v in agent_initial(agent).items() if v is not None}
+    form.update(
+        endpoint=agent.endpoint_id,
+        tools=[],
+        builtins=[],
+        fallbacks="",
+        transfers='[{"agent": "billing", "description": "refunds", "when": {"classify": 1}}]',
+    )
+    response = client.post("/agents/triage/", form)
+    assert response.status_code == 400  # the form again, with its errors
+    page = response.content.decode()
+    field = page.index('name="transfers"')
+    assert "#1 (billing) when: classify: give true" in page[field - 3000 : field + 3000]
+    assert AgentVersion.objects.filter(agent=agent).count() == 1
+
+
 def test_it_refuses_schema_patterns_that_no_time_limit_could_stop():
     guardrail = {
         "name": "ids",
