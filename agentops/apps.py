@@ -19,7 +19,7 @@ class AgentOpsConfig(AppConfig):
         from agentops.idempotency import idempotency_keys_purge
         from agentops.models import ModelEndpoint
         from agentops.runtime import builtins  # noqa: F401  (registers handoff_to_human, remember, recall, note)
-        from agentops.runtime.agent_calls import child_ended
+        from agentops.runtime.agent_calls import child_ended, children_cancel
         from agentops.runtime.retention import toolcalls_purge
         from memory.agents import agent_directory_register
         from tools.access import tool_access_register
@@ -30,6 +30,7 @@ class AgentOpsConfig(AppConfig):
 
         retention_hook_register(name="agentops.toolcalls", hook=toolcalls_purge)
         event_subscribe(kinds=["run.status"], handler=child_ended)  # a child run wakes its caller
+        event_subscribe(kinds=["run.status"], handler=children_cancel)  # an ended caller's children
         retention_hook_register(name="agentops.idempotency_keys", hook=idempotency_keys_purge)
         agent_directory_register(directory=agent_directory)
         tool_access_register(access=AgentToolAccess())

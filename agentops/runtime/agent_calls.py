@@ -7,7 +7,10 @@ woken when the child's turn ends (`child_ended`, a subscriber of run.status; the
 reconcile sweep catches a wake lost to a crash); on resume the call reads the child's answer,
 or its failure as a tool error. Tokens roll up from the child to the caller.
 
-Depth (MAX_DEPTH) and fan-out (MAX_CHILDREN per run) are bounded.
+Depth (MAX_DEPTH) and fan-out (MAX_CHILDREN per run) are bounded. A child answers its caller
+only: its handoff goes to no human queue (the caller's model reads that it needs one, and the
+caller decides), and a caller that ends (cancelled, failed, handed off, taken over) cancels its
+children still going, and theirs in turn (`children_cancel`, a subscriber of run.status).
 """
 
 from __future__ import annotations
@@ -16,14 +19,20 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agentops.budgets.models import Budget
 from agentops.budgets.services import BudgetExceeded, budget_admit, budget_holds_record
-from agentops.models import Agent, Message, Role, Run, RunStatus, Session
-from agentops.runtime.checkpoint import messages_append, status_broadcast
+from agentops.models import ACTIVE_RUN_STATUSES, Agent, Message, Role, Run, RunStatus, Session
+from agentops.runtime.checkpoint import fenced_update, messages_append, status_broadcast
 from agentops.runtime.context import message_tokens
-from agentops.runtime.services import run_enqueue, runs_dispatch_on_commit
+from agentops.runtime.services import (
+    RuntimeConflict,
+    run_cancel,
+    run_enqueue,
+    runs_dispatch_on_commit,
+)
 
 if TYPE_CHECKING:
     from agentops.hooks import Event
@@ -115,8 +124,11 @@ def child_start(
 
 def _child_create(*, driver: RunDriver, callee: Agent, call_id: str, request: str) -> Run:
     """The child session, its message and run, admitted against the budgets that apply to
-    the child's session (its agent, the same end user): all or nothing."""
+    the child's session (its agent, the same end user): all or nothing. The caller's row is
+    locked first, fenced: a caller cancelled meanwhile starts no child (its cancel, which
+    waits for that lock, finds the child it started otherwise, and cancels it)."""
     with transaction.atomic():
+        fenced_update(run_id=driver.run.pk, epoch=driver.epoch)
         session = Session.objects.create(
             agent=callee,
             external_user=driver.session.external_user,
@@ -169,7 +181,10 @@ def child_answer(child: Run) -> tuple[str, Run] | None:
         )
         return (answer or f"(the agent {name} gave no answer)"), last
     if last.status == RunStatus.HANDED_OFF:
-        return f"Error: the agent {name} handed the request to a human ({last.wait_reason}).", last
+        return f"Error: the {name} agent needs a human: {last.wait_reason}.", last
+    if last.status == RunStatus.CANCELLED:
+        why = f" ({last.wait_reason})" if last.wait_reason else ""
+        return f"Error: the {name} agent was cancelled{why}.", last
     detail = f"{last.error_class}: {last.error_message[:300]}" if last.error_class else last.status
     return f"Error: the agent {name} failed ({detail}).", last
 
@@ -179,6 +194,11 @@ def chain_tokens(child: Run) -> tuple[int, int]:
     while (successor := Run.objects.filter(transferred_from=runs[-1]).first()) is not None:
         runs.append(successor)
     return sum(r.tokens_in for r in runs), sum(r.tokens_out for r in runs)
+
+
+def answers_a_caller(run: Run) -> bool:
+    """Is the run (or the run its turn was transferred from) another run's child?"""
+    return chain_first(run).parent_run_id is not None
 
 
 def parent_wake(*, run_id: uuid.UUID | str) -> None:
@@ -224,8 +244,61 @@ def child_ended(event: Event) -> None:
     transaction.on_commit(lambda: parent_wake(run_id=run_id))
 
 
+CALLER_ENDED = {
+    RunStatus.CANCELLED: "its caller was cancelled",
+    RunStatus.FAILED: "its caller failed",
+    RunStatus.HANDED_OFF: "its caller was handed off",
+    RunStatus.SUCCEEDED: "its caller ended",
+}
+
+
+def children_cancel(event: Event) -> None:
+    """Subscriber of run.status: a run that ended (cancelled, failed, handed off, taken over)
+    has nobody to answer for its children still going: each is cancelled through run_cancel,
+    whose own status event cancels its children in turn. In the announcer's transaction, which
+    holds the caller's row: a child started before is found, none can start after (see
+    `_child_create`)."""
+    run = event.run
+    status = event.data.get("status")
+    if run is None or status not in ENDED:
+        return
+    reason = CALLER_ENDED[RunStatus(status)]
+    for child in Run.objects.filter(parent_run_id=run.pk).only("pk", "transferred_from"):
+        _turn_cancel(child=child, reason=reason)
+
+
+def _turn_cancel(*, child: Run, reason: str) -> None:
+    """Cancel the run of the child's turn still going (the child, or the run it transferred
+    the turn to)."""
+    last = chain_last(child)
+    if last.status not in ACTIVE_RUN_STATUSES:
+        return
+    try:
+        run_cancel(run=last, reason=reason)
+    except RuntimeConflict:
+        pass  # it ended meanwhile
+
+
+def children_orphaned_cancel() -> int:
+    """Children still going whose caller ended (a cascade lost to a crash): cancelled."""
+    orphans = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).filter(
+        Q(parent_run__status__in=ENDED) | Q(transferred_from__parent_run__status__in=ENDED)
+    )
+    cancelled = 0
+    for orphan in orphans.select_related("parent_run", "transferred_from__parent_run"):
+        caller = orphan.parent_run or (
+            orphan.transferred_from and orphan.transferred_from.parent_run
+        )
+        assert caller is not None
+        _turn_cancel(child=orphan, reason=CALLER_ENDED[RunStatus(caller.status)])
+        cancelled += 1
+    return cancelled
+
+
 def parents_reconcile() -> int:
-    """Waiting callers whose children have all ended (a wake lost to a crash): woken."""
+    """Waiting callers whose children have all ended (a wake lost to a crash): woken. And
+    children whose caller ended before them (a cancel lost to a crash): cancelled."""
+    children_orphaned_cancel()
     woken = 0
     waiting = Run.objects.filter(status=RunStatus.WAITING, state__has_key="child")
     for state in waiting.values_list("state", flat=True):

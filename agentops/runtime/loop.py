@@ -44,7 +44,7 @@ from agentops.models import (
     ToolCallStatus,
 )
 from agentops.people.selectors import team_get
-from agentops.runtime.agent_calls import agent_tool_specs, child_answer
+from agentops.runtime.agent_calls import agent_tool_specs, answers_a_caller, child_answer
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
@@ -1006,25 +1006,30 @@ class RunDriver:
         with transaction.atomic():
             # An operator who asked to take it over gets it, whatever made the run hand off.
             operator = self.takeover_operator()
+            # A child run answers its caller, not a person: no handoff is queued for it; the
+            # caller's model reads that it needs one (agent_calls.child_answer) and decides.
+            queued = operator is not None or not answers_a_caller(self.run)
             with self.tracer.span(
                 "handoff",
                 reason=reason,
-                team=to_team.slug if to_team else "",
+                team=to_team.slug if to_team and queued else "",
                 requested=not failure_class,
                 **({"error.type": str(failure_class)} if failure_class else {}),
                 **({"taken_over_by": operator.get_username()} if operator else {}),
+                **({} if queued else {"to_caller": True}),
             ):
                 self.fence_handed_off(reason, failure_class)
-                handoff_open(
-                    session_id=self.session.pk,
-                    agent_slug=self.agent.slug,
-                    run_id=self.run.pk,
-                    reason=reason,
-                    team=to_team,
-                    priority=priority,
-                    last_tool_calls=last_tool_calls,
-                    operator=operator,
-                )
+                if queued:
+                    handoff_open(
+                        session_id=self.session.pk,
+                        agent_slug=self.agent.slug,
+                        run_id=self.run.pk,
+                        reason=reason,
+                        team=to_team,
+                        priority=priority,
+                        last_tool_calls=last_tool_calls,
+                        operator=operator,
+                    )
             self.tracer.flush()
         # An automatic team's operator is given it by the inbox, which heard handoff.created.
         self.announce_handed_off(reason, failure_class)

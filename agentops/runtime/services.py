@@ -383,9 +383,15 @@ def run_start(*, session: Session) -> Run:
 
 
 @transaction.atomic
-def run_cancel(*, run: Run, actor: Actor = None) -> Run:
+def run_cancel(*, run: Run, actor: Actor = None, reason: str = "") -> Run:
+    """Cancel a run that has not ended. A worker holding it stops at its next write (fenced).
+    Its status fan-out (run.status) cancels the child runs it was waiting for, in turn
+    (agent_calls.children_cancel), with `reason` saying why ("its caller was cancelled")."""
     cancelled = Run.objects.filter(pk=run.pk, status__in=ACTIVE_RUN_STATUSES).update(
-        status=RunStatus.CANCELLED, finished_at=timezone.now(), wake_at=None
+        status=RunStatus.CANCELLED,
+        finished_at=timezone.now(),
+        wake_at=None,
+        wait_reason=reason[:200],
     )
     run.refresh_from_db()
     if not cancelled:

@@ -32,6 +32,7 @@ from agentops.runtime.retry import RetryPolicy, retry_call
 from agentops.runtime.transfers import TransferRequired, transfer_entry, transfer_refusal
 from tools.executors import ToolContext, ToolResult, arguments_errors, as_text, tool_execute
 from tools.models import ToolDefinition
+from tracing.models import Span
 from tracing.platform.failures import Failure, FailureClass
 from tracing.platform.json_input import JsonInputError, json_parse
 from tracing.platform.live import broadcast, session_group
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 MAX_IDENTICAL_CALLS = 2
 MAX_TOOL_FAILURES = 3
+# Re-sends of a keyed call found in doubt (its worker died while it ran), before a person
+# checks: three deaths in a row on the same call are the call's doing, not bad luck.
+MAX_KEYED_RESENDS = 3
 
 
 def canonical(arguments: object) -> str:
@@ -501,23 +505,33 @@ class ToolRunner:
         """A non-idempotent call was in flight when its worker died. A tool that honours an
         idempotency key gets it again, with the same key: its service answers a call it
         already made with its first answer, so nothing happens twice. Any other is never
-        repeated: a person checks. A keyed call is sent again after every crash, as an
-        idempotent call is run again: what bounds a run whose every job dies bounds both."""
+        repeated: a person checks. A keyed call is re-sent at most MAX_KEYED_RESENDS times
+        (each re-send is a `tool.resend` event, stored before it is sent): a call whose every
+        send dies with its worker (a service that crashes the process, a payload that runs it
+        out of memory) is then handed off too, rather than sent for ever."""
         tool = self.get(row.tool_name)
         arguments = row.arguments
+        keyed = tool is not None and tool.honours_idempotency_key
+        resent = self.resends_made(row) if keyed else 0
         if (
             tool is not None
-            and tool.honours_idempotency_key
+            and keyed
             and row.status == ToolCallStatus.STARTED
             and isinstance(arguments, dict)
+            and resent < MAX_KEYED_RESENDS
         ):
-            self.driver.tracer.event(
+            driver = self.driver
+            driver.tracer.event(
                 "tool.resend",
                 reason="outcome unknown: the worker stopped while the call ran",
                 attempts_before=row.attempts,
+                resend=resent + 1,
                 idempotency_key=row.idempotency_key,
                 **{"gen_ai.tool.name": tool.name, "gen_ai.tool.call.id": row.call_id},
             )
+            with transaction.atomic():  # counted before it is sent: a death in it counts
+                fenced_update(run_id=driver.run.pk, epoch=driver.epoch)
+                driver.tracer.flush()
             try:
                 result = self.execute(row, tool, arguments)
             except Failure as failure:
@@ -535,6 +549,19 @@ class ToolRunner:
             ToolCallStatus.UNKNOWN,
             finished_at=timezone.now(),
         )
+        if resent:
+            return (
+                f"Error: the outcome of {row.tool_name} is unknown: the worker stopped while it "
+                f"ran, every time it was sent ({resent} re-sends with the same idempotency key). "
+                "It was not sent again. A human will check.",
+                {
+                    "handoff": {
+                        "reason": f"tool outcome unknown: {row.tool_name} (call {row.call_id}) "
+                        f"after {resent} re-sends",
+                        "failure_class": FailureClass.TOOL_ERROR,
+                    }
+                },
+            )
         return (
             f"Error: the outcome of {row.tool_name} is unknown (the worker stopped while it ran); "
             "it was not repeated. A human will check.",
@@ -545,6 +572,15 @@ class ToolRunner:
                 }
             },
         )
+
+    def resends_made(self, row: ToolCall) -> int:
+        """How many times the call was re-sent after its outcome was unknown (its stored
+        `tool.resend` events: one is stored before each re-send)."""
+        return Span.objects.filter(
+            trace_id=self.driver.run.pk,
+            name="tool.resend",
+            attributes__idempotency_key=row.idempotency_key,
+        ).count()
 
     def execute(self, row: ToolCall, tool: ToolDefinition, arguments: dict[str, Any]) -> ToolResult:
         """The retry owner for tool calls, under the tool's own policy. Each attempt is a span."""

@@ -1,6 +1,8 @@
 """Agents as tools on real runs: real worker processes (one killed with SIGKILL), the real
 openai client, the dev model over HTTP."""
 
+import itertools
+
 import pytest
 
 from agentops.agent_config import agent_tools_validate
@@ -163,3 +165,196 @@ def test_a_child_run_is_admitted_against_its_agents_budgets(worker, research):
     assert results[1].startswith("Error: the agent summariser cannot be asked now: budget")
     assert Run.objects.filter(agent=summariser).count() == 1
     assert BudgetUsage.objects.get().used == 1
+
+
+def ask(agent: str, request: str) -> str:
+    """What makes the dev model ask `agent` (as a tool) for `request`."""
+    import json
+
+    return f"call ask_{agent} " + json.dumps({"request": request})
+
+
+def agents_chain(dev_agent, slugs: list[str]) -> list[Agent]:
+    """Agents that can each ask the next (the last asks none), published, first first."""
+    agents = [
+        AgentFactory(slug=slug, name=slug.title(), endpoint=dev_agent.endpoint) for slug in slugs
+    ]
+    for agent, callee in zip(agents, [*agents[1:], None], strict=True):
+        tools = [{"agent": callee.slug, "description": f"asks {callee.slug}"}] if callee else []
+        published(agent, agent_tools=tools)
+    return agents
+
+
+def wait_for_status(run_id: object, status: str) -> Run:
+    return wait_for_run(run_id, statuses={status})
+
+
+@pytest.mark.parametrize("end", ["cancel", "take over"])
+def test_a_caller_that_ends_cancels_its_children_down_the_chain(worker, dev_agent, bob, end):
+    """The caller waits for its child, which waits for its own child, which waits for an
+    operator's approval: cancelling the caller (or an operator taking its conversation over)
+    cancels both, nothing is left going, and the caller stays as it ended."""
+    from agentops.models import ACTIVE_RUN_STATUSES, ToolCall
+    from agentops.operators.takeover.services import session_take_over
+    from agentops.runtime.agent_calls import parents_reconcile
+    from agentops.runtime.services import run_cancel
+    from tests.kit import until
+    from tools.models import ToolDefinition
+    from tools.services import tool_save
+
+    caller_agent, middle_agent, last_agent = agents_chain(dev_agent, ["caller", "middle", "last"])
+    echo = ToolDefinition.objects.get(name="echo")
+    echo.requires_approval = True
+    tool_save(tool=echo)
+    session = session_create(agent=caller_agent, external_user="erin")
+    message = ask("middle", ask("last", 'call echo {"text": "refund 5 EUR"}'))
+    caller = session_post_message(session=session, content=message)
+    last = until(
+        lambda: Run.objects.filter(agent=last_agent, status=RunStatus.WAITING).first(),
+        message="the last agent never waited for its approval",
+    )
+    middle = wait_for_status(last.parent_run_id, RunStatus.WAITING)
+    caller = wait_for_status(caller.pk, RunStatus.WAITING)
+    assert middle.parent_run_id == caller.pk and middle.agent == middle_agent
+    if end == "cancel":
+        run_cancel(run=caller, actor=bob)
+        ended, why = RunStatus.CANCELLED, "its caller was cancelled"
+    else:
+        session_take_over(session_id=session.pk, user=bob)
+        ended, why = RunStatus.HANDED_OFF, "its caller was handed off"
+    middle.refresh_from_db()
+    last.refresh_from_db()
+    assert (middle.status, middle.wait_reason) == (RunStatus.CANCELLED, why)
+    assert (last.status, last.wait_reason) == (RunStatus.CANCELLED, "its caller was cancelled")
+    assert not Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists()
+    assert ToolCall.objects.get(run=last).status == "awaiting_approval"  # never run
+    assert parents_reconcile() == 0  # the sweep wakes nobody: the caller is not waiting
+    caller.refresh_from_db()
+    assert caller.status == ended
+
+
+def test_a_child_that_ends_after_its_caller_was_cancelled_does_not_wake_it(research):
+    """A child that ends on its own after its caller was cancelled (its worker finishing a
+    step before it read the cancel, say): the caller is neither woken nor resumed, by the
+    child's end or by the sweep. (Before the module's worker: nothing is to run these runs.)"""
+    from agentops.runtime.agent_calls import parent_wake, parents_reconcile
+    from tests.factories import SessionFactory
+
+    summariser = Agent.objects.get(slug="summariser")
+    caller = Run.objects.create(
+        session=SessionFactory(agent=research), agent=research, status=RunStatus.CANCELLED
+    )
+    child = Run.objects.create(
+        session=SessionFactory(agent=summariser),
+        agent=summariser,
+        parent_run=caller,
+        parent_call_id="1:call_0",
+        status=RunStatus.SUCCEEDED,
+    )
+    Run.objects.filter(pk=caller.pk).update(state={"child": str(child.pk)})
+    parent_wake(run_id=child.pk)
+    assert parents_reconcile() == 0
+    assert Run.objects.get(pk=caller.pk).status == RunStatus.CANCELLED
+
+
+def test_a_child_still_going_when_its_caller_ended_is_cancelled_by_the_sweep(research):
+    """The cascade lost (the process died between the caller's end and its children's
+    cancel): the scheduler's sweep cancels the orphan."""
+    from agentops.runtime.agent_calls import parents_reconcile
+    from tests.factories import SessionFactory
+
+    summariser = Agent.objects.get(slug="summariser")
+    caller = Run.objects.create(
+        session=SessionFactory(agent=research), agent=research, status=RunStatus.FAILED
+    )
+    child = Run.objects.create(
+        session=SessionFactory(agent=summariser),
+        agent=summariser,
+        parent_run=caller,
+        parent_call_id="1:call_0",
+        status=RunStatus.WAITING,
+    )
+    parents_reconcile()
+    child.refresh_from_db()
+    assert (child.status, child.wait_reason) == (RunStatus.CANCELLED, "its caller failed")
+
+
+def own_tokens(run: Run) -> tuple[int, int]:
+    """The tokens of the run's own model calls (from its trace)."""
+    from tracing import semconv
+
+    calls = spans(run.pk, semconv.MODEL_CALL)
+    return (
+        sum(int(c.attributes.get(semconv.INPUT_TOKENS) or 0) for c in calls),
+        sum(int(c.attributes.get(semconv.OUTPUT_TOKENS) or 0) for c in calls),
+    )
+
+
+def test_agents_call_agents_at_most_three_deep_and_tokens_roll_up(worker, dev_agent):
+    """first → second → third → fourth is three deep: fourth asking fifth is a tool error
+    naming the limit, no fifth run exists, and each run's tokens are its own plus those of
+    the child it asked (so the first's count its grandchildren's too)."""
+    slugs = ["first", "second", "third", "fourth", "fifth"]
+    agents = agents_chain(dev_agent, slugs)
+    message = ask("second", ask("third", ask("fourth", ask("fifth", "say hello"))))
+    session = session_create(agent=agents[0], external_user="erin")
+    first = wait_for_run(session_post_message(session=session, content=message).pk)
+    assert first.status == RunStatus.SUCCEEDED, first.error_message
+    runs = [first]
+    for agent in agents[1:4]:
+        (child,) = Run.objects.filter(parent_run=runs[-1])
+        assert child.agent == agent and child.status == RunStatus.SUCCEEDED
+        runs.append(child)
+    assert not Run.objects.filter(agent=agents[4]).exists()
+    assert Run.objects.filter(parent_run__isnull=False).count() == 3
+    refused = Message.objects.get(session=runs[3].session, role=Role.TOOL).content
+    assert refused.startswith("Error: agents call agents at most 3 deep.")
+    for caller, child in itertools.pairwise(runs):
+        tokens_in, tokens_out = own_tokens(caller)
+        assert (caller.tokens_in, caller.tokens_out) == (
+            tokens_in + child.tokens_in,
+            tokens_out + child.tokens_out,
+        )
+    assert (runs[3].tokens_in, runs[3].tokens_out) == own_tokens(runs[3]) != (0, 0)
+
+
+def test_a_run_asks_other_agents_at_most_five_times(worker, research):
+    requests = [f"summarise part {n}" for n in range(1, 7)]
+    session = session_create(agent=research, external_user="erin")
+    script = "\n".join(ask("summariser", r) for r in requests)
+    run = wait_for_run(session_post_message(session=session, content=script).pk, timeout=120)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    children = Run.objects.filter(parent_run=run)
+    assert children.count() == 5
+    assert sorted(c.trigger.content for c in children) == sorted(requests[:5])
+    results = list(
+        Message.objects.filter(session=session, role=Role.TOOL)
+        .order_by("seq")
+        .values_list("content", flat=True)
+    )
+    assert results[:5] == [f"You said: {r}" for r in requests[:5]]
+    assert results[5] == (
+        "Error: this run asked other agents 5 times already. Go on with what you have."
+    )
+
+
+def test_a_child_that_needs_a_human_tells_its_caller_and_queues_no_handoff(worker, research):
+    """A child asks for a human: its caller's model reads that as a tool error, and decides
+    (here it answers); nothing waits in an operator's queue for a conversation nobody sees."""
+    from agentops.models import Handoff
+
+    session = session_create(agent=research, external_user="erin")
+    run = wait_for_run(
+        session_post_message(
+            session=session, content=ask("summariser", "handoff the refund is too large")
+        ).pk
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    (child,) = Run.objects.filter(parent_run=run)
+    assert child.status == RunStatus.HANDED_OFF
+    assert not Handoff.objects.exists()
+    result = Message.objects.get(session=session, role=Role.TOOL).content
+    assert result.startswith("Error: the summariser agent needs a human: ")
+    assert "the refund is too large" in result
+    (handoff,) = spans(child.pk, "handoff")
+    assert handoff.attributes["to_caller"] is True

@@ -95,3 +95,81 @@ def test_a_call_in_doubt_is_sent_again_only_when_its_tool_honours_a_key(  # type
     else:
         assert answer.content == f"changed 1 once for {call.idempotency_key}"
     assert Run.objects.get(pk=run.pk).epoch == 2
+
+
+@pytest.mark.parametrize("resent_before", [2, 3])
+def test_a_keyed_call_is_re_sent_at_most_three_times(tooled_agent, worker, resent_before):  # type: ignore[no-untyped-def]
+    """A keyed call whose every send died with its worker: re-sent while fewer than three
+    re-sends are stored for it, then handed to a person as "outcome unknown after 3
+    re-sends", and not sent again. (The state that many kills leave, written directly: the
+    call's row in flight, the re-sends' events in its run's trace.)"""
+    from agentops.runtime.checkpoint import messages_append
+    from agentops.runtime.services import run_enqueue
+    from agentops.runtime.tooling import MAX_KEYED_RESENDS
+    from tracing.models import Span
+
+    side_effects_forget()
+    session = session_create(agent=tooled_agent, external_user="erin")
+    (trigger,) = messages_append(
+        session_id=session.pk,
+        messages=[Message(role="user", content="chain 1 keyed_side_effect 0")],
+    )
+    call = {
+        "id": "call_k",
+        "type": "function",
+        "function": {"name": "keyed_side_effect", "arguments": '{"label": "1", "seconds": 0}'},
+    }
+    run = Run.objects.create(
+        session=session,
+        agent=tooled_agent,
+        trigger=trigger,
+        step=1,
+        jobs_started=resent_before + 1,
+    )
+    messages_append(
+        session_id=session.pk,
+        messages=[Message(role="assistant", tool_calls=[call], run=run, step=1)],
+    )
+    row = ToolCall.objects.create(
+        run=run,
+        step=2,
+        call_id="call_k",
+        tool_name="keyed_side_effect",
+        idempotent=False,
+        status="started",
+        attempts=resent_before + 1,
+        arguments={"label": "1", "seconds": 0},
+    )
+    now = timezone.now()
+    for seq in range(1, resent_before + 1):
+        Span.objects.create(
+            trace_id=run.pk,
+            seq=seq,
+            span_id=f"{seq:016x}",
+            name="tool.resend",
+            is_event=True,
+            start_time=now,
+            end_time=now,
+            attributes={"idempotency_key": row.idempotency_key, "resend": seq},
+        )
+    run_enqueue(run=run)
+    run = wait_for_run(run.pk)
+    row.refresh_from_db()
+    resends = spans(run.pk, "tool.resend")
+    if resent_before < MAX_KEYED_RESENDS:
+        assert run.status == "succeeded", (run.status, run.wait_reason, run.error_message)
+        assert (row.status, row.attempts) == ("succeeded", resent_before + 2)
+        assert [s.attributes["resend"] for s in resends] == [1, 2, 3]
+        done = [json.loads(line)["key"] for line in side_effects_log().read_text().splitlines()]
+        assert done == [row.idempotency_key]
+        return
+    assert run.status == "handed_off"
+    assert run.wait_reason == (
+        f"tool outcome unknown: keyed_side_effect (call call_k) after {MAX_KEYED_RESENDS} re-sends"
+    )
+    assert Handoff.objects.get(run=run).reason == run.wait_reason
+    assert (row.status, row.attempts) == ("unknown", resent_before + 1)  # not sent again
+    assert len(resends) == resent_before
+    assert not side_effects_log().exists()
+    answer = Message.objects.get(session=session, role="tool", tool_call_id="call_k")
+    assert answer.content.startswith("Error: the outcome of keyed_side_effect is unknown")
