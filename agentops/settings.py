@@ -165,6 +165,7 @@ INSTALLED_APPS = [
     "tracing",
     "tools",
     "memory",
+    "knowledge",
     "agentops",
     "agentops.operators",
     "agentops.webhooks",

@@ -15,8 +15,10 @@ ALLOWED = {
     "tracing": set(),
     "memory": {"tracing"},
     "tools": {"tracing"},
+    # Knowledge embeds through memory's embedders (one owner) and knows nothing above.
+    "knowledge": {"tracing", "memory"},
 }
-OURS = {"agentops", "tracing", "memory", "tools"}
+OURS = {"agentops", "tracing", "memory", "tools", "knowledge"}
 VIEW_EXCEPTION = "agentops.auth"
 
 

@@ -1,0 +1,202 @@
+"""Reading knowledge: bases, sources, chunks, and hybrid retrieval.
+
+`knowledge_search` runs two searches over the live chunks in scope (bases, optional
+sources, visibility, metadata): pgvector's HNSW index for the nearest vectors and Postgres
+full-text search (the generated `search` column, its GIN index; the question's words OR-ed,
+so a question need not hold every word), each its top `candidates`, and fuses their ranks by
+reciprocal rank fusion (score = Σ 1 / (RRF_K + rank)). Each hit carries both methods' ranks
+and scores and the fused rank, for the retrieval test page and the run's span.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+from knowledge.models import SEARCH_CONFIG, Chunk, KnowledgeBase, Source, Visibility
+from memory.embedders import Embedder, get_embedder, vector_text
+
+RRF_K = 60
+CANDIDATES = 40
+HNSW_EF_SEARCH = 100
+METHODS = ("vector", "text")
+
+
+def knowledge_bases_all() -> QuerySet[KnowledgeBase]:
+    return KnowledgeBase.objects.all()
+
+
+def sources_of(*, base: KnowledgeBase) -> QuerySet[Source]:
+    return Source.objects.filter(base=base).defer("data").select_related("added_by")
+
+
+def chunks_of(*, source: Source, live_only: bool = True) -> QuerySet[Chunk]:
+    """The chunk browser: a source's chunks in reading order."""
+    chunks = Chunk.objects.filter(source=source).defer("embedding")
+    if live_only:
+        chunks = chunks.filter(live=True)
+    return chunks.order_by("ordinal", "id")
+
+
+def visibilities_for(visibility: str) -> list[str]:
+    """The chunk visibilities an audience may see: end users see only theirs, operators all."""
+    if visibility == Visibility.OPERATORS:
+        return [Visibility.END_USERS, Visibility.OPERATORS]
+    return [Visibility.END_USERS]
+
+
+@dataclass
+class KnowledgeHit:
+    chunk_id: int
+    source_id: int
+    base_id: int
+    source_title: str
+    source_url: str
+    heading_path: str
+    text: str
+    ordinal: int
+    metadata: dict[str, Any]
+    fused_rank: int
+    fused_score: float
+    vector_rank: int | None = None
+    vector_score: float | None = None  # cosine similarity
+    text_rank: int | None = None
+    text_score: float | None = None  # ts_rank_cd
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Ranked:
+    ranks: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def _scope_sql(
+    *,
+    bases: Sequence[int],
+    visibility: str,
+    sources: Sequence[int] | None,
+    metadata: dict[str, Any] | None,
+) -> tuple[str, dict[str, Any]]:
+    where = ["live", "base_id = ANY(%(bases)s)", "visibility = ANY(%(visibilities)s)"]
+    params: dict[str, Any] = {
+        "bases": list(bases),
+        "visibilities": visibilities_for(visibility),
+    }
+    if sources is not None:
+        where.append("source_id = ANY(%(sources)s)")
+        params["sources"] = list(sources)
+    if metadata:
+        where.append("metadata @> %(metadata)s::jsonb")
+        params["metadata"] = json.dumps(metadata)
+    return " AND ".join(where), params
+
+
+def knowledge_search(
+    *,
+    bases: Sequence[int],
+    query: str,
+    k: int = 5,
+    sources: Sequence[int] | None = None,
+    visibility: str = Visibility.END_USERS,
+    metadata: dict[str, Any] | None = None,
+    methods: Sequence[str] = METHODS,
+    candidates: int = CANDIDATES,
+    embedder: Embedder | None = None,
+) -> list[KnowledgeHit]:
+    """The `k` best live chunks for `query` in the given bases (ids), fused from the methods
+    asked for ("vector", "text"). `visibility` is the audience: END_USERS sees only sources
+    visible to end users, OPERATORS sees every source. `metadata` keeps the chunks whose
+    metadata holds every given key and value (a source's own metadata included)."""
+    query = query.strip()
+    if not bases or not query or k <= 0:
+        return []
+    scope, params = _scope_sql(
+        bases=bases, visibility=visibility, sources=sources, metadata=metadata
+    )
+    params = {**params, "n": max(candidates, k)}
+    ranked: dict[int, _Ranked] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        if "vector" in methods:
+            embedding = (embedder or get_embedder()).embed([query])[0]
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {int(max(HNSW_EF_SEARCH, candidates))}")
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute(
+                "SELECT id, distance FROM (SELECT id, embedding <=> %(query)s::vector AS distance"  # noqa: S608
+                f" FROM knowledge_chunk WHERE {scope} ORDER BY embedding <=> %(query)s::vector"
+                " LIMIT %(n)s) nearest ORDER BY distance, id",
+                {**params, "query": vector_text(embedding)},
+            )
+            for rank, (chunk_id, distance) in enumerate(cursor.fetchall(), 1):
+                hit = ranked.setdefault(chunk_id, _Ranked())
+                hit.ranks["vector"] = rank
+                hit.scores["vector"] = 1.0 - float(distance)
+        if "text" in methods:
+            cursor.execute(
+                "SELECT id, ts_rank_cd(search, q) AS score FROM knowledge_chunk,"  # noqa: S608
+                f" to_tsquery('{SEARCH_CONFIG}', replace(plainto_tsquery('{SEARCH_CONFIG}',"
+                " %(text)s)::text, ' & ', ' | ')) q"
+                f" WHERE search @@ q AND {scope} ORDER BY score DESC, id LIMIT %(n)s",
+                {**params, "text": query},
+            )
+            for rank, (chunk_id, score) in enumerate(cursor.fetchall(), 1):
+                hit = ranked.setdefault(chunk_id, _Ranked())
+                hit.ranks["text"] = rank
+                hit.scores["text"] = float(score)
+    fused = sorted(
+        (
+            (sum(1.0 / (RRF_K + r) for r in hit.ranks.values()), chunk_id)
+            for chunk_id, hit in ranked.items()
+        ),
+        key=lambda pair: (-pair[0], min(ranked[pair[1]].ranks.values()), pair[1]),
+    )[:k]
+    rows = {
+        chunk.pk: chunk
+        for chunk in Chunk.objects.filter(pk__in=[chunk_id for _, chunk_id in fused])
+        .select_related("source")
+        .only(
+            "id",
+            "source_id",
+            "base_id",
+            "heading_path",
+            "text",
+            "ordinal",
+            "metadata",
+            "source__title",
+            "source__url",
+            "source__filename",
+        )
+    }
+    hits = []
+    for position, (score, chunk_id) in enumerate(fused, 1):
+        chunk = rows.get(chunk_id)
+        if chunk is None:  # deleted between the search and now
+            continue
+        found = ranked[chunk_id]
+        hits.append(
+            KnowledgeHit(
+                chunk_id=chunk_id,
+                source_id=chunk.source_id,
+                base_id=chunk.base_id,
+                source_title=chunk.source.title or chunk.source.filename or chunk.source.url,
+                source_url=chunk.metadata.get("url") or chunk.source.url,
+                heading_path=chunk.heading_path,
+                text=chunk.text,
+                ordinal=chunk.ordinal,
+                metadata=chunk.metadata,
+                fused_rank=position,
+                fused_score=score,
+                vector_rank=found.ranks.get("vector"),
+                vector_score=found.scores.get("vector"),
+                text_rank=found.ranks.get("text"),
+                text_score=found.scores.get("text"),
+            )
+        )
+    return hits
