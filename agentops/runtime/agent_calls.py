@@ -16,7 +16,7 @@ children still going, and theirs in turn (`children_cancel`, a subscriber of run
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -134,6 +134,7 @@ def _child_create(*, driver: RunDriver, callee: Agent, call_id: str, request: st
             external_user=driver.session.external_user,
             title=f"Asked by {driver.agent.name}"[:200],
             sandbox=driver.session.sandbox,
+            fork_tools=driver.session.fork_tools,  # a fork's child replays or refuses as it does
         )
         (message,) = messages_append(
             session_id=session.pk,
@@ -307,3 +308,65 @@ def parents_reconcile() -> int:
             parent_wake(run_id=child.pk)
             woken += 1
     return woken
+
+
+# -- forks: an agent call answered from the recording ----------------------------------------
+class AgentCallRecording(NamedTuple):
+    """One call of an agent tool as a run recorded it: the step its answer was stored at, the
+    request, the answer its model read, and the child run that gave it (None when the run
+    itself answered the call from a recording: a fork of a fork)."""
+
+    step: int
+    request: str
+    answer: str
+    child_run_id: uuid.UUID | None
+
+
+def agent_call_recordings(*, run_id: uuid.UUID, tool: str) -> list[AgentCallRecording]:
+    """The calls of the agent tool `tool` that the run `run_id` had answered, in order: those
+    its child runs answered (the request as its model wrote it, the answer as its model read
+    it; a child still running answered nothing yet) and those it answered from a recording."""
+    from agentops.models import ToolCall, ToolCallStatus
+    from tracing.platform.json_input import json_parse
+
+    messages = list(
+        Message.objects.filter(run_id=run_id, role__in=(Role.ASSISTANT, Role.TOOL))
+        .order_by("seq")
+        .only("role", "step", "content", "tool_calls", "tool_call_id")
+    )
+    answers = {(m.tool_call_id, m.step): m.content for m in messages if m.role == Role.TOOL}
+    recordings = []
+    children = Run.objects.filter(parent_run_id=run_id, agent__slug=tool.removeprefix(PREFIX))
+    for child in children.order_by("created_at", "pk"):
+        step_text, _, call_id = child.parent_call_id.partition(":")
+        if not step_text.isdigit() or not call_id:
+            continue  # keyed before calls were keyed by their step: its request is not known
+        step = int(step_text)
+        asked = [
+            c
+            for m in messages
+            if m.role == Role.ASSISTANT and (m.step or 0) <= step
+            for c in m.tool_calls or []
+            if c.get("id") == call_id and (c.get("function") or {}).get("name") == tool
+        ]
+        if not asked:
+            continue
+        raw = str((asked[-1].get("function") or {}).get("arguments") or "")
+        try:
+            arguments = json_parse(raw, nul_ok=True) if raw.strip() else {}
+        except ValueError:
+            continue
+        request = arguments.get("request") if isinstance(arguments, dict) else None
+        answer = answers.get((call_id, step + 1))
+        if answer is None and (answered := child_answer(child)) is not None:
+            answer = answered[0]  # the caller stopped before reading it (cancelled, say)
+        if isinstance(request, str) and answer is not None:
+            recordings.append(AgentCallRecording(step + 1, request, answer, child.pk))
+    replayed = ToolCall.objects.filter(
+        run_id=run_id, tool_name=tool, status=ToolCallStatus.SUCCEEDED
+    ).exclude(fork_outcome="")
+    for row in replayed:
+        request = row.arguments.get("request") if isinstance(row.arguments, dict) else None
+        if isinstance(request, str):
+            recordings.append(AgentCallRecording(row.step, request, row.result, None))
+    return sorted(recordings, key=lambda r: r.step)

@@ -696,7 +696,7 @@ def run_fork(
     # The summary is reused only if it covers nothing the fork shows verbatim or leaves out.
     reuse_summary = 0 < origin.summary_upto_seq < first_kept
     fork = Session.objects.create(
-        agent=origin.agent,
+        agent=run.agent,  # the session's may have moved on: a transfer after this turn
         external_user=origin.external_user,
         title=f"Fork of {origin.title or str(origin.pk)[:8]} at step {step}"[:200],
         created_by=actor if actor and actor.is_authenticated else None,

@@ -20,10 +20,18 @@ from agentops.models import (
     ForkTools,
     Message,
     Role,
+    Run,
     ToolCall,
     ToolCallStatus,
 )
-from agentops.runtime.agent_calls import agent_tool_entry, chain_tokens, child_answer, child_start
+from agentops.runtime.agent_calls import (
+    AgentCallRecording,
+    agent_call_recordings,
+    agent_tool_entry,
+    chain_tokens,
+    child_answer,
+    child_start,
+)
 from agentops.runtime.checkpoint import fenced_update
 from agentops.runtime.context import message_tokens
 from agentops.runtime.errors import HandoffRequired, WaitRequired
@@ -283,12 +291,16 @@ class ToolRunner:
         request = arguments.get("request") if isinstance(arguments, dict) else None
         if not isinstance(request, str) or not request.strip():
             return f"Error: give {name} a request: what to do, as text.", None
+        # Keyed by step too: a provider that numbers its calls from 0 each step must not
+        # find the last step's child.
+        key = f"{driver.run.step}:{call_id}"[:100]
+        if driver.session.fork_tools:
+            replayed = self.fork_agent_guard(call_id, key, name, request)
+            if replayed is not None:
+                return replayed, None
         with driver.tracer.span(
             "agent.call", **{"gen_ai.tool.name": name, "agent.callee": entry["agent"]}
         ) as span:
-            # Keyed by step too: a provider that numbers its calls from 0 each step must not
-            # find the last step's child.
-            key = f"{driver.run.step}:{call_id}"[:100]
             child = child_start(driver=driver, entry=entry, call_id=key, request=request)
             if isinstance(child, str):
                 span.fail(FailureClass.TOOL_ERROR, child)
@@ -409,6 +421,71 @@ class ToolRunner:
             )
         )
         return recorded[len(used)] if len(used) < len(recorded) else None
+
+    def fork_agent_guard(self, call_id: str, key: str, name: str, request: str) -> str | None:
+        """An agent call after the fork point of a forked session. Under `replay` the origin
+        run's recording of the same call answers it (the n-th call with that request takes
+        the n-th recording: the answer its model read, its child's or the error it was told)
+        and no child run is started. Without a recording, or under `allow`, the agent is
+        asked: its child session keeps the fork's policy, so the child's own non-idempotent
+        calls are in turn executed (`allow`) or refused (`replay`: nothing recorded them).
+        None: ask the agent."""
+        driver = self.driver
+        if driver.run.jobs_started > 1 and (
+            Run.objects.filter(parent_run_id=driver.run.pk, parent_call_id=key).exists()
+        ):
+            return None  # decided by an earlier job of this run: the child it asked answers
+        event: dict[str, Any] = {"gen_ai.tool.name": name, "fork.idempotent": False}
+        recording: AgentCallRecording | None = None
+        if driver.session.fork_tools == ForkTools.REPLAY:
+            recording = self.fork_agent_recording(name, request)
+        if recording is None:
+            driver.tracer.event("tool.fork", **event, **{"fork.outcome": ForkOutcome.EXECUTED})
+            return None
+        if recording.child_run_id is not None:
+            event["fork.recorded_child_run"] = str(recording.child_run_id)
+        driver.tracer.event("tool.fork", **event, **{"fork.outcome": ForkOutcome.REPLAYED})
+        self.deferred.append(  # stored with the step's checkpoint, with the tool message
+            ToolCall(
+                run_id=driver.run.pk,
+                step=driver.run.step + 1,
+                call_id=call_id,
+                tool_name=name,
+                arguments={"request": request},
+                status=ToolCallStatus.SUCCEEDED,
+                idempotent=False,
+                result=recording.answer,
+                fork_outcome=ForkOutcome.REPLAYED,
+                started_at=timezone.now(),
+                finished_at=timezone.now(),
+            )
+        )
+        return recording.answer
+
+    def fork_agent_recording(self, name: str, request: str) -> AgentCallRecording | None:
+        """The origin run's recorded answer to this agent call, if one is left: as for tools,
+        the n-th call with the same request gets the n-th recording, those answered before
+        the fork point (copied) counting as used."""
+        run = self.driver.run
+        if run.forked_from_id is None:  # a later turn of the fork: no recording is of it
+            return None
+        recorded = [
+            r
+            for r in agent_call_recordings(run_id=run.forked_from_id, tool=name)
+            if r.request == request
+        ]
+        copied = sum(
+            1 for r in recorded if run.forked_at_step is not None and r.step <= run.forked_at_step
+        )
+        replayed = ToolCall.objects.filter(
+            run_id=run.pk,
+            tool_name=name,
+            status=ToolCallStatus.SUCCEEDED,
+            fork_outcome=ForkOutcome.REPLAYED,
+            arguments__request=request,
+        ).count()
+        used = copied + replayed
+        return recorded[used] if used < len(recorded) else None
 
     def existing_row(self, call_id: str) -> ToolCall | None:
         """The record an earlier job of this run left for the call, if any."""

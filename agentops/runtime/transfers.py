@@ -311,6 +311,14 @@ def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
                 agent_version_id=target.published_version_id,
                 trigger_id=run.trigger_id,
                 transferred_from=run,
+                # In a fork the target replays what the origin's own target did (fork_guard).
+                forked_from_id=Run.objects.filter(
+                    transferred_from_id=run.forked_from_id, agent=target
+                )
+                .values_list("pk", flat=True)
+                .first()
+                if run.forked_from_id and driver.session.fork_tools
+                else None,
                 enqueued_at=timezone.now(),
             )
             # The turn's budget reservations go on with it: the target spends against them.
