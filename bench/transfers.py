@@ -4,7 +4,8 @@ model in a process of its own thinking `--latency` s per answer. Prints JSON.
 Runs driven one after another in this process (`run_execute`, what a worker's job calls; the
 target's run is driven as soon as the transfer created it): time from the post to the answer
 for a message answered by billing directly, for one the triage agent transfers (its model
-call, then billing's), and for one a routing rule sends to billing before any model call. A
+call, then billing's), for one a routing rule sends to billing before any model call, and
+for one a routing classifier sends there (its one model call, then billing's). A
 transfer's cost is the difference beyond the model calls (target: ≤ 20 ms).
 
 Usage: `python bench/transfers.py [--runs 50] [--latency 0.3]`.
@@ -63,6 +64,9 @@ def main() -> int:
     routed = published(
         "router", [{"agent": billing.slug, "description": about, "when": {"pattern": "refund"}}]
     )
+    classified = published(
+        "classified", [{"agent": billing.slug, "description": about, "when": {"classify": True}}]
+    )
 
     def converse(agent: Agent, count: int) -> list[float]:
         """Seconds from each post to its answer, the run chain driven in this thread."""
@@ -83,6 +87,7 @@ def main() -> int:
         direct = converse(billing, args.runs)
         transferred = converse(triage, args.runs)
         by_rule = converse(routed, args.runs)
+        by_classifier = converse(classified, args.runs)
     finally:
         model_proc.stop()
         django_rq.get_queue(settings.RUN_QUEUE).empty()  # their jobs: no worker is to run them
@@ -96,11 +101,15 @@ def main() -> int:
     out["direct"] = summary(direct)
     out["transferred_by_the_model"] = summary(transferred)
     out["routed_by_rule"] = summary(by_rule)
+    out["routed_by_classifier"] = summary(by_classifier)
     base_p50 = statistics.median(direct)
     out["transfer_ms_beyond_model_calls_p50"] = round(
         1000 * (statistics.median(transferred) - base_p50 - args.latency), 1
     )
     out["route_ms_p50"] = round(1000 * (statistics.median(by_rule) - base_p50), 1)
+    out["classifier_route_ms_beyond_its_model_call_p50"] = round(
+        1000 * (statistics.median(by_classifier) - base_p50 - args.latency), 1
+    )
     print(json.dumps(out, indent=2))
     return 0
 
