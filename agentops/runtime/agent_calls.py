@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -197,6 +197,26 @@ def chain_tokens(child: Run) -> tuple[int, int]:
     return sum(r.tokens_in for r in runs), sum(r.tokens_out for r in runs)
 
 
+# The runs below a run: its children, the runs their turns were transferred to, and theirs.
+_RUNS_BELOW = """
+WITH RECURSIVE below(id) AS (
+    SELECT id FROM agentops_run WHERE parent_run_id = %s
+    UNION
+    SELECT r.id FROM agentops_run AS r JOIN below AS b
+        ON r.parent_run_id = b.id OR r.transferred_from_id = b.id
+)
+SELECT id FROM below
+"""
+
+
+def runs_below(*, run_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """Every run that answered this run's agent calls, at any depth (their model calls cost
+    the caller too: its cost is theirs and its own, as its tokens are)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RUNS_BELOW, [str(run_id)])
+        return [row[0] for row in cursor.fetchall()]
+
+
 def answers_a_caller(run: Run) -> bool:
     """Is the run (or the run its turn was transferred from) another run's child?"""
     return chain_first(run).parent_run_id is not None
@@ -336,8 +356,7 @@ def agent_call_recordings(*, run_id: uuid.UUID, tool: str) -> list[AgentCallReco
     )
     answers = {(m.tool_call_id, m.step): m.content for m in messages if m.role == Role.TOOL}
     recordings = []
-    children = Run.objects.filter(parent_run_id=run_id, agent__slug=tool.removeprefix(PREFIX))
-    for child in children.order_by("created_at", "pk"):
+    for child in Run.objects.filter(parent_run_id=run_id).order_by("created_at", "pk"):
         step_text, _, call_id = child.parent_call_id.partition(":")
         if not step_text.isdigit() or not call_id:
             continue  # keyed before calls were keyed by their step: its request is not known
