@@ -333,7 +333,8 @@ class RunDriver:
         pick = route_pick(
             transfers=self.config.transfers, text=text, end_user=self.session.external_user
         )
-        entry, how = pick.entry, f"routed by rule: {pick.entry and pick.entry['when']}"
+        entry = pick.entry
+        how = f"routed by rule: {entry['when']}" if entry is not None else ""
         if entry is None and pick.candidates:
             verdict = route_classify(driver=self, candidates=pick.candidates, text=text)
             entry = next((c for c in pick.candidates if c["agent"] == verdict.agent), None)
