@@ -298,7 +298,7 @@ def test_agents_call_agents_at_most_three_deep_and_tokens_roll_up(worker, dev_ag
     agents = agents_chain(dev_agent, slugs)
     message = ask("second", ask("third", ask("fourth", ask("fifth", "say hello"))))
     session = session_create(agent=agents[0], external_user="erin")
-    first = wait_for_run(session_post_message(session=session, content=message).pk)
+    first = wait_for_run(session_post_message(session=session, content=message).pk, timeout=120)
     assert first.status == RunStatus.SUCCEEDED, first.error_message
     runs = [first]
     for agent in agents[1:4]:
@@ -316,6 +316,10 @@ def test_agents_call_agents_at_most_three_deep_and_tokens_roll_up(worker, dev_ag
             tokens_out + child.tokens_out,
         )
     assert (runs[3].tokens_in, runs[3].tokens_out) == own_tokens(runs[3]) != (0, 0)
+    from agentops.runtime.agent_calls import runs_below
+
+    assert set(runs_below(run_id=first.pk)) == {r.pk for r in runs[1:]}  # whose cost is the first's
+    assert runs_below(run_id=runs[3].pk) == []
 
 
 def test_a_run_asks_other_agents_at_most_five_times(worker, research):
