@@ -345,7 +345,8 @@ class AgentCallRecording(NamedTuple):
 def agent_call_recordings(*, run_id: uuid.UUID, tool: str) -> list[AgentCallRecording]:
     """The calls of the agent tool `tool` that the run `run_id` had answered, in order: those
     its child runs answered (the request as its model wrote it, the answer as its model read
-    it; a child still running answered nothing yet) and those it answered from a recording."""
+    it; a child still running answered nothing yet), those it answered from a recording, and,
+    for a fork, those its copied history answered (its origin's children, up the forks)."""
     from agentops.models import ToolCall, ToolCallStatus
     from tracing.platform.json_input import json_parse
 
@@ -356,11 +357,7 @@ def agent_call_recordings(*, run_id: uuid.UUID, tool: str) -> list[AgentCallReco
     )
     answers = {(m.tool_call_id, m.step): m.content for m in messages if m.role == Role.TOOL}
     recordings = []
-    for child in Run.objects.filter(parent_run_id=run_id).order_by("created_at", "pk"):
-        step_text, _, call_id = child.parent_call_id.partition(":")
-        if not step_text.isdigit() or not call_id:
-            continue  # keyed before calls were keyed by their step: its request is not known
-        step = int(step_text)
+    for child, step, call_id in _children_answered(run_id=run_id):
         asked = [
             c
             for m in messages
@@ -381,6 +378,7 @@ def agent_call_recordings(*, run_id: uuid.UUID, tool: str) -> list[AgentCallReco
             answer = answered[0]  # the caller stopped before reading it (cancelled, say)
         if isinstance(request, str) and answer is not None:
             recordings.append(AgentCallRecording(step + 1, request, answer, child.pk))
+    # Its own replays, and those copied (or edited) from the run it was forked from.
     replayed = ToolCall.objects.filter(
         run_id=run_id, tool_name=tool, status=ToolCallStatus.SUCCEEDED
     ).exclude(fork_outcome="")
@@ -389,3 +387,26 @@ def agent_call_recordings(*, run_id: uuid.UUID, tool: str) -> list[AgentCallReco
         if isinstance(request, str):
             recordings.append(AgentCallRecording(row.step, request, row.result, None))
     return sorted(recordings, key=lambda r: r.step)
+
+
+def _children_answered(*, run_id: uuid.UUID) -> list[tuple[Run, int, str]]:
+    """The child runs whose answers the run's conversation holds, each with the step it was
+    asked at and its call id: the run's own, and for a fork those of its origin answered by
+    the fork point (a fork copies their messages, never the child runs), up the forks."""
+    found: list[tuple[Run, int, str]] = []
+    run: Run | None = Run.objects.only("forked_from", "forked_at_step").get(pk=run_id)
+    upto: int | None = None  # any step of the run itself
+    while run is not None:
+        for child in Run.objects.filter(parent_run_id=run.pk).order_by("created_at", "pk"):
+            step_text, _, call_id = child.parent_call_id.partition(":")
+            if not step_text.isdigit() or not call_id:
+                continue  # keyed before calls were keyed by their step: not known which
+            if upto is None or int(step_text) + 1 <= upto:
+                found.append((child, int(step_text), call_id))
+        if run.forked_from_id is None or run.forked_at_step is None:
+            break
+        upto = run.forked_at_step if upto is None else min(upto, run.forked_at_step)
+        run = (
+            Run.objects.only("forked_from", "forked_at_step").filter(pk=run.forked_from_id).first()
+        )
+    return found

@@ -146,6 +146,14 @@ def test_each_call_takes_the_next_recording_and_copied_ones_count(worker, resear
     assert recorded == [str(first.pk), str(second.pk)]
     (replayed,) = spans(after_first.pk, "tool.fork")  # the first answer was copied
     assert replayed.attributes["fork.recorded_child_run"] == str(second.pk)
+    # A fork of that fork from the start: its first call is answered by the origin's child
+    # whose answer the first fork copied, its second by the first fork's replay.
+    again = wait_for_run(run_fork(run=after_first, step=0).pk)
+    assert again.status == RunStatus.SUCCEEDED, (again.error_class, again.error_message)
+    assert not Run.objects.filter(parent_run=again).exists()
+    events = spans(again.pk, "tool.fork")
+    assert [e.attributes["fork.outcome"] for e in events] == [ForkOutcome.REPLAYED] * 2
+    assert [e.attributes.get("fork.recorded_child_run") for e in events] == [str(first.pk), None]
     assert len(executions()) == 2
 
 
