@@ -362,3 +362,37 @@ def test_a_child_that_needs_a_human_tells_its_caller_and_queues_no_handoff(worke
     assert "the refund is too large" in result
     (handoff,) = spans(child.pk, "handoff")
     assert handoff.attributes["to_caller"] is True
+
+
+def test_a_child_running_when_its_caller_is_cancelled_stops_at_its_next_write(worker, research):
+    """The child is in the middle of a slow tool when its caller is cancelled: it is
+    cancelled at once, its job stops at its next write (the tool's result is never stored),
+    and neither run goes on."""
+    import django_rq
+    from django.conf import settings
+
+    from agentops.models import ACTIVE_RUN_STATUSES
+    from agentops.runtime.services import run_cancel
+    from tests.agentops.runtime.helpers import side_effects_forget, wait_for_side_effects
+    from tests.kit import until
+
+    side_effects_forget()
+    session = session_create(agent=research, external_user="erin")
+    caller = session_post_message(
+        session=session, content=ask("summariser", "chain 1 slow_lookup 2")
+    )
+    wait_for_side_effects(1)  # the child's tool is running
+    (child,) = Run.objects.filter(parent_run=caller)
+    assert child.status == RunStatus.RUNNING
+    run_cancel(run=caller)
+    child.refresh_from_db()
+    assert (child.status, child.wait_reason) == (RunStatus.CANCELLED, "its caller was cancelled")
+    job = django_rq.get_queue(settings.RUN_QUEUE).fetch_job(child.job_id)
+    assert job is not None
+    until(
+        lambda: job.get_status(refresh=True) in ("finished", "failed"),
+        message="the child's job never stopped",
+    )
+    assert not Message.objects.filter(session=child.session, role=Role.TOOL).exists()
+    assert not Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists()
+    assert Run.objects.get(pk=caller.pk).status == RunStatus.CANCELLED
