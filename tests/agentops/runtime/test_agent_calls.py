@@ -396,3 +396,25 @@ def test_a_child_running_when_its_caller_is_cancelled_stops_at_its_next_write(wo
     assert not Message.objects.filter(session=child.session, role=Role.TOOL).exists()
     assert not Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).exists()
     assert Run.objects.get(pk=caller.pk).status == RunStatus.CANCELLED
+
+
+def test_a_caller_that_fails_cancels_the_child_it_started(research):
+    """A caller that fails (here: over its job's time limit) with a child still going: the
+    child is cancelled, saying why."""
+    from agentops.runtime.checkpoint import run_time_out
+    from tests.factories import SessionFactory
+
+    summariser = Agent.objects.get(slug="summariser")
+    caller = Run.objects.create(
+        session=SessionFactory(agent=research), agent=research, status=RunStatus.RUNNING, epoch=1
+    )
+    child = Run.objects.create(
+        session=SessionFactory(agent=summariser),
+        agent=summariser,
+        parent_run=caller,
+        parent_call_id="1:call_0",
+        status=RunStatus.WAITING,
+    )
+    assert run_time_out(run_id=caller.pk, epoch=1, seconds=5)
+    child.refresh_from_db()
+    assert (child.status, child.wait_reason) == (RunStatus.CANCELLED, "its caller failed")
