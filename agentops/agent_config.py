@@ -288,7 +288,11 @@ def agent_config_build(
 ) -> AgentConfig:
     snapshot = snapshot_complete(snapshot)
     endpoint_ids = {snapshot["endpoint"], *(f["endpoint"] for f in snapshot["fallbacks"])}
-    endpoints = ModelEndpoint.objects.in_bulk(endpoint_ids)
+    # The agent's own endpoint, when it came with the agent (as a run reads it), is not read
+    # again: most versions use it and no other.
+    endpoints = {agent.endpoint_id: agent.endpoint} if Agent.endpoint.is_cached(agent) else {}
+    if missing := endpoint_ids - endpoints.keys():
+        endpoints.update(ModelEndpoint.objects.in_bulk(missing))
     problem = ""
     endpoint = endpoints.get(snapshot["endpoint"])
     if endpoint is None:

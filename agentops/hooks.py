@@ -38,7 +38,8 @@ HOOKS = {
     "session.message": "the end user wrote to a conversation a human has (`session_id`)",
     "message": "a message was stored (`data['message']`: message_serialise)",
     "run.status": "a run's status changed (`run`; `data`: run_status_serialise)",
-    "run.job_ended": "a worker is done with a run's job (`data['run_id']`), however it ended",
+    "run.job_ended": "a worker is done with a run (`data['run_id']`; `data['sandbox']`: its session is one, "
+    "None if unread), however it ended",
     "approval.requested": "a tool call waits for an operator (`data`, `detail['arguments']`)",
     "approval.decided": "an operator approved or rejected it",
     "run.takeover": "an operator asked a running run to stop and hand over",

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from rq import get_current_job
 
-from agentops.hooks import Event, event_announce
 from agentops.runtime.agent_calls import parents_reconcile
 from agentops.runtime.breaker import breaker_window_prune
 from agentops.runtime.handoff_package import handoff_package_write
 from agentops.runtime.loop import run_execute
-from agentops.runtime.services import run_slot_free
 from agentops.runtime.services import runs_reconcile as reconcile
 from tracing import otlp
 
@@ -18,11 +16,8 @@ from tracing import otlp
 def run_job(run_id: str) -> str:
     job = get_current_job()
     try:
-        return run_execute(run_id=run_id, job_id=job.id if job else "")
+        return run_execute(run_id=run_id, job_id=job.id if job else "")  # releases its runs
     finally:
-        run_slot_free(run_id=run_id)
-        # Whoever waits for the run's end hears it (an experiment scores its run).
-        event_announce(Event(kind="run.job_ended", data={"run_id": run_id}))
         # A forking worker's horse ends with os._exit, which runs no exit handler.
         otlp.force_flush()
 

@@ -84,7 +84,10 @@ class Tracer:
         agent: str = "",
         secrets_to_redact: list[str] | None = None,
         sandbox: bool = False,
+        new_trace: bool = False,
     ) -> None:
+        """`new_trace`: nothing was written to it yet (its spans are numbered from 1 without
+        reading how far it got)."""
         self.trace_id = trace_id
         self.session_id = session_id
         self.agent = agent
@@ -92,7 +95,7 @@ class Tracer:
         self._secrets = [s for s in (secrets_to_redact or []) if s and len(s) >= 4]
         self._stack: list[SpanRecord] = []
         self._buffer: list[Span] = []
-        self._seq: int | None = None
+        self._seq: int | None = 0 if new_trace else None
         self._streamed: dict[str, int] = {}  # span id -> characters of text streamed into it
 
     # -- redaction ---------------------------------------------------------------------

@@ -523,7 +523,7 @@ def result_run_finished(*, run_id: RunId) -> None:
     """Told by the run's job when it ends: an experiment's run that finished gets scored —
     once its turn has ended (a run its agent transferred on is scored by the last one)."""
     try:
-        run = Run.objects.filter(pk=run_id).first()
+        run = Run.objects.filter(pk=run_id, session__sandbox=True).first()  # experiments' are
         if run is None or chain_last(run).status not in FINISHED_RUN_STATUSES:
             return  # transferred on: the turn goes on
         result_id = (
@@ -654,4 +654,5 @@ def experiment_rescore(*, experiment: Experiment, actor: Actor) -> int:
 
 def results_on_run_job_ended(event: Event) -> None:
     """A hook subscriber (ExperimentsConfig.ready): a worker is done with a run's job."""
-    result_run_finished(run_id=event.data["run_id"])
+    if event.data.get("sandbox") is not False:  # an experiment's session is a sandbox
+        result_run_finished(run_id=event.data["run_id"])

@@ -72,7 +72,7 @@ from agentops.runtime.model_client import (
     tool_specs,
 )
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy
-from agentops.runtime.services import handoff_open, run_enqueue
+from agentops.runtime.services import handoff_open, run_enqueue, run_released
 from agentops.runtime.tooling import ToolRunner
 from agentops.runtime.transfers import (
     TransferRequired,
@@ -165,17 +165,46 @@ def worker_name() -> str:
 
 
 def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
-    """Drive a run from its last checkpoint. Returns the status it ended this job in."""
+    """Drive a run from its last checkpoint, then the runs its turn is transferred to (each
+    claimed for this job by its transfer: the next agent answers without a queue between).
+    Returns the status the last of them ended this job in. Each run is released when the job
+    is done with it (`run_released`), also one it could not claim."""
     close_old_connections()
-    epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
+    try:
+        epoch = run_claim(run_id=run_id, worker=worker_name(), job_id=job_id)
+    except BaseException:
+        run_released(run_id=run_id)
+        raise
     if epoch is None:
+        run_released(run_id=run_id)
         return "not-claimed"
-    run = (
-        Run.objects.select_related("agent__endpoint", "session", "agent_version", "trigger")
-        .annotate(budget_holds=RawSQL(HOLDS_OF_RUN, [], output_field=JSONField()))  # noqa: S611 - a constant
-        .get(pk=run_id)
-    )
+    successor: Run | None = None
+    while True:
+        sandbox: bool | None = None
+        try:
+            run, successor = run_drive_claimed(run_id=run_id, epoch=epoch, run=successor)
+            sandbox = run.session.sandbox
+        finally:
+            run_released(run_id=run_id, sandbox=sandbox)
+        if successor is None:
+            return run.status
+        run_id, epoch = successor.pk, successor.epoch
+
+
+def run_drive_claimed(
+    *, run_id: uuid.UUID | str, epoch: int, run: Run | None = None
+) -> tuple[Run, Run | None]:
+    """Drive a run this job holds at `epoch` (`run`: as its transfer made it, with what its
+    driver reads; else read here): the run as it ended, and the run its turn was transferred
+    to, if it was (held by this job too)."""
+    if run is None or getattr(run, "budget_holds", None) is None:
+        run = (
+            Run.objects.select_related("agent__endpoint", "session", "agent_version", "trigger")
+            .annotate(budget_holds=RawSQL(HOLDS_OF_RUN, [], output_field=JSONField()))  # noqa: S611 - a constant
+            .get(pk=run_id)
+        )
     beat = heartbeat_start(run.pk, epoch)
+    successor = None
     with bind_context(
         trace_id=str(run.pk),
         run_id=str(run.pk),
@@ -191,7 +220,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
         except WaitRequired as wait:
             driver.wait(wait)
         except TransferRequired as transfer:
-            driver.transfer(transfer)
+            successor = driver.transfer(transfer)
         except HandoffRequired as handoff:
             driver.hand_off(
                 handoff.reason,
@@ -224,7 +253,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
             wait_sent()
     if run.status == RunStatus.RUNNING:  # ended otherwise than by its driver (a lost lease)
         run.refresh_from_db(fields=["status"])
-    return run.status
+    return run, successor
 
 
 class RunDriver:
@@ -244,6 +273,8 @@ class RunDriver:
             agent=self.agent.slug,
             secrets_to_redact=[endpoint.api_key for endpoint, _ in self.candidates],
             sandbox=self.session.sandbox,
+            # A run its transfer just made, in its first job: nothing wrote to its trace yet.
+            new_trace=run.jobs_started == 1 and "transfer" in (run.state or {}),
         )
         self.policy = RetryPolicy(
             self.config.retry_max_attempts,
@@ -292,7 +323,10 @@ class RunDriver:
         # as it stood then (and what the run did so far); its folds stay its own. (Nothing
         # to look for when the session, read with the run, ends at the trigger.)
         self.in_place = False
-        if trigger_seq is not None and self.session.last_seq > trigger_seq:
+        # (The session of a run its transfer made came with the transfer: its last_seq is old.)
+        if trigger_seq is not None and (
+            self.session.last_seq > trigger_seq or self.run.transferred_from_id
+        ):
             later = Message.objects.filter(session_id=self.session.pk, seq__gt=trigger_seq)
             if self.run.transferred_from_id:  # the turn's earlier agents wrote after it
                 later = later.filter(role=Role.USER)
@@ -350,13 +384,15 @@ class RunDriver:
     def transferred_view(self) -> None:
         """A run the conversation was transferred to sees what its transfer says: all of it,
         a summary of what came before the turn, or the last N turns."""
-        source_id = self.run.transferred_from_id
-        assert source_id is not None
-        source = Run.objects.select_related("agent", "agent_version").get(pk=source_id)
-        entry = transfer_entry(
-            transfers=agent_config_for_run(source).transfers,
-            tool=f"transfer_to_{self.agent.slug}"[:64],
-        ) or {"history": "all"}
+        entry = (self.run.state or {}).get("transfer")  # written by the transfer
+        if entry is None:  # its state since replaced (a wait): as the source's version says
+            source_id = self.run.transferred_from_id
+            assert source_id is not None
+            source = Run.objects.select_related("agent", "agent_version").get(pk=source_id)
+            entry = transfer_entry(
+                transfers=agent_config_for_run(source).transfers,
+                tool=f"transfer_to_{self.agent.slug}"[:64],
+            ) or {"history": "all"}
         older, seen = transferred_view(
             messages=self.transcript.messages,
             trigger_id=self.run.trigger_id,
@@ -910,9 +946,10 @@ class RunDriver:
         self.transcript.messages = [m for m in self.transcript.messages if m.seq > upto]
 
     # -- endings -------------------------------------------------------------------------
-    def transfer(self, transfer: TransferRequired) -> None:
+    def transfer(self, transfer: TransferRequired) -> Run | None:
         """The model passed the conversation to another agent: calls it asked for beside the
-        transfer are answered "not run", then this run ends and the target's starts."""
+        transfer are answered "not run", then this run ends and the target's starts, held by
+        this job (None: the transfer did not happen)."""
         pending = self.pending_tool_calls()
         self.answer_not_run(
             pending, f"Not run: the conversation was transferred to {transfer.target.slug}."
@@ -921,11 +958,12 @@ class RunDriver:
             self.spend.flush(now=True)
             self.spend = None
         try:
-            transfer_perform(driver=self, target=transfer.target, reason=transfer.reason)
+            return transfer_perform(driver=self, target=transfer.target, reason=transfer.reason)
         except HandoffRequired as taken_over:
             self.hand_off(taken_over.reason)
         except LeaseLost:
             log.warning("run.lease_lost", epoch=self.epoch)
+        return None
 
     def wait(self, wait: WaitRequired) -> None:
         wake_at = timezone.now() + timedelta(seconds=wait.delay) if wait.delay is not None else None

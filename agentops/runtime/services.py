@@ -158,6 +158,17 @@ def run_slot_free(*, run_id: uuid.UUID | str) -> None:
         log.warning("run.dispatch_deferred", run_id=str(run_id), error=str(exc))
 
 
+def run_released(*, run_id: uuid.UUID | str, sandbox: bool | None = None) -> None:
+    """A job is done with a run (however it ended, also when its turn went on to another
+    agent's run in the same job): its agent's held runs may go, and whoever waits for the
+    run's end hears it (an experiment scores its turn). `sandbox`: whether its session is
+    one, if known (None: it was not read)."""
+    from agentops.hooks import Event, event_announce
+
+    run_slot_free(run_id=run_id)
+    event_announce(Event(kind="run.job_ended", data={"run_id": str(run_id), "sandbox": sandbox}))
+
+
 def _job_send(*, run_id: uuid.UUID, job_id: str) -> None:
     # If Redis is away the run stays queued: the scheduler enqueues it again once Redis is
     # back (after RUN_LOST_JOB_SECONDS). The caller sees a delay, not an error.
@@ -417,6 +428,7 @@ def run_retry(*, run: Run, actor: Actor = None) -> Run:
         error_class="",
         error_message="",
         error_traceback="",
+        wait_reason="",  # why it was cancelled: no longer so
         state={},
     )
     run.refresh_from_db()

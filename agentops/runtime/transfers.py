@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from agentops.budgets.models import BudgetHold
@@ -29,7 +30,6 @@ from agentops.budgets.services import WIDGET_KEY_ID
 from agentops.models import Agent, Message, Role, Run, RunStatus, Session
 from agentops.runtime.checkpoint import fenced_update, status_broadcast
 from agentops.runtime.errors import HandoffRequired
-from agentops.runtime.services import runs_dispatch_on_commit
 from tracing.platform.failures import Failure, FailureClass, Interruption
 from tracing.platform.json_input import json_parse
 
@@ -239,7 +239,7 @@ def route_verdict_parse(*, text: str, schema: dict[str, Any]) -> RouteVerdict:
 def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent | None, str]:
     """The target, or why the conversation cannot go to it (a message the model reads)."""
     slug = entry["agent"]
-    target = Agent.objects.filter(slug=slug).first()
+    target = Agent.objects.filter(slug=slug).select_related("endpoint", "published_version").first()
     if target is None:
         return None, f"Error: there is no agent {slug} any more. Answer yourself, or hand off."
     if target.published_version_id is None:
@@ -248,17 +248,19 @@ def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent
             "Answer yourself, or hand off to a human."
         )
     run = driver.run
-    chain = Run.objects.filter(
-        session_id=run.session_id, trigger_id=run.trigger_id, transferred_from__isnull=False
-    ).count()
+    in_flight = Q(agent=target, status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
+    transferred = Q(session_id=run.session_id, transferred_from__isnull=False)
+    counts = Run.objects.filter(in_flight | transferred).aggregate(
+        chain=Count("pk", filter=transferred & Q(trigger_id=run.trigger_id)),
+        in_session=Count("pk", filter=transferred),
+        busy=Count("pk", filter=in_flight),
+    )
+    chain, in_session = counts["chain"], counts["in_session"]
     if chain >= MAX_PER_TURN:
         return None, (
             f"Error: this message was transferred {chain} times already (at most "
             f"{MAX_PER_TURN}). Answer it yourself, or hand off to a human."
         )
-    in_session = Run.objects.filter(
-        session_id=run.session_id, transferred_from__isnull=False
-    ).count()
     if in_session >= MAX_PER_SESSION:
         return None, (
             f"Error: this conversation was transferred {in_session} times (at most "
@@ -270,9 +272,7 @@ def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent
         else settings.AGENT_MAX_CONCURRENT_RUNS
     )
     if limit:
-        busy = Run.objects.filter(
-            agent=target, status__in=(RunStatus.QUEUED, RunStatus.RUNNING)
-        ).count()
+        busy = counts["busy"]
         if busy >= limit:
             return None, (
                 f"Error: the agent {slug} is at its limit of {limit} conversations at once. "
@@ -283,8 +283,11 @@ def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent
 
 def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
     """End this run as transferred and start the target's on the same message (fenced: a
-    worker that lost the run changes nothing)."""
+    worker that lost the run changes nothing). The target's run is held by this run's job from
+    the start (running, epoch 1), which drives it next: no queue between the two agents. If the
+    worker dies first, the sweep finds it without a heartbeat and queues it, like any run."""
     run = driver.run
+    now = timezone.now()
     with transaction.atomic():
         operator = driver.takeover_operator()  # the run's row, locked
         if operator is not None:
@@ -311,6 +314,7 @@ def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
                 agent_version_id=target.published_version_id,
                 trigger_id=run.trigger_id,
                 transferred_from=run,
+                state={"transfer": transfer_view_of(driver=driver, target=target)},
                 # In a fork the target replays what the origin's own target did (fork_guard).
                 forked_from_id=Run.objects.filter(
                     transferred_from_id=run.forked_from_id, agent=target
@@ -319,21 +323,44 @@ def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
                 .first()
                 if run.forked_from_id and driver.session.fork_tools
                 else None,
-                enqueued_at=timezone.now(),
+                enqueued_at=now,
+                status=RunStatus.RUNNING,
+                epoch=1,
+                worker=run.worker,
+                job_id=run.job_id,
+                jobs_started=1,
+                started_at=now,
+                heartbeat_at=now,
             )
             # The turn's budget reservations go on with it: the target spends against them.
             BudgetHold.objects.filter(run_id=run.pk).update(run=successor)
         driver.tracer.flush()
-        runs_dispatch_on_commit(agent_id=target.pk)
     run.status, run.wait_reason = RunStatus.SUCCEEDED, f"transferred to {target.slug}"[:200]
     status_broadcast(run)
-    status_broadcast(successor)
+    # What its driver reads with it, known here (budget holds, if any, are read again).
+    successor.agent, successor.session, successor.trigger = target, driver.session, run.trigger
+    successor.agent_version = target.published_version
+    if not driver.session.sandbox:
+        driver.session.agent, driver.session.agent_version = target, None
+    if not getattr(run, "budget_holds", None):
+        successor.budget_holds = []  # type: ignore[attr-defined]  # none moved to it
     return successor
+
+
+def transfer_view_of(*, driver: RunDriver, target: Agent) -> dict[str, Any]:
+    """What the target is to see, as the transfer says (kept in its run's state, so its start
+    need not read this run's configuration again)."""
+    entry = transfer_entry(
+        transfers=driver.config.transfers, tool=transfer_tool_name(target.slug)
+    ) or {"history": "all"}
+    return {"history": entry.get("history", "all"), "turns": entry.get("turns", 3)}
 
 
 def transfer_unfinished(*, driver: RunDriver) -> Agent | None:
     """The target of a transfer this run answered but did not carry out (its worker died
     between the two): the run carries it out on resume rather than going on itself."""
+    if driver.run.jobs_started <= 1:
+        return None  # the run's first job: no earlier one can have left a transfer undone
     if Run.objects.filter(transferred_from=driver.run).exists():
         return None
     mine = [m for m in driver.transcript.messages if m.run_id == driver.run.pk]

@@ -31,8 +31,9 @@ STEP_QUERIES_MAX = 2
 EXTRA_PER_MODEL_CALL = 1
 EXTRA_PER_RUN = 1
 # Claiming the run and loading what it drives with (run, config, span numbering, transcript,
-# tools), and after the last checkpoint (the run's status event): fixed, however many steps.
-RUN_QUERIES_MAX = 11
+# tools), and after the last checkpoint (the run's status event, its children to cancel, its
+# agent's held runs once the job is done with it): fixed, however many steps.
+RUN_QUERIES_MAX = 12
 
 
 def run_queries(agent: Agent, content: str) -> tuple[Run, list[str]]:

@@ -65,6 +65,8 @@ def test_it_transfers_a_refund_to_billing_who_answers_and_takes_the_conversation
     _, second = chain_of(first)
     assert second.status == RunStatus.SUCCEEDED, second.error_message
     assert (second.agent, second.trigger_id) == (billing, first.trigger_id)
+    # Billing answered in triage's job, held by it from the transfer: no queue between them.
+    assert (second.job_id, second.epoch, second.jobs_started) == (first.job_id, 1, 1)
     assert Session.objects.get(pk=session.pk).agent == billing
     messages = list(Message.objects.filter(session=session).order_by("seq"))
     assert [(m.role, m.agent.slug if m.agent else None) for m in messages] == [
@@ -253,7 +255,7 @@ def test_a_transfer_answered_but_not_carried_out_is_carried_out_on_resume(
             ),
         ],
     )
-    Run.objects.filter(pk=run.pk).update(step=2, model_calls=1)
+    Run.objects.filter(pk=run.pk).update(step=2, model_calls=1, jobs_started=1)  # as it died
     run_enqueue(run=run)
     first, second = chain_of(wait_for_run(run.pk))
     assert (first.status, first.wait_reason) == (RunStatus.SUCCEEDED, "transferred to billing")
