@@ -31,6 +31,7 @@ from agentops.runtime.services import (
     RuntimeConflict,
     run_cancel,
     run_enqueue,
+    run_retry,
     runs_dispatch_on_commit,
 )
 
@@ -105,6 +106,7 @@ def child_start(
     run = driver.run
     existing = Run.objects.filter(parent_run=run, parent_call_id=call_id).first()
     if existing is not None:
+        _child_resume(child=existing)
         return existing
     slug = entry["agent"]
     callee = Agent.objects.filter(slug=slug).first()
@@ -120,6 +122,18 @@ def child_start(
         return Run.objects.get(parent_run=run, parent_call_id=call_id)
     except BudgetExceeded as spent:
         return f"Error: the agent {slug} cannot be asked now: {spent}. Go on without it."
+
+
+def _child_resume(*, child: Run) -> None:
+    """A child cancelled only because its caller ended, asked again by that caller (retried
+    since): retried too, from its checkpoint, rather than answering with its cancel."""
+    last = chain_last(child)
+    if last.status != RunStatus.CANCELLED or last.wait_reason not in CALLER_ENDED.values():
+        return
+    try:
+        run_retry(run=last)
+    except RuntimeConflict:
+        pass  # it cannot be resumed: its cancel is the answer
 
 
 def _child_create(*, driver: RunDriver, callee: Agent, call_id: str, request: str) -> Run:

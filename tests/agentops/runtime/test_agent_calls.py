@@ -418,3 +418,36 @@ def test_a_caller_that_fails_cancels_the_child_it_started(research):
     assert run_time_out(run_id=caller.pk, epoch=1, seconds=5)
     child.refresh_from_db()
     assert (child.status, child.wait_reason) == (RunStatus.CANCELLED, "its caller failed")
+
+
+def test_a_cancelled_caller_retried_resumes_the_child_its_cancel_stopped(worker, research):
+    """Cancelled mid-way (its child with it), then retried: the child is retried from its
+    checkpoint too, and the caller answers with its answer, not with its cancel."""
+    import django_rq
+    from django.conf import settings
+
+    from agentops.runtime.services import run_cancel, run_retry
+    from tests.agentops.runtime.helpers import side_effects_forget, wait_for_side_effects
+    from tests.kit import until
+
+    side_effects_forget()
+    session = session_create(agent=research, external_user="erin")
+    caller = session_post_message(
+        session=session, content=ask("summariser", "chain 1 slow_lookup 1")
+    )
+    wait_for_side_effects(1)
+    (child,) = Run.objects.filter(parent_run=caller)
+    run_cancel(run=caller)
+    child.refresh_from_db()
+    job = django_rq.get_queue(settings.RUN_QUEUE).fetch_job(child.job_id)
+    assert job is not None
+    until(
+        lambda: job.get_status(refresh=True) in ("finished", "failed"),
+        message="the child's job never stopped",
+    )
+    run_retry(run=Run.objects.get(pk=caller.pk))
+    caller = wait_for_run(caller.pk)
+    assert caller.status == RunStatus.SUCCEEDED, caller.error_message
+    (child,) = Run.objects.filter(parent_run=caller)
+    assert (child.status, child.wait_reason) == (RunStatus.SUCCEEDED, "")
+    assert Message.objects.get(session=session, role=Role.TOOL).content == "Chain of 1 done."
