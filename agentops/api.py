@@ -755,6 +755,10 @@ api.add_router("", api_agents.router)
 from agentops import api_tools  # noqa: E402
 
 api.add_router("", api_tools.router)
+# Knowledge bases, sources and the retrieval test: agentops/api_knowledge.py.
+from agentops import api_knowledge  # noqa: E402
+
+api.add_router("", api_knowledge.router)
 # Datasets and experiments: agentops/experiments/api.py.
 from agentops.experiments import api as experiments_api  # noqa: E402
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from knowledge.errors import UnreadableFile, UnsupportedFileType
 
@@ -56,12 +57,13 @@ class Block:
 
 
 def format_detect(*, filename: str = "", media_type: str = "") -> str:
-    """The format a file holds, by its extension first, then its declared media type.
+    """The format a file holds, by its extension, or its declared media type if it has none.
     Refuses (415, naming `file`) what no parser here reads."""
     suffix = PurePosixPath(filename.lower()).suffix
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    found = _MEDIA_TYPES.get(media_type.split(";")[0].strip().lower())
+    # A name's own extension outweighs a declared type (clients send "text/plain" for anything).
+    found = None if suffix else _MEDIA_TYPES.get(media_type.split(";")[0].strip().lower())
     if found:
         return found
     shown = suffix or media_type or "this file"
@@ -69,6 +71,20 @@ def format_detect(*, filename: str = "", media_type: str = "") -> str:
         f"{shown} is not a supported type: upload PDF, DOCX, HTML, Markdown, plain text or CSV",
         field="file",
     )
+
+
+def web_format(*, url: str, media_type: str) -> str:
+    """The format of a fetched page: its declared type if a parser reads it, else its URL's
+    extension, else HTML for an undeclared one; refused (415, naming `url`) otherwise."""
+    declared = media_type.split(";")[0].strip().lower()
+    if declared in _MEDIA_TYPES:
+        return _MEDIA_TYPES[declared]
+    suffix = PurePosixPath(urlsplit(url).path.lower()).suffix
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    if not declared:
+        return "html"
+    raise UnsupportedFileType(f"{url} is {declared}, which no parser here reads", field="url")
 
 
 def text_decode(data: bytes) -> str:

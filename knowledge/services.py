@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -37,7 +39,14 @@ from knowledge.models import (
     SourceStatus,
     Visibility,
 )
-from knowledge.parsing import Block, blocks_parse, file_check, format_detect, html_title
+from knowledge.parsing import (
+    Block,
+    blocks_parse,
+    file_check,
+    format_detect,
+    html_title,
+    web_format,
+)
 from memory.embedders import Embedder, get_embedder
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.errors import ApplicationError, Conflict, Invalid
@@ -53,6 +62,7 @@ INGEST_TIMEOUT = 3600
 # A queued or ingesting source unchanged for this long lost its job (a killed worker, Redis
 # away): `sources_resume` sends it again.
 STALE_AFTER = timedelta(minutes=2)
+LOCK_WAIT_SECONDS = 30
 # pg_advisory_lock's first key for "a source is being ingested" (the second is its id).
 _LOCK_CLASS = 0x6B6E6F77  # "know"
 
@@ -345,8 +355,10 @@ class _Progress:
             "chunks_reused": 0,
             "rate": None,
             "eta_seconds": None,
+            # The process ingesting (a stuck source names its worker's work horse).
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
         }
-        self._embedded_at_start = 0
 
     def update(self, **changes: Any) -> None:
         self.state.update(changes)
@@ -378,10 +390,22 @@ def _status_send(source: Source) -> None:
     broadcast(base_group(source.base_id), event)
 
 
-def _lock(source_id: int) -> bool:
+def _lock(source_id: int, wait_seconds: float) -> bool:
+    """The source's ingestion lock, waited for up to `wait_seconds`: a job killed a moment ago
+    holds it until Postgres has seen its connection close."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_CLASS, source_id])
-        return bool(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, false)",
+            [f"{max(1, int(wait_seconds * 1000))}ms"],
+        )
+        try:
+            with transaction.atomic():
+                cursor.execute("SELECT pg_advisory_lock(%s, %s)", [_LOCK_CLASS, source_id])
+        except OperationalError:
+            return False
+        finally:
+            cursor.execute("RESET lock_timeout")
+        return True
 
 
 def _unlock(source_id: int) -> None:
@@ -394,11 +418,12 @@ def source_ingest(
     source_id: int,
     embedder: Embedder | None = None,
     on_batch: Callable[[int], None] | None = None,
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> IngestResult:
     """Ingest a source (the RQ job's body; see the module's docstring). One job per source
     at a time (an advisory lock: a second one returns at once). `embedder` defaults to the
     configured one; `on_batch(n)` is told each batch written (tests, the benchmark)."""
-    if not _lock(source_id):
+    if not _lock(source_id, lock_wait_seconds):
         return IngestResult(source_id, "", skipped=True)
     try:
         return _ingest_locked(source_id, embedder or get_embedder(), on_batch)
@@ -427,10 +452,16 @@ def _ingest_locked(
         ):
             # Unchanged since its last ingestion, every chunk live with this embedder.
             count = Chunk.objects.filter(source_id=source_id).count()
-            progress.update(
+            progress.state.update(
                 phase="done", chunks_total=count, chunks_done=count, chunks_reused=count
             )
-            _finish(source, status=SourceStatus.READY, chunk_count=count, digest=digest)
+            _finish(
+                source,
+                status=SourceStatus.READY,
+                chunk_count=count,
+                digest=digest,
+                progress=progress.state,
+            )
             return IngestResult(source_id, SourceStatus.READY, chunks=count, reused=count)
         drafts = chunks_make(
             blocks, chunk_tokens=source.base.chunk_tokens, overlap=source.base.chunk_overlap
@@ -440,17 +471,16 @@ def _ingest_locked(
         for draft in drafts:
             draft.metadata = {**source.metadata, **draft.metadata}
         embedded, reused = _chunks_write(source, drafts, embedder, progress, on_batch)
-        if not _swap(source, drafts, embedder.name, digest):
+        if not _swap(source, drafts, embedder.name, digest, progress):
             return IngestResult(source_id, "", skipped=True)  # deleted meanwhile
-        progress.update(phase="done")
         return IngestResult(
             source_id, SourceStatus.READY, chunks=len(drafts), embedded=embedded, reused=reused
         )
     except (ApplicationError, FetchFailed, Failure) as exc:
         message = exc.message if isinstance(exc, ApplicationError) else str(exc)
         log.warning("knowledge.ingest_failed", source=source_id, error=message)
-        progress.update(phase="failed")
-        _finish(source, status=SourceStatus.FAILED, error=message)
+        progress.state["phase"] = "failed"
+        _finish(source, status=SourceStatus.FAILED, error=message, progress=progress.state)
         return IngestResult(source_id, SourceStatus.FAILED)
 
 
@@ -468,7 +498,7 @@ def _source_blocks(source: Source, progress: _Progress) -> tuple[list[Block], st
     blocks: list[Block] = []
     for number, url in enumerate(urls, 1):
         page = page_fetch(url)
-        fmt = format_detect(filename=_url_path(page.url), media_type=page.media_type or "text/html")
+        fmt = web_format(url=page.url, media_type=page.media_type)
         digest.update(page.url.encode() + b"\0" + page.body + b"\0")
         page_blocks = blocks_parse(data=page.body, fmt=fmt)
         for block in page_blocks:
@@ -481,13 +511,6 @@ def _source_blocks(source: Source, progress: _Progress) -> tuple[list[Block], st
         progress.update(pages_done=number)
     progress.update(phase="embedding")
     return blocks, digest.hexdigest()
-
-
-def _url_path(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    path = urlsplit(url).path
-    return path if "." in path.rsplit("/", 1)[-1] else ""
 
 
 def _chunks_write(
@@ -539,7 +562,13 @@ def _chunks_write(
     return embedded, reused
 
 
-def _swap(source: Source, drafts: Sequence[ChunkDraft], embedder_name: str, digest: str) -> bool:
+def _swap(
+    source: Source,
+    drafts: Sequence[ChunkDraft],
+    embedder_name: str,
+    digest: str,
+    progress: _Progress,
+) -> bool:
     """In one transaction: the new version's chunks live in their places, the rest gone."""
     with transaction.atomic():
         locked = Source.objects.select_for_update().filter(pk=source.pk).first()
@@ -580,7 +609,14 @@ def _swap(source: Source, drafts: Sequence[ChunkDraft], embedder_name: str, dige
                 [locked.visibility, source.pk, locked.visibility],
             )
             cursor.execute("DROP TABLE knowledge_swap")
-        _finish(locked, status=SourceStatus.READY, chunk_count=len(drafts), digest=digest)
+        progress.state["phase"] = "done"
+        _finish(
+            locked,
+            status=SourceStatus.READY,
+            chunk_count=len(drafts),
+            digest=digest,
+            progress=progress.state,
+        )
     return True
 
 
@@ -591,9 +627,12 @@ def _finish(
     chunk_count: int | None = None,
     digest: str | None = None,
     error: str = "",
+    progress: dict[str, Any] | None = None,
 ) -> None:
     now = timezone.now()
     updates: dict[str, Any] = {"status": status, "last_error": error[:2000], "updated_at": now}
+    if progress is not None:
+        updates["progress"] = progress
     if status == SourceStatus.READY:
         updates["ingested_at"] = now
         if chunk_count is not None:

@@ -116,7 +116,7 @@ def test_a_second_job_for_the_same_source_steps_aside(base):
     try:
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s, %s)", [0x6B6E6F77, source.pk])
-        assert source_ingest(source_id=source.pk).skipped
+        assert source_ingest(source_id=source.pk, lock_wait_seconds=0.2).skipped
     finally:
         other.close()
     assert ingest(source).status == SourceStatus.READY
