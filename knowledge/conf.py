@@ -21,5 +21,6 @@ def sitemap_max_pages() -> int:
 
 
 def embed_batch_size() -> int:
-    """Chunks embedded and written per batch (a restarted job redoes at most one batch)."""
-    return int(getattr(settings, "KNOWLEDGE_EMBED_BATCH", 128))
+    """Chunks embedded and written per batch (a killed job loses at most one batch). Small:
+    the offline embedder pads a batch to its longest text."""
+    return int(getattr(settings, "KNOWLEDGE_EMBED_BATCH", 32))

@@ -10,7 +10,9 @@ and scores and the fused rank, for the retrieval test page and the run's span.
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,9 @@ from knowledge.models import SEARCH_CONFIG, Chunk, KnowledgeBase, Source, Visibi
 from memory.embedders import Embedder, get_embedder, vector_text
 
 RRF_K = 60
+COMMON_TERM_SHARE = 0.2
+COMMON_TERMS_TTL = 300.0  # seconds
+MAX_QUERY_TERMS = 8
 CANDIDATES = 40
 HNSW_EF_SEARCH = 100
 METHODS = ("vector", "text")
@@ -99,6 +104,72 @@ def _scope_sql(
     return " AND ".join(where), params
 
 
+def _lexeme(word: str) -> str:
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+_common: tuple[float, dict[str, float]] = (0.0, {})
+
+
+def _common_terms(cursor: Any) -> dict[str, float]:
+    """The most common words of the chunks and the share of chunks holding each: Postgres's
+    own statistics of the `search` column (ANALYZE), read at most every COMMON_TERMS_TTL."""
+    global _common
+    read_at, terms = _common
+    if time.monotonic() - read_at < COMMON_TERMS_TTL:
+        return terms
+    cursor.execute(
+        "SELECT e, f FROM pg_stats, unnest(most_common_elems::text::text[],"
+        " most_common_elem_freqs) AS u(e, f) WHERE schemaname = current_schema()"
+        " AND tablename = 'knowledge_chunk' AND attname = 'search' AND e IS NOT NULL"
+    )
+    terms = {word: float(share) for word, share in cursor.fetchall()}
+    _common = (time.monotonic(), terms)
+    return terms
+
+
+def _text_search(
+    cursor: Any, query: str, scope: str, params: dict[str, Any]
+) -> list[tuple[int, float]]:
+    """Full-text candidates, best first. A question's words are OR-ed (it need not hold every
+    word), but ranking every chunk that holds one common word would read most of the table:
+    words in more than COMMON_TERM_SHARE of the chunks only weigh in the rank, and with three
+    or more words left a chunk must hold two of them (a plain OR of them if that finds too
+    few)."""
+    cursor.execute(
+        f"SELECT array(SELECT lexeme FROM unnest(to_tsvector('{SEARCH_CONFIG}', %s)))",  # noqa: S608
+        [query],
+    )
+    words: list[str] = cursor.fetchone()[0] or []
+    if not words:
+        return []
+    common = _common_terms(cursor)
+    distinctive = (
+        sorted(
+            (w for w in words if common.get(w, 0.0) <= COMMON_TERM_SHARE),
+            key=lambda w: common.get(w, 0.0),
+        )[:MAX_QUERY_TERMS]
+        or sorted(words, key=lambda w: common.get(w, 0.0))[:2]
+    )
+    scored = " | ".join(_lexeme(w) for w in words)
+    filters = [" | ".join(_lexeme(w) for w in distinctive)]
+    if len(distinctive) >= 3:
+        pairs = itertools.combinations(distinctive, 2)
+        filters.insert(0, " | ".join(f"({_lexeme(a)} & {_lexeme(b)})" for a, b in pairs))
+    found: list[tuple[int, float]] = []
+    for matched in filters:
+        cursor.execute(
+            "SELECT id, ts_rank_cd(search, CAST(%(scored)s AS tsquery)) AS score"  # noqa: S608
+            f" FROM knowledge_chunk WHERE search @@ CAST(%(matched)s AS tsquery) AND {scope}"
+            " ORDER BY score DESC, id LIMIT %(n)s",
+            {**params, "scored": scored, "matched": matched},
+        )
+        found = [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
+        if len(found) >= params["n"] // 4:
+            break
+    return found
+
+
 def knowledge_search(
     *,
     bases: Sequence[int],
@@ -139,14 +210,7 @@ def knowledge_search(
                 hit.ranks["vector"] = rank
                 hit.scores["vector"] = 1.0 - float(distance)
         if "text" in methods:
-            cursor.execute(
-                "SELECT id, ts_rank_cd(search, q) AS score FROM knowledge_chunk,"  # noqa: S608
-                f" to_tsquery('{SEARCH_CONFIG}', replace(plainto_tsquery('{SEARCH_CONFIG}',"
-                " %(text)s)::text, ' & ', ' | ')) q"
-                f" WHERE search @@ q AND {scope} ORDER BY score DESC, id LIMIT %(n)s",
-                {**params, "text": query},
-            )
-            for rank, (chunk_id, score) in enumerate(cursor.fetchall(), 1):
+            for rank, (chunk_id, score) in enumerate(_text_search(cursor, query, scope, params), 1):
                 hit = ranked.setdefault(chunk_id, _Ranked())
                 hit.ranks["text"] = rank
                 hit.scores["text"] = float(score)

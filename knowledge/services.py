@@ -63,6 +63,7 @@ INGEST_TIMEOUT = 3600
 # away): `sources_resume` sends it again.
 STALE_AFTER = timedelta(minutes=2)
 LOCK_WAIT_SECONDS = 30
+PROGRESS_EVERY = 0.5  # seconds
 # pg_advisory_lock's first key for "a source is being ingested" (the second is its id).
 _LOCK_CLASS = 0x6B6E6F77  # "know"
 
@@ -344,6 +345,7 @@ class _Progress:
         self.source_id = source.pk
         self.base_id = source.base_id
         self.started = time.monotonic()
+        self.written_at = 0.0
         self.state: dict[str, Any] = {
             "phase": "fetching" if source.is_web else "parsing",
             "started_at": timezone.now().isoformat(),
@@ -360,16 +362,22 @@ class _Progress:
             "pid": os.getpid(),
         }
 
-    def update(self, **changes: Any) -> None:
+    def update(self, *, force: bool = False, **changes: Any) -> None:
+        """Record `changes`; written and sent at most every PROGRESS_EVERY seconds, unless
+        `force` or a count the page needs first (a phase, a total) changed."""
         self.state.update(changes)
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
         embedded = self.state["chunks_embedded"]
-        if embedded and elapsed > 0:
-            rate = embedded / elapsed
+        if embedded and now > self.started:
+            rate = embedded / (now - self.started)
             self.state["rate"] = round(rate, 1)
             total, done = self.state["chunks_total"], self.state["chunks_done"]
             if total is not None:
                 self.state["eta_seconds"] = round(max(total - done, 0) / rate, 1)
+        needed_first = {"phase", "chunks_total", "pages_total"} & set(changes)
+        if not (force or needed_first) and now - self.written_at < PROGRESS_EVERY:
+            return
+        self.written_at = now
         Source.objects.filter(pk=self.source_id).update(
             progress=self.state, updated_at=timezone.now()
         )
@@ -508,7 +516,7 @@ def _source_blocks(source: Source, progress: _Progress) -> tuple[list[Block], st
             title = html_title(page.body.decode("utf-8", errors="replace"))[:300]
             if title:
                 Source.objects.filter(pk=source.pk).update(title=title)
-        progress.update(pages_done=number)
+        progress.update(pages_done=number, force=number == len(urls))
     progress.update(phase="embedding")
     return blocks, digest.hexdigest()
 

@@ -189,3 +189,23 @@ def test_a_file_with_no_text_fails_in_plain_words(base):
     )
     assert source.status == SourceStatus.FAILED
     assert source.last_error == "no text was found in it"
+
+
+def test_progress_and_the_end_are_sent_live(transactional_db):  # type: ignore[no-untyped-def]
+    from knowledge.services import base_group, knowledge_base_create, source_group
+    from tracing.platform.live import capture_live_events
+
+    base = knowledge_base_create(name="Live")
+    source = source_add_file(base=base, filename="faq.md", data=markdown_bytes(OTHER_SECTIONS))
+    with capture_live_events() as sent:
+        ingest(source)
+    mine = [event for group, event in sent if group == source_group(source.pk)]
+    assert [e for e in mine if e["type"] == "knowledge.progress"][-1]["chunks_total"] == 3
+    assert mine[-1] == {
+        "type": "knowledge.source.status",
+        "source": source.pk,
+        "status": "ready",
+        "chunk_count": 3,
+        "last_error": "",
+    }
+    assert {g for g, _ in sent} == {source_group(source.pk), base_group(base.pk)}
