@@ -21,6 +21,7 @@ from agentops.models import (
     RunStatus,
     ToolCall,
 )
+from agentops.runtime.agent_calls import runs_below
 from tracing import semconv
 from tracing.models import Span, SpanStatus
 from tracing.platform.live import open_notices, run_group
@@ -76,12 +77,13 @@ def runs_filtered(
     return qs
 
 
-def run_costs(*, runs: list[Run]) -> dict[Any, Decimal]:
-    """Estimated cost per run from its model calls' tokens and today's price table."""
+def run_costs(*, runs: list[Run] | list[uuid.UUID]) -> dict[Any, Decimal]:
+    """Estimated cost per run (or run id) from its model calls' tokens and today's price
+    table."""
     prices = PriceBook()
     out: dict[Any, Decimal] = {}
     rows = Span.objects.filter(
-        trace_id__in=[r.pk for r in runs], name=semconv.MODEL_CALL
+        trace_id__in=[r.pk if isinstance(r, Run) else r for r in runs], name=semconv.MODEL_CALL
     ).values_list("trace_id", "attributes")
     for trace_id, attributes in rows:
         model = (
@@ -135,6 +137,11 @@ class RunTrace:
     last_seq: int
     stages: dict[str, int] = field(default_factory=dict)
     open: list[OpenSpanRow] = field(default_factory=list)
+    # The agents it asked as tools (child runs, at any depth): their model calls' share.
+    asked_runs: int = 0
+    asked_tokens_in: int = 0
+    asked_tokens_out: int = 0
+    asked_cost: Decimal = Decimal(0)
 
 
 def run_open_spans(*, run: Run, rows: list[WaterfallRow]) -> list[OpenSpanRow]:
@@ -197,6 +204,13 @@ def run_trace(*, run: Run) -> RunTrace:
     stages: dict[str, int] = {}
     for span in spans:
         stages[span.name] = stages.get(span.name, 0) + 1
+    below = runs_below(run_id=run.pk)
+    asked_in = asked_out = 0
+    for attributes in Span.objects.filter(trace_id__in=below, name=semconv.MODEL_CALL).values_list(
+        "attributes", flat=True
+    ):
+        asked_in += int(attributes.get(semconv.INPUT_TOKENS) or 0)
+        asked_out += int(attributes.get(semconv.OUTPUT_TOKENS) or 0)
     return RunTrace(
         rows=rows,
         total_ms=waterfall.total_ms if spans else 0.0,
@@ -209,6 +223,10 @@ def run_trace(*, run: Run) -> RunTrace:
         last_seq=spans[-1].seq if spans else 0,
         stages=stages,
         open=run_open_spans(run=run, rows=rows),
+        asked_runs=len(below),
+        asked_tokens_in=asked_in,
+        asked_tokens_out=asked_out,
+        asked_cost=sum(run_costs(runs=below).values(), Decimal(0)),
     )
 
 

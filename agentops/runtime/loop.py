@@ -44,7 +44,12 @@ from agentops.models import (
     ToolCallStatus,
 )
 from agentops.people.selectors import team_get
-from agentops.runtime.agent_calls import agent_tool_specs, answers_a_caller, child_answer
+from agentops.runtime.agent_calls import (
+    agent_tool_specs,
+    answers_a_caller,
+    child_answer,
+    runs_below,
+)
 from agentops.runtime.breaker import BreakerOpen
 from agentops.runtime.checkpoint import (
     fenced_update,
@@ -518,13 +523,18 @@ class RunDriver:
     # -- spend (the per-run cost limit, budgets) -----------------------------------------
     def cost_so_far(self) -> Decimal:
         """What the run's model calls cost, from the price table: this job's calls, plus,
-        on the first ask of a resumed run, those of its jobs before (from its trace)."""
+        on the first ask of a resumed run, those of its jobs before and of the agents it
+        asked (from their traces: a caller reads a child's answer in a job of its own, which
+        asks this first)."""
         if not self.cost_counted:
             self.cost_counted = True
             if self.run.step > 0:
                 prices = self.price_book()
+                traces = [self.run.pk]
+                if self.config.agent_tools:
+                    traces += runs_below(run_id=self.run.pk)
                 for attributes in Span.objects.filter(
-                    trace_id=self.run.pk, name=semconv.MODEL_CALL
+                    trace_id__in=traces, name=semconv.MODEL_CALL
                 ).values_list("attributes", flat=True):
                     self.cost += prices.cost(
                         str(

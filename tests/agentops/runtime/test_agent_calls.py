@@ -451,3 +451,32 @@ def test_a_cancelled_caller_retried_resumes_the_child_its_cancel_stopped(worker,
     (child,) = Run.objects.filter(parent_run=caller)
     assert (child.status, child.wait_reason) == (RunStatus.SUCCEEDED, "")
     assert Message.objects.get(session=session, role=Role.TOOL).content == "Chain of 1 done."
+
+
+def test_what_the_agents_it_asked_cost_counts_on_the_caller(worker, research, admin_client):
+    """The caller's cost (what its per-run cost limit weighs, and the run page's total of the
+    agents it asked) includes its children's model calls, as its tokens do."""
+    import threading
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from agentops.runtime.loop import RunDriver
+    from tracing.models import ModelPrice
+
+    ModelPrice.objects.create(
+        model=research.endpoint.default_model, input_per_million=1000, output_per_million=1000
+    )  # a thousandth of a dollar a token
+    session = session_create(agent=research, external_user="erin")
+    ask_it = 'call ask_summariser {"request": "summarise the moon landing"}'
+    run = wait_for_run(session_post_message(session=session, content=ask_it).pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    (child,) = Run.objects.filter(parent_run=run)
+    own, asked = sum(own_tokens(run)), sum(own_tokens(child))
+    assert own and asked
+    run = Run.objects.select_related("agent__endpoint", "session", "agent_version").get(pk=run.pk)
+    beat = SimpleNamespace(lost=threading.Event(), stop=lambda: None)
+    assert RunDriver(run, run.epoch, beat).cost_so_far() == Decimal(own + asked) / 1000
+    page = admin_client.get(f"/runs/{run.pk}/").content.decode()
+    assert "Agents it asked" in page
+    cost = Decimal(asked) / 1000
+    assert (f"${cost:.4f}" if cost < 1 else f"${cost:,.2f}") in page
