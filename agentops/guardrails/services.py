@@ -64,6 +64,16 @@ def for_stage(
     ]
 
 
+def at_the_door(guardrail: dict[str, Any]) -> bool:
+    """An input guardrail that redacts by a finder: applied as the message is posted, before
+    it is stored or shown (agentops.runtime.services.session_post_message)."""
+    return (
+        guardrail["stage"] == "input"
+        and guardrail["action"] == "redact"
+        and guardrail["kind"] in FINDERS
+    )
+
+
 def _found(count: int, entities: list[str]) -> str:
     return f"found {', '.join(LABELS[e] for e in entities)} ({count} in all)"
 

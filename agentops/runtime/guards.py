@@ -25,6 +25,7 @@ from agentops.guardrails.services import (
     ClassifierVerdict,
     GuardOutcome,
     arguments_apply,
+    at_the_door,
     for_stage,
     guardrails_apply,
 )
@@ -77,6 +78,8 @@ class RunGuards:
         """Before the run's first model call: the blocking input guardrails on its message."""
         driver = self.driver
         blocking = for_stage(self.guardrails, "input", mode="blocking")
+        if (driver.run.state or {}).get("input_redacted"):  # done as it was posted
+            blocking = [g for g in blocking if not at_the_door(g)]
         trigger_id = driver.run.trigger_id
         message = next((m for m in driver.transcript.messages if m.pk == trigger_id), None)
         if not blocking or message is None or driver.run.model_calls:

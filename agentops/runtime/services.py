@@ -6,6 +6,7 @@ conditional UPDATE, so any number of web processes, workers and schedulers may r
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from agentops.budgets.services import (
 )
 from agentops.conversation import handoff_event_serialise
 from agentops.events import event_record
+from agentops.guardrails.services import at_the_door, guardrails_apply
 from agentops.models import (
     ACTIVE_RUN_STATUSES,
     Agent,
@@ -52,6 +54,7 @@ from agentops.runtime.handoff_package import (
     handoff_package_enqueue,
     handoff_packages_reconcile,
 )
+from tracing.emit import Tracer
 from tracing.platform.enqueue import queue_job_on_commit
 from tracing.platform.errors import Conflict, Invalid, NotFound
 from tracing.platform.logs import get_logger
@@ -241,6 +244,8 @@ def session_post_message(
         raise RuntimeConflict(
             "The agent is still answering the last message: wait for its answer, or cancel it."
         )
+    run_id = uuid.uuid4()
+    content, redactions = _redacted_at_the_door(session=session, content=content, run_id=run_id)
     message = Message(
         role=Role.USER,
         content=content,
@@ -260,12 +265,44 @@ def session_post_message(
         if admission.handoff is not None:
             _budget_hand_off(session=session, refusal=admission.handoff)
             return None
-    run = _run_create(session=session, trigger=message, enqueued_at=timezone.now())
+    run = _run_create(
+        session=session,
+        trigger=message,
+        enqueued_at=timezone.now(),
+        run_id=run_id,
+        state={"input_redacted": True} if redactions is not None else None,
+    )
+    if redactions is not None:
+        redactions.flush()  # the decisions, in the run's trace
     if admission is not None:
         budget_holds_record(run_id=run.pk, admission=admission)
     runs_dispatch_on_commit(agent_id=run.agent_id)  # created in line, as run_enqueue sets
     status_broadcast(run)
     return run
+
+
+def _redacted_at_the_door(
+    *, session: Session, content: str, run_id: uuid.UUID
+) -> tuple[str, Tracer | None]:
+    """The message as the agent's redacting input guardrails leave it, before it is stored or
+    anyone sees it (live viewers, an operator who has the conversation); their decisions are
+    spans of the run the message starts (the tracer, to flush once it exists). The run's own
+    input check then reads the redacted text; its other guardrails decide there."""
+    guardrails = getattr(session, "run_guardrails", None) or []
+    if isinstance(guardrails, str):  # jsonb comes as text to Django's connections
+        guardrails = json.loads(guardrails) or []
+    redacting = [g for g in guardrails if at_the_door(g)]
+    if not redacting:
+        return content, None
+    tracer = Tracer(
+        run_id,
+        session_id=session.pk,
+        agent=session.agent.slug,
+        sandbox=session.sandbox,
+        new_trace=True,
+    )
+    outcome = guardrails_apply(guardrails=redacting, text=content, tracer=tracer)
+    return outcome.text, tracer
 
 
 def _budget_hand_off(*, session: Session, refusal: BudgetExceeded) -> None:
@@ -284,7 +321,11 @@ def _budget_hand_off(*, session: Session, refusal: BudgetExceeded) -> None:
 # The post path's reads, in SQL: composing them with the ORM cost more CPU than running them.
 _SESSION_LOCK = (
     "SELECT s.*, a.slug AS agent_slug, a.published_version_id AS agent_published_version_id,"
-    " EXISTS (SELECT 1 FROM agentops_budget b WHERE b.enabled) AS budgets_any"
+    " EXISTS (SELECT 1 FROM agentops_budget b WHERE b.enabled) AS budgets_any,"
+    # The guardrails its run will have: its version's, else (none) the agent's own settings.
+    " CASE WHEN COALESCE(s.agent_version_id, a.published_version_id) IS NULL THEN a.guardrails"
+    "  ELSE (SELECT v.config -> 'guardrails' FROM agentops_agentversion v"
+    "   WHERE v.id = COALESCE(s.agent_version_id, a.published_version_id)) END AS run_guardrails"
     " FROM agentops_session s JOIN agentops_agent a ON a.id = s.agent_id"
     " WHERE s.id = %s FOR UPDATE OF s"
 )
@@ -315,10 +356,17 @@ def _session_run_active(*, session_id: uuid.UUID | str) -> bool:
 
 
 def _run_create(
-    *, session: Session, trigger: Message | None = None, enqueued_at: datetime | None = None
+    *,
+    session: Session,
+    trigger: Message | None = None,
+    enqueued_at: datetime | None = None,
+    run_id: uuid.UUID | None = None,
+    state: dict[str, Any] | None = None,
 ) -> Run:
     """A run records the version it runs: the session's own, else the agent's published one."""
     return Run.objects.create(
+        id=run_id or uuid.uuid4(),
+        state=state or {},
         session=session,
         agent=session.agent,
         agent_version_id=session.agent_version_id or session.agent.published_version_id,

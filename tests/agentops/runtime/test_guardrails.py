@@ -71,6 +71,45 @@ def test_it_redacts_a_card_number_before_the_model_the_store_and_the_trace_see_i
     assert decisions(run.pk) == [("cards", "redacted")]
 
 
+def test_it_redacts_a_posted_message_before_it_is_stored_or_shown(dev_agent):
+    """At the door: the stored message (and the live event that shows it) never held the
+    card number, also before any run starts; the decision is a span of the run it starts,
+    whose own input check does not decide it again."""
+    import django_rq
+    from django.conf import settings
+
+    from agentops import hooks
+    from agentops.hooks import event_subscribe
+    from agentops.models import Run
+    from agentops.runtime.loop import run_execute
+
+    session = guarded(
+        dev_agent,
+        {
+            "name": "cards",
+            "stage": "input",
+            "kind": "pii",
+            "action": "redact",
+            "entities": ["card"],
+        },
+    )
+    heard: list = []
+    event_subscribe(kinds=["message"], handler=heard.append)
+    try:
+        run = session_post_message(session=session, content=f"my card is {CARD}, refund me")
+    finally:
+        hooks._subscribers["message"].remove(heard.append)
+    django_rq.get_queue(settings.RUN_QUEUE).empty()  # driven below, in this process
+    (shown,) = [e.data["message"]["content"] for e in heard]
+    assert shown == "my card is [card number], refund me"
+    assert Message.objects.get(pk=run.trigger_id).content == shown
+    assert decisions(run.pk) == [("cards", "redacted")]
+    run_execute(run_id=run.pk)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+    assert decisions(run.pk) == [("cards", "redacted")]  # decided once
+    assert "4111" not in trace_text(run.pk)
+
+
 def test_it_redacts_a_phone_number_in_the_answer_before_anyone_sees_it(
     worker, dev_agent, devmodel, model_name
 ):
