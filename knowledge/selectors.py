@@ -135,14 +135,22 @@ def _text_search(
     word), but ranking every chunk that holds one common word would read most of the table:
     words in more than COMMON_TERM_SHARE of the chunks only weigh in the rank, and with three
     or more words left a chunk must hold two of them (a plain OR of them if that finds too
-    few)."""
+    few). Words next to each other in the question and in a chunk add to its rank."""
     cursor.execute(
-        f"SELECT array(SELECT lexeme FROM unnest(to_tsvector('{SEARCH_CONFIG}', %s)))",  # noqa: S608
+        f"SELECT lexeme, positions FROM unnest(to_tsvector('{SEARCH_CONFIG}', %s))",  # noqa: S608
         [query],
     )
-    words: list[str] = cursor.fetchone()[0] or []
+    placed = sorted(
+        (position, word) for word, positions in cursor.fetchall() for position in positions
+    )
+    words = list(dict.fromkeys(word for _, word in placed))
     if not words:
         return []
+    phrases = " | ".join(
+        f"({_lexeme(a)} <{q - p}> {_lexeme(b)})"
+        for (p, a), (q, b) in itertools.pairwise(placed)
+        if a != b and q - p <= 3
+    )
     common = _common_terms(cursor)
     distinctive = (
         sorted(
@@ -159,10 +167,12 @@ def _text_search(
     found: list[tuple[int, float]] = []
     for matched in filters:
         cursor.execute(
-            "SELECT id, ts_rank_cd(search, CAST(%(scored)s AS tsquery)) AS score"  # noqa: S608
+            "SELECT id, ts_rank_cd(search, CAST(%(scored)s AS tsquery))"  # noqa: S608
+            + (" + ts_rank_cd(search, CAST(%(phrases)s AS tsquery))" if phrases else "")
+            + " AS score"
             f" FROM knowledge_chunk WHERE search @@ CAST(%(matched)s AS tsquery) AND {scope}"
             " ORDER BY score DESC, id LIMIT %(n)s",
-            {**params, "scored": scored, "matched": matched},
+            {**params, "scored": scored, "matched": matched, "phrases": phrases},
         )
         found = [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
         if len(found) >= params["n"] // 4:
