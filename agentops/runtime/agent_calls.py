@@ -232,8 +232,16 @@ def runs_below(*, run_id: uuid.UUID | str) -> list[uuid.UUID]:
 
 
 def answers_a_caller(run: Run) -> bool:
-    """Is the run (or the run its turn was transferred from) another run's child?"""
-    return chain_first(run).parent_run_id is not None
+    """Is the run (or the run its turn was transferred from) another run's child? (A run of
+    a transferred turn reads only the ids of the runs before it.)"""
+    parent_id, before_id = run.parent_run_id, run.transferred_from_id
+    while parent_id is None and before_id is not None:
+        parent_id, before_id = (
+            Run.objects.filter(pk=before_id)
+            .values_list("parent_run_id", "transferred_from_id")
+            .first()
+        ) or (None, None)
+    return parent_id is not None
 
 
 def parent_wake(*, run_id: uuid.UUID | str) -> None:
@@ -268,7 +276,7 @@ def child_ended(event: Event) -> None:
     run = event.run
     if run is None or event.data.get("status") not in ENDED:
         return
-    if run.parent_run_id is None and run.transferred_from_id is None:
+    if not answers_a_caller(run):
         return
     if (
         event.data.get("status") == RunStatus.SUCCEEDED

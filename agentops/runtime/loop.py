@@ -81,6 +81,7 @@ from agentops.runtime.services import handoff_open, run_enqueue, run_released
 from agentops.runtime.tooling import ToolRunner
 from agentops.runtime.transfers import (
     TransferRequired,
+    TransferTakenOver,
     route_classify,
     route_pick,
     transfer_entry,
@@ -156,6 +157,20 @@ def specs_tokens(text: str) -> int:
     """Tool definitions' token cost: the same few lists come back run after run, and counting
     one costs more than the rest of a run's setup."""
     return count_tokens(text)
+
+
+def not_run_answers(pending: list[dict[str, Any]], text: str) -> list[Message]:
+    """The results of tool calls that will never run: `text`, each."""
+    return [
+        Message(
+            role=Role.TOOL,
+            tool_call_id=str(call.get("id") or ""),
+            name=str((call.get("function") or {}).get("name") or "")[:100],
+            content=text,
+            token_count=message_tokens(content=text),
+        )
+        for call in pending
+    ]
 
 
 def takeover_name(user_id: int | None) -> str:
@@ -597,20 +612,8 @@ class RunDriver:
     def answer_not_run(self, pending: list[dict[str, Any]], text: str) -> None:
         """Tool calls the model asked for that will never run get `text` as their result (in
         one step), so the conversation stays whole for whoever goes on with it."""
-        if not pending:
-            return
-        self.checkpoint(
-            messages=[
-                Message(
-                    role=Role.TOOL,
-                    tool_call_id=str(call.get("id") or ""),
-                    name=str((call.get("function") or {}).get("name") or "")[:100],
-                    content=text,
-                    token_count=message_tokens(content=text),
-                )
-                for call in pending
-            ]
-        )
+        if pending:
+            self.checkpoint(messages=not_run_answers(pending, text))
 
     def stop_for_takeover(self, pending: list[dict[str, Any]]) -> None:
         """An operator takes the conversation over: the run stops here, between two steps.
@@ -645,9 +648,12 @@ class RunDriver:
         messages: list[Message],
         records: list[ToolCall] | None = None,
         status: str | None = None,
+        unless_taken_over: bool = False,
         **fields: Any,
-    ) -> None:
-        """Commit one step: new messages, run counters, trace records — all or nothing."""
+    ) -> int | None:
+        """Commit one step: new messages, run counters, trace records — all or nothing.
+        `unless_taken_over` (a run's last step): nothing is stored if an operator asked to
+        take the conversation over, whose id is returned."""
         self.run.step += 1
         fields["step"] = self.run.step
         if status:
@@ -660,7 +666,15 @@ class RunDriver:
             if message.role == Role.ASSISTANT:
                 message.agent = self.agent
         with self.tracer.span("checkpoint", step=self.run.step, messages=len(messages)):
-            self.commit(fields, messages=messages, records=records or [])
+            operator_id = self.commit(
+                fields,
+                messages=messages,
+                records=records or [],
+                unless_taken_over=unless_taken_over,
+            )
+        if operator_id is not None:
+            self.run.step -= 1
+            return operator_id
         if self.spend is not None:  # the step's spend, charged to the run's budgets
             self.spend.flush()
         for key, value in fields.items():
@@ -669,6 +683,7 @@ class RunDriver:
             self.transcript.add(message)
         if status:
             status_broadcast(self.run)
+        return None
 
     def commit(
         self,
@@ -676,11 +691,13 @@ class RunDriver:
         *,
         messages: list[Message] | None = None,
         records: list[ToolCall] | None = None,
-    ) -> None:
+        unless_taken_over: bool = False,
+    ) -> int | None:
         """One fenced statement: the run's fields, new messages, tool call records and the
-        trace records buffered so far."""
+        trace records buffered so far. With `unless_taken_over`, the id of the operator who
+        asked to take the conversation over, if one did: then nothing was stored."""
         spans = self.tracer.take()
-        self.takeover_by = step_commit(
+        takeover_by = step_commit(
             run_id=self.run.pk,
             epoch=self.epoch,
             session_id=self.session.pk,
@@ -688,8 +705,14 @@ class RunDriver:
             messages=messages or [],
             tool_calls=records or [],
             spans=spans,
+            unless_taken_over=unless_taken_over,
         )
+        if unless_taken_over and takeover_by is not None:
+            self.tracer.restore(spans)
+            return takeover_by
+        self.takeover_by = takeover_by
         self.tracer.written(spans)
+        return None
 
     def finish(self) -> None:
         """The run succeeded: one fenced statement, which stores nothing if an operator asked
@@ -960,17 +983,33 @@ class RunDriver:
         """The model passed the conversation to another agent: calls it asked for beside the
         transfer are answered "not run", then this run ends and the target's starts, held by
         this job (None: the transfer did not happen)."""
-        pending = self.pending_tool_calls()
-        self.answer_not_run(
+        answered = transfer.answer.tool_call_id if transfer.answer is not None else None
+        pending = [c for c in self.pending_tool_calls() if c.get("id") != answered]
+        messages = [transfer.answer] if transfer.answer is not None else []
+        messages += not_run_answers(
             pending, f"Not run: the conversation was transferred to {transfer.target.slug}."
         )
         if self.spend is not None:  # what it spent is charged; its reservations go on
             self.spend.flush(now=True)
             self.spend = None
         try:
-            return transfer_perform(driver=self, target=transfer.target, reason=transfer.reason)
-        except HandoffRequired as taken_over:
-            self.hand_off(taken_over.reason)
+            successor = transfer_perform(
+                driver=self,
+                target=transfer.target,
+                reason=transfer.reason,
+                messages=messages,
+                records=transfer.records,
+            )
+            if transfer.answer is not None:
+                self.tools.result_shown(transfer.answer)
+            return successor
+        except TransferTakenOver as taken:  # nothing stored: the transfer call is not run either
+            self.tracer.event("transfer.cancelled", reason="taken over")
+            self.takeover_by = taken.operator_id
+            try:
+                self.stop_for_takeover(self.pending_tool_calls())
+            except HandoffRequired as stop:
+                self.hand_off(stop.reason)
         except LeaseLost:
             log.warning("run.lease_lost", epoch=self.epoch)
         return None

@@ -105,6 +105,12 @@ class ToolRunner:
             content=text,
             token_count=message_tokens(content=text),
         )
+        if control and control.get("transfer"):  # its answer is stored with the transfer
+            records, self.deferred = self.deferred, []
+            transfer = control["transfer"]
+            raise TransferRequired(
+                transfer["target"], transfer["reason"], answer=message, records=records
+            )
         extra: dict[str, Any] = {}
         if control and control.get("rollup"):  # a child run's tokens count on its caller
             extra["tokens_in"] = driver.run.tokens_in + control["rollup"]["tokens_in"]
@@ -122,18 +128,7 @@ class ToolRunner:
         else:
             driver.checkpoint(messages=[message], records=self.deferred, **extra)
         self.deferred = []
-        broadcast(
-            session_group(driver.session.pk),
-            {
-                "kind": "tool.result",
-                "run_id": str(driver.run.pk),
-                "call_id": call_id,
-                "tool": name,
-                "content": text[:2000],
-            },
-        )
-        if control and control.get("transfer"):
-            raise TransferRequired(control["transfer"]["target"], control["transfer"]["reason"])
+        self.result_shown(message)
         if control and control.get("handoff"):
             handoff = control["handoff"]
             raise HandoffRequired(
@@ -152,6 +147,19 @@ class ToolRunner:
                 f"repeated tool failure ({failures} failed tool calls in this run)",
                 failure_class=FailureClass.TOOL_ERROR,
             )
+
+    def result_shown(self, message: Message) -> None:
+        """A call's stored result, to whoever watches the conversation live."""
+        broadcast(
+            session_group(self.driver.session.pk),
+            {
+                "kind": "tool.result",
+                "run_id": str(self.driver.run.pk),
+                "call_id": message.tool_call_id,
+                "tool": message.name,
+                "content": message.content[:2000],
+            },
+        )
 
     def resolve(self, call_id: str, name: str, raw: str) -> tuple[str, dict[str, Any] | None]:
         """The text the model will read for this call, and any control request from the tool."""

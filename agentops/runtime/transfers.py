@@ -27,9 +27,7 @@ from django.utils import timezone
 
 from agentops.budgets.models import BudgetHold
 from agentops.budgets.services import WIDGET_KEY_ID
-from agentops.models import Agent, Message, Role, Run, RunStatus, Session
-from agentops.runtime.checkpoint import fenced_update, status_broadcast
-from agentops.runtime.errors import HandoffRequired
+from agentops.models import Agent, Message, Role, Run, RunStatus, Session, ToolCall
 from tracing.platform.failures import Failure, FailureClass, Interruption
 from tracing.platform.json_input import json_parse
 
@@ -70,14 +68,34 @@ def transfer_specs(transfers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class TransferRequired(Interruption):
-    """The model transferred the conversation: this run ends and the target's run starts."""
+    """The model transferred the conversation: this run ends and the target's run starts.
+    `answer`: the transfer call's result, stored with the transfer (with `records`, the
+    step's tool call records), not before it."""
 
     outcome = "transfer"
 
-    def __init__(self, target: Agent, reason: str) -> None:
+    def __init__(
+        self,
+        target: Agent,
+        reason: str,
+        *,
+        answer: Message | None = None,
+        records: list[ToolCall] | None = None,
+    ) -> None:
         super().__init__(f"transferred to {target.slug}")
         self.target = target
         self.reason = reason
+        self.answer = answer
+        self.records = records or []
+
+
+class TransferTakenOver(Exception):
+    """An operator asked to take the conversation over as the transfer was to be stored:
+    nothing of it was."""
+
+    def __init__(self, operator_id: int) -> None:
+        super().__init__(f"taken over by user {operator_id}")
+        self.operator_id = operator_id
 
 
 def transfer_entry(*, transfers: list[dict[str, Any]], tool: str) -> dict[str, Any] | None:
@@ -281,32 +299,36 @@ def transfer_refusal(*, driver: RunDriver, entry: dict[str, Any]) -> tuple[Agent
     return target, ""
 
 
-def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
-    """End this run as transferred and start the target's on the same message (fenced: a
-    worker that lost the run changes nothing). The target's run is held by this run's job from
-    the start (running, epoch 1), which drives it next: no queue between the two agents. If the
-    worker dies first, the sweep finds it without a heartbeat and queues it, like any run."""
+def transfer_perform(
+    *,
+    driver: RunDriver,
+    target: Agent,
+    reason: str,
+    messages: list[Message] | None = None,
+    records: list[ToolCall] | None = None,
+) -> Run:
+    """End this run as transferred and start the target's on the same message, in one
+    transaction whose last statement is the run's fenced step: `messages` (the transfer
+    call's answer, calls beside it answered "not run") and `records` stored with the run's
+    end, so a worker that died before left the call unanswered, to be asked again on resume.
+    Nothing is stored if an operator asked to take the conversation over (TransferTakenOver)
+    or another worker holds the run (LeaseLost). The target's run is held by this run's job
+    from the start (running, epoch 1), which drives it next: no queue between the two agents.
+    If the worker dies first, the sweep finds it without a heartbeat and queues it."""
     run = driver.run
     now = timezone.now()
     with transaction.atomic():
-        operator = driver.takeover_operator()  # the run's row, locked
-        if operator is not None:
-            raise HandoffRequired(f"taken over by {operator.get_username()}")
         with driver.tracer.span(
             "transfer",
-            **{"transfer.from": driver.agent.slug, "transfer.to": target.slug, "reason": reason},
+            **{
+                "transfer.from": driver.agent.slug,
+                "transfer.to": target.slug,
+                "reason": reason,
+            },
         ):
-            fenced_update(
-                run_id=run.pk,
-                epoch=driver.epoch,
-                status=RunStatus.SUCCEEDED,
-                finished_at=timezone.now(),
-                wait_reason=f"transferred to {target.slug}"[:200],
-                state={},
-            )
             if not driver.session.sandbox:  # a test conversation stays on what it tests
                 Session.objects.filter(pk=run.session_id).update(
-                    agent=target, agent_version=None, updated_at=timezone.now()
+                    agent=target, agent_version=None, updated_at=now
                 )
             successor = Run.objects.create(
                 session_id=run.session_id,
@@ -334,9 +356,16 @@ def transfer_perform(*, driver: RunDriver, target: Agent, reason: str) -> Run:
             )
             # The turn's budget reservations go on with it: the target spends against them.
             BudgetHold.objects.filter(run_id=run.pk).update(run=successor)
-        driver.tracer.flush()
-    run.status, run.wait_reason = RunStatus.SUCCEEDED, f"transferred to {target.slug}"[:200]
-    status_broadcast(run)
+        operator_id = driver.checkpoint(
+            messages=messages or [],
+            records=records,
+            status=RunStatus.SUCCEEDED,
+            wait_reason=f"transferred to {target.slug}"[:200],
+            state={},
+            unless_taken_over=True,
+        )
+        if operator_id is not None:
+            raise TransferTakenOver(operator_id)  # and none of the above stays
     # What its driver reads with it, known here (budget holds, if any, are read again).
     successor.agent, successor.session, successor.trigger = target, driver.session, run.trigger
     successor.agent_version = target.published_version

@@ -261,3 +261,54 @@ def test_a_transfer_answered_but_not_carried_out_is_carried_out_on_resume(
     assert (first.status, first.wait_reason) == (RunStatus.SUCCEEDED, "transferred to billing")
     assert first.model_calls == 1  # it did not answer itself
     assert second.agent == billing and second.status == RunStatus.SUCCEEDED
+
+
+def test_a_takeover_asked_as_the_transfer_is_stored_stops_it_whole(dev_agent, billing):
+    """The operator's takeover lands after the run read its state and before the transfer's
+    one fenced step: nothing of the transfer stays (no target run, the conversation still
+    triage's), the transfer call is answered "not run", and the operator has the handoff."""
+    from agentops.models import HandoffStatus
+    from agentops.runtime.checkpoint import messages_append, run_claim
+    from agentops.runtime.loop import RunDriver, heartbeat_thread
+    from agentops.runtime.transfers import TransferRequired
+    from tests.factories import UserFactory
+
+    bob = UserFactory(username="bob", role="operator")
+    agent = triage(dev_agent)
+    session = session_create(agent=agent, external_user="erin")
+    (user,) = messages_append(
+        session_id=session.pk, messages=[Message(role=Role.USER, content="refund", token_count=3)]
+    )
+    run = Run.objects.create(
+        session=session, agent=agent, agent_version=agent.published_version, trigger=user
+    )
+    epoch = run_claim(run_id=run.pk, worker="test")
+    call = {
+        "id": "call_t",
+        "type": "function",
+        "function": {"name": "transfer_to_billing", "arguments": "{}"},
+    }
+    messages_append(
+        session_id=session.pk,
+        messages=[Message(role=Role.ASSISTANT, tool_calls=[call], run=run, step=1, token_count=9)],
+    )
+    Run.objects.filter(pk=run.pk).update(step=1, model_calls=1)
+    run = Run.objects.select_related("agent__endpoint", "session", "agent_version").get(pk=run.pk)
+    beat = heartbeat_thread(run.pk, epoch)
+    try:
+        driver = RunDriver(run, epoch, beat)
+        driver.start()
+        Run.objects.filter(pk=run.pk).update(takeover_by=bob)  # after the run read its state
+        with pytest.raises(TransferRequired) as transfer:
+            driver.drive()
+        assert driver.transfer(transfer.value) is None
+    finally:
+        beat.stop()
+    run.refresh_from_db()
+    assert (run.status, run.wait_reason) == (RunStatus.HANDED_OFF, "taken over by bob")
+    assert not Run.objects.filter(transferred_from=run).exists()
+    assert Session.objects.get(pk=session.pk).agent == agent
+    answer = Message.objects.get(session=session, role=Role.TOOL)
+    assert answer.content == "Not run: bob, a human operator, took the conversation over."
+    handoff = Handoff.objects.get(session=session)
+    assert handoff.claimed_by == bob and handoff.status == HandoffStatus.CLAIMED
