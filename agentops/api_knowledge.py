@@ -28,6 +28,7 @@ from knowledge.services import (
     source_delete,
     source_reindex,
     source_update,
+    upload_size_check,
 )
 
 router: Router = Router(tags=["knowledge"])
@@ -103,7 +104,7 @@ class UrlSourceIn(Schema):
     title: Text = Field(default="", max_length=300)
     visibility: Visibility = Field(default=Visibility.END_USERS, description=VISIBILITY)
     recrawl_hours: int | None = Field(default=None, ge=1, le=8760)
-    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    metadata: dict[Text, Text | int | float | bool] = Field(default_factory=dict)
 
 
 class SourcePatch(Schema):
@@ -112,7 +113,7 @@ class SourcePatch(Schema):
     title: Text | None = Field(default=None, max_length=300)
     visibility: Visibility | None = Field(default=None, description=VISIBILITY)
     recrawl_hours: int | None = Field(default=None, ge=1, le=8760)
-    metadata: dict[str, str | int | float | bool] | None = None
+    metadata: dict[Text, Text | int | float | bool] | None = None
 
 
 class ChunkOut(Schema):
@@ -137,7 +138,7 @@ class SearchIn(Schema):
         default=Visibility.END_USERS,
         description="The audience: end_users sees only sources visible to end users",
     )
-    metadata: dict[str, str | int | float | bool] | None = None
+    metadata: dict[Text, Text | int | float | bool] | None = None
 
 
 class HitOut(Schema):
@@ -268,6 +269,7 @@ def upload_knowledge_file(
 ) -> tuple[int, dict[str, Any]]:
     role_require(user=request.user, role="admin")
     base = _base(base_id)
+    upload_size_check(size=file.size or 0)
     source = source_add_file(
         base=base,
         filename=file.name or "",

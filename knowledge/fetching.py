@@ -30,10 +30,13 @@ class Page:
 def url_check(url: str, *, field: str = "url") -> str:
     """An http(s) URL whose host the egress guard lets through, or a 422 naming `field`."""
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise Invalid(f"is not a valid URL: {exc}", field=field) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or "\x00" in url:
         raise Invalid("must be an http:// or https:// URL with a host", field=field)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         egress_resolve(parts.hostname, port)
     except EgressDenied as exc:

@@ -122,20 +122,27 @@ def file_check(*, data: bytes, fmt: str) -> None:
 
 def blocks_parse(*, data: bytes, fmt: str) -> list[Block]:
     """Every block of the file in reading order, with its heading path."""
-    if fmt == "pdf":
-        raw = list(_pdf_blocks(data))
-    elif fmt == "docx":
-        raw = list(_docx_blocks(data))
-    elif fmt == "html":
-        raw = list(html_blocks(text_decode(data)))
-    elif fmt == "markdown":
-        raw = list(_markdown_blocks(text_decode(data)))
-    elif fmt == "csv":
-        raw = list(_csv_blocks(text_decode(data)))
-    elif fmt == "text":
-        raw = [Block("paragraph", p) for p in _paragraphs(text_decode(data))]
-    else:
+    if fmt not in FORMATS:
         raise UnsupportedFileType(f"{fmt} is not a supported type", field="file")
+    try:
+        if fmt == "pdf":
+            raw = list(_pdf_blocks(data))
+        elif fmt == "docx":
+            raw = list(_docx_blocks(data))
+        elif fmt == "html":
+            raw = list(html_blocks(text_decode(data)))
+        elif fmt == "markdown":
+            raw = list(_markdown_blocks(text_decode(data)))
+        elif fmt == "csv":
+            raw = list(_csv_blocks(text_decode(data)))
+        else:
+            raw = [Block("paragraph", p) for p in _paragraphs(text_decode(data))]
+    except (UnreadableFile, UnsupportedFileType):
+        raise
+    except Exception as exc:  # a parser's own error on a malformed file, whatever its kind
+        raise UnreadableFile(
+            f"the {fmt} file could not be read: {type(exc).__name__}: {exc}"[:500], field="file"
+        ) from exc
     return _with_heading_paths(raw)
 
 
@@ -143,7 +150,7 @@ def _with_heading_paths(blocks: list[Block]) -> list[Block]:
     stack: list[tuple[int, str]] = []
     out = []
     for block in blocks:
-        text = block.text.strip()
+        text = block.text.replace("\x00", "").strip()  # Postgres text holds no NUL
         if not text:
             continue
         if block.kind == "heading":

@@ -159,6 +159,15 @@ def _metadata_check(metadata: dict[str, Any] | None) -> dict[str, Any]:
     return metadata
 
 
+def upload_size_check(*, size: int) -> None:
+    """Refuse a file over the upload limit (413 naming `file`), before it is read."""
+    limit = conf.upload_max_bytes()
+    if size > limit:
+        raise FileTooLarge(
+            f"the file is {size} bytes, over the limit of {limit} bytes", field="file"
+        )
+
+
 def source_add_file(
     *,
     base: KnowledgeBase,
@@ -173,11 +182,8 @@ def source_add_file(
     """Keep an uploaded file as a source and queue its ingestion. A file over the limit
     (413), of a type no parser reads (415), or not what it claims (422) is refused, naming
     `file`; nothing is stored then."""
-    limit = conf.upload_max_bytes()
-    if len(data) > limit:
-        raise FileTooLarge(
-            f"the file is {len(data)} bytes, over the limit of {limit} bytes", field="file"
-        )
+    upload_size_check(size=len(data))
+    filename, title = filename.replace("\x00", "")[:300], title.replace("\x00", "")[:300]
     fmt = format_detect(filename=filename, media_type=media_type)
     file_check(data=data, fmt=fmt)
     source = Source.objects.create(

@@ -110,6 +110,8 @@ def test_uploads_are_refused_naming_the_file(client, admin, settings):  # type: 
         ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
         ("http://10.0.0.5/wiki", "private"),
         ("file:///etc/passwd", "http:// or https://"),
+        ("http://[::1/x", "is not a valid URL"),
+        ("http://example.com:99999/", "is not a valid URL"),
     ],
 )
 def test_a_web_source_at_an_internal_address_is_refused(client, admin, url, reason):  # type: ignore[no-untyped-def]

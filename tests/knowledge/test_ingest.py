@@ -209,3 +209,23 @@ def test_progress_and_the_end_are_sent_live(transactional_db):  # type: ignore[n
         "last_error": "",
     }
     assert {g for g, _ in sent} == {source_group(source.pk), base_group(base.pk)}
+
+
+def test_a_file_a_parser_chokes_on_fails_in_plain_words(base):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("word/document.xml", "<not-a-word-document")
+    source = ingest(source_add_file(base=base, filename="odd.docx", data=buffer.getvalue()))
+    assert source.status == SourceStatus.FAILED
+    assert source.last_error.startswith("the DOCX cannot be read: ")
+
+
+def test_nul_characters_never_reach_postgres(base):
+    data = b"# Tea\n\n" + b"Green tea. " * 500 + b"Nul\x00 at the end."  # past the sniffed start
+    source = source_add_file(base=base, filename="a\x00b.md", title="t\x00", data=data)
+    assert ingest(source).status == SourceStatus.READY
+    assert source.filename == "ab.md" and source.title == "t"
+    assert chunks_of(source=source).last().text.endswith("Nul at the end.")
