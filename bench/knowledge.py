@@ -308,6 +308,7 @@ def main() -> None:
     args = parser.parse_args()
     django_setup()
     from django.conf import settings
+    from django.db import connection
 
     from knowledge.models import KnowledgeBase
     from knowledge.services import knowledge_base_delete
@@ -319,6 +320,8 @@ def main() -> None:
             knowledge_base_delete(base=base)
 
     clean()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM knowledge_chunk")  # what an earlier run left, while it is small
     try:
         ingestion = bench_ingestion(args.ingest_paragraphs)
         base_id, pairs, corpus_rate = build_corpus(args.chunks, args.queries)

@@ -135,7 +135,7 @@ def _text_search(
     word), but ranking every chunk that holds one common word would read most of the table:
     words in more than COMMON_TERM_SHARE of the chunks (and words no chunk holds) only weigh
     in the rank; the others are asked for narrowest first (all of them, then any two, then
-    any one) until enough chunks are found. Words next to each other in the question and in
+    any one) until a chunk is found. Words next to each other in the question and in
     a chunk add to its rank."""
     cursor.execute(
         f"SELECT lexeme, positions FROM unnest(to_tsvector('{SEARCH_CONFIG}', %s))",  # noqa: S608
@@ -181,7 +181,7 @@ def _text_search(
             {**params, "scored": scored, "matched": matched, "phrases": phrases},
         )
         found = [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
-        if len(found) >= params["n"] // 4:
+        if found:  # the narrowest match that finds anything: the vector part adds the rest
             break
     return found
 
