@@ -64,14 +64,17 @@ def for_stage(
     ]
 
 
-def at_the_door(guardrail: dict[str, Any]) -> bool:
-    """An input guardrail that redacts by a finder: applied as the message is posted, before
-    it is stored or shown (agentops.runtime.services.session_post_message)."""
-    return (
-        guardrail["stage"] == "input"
-        and guardrail["action"] == "redact"
-        and guardrail["kind"] in FINDERS
-    )
+def at_the_door(guardrails: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The input guardrails applied as a message is posted, before it is stored or shown
+    (agentops.runtime.services.session_post_message): the first ones, in order, that redact
+    by a finder — up to the first that decides otherwise, which must see the text as written
+    (its run checks it, and those after it)."""
+    door = []
+    for guardrail in for_stage(guardrails, "input", mode="blocking"):
+        if guardrail["action"] != "redact" or guardrail["kind"] not in FINDERS:
+            break
+        door.append(guardrail)
+    return door
 
 
 def _found(count: int, entities: list[str]) -> str:

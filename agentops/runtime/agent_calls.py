@@ -324,16 +324,21 @@ def _turn_cancel(*, child: Run, reason: str) -> None:
 
 def children_orphaned_cancel() -> int:
     """Children still going whose caller ended (a cascade lost to a crash): cancelled."""
-    orphans = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).filter(
-        Q(parent_run__status__in=ENDED) | Q(transferred_from__parent_run__status__in=ENDED)
-    )
+    from agentops.runtime.transfers import MAX_PER_TURN
+
+    # The child itself, or a run of its turn (at most MAX_PER_TURN transfers from it).
+    hops = ["transferred_from__" * n for n in range(MAX_PER_TURN + 1)]
+    ended_caller = Q()
+    for hop in hops:
+        ended_caller |= Q(**{f"{hop}parent_run__status__in": ENDED})
+    orphans = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).filter(ended_caller)
     cancelled = 0
-    for orphan in orphans.select_related("parent_run", "transferred_from__parent_run"):
-        caller = orphan.parent_run or (
-            orphan.transferred_from and orphan.transferred_from.parent_run
-        )
-        assert caller is not None
-        _turn_cancel(child=orphan, reason=CALLER_ENDED[RunStatus(caller.status)])
+    for orphan in orphans.select_related(*(f"{hop}parent_run" for hop in hops)):
+        first = orphan
+        while first.parent_run_id is None and first.transferred_from is not None:
+            first = first.transferred_from
+        assert first.parent_run is not None
+        _turn_cancel(child=orphan, reason=CALLER_ENDED[RunStatus(first.parent_run.status)])
         cancelled += 1
     return cancelled
 

@@ -78,13 +78,14 @@ class RunGuards:
         """Before the run's first model call: the blocking input guardrails on its message."""
         driver = self.driver
         blocking = for_stage(self.guardrails, "input", mode="blocking")
-        if (driver.run.state or {}).get("input_redacted"):  # done as it was posted
-            blocking = [g for g in blocking if not at_the_door(g)]
         trigger_id = driver.run.trigger_id
         message = next((m for m in driver.transcript.messages if m.pk == trigger_id), None)
         if not blocking or message is None or driver.run.model_calls:
             return
         self.redact_unanswered(blocking, message)
+        if (driver.run.state or {}).get("input_redacted"):  # done as it was posted
+            door = at_the_door(self.guardrails)
+            blocking = [g for g in blocking if g not in door]
         outcome = guardrails_apply(
             guardrails=blocking, text=message.content, tracer=driver.tracer, classify=self.classify
         )

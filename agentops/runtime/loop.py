@@ -19,6 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -77,7 +78,12 @@ from agentops.runtime.model_client import (
     tool_specs,
 )
 from agentops.runtime.retry import INLINE_WAIT_MAX, RetryPolicy
-from agentops.runtime.services import handoff_open, run_enqueue, run_released
+from agentops.runtime.services import (
+    handoff_open,
+    run_enqueue,
+    run_held_requeue,
+    run_released,
+)
 from agentops.runtime.tooling import ToolRunner
 from agentops.runtime.transfers import (
     TransferRequired,
@@ -198,6 +204,7 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
     if epoch is None:
         run_released(run_id=run_id)
         return "not-claimed"
+    job_started = time.monotonic()
     successor: Run | None = None
     while True:
         sandbox: bool | None = None
@@ -206,8 +213,13 @@ def run_execute(*, run_id: uuid.UUID | str, job_id: str = "") -> str:
             sandbox = run.session.sandbox
         finally:
             run_released(run_id=run_id, sandbox=sandbox)
-        if successor is None:
+        if successor is None or successor.status != RunStatus.RUNNING:
+            return run.status  # no transfer, or its target's run waits for a slot
+        if time.monotonic() - job_started > settings.RUN_JOB_TIMEOUT / 2:
+            run_held_requeue(run=successor)  # a job of its own, with a whole time limit
             return run.status
+        if not heartbeat(run_id=successor.pk, epoch=successor.epoch):
+            return run.status  # cancelled, or recovered by the sweep, since its transfer
         run_id, epoch = successor.pk, successor.epoch
 
 
@@ -225,13 +237,17 @@ def run_drive_claimed(
         )
     beat = heartbeat_start(run.pk, epoch)
     successor = None
+    try:
+        driver = RunDriver(run, epoch, beat)
+    except BaseException:
+        beat.stop()
+        raise
     with bind_context(
         trace_id=str(run.pk),
         run_id=str(run.pk),
         session_id=str(run.session_id),
         agent=run.agent.slug,
     ):
-        driver = RunDriver(run, epoch, beat)
         try:
             driver.start()
             driver.drive()

@@ -161,6 +161,15 @@ def run_slot_free(*, run_id: uuid.UUID | str) -> None:
         log.warning("run.dispatch_deferred", run_id=str(run_id), error=str(exc))
 
 
+def run_held_requeue(*, run: Run) -> None:
+    """A run this job holds (a transfer's target) but will not drive: back to the queue,
+    sent as its agent's slots allow, to a job of its own."""
+    if Run.objects.filter(pk=run.pk, epoch=run.epoch, status=RunStatus.RUNNING).update(
+        status=RunStatus.QUEUED, job_id="", worker="", enqueued_at=timezone.now()
+    ):
+        runs_dispatch(agent_id=run.agent_id)
+
+
 def run_released(*, run_id: uuid.UUID | str, sandbox: bool | None = None) -> None:
     """A job is done with a run (however it ended, also when its turn went on to another
     agent's run in the same job): its agent's held runs may go, and whoever waits for the
@@ -291,7 +300,7 @@ def _redacted_at_the_door(
     guardrails = getattr(session, "run_guardrails", None) or []
     if isinstance(guardrails, str):  # jsonb comes as text to Django's connections
         guardrails = json.loads(guardrails) or []
-    redacting = [g for g in guardrails if at_the_door(g)]
+    redacting = at_the_door(guardrails)
     if not redacting:
         return content, None
     tracer = Tracer(
@@ -450,7 +459,7 @@ def run_cancel(*, run: Run, actor: Actor = None, reason: str = "") -> Run:
         status=RunStatus.CANCELLED,
         finished_at=timezone.now(),
         wake_at=None,
-        wait_reason=reason[:200],
+        **({"wait_reason": reason[:200]} if reason else {}),  # else what it waited for stays
     )
     run.refresh_from_db()
     if not cancelled:

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from agentops.budgets.models import BudgetHold
 from agentops.budgets.services import WIDGET_KEY_ID
 from agentops.models import Agent, Message, Role, Run, RunStatus, Session, ToolCall
+from agentops.runtime.services import runs_dispatch_on_commit
 from tracing.platform.failures import Failure, FailureClass, Interruption
 from tracing.platform.json_input import json_parse
 
@@ -318,6 +319,9 @@ def transfer_perform(
     run = driver.run
     now = timezone.now()
     with transaction.atomic():
+        # Under the target's row lock, as runs_dispatch counts: over its limit (another
+        # transfer got there first), its run waits for a slot like a posted one.
+        drive_here = _below_limit(target)
         with driver.tracer.span(
             "transfer",
             **{
@@ -346,13 +350,19 @@ def transfer_perform(
                 if run.forked_from_id and driver.session.fork_tools
                 else None,
                 enqueued_at=now,
-                status=RunStatus.RUNNING,
-                epoch=1,
-                worker=run.worker,
-                job_id=run.job_id,
-                jobs_started=1,
-                started_at=now,
-                heartbeat_at=now,
+                **(
+                    {
+                        "status": RunStatus.RUNNING,
+                        "epoch": 1,
+                        "worker": run.worker,
+                        "job_id": run.job_id,
+                        "jobs_started": 1,
+                        "started_at": now,
+                        "heartbeat_at": now,
+                    }
+                    if drive_here
+                    else {"status": RunStatus.QUEUED}
+                ),
             )
             # The turn's budget reservations go on with it: the target spends against them.
             BudgetHold.objects.filter(run_id=run.pk).update(run=successor)
@@ -366,6 +376,8 @@ def transfer_perform(
         )
         if operator_id is not None:
             raise TransferTakenOver(operator_id)  # and none of the above stays
+        if not drive_here:
+            runs_dispatch_on_commit(agent_id=target.pk)
     # What its driver reads with it, known here (budget holds, if any, are read again).
     successor.agent, successor.session, successor.trigger = target, driver.session, run.trigger
     successor.agent_version = target.published_version
@@ -374,6 +386,31 @@ def transfer_perform(
     if not getattr(run, "budget_holds", None):
         successor.budget_holds = []  # type: ignore[attr-defined]  # none moved to it
     return successor
+
+
+def _below_limit(agent: Agent) -> bool:
+    """Whether the agent has fewer runs in flight than its limit, and none waiting for a
+    slot (locks its row: other transfers and dispatches to it wait for the transaction)."""
+    limit = (
+        agent.max_concurrent_runs
+        if agent.max_concurrent_runs is not None
+        else settings.AGENT_MAX_CONCURRENT_RUNS
+    )
+    if not limit:
+        return True
+    with connection.cursor() as cursor:
+        # The count after the lock, in a statement of its own: one that waited for the lock
+        # would count with the snapshot it began with (before the holder's run committed).
+        cursor.execute("SELECT 1 FROM agentops_agent WHERE id = %s FOR NO KEY UPDATE", [agent.pk])
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM agentops_run r WHERE r.agent_id = %s"
+            "   AND (r.status = 'running' OR (r.status = 'queued' AND r.job_id <> ''))),"
+            " EXISTS (SELECT 1 FROM agentops_run h WHERE h.agent_id = %s"
+            "   AND h.status = 'queued' AND h.job_id = '')",
+            [agent.pk, agent.pk],
+        )
+        row = cursor.fetchone()
+    return row is not None and row[0] < limit and not row[1]
 
 
 def transfer_view_of(*, driver: RunDriver, target: Agent) -> dict[str, Any]:
@@ -388,8 +425,9 @@ def transfer_view_of(*, driver: RunDriver, target: Agent) -> dict[str, Any]:
 def transfer_unfinished(*, driver: RunDriver) -> Agent | None:
     """The target of a transfer this run answered but did not carry out (its worker died
     between the two): the run carries it out on resume rather than going on itself."""
-    if driver.run.jobs_started <= 1:
+    if driver.run.jobs_started <= 1 and driver.run.forked_from_id is None:
         return None  # the run's first job: no earlier one can have left a transfer undone
+        # (a fork's can: its copied history may end with a transfer's answer)
     if Run.objects.filter(transferred_from=driver.run).exists():
         return None
     mine = [m for m in driver.transcript.messages if m.run_id == driver.run.pk]

@@ -46,31 +46,8 @@ def decisions(run_id) -> list[tuple[str, str]]:
     ]
 
 
-def test_it_redacts_a_card_number_before_the_model_the_store_and_the_trace_see_it(
-    worker, dev_agent, devmodel, model_name
-):
-    session = guarded(
-        dev_agent,
-        {
-            "name": "cards",
-            "stage": "input",
-            "kind": "pii",
-            "action": "redact",
-            "entities": ["card"],
-        },
-    )
-    run = session_post_message(session=session, content=f"my card is {CARD}, refund me")
-    run = wait_for_run(run.pk)
-    assert run.status == RunStatus.SUCCEEDED, run.error_message
-    sent = sent_to_model(devmodel, model_name)
-    assert "[card number]" in sent and "4111" not in sent
-    user, answer = Message.objects.filter(session=session).order_by("seq")
-    assert user.content == "my card is [card number], refund me"
-    assert answer.content == "You said: my card is [card number], refund me"
-    assert "4111" not in trace_text(run.pk)
-    assert decisions(run.pk) == [("cards", "redacted")]
-
-
+# Driven in the test's own process (no worker may take their runs): before the module's
+# first test that starts one.
 def test_it_redacts_a_posted_message_before_it_is_stored_or_shown(dev_agent):
     """At the door: the stored message (and the live event that shows it) never held the
     card number, also before any run starts; the decision is a span of the run it starts,
@@ -108,6 +85,64 @@ def test_it_redacts_a_posted_message_before_it_is_stored_or_shown(dev_agent):
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
     assert decisions(run.pk) == [("cards", "redacted")]  # decided once
     assert "4111" not in trace_text(run.pk)
+
+
+def test_a_guardrail_listed_before_a_redactor_sees_the_message_as_written(dev_agent):
+    """The door redacts only the redactors that come first: a block listed before one still
+    reads the text as the user wrote it (in the run), and stops it."""
+    import django_rq
+    from django.conf import settings
+
+    from agentops.models import Run
+    from agentops.runtime.loop import run_execute
+
+    session = guarded(
+        dev_agent,
+        {
+            "name": "no-acme",
+            "stage": "input",
+            "kind": "terms",
+            "action": "block",
+            "terms": ["acme.com"],
+        },
+        {
+            "name": "emails",
+            "stage": "input",
+            "kind": "pii",
+            "action": "redact",
+            "entities": ["email"],
+        },
+    )
+    run = session_post_message(session=session, content="please write to bob@acme.com today")
+    django_rq.get_queue(settings.RUN_QUEUE).empty()  # driven here
+    run_execute(run_id=run.pk)
+    run = Run.objects.get(pk=run.pk)
+    assert run.status == RunStatus.FAILED and decisions(run.pk) == [("no-acme", "block")]
+
+
+def test_it_redacts_a_card_number_before_the_model_the_store_and_the_trace_see_it(
+    worker, dev_agent, devmodel, model_name
+):
+    session = guarded(
+        dev_agent,
+        {
+            "name": "cards",
+            "stage": "input",
+            "kind": "pii",
+            "action": "redact",
+            "entities": ["card"],
+        },
+    )
+    run = session_post_message(session=session, content=f"my card is {CARD}, refund me")
+    run = wait_for_run(run.pk)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    sent = sent_to_model(devmodel, model_name)
+    assert "[card number]" in sent and "4111" not in sent
+    user, answer = Message.objects.filter(session=session).order_by("seq")
+    assert user.content == "my card is [card number], refund me"
+    assert answer.content == "You said: my card is [card number], refund me"
+    assert "4111" not in trace_text(run.pk)
+    assert decisions(run.pk) == [("cards", "redacted")]
 
 
 def test_it_redacts_a_phone_number_in_the_answer_before_anyone_sees_it(

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agentops.models import Handoff, Message, Run, ToolCall
 from agentops.runtime.services import runs_reconcile, session_create, session_post_message
+from agentops.runtime.tooling import MAX_KEYED_RESENDS
 from agentops.testing.chaos import kill
 from agentops.testing.processes import child_env, start_worker
 from agentops.testing.tools import KeyedChargeServer, keyed_charge_tool, side_effects_log
@@ -97,15 +98,16 @@ def test_a_call_in_doubt_is_sent_again_only_when_its_tool_honours_a_key(  # type
     assert Run.objects.get(pk=run.pk).epoch == 2
 
 
-@pytest.mark.parametrize("resent_before", [2, 3])
-def test_a_keyed_call_is_re_sent_at_most_three_times(tooled_agent, worker, resent_before):  # type: ignore[no-untyped-def]
-    """A keyed call whose every send died with its worker: re-sent while fewer than three
-    re-sends are stored for it, then handed to a person as "outcome unknown after 3
-    re-sends", and not sent again. (The state that many kills leave, written directly: the
-    call's row in flight, the re-sends' events in its run's trace.)"""
+@pytest.mark.parametrize("resent_before", [MAX_KEYED_RESENDS - 1, MAX_KEYED_RESENDS])
+def test_a_keyed_call_is_re_sent_at_most_max_keyed_resends_times(
+    tooled_agent, worker, resent_before
+):  # type: ignore[no-untyped-def]
+    """A keyed call whose every send died with its worker: re-sent while fewer than
+    MAX_KEYED_RESENDS re-sends are stored for it, then handed to a person as "outcome
+    unknown after N re-sends", and not sent again. (The state that many kills leave, written
+    directly: the call's row in flight, the re-sends' events in its run's trace.)"""
     from agentops.runtime.checkpoint import messages_append
     from agentops.runtime.services import run_enqueue
-    from agentops.runtime.tooling import MAX_KEYED_RESENDS
     from tracing.models import Span
 
     side_effects_forget()
@@ -159,7 +161,7 @@ def test_a_keyed_call_is_re_sent_at_most_three_times(tooled_agent, worker, resen
     if resent_before < MAX_KEYED_RESENDS:
         assert run.status == "succeeded", (run.status, run.wait_reason, run.error_message)
         assert (row.status, row.attempts) == ("succeeded", resent_before + 2)
-        assert [s.attributes["resend"] for s in resends] == [1, 2, 3]
+        assert [s.attributes["resend"] for s in resends] == list(range(1, resent_before + 2))
         done = [json.loads(line)["key"] for line in side_effects_log().read_text().splitlines()]
         assert done == [row.idempotency_key]
         return

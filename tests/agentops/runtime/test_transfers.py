@@ -56,6 +56,98 @@ def chain_of(run: Run) -> list[Run]:
     return runs
 
 
+# Driven in the test's own process (no worker may take their runs): before the module's
+# first test that starts one.
+def test_a_target_run_cancelled_before_it_starts_is_not_driven(
+    dev_agent, billing, devmodel, model_name
+):
+    """Cancelled in the instant between its transfer and its start in the same job: the job
+    leaves it cancelled, never asking the model for it nor saying it runs."""
+    import django_rq
+    from django.conf import settings
+
+    from agentops import hooks
+    from agentops.hooks import event_subscribe
+    from agentops.runtime.loop import run_execute
+    from agentops.runtime.services import run_cancel
+
+    session = session_create(agent=triage(dev_agent), external_user="erin")
+    heard: list[tuple[str, str]] = []
+
+    def on_status(event):
+        run = event.run
+        heard.append((str(run.pk), event.data.get("status")))
+        if event.data.get("status") == RunStatus.SUCCEEDED and run.wait_reason.startswith(
+            "transferred"
+        ):
+            transaction_on_commit(lambda: run_cancel(run=Run.objects.get(transferred_from=run)))
+
+    from django.db.transaction import on_commit as transaction_on_commit
+
+    event_subscribe(kinds=["run.status"], handler=on_status)
+    try:
+        run = session_post_message(session=session, content="I want a refund please")
+        django_rq.get_queue(settings.RUN_QUEUE).empty()  # driven here
+        run_execute(run_id=run.pk)
+    finally:
+        hooks._subscribers["run.status"].remove(on_status)
+    target = Run.objects.get(transferred_from=run)
+    assert target.status == RunStatus.CANCELLED
+    assert not spans(target.pk, "model.call")
+    assert len(devmodel.requests(model_name)) == 1  # triage's call only
+    assert [s for r, s in heard if r == str(target.pk)] == [RunStatus.CANCELLED]
+
+
+def test_two_transfers_at_once_keep_the_targets_limit(dev_agent, billing, monkeypatch):
+    """Both pass the transfer's limit check before either commits: under the target's row
+    lock the second target run waits for a slot (queued), and runs once the first ends."""
+    import threading
+
+    from django.db import connection
+
+    from agentops.runtime import loop, transfers
+
+    billing.max_concurrent_runs = 1
+    billing.save(update_fields=["max_concurrent_runs"])
+    barrier = threading.Barrier(2, timeout=30)
+
+    def after_both_checked(**kwargs):
+        barrier.wait()
+        return transfers.transfer_perform(**kwargs)
+
+    monkeypatch.setattr(loop, "transfer_perform", after_both_checked)
+    agent = triage(dev_agent, when={"pattern": "refund"})
+    runs = [
+        session_post_message(
+            session=session_create(agent=agent, external_user=user), content="a refund please"
+        )
+        for user in ("erin", "fred")
+    ]
+    import django_rq
+    from django.conf import settings
+
+    django_rq.get_queue(settings.RUN_QUEUE).empty()  # driven here, in two threads
+
+    def drive(run):
+        try:
+            loop.run_execute(run_id=run.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drive, args=(r,)) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    targets = [Run.objects.get(transferred_from=r) for r in runs]
+    # One answered in its transfer's job (these ran with no job id); the other waited for
+    # the slot and was sent to the queue once the first ended (a job id of its own).
+    assert sorted(t.job_id == "" for t in targets) == [False, True]
+    driven = next(t for t in targets if t.job_id == "")
+    assert driven.status == RunStatus.SUCCEEDED
+    django_rq.get_queue(settings.RUN_QUEUE).empty()
+
+
 def test_it_transfers_a_refund_to_billing_who_answers_and_takes_the_conversation(
     worker, dev_agent, billing, devmodel, model_name
 ):
@@ -312,3 +404,19 @@ def test_a_takeover_asked_as_the_transfer_is_stored_stops_it_whole(dev_agent, bi
     assert answer.content == "Not run: bob, a human operator, took the conversation over."
     handoff = Handoff.objects.get(session=session)
     assert handoff.claimed_by == bob and handoff.status == HandoffStatus.CLAIMED
+
+
+def test_a_fork_at_the_transfer_answer_transfers_in_the_fork(worker, dev_agent, billing):
+    """Forked at the step that answered the transfer call (the history copied ends with it,
+    no target run of its own): the fork carries the transfer out rather than answering."""
+    from agentops.runtime.services import run_fork
+
+    session = session_create(agent=triage(dev_agent), external_user="erin")
+    first = wait_for_run(session_post_message(session=session, content="I want a refund please").pk)
+    chain_of(first)
+    assert first.step == 2  # 1: the transfer call, 2: its answer
+    fork = wait_for_run(run_fork(run=first, step=2).pk)
+    assert (fork.status, fork.wait_reason) == (RunStatus.SUCCEEDED, "transferred to billing")
+    assert fork.model_calls == 1  # copied: it did not ask the model again
+    (_, target) = chain_of(fork)
+    assert target.agent == billing and target.status == RunStatus.SUCCEEDED
