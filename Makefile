@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	DEBUG=1 DATABASE_URL=postgresql://localhost/typecheck REDIS_URL=redis://localhost:6379/0 \
-		$(BIN)/mypy agentops tracing tools memory
+		$(BIN)/mypy agentops tracing tools memory knowledge
 
 bench: $(STAMP)
 	$(BIN)/python bench/step_overhead.py

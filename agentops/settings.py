@@ -131,6 +131,11 @@ if not CREDENTIALS_KEYS:
     CREDENTIALS_KEYS = [_cred_file.read_text().strip()]
 
 # Long-term memory (docs/memory.md): the embedder, and the thresholds bench/recall.py chose.
+# Knowledge bases (knowledge/conf.py reads these).
+KNOWLEDGE_UPLOAD_MAX_BYTES = envint("KNOWLEDGE_UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+KNOWLEDGE_FETCH_TIMEOUT = envfloat("KNOWLEDGE_FETCH_TIMEOUT", 20.0, minimum=1)
+KNOWLEDGE_SITEMAP_MAX_PAGES = envint("KNOWLEDGE_SITEMAP_MAX_PAGES", 200, minimum=1)
+KNOWLEDGE_EMBED_BATCH = envint("KNOWLEDGE_EMBED_BATCH", 32, minimum=1)
 MEMORY_EMBEDDER = os.environ.get("MEMORY_EMBEDDER", "").strip().lower() or "wordllama"
 if MEMORY_EMBEDDER not in {"wordllama", "openai"}:
     _fail(f"MEMORY_EMBEDDER must be 'wordllama' or 'openai', not {MEMORY_EMBEDDER!r}.")
