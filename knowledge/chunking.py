@@ -13,29 +13,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from knowledge.parsing import Block
-
-if TYPE_CHECKING:
-    from bpe_openai.tokenizer import Encoding
+from tracing.platform.tokens import count_tokens, token_encoding
 
 HEADING_SEPARATOR = " > "
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
-
-
-@cache
-def _encoding() -> Encoding:
-    import bpe_openai
-
-    return bpe_openai.get_encoding("o200k_base")
-
-
-def count_tokens(text: str) -> int:
-    # The same count as agentops.runtime.context.count_tokens (o200k, ordinary), which this
-    # lower app may not import.
-    return len(_encoding().encode_ordinary(text)) if text else 0
 
 
 @dataclass
@@ -196,7 +180,7 @@ def _table_pieces(block: Block, limit: int) -> list[_Piece]:
 
 
 def _token_pieces(text: str, limit: int, metadata: dict[str, Any]) -> list[_Piece]:
-    encoding = _encoding()
+    encoding = token_encoding()
     tokens = encoding.encode_ordinary(text)
     return [
         _Piece(

@@ -12,34 +12,19 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import Any
 
 from django.db.models import Q
 
 from agentops.models import Message, Role
-
-if TYPE_CHECKING:
-    from bpe_openai.tokenizer import Encoding
+from tracing.platform.tokens import count_tokens as count_tokens  # its callers import it here
 
 PER_MESSAGE_OVERHEAD = 4
 SUMMARY_PROMPT = (
     "Summarize the conversation so far for your own later use: keep names, facts the user gave, "
     "decisions, open questions and task progress. Be concise."
 )
-
-
-@cache
-def _encoding() -> Encoding:
-    import bpe_openai
-
-    return bpe_openai.get_encoding("o200k_base")
-
-
-def count_tokens(text: str) -> int:
-    # Ordinary: a text that spells a special token ("<|endoftext|>") is counted as the text it
-    # is. `encode` refuses it (a ValueError: a user's message, a tool's output, a server error).
-    return len(_encoding().encode_ordinary(text)) if text else 0
 
 
 def message_tokens(*, content: str, tool_calls: list[dict[str, Any]] | None = None) -> int:
