@@ -12,6 +12,7 @@ from rq import cron
 
 from agentops import jobs as agentops_jobs
 from agentops.hooks import PeriodicJob, periodic_jobs
+from knowledge import jobs as knowledge_jobs
 from memory import jobs as memory_jobs
 from tracing import jobs as tracing_jobs
 
@@ -22,6 +23,10 @@ SCHEDULE = [
     PeriodicJob(func=memory_jobs.memory_expire_job, interval=600, job_timeout=600, ttl=600),
     PeriodicJob(func=memory_jobs.memories_embed_missing_job, interval=60, job_timeout=300, ttl=60),
     PeriodicJob(func=agentops_jobs.breaker_window_prune_job, interval=60, job_timeout=120, ttl=60),
+    PeriodicJob(func=knowledge_jobs.sources_resume_job, interval=60, job_timeout=120, ttl=60),
+    PeriodicJob(
+        func=knowledge_jobs.sources_recrawl_due_job, interval=300, job_timeout=120, ttl=300
+    ),
 ]
 
 for job in [*SCHEDULE, *periodic_jobs()]:
