@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
 from ninja import NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -147,6 +148,14 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> Any:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return api.create_response(
         request, {"error": f"request body too large: at most {limit} bytes"}, status=413
+    )
+
+
+@api.exception_handler(MultiPartParserError)
+def on_malformed_multipart(request: HttpRequest, exc: MultiPartParserError) -> Any:
+    """A multipart body Django cannot read (no boundary, cut short): the client's fault."""
+    return api.create_response(
+        request, {"error": f"malformed multipart body: {exc}", "field": "file"}, status=400
     )
 
 

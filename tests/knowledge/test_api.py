@@ -96,6 +96,14 @@ def test_uploads_are_refused_naming_the_file(client, admin, settings):  # type: 
     assert unsupported.status_code == 415 and unsupported.json()["field"] == "file"
     assert ".exe is not a supported type" in unsupported.json()["error"]
 
+    no_boundary = client.post(
+        f"/api/knowledge/bases/{base.pk}/files",
+        data=b"--x\r\n",
+        content_type="multipart/form-data",
+        **admin,
+    )
+    assert no_boundary.status_code == 400 and no_boundary.json()["field"] == "file"
+
     settings.KNOWLEDGE_UPLOAD_MAX_BYTES = 1000
     large = upload(client, base, "big.txt", b"word " * 400, admin)
     assert large.status_code == 413 and large.json()["field"] == "file"
