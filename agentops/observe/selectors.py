@@ -77,13 +77,12 @@ def runs_filtered(
     return qs
 
 
-def run_costs(*, runs: list[Run] | list[uuid.UUID]) -> dict[Any, Decimal]:
-    """Estimated cost per run (or run id) from its model calls' tokens and today's price
-    table."""
+def run_costs(*, runs: list[Run]) -> dict[Any, Decimal]:
+    """Estimated cost per run from its model calls' tokens and today's price table."""
     prices = PriceBook()
     out: dict[Any, Decimal] = {}
     rows = Span.objects.filter(
-        trace_id__in=[r.pk if isinstance(r, Run) else r for r in runs], name=semconv.MODEL_CALL
+        trace_id__in=[r.pk for r in runs], name=semconv.MODEL_CALL
     ).values_list("trace_id", "attributes")
     for trace_id, attributes in rows:
         model = (
@@ -206,11 +205,14 @@ def run_trace(*, run: Run) -> RunTrace:
         stages[span.name] = stages.get(span.name, 0) + 1
     below = runs_below(run_id=run.pk)
     asked_in = asked_out = 0
-    for attributes in Span.objects.filter(trace_id__in=below, name=semconv.MODEL_CALL).values_list(
-        "attributes", flat=True
-    ):
-        asked_in += int(attributes.get(semconv.INPUT_TOKENS) or 0)
-        asked_out += int(attributes.get(semconv.OUTPUT_TOKENS) or 0)
+    asked_cost = Decimal(0)
+    calls = Span.objects.filter(trace_id__in=below, name=semconv.MODEL_CALL)
+    for attributes in calls.values_list("attributes", flat=True):
+        call_in = int(attributes.get(semconv.INPUT_TOKENS) or 0)
+        call_out = int(attributes.get(semconv.OUTPUT_TOKENS) or 0)
+        model = attributes.get(semconv.RESPONSE_MODEL) or attributes.get(semconv.REQUEST_MODEL)
+        asked_in, asked_out = asked_in + call_in, asked_out + call_out
+        asked_cost += prices.cost(str(model or ""), call_in, call_out)
     return RunTrace(
         rows=rows,
         total_ms=waterfall.total_ms if spans else 0.0,
@@ -226,7 +228,7 @@ def run_trace(*, run: Run) -> RunTrace:
         asked_runs=len(below),
         asked_tokens_in=asked_in,
         asked_tokens_out=asked_out,
-        asked_cost=sum(run_costs(runs=below).values(), Decimal(0)),
+        asked_cost=asked_cost,
     )
 
 
