@@ -1,6 +1,6 @@
 """The shapes of malformed input that answered 500 (issue 21, item 20), each a 4xx naming the
 problem now: a NUL in a URL, in the notes and labels forms, a lone surrogate or nesting 1,000
-deep in JSON, an overlong login name, the endpoint test without htmx, a 200-character model."""
+deep in JSON, NaN or Infinity (no JSON numbers: Postgres refuses them), an overlong login name, the endpoint test without htmx, a 200-character model."""
 
 from __future__ import annotations
 
@@ -68,6 +68,18 @@ def test_the_api_refuses_a_lone_surrogate_and_deep_json_naming_the_field(alice, 
         ("patch", f"/api/datasets/{dataset.pk}/items/{item.pk}", SURROGATE, "input"),
         ("patch", f"/api/agents/{agent.slug}", '{"system_prompt": "\\udfff"}', "system_prompt"),
         ("post", f"/api/datasets/{dataset.pk}/items", '{"context": ' + DEEP + "}", "context"),
+        (
+            "post",
+            f"/api/datasets/{dataset.pk}/items",
+            '{"input": "x", "context": {"n": NaN}}',
+            "context.n",
+        ),
+        (
+            "post",
+            "/api/knowledge/search",
+            '{"query": "x", "metadata": {"v": Infinity}}',
+            "metadata.v",
+        ),
     ):
         response = getattr(api, method)(path, body, content_type="application/json", **auth(key))
         assert response.status_code == 422, (path, response.content)

@@ -10,6 +10,7 @@ that is not JSON at all, so a caller that already answers bad JSON answers these
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -40,8 +41,8 @@ def text_problem(text: str, *, nul_ok: bool = False) -> str | None:
 
 
 def json_parse(text: str | bytes, *, nul_ok: bool = False) -> Any:
-    """`json.loads(text)`, refusing NUL (unless `nul_ok`), lone surrogates and nesting deeper
-    than MAX_DEPTH (JsonInputError); text that is no JSON raises json.JSONDecodeError (or
+    """`json.loads(text)`, refusing NUL (unless `nul_ok`), lone surrogates, NaN and Infinity,
+    and nesting deeper than MAX_DEPTH (JsonInputError); text that is no JSON raises json.JSONDecodeError (or
     UnicodeDecodeError for bytes that are no UTF-8), as json.loads does."""
     try:
         value = json.loads(text)
@@ -61,6 +62,9 @@ def json_check(value: object, *, nul_ok: bool = False) -> None:
             if problem := text_problem(node, nul_ok=nul_ok):
                 raise JsonInputError(problem, field=_dotted(path))
             continue
+        if isinstance(node, float) and not math.isfinite(node):
+            # json.loads takes NaN and Infinity; JSON has no such numbers, nor has Postgres.
+            raise JsonInputError(f"{node} is not a JSON number", field=_dotted(path) or None)
         if not isinstance(node, dict | list):
             continue
         if len(path) >= MAX_DEPTH:
