@@ -179,3 +179,6 @@ def test_it_lists_the_tool_calls_awaiting_approval(client, bob, charlie):
     assert approved["decided_by"] == "bob"
     bad = client.get("/api/tool-calls?status=nope", **viewer)
     assert bad.status_code == 422 and bad.json()["field"] == "status"
+    # The decision woke the run: the module's worker drives it. It must be done before the
+    # test's database is flushed (a flush beside its writes deadlocked once in CI).
+    wait_for_run(run.pk)
